@@ -1,0 +1,1 @@
+"""Hub governance: protocols, consent, legitimate relationships, decisions, audit log, views."""

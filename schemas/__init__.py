@@ -1,0 +1,1 @@
+"""Canonical field definitions, agency onboarding mappings, encoding spec, protocols."""

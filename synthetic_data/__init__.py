@@ -1,0 +1,1 @@
+"""Deterministic synthetic local-authority population with agency extracts and ground truth."""
