@@ -1,0 +1,80 @@
+"""SQLAlchemy 2 models of the governance store (SQLite by default, PostgreSQL in production).
+
+Tables carry no schema: production or tests pick one with `schema_translate_map`
+(see `governance.audit.make_engine`). Nothing here may ever hold a plaintext identifier:
+only hub ids (person_id, household_id), user ids, protocol ids, field names and codes.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, CheckConstraint, Integer, MetaData, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+GENESIS_HASH = "0" * 64
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData()
+
+
+class AuditEntry(Base):
+    """One append-only, hash-chained entry. `seq` and `prev_hash` are unique: a fork is refused."""
+
+    __tablename__ = "gov_audit_entries"
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    prev_hash: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    entry_hash: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    recorded_at: Mapped[str] = mapped_column(String(40), nullable=False)
+    kind: Mapped[str] = mapped_column(String(40), nullable=False)
+    body: Mapped[str] = mapped_column(Text, nullable=False)  # canonical JSON, hashed verbatim
+
+
+class ChainHead(Base):
+    """Single row naming the last entry; locked to serialise appends (FOR UPDATE on PostgreSQL)."""
+
+    __tablename__ = "gov_audit_head"
+    __table_args__ = (CheckConstraint("id = 1", name="gov_audit_head_single_row"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    seq: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    entry_hash: Mapped[str] = mapped_column(String(64), nullable=False)
+
+
+class Checkpoint(Base):
+    """The hub's Ed25519 signature over (seq, entry_hash) of the chain at that point."""
+
+    __tablename__ = "gov_audit_checkpoints"
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    entry_hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    signed_at: Mapped[str] = mapped_column(String(40), nullable=False)
+    key_id: Mapped[str] = mapped_column(String(32), nullable=False)
+    public_key: Mapped[str] = mapped_column(String(64), nullable=False)  # base64 raw Ed25519
+    signature: Mapped[str] = mapped_column(String(128), nullable=False)  # base64
+
+
+class Alert(Base):
+    """Alert for the IG lead (break-glass use or attempt). Not chained; the audit entry is."""
+
+    __tablename__ = "gov_alerts"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    audit_seq: Mapped[int] = mapped_column(BigInteger, nullable=False, index=True)
+    raised_at: Mapped[str] = mapped_column(String(40), nullable=False)
+    to_role: Mapped[str] = mapped_column(String(32), nullable=False)
+    kind: Mapped[str] = mapped_column(String(40), nullable=False)
+    protocol_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    user_id: Mapped[str] = mapped_column(String(128), nullable=False)
+    person_id: Mapped[str] = mapped_column(String(128), nullable=False)
+    detail: Mapped[str] = mapped_column(String(200), nullable=False)  # codes only
+    acknowledged_at: Mapped[str | None] = mapped_column(String(40), nullable=True)
+
+
+class NotificationDue(Base):
+    """The person (or parent) must be told of an override unless doing so would increase risk."""
+
+    __tablename__ = "gov_notifications_due"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    audit_seq: Mapped[int] = mapped_column(BigInteger, nullable=False, index=True)
+    person_id: Mapped[str] = mapped_column(String(128), nullable=False)
+    protocol_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    due_by: Mapped[str] = mapped_column(String(10), nullable=False)  # ISO date
+    reason: Mapped[str] = mapped_column(String(64), nullable=False)
+    done_at: Mapped[str | None] = mapped_column(String(40), nullable=True)

@@ -1,0 +1,128 @@
+"""Legitimate relationships: a user allocated to a person or a household for a period.
+
+A relationship to a household covers every person the linkage places in that household.
+Dates are inclusive; an open end means the allocation is current until ended.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from dataclasses import dataclass
+from enum import StrEnum
+
+import pandas as pd
+
+
+class SubjectKind(StrEnum):
+    PERSON = "person"
+    HOUSEHOLD = "household"
+
+
+class RelationshipError(ValueError):
+    """Malformed relationship data; names the source, row and field."""
+
+
+@dataclass(frozen=True, slots=True)
+class Subject:
+    """Who a request is about: hub ids from the linkage (opaque, never identifiers)."""
+
+    person_id: str
+    household_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Relationship:
+    user_id: str
+    kind: SubjectKind
+    subject_id: str  # a person_id or a household_id
+    start: dt.date
+    end: dt.date | None = None
+    reason: str = "allocation"
+
+    def __post_init__(self) -> None:
+        if self.end is not None and self.end < self.start:
+            raise RelationshipError(f"relationship for user {self.user_id}: end before start")
+
+    def current(self, on: dt.date) -> bool:
+        return self.start <= on and (self.end is None or on <= self.end)
+
+
+class RelationshipRegistry:
+    def __init__(self, relationships: list[Relationship] | None = None) -> None:
+        self._by_user: dict[str, list[Relationship]] = defaultdict(list)
+        for r in relationships or ():
+            self.add(r)
+
+    def add(self, rel: Relationship) -> None:
+        self._by_user[rel.user_id].append(rel)
+
+    def end(self, user_id: str, kind: SubjectKind, subject_id: str, on: dt.date) -> int:
+        """End every open allocation of user to subject on `on`; returns how many were ended."""
+        rels = self._by_user.get(user_id, [])
+        n = 0
+        for i, r in enumerate(rels):
+            if r.kind is kind and r.subject_id == subject_id and (r.end is None or r.end > on):
+                rels[i] = Relationship(r.user_id, r.kind, r.subject_id, r.start, on, r.reason)
+                n += 1
+        return n
+
+    def current(
+        self, user_id: str, subject: Subject, at: dt.date | dt.datetime
+    ) -> Relationship | None:
+        on = at.date() if isinstance(at, dt.datetime) else at
+        for r in self._by_user.get(user_id, ()):
+            if not r.current(on):
+                continue
+            if r.kind is SubjectKind.PERSON and r.subject_id == subject.person_id:
+                return r
+            if (
+                r.kind is SubjectKind.HOUSEHOLD
+                and subject.household_id is not None
+                and r.subject_id == subject.household_id
+            ):
+                return r
+        return None
+
+    @classmethod
+    def from_frame(cls, df: pd.DataFrame, source: str = "<frame>") -> RelationshipRegistry:
+        """Columns: user_id, kind (person|household), subject_id, start, end (may be empty)."""
+        cols = ("user_id", "kind", "subject_id", "start", "end")
+        missing = [c for c in cols if c not in df.columns]
+        if missing:
+            raise RelationshipError(f"{source}: missing column(s) {missing}")
+        starts = pd.to_datetime(df["start"], errors="coerce", format="mixed")
+        ends = pd.to_datetime(df["end"], errors="coerce", format="mixed")
+        problems: list[str] = []
+        rels: list[Relationship] = []
+        for pos, row in enumerate(df.itertuples(index=False)):
+            where = f"{source}: row {pos + 1}"
+            bad = []
+            if not isinstance(row.user_id, str) or not row.user_id:
+                bad.append("user_id: missing")
+            if row.kind not in ("person", "household"):
+                bad.append("kind: must be person or household")
+            if not isinstance(row.subject_id, str) or not row.subject_id:
+                bad.append("subject_id: missing")
+            if pd.isna(starts.iloc[pos]):
+                bad.append("start: missing or not a date")
+            if not pd.isna(row.end) and str(row.end).strip() and pd.isna(ends.iloc[pos]):
+                bad.append("end: not a date")
+            if not bad:
+                end = None if pd.isna(ends.iloc[pos]) else ends.iloc[pos].date()
+                if end is not None and end < starts.iloc[pos].date():
+                    bad.append("end: before start")
+                else:
+                    rels.append(
+                        Relationship(
+                            row.user_id, SubjectKind(row.kind), row.subject_id,
+                            starts.iloc[pos].date(), end,
+                        )
+                    )
+            problems.extend(f"{where}: {b}" for b in bad)
+        if problems:
+            raise RelationshipError(
+                f"{source}: {len(problems)} problem(s); nothing loaded:\n  "
+                + "\n  ".join(problems[:20])
+            )
+        return cls(rels)
