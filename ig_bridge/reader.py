@@ -110,7 +110,8 @@ def read_header(path: Path | str, source: SourceSpec) -> list[str]:
         try:
             return list(pq.ParquetFile(path).schema_arrow.names)
         except (pa.ArrowInvalid, OSError) as exc:
-            raise ExtractUnreadable(path, f"not a readable Parquet file ({type(exc).__name__})") from None
+            reason = f"not a readable Parquet file ({type(exc).__name__})"
+            raise ExtractUnreadable(path, reason) from None
     if path.stat().st_size == 0:
         raise ExtractUnreadable(path, "empty file (no header)")
     stream = _open_text(path, source.encoding)
