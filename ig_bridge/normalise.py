@@ -1,0 +1,745 @@
+"""Normalise identifier fields at the agency, before anything is encoded.
+
+Every field normaliser is a pure `str -> (value..., reason)` function applied once per *distinct*
+value (`pd.factorize`) and broadcast back: identifier columns repeat a lot (names, postcodes,
+dates), so a 1M-row extract costs one Python call per distinct value, not per row.
+
+Problems are reported as `(row_index, field, reason)`; a reason never contains the value.
+
+Why not `recordlinkage.preprocessing.clean`: under pandas >= 2 it passes regexes to
+`Series.str.replace` without `regex=True`, so they are treated as literals and nothing is
+cleaned. Phonetic codes use jellyfish's NYSIIS directly (what recordlinkage wraps).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from functools import lru_cache
+from importlib import resources
+
+import jellyfish
+import numpy as np
+import pandas as pd
+import yaml
+
+# ---------------------------------------------------------------------------------------------
+# Text folding
+
+# Letters NFKD does not decompose into base + combining mark.
+_FOLD_MAP = str.maketrans({
+    "Ł": "L", "ł": "l", "Ø": "O", "ø": "o", "ß": "ss", "ẞ": "SS", "Æ": "AE", "æ": "ae",
+    "Œ": "OE", "œ": "oe", "Đ": "D", "đ": "d", "Ð": "D", "ð": "d", "Þ": "TH", "þ": "th",
+    "ı": "i", "Ħ": "H", "ħ": "h", "Ŀ": "L", "ŀ": "l", "Ŧ": "T", "ŧ": "t", "ĸ": "k",
+    "’": "'", "‘": "'", "ʼ": "'", "`": "'", "´": "'", "′": "'",
+})
+
+
+def _fold_once(text: str) -> str:
+    text = unicodedata.normalize("NFKD", text.translate(_FOLD_MAP))
+    return "".join(ch for ch in text if not unicodedata.combining(ch)).lower()
+
+
+def fold(text: str) -> str:
+    """Unicode-fold to lower-case without accents (Zoë -> zoe, Łukasz -> lukasz).
+
+    Iterated to a fixed point because lower-casing can create new decomposable characters.
+    """
+    for _ in range(4):
+        folded = _fold_once(text)
+        if folded == text:
+            break
+        text = folded
+    return text
+
+
+_APOSTROPHE = re.compile(r"'")
+_NON_LETTER = re.compile(r"[\W\d_]+")
+_NON_WORD = re.compile(r"[\W_]+")
+
+TITLES = frozenset({
+    "mr", "mrs", "ms", "miss", "mx", "master", "dr", "doctor", "prof", "professor", "rev",
+    "revd", "reverend", "fr", "father", "sr", "sister", "sir", "dame", "lady", "lord", "hon",
+    "capt", "captain", "sgt", "cllr", "mstr",
+})
+SUFFIXES = frozenset({"jr", "jnr", "junior", "snr", "senior", "ii", "iii", "iv", "obe", "mbe"})
+# Surname particles stay attached to the following token: "van der berg" is one part.
+PARTICLES = frozenset({
+    "van", "von", "der", "den", "de", "del", "della", "la", "le", "da", "di", "du", "dos", "das",
+    "ter", "ten", "bin", "bint", "ibn", "al", "el", "ap", "st", "mac", "abu",
+})
+PLACEHOLDERS = frozenset({
+    "", "null", "none", "nil", "n a", "na", "unknown", "not known", "notknown", "unk", "tba",
+    "tbc", "x", "xx", "xxx", "zz", "zzz", "nk", "not stated", "not given", "refused", "baby",
+    "infant", "unborn",
+})
+
+
+def normalise_name_value(value: str) -> str | None:
+    """Fold, drop apostrophes (O'Brien -> obrien), other non-letters to single spaces."""
+    text = _NON_LETTER.sub(" ", _APOSTROPHE.sub("", fold(value))).strip()
+    text = " ".join(text.split())
+    return None if text in PLACEHOLDERS else text
+
+
+def _strip_affixes(tokens: list[str], titles: bool = True, suffixes: bool = True) -> list[str]:
+    # Keep at least one token: a name that is only "Miss" stays "miss" (idempotent, no guess).
+    while titles and len(tokens) > 1 and tokens[0] in TITLES:
+        tokens = tokens[1:]
+    while suffixes and len(tokens) > 1 and tokens[-1] in SUFFIXES:
+        tokens = tokens[:-1]
+    return tokens
+
+
+def family_name_parts(tokens: Sequence[str]) -> list[str]:
+    """Parts of a (hyphenated / double-barrelled) surname, particles joined to the next token."""
+    parts: list[str] = []
+    pending: list[str] = []
+    for tok in tokens:
+        pending.append(tok)
+        if tok not in PARTICLES:
+            parts.append(" ".join(pending))
+            pending = []
+    if pending:
+        if parts:
+            parts[-1] = parts[-1] + " " + " ".join(pending)
+        else:
+            parts.append(" ".join(pending))
+    return parts
+
+
+def _norm_given(value: str) -> tuple[str | None, str | None]:
+    """Given-name column -> (first given name, further given names)."""
+    text = normalise_name_value(value)
+    if not text:
+        return None, None
+    tokens = _strip_affixes(text.split(), suffixes=False)
+    return tokens[0], (" ".join(tokens[1:]) or None)
+
+
+def _norm_family(value: str) -> tuple[str | None, tuple[str, ...] | None]:
+    text = normalise_name_value(value)
+    if not text:
+        return None, None
+    tokens = _strip_affixes(text.split(), titles=False)
+    return " ".join(tokens), tuple(family_name_parts(tokens))
+
+
+def split_full_name(value: str) -> tuple[str | None, str | None, str | None]:
+    """'Mr John Paul SMITH-Jones', 'Smith, John Paul', 'SMITH John' -> (given, middle, family).
+
+    Whitespace separates name words; a hyphenated word stays one surname ('smith jones').
+    """
+    raw = value.strip()
+    if "," in raw:
+        fam_raw, _, rest = raw.partition(",")
+        family, given_all = normalise_name_value(fam_raw), normalise_name_value(rest)
+        fam_tokens = _strip_affixes(family.split(), titles=False) if family else []
+        giv_tokens = _strip_affixes(given_all.split(), suffixes=False) if given_all else []
+        return (giv_tokens[0] if giv_tokens else None, " ".join(giv_tokens[1:]) or None,
+                " ".join(fam_tokens) or None)
+    raw_words = [w for w in raw.split() if any(c.isalpha() for c in w)]
+    groups = [g for g in (normalise_name_value(w) for w in raw_words) if g]
+    words = [w for w, g in zip(raw_words, (normalise_name_value(w) for w in raw_words),
+                               strict=True) if g]
+    while len(groups) > 1 and groups[0] in TITLES:
+        groups, words = groups[1:], words[1:]
+    while len(groups) > 1 and groups[-1] in SUFFIXES:
+        groups, words = groups[:-1], words[:-1]
+    if not groups:
+        return None, None, None
+    if len(groups) == 1:
+        return None, None, groups[0]
+    # NHS / police convention: surname first in capitals ("SMITH John").
+    if words[0].isupper() and len(words[0]) > 1 and not all(w.isupper() for w in words[1:]):
+        fam_groups, giv_groups = groups[:1], groups[1:]
+    else:
+        # Surname = last word plus any particles immediately before it (van der Berg).
+        cut = len(groups) - 1
+        while cut > 1 and groups[cut - 1] in PARTICLES:
+            cut -= 1
+        fam_groups, giv_groups = groups[cut:], groups[:cut]
+    giv_tokens = " ".join(giv_groups).split()
+    return (giv_tokens[0] if giv_tokens else None, " ".join(giv_tokens[1:]) or None,
+            " ".join(fam_groups))
+
+
+def phonetic(value: str | None) -> str | None:
+    """NYSIIS code of a normalised name (spaces removed); None for non-Latin or empty."""
+    if not value:
+        return None
+    compact = value.replace(" ", "")
+    if not compact.isascii() or not compact.isalpha():
+        return None
+    return jellyfish.nysiis(compact) or None
+
+
+# ---------------------------------------------------------------------------------------------
+# Dates
+
+DEFAULT_DATE_FORMATS = (
+    "%Y-%m-%d", "%d/%m/%Y", "%d-%m-%Y", "%d.%m.%Y", "%d %m %Y", "%Y%m%d", "%d/%m/%y",
+    "%d-%b-%Y", "%d %b %Y", "%d %B %Y", "%d-%b-%y", "%Y/%m/%d", "%B %d, %Y",
+)
+_TIME_SUFFIX = re.compile(r"[T ]\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?$")
+EARLIEST_DOB = pd.Timestamp("1900-01-01")
+
+
+def parse_dates(values: pd.Series, formats: Sequence[str], *, today: date | None = None,
+                field: str = "date_of_birth") -> tuple[pd.Series, pd.Series]:
+    """Parse with the mapping's formats, tried in order.
+
+    Returns (datetime64 Series with NaT, object Series of reasons or None). Two-digit years are
+    read as the most recent past year. Dates in the future or before 1900 are nulled with a reason.
+    """
+    if not formats:
+        raise ValueError(f"{field}: no date formats given")
+    today_ts = pd.Timestamp(today or date.today())
+    if pd.api.types.is_datetime64_any_dtype(values):
+        parsed = pd.to_datetime(values).dt.tz_localize(None) if getattr(
+            values.dt, "tz", None) else pd.to_datetime(values)
+        reasons = pd.Series([None] * len(values), index=values.index, dtype=object)
+        return _check_date_range(parsed.astype("datetime64[us]"), reasons, today_ts)
+
+    text = _as_text(values)
+    codes, uniques = pd.factorize(text)
+    uniq = pd.Series(uniques, dtype=object)
+    has_time_fmt = any("%H" in f for f in formats)
+    if not has_time_fmt:
+        uniq = uniq.str.replace(_TIME_SUFFIX, "", regex=True)
+    out = pd.Series(pd.NaT, index=uniq.index, dtype="datetime64[us]")
+    for fmt in formats:
+        todo = out.isna()
+        if not todo.any():
+            break
+        got = pd.to_datetime(uniq[todo], format=fmt, errors="coerce").astype("datetime64[us]")
+        if "%y" in fmt:
+            future = got > today_ts
+            got = got.where(~future, got - pd.DateOffset(years=100))
+        out[todo] = got
+    u_reason = pd.Series([None] * len(uniq), index=uniq.index, dtype=object)
+    for i in np.flatnonzero(out.isna().to_numpy()):
+        u_reason.iat[i] = _classify_unparsed(str(uniq.iat[i]), formats)
+
+    def expand(arr: pd.Series) -> pd.Series:
+        vals = arr.to_numpy()
+        res = vals[np.where(codes < 0, 0, codes)] if len(vals) else np.full(len(codes), None)
+        ser = pd.Series(res, index=values.index)
+        return ser.where(codes >= 0)
+
+    parsed = expand(out).astype("datetime64[us]")
+    reasons = expand(u_reason).astype(object)
+    reasons = reasons.where(reasons.notna(), None)
+    return _check_date_range(parsed, reasons, today_ts)
+
+
+def _classify_unparsed(text: str, formats: Sequence[str]) -> str:
+    for fmt in formats:
+        try:
+            datetime.strptime(text, fmt)  # noqa: DTZ007 - naive calendar date
+        except ValueError as exc:
+            if "out of range" in str(exc):
+                return "impossible date (no such day)"
+        else:  # parses in Python but pandas refused it: out of its range
+            return "date out of supported range"
+    return "unparseable date (matches none of the mapping's date_formats)"
+
+
+def _check_date_range(parsed: pd.Series, reasons: pd.Series,
+                      today_ts: pd.Timestamp) -> tuple[pd.Series, pd.Series]:
+    future = parsed > today_ts
+    early = parsed < EARLIEST_DOB
+    reasons = reasons.copy()
+    reasons[future] = "date in the future"
+    reasons[early] = "date before 1900"
+    parsed = parsed.where(~(future | early))
+    return parsed, reasons
+
+
+# ---------------------------------------------------------------------------------------------
+# Postcodes, numbers, contact details
+
+_POSTCODE = re.compile(r"^([A-Z]{1,2}[0-9][A-Z0-9]?)([0-9][ABD-HJLNP-UW-Z]{2})$")
+
+
+def normalise_postcode(value: str) -> tuple[str | None, str | None, str | None, str | None,
+                                            str | None, bool, str | None]:
+    """-> (postcode 'SW1A 1AA', outward 'SW1A', district 'SW1', sector 'SW1A 1', area 'SW',
+    valid, reason). District drops a London sub-district letter (SW1A -> SW1)."""
+    compact = re.sub(r"[^A-Z0-9]", "", fold(value).upper())
+    if not compact:
+        return None, None, None, None, None, False, None
+    if compact == "GIR0AA":
+        return "GIR 0AA", "GIR", "GIR", "GIR 0", "GIR", True, None
+    m = _POSTCODE.match(compact)
+    if not m:
+        # Common keying slip: letter O for zero as the inward digit.
+        if len(compact) >= 5 and compact[-3] == "O":
+            m = _POSTCODE.match(compact[:-3] + "0" + compact[-2:])
+        if not m:
+            return compact, None, None, None, None, False, "invalid UK postcode format"
+    outward, inward = m.group(1), m.group(2)
+    district = outward[:-1] if len(outward) >= 3 and outward[-1].isalpha() else outward
+    area = re.match(r"[A-Z]+", outward).group(0)  # type: ignore[union-attr]
+    return f"{outward} {inward}", outward, district, f"{outward} {inward[0]}", area, True, None
+
+
+def nhs_check_digit(body9: str) -> int | None:
+    """Mod-11 check digit of the first nine digits; None when the body cannot be valid."""
+    total = sum(int(d) * w for d, w in zip(body9, range(10, 1, -1), strict=True))
+    check = 11 - total % 11
+    if check == 11:
+        return 0
+    return None if check == 10 else check
+
+
+def normalise_nhs_number(value: str) -> tuple[str | None, str | None]:
+    digits = re.sub(r"[\s\-.]", "", value)
+    if not digits:
+        return None, None
+    if not re.fullmatch(r"\d{10}", digits):
+        return None, "nhs_number is not 10 digits"
+    if len(set(digits)) == 1:
+        return None, "nhs_number is a placeholder"
+    if nhs_check_digit(digits[:9]) != int(digits[9]):
+        return None, "nhs_number fails the mod-11 check digit"
+    return digits, None
+
+
+def normalise_uprn(value: str) -> tuple[str | None, str | None]:
+    text = re.sub(r"\s", "", value)
+    text = re.sub(r"\.0+$", "", text)  # spreadsheet float artefact: 1000123.0
+    if not text:
+        return None, None
+    if not re.fullmatch(r"\d{1,12}", text) or int(text) == 0:
+        return None, "uprn is not 1-12 digits"
+    return str(int(text)), None
+
+
+UPN_CHECK_LETTERS = "ABCDEFGHJKLMNPQRTUVWXYZ"
+
+
+def upn_check_letter(body12: str) -> str:
+    """DfE UPN check letter: weights 2..13 over characters 2-13, mod 23. A temporary UPN's
+    final letter counts as its position in the check-letter alphabet."""
+    values = [int(c) if c.isdigit() else UPN_CHECK_LETTERS.index(c) for c in body12]
+    return UPN_CHECK_LETTERS[sum(v * w for v, w in zip(values, range(2, 14), strict=True)) % 23]
+
+
+def normalise_upn(value: str) -> tuple[str | None, str | None]:
+    text = re.sub(r"[\s\-]", "", fold(value).upper())
+    if not text:
+        return None, None
+    if not re.fullmatch(rf"[{UPN_CHECK_LETTERS}]\d{{11}}[0-9{UPN_CHECK_LETTERS}]", text):
+        return None, "upn is not a check letter + 11 digits + digit/letter (13 chars)"
+    if upn_check_letter(text[1:]) != text[0]:
+        return None, "upn check letter mismatch"
+    return text, None
+
+
+def normalise_phone(value: str) -> tuple[str | None, str | None]:
+    """UK numbers -> '0' + 10 digits; other countries -> '+' + digits (E.164 without spaces)."""
+    text = re.sub(r"\(0\)", "", fold(value))
+    text = re.sub(r"(?:ext|extn|x)\.?\s*\d+$", "", text).strip()
+    plus = text.startswith("+") or text.startswith("00")
+    digits = re.sub(r"\D", "", text)
+    if not digits:
+        return None, None
+    if plus:
+        digits = digits[2:] if text.startswith("00") else digits
+        if digits.startswith("44"):
+            digits = "0" + digits[2:]
+        elif 7 <= len(digits) <= 15:
+            return "+" + digits, None
+        else:
+            return None, "phone is not a valid international number"
+    elif len(digits) == 10 and digits[0] in "123578":
+        digits = "0" + digits  # leading zero lost in a spreadsheet
+    if re.fullmatch(r"0[1-9]\d{8,9}", digits):
+        return digits, None
+    return None, "phone is not a valid UK number"
+
+
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[a-z]{2,}$")
+
+
+def normalise_email(value: str) -> tuple[str | None, str | None]:
+    text = value.strip().strip("<>").strip().lower()
+    if text.startswith("mailto:"):
+        text = text[7:]
+    if not text:
+        return None, None
+    if not _EMAIL.match(text):
+        return None, "email is not a valid address"
+    return text, None
+
+
+_SEX = {
+    "m": "M", "male": "M", "man": "M", "boy": "M", "1": "M",
+    "f": "F", "female": "F", "woman": "F", "girl": "F", "2": "F",
+    "u": "U", "unknown": "U", "not known": "U", "not specified": "U", "0": "U", "9": "U",
+    "x": "U", "other": "U", "i": "U", "indeterminate": "U", "n": "U", "not stated": "U",
+}
+
+
+def normalise_sex(value: str) -> tuple[str | None, str | None]:
+    text = " ".join(_NON_WORD.sub(" ", fold(value)).split())
+    if not text:
+        return None, None
+    sex = _SEX.get(text)
+    return (sex, None) if sex else (None, "unrecognised sex value")
+
+
+_BOOL = {"y": True, "yes": True, "true": True, "t": True, "1": True,
+         "n": False, "no": False, "false": False, "f": False, "0": False}
+
+
+def normalise_bool(value: str) -> tuple[bool | None, str | None]:
+    text = fold(value).strip()
+    if not text:
+        return None, None
+    got = _BOOL.get(text)
+    return (got, None) if got is not None else (None, "not a yes/no value")
+
+
+_RELATIONSHIP = {
+    "mother": "mother", "mum": "mother", "mom": "mother", "birth mother": "mother",
+    "father": "father", "dad": "father", "birth father": "father",
+    "parent": "parent", "step parent": "step_parent", "stepparent": "step_parent",
+    "step mother": "step_parent", "stepmother": "step_parent", "step father": "step_parent",
+    "stepfather": "step_parent", "carer": "carer", "foster carer": "carer",
+    "kinship carer": "carer",
+    "guardian": "guardian", "special guardian": "guardian", "legal guardian": "guardian",
+    "grandparent": "grandparent", "grandmother": "grandparent", "grandfather": "grandparent",
+    "gran": "grandparent", "grandma": "grandparent", "grandad": "grandparent",
+    "sibling": "sibling", "brother": "sibling", "sister": "sibling", "half brother": "sibling",
+    "half sister": "sibling", "partner": "partner", "husband": "partner", "wife": "partner",
+    "spouse": "partner", "boyfriend": "partner", "girlfriend": "partner",
+    "household member": "household_member", "lodger": "household_member",
+    "child": "child", "son": "child", "daughter": "child",
+}
+
+
+def normalise_relationship(value: str) -> tuple[str | None, str | None]:
+    text = " ".join(_NON_WORD.sub(" ", fold(value)).split())
+    if not text:
+        return None, None
+    rel = _RELATIONSHIP.get(text)
+    return (rel, None) if rel else (None, "unrecognised relationship")
+
+
+# ---------------------------------------------------------------------------------------------
+# Addresses
+
+ADDRESS_ABBREVIATIONS = {
+    "rd": "road", "ave": "avenue", "av": "avenue", "ln": "lane", "cres": "crescent",
+    "cresc": "crescent", "cl": "close", "ct": "court", "crt": "court", "dr": "drive",
+    "drv": "drive", "gdns": "gardens", "gdn": "garden", "gr": "grove", "gro": "grove",
+    "grv": "grove", "pl": "place", "sq": "square", "terr": "terrace", "ter": "terrace",
+    "tce": "terrace", "pk": "park", "hse": "house", "ho": "house", "apt": "flat",
+    "apartment": "flat", "appt": "flat", "hts": "heights", "mt": "mount", "pde": "parade",
+    "wy": "way", "wk": "walk", "bldgs": "buildings", "cott": "cottage", "cotts": "cottages",
+    "est": "estate", "ind": "industrial", "nth": "north", "sth": "south", "upr": "upper",
+    "lwr": "lower", "gt": "great", "mkt": "market", "hwy": "highway", "bvd": "boulevard",
+    "blvd": "boulevard", "clo": "close", "mews": "mews", "rdg": "ridge", "vw": "view",
+}
+_FLAT = re.compile(r"^(?:flat|unit|room|suite|maisonette)\s+(\d+[a-z]?|[a-z])\b\s*")
+_HOUSE_NUMBER = re.compile(r"^(\d+[a-z]?)(?:\s*-\s*\d+[a-z]?)?\b")
+_POSTCODE_TAIL = re.compile(r"\s*\b([a-z]{1,2}\d[a-z\d]?)\s*(\d[a-z]{2})\s*$")
+
+
+def normalise_address_line(value: str) -> str | None:
+    text = _APOSTROPHE.sub("", fold(value))
+    text = text.replace("&", " and ")
+    text = re.sub(r"(\d)\s*/\s*(\d)", r"\1/\2", text)  # '3 / 2' tenement flats keep the slash
+    text = re.sub(r"[^\w/]+|_", " ", text)
+    tokens = text.split()
+    out: list[str] = []
+    for i, tok in enumerate(tokens):
+        if tok == "st":
+            nxt = tokens[i + 1] if i + 1 < len(tokens) else ""
+            # "St Mary's Road" -> saint; "High St" -> street.
+            starts_name = not out or out[-1][0].isdigit()
+            tok = "saint" if nxt.isalpha() and starts_name else "street"
+        else:
+            tok = ADDRESS_ABBREVIATIONS.get(tok, tok)
+        out.append(tok)
+    # "12 a" -> "12a"
+    joined = re.sub(r"\b(\d+) ([a-z])\b(?= [a-z]{2,})", r"\1\2", " ".join(out))
+    return None if joined in PLACEHOLDERS else (joined or None)
+
+
+def address_parts(line: str | None) -> tuple[str | None, str | None, str | None]:
+    """Normalised line -> (flat, house number, rest)."""
+    if not line:
+        return None, None, None
+    flat = None
+    m = _FLAT.match(line)
+    if m:
+        flat, line = m.group(1), line[m.end():]
+    elif re.match(r"^\d+/\d+\b", line):
+        flat_s, _, line = line.partition(" ")
+        flat = flat_s
+    number = None
+    m = _HOUSE_NUMBER.match(line)
+    if m:
+        number, line = m.group(1), line[m.end():].strip()
+    return flat, number, (line.strip() or None)
+
+
+def _norm_whole_address(value: str) -> tuple[str | None, str | None, str | None]:
+    """Whole-address column -> (normalised address without postcode, line 1, postcode text)."""
+    segments = [s for s in (seg.strip() for seg in re.split(r"[,\n;]", value)) if s]
+    norm = [n for n in (normalise_address_line(s) for s in segments) if n]
+    postcode = None
+    if norm:
+        m = _POSTCODE_TAIL.search(norm[-1])
+        if m:
+            postcode = m.group(1) + m.group(2)
+            norm[-1] = norm[-1][:m.start()].strip()
+            norm = [n for n in norm if n]
+    if not norm:
+        return None, None, postcode
+    line1 = norm[0]
+    # "12, High Street" / "Flat 3, 12 High Street": the first segment alone is not a street.
+    if len(norm) > 1 and re.fullmatch(r"(?:flat \w+|\d+[a-z]?|\d+/\d+)", line1):
+        line1 = f"{line1} {norm[1]}"
+    return " ".join(norm), line1, postcode
+
+
+# ---------------------------------------------------------------------------------------------
+# Frame-level entry point
+
+
+@lru_cache(maxsize=1)
+def identifier_fields() -> tuple[str, ...]:
+    """Canonical identifier field names, from schemas/canonical_fields.yaml."""
+    text = resources.files("schemas").joinpath("canonical_fields.yaml").read_text("utf-8")
+    return tuple(yaml.safe_load(text)["identifier_fields"])
+
+
+@lru_cache(maxsize=1)
+def canonical_version() -> int:
+    text = resources.files("schemas").joinpath("canonical_fields.yaml").read_text("utf-8")
+    return int(yaml.safe_load(text)["version"])
+
+
+NORMALISED_COLUMNS: tuple[str, ...] = (
+    "record_id", "title",
+    "given_name", "given_name_canonical", "given_name_phonetic", "middle_names",
+    "family_name", "family_name_parts", "family_name_phonetic", "other_names", "other_names_parts",
+    "date_of_birth", "dob_year", "dob_month", "dob_day", "dob_is_estimated", "sex",
+    "address_line_1", "address_line_2", "town", "address", "address_flat", "address_house_number",
+    "address_street", "postcode", "postcode_outward", "postcode_district", "postcode_sector",
+    "postcode_area", "postcode_valid", "uprn", "nhs_number", "upn", "phone", "email",
+    "relationship",
+)
+
+
+@dataclass
+class NormalisedFrame:
+    """Normalised identifiers (columns NORMALISED_COLUMNS, index of the raw frame) and
+    field-level problems `(row_index, field, reason)`; reasons never contain values."""
+
+    frame: pd.DataFrame
+    problems: list[tuple[Hashable, str, str]]
+
+    def problems_frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.problems, columns=["row_index", "field", "reason"])
+
+    def rows_with_problems(self, fields: Sequence[str] | None = None) -> pd.Index:
+        rows = {r for r, f, _ in self.problems if fields is None or f in fields}
+        return pd.Index([i for i in self.frame.index if i in rows])
+
+
+def _as_text(series: pd.Series) -> pd.Series:
+    """Any column -> object Series of stripped str or None (ints stay ints: 123.0 -> '123')."""
+    def conv(v: object) -> str | None:
+        if isinstance(v, str):
+            s = v.strip()
+        elif isinstance(v, float | np.floating):
+            s = str(int(v)) if float(v).is_integer() else repr(float(v))
+        elif isinstance(v, bytes):
+            s = v.decode("utf-8", "replace").strip()
+        else:
+            s = str(v).strip()
+        return s or None
+
+    codes, uniques = pd.factorize(series, use_na_sentinel=True)
+    mapped = _obj_array([conv(u) for u in uniques] + [None])
+    return pd.Series(mapped[codes], index=series.index, dtype=object)
+
+
+def _per_unique(series: pd.Series | None, index: pd.Index, fn: Callable[[str], tuple],
+                width: int) -> list[np.ndarray]:
+    """Apply fn once per distinct non-null value; returns `width` object arrays aligned to index."""
+    if series is None:
+        return [np.full(len(index), None, dtype=object) for _ in range(width)]
+    text = _as_text(series)
+    codes, uniques = pd.factorize(text, use_na_sentinel=True)
+    results = [fn(u) for u in uniques]
+    out = []
+    for j in range(width):
+        col = np.empty(len(uniques) + 1, dtype=object)
+        for i, r in enumerate(results):
+            col[i] = r[j]
+        col[len(uniques)] = None  # the NA sentinel (-1) lands here
+        out.append(col[codes])
+    return out
+
+
+def _collect(problems: list, index: pd.Index, field: str, reasons: np.ndarray) -> None:
+    for pos in np.flatnonzero(pd.notna(reasons)):
+        problems.append((index[pos], field, str(reasons[pos])))
+
+
+def _obj_array(items: Sequence[object]) -> np.ndarray:
+    """1-D object array even when the items are equal-length tuples/lists."""
+    arr = np.empty(len(items), dtype=object)
+    for i, item in enumerate(items):
+        arr[i] = item
+    return arr
+
+
+def _fill(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.where(pd.isna(a), b, a)
+
+
+def normalise_identifiers(raw: pd.DataFrame, date_formats: Sequence[str] | None = None, *,
+                          today: date | None = None) -> NormalisedFrame:
+    """Normalise the identifier columns of one person slot (columns = canonical field names)."""
+    unknown = [c for c in raw.columns if c not in identifier_fields()]
+    if unknown:
+        raise ValueError(f"not canonical identifier fields: {sorted(map(str, unknown))}")
+    formats = list(date_formats or DEFAULT_DATE_FORMATS)
+    idx = raw.index
+    col = raw.get
+    problems: list[tuple[Hashable, str, str]] = []
+    out: dict[str, object] = {}
+
+    # record_id: stripped only (it becomes record_ref; its exact bytes matter).
+    (rid,) = _per_unique(col("record_id"), idx, lambda v: (v,), 1)
+    out["record_id"] = rid
+    (out["title"],) = _per_unique(col("title"), idx, lambda v: (normalise_name_value(v),), 1)
+
+    sex, reason = _per_unique(col("sex"), idx, normalise_sex, 2)
+    _collect(problems, idx, "sex", reason)
+    out["sex"] = sex
+
+    given, extra_given = _per_unique(col("given_name"), idx, _norm_given, 2)
+    (middle,) = _per_unique(col("middle_names"), idx, lambda v: (normalise_name_value(v),), 1)
+    if col("given_name") is not None:
+        middle = _obj_array([" ".join(p for p in (e, m) if p) or None
+                             for e, m in zip(extra_given, middle, strict=True)])
+    family, fam_parts = _per_unique(col("family_name"), idx, _norm_family, 2)
+    fg, fm, ff = _per_unique(col("full_name"), idx, split_full_name, 3)
+    out["full_name"] = None
+    given = _fill(given, fg)
+    middle = _fill(middle, fm)
+    fam_from_full = pd.isna(family) & pd.notna(ff)
+    if fam_from_full.any():
+        family = _fill(family, ff)
+        fam_parts = _obj_array(
+            [tuple(family_name_parts(f.split())) if use else p
+             for f, p, use in zip(family, fam_parts, fam_from_full, strict=True)])
+    if col("given_name") is not None or col("full_name") is not None:
+        for pos in np.flatnonzero(pd.isna(given) & pd.notna(family)):
+            problems.append((idx[pos], "given_name", "missing given name"))
+    out["given_name"], out["middle_names"], out["family_name"] = given, middle, family
+    out["family_name_parts"] = _obj_array(
+        [list(p) if isinstance(p, tuple) else None for p in fam_parts])
+
+    from ig_bridge.nicknames import default_lexicon  # lexicon normalises with this module
+
+    lex = default_lexicon()
+    pairs = pd.Series(list(zip(given, sex, strict=True)), index=idx, dtype=object)
+    codes, uniques = pd.factorize(pairs)
+    canon = _obj_array([lex.canonical(g, s) for g, s in uniques] + [None])
+    out["given_name_canonical"] = canon[codes]
+    out["given_name_phonetic"] = _map_unique(given, phonetic)
+    out["family_name_phonetic"] = _map_unique(family, phonetic)
+
+    other, other_parts = _per_unique(
+        col("other_names"), idx,
+        lambda v: _other_names(v), 2)
+    out["other_names"] = other
+    out["other_names_parts"] = _obj_array(
+        [list(p) if isinstance(p, tuple) else None for p in other_parts])
+
+    # Dates
+    if col("date_of_birth") is not None:
+        dob, reasons = parse_dates(col("date_of_birth"), formats, today=today)
+        _collect(problems, idx, "date_of_birth", reasons.to_numpy())
+    else:
+        dob = pd.Series(pd.NaT, index=idx, dtype="datetime64[us]")
+    out["date_of_birth"] = dob.to_numpy()
+    out["dob_year"] = pd.array(dob.dt.year, dtype="Int64")
+    out["dob_month"] = pd.array(dob.dt.month, dtype="Int64")
+    out["dob_day"] = pd.array(dob.dt.day, dtype="Int64")
+    est, reason = _per_unique(col("dob_is_estimated"), idx, normalise_bool, 2)
+    _collect(problems, idx, "dob_is_estimated", reason)
+    out["dob_is_estimated"] = pd.array(est, dtype="boolean")
+
+    # Addresses
+    whole, line1_from_whole, pc_from_whole = _per_unique(
+        col("address"), idx, _norm_whole_address, 3)
+    for name in ("address_line_1", "address_line_2", "town"):
+        (out[name],) = _per_unique(col(name), idx, lambda v: (normalise_address_line(v),), 1)
+    out["address_line_1"] = _fill(out["address_line_1"], line1_from_whole)
+    out["address"] = whole
+    flat, number, street = _per_unique(
+        pd.Series(out["address_line_1"], index=idx, dtype=object), idx, address_parts, 3)
+    out["address_flat"], out["address_house_number"], out["address_street"] = flat, number, street
+
+    pc_src = col("postcode")
+    if pc_src is None and col("address") is not None:
+        pc_src = pd.Series(pc_from_whole, index=idx, dtype=object)
+    elif pc_src is not None and col("address") is not None:
+        pc_src = pd.Series(_fill(_as_text(pc_src).to_numpy(), pc_from_whole), index=idx)
+    pcs = _per_unique(pc_src, idx, normalise_postcode, 7)
+    for name, arr in zip(("postcode", "postcode_outward", "postcode_district", "postcode_sector",
+                          "postcode_area"), pcs[:5], strict=True):
+        out[name] = arr
+    out["postcode_valid"] = pd.array(
+        np.where(pd.isna(pcs[0]), None, pcs[5]), dtype="boolean")
+    _collect(problems, idx, "postcode", pcs[6])
+    # An unusable postcode must not become a token (it would match only the same typo).
+    out["postcode"] = np.where(pcs[5] == True, pcs[0], None)  # noqa: E712 - object array
+
+    for name, fn in (("uprn", normalise_uprn), ("nhs_number", normalise_nhs_number),
+                     ("upn", normalise_upn), ("phone", normalise_phone),
+                     ("email", normalise_email), ("relationship", normalise_relationship)):
+        value, reason = _per_unique(col(name), idx, fn, 2)
+        _collect(problems, idx, name, reason)
+        out[name] = value
+
+    if col("record_id") is not None:
+        for pos in np.flatnonzero(pd.isna(rid)):
+            problems.append((idx[pos], "record_id", "missing record_id"))
+
+    frame = pd.DataFrame({c: out.get(c) for c in NORMALISED_COLUMNS}, index=idx)
+    for c in NORMALISED_COLUMNS:
+        if frame[c].dtype == object:
+            frame[c] = frame[c].where(frame[c].notna(), None)
+    problems.sort(key=lambda p: (idx.get_loc(p[0]) if idx.is_unique else 0, p[1]))
+    return NormalisedFrame(frame=frame, problems=problems)
+
+
+def _other_names(value: str) -> tuple[str | None, tuple[str, ...] | None]:
+    """Alias / previous surnames: several may be listed, separated by , ; / or 'nee'."""
+    pieces = [normalise_name_value(p) for p in re.split(r"[,;/]|\bnee\b|\bnée\b", value)]
+    pieces = [p for p in pieces if p]
+    if not pieces:
+        return None, None
+    parts: list[str] = []
+    for p in pieces:
+        parts.extend(q for q in family_name_parts(p.split()) if q not in parts)
+    return " ".join(pieces), tuple(parts)
+
+
+def _map_unique(values: np.ndarray, fn: Callable[[str], str | None]) -> np.ndarray:
+    codes, uniques = pd.factorize(pd.Series(values, dtype=object), use_na_sentinel=True)
+    return _obj_array([fn(u) for u in uniques] + [None])[codes]
