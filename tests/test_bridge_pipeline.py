@@ -1,0 +1,146 @@
+"""Bridge pipeline on small hand-written extracts: accounting, refusal, quarantine, landing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from ig_bridge.landing import landed_batches
+from ig_bridge.split import ExtractRefused, run_bridge
+
+MAPPING = {
+    "mapping_version": 1,
+    "agency": {"code": "SCH", "name": "Schools", "kind": "school"},
+    "source": {"format": "csv", "encoding": "utf-8", "delimiter": ",",
+               "date_formats": ["%d/%m/%Y", "%Y-%m-%d"]},
+    "columns": [
+        {"source": "Ref", "field": "record_id", "class": "identifier"},
+        {"source": "Forename", "field": "given_name", "class": "identifier"},
+        {"source": "Surname", "field": "family_name", "class": "identifier"},
+        {"source": "DOB", "field": "date_of_birth", "class": "identifier"},
+        {"source": "Postcode", "field": "postcode", "class": "identifier"},
+        {"source": "NHS", "field": "nhs_number", "class": "identifier"},
+        {"source": "P1", "field": "full_name", "class": "identifier", "person": "parent1"},
+        {"source": "Notes", "field": "case_notes", "class": "payload"},
+        {"source": "Plan", "field": "plan_type", "class": "payload"},
+        {"source": "Internal", "class": "drop"},
+    ],
+    "related_persons": {"parent1": {"relationship": "mother"}},
+}
+HEADER = "Ref,Forename,Surname,DOB,Postcode,NHS,P1,Notes,Plan,Internal\n"
+GOOD = [
+    'R1,Amelia,Smith,04/03/2012,LS1 4AB,9434765919,Karen Smith,"Amelia (4th March 2012) seen with '
+    'Karen Smith at LS14AB",CP,x',
+    "R2,Ben,Jones,2011-12-01,M1 1AA,,,,none,y",
+]
+
+
+@pytest.fixture
+def setup(tmp_path: Path):
+    mp = tmp_path / "sch.yaml"
+    mp.write_text(yaml.safe_dump(MAPPING))
+    return tmp_path, mp
+
+
+def run(tmp: Path, mp: Path, body: str, name: str = "x.csv"):
+    ext = tmp / name
+    ext.write_text(body, encoding="utf-8")
+    return run_bridge(ext, mp, tmp / "agency" / "SCH", tmp / "landing")
+
+
+def test_good_extract_lands_and_scrubs(setup) -> None:
+    tmp, mp = setup
+    res = run(tmp, mp, HEADER + "\n".join(GOOD) + "\n")
+    assert (res.rows_read, res.rows_accepted, res.rows_quarantined) == (2, 2, 0)
+    files = {p.name for p in res.landed_path.iterdir()}
+    assert files == {"identifiers.parquet", "related.parquet", "payload.parquet", "manifest.json"}
+    ids = pq.read_table(res.landed_path / "identifiers.parquet").to_pylist()
+    assert len(ids) == 2 and all(len(r["tok_family_name"]) == 32 for r in ids)
+    rel = pq.read_table(res.landed_path / "related.parquet").to_pylist()
+    assert [(r["slot"], r["relationship"]) for r in rel] == [("parent1", "mother")]
+    pay = pq.read_table(res.landed_path / "payload.parquet").to_pylist()
+    assert set(pay[0]) == {"record_ref", "agency", "batch_id", "case_notes", "plan_type"}
+    note = pay[0]["case_notes"]
+    assert "Amelia" not in note and "Karen" not in note and "2012" not in note
+    assert "[SUBJECT_NAME]" in note and "[PARENT1_NAME]" in note and "[DOB]" in note
+    man = json.loads((res.landed_path / "manifest.json").read_text())
+    assert man["rows"] == {"read": 2, "accepted": 2, "quarantined": 0}
+    assert man["sequence"] == 1
+    res2 = run(tmp, mp, HEADER + GOOD[1] + "\n", "y.csv")
+    assert res2.sequence == 2
+
+
+def test_row_level_failures_go_to_quarantine_with_reasons(setup) -> None:
+    tmp, mp = setup
+    bad = [
+        "R3,Cy,Doe,31/02/2010,LS1 4AB,,,,CP,x",          # impossible date
+        "R4,Di,Doe,01/01/2010,NOTAPC,,,,CP,x",           # malformed postcode
+        "R5,Ed,Doe,01/01/2010,LS1 4AB,9434765918,,,CP,x",  # bad NHS check digit
+        ",Fa,Doe,01/01/2010,LS1 4AB,,,,CP,x",            # missing record id
+        "R1,Ga,Doe,01/01/2010,LS1 4AB,,,,CP,x",          # duplicate record id
+        "R6,Hu,Doe,01/01/2010,LS1 4AB,,,,XX,x",          # plan_type not allowed
+        "R7,Io,Doe",                                     # ragged
+    ]
+    res = run(tmp, mp, HEADER + "\n".join(GOOD + bad) + "\n")
+    assert res.rows_read == 9 == res.rows_accepted + res.rows_quarantined
+    assert res.rows_accepted == 2
+    q = pq.read_table(res.quarantine_path).to_pylist()
+    by_line = {r["line"]: r["reason"] for r in q}
+    assert by_line == {
+        4: "subject.date_of_birth: unparseable date",
+        5: "subject.postcode: malformed",
+        6: "subject.nhs_number: bad check digit",
+        7: "subject.record_id: missing",
+        8: "subject.record_id: duplicate",
+        9: "payload.plan_type: not an allowed value",
+        10: "ragged row: 3 fields, expected 10",
+    }
+    for r in q:  # reasons never carry the value
+        assert "31/02" not in r["reason"] and "NOTAPC" not in r["reason"]
+    assert (tmp / "agency" / "SCH" / "reports" / "data_docs" / "index.html").exists()
+
+
+@pytest.mark.parametrize(
+    ("body", "expect"),
+    [
+        (HEADER.replace(",Internal", ""), "mapped column 'Internal' is missing"),
+        (HEADER.replace("\n", ",Extra\n"), "unexpected column 'Extra'"),
+        (HEADER, "empty file"),
+        ("", "empty file"),
+    ],
+)
+def test_extract_level_failure_stops_batch(setup, body: str, expect: str) -> None:
+    tmp, mp = setup
+    with pytest.raises(ExtractRefused) as exc:
+        run(tmp, mp, body)
+    assert expect in str(exc.value)
+    assert exc.value.report_path.exists()
+    assert landed_batches(tmp / "landing", "SCH") == []
+
+
+def test_wrong_mapping_version_refused(setup) -> None:
+    tmp, mp = setup
+    mp.write_text(yaml.safe_dump({**MAPPING, "mapping_version": 2}))
+    with pytest.raises(ExtractRefused, match="mapping_version"):
+        run(tmp, mp, HEADER + GOOD[0] + "\n")
+
+
+def test_crash_mid_write_leaves_no_batch(setup, monkeypatch) -> None:
+    tmp, mp = setup
+    import ig_bridge._adapters as ad
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ad, "write_manifest", boom)
+    with pytest.raises(OSError, match="disk full"):
+        run(tmp, mp, HEADER + "\n".join(GOOD) + "\n")
+    assert landed_batches(tmp / "landing", "SCH") == []
+    assert list((tmp / "landing" / "SCH").iterdir()) == []
+    monkeypatch.undo()
+    res = run(tmp, mp, HEADER + "\n".join(GOOD) + "\n")
+    assert landed_batches(tmp / "landing", "SCH") == [res.landed_path]
