@@ -1,0 +1,225 @@
+"""Clusters -> person_id: chaining guard and person ids stable across runs.
+
+Connected components come from Splink; this module only (1) flags clusters that an agency's
+own data says hold two different people and optionally splits them at their weakest edges,
+and (2) maps each run's clusters onto earlier person_ids by record overlap, minting new ids
+from a sequence persisted in the warehouse so an id is never reused.
+"""
+
+from __future__ import annotations
+
+import duckdb
+import pandas as pd
+
+PERSON_SEQUENCE = "person_id_seq"
+
+PERSON_DDL = f"""
+CREATE SEQUENCE IF NOT EXISTS {PERSON_SEQUENCE} START 1;
+CREATE TABLE IF NOT EXISTS person (
+    person_id VARCHAR PRIMARY KEY,
+    status VARCHAR NOT NULL,            -- active | retired
+    first_run_id VARCHAR NOT NULL,
+    last_run_id VARCHAR NOT NULL,
+    retired_run_id VARCHAR,
+    n_records INTEGER NOT NULL,
+    n_agencies INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS person_lineage (
+    run_id VARCHAR NOT NULL,
+    person_id VARCHAR NOT NULL,
+    previous_person_id VARCHAR NOT NULL,
+    overlap INTEGER NOT NULL
+);
+"""
+
+
+def conflict_pairs(records: pd.DataFrame) -> pd.DataFrame:
+    """Same-cluster record pairs that their agency says are different people.
+
+    `records` has unique_id, cluster_id, agency, batch_id, tok_nhs_number, tok_dob.
+    A pair conflicts when both come from one agency and either carry different NHS-number
+    tokens, or sit in the same batch (one snapshot) with different DOB tokens.
+    Returns cluster_id, unique_id_l, unique_id_r (l < r).
+    """
+    cols = ["unique_id", "cluster_id", "agency", "batch_id", "tok_nhs_number", "tok_dob"]
+    r = records[cols]
+    multi = r.groupby(["cluster_id", "agency"])["unique_id"].transform("size") > 1
+    r = r[multi]
+    pairs = r.merge(r, on=["cluster_id", "agency"], suffixes=("_l", "_r"))
+    pairs = pairs[pairs["unique_id_l"] < pairs["unique_id_r"]]
+    nhs = (
+        pairs["tok_nhs_number_l"].notna()
+        & pairs["tok_nhs_number_r"].notna()
+        & (pairs["tok_nhs_number_l"] != pairs["tok_nhs_number_r"])
+    )
+    dob = (
+        (pairs["batch_id_l"] == pairs["batch_id_r"])
+        & pairs["tok_dob_l"].notna()
+        & pairs["tok_dob_r"].notna()
+        & (pairs["tok_dob_l"] != pairs["tok_dob_r"])
+    )
+    out = pairs[nhs | dob][["cluster_id", "unique_id_l", "unique_id_r"]]
+    return out.reset_index(drop=True)
+
+
+def _split_cluster(
+    members: list[str], edges: pd.DataFrame, conflicts: set[frozenset[str]]
+) -> dict[str, str]:
+    """Rebuild one cluster from its strongest edges, skipping any edge that would join two
+    records (or groups) known to be different people: the weakest links are the ones cut."""
+    parent = {m: m for m in members}
+    groups: dict[str, set[str]] = {m: {m} for m in members}
+
+    def find(x: str) -> str:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    ordered = edges.sort_values(
+        ["match_weight", "unique_id_l", "unique_id_r"], ascending=[False, True, True]
+    )
+    for a, b in zip(ordered["unique_id_l"], ordered["unique_id_r"], strict=True):
+        ra, rb = find(a), find(b)
+        if ra == rb:
+            continue
+        if any(frozenset((x, y)) in conflicts for x in groups[ra] for y in groups[rb]):
+            continue
+        parent[rb] = ra
+        groups[ra] |= groups.pop(rb)
+    return {m: min(groups[find(m)]) for m in members}
+
+
+def guard_chains(
+    records: pd.DataFrame, edges: pd.DataFrame, *, split: bool = True
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Flag (and optionally split) clusters that chain different people together.
+
+    records: unique_id, cluster_id, agency, batch_id, tok_nhs_number, tok_dob.
+    edges: unique_id_l, unique_id_r, match_weight: the auto-match edges that built clusters.
+    Returns (records with a possibly refined cluster_id, flagged clusters with
+    cluster_id, n_conflicts, n_records, split_into).
+    """
+    conflicts = conflict_pairs(records)
+    out = records.copy()
+    if conflicts.empty:
+        empty = pd.DataFrame(columns=["cluster_id", "n_conflicts", "n_records", "split_into"])
+        return out, empty
+    flagged_rows = []
+    for cluster_id, grp in conflicts.groupby("cluster_id", sort=True):
+        members = sorted(out.loc[out["cluster_id"] == cluster_id, "unique_id"])
+        n_parts = 1
+        if split:
+            member_set = set(members)
+            e = edges[edges["unique_id_l"].isin(member_set) & edges["unique_id_r"].isin(member_set)]
+            cset = {
+                frozenset(p) for p in zip(grp["unique_id_l"], grp["unique_id_r"], strict=True)
+            }
+            roots = _split_cluster(members, e, cset)
+            mask = out["cluster_id"] == cluster_id
+            out.loc[mask, "cluster_id"] = out.loc[mask, "unique_id"].map(roots)
+            n_parts = len(set(roots.values()))
+        flagged_rows.append(
+            {
+                "cluster_id": cluster_id,
+                "n_conflicts": len(grp),
+                "n_records": len(members),
+                "split_into": n_parts,
+            }
+        )
+    return out, pd.DataFrame(flagged_rows)
+
+
+def _mint(con: duckdb.DuckDBPyConnection, n: int) -> list[str]:
+    if n == 0:
+        return []
+    rows = con.execute(
+        f"SELECT nextval('{PERSON_SEQUENCE}') FROM range(?)", [n]
+    ).fetchall()
+    return [f"P{v:09d}" for (v,) in rows]
+
+
+def assign_person_ids(
+    con: duckdb.DuckDBPyConnection, clusters: pd.DataFrame, run_id: str
+) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Give every cluster a person_id, stable across runs.
+
+    clusters: unique_id, record_ref, agency, cluster_id. Earlier ids come from the current
+    `record_person` table (the previous run's result). Each new cluster takes the active
+    earlier id it shares most records with (ties: lowest person_id, then lowest cluster_id);
+    each earlier id goes to at most one cluster. Unclaimed earlier ids are retired and never
+    handed out again; clusters left over get ids minted from `person_id_seq`.
+    Updates `person` and `person_lineage`; returns (clusters + person_id, counts).
+    """
+    con.execute(PERSON_DDL)
+    have_prev = bool(
+        con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'record_person'"
+        ).fetchall()[0][0]
+    )
+    c = clusters[["unique_id", "record_ref", "agency", "cluster_id"]].copy()
+    if have_prev:
+        prev = con.execute(
+            """SELECT rp.record_ref, rp.agency, rp.person_id FROM record_person rp
+               JOIN person p USING (person_id) WHERE p.status = 'active'"""
+        ).df()
+    else:
+        prev = pd.DataFrame(columns=["record_ref", "agency", "person_id"])
+    joined = c.merge(prev, on=["record_ref", "agency"], how="inner")
+    overlap = (
+        joined.groupby(["cluster_id", "person_id"]).size().rename("overlap").reset_index()
+    )
+    overlap = overlap.sort_values(
+        ["overlap", "person_id", "cluster_id"], ascending=[False, True, True]
+    )
+    chosen: dict[str, str] = {}
+    taken: set[str] = set()
+    for cid, pid in zip(overlap["cluster_id"], overlap["person_id"], strict=True):
+        if cid in chosen or pid in taken:
+            continue
+        chosen[cid] = pid
+        taken.add(pid)
+    new_clusters = sorted(set(c["cluster_id"]) - set(chosen))
+    for cid, pid in zip(new_clusters, _mint(con, len(new_clusters)), strict=True):
+        chosen[cid] = pid
+    c["person_id"] = c["cluster_id"].map(chosen)
+
+    prev_active = set(prev["person_id"])
+    retired = sorted(prev_active - taken)
+    stats = c.groupby("person_id").agg(
+        n_records=("unique_id", "size"), n_agencies=("agency", "nunique")
+    ).reset_index()
+    lineage = overlap.assign(run_id=run_id)
+    lineage["person_id_new"] = lineage["cluster_id"].map(chosen)
+    lineage = lineage.rename(
+        columns={"person_id": "previous_person_id", "person_id_new": "person_id"}
+    )[["run_id", "person_id", "previous_person_id", "overlap"]]
+
+    con.register("_new_person_stats", stats)
+    con.register("_new_lineage", lineage)
+    con.execute(
+        """
+        INSERT INTO person
+        SELECT s.person_id, 'active', ?, ?, NULL, s.n_records, s.n_agencies
+        FROM _new_person_stats s
+        ON CONFLICT (person_id) DO UPDATE SET
+            status = 'active', last_run_id = excluded.last_run_id,
+            n_records = excluded.n_records, n_agencies = excluded.n_agencies
+        """,
+        [run_id, run_id],
+    )
+    if retired:
+        con.execute(
+            "UPDATE person SET status = 'retired', retired_run_id = ? "
+            "WHERE list_contains(?, person_id)",
+            [run_id, retired],
+        )
+    con.execute("INSERT INTO person_lineage SELECT * FROM _new_lineage")
+    con.unregister("_new_person_stats")
+    con.unregister("_new_lineage")
+    counts = {
+        "n_persons": len(chosen),
+        "n_new_persons": len(new_clusters),
+        "n_retired_persons": len(retired),
+    }
+    return c, counts

@@ -1,0 +1,219 @@
+"""Splink comparisons and blocking rules over pseudonymised identifiers.
+
+Inputs are the `tok_*` / `bf_*` / `blk_*` columns of the identifiers contract
+(docs/contracts.md). Bloom encodings are compared with DuckDB's native bit operations on
+BIT columns (converted from BLOB once, when the linkage input table is built), so the
+Dice coefficient costs two `bit_count`s and one `&` per pair and no casts.
+
+Only comparisons whose columns are present are built, so an agency partnership that
+never shares (say) email still gets a valid model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+import splink.comparison_level_library as cll
+import splink.comparison_library as cl
+from splink import block_on
+from splink.internals.blocking_rule_creator import BlockingRuleCreator
+from splink.internals.comparison_creator import ComparisonCreator
+
+# Comparison output names are chosen so Splink's `bf_<name>` Bayes-factor columns never
+# collide with the `bf_*` Bloom-filter input columns.
+BLOOM_COLUMNS = ("bf_given_name", "bf_family_name", "bf_address")
+
+# Dice thresholds for Bloom-encoded strings: near-identical, then similar.
+DICE_HIGH = 0.85
+DICE_LOW = 0.6
+
+
+def dice_sql(col: str) -> str:
+    """Dice coefficient of two BIT columns in DuckDB SQL (l/r sides of a Splink pair)."""
+    left, right = f'"{col}_l"', f'"{col}_r"'
+    return (
+        f"(2.0 * bit_count({left} & {right}) / "
+        f"nullif(bit_count({left}) + bit_count({right}), 0))"
+    )
+
+
+def _null(*cols: str) -> cll.CustomLevel:
+    cond = " OR ".join(f'"{c}_l" IS NULL OR "{c}_r" IS NULL' for c in cols)
+    return cll.CustomLevel(f"({cond})", label_for_charts="null").configure(is_null_level=True)
+
+
+def _eq(col: str) -> str:
+    return f'"{col}_l" = "{col}_r"'
+
+
+def _dice(col: str, threshold: float) -> cll.CustomLevel:
+    return cll.CustomLevel(
+        f"{dice_sql(col)} >= {threshold}", label_for_charts=f"dice({col}) >= {threshold}"
+    )
+
+
+def _given_name(cols: Collection[str]) -> ComparisonCreator:
+    levels: list = [_null("tok_given_name"), cll.ExactMatchLevel("tok_given_name", True)]
+    if "tok_given_name_canonical" in cols:
+        levels.append(
+            cll.CustomLevel(_eq("tok_given_name_canonical"), "canonical (nickname) match")
+        )
+    if "bf_given_name" in cols:
+        levels.append(_dice("bf_given_name", DICE_HIGH))
+    if "tok_given_name_phonetic" in cols:
+        levels.append(cll.CustomLevel(_eq("tok_given_name_phonetic"), "phonetic match"))
+    if "bf_given_name" in cols:
+        levels.append(_dice("bf_given_name", DICE_LOW))
+    levels.append(cll.ElseLevel())
+    return cl.CustomComparison(levels, output_column_name="forename")
+
+
+def _family_name(cols: Collection[str]) -> ComparisonCreator:
+    levels: list = [_null("tok_family_name"), cll.ExactMatchLevel("tok_family_name", True)]
+    if "bf_family_name" in cols:
+        levels.append(_dice("bf_family_name", DICE_HIGH))
+    if "tok_family_name_phonetic" in cols:
+        levels.append(cll.CustomLevel(_eq("tok_family_name_phonetic"), "phonetic match"))
+    if "tok_other_names" in cols:
+        # Previous/alias surnames are tokenised in the family-name domain, so a maiden
+        # name on one side can equal the current surname on the other.
+        levels.append(
+            cll.CustomLevel(
+                '("tok_other_names_l" = "tok_family_name_r" '
+                'OR "tok_family_name_l" = "tok_other_names_r")',
+                "surname matches previous name",
+            )
+        )
+    if "bf_family_name" in cols:
+        levels.append(_dice("bf_family_name", DICE_LOW))
+    levels.append(cll.ElseLevel())
+    return cl.CustomComparison(levels, output_column_name="surname")
+
+
+def _dob(cols: Collection[str]) -> ComparisonCreator:
+    levels: list = [_null("tok_dob"), cll.ExactMatchLevel("tok_dob")]
+    if "tok_dob_swapped" in cols:
+        # tok_dob_swapped is the DOB token with day and month exchanged (same subkey).
+        levels.append(
+            cll.CustomLevel(
+                '("tok_dob_swapped_l" = "tok_dob_r" OR "tok_dob_l" = "tok_dob_swapped_r")',
+                "day/month swapped",
+            )
+        )
+    if {"tok_dob_year", "tok_dob_month"} <= set(cols):
+        levels.append(
+            cll.CustomLevel(f"{_eq('tok_dob_year')} AND {_eq('tok_dob_month')}", "year+month")
+        )
+    if {"tok_dob_month", "tok_dob_day"} <= set(cols):
+        levels.append(
+            cll.CustomLevel(f"{_eq('tok_dob_month')} AND {_eq('tok_dob_day')}", "month+day")
+        )
+    if "tok_dob_year" in cols:
+        levels.append(cll.CustomLevel(_eq("tok_dob_year"), "year only"))
+    levels.append(cll.ElseLevel())
+    return cl.CustomComparison(levels, output_column_name="birth_date")
+
+
+def _residence(cols: Collection[str]) -> ComparisonCreator | None:
+    have = [c for c in ("tok_uprn", "tok_address", "tok_postcode", "bf_address") if c in cols]
+    if not have:
+        return None
+    null_cond = " AND ".join(f'("{c}_l" IS NULL OR "{c}_r" IS NULL)' for c in have)
+    levels: list = [
+        cll.CustomLevel(null_cond, label_for_charts="null").configure(is_null_level=True)
+    ]
+    exact = [_eq(c) for c in ("tok_uprn", "tok_address") if c in cols]
+    if exact:
+        levels.append(cll.CustomLevel(" OR ".join(exact), "same property"))
+    if "bf_address" in cols:
+        levels.append(_dice("bf_address", DICE_HIGH))
+    for col, label in (
+        ("tok_postcode", "same postcode"),
+        ("tok_postcode_sector", "same sector"),
+        ("tok_postcode_district", "same district"),
+    ):
+        if col in cols:
+            levels.append(cll.CustomLevel(_eq(col), label))
+    levels.append(cll.ElseLevel())
+    return cl.CustomComparison(levels, output_column_name="residence")
+
+
+def _exact(col: str, name: str) -> ComparisonCreator:
+    return cl.CustomComparison(
+        [_null(col), cll.ExactMatchLevel(col), cll.ElseLevel()], output_column_name=name
+    )
+
+
+def build_comparisons(columns: Collection[str]) -> list[ComparisonCreator]:
+    """Splink comparisons for the identifier columns present in `columns`."""
+    cols = set(columns)
+    for required in ("tok_given_name", "tok_family_name", "tok_dob"):
+        if required not in cols:
+            raise ValueError(f"identifiers table lacks required column {required!r}")
+    comparisons: list[ComparisonCreator] = [_given_name(cols), _family_name(cols), _dob(cols)]
+    residence = _residence(cols)
+    if residence is not None:
+        comparisons.append(residence)
+    # NHS number agreement is near-conclusive and disagreement strongly negative; EM learns
+    # both from the data rather than us fixing weights.
+    for col, name in (
+        ("tok_sex", "sex"),
+        ("tok_nhs_number", "nhs"),
+        ("tok_upn", "upn"),
+        ("tok_phone", "phone"),
+        ("tok_email", "email"),
+    ):
+        if col in cols:
+            comparisons.append(_exact(col, name))
+    return comparisons
+
+
+def prediction_blocking_rules(columns: Collection[str]) -> list[BlockingRuleCreator]:
+    """Blocking rules generating candidate pairs: every `blk_*` key plus token combinations.
+
+    Rules are cheap equi-joins; Splink de-duplicates pairs produced by several rules.
+    """
+    cols = set(columns)
+    rules: list[BlockingRuleCreator] = [block_on(c) for c in sorted(cols) if c.startswith("blk_")]
+    combos = [
+        ("tok_nhs_number",),
+        ("tok_upn",),
+        ("tok_dob", "tok_family_name_phonetic"),
+        ("tok_dob", "tok_given_name_phonetic"),
+        ("tok_dob", "tok_postcode_district"),
+        ("tok_given_name_phonetic", "tok_family_name_phonetic", "tok_dob_year"),
+        ("tok_given_name_canonical", "tok_postcode"),
+        ("tok_family_name", "tok_postcode"),
+    ]
+    for combo in combos:
+        if set(combo) <= cols:
+            rules.append(block_on(*combo))
+    if not rules:
+        rules.append(block_on("tok_dob"))
+    return rules
+
+
+def training_blocking_rules(columns: Collection[str]) -> list[BlockingRuleCreator]:
+    """Blocking rules for EM; together they leave every comparison estimated at least once.
+
+    Pairs sharing an NHS number are almost all true matches, so EM within that block gives
+    clean m values for names and DOB. Blocking on DOB instead lets same-DOB siblings (twins)
+    pose as matches and inflates m for "different forename" (seen on synthetic data).
+    """
+    cols = set(columns)
+    rules = []
+    if "tok_nhs_number" in cols:
+        rules.append(block_on("tok_nhs_number"))
+    else:
+        rules.append(block_on("tok_dob"))
+    rules.append(block_on("tok_given_name", "tok_family_name", "tok_dob"))
+    return rules
+
+
+def deterministic_rules(columns: Collection[str]) -> list[BlockingRuleCreator]:
+    """High-precision rules used to estimate the prior probability of a match."""
+    cols = set(columns)
+    rules = [block_on("tok_given_name", "tok_family_name", "tok_dob")]
+    if "tok_nhs_number" in cols:
+        rules.append(block_on("tok_nhs_number", "tok_dob"))
+    return rules

@@ -1,0 +1,470 @@
+"""Hub person linkage: Splink 5 (Fellegi-Sunter, EM) on DuckDB over pseudonymised identifiers.
+
+Reads table `identifiers` (the contract's identifiers.parquet rows, all batches ingested so
+far) and writes `record_person`, `person`, `person_lineage`, `clerical_review`,
+`linkage_model` and `linkage_run`. See docs/linkage.md for the tables and the method.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pandas as pd
+import splink
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from splink import DuckDBAPI, Linker, SettingsCreator
+
+from linkage.clusters import assign_person_ids, guard_chains
+from linkage.comparisons import (
+    BLOOM_COLUMNS,
+    build_comparisons,
+    deterministic_rules,
+    prediction_blocking_rules,
+    training_blocking_rules,
+)
+
+INPUT_TABLE = "person_linkage_input"
+MODEL_FORMAT = "joinedup-person-model/1"
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LinkageSettings:
+    """Knobs for one linkage run. Defaults were tuned on synthetic ground truth
+    (see docs/linkage.md); production partnerships re-tune with `tune_auto_threshold`."""
+
+    auto_match_probability: float = 0.999
+    clerical_probability: float = 0.5
+    u_max_pairs: float = 2e6
+    seed: int = 42
+    prior_recall: float = 0.8
+    max_em_iterations: int = 25
+    split_chains: bool = True
+    # A previously trained model (as returned by `load_model`): skip training.
+    model: dict[str, Any] | None = None
+    show_progress: bool = True
+
+
+@dataclass
+class LinkageResult:
+    run_id: str
+    model_version: str
+    settings_hash: str
+    auto_match_probability: float
+    clerical_probability: float
+    n_records: int
+    n_scored_pairs: int
+    n_auto_pairs: int
+    n_clerical_pairs: int
+    n_persons: int
+    n_new_persons: int
+    n_retired_persons: int
+    n_flagged_clusters: int
+    n_split_clusters: int
+    timings: dict[str, float] = field(default_factory=dict)
+    model: dict[str, Any] = field(default_factory=dict, repr=False)
+
+
+# --------------------------------------------------------------------------- model JSON
+
+
+def _settings_hash(splink_settings: dict[str, Any]) -> str:
+    # linker_uid is a random per-linker id, not part of the model.
+    payload = {k: v for k, v in splink_settings.items() if k != "linker_uid"}
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def make_model(splink_settings: dict[str, Any], model_version: str) -> dict[str, Any]:
+    return {
+        "format": MODEL_FORMAT,
+        "model_version": model_version,
+        "settings_hash": _settings_hash(splink_settings),
+        "splink_version": splink.__version__,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "splink_settings": splink_settings,
+    }
+
+
+def model_to_json(model: dict[str, Any]) -> str:
+    return json.dumps(model, sort_keys=True, indent=1, default=str)
+
+
+def load_model(source: str | Path | dict[str, Any]) -> dict[str, Any]:
+    """Load a model from JSON text, a path or a dict; refuse one whose hash does not match."""
+    where = "model dict"
+    if isinstance(source, dict):
+        model = source
+    else:
+        text = str(source)
+        if not text.lstrip().startswith("{"):
+            where = str(source)
+            text = Path(source).read_text(encoding="utf-8")
+        model = json.loads(text)
+    for key in ("format", "model_version", "settings_hash", "splink_settings"):
+        if key not in model:
+            raise ValueError(f"{where}: linkage model lacks key {key!r}")
+    if model["format"] != MODEL_FORMAT:
+        raise ValueError(f"{where}: unknown model format {model['format']!r}")
+    actual = _settings_hash(model["splink_settings"])
+    if actual != model["settings_hash"]:
+        raise ValueError(
+            f"{where}: settings_hash mismatch for model {model['model_version']!r} "
+            "(edited or corrupted model file)"
+        )
+    return model
+
+
+# --------------------------------------------------------------------------- input
+
+
+def prepare_input(con: duckdb.DuckDBPyConnection, source: str = "identifiers") -> list[str]:
+    """Build the linkage input table from `source`; returns its column names.
+
+    One row per (agency, record_ref): the latest batch wins. Bloom BLOBs become BIT once
+    here, so comparisons run native bit operations with no per-pair casts.
+    """
+    cols = [r[0] for r in con.execute(f"DESCRIBE {source}").fetchall()]
+    for required in ("record_ref", "agency", "batch_id"):
+        if required not in cols:
+            raise ValueError(f"table {source}: missing column {required!r}")
+    blooms = [c for c in cols if c.startswith("bf_")]
+    for c in blooms:
+        bad = con.execute(
+            f"""SELECT agency, record_ref, octet_length("{c}") AS n FROM {source}
+                WHERE "{c}" IS NOT NULL AND octet_length("{c}") <> (
+                    SELECT mode(octet_length("{c}")) FROM {source} WHERE "{c}" IS NOT NULL)
+                LIMIT 1"""
+        ).fetchall()
+        if bad:
+            bad = bad[0]
+            raise ValueError(
+                f"table {source}: row agency={bad[0]} record_ref={bad[1]} field {c}: "
+                f"Bloom filter of {bad[2]} bytes differs from the column's fixed length"
+            )
+    keep = [c for c in cols if c.startswith(("tok_", "blk_"))]
+    # A column no agency populates carries no evidence and would leave EM levels untrainable.
+    count_sql = ", ".join(f'count("{c}")' for c in keep + blooms) or "0"
+    counts = con.execute(f"SELECT {count_sql} FROM {source}").fetchall()[0]
+    present = {c for c, n in zip(keep + blooms, counts, strict=True) if n}
+    keep = [c for c in keep if c in present]
+    blooms = [c for c in blooms if c in present]
+    select = ", ".join(
+        ["agency || ':' || record_ref AS unique_id", "record_ref", "agency", "batch_id"]
+        + [f'"{c}"' for c in keep]
+        + [f'CAST("{c}" AS BIT) AS "{c}"' for c in blooms]
+    )
+    con.execute(
+        f"""CREATE OR REPLACE TABLE {INPUT_TABLE} AS
+            SELECT {select} FROM {source}
+            QUALIFY row_number() OVER (
+                PARTITION BY agency, record_ref ORDER BY batch_id DESC) = 1"""
+    )
+    return ["unique_id", "record_ref", "agency", "batch_id", *keep, *blooms]
+
+
+def splink_settings_for(columns: list[str]) -> SettingsCreator:
+    return SettingsCreator(
+        link_type="dedupe_only",
+        unique_id_column_name="unique_id",
+        comparisons=build_comparisons(columns),
+        blocking_rules_to_generate_predictions=prediction_blocking_rules(columns),
+        retain_matching_columns=True,  # gamma columns need it
+        retain_intermediate_calculation_columns=True,
+        additional_columns_to_retain=[],
+    )
+
+
+def _linker(con: duckdb.DuckDBPyConnection, settings: SettingsCreator | dict) -> Linker:
+    db_api = DuckDBAPI(con)
+    sdf = db_api.register(INPUT_TABLE)
+    return Linker(sdf, settings, log_level=logging.WARNING)
+
+
+def train_model(
+    con: duckdb.DuckDBPyConnection,
+    columns: list[str],
+    settings: LinkageSettings,
+    model_version: str,
+) -> dict[str, Any]:
+    """Estimate the model with Splink: prior from deterministic rules, u by random
+    sampling, m by EM over several blocking rules. Input table must be prepared."""
+    creator = splink_settings_for(columns)
+    creator.max_iterations = settings.max_em_iterations
+    linker = _linker(con, creator)
+    try:
+        linker.training.estimate_probability_two_random_records_match(
+            deterministic_rules(columns), recall=settings.prior_recall
+        )
+        linker.training.estimate_u_using_random_sampling(
+            max_pairs=settings.u_max_pairs, seed=settings.seed
+        )
+        for rule in training_blocking_rules(columns):
+            linker.training.estimate_parameters_using_expectation_maximisation(rule)
+        trained = linker.misc.save_model_to_json()
+    finally:
+        linker.table_management.delete_tables_created_by_splink_from_db()
+    return make_model(trained, model_version)
+
+
+# --------------------------------------------------------------------------- run
+
+RUN_DDL = """
+CREATE TABLE IF NOT EXISTS linkage_model (
+    model_version VARCHAR PRIMARY KEY, settings_hash VARCHAR NOT NULL,
+    created_run_id VARCHAR NOT NULL, created_at TIMESTAMP NOT NULL, model_json VARCHAR NOT NULL);
+CREATE TABLE IF NOT EXISTS linkage_run (
+    run_id VARCHAR PRIMARY KEY, started_at TIMESTAMP, finished_at TIMESTAMP,
+    model_version VARCHAR, settings_hash VARCHAR,
+    auto_match_probability DOUBLE, clerical_probability DOUBLE,
+    n_records BIGINT, n_scored_pairs BIGINT, n_auto_pairs BIGINT, n_clerical_pairs BIGINT,
+    n_persons BIGINT, n_new_persons BIGINT, n_retired_persons BIGINT,
+    n_flagged_clusters BIGINT, n_split_clusters BIGINT, timings_json VARCHAR);
+"""
+
+
+def _next_model_version(con: duckdb.DuckDBPyConnection, settings_hash_prefix: str) -> str:
+    n = con.execute("SELECT count(*) FROM linkage_model").fetchall()[0][0] + 1
+    return f"pl-v{n}-{settings_hash_prefix}"
+
+
+def _comparison_names(model: dict[str, Any]) -> list[str]:
+    return [c["output_column_name"] for c in model["splink_settings"]["comparisons"]]
+
+
+def link_persons(
+    con: duckdb.DuckDBPyConnection, run_id: str, settings: LinkageSettings | None = None
+) -> LinkageResult:
+    """Link the records in `identifiers` into persons and persist the result."""
+    s = settings or LinkageSettings()
+    if not 0 < s.clerical_probability <= s.auto_match_probability < 1:
+        raise ValueError("need 0 < clerical_probability <= auto_match_probability < 1")
+    con.execute(RUN_DDL)
+    if con.execute("SELECT 1 FROM linkage_run WHERE run_id = ?", [run_id]).fetchall():
+        raise ValueError(f"linkage_run already has run_id {run_id!r}")
+    started = datetime.now(UTC)
+    timings: dict[str, float] = {}
+    with Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+        disable=not s.show_progress, transient=True,
+    ) as progress:
+        task = progress.add_task("person linkage", total=6)
+
+        def stage(name: str) -> float:
+            progress.update(task, description=f"person linkage: {name}")
+            return time.perf_counter()
+
+        t = stage("preparing input")
+        columns = prepare_input(con)
+        n_records = con.execute(f"SELECT count(*) FROM {INPUT_TABLE}").fetchall()[0][0]
+        timings["prepare"] = time.perf_counter() - t
+        progress.advance(task)
+
+        t = stage("training model")
+        if s.model is not None:
+            model = load_model(s.model)
+        else:
+            provisional = make_model({}, "pending")
+            model = train_model(con, columns, s, provisional["model_version"])
+            model["model_version"] = _next_model_version(con, model["settings_hash"][:8])
+        timings["train"] = time.perf_counter() - t
+        progress.advance(task)
+
+        t = stage("scoring pairs")
+        linker = _linker(con, model["splink_settings"])
+        try:
+            pred = linker.inference.predict(
+                threshold_match_probability=s.clerical_probability, warning_mode="never"
+            )
+            # Only ids, scores and evidence leave Splink's table: no token values.
+            pairs = con.execute(
+                f"""SELECT unique_id_l, unique_id_r, match_weight, match_probability,
+                          COLUMNS('^(gamma|mw)_.*') FROM {pred.physical_name}"""
+            ).df()
+            timings["predict"] = time.perf_counter() - t
+            progress.advance(task)
+
+            t = stage("clustering")
+            clustered = linker.clustering.cluster_pairwise_predictions_at_threshold(
+                pred, threshold_match_probability=s.auto_match_probability
+            )
+            records = clustered.as_pandas_dataframe()[
+                ["unique_id", "cluster_id", "record_ref", "agency", "batch_id",
+                 *[c for c in ("tok_nhs_number", "tok_dob") if c in columns]]
+            ]
+        finally:
+            linker.table_management.delete_tables_created_by_splink_from_db()
+        for c in ("tok_nhs_number", "tok_dob"):
+            if c not in records:
+                records[c] = None
+        auto = pairs[pairs["match_probability"] >= s.auto_match_probability]
+        records, flagged = guard_chains(records, auto, split=s.split_chains)
+        timings["cluster"] = time.perf_counter() - t
+        progress.advance(task)
+
+        t = stage("assigning person ids")
+        con.execute("BEGIN TRANSACTION")
+        try:
+            assigned, counts = assign_person_ids(con, records, run_id)
+            n_clerical = _write_outputs(con, run_id, assigned, pairs, model, s)
+            timings["persist"] = time.perf_counter() - t
+            result = LinkageResult(
+                run_id=run_id,
+                model_version=model["model_version"],
+                settings_hash=model["settings_hash"],
+                auto_match_probability=s.auto_match_probability,
+                clerical_probability=s.clerical_probability,
+                n_records=int(n_records),
+                n_scored_pairs=len(pairs),
+                n_auto_pairs=len(auto),
+                n_clerical_pairs=n_clerical,
+                n_flagged_clusters=len(flagged),
+                n_split_clusters=int((flagged["split_into"] > 1).sum()) if len(flagged) else 0,
+                timings=timings,
+                model=model,
+                **counts,
+            )
+            _write_run(con, result, started, s.model is None)
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        progress.advance(task)
+    return result
+
+
+def _write_outputs(
+    con: duckdb.DuckDBPyConnection,
+    run_id: str,
+    assigned: pd.DataFrame,
+    pairs: pd.DataFrame,
+    model: dict[str, Any],
+    s: LinkageSettings,
+) -> int:
+    """record_person (current mapping) and the clerical-review queue; returns queue size."""
+    pid = dict(zip(assigned["unique_id"], assigned["person_id"], strict=True))
+    p = pairs.assign(pid_l=pairs["unique_id_l"].map(pid), pid_r=pairs["unique_id_r"].map(pid))
+    auto = p[(p["match_probability"] >= s.auto_match_probability) & (p["pid_l"] == p["pid_r"])]
+    # Clerical: scored between the thresholds and not already joined by auto-match edges.
+    clerical = p[
+        (p["match_probability"] < s.auto_match_probability) & (p["pid_l"] != p["pid_r"])
+    ]
+    auto_score = pd.concat(
+        [auto[["unique_id_l", "match_probability"]].set_axis(["unique_id", "p"], axis=1),
+         auto[["unique_id_r", "match_probability"]].set_axis(["unique_id", "p"], axis=1)]
+    ).groupby("unique_id")["p"].max()
+    cler_score = pd.concat(
+        [clerical[["unique_id_l", "match_probability"]].set_axis(["unique_id", "p"], axis=1),
+         clerical[["unique_id_r", "match_probability"]].set_axis(["unique_id", "p"], axis=1)]
+    ).groupby("unique_id")["p"].max()
+    rp = assigned[["unique_id", "record_ref", "agency", "person_id"]].copy()
+    rp["score"] = rp["unique_id"].map(auto_score)
+    rp["band"] = np.where(rp["score"].notna(), "auto_match", "non_match")
+    in_clerical = rp["score"].isna() & rp["unique_id"].map(cler_score).notna()
+    rp.loc[in_clerical, "band"] = "clerical"
+    rp.loc[in_clerical, "score"] = rp.loc[in_clerical, "unique_id"].map(cler_score)
+    rp["run_id"] = run_id
+    rp = rp[["record_ref", "agency", "person_id", "band", "score", "run_id"]]
+
+    con.execute(
+        """CREATE TABLE IF NOT EXISTS record_person (
+            record_ref VARCHAR NOT NULL, agency VARCHAR NOT NULL, person_id VARCHAR NOT NULL,
+            band VARCHAR NOT NULL, score DOUBLE, run_id VARCHAR NOT NULL,
+            PRIMARY KEY (agency, record_ref))"""
+    )
+    con.register("_rp", rp)
+    con.execute("DELETE FROM record_person")
+    con.execute("INSERT INTO record_person SELECT * FROM _rp")
+    con.unregister("_rp")
+
+    # Evidence only: gamma levels and per-comparison match weights, never token values.
+    names = _comparison_names(model)
+    q = pd.DataFrame(
+        {
+            "run_id": run_id,
+            "record_ref_l": clerical["unique_id_l"].str.split(":", n=1).str[1],
+            "agency_l": clerical["unique_id_l"].str.split(":", n=1).str[0],
+            "record_ref_r": clerical["unique_id_r"].str.split(":", n=1).str[1],
+            "agency_r": clerical["unique_id_r"].str.split(":", n=1).str[0],
+            "person_id_l": clerical["pid_l"],
+            "person_id_r": clerical["pid_r"],
+            "match_probability": clerical["match_probability"],
+            "match_weight": clerical["match_weight"],
+        }
+    )
+    for n in names:
+        q[f"gamma_{n}"] = clerical[f"gamma_{n}"].astype("int64")
+        mw = clerical[f"mw_{n}"].astype("float64")
+        tf = clerical.get(f"mw_tf_adj_{n}")
+        q[f"mw_{n}"] = mw if tf is None else mw + tf.astype("float64")
+    q["status"] = "open"
+    cols_sql = ", ".join(f'"{c}" {"BIGINT" if c.startswith("gamma_") else "DOUBLE"}'
+                         for c in q.columns if c.startswith(("gamma_", "mw_")))
+    con.execute(
+        f"""CREATE TABLE IF NOT EXISTS clerical_review (
+            run_id VARCHAR, record_ref_l VARCHAR, agency_l VARCHAR, record_ref_r VARCHAR,
+            agency_r VARCHAR, person_id_l VARCHAR, person_id_r VARCHAR,
+            match_probability DOUBLE, match_weight DOUBLE, {cols_sql}, status VARCHAR)"""
+    )
+    con.register("_cq", q)
+    con.execute("INSERT INTO clerical_review BY NAME SELECT * FROM _cq")
+    con.unregister("_cq")
+    return len(q)
+
+
+def _write_run(
+    con: duckdb.DuckDBPyConnection, r: LinkageResult, started: datetime, new_model: bool
+) -> None:
+    if new_model:
+        con.execute(
+            "INSERT INTO linkage_model VALUES (?, ?, ?, ?, ?)",
+            [r.model_version, r.settings_hash, r.run_id, started.replace(tzinfo=None),
+             model_to_json(r.model)],
+        )
+    row = asdict(r)
+    row.pop("model")
+    timings = row.pop("timings")
+    con.execute(
+        """INSERT INTO linkage_run VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+        [
+            r.run_id, started.replace(tzinfo=None), datetime.now(UTC).replace(tzinfo=None),
+            r.model_version, r.settings_hash, r.auto_match_probability, r.clerical_probability,
+            r.n_records, r.n_scored_pairs, r.n_auto_pairs, r.n_clerical_pairs, r.n_persons,
+            r.n_new_persons, r.n_retired_persons, r.n_flagged_clusters, r.n_split_clusters,
+            json.dumps({k: round(v, 3) for k, v in timings.items()}),
+        ],
+    )
+
+
+def stored_model(con: duckdb.DuckDBPyConnection, model_version: str) -> dict[str, Any]:
+    """A model persisted by an earlier run, verified."""
+    row = con.execute(
+        "SELECT model_json FROM linkage_model WHERE model_version = ?", [model_version]
+    ).fetchall()
+    if not row:
+        raise KeyError(f"no linkage model {model_version!r}")
+    return load_model(row[0][0])
+
+
+def blocked_pairs(con: duckdb.DuckDBPyConnection, model: dict[str, Any]) -> pd.DataFrame:
+    """Candidate pairs (unique_id_l, unique_id_r) the model's blocking rules generate over
+    the prepared input table; with `evaluation.pair_completeness` gives blocking recall."""
+    linker = _linker(con, model["splink_settings"])
+    try:
+        pairs = linker.inference.compute_blocked_pairs_for_predict()
+        return con.execute(
+            f"""SELECT DISTINCT join_key_l AS unique_id_l, join_key_r AS unique_id_r
+                FROM {pairs.physical_name}"""
+        ).df()
+    finally:
+        linker.table_management.delete_tables_created_by_splink_from_db()
