@@ -25,7 +25,6 @@ from splink import DuckDBAPI, Linker, SettingsCreator
 
 from linkage.clusters import assign_person_ids, guard_chains
 from linkage.comparisons import (
-    BLOOM_COLUMNS,
     build_comparisons,
     deterministic_rules,
     prediction_blocking_rules,
@@ -465,6 +464,24 @@ def blocked_pairs(con: duckdb.DuckDBPyConnection, model: dict[str, Any]) -> pd.D
         return con.execute(
             f"""SELECT DISTINCT join_key_l AS unique_id_l, join_key_r AS unique_id_r
                 FROM {pairs.physical_name}"""
+        ).df()
+    finally:
+        linker.table_management.delete_tables_created_by_splink_from_db()
+
+
+def score_pairs(
+    con: duckdb.DuckDBPyConnection, model: dict[str, Any], threshold: float = 0.01
+) -> pd.DataFrame:
+    """Scored candidate pairs (unique_id_l, unique_id_r, match_probability, match_weight)
+    over the prepared input table: for threshold tuning and evaluation."""
+    linker = _linker(con, model["splink_settings"])
+    try:
+        pred = linker.inference.predict(
+            threshold_match_probability=threshold, warning_mode="never"
+        )
+        return con.execute(
+            f"""SELECT unique_id_l, unique_id_r, match_probability, match_weight
+                FROM {pred.physical_name}"""
         ).df()
     finally:
         linker.table_management.delete_tables_created_by_splink_from_db()
