@@ -13,6 +13,7 @@ import base64
 import hashlib
 import hmac
 import json
+import logging
 import os
 import re
 from dataclasses import dataclass
@@ -58,7 +59,40 @@ def _nhs_ok(d: str) -> bool:
 
 def normalise(df: pd.DataFrame, formats: tuple[str, ...], status: dict[str, np.ndarray],
               person: str) -> pd.DataFrame:
-    """Canonical identifier values for one person; problems become status reason codes."""
+    """Canonical identifier values for one person; problems become status reason codes.
+
+    Uses engineer B's ig_bridge.normalise when present, the local fallback otherwise.
+    """
+    try:
+        from ig_bridge.normalise import normalise_identifiers
+
+        nf = normalise_identifiers(df, formats)
+    except (ImportError, OSError) as exc:
+        # B's module could not load its resources here; say so (no values) and use the fallback.
+        logging.getLogger(__name__).warning("ig_bridge.normalise unavailable (%s); fallback used",
+                                            type(exc).__name__)
+        return _normalise_fallback(df, formats, status, person)
+    pos = {ix: i for i, ix in enumerate(df.index)}
+    for f in df.columns:
+        if f not in ("record_id", "relationship"):
+            status.setdefault(f"{person}.{f}", np.full(len(df), OK, dtype=object))
+    for row, f, reason in nf.problems:
+        key = f"{person}.{f}"
+        status.setdefault(key, np.full(len(df), OK, dtype=object))
+        if status[key][pos[row]] == OK:
+            status[key][pos[row]] = reason
+    out = nf.frame
+    keep = [c for c in out.columns if c in TOKEN_FIELDS or c == "relationship"]
+    out = out[keep].copy()
+    if "date_of_birth" in out:
+        out["date_of_birth"] = pd.to_datetime(out["date_of_birth"]).dt.date
+    if "relationship" in df.columns and "relationship" not in out:
+        out["relationship"] = df["relationship"]
+    return out
+
+
+def _normalise_fallback(df: pd.DataFrame, formats: tuple[str, ...],
+                        status: dict[str, np.ndarray], person: str) -> pd.DataFrame:
     out = pd.DataFrame(index=df.index)
     today = pd.Timestamp(date.today())
     for f in df.columns:
