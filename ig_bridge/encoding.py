@@ -1,0 +1,282 @@
+"""Turn normalised identifiers into keyed match tokens, blocking keys and Bloom encodings.
+
+Driven by the partnership encoding spec (schemas/encoding_spec.yaml). HMACs are the stdlib's
+OpenSSL-backed `hmac.digest`; each distinct value is hashed once per key domain (`pd.factorize`)
+and broadcast, and each Bloom q-gram is hashed once per (domain, salt), so the cost per row stays
+well under one HMAC per output cell.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from ig_bridge.keys import LinkKey
+
+_SEP = "\x1f"  # unit separator between combined fields: cannot occur in normalised values
+_DERIVED = {"dob_iso", "dob_swapped_iso", "dob_ym", "dob_md"}
+
+
+class EncodingSpecError(ValueError):
+    """The encoding spec is malformed (names the file and the key path)."""
+
+
+def load_encoding_spec(path: str | Path | None = None) -> dict[str, Any]:
+    if path is None:
+        text = resources.files("schemas").joinpath("encoding_spec.yaml").read_text("utf-8")
+        source = "schemas/encoding_spec.yaml"
+    else:
+        text, source = Path(path).read_text("utf-8"), str(path)
+    spec = yaml.safe_load(text)
+    validate_encoding_spec(spec, source)
+    return spec
+
+
+def validate_encoding_spec(spec: Any, source: str = "<spec>") -> None:
+    from ig_bridge.normalise import NORMALISED_COLUMNS
+
+    known = set(NORMALISED_COLUMNS) | _DERIVED
+
+    def fail(where: str, msg: str) -> None:
+        raise EncodingSpecError(f"{source}: {where}: {msg}")
+
+    if not isinstance(spec, dict) or not isinstance(spec.get("encoding_spec_version"), int):
+        fail("encoding_spec_version", "missing or not an integer")
+    extra = set(spec) - {"encoding_spec_version", "tokens", "blocking", "bloom"}
+    if extra:
+        fail(str(sorted(extra)[0]), "unknown key")
+    for section, prefix in (("tokens", "tok_"), ("blocking", "blk_"), ("bloom", "bf_")):
+        sec = spec.get(section) or {}
+        cols = sec.get("columns") or {}
+        if section != "bloom" and sec.get("truncate_bits", 128) not in (64, 128, 256):
+            fail(f"{section}.truncate_bits", "must be 64, 128 or 256")
+        for name, col in cols.items():
+            where = f"{section}.columns.{name}"
+            if not name.startswith(prefix):
+                fail(where, f"column names in {section} start with {prefix}")
+            sources = col.get("sources") or [col.get("source")]
+            for s in sources:
+                if s not in known:
+                    fail(where, f"unknown source {s!r}")
+            if col.get("part") not in (None, "first", "last"):
+                fail(where, "part must be first or last")
+            if section == "bloom":
+                bits, k, fold, q = col.get("bits"), col.get("k"), col.get("fold", 0), col.get("q")
+                if not isinstance(bits, int) or bits < 64 or bits & (bits - 1):
+                    fail(where, "bits must be a power of two >= 64")
+                if not isinstance(k, int) or not 1 <= k <= 16:
+                    fail(where, "k must be 1..16 (16-bit words of one SHA-256 digest)")
+                if not isinstance(q, int) or not 1 <= q <= 4:
+                    fail(where, "q must be 1..4")
+                if not isinstance(fold, int) or fold < 0 or bits >> fold < 64:
+                    fail(where, "fold leaves fewer than 64 bits")
+                if bits > 65536:
+                    fail(where, "bits must be <= 65536")
+                if col.get("salt") is not None and col["salt"] not in known:
+                    fail(where, f"unknown salt source {col['salt']!r}")
+
+
+def dice(a: bytes | None, b: bytes | None) -> float | None:
+    """Dice coefficient of two Bloom encodings (None if either is missing)."""
+    if a is None or b is None:
+        return None
+    x, y = int.from_bytes(a, "big"), int.from_bytes(b, "big")
+    total = x.bit_count() + y.bit_count()
+    return 2 * (x & y).bit_count() / total if total else 0.0
+
+
+def _obj(values: list) -> np.ndarray:
+    arr = np.empty(len(values), dtype=object)
+    arr[:] = values
+    return arr
+
+
+class Encoder:
+    """`Encoder(link_key, spec).encode(normalised_frame) -> DataFrame` of tok_*, blk_*, bf_*.
+
+    The output always has every spec column (null where the source is missing), indexed like
+    the input, so identifiers files of all agencies share one schema.
+    """
+
+    def __init__(self, link_key: LinkKey, spec: Mapping[str, Any] | str | Path | None = None):
+        if spec is None or isinstance(spec, str | Path):
+            spec = load_encoding_spec(spec)
+        else:
+            validate_encoding_spec(spec)
+        self.link_key = link_key
+        self.spec = dict(spec)
+        self.version = int(self.spec["encoding_spec_version"])
+        self._subkeys: dict[str, bytes] = {}
+        self._qgram_cache: dict[tuple[str, str, str], np.ndarray] = {}
+
+    def __repr__(self) -> str:
+        return f"Encoder(spec_version={self.version}, link_key_version={self.link_key.version})"
+
+    def _key(self, domain: str) -> bytes:
+        key = self._subkeys.get(domain)
+        if key is None:
+            key = self._subkeys[domain] = self.link_key.subkey(domain)
+        return key
+
+    @property
+    def columns(self) -> list[str]:
+        return [name for section in ("tokens", "blocking", "bloom")
+                for name in ((self.spec.get(section) or {}).get("columns") or {})]
+
+    # -- sources -------------------------------------------------------------------------------
+
+    def _source(self, frame: pd.DataFrame, name: str, col: Mapping[str, Any]) -> np.ndarray:
+        n = len(frame)
+        if name in _DERIVED:
+            dob = frame.get("date_of_birth")
+            if dob is None:
+                return np.full(n, None, dtype=object)
+            dob = pd.to_datetime(dob)
+            if name == "dob_iso":
+                text = dob.dt.strftime("%Y-%m-%d")
+            elif name == "dob_ym":
+                text = dob.dt.strftime("%Y-%m")
+            elif name == "dob_md":
+                text = dob.dt.strftime("%m-%d")
+            else:  # day/month swapped, only where the swap gives another valid date
+                ok = (dob.dt.day <= 12) & (dob.dt.day != dob.dt.month)
+                text = dob.dt.strftime("%Y-%d-%m").where(ok)
+            return _obj([v if isinstance(v, str) else None for v in text])
+        if name not in frame:
+            return np.full(n, None, dtype=object)
+        values = frame[name].to_numpy(dtype=object)
+        part = col.get("part")
+        out = []
+        for v in values:
+            if isinstance(v, list | tuple | np.ndarray):
+                v = (v[0] if part != "last" else v[-1]) if len(v) else None
+            if v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)):
+                out.append(None)
+                continue
+            s = str(int(v)) if isinstance(v, int | np.integer) else str(v)
+            if col.get("first_word"):
+                s = s.split()[0] if s.split() else ""
+            if col.get("compact"):
+                s = s.replace(" ", "")
+            out.append(s or None)
+        return _obj(out)
+
+    def _combined(self, frame: pd.DataFrame, col: Mapping[str, Any]) -> np.ndarray:
+        sources = col.get("sources") or [col["source"]]
+        arrays = [self._source(frame, s, col) for s in sources]
+        if len(arrays) == 1:
+            return arrays[0]
+        return _obj([None if any(p is None for p in parts) else _SEP.join(parts)
+                     for parts in zip(*arrays, strict=True)])
+
+    # -- tokens --------------------------------------------------------------------------------
+
+    def _tokens(self, values: np.ndarray, domain: str, truncate_bits: int) -> np.ndarray:
+        key, nbytes = self._key(domain), truncate_bits // 8
+        codes, uniques = pd.factorize(pd.Series(values, dtype=object), use_na_sentinel=True)
+        digest = hmac.digest
+        toks = [digest(key, u.encode("utf-8"), "sha256")[:nbytes].hex() for u in uniques]
+        return _obj([*toks, None])[codes]
+
+    # -- Bloom filters -------------------------------------------------------------------------
+
+    def _qgram_positions(self, domain: str, salt: str, gram: str, k: int, bits: int) -> np.ndarray:
+        ck = (domain, salt, gram)
+        pos = self._qgram_cache.get(ck)
+        if pos is None:
+            d = hmac.digest(self._key(domain), f"{salt}{_SEP}{gram}".encode(), "sha256")
+            # k independent positions: successive 16-bit words of one digest, mod bits (a power
+            # of two dividing 2**16, so unbiased).
+            pos = (np.frombuffer(d, dtype=">u2")[:k].astype(np.int64) % bits)
+            self._qgram_cache[ck] = pos
+        return pos
+
+    def _bloom(self, frame: pd.DataFrame, name: str, col: Mapping[str, Any]) -> np.ndarray:
+        sources = col.get("sources") or [col["source"]]
+        q, k, bits, fold = int(col["q"]), int(col["k"]), int(col["bits"]), int(col.get("fold", 0))
+        arrays = [self._source(frame, s, {**col, "compact": False}) for s in sources]
+        salts = (self._source(frame, col["salt"], {}) if col.get("salt")
+                 else np.full(len(frame), None, dtype=object))
+        keys = [None if all(a is None for a in parts[:-1]) else
+                "\x1e".join("" if p is None else p for p in parts)
+                for parts in zip(*arrays, salts, strict=True)]
+        codes, uniques = pd.factorize(pd.Series(keys, dtype=object), use_na_sentinel=True)
+        domains = [f"bloom.{name}.{s}" for s in sources]
+        out_bytes = (bits >> fold) // 8
+        encoded: list[bytes] = []
+        word_cache: dict[tuple[str, str, str], np.ndarray] = {}
+        empty = np.zeros(0, dtype=np.int64)
+
+        def word_positions(dom: str, salt: str, word: str) -> np.ndarray:
+            wk = (dom, salt, word)
+            got = word_cache.get(wk)
+            if got is None:
+                padded = f"_{word}_"
+                grams = {padded[i:i + q] for i in range(max(1, len(padded) - q + 1))}
+                got = np.concatenate([self._qgram_positions(dom, salt, g, k, bits)
+                                      for g in sorted(grams)])
+                word_cache[wk] = got
+            return got
+
+        chunk = 8192
+        for start in range(0, len(uniques), chunk):
+            block = uniques[start:start + chunk]
+            per_row: list[np.ndarray] = []
+            for key in block:
+                *values, salt = key.split("\x1e")
+                parts = []
+                for dom, value in zip(domains, values, strict=True):
+                    words = value.split()
+                    if col.get("compact") and words:
+                        words = ["".join(words)]
+                    parts.extend(word_positions(dom, salt, w) for w in words)
+                per_row.append(np.concatenate(parts) if parts else empty)
+            lens = np.fromiter((len(p) for p in per_row), dtype=np.int64, count=len(per_row))
+            m = np.zeros((len(block), bits), dtype=bool)
+            if lens.sum():
+                m[np.repeat(np.arange(len(block)), lens), np.concatenate(per_row)] = True
+            for _ in range(fold):
+                half = m.shape[1] // 2
+                m = m[:, :half] ^ m[:, half:]
+            packed = np.packbits(m, axis=1)
+            if packed.shape[1] != out_bytes:
+                raise EncodingSpecError(f"bloom.columns.{name}: encoded length mismatch")
+            encoded.extend(row.tobytes() for row in packed)
+        return _obj([*encoded, None])[codes]
+
+    # -- entry point ---------------------------------------------------------------------------
+
+    def encode(self, normalised: pd.DataFrame) -> pd.DataFrame:
+        out: dict[str, np.ndarray] = {}
+        for section in ("tokens", "blocking"):
+            sec = self.spec.get(section) or {}
+            bits = int(sec.get("truncate_bits", 128))
+            for name, col in (sec.get("columns") or {}).items():
+                domain = col.get("domain") or name
+                out[name] = self._tokens(self._combined(normalised, col), domain, bits)
+        for name, col in ((self.spec.get("bloom") or {}).get("columns") or {}).items():
+            out[name] = self._bloom(normalised, name, col)
+        frame = pd.DataFrame(out, index=normalised.index, columns=self.columns)
+        for name in self.columns:
+            if not name.startswith("bf_"):  # same dtype even when a column is all-null
+                frame[name] = frame[name].astype("str")
+        return frame
+
+    def bloom_bytes(self, name: str) -> int:
+        col = self.spec["bloom"]["columns"][name]
+        return (int(col["bits"]) >> int(col.get("fold", 0))) // 8
+
+    def arrow_fields(self) -> list:
+        """pyarrow fields for the encoded columns (tok_/blk_ string, bf_ binary), so that an
+        all-null column in one batch keeps the same Parquet type as in every other batch."""
+        import pyarrow as pa
+
+        return [pa.field(n, pa.binary() if n.startswith("bf_") else pa.string())
+                for n in self.columns]
