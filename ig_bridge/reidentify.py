@@ -1,0 +1,134 @@
+"""Re-identification at the originating agency: the only way a practitioner sees an identity.
+
+The hub forwards record refs with the request context (protocol, user, reason) after its own
+governance checks; the agency decrypts its own refs, looks identities up in its own system (a
+callable the caller provides), appends the request to its own audit log and answers.
+The audit log holds refs and context only, never local ids or identities.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from ig_bridge.keys import RecordRefError, RefKey, decrypt_record_ref
+
+DISPLAY_FIELDS = ("given_name", "family_name", "date_of_birth", "address", "postcode")
+
+# lookup(local_ids) -> {local_id: {display field: value}}; ids it cannot find are left out.
+Lookup = Callable[[Sequence[str]], Mapping[str, Mapping[str, Any]]]
+
+
+@dataclass(frozen=True)
+class ReidentificationRequest:
+    protocol_id: str
+    requesting_user: str
+    reason: str
+    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    hub_decision_id: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("protocol_id", "requesting_user", "reason"):
+            if not str(getattr(self, name) or "").strip():
+                raise ValueError(f"re-identification request needs a {name}")
+
+
+@dataclass(frozen=True)
+class Identity:
+    record_ref: str
+    found: bool
+    display: dict[str, Any] | None = field(default=None, repr=False)
+
+
+def _append_audit(path: Path, entry: dict[str, Any]) -> None:
+    """Append one JSON line, chained to the previous line's SHA-256 (file created 0600)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    prev = "0" * 64
+    if path.exists():
+        mode = path.stat().st_mode
+        if mode & 0o077:
+            raise PermissionError(f"{path}: audit log must be readable by its owner only")
+        with open(path, "rb") as fh:
+            last = b""
+            for line in fh:
+                if line.strip():
+                    last = line.rstrip(b"\n")
+            if last:
+                prev = hashlib.sha256(last).hexdigest()
+    line = json.dumps({**entry, "prev_sha256": prev}, sort_keys=True, separators=(",", ":"))
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, line.encode("utf-8") + b"\n")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def verify_audit_chain(path: str | Path) -> int:
+    """Number of entries; raises ValueError naming the first broken line."""
+    prev = "0" * 64
+    count = 0
+    with open(path, "rb") as fh:
+        for lineno, line in enumerate(fh, 1):
+            line = line.rstrip(b"\n")
+            if not line:
+                continue
+            if json.loads(line).get("prev_sha256") != prev:
+                raise ValueError(f"{path}: audit chain broken at line {lineno}")
+            prev = hashlib.sha256(line).hexdigest()
+            count += 1
+    return count
+
+
+def reidentify(record_refs: Sequence[str], request: ReidentificationRequest, *,
+               ref_keys: RefKey | Sequence[RefKey], lookup: Lookup,
+               audit_log: str | Path) -> list[Identity]:
+    """Decrypt this agency's refs, look identities up, audit, and return them in order.
+
+    Any ref that is not this agency's fails the whole request with RecordRefError (after the
+    refusal is audited): the hub must route refs to their own agency.
+    """
+    audit_path = Path(audit_log)
+    keys = [ref_keys] if isinstance(ref_keys, RefKey) else list(ref_keys)
+    agency = keys[0].agency if keys else "?"
+    base = {"at": datetime.now(UTC).isoformat(timespec="seconds"), "agency": agency,
+            **asdict(request), "record_refs": list(record_refs)}
+    local_ids: list[str] = []
+    for pos, ref in enumerate(record_refs):
+        try:
+            local_ids.append(decrypt_record_ref(ref, keys))
+        except RecordRefError as exc:
+            _append_audit(audit_path, {**base, "outcome": "refused",
+                                       "detail": f"record_refs[{pos}] is not this agency's"})
+            raise RecordRefError(f"record_refs[{pos}]: {exc}") from None
+    found = lookup(local_ids) if local_ids else {}
+    results = []
+    for ref, local in zip(record_refs, local_ids, strict=True):
+        row = found.get(local)
+        display = None if row is None else {k: row.get(k) for k in DISPLAY_FIELDS if k in row}
+        results.append(Identity(record_ref=ref, found=row is not None, display=display))
+    _append_audit(audit_path, {**base, "outcome": "answered",
+                               "found": sum(r.found for r in results),
+                               "not_found": sum(not r.found for r in results)})
+    return results
+
+
+def frame_lookup(frame: Any, id_column: str = "record_id") -> Lookup:
+    """Lookup over a pandas DataFrame of the agency's own extract (display columns by name)."""
+    indexed = frame.drop_duplicates(id_column).set_index(id_column)
+    cols = [c for c in DISPLAY_FIELDS if c in indexed.columns]
+
+    def lookup(local_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        hit = indexed.loc[indexed.index.intersection(list(local_ids)), cols]
+        return {str(i): {c: (None if v != v else v) for c, v in row.items()}
+                for i, row in hit.iterrows()}
+
+    return lookup
