@@ -233,6 +233,8 @@ def iter_chunks(path: Path | str, source: SourceSpec) -> Iterator[Chunk]:
             bad = []
             yield chunk
         if bad:  # invalid rows at the very end of the file
+            empty = pa.RecordBatch.from_pydict({n: pa.array([], pa.string()) for n in names})
+            _csv_positions(empty, bad, rec, cursor)
             yield Chunk(
                 frame=pd.DataFrame({n: pd.Series([], dtype="string") for n in names}),
                 lines=np.zeros(0, dtype=np.int64),
