@@ -26,6 +26,9 @@ BLOOM_COLUMNS = ("bf_given_name", "bf_family_name", "bf_address")
 # Dice thresholds for Bloom-encoded strings: near-identical, then similar.
 DICE_HIGH = 0.85
 DICE_LOW = 0.6
+# Short names with one typo share few bigrams; a weak level keeps them out of 'else', so
+# 'different name' stays strong evidence (it is what separates twins).
+DICE_WEAK = 0.4
 
 
 def dice_sql(col: str) -> str:
@@ -63,7 +66,7 @@ def _given_name(cols: Collection[str]) -> ComparisonCreator:
     if "tok_given_name_phonetic" in cols:
         levels.append(cll.CustomLevel(_eq("tok_given_name_phonetic"), "phonetic match"))
     if "bf_given_name" in cols:
-        levels.append(_dice("bf_given_name", DICE_LOW))
+        levels += [_dice("bf_given_name", DICE_LOW), _dice("bf_given_name", DICE_WEAK)]
     levels.append(cll.ElseLevel())
     return cl.CustomComparison(levels, output_column_name="forename")
 

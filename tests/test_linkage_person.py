@@ -1,0 +1,195 @@
+"""Person linkage end to end on a real DuckDB warehouse with the toy pseudonymised data."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import replace
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pytest
+from test_linkage_toydata import ToyData, make_toy
+
+from linkage.evaluation import (
+    bcubed_metrics,
+    pair_completeness,
+    pairwise_metrics,
+    plaintext_baseline,
+    true_pairs,
+)
+from linkage.person_linkage import (
+    LinkageSettings,
+    blocked_pairs,
+    link_persons,
+    load_model,
+    model_to_json,
+    stored_model,
+)
+
+QUIET = LinkageSettings(show_progress=False)
+
+
+def _load(con: duckdb.DuckDBPyConnection, ids: pd.DataFrame) -> None:
+    con.register("_ids", ids)
+    con.execute("CREATE OR REPLACE TABLE identifiers AS SELECT * FROM _ids")
+    con.unregister("_ids")
+
+
+def _partition(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    return con.execute(
+        "SELECT record_ref, agency, person_id AS cluster_id FROM record_person"
+    ).df()
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory):
+    toy = make_toy(n_households=300, seed=7)
+    path = tmp_path_factory.mktemp("wh") / "warehouse.duckdb"
+    con = duckdb.connect(str(path))
+    _load(con, toy.identifiers)
+    result = link_persons(con, "run-1", QUIET)
+    yield toy, con, result
+    con.close()
+
+
+@pytest.fixture(scope="module")
+def holdout() -> ToyData:
+    return make_toy(n_households=300, seed=11)
+
+
+def test_tables_written(trained) -> None:
+    toy, con, r = trained
+    assert r.n_records == len(toy.identifiers)
+    rp = con.execute("SELECT * FROM record_person").df()
+    assert len(rp) == r.n_records
+    assert set(rp["band"]) <= {"auto_match", "clerical", "non_match"}
+    assert rp["person_id"].nunique() == r.n_persons
+    assert rp.loc[rp["band"] == "auto_match", "score"].min() >= r.auto_match_probability
+    run = con.execute("SELECT * FROM linkage_run WHERE run_id = 'run-1'").df().iloc[0]
+    assert run["model_version"] == r.model_version
+    assert set(json.loads(run["timings_json"])) >= {"train", "predict", "cluster"}
+    n_person = con.execute("SELECT count(*) FROM person WHERE status='active'").fetchall()
+    assert n_person[0][0] == r.n_persons
+
+
+def test_clerical_queue_holds_evidence_not_tokens(trained) -> None:
+    _, con, r = trained
+    q = con.execute("SELECT * FROM clerical_review").df()
+    assert len(q) == r.n_clerical_pairs > 0
+    assert not [c for c in q.columns if c.startswith(("tok_", "bf_", "blk_"))]
+    assert {"gamma_forename", "mw_forename", "gamma_birth_date", "mw_nhs"} <= set(q.columns)
+    hex32 = re.compile(r"^[0-9a-f]{32}$")
+    for col in q.select_dtypes(include=["object", "str"]).columns:
+        assert not q[col].astype(str).str.match(hex32).any(), col
+    lo, hi = QUIET.clerical_probability, r.auto_match_probability
+    assert q["match_probability"].between(lo, hi).all()
+
+
+def test_heldout_precision_and_recall(trained, holdout: ToyData) -> None:
+    _, _, r = trained
+    con = duckdb.connect()
+    _load(con, holdout.identifiers)
+    link_persons(con, "h-1", replace(QUIET, model=r.model))
+    pred = _partition(con)
+    truth = holdout.truth[["record_ref", "agency", "person_id"]]
+    s = pairwise_metrics(pred, truth, key=["record_ref", "agency"])
+    cross = pairwise_metrics(pred, truth, key=["record_ref", "agency"], cross_agency_only=True)
+    b3 = bcubed_metrics(pred, truth, key=["record_ref", "agency"])
+    print(f"pairwise {s}\ncross-agency {cross}\nB-cubed {b3}")
+    assert s.precision >= 0.999
+    assert s.recall >= 0.8
+    assert b3.f1 >= 0.95
+
+
+def test_blocking_pair_completeness(trained) -> None:
+    toy, con, r = trained
+    truth = toy.truth.assign(unique_id=toy.truth["agency"] + ":" + toy.truth["record_ref"])
+    pc = pair_completeness(blocked_pairs(con, r.model), true_pairs(truth))
+    print(f"blocking pair completeness {pc:.4f}")
+    assert pc >= 0.95
+
+
+def test_model_json_round_trip(trained, tmp_path: Path) -> None:
+    toy, con, r = trained
+    text = model_to_json(r.model)
+    loaded = load_model(text)
+    assert loaded == json.loads(text)
+    assert stored_model(con, r.model_version)["settings_hash"] == r.settings_hash
+    path = tmp_path / "model.json"
+    path.write_text(text, encoding="utf-8")
+    assert load_model(path)["model_version"] == r.model_version
+    # Same model, same data, fresh warehouse -> same partition of records.
+    con2 = duckdb.connect()
+    _load(con2, toy.identifiers)
+    r2 = link_persons(con2, "replay", replace(QUIET, model=load_model(path)))
+    assert r2.model_version == r.model_version
+    a = _partition(con).merge(_partition(con2), on=["record_ref", "agency"])
+    assert pairwise_metrics(
+        a[["record_ref", "agency", "cluster_id_x"]].rename(columns={"cluster_id_x": "c"}),
+        a[["record_ref", "agency", "cluster_id_y"]],
+        key=["record_ref", "agency"], cluster="c", true_id="cluster_id_y",
+    ).f1 == 1.0
+    tampered = json.loads(text)
+    tampered["splink_settings"]["probability_two_random_records_match"] = 0.5
+    with pytest.raises(ValueError, match="settings_hash mismatch"):
+        load_model(tampered)
+
+
+def test_person_ids_stable_across_runs(trained) -> None:
+    toy, con, r = trained
+    before = _partition(con)
+    # A second batch: the same people seen again under new record refs, plus everything old.
+    more = make_toy(people=toy.people[:200], seed=99, batch="b2", ref_prefix="n")
+    _load(con, pd.concat([toy.identifiers, more.identifiers], ignore_index=True))
+    r2 = link_persons(con, "run-2", replace(QUIET, model=r.model))
+    after = _partition(con)
+    kept = before.merge(after, on=["record_ref", "agency"], suffixes=("_1", "_2"))
+    assert len(kept) == len(before)
+    share = (kept["cluster_id_1"] == kept["cluster_id_2"]).mean()
+    assert share >= 0.98
+    retired = {
+        p for (p,) in con.execute("SELECT person_id FROM person WHERE status='retired'").fetchall()
+    }
+    assert not retired & set(after["cluster_id"])
+    assert r2.n_records == len(toy.identifiers) + len(more.identifiers)
+    with pytest.raises(ValueError, match="already has run_id"):
+        link_persons(con, "run-2", replace(QUIET, model=r.model))
+
+
+def test_bad_bloom_length_names_row_and_field() -> None:
+    toy = make_toy(n_households=5, seed=3)
+    ids = toy.identifiers.copy()
+    ids.loc[2, "bf_family_name"] = b"\x00\x01"
+    con = duckdb.connect()
+    _load(con, ids)
+    with pytest.raises(ValueError) as err:
+        link_persons(con, "bad", QUIET)
+    msg = str(err.value)
+    assert "bf_family_name" in msg and ids.loc[2, "record_ref"] in msg
+
+
+def test_privacy_cost_against_plaintext_baseline(trained, holdout: ToyData) -> None:
+    _, _, r = trained
+    con = duckdb.connect()
+    _load(con, holdout.identifiers)
+    link_persons(con, "h-2", replace(QUIET, model=r.model))
+    truth = holdout.truth[["record_ref", "agency", "person_id"]]
+    f1_pseudo = pairwise_metrics(_partition(con), truth, key=["record_ref", "agency"]).f1
+    plain = holdout.plaintext.assign(
+        unique_id=holdout.plaintext["agency"] + ":" + holdout.plaintext["record_ref"],
+        date_of_birth=pd.to_datetime(holdout.plaintext["date_of_birth"]),
+    )[["unique_id", "given_name", "family_name", "date_of_birth", "sex", "postcode",
+       "nhs_number"]]
+    con.register("_plain", plain)
+    con.execute("CREATE TABLE plain AS SELECT * FROM _plain")
+    base = plaintext_baseline(con, "plain")
+    t = truth.assign(unique_id=truth["agency"] + ":" + truth["record_ref"])[
+        ["unique_id", "person_id"]
+    ]
+    f1_plain = pairwise_metrics(base, t, key="unique_id").f1
+    cost = f1_pseudo - f1_plain
+    print(f"F1 pseudonymised {f1_pseudo:.4f} plaintext {f1_plain:.4f} privacy cost {cost:+.4f}")
+    assert f1_plain > 0.8
+    assert cost > -0.1
