@@ -131,7 +131,7 @@ def _mention(c: Ctx, i: int, rng: np.random.Generator) -> tuple[str, list[str]]:
     if rng.random() < 0.5:
         out += f" (DOB {c.dob_text[i]})"
         said.append(c.dob_text[i])
-    if c.mobile[i] is not None and rng.random() < 0.4:
+    if isinstance(c.mobile[i], str) and rng.random() < 0.4:
         out += f" on {c.mobile[i]}"
         said.append(c.mobile[i])
     return out, said
@@ -161,9 +161,10 @@ def _notes(c: Ctx, rng: np.random.Generator, subj: np.ndarray, p1: np.ndarray, p
             said += more
         pc = addrs[int(c.addr[s])]
         said.append(pc)
-        texts.append(templates[pick[j]].format(child=child, adult1=adult1, adult2=adult2,
-                                               postcode=pc))
-        mentions.append(said)
+        text = templates[pick[j]].format(child=child, adult1=adult1, adult2=adult2,
+                                         postcode=pc)
+        texts.append(text)
+        mentions.append([x for x in dict.fromkeys(said) if x in text])  # only what was written
     return texts, mentions
 
 
