@@ -1,0 +1,108 @@
+"""Where the hub keeps things, and what it expects of the partnership's encoding.
+
+The embedded default keeps everything under one run folder (docs/contracts.md); production points
+the same paths at mounted volumes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+SCHEMAS_DIR = Path(str(resources.files("schemas")))
+
+
+@dataclass(frozen=True)
+class HubPaths:
+    """The hub's folders. `landing` is shared with the bridges; everything else is hub-only."""
+
+    hub: Path
+    landing: Path
+    mappings: Path = field(default_factory=lambda: SCHEMAS_DIR / "agencies")
+
+    @classmethod
+    def for_run(cls, run_dir: Path | str) -> HubPaths:
+        run_dir = Path(run_dir)
+        return cls(hub=run_dir / "hub", landing=run_dir / "landing")
+
+    @property
+    def warehouse(self) -> Path:
+        return self.hub / "warehouse.duckdb"
+
+    @property
+    def refused(self) -> Path:
+        return self.hub / "refused"
+
+    @property
+    def ingested(self) -> Path:
+        return self.hub / "ingested"
+
+    @property
+    def public_keys(self) -> Path:
+        return self.hub / "public_keys"
+
+    @property
+    def reports(self) -> Path:
+        return self.hub / "reports"
+
+    @property
+    def marts(self) -> Path:
+        return self.hub / "marts"
+
+    def ensure(self) -> HubPaths:
+        for p in (self.hub, self.landing, self.refused, self.ingested, self.public_keys,
+                  self.reports, self.marts):
+            p.mkdir(parents=True, exist_ok=True)
+        return self
+
+
+@dataclass(frozen=True)
+class EncodingContract:
+    """The column contract of identifiers.parquet / related.parquet, read from the partnership
+    encoding spec. The hub reads the YAML itself: it must not import the bridge's encoder."""
+
+    spec: dict[str, Any]
+
+    @classmethod
+    def load(cls, path: Path | str | None = None) -> EncodingContract:
+        if path is None:
+            text = resources.files("schemas").joinpath("encoding_spec.yaml").read_text("utf-8")
+        else:
+            text = Path(path).read_text("utf-8")
+        return cls(yaml.safe_load(text))
+
+    @property
+    def version(self) -> int:
+        return int(self.spec["encoding_spec_version"])
+
+    def _cols(self, section: str) -> list[str]:
+        return list(((self.spec.get(section) or {}).get("columns") or {}).keys())
+
+    @cached_property
+    def token_columns(self) -> list[str]:
+        return self._cols("tokens")
+
+    @cached_property
+    def blocking_columns(self) -> list[str]:
+        return self._cols("blocking")
+
+    @cached_property
+    def bloom_columns(self) -> list[str]:
+        return self._cols("bloom")
+
+    @property
+    def encoded_columns(self) -> list[str]:
+        return [*self.token_columns, *self.blocking_columns, *self.bloom_columns]
+
+    @property
+    def identifiers_columns(self) -> frozenset[str]:
+        return frozenset({"record_ref", "agency", "batch_id", *self.encoded_columns})
+
+    @property
+    def related_columns(self) -> frozenset[str]:
+        return self.identifiers_columns | {"slot", "relationship"}

@@ -1,0 +1,54 @@
+"""The hub warehouse schema for ingested data (DuckDB).
+
+Linkage, households and marts create their own tables (see docs/linkage.md); this module owns
+what ingest writes. Columns come from the partnership encoding spec and the canonical payload
+fields, so onboarding a field is a schema change in one place (schemas/).
+"""
+
+from __future__ import annotations
+
+import duckdb
+
+from linkage.config import EncodingContract
+from schemas.mapping import load_canonical
+
+_PAYLOAD_TYPES = {"date": "DATE", "number": "DOUBLE", "boolean": "BOOLEAN",
+                  "category": "VARCHAR", "text": "VARCHAR"}
+
+
+def _encoded_ddl(enc: EncodingContract) -> str:
+    cols = [f'"{c}" VARCHAR' for c in [*enc.token_columns, *enc.blocking_columns]]
+    cols += [f'"{c}" BIT' for c in enc.bloom_columns]  # BIT: Dice via native bit_count(a & b)
+    return ", ".join(cols)
+
+
+def payload_column_types() -> dict[str, str]:
+    canonical = load_canonical()
+    return {name: _PAYLOAD_TYPES[str(spec["type"])]
+            for name, spec in canonical.payload_fields.items()}
+
+
+def ensure_schema(con: duckdb.DuckDBPyConnection, enc: EncodingContract) -> None:
+    enc_ddl = _encoded_ddl(enc)
+    pay_ddl = ", ".join(f'"{c}" {t}' for c, t in payload_column_types().items())
+    con.execute("""CREATE TABLE IF NOT EXISTS batch (
+        batch_id VARCHAR PRIMARY KEY, agency VARCHAR NOT NULL, sequence BIGINT NOT NULL,
+        extract_kind VARCHAR NOT NULL, created_at VARCHAR, ingested_at TIMESTAMP,
+        manifest_sha256 VARCHAR NOT NULL, mapping_version INTEGER, encoding_spec_version INTEGER,
+        link_key_version INTEGER, ref_key_version INTEGER, rows_read BIGINT,
+        rows_accepted BIGINT, rows_quarantined BIGINT, identifiers_rows BIGINT,
+        related_rows BIGINT, payload_rows BIGINT)""")
+    con.execute("""CREATE TABLE IF NOT EXISTS refused_batch (
+        batch_folder VARCHAR, agency VARCHAR, reason_code VARCHAR, detail VARCHAR,
+        refused_at TIMESTAMP, moved_to VARCHAR)""")
+    con.execute("""CREATE TABLE IF NOT EXISTS record_retired (
+        record_ref VARCHAR, agency VARCHAR, batch_id VARCHAR, retired_at TIMESTAMP)""")
+    con.execute(f"""CREATE TABLE IF NOT EXISTS identifiers (
+        record_ref VARCHAR PRIMARY KEY, agency VARCHAR NOT NULL, batch_id VARCHAR NOT NULL,
+        {enc_ddl})""")
+    con.execute(f"""CREATE TABLE IF NOT EXISTS related (
+        record_ref VARCHAR NOT NULL, agency VARCHAR NOT NULL, batch_id VARCHAR NOT NULL,
+        {enc_ddl}, slot VARCHAR NOT NULL, relationship VARCHAR)""")
+    con.execute(f"""CREATE TABLE IF NOT EXISTS payload (
+        record_ref VARCHAR NOT NULL, agency VARCHAR NOT NULL, batch_id VARCHAR NOT NULL,
+        {pay_ddl})""")
