@@ -77,16 +77,20 @@ def _family_name(cols: Collection[str]) -> ComparisonCreator:
         levels.append(_dice("bf_family_name", DICE_HIGH))
     if "tok_family_name_phonetic" in cols:
         levels.append(cll.CustomLevel(_eq("tok_family_name_phonetic"), "phonetic match"))
-    if "tok_other_names" in cols:
-        # Previous/alias surnames are tokenised in the family-name domain, so a maiden
-        # name on one side can equal the current surname on the other.
-        levels.append(
-            cll.CustomLevel(
-                '("tok_other_names_l" = "tok_family_name_r" '
-                'OR "tok_family_name_l" = "tok_other_names_r")',
-                "surname matches previous name",
-            )
-        )
+    # Previous/alias surnames and the parts of double-barrelled names are tokenised in the
+    # family-name domain (schemas/encoding_spec.yaml), so they compare across columns.
+    parts = [c for c in ("tok_other_names", "tok_other_name_first", "tok_other_name_last",
+                         "tok_family_name_first", "tok_family_name_last") if c in cols]
+    if parts:
+        conds = []
+        for c in parts:
+            conds += [f'"{c}_l" = "tok_family_name_r"', f'"tok_family_name_l" = "{c}_r"']
+        for a in ("tok_family_name_first", "tok_family_name_last"):
+            for b in ("tok_family_name_first", "tok_family_name_last"):
+                if a in cols and b in cols:
+                    conds.append(f'"{a}_l" = "{b}_r"')
+        levels.append(cll.CustomLevel("(" + " OR ".join(conds) + ")",
+                                      "surname matches previous name or name part"))
     if "bf_family_name" in cols:
         levels.append(_dice("bf_family_name", DICE_LOW))
     levels.append(cll.ElseLevel())
@@ -103,11 +107,15 @@ def _dob(cols: Collection[str]) -> ComparisonCreator:
                 "day/month swapped",
             )
         )
-    if {"tok_dob_year", "tok_dob_month"} <= set(cols):
+    if "tok_dob_ym" in cols:
+        levels.append(cll.CustomLevel(_eq("tok_dob_ym"), "year+month"))
+    elif {"tok_dob_year", "tok_dob_month"} <= set(cols):
         levels.append(
             cll.CustomLevel(f"{_eq('tok_dob_year')} AND {_eq('tok_dob_month')}", "year+month")
         )
-    if {"tok_dob_month", "tok_dob_day"} <= set(cols):
+    if "tok_dob_md" in cols:
+        levels.append(cll.CustomLevel(_eq("tok_dob_md"), "month+day"))
+    elif {"tok_dob_month", "tok_dob_day"} <= set(cols):
         levels.append(
             cll.CustomLevel(f"{_eq('tok_dob_month')} AND {_eq('tok_dob_day')}", "month+day")
         )
