@@ -1,0 +1,260 @@
+"""What the Airflow DAGs call that is not a stage itself: run-folder config, the bridge DAG's
+task bodies (validate -> split/sign -> land), the hub DAG's per-batch ingest, and the asset names
+that tie the two together.
+
+Kept free of Airflow imports so it is testable (and usable by the demo) without a scheduler; the
+DAG files in `dags/` stay thin wrappers around these functions. Heavy libraries (pandas, GX,
+DuckDB, Splink) are imported inside the functions so DAG parsing only reads YAML.
+
+Configuration (environment):
+- ``JOINEDUP_RUN_DIR``: the run folder (docs/contracts.md layout); default ``var/airflow``
+  relative to the working directory. Holds ``agency/<CODE>/``, ``landing/`` and ``hub/``.
+- ``JOINEDUP_MAPPINGS_DIR``: onboarding mappings; default the packaged ``schemas/agencies``.
+- ``JOINEDUP_LANDING_DIR`` / ``JOINEDUP_HUB_DIR`` / ``JOINEDUP_AGENCY_DIR``: override single
+  parts of the run folder (production mounts them as separate volumes).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+log = logging.getLogger(__name__)
+
+RUN_DIR_ENV = "JOINEDUP_RUN_DIR"
+DEFAULT_RUN_DIR = "var/airflow"
+EXTRACT_KINDS = ("snapshot", "delta")
+ASSET_PREFIX = "joinedup-landing-"
+HUB_DAG_ID = "hub_linkage"
+EXTRACT_SUFFIXES = (".csv", ".tsv", ".txt", ".parquet")
+
+
+class ExtractNotFound(FileNotFoundError):
+    """No extract to bridge: the message says where the bridge looked."""
+
+
+def run_dir() -> Path:
+    return Path(os.environ.get(RUN_DIR_ENV, DEFAULT_RUN_DIR)).resolve()
+
+
+def mappings_dir() -> Path:
+    env = os.environ.get("JOINEDUP_MAPPINGS_DIR")
+    if env:
+        return Path(env).resolve()
+    from importlib import resources
+
+    return Path(str(resources.files("schemas"))) / "agencies"
+
+
+def landing_dir(base: Path | None = None) -> Path:
+    env = os.environ.get("JOINEDUP_LANDING_DIR")
+    return Path(env).resolve() if env else (base or run_dir()) / "landing"
+
+
+def agency_dir(code: str, base: Path | None = None) -> Path:
+    env = os.environ.get("JOINEDUP_AGENCY_DIR")  # a bridge container holds one agency only
+    return Path(env).resolve() if env else (base or run_dir()) / "agency" / code
+
+
+def hub_paths(base: Path | None = None):  # noqa: ANN201 - linkage.config.HubPaths
+    from linkage.config import HubPaths
+
+    base = base or run_dir()
+    hub = os.environ.get("JOINEDUP_HUB_DIR")
+    return HubPaths(hub=Path(hub).resolve() if hub else base / "hub",
+                    landing=landing_dir(base), mappings=mappings_dir())
+
+
+def asset_name(code: str) -> str:
+    """The Asset a bridge DAG updates after each landing; the hub DAG is scheduled on them."""
+    return f"{ASSET_PREFIX}{code.lower()}"
+
+
+@dataclass(frozen=True)
+class AgencyDagSpec:
+    """What a bridge DAG needs at parse time: read straight from the mapping YAML, nothing
+    heavier. Full validation happens in the validate task (schemas.mapping)."""
+
+    code: str
+    name: str
+    schedule: str | None
+    extract_kind: str
+    mapping_path: Path
+
+
+def agency_dag_specs(directory: Path | None = None) -> list[AgencyDagSpec]:
+    """One spec per onboarded agency mapping (schemas/agencies/*.yaml), sorted by code."""
+    directory = directory or mappings_dir()
+    out: dict[str, AgencyDagSpec] = {}
+    for path in sorted(directory.glob("*.yaml")):
+        raw = yaml.safe_load(path.read_text("utf-8")) or {}
+        try:
+            code = str(raw["agency"]["code"])
+        except (KeyError, TypeError):
+            raise ValueError(f"{path}: agency.code missing") from None
+        if code in out:
+            raise ValueError(f"{path}: agency.code {code} already used by "
+                             f"{out[code].mapping_path}")
+        kind = (raw.get("source") or {}).get("extract_kind", "snapshot")
+        out[code] = AgencyDagSpec(code=code, name=str(raw["agency"].get("name", code)),
+                                  schedule=raw.get("schedule"), extract_kind=kind,
+                                  mapping_path=path)
+    return [out[c] for c in sorted(out)]
+
+
+# --------------------------------------------------------------------------- agency side
+def resolve_extract(code: str, given: str | None = None, base: Path | None = None) -> Path:
+    """The extract to bridge: the given path, else the newest file in the agency's inbox
+    (``agency/<CODE>/inbox/``), else the synthetic population's extract (the demo layout)."""
+    if given:
+        p = Path(given)
+        if not p.is_file():
+            raise ExtractNotFound(f"extract {p} does not exist (agency {code})")
+        return p
+    base = base or run_dir()
+    looked = [agency_dir(code, base) / "inbox", base / "population" / "extracts" / code]
+    for folder in looked:
+        files = [f for f in folder.glob("*") if f.is_file() and f.suffix in EXTRACT_SUFFIXES] \
+            if folder.is_dir() else []
+        if files:
+            return max(files, key=lambda f: (f.stat().st_mtime, f.name))
+    raise ExtractNotFound(f"no extract given and none found for agency {code} in "
+                          + " or ".join(str(f) for f in looked))
+
+
+def validate_task(code: str, mapping_path: Path | str, extract_path: str | None = None,
+                  base: Path | None = None) -> dict[str, Any]:
+    """Extract-level checks (readable, header matches the mapping). On failure writes a report
+    at the agency and raises ExtractRefused naming it; values never appear in the message."""
+    from datetime import UTC, datetime
+
+    from ig_bridge.split import ExtractRefused, validate_extract
+    from ig_bridge.validate import write_report
+
+    extract = resolve_extract(code, extract_path, base)
+    adir = agency_dir(code, base)
+    problems = validate_extract(extract, mapping_path, adir)
+    if problems:
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        report = write_report(adir / "reports" / f"refused-{code}-{stamp}.json", {
+            "file": str(extract), "status": "refused", "problems": problems})
+        raise ExtractRefused(report, problems)
+    return {"agency": code, "extract": str(extract)}
+
+
+def split_sign_task(code: str, mapping_path: Path | str, extract: str, extract_kind: str,
+                    base: Path | None = None, progress: bool = False) -> dict[str, Any]:
+    """Run the bridge into the agency's outbox (agency-side only). Quarantine stays at the
+    agency; what the outbox holds is exactly what will land."""
+    from ig_bridge.split import run_bridge
+
+    if extract_kind not in EXTRACT_KINDS:
+        raise ValueError(f"extract_kind must be one of {EXTRACT_KINDS}, got {extract_kind!r}")
+    adir = agency_dir(code, base)
+    res = run_bridge(extract, mapping_path, adir, adir / "outbox", extract_kind=extract_kind,
+                     progress=progress)
+    return {"agency": code, "batch_id": res.batch_id, "sequence": res.sequence,
+            "outbox": str(res.landed_path), "report": str(res.report_path),
+            "rows": {"read": res.rows_read, "accepted": res.rows_accepted,
+                     "quarantined": res.rows_quarantined},
+            "quarantine": str(res.quarantine_path) if res.quarantine_path else None}
+
+
+def land_task(split: dict[str, Any], base: Path | None = None) -> dict[str, Any]:
+    """Move a signed batch from the agency outbox into the hub landing zone, atomically (the
+    library's staged rename). Safe to retry: an already-landed identical batch is success."""
+    from ig_bridge.landing import staged_batch
+
+    code, batch_id = split["agency"], split["batch_id"]
+    src = Path(split["outbox"])
+    dest_root = landing_dir(base)
+    final = dest_root / code / batch_id
+    if final.exists():
+        same = (final / "manifest.json").read_bytes() == (src / "manifest.json").read_bytes() \
+            if src.exists() else True
+        if not same:
+            raise RuntimeError(f"landing {final} holds a different batch with id {batch_id}")
+    else:
+        with staged_batch(dest_root, code, batch_id) as tmp:
+            for f in sorted(src.iterdir()):
+                shutil.copy2(f, tmp / f.name)
+    if src.exists():
+        shutil.rmtree(src)
+    return {"agency": code, "batch_id": batch_id, "sequence": split["sequence"],
+            "landed": str(final), "rows": split["rows"]}
+
+
+# --------------------------------------------------------------------------- hub side
+def pending_batch_dirs(base: Path | None = None) -> list[str]:
+    """Every complete batch waiting in the landing zone, in per-agency sequence order."""
+    from linkage.ingest import pending_batches
+
+    return [str(b) for _agency, b in pending_batches(hub_paths(base).landing)]
+
+
+def ingest_one(batch_dir: str, base: Path | None = None) -> dict[str, Any]:
+    """Ingest one landed batch, after any earlier pending batch of the same agency, so mapped
+    ingest tasks give the same result whatever order they run in (stage_ingest skips batches
+    already moved out of the landing zone)."""
+    from linkage.ingest import pending_batches
+    from linkage.pipeline import stage_ingest
+
+    paths = hub_paths(base)
+    me = Path(batch_dir)
+    same_agency = [b for a, b in pending_batches(paths.landing) if a == me.parent.name]
+    upto = same_agency[: same_agency.index(me) + 1] if me in same_agency else [me]
+    summary = stage_ingest(paths, batch_dirs=[str(b) for b in upto])
+    mine = [o for o in summary.get("outcomes", []) if o.get("batch_id") == me.name]
+    return {"batch_dir": batch_dir, "outcome": mine[0] if mine else {"status": "already_moved"},
+            "outcomes": summary.get("outcomes", [])}
+
+
+def _optional_stage(name: str) -> Callable[..., dict[str, Any]] | None:
+    from linkage import pipeline
+
+    return getattr(pipeline, name, None)
+
+
+def run_stage(name: str, run_id: str, base: Path | None = None) -> dict[str, Any]:
+    """Run one hub stage by name (link_persons, households, marts, report).
+
+    TODO(helper-8): `stage_marts` / `stage_report` are being added to linkage/pipeline.py; until
+    they exist the task records that it had nothing to run instead of failing the whole run.
+    """
+    fn = _optional_stage(f"stage_{name}")
+    if fn is None:
+        log.warning("TODO: linkage.pipeline.stage_%s not available yet; skipped", name)
+        return {"stage": name, "skipped": True, "todo": f"linkage.pipeline.stage_{name} missing"}
+    return fn(hub_paths(base), run_id)
+
+
+def hub_outputs(base: Path | None = None) -> dict[str, str]:
+    """Where an analyst / IG lead finds the results of the last hub run."""
+    paths = hub_paths(base)
+    out = {"warehouse": str(paths.warehouse), "marts": str(paths.marts),
+           "reports": str(paths.reports)}
+    reports = sorted(paths.reports.glob("*.html"), key=lambda p: p.stat().st_mtime) \
+        if paths.reports.exists() else []
+    if reports:
+        out["latest_report"] = str(reports[-1])
+    return out
+
+
+def provision(base: Path, codes: list[str]) -> dict[str, Path]:
+    """Keys for a demo/test partnership (one shared link key, per-agency ref and signing keys,
+    public keys exported to the hub). Production agencies run `joinedup-bridge keys` instead."""
+    from synthetic_data.parties import provision_partnership
+
+    return provision_partnership(base, codes)
+
+
+def summary_json(obj: Any) -> str:
+    return json.dumps(obj, indent=1, sort_keys=True, default=str)
