@@ -271,6 +271,17 @@ class AuditLog:
         with self.engine.connect() as conn:
             return int(conn.execute(select(func.count()).select_from(AuditEntry)).scalar_one())
 
+    def get(self, seq: int) -> AuditRecord | None:
+        with self.engine.connect() as conn:
+            r = conn.execute(
+                select(AuditEntry.seq, AuditEntry.prev_hash, AuditEntry.entry_hash,
+                       AuditEntry.recorded_at, AuditEntry.kind, AuditEntry.body)
+                .where(AuditEntry.seq == seq)
+            ).first()
+        if r is None:
+            return None
+        return AuditRecord(int(r.seq), r.prev_hash, r.entry_hash, r.recorded_at, r.kind, r.body)
+
     def entries(self, batch: int = 1000) -> Iterator[AuditRecord]:
         with self.engine.connect() as conn:
             rows = conn.execution_options(yield_per=batch).execute(
