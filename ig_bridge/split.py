@@ -1,12 +1,10 @@
 """The bridge stage: one extract -> one signed batch in the landing zone.
 
-read (chunks) -> validate (GX) -> normalise -> encode -> scrub payload -> write Parquet ->
-sign manifest -> atomic rename. Rows read = accepted + quarantined, always; quarantine stays at
-the agency. Nothing written to the landing zone contains a plaintext identifier.
-
-Normalisation, encoding, keys and manifest belong to ig_bridge.normalise / encoding / keys /
-manifest. Where those modules are not importable yet, the thin adapters in `_adapters` below are
-used instead (see the module docstring there).
+read (chunks) -> validate (GX) -> normalise (ig_bridge.normalise) -> encode (ig_bridge.encoding,
+partnership spec) -> record refs (AES-SIV, ig_bridge.keys) -> scrub payload -> write Parquet ->
+build/sign manifest (ig_bridge.manifest) -> atomic rename. Rows read = accepted + quarantined,
+always; quarantine stays at the agency. Nothing written to the landing zone contains a plaintext
+identifier.
 """
 
 from __future__ import annotations
@@ -22,18 +20,30 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ig_bridge import _adapters as ad
+from ig_bridge.encoding import Encoder, load_encoding_spec
+from ig_bridge.keys import KeyFileError, KeyStore, encrypt_record_refs
 from ig_bridge.landing import staged_batch
+from ig_bridge.manifest import build_manifest, sign_manifest, write_manifest
+from ig_bridge.normalise import normalise_identifiers
 from ig_bridge.reader import ExtractUnreadable, iter_chunks, read_header
-from ig_bridge.scrub import build_patterns, compile_patterns
+from ig_bridge.scrub import NAME_FIELDS, Scrubber, record_values
 from ig_bridge.validate import OK, ExtractRefused, RowValidator, check_header, write_report
 from schemas.mapping import SUBJECT, Mapping, MappingError, load_canonical, load_mapping
 
-__all__ = ["BatchResult", "ExtractRefused", "run_bridge", "validate_extract"]
+__all__ = ["BatchResult", "BridgeKeysMissing", "ExtractRefused", "run_bridge",
+           "validate_extract"]
 
 _BOOL = {"y": True, "yes": True, "true": True, "1": True, "t": True,
          "n": False, "no": False, "false": False, "0": False, "f": False}
+# Identifier fields whose presence makes a related-person slot worth a row in related.parquet.
+_PERSON_FIELDS = ("given_name", "family_name", "full_name", "date_of_birth", "nhs_number",
+                  "upn", "phone", "email", "postcode", "address", "address_line_1", "uprn")
+
+
+class BridgeKeysMissing(Exception):  # noqa: N818 - reads as what the data officer must fix
+    """The agency's key directory lacks a key the bridge needs; nothing was written."""
 
 
 @dataclass
@@ -49,6 +59,34 @@ class BatchResult:
     report_path: Path
     data_docs_dir: Path | None
     reasons: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class _Keys:
+    link: object
+    ref: object
+    signing: object
+
+
+def load_bridge_keys(agency_dir: Path, code: str) -> _Keys:
+    """The bridge's current keys. Never creates the partnership link key: every bridge must hold
+    the SAME one, so a bridge that made its own would silently link nothing."""
+    store = KeyStore(agency_dir / "keys", code)
+    if not store.versions("link"):
+        raise BridgeKeysMissing(
+            f"{store.directory}: no partnership linkage key for {code}. Import the key the "
+            "partnership lead sent you: joinedup-bridge keys import-link-key --agency-dir "
+            f"{agency_dir} --agency {code} --file <wrapped key file>")
+    missing = [k for k in ("ref", "signing") if not store.versions(k)]
+    if missing:
+        raise BridgeKeysMissing(
+            f"{store.directory}: no {' or '.join(missing)} key for {code}. Create them with: "
+            f"joinedup-bridge keys init --agency-dir {agency_dir} --agency {code}, and send the "
+            "public key (keys show-public) to the hub")
+    try:
+        return _Keys(store.link_key(), store.ref_key(), store.signing_key())
+    except KeyFileError as exc:
+        raise BridgeKeysMissing(str(exc)) from None
 
 
 def _next_sequence(agency_dir: Path, code: str) -> int:
@@ -71,6 +109,54 @@ def _person_frame(raw: pd.DataFrame, mapping: Mapping, person: str) -> pd.DataFr
     return pd.DataFrame({f: raw[src] for f, src in cols.items()})
 
 
+def _status_columns(mapping: Mapping) -> list[str]:
+    """Fixed status columns for every chunk (a problem on an unlisted field goes to .other)."""
+    cols: list[str] = []
+    for person in [SUBJECT, *mapping.slots]:
+        fields = set(mapping.identifier_columns(person))
+        if "full_name" in fields:
+            fields |= {"given_name", "family_name"}
+        if "address" in fields:
+            fields |= {"postcode"}
+        fields.discard("full_name")
+        if person != SUBJECT:
+            fields.discard("record_id")
+        cols += [f"{person}.{f}" for f in sorted(fields)] + [f"{person}.other"]
+    cols += [f"payload.{f}" for f in mapping.payload_columns()]
+    return cols
+
+
+def _normalise(frame: pd.DataFrame, formats: tuple[str, ...], status: dict[str, np.ndarray],
+               person: str) -> pd.DataFrame:
+    """ig_bridge.normalise on one person slot; each field problem becomes a status reason."""
+    nf = normalise_identifiers(frame, formats)
+    pos = {ix: i for i, ix in enumerate(frame.index)}
+    for row, f, reason in nf.problems:
+        if f == "record_id":
+            continue  # checked below with duplicates, one reason per row
+        key = f"{person}.{f}" if f"{person}.{f}" in status else f"{person}.other"
+        if status[key][pos[row]] == OK:
+            status[key][pos[row]] = reason
+    return nf.frame
+
+
+def _parse_dates(s: pd.Series, formats: tuple[str, ...]) -> pd.Series:
+    out = pd.Series(pd.NaT, index=s.index, dtype="datetime64[s]")
+    for fmt in formats:
+        todo = out.isna() & s.notna()
+        if not todo.any():
+            break
+        out[todo] = pd.to_datetime(s[todo], format=fmt, errors="coerce")
+    return out
+
+
+def _payload_schema(mapping: Mapping) -> list[pa.Field]:
+    canonical = load_canonical()
+    types = {"date": pa.date32(), "number": pa.float64(), "boolean": pa.bool_()}
+    return [pa.field(f, types.get(canonical.payload_fields[f]["type"], pa.string()))
+            for f in mapping.payload_columns()]
+
+
 def _payload(raw: pd.DataFrame, mapping: Mapping, status: dict[str, np.ndarray],
              date_formats: tuple[str, ...]) -> pd.DataFrame:
     """Typed payload columns; unparseable values become a status reason, never silently null."""
@@ -82,7 +168,7 @@ def _payload(raw: pd.DataFrame, mapping: Mapping, status: dict[str, np.ndarray],
         present = s.notna().to_numpy()
         key = f"payload.{fname}"
         if spec["type"] == "date":
-            parsed = ad.parse_dates(s, date_formats)
+            parsed = _parse_dates(s, date_formats)
             bad = present & parsed.isna().to_numpy()
             out[fname] = parsed.dt.date
             status[key] = np.where(bad, "unparseable date", OK)
@@ -119,27 +205,22 @@ def _quarantine_rows(rows: list[dict], raw: pd.DataFrame, positions: list[int],
 
 
 class _Writer:
-    """Append tables to one Parquet file (schema fixed by the first table)."""
+    """Append tables to one Parquet file with a fixed schema (the same for every batch, so an
+    all-null column keeps its type)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, schema: pa.Schema) -> None:
         self.path = path
-        self.writer: pq.ParquetWriter | None = None
+        self.schema = schema
+        self.writer = pq.ParquetWriter(path, schema, compression="zstd")
         self.rows = 0
 
     def write(self, df: pd.DataFrame) -> None:
-        table = pa.Table.from_pandas(df, preserve_index=False)
-        if self.writer is None:
-            self.writer = pq.ParquetWriter(self.path, table.schema, compression="zstd")
-        else:
-            table = table.cast(self.writer.schema)
+        table = pa.Table.from_pandas(df[self.schema.names], schema=self.schema,
+                                     preserve_index=False)
         self.writer.write_table(table)
         self.rows += len(df)
 
-    def close(self, empty: pd.DataFrame) -> None:
-        if self.writer is None:
-            self.write(empty)
-            self.rows = 0
-        assert self.writer is not None
+    def close(self) -> None:
         self.writer.close()
 
 
@@ -166,7 +247,11 @@ def validate_extract(extract_path: Path | str, mapping_path: Path | str,
 def run_bridge(extract_path: Path | str, mapping_path: Path | str, agency_dir: Path | str,
                landing_dir: Path | str, extract_kind: str | None = None,
                progress: bool = False) -> BatchResult:
-    """Turn one extract into one landed batch. Raises ExtractRefused on extract-level failure."""
+    """Turn one extract into one landed batch.
+
+    Raises ExtractRefused on extract-level failure, BridgeKeysMissing when the agency's key
+    directory (`<agency_dir>/keys`) lacks the partnership link key or its own keys.
+    """
     extract_path, agency_dir, landing_dir = Path(extract_path), Path(agency_dir), Path(landing_dir)
     agency_dir.mkdir(parents=True, exist_ok=True)
     try:
@@ -175,6 +260,7 @@ def run_bridge(extract_path: Path | str, mapping_path: Path | str, agency_dir: P
         raise _refuse(agency_dir, f"refused-{uuid.uuid4().hex[:8]}", extract_path, [str(exc)]) \
             from None
     code = mapping.code
+    keys = load_bridge_keys(agency_dir, code)
     seq = _next_sequence(agency_dir, code)
     created = datetime.now(UTC)
     batch_id = f"{code}-{seq:06d}-{created:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
@@ -189,114 +275,120 @@ def run_bridge(extract_path: Path | str, mapping_path: Path | str, agency_dir: P
     if problems:
         raise _refuse(agency_dir, batch_id, extract_path, problems)
 
-    keys = ad.load_keys(agency_dir / "keys", code)
-    encoder = ad.make_encoder(keys)
+    spec = load_encoding_spec()
+    encoder = Encoder(keys.link, spec)
+    enc_fields = encoder.arrow_fields()
+    base = [pa.field("record_ref", pa.string()), pa.field("agency", pa.string()),
+            pa.field("batch_id", pa.string())]
+    schemas = {
+        "identifiers.parquet": pa.schema(base + enc_fields),
+        "related.parquet": pa.schema(base + [pa.field("slot", pa.string()),
+                                             pa.field("relationship", pa.string())] + enc_fields),
+        "payload.parquet": pa.schema(base + _payload_schema(mapping)),
+    }
     slots = mapping.slots
     date_formats = mapping.source.date_formats
-    status_cols: list[str] | None = None
-    validator: RowValidator | None = None
-    docs_dir = agency_dir / "reports" / "data_docs"
+    status_cols = _status_columns(mapping)
+    validator = RowValidator(status_cols, agency_dir / "reports" / "data_docs")
+    scrubber = Scrubber()
     all_status: list[pd.DataFrame] = []
     q_rows: list[dict] = []
     seen_ids: set[str] = set()
     read = accepted = 0
     reason_counts: dict[str, int] = {}
     file_name = extract_path.name
-    bar = ad.progress_bar(progress, extract_path)
 
-    with staged_batch(landing_dir, code, batch_id) as tmp:
-        w_id, w_rel, w_pay = (_Writer(tmp / n) for n in
-                              ("identifiers.parquet", "related.parquet", "payload.parquet"))
-        for chunk in iter_chunks(extract_path, mapping.source):
-            read += chunk.rows_read
-            for m in chunk.malformed:
-                q_rows.append({"file": file_name, "line": m.line, "record": m.record,
-                               "reason": m.reason, "raw": m.raw})
-                reason_counts[m.reason.split(":")[0]] = reason_counts.get(
-                    m.reason.split(":")[0], 0) + 1
-            raw = chunk.frame.reset_index(drop=True)
-            if raw.empty:
-                continue
-            status: dict[str, np.ndarray] = {}
-            subj = ad.normalise(_person_frame(raw, mapping, SUBJECT), date_formats, status,
-                                SUBJECT)
-            rid = raw[mapping.record_id_column]
-            dup = rid.duplicated().to_numpy() | rid.isin(seen_ids).to_numpy()
-            status["subject.record_id"] = np.where(
-                rid.isna().to_numpy(), "missing", np.where(dup, "duplicate", OK))
-            seen_ids.update(rid.dropna().tolist())
-            rel_norm = {s: ad.normalise(_person_frame(raw, mapping, s), date_formats, status, s)
-                        for s in slots}
-            payload = _payload(raw, mapping, status, date_formats)
-            status_df = pd.DataFrame(status).astype("category")
-            if validator is None:
-                status_cols = list(status_df.columns)
-                validator = RowValidator(status_cols, docs_dir)
-            checked = validator.check(status_df[status_cols])
-            bad_pos = sorted(checked.reasons)
-            for pos in bad_pos:
-                for r in checked.reasons[pos]:
+    with staged_batch(landing_dir, code, batch_id) as tmp, Progress(
+            TextColumn(f"[bold]bridging {file_name}"), BarColumn(),
+            TextColumn("{task.completed:,} rows"), TimeElapsedColumn(),
+            disable=not progress) as bar:
+        task = bar.add_task("rows", total=None)
+        writers = {n: _Writer(tmp / n, sch) for n, sch in schemas.items()}
+        w_id, w_rel, w_pay = (writers[n] for n in schemas)
+        try:
+            for chunk in iter_chunks(extract_path, mapping.source):
+                read += chunk.rows_read
+                for m in chunk.malformed:
+                    q_rows.append({"file": file_name, "line": m.line, "record": m.record,
+                                   "reason": m.reason, "raw": m.raw})
+                    r = m.reason.split(":")[0]
                     reason_counts[r] = reason_counts.get(r, 0) + 1
-            _quarantine_rows(q_rows, raw, bad_pos, checked.reasons, chunk.lines, chunk.records,
-                             file_name)
-            all_status.append(status_df)
-            good = np.ones(len(raw), dtype=bool)
-            good[bad_pos] = False
-            if not good.any():
-                continue
-            raw_ok, subj_ok = raw[good], subj[good]
-            refs = encoder.record_refs(raw_ok[mapping.record_id_column].tolist())
-            ident = pd.concat([pd.DataFrame({"record_ref": refs, "agency": code,
-                                             "batch_id": batch_id}),
-                               encoder.encode(subj_ok).reset_index(drop=True)], axis=1)
-            w_id.write(ident)
-            for s in slots:
-                rn = rel_norm[s][good]
-                present = rn.drop(columns=["relationship"], errors="ignore").notna().any(axis=1)
-                if not present.any():
+                raw = chunk.frame.reset_index(drop=True)
+                bar.advance(task, chunk.rows_read)
+                if raw.empty:
                     continue
-                rel = rn["relationship"] if "relationship" in rn else pd.Series(
-                    [None] * len(rn), index=rn.index, dtype="string")
-                rel = rel.fillna(mapping.related_persons[s])
-                idx = present.to_numpy()
-                rows = pd.concat([pd.DataFrame({
-                    "record_ref": np.asarray(refs, dtype=object)[idx], "agency": code,
-                    "batch_id": batch_id, "slot": s,
-                    "relationship": rel[idx].astype(str).to_numpy()}),
-                    encoder.encode(rn[idx].drop(columns=["relationship"], errors="ignore"))
-                    .reset_index(drop=True)], axis=1)
-                w_rel.write(rows)
-            pay = payload[good].reset_index(drop=True)
-            _scrub_payload(pay, mapping, raw_ok.reset_index(drop=True),
-                           {SUBJECT: subj_ok.reset_index(drop=True),
-                            **{s: rel_norm[s][good].reset_index(drop=True) for s in slots}})
-            pay.insert(0, "batch_id", batch_id)
-            pay.insert(0, "agency", code)
-            pay.insert(0, "record_ref", refs)
-            w_pay.write(pay)
-            accepted += int(good.sum())
-            bar.advance(chunk.rows_read)
-        bar.stop()
+                n = len(raw)
+                status = {c: np.full(n, OK, dtype=object) for c in status_cols}
+                persons = {p: _person_frame(raw, mapping, p) for p in [SUBJECT, *slots]}
+                norm = {p: _normalise(f, date_formats, status, p) for p, f in persons.items()}
+                rid = norm[SUBJECT]["record_id"]
+                dup = rid.duplicated().to_numpy() | rid.isin(seen_ids).to_numpy()
+                status[f"{SUBJECT}.record_id"] = np.where(
+                    rid.isna().to_numpy(), "missing", np.where(dup, "duplicate", OK))
+                seen_ids.update(rid.dropna().tolist())
+                payload = _payload(raw, mapping, status, date_formats)
+                status_df = pd.DataFrame(status).astype("category")
+                checked = validator.check(status_df)
+                bad_pos = sorted(checked.reasons)
+                for pos in bad_pos:
+                    for r in checked.reasons[pos]:
+                        reason_counts[r] = reason_counts.get(r, 0) + 1
+                _quarantine_rows(q_rows, raw, bad_pos, checked.reasons, chunk.lines,
+                                 chunk.records, file_name)
+                all_status.append(status_df)
+                good = np.ones(n, dtype=bool)
+                good[bad_pos] = False
+                if not good.any():
+                    continue
+                refs = np.asarray(encrypt_record_refs(keys.ref, rid[good].tolist()), dtype=object)
+                ident = encoder.encode(norm[SUBJECT][good].reset_index(drop=True))
+                ident.insert(0, "batch_id", batch_id)
+                ident.insert(0, "agency", code)
+                ident.insert(0, "record_ref", refs)
+                w_id.write(ident)
+                for s in slots:
+                    present = persons[s][good].drop(columns=["relationship"], errors="ignore")
+                    present = present[[c for c in present.columns if c in _PERSON_FIELDS]]
+                    idx = present.notna().any(axis=1).to_numpy()
+                    if not idx.any():
+                        continue
+                    rn = norm[s][good][idx].reset_index(drop=True)
+                    rel = rn["relationship"].fillna(mapping.related_persons[s]).astype(str)
+                    rows = encoder.encode(rn)
+                    rows.insert(0, "relationship", rel.to_numpy())
+                    rows.insert(0, "slot", s)
+                    rows.insert(0, "batch_id", batch_id)
+                    rows.insert(0, "agency", code)
+                    rows.insert(0, "record_ref", refs[idx])
+                    w_rel.write(rows)
+                pay = payload[good].reset_index(drop=True)
+                _scrub_payload(pay, scrubber,
+                               {p: f[good].reset_index(drop=True) for p, f in persons.items()},
+                               {p: f[good].reset_index(drop=True) for p, f in norm.items()})
+                pay.insert(0, "batch_id", batch_id)
+                pay.insert(0, "agency", code)
+                pay.insert(0, "record_ref", refs)
+                w_pay.write(pay)
+                accepted += int(good.sum())
+        finally:
+            for w in writers.values():
+                w.close()
         if read == 0:
             raise _refuse(agency_dir, batch_id, extract_path,
                           [f"{file_name}: empty file (header only, no rows)"])
-        w_id.close(pd.DataFrame({"record_ref": pd.Series([], dtype="string")}))
-        w_rel.close(pd.DataFrame({"record_ref": pd.Series([], dtype="string")}))
-        w_pay.close(pd.DataFrame({"record_ref": pd.Series([], dtype="string")}))
         quarantined = len(q_rows)
-        assert read == accepted + quarantined, "row accounting broken"
-        manifest = {
-            "batch_id": batch_id, "agency": code, "sequence": seq, "extract_kind": kind,
-            "created_at": created.isoformat(), "mapping_version": mapping.mapping_version,
-            "canonical_version": mapping.canonical_version,
-            "encoding_spec_version": keys.encoding_spec_version,
-            "link_key_version": keys.link_key_version, "ref_key_version": keys.ref_key_version,
-            "signing_key_id": keys.signing_key_id,
-            "rows": {"read": read, "accepted": accepted, "quarantined": quarantined},
-        }
-        ad.write_manifest(tmp, manifest, keys,
-                          {"identifiers.parquet": w_id.rows, "related.parquet": w_rel.rows,
-                           "payload.parquet": w_pay.rows})
+        if read != accepted + quarantined:  # an invariant, never expected to fire
+            raise RuntimeError(f"{file_name}: row accounting broken ({read} read, {accepted} "
+                               f"accepted, {quarantined} quarantined)")
+        rows_summary = {"read": read, "accepted": accepted, "quarantined": quarantined}
+        manifest = sign_manifest(build_manifest(
+            tmp, batch_id=batch_id, agency=code, sequence=seq, extract_kind=kind,
+            created_at=created.isoformat(timespec="seconds"),
+            mapping_version=mapping.mapping_version, canonical_version=mapping.canonical_version,
+            encoding_spec_version=encoder.version, link_key_version=keys.link.version,
+            ref_key_version=keys.ref.version, signing_key_id=keys.signing.key_id,
+            rows=rows_summary), keys.signing)
+        write_manifest(tmp, manifest)
 
     landed = landing_dir / code / batch_id
     _save_sequence(agency_dir, code, seq, batch_id)
@@ -305,35 +397,46 @@ def run_bridge(extract_path: Path | str, mapping_path: Path | str, agency_dir: P
         q_path = agency_dir / "quarantine" / f"{batch_id}.parquet"
         q_path.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(pa.Table.from_pylist(q_rows), q_path)
-    if validator is not None and all_status:
+    if all_status:
         validator.write_data_docs(pd.concat(all_status, ignore_index=True), batch_id)
     report = write_report(agency_dir / "reports" / f"{batch_id}.json", {
         "batch_id": batch_id, "file": str(extract_path), "status": "landed",
-        "landed": str(landed), "rows": manifest["rows"], "reasons": reason_counts,
+        "landed": str(landed), "rows": rows_summary, "reasons": reason_counts,
         "quarantine": str(q_path) if q_path else None,
     })
     return BatchResult(batch_id, code, seq, landed, read, accepted, quarantined, q_path, report,
-                       docs_dir if validator else None, reason_counts)
+                       agency_dir / "reports" / "data_docs" if all_status else None,
+                       reason_counts)
 
 
-def _scrub_payload(pay: pd.DataFrame, mapping: Mapping, raw: pd.DataFrame,
-                   persons: dict[str, pd.DataFrame]) -> None:
+def _scrub_payload(pay: pd.DataFrame, scrubber: Scrubber, raw: dict[str, pd.DataFrame],
+                   norm: dict[str, pd.DataFrame]) -> None:
+    """Scrub the text payload fields of each record of its own persons' identifiers."""
     canonical = load_canonical()
     text_fields = [f for f in pay.columns if canonical.payload_fields[f]["type"] == "text"]
     if not text_fields:
         return
-    raw_persons = {p: _person_frame(raw, mapping, p) for p in persons}
-    for i in range(len(pay)):
-        texts = {f: pay.at[i, f] for f in text_fields if not pd.isna(pay.at[i, f])}
-        if not texts:
-            continue
-        pats: list[tuple[str, str]] = []
-        for p, frame in raw_persons.items():
-            vals = {k: (None if pd.isna(v) else v) for k, v in frame.iloc[i].items()}
-            dob = persons[p].iloc[i].get("date_of_birth") if "date_of_birth" in persons[p] else None
-            vals["date_of_birth_raw"] = vals.get("date_of_birth")
-            vals["date_of_birth"] = None if dob is None or pd.isna(dob) else dob
-            pats += build_patterns(p.upper(), vals)
-        rx, placeholders = compile_patterns(pats)
-        for f, t in texts.items():
-            pay.at[i, f] = ad.scrub(str(t), rx, placeholders)
+    for frame in raw.values():  # every name of this chunk, for cross-record mentions
+        for f in NAME_FIELDS:
+            if f in frame:
+                scrubber.learn_names(frame[f].dropna().unique())
+    has_text = pay[text_fields].notna().any(axis=1).to_numpy()
+    rows = np.flatnonzero(has_text)
+    if not len(rows):
+        return
+    values = {p: f.iloc[rows].to_dict("records") for p, f in raw.items()}
+    dobs = {p: pd.to_datetime(norm[p]["date_of_birth"].iloc[rows]).dt.date.tolist()
+            for p in raw}
+    for j, i in enumerate(rows):
+        persons = {}
+        for p in raw:
+            v = {k: x for k, x in values[p][j].items() if isinstance(x, str)}
+            d = dobs[p][j]
+            if d is not None and not pd.isna(d):
+                v["date_of_birth_parsed"] = d
+            persons[p] = v
+        rv = record_values(persons)
+        for f in text_fields:
+            t = pay.at[i, f]
+            if not pd.isna(t):
+                pay.at[i, f] = scrubber.scrub(str(t), rv)

@@ -11,6 +11,7 @@ import yaml
 
 from ig_bridge.landing import landed_batches
 from ig_bridge.split import ExtractRefused, run_bridge
+from synthetic_data.parties import provision_partnership
 
 MAPPING = {
     "mapping_version": 1,
@@ -43,6 +44,7 @@ GOOD = [
 def setup(tmp_path: Path):
     mp = tmp_path / "sch.yaml"
     mp.write_text(yaml.safe_dump(MAPPING))
+    provision_partnership(tmp_path, ["SCH"])
     return tmp_path, mp
 
 
@@ -91,9 +93,9 @@ def test_row_level_failures_go_to_quarantine_with_reasons(setup) -> None:
     q = pq.read_table(res.quarantine_path).to_pylist()
     by_line = {r["line"]: r["reason"] for r in q}
     assert by_line == {
-        4: "subject.date_of_birth: unparseable date",
-        5: "subject.postcode: malformed",
-        6: "subject.nhs_number: bad check digit",
+        4: "subject.date_of_birth: impossible date (no such day)",
+        5: "subject.postcode: invalid UK postcode format",
+        6: "subject.nhs_number: nhs_number fails the mod-11 check digit",
         7: "subject.record_id: missing",
         8: "subject.record_id: duplicate",
         9: "payload.plan_type: not an allowed value",
@@ -131,12 +133,12 @@ def test_wrong_mapping_version_refused(setup) -> None:
 
 def test_crash_mid_write_leaves_no_batch(setup, monkeypatch) -> None:
     tmp, mp = setup
-    import ig_bridge._adapters as ad
+    import ig_bridge.split as split
 
     def boom(*a, **k):
         raise OSError("disk full")
 
-    monkeypatch.setattr(ad, "write_manifest", boom)
+    monkeypatch.setattr(split, "write_manifest", boom)
     with pytest.raises(OSError, match="disk full"):
         run(tmp, mp, HEADER + "\n".join(GOOD) + "\n")
     assert landed_batches(tmp / "landing", "SCH") == []

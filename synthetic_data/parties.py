@@ -1,0 +1,77 @@
+"""Play the partnership's parties for demos, DAGs and tests: provision every bridge's keys.
+
+In production each step is a person at a different organisation running `joinedup-bridge keys`:
+the partnership lead creates ONE linkage key and sends it, wrapped under a passphrase, to every
+agency's data officer, who imports it; each agency creates its own record-ref and signing keys
+and sends its public key to the hub. This module does the same with the same library calls,
+for a run folder laid out as docs/contracts.md says.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+from ig_bridge.keys import KeyStore, LinkKey, save_key, wrap_link_key
+
+PARTNERSHIP_DIR = "partnership"
+
+
+def _existing_link_key(stores: list[KeyStore], lead: KeyStore) -> LinkKey | None:
+    """The partnership key already held by any bridge (all holders must agree)."""
+    found: dict[str, LinkKey] = {}
+    for store in [lead, *stores]:
+        if store.versions("link"):
+            key = store.link_key()
+            found[key.key_check] = key
+    if len(found) > 1:
+        raise ValueError("bridges hold different partnership linkage keys (key checks "
+                         f"{sorted(found)}); re-provision the run folder from scratch")
+    return next(iter(found.values()), None)
+
+
+def provision_partnership(run_dir: Path, agencies: list[str],
+                          passphrase: str | None = None) -> dict[str, Path]:
+    """Keys for every agency of a run: `{code: run_dir/agency/<CODE>/keys}`.
+
+    Creates one linkage key (kept by the lead under `run_dir/partnership/keys`), exports it
+    wrapped under `passphrase` to `run_dir/partnership/link_key.v<N>.wrapped.json` (a random
+    one-off passphrase when none is given) and imports it into every agency's KeyStore; creates
+    each agency's ref and signing keys; writes each public key to `run_dir/hub/public_keys/`.
+    Idempotent: existing keys are kept, missing ones added.
+    """
+    run_dir = Path(run_dir)
+    codes = list(dict.fromkeys(agencies))
+    stores = [KeyStore(run_dir / "agency" / c / "keys", c) for c in codes]
+    lead_dir = run_dir / PARTNERSHIP_DIR
+    lead = KeyStore(lead_dir / "keys", "LEAD")
+    link = _existing_link_key(stores, lead)
+    if link is None:
+        link = lead.create_link_key()
+    elif not lead.versions("link"):
+        save_key(link, lead.directory / f"link_key.v{link.version}.json")
+    pending = [s for s in stores if link.version not in s.versions("link")]
+    if pending:
+        phrase = passphrase or secrets.token_urlsafe(18)
+        wrapped = lead_dir / f"link_key.v{link.version}.wrapped.json"
+        blob = wrap_link_key(link, phrase)
+        wrapped.unlink(missing_ok=True)
+        wrapped.parent.mkdir(parents=True, exist_ok=True)
+        wrapped.write_bytes(blob)
+        wrapped.chmod(0o600)
+        for store in pending:
+            imported = store.import_link_key(wrapped.read_bytes(), phrase)
+            if imported.key_check != link.key_check:  # the transfer itself went wrong
+                raise ValueError(f"{store.directory}: imported link key check differs")
+    public = run_dir / "hub" / "public_keys"
+    out: dict[str, Path] = {}
+    for code, store in zip(codes, stores, strict=True):
+        if not store.versions("ref"):
+            store.create_ref_key()
+        if not store.versions("signing"):
+            store.create_signing_key()
+        store.directory.chmod(0o700)
+        for v in store.versions("signing"):
+            store.export_public_key(public, v)
+        out[code] = store.directory
+    return out
