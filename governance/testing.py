@@ -1,0 +1,66 @@
+"""Helpers for tests that run the governance store on a real PostgreSQL.
+
+`JOINEDUP_TEST_PG` overrides the URL; otherwise 127.0.0.1:5432 db `test` as postgres or root
+(trust auth). Each test gets its own schema, dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import create_engine, text
+from sqlalchemy.exc import SQLAlchemyError
+
+_CANDIDATES = (
+    "postgresql+psycopg://postgres@127.0.0.1:5432/test",
+    "postgresql+psycopg://root@127.0.0.1:5432/test",
+)
+
+
+def postgres_url() -> tuple[str | None, str]:
+    """(url, reason): the first reachable test URL, or None and why none was."""
+    candidates = [os.environ["JOINEDUP_TEST_PG"]] if "JOINEDUP_TEST_PG" in os.environ else list(
+        _CANDIDATES)
+    why = "no candidate URL"
+    for url in candidates:
+        engine = create_engine(url, connect_args={"connect_timeout": 2})
+        try:
+            with engine.connect() as conn:
+                conn.execute(text("select 1"))
+            return url, "ok"
+        except SQLAlchemyError as exc:
+            why = f"PostgreSQL not reachable at 127.0.0.1:5432 db test ({type(exc).__name__})"
+        finally:
+            engine.dispose()
+    return None, why
+
+
+@contextmanager
+def temp_schema(url: str, prefix: str = "gov_test") -> Iterator[str]:
+    schema = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+        yield schema
+    finally:
+        with engine.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        engine.dispose()
+
+
+def append_worker(args: tuple[str, str | None, str, int, str | None]) -> list[int]:
+    """Process entry point for concurrency tests: append n entries as `writer`."""
+    from pathlib import Path
+
+    from governance.audit import AuditLog, load_hub_key
+
+    url, schema, writer, n, key_path = args
+    key = load_hub_key(Path(key_path)) if key_path else None
+    log = AuditLog(url, schema=schema, signing_key=key, checkpoint_every=10, create=False)
+    seqs = [log.append("test", {"writer": writer, "i": i}).seq for i in range(n)]
+    log.engine.dispose()
+    return seqs
