@@ -72,7 +72,7 @@ PARTICLES = frozenset({
     "ter", "ten", "bin", "bint", "ibn", "al", "el", "ap", "st", "mac", "abu",
 })
 PLACEHOLDERS = frozenset({
-    "", "null", "none", "nil", "n a", "na", "unknown", "not known", "notknown", "unk", "tba",
+    "", "null", "none", "nil", "n a", "unknown", "not known", "notknown", "unk", "tba",
     "tbc", "x", "xx", "xxx", "zz", "zzz", "nk", "not stated", "not given", "refused", "baby",
     "infant", "unborn",
 })
@@ -83,6 +83,11 @@ def normalise_name_value(value: str) -> str | None:
     text = _NON_LETTER.sub(" ", _APOSTROPHE.sub("", fold(value))).strip()
     text = " ".join(text.split())
     return None if text in PLACEHOLDERS else text
+
+
+def _ph(text: str | None) -> str | None:
+    """None for empty or placeholder output (keeps every name output idempotent)."""
+    return None if not text or text in PLACEHOLDERS else text
 
 
 def _strip_affixes(tokens: list[str], titles: bool = True, suffixes: bool = True) -> list[str]:
@@ -117,7 +122,7 @@ def _norm_given(value: str) -> tuple[str | None, str | None]:
     if not text:
         return None, None
     tokens = _strip_affixes(text.split(), suffixes=False)
-    return tokens[0], (" ".join(tokens[1:]) or None)
+    return _ph(tokens[0]), _ph(" ".join(tokens[1:]))
 
 
 def _norm_family(value: str) -> tuple[str | None, tuple[str, ...] | None]:
@@ -139,8 +144,8 @@ def split_full_name(value: str) -> tuple[str | None, str | None, str | None]:
         family, given_all = normalise_name_value(fam_raw), normalise_name_value(rest)
         fam_tokens = _strip_affixes(family.split(), titles=False) if family else []
         giv_tokens = _strip_affixes(given_all.split(), suffixes=False) if given_all else []
-        return (giv_tokens[0] if giv_tokens else None, " ".join(giv_tokens[1:]) or None,
-                " ".join(fam_tokens) or None)
+        return (_ph(giv_tokens[0] if giv_tokens else None), _ph(" ".join(giv_tokens[1:])),
+                _ph(" ".join(fam_tokens)))
     raw_words = [w for w in raw.split() if any(c.isalpha() for c in w)]
     groups = [g for g in (normalise_name_value(w) for w in raw_words) if g]
     words = [w for w, g in zip(raw_words, (normalise_name_value(w) for w in raw_words),
@@ -152,7 +157,7 @@ def split_full_name(value: str) -> tuple[str | None, str | None, str | None]:
     if not groups:
         return None, None, None
     if len(groups) == 1:
-        return None, None, groups[0]
+        return None, None, _ph(groups[0])
     # NHS / police convention: surname first in capitals ("SMITH John").
     if words[0].isupper() and len(words[0]) > 1 and not all(w.isupper() for w in words[1:]):
         fam_groups, giv_groups = groups[:1], groups[1:]
@@ -163,8 +168,8 @@ def split_full_name(value: str) -> tuple[str | None, str | None, str | None]:
             cut -= 1
         fam_groups, giv_groups = groups[cut:], groups[:cut]
     giv_tokens = " ".join(giv_groups).split()
-    return (giv_tokens[0] if giv_tokens else None, " ".join(giv_tokens[1:]) or None,
-            " ".join(fam_groups))
+    return (_ph(giv_tokens[0] if giv_tokens else None), _ph(" ".join(giv_tokens[1:])),
+            _ph(" ".join(fam_groups)))
 
 
 def phonetic(value: str | None) -> str | None:
@@ -632,7 +637,7 @@ def normalise_identifiers(raw: pd.DataFrame, date_formats: Sequence[str] | None 
     given, extra_given = _per_unique(col("given_name"), idx, _norm_given, 2)
     (middle,) = _per_unique(col("middle_names"), idx, lambda v: (normalise_name_value(v),), 1)
     if col("given_name") is not None:
-        middle = _obj_array([" ".join(p for p in (e, m) if p) or None
+        middle = _obj_array([_ph(" ".join(p for p in (e, m) if p))
                              for e, m in zip(extra_given, middle, strict=True)])
     family, fam_parts = _per_unique(col("family_name"), idx, _norm_family, 2)
     fg, fm, ff = _per_unique(col("full_name"), idx, split_full_name, 3)
