@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import getpass
+import os
 import sys
 from pathlib import Path
 
+import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
@@ -26,6 +29,124 @@ def _summary(res) -> None:  # type: ignore[no-untyped-def]
     Console().print(t)
 
 
+def _passphrase(a: argparse.Namespace, confirm: bool = False) -> str:
+    if a.passphrase_env:
+        value = os.environ.get(a.passphrase_env)
+        if not value:
+            raise SystemExit(f"environment variable {a.passphrase_env} is not set")
+        return value
+    value = getpass.getpass("passphrase: ")
+    if confirm and getpass.getpass("again: ") != value:
+        raise SystemExit("passphrases differ")
+    return value
+
+
+def _keys(a: argparse.Namespace) -> int:
+    from ig_bridge.keys import KeyFileError, KeyStore, WrongPassphraseError, describe_public_key
+
+    store = KeyStore(a.agency_dir / "keys", a.agency)
+    out = Console()
+    try:
+        if a.action == "init":
+            made = []
+            if a.partnership_lead and not store.versions("link"):
+                made.append(f"partnership link key v{store.create_link_key().version}")
+            if not store.versions("ref"):
+                made.append(f"record-ref key v{store.create_ref_key().version}")
+            if not store.versions("signing"):
+                made.append(f"signing key {store.create_signing_key().key_id}")
+            out.print(f"[green]created[/green] {', '.join(made)}" if made
+                      else "keys already present; nothing created")
+            if not store.versions("link"):
+                console.print("[yellow]no partnership link key yet[/yellow]: import the one the "
+                              "partnership lead sends you with `joinedup-bridge keys "
+                              "import-link-key`")
+            out.print(describe_public_key(store.signing_key()))
+        elif a.action == "export-link-key":
+            if a.file is None:
+                raise SystemExit("export-link-key needs --file")
+            from ig_bridge.keys import wrap_link_key
+
+            key = store.link_key()
+            blob = wrap_link_key(key, _passphrase(a, confirm=True))
+            fd = os.open(a.file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(blob)
+            out.print(f"link key v{key.version} (check {key.key_check}) wrapped to {a.file}; "
+                      "send the file and, separately, the passphrase")
+        elif a.action == "import-link-key":
+            if a.file is None:
+                raise SystemExit("import-link-key needs --file")
+            key = store.import_link_key(a.file.read_bytes(), _passphrase(a))
+            out.print(f"[green]imported[/green] partnership link key v{key.version}, check "
+                      f"{key.key_check} (confirm it with the partnership lead)")
+        elif a.action == "show-public":
+            out.print(describe_public_key(store.signing_key()))
+            if a.out is not None:
+                for v in store.versions("signing"):
+                    out.print(f"written {store.export_public_key(a.out, v)}")
+        elif a.action == "rotate":
+            if a.kind == "link" and not a.partnership_lead:
+                raise SystemExit("the link key is the partnership's: only the partnership lead "
+                                 "rotates it (--partnership-lead), then exports it to every "
+                                 "bridge")
+            new = {"link": store.create_link_key, "ref": store.create_ref_key,
+                   "signing": store.create_signing_key}[a.kind]()
+            out.print(f"[green]rotated[/green] {a.kind} key to v{new.version}")
+            if a.kind == "signing":
+                out.print("send the new public key to the hub: "
+                          + describe_public_key(store.signing_key()))
+    except WrongPassphraseError as exc:
+        console.print(f"[red]refused[/red] {exc}")
+        return 2
+    except (KeyFileError, FileExistsError, FileNotFoundError) as exc:
+        console.print(f"[red]error[/red] {exc}")
+        return 2
+    return 0
+
+
+def _reidentify(a: argparse.Namespace) -> int:
+    from ig_bridge.keys import KeyFileError, KeyStore, RecordRefError
+    from ig_bridge.reader import iter_chunks
+    from ig_bridge.reidentify import ReidentificationRequest, frame_lookup, reidentify
+    from schemas.mapping import SUBJECT, load_mapping
+
+    refs = list(a.ref or [])
+    if a.refs_file is not None:
+        refs += [x.strip() for x in a.refs_file.read_text("utf-8").split() if x.strip()]
+    if not refs:
+        raise SystemExit("give record refs with --ref or --refs-file")
+    mapping = load_mapping(a.mapping)
+    cols = mapping.identifier_columns(SUBJECT)
+    frames = [c.frame[list(cols.values())].rename(columns={v: k for k, v in cols.items()})
+              for c in iter_chunks(a.extract, mapping.source)]
+    frame = pd.concat(frames, ignore_index=True)
+    frame["record_id"] = frame["record_id"].str.strip()
+    if "address" not in frame and "address_line_1" in frame:
+        frame["address"] = frame["address_line_1"]
+    try:
+        keys = KeyStore(a.agency_dir / "keys", mapping.code).ref_keys()
+        request = ReidentificationRequest(a.protocol, a.user, a.reason,
+                                          hub_decision_id=a.decision_id)
+        found = reidentify(refs, request, ref_keys=keys, lookup=frame_lookup(frame),
+                           audit_log=a.agency_dir / "audit.log")
+    except (RecordRefError, KeyFileError, ValueError) as exc:
+        console.print(f"[red]refused[/red] {exc}")
+        return 2
+    t = Table(title=f"Re-identification for {a.user} ({a.protocol})")
+    t.add_column("record_ref")
+    t.add_column("found")
+    for k in ("given_name", "family_name", "date_of_birth", "address", "postcode"):
+        t.add_column(k)
+    for ident in found:
+        d = ident.display or {}
+        t.add_row(ident.record_ref[:16] + "...", "yes" if ident.found else "no",
+                  *(str(d.get(k) or "") for k in ("given_name", "family_name", "date_of_birth",
+                                                   "address", "postcode")))
+    Console().print(t)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="joinedup-bridge", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -42,10 +163,32 @@ def main(argv: list[str] | None = None) -> int:
                                       "show-public", "rotate"])
     k.add_argument("--agency-dir", type=Path, required=True)
     k.add_argument("--agency", required=True)
-    sub.add_parser("reidentify", help="resolve record refs for an authorised request")
+    k.add_argument("--file", type=Path, help="wrapped link key file (export/import)")
+    k.add_argument("--passphrase-env", help="read the wrap passphrase from this env variable "
+                   "(default: prompt)")
+    k.add_argument("--out", type=Path, help="show-public: also write public key records here")
+    k.add_argument("--kind", choices=["ref", "signing", "link"], default="signing",
+                   help="rotate: which key")
+    k.add_argument("--partnership-lead", action="store_true",
+                   help="init/rotate: this bridge creates the partnership link key")
+    ri = sub.add_parser("reidentify", help="resolve record refs for an authorised request")
+    ri.add_argument("--agency-dir", type=Path, required=True)
+    ri.add_argument("--extract", type=Path, required=True, help="the agency's own extract")
+    ri.add_argument("--mapping", type=Path, required=True)
+    ri.add_argument("--ref", action="append", help="a record_ref (repeatable)")
+    ri.add_argument("--refs-file", type=Path, help="file of record refs, whitespace separated")
+    ri.add_argument("--protocol", required=True)
+    ri.add_argument("--user", required=True)
+    ri.add_argument("--reason", required=True)
+    ri.add_argument("--decision-id", help="the hub's decision id for this request")
     a = p.parse_args(argv)
 
-    from ig_bridge.split import ExtractRefused, run_bridge, validate_extract
+    if a.cmd == "keys":
+        return _keys(a)
+    if a.cmd == "reidentify":
+        return _reidentify(a)
+
+    from ig_bridge.split import BridgeKeysMissing, ExtractRefused, run_bridge, validate_extract
 
     if a.cmd == "validate":
         problems = validate_extract(a.extract, a.mapping, a.agency_dir)
@@ -54,26 +197,19 @@ def main(argv: list[str] | None = None) -> int:
         if not problems:
             console.print(f"[green]ok[/green] {a.extract.name} matches {a.mapping.name}")
         return 2 if problems else 0
-    if a.cmd == "run":
-        try:
-            res = run_bridge(a.extract, a.mapping, a.agency_dir, a.landing, a.extract_kind,
-                             progress=True)
-        except ExtractRefused as exc:
-            for prob in exc.problems:
-                console.print(f"[red]refused[/red] {prob}")
-            console.print(f"report: {exc.report_path}")
-            return 2
-        _summary(res)
-        return 0
-    if a.cmd == "keys" and a.action == "init":
-        from ig_bridge._adapters import load_keys
-
-        keys = load_keys(a.agency_dir / "keys", a.agency)
-        console.print(f"keys ready, signing key id {keys.signing_key_id}")
-        return 0
-    console.print(f"[yellow]{a.cmd} {getattr(a, 'action', '')}: not wired yet "
-                  "(waiting for ig_bridge.keys / reidentify)[/yellow]")
-    return 3
+    try:
+        res = run_bridge(a.extract, a.mapping, a.agency_dir, a.landing, a.extract_kind,
+                         progress=True)
+    except BridgeKeysMissing as exc:
+        console.print(f"[red]refused[/red] {exc}")
+        return 2
+    except ExtractRefused as exc:
+        for prob in exc.problems:
+            console.print(f"[red]refused[/red] {prob}")
+        console.print(f"report: {exc.report_path}")
+        return 2
+    _summary(res)
+    return 0
 
 
 if __name__ == "__main__":
