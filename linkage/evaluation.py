@@ -159,7 +159,149 @@ def tune_auto_threshold(
     return float(s["match_probability"].iloc[cut - 1])
 
 
+def scored_pair_precision(
+    scored_pairs: pd.DataFrame,
+    truth: pd.DataFrame,
+    threshold: float,
+    *,
+    key: str = "unique_id",
+    true_id: str = "person_id",
+) -> Scores:
+    """Precision of scored pairs at or above `threshold` (pair level, before clustering);
+    recall here is the share of true pairs among all scored pairs that reach it."""
+    ids = dict(zip(truth[key], truth[true_id], strict=True))
+    s = scored_pairs[["unique_id_l", "unique_id_r", "match_probability"]]
+    true = (s["unique_id_l"].map(ids) == s["unique_id_r"].map(ids)).to_numpy()
+    above = (s["match_probability"] >= threshold).to_numpy()
+    return _scores(float((true & above).sum()), float(above.sum()), float(true.sum()))
+
+
+def misses_by_flag(
+    predicted: pd.DataFrame,
+    truth: pd.DataFrame,
+    flags: list[str],
+    *,
+    key: str = "unique_id",
+    cluster: str = "cluster_id",
+    true_id: str = "person_id",
+) -> dict[str, int]:
+    """False-negative pairs (same true person, different predicted cluster) counted by the
+    ground-truth corruption flags either record carries (a pair can count under several);
+    `none` counts misses with no flag. For diagnosis on small populations."""
+    m = _join(predicted, truth, key)
+    t = m[[key, cluster, true_id, *flags]]
+    p = t.merge(t, on=true_id, suffixes=("_l", "_r"))
+    p = p[(p[f"{key}_l"] < p[f"{key}_r"]) & (p[f"{cluster}_l"] != p[f"{cluster}_r"])]
+    out: dict[str, int] = {}
+    any_flag = pd.Series(False, index=p.index)
+    for f in flags:
+        hit = p[f"{f}_l"].astype(bool) | p[f"{f}_r"].astype(bool)
+        any_flag |= hit
+        if int(hit.sum()):
+            out[f] = int(hit.sum())
+    out["none"] = int((~any_flag).sum())
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+
+def false_match_kinds(
+    predicted: pd.DataFrame,
+    truth: pd.DataFrame,
+    persons: pd.DataFrame,
+    *,
+    key: str = "unique_id",
+    cluster: str = "cluster_id",
+    true_id: str = "person_id",
+) -> dict[str, int]:
+    """False-positive pairs (same predicted cluster, different true persons) by how the two
+    true persons relate: twin, parent/child, same household, other. `persons` is ground
+    truth persons.parquet (person_id, household_id, mother_id, father_id, twin_id)."""
+    m = _join(predicted, truth, key)[[key, cluster, true_id]]
+    p = m.merge(m, on=cluster, suffixes=("_l", "_r"))
+    p = p[(p[f"{key}_l"] < p[f"{key}_r"]) & (p[f"{true_id}_l"] != p[f"{true_id}_r"])]
+    per = persons.set_index("person_id")
+    out: dict[str, int] = {}
+    for a, b in zip(p[f"{true_id}_l"], p[f"{true_id}_r"], strict=True):
+        pa, pb = per.loc[a], per.loc[b]
+        if pa.get("twin_id") == b:
+            kind = "twin"
+        elif b in (pa.get("mother_id"), pa.get("father_id")) or a in (
+                pb.get("mother_id"), pb.get("father_id")):
+            kind = "parent/child"
+        elif pa.get("household_id") == pb.get("household_id"):
+            kind = "same household"
+        else:
+            kind = "other"
+        out[kind] = out.get(kind, 0) + 1
+    return out
+
+
 # --------------------------------------------------------------------------- baseline
+
+#: Plaintext columns the baseline understands (all optional except the first four).
+PLAINTEXT_COLUMNS = (
+    "unique_id", "given_name", "family_name", "date_of_birth", "given_name_canonical",
+    "given_name_phonetic", "family_name_phonetic", "other_names", "sex", "address_line_1",
+    "postcode", "postcode_sector", "postcode_district", "nhs_number", "upn", "phone", "email",
+    "agency", "batch_id",
+)
+
+
+def _plaintext_comparisons(cols: set[str]) -> list:
+    """Splink comparisons over plaintext that mirror linkage.comparisons level by level, with
+    plaintext string similarity (Jaro-Winkler) where the hub has Bloom-filter Dice."""
+    import splink.comparison_level_library as cll
+    import splink.comparison_library as cl
+
+    def jw(col: str, t: float):
+        return cll.JaroWinklerLevel(col, t)
+
+    def eq(col: str) -> str:
+        return f'"{col}_l" = "{col}_r"'
+
+    fore = [cll.NullLevel("given_name"), cll.ExactMatchLevel("given_name", True)]
+    if "given_name_canonical" in cols:
+        fore.append(cll.CustomLevel(eq("given_name_canonical"), "canonical (nickname) match"))
+    fore.append(jw("given_name", 0.92))
+    if "given_name_phonetic" in cols:
+        fore.append(cll.CustomLevel(eq("given_name_phonetic"), "phonetic match"))
+    fore += [jw("given_name", 0.88), jw("given_name", 0.7), cll.ElseLevel()]
+    sur = [cll.NullLevel("family_name"), cll.ExactMatchLevel("family_name", True),
+           jw("family_name", 0.92)]
+    if "family_name_phonetic" in cols:
+        sur.append(cll.CustomLevel(eq("family_name_phonetic"), "phonetic match"))
+    if "other_names" in cols:
+        sur.append(cll.CustomLevel(
+            "(list_contains(string_split(\"other_names_l\", ' '), \"family_name_r\") OR "
+            "list_contains(string_split(\"other_names_r\", ' '), \"family_name_l\"))",
+            "surname matches previous name"))
+    sur += [jw("family_name", 0.88), jw("family_name", 0.7), cll.ElseLevel()]
+    comparisons = [
+        cl.CustomComparison(fore, output_column_name="forename"),
+        cl.CustomComparison(sur, output_column_name="surname"),
+        cl.DateOfBirthComparison("date_of_birth", input_is_string=False),
+    ]
+    res = [c for c in ("address_line_1", "postcode") if c in cols]
+    if res:
+        null = " AND ".join(f'("{c}_l" IS NULL OR "{c}_r" IS NULL)' for c in res)
+        levels = [cll.CustomLevel(null, "null").configure(is_null_level=True)]
+        if len(res) == 2:
+            levels.append(cll.CustomLevel(f"{eq('address_line_1')} AND {eq('postcode')}",
+                                          "same address"))
+            levels.append(cll.CustomLevel(
+                'jaro_winkler_similarity("address_line_1_l", "address_line_1_r") >= 0.9',
+                "similar address line"))
+        if "postcode" in cols:
+            levels.append(cll.CustomLevel(eq("postcode"), "same postcode"))
+        for c, label in (("postcode_sector", "same sector"),
+                         ("postcode_district", "same district")):
+            if c in cols:
+                levels.append(cll.CustomLevel(eq(c), label))
+        levels.append(cll.ElseLevel())
+        comparisons.append(cl.CustomComparison(levels, output_column_name="residence"))
+    for c in ("sex", "nhs_number", "upn", "phone", "email"):
+        if c in cols:
+            comparisons.append(cl.ExactMatch(c))
+    return comparisons
 
 
 def plaintext_baseline(
@@ -169,50 +311,87 @@ def plaintext_baseline(
     threshold: float = 0.999,
     u_max_pairs: float = 2e6,
     seed: int = 42,
+    m_floor: float | None = None,
+    guard: bool = True,
 ) -> pd.DataFrame:
     """Splink over plaintext identifiers with settings comparable to the pseudonymised model,
     for the privacy-cost figure F1(pseudonymised) - F1(plaintext). Evaluation only: never run
-    on the hub. `table` has unique_id, given_name, family_name, date_of_birth (DATE),
-    sex, postcode, nhs_number. Returns unique_id, cluster_id."""
-    import splink.comparison_library as cl
+    on the hub.
+
+    `table` has unique_id, given_name, family_name, date_of_birth (DATE/TIMESTAMP) and any of
+    PLAINTEXT_COLUMNS. Comparisons mirror the hub's level by level (Jaro-Winkler instead of
+    Bloom Dice), blocking uses the same ideas (NHS number, UPN, DOB with phonetic names or
+    postcode district, names with birth year or postcode), training is the same (prior from
+    deterministic rules, u by random sampling, EM blocked on NHS number and on names+DOB),
+    and with `guard` the same chaining guard splits clusters an agency's NHS numbers
+    contradict. Returns unique_id, cluster_id.
+    """
     from splink import DuckDBAPI, Linker, SettingsCreator, block_on
 
+    from linkage.clusters import guard_chains
+    from linkage.person_linkage import DEFAULT_M_FLOOR, floor_m_probabilities
+
+    cols = {r[0] for r in con.execute(f"DESCRIBE {table}").fetchall()}
+    missing = {"unique_id", "given_name", "family_name", "date_of_birth"} - cols
+    if missing:
+        raise ValueError(f"table {table}: missing plaintext columns {sorted(missing)}")
+    combos = [
+        ("nhs_number",), ("upn",),
+        ("date_of_birth", "family_name_phonetic"), ("date_of_birth", "given_name_phonetic"),
+        ("date_of_birth", "postcode_district"),
+        ("given_name_phonetic", "family_name_phonetic", "year(date_of_birth)"),
+        ("given_name_canonical", "postcode"), ("family_name", "postcode"),
+        ("given_name_canonical", "year(date_of_birth)", "month(date_of_birth)"),
+    ]
+    rules = [block_on(*c) for c in combos
+             if all(x.split("(")[-1].rstrip(")") in cols for x in c)]
+    if not any("phonetic" in " ".join(c) for c in combos if all(
+            x.split("(")[-1].rstrip(")") in cols for x in c)):
+        rules += [block_on("date_of_birth", "substr(family_name, 1, 2)"),
+                  block_on("date_of_birth", "substr(given_name, 1, 2)"),
+                  block_on("given_name", "family_name", "year(date_of_birth)")]
     settings = SettingsCreator(
         link_type="dedupe_only",
-        comparisons=[
-            cl.NameComparison("given_name").configure(term_frequency_adjustments=True),
-            cl.NameComparison("family_name").configure(term_frequency_adjustments=True),
-            cl.DateOfBirthComparison("date_of_birth", input_is_string=False),
-            cl.PostcodeComparison("postcode"),
-            cl.ExactMatch("sex"),
-            cl.ExactMatch("nhs_number"),
-        ],
-        blocking_rules_to_generate_predictions=[
-            block_on("nhs_number"),
-            block_on("date_of_birth", "substr(family_name, 1, 2)"),
-            block_on("date_of_birth", "substr(given_name, 1, 2)"),
-            block_on("date_of_birth", "postcode"),
-            block_on("given_name", "family_name", "year(date_of_birth)"),
-        ],
+        comparisons=_plaintext_comparisons(cols),
+        blocking_rules_to_generate_predictions=rules,
     )
     db_api = DuckDBAPI(con)
     linker = Linker(db_api.register(table), settings, log_level=logging.WARNING)
+    det = [block_on("given_name", "family_name", "date_of_birth")]
+    if "nhs_number" in cols:
+        det.append(block_on("nhs_number", "date_of_birth"))
     try:
-        linker.training.estimate_probability_two_random_records_match(
-            [block_on("given_name", "family_name", "date_of_birth")], recall=0.8
-        )
+        linker.training.estimate_probability_two_random_records_match(det, recall=0.8)
         linker.training.estimate_u_using_random_sampling(max_pairs=u_max_pairs, seed=seed)
         linker.training.estimate_parameters_using_expectation_maximisation(
-            block_on("nhs_number")
+            block_on("nhs_number") if "nhs_number" in cols else block_on("date_of_birth")
         )
         linker.training.estimate_parameters_using_expectation_maximisation(
             block_on("given_name", "family_name", "date_of_birth")
         )
-        pred = linker.inference.predict(threshold_match_probability=0.5, warning_mode="never")
+        trained = floor_m_probabilities(
+            linker.misc.save_model_to_json(),
+            DEFAULT_M_FLOOR if m_floor is None else m_floor)
+    finally:
+        linker.table_management.delete_tables_created_by_splink_from_db()
+    # A fresh API: the first one caches term-frequency tables that were just dropped.
+    linker = Linker(DuckDBAPI(con).register(table), trained, log_level=logging.WARNING)
+    try:
+        pred = linker.inference.predict(
+            threshold_match_probability=min(0.5, threshold), warning_mode="never")
         clusters = linker.clustering.cluster_pairwise_predictions_at_threshold(
             pred, threshold_match_probability=threshold
         )
         out = con.execute(f"SELECT unique_id, cluster_id FROM {clusters.physical_name}").df()
+        edges = con.execute(
+            f"""SELECT unique_id_l, unique_id_r, match_weight FROM {pred.physical_name}
+                WHERE match_probability >= ?""", [threshold]).df()
     finally:
         linker.table_management.delete_tables_created_by_splink_from_db()
-    return out
+    if guard and {"agency", "batch_id", "nhs_number"} <= cols:
+        extra = con.execute(
+            f"SELECT unique_id, agency, batch_id, nhs_number AS tok_nhs_number, "
+            f"CAST(date_of_birth AS VARCHAR) AS tok_dob FROM {table}").df()
+        records, _ = guard_chains(out.merge(extra, on="unique_id"), edges)
+        out = records[["unique_id", "cluster_id"]]
+    return out.reset_index(drop=True)

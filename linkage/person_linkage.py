@@ -33,6 +33,10 @@ from linkage.comparisons import (
 
 INPUT_TABLE = "person_linkage_input"
 MODEL_FORMAT = "joinedup-person-model/1"
+# EM leaves m = 0 for levels no training pair happened to show (e.g. "different sex" within
+# the NHS-number block), which makes one keying error an absolute veto. A small floor keeps
+# such evidence strongly negative but finite.
+DEFAULT_M_FLOOR = 1e-3
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +52,7 @@ class LinkageSettings:
     seed: int = 42
     prior_recall: float = 0.8
     max_em_iterations: int = 25
+    m_floor: float = DEFAULT_M_FLOOR
     split_chains: bool = True
     # A previously trained model (as returned by `load_model`): skip training.
     model: dict[str, Any] | None = None
@@ -93,6 +98,21 @@ def make_model(splink_settings: dict[str, Any], model_version: str) -> dict[str,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "splink_settings": splink_settings,
     }
+
+
+def floor_m_probabilities(splink_settings: dict[str, Any], floor: float) -> dict[str, Any]:
+    """Raise every non-null level's m probability to at least `floor`, renormalised per
+    comparison (returns a new dict; u probabilities untouched)."""
+    out = json.loads(json.dumps(splink_settings, default=str))
+    if floor <= 0:
+        return out
+    for comparison in out["comparisons"]:
+        levels = [lv for lv in comparison["comparison_levels"] if not lv.get("is_null_level")]
+        ms = [max(float(lv.get("m_probability") or 0.0), floor) for lv in levels]
+        total = sum(ms)
+        for lv, m in zip(levels, ms, strict=True):
+            lv["m_probability"] = m / total
+    return out
 
 
 def model_to_json(model: dict[str, Any]) -> str:
@@ -210,7 +230,7 @@ def train_model(
         )
         for rule in training_blocking_rules(columns):
             linker.training.estimate_parameters_using_expectation_maximisation(rule)
-        trained = linker.misc.save_model_to_json()
+        trained = floor_m_probabilities(linker.misc.save_model_to_json(), settings.m_floor)
     finally:
         linker.table_management.delete_tables_created_by_splink_from_db()
     return make_model(trained, model_version)

@@ -1,0 +1,338 @@
+"""Linkage quality on a synthetic population, playing every party of the partnership.
+
+    python benchmarks/evaluate_linkage.py --people 5000 --seed 7 [--out var/eval] [--no-baseline]
+
+1. generate the population (synthetic_data), provision the partnership's keys
+   (synthetic_data.parties), run every agency's bridge (ig_bridge.split.run_bridge);
+2. hub: ingest, link persons, households and family networks (linkage.*), with no plaintext;
+3. evaluation only: decrypt each record_ref with its own agency's ref key (the agency's
+   KeyStore) to join ground truth; link the same accepted records with Splink on plaintext
+   (linkage.evaluation.plaintext_baseline) for the privacy-cost figure.
+
+Prints a table and writes the figures (numbers only, no identifiers or refs) to
+`<run>/hub/reports/linkage_quality.json`, which the IG-lead report picks up.
+The functions here are also what tests/test_quality_floors.py runs on a small population.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from dataclasses import asdict, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pandas as pd
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from ig_bridge.keys import KeyStore, decrypt_record_ref  # noqa: E402
+from ig_bridge.normalise import normalise_identifiers  # noqa: E402
+from ig_bridge.reader import iter_chunks  # noqa: E402
+from ig_bridge.split import run_bridge  # noqa: E402
+from linkage import evaluation as ev  # noqa: E402
+from linkage.config import HubPaths  # noqa: E402
+from linkage.family import build_family_network  # noqa: E402
+from linkage.households import build_households  # noqa: E402
+from linkage.ingest import ingest_landing  # noqa: E402
+from linkage.person_linkage import (  # noqa: E402
+    LinkageSettings,
+    blocked_pairs,
+    link_persons,
+    prepare_input,
+    score_pairs,
+    stored_model,
+)
+from schemas.mapping import SUBJECT, load_all_mappings  # noqa: E402
+from synthetic_data.generate import generate_population  # noqa: E402
+from synthetic_data.parties import provision_partnership  # noqa: E402
+
+REPORT_NAME = "linkage_quality.json"
+MAPPINGS = ROOT / "schemas" / "agencies"
+
+
+# --------------------------------------------------------------------------- parties
+
+
+def play_partnership(run: Path, *, people: int, seed: int, progress: bool = False,
+                     population: Path | None = None) -> dict[str, Any]:
+    """Generate (or copy) a population, provision keys, run every agency's bridge.
+    Returns {agency: {read, accepted, quarantined}}."""
+    run = Path(run)
+    pop = run / "population"
+    if population is not None:
+        shutil.copytree(population, pop, dirs_exist_ok=True)
+    elif not (pop / "population.json").exists():
+        generate_population(pop, seed, people, progress=progress)
+    mappings = load_all_mappings(MAPPINGS)
+    codes = sorted(p.name for p in (pop / "extracts").iterdir() if p.name in mappings)
+    provision_partnership(run, codes)
+    out: dict[str, Any] = {}
+    for code in codes:
+        extract = next(p for p in sorted((pop / "extracts" / code).iterdir()) if p.is_file())
+        res = run_bridge(extract, mappings[code].path, run / "agency" / code, run / "landing",
+                         progress=progress)
+        out[code] = {"read": res.rows_read, "accepted": res.rows_accepted,
+                     "quarantined": res.rows_quarantined}
+    return out
+
+
+def run_hub(run: Path, run_id: str, settings: LinkageSettings | None = None) -> dict[str, Any]:
+    """The hub's stages on one run folder: ingest, person linkage, households, family."""
+    paths = HubPaths.for_run(run).ensure()
+    t0 = time.perf_counter()
+    report = ingest_landing(paths)
+    refused = [(o.agency, o.reason_code) for o in report.refused]
+    if refused:
+        raise RuntimeError(f"hub refused batches: {refused}")
+    timings = {"ingest": time.perf_counter() - t0}
+    con = duckdb.connect(str(paths.warehouse))
+    try:
+        t = time.perf_counter()
+        result = link_persons(con, run_id, settings or LinkageSettings(show_progress=False))
+        timings["link_persons"] = time.perf_counter() - t
+        t = time.perf_counter()
+        hh = build_households(con, run_id)
+        fam = build_family_network(con, run_id)
+        timings["households_family"] = time.perf_counter() - t
+    finally:
+        con.close()
+    return {"linkage": result, "households": hh, "family": fam, "timings": timings}
+
+
+# --------------------------------------------------------------------------- evaluation only
+
+
+def decrypt_refs(run: Path, refs: pd.DataFrame) -> pd.DataFrame:
+    """refs (agency, record_ref) -> + record_id, each decrypted with its own agency's key.
+    Evaluation only: the hub never holds these keys."""
+    out = []
+    for agency, grp in refs.groupby("agency", sort=True):
+        keys = KeyStore(Path(run) / "agency" / agency / "keys", agency).ref_keys()
+        ids = [decrypt_record_ref(r, keys) for r in grp["record_ref"]]
+        out.append(grp.assign(record_id=ids))
+    return pd.concat(out, ignore_index=True)
+
+
+def plaintext_records(run: Path, accepted: pd.DataFrame) -> pd.DataFrame:
+    """Normalised plaintext identifiers of the accepted records (agency, record_id), read
+    from each agency's own extract with the bridge's reader and normaliser. Evaluation
+    only: this is what the agencies hold, never the hub."""
+    mappings = load_all_mappings(MAPPINGS)
+    frames = []
+    for agency, grp in accepted.groupby("agency", sort=True):
+        m = mappings[agency]
+        extract = next(p for p in sorted((Path(run) / "population" / "extracts" / agency)
+                                         .iterdir()) if p.is_file())
+        raw = pd.concat([c.frame for c in iter_chunks(extract, m.source)], ignore_index=True)
+        cols = m.identifier_columns(SUBJECT)
+        nf = normalise_identifiers(pd.DataFrame({f: raw[src] for f, src in cols.items()}),
+                                   m.source.date_formats).frame
+        nf = nf[nf["record_id"].isin(set(grp["record_id"]))]
+        nf = nf.drop_duplicates("record_id")
+        keep = [c for c in ev.PLAINTEXT_COLUMNS if c in nf.columns]
+        f = nf[keep].copy()
+        f.insert(0, "unique_id", agency + ":" + nf["record_id"].astype(str))
+        f["agency"], f["batch_id"] = agency, agency
+        f["date_of_birth"] = pd.to_datetime(f["date_of_birth"]).dt.date
+        frames.append(f)
+    out = pd.concat(frames, ignore_index=True)
+    for c in out.columns:  # all-null object columns would reach DuckDB as type NULL
+        if c != "date_of_birth" and out[c].dtype == object:
+            out[c] = out[c].astype("string")
+    return out
+
+
+def evaluate_run(run: Path, run_id: str, *, baseline: bool = True,
+                 threshold: float | None = None) -> dict[str, Any]:
+    """Quality figures for the hub's result of `run_id` against ground truth; with `baseline`
+    also the plaintext Splink baseline on the same accepted records."""
+    run = Path(run)
+    paths = HubPaths.for_run(run)
+    con = duckdb.connect(str(paths.warehouse))
+    try:
+        rp = con.execute("SELECT record_ref, agency, person_id FROM record_person").df()
+        hh = con.execute("SELECT person_id, household_id FROM household_member").df()
+        version, thr = con.execute(
+            "SELECT model_version, auto_match_probability FROM linkage_run WHERE run_id = ?",
+            [run_id]).fetchone()
+        model = stored_model(con, version)
+        thr = threshold or thr
+        prepare_input(con)
+        scored = score_pairs(con, model, threshold=0.01)
+        blocked = blocked_pairs(con, model)
+    finally:
+        con.close()
+
+    rp = decrypt_refs(run, rp)
+    rp["unique_id"] = rp["agency"] + ":" + rp["record_ref"]
+    gt = pd.read_parquet(run / "population" / "ground_truth" / "records.parquet")
+    gt["record_id"] = gt["record_id"].astype(str)
+    truth = gt.merge(rp[["agency", "record_id", "unique_id"]], on=["agency", "record_id"])
+    flags = [c for c in gt.columns if c.startswith("cor_")]
+    truth = truth[["unique_id", "agency", "person_id", "household_id", *flags]]
+    pred = rp[["unique_id", "agency"]].assign(cluster_id=rp["person_id"])
+    t_ids = truth[["unique_id", "person_id"]]
+
+    cross = ev.pairwise_metrics(pred, t_ids, key="unique_id", cross_agency_only=True)
+    allp = ev.pairwise_metrics(pred, t_ids, key="unique_id")
+    b3 = ev.bcubed_metrics(pred, t_ids, key="unique_id")
+    pre_guard = ev.scored_pair_precision(scored, t_ids, thr)
+    completeness = ev.pair_completeness(blocked, ev.true_pairs(t_ids))
+    # Household of a record = household of its person; persons the hub could not place
+    # (no address evidence) are singletons.
+    ph = dict(zip(hh["person_id"], hh["household_id"], strict=True))
+    hpred = pd.DataFrame({"unique_id": rp["unique_id"],
+                          "household_id": [ph.get(p, f"none:{p}") for p in rp["person_id"]]})
+    htruth = truth[["unique_id"]].assign(true_household_id=truth["household_id"])
+    house = ev.household_pairwise_metrics(hpred, htruth, key="unique_id")
+    persons = pd.read_parquet(run / "population" / "ground_truth" / "persons.parquet")
+
+    def sc(s: ev.Scores) -> dict[str, float]:
+        return {k: round(float(v), 6) for k, v in asdict(s).items()}
+
+    report: dict[str, Any] = {
+        "run_id": run_id,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "model_version": version,
+        "auto_match_probability": thr,
+        "n_records": len(rp),
+        "n_true_persons": int(truth["person_id"].nunique()),
+        "n_linked_persons": int(rp["person_id"].nunique()),
+        "person_cross_agency": sc(cross),
+        "person_all_pairs": sc(allp),
+        "person_bcubed": sc(b3),
+        "household_pairwise": sc(house),
+        "pair_completeness": round(completeness, 6),
+        "n_candidate_pairs": len(blocked),
+        # Pairs the run joined automatically: every pair inside one person (after the
+        # chaining guard), i.e. all-pairs precision; and the raw scored pairs at the threshold.
+        "auto_match_precision": round(allp.precision, 6),
+        "scored_pair_precision_at_threshold": round(pre_guard.precision, 6),
+        "false_negatives_by_corruption": ev.misses_by_flag(
+            pred, truth[["unique_id", "person_id", *flags]], flags, key="unique_id"),
+        "false_positives_by_kind": ev.false_match_kinds(pred, t_ids, persons, key="unique_id"),
+    }
+    if baseline:
+        plain = plaintext_records(run, rp[["agency", "record_id"]])
+        bcon = duckdb.connect()
+        try:
+            bcon.register("_plain", plain)
+            bcon.execute("CREATE TABLE plaintext_records AS SELECT * FROM _plain")
+            t = time.perf_counter()
+            base = ev.plaintext_baseline(bcon, "plaintext_records", threshold=thr)
+            report["plaintext_seconds"] = round(time.perf_counter() - t, 2)
+        finally:
+            bcon.close()
+        base["agency"] = base["unique_id"].str.split(":", n=1).str[0]
+        bt = plain[["unique_id"]].merge(
+            gt.assign(unique_id=gt["agency"] + ":" + gt["record_id"])[["unique_id", "person_id"]],
+            on="unique_id")
+        pc = ev.pairwise_metrics(base, bt, key="unique_id", cross_agency_only=True)
+        pa = ev.pairwise_metrics(base, bt, key="unique_id")
+        report["plaintext_cross_agency"] = sc(pc)
+        report["plaintext_all_pairs"] = sc(pa)
+        report["privacy_cost_f1"] = round(allp.f1 - pa.f1, 6)
+        report["privacy_cost_f1_cross_agency"] = round(cross.f1 - pc.f1, 6)
+    paths.reports.mkdir(parents=True, exist_ok=True)
+    (paths.reports / REPORT_NAME).write_text(json.dumps(report, indent=1), "utf-8")
+    return report
+
+
+TARGETS = {
+    "auto_match_precision": (">=", 0.999),
+    "household_f1": (">=", 0.98),
+    "pair_completeness": (">=", 0.995),
+    "privacy_cost_f1": (">=", -0.002),
+}
+
+
+def render(report: dict[str, Any], console: Console) -> None:
+    table = Table(title=f"linkage quality — {report['n_records']:,} records, "
+                        f"threshold {report['auto_match_probability']}")
+    for c in ("measure", "precision", "recall", "F1", "plaintext F1"):
+        table.add_column(c, justify="left" if c == "measure" else "right")
+
+    def row(name: str, key: str, base: str | None = None) -> None:
+        s = report[key]
+        b = report.get(base, {}).get("f1") if base else None
+        table.add_row(name, f"{s['precision']:.4f}", f"{s['recall']:.4f}", f"{s['f1']:.4f}",
+                      "-" if b is None else f"{b:.4f}")
+
+    row("person pairs, cross-agency", "person_cross_agency", "plaintext_cross_agency")
+    row("person pairs, all", "person_all_pairs", "plaintext_all_pairs")
+    row("person clusters, B-cubed", "person_bcubed")
+    row("household pairs", "household_pairwise")
+    console.print(table)
+    checks = Table(title="targets")
+    for c in ("figure", "value", "target", "met"):
+        checks.add_column(c)
+    values = {
+        "auto_match_precision": report["auto_match_precision"],
+        "household_f1": report["household_pairwise"]["f1"],
+        "pair_completeness": report["pair_completeness"],
+        "privacy_cost_f1": report.get("privacy_cost_f1"),
+    }
+    for k, (op, target) in TARGETS.items():
+        v = values[k]
+        met = "-" if v is None else ("yes" if v >= target else "NO")
+        checks.add_row(k, "-" if v is None else f"{v:+.4f}" if "cost" in k else f"{v:.4f}",
+                       f"{op} {target}", met)
+    checks.add_row("scored-pair precision at threshold (before chaining guard)",
+                   f"{report['scored_pair_precision_at_threshold']:.4f}", "", "")
+    console.print(checks)
+    console.print(f"false negatives by corruption: {report['false_negatives_by_corruption']}")
+    console.print(f"false positives by kind: {report['false_positives_by_kind']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--people", type=int, default=5000)
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--out", type=Path, default=None,
+                    help="run folder (default var/eval-<people>-<seed>)")
+    ap.add_argument("--threshold", type=float, default=None, help="auto-match probability")
+    ap.add_argument("--no-baseline", action="store_true")
+    ap.add_argument("--keep", action="store_true", help="reuse an existing run folder")
+    args = ap.parse_args(argv)
+    console = Console()
+    run = args.out or ROOT / "var" / f"eval-{args.people}-{args.seed}"
+    if run.exists() and not args.keep:
+        shutil.rmtree(run)
+    settings = LinkageSettings(show_progress=True)
+    if args.threshold is not None:
+        settings = replace(settings, auto_match_probability=args.threshold)
+    with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
+                  console=console, transient=True) as bar:
+        task = bar.add_task("parties: generate, keys, bridges", total=3)
+        t = time.perf_counter()
+        if not (run / "hub" / "warehouse.duckdb").exists():
+            play_partnership(run, people=args.people, seed=args.seed)
+        t_bridge = time.perf_counter() - t
+        bar.update(task, advance=1, description="hub: ingest, link, households")
+        t = time.perf_counter()
+        run_id = f"eval-{datetime.now(UTC):%Y%m%dT%H%M%S}"
+        hub = run_hub(run, run_id, replace(settings, show_progress=False))
+        t_hub = time.perf_counter() - t
+        bar.update(task, advance=1, description="evaluation: ground truth, plaintext baseline")
+        report = evaluate_run(run, run_id, baseline=not args.no_baseline)
+        bar.advance(task)
+    render(report, console)
+    console.print(f"bridges {t_bridge:.1f}s, hub {t_hub:.1f}s "
+                  f"({', '.join(f'{k} {v:.1f}s' for k, v in hub['timings'].items())}); "
+                  f"report {HubPaths.for_run(run).reports / REPORT_NAME}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
