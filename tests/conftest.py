@@ -1,1 +1,49 @@
 """Shared test fixtures."""
+
+
+# --- helper-7 (Airflow orchestration): one small synthetic run shared by the DAG tests --------
+import shutil as _shutil  # noqa: E402
+from pathlib import Path as _Path  # noqa: E402
+
+import pytest as _pytest  # noqa: E402
+
+ORCH_PEOPLE = 1500
+ORCH_SEED = 20240601
+
+
+@_pytest.fixture(scope="session")
+def orchestrated_run(tmp_path_factory: _pytest.TempPathFactory) -> _Path:
+    """A run folder (docs/contracts.md layout) with a 1,500-person population, provisioned
+    partnership keys, and every agency's extract bridged and landed through the bridge DAGs'
+    task functions (no scheduler). Tests copy it with `copy_run` before changing anything."""
+    from linkage.orchestration import (
+        agency_dag_specs,
+        land_task,
+        provision,
+        split_sign_task,
+        validate_task,
+    )
+    from synthetic_data.generate import generate_population
+
+    run = tmp_path_factory.mktemp("orchestrated") / "run"
+    generate_population(run / "population", seed=ORCH_SEED, people=ORCH_PEOPLE)
+    specs = agency_dag_specs()
+    provision(run, [s.code for s in specs])
+    for s in specs:
+        checked = validate_task(s.code, s.mapping_path, None, base=run)
+        split = split_sign_task(s.code, s.mapping_path, checked["extract"], s.extract_kind,
+                                base=run)
+        land_task(split, base=run)
+    return run
+
+
+def copy_run(src: _Path, dest: _Path, *, landed: bool = True) -> _Path:
+    """A private copy of a run folder; without `landed`, only population and keys."""
+    if landed:
+        _shutil.copytree(src, dest, symlinks=True)
+        return dest
+    for part in ("population", "partnership", "hub/public_keys"):
+        _shutil.copytree(src / part, dest / part)
+    for keys in (src / "agency").glob("*/keys"):
+        _shutil.copytree(keys, dest / "agency" / keys.parent.name / "keys")
+    return dest
