@@ -10,6 +10,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import SQLAlchemyError
@@ -52,8 +53,11 @@ def temp_schema(url: str, prefix: str = "gov_test") -> Iterator[str]:
         engine.dispose()
 
 
-def append_worker(args: tuple[str, str | None, str, int, str | None]) -> list[int]:
-    """Process entry point for concurrency tests: append n entries as `writer`."""
+def append_worker(
+    args: tuple[str, str | None, str, int, str | None], barrier: Any = None, out: Any = None
+) -> list[int]:
+    """Process entry point for concurrency tests: append n entries as `writer`, starting
+    together with the other workers at `barrier`; puts (writer, seqs) on `out` if given."""
     from pathlib import Path
 
     from governance.audit import AuditLog, load_hub_key
@@ -61,6 +65,12 @@ def append_worker(args: tuple[str, str | None, str, int, str | None]) -> list[in
     url, schema, writer, n, key_path = args
     key = load_hub_key(Path(key_path)) if key_path else None
     log = AuditLog(url, schema=schema, signing_key=key, checkpoint_every=10, create=False)
+    with log.engine.connect():
+        pass  # connect before the barrier so all workers start appending at once
+    if barrier is not None:
+        barrier.wait(timeout=60)
     seqs = [log.append("test", {"writer": writer, "i": i}).seq for i in range(n)]
     log.engine.dispose()
+    if out is not None:
+        out.put((writer, seqs))
     return seqs
