@@ -1,0 +1,364 @@
+"""The governance HTTP API (FastAPI): scoped views, involvement index, identity requests.
+
+Authentication (embedded default): opaque bearer tokens issued by `TokenStore.issue`, stored
+only as SHA-256 hashes in the governance store (table gov_api_tokens), each mapped to a user id,
+a role and an employing agency. Production can swap in any `Authenticator` (e.g. OIDC JWT
+validation; see docs/api.md). Errors: 401 no/bad token; 403 refused (reasons recorded in the
+audit log by the decision); 404 unknown person/household; 422 bad input; 502 bridge failure.
+
+    uvicorn --factory governance.api:app_from_env   # JOINEDUP_API_CONFIG=hub_api.yaml
+    python -m governance.api issue-token --db URL --user U --role practitioner
+"""
+
+# No `from __future__ import annotations`: FastAPI must see the real Annotated types.
+
+import argparse
+import datetime as dt
+import hashlib
+import hmac
+import os
+import secrets
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Protocol
+
+import yaml
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Path as PathParam
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field
+from sqlalchemy import Column, Engine, MetaData, String, Table, insert, select, update
+
+from governance.audit import AuditError, AuditLog, load_hub_key, make_engine
+from governance.decisions import Governance, User
+from governance.identity import BadIdentityRequest, BridgeUnavailable, IdentityService
+from governance.policy import ROLE_NAMES
+from governance.service import (
+    Forbidden,
+    NotFound,
+    ViewResult,
+    ViewService,
+    load_consent,
+)
+
+ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
+PROTOCOL_PATTERN = r"^[a-z][a-z0-9_]{2,63}$"
+FIELD_PATTERN = r"^[a-z][a-z0-9_]{1,63}$"
+
+# --- authentication ----------------------------------------------------------------------------
+
+_meta = MetaData()
+api_tokens = Table(
+    "gov_api_tokens", _meta,
+    Column("token_sha256", String(64), primary_key=True),
+    Column("user_id", String(128), nullable=False),
+    Column("role", String(32), nullable=False),
+    Column("agency", String(8), nullable=True),
+    Column("created_at", String(40), nullable=False),
+    Column("revoked_at", String(40), nullable=True),
+)
+
+
+def _hash_token(token: str) -> str:
+    # Tokens are 256-bit random, so a plain SHA-256 is enough (no password-style KDF needed).
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+class Authenticator(Protocol):
+    def authenticate(self, token: str) -> User | None: ...
+
+
+class TokenStore:
+    """Hashed bearer tokens in the governance store (SQLite by default, PostgreSQL in prod)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        _meta.create_all(engine)
+
+    def issue(self, user_id: str, role: str, agency: str | None = None) -> str:
+        """A new token; the only time its plaintext exists is in this return value."""
+        if role not in ROLE_NAMES:
+            raise ValueError(f"role: unknown role {role!r}; known: {sorted(ROLE_NAMES)}")
+        token = secrets.token_urlsafe(32)
+        self.add_hashed(_hash_token(token), user_id, role, agency)
+        return token
+
+    def add_hashed(self, token_sha256: str, user_id: str, role: str,
+                   agency: str | None = None) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(insert(api_tokens).values(
+                token_sha256=token_sha256, user_id=user_id, role=role, agency=agency,
+                created_at=dt.datetime.now(dt.UTC).isoformat()))
+
+    def known(self, token_sha256: str) -> bool:
+        with self.engine.connect() as conn:
+            return conn.execute(select(api_tokens.c.user_id)
+                                .where(api_tokens.c.token_sha256 == token_sha256)).first() \
+                is not None
+
+    def revoke(self, token: str) -> bool:
+        with self.engine.begin() as conn:
+            res = conn.execute(update(api_tokens)
+                               .where(api_tokens.c.token_sha256 == _hash_token(token),
+                                      api_tokens.c.revoked_at.is_(None))
+                               .values(revoked_at=dt.datetime.now(dt.UTC).isoformat()))
+        return res.rowcount == 1
+
+    def authenticate(self, token: str) -> User | None:
+        h = _hash_token(token)
+        with self.engine.connect() as conn:
+            row = conn.execute(select(api_tokens).where(api_tokens.c.token_sha256 == h)).first()
+        if row is None or row.revoked_at is not None:
+            return None
+        if not hmac.compare_digest(row.token_sha256, h):
+            return None
+        return User(row.user_id, row.role, row.agency)
+
+
+# --- response models (they are the OpenAPI contract) -------------------------------------------
+
+class RecordOut(BaseModel):
+    agency: str
+    person_id: str
+    fields: dict[str, Any]
+
+
+class WithheldOut(BaseModel):
+    agency: str
+    field: str
+    reasons: list[str]
+
+
+class ViewOut(BaseModel):
+    protocol_id: str
+    subject_kind: str
+    subject_id: str
+    audit_seq: int = Field(description="The audit entry that recorded this request")
+    decision_ids: list[str]
+    members: list[str]
+    records: list[RecordOut]
+    withheld: list[WithheldOut]
+    household_id: str | None = None
+
+
+class InvolvedAgency(BaseModel):
+    agency: str
+    since: str | None
+    members: list[str]
+    record_types: list[str]
+    lead_practitioner_contacts: list[str]
+
+
+class InvolvementOut(BaseModel):
+    household_id: str
+    audit_seq: int
+    members: list[str]
+    agencies: list[InvolvedAgency]
+
+
+class IdentityIn(BaseModel):
+    protocol_id: str = Field(pattern=PROTOCOL_PATTERN)
+    agency: str = Field(pattern=r"^[A-Z]{2,8}$")
+    reason: str = Field(min_length=20, max_length=500,
+                        description="Why identity is needed; no identifiers (screened)")
+
+
+class IdentityOut(BaseModel):
+    request_id: str
+    agency: str
+    audit_seq: int
+    identities: list[dict[str, Any]]
+
+
+class ErrorOut(BaseModel):
+    detail: str
+    reasons: list[str] | None = None
+    audit_seq: int | None = None
+
+
+def _view_out(v: ViewResult) -> ViewOut:
+    return ViewOut(protocol_id=v.protocol_id, subject_kind=v.subject_kind,
+                   subject_id=v.subject_id, audit_seq=v.audit_seq, decision_ids=v.decision_ids,
+                   members=v.members,
+                   records=[RecordOut(agency=r.agency, person_id=r.person_id, fields=r.fields)
+                            for r in v.records],
+                   withheld=[WithheldOut(agency=w.agency, field=w.field, reasons=w.reasons)
+                             for w in v.withheld],
+                   household_id=v.extra.get("household_id"))
+
+
+# --- the app -----------------------------------------------------------------------------------
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorOut, "description": "No or bad bearer token"},
+    403: {"model": ErrorOut, "description": "Refused; reasons recorded in the audit log"},
+    404: {"model": ErrorOut, "description": "Unknown person or household"},
+}
+
+
+def create_app(views: ViewService, auth: Authenticator,
+               identity: IdentityService | None = None) -> FastAPI:
+    app = FastAPI(title="joinedup governance API", version="1",
+                  description="Scoped, audited, pseudonymous views under data-sharing "
+                              "protocols; identity only via the originating agency.")
+    bearer = HTTPBearer(auto_error=False)
+
+    def current_user(
+        cred: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> User:
+        user = auth.authenticate(cred.credentials) if cred is not None else None
+        if user is None:
+            raise HTTPException(401, "missing or invalid bearer token",
+                                headers={"WWW-Authenticate": "Bearer"})
+        return user
+
+    CurrentUser = Annotated[User, Depends(current_user)]  # noqa: N806
+    ProtocolQ = Annotated[str, Query(pattern=PROTOCOL_PATTERN, description="protocol id")]  # noqa: N806
+    FieldsQ = Annotated[list[str] | None, Query(  # noqa: N806
+        description="ask for fewer fields than the protocol allows (minimum necessary)")]
+
+    @app.exception_handler(Forbidden)
+    def _forbidden(_: Request, exc: Forbidden) -> JSONResponse:
+        return JSONResponse(status_code=403, content={
+            "detail": "refused under the protocol", "reasons": exc.reasons,
+            "audit_seq": exc.audit_seq})
+
+    @app.exception_handler(NotFound)
+    def _not_found(_: Request, exc: NotFound) -> JSONResponse:
+        return JSONResponse(status_code=404, content={
+            "detail": f"unknown {exc.kind}", "audit_seq": exc.audit_seq})
+
+    @app.exception_handler(BadIdentityRequest)
+    def _bad(_: Request, exc: BadIdentityRequest) -> JSONResponse:
+        return JSONResponse(status_code=422, content={"detail": str(exc)})
+
+    @app.exception_handler(BridgeUnavailable)
+    def _bridge(_: Request, exc: BridgeUnavailable) -> JSONResponse:
+        return JSONResponse(status_code=502, content={"detail": str(exc)})
+
+    @app.exception_handler(AuditError)
+    def _audit(_: Request, exc: AuditError) -> JSONResponse:
+        # Fail closed: nothing is disclosed when the decision could not be recorded.
+        return JSONResponse(status_code=503, content={"detail": "audit log unavailable"})
+
+    def _check_fields(fields: list[str] | None) -> None:
+        import re
+
+        for i, f in enumerate(fields or []):
+            if not re.fullmatch(FIELD_PATTERN, f):
+                raise HTTPException(422, f"fields[{i}]: not a field name")
+
+    @app.get("/health")
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/persons/{person_id}", response_model=ViewOut, responses=_ERRORS)
+    def person_view(user: CurrentUser, protocol: ProtocolQ,
+                    person_id: Annotated[str, PathParam(pattern=ID_PATTERN)],
+                    fields: FieldsQ = None) -> ViewOut:
+        """A person's linked records under a protocol: allowed fields only, pseudonymous."""
+        _check_fields(fields)
+        return _view_out(views.person_view(user, protocol, person_id, fields))
+
+    @app.get("/households/{household_id}", response_model=ViewOut, responses=_ERRORS)
+    def household_view(user: CurrentUser, protocol: ProtocolQ,
+                       household_id: Annotated[str, PathParam(pattern=ID_PATTERN)],
+                       fields: FieldsQ = None) -> ViewOut:
+        """Every member's linked records under a protocol (one audit entry for the request)."""
+        _check_fields(fields)
+        return _view_out(views.household_view(user, protocol, household_id, fields))
+
+    @app.get("/households/{household_id}/involvement", response_model=InvolvementOut,
+             responses=_ERRORS)
+    def involvement(user: CurrentUser,
+                    household_id: Annotated[str, PathParam(pattern=ID_PATTERN)],
+                    ) -> InvolvementOut:
+        """Who holds what: agencies involved, since when, lead practitioner contact."""
+        v = views.involvement(user, household_id)
+        return InvolvementOut(household_id=household_id, audit_seq=v.audit_seq,
+                              members=v.members,
+                              agencies=[InvolvedAgency(**a) for a in v.extra["agencies"]])
+
+    @app.post("/persons/{person_id}/identity", response_model=IdentityOut,
+              responses={**_ERRORS, 502: {"model": ErrorOut}})
+    def identity_request(user: CurrentUser,
+                         person_id: Annotated[str, PathParam(pattern=ID_PATTERN)],
+                         body: IdentityIn) -> Any:
+        """Ask the originating agency who this is. Returned to this session only; the hub
+        never stores it."""
+        if identity is None:
+            raise HTTPException(503, "identity requests are not configured at this hub")
+        r = identity.request(user, body.protocol_id, person_id, body.agency, body.reason)
+        resp = JSONResponse(IdentityOut(request_id=r.request_id, agency=r.agency,
+                                        audit_seq=r.audit_seq,
+                                        identities=r.identities).model_dump())
+        resp.headers["Cache-Control"] = "no-store"
+        return resp
+
+    return app
+
+
+# --- configuration -----------------------------------------------------------------------------
+
+def app_from_config(path: str | Path) -> FastAPI:
+    """Build the app from a hub config YAML:
+
+    warehouse: var/run/hub/warehouse.duckdb
+    governance_db: sqlite:///var/run/hub/governance.db
+    relationships_csv: var/run/hub/allocations.csv      # user_id,kind,subject_id,start,end
+    hub_signing_key: var/run/hub/keys/hub_request.pem    # Ed25519, 0600
+    bridges: {CSC: "https://reid.csc.example"}
+    tokens:                                              # optional, hashed only
+      - {token_sha256: "...", user_id: sw1, role: practitioner, agency: CSC}
+    """
+    import pandas as pd
+
+    from governance.relationships import RelationshipRegistry
+
+    path = Path(path)
+    cfg = yaml.safe_load(path.read_text("utf-8")) or {}
+    for key in ("warehouse", "governance_db"):
+        if key not in cfg:
+            raise ValueError(f"{path}: {key}: missing")
+    engine = make_engine(cfg["governance_db"])
+    rel_csv = cfg.get("relationships_csv")
+    rels = (RelationshipRegistry.from_frame(pd.read_csv(rel_csv, dtype=str), source=rel_csv)
+            if rel_csv else RelationshipRegistry())
+    warehouse = Path(cfg["warehouse"])
+    gov = Governance(AuditLog(engine), consent=load_consent(warehouse), relationships=rels)
+    views = ViewService(warehouse, gov)
+    store = TokenStore(engine)
+    for i, t in enumerate(cfg.get("tokens") or []):
+        try:
+            if not store.known(t["token_sha256"]):
+                store.add_hashed(t["token_sha256"], t["user_id"], t["role"], t.get("agency"))
+        except KeyError as exc:
+            raise ValueError(f"{path}: tokens.{i}.{exc.args[0]}: missing") from None
+    ident = None
+    if cfg.get("hub_signing_key"):
+        ident = IdentityService(views, load_hub_key(Path(cfg["hub_signing_key"])),
+                                cfg.get("bridges") or {})
+    return create_app(views, store, ident)
+
+
+def app_from_env() -> FastAPI:
+    return app_from_config(os.environ["JOINEDUP_API_CONFIG"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m governance.api")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("issue-token", help="issue a bearer token (printed once, stored hashed)")
+    t.add_argument("--db", required=True, help="SQLAlchemy URL of the governance store")
+    t.add_argument("--user", required=True)
+    t.add_argument("--role", required=True, choices=sorted(ROLE_NAMES))
+    t.add_argument("--agency", default=None)
+    a = p.parse_args(argv)
+    store = TokenStore(make_engine(a.db))
+    print(store.issue(a.user, a.role, a.agency))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""Identity requests, hub side: ask the originating agency's bridge, never keep the answer.
+
+The hub decides (same rules as a view of that agency's data under the protocol), records one
+audit entry *before* anything is disclosed (fail closed), then forwards a request signed with
+the hub's Ed25519 key to the agency's re-identification service (ig_bridge.reid_service), which
+verifies it with the hub's public key, decrypts its own record refs, logs the request in its own
+audit log and answers. The identity goes back in the HTTP response to the user's session only:
+it is never written, logged, cached or put in an exception message at the hub.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from governance.audit import canonical_json, key_id
+from governance.decisions import MIN_JUSTIFICATION, User, screen_justification
+from governance.relationships import Subject
+from governance.service import Forbidden, NotFound, ViewError, ViewService
+
+REQUEST_VERSION = 1
+REQUEST_TTL = dt.timedelta(minutes=2)
+
+
+class BadIdentityRequest(ViewError):
+    """The request itself is unacceptable (e.g. the reason looks like an identifier)."""
+
+
+class BridgeUnavailable(ViewError):
+    """The agency's bridge could not be reached or refused the request; nothing disclosed."""
+
+
+@dataclass(frozen=True)
+class IdentityResult:
+    request_id: str
+    agency: str
+    audit_seq: int
+    identities: list[dict[str, Any]]  # [{found, display}] in record order; never stored
+
+
+def sign_request(request: Mapping[str, Any], key: Ed25519PrivateKey) -> str:
+    """Base64 Ed25519 signature over the canonical JSON (sorted keys, no whitespace, UTF-8)."""
+    return base64.b64encode(key.sign(canonical_json(request).encode("utf-8"))).decode()
+
+
+class IdentityService:
+    def __init__(self, views: ViewService, signing_key: Ed25519PrivateKey,
+                 bridges: Mapping[str, str], http: httpx.Client | None = None,
+                 timeout: float = 10.0) -> None:
+        self.views = views
+        self.key = signing_key
+        self.key_id = key_id(signing_key.public_key())
+        self.bridges = {a: u.rstrip("/") for a, u in bridges.items()}
+        # trust_env=False: a proxy from the environment must never see identities in transit.
+        self.http = http or httpx.Client(timeout=timeout, trust_env=False)
+
+    def _record_refs(self, person_id: str, agency: str) -> list[str]:
+        with self.views._con() as con:
+            rows = con.execute("SELECT record_ref FROM record_person WHERE person_id = ? "
+                               "AND agency = ? ORDER BY record_ref", [person_id, agency]).fetchall()
+        return [r[0] for r in rows]
+
+    def request(self, user: User, protocol_id: str, person_id: str, agency: str,
+                reason: str) -> IdentityResult:
+        reason = reason.strip()
+        if len(reason) < MIN_JUSTIFICATION or not screen_justification(reason):
+            # Refused before anything is decided or logged: the text never reaches a log.
+            raise BadIdentityRequest(
+                f"reason: give at least {MIN_JUSTIFICATION} characters of purpose, with no "
+                "names, dates, postcodes, phone numbers or other identifiers")
+        gov = self.views.gov
+        at = self.views.clock()
+        exists, household_id = self.views.person_household(person_id)
+        requested = self.views._requested(protocol_id, [agency])
+        d = gov.evaluate(user, protocol_id, Subject(person_id, household_id), requested, at)
+        refs = self._record_refs(person_id, agency) if exists else []
+        allowed = bool(d.allowed_fields())
+        request_id = uuid.uuid4().hex
+        if not allowed:
+            outcome = "refused"
+        elif not refs:
+            outcome = "not_found"
+        elif agency not in self.bridges:
+            outcome = "no_bridge_configured"
+        else:
+            outcome = "forwarded"
+        body = {**d.audit_body(None), "type": "identity_request", "request_id": request_id,
+                "target_agency": agency, "n_record_refs": len(refs), "outcome": outcome,
+                "reason": reason}
+        seq = gov.audit.append("decision", body).seq  # before any disclosure: fail closed
+        if outcome == "refused":
+            reasons = sorted({r for f in d.fields if not f.allowed for r in f.reasons})
+            raise Forbidden(d, reasons or ["agency_not_in_protocol"], seq)
+        if outcome == "not_found":
+            raise NotFound(f"record of person at {agency}", person_id, seq)
+        if outcome == "no_bridge_configured":
+            raise BridgeUnavailable(f"no re-identification service configured for {agency}")
+
+        now = dt.datetime.now(dt.UTC)
+        signed = {
+            "request_version": REQUEST_VERSION, "request_id": request_id,
+            "hub_decision_id": d.decision_id, "hub_audit_seq": seq,
+            "protocol_id": protocol_id, "requesting_user": user.user_id, "reason": reason,
+            "agency": agency, "record_refs": refs, "issued_at": now.isoformat(),
+            "expires_at": (now + REQUEST_TTL).isoformat(), "hub_key_id": self.key_id,
+        }
+        envelope = {"request": signed, "signature": sign_request(signed, self.key)}
+        try:
+            resp = self.http.post(f"{self.bridges[agency]}/reidentify", json=envelope)
+        except httpx.HTTPError as exc:
+            raise BridgeUnavailable(f"{agency} re-identification service unreachable "
+                                    f"({type(exc).__name__})") from None
+        if resp.status_code != 200:
+            code = _error_code(resp)
+            raise BridgeUnavailable(f"{agency} re-identification service refused the request "
+                                    f"(HTTP {resp.status_code}: {code})")
+        answer = resp.json()
+        if answer.get("request_id") != request_id:
+            raise BridgeUnavailable(f"{agency} answered a different request")
+        identities = [{"found": bool(i.get("found")), "display": i.get("display")}
+                      for i in answer.get("identities", [])]
+        return IdentityResult(request_id, agency, seq, identities)
+
+
+def _error_code(resp: httpx.Response) -> str:
+    try:
+        return str(resp.json().get("error", "unknown"))[:80]
+    except ValueError:
+        return "unreadable answer"
