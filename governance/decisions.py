@@ -247,9 +247,9 @@ class Governance:
         self.protocols = dict(protocols) if protocols is not None else load_protocols()
         self.roles = dict(roles) if roles is not None else load_roles()
 
-    # -- pure evaluation (no recording) -----------------------------------------------------
+    # -- evaluation without recording: private, so nothing can be disclosed unaudited --------
 
-    def evaluate(
+    def _evaluate(
         self,
         user: User,
         protocol: Protocol | str,
@@ -373,7 +373,7 @@ class Governance:
     ) -> Decision:
         """Decide and record: exactly one audit entry per call. If the audit append fails the
         caller gets an AuditError and must disclose nothing (fail closed)."""
-        d = self.evaluate(user, protocol, subject, requested_fields, at, break_glass, mode=mode)
+        d = self._evaluate(user, protocol, subject, requested_fields, at, break_glass, mode=mode)
         justification = None
         if break_glass is not None:
             justification = (break_glass.justification.strip()
