@@ -247,9 +247,9 @@ class Governance:
         self.protocols = dict(protocols) if protocols is not None else load_protocols()
         self.roles = dict(roles) if roles is not None else load_roles()
 
-    # -- evaluation without recording: private, so nothing can be disclosed unaudited --------
+    # -- evaluation without recording -----------------------------------------------------------
 
-    def _evaluate(
+    def evaluate(
         self,
         user: User,
         protocol: Protocol | str,
@@ -260,6 +260,8 @@ class Governance:
         *,
         mode: Literal["request", "offer"] = "request",
     ) -> Decision:
+        """Evaluate without recording. Callers that do not use `decide` (e.g. a view over a
+        whole household) must append exactly one audit entry before disclosing anything."""
         if at.tzinfo is None:
             raise ValueError("`at` must be timezone-aware")
         if mode not in ("request", "offer"):
@@ -373,7 +375,7 @@ class Governance:
     ) -> Decision:
         """Decide and record: exactly one audit entry per call. If the audit append fails the
         caller gets an AuditError and must disclose nothing (fail closed)."""
-        d = self._evaluate(user, protocol, subject, requested_fields, at, break_glass, mode=mode)
+        d = self.evaluate(user, protocol, subject, requested_fields, at, break_glass, mode=mode)
         justification = None
         if break_glass is not None:
             justification = (break_glass.justification.strip()
