@@ -86,3 +86,37 @@ def stage_households(paths: HubPaths, run_id: str) -> dict[str, Any]:
         return {"households": _summary(hh), "family": _summary(fam)}
 
     return _once(paths, run_id, "households", work)
+
+
+def stage_marts(paths: HubPaths, run_id: str) -> dict[str, Any]:
+    """Analyst marts (hub/marts/analyst.duckdb), rebuilt from the warehouse, then checked:
+    a marts file that breaks the suppression rules fails the stage."""
+    from linkage.disclosure import check_marts
+    from linkage.marts import build_marts
+
+    def work(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
+        summary = build_marts(con, paths.marts / "analyst.duckdb", run_id)
+        problems = check_marts(summary.path)
+        if problems:
+            raise RuntimeError(f"{summary.path}: {len(problems)} disclosure breach(es), first: "
+                               f"{problems[0]}")
+        return _summary(summary)
+
+    return _once(paths, run_id, "marts", work)
+
+
+def stage_report(paths: HubPaths, run_id: str, audit_db: str | None = None) -> dict[str, Any]:
+    """The IG lead's linkage audit report (hub/reports/linkage_report_<run>.html); the access
+    section is filled when a governance audit log URL is given."""
+    from governance.reports.linkage_report import build_report
+
+    def work(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
+        audit = None
+        if audit_db is not None:
+            from governance.audit import AuditLog
+
+            audit = AuditLog(audit_db, create=False)
+        out = build_report(paths, run_id, audit=audit, con=con)
+        return {"report": str(out)}
+
+    return _once(paths, run_id, "report", work)
