@@ -4,13 +4,15 @@ Each record's own values (names, DOB in many spellings, NHS number, postcode wit
 space, phone, email, address lines, UPRN/UPN) are replaced by role placeholders such as
 [SUBJECT_NAME], [PARENT1_NAME], [DOB], [PHONE]. Capitalised words that are a name of *any*
 person seen so far in the extract become [NAME] (notes mention siblings and ex-partners whose
-identifiers sit on other rows). Generic patterns (emails, UK postcodes, 10-digit numbers,
-phone-like digit runs, dates) are then removed whoever they belong to.
+identifiers sit on other rows), as do given names of the partnership's nickname lexicon.
+Generic patterns (emails, UK postcodes, 10-digit numbers, phone-like digit runs, dates) are then
+removed whoever they belong to.
 
 Speed: nothing is compiled per row. Names are matched by one precompiled word regex and a dict
 lookup; the record's digits by one precompiled digit-run regex; record-specific regexes (an
 address line, a DOB spelt out, a mistyped postcode) are compiled only when a cheap substring
-pre-check says the value may be in the text, and cached.
+pre-check says the value may be in the text, and cached. Capitalised words one edit away from
+one of the record's own name words (>= 4 letters) count as that name: extracts have typos.
 """
 
 from __future__ import annotations
@@ -20,6 +22,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from functools import lru_cache
+from importlib import resources
+
+import jellyfish
+import yaml
 
 from ig_bridge.normalise import fold
 
@@ -101,11 +107,27 @@ def name_words(value: object) -> list[str]:
     return out
 
 
+@lru_cache(maxsize=1)
+def given_name_groups() -> dict[str, frozenset[str]]:
+    """name -> every spelling of it in the partnership's nickname lexicon (schemas/nicknames.yaml):
+    a note may say "Oliver" where the record says "Olly"."""
+    doc = yaml.safe_load(resources.files("schemas").joinpath("nicknames.yaml").read_text("utf-8"))
+    groups: dict[str, frozenset[str]] = {}
+    for canon, variants in (doc.get("names") or {}).items():
+        group = frozenset(fold(str(n)).lower() for n in [canon, *(variants or [])])
+        for n in group:
+            groups[n] = groups.get(n, frozenset()) | group
+    for short in doc.get("ambiguous") or {}:
+        groups.setdefault(fold(str(short)).lower(), frozenset({fold(str(short)).lower()}))
+    return groups
+
+
 @dataclass
 class RecordValues:
     """One record's identifier values (all its persons), prepared for scrubbing."""
 
     names: dict[str, str] = field(default_factory=dict)  # name word key -> placeholder
+    fuzzy: list[tuple[str, str]] = field(default_factory=list)  # (name word >= 4, placeholder)
     phrases: list[tuple[str, list[str], str]] = field(default_factory=list)  # regex, words, ph
     dobs: list[date] = field(default_factory=list)
     digits: list[tuple[str, str]] = field(default_factory=list)  # digit string, placeholder
@@ -118,9 +140,14 @@ def record_values(persons: Mapping[str, Mapping[str, object]]) -> RecordValues:
     rv = RecordValues()
     for role, values in persons.items():
         ph = f"[{role.upper()}_NAME]"
+        groups = given_name_groups()
         for f in NAME_FIELDS:
             for k in name_words(values.get(f)):
                 rv.names.setdefault(k, ph)
+            if f in ("given_name", "full_name", "middle_names"):
+                for k in name_words(values.get(f)):
+                    for variant in groups.get(k, ()):
+                        rv.names.setdefault(variant, ph)
         for f in ADDRESS_FIELDS:
             v = values.get(f)
             if isinstance(v, str) and len(v.strip()) >= 3:
@@ -148,6 +175,7 @@ def record_values(persons: Mapping[str, Mapping[str, object]]) -> RecordValues:
             compact = re.sub(r"\s", "", pc).upper()
             if len(compact) >= 4:
                 rv.postcodes.append(compact)
+    rv.fuzzy = [(k, ph) for k, ph in rv.names.items() if len(k) >= 4 and k.isalpha()]
     rv.phrases.sort(key=lambda p: -len(p[0]))  # longest first: a whole address before a town
     return rv
 
@@ -156,7 +184,8 @@ class Scrubber:
     """Scrubs texts record by record; remembers the name words of every person seen so far."""
 
     def __init__(self) -> None:
-        self.known_names: set[str] = set()
+        # Capitalised words that are a given name in the lexicon or any name seen so far.
+        self.known_names: set[str] = {n for n in given_name_groups() if len(n) >= 3}
 
     def learn_names(self, values: Iterable[object]) -> None:
         for v in values:
@@ -200,8 +229,14 @@ class Scrubber:
         for k in keys:
             if k in rv.names:
                 return rv.names[k]
-        if word[0].isupper() and any(k in self.known_names for k in keys):
-            return "[NAME]"
+        if word[0].isupper():
+            if any(k in self.known_names for k in keys):
+                return "[NAME]"
+            if len(low) >= 4:  # the extract has a typo ("Bhloe") the note does not ("Chloe")
+                for k, ph in rv.fuzzy:
+                    if abs(len(k) - len(low)) <= 1 and \
+                            jellyfish.damerau_levenshtein_distance(k, low) <= 1:
+                        return ph
         parts = re.split(r"(['’])", word)  # Karen's, O'Neill's: scrub the name part
         if len(parts) > 1:
             return "".join(p if p in "'’" else self._word(p, rv) if len(p) >= 2 else p

@@ -54,7 +54,7 @@ def _context(docs_dir: Path | None):  # type: ignore[no-untyped-def]
                 "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
                 "store_backend": {
                     "class_name": "TupleFilesystemStoreBackend",
-                    "base_directory": str(docs_dir),
+                    "base_directory": str(Path(docs_dir).resolve()),  # GX needs absolute
                 },
             },
         )
