@@ -328,3 +328,30 @@ def test_openapi_is_served(hub: Hub) -> None:
             "/households/{household_id}/involvement",
             "/persons/{person_id}/identity"} <= set(spec["paths"])
     assert "403" in spec["paths"]["/persons/{person_id}"]["get"]["responses"]
+
+
+def test_app_from_config_file(world: World, tmp_path: Path) -> None:
+    import hashlib
+
+    from governance.api import app_from_config
+
+    token = "config-token-for-tests-only-0123456789"
+    (tmp_path / "alloc.csv").write_text(
+        f"user_id,kind,subject_id,start,end\nsw9,household,{world.household},2026-01-01,\n")
+    cfg = tmp_path / "hub_api.yaml"
+    cfg.write_text(
+        f"warehouse: {world.warehouse}\n"
+        f"governance_db: sqlite:///{tmp_path / 'gov.db'}\n"
+        f"relationships_csv: {tmp_path / 'alloc.csv'}\n"
+        "tokens:\n"
+        f"  - {{token_sha256: {hashlib.sha256(token.encode()).hexdigest()}, user_id: sw9, "
+        "role: practitioner}\n")
+    client = TestClient(app_from_config(cfg))
+    r = client.get(f"/households/{world.household}/involvement",
+                   headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 200, r.text
+    assert token.encode() not in (tmp_path / "gov.db").read_bytes()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("warehouse: x\n")
+    with pytest.raises(ValueError, match="governance_db: missing"):
+        app_from_config(bad)
