@@ -12,7 +12,9 @@ never shares (say) email still gets a valid model.
 from __future__ import annotations
 
 from collections.abc import Collection
+from typing import Any
 
+import pandas as pd
 import splink.comparison_level_library as cll
 import splink.comparison_library as cl
 from splink import block_on
@@ -228,3 +230,33 @@ def deterministic_rules(columns: Collection[str]) -> list[BlockingRuleCreator]:
     if "tok_nhs_number" in cols:
         rules.append(block_on("tok_nhs_number", "tok_dob"))
     return rules
+
+
+def _gammas(model_settings: dict[str, Any], name: str, labels: Collection[str]) -> set[int]:
+    """Gamma values of the levels of comparison `name` whose chart label is in `labels`
+    ('else' for the ElseLevel, 'top' for the first non-null level)."""
+    for comp in model_settings["comparisons"]:
+        if comp["output_column_name"] != name:
+            continue
+        levels = [lv for lv in comp["comparison_levels"] if not lv.get("is_null_level")]
+        out = set()
+        for i, lv in enumerate(levels):
+            gamma = len(levels) - 1 - i
+            label = str(lv.get("label_for_charts", ""))
+            if (label in labels or (i == 0 and "top" in labels)
+                    or (lv.get("sql_condition") == "ELSE" and "else" in labels)):
+                out.add(gamma)
+        return out
+    return set()
+
+
+def twin_like(pairs: pd.DataFrame, model_settings: dict[str, Any]) -> pd.Series:
+    """Pairs that look like twins rather than one person: the same date of birth with
+    forenames that are different (below every similarity level). Fellegi-Sunter adds up DOB,
+    surname and address agreement as if independent, but twins share all three, so such a
+    pair can score high; it is never auto-matched, only queued for clerical review."""
+    weak = _gammas(model_settings, "forename", {"else"})
+    dob = _gammas(model_settings, "birth_date", {"top"})
+    if not weak or not dob or "gamma_forename" not in pairs or "gamma_birth_date" not in pairs:
+        return pd.Series(False, index=pairs.index)
+    return pairs["gamma_forename"].isin(weak) & pairs["gamma_birth_date"].isin(dob)

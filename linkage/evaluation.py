@@ -327,6 +327,7 @@ def plaintext_baseline(
     contradict. Returns unique_id, cluster_id.
     """
     from splink import DuckDBAPI, Linker, SettingsCreator, block_on
+    from splink.clustering import cluster_pairwise_predictions_at_threshold
 
     from linkage.clusters import guard_chains
     from linkage.person_linkage import DEFAULT_M_FLOOR, floor_m_probabilities
@@ -379,15 +380,24 @@ def plaintext_baseline(
     try:
         pred = linker.inference.predict(
             threshold_match_probability=min(0.5, threshold), warning_mode="never")
-        clusters = linker.clustering.cluster_pairwise_predictions_at_threshold(
-            pred, threshold_match_probability=threshold
-        )
-        out = con.execute(f"SELECT unique_id, cluster_id FROM {clusters.physical_name}").df()
-        edges = con.execute(
-            f"""SELECT unique_id_l, unique_id_r, match_weight FROM {pred.physical_name}
-                WHERE match_probability >= ?""", [threshold]).df()
+        pairs = con.execute(
+            f"""SELECT unique_id_l, unique_id_r, match_weight, match_probability,
+                       gamma_forename, gamma_date_of_birth FROM {pred.physical_name}""").df()
+        out = con.execute(f"SELECT unique_id FROM {table}").df()
     finally:
         linker.table_management.delete_tables_created_by_splink_from_db()
+    # Same twin rule as the hub (linkage.comparisons.twin_like): identical DOB with forenames
+    # in the lowest level (Jaro-Winkler < 0.7) is never auto-matched.
+    top_dob = pairs["gamma_date_of_birth"].max()
+    twins = (pairs["gamma_forename"] == 0) & (pairs["gamma_date_of_birth"] == top_dob)
+    edges = pairs[(pairs["match_probability"] >= threshold) & ~twins]
+    clusters = cluster_pairwise_predictions_at_threshold(
+        out, edges[["unique_id_l", "unique_id_r"]].reset_index(drop=True),
+        DuckDBAPI(connection=duckdb.connect()), node_id_column_name="unique_id",
+        edge_id_column_name_left="unique_id_l", edge_id_column_name_right="unique_id_r",
+    ).as_pandas_dataframe()[["unique_id", "cluster_id"]]
+    out = out.merge(clusters, on="unique_id", how="left")
+    out["cluster_id"] = out["cluster_id"].fillna(out["unique_id"])
     if guard and {"agency", "batch_id", "nhs_number"} <= cols:
         extra = con.execute(
             f"SELECT unique_id, agency, batch_id, nhs_number AS tok_nhs_number, "

@@ -111,11 +111,30 @@ def current_property(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
                        max(r.seen) AS latest
                 FROM rec r JOIN _prop_keys k USING (key)
                 GROUP BY ALL
+            ), placed AS (
+                SELECT person_id, property_key, n_agencies AS n_agencies_agreeing
+                FROM votes
+                QUALIFY row_number() OVER (PARTITION BY person_id
+                        ORDER BY n_agencies DESC, latest DESC NULLS LAST, property_key) = 1
+            ), resident AS (
+                -- postcode + family-name tokens of persons already placed, per property
+                SELECT DISTINCT p.property_key, i.tok_postcode, i.tok_family_name
+                FROM placed p JOIN record_person rp USING (person_id)
+                JOIN identifiers i USING (record_ref)
+                WHERE i.tok_postcode IS NOT NULL AND i.tok_family_name IS NOT NULL
+            ), fallback AS (
+                -- A person with no full address (the first line was not recorded) joins the
+                -- one property in their postcode where someone of their family name lives;
+                -- no agency vouches for it, so n_agencies_agreeing is 0.
+                SELECT rp.person_id, min(r.property_key) AS property_key,
+                       0 AS n_agencies_agreeing
+                FROM record_person rp JOIN identifiers i USING (record_ref)
+                JOIN resident r USING (tok_postcode, tok_family_name)
+                WHERE rp.person_id NOT IN (SELECT person_id FROM placed)
+                GROUP BY rp.person_id
+                HAVING count(DISTINCT r.property_key) = 1
             )
-            SELECT person_id, property_key, n_agencies AS n_agencies_agreeing
-            FROM votes
-            QUALIFY row_number() OVER (PARTITION BY person_id
-                    ORDER BY n_agencies DESC, latest DESC NULLS LAST, property_key) = 1
+            SELECT * FROM placed UNION ALL SELECT * FROM fallback
             """).df()
     finally:
         con.unregister("_prop_keys")

@@ -22,6 +22,7 @@ import pandas as pd
 import splink
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from splink import DuckDBAPI, Linker, SettingsCreator
+from splink.clustering import cluster_pairwise_predictions_at_threshold
 
 from linkage.clusters import assign_person_ids, guard_chains
 from linkage.comparisons import (
@@ -29,6 +30,7 @@ from linkage.comparisons import (
     deterministic_rules,
     prediction_blocking_rules,
     training_blocking_rules,
+    twin_like,
 )
 
 INPUT_TABLE = "person_linkage_input"
@@ -46,7 +48,7 @@ class LinkageSettings:
     """Knobs for one linkage run. Defaults were tuned on synthetic ground truth
     (see docs/linkage.md); production partnerships re-tune with `tune_auto_threshold`."""
 
-    auto_match_probability: float = 0.999
+    auto_match_probability: float = 0.95
     clerical_probability: float = 0.5
     u_max_pairs: float = 2e6
     seed: int = 42
@@ -314,19 +316,25 @@ def link_persons(
             progress.advance(task)
 
             t = stage("clustering")
-            clustered = linker.clustering.cluster_pairwise_predictions_at_threshold(
-                pred, threshold_match_probability=s.auto_match_probability
-            )
-            records = clustered.as_pandas_dataframe()[
-                ["unique_id", "cluster_id", "record_ref", "agency", "batch_id",
-                 *[c for c in ("tok_nhs_number", "tok_dob") if c in columns]]
-            ]
         finally:
             linker.table_management.delete_tables_created_by_splink_from_db()
-        for c in ("tok_nhs_number", "tok_dob"):
-            if c not in records:
-                records[c] = None
-        auto = pairs[pairs["match_probability"] >= s.auto_match_probability]
+        twins = twin_like(pairs, model["splink_settings"])
+        auto = pairs[(pairs["match_probability"] >= s.auto_match_probability) & ~twins]
+        records = con.execute(
+            f"""SELECT unique_id, record_ref, agency, batch_id,
+                       {'tok_nhs_number' if 'tok_nhs_number' in columns else 'NULL'}
+                           AS tok_nhs_number,
+                       {'tok_dob' if 'tok_dob' in columns else 'NULL'} AS tok_dob
+                FROM {INPUT_TABLE}"""
+        ).df()
+        # Connected components over the auto-match edges (Splink's clustering).
+        clusters = cluster_pairwise_predictions_at_threshold(
+            records[["unique_id"]], auto[["unique_id_l", "unique_id_r"]].reset_index(drop=True),
+            DuckDBAPI(connection=duckdb.connect()), node_id_column_name="unique_id",
+            edge_id_column_name_left="unique_id_l", edge_id_column_name_right="unique_id_r",
+        ).as_pandas_dataframe()[["unique_id", "cluster_id"]]
+        records = records.merge(clusters, on="unique_id", how="left")
+        records["cluster_id"] = records["cluster_id"].fillna(records["unique_id"])
         records, flagged = guard_chains(records, auto, split=s.split_chains)
         timings["cluster"] = time.perf_counter() - t
         progress.advance(task)
@@ -375,9 +383,9 @@ def _write_outputs(
     p = pairs.assign(pid_l=pairs["unique_id_l"].map(pid), pid_r=pairs["unique_id_r"].map(pid))
     auto = p[(p["match_probability"] >= s.auto_match_probability) & (p["pid_l"] == p["pid_r"])]
     # Clerical: scored between the thresholds and not already joined by auto-match edges.
-    clerical = p[
-        (p["match_probability"] < s.auto_match_probability) & (p["pid_l"] != p["pid_r"])
-    ]
+    # Clerical: scored above the clerical threshold but not in one person: below the
+    # auto threshold, or above it but held back (twin-like, or cut by the chaining guard).
+    clerical = p[p["pid_l"] != p["pid_r"]]
     auto_score = pd.concat(
         [auto[["unique_id_l", "match_probability"]].set_axis(["unique_id", "p"], axis=1),
          auto[["unique_id_r", "match_probability"]].set_axis(["unique_id", "p"], axis=1)]
