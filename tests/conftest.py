@@ -37,7 +37,13 @@ def orchestrated_run(tmp_path_factory: _pytest.TempPathFactory) -> _Path:
     return run
 
 
-def copy_run(src: _Path, dest: _Path, *, landed: bool = True) -> _Path:
+@_pytest.fixture(scope="session")
+def copy_run():  # noqa: ANN201 - returns the copier below
+    """`copy_run(src, dest, landed=True)`: a private copy of a run folder to change."""
+    return _copy_run
+
+
+def _copy_run(src: _Path, dest: _Path, *, landed: bool = True) -> _Path:
     """A private copy of a run folder; without `landed`, only population and keys."""
     if landed:
         _shutil.copytree(src, dest, symlinks=True)
