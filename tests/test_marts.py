@@ -1,0 +1,140 @@
+"""Analyst marts built by the pipeline stage from a real run: content, suppression, no leaks."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pytest
+from test_report_support import RUN2, Outputs, build_outputs
+
+from linkage.disclosure import check_marts
+from linkage.marts import MartsError, evaluate_flags, load_flag_rules
+from linkage.pipeline import stage_marts
+
+
+@pytest.fixture(scope="module")
+def outputs(tmp_path_factory: pytest.TempPathFactory, orchestrated_run: Path) -> Outputs:
+    return build_outputs(tmp_path_factory, orchestrated_run)
+
+
+@pytest.fixture(scope="module")
+def marts(outputs: Outputs):  # noqa: ANN201
+    con = duckdb.connect(str(outputs.paths.marts / "analyst.duckdb"), read_only=True)
+    yield con
+    con.close()
+
+
+@pytest.fixture(scope="module")
+def wh(outputs: Outputs):  # noqa: ANN201
+    con = duckdb.connect(str(outputs.paths.warehouse), read_only=True)
+    yield con
+    con.close()
+
+
+def test_marts_pass_the_disclosure_check_cli(outputs: Outputs) -> None:
+    path = outputs.paths.marts / "analyst.duckdb"
+    assert check_marts(path) == []
+    res = subprocess.run([sys.executable, "-m", "linkage.disclosure", "check", str(path)],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+
+
+def test_stage_is_idempotent(outputs: Outputs) -> None:
+    assert stage_marts(outputs.paths, RUN2).get("skipped") is True
+
+
+def test_no_refs_tokens_or_free_text_in_any_table(marts, wh) -> None:  # noqa: ANN001
+    secrets = set()
+    for col in ("record_ref", "tok_family_name", "tok_dob", "tok_postcode"):
+        secrets |= {r[0] for r in wh.execute(
+            f"SELECT DISTINCT {col} FROM identifiers WHERE {col} IS NOT NULL").fetchall()}
+    notes = {r[0] for r in wh.execute("SELECT case_notes FROM payload WHERE case_notes IS NOT "
+                                      "NULL UNION SELECT incident_notes FROM payload WHERE "
+                                      "incident_notes IS NOT NULL").fetchall()}
+    assert secrets and notes
+    tables = [r[0] for r in marts.execute("SHOW TABLES").fetchall()]
+    published: set[str] = set()
+    for t in tables:
+        df = marts.execute(f'SELECT * FROM "{t}"').df()
+        for c in df.columns:
+            if df[c].dtype == object or str(df[c].dtype).startswith("string"):
+                for v in df[c].dropna():
+                    published |= {str(x) for x in v} if hasattr(v, "__len__") and not \
+                        isinstance(v, str) else {str(v)}
+    assert not published & secrets
+    assert not published & notes
+
+
+def test_persons_households_and_involvement_match_warehouse(marts, wh) -> None:  # noqa: ANN001
+    p = marts.execute("SELECT * FROM persons").df()
+    active = wh.execute("SELECT person_id FROM person WHERE status = 'active'").df()
+    assert sorted(p["person_id"]) == sorted(active["person_id"])
+    hh = dict(wh.execute("SELECT person_id, household_id FROM household_member").fetchall())
+    assert all(hh.get(r.person_id) == r.household_id for r in p.itertuples()
+               if pd.notna(r.household_id))
+    assert set(p.columns) == {"person_id", "age_band", "n_agencies", "household_id",
+                              "family_network_id"}
+    inv = marts.execute("SELECT count(*) FROM agency_involvement").fetchone()[0]
+    assert inv == wh.execute("SELECT count(*) FROM (SELECT DISTINCT person_id, agency "
+                             "FROM record_person)").fetchone()[0]
+
+
+def test_published_fact_cells_equal_true_counts(marts, wh) -> None:  # noqa: ANN001
+    facts = marts.execute("SELECT * FROM agg_payload_facts WHERE fact = 'gp_registration' "
+                          "AND NOT suppressed").df()
+    true = wh.execute("""
+        SELECT strftime(p.event_date, '%Y-%m') AS month, count(*) AS n FROM payload p
+        JOIN record_person USING (record_ref) WHERE p.registration_status IS NOT NULL
+        GROUP BY 1""").df()
+    truth = dict(zip(true["month"], true["n"], strict=True))
+    assert (facts["n"] > 0).sum() > 0
+    for r in facts.itertuples():
+        assert r.n == truth.get(r.month, 0)
+    supp = marts.execute("SELECT month FROM agg_payload_facts WHERE fact = 'gp_registration' "
+                         "AND suppressed").df()
+    assert any(0 < truth.get(m, 0) < 10 for m in supp["month"])
+
+
+def test_flags_follow_the_rules(marts, wh) -> None:  # noqa: ANN001
+    flagged = {r[0] for r in marts.execute(
+        "SELECT person_id FROM person_flags WHERE flag = 'child_protection_plan'").fetchall()}
+    expect = {r[0] for r in wh.execute(
+        "SELECT DISTINCT person_id FROM payload JOIN record_person USING (record_ref) "
+        "WHERE plan_type IN ('CP', 'LAC')").fetchall()}
+    assert flagged == expect and expect
+    by_source = dict(marts.execute("SELECT source, count(*) FROM person_flags GROUP BY 1")
+                     .fetchall())
+    assert by_source.get("text", 0) > 0 and by_source.get("structured", 0) > 0
+    rules = marts.execute("SELECT flag, rule FROM flag_rules").df()
+    assert "plan_type in ['CP', 'LAC']" in rules.set_index("flag").loc["child_protection_plan",
+                                                                      "rule"]
+
+
+def test_evaluate_flags_structured_and_lexicon() -> None:
+    rules = load_flag_rules()
+    recs = pd.DataFrame({
+        "person_id": ["P1", "P2", "P3", "P4"],
+        "domestic_abuse": [True, None, None, None],
+        "incident_type": [None, None, None, "Theft"],
+        "referral_reason": [None, None, None, None],
+        "case_notes": [None, "Mum reports DOMESTIC ABUSE by partner", "neglected garden", None],
+        "incident_notes": [None, None, None, "nothing of note"],
+        **{c: None for c in ("plan_type", "eviction_risk", "arrears_amount", "exclusions",
+                             "attendance_pct", "risk_level")},
+    })
+    got = evaluate_flags(recs, rules)
+    assert set(map(tuple, got[["person_id", "flag", "source"]].to_numpy())) == {
+        ("P1", "domestic_abuse", "structured"), ("P2", "domestic_abuse", "text"),
+        ("P3", "neglect", "text")}
+
+
+def test_bad_flag_rules_name_file_and_key(tmp_path: Path) -> None:
+    bad = tmp_path / "flags.yaml"
+    bad.write_text("version: 1\ntext_fields: [case_notes]\nflags:\n  x:\n    when:\n"
+                   "      - {field: not_a_field, equals: true}\n")
+    with pytest.raises(MartsError, match=r"flags.yaml: flags.x.when\[0\].field"):
+        load_flag_rules(bad)
