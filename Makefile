@@ -18,6 +18,7 @@ demo: $(STAMP)
 	$(PY) -m synthetic_data.demo --out $(VAR)/demo
 
 test: $(STAMP)
+	@command -v chromium >/dev/null 2>&1 || (apt-get install -y chromium >/dev/null 2>&1 || echo "chromium not installed: the report rendering test will be skipped")
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest
 
