@@ -106,7 +106,7 @@ def main() -> int:
     if a.child:
         _child(*a.child)
         return 0
-    console = Console()
+    console = Console(width=160)
     results = [_measure(r, a.out) for r in (a.rows // 4, a.rows)]
     t = Table(title="bridge throughput (GP extract)")
     for col in ("rows", "wall s", "rows/s", "digests computed", "cells (rows x tok/blk cols)",
