@@ -21,6 +21,8 @@ import duckdb
 from splink import DuckDBAPI
 from splink.clustering import cluster_pairwise_predictions_at_threshold
 
+from linkage.txn import atomic
+
 RULES: list[tuple[str, list[str]]] = [
     ("nhs", ["tok_nhs_number"]),
     ("name_dob", ["tok_family_name", "tok_given_name_canonical", "tok_dob"]),
@@ -91,8 +93,7 @@ def build_family_network(con: duckdb.DuckDBPyConnection, run_id: str) -> FamilyR
             FROM c GROUP BY rel_id, rank, rule)
         SELECT rel_id, rule, candidate FROM per_rule WHERE n = 1
         QUALIFY row_number() OVER (PARTITION BY rel_id ORDER BY rank) = 1""")
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with atomic(con):
         con.execute("DELETE FROM family_edge")
         con.execute("""
             INSERT INTO family_edge
@@ -108,10 +109,6 @@ def build_family_network(con: duckdb.DuckDBPyConnection, run_id: str) -> FamilyR
             WHERE c.candidate IS NOT NULL OR r.tok_family_name IS NOT NULL
                OR r.tok_given_name_canonical IS NOT NULL""", [run_id])
         _write_networks(con, run_id)
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
     by_rule = dict(con.execute(
         "SELECT match_rule, count(*) FROM family_edge GROUP BY 1").fetchall())
     n_edges = sum(by_rule.values())

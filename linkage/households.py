@@ -23,6 +23,7 @@ from splink import DuckDBAPI
 from splink.clustering import cluster_pairwise_predictions_at_threshold
 
 from linkage.stable_ids import assign_stable_ids
+from linkage.txn import atomic
 
 HOUSEHOLD_SEQUENCE = "household_id_seq"
 
@@ -163,32 +164,27 @@ def build_households(con: duckdb.DuckDBPyConnection, run_id: str) -> HouseholdRe
         run_id=run_id, household_id=mapping.lineage["group"].map(mapping.group_to_id))
     lineage = lineage[["run_id", "household_id", "previous_id", "overlap"]]
 
-    con.execute("BEGIN TRANSACTION")
+    con.register("_hh_stats", stats)
+    con.register("_hh_members", placed)
+    con.register("_hh_lineage", lineage)
     try:
-        con.register("_hh_stats", stats)
-        con.register("_hh_members", placed)
-        con.register("_hh_lineage", lineage)
-        con.execute("""
-            INSERT INTO household
-            SELECT household_id, 'active', ?, ?, NULL, property_key, n_members, n_agencies
-            FROM _hh_stats
-            ON CONFLICT (household_id) DO UPDATE SET status = 'active',
-                last_run_id = excluded.last_run_id, property_key = excluded.property_key,
-                n_members = excluded.n_members, n_agencies = excluded.n_agencies
-            """, [run_id, run_id])
-        if mapping.retired:
-            con.execute("UPDATE household SET status = 'retired', retired_run_id = ? "
-                        "WHERE list_contains(?, household_id)", [run_id, mapping.retired])
-        # household_member holds the current run's membership only; lineage keeps history.
-        con.execute("DELETE FROM household_member")
-        con.execute("""INSERT INTO household_member
-                       SELECT household_id, person_id, ?, n_agencies_agreeing FROM _hh_members""",
-                    [run_id])
-        con.execute("INSERT INTO household_lineage SELECT * FROM _hh_lineage")
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
+        with atomic(con):
+            con.execute("""
+                INSERT INTO household
+                SELECT household_id, 'active', ?, ?, NULL, property_key, n_members, n_agencies
+                FROM _hh_stats
+                ON CONFLICT (household_id) DO UPDATE SET status = 'active',
+                    last_run_id = excluded.last_run_id, property_key = excluded.property_key,
+                    n_members = excluded.n_members, n_agencies = excluded.n_agencies
+                """, [run_id, run_id])
+            if mapping.retired:
+                con.execute("UPDATE household SET status = 'retired', retired_run_id = ? "
+                            "WHERE list_contains(?, household_id)", [run_id, mapping.retired])
+            # household_member holds the current run's membership only; lineage keeps history.
+            con.execute("DELETE FROM household_member")
+            con.execute("""INSERT INTO household_member SELECT household_id, person_id, ?,
+                           n_agencies_agreeing FROM _hh_members""", [run_id])
+            con.execute("INSERT INTO household_lineage SELECT * FROM _hh_lineage")
     finally:
         for t in ("_hh_stats", "_hh_members", "_hh_lineage"):
             con.unregister(t)

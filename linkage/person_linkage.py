@@ -32,6 +32,7 @@ from linkage.comparisons import (
     training_blocking_rules,
     twin_like,
 )
+from linkage.txn import atomic
 
 INPUT_TABLE = "person_linkage_input"
 MODEL_FORMAT = "joinedup-person-model/1"
@@ -223,6 +224,10 @@ def train_model(
     creator = splink_settings_for(columns)
     creator.max_iterations = settings.max_em_iterations
     linker = _linker(con, creator)
+    # One thread while training: DuckDB's seeded sampling and parallel float sums are only
+    # repeatable single-threaded, and a re-run of a killed hub run must give the same model.
+    threads = con.execute("SELECT current_setting('threads')").fetchone()[0]
+    con.execute("SET threads = 1")
     try:
         linker.training.estimate_probability_two_random_records_match(
             deterministic_rules(columns), recall=settings.prior_recall
@@ -234,6 +239,7 @@ def train_model(
             linker.training.estimate_parameters_using_expectation_maximisation(rule)
         trained = floor_m_probabilities(linker.misc.save_model_to_json(), settings.m_floor)
     finally:
+        con.execute(f"SET threads = {int(threads)}")
         linker.table_management.delete_tables_created_by_splink_from_db()
     return make_model(trained, model_version)
 
@@ -340,8 +346,7 @@ def link_persons(
         progress.advance(task)
 
         t = stage("assigning person ids")
-        con.execute("BEGIN TRANSACTION")
-        try:
+        with atomic(con):
             assigned, counts = assign_person_ids(con, records, run_id)
             n_clerical = _write_outputs(con, run_id, assigned, pairs, model, s)
             timings["persist"] = time.perf_counter() - t
@@ -362,10 +367,6 @@ def link_persons(
                 **counts,
             )
             _write_run(con, result, started, s.model is None)
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
         progress.advance(task)
     return result
 

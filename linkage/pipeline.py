@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from typing import Any
 import duckdb
 
 from linkage.config import HubPaths
+from linkage.txn import atomic
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +40,8 @@ def _summary(obj: Any) -> dict[str, Any]:
 
 
 def _once(paths: HubPaths, run_id: str, stage: str,
-          work: Callable[[duckdb.DuckDBPyConnection], Any]) -> dict[str, Any]:
+          work: Callable[[duckdb.DuckDBPyConnection], Any], *,
+          one_transaction: bool = True) -> dict[str, Any]:
     paths.ensure()
     con = duckdb.connect(str(paths.warehouse))
     try:
@@ -48,10 +51,15 @@ def _once(paths: HubPaths, run_id: str, stage: str,
         if done is not None:
             log.info("stage %s already completed for run %s", stage, run_id)
             return {**json.loads(done[0]), "skipped": True}
-        summary = _summary(work(con))
-        summary.pop("model", None)  # the model is persisted in linkage_model, not in XComs
-        con.execute("INSERT INTO pipeline_stage VALUES (?, ?, now(), ?)",
-                    [run_id, stage, json.dumps(summary)])
+        # The stage's writes and its completion marker commit together: a run killed anywhere
+        # in between leaves nothing of the stage, and the re-run starts it afresh.
+        # (Splink probes tables by catching errors, which aborts a DuckDB transaction, so the
+        # linkage stage commits its own writes atomically and finds an earlier commit itself.)
+        with atomic(con) if one_transaction else nullcontext():
+            summary = _summary(work(con))
+            summary.pop("model", None)  # the model is persisted in linkage_model, not in XComs
+            con.execute("INSERT INTO pipeline_stage VALUES (?, ?, now(), ?)",
+                        [run_id, stage, json.dumps(summary)])
         return summary
     finally:
         con.close()
@@ -70,10 +78,18 @@ def stage_ingest(paths: HubPaths, batch_dirs: list[str] | None = None,
 
 def stage_link_persons(paths: HubPaths, run_id: str, show_progress: bool = False,
                        ) -> dict[str, Any]:
-    from linkage.person_linkage import LinkageSettings, link_persons
+    from linkage.person_linkage import RUN_DDL, LinkageSettings, link_persons
 
-    return _once(paths, run_id, "link_persons", lambda con: link_persons(
-        con, run_id, LinkageSettings(show_progress=show_progress)))
+    def work(con: duckdb.DuckDBPyConnection) -> Any:
+        # A run killed after link_persons committed but before its stage marker: the run's
+        # result is already in linkage_run, so report it rather than link again.
+        con.execute(RUN_DDL)
+        row = con.execute("SELECT * FROM linkage_run WHERE run_id = ?", [run_id]).df()
+        if len(row):
+            return row.iloc[0].to_dict()
+        return link_persons(con, run_id, LinkageSettings(show_progress=show_progress))
+
+    return _once(paths, run_id, "link_persons", work, one_transaction=False)
 
 
 def stage_households(paths: HubPaths, run_id: str) -> dict[str, Any]:

@@ -130,16 +130,7 @@ def run_hub(base: Path, run_id: str, kill_in: str = "none") -> subprocess.Comple
                           check=False)
 
 
-HOUSEHOLDS_NOT_ATOMIC = pytest.mark.xfail(
-    strict=True,
-    reason="known bug (reported): stage_households commits build_households and "
-           "build_family_network in two transactions, so a kill between them leaves this run's "
-           "households in place and the re-run computes household_lineage against them "
-           "(0 rows instead of the uninterrupted run's). Remove this mark once fixed.")
-
-
-@pytest.mark.parametrize("kill_in", ["link", pytest.param("households",
-                                                          marks=HOUSEHOLDS_NOT_ATOMIC)])
+@pytest.mark.parametrize("kill_in", ["link", "households"])
 def test_killed_hub_run_reruns_to_the_same_warehouse(orchestrated_run: Path, tmp_path: Path,
                                                      copy_run, kill_in: str) -> None:
     run_id = "scheduled__2025-01-01T00:00:00+00:00"
