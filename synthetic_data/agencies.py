@@ -536,7 +536,8 @@ def build_hsg(c: Ctx, rng: np.random.Generator) -> AgencyRecords:
     return AgencyRecords(subj, related, [[] for _ in range(n)])
 
 
-CONSENT_PURPOSES = np.array(["information_sharing", "health_information", "school_information"])
+# Purposes match the partnership protocols' consent_purpose (schemas/protocols/*.yaml).
+CONSENT_PURPOSES = np.array(["early_help", "mash", "health_information"])
 
 
 def build_eh(c: Ctx, rng: np.random.Generator) -> AgencyRecords:
