@@ -235,8 +235,18 @@ def train_model(
         linker.training.estimate_u_using_random_sampling(
             max_pairs=settings.u_max_pairs, seed=settings.seed
         )
+        trained_on = 0
         for rule in training_blocking_rules(columns):
-            linker.training.estimate_parameters_using_expectation_maximisation(rule)
+            # A small partnership may have no pair at all in one training block (e.g. no two
+            # agencies holding NHS numbers yet); EM on the other blocks still estimates m.
+            try:
+                linker.training.estimate_parameters_using_expectation_maximisation(rule)
+                trained_on += 1
+            except Exception as exc:  # noqa: BLE001 - Splink raises plain errors here
+                log.warning("EM skipped a training block (%s)", type(exc).__name__)
+        if trained_on == 0:
+            raise ValueError("no training block produced any record pair: too few records "
+                             "shared between agencies to estimate the model")
         trained = floor_m_probabilities(linker.misc.save_model_to_json(), settings.m_floor)
     finally:
         con.execute(f"SET threads = {int(threads)}")
@@ -398,9 +408,12 @@ def _write_outputs(
     rp = assigned[["unique_id", "record_ref", "agency", "person_id"]].copy()
     rp["score"] = rp["unique_id"].map(auto_score)
     rp["band"] = np.where(rp["score"].notna(), "auto_match", "non_match")
-    in_clerical = rp["score"].isna() & rp["unique_id"].map(cler_score).notna()
+    # float64 explicitly: with no clerical pairs the mapped series would be an empty-typed
+    # object/str column, which pandas 3 refuses to assign into the float score column.
+    clerical_score = rp["unique_id"].map(cler_score).astype("float64")
+    in_clerical = rp["score"].isna() & clerical_score.notna()
     rp.loc[in_clerical, "band"] = "clerical"
-    rp.loc[in_clerical, "score"] = rp.loc[in_clerical, "unique_id"].map(cler_score)
+    rp.loc[in_clerical, "score"] = clerical_score[in_clerical]
     rp["run_id"] = run_id
     rp = rp[["record_ref", "agency", "person_id", "band", "score", "run_id"]]
 
