@@ -63,12 +63,6 @@ def _states(url: str) -> list[tuple[str, str, str]]:
 
 
 @pytest.mark.postgres
-@pytest.mark.xfail(
-    raises=AssertionError, strict=False,
-    reason="known linkage bug (reported): the first asset-triggered hub run often sees few "
-           "batches and no clerical pairs; person_linkage._write_outputs then raises TypeError "
-           "(pandas 3: empty str map assigned into the float score column, "
-           "linkage/person_linkage.py ~line 403). Remove this mark once fixed.")
 def test_scheduler_runs_bridges_then_asset_triggered_hub(pg_database: str, tmp_path: Path) -> None:
     from linkage.orchestration import provision
     from synthetic_data.generate import generate_population
