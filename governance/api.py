@@ -35,6 +35,7 @@ from governance.decisions import Governance, User
 from governance.identity import BadIdentityRequest, BridgeUnavailable, IdentityService
 from governance.policy import ROLE_NAMES
 from governance.service import (
+    BreakGlassAsk,
     Forbidden,
     NotFound,
     ViewResult,
@@ -130,6 +131,32 @@ class WithheldOut(BaseModel):
     reasons: list[str]
 
 
+class BreakGlassOut(BaseModel):
+    grant_id: str | None = Field(description="Reopen the view with ?break_glass_id= until "
+                                             "expires_at")
+    expires_at: str | None
+    used: bool = Field(description="True if any field was shown only because of the override")
+    alert_raised: bool = Field(description="The IG lead is alerted to every break-glass")
+    notification_due_by: str | None = Field(
+        description="Date by which the person must be told, unless that would increase risk")
+
+
+class BreakGlassIn(BaseModel):
+    """A break-glass request, where the protocol allows override on risk of significant harm.
+    Recorded and alerted to the IG lead whether or not it is allowed."""
+
+    protocol_id: str = Field(pattern=PROTOCOL_PATTERN)
+    category: str = Field(pattern=r"^[a-z][a-z_]{2,40}$",
+                          description="risk_of_significant_harm or immediate_danger (as the "
+                                      "protocol permits)")
+    justification: str = Field(min_length=1, max_length=500,
+                               description="Why, in at least 20 characters; no names, dates, "
+                                           "postcodes or numbers (screened)")
+    hours: int = Field(ge=1, le=72, description="How long the override lasts (protocol maximum)")
+    fields: list[str] | None = Field(default=None, description="fewer fields than the protocol "
+                                                               "allows (minimum necessary)")
+
+
 class ViewOut(BaseModel):
     protocol_id: str
     subject_kind: str
@@ -140,6 +167,7 @@ class ViewOut(BaseModel):
     records: list[RecordOut]
     withheld: list[WithheldOut]
     household_id: str | None = None
+    break_glass: BreakGlassOut | None = None
 
 
 class InvolvedAgency(BaseModel):
@@ -185,7 +213,9 @@ def _view_out(v: ViewResult) -> ViewOut:
                             for r in v.records],
                    withheld=[WithheldOut(agency=w.agency, field=w.field, reasons=w.reasons)
                              for w in v.withheld],
-                   household_id=v.extra.get("household_id"))
+                   household_id=v.extra.get("household_id"),
+                   break_glass=(BreakGlassOut(**v.extra["break_glass"])
+                                if v.extra.get("break_glass") else None))
 
 
 # --- the app -----------------------------------------------------------------------------------
@@ -253,21 +283,55 @@ def create_app(views: ViewService, auth: Authenticator,
     def health() -> dict[str, str]:
         return {"status": "ok"}
 
+    GrantQ = Annotated[str | None, Query(  # noqa: N806
+        pattern=r"^[0-9a-f]{32}$",
+        description="reopen the view under an earlier, unexpired break-glass grant")]
+
+    def _grant(grant_id: str | None) -> BreakGlassAsk | None:
+        return None if grant_id is None else BreakGlassAsk(grant_id=grant_id)
+
+    def _ask(body: BreakGlassIn) -> BreakGlassAsk:
+        _check_fields(body.fields)
+        return BreakGlassAsk(body.category, body.justification, body.hours)
+
     @app.get("/persons/{person_id}", response_model=ViewOut, responses=_ERRORS)
     def person_view(user: CurrentUser, protocol: ProtocolQ,
                     person_id: Annotated[str, PathParam(pattern=ID_PATTERN)],
-                    fields: FieldsQ = None) -> ViewOut:
+                    fields: FieldsQ = None, break_glass_id: GrantQ = None) -> ViewOut:
         """A person's linked records under a protocol: allowed fields only, pseudonymous."""
         _check_fields(fields)
-        return _view_out(views.person_view(user, protocol, person_id, fields))
+        return _view_out(views.person_view(user, protocol, person_id, fields,
+                                           break_glass=_grant(break_glass_id)))
+
+    @app.post("/persons/{person_id}/break-glass", response_model=ViewOut, responses=_ERRORS)
+    def person_break_glass(user: CurrentUser,
+                           person_id: Annotated[str, PathParam(pattern=ID_PATTERN)],
+                           body: BreakGlassIn) -> ViewOut:
+        """Break-glass view of a person: only under a protocol that allows override on risk
+        of significant harm, for a practitioner with a legitimate relationship. Time-limited;
+        the IG lead is alerted and a notification to the person is recorded as due. Refused
+        (403, reasons audited and alerted) anywhere else."""
+        return _view_out(views.person_view(user, body.protocol_id, person_id, body.fields,
+                                           break_glass=_ask(body)))
 
     @app.get("/households/{household_id}", response_model=ViewOut, responses=_ERRORS)
     def household_view(user: CurrentUser, protocol: ProtocolQ,
                        household_id: Annotated[str, PathParam(pattern=ID_PATTERN)],
-                       fields: FieldsQ = None) -> ViewOut:
+                       fields: FieldsQ = None, break_glass_id: GrantQ = None) -> ViewOut:
         """Every member's linked records under a protocol (one audit entry for the request)."""
         _check_fields(fields)
-        return _view_out(views.household_view(user, protocol, household_id, fields))
+        return _view_out(views.household_view(user, protocol, household_id, fields,
+                                              break_glass=_grant(break_glass_id)))
+
+    @app.post("/households/{household_id}/break-glass", response_model=ViewOut,
+              responses=_ERRORS)
+    def household_break_glass(user: CurrentUser,
+                              household_id: Annotated[str, PathParam(pattern=ID_PATTERN)],
+                              body: BreakGlassIn) -> ViewOut:
+        """Break-glass view of a household (same rules as for a person; one audit entry, one
+        notification due per member shown under the override)."""
+        return _view_out(views.household_view(user, body.protocol_id, household_id,
+                                              body.fields, break_glass=_ask(body)))
 
     @app.get("/households/{household_id}/involvement", response_model=InvolvementOut,
              responses=_ERRORS)

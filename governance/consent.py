@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
 import pandas as pd
+from sqlalchemy import Engine, delete, func, insert, select
 
+from governance.models import Base, ConsentEventRow
 from governance.policy import AGENCY_CODES
 
 COLUMNS = ("person_id", "agency", "consent_purpose", "consent_status", "consent_date")
@@ -73,12 +76,7 @@ class ConsentRegistry:
         self, person_id: str, agency: str, purpose: str, status: str, on: dt.date | dt.datetime
     ) -> None:
         """Add one consent event (e.g. a withdrawal received today); effective at once."""
-        if agency not in AGENCY_CODES:
-            raise ConsentDataError(f"agency: unknown agency code {agency!r}")
-        if status not in _INPUT_STATUSES:
-            raise ConsentDataError("consent_status: must be one of given, refused, withdrawn")
-        if not person_id or not purpose:
-            raise ConsentDataError("person_id/consent_purpose: must not be empty")
+        _validate(person_id, agency, purpose, status)
         self._events[(person_id, purpose)].append(
             ConsentEvent(agency, ConsentStatus(status), _as_date(on))
         )
@@ -119,24 +117,95 @@ class ConsentRegistry:
     def state(
         self, person_id: str, purpose: str, agency: str, at: dt.date | dt.datetime
     ) -> ConsentState:
-        on = _as_date(at)
-        events = [e for e in self._events.get((person_id, purpose), ()) if e.date <= on]
-        if not events:
-            return ConsentState(ConsentStatus.NONE)
+        return _decide_state(self._events.get((person_id, purpose), ()), agency, _as_date(at))
 
-        def key(e: ConsentEvent) -> tuple[dt.date, int]:
-            return (e.date, _RANK[e.status])
 
-        own = [e for e in events if e.agency == agency]
-        if not own:
-            return ConsentState(ConsentStatus.NONE)
-        latest = max(own, key=key)
-        if latest.status is ConsentStatus.GIVEN:
-            vetoes = [
-                e for e in events
-                if e.status is not ConsentStatus.GIVEN and e.date >= latest.date
-            ]
-            if vetoes:
-                veto = max(vetoes, key=key)
-                return ConsentState(veto.status, veto.date, veto.agency)
-        return ConsentState(latest.status, latest.date, latest.agency)
+def _decide_state(all_events: Iterable[ConsentEvent], agency: str, on: dt.date) -> ConsentState:
+    events = [e for e in all_events if e.date <= on]
+    if not events:
+        return ConsentState(ConsentStatus.NONE)
+
+    def key(e: ConsentEvent) -> tuple[dt.date, int]:
+        return (e.date, _RANK[e.status])
+
+    own = [e for e in events if e.agency == agency]
+    if not own:
+        return ConsentState(ConsentStatus.NONE)
+    latest = max(own, key=key)
+    if latest.status is ConsentStatus.GIVEN:
+        vetoes = [
+            e for e in events
+            if e.status is not ConsentStatus.GIVEN and e.date >= latest.date
+        ]
+        if vetoes:
+            veto = max(vetoes, key=key)
+            return ConsentState(veto.status, veto.date, veto.agency)
+    return ConsentState(latest.status, latest.date, latest.agency)
+
+
+def _validate(person_id: str, agency: str, purpose: str, status: str) -> None:
+    if agency not in AGENCY_CODES:
+        raise ConsentDataError(f"agency: unknown agency code {agency!r}")
+    if status not in _INPUT_STATUSES:
+        raise ConsentDataError("consent_status: must be one of given, refused, withdrawn")
+    if not person_id or not purpose:
+        raise ConsentDataError("person_id/consent_purpose: must not be empty")
+
+
+class SqlConsentRegistry(ConsentRegistry):
+    """The consent registry in the governance store (same SQLAlchemy models and engine as the
+    audit log: SQLite by default, PostgreSQL in production). Every `state` reads the store, so
+    a withdrawal recorded by any process takes effect on the next decision.
+
+    Events from the warehouse (`source='warehouse'`) are replaced as a whole by
+    `refresh_from_warehouse` each hub run; events recorded directly (`record`, e.g. a withdrawal
+    received by phone) are kept across refreshes."""
+
+    def __init__(self, engine: Engine) -> None:
+        super().__init__()
+        self.engine = engine
+        Base.metadata.create_all(engine, tables=[ConsentEventRow.__table__])
+
+    def __len__(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(
+                select(func.count()).select_from(ConsentEventRow)).scalar_one())
+
+    def record(
+        self, person_id: str, agency: str, purpose: str, status: str, on: dt.date | dt.datetime
+    ) -> None:
+        _validate(person_id, agency, purpose, status)
+        with self.engine.begin() as conn:
+            conn.execute(insert(ConsentEventRow).values(
+                person_id=person_id, purpose=purpose, agency=agency, status=status,
+                on_date=_as_date(on).isoformat(), source="direct", run_id=None,
+                recorded_at=dt.datetime.now(dt.UTC).isoformat()))
+
+    def state(
+        self, person_id: str, purpose: str, agency: str, at: dt.date | dt.datetime
+    ) -> ConsentState:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(ConsentEventRow.agency, ConsentEventRow.status, ConsentEventRow.on_date)
+                .where(ConsentEventRow.person_id == person_id,
+                       ConsentEventRow.purpose == purpose)).all()
+        events = [ConsentEvent(r.agency, ConsentStatus(r.status), dt.date.fromisoformat(r.on_date))
+                  for r in rows]
+        return _decide_state(events, agency, _as_date(at))
+
+    def replace_warehouse_events(self, df: pd.DataFrame, source: str,
+                                 run_id: str | None = None) -> int:
+        """Validate every row first (a malformed row stops the refresh and nothing changes:
+        see ConsentRegistry.from_frame), then swap the warehouse-sourced events in one
+        transaction. Returns the number of events loaded."""
+        checked = ConsentRegistry.from_frame(df, source=source) if len(df) else ConsentRegistry()
+        now = dt.datetime.now(dt.UTC).isoformat()
+        rows = [{"person_id": pid, "purpose": purpose, "agency": e.agency,
+                 "status": e.status.value, "on_date": e.date.isoformat(),
+                 "source": "warehouse", "run_id": run_id, "recorded_at": now}
+                for (pid, purpose), evs in checked._events.items() for e in evs]
+        with self.engine.begin() as conn:
+            conn.execute(delete(ConsentEventRow).where(ConsentEventRow.source == "warehouse"))
+            if rows:
+                conn.execute(insert(ConsentEventRow), rows)
+        return len(rows)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, Literal
 
-from sqlalchemy import Connection, insert
+from sqlalchemy import Connection, insert, select
 
 from governance.audit import AuditLog
 from governance.consent import ConsentRegistry, ConsentState, ConsentStatus
@@ -376,29 +376,13 @@ class Governance:
         """Decide and record: exactly one audit entry per call. If the audit append fails the
         caller gets an AuditError and must disclose nothing (fail closed)."""
         d = self.evaluate(user, protocol, subject, requested_fields, at, break_glass, mode=mode)
-        justification = None
-        if break_glass is not None:
-            justification = (break_glass.justification.strip()
-                             if screen_justification(break_glass.justification)
-                             else "[withheld: looked like an identifier]")
-            justification = f"{break_glass.category}: {justification}"
+        return self.record(d, break_glass)
 
-        def side_effects(conn: Connection, seq: int) -> None:
-            if d.alert_raised:
-                conn.execute(insert(Alert).values(
-                    audit_seq=seq, raised_at=d.at.isoformat(), to_role="ig_lead",
-                    kind="break_glass_used" if d.break_glass_used else "break_glass_attempted",
-                    protocol_id=d.protocol_id, user_id=d.user_id,
-                    person_id=d.subject.person_id,
-                    detail=",".join(d.break_glass_problems) or "override_valid",
-                ))
-            if d.notification_due_by is not None:
-                conn.execute(insert(NotificationDue).values(
-                    audit_seq=seq, person_id=d.subject.person_id, protocol_id=d.protocol_id,
-                    due_by=d.notification_due_by.isoformat(), reason="break_glass_override",
-                ))
-
-        rec = self.audit.append("decision", d.audit_body(justification), also=side_effects)
+    def record(self, d: Decision, break_glass: BreakGlass | None = None) -> Decision:
+        """Append one audit entry for an evaluated decision, with its break-glass alert and
+        notification rows in the same transaction. Returns the decision with its audit seq."""
+        rec = self.audit.append("decision", d.audit_body(justification_for_audit(break_glass)),
+                                also=lambda conn, seq: record_side_effects(conn, seq, [d]))
         return replace(d, audit_seq=rec.seq, audit_hash=rec.entry_hash)
 
     def record_withheld_request(
@@ -418,6 +402,56 @@ class Governance:
                               "fields": [], "reasons": [reason]}],
         })
         return rec.seq
+
+
+def justification_for_audit(break_glass: BreakGlass | None) -> str | None:
+    """The break-glass text as it may enter the audit log: screened for identifiers."""
+    if break_glass is None:
+        return None
+    text = (break_glass.justification.strip() if screen_justification(break_glass.justification)
+            else "[withheld: looked like an identifier]")
+    return f"{break_glass.category}: {text}"
+
+
+def record_side_effects(conn: Connection, seq: int, decisions: Iterable[Decision]) -> None:
+    """Alert rows for the IG lead (every break-glass use or attempt) and notification-due
+    rows (every person whose information was shown under an override), in the audit
+    entry's own transaction."""
+    for d in decisions:
+        if d.alert_raised:
+            conn.execute(insert(Alert).values(
+                audit_seq=seq, raised_at=d.at.isoformat(), to_role="ig_lead",
+                kind="break_glass_used" if d.break_glass_used else "break_glass_attempted",
+                protocol_id=d.protocol_id, user_id=d.user_id, person_id=d.subject.person_id,
+                detail=",".join(d.break_glass_problems) or "override_valid",
+            ))
+        if d.notification_due_by is not None and conn.execute(
+            select(NotificationDue.id).where(NotificationDue.person_id == d.subject.person_id,
+                                             NotificationDue.protocol_id == d.protocol_id,
+                                             NotificationDue.done_at.is_(None))
+        ).first() is None:  # one pending notification per person and protocol is enough
+            conn.execute(insert(NotificationDue).values(
+                audit_seq=seq, person_id=d.subject.person_id, protocol_id=d.protocol_id,
+                due_by=d.notification_due_by.isoformat(), reason="break_glass_override",
+            ))
+
+
+def refused_break_glass(d: Decision) -> Decision:
+    """A break-glass request that is not valid discloses nothing, even fields the protocol's
+    gateway would allow: the practitioner asked for an override, not for an ordinary view.
+    Every field is refused with the break-glass problems as its reasons."""
+    problems = tuple(d.break_glass_problems) or ("break_glass_invalid",)
+    fields = tuple(replace(f, allowed=False, legal_basis=None,
+                           reasons=tuple(dict.fromkeys(
+                               [r for r in f.reasons if r not in _GRANTED] + list(problems))))
+                   for f in d.fields)
+    user = User(d.user_id, d.role)
+    return replace(d, fields=fields, interactions=tuple(_interactions(d.mode, user, list(fields))),
+                   break_glass_used=False, notification_due_by=None)
+
+
+_GRANTED = frozenset({Reason.CONSENT_GIVEN, Reason.STATUTORY_GATEWAY,
+                      Reason.BREAK_GLASS_OVERRIDE})
 
 
 def _interactions(

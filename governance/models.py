@@ -7,7 +7,7 @@ only hub ids (person_id, household_id), user ids, protocol ids, field names and 
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, CheckConstraint, Integer, MetaData, String, Text
+from sqlalchemy import BigInteger, CheckConstraint, Index, Integer, MetaData, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 GENESIS_HASH = "0" * 64
@@ -78,3 +78,52 @@ class NotificationDue(Base):
     due_by: Mapped[str] = mapped_column(String(10), nullable=False)  # ISO date
     reason: Mapped[str] = mapped_column(String(64), nullable=False)
     done_at: Mapped[str | None] = mapped_column(String(40), nullable=True)
+
+
+class RelationshipRow(Base):
+    """A legitimate relationship: user allocated to a person or household for a period."""
+
+    __tablename__ = "gov_relationships"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user_id: Mapped[str] = mapped_column(String(128), nullable=False, index=True)
+    kind: Mapped[str] = mapped_column(String(16), nullable=False)  # person | household
+    subject_id: Mapped[str] = mapped_column(String(128), nullable=False)
+    start: Mapped[str] = mapped_column(String(10), nullable=False)  # ISO date
+    end: Mapped[str | None] = mapped_column(String(10), nullable=True)
+    reason: Mapped[str] = mapped_column(String(64), nullable=False)
+    recorded_at: Mapped[str] = mapped_column(String(40), nullable=False)
+
+
+class ConsentEventRow(Base):
+    """One consent event. `source` is `warehouse` (replaced on each hub refresh from the
+    agencies' payload consent records) or `direct` (e.g. a withdrawal received by phone;
+    kept across refreshes)."""
+
+    __tablename__ = "gov_consent_events"
+    __table_args__ = (Index("ix_gov_consent_person_purpose", "person_id", "purpose"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    person_id: Mapped[str] = mapped_column(String(128), nullable=False)
+    purpose: Mapped[str] = mapped_column(String(64), nullable=False)
+    agency: Mapped[str] = mapped_column(String(8), nullable=False)
+    status: Mapped[str] = mapped_column(String(16), nullable=False)
+    on_date: Mapped[str] = mapped_column(String(10), nullable=False)  # ISO date
+    source: Mapped[str] = mapped_column(String(16), nullable=False, index=True)
+    run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    recorded_at: Mapped[str] = mapped_column(String(40), nullable=False)
+
+
+class BreakGlassGrant(Base):
+    """A valid break-glass override, usable by its user on its subject until it expires."""
+
+    __tablename__ = "gov_break_glass_grants"
+    grant_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    audit_seq: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    user_id: Mapped[str] = mapped_column(String(128), nullable=False)
+    protocol_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    subject_kind: Mapped[str] = mapped_column(String(16), nullable=False)
+    subject_id: Mapped[str] = mapped_column(String(128), nullable=False)
+    category: Mapped[str] = mapped_column(String(40), nullable=False)
+    justification: Mapped[str] = mapped_column(Text, nullable=False)  # screened, no identifiers
+    started_at: Mapped[str] = mapped_column(String(40), nullable=False)
+    hours: Mapped[int] = mapped_column(Integer, nullable=False)
+    expires_at: Mapped[str] = mapped_column(String(40), nullable=False)

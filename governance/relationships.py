@@ -8,10 +8,15 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
 import pandas as pd
+from sqlalchemy import Engine, or_, select, update
+from sqlalchemy import insert as sa_insert
+
+from governance.models import Base, RelationshipRow
 
 
 class SubjectKind(StrEnum):
@@ -57,6 +62,18 @@ class RelationshipRegistry:
     def add(self, rel: Relationship) -> None:
         self._by_user[rel.user_id].append(rel)
 
+    def all(self) -> list[Relationship]:
+        return [r for rels in self._by_user.values() for r in rels]
+
+    def to_frame(self) -> pd.DataFrame:
+        """user_id, kind, subject_id, start, end (ISO dates; end None if open): the shape
+        `from_frame` reads and the IG report takes."""
+        return pd.DataFrame(
+            [{"user_id": r.user_id, "kind": r.kind.value, "subject_id": r.subject_id,
+              "start": r.start.isoformat(), "end": r.end.isoformat() if r.end else None}
+             for r in self.all()],
+            columns=["user_id", "kind", "subject_id", "start", "end"])
+
     def end(self, user_id: str, kind: SubjectKind, subject_id: str, on: dt.date) -> int:
         """End every open allocation of user to subject on `on`; returns how many were ended."""
         rels = self._by_user.get(user_id, [])
@@ -70,19 +87,7 @@ class RelationshipRegistry:
     def current(
         self, user_id: str, subject: Subject, at: dt.date | dt.datetime
     ) -> Relationship | None:
-        on = at.date() if isinstance(at, dt.datetime) else at
-        for r in self._by_user.get(user_id, ()):
-            if not r.current(on):
-                continue
-            if r.kind is SubjectKind.PERSON and r.subject_id == subject.person_id:
-                return r
-            if (
-                r.kind is SubjectKind.HOUSEHOLD
-                and subject.household_id is not None
-                and r.subject_id == subject.household_id
-            ):
-                return r
-        return None
+        return _current_in(self._by_user.get(user_id, ()), subject, at)
 
     @classmethod
     def from_frame(cls, df: pd.DataFrame, source: str = "<frame>") -> RelationshipRegistry:
@@ -126,3 +131,81 @@ class RelationshipRegistry:
                 + "\n  ".join(problems[:20])
             )
         return cls(rels)
+
+
+class SqlRelationshipRegistry(RelationshipRegistry):
+    """Legitimate relationships in the governance store (the audit log's SQLAlchemy models and
+    engine). Every lookup reads the store, so an allocation ended by another process (e.g. the
+    case-management sync) stops access on the next decision."""
+
+    def __init__(self, engine: Engine) -> None:
+        super().__init__()
+        self.engine = engine
+        Base.metadata.create_all(engine, tables=[RelationshipRow.__table__])
+
+    def add(self, rel: Relationship) -> None:
+        self.add_many([rel])
+
+    def add_many(self, rels: list[Relationship]) -> int:
+        now = dt.datetime.now(dt.UTC).isoformat()
+        rows = [{"user_id": r.user_id, "kind": r.kind.value, "subject_id": r.subject_id,
+                 "start": r.start.isoformat(), "end": r.end.isoformat() if r.end else None,
+                 "reason": r.reason, "recorded_at": now} for r in rels]
+        if rows:
+            with self.engine.begin() as conn:
+                conn.execute(sa_insert(RelationshipRow), rows)
+        return len(rows)
+
+    def load_frame(self, df: pd.DataFrame, source: str = "<frame>") -> int:
+        """Validate a whole allocations frame (RelationshipRegistry.from_frame rules: nothing
+        is loaded if any row is bad), then add the allocations not already stored."""
+        rels = RelationshipRegistry.from_frame(df, source=source).all()
+        have = set(self.all())
+        return self.add_many([r for r in dict.fromkeys(rels) if r not in have])
+
+    def end(self, user_id: str, kind: SubjectKind, subject_id: str, on: dt.date) -> int:
+        c = RelationshipRow
+        with self.engine.begin() as conn:
+            res = conn.execute(
+                update(c).where(c.user_id == user_id, c.kind == kind.value,
+                                c.subject_id == subject_id,
+                                or_(c.end.is_(None), c.end > on.isoformat()))
+                .values(end=on.isoformat()))
+        return int(res.rowcount)
+
+    def _rows(self, user_id: str | None = None) -> list[Relationship]:
+        c = RelationshipRow
+        q = select(c.user_id, c.kind, c.subject_id, c.start, c.end, c.reason).order_by(c.id)
+        if user_id is not None:
+            q = q.where(c.user_id == user_id)
+        with self.engine.connect() as conn:
+            rows = conn.execute(q).all()
+        return [Relationship(r.user_id, SubjectKind(r.kind), r.subject_id,
+                             dt.date.fromisoformat(r.start),
+                             dt.date.fromisoformat(r.end) if r.end else None, r.reason)
+                for r in rows]
+
+    def all(self) -> list[Relationship]:
+        return self._rows()
+
+    def current(
+        self, user_id: str, subject: Subject, at: dt.date | dt.datetime
+    ) -> Relationship | None:
+        return _current_in(self._rows(user_id), subject, at)
+
+
+def _current_in(rels: Iterable[Relationship], subject: Subject,
+                at: dt.date | dt.datetime) -> Relationship | None:
+    on = at.date() if isinstance(at, dt.datetime) else at
+    for r in rels:
+        if not r.current(on):
+            continue
+        if r.kind is SubjectKind.PERSON and r.subject_id == subject.person_id:
+            return r
+        if (
+            r.kind is SubjectKind.HOUSEHOLD
+            and subject.household_id is not None
+            and r.subject_id == subject.household_id
+        ):
+            return r
+    return None

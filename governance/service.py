@@ -12,6 +12,7 @@ the id exists; only a user the decision lets through learns that an id is unknow
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -20,9 +21,19 @@ from typing import Any
 
 import duckdb
 import pandas as pd
+from sqlalchemy import Connection
 
+from governance.breakglass import Grant, GrantStore
 from governance.consent import ConsentRegistry
-from governance.decisions import Decision, Governance, User
+from governance.decisions import (
+    BreakGlass,
+    Decision,
+    Governance,
+    User,
+    justification_for_audit,
+    record_side_effects,
+    refused_break_glass,
+)
 from governance.relationships import Subject
 
 INVOLVEMENT_PROTOCOL = "involvement_index"
@@ -47,6 +58,17 @@ class NotFound(ViewError):
     def __init__(self, kind: str, ident: str, audit_seq: int | None) -> None:
         super().__init__(f"unknown {kind} {ident}")
         self.kind, self.ident, self.audit_seq = kind, ident, audit_seq
+
+
+@dataclass(frozen=True)
+class BreakGlassAsk:
+    """A practitioner's break-glass: a new override (category, justification, hours from now)
+    or an earlier grant to reopen (grant_id)."""
+
+    category: str | None = None
+    justification: str | None = None
+    hours: int | None = None
+    grant_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -107,11 +129,13 @@ class ViewService:
     """Assembles governed views. `clock` returns the (timezone-aware) time of a decision."""
 
     def __init__(self, warehouse: Path | str, governance: Governance,
-                 clock: Callable[[], dt.datetime] | None = None) -> None:
+                 clock: Callable[[], dt.datetime] | None = None,
+                 grants: GrantStore | None = None) -> None:
         self.warehouse = Path(warehouse)
         if not self.warehouse.exists():
             raise FileNotFoundError(f"{self.warehouse}: no hub warehouse")
         self.gov = governance
+        self.grants = grants or GrantStore(governance.audit.engine)
         self.clock = clock or (lambda: dt.datetime.now(dt.UTC))
 
     # -- warehouse access (read-only, one connection per request) --------------------------
@@ -199,34 +223,99 @@ class ViewService:
 
     def decide_for(
         self, user: User, protocol_id: str, subjects: list[tuple[Subject, list[tuple[str, str]]]],
-        at: dt.datetime, context: dict[str, Any],
+        at: dt.datetime, context: dict[str, Any], *, break_glass: BreakGlassAsk | None = None,
+        subject_kind: str = "person", subject_id: str | None = None,
     ) -> tuple[list[Decision], int]:
-        """One audit entry for the whole request. A single subject goes through
-        Governance.decide (which records it); several subjects (a household) are evaluated
-        one by one with the same rules and recorded together in one entry."""
-        if len(subjects) == 1:
-            subject, requested = subjects[0]
-            d = self.gov.decide(user, protocol_id, subject, requested, at)
-            assert d.audit_seq is not None
-            return [d], d.audit_seq
-        decisions = [self.gov.evaluate(user, protocol_id, s, req, at) for s, req in subjects]
-        body = {"type": "household_decision", "at": at.isoformat(), "user_id": user.user_id,
-                "role": user.role, "protocol_id": protocol_id, **context,
-                "decisions": [d.audit_body(None) for d in decisions]}
-        rec = self.gov.audit.append("decision", body)
+        """One audit entry for the whole request: a single subject is recorded as a decision
+        entry, several (a household) together in one household entry.
+
+        With `break_glass`, a new override (category, justification, hours starting now) or
+        an earlier grant (`grant_id`) is checked for each subject; if it is not valid for the
+        request nothing at all is disclosed, and the IG lead is alerted either way. A new
+        valid override is stored as a grant in the audit entry's own transaction."""
+        bg, grant_id, new_grant, grant_problem = self._break_glass(
+            user, protocol_id, at, break_glass, subject_kind, subject_id)
+        decisions = [self.gov.evaluate(user, protocol_id, s, req, at, bg) for s, req in subjects]
+        if grant_problem is not None:
+            decisions = [replace(d, break_glass_requested=True, alert_raised=True,
+                                 break_glass_problems=(grant_problem,)) for d in decisions]
+        if break_glass is not None and any(d.break_glass_problems for d in decisions):
+            problems = tuple(dict.fromkeys(p for d in decisions for p in d.break_glass_problems))
+            decisions = [refused_break_glass(replace(d, break_glass_problems=problems))
+                         for d in decisions]
+            new_grant = None
+        justification = justification_for_audit(bg)
+        if len(decisions) == 1:
+            body = decisions[0].audit_body(justification)
+        else:
+            body = {"type": "household_decision", "at": at.isoformat(), "user_id": user.user_id,
+                    "role": user.role, "protocol_id": protocol_id, **context,
+                    "decisions": [d.audit_body(justification) for d in decisions]}
+        if break_glass is not None:
+            ok = new_grant is not None or (grant_id is not None and grant_problem is None and
+                                           not decisions[0].break_glass_problems)
+            body["break_glass_grant"] = {"grant_id": grant_id if ok else None,
+                                         "new": new_grant is not None}
+
+        def also(conn: Connection, seq: int) -> None:
+            record_side_effects(conn, seq, decisions)
+            if new_grant is not None:
+                GrantStore.insert(conn, replace(new_grant, audit_seq=seq))
+
+        rec = self.gov.audit.append("decision", body, also=also)
         return [replace(d, audit_seq=rec.seq, audit_hash=rec.entry_hash)
                 for d in decisions], rec.seq
+
+    def _break_glass(
+        self, user: User, protocol_id: str, at: dt.datetime, ask: BreakGlassAsk | None,
+        subject_kind: str, subject_id: str | None,
+    ) -> tuple[BreakGlass | None, str | None, Grant | None, str | None]:
+        """(override to evaluate, grant id, new grant to store, problem with a grant id)."""
+        if ask is None:
+            return None, None, None, None
+        if ask.grant_id is not None:
+            g = self.grants.get(ask.grant_id)
+            if (g is None or g.user_id != user.user_id or g.protocol_id != protocol_id
+                    or g.subject_kind != subject_kind or g.subject_id != subject_id):
+                # Unknown, or someone else's grant: not an oracle on which grants exist.
+                return None, ask.grant_id, None, "break_glass_grant_not_valid_for_request"
+            return g.break_glass, g.grant_id, None, None
+        bg = BreakGlass(ask.category or "", ask.justification or "", at, ask.hours or 0)
+        gid = uuid.uuid4().hex
+        proto = self.gov.protocols.get(protocol_id)
+        max_hours = proto.break_glass.max_hours or 0 if proto is not None else 0
+        expires = at + dt.timedelta(hours=max(0, min(bg.hours, max_hours)))
+        grant = Grant(gid, 0, user.user_id, protocol_id, subject_kind, subject_id or "", bg,
+                      expires)
+        return bg, gid, grant, None
 
     @staticmethod
     def _refusal_reasons(decisions: list[Decision]) -> list[str]:
         reasons = sorted({r for d in decisions for f in d.fields if not f.allowed
-                          for r in f.reasons})
+                          for r in f.reasons} | {p for d in decisions
+                                                 for p in d.break_glass_problems})
         return reasons or ["nothing_requested"]
+
+    @staticmethod
+    def _break_glass_extra(decisions: list[Decision], seq: int,
+                           ask: BreakGlassAsk | None, grants: GrantStore) -> dict[str, Any]:
+        if ask is None:
+            return {}
+        d = decisions[0]
+        due = [x.notification_due_by for x in decisions if x.notification_due_by is not None]
+        return {"break_glass": {
+            "grant_id": ask.grant_id or grants.grant_for_seq(seq),
+            "expires_at": d.break_glass_expires_at.isoformat()
+            if d.break_glass_expires_at else None,
+            "used": any(x.break_glass_used for x in decisions),
+            "alert_raised": True,
+            "notification_due_by": min(due).isoformat() if due else None}}
 
     # -- views ------------------------------------------------------------------------------
 
     def person_view(self, user: User, protocol_id: str, person_id: str,
-                    fields: list[str] | None = None) -> ViewResult:
+                    fields: list[str] | None = None, *,
+                    break_glass: BreakGlassAsk | None = None) -> ViewResult:
         at = self.clock()
         exists, household_id = self.person_household(person_id)
         proto = self.gov.protocols.get(protocol_id)
@@ -234,7 +323,9 @@ class ViewService:
         agencies = holders if exists else (list(proto.agencies) if proto else [])
         requested = self._requested(protocol_id, agencies, fields)
         subject = Subject(person_id, household_id)
-        [d], seq = self.decide_for(user, protocol_id, [(subject, requested)], at, {})
+        [d], seq = self.decide_for(user, protocol_id, [(subject, requested)], at, {},
+                                   break_glass=break_glass, subject_kind="person",
+                                   subject_id=person_id)
         allowed = d.allowed_fields()
         if not allowed:
             raise Forbidden(d, self._refusal_reasons([d]), seq)
@@ -242,10 +333,13 @@ class ViewService:
             raise NotFound("person", person_id, seq)
         records = self.payload_rows({person_id: allowed})
         return ViewResult(protocol_id, "person", person_id, seq, [d.decision_id], [person_id],
-                          records, _withheld([d]), {"household_id": household_id})
+                          records, _withheld([d]),
+                          {"household_id": household_id,
+                           **self._break_glass_extra([d], seq, break_glass, self.grants)})
 
     def household_view(self, user: User, protocol_id: str, household_id: str,
-                       fields: list[str] | None = None) -> ViewResult:
+                       fields: list[str] | None = None, *,
+                       break_glass: BreakGlassAsk | None = None) -> ViewResult:
         at = self.clock()
         exists, members = self.household_members(household_id)
         proto = self.gov.protocols.get(protocol_id)
@@ -260,7 +354,9 @@ class ViewService:
             subjects = [(Subject(household_id, household_id),
                          self._requested(protocol_id, everyone, fields))]
         decisions, seq = self.decide_for(user, protocol_id, subjects, at,
-                                         {"household_id": household_id})
+                                         {"household_id": household_id},
+                                         break_glass=break_glass, subject_kind="household",
+                                         subject_id=household_id)
         allowed = {d.subject.person_id: d.allowed_fields() for d in decisions}
         if not any(allowed.values()):
             raise Forbidden(decisions[0], self._refusal_reasons(decisions), seq)
@@ -269,7 +365,8 @@ class ViewService:
         records = self.payload_rows(allowed)
         return ViewResult(protocol_id, "household", household_id, seq,
                           [d.decision_id for d in decisions], members, records,
-                          _withheld(decisions))
+                          _withheld(decisions),
+                          self._break_glass_extra(decisions, seq, break_glass, self.grants))
 
     def involvement(self, user: User, household_id: str) -> ViewResult:
         """Who holds what: agencies involved with the household, since when, and the lead
