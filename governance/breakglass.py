@@ -46,8 +46,8 @@ class GrantStore:
 
     def get(self, grant_id: str) -> Grant | None:
         with self.engine.connect() as conn:
-            r = conn.execute(select(BreakGlassGrant)
-                             .where(BreakGlassGrant.grant_id == grant_id)).scalar_one_or_none()
+            r = conn.execute(select(*BreakGlassGrant.__table__.c)
+                             .where(BreakGlassGrant.grant_id == grant_id)).first()
             if r is None:
                 return None
             bg = BreakGlass(r.category, r.justification, dt.datetime.fromisoformat(r.started_at),

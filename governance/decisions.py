@@ -17,7 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, Literal
@@ -413,18 +413,24 @@ def justification_for_audit(break_glass: BreakGlass | None) -> str | None:
     return f"{break_glass.category}: {text}"
 
 
-def record_side_effects(conn: Connection, seq: int, decisions: Iterable[Decision]) -> None:
-    """Alert rows for the IG lead (every break-glass use or attempt) and notification-due
-    rows (every person whose information was shown under an override), in the audit
-    entry's own transaction."""
+def record_side_effects(conn: Connection, seq: int, decisions: Sequence[Decision],
+                        subject_id: str | None = None) -> None:
+    """One alert row for the IG lead per request with a break-glass (used or attempted; for a
+    household request `subject_id` is the household id) and notification-due rows (every
+    person whose information was shown under an override), in the audit entry's own
+    transaction."""
+    raised = [d for d in decisions if d.alert_raised]
+    if raised:
+        d = raised[0]
+        used = any(x.break_glass_used for x in raised)
+        conn.execute(insert(Alert).values(
+            audit_seq=seq, raised_at=d.at.isoformat(), to_role="ig_lead",
+            kind="break_glass_used" if used else "break_glass_attempted",
+            protocol_id=d.protocol_id, user_id=d.user_id,
+            person_id=subject_id or d.subject.person_id,
+            detail=",".join(d.break_glass_problems) or "override_valid",
+        ))
     for d in decisions:
-        if d.alert_raised:
-            conn.execute(insert(Alert).values(
-                audit_seq=seq, raised_at=d.at.isoformat(), to_role="ig_lead",
-                kind="break_glass_used" if d.break_glass_used else "break_glass_attempted",
-                protocol_id=d.protocol_id, user_id=d.user_id, person_id=d.subject.person_id,
-                detail=",".join(d.break_glass_problems) or "override_valid",
-            ))
         if d.notification_due_by is not None and conn.execute(
             select(NotificationDue.id).where(NotificationDue.person_id == d.subject.person_id,
                                              NotificationDue.protocol_id == d.protocol_id,

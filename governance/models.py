@@ -62,7 +62,7 @@ class Alert(Base):
     kind: Mapped[str] = mapped_column(String(40), nullable=False)
     protocol_id: Mapped[str] = mapped_column(String(64), nullable=False)
     user_id: Mapped[str] = mapped_column(String(128), nullable=False)
-    person_id: Mapped[str] = mapped_column(String(128), nullable=False)
+    person_id: Mapped[str] = mapped_column(String(128), nullable=False)  # or household id
     detail: Mapped[str] = mapped_column(String(200), nullable=False)  # codes only
     acknowledged_at: Mapped[str | None] = mapped_column(String(40), nullable=True)
 

@@ -258,7 +258,8 @@ class ViewService:
                                          "new": new_grant is not None}
 
         def also(conn: Connection, seq: int) -> None:
-            record_side_effects(conn, seq, decisions)
+            record_side_effects(conn, seq, decisions,
+                                subject_id if len(decisions) > 1 else None)
             if new_grant is not None:
                 GrantStore.insert(conn, replace(new_grant, audit_seq=seq))
 
