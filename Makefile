@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "needs $(PYTHON) on PATH"; exit 1; }
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check "uv==0.13.9"
-	$(VENV)/bin/uv pip install --quiet --python $(PY) -c constraints.txt -e ".[bridge,hub,dev]"
+	$(VENV)/bin/uv pip install --quiet --python $(PY) -c constraints.txt -e ".[bridge,hub,dev,spark]"
 	@touch $(STAMP)
 
 demo: $(STAMP)
