@@ -1,7 +1,8 @@
 """The hub DAG: scheduled on any agency's landing Asset.
 
 list landed batches -> ingest (mapped, one per batch) -> link persons -> households -> marts ->
-linkage report. Single writer to the DuckDB warehouse: one active run, one ingest at a time.
+report (consent registry refresh + IG report). Single writer to the DuckDB warehouse: one active
+run, one ingest at a time.
 Every stage is idempotent for a run_id (linkage.pipeline), so a retried or re-run task yields
 the same warehouse.
 """
@@ -54,8 +55,16 @@ def hub_linkage() -> None:
     ingested = ingest.expand(batch_dir=list_batches())
     link = stage("link_persons")()
     households = stage("households")()
+    @task(task_id="report", trigger_rule="none_failed")
+    def report_task(run_id: str | None = None) -> dict:
+        # Governance stage: consent registry refreshed from this run's warehouse, then the
+        # IG report with the access section (governance.hub_stage).
+        from governance.hub_stage import report_stage
+
+        return report_stage(run_id)
+
     marts = stage("marts")()
-    report = stage("report")()
+    report = report_task()
     ingested >> link >> households >> marts >> report
 
 

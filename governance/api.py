@@ -40,7 +40,6 @@ from governance.service import (
     NotFound,
     ViewResult,
     ViewService,
-    load_consent,
 )
 
 ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
@@ -369,7 +368,8 @@ def app_from_config(path: str | Path) -> FastAPI:
     """Build the app from a hub config YAML:
 
     warehouse: var/run/hub/warehouse.duckdb
-    governance_db: sqlite:///var/run/hub/governance.db
+    governance_db: sqlite:///var/run/hub/governance.db   # PostgreSQL URL in production
+    governance_schema: null                              # optional (PostgreSQL)
     relationships_csv: var/run/hub/allocations.csv      # user_id,kind,subject_id,start,end
     hub_signing_key: var/run/hub/keys/hub_request.pem    # Ed25519, 0600
     bridges: {CSC: "https://reid.csc.example"}
@@ -378,19 +378,27 @@ def app_from_config(path: str | Path) -> FastAPI:
     """
     import pandas as pd
 
-    from governance.relationships import RelationshipRegistry
+    from governance.consent import SqlConsentRegistry
+    from governance.hub_stage import refresh_consent
+    from governance.relationships import SqlRelationshipRegistry
 
     path = Path(path)
     cfg = yaml.safe_load(path.read_text("utf-8")) or {}
     for key in ("warehouse", "governance_db"):
         if key not in cfg:
             raise ValueError(f"{path}: {key}: missing")
-    engine = make_engine(cfg["governance_db"])
-    rel_csv = cfg.get("relationships_csv")
-    rels = (RelationshipRegistry.from_frame(pd.read_csv(rel_csv, dtype=str), source=rel_csv)
-            if rel_csv else RelationshipRegistry())
+    engine = make_engine(cfg["governance_db"], cfg.get("governance_schema"))
     warehouse = Path(cfg["warehouse"])
-    gov = Governance(AuditLog(engine), consent=load_consent(warehouse), relationships=rels)
+    # Relationships and consent live in the governance store, read on every decision, so an
+    # allocation ended or a consent withdrawn (by any process) takes effect at once.
+    rels = SqlRelationshipRegistry(engine)
+    rel_csv = cfg.get("relationships_csv")
+    if rel_csv:  # an allocations export from case management: adds what is not yet stored
+        rels.load_frame(pd.read_csv(rel_csv, dtype=str), source=str(rel_csv))
+    consent = SqlConsentRegistry(engine)
+    if not consent.has_warehouse_events():  # normally refreshed by the hub run's report stage
+        refresh_consent(engine, warehouse)
+    gov = Governance(AuditLog(engine), consent=consent, relationships=rels)
     views = ViewService(warehouse, gov)
     store = TokenStore(engine)
     for i, t in enumerate(cfg.get("tokens") or []):

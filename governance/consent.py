@@ -193,6 +193,12 @@ class SqlConsentRegistry(ConsentRegistry):
                   for r in rows]
         return _decide_state(events, agency, _as_date(at))
 
+    def has_warehouse_events(self) -> bool:
+        with self.engine.connect() as conn:
+            return conn.execute(select(ConsentEventRow.id)
+                                .where(ConsentEventRow.source == "warehouse").limit(1)
+                                ).first() is not None
+
     def replace_warehouse_events(self, df: pd.DataFrame, source: str,
                                  run_id: str | None = None) -> int:
         """Validate every row first (a malformed row stops the refresh and nothing changes:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 import pandas as pd
-from sqlalchemy import Engine, or_, select, update
+from sqlalchemy import Engine, case, or_, select, update
 from sqlalchemy import insert as sa_insert
 
 from governance.models import Base, RelationshipRow
@@ -158,19 +158,28 @@ class SqlRelationshipRegistry(RelationshipRegistry):
 
     def load_frame(self, df: pd.DataFrame, source: str = "<frame>") -> int:
         """Validate a whole allocations frame (RelationshipRegistry.from_frame rules: nothing
-        is loaded if any row is bad), then add the allocations not already stored."""
-        rels = RelationshipRegistry.from_frame(df, source=source).all()
-        have = set(self.all())
-        return self.add_many([r for r in dict.fromkeys(rels) if r not in have])
+        is loaded if any row is bad), then add the allocations not already stored. An
+        allocation is the same if user, kind, subject and start match: re-importing an export
+        never reopens an allocation ended in the store since."""
+        def key(r: Relationship) -> tuple[str, str, str, dt.date]:
+            return (r.user_id, r.kind.value, r.subject_id, r.start)
+
+        have = {key(r) for r in self.all()}
+        new: dict[tuple[str, str, str, dt.date], Relationship] = {}
+        for r in RelationshipRegistry.from_frame(df, source=source).all():
+            if key(r) not in have:
+                new.setdefault(key(r), r)
+        return self.add_many(list(new.values()))
 
     def end(self, user_id: str, kind: SubjectKind, subject_id: str, on: dt.date) -> int:
         c = RelationshipRow
         with self.engine.begin() as conn:
+            # An allocation that would only start after `on` ends on its first day.
             res = conn.execute(
                 update(c).where(c.user_id == user_id, c.kind == kind.value,
                                 c.subject_id == subject_id,
                                 or_(c.end.is_(None), c.end > on.isoformat()))
-                .values(end=on.isoformat()))
+                .values(end=case((c.start > on.isoformat(), c.start), else_=on.isoformat())))
         return int(res.rowcount)
 
     def _rows(self, user_id: str | None = None) -> list[Relationship]:

@@ -109,17 +109,12 @@ def _to_json(v: Any) -> Any:
 
 
 def load_consent(warehouse: Path) -> ConsentRegistry:
-    """The consent registry from the agencies' consent payload fields, keyed by hub person_id.
-    (Same query as linkage.marts; the governance rules live in ConsentRegistry.)"""
-    con = duckdb.connect(str(warehouse), read_only=True)
-    try:
-        events = con.execute("""
-            SELECT rp.person_id, p.agency, p.consent_purpose, p.consent_status, p.consent_date
-            FROM payload p JOIN record_person rp USING (agency, record_ref)
-            WHERE p.consent_status IS NOT NULL AND p.consent_purpose IS NOT NULL
-              AND p.consent_date IS NOT NULL""").df()
-    finally:
-        con.close()
+    """An in-memory consent registry from the warehouse's consent payload fields (tests and
+    one-off use; the hub keeps its registry in the governance store: SqlConsentRegistry,
+    refreshed each run by governance.hub_stage.refresh_consent)."""
+    from governance.hub_stage import consent_events
+
+    events = consent_events(warehouse)
     if events.empty:
         return ConsentRegistry()
     return ConsentRegistry.from_frame(events, source=f"{warehouse.name}: payload consent fields")
