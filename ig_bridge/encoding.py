@@ -16,12 +16,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import yaml
 
 from ig_bridge.keys import LinkKey
 
 _SEP = "\x1f"  # unit separator between combined fields: cannot occur in normalised values
 _DERIVED = {"dob_iso", "dob_swapped_iso", "dob_ym", "dob_md"}
+_QGRAM_CACHE_MAX = 200_000  # (domain, salt, q-gram) positions kept across chunks
 
 
 class EncodingSpecError(ValueError):
@@ -98,6 +100,37 @@ def _obj(values: list) -> np.ndarray:
     return arr
 
 
+def _recode(codes: np.ndarray, texts: list[str | None]) -> tuple[np.ndarray, np.ndarray]:
+    """Codes over old uniques + their texts (None = missing) -> codes over distinct texts."""
+    new, uniq = pd.factorize(_obj(texts), use_na_sentinel=True)
+    return np.append(new, -1).astype(np.int64)[codes], _obj(list(uniq))
+
+
+def _combine_codes(codes: list[np.ndarray], sizes: list[int], shift: bool) -> np.ndarray:
+    """One code per distinct tuple of codes. shift=False: -1 where any part is missing;
+    shift=True: missing parts are a value of their own (code -1 kept distinct)."""
+    key = np.zeros(len(codes[0]), dtype=np.int64)
+    bad = np.zeros(len(codes[0]), dtype=bool)
+    for c, size in zip(codes, sizes, strict=True):
+        if shift:
+            c, size = c + 1, size + 1
+        else:
+            bad |= c < 0
+        # re-factorised at every step, so key * size stays far below 2**63
+        key = pd.factorize(key * size + np.maximum(c, 0))[0].astype(np.int64)
+    if not shift:
+        key[bad] = -1
+    return key
+
+
+def _first_rows(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(dense codes 0..k-1, one row index per code). Rows sharing a code are identical."""
+    dense, _ = pd.factorize(codes)
+    rep = np.empty(int(dense.max()) + 1 if len(dense) else 0, dtype=np.int64)
+    rep[dense] = np.arange(len(dense))
+    return dense.astype(np.int64), rep
+
+
 class Encoder:
     """`Encoder(link_key, spec).encode(normalised_frame) -> DataFrame` of tok_*, blk_*, bf_*.
 
@@ -130,35 +163,45 @@ class Encoder:
         return [name for section in ("tokens", "blocking", "bloom")
                 for name in ((self.spec.get(section) or {}).get("columns") or {})]
 
-    # -- sources -------------------------------------------------------------------------------
+    # -- sources ---------------------------------------------------------------------------
+    # Every source is carried as (codes, uniques): codes index the distinct non-null strings
+    # (-1 = missing), so every Python-level step below runs once per distinct value, never per
+    # row (h11: the row loops here were most of the bridge's time at 200k rows).
 
-    def _source(self, frame: pd.DataFrame, name: str, col: Mapping[str, Any]) -> np.ndarray:
+    def _source(self, frame: pd.DataFrame, name: str,
+                col: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
         n = len(frame)
+        missing = (np.full(n, -1, dtype=np.int64), _obj([]))
         if name in _DERIVED:
             dob = frame.get("date_of_birth")
             if dob is None:
-                return np.full(n, None, dtype=object)
-            dob = pd.to_datetime(dob)
+                return missing
+            codes, days = pd.factorize(pd.to_datetime(dob), use_na_sentinel=True)
+            days = pd.DatetimeIndex(days)
             if name == "dob_iso":
-                text = dob.dt.strftime("%Y-%m-%d")
+                text = days.strftime("%Y-%m-%d")
             elif name == "dob_ym":
-                text = dob.dt.strftime("%Y-%m")
+                text = days.strftime("%Y-%m")
             elif name == "dob_md":
-                text = dob.dt.strftime("%m-%d")
+                text = days.strftime("%m-%d")
             else:  # day/month swapped, only where the swap gives another valid date
-                ok = (dob.dt.day <= 12) & (dob.dt.day != dob.dt.month)
-                text = dob.dt.strftime("%Y-%d-%m").where(ok)
-            return _obj([v if isinstance(v, str) else None for v in text])
+                ok = (days.day <= 12) & (days.day != days.month)
+                text = pd.Index(days.strftime("%Y-%d-%m")).where(ok)
+            return _recode(codes, [v if isinstance(v, str) else None for v in text])
         if name not in frame:
-            return np.full(n, None, dtype=object)
+            return missing
         values = frame[name].to_numpy(dtype=object)
-        try:  # convert each distinct value once (h6: this loop dominated the bridge at 1M rows)
-            codes, values = pd.factorize(values, use_na_sentinel=True)
-        except TypeError:  # list-valued column (name parts): row by row
-            codes = None
         part = col.get("part")
+        try:
+            codes, uniques = pd.factorize(values, use_na_sentinel=True)
+        except TypeError:  # list-valued column (name parts): take the part row by row first
+            values = _obj([(v[0] if part != "last" else v[-1]) if
+                           isinstance(v, list | tuple | np.ndarray) and len(v) else
+                           (None if isinstance(v, list | tuple | np.ndarray) else v)
+                           for v in values])
+            codes, uniques = pd.factorize(values, use_na_sentinel=True)
         out = []
-        for v in values:
+        for v in uniques:
             if isinstance(v, list | tuple | np.ndarray):
                 v = (v[0] if part != "last" else v[-1]) if len(v) else None
             if v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)):
@@ -170,24 +213,35 @@ class Encoder:
             if col.get("compact"):
                 s = s.replace(" ", "")
             out.append(s or None)
-        return _obj(out) if codes is None else _obj([*out, None])[codes]
+        return _recode(codes, out)
 
-    def _combined(self, frame: pd.DataFrame, col: Mapping[str, Any]) -> np.ndarray:
+    def _combined(self, frame: pd.DataFrame,
+                  col: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
         sources = col.get("sources") or [col["source"]]
-        arrays = [self._source(frame, s, col) for s in sources]
-        if len(arrays) == 1:
-            return arrays[0]
-        return _obj([None if any(p is None for p in parts) else _SEP.join(parts)
-                     for parts in zip(*arrays, strict=True)])
+        parts = [self._source(frame, s, col) for s in sources]
+        if len(parts) == 1:
+            return parts[0]
+        # A combined value exists only where every part does; join once per distinct combination.
+        codes = _combine_codes([c for c, _ in parts], [len(u) for _, u in parts], shift=False)
+        out = np.full(len(frame), -1, dtype=np.int64)
+        valid = np.flatnonzero(codes >= 0)
+        if not len(valid):
+            return out, _obj([])
+        key, rep = _first_rows(codes[valid])
+        out[valid] = key
+        cols = [u[c[valid][rep]] for c, u in parts]
+        return out, _obj([_SEP.join(p) for p in zip(*cols, strict=True)])
 
     # -- tokens --------------------------------------------------------------------------------
 
-    def _tokens(self, values: np.ndarray, domain: str, truncate_bits: int) -> np.ndarray:
+    def _tokens(self, source: tuple[np.ndarray, np.ndarray], domain: str,
+                truncate_bits: int) -> pa.Array:
+        codes, uniques = source
         key, nbytes = self._key(domain), truncate_bits // 8
-        codes, uniques = pd.factorize(pd.Series(values, dtype=object), use_na_sentinel=True)
         digest = hmac.digest
-        toks = [digest(key, u.encode("utf-8"), "sha256")[:nbytes].hex() for u in uniques]
-        return _obj([*toks, None])[codes]
+        toks = pa.array([digest(key, u.encode("utf-8"), "sha256")[:nbytes].hex()
+                         for u in uniques] + [None], type=pa.string())
+        return toks.take(pa.array(np.where(codes < 0, len(uniques), codes)))
 
     # -- Bloom filters -------------------------------------------------------------------------
 
@@ -195,6 +249,8 @@ class Encoder:
         ck = (domain, salt, gram)
         pos = self._qgram_cache.get(ck)
         if pos is None:
+            if len(self._qgram_cache) > _QGRAM_CACHE_MAX:  # bounded: salts make it grow
+                self._qgram_cache.clear()
             d = hmac.digest(self._key(domain), f"{salt}{_SEP}{gram}".encode(), "sha256")
             # k independent positions: successive 16-bit words of one digest, mod bits (a power
             # of two dividing 2**16, so unbiased).
@@ -205,13 +261,23 @@ class Encoder:
     def _bloom(self, frame: pd.DataFrame, name: str, col: Mapping[str, Any]) -> np.ndarray:
         sources = col.get("sources") or [col["source"]]
         q, k, bits, fold = int(col["q"]), int(col["k"]), int(col["bits"]), int(col.get("fold", 0))
-        arrays = [self._source(frame, s, {**col, "compact": False}) for s in sources]
-        salts = (self._source(frame, col["salt"], {}) if col.get("salt")
-                 else np.full(len(frame), None, dtype=object))
-        keys = [None if all(a is None for a in parts[:-1]) else
-                "\x1e".join("" if p is None else p for p in parts)
-                for parts in zip(*arrays, salts, strict=True)]
-        codes, uniques = pd.factorize(pd.Series(keys, dtype=object), use_na_sentinel=True)
+        parts = [self._source(frame, s, {**col, "compact": False}) for s in sources]
+        salt = (self._source(frame, col["salt"], {}) if col.get("salt")
+                else (np.full(len(frame), -1, dtype=np.int64), _obj([])))
+        # One filter per distinct (values, salt); a row with no value at all has none.
+        n = len(frame)
+        present = np.zeros(n, dtype=bool)
+        for c, _ in parts:
+            present |= c >= 0
+        rows = np.flatnonzero(present)
+        result = np.full(n, None, dtype=object)
+        if not len(rows):
+            return result
+        allp = [*parts, salt]
+        codes = _combine_codes([c[rows] for c, _ in allp], [len(u) for _, u in allp], shift=True)
+        key, rep = _first_rows(codes)
+        reps = [np.where(c[rows][rep] >= 0, u[np.maximum(c[rows][rep], 0)] if len(u) else "", "")
+                for c, u in allp]
         domains = [f"bloom.{name}.{s}" for s in sources]
         out_bytes = (bits >> fold) // 8
         encoded: list[bytes] = []
@@ -230,22 +296,23 @@ class Encoder:
             return got
 
         chunk = 8192
-        for start in range(0, len(uniques), chunk):
-            block = uniques[start:start + chunk]
+        n_keys = len(rep)
+        for start in range(0, n_keys, chunk):
+            stop = min(start + chunk, n_keys)
             per_row: list[np.ndarray] = []
-            for key in block:
-                *values, salt = key.split("\x1e")
-                parts = []
-                for dom, value in zip(domains, values, strict=True):
-                    words = value.split()
+            for j in range(start, stop):
+                salt_j = reps[-1][j]
+                pieces = []
+                for dom, vals in zip(domains, reps[:-1], strict=True):
+                    words = vals[j].split()
                     if col.get("compact") and words:
                         words = ["".join(words)]
-                    parts.extend(word_positions(dom, salt, w) for w in words)
-                per_row.append(np.concatenate(parts) if parts else empty)
+                    pieces.extend(word_positions(dom, salt_j, w) for w in words)
+                per_row.append(np.concatenate(pieces) if pieces else empty)
             lens = np.fromiter((len(p) for p in per_row), dtype=np.int64, count=len(per_row))
-            m = np.zeros((len(block), bits), dtype=bool)
+            m = np.zeros((stop - start, bits), dtype=bool)
             if lens.sum():
-                m[np.repeat(np.arange(len(block)), lens), np.concatenate(per_row)] = True
+                m[np.repeat(np.arange(stop - start), lens), np.concatenate(per_row)] = True
             for _ in range(fold):
                 half = m.shape[1] // 2
                 m = m[:, :half] ^ m[:, half:]
@@ -253,25 +320,24 @@ class Encoder:
             if packed.shape[1] != out_bytes:
                 raise EncodingSpecError(f"bloom.columns.{name}: encoded length mismatch")
             encoded.extend(row.tobytes() for row in packed)
-        return _obj([*encoded, None])[codes]
+        result[rows] = _obj(encoded)[key]
+        return result
 
     # -- entry point ---------------------------------------------------------------------------
 
     def encode(self, normalised: pd.DataFrame) -> pd.DataFrame:
-        out: dict[str, np.ndarray] = {}
+        out: dict[str, Any] = {}
         for section in ("tokens", "blocking"):
             sec = self.spec.get(section) or {}
             bits = int(sec.get("truncate_bits", 128))
             for name, col in (sec.get("columns") or {}).items():
                 domain = col.get("domain") or name
-                out[name] = self._tokens(self._combined(normalised, col), domain, bits)
+                # Arrow strings straight into the frame: no per-cell object -> str conversion.
+                out[name] = pd.array(self._tokens(self._combined(normalised, col), domain, bits),
+                                     dtype="str")
         for name, col in ((self.spec.get("bloom") or {}).get("columns") or {}).items():
             out[name] = self._bloom(normalised, name, col)
-        frame = pd.DataFrame(out, index=normalised.index, columns=self.columns)
-        for name in self.columns:
-            if not name.startswith("bf_"):  # same dtype even when a column is all-null
-                frame[name] = frame[name].astype("str")
-        return frame
+        return pd.DataFrame(out, index=normalised.index, columns=self.columns)
 
     def bloom_bytes(self, name: str) -> int:
         col = self.spec["bloom"]["columns"][name]

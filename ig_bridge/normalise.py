@@ -48,6 +48,8 @@ def fold(text: str) -> str:
 
     Iterated to a fixed point because lower-casing can create new decomposable characters.
     """
+    if text.isascii():  # fast path: NFKD and lower() of ASCII stay ASCII, nothing combines
+        return text.translate(_FOLD_MAP).lower()
     for _ in range(4):
         folded = _fold_once(text)
         if folded == text:
@@ -57,6 +59,22 @@ def fold(text: str) -> str:
 
 
 _APOSTROPHE = re.compile(r"'")
+# Per-value patterns compiled once (re's own cache lookup showed in the 1M-row profile).
+_NOT_ALNUM_UPPER = re.compile(r"[^A-Z0-9]")
+_AREA = re.compile(r"[A-Z]+")
+_NHS_SEP = re.compile(r"[\s\-.]")
+_TEN_DIGITS = re.compile(r"\d{10}")
+_SPACE = re.compile(r"\s")
+_FLOAT_TAIL = re.compile(r"\.0+$")
+_UPRN_DIGITS = re.compile(r"\d{1,12}")
+_UPN_SEP = re.compile(r"[\s\-]")
+_PHONE_ZERO = re.compile(r"\(0\)")
+_PHONE_EXT = re.compile(r"(?:ext|extn|x)\.?\s*\d+$")
+_NON_DIGIT = re.compile(r"\D")
+_UK_PHONE = re.compile(r"0[1-9]\d{8,9}")
+_SLASH_FLAT = re.compile(r"(\d)\s*/\s*(\d)")
+_ADDR_NON_WORD = re.compile(r"[^\w/]+|_")
+_NUM_LETTER = re.compile(r"\b(\d+) ([a-z])\b(?= [a-z]{2,})")
 _NON_LETTER = re.compile(r"[\W\d_]+")
 _NON_WORD = re.compile(r"[\W_]+")
 
@@ -274,7 +292,7 @@ def normalise_postcode(value: str) -> tuple[str | None, str | None, str | None, 
                                             str | None, bool, str | None]:
     """-> (postcode 'SW1A 1AA', outward 'SW1A', district 'SW1', sector 'SW1A 1', area 'SW',
     valid, reason). District drops a London sub-district letter (SW1A -> SW1)."""
-    compact = re.sub(r"[^A-Z0-9]", "", fold(value).upper())
+    compact = _NOT_ALNUM_UPPER.sub("", fold(value).upper())
     if not compact:
         return None, None, None, None, None, False, None
     if compact == "GIR0AA":
@@ -288,7 +306,7 @@ def normalise_postcode(value: str) -> tuple[str | None, str | None, str | None, 
             return compact, None, None, None, None, False, "invalid UK postcode format"
     outward, inward = m.group(1), m.group(2)
     district = outward[:-1] if len(outward) >= 3 and outward[-1].isalpha() else outward
-    area = re.match(r"[A-Z]+", outward).group(0)  # type: ignore[union-attr]
+    area = _AREA.match(outward).group(0)  # type: ignore[union-attr]
     return f"{outward} {inward}", outward, district, f"{outward} {inward[0]}", area, True, None
 
 
@@ -302,10 +320,10 @@ def nhs_check_digit(body9: str) -> int | None:
 
 
 def normalise_nhs_number(value: str) -> tuple[str | None, str | None]:
-    digits = re.sub(r"[\s\-.]", "", value)
+    digits = _NHS_SEP.sub("", value)
     if not digits:
         return None, None
-    if not re.fullmatch(r"\d{10}", digits):
+    if not _TEN_DIGITS.fullmatch(digits):
         return None, "nhs_number is not 10 digits"
     if len(set(digits)) == 1:
         return None, "nhs_number is a placeholder"
@@ -315,11 +333,11 @@ def normalise_nhs_number(value: str) -> tuple[str | None, str | None]:
 
 
 def normalise_uprn(value: str) -> tuple[str | None, str | None]:
-    text = re.sub(r"\s", "", value)
-    text = re.sub(r"\.0+$", "", text)  # spreadsheet float artefact: 1000123.0
+    text = _SPACE.sub("", value)
+    text = _FLOAT_TAIL.sub("", text)  # spreadsheet float artefact: 1000123.0
     if not text:
         return None, None
-    if not re.fullmatch(r"\d{1,12}", text) or int(text) == 0:
+    if not _UPRN_DIGITS.fullmatch(text) or int(text) == 0:
         return None, "uprn is not 1-12 digits"
     return str(int(text)), None
 
@@ -335,7 +353,7 @@ def upn_check_letter(body12: str) -> str:
 
 
 def normalise_upn(value: str) -> tuple[str | None, str | None]:
-    text = re.sub(r"[\s\-]", "", fold(value).upper())
+    text = _UPN_SEP.sub("", fold(value).upper())
     if not text:
         return None, None
     if not re.fullmatch(rf"[{UPN_CHECK_LETTERS}]\d{{11}}[0-9{UPN_CHECK_LETTERS}]", text):
@@ -347,10 +365,10 @@ def normalise_upn(value: str) -> tuple[str | None, str | None]:
 
 def normalise_phone(value: str) -> tuple[str | None, str | None]:
     """UK numbers -> '0' + 10 digits; other countries -> '+' + digits (E.164 without spaces)."""
-    text = re.sub(r"\(0\)", "", fold(value))
-    text = re.sub(r"(?:ext|extn|x)\.?\s*\d+$", "", text).strip()
+    text = _PHONE_ZERO.sub("", fold(value))
+    text = _PHONE_EXT.sub("", text).strip()
     plus = text.startswith("+") or text.startswith("00")
-    digits = re.sub(r"\D", "", text)
+    digits = _NON_DIGIT.sub("", text)
     if not digits:
         return None, None
     if plus:
@@ -363,7 +381,7 @@ def normalise_phone(value: str) -> tuple[str | None, str | None]:
             return None, "phone is not a valid international number"
     elif len(digits) == 10 and digits[0] in "123578":
         digits = "0" + digits  # leading zero lost in a spreadsheet
-    if re.fullmatch(r"0[1-9]\d{8,9}", digits):
+    if _UK_PHONE.fullmatch(digits):
         return digits, None
     return None, "phone is not a valid UK number"
 
@@ -459,8 +477,8 @@ _POSTCODE_TAIL = re.compile(r"\s*\b([a-z]{1,2}\d[a-z\d]?)\s*(\d[a-z]{2})\s*$")
 def normalise_address_line(value: str) -> str | None:
     text = _APOSTROPHE.sub("", fold(value))
     text = text.replace("&", " and ")
-    text = re.sub(r"(\d)\s*/\s*(\d)", r"\1/\2", text)  # '3 / 2' tenement flats keep the slash
-    text = re.sub(r"[^\w/]+|_", " ", text)
+    text = _SLASH_FLAT.sub(r"\1/\2", text)  # '3 / 2' tenement flats keep the slash
+    text = _ADDR_NON_WORD.sub(" ", text)
     tokens = text.split()
     out: list[str] = []
     for i, tok in enumerate(tokens):
@@ -473,7 +491,7 @@ def normalise_address_line(value: str) -> str | None:
             tok = ADDRESS_ABBREVIATIONS.get(tok, tok)
         out.append(tok)
     # "12 a" -> "12a"
-    joined = re.sub(r"\b(\d+) ([a-z])\b(?= [a-z]{2,})", r"\1\2", " ".join(out))
+    joined = _NUM_LETTER.sub(r"\1\2", " ".join(out))
     return None if joined in PLACEHOLDERS else (joined or None)
 
 
@@ -578,14 +596,35 @@ def _as_text(series: pd.Series) -> pd.Series:
     return pd.Series(mapped[codes], index=series.index, dtype=object)
 
 
+# Results of the pure per-value normalisers, kept across chunks of one extract (names, towns,
+# postcodes repeat from chunk to chunk). Bounded: cleared when it grows past _MEMO_MAX entries,
+# so memory does not grow with the extract.
+_MEMO: dict[str, dict[str, tuple]] = {}
+_MEMO_MAX = 50_000
+
+
 def _per_unique(series: pd.Series | None, index: pd.Index, fn: Callable[[str], tuple],
-                width: int) -> list[np.ndarray]:
-    """Apply fn once per distinct non-null value; returns `width` object arrays aligned to index."""
+                width: int, memo: str | None = None) -> list[np.ndarray]:
+    """Apply fn once per distinct non-null value; returns `width` object arrays aligned to index.
+
+    `memo` names a cache for fn's results across calls; only for pure fns of the value alone.
+    """
     if series is None:
         return [np.full(len(index), None, dtype=object) for _ in range(width)]
     text = _as_text(series)
     codes, uniques = pd.factorize(text, use_na_sentinel=True)
-    results = [fn(u) for u in uniques]
+    if memo is None:
+        results = [fn(u) for u in uniques]
+    else:
+        cache = _MEMO.setdefault(memo, {})
+        if len(cache) > _MEMO_MAX:
+            cache.clear()
+        results = []
+        for u in uniques:
+            r = cache.get(u)
+            if r is None:
+                r = cache[u] = fn(u)
+            results.append(r)
     out = []
     for j in range(width):
         col = np.empty(len(uniques) + 1, dtype=object)
@@ -628,19 +667,28 @@ def normalise_identifiers(raw: pd.DataFrame, date_formats: Sequence[str] | None 
     # record_id: stripped only (it becomes record_ref; its exact bytes matter).
     (rid,) = _per_unique(col("record_id"), idx, lambda v: (v,), 1)
     out["record_id"] = rid
-    (out["title"],) = _per_unique(col("title"), idx, lambda v: (normalise_name_value(v),), 1)
+    (out["title"],) = _per_unique(col("title"), idx, lambda v: (normalise_name_value(v),), 1,
+                                    "name_value")
 
-    sex, reason = _per_unique(col("sex"), idx, normalise_sex, 2)
+    sex, reason = _per_unique(col("sex"), idx, normalise_sex, 2, "sex")
     _collect(problems, idx, "sex", reason)
     out["sex"] = sex
 
-    given, extra_given = _per_unique(col("given_name"), idx, _norm_given, 2)
-    (middle,) = _per_unique(col("middle_names"), idx, lambda v: (normalise_name_value(v),), 1)
+    given, extra_given = _per_unique(col("given_name"), idx, _norm_given, 2, "given")
+    (middle,) = _per_unique(col("middle_names"), idx, lambda v: (normalise_name_value(v),), 1,
+                          "name_value")
     if col("given_name") is not None:
-        middle = _obj_array([_ph(" ".join(p for p in (e, m) if p))
-                             for e, m in zip(extra_given, middle, strict=True)])
-    family, fam_parts = _per_unique(col("family_name"), idx, _norm_family, 2)
-    fg, fm, ff = _per_unique(col("full_name"), idx, split_full_name, 3)
+        # Either part alone is already a normalised, non-placeholder name; only rows with both
+        # need joining (and the join can itself be a placeholder: "n" + "a").
+        e_na, m_na = pd.isna(extra_given), pd.isna(middle)
+        merged = np.where(e_na, middle, extra_given)
+        both = np.flatnonzero(~e_na & ~m_na)
+        if len(both):
+            merged[both] = _obj_array([_ph(f"{e} {m}") for e, m in
+                                       zip(extra_given[both], middle[both], strict=True)])
+        middle = merged
+    family, fam_parts = _per_unique(col("family_name"), idx, _norm_family, 2, "family")
+    fg, fm, ff = _per_unique(col("full_name"), idx, split_full_name, 3, "full")
     out["full_name"] = None
     given = _fill(given, fg)
     middle = _fill(middle, fm)
@@ -692,7 +740,8 @@ def normalise_identifiers(raw: pd.DataFrame, date_formats: Sequence[str] | None 
     whole, line1_from_whole, pc_from_whole = _per_unique(
         col("address"), idx, _norm_whole_address, 3)
     for name in ("address_line_1", "address_line_2", "town"):
-        (out[name],) = _per_unique(col(name), idx, lambda v: (normalise_address_line(v),), 1)
+        (out[name],) = _per_unique(col(name), idx, lambda v: (normalise_address_line(v),), 1,
+                                     "address_line")
     out["address_line_1"] = _fill(out["address_line_1"], line1_from_whole)
     out["address"] = whole
     flat, number, street = _per_unique(
@@ -704,7 +753,7 @@ def normalise_identifiers(raw: pd.DataFrame, date_formats: Sequence[str] | None 
         pc_src = pd.Series(pc_from_whole, index=idx, dtype=object)
     elif pc_src is not None and col("address") is not None:
         pc_src = pd.Series(_fill(_as_text(pc_src).to_numpy(), pc_from_whole), index=idx)
-    pcs = _per_unique(pc_src, idx, normalise_postcode, 7)
+    pcs = _per_unique(pc_src, idx, normalise_postcode, 7, "postcode")
     for name, arr in zip(("postcode", "postcode_outward", "postcode_district", "postcode_sector",
                           "postcode_area"), pcs[:5], strict=True):
         out[name] = arr

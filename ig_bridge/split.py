@@ -104,6 +104,40 @@ def _save_sequence(agency_dir: Path, code: str, seq: int, batch_id: str) -> None
     os.replace(tmp, state)
 
 
+class _SeenIds:
+    """Record ids already accepted or refused in this batch, for the duplicate check across
+    chunks, in constant-size form: two keyed 64-bit hashes per id (vectorised, pandas), kept as
+    one sorted array of 16-byte keys. 8x smaller than a set of str, and a lookup is a binary
+    search instead of `Series.isin(set)` (which converted the whole set on every chunk)."""
+
+    def __init__(self) -> None:
+        # Random per batch: the hashes never leave the process; random keys make a crafted
+        # collision pointless. 16 hex chars = the 16-byte siphash key pandas expects.
+        self._keys = (os.urandom(8).hex(), os.urandom(8).hex())
+        self._sorted = np.empty(0, dtype="S16")
+
+    def _digest(self, ids: np.ndarray) -> np.ndarray:
+        h = [pd.util.hash_array(ids, hash_key=k, categorize=False) for k in self._keys]
+        return np.ascontiguousarray(np.stack(h, axis=1)).view("S16").ravel()
+
+    def seen(self, ids: np.ndarray) -> np.ndarray:
+        """Boolean mask: which ids were added before."""
+        if not len(ids) or not len(self._sorted):
+            return np.zeros(len(ids), dtype=bool)
+        d = self._digest(ids)
+        pos = np.searchsorted(self._sorted, d)
+        hit = pos < len(self._sorted)
+        hit[hit] = self._sorted[pos[hit]] == d[hit]
+        return hit
+
+    def add(self, ids: np.ndarray) -> None:
+        if not len(ids):
+            return
+        d = np.unique(self._digest(ids))
+        d = d[~np.isin(d, self._sorted)] if len(self._sorted) else d
+        self._sorted = np.insert(self._sorted, np.searchsorted(self._sorted, d), d)
+
+
 def _person_frame(raw: pd.DataFrame, mapping: Mapping, person: str) -> pd.DataFrame:
     cols = mapping.identifier_columns(person)
     return pd.DataFrame({f: raw[src] for f, src in cols.items()})
@@ -293,7 +327,7 @@ def run_bridge(extract_path: Path | str, mapping_path: Path | str, agency_dir: P
     scrubber = Scrubber()
     all_status: list[pd.DataFrame] = []
     q_rows: list[dict] = []
-    seen_ids: set[str] = set()
+    seen_ids = _SeenIds()
     read = accepted = 0
     reason_counts: dict[str, int] = {}
     file_name = extract_path.name
@@ -322,10 +356,12 @@ def run_bridge(extract_path: Path | str, mapping_path: Path | str, agency_dir: P
                 persons = {p: _person_frame(raw, mapping, p) for p in [SUBJECT, *slots]}
                 norm = {p: _normalise(f, date_formats, status, p) for p, f in persons.items()}
                 rid = norm[SUBJECT]["record_id"]
-                dup = rid.duplicated().to_numpy() | rid.isin(seen_ids).to_numpy()
+                ids = rid.dropna().to_numpy(dtype=object)
+                dup = rid.duplicated().to_numpy().copy()
+                dup[rid.notna().to_numpy()] |= seen_ids.seen(ids)
                 status[f"{SUBJECT}.record_id"] = np.where(
                     rid.isna().to_numpy(), "missing", np.where(dup, "duplicate", OK))
-                seen_ids.update(rid.dropna().tolist())
+                seen_ids.add(ids)
                 payload = _payload(raw, mapping, status, date_formats)
                 status_df = pd.DataFrame(status).astype("category")
                 checked = validator.check(status_df)
