@@ -1,8 +1,17 @@
 """`make demo`: the whole pipeline THROUGH AIRFLOW on the embedded defaults.
 
 synthetic population -> partnership keys -> every agency's bridge DAG (dag.test) -> the hub DAG
-(dag.test) -> where the marts and the report are. Airflow metadata is SQLite in
-<out>/airflow, the warehouse a DuckDB file, the landing zone a folder (docs/contracts.md).
+(dag.test) -> then, as the partnership would (`post_hub`):
+  (a) the linkage evaluation (benchmarks/evaluate_linkage.py: plays every party, decrypting refs
+      with each agency's own key, against ground truth and a plaintext baseline) writes
+      hub/reports/linkage_quality.json;
+  (b) a week of practitioner activity through the governance HTTP API (allocations, consent and
+      gateway views, a denial, a break-glass, an identity request answered by an agency's
+      re-identification service on a local port);
+  (c) the IG lead's linkage audit report re-rendered with the quality figures and access section;
+  (d) one subject access report, re-identified by the agency that received the request;
+and prints where each output is. Airflow metadata is SQLite in <out>/airflow, the warehouse a
+DuckDB file, the landing zone a folder (docs/contracts.md).
 
 The Airflow environment must be set before Airflow is imported, so `main` configures it and
 then re-runs itself in a child process with the environment in place.
@@ -11,11 +20,14 @@ then re-runs itself in a child process with the environment in place.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -127,11 +139,344 @@ def summarise(out: Path, states: dict[str, str], seconds: float) -> int:
     return 0 if all(s == "success" for s in states.values()) else 1
 
 
+# --------------------------------------------------------------------------- after the hub DAG
+
+
+def latest_run_id(warehouse: Path) -> str:
+    import duckdb
+
+    con = duckdb.connect(str(warehouse), read_only=True)
+    try:
+        row = con.execute("SELECT run_id FROM linkage_run ORDER BY finished_at DESC NULLS LAST, "
+                          "run_id DESC LIMIT 1").fetchone()
+    finally:
+        con.close()
+    if row is None:
+        raise SystemExit(f"{warehouse}: no linkage run; did the hub DAG succeed?")
+    return str(row[0])
+
+
+def _evaluation_module() -> Any:
+    """benchmarks/evaluate_linkage.py (a script, not a package), imported by path."""
+    import importlib.util
+
+    path = REPO / "benchmarks" / "evaluate_linkage.py"
+    spec = importlib.util.spec_from_file_location("joinedup_evaluate_linkage", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def evaluate(out: Path, run_id: str, *, baseline: bool = True) -> dict[str, Any]:
+    """(a) The partnership's linkage evaluation: writes hub/reports/linkage_quality.json."""
+    return _evaluation_module().evaluate_run(out, run_id, baseline=baseline)
+
+
+@dataclass
+class Week:
+    """What the simulated week did: ids (pseudonymous), HTTP statuses, where the logs are."""
+
+    calls: list[dict[str, Any]] = field(default_factory=list)
+    sar_person: str | None = None
+    identity_agency: str | None = None
+
+
+def _pick(warehouse: Path, consent: Any, at: dt.datetime) -> dict[str, Any]:
+    """Households for the week's cases, chosen from the warehouse by what they need to show."""
+    import duckdb
+
+    con = duckdb.connect(str(warehouse), read_only=True)
+    try:
+        hh = con.execute("""
+            SELECT m.household_id, list(DISTINCT m.person_id ORDER BY m.person_id) AS members,
+                   list(DISTINCT rp.agency ORDER BY rp.agency) AS agencies
+            FROM household_member m JOIN household h USING (household_id)
+            JOIN record_person rp USING (person_id)
+            WHERE h.status = 'active' GROUP BY 1 HAVING count(DISTINCT m.person_id) >= 2
+            ORDER BY count(DISTINCT rp.agency) DESC, 1 LIMIT 60""").fetchall()
+        eh_given = con.execute("""
+            SELECT rp.person_id, min(m.household_id), min(p.agency) FROM payload p
+            JOIN record_person rp USING (agency, record_ref)
+            JOIN household_member m ON m.person_id = rp.person_id
+            WHERE p.consent_purpose = 'early_help' AND p.consent_status = 'given'
+            GROUP BY 1 ORDER BY 1""").fetchall()
+    finally:
+        con.close()
+    if len(hh) < 3:
+        raise SystemExit(f"{warehouse}: too few multi-member households for the demo week")
+    eh = next(((p, h, a) for p, h, a in eh_given
+               if consent.state(p, "early_help", a, at).given), None)
+    mash = next((h for h, members, agencies in hh[1:]
+                 if any(not consent.state(p, "mash", a, at).given
+                        for p in members for a in agencies)), hh[1][0])
+    case = hh[0]
+    person = case[1][0]
+    return {"case": case[0], "person": person, "mash_household": mash, "eh": eh,
+            "other_household": hh[2][0]}
+
+
+def simulate_week(out: Path, *, start: dt.datetime | None = None,
+                  bridge_agency: str | None = None) -> Week:
+    """(b) A week of practitioner activity through the governance HTTP API on the hub's
+    governance store (<out>/hub/governance.db unless JOINEDUP_GOVERNANCE_DB is set)."""
+    import threading
+
+    from fastapi.testclient import TestClient
+
+    from governance.api import TokenStore, create_app
+    from governance.audit import AuditLog, generate_hub_key, load_hub_key
+    from governance.consent import SqlConsentRegistry
+    from governance.decisions import Governance, User
+    from governance.hub_stage import governance_engine, refresh_consent
+    from governance.identity import IdentityService
+    from governance.relationships import (
+        Relationship,
+        SqlRelationshipRegistry,
+        Subject,
+        SubjectKind,
+    )
+    from governance.service import ViewService
+    from ig_bridge.keys import KeyStore
+    from ig_bridge.reid_service import ReidService, extract_lookup, load_hub_public_key, make_server
+    from linkage.config import HubPaths
+
+    paths = HubPaths.for_run(out)
+    engine = governance_engine(out)
+    consent = SqlConsentRegistry(engine)
+    if not consent.has_warehouse_events():  # the hub DAG's report stage normally did this
+        refresh_consent(engine, paths.warehouse)
+    rels = SqlRelationshipRegistry(engine)
+    gov = Governance(AuditLog(engine), consent, rels)
+    now = dt.datetime.now(dt.UTC)
+    monday = start or (now - dt.timedelta(days=now.weekday() + 7)).replace(
+        hour=9, minute=0, second=0, microsecond=0)
+    clock = {"t": monday}
+    views = ViewService(paths.warehouse, gov, clock=lambda: clock["t"])
+    pick = _pick(paths.warehouse, consent, monday)
+
+    # Allocations, as the case-management system would sync them (persisted in the store).
+    alloc_start = (monday - dt.timedelta(days=60)).date()
+    rels.add_many([
+        Relationship("sw.csc.1", SubjectKind.HOUSEHOLD, pick["case"], alloc_start),
+        Relationship("tm.csc.1", SubjectKind.HOUSEHOLD, pick["mash_household"], alloc_start),
+        Relationship("sw.csc.1", SubjectKind.HOUSEHOLD, pick["other_household"], alloc_start,
+                     (monday + dt.timedelta(days=4)).date()),
+    ])
+    if pick["eh"] is not None:
+        rels.add(Relationship("ehw.eh.1", SubjectKind.PERSON, pick["eh"][0], alloc_start))
+    store = TokenStore(engine)
+    users = {"sw.csc.1": ("practitioner", "CSC"), "tm.csc.1": ("team_manager", "CSC"),
+             "ehw.eh.1": ("practitioner", "EH"), "pc.pol.9": ("practitioner", "POL")}
+    tokens = {u: store.issue(u, role, agency) for u, (role, agency) in users.items()}
+
+    # An agency's re-identification service on a local port, verifying hub-signed requests.
+    key_path = paths.hub / "keys" / "hub_request.pem"
+    hub_key = load_hub_key(key_path) if key_path.exists() else generate_hub_key(key_path)
+    holders = views.agencies_holding([pick["person"]])[pick["person"]]
+    s47 = gov.protocols["s47_child_protection_enquiry"]
+    agency = bridge_agency or next((a for a in ("CSC", "GP", "SCH", "POL", "HV")
+                                    if a in holders and a in s47.agencies), None)
+    server = None
+    bridges: dict[str, str] = {}
+    if agency is not None:
+        mapping = REPO / "schemas" / "agencies" / f"{agency.lower()}.yaml"
+        extract = next(p for p in sorted((out / "population" / "extracts" / agency).iterdir())
+                       if p.is_file())
+        service = ReidService(agency, KeyStore(out / "agency" / agency / "keys", agency),
+                              load_hub_public_key(key_path.with_suffix(".pub")),
+                              extract_lookup(extract, mapping),
+                              out / "agency" / agency / "audit.log")
+        server = make_server(service)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        bridges[agency] = f"http://127.0.0.1:{server.server_address[1]}"
+    ident = IdentityService(views, hub_key, bridges)
+    client = TestClient(create_app(views, store, ident))
+    week = Week(sar_person=pick["person"], identity_agency=agency)
+
+    def call(day: int, hour: int, who: str, method: str, url: str,
+             body: dict[str, Any] | None = None) -> Any:
+        clock["t"] = monday + dt.timedelta(days=day, hours=hour)
+        r = client.request(method, url, json=body,
+                           headers={"Authorization": f"Bearer {tokens[who]}"})
+        res = r.json() if r.headers.get("content-type", "").startswith("application/json") \
+            else {}
+        # What the demo prints: the call and its outcome, never a response body (identities).
+        week.calls.append({"day": day, "user": who, "call": f"{method} {url.split('?')[0]}",
+                           "status": r.status_code,
+                           "reasons": ",".join(res.get("reasons") or [])})
+        return res
+
+    case, person, mh = pick["case"], pick["person"], pick["mash_household"]
+    try:
+        call(0, 0, "sw.csc.1", "GET", f"/households/{case}/involvement")
+        call(0, 1, "sw.csc.1", "GET", f"/households/{case}?protocol={s47.id}")
+        call(0, 2, "sw.csc.1", "GET", f"/persons/{person}?protocol={s47.id}")
+        if pick["eh"] is not None:
+            call(1, 0, "ehw.eh.1", "GET",
+                 f"/persons/{pick['eh'][0]}?protocol=early_help_family_support")
+        call(1, 3, "pc.pol.9", "GET", f"/persons/{person}?protocol={s47.id}")  # no allocation
+        call(2, 0, "tm.csc.1", "GET", f"/households/{mh}?protocol=mash_information_sharing")
+        bg = call(2, 1, "tm.csc.1", "POST", f"/households/{mh}/break-glass", {
+            "protocol_id": "mash_information_sharing", "category": "risk_of_significant_harm",
+            "justification": "Contact from school about injuries; consent could not be sought "
+                             "without alerting the alleged abuser", "hours": 8})
+        gid = (bg.get("break_glass") or {}).get("grant_id")
+        if gid:
+            call(2, 4, "tm.csc.1", "GET",
+                 f"/households/{mh}?protocol=mash_information_sharing&break_glass_id={gid}")
+            call(3, 0, "tm.csc.1", "GET",  # next day: the grant has expired
+                 f"/households/{mh}?protocol=mash_information_sharing&break_glass_id={gid}")
+        call(3, 2, "sw.csc.1", "POST", f"/persons/{person}/break-glass", {
+            "protocol_id": s47.id, "category": "immediate_danger",
+            "justification": "Wanted the full picture before the strategy meeting", "hours": 2})
+        if agency is not None:
+            call(3, 3, "sw.csc.1", "POST", f"/persons/{person}/identity", {
+                "protocol_id": s47.id, "agency": agency,
+                "reason": "Strategy meeting must confirm which child the records concern"})
+        call(4, 0, "sw.csc.1", "GET", f"/households/{pick['other_household']}?protocol={s47.id}")
+        if pick["eh"] is not None:  # the parent withdraws consent by phone: effective at once
+            pid, hh, ag = pick["eh"]
+            clock["t"] = monday + dt.timedelta(days=4, hours=2)
+            consent.record(pid, ag, "early_help", "withdrawn", clock["t"])
+            call(4, 3, "ehw.eh.1", "GET", f"/persons/{pid}?protocol=early_help_family_support")
+        clock["t"] = monday + dt.timedelta(days=4, hours=5)
+        gov.record_withheld_request(User("sw.csc.1", "practitioner", "CSC"),
+                                    "mash_information_sharing", Subject(person, case),
+                                    "not_proportionate", clock["t"])
+    finally:
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        ident.http.close()
+        engine.dispose()
+    return week
+
+
+def write_report(out: Path, run_id: str) -> Path:
+    """(c) The IG report re-rendered with the quality figures and the week's access section."""
+    from governance.audit import AuditLog
+    from governance.hub_stage import governance_engine
+    from governance.relationships import SqlRelationshipRegistry
+    from governance.reports.linkage_report import build_report
+    from linkage.config import HubPaths
+
+    engine = governance_engine(out)
+    try:
+        return build_report(HubPaths.for_run(out), run_id, audit=AuditLog(engine),
+                            relationships=SqlRelationshipRegistry(engine).to_frame())
+    finally:
+        engine.dispose()
+
+
+def write_sar(out: Path, person_id: str, agency: str | None = None) -> Path:
+    """(d) One subject access report. The hub collects every audit entry about the person
+    (ids and codes only); the agency that received the request re-identifies its own refs
+    with its own key, and the addressed report is written on the agency's side only."""
+    import duckdb
+
+    from governance.audit import AuditLog
+    from governance.hub_stage import governance_engine
+    from governance.reports.sar import (
+        agency_identity_requests,
+        collect_sar,
+        reidentify_for_sar,
+        render_sar,
+    )
+    from ig_bridge.keys import KeyStore
+    from ig_bridge.reid_service import extract_lookup
+    from linkage.config import HubPaths
+
+    engine = governance_engine(out)
+    con = duckdb.connect(str(HubPaths.for_run(out).warehouse), read_only=True)
+    try:
+        report = collect_sar(AuditLog(engine), person_id, con)
+    finally:
+        con.close()
+        engine.dispose()
+    agency = agency or sorted(report.record_refs)[0]
+    adir = out / "agency" / agency
+    mapping = REPO / "schemas" / "agencies" / f"{agency.lower()}.yaml"
+    extract = next(p for p in sorted((out / "population" / "extracts" / agency).iterdir())
+                   if p.is_file())
+    ids = reidentify_for_sar(report, agency,
+                             ref_keys=KeyStore(adir / "keys", agency).ref_keys(),
+                             lookup=extract_lookup(extract, mapping),
+                             audit_log=adir / "audit.log", requesting_user="sar.officer")
+    earlier = agency_identity_requests(adir / "audit.log", report.record_refs.get(agency, []))
+    path = adir / "sar" / f"sar_{person_id}.html"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render_sar(report, ids, earlier), "utf-8")
+    return path
+
+
+def post_hub(out: Path, *, baseline: bool = True, start: dt.datetime | None = None
+             ) -> dict[str, Any]:
+    """Everything after the hub DAG, on a run folder the hub has linked. Returns the outputs."""
+    from linkage.config import HubPaths
+
+    paths = HubPaths.for_run(out)
+    run_id = latest_run_id(paths.warehouse)
+    with console.status("(a) linkage evaluation against ground truth"
+                        + (" and the plaintext baseline" if baseline else "")):
+        quality = evaluate(out, run_id, baseline=baseline)
+    with console.status("(b) a week of practitioner activity through the governance API"):
+        week = simulate_week(out, start=start)
+    with console.status("(c) IG report with quality and access sections"):
+        report = write_report(out, run_id)
+    with console.status("(d) subject access report"):
+        sar = write_sar(out, week.sar_person or "", week.identity_agency)
+    return {"run_id": run_id, "quality": quality, "week": week,
+            "outputs": {"linkage quality (JSON)": paths.reports / "linkage_quality.json",
+                        "IG linkage audit report": report,
+                        "subject access report (agency side)": sar,
+                        "governance store (audit log, consent, allocations)":
+                            governance_db_display(out),
+                        "analyst marts": paths.marts / "analyst.duckdb",
+                        "warehouse": paths.warehouse}}
+
+
+def governance_db_display(out: Path) -> str:
+    url = os.environ.get("JOINEDUP_GOVERNANCE_DB")
+    return "JOINEDUP_GOVERNANCE_DB" if url else str(out / "hub" / "governance.db")
+
+
+def show_post_hub(result: dict[str, Any]) -> None:
+    q = result["quality"]
+    figures = Table(title=f"Linkage quality, run {result['run_id']}")
+    figures.add_column("figure")
+    figures.add_column("value", justify="right")
+    for k in ("auto_match_precision", "pair_completeness", "privacy_cost_f1",
+              "privacy_cost_f1_cross_agency"):
+        v = q.get(k)
+        figures.add_row(k, "-" if v is None else f"{v:+.4f}" if "cost" in k else f"{v:.4f}")
+    figures.add_row("person F1 (all pairs)", f"{q['person_all_pairs']['f1']:.4f}")
+    figures.add_row("household F1", f"{q['household_pairwise']['f1']:.4f}")
+    console.print(figures)
+    calls = Table(title="A week of practitioner activity (governance API)")
+    for c in ("day", "user", "call", "status", "reasons"):
+        calls.add_column(c)
+    for c in result["week"].calls:
+        style = "green" if c["status"] == 200 else "yellow"
+        calls.add_row(str(c["day"] + 1), c["user"], c["call"], f"[{style}]{c['status']}",
+                      c["reasons"][:70])
+    console.print(calls)
+    outs = Table(title="Where each output is")
+    outs.add_column("output")
+    outs.add_column("path")
+    for k, v in result["outputs"].items():
+        outs.add_row(k, str(v))
+    console.print(outs)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("var/demo"))
     ap.add_argument("--people", type=int, default=3000)
     ap.add_argument("--seed", type=int, default=20240601)
+    ap.add_argument("--no-baseline", action="store_true",
+                    help="skip the plaintext Splink baseline (no privacy-cost figure)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     out = args.out.resolve()
@@ -144,6 +489,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     start = time.monotonic()
     out.mkdir(parents=True, exist_ok=True)
+    # A fresh governance store per demo: the week below is simulated, not accumulated.
+    (out / "hub" / "governance.db").unlink(missing_ok=True)
     env = airflow_env(out)
     with console.status("Preparing Airflow metadata (SQLite)"):
         migrate(env)
@@ -159,7 +506,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     import json
 
-    return summarise(out, json.loads(states_file.read_text()), time.monotonic() - start)
+    rc = summarise(out, json.loads(states_file.read_text()), time.monotonic() - start)
+    if rc != 0:
+        return rc
+    show_post_hub(post_hub(out, baseline=not args.no_baseline))
+    console.print(f"demo finished in {time.monotonic() - start:.0f} s")
+    return 0
 
 
 if __name__ == "__main__":

@@ -200,6 +200,19 @@ def _decision_outcome(body: Mapping[str, Any]) -> str:
     return "granted" if allowed == len(fields) else "partly_granted"
 
 
+def _one_request(body: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A household view is one request (one audit entry) with a decision per member: count it
+    once, over all members' fields, with its break-glass if any member's was recorded."""
+    if body.get("type") != "household_decision":
+        return body
+    subs = list(body.get("decisions") or [])
+    bgs = [d["break_glass"] for d in subs if d.get("break_glass")]
+    bg = None if not bgs else {**bgs[0], "used": any(b.get("used") for b in bgs)}
+    return {**body, "type": "decision", "fields": [f for d in subs for f in d.get("fields") or []],
+            "break_glass": bg,
+            "subject": {"person_id": None, "household_id": body.get("household_id")}}
+
+
 def _access(entries: Iterable[Mapping[str, Any]], protocols: Iterable[str],
             relationships: pd.DataFrame | None, identity_logs: Mapping[str, Path],
             consent: pd.DataFrame | None, t: int) -> dict[str, Any]:
@@ -216,7 +229,7 @@ def _access(entries: Iterable[Mapping[str, Any]], protocols: Iterable[str],
             if isinstance(r.end, str | dt.date) and str(r.end).strip():
                 ends[(r.user_id, r.subject_id)].append(pd.Timestamp(r.end).date())
     n = 0
-    for body in entries:
+    for body in map(_one_request, entries):
         if body.get("type") not in ("decision", "withheld_request"):
             continue
         n += 1

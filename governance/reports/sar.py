@@ -96,6 +96,12 @@ def collect_sar(audit: Any, person_id: str, con: duckdb.DuckDBPyConnection | Non
         subject = body.get("subject") or {}
         if subject.get("person_id") == person_id:
             entries.append(_entry(rec.seq, rec.recorded_at, body))
+        # A household view records one entry with a decision per member: the person's own
+        # decision is theirs; the other members' decisions are not.
+        for sub in body.get("decisions") or () if body.get("type") == "household_decision" \
+                else ():
+            if (sub.get("subject") or {}).get("person_id") == person_id:
+                entries.append(_entry(rec.seq, rec.recorded_at, sub))
     refs: dict[str, list[str]] = {}
     if con is not None:
         for agency, ref in con.execute(

@@ -1,0 +1,111 @@
+"""The demo's post-hub steps on a real linked run (helper-7's orchestrated_run, linked by the
+outputs builder): the hub DAG's report task body, then evaluation, a week of practitioner
+activity through the HTTP API (with an agency's re-identification service on a local port),
+the re-rendered IG report and one subject access report. Each output exists, the report
+carries the privacy cost and the access figures, and no identity reaches the hub side."""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from test_report_support import RUN2, build_outputs
+
+from governance.audit import AuditLog
+from governance.consent import SqlConsentRegistry
+from governance.hub_stage import governance_engine, report_stage
+from governance.models import Alert, NotificationDue
+from synthetic_data.demo import post_hub
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory, orchestrated_run: Path) -> dict:
+    outputs = build_outputs(tmp_path_factory, orchestrated_run)
+    run = tmp_path_factory.mktemp("demo_post_hub") / "run"
+    shutil.copytree(outputs.run, run, symlinks=True)
+    for leftover in ("governance.db", "gov_meta.json", "rel.json"):
+        (run / "hub" / leftover).unlink(missing_ok=True)  # the builder's own decisions
+    stage = report_stage(RUN2, base=run)  # what the hub DAG's report task runs
+    result = post_hub(run)
+    return {"run": run, "stage": stage, "result": result}
+
+
+def test_report_stage_refreshed_consent_and_rendered(demo: dict) -> None:
+    stage, run = demo["stage"], demo["run"]
+    assert Path(stage["report"]).exists() and stage["consent_events"] > 0
+    engine = governance_engine(run)
+    assert len(SqlConsentRegistry(engine)) >= stage["consent_events"]
+    engine.dispose()
+
+
+def test_every_output_exists(demo: dict) -> None:
+    outs = demo["result"]["outputs"]
+    for name, path in outs.items():
+        assert Path(path).exists(), name
+    quality = json.loads(Path(outs["linkage quality (JSON)"]).read_text())
+    assert quality["run_id"] == RUN2
+    assert quality["privacy_cost_f1"] is not None and quality["auto_match_precision"] > 0.99
+
+
+def test_week_did_each_kind_of_activity(demo: dict) -> None:
+    calls = demo["result"]["week"].calls
+    statuses = [c["status"] for c in calls]
+    assert statuses.count(200) >= 5 and 403 in statuses
+    assert any("involvement" in c["call"] and c["status"] == 200 for c in calls)
+    assert any(c["call"].endswith("break-glass") and c["status"] == 200 for c in calls)
+    assert any(c["call"].endswith("break-glass") and c["status"] == 403
+               and "break_glass_not_permitted_by_protocol" in c["reasons"] for c in calls)
+    assert any("break_glass_expired" in c["reasons"] for c in calls)
+    assert any(c["call"].endswith("identity") and c["status"] == 200 for c in calls)
+    assert any("no_legitimate_relationship" in c["reasons"] for c in calls)
+    assert any("consent_withdrawn" in c["reasons"] for c in calls)
+    engine = governance_engine(demo["run"])
+    audit = AuditLog(engine, create=False)
+    assert audit.verify().ok
+    assert audit.count() == len(calls) + 1  # one entry per call, plus the withheld request
+    with engine.connect() as conn:
+        kinds = [r[0] for r in conn.execute(Alert.__table__.select().with_only_columns(
+            Alert.kind)).all()]
+        notes = conn.execute(NotificationDue.__table__.select()).all()
+    engine.dispose()
+    assert "break_glass_used" in kinds and "break_glass_attempted" in kinds and notes
+
+
+def test_report_has_privacy_cost_and_access_figures(demo: dict) -> None:
+    result = demo["result"]
+    page = Path(result["outputs"]["IG linkage audit report"]).read_text("utf-8")
+    q = result["quality"]
+    cost = f"{q['privacy_cost_f1']:,.3f}"
+    assert re.search(r"pseudonymised minus plaintext</td><td>" + re.escape(cost), page)
+    calls = result["week"].calls
+    # views and the withheld request; identity requests are counted from the agencies' logs
+    n = len([c for c in calls if not c["call"].endswith("/identity")]) + 1
+    assert f"<p>{n} decisions recorded in the governance audit log.</p>" in page
+    assert 'id="breakglass-table"' in page and "risk_of_significant_harm: Contact from" in page
+    identity = page[page.index('id="identity-table"'):]
+    agency = result["week"].identity_agency
+    assert re.search(rf"<td>{agency}</td><td>s47_child_protection_enquiry</td>", identity)
+
+
+def test_sar_is_written_agency_side_and_no_identity_reaches_the_hub(demo: dict) -> None:
+    run, result = demo["run"], demo["result"]
+    sar = Path(result["outputs"]["subject access report (agency side)"])
+    person = result["week"].sar_person
+    assert sar.is_relative_to(run / "agency") and person in sar.name
+    text = sar.read_text("utf-8")
+    assert "s47_child_protection_enquiry" in text and "withhold_request" in text
+    # the identity the agency put in the SAR appears nowhere on the hub side
+    block = text[text.index("Who this report is about"):text.index("Records held")]
+    values = [html.unescape(kv.split(": ", 1)[1])
+              for li in re.findall(r"<li>(.*?)</li>", block) for kv in li.split("; ")
+              if ": " in kv]
+    values = [v for v in values if len(v) >= 6]
+    assert values, "the SAR should be addressed to the person (agency-side identity)"
+    hub_bytes = b"".join(p.read_bytes() for p in (run / "hub").rglob("*")
+                         if p.is_file() and p.suffix in (".html", ".json", ".db"))
+    for v in values:
+        assert v.encode() not in hub_bytes
