@@ -68,9 +68,10 @@ class _Keys:
     signing: object
 
 
-def load_bridge_keys(agency_dir: Path, code: str) -> _Keys:
-    """The bridge's current keys. Never creates the partnership link key: every bridge must hold
-    the SAME one, so a bridge that made its own would silently link nothing."""
+def load_bridge_keys(agency_dir: Path, code: str, link_key_version: int | None = None) -> _Keys:
+    """The bridge's current keys (the newest link key unless a version is asked for: K_link
+    rotation). Never creates the partnership link key: every bridge must hold the SAME one, so
+    a bridge that made its own would silently link nothing."""
     store = KeyStore(agency_dir / "keys", code)
     if not store.versions("link"):
         raise BridgeKeysMissing(
@@ -84,7 +85,7 @@ def load_bridge_keys(agency_dir: Path, code: str) -> _Keys:
             f"joinedup-bridge keys init --agency-dir {agency_dir} --agency {code}, and send the "
             "public key (keys show-public) to the hub")
     try:
-        return _Keys(store.link_key(), store.ref_key(), store.signing_key())
+        return _Keys(store.link_key(link_key_version), store.ref_key(), store.signing_key())
     except KeyFileError as exc:
         raise BridgeKeysMissing(str(exc)) from None
 
@@ -280,7 +281,7 @@ def validate_extract(extract_path: Path | str, mapping_path: Path | str,
 
 def run_bridge(extract_path: Path | str, mapping_path: Path | str, agency_dir: Path | str,
                landing_dir: Path | str, extract_kind: str | None = None,
-               progress: bool = False) -> BatchResult:
+               progress: bool = False, link_key_version: int | None = None) -> BatchResult:
     """Turn one extract into one landed batch.
 
     Raises ExtractRefused on extract-level failure, BridgeKeysMissing when the agency's key
@@ -294,7 +295,7 @@ def run_bridge(extract_path: Path | str, mapping_path: Path | str, agency_dir: P
         raise _refuse(agency_dir, f"refused-{uuid.uuid4().hex[:8]}", extract_path, [str(exc)]) \
             from None
     code = mapping.code
-    keys = load_bridge_keys(agency_dir, code)
+    keys = load_bridge_keys(agency_dir, code, link_key_version)
     seq = _next_sequence(agency_dir, code)
     created = datetime.now(UTC)
     batch_id = f"{code}-{seq:06d}-{created:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"

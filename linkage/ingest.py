@@ -71,7 +71,12 @@ class HubExpectations:
     link_key_versions: frozenset[int] = frozenset({1})
 
     @classmethod
-    def load(cls, paths: HubPaths, link_key_versions: Iterable[int] = (1,)) -> HubExpectations:
+    def load(cls, paths: HubPaths,
+             link_key_versions: Iterable[int] | None = None) -> HubExpectations:
+        if link_key_versions is None:  # the hub's config (hub/link_keys.json), v1 by default
+            from linkage.rekey import accepted_link_key_versions
+
+            link_key_versions = accepted_link_key_versions(paths)
         mappings = load_all_mappings(paths.mappings)
         return cls(
             contracts={code: hub_contract(m) for code, m in mappings.items()},

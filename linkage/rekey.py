@@ -1,0 +1,264 @@
+"""Hub side of key rotation.
+
+Record-ref key: `export_agency_refs` lists the refs the hub holds for one agency (pseudonyms,
+never identifiers) for that agency to re-key; `apply_rekey` verifies the agency's signed
+re-keying batch (`ig_bridge.rotation.build_rekey_batch`) like any batch, then rewrites every
+`record_ref` column of every warehouse table in ONE transaction: all refs move or none does.
+
+K_link: the link key versions the hub accepts live in `hub/link_keys.json`
+(`{"accepted": [1]}`, default v1); `set_accepted_link_key_versions` moves it, after which
+`HubExpectations.load` refuses batches under any other version and a full relink follows.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+import pyarrow.parquet as pq
+
+from ig_bridge.manifest import BatchRefused, load_public_keys, verify_batch
+from linkage.config import HubPaths
+
+log = logging.getLogger(__name__)
+
+REKEY_FILE = "rekey.parquet"  # the bridge's ig_bridge.rotation.REKEY_FILE (contract, not import)
+REKEY_KIND = "rekey"
+LINK_KEYS_FILE = "link_keys.json"
+_REF_COL = re.compile(r"^record_ref(_[a-z0-9]+)?$")
+
+
+@dataclass
+class RekeyOutcome:
+    batch_id: str
+    agency: str
+    status: str  # applied | already_applied | refused
+    reason_code: str | None = None
+    detail: str | None = None
+    rows: dict[str, int] | None = None  # table.column -> refs rewritten
+
+
+def rekey_landing(paths: HubPaths) -> Path:
+    """Where agencies land re-keying batches (beside the ordinary landing zone, which ingest
+    reads as extract batches only)."""
+    return paths.landing.parent / "rekey_landing"
+
+
+# -- K_link versions ---------------------------------------------------------------------------
+
+
+def accepted_link_key_versions(paths: HubPaths) -> tuple[int, ...]:
+    f = paths.hub / LINK_KEYS_FILE
+    if not f.exists():
+        return (1,)
+    try:
+        versions = tuple(int(v) for v in json.loads(f.read_text("utf-8"))["accepted"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{f}: not a link key config ({type(exc).__name__})") from None
+    if not versions or any(v < 1 for v in versions):
+        raise ValueError(f"{f}: accepted must list versions >= 1")
+    return versions
+
+
+def set_accepted_link_key_versions(paths: HubPaths, versions: list[int] | tuple[int, ...]) -> Path:
+    if not versions or any(int(v) < 1 for v in versions):
+        raise ValueError("accepted link key versions must be >= 1")
+    paths.hub.mkdir(parents=True, exist_ok=True)
+    f = paths.hub / LINK_KEYS_FILE
+    tmp = f.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"accepted": sorted({int(v) for v in versions}),
+                               "changed_at": datetime.now(UTC).isoformat()}), "utf-8")
+    tmp.replace(f)
+    return f
+
+
+# -- record-ref key ----------------------------------------------------------------------------
+
+
+def export_agency_refs(paths: HubPaths, agency: str, dest: Path | str) -> Path:
+    """Every distinct ref the warehouse holds for `agency` (any table), as Parquet
+    `record_ref`, for the agency to re-key."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect(str(paths.warehouse), read_only=True)
+    try:
+        parts = [f'SELECT "{c}" AS record_ref FROM "{t}" WHERE "{a}" = $agency'
+                 for t, c, a in _ref_columns(con) if a is not None]
+        if not parts:
+            raise ValueError(f"{paths.warehouse}: no table holds record refs")
+        con.execute(f"COPY (SELECT DISTINCT record_ref FROM ({' UNION ALL '.join(parts)}) "
+                    f"WHERE record_ref IS NOT NULL ORDER BY 1) TO '{_sql_path(dest)}' "
+                    "(FORMAT parquet)", {"agency": agency})
+    finally:
+        con.close()
+    return dest
+
+
+def _sql_path(p: Path) -> str:
+    return str(p).replace("'", "''")
+
+
+def _ref_columns(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str, str | None]]:
+    """(table, ref column, its agency column or None) for every base table holding refs."""
+    rows = con.execute("""SELECT c.table_name, c.column_name FROM duckdb_columns() c
+                          JOIN duckdb_tables() t USING (schema_name, table_name)
+                          WHERE c.schema_name = 'main' AND NOT t.temporary""").fetchall()
+    cols: dict[str, set[str]] = {}
+    for t, c in rows:
+        cols.setdefault(t, set()).add(c)
+    out = []
+    for t in sorted(cols):
+        for c in sorted(cols[t]):
+            m = _REF_COL.match(c)
+            if m:
+                agency_col = f"agency{m.group(1) or ''}"
+                out.append((t, c, agency_col if agency_col in cols[t] else None))
+    return out
+
+
+def _refuse(paths: HubPaths, batch_dir: Path, agency: str, exc: BatchRefused) -> RekeyOutcome:
+    dest = paths.refused / agency / batch_dir.name
+    n = 1
+    while dest.exists():
+        dest = paths.refused / agency / f"{batch_dir.name}.{n}"
+        n += 1
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(batch_dir), str(dest))
+    (dest / "refusal.json").write_text(json.dumps({
+        "batch_id": batch_dir.name, "agency": agency, "reason_code": exc.reason_code,
+        "detail": exc.detail.replace(str(batch_dir), str(dest)),
+        "refused_at": datetime.now(UTC).isoformat()}, indent=1), "utf-8")
+    log.warning("refused re-keying batch %s/%s: %s", agency, batch_dir.name, exc.reason_code)
+    return RekeyOutcome(batch_dir.name, agency, "refused", exc.reason_code, exc.detail)
+
+
+def apply_rekey(paths: HubPaths, batch_dir: Path | str,
+                public_keys: dict[str, bytes] | None = None) -> RekeyOutcome:
+    """Verify one re-keying batch and rewrite the agency's refs in every table, atomically.
+
+    Refused whole (moved to hub/refused/ with refusal.json) on a bad signature or checksum, a
+    replayed batch or sequence, a mapping that is not one-to-one, an old ref held for another
+    agency, or a new ref that already exists.
+    """
+    batch_dir = Path(batch_dir)
+    agency = batch_dir.parent.name
+    keys = public_keys if public_keys is not None else load_public_keys(paths.public_keys)
+    try:
+        vm = verify_batch(batch_dir, keys)
+        if vm.extract_kind != REKEY_KIND or set(vm.files) != {REKEY_FILE}:
+            raise BatchRefused("manifest_invalid", f"{batch_dir}: not a re-keying batch")
+    except BatchRefused as exc:
+        return _refuse(paths, batch_dir, agency, exc)
+
+    con = duckdb.connect(str(paths.warehouse))
+    try:
+        found = con.execute("SELECT manifest_sha256 FROM batch WHERE batch_id = ?",
+                            [vm.batch_id]).fetchall()
+        row = found[0] if found else None
+        sha = _manifest_sha(batch_dir)
+        if row is not None and row[0] == sha:
+            con.close()
+            _move_done(paths, batch_dir, vm.agency)
+            return RekeyOutcome(vm.batch_id, vm.agency, "already_applied")
+        try:
+            if row is not None:
+                raise BatchRefused("replay", f"batch_id {vm.batch_id} seen with another manifest")
+            last = con.execute("SELECT max(sequence) FROM batch WHERE agency = ?",
+                               [vm.agency]).fetchall()[0][0]
+            if last is not None and vm.sequence <= last:
+                raise BatchRefused("replay", f"sequence {vm.sequence} <= last ingested {last}")
+            rows = _apply(con, vm, batch_dir / REKEY_FILE, sha)
+        except BatchRefused as exc:
+            con.close()
+            return _refuse(paths, batch_dir, agency, exc)
+    finally:
+        con.close()
+    _move_done(paths, batch_dir, vm.agency)
+    return RekeyOutcome(vm.batch_id, vm.agency, "applied", rows=rows)
+
+
+def _manifest_sha(batch_dir: Path) -> str:
+    from ig_bridge.manifest import MANIFEST_NAME, sha256_file
+
+    return sha256_file(batch_dir / MANIFEST_NAME)
+
+
+def _move_done(paths: HubPaths, batch_dir: Path, agency: str) -> None:
+    dest = paths.ingested / agency / batch_dir.name
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if not dest.exists():
+        shutil.move(str(batch_dir), str(dest))
+
+
+def _apply(con: duckdb.DuckDBPyConnection, vm, mapping: Path, sha: str) -> dict[str, int]:  # noqa: ANN001
+    table = pq.read_table(mapping)
+    if set(table.column_names) != {"old_ref", "new_ref"}:
+        raise BatchRefused("contract_violation", f"{mapping}: columns must be old_ref, new_ref")
+    con.register("_rekey_src", table)
+    try:
+        con.execute("CREATE OR REPLACE TEMP TABLE _rekey AS SELECT old_ref, new_ref "
+                    "FROM _rekey_src")
+    finally:
+        con.unregister("_rekey_src")
+    bad = con.execute("""SELECT count(*) - count(DISTINCT old_ref), count(*) - count(DISTINCT
+                         new_ref), count(*) FILTER (old_ref IS NULL OR new_ref IS NULL),
+                         count(*) FILTER (old_ref = new_ref) FROM _rekey""").fetchall()[0]
+    if any(bad):
+        raise BatchRefused("contract_violation", f"{mapping}: the mapping is not one-to-one "
+                           "(duplicate, missing or unchanged refs)")
+    cols = _ref_columns(con)
+    for t, c, a in cols:
+        if a is not None:
+            other = con.execute(f'SELECT count(*) FROM "{t}" x JOIN _rekey m ON x."{c}" = '
+                                f'm.old_ref WHERE x."{a}" <> ?', [vm.agency]).fetchall()[0][0]
+            if other:
+                raise BatchRefused("contract_violation",
+                                   f"{mapping}: maps refs the hub holds for another agency")
+        clash = con.execute(f'SELECT count(*) FROM "{t}" x JOIN _rekey m ON x."{c}" = '
+                            'm.new_ref').fetchall()[0][0]
+        if clash:
+            raise BatchRefused("contract_violation",
+                               f"{mapping}: a new ref already exists in the warehouse")
+    done: dict[str, int] = {}
+    con.execute("BEGIN TRANSACTION")
+    try:
+        for t, c, a in cols:
+            where = f' AND x."{a}" = $agency' if a is not None else ""
+            n = con.execute(f'UPDATE "{t}" AS x SET "{c}" = m.new_ref FROM _rekey m '
+                            f'WHERE x."{c}" = m.old_ref{where}',
+                            {"agency": vm.agency} if a is not None else {}).fetchall()[0][0]
+            done[f"{t}.{c}"] = int(n)
+        n_map = con.execute("SELECT count(*) FROM _rekey").fetchall()[0][0]
+        con.execute("""INSERT INTO batch (batch_id, agency, sequence, extract_kind, created_at,
+                       ingested_at, manifest_sha256, mapping_version, encoding_spec_version,
+                       link_key_version, ref_key_version, rows_read, rows_accepted,
+                       rows_quarantined, identifiers_rows, related_rows, payload_rows)
+                       VALUES (?, ?, ?, ?, ?, now(), ?, NULL, NULL, ?, ?, ?, ?, 0, 0, 0, 0)""",
+                    [vm.batch_id, vm.agency, vm.sequence, REKEY_KIND, vm.created_at, sha,
+                     vm.link_key_version, vm.ref_key_version, n_map, n_map])
+        con.execute("COMMIT")
+    except duckdb.Error as exc:
+        con.execute("ROLLBACK")
+        raise BatchRefused("load_failed", type(exc).__name__) from None
+    finally:
+        con.execute("DROP TABLE IF EXISTS _rekey")
+    return done
+
+
+def apply_pending_rekeys(paths: HubPaths) -> list[RekeyOutcome]:
+    """Apply every landed re-keying batch, per agency in sequence order."""
+    root = rekey_landing(paths)
+    out: list[RekeyOutcome] = []
+    if not root.exists():
+        return out
+    for agency_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        batches = sorted((p for p in agency_dir.iterdir()
+                          if p.is_dir() and not p.name.startswith(".")), key=lambda p: p.name)
+        out.extend(apply_rekey(paths, b) for b in batches)
+    return out
