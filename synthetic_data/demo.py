@@ -233,6 +233,7 @@ def simulate_week(out: Path, *, start: dt.datetime | None = None,
     from governance.identity import IdentityService
     from governance.relationships import (
         Relationship,
+        RelationshipRegistry,
         SqlRelationshipRegistry,
         Subject,
         SubjectKind,
@@ -258,14 +259,17 @@ def simulate_week(out: Path, *, start: dt.datetime | None = None,
 
     # Allocations, as the case-management system would sync them (persisted in the store).
     alloc_start = (monday - dt.timedelta(days=60)).date()
-    rels.add_many([
+    allocations = [
         Relationship("sw.csc.1", SubjectKind.HOUSEHOLD, pick["case"], alloc_start),
         Relationship("tm.csc.1", SubjectKind.HOUSEHOLD, pick["mash_household"], alloc_start),
         Relationship("sw.csc.1", SubjectKind.HOUSEHOLD, pick["other_household"], alloc_start,
                      (monday + dt.timedelta(days=4)).date()),
-    ])
+    ]
     if pick["eh"] is not None:
-        rels.add(Relationship("ehw.eh.1", SubjectKind.PERSON, pick["eh"][0], alloc_start))
+        allocations.append(Relationship("ehw.eh.1", SubjectKind.PERSON, pick["eh"][0],
+                                        alloc_start))
+    # Through the import path a sync would use (idempotent if the week is simulated again).
+    rels.load_frame(RelationshipRegistry(allocations).to_frame(), source="demo allocations")
     store = TokenStore(engine)
     users = {"sw.csc.1": ("practitioner", "CSC"), "tm.csc.1": ("team_manager", "CSC"),
              "ehw.eh.1": ("practitioner", "EH"), "pc.pol.9": ("practitioner", "POL")}
@@ -295,7 +299,7 @@ def simulate_week(out: Path, *, start: dt.datetime | None = None,
     client = TestClient(create_app(views, store, ident))
     week = Week(sar_person=pick["person"], identity_agency=agency)
 
-    def call(day: int, hour: int, who: str, method: str, url: str,
+    def call(what: str, day: int, hour: int, who: str, method: str, url: str,
              body: dict[str, Any] | None = None) -> Any:
         clock["t"] = monday + dt.timedelta(days=day, hours=hour)
         r = client.request(method, url, json=body,
@@ -303,44 +307,48 @@ def simulate_week(out: Path, *, start: dt.datetime | None = None,
         res = r.json() if r.headers.get("content-type", "").startswith("application/json") \
             else {}
         # What the demo prints: the call and its outcome, never a response body (identities).
-        week.calls.append({"day": day, "user": who, "call": f"{method} {url.split('?')[0]}",
+        week.calls.append({"day": day, "user": who, "what": what,
+                           "call": f"{method} {url.split('?')[0]}",
                            "status": r.status_code,
                            "reasons": ",".join(res.get("reasons") or [])})
         return res
 
     case, person, mh = pick["case"], pick["person"], pick["mash_household"]
     try:
-        call(0, 0, "sw.csc.1", "GET", f"/households/{case}/involvement")
-        call(0, 1, "sw.csc.1", "GET", f"/households/{case}?protocol={s47.id}")
-        call(0, 2, "sw.csc.1", "GET", f"/persons/{person}?protocol={s47.id}")
+        call("involvement index", 0, 0, "sw.csc.1", "GET", f"/households/{case}/involvement")
+        call("s47 household view", 0, 1, "sw.csc.1", "GET", f"/households/{case}?protocol={s47.id}")
+        call("s47 person view", 0, 2, "sw.csc.1", "GET", f"/persons/{person}?protocol={s47.id}")
         if pick["eh"] is not None:
-            call(1, 0, "ehw.eh.1", "GET",
+            call("Early Help view (consent)", 1, 0, "ehw.eh.1", "GET",
                  f"/persons/{pick['eh'][0]}?protocol=early_help_family_support")
-        call(1, 3, "pc.pol.9", "GET", f"/persons/{person}?protocol={s47.id}")  # no allocation
-        call(2, 0, "tm.csc.1", "GET", f"/households/{mh}?protocol=mash_information_sharing")
-        bg = call(2, 1, "tm.csc.1", "POST", f"/households/{mh}/break-glass", {
+        call("no allocation", 1, 3, "pc.pol.9", "GET", f"/persons/{person}?protocol={s47.id}")
+        mash = "mash_information_sharing"
+        call("MASH view (consent)", 2, 0, "tm.csc.1", "GET", f"/households/{mh}?protocol={mash}")
+        bg = call("MASH break-glass", 2, 1, "tm.csc.1", "POST", f"/households/{mh}/break-glass", {
             "protocol_id": "mash_information_sharing", "category": "risk_of_significant_harm",
             "justification": "Contact from school about injuries; consent could not be sought "
                              "without alerting the alleged abuser", "hours": 8})
         gid = (bg.get("break_glass") or {}).get("grant_id")
         if gid:
-            call(2, 4, "tm.csc.1", "GET",
+            call("reopen break-glass", 2, 4, "tm.csc.1", "GET",
                  f"/households/{mh}?protocol=mash_information_sharing&break_glass_id={gid}")
-            call(3, 0, "tm.csc.1", "GET",  # next day: the grant has expired
+            call("reopen next day", 3, 0, "tm.csc.1", "GET",  # next day: the grant has expired
                  f"/households/{mh}?protocol=mash_information_sharing&break_glass_id={gid}")
-        call(3, 2, "sw.csc.1", "POST", f"/persons/{person}/break-glass", {
+        call("s47 break-glass", 3, 2, "sw.csc.1", "POST", f"/persons/{person}/break-glass", {
             "protocol_id": s47.id, "category": "immediate_danger",
             "justification": "Wanted the full picture before the strategy meeting", "hours": 2})
         if agency is not None:
-            call(3, 3, "sw.csc.1", "POST", f"/persons/{person}/identity", {
+            call("identity request", 3, 3, "sw.csc.1", "POST", f"/persons/{person}/identity", {
                 "protocol_id": s47.id, "agency": agency,
                 "reason": "Strategy meeting must confirm which child the records concern"})
-        call(4, 0, "sw.csc.1", "GET", f"/households/{pick['other_household']}?protocol={s47.id}")
+        call("last day of allocation", 4, 0, "sw.csc.1", "GET",
+             f"/households/{pick['other_household']}?protocol={s47.id}")
         if pick["eh"] is not None:  # the parent withdraws consent by phone: effective at once
             pid, hh, ag = pick["eh"]
             clock["t"] = monday + dt.timedelta(days=4, hours=2)
             consent.record(pid, ag, "early_help", "withdrawn", clock["t"])
-            call(4, 3, "ehw.eh.1", "GET", f"/persons/{pid}?protocol=early_help_family_support")
+            call("after withdrawal", 4, 3, "ehw.eh.1", "GET",
+                 f"/persons/{pid}?protocol=early_help_family_support")
         clock["t"] = monday + dt.timedelta(days=4, hours=5)
         gov.record_withheld_request(User("sw.csc.1", "practitioner", "CSC"),
                                     "mash_information_sharing", Subject(person, case),
@@ -455,19 +463,16 @@ def show_post_hub(result: dict[str, Any]) -> None:
     figures.add_row("household F1", f"{q['household_pairwise']['f1']:.4f}")
     console.print(figures)
     calls = Table(title="A week of practitioner activity (governance API)")
-    for c in ("day", "user", "call", "status", "reasons"):
+    for c in ("day", "user", "what", "HTTP", "reasons"):
         calls.add_column(c)
     for c in result["week"].calls:
         style = "green" if c["status"] == 200 else "yellow"
-        calls.add_row(str(c["day"] + 1), c["user"], c["call"], f"[{style}]{c['status']}",
-                      c["reasons"][:70])
+        calls.add_row(str(c["day"] + 1), c["user"], c["what"], f"[{style}]{c['status']}",
+                      c["reasons"].replace(",", ", "))
     console.print(calls)
-    outs = Table(title="Where each output is")
-    outs.add_column("output")
-    outs.add_column("path")
+    console.print("[bold]Where each output is")
     for k, v in result["outputs"].items():
-        outs.add_row(k, str(v))
-    console.print(outs)
+        console.print(f"  {k}: {v}", soft_wrap=True)
 
 
 def main(argv: list[str] | None = None) -> int:
