@@ -181,13 +181,23 @@ def build_comparisons(columns: Collection[str]) -> list[ComparisonCreator]:
     return comparisons
 
 
+# Bridge blocking keys agreeing on names alone (or surname + birth year): blocks grow with the
+# square of a common name's frequency (8.5M of 9M candidate pairs at 100k records, measured
+# by benchmarks/bench_linkage.py), and the true pairs only they find disagree on DOB with no
+# shared address or NHS number, which scores far below the clerical threshold (DOB 'else'
+# is about -10 bits against +10 for both names), so they could never be linked or queued.
+BROAD_BLOCKING_KEYS = frozenset({"blk_given_family_phonetic", "blk_family_phonetic_dob_year"})
+
+
 def prediction_blocking_rules(columns: Collection[str]) -> list[BlockingRuleCreator]:
     """Blocking rules generating candidate pairs: every `blk_*` key plus token combinations.
 
     Rules are cheap equi-joins; Splink de-duplicates pairs produced by several rules.
     """
     cols = set(columns)
-    rules: list[BlockingRuleCreator] = [block_on(c) for c in sorted(cols) if c.startswith("blk_")]
+    rules: list[BlockingRuleCreator] = [
+        block_on(c) for c in sorted(cols) if c.startswith("blk_") and c not in BROAD_BLOCKING_KEYS
+    ]
     combos = [
         ("tok_nhs_number",),
         ("tok_upn",),
