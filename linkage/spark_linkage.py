@@ -6,8 +6,10 @@ Spark SQL (sqlglot, which Splink already uses), and Bloom-filter Dice, which Duc
 with `bit_count` over BIT columns, becomes `bit_count` over the filter's 32-bit words (Spark's
 `bit_count` takes integers only), split out once when the input is loaded. Auto-match edges
 then go through the hub's own rules: twin rule (`comparisons.twin_like`), Splink connected
-components, chaining guard (`clusters.guard_chains`); `clusters.assign_person_ids` maps the
-result onto stable person ids in the warehouse like a DuckDB run.
+components, chaining guard (`clusters.guard_chains`), so with one model both backends give
+the same clusters (tests/test_spark_linkage.py). Persisting person ids and the clerical
+queue stays with `person_linkage` in this version: the returned clusters are what
+`clusters.assign_person_ids` takes.
 
     spark = spark_session()
     parquet = export_identifiers(con, "var/run/hub/spark_input")   # from the warehouse
@@ -189,18 +191,23 @@ def link_clusters_spark(
     parquet: str | Path,
     model: dict[str, Any],
     settings: LinkageSettings | None = None,
+    *,
+    break_lineage_method: str | None = None,
 ) -> pd.DataFrame:
     """Score and cluster the exported identifiers on Spark with a stored model.
 
-    Returns one row per record: unique_id, record_ref, agency, batch_id, cluster_id (after
-    the twin rule and the chaining guard, as `link_persons` clusters)."""
+    `break_lineage_method` is Splink's (default: parquet under the checkpoint dir, right
+    for large inputs; "persist" keeps small ones in memory). Returns one row per record:
+    unique_id, record_ref, agency, batch_id, cluster_id (after the twin rule and the
+    chaining guard, as `link_persons` clusters)."""
     from splink import DuckDBAPI, Linker, SparkAPI
     from splink.clustering import cluster_pairwise_predictions_at_threshold
 
     s = settings or LinkageSettings()
     model = load_model(model)
     df, words = load_input(spark, parquet)
-    db_api = SparkAPI(spark_session=spark, register_udfs_automatically=False)
+    db_api = SparkAPI(spark_session=spark, register_udfs_automatically=False,
+                      break_lineage_method=break_lineage_method)
     linker = Linker(db_api.register(df), spark_settings(model, words),
                     log_level=logging.WARNING)
     try:

@@ -1,0 +1,200 @@
+"""Hub person linkage at scale: wall time and peak memory against plaintext Splink.
+
+    python benchmarks/bench_linkage.py --sizes 100000,1000000 [--seed 7] [--out var/bench_linkage]
+
+For each size (records across all agencies; about 0.68 people per record):
+1. parties: generate the population, provision the partnership's keys and run every
+   agency's bridge (benchmarks/evaluate_linkage.play_partnership); the hub ingests the
+   landed batches. Reused when the run folder already holds an ingested warehouse.
+2. evaluation only: the accepted records' normalised plaintext identifiers, read from the
+   agencies' own extracts (what the agencies hold, never the hub), to `plaintext.parquet`.
+3. measured, each in its own subprocess so RSS high-water marks are separate:
+   - hub: `link_persons` (prepare, EM training, scoring, clustering, person ids) on a copy
+     of the ingested warehouse;
+   - plaintext: `linkage.evaluation.plaintext_baseline` (the same training, blocking ideas,
+     comparisons with Jaro-Winkler instead of Bloom Dice, clustering and chaining guard).
+
+The figures are ratios measured in the same run on the same machine: hub / plaintext wall
+time (target <= 1.0) and peak RSS of each (target <= 6 GB at 1M records).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import duckdb
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parents[1]
+for p in (ROOT, ROOT / "benchmarks"):
+    if str(p) not in sys.path:
+        sys.path.insert(0, str(p))
+
+from evaluate_linkage import decrypt_refs, plaintext_records, play_partnership  # noqa: E402
+
+from linkage.config import HubPaths  # noqa: E402
+from linkage.ingest import ingest_landing  # noqa: E402
+
+PEOPLE_PER_RECORD = 0.68
+TARGET_RATIO = 1.0
+TARGET_RSS_GB_AT_1M = 6.0
+
+
+def _peak_rss_gb() -> float:
+    # ru_maxrss is in KiB on Linux.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+
+
+# --------------------------------------------------------------------------- workers
+
+
+def _work_hub(run: Path) -> dict[str, Any]:
+    from linkage.person_linkage import LinkageSettings, link_persons
+
+    src = HubPaths.for_run(run).warehouse
+    work = run / "bench" / "warehouse_hub.duckdb"
+    work.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, work)
+    con = duckdb.connect(str(work))
+    try:
+        t = time.perf_counter()
+        res = link_persons(con, f"bench-{int(time.time())}", LinkageSettings(show_progress=False))
+        secs = time.perf_counter() - t
+    finally:
+        con.close()
+        work.unlink(missing_ok=True)
+    return {"seconds": secs, "peak_rss_gb": _peak_rss_gb(), "n_records": res.n_records,
+            "n_pairs": res.n_scored_pairs, "n_persons": res.n_persons,
+            "stages": {k: round(v, 2) for k, v in res.timings.items()}}
+
+
+def _work_plain(run: Path) -> dict[str, Any]:
+    from linkage.evaluation import plaintext_baseline
+
+    con = duckdb.connect()
+    try:
+        con.execute("CREATE TABLE plaintext_records AS SELECT * FROM read_parquet(?)",
+                    [str(run / "bench" / "plaintext.parquet")])
+        n = con.execute("SELECT count(*) FROM plaintext_records").fetchone()[0]
+        t = time.perf_counter()
+        out = plaintext_baseline(con, "plaintext_records", threshold=0.95)
+        secs = time.perf_counter() - t
+    finally:
+        con.close()
+    return {"seconds": secs, "peak_rss_gb": _peak_rss_gb(), "n_records": n,
+            "n_persons": int(out["cluster_id"].nunique())}
+
+
+WORKERS = {"hub": _work_hub, "plain": _work_plain}
+
+
+def _measure(kind: str, run: Path) -> dict[str, Any]:
+    """Run one measured side in a fresh interpreter; its own RSS high-water mark."""
+    proc = subprocess.run(
+        [sys.executable, __file__, "--worker", kind, "--out", str(run)],
+        capture_output=True, text=True, check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"{kind} worker failed:\n{proc.stderr[-4000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# --------------------------------------------------------------------------- set-up
+
+
+def prepare(run: Path, size: int, seed: int, progress: Progress) -> dict[str, float]:
+    """Parties and hub ingest (once per run folder), plaintext side file; returns timings."""
+    timings: dict[str, float] = {}
+    paths = HubPaths.for_run(run)
+    task = progress.add_task(f"{size:,}: parties", total=None)
+    if not paths.warehouse.exists():
+        landed = paths.landing.exists() and any(paths.landing.iterdir())
+        if not landed:
+            t = time.perf_counter()
+            play_partnership(run, people=round(size * PEOPLE_PER_RECORD), seed=seed)
+            timings["parties"] = time.perf_counter() - t
+        progress.update(task, description=f"{size:,}: hub ingest")
+        t = time.perf_counter()
+        report = ingest_landing(paths)
+        if report.refused:
+            raise RuntimeError(f"hub refused batches: {[o.agency for o in report.refused]}")
+        timings["ingest"] = time.perf_counter() - t
+    plain = run / "bench" / "plaintext.parquet"
+    if not plain.exists():
+        progress.update(task, description=f"{size:,}: plaintext side (evaluation only)")
+        con = duckdb.connect(str(paths.warehouse), read_only=True)
+        try:
+            refs = con.execute(
+                "SELECT DISTINCT agency, record_ref FROM identifiers").df()
+        finally:
+            con.close()
+        records = plaintext_records(run, decrypt_refs(run, refs))
+        plain.parent.mkdir(parents=True, exist_ok=True)
+        records.to_parquet(plain, index=False)
+    progress.remove_task(task)
+    return timings
+
+
+def bench(size: int, seed: int, out: Path, console: Console) -> dict[str, Any]:
+    run = out / f"n{size}"
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                  console=console, transient=True) as progress:
+        setup = prepare(run, size, seed, progress)
+        task = progress.add_task(f"{size:,}: hub linkage (pseudonymised)", total=None)
+        hub = _measure("hub", run)
+        progress.update(task, description=f"{size:,}: plaintext Splink baseline")
+        plain = _measure("plain", run)
+        progress.remove_task(task)
+    return {"size": size, "setup": setup, "hub": hub, "plain": plain,
+            "ratio": hub["seconds"] / plain["seconds"]}
+
+
+def render(rows: list[dict[str, Any]], console: Console) -> None:
+    table = Table(title="hub linkage vs plaintext Splink (same records, same machine, same run)")
+    for c in ("records", "persons (hub)", "hub s", "plaintext s", "hub / plaintext",
+              "hub peak GB", "plaintext peak GB", "hub stages s"):
+        table.add_column(c, justify="right")
+    for r in rows:
+        h, p = r["hub"], r["plain"]
+        table.add_row(
+            f"{h['n_records']:,}", f"{h['n_persons']:,}", f"{h['seconds']:.1f}",
+            f"{p['seconds']:.1f}", f"{r['ratio']:.2f}", f"{h['peak_rss_gb']:.2f}",
+            f"{p['peak_rss_gb']:.2f}",
+            ", ".join(f"{k} {v:.1f}" for k, v in h["stages"].items()),
+        )
+    console.print(table)
+    console.print(f"targets: hub / plaintext <= {TARGET_RATIO}; "
+                  f"hub peak RSS <= {TARGET_RSS_GB_AT_1M} GB at 1M records")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sizes", default="100000", help="comma-separated record counts")
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--out", type=Path, default=ROOT / "var" / "bench_linkage")
+    ap.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.worker:
+        print(json.dumps(WORKERS[args.worker](args.out)))
+        return 0
+    console = Console()
+    rows = []
+    for size in (int(s) for s in args.sizes.split(",")):
+        rows.append(bench(size, args.seed, args.out, console))
+        (args.out / "bench_linkage.json").write_text(json.dumps(rows, indent=1), "utf-8")
+    render(rows, console)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
