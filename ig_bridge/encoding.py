@@ -187,7 +187,8 @@ class Encoder:
             else:  # day/month swapped, only where the swap gives another valid date
                 ok = (days.day <= 12) & (days.day != days.month)
                 text = pd.Index(days.strftime("%Y-%d-%m")).where(ok)
-            return _recode(codes, [v if isinstance(v, str) else None for v in text])
+            vals = pd.Index(text).to_numpy(dtype=object, na_value=None)  # not element-wise
+            return _recode(codes, list(vals))
         if name not in frame:
             return missing
         values = frame[name].to_numpy(dtype=object)

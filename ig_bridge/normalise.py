@@ -592,7 +592,9 @@ def _as_text(series: pd.Series) -> pd.Series:
         return s or None
 
     codes, uniques = pd.factorize(series, use_na_sentinel=True)
-    mapped = _obj_array([conv(u) for u in uniques] + [None])
+    # One bulk conversion out of Arrow, not an element-wise iteration over the Arrow array.
+    values = np.asarray(uniques, dtype=object) if not isinstance(uniques, np.ndarray) else uniques
+    mapped = _obj_array([conv(u) for u in values] + [None])
     return pd.Series(mapped[codes], index=series.index, dtype=object)
 
 
