@@ -147,6 +147,43 @@ def _reidentify(a: argparse.Namespace) -> int:
     return 0
 
 
+def _rotation(a: argparse.Namespace) -> int:
+    """Re-keying (ref key) and re-tokenisation (K_link) steps of docs/keys.md."""
+    from ig_bridge.keys import KeyFileError
+    from ig_bridge.rotation import (
+        RotationError,
+        build_rekey_batch,
+        read_refs_file,
+        retokenise_snapshot,
+        start_ref_key_rotation,
+    )
+    from ig_bridge.split import BridgeKeysMissing, ExtractRefused
+
+    out = Console()
+    try:
+        if a.action == "ref":
+            if a.new_version:
+                key = start_ref_key_rotation(a.agency_dir, a.agency)
+                out.print(f"[green]created[/green] record-ref key v{key.version}")
+            b = build_rekey_batch(a.agency_dir, a.agency, a.rekey_landing,
+                                  read_refs_file(a.refs), source=str(a.refs))
+            out.print(f"[green]re-keying batch[/green] {b.batch_id}: {b.mapped:,} refs "
+                      f"v{b.from_versions} -> v{b.to_version} ({b.already_current:,} already "
+                      f"current), landed at {b.path}")
+        else:
+            res = retokenise_snapshot(a.extract, a.mapping, a.agency_dir, a.landing,
+                                      link_key_version=a.link_key_version, progress=True)
+            _summary(res)
+    except (RotationError, KeyFileError, BridgeKeysMissing, FileNotFoundError) as exc:
+        console.print(f"[red]refused[/red] {exc}")
+        return 2
+    except ExtractRefused as exc:
+        for prob in exc.problems:
+            console.print(f"[red]refused[/red] {prob}")
+        return 2
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="joinedup-bridge", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -181,8 +218,29 @@ def main(argv: list[str] | None = None) -> int:
     ri.add_argument("--user", required=True)
     ri.add_argument("--reason", required=True)
     ri.add_argument("--decision-id", help="the hub's decision id for this request")
+    ro = sub.add_parser("rotation", help="key rotation: re-key refs (ref) or re-tokenise a "
+                        "snapshot under a new link key (link); see docs/keys.md")
+    ro_sub = ro.add_subparsers(dest="action", required=True)
+    rr = ro_sub.add_parser("ref", help="map the hub's refs for this agency to the newest ref "
+                           "key and land the signed re-keying batch")
+    rr.add_argument("--agency-dir", type=Path, required=True)
+    rr.add_argument("--agency", required=True)
+    rr.add_argument("--refs", type=Path, required=True,
+                    help="refs the hub exported for this agency (.parquet or one per line)")
+    rr.add_argument("--rekey-landing", type=Path, required=True)
+    rr.add_argument("--new-version", action="store_true",
+                    help="create the next ref key version first")
+    rl = ro_sub.add_parser("link", help="re-run the current extract as a snapshot under the "
+                           "newest (or given) link key version")
+    rl.add_argument("extract", type=Path)
+    rl.add_argument("--mapping", type=Path, required=True)
+    rl.add_argument("--agency-dir", type=Path, required=True)
+    rl.add_argument("--landing", type=Path, required=True)
+    rl.add_argument("--link-key-version", type=int)
     a = p.parse_args(argv)
 
+    if a.cmd == "rotation":
+        return _rotation(a)
     if a.cmd == "keys":
         return _keys(a)
     if a.cmd == "reidentify":
