@@ -15,6 +15,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
@@ -104,19 +105,35 @@ class RowValidator:
         )
 
     def check(self, status: pd.DataFrame) -> RowCheck:
+        """Per-row reasons, keyed by row position in `status`.
+
+        GX validates each distinct combination of statuses once (a chunk holds a handful: most
+        rows are all "ok"); its verdict on a combination is its verdict on every row carrying
+        it, so the reasons are exactly those of a row-by-row run at a fraction of GX's cost.
+        """
         out = RowCheck()
         if status.empty:
             return out
+        status = status.reset_index(drop=True)
+        codes, _ = pd.factorize(pd.MultiIndex.from_frame(status.astype(object)))
+        first = np.full(int(codes.max()) + 1, -1, dtype=np.int64)
+        first[codes[::-1]] = np.arange(len(codes))[::-1]  # any row of a group will do
+        distinct = status.iloc[first].reset_index(drop=True)
         res = self.vd.run(
-            batch_parameters={"dataframe": status.reset_index(drop=True)},
+            batch_parameters={"dataframe": distinct},
             result_format={"result_format": "COMPLETE", "return_unexpected_index_query": False},
         )
+        by_group: dict[int, list[str]] = {}
         for r in res.results:
             col = r.expectation_config.kwargs["column"]
             idx = r.result.get("unexpected_index_list") or []
             vals = r.result.get("unexpected_list") or []
             for i, v in zip(idx, vals, strict=False):
-                out.reasons.setdefault(int(i), []).append(f"{col}: {v}")
+                by_group.setdefault(int(i), []).append(f"{col}: {v}")
+        if by_group:
+            bad = np.flatnonzero(np.isin(codes, list(by_group)))
+            for pos in bad:
+                out.reasons[int(pos)] = list(by_group[int(codes[pos])])
         return out
 
     def write_data_docs(self, status: pd.DataFrame, batch_id: str) -> None:
