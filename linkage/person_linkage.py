@@ -267,6 +267,7 @@ CREATE TABLE IF NOT EXISTS linkage_run (
     n_records BIGINT, n_scored_pairs BIGINT, n_auto_pairs BIGINT, n_clerical_pairs BIGINT,
     n_persons BIGINT, n_new_persons BIGINT, n_retired_persons BIGINT,
     n_flagged_clusters BIGINT, n_split_clusters BIGINT, timings_json VARCHAR);
+ALTER TABLE linkage_run ADD COLUMN IF NOT EXISTS mode VARCHAR DEFAULT 'full';
 """
 
 
@@ -464,7 +465,8 @@ def _write_outputs(
 
 
 def _write_run(
-    con: duckdb.DuckDBPyConnection, r: LinkageResult, started: datetime, new_model: bool
+    con: duckdb.DuckDBPyConnection, r: LinkageResult, started: datetime, new_model: bool,
+    mode: str = "full",
 ) -> None:
     if new_model:
         con.execute(
@@ -476,13 +478,17 @@ def _write_run(
     row.pop("model")
     timings = row.pop("timings")
     con.execute(
-        """INSERT INTO linkage_run VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+        """INSERT INTO linkage_run (run_id, started_at, finished_at, model_version,
+               settings_hash, auto_match_probability, clerical_probability, n_records,
+               n_scored_pairs, n_auto_pairs, n_clerical_pairs, n_persons, n_new_persons,
+               n_retired_persons, n_flagged_clusters, n_split_clusters, timings_json, mode)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
         [
             r.run_id, started.replace(tzinfo=None), datetime.now(UTC).replace(tzinfo=None),
             r.model_version, r.settings_hash, r.auto_match_probability, r.clerical_probability,
             r.n_records, r.n_scored_pairs, r.n_auto_pairs, r.n_clerical_pairs, r.n_persons,
             r.n_new_persons, r.n_retired_persons, r.n_flagged_clusters, r.n_split_clusters,
-            json.dumps({k: round(v, 3) for k, v in timings.items()}),
+            json.dumps({k: round(v, 3) for k, v in timings.items()}), mode,
         ],
     )
 

@@ -136,3 +136,27 @@ def stage_report(paths: HubPaths, run_id: str, audit_db: str | None = None) -> d
         return {"report": str(out)}
 
     return _once(paths, run_id, "report", work)
+
+
+def stage_link_incremental(paths: HubPaths, run_id: str, show_progress: bool = False,
+                           ) -> dict[str, Any]:
+    """Link only the records that changed since the last linkage run, with the stored model
+    (linkage.incremental): for a landed delta between nightly full relinks. Falls back to a
+    full relink (stage_link_persons' work) when the warehouse needs one: no earlier run, or
+    identifier columns changed since."""
+    from linkage.incremental import NeedsFullRelink, link_incremental
+    from linkage.person_linkage import RUN_DDL, LinkageSettings, link_persons
+
+    def work(con: duckdb.DuckDBPyConnection) -> Any:
+        con.execute(RUN_DDL)
+        row = con.execute("SELECT * FROM linkage_run WHERE run_id = ?", [run_id]).df()
+        if len(row):  # committed before a kill, marker missing: report, don't relink
+            return row.iloc[0].to_dict()
+        settings = LinkageSettings(show_progress=show_progress)
+        try:
+            return link_incremental(con, run_id, settings)
+        except NeedsFullRelink as exc:
+            log.warning("incremental linkage not possible (%s); full relink instead", exc)
+            return {**_summary(link_persons(con, run_id, settings)), "fallback": str(exc)}
+
+    return _once(paths, run_id, "link_persons", work, one_transaction=False)
