@@ -494,8 +494,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     start = time.monotonic()
     out.mkdir(parents=True, exist_ok=True)
-    # A fresh governance store per demo: the week below is simulated, not accumulated.
+    # A fresh governance store and agency re-identification logs per demo: the week is
+    # simulated, so a re-run shows one week, not the sum of every earlier demo.
     (out / "hub" / "governance.db").unlink(missing_ok=True)
+    for log in (out / "agency").glob("*/audit.log"):
+        log.unlink()
     env = airflow_env(out)
     with console.status("Preparing Airflow metadata (SQLite)"):
         migrate(env)
