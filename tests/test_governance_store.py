@@ -201,3 +201,40 @@ def test_api_reads_allocations_and_consent_from_the_store(world: World, tmp_path
     app_from_config(cfg)
     [rel] = SqlRelationshipRegistry(engine).all()
     assert rel.end == yesterday
+
+
+def test_break_glass_grant_on_the_store(store, world: World) -> None:
+    """The grant, alert and notification rows and the expiry on both backends (service level;
+    the HTTP behaviour is in test_api_break_glass.py)."""
+    from sqlalchemy import func, select
+
+    from governance.models import Alert, BreakGlassGrant, NotificationDue
+    from governance.service import BreakGlassAsk, Forbidden, ViewService
+
+    engine = _engine(store)
+    rels, consent = SqlRelationshipRegistry(engine), SqlConsentRegistry(engine)
+    rels.add(Relationship("tm1", SubjectKind.HOUSEHOLD, world.household, dt.date(2026, 1, 1)))
+    gov = Governance(AuditLog(engine), consent, rels)
+    clock = {"t": NOW}
+    views = ViewService(world.warehouse, gov, clock=lambda: clock["t"])
+    user = User("tm1", "team_manager", "CSC")
+    ask = BreakGlassAsk("immediate_danger", "Police report a child left alone overnight", 3)
+    v = views.household_view(user, "mash_information_sharing", world.household, break_glass=ask)
+    gid = v.extra["break_glass"]["grant_id"]
+    assert v.extra["break_glass"]["used"] and gid
+    clock["t"] = NOW + dt.timedelta(hours=2)
+    again = BreakGlassAsk(grant_id=gid)
+    assert views.household_view(user, "mash_information_sharing", world.household,
+                                break_glass=again).records
+    clock["t"] = NOW + dt.timedelta(hours=3, seconds=1)
+    with pytest.raises(Forbidden) as exc:
+        views.household_view(user, "mash_information_sharing", world.household,
+                             break_glass=again)
+    assert "break_glass_expired" in exc.value.reasons
+    with engine.connect() as conn:
+        def n(model: type) -> int:
+            return int(conn.execute(select(func.count()).select_from(model)).scalar_one())
+
+        assert (n(BreakGlassGrant), n(Alert)) == (1, 3)
+        assert n(NotificationDue) >= 1
+    assert gov.audit.verify().ok and gov.audit.count() == 3
