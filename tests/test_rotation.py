@@ -27,6 +27,7 @@ from linkage.orchestration import resolve_extract
 from linkage.pipeline import stage_households, stage_ingest, stage_link_persons
 from linkage.rekey import (
     accepted_link_key_versions,
+    apply_pending_rekeys,
     apply_rekey,
     export_agency_refs,
     rekey_landing,
@@ -137,8 +138,9 @@ def test_ref_key_rotation_rekeys_every_table_in_one_step(linked_run: Path,
     assert set(mapping["old_ref"]) == set(refs)
     assert not set(mapping["new_ref"]) & set(refs)
 
-    out = apply_rekey(paths, batch.path)
-    assert out.status == "applied", out
+    (out,) = apply_pending_rekeys(paths)  # what the hub runs: every landed re-keying batch
+    assert out.status == "applied" and out.batch_id == batch.batch_id, out
+    assert not batch.path.exists()
     assert out.rows["identifiers.record_ref"] == len(before["identifiers.record_ref"])
     assert out.rows["record_person.record_ref"] == len(before["record_person.record_ref"])
 
