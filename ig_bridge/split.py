@@ -105,6 +105,46 @@ def _save_sequence(agency_dir: Path, code: str, seq: int, batch_id: str) -> None
     os.replace(tmp, state)
 
 
+class _Quarantine:
+    """Quarantined rows streamed to the agency's quarantine file chunk by chunk (a bad extract
+    must not hold every refused row in memory), renamed into place only when the batch lands."""
+
+    SCHEMA = pa.schema([pa.field("file", pa.string()), pa.field("line", pa.int64()),
+                        pa.field("record", pa.int64()), pa.field("reason", pa.string()),
+                        pa.field("raw", pa.string())])
+
+    def __init__(self, final: Path) -> None:
+        self.final = final
+        self.part = final.with_name(final.name + ".part")
+        self.rows = 0
+        self._buf: list[dict] = []
+        self._writer: pq.ParquetWriter | None = None
+
+    def append(self, row: dict) -> None:
+        self._buf.append(row)
+        self.rows += 1
+
+    def flush(self) -> None:
+        if not self._buf:
+            return
+        if self._writer is None:
+            self.part.parent.mkdir(parents=True, exist_ok=True)
+            self._writer = pq.ParquetWriter(self.part, self.SCHEMA, compression="zstd")
+        self._writer.write_table(pa.Table.from_pylist(self._buf, schema=self.SCHEMA))
+        self._buf = []
+
+    def close(self, keep: bool) -> Path | None:
+        self.flush()
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        if keep and self.rows:
+            os.replace(self.part, self.final)
+            return self.final
+        self.part.unlink(missing_ok=True)
+        return None
+
+
 class _SeenIds:
     """Record ids already accepted or refused in this batch, for the duplicate check across
     chunks, in constant-size form: two keyed 64-bit hashes per id (vectorised, pandas), kept as
@@ -227,7 +267,7 @@ def _payload(raw: pd.DataFrame, mapping: Mapping, status: dict[str, np.ndarray],
     return pd.DataFrame(out, index=raw.index)
 
 
-def _quarantine_rows(rows: list[dict], raw: pd.DataFrame, positions: list[int],
+def _quarantine_rows(rows: _Quarantine, raw: pd.DataFrame, positions: list[int],
                      reasons: dict[int, list[str]], lines: np.ndarray, records: np.ndarray,
                      file_name: str) -> None:
     sub = raw.iloc[positions]
@@ -327,7 +367,7 @@ def run_bridge(extract_path: Path | str, mapping_path: Path | str, agency_dir: P
     validator = RowValidator(status_cols, agency_dir / "reports" / "data_docs")
     scrubber = Scrubber()
     all_status: list[pd.DataFrame] = []
-    q_rows: list[dict] = []
+    q_rows = _Quarantine(agency_dir / "quarantine" / f"{batch_id}.parquet")
     seen_ids = _SeenIds()
     read = accepted = 0
     reason_counts: dict[str, int] = {}
@@ -372,6 +412,7 @@ def run_bridge(extract_path: Path | str, mapping_path: Path | str, agency_dir: P
                         reason_counts[r] = reason_counts.get(r, 0) + 1
                 _quarantine_rows(q_rows, raw, bad_pos, checked.reasons, chunk.lines,
                                  chunk.records, file_name)
+                q_rows.flush()
                 all_status.append(status_df)
                 good = np.ones(n, dtype=bool)
                 good[bad_pos] = False
@@ -407,13 +448,16 @@ def run_bridge(extract_path: Path | str, mapping_path: Path | str, agency_dir: P
                 pay.insert(0, "record_ref", refs)
                 w_pay.write(pay)
                 accepted += int(good.sum())
+        except BaseException:
+            q_rows.close(keep=False)  # nothing landed: no quarantine file for this batch id
+            raise
         finally:
             for w in writers.values():
                 w.close()
         if read == 0:
             raise _refuse(agency_dir, batch_id, extract_path,
                           [f"{file_name}: empty file (header only, no rows)"])
-        quarantined = len(q_rows)
+        quarantined = q_rows.rows
         if read != accepted + quarantined:  # an invariant, never expected to fire
             raise RuntimeError(f"{file_name}: row accounting broken ({read} read, {accepted} "
                                f"accepted, {quarantined} quarantined)")
@@ -429,11 +473,7 @@ def run_bridge(extract_path: Path | str, mapping_path: Path | str, agency_dir: P
 
     landed = landing_dir / code / batch_id
     _save_sequence(agency_dir, code, seq, batch_id)
-    q_path = None
-    if q_rows:
-        q_path = agency_dir / "quarantine" / f"{batch_id}.parquet"
-        q_path.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(pa.Table.from_pylist(q_rows), q_path)
+    q_path = q_rows.close(keep=True)
     if all_status:
         validator.write_data_docs(pd.concat(all_status, ignore_index=True), batch_id)
     report = write_report(agency_dir / "reports" / f"{batch_id}.json", {
