@@ -8,6 +8,7 @@ exactly one candidate other than the record's own subject:
   name_phone canonical given name + phone token
   email    email token
   name_postcode family name + canonical given name + postcode token
+  name_home family name + canonical given name + the naming record's own postcode token
 Unresolved relatives keep a pseudonymous key over their tokens, so two agencies naming the same
 unregistered father still meet in one network. Writes `family_edge`, `family_network`.
 """
@@ -29,6 +30,9 @@ RULES: list[tuple[str, list[str]]] = [
     ("name_phone", ["tok_given_name_canonical", "tok_phone"]),
     ("email", ["tok_email"]),
     ("name_postcode", ["tok_family_name", "tok_given_name_canonical", "tok_postcode"]),
+    # A relative named without DOB or contact details (an Early Help lead adult): the one
+    # person of that name in the postcode of the record that names them.
+    ("name_home", ["tok_family_name", "tok_given_name_canonical", "home:tok_postcode"]),
 ]
 
 FAMILY_DDL = """
@@ -66,8 +70,12 @@ class FamilyResult:
 def _resolve_sql() -> str:
     parts = []
     for rank, (name, cols) in enumerate(RULES):
-        on = " AND ".join(f"r.{c} = i.{c}" for c in cols)
-        present = " AND ".join(f"r.{c} IS NOT NULL" for c in cols)
+        # "home:<col>" compares the candidate's <col> with the naming record's own <col>.
+        rel = [f"r.home_{c.split(':', 1)[1]}" if c.startswith("home:") else f"r.{c}"
+               for c in cols]
+        cand = [f"i.{c.split(':', 1)[-1]}" for c in cols]
+        on = " AND ".join(f"{a} = {b}" for a, b in zip(rel, cand, strict=True))
+        present = " AND ".join(f"{a} IS NOT NULL" for a in rel)
         parts.append(f"""
             SELECT r.rel_id, {rank} AS rank, '{name}' AS rule, rp.person_id AS candidate
             FROM _rel r JOIN identifiers i ON {on}
@@ -76,14 +84,16 @@ def _resolve_sql() -> str:
     return " UNION ALL ".join(parts)
 
 
-def build_family_network(con: duckdb.DuckDBPyConnection, run_id: str) -> FamilyResult:
-    t0 = time.perf_counter()
-    con.execute(FAMILY_DDL)
+def resolve_related(con: duckdb.DuckDBPyConnection) -> None:
+    """Temp tables `_rel` (every related-person row with its subject's person_id) and `_cand`
+    (rel_id -> the one person the first rule that finds exactly one candidate resolves it
+    to). Households use them too: a tenancy's members live at its property."""
     con.execute("""
         CREATE OR REPLACE TEMP TABLE _rel AS
         SELECT row_number() OVER (ORDER BY r.record_ref, r.slot) AS rel_id,
-               r.*, rp.person_id AS subject_person_id
-        FROM related r JOIN record_person rp USING (record_ref)""")
+               r.*, rp.person_id AS subject_person_id, s.tok_postcode AS home_tok_postcode
+        FROM related r JOIN record_person rp USING (record_ref)
+        LEFT JOIN identifiers s ON s.record_ref = r.record_ref AND s.agency = r.agency""")
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE _cand AS
         WITH c AS ({_resolve_sql()}),
@@ -93,6 +103,12 @@ def build_family_network(con: duckdb.DuckDBPyConnection, run_id: str) -> FamilyR
             FROM c GROUP BY rel_id, rank, rule)
         SELECT rel_id, rule, candidate FROM per_rule WHERE n = 1
         QUALIFY row_number() OVER (PARTITION BY rel_id ORDER BY rank) = 1""")
+
+
+def build_family_network(con: duckdb.DuckDBPyConnection, run_id: str) -> FamilyResult:
+    t0 = time.perf_counter()
+    con.execute(FAMILY_DDL)
+    resolve_related(con)
     with atomic(con):
         con.execute("DELETE FROM family_edge")
         con.execute("""

@@ -15,15 +15,20 @@ Writes `household` and `household_member` (and `household_lineage`). Reads `iden
 from __future__ import annotations
 
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
+from pathlib import Path
 
 import duckdb
 import pandas as pd
 from splink import DuckDBAPI
 from splink.clustering import cluster_pairwise_predictions_at_threshold
 
+from linkage.config import SCHEMAS_DIR
+from linkage.family import resolve_related
 from linkage.stable_ids import assign_stable_ids
 from linkage.txn import atomic
+from schemas.mapping import load_all_mappings
 
 HOUSEHOLD_SEQUENCE = "household_id_seq"
 
@@ -89,62 +94,142 @@ def _property_keys(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     return clusters
 
 
-def current_property(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
-    """person_id -> property_key, n_agencies_agreeing."""
+# How often a related person of each kind shares the subject's home, used as the weight of
+# their evidence (measured on the synthetic ground truth: partners, children, household
+# members and step-parents always did, mothers 93%, fathers 76%: non-resident fathers).
+RELATIVE_WEIGHTS: dict[str, float] = {
+    "partner": 1.0, "child": 1.0, "household_member": 1.0, "step_parent": 1.0,
+    "mother": 0.9, "parent": 0.8, "carer": 0.8, "father": 0.6,
+}
+OTHER_RELATIVE_WEIGHT = 0.5
+
+
+def tenancy_agencies(mappings_dir: Path | None = None) -> list[str]:
+    """Agencies whose related persons are the members of a tenancy at the record's address
+    (mapping kind `housing`): the landlord's own statement of who lives there."""
+    directory = mappings_dir or SCHEMAS_DIR / "agencies"
+    return sorted(code for code, m in load_all_mappings(directory).items()
+                  if m.kind == "housing")
+
+
+def current_property(con: duckdb.DuckDBPyConnection,
+                     tenancies: Collection[str] = ()) -> pd.DataFrame:
+    """person_id -> property_key, n_agencies_agreeing.
+
+    Evidence, strongest first: the person's own records (one vote per agency; a tenancy's
+    member list counts as the housing agency's record of the member); then their resolved
+    relatives (family.resolve_related) where those live, weighted by how often such a
+    relative shares a home (RELATIVE_WEIGHTS). A person placed only by their own records at
+    an address no relative confirms, while co-resident relatives agree on another one,
+    moves there (a stale address); a person with no address evidence at all joins the home
+    of their relatives, else the one property of their postcode where their family name
+    lives."""
     props = _property_keys(con)
+    resolve_related(con)
+    weights = pd.DataFrame({"relationship": list(RELATIVE_WEIGHTS),
+                            "w": list(RELATIVE_WEIGHTS.values())})
     con.register("_prop_keys", props)
+    con.register("_rel_weights", weights)
     try:
         return con.execute("""
             WITH ev AS (
                 SELECT record_ref, max(event_date) AS event_date FROM payload GROUP BY record_ref
-            ), rec AS (
-                SELECT rp.person_id, i.agency,
+            ), rec_all AS (
+                SELECT i.record_ref, i.agency,
                        coalesce('U' || i.tok_uprn, 'A' || i.tok_address) AS key,
                        coalesce(ev.event_date, TRY_CAST(b.created_at AS TIMESTAMP)::DATE)
                            AS seen
                 FROM identifiers i
-                JOIN record_person rp USING (record_ref)
                 LEFT JOIN ev USING (record_ref)
                 LEFT JOIN batch b ON b.batch_id = i.batch_id
                 WHERE i.tok_uprn IS NOT NULL OR i.tok_address IS NOT NULL
+            ), rec AS (
+                SELECT rp.person_id, r.agency, r.key, r.seen
+                FROM rec_all r JOIN record_person rp USING (record_ref)
+                UNION ALL
+                -- tenancy members live at the tenancy's property
+                SELECT c.candidate, r.agency, r.key, r.seen
+                FROM _rel rel JOIN _cand c USING (rel_id)
+                JOIN rec_all r ON r.record_ref = rel.record_ref
+                WHERE list_contains(?, rel.agency)
             ), votes AS (
                 SELECT r.person_id, k.property_key, count(DISTINCT r.agency) AS n_agencies,
                        max(r.seen) AS latest
                 FROM rec r JOIN _prop_keys k USING (key)
                 GROUP BY ALL
-            ), placed AS (
-                SELECT person_id, property_key, n_agencies AS n_agencies_agreeing
+            ), own AS (
+                SELECT person_id, property_key, n_agencies, latest
                 FROM votes
                 QUALIFY row_number() OVER (PARTITION BY person_id
                         ORDER BY n_agencies DESC, latest DESC NULLS LAST, property_key) = 1
             ), resident AS (
                 -- postcode + family-name tokens of persons already placed, per property
                 SELECT DISTINCT p.property_key, i.tok_postcode, i.tok_family_name
-                FROM placed p JOIN record_person rp USING (person_id)
+                FROM own p JOIN record_person rp USING (person_id)
                 JOIN identifiers i USING (record_ref)
                 WHERE i.tok_postcode IS NOT NULL AND i.tok_family_name IS NOT NULL
             ), fallback AS (
-                -- A person with no full address (the first line was not recorded) joins the
-                -- one property in their postcode where someone of their family name lives;
-                -- no agency vouches for it, so n_agencies_agreeing is 0.
-                SELECT rp.person_id, min(r.property_key) AS property_key,
-                       0 AS n_agencies_agreeing
+                -- No full address (the first line was not recorded): the one property in
+                -- the person's postcode where someone of their family name lives.
+                SELECT rp.person_id, min(r.property_key) AS property_key
                 FROM record_person rp JOIN identifiers i USING (record_ref)
                 JOIN resident r USING (tok_postcode, tok_family_name)
-                WHERE rp.person_id NOT IN (SELECT person_id FROM placed)
+                WHERE rp.person_id NOT IN (SELECT person_id FROM own)
                 GROUP BY rp.person_id
                 HAVING count(DISTINCT r.property_key) = 1
+            ), first_pass AS (
+                SELECT person_id, property_key FROM own
+                UNION ALL SELECT person_id, property_key FROM fallback
+            ), kin AS (
+                -- resolved relatives, both directions, with the kind's weight
+                SELECT DISTINCT rel.subject_person_id AS person_id, c.candidate AS relative,
+                       rel.relationship, coalesce(w.w, ?) AS w
+                FROM _rel rel JOIN _cand c USING (rel_id)
+                LEFT JOIN _rel_weights w USING (relationship)
+                UNION
+                SELECT DISTINCT c.candidate, rel.subject_person_id, rel.relationship,
+                       coalesce(w.w, ?)
+                FROM _rel rel JOIN _cand c USING (rel_id)
+                LEFT JOIN _rel_weights w USING (relationship)
+            ), kin_votes AS (
+                -- Relatives of one kind at one property state one fact (three children
+                -- naming the same father say once that he is their father): the kind's
+                -- weight counts once per property; different kinds add up.
+                SELECT person_id, property_key, sum(w) AS w FROM (
+                    SELECT k.person_id, f.property_key, k.relationship, max(k.w) AS w
+                    FROM kin k JOIN first_pass f ON f.person_id = k.relative
+                    GROUP BY ALL)
+                GROUP BY ALL
+            ), scored AS (
+                SELECT coalesce(v.person_id, k.person_id) AS person_id,
+                       coalesce(v.property_key, k.property_key) AS property_key,
+                       coalesce(v.n_agencies, 0) AS n_agencies, v.latest,
+                       coalesce(v.n_agencies, 0) + coalesce(k.w, 0) AS score
+                FROM votes v FULL JOIN kin_votes k USING (person_id, property_key)
+            ), chosen AS (
+                SELECT person_id, property_key, n_agencies AS n_agencies_agreeing
+                FROM scored
+                QUALIFY row_number() OVER (PARTITION BY person_id
+                        ORDER BY score DESC, n_agencies DESC, latest DESC NULLS LAST,
+                                 property_key) = 1
             )
-            SELECT * FROM placed UNION ALL SELECT * FROM fallback
-            """).df()
+            SELECT * FROM chosen
+            UNION ALL
+            SELECT person_id, property_key, 0 FROM fallback
+            WHERE person_id NOT IN (SELECT person_id FROM chosen)
+            """, [list(tenancies), OTHER_RELATIVE_WEIGHT, OTHER_RELATIVE_WEIGHT]).df()
     finally:
         con.unregister("_prop_keys")
+        con.unregister("_rel_weights")
 
 
-def build_households(con: duckdb.DuckDBPyConnection, run_id: str) -> HouseholdResult:
+def build_households(con: duckdb.DuckDBPyConnection, run_id: str,
+                     tenancies: Collection[str] | None = None) -> HouseholdResult:
+    """Households for the current persons. `tenancies`: agencies whose related persons are
+    tenancy members (default: the onboarded agencies of kind housing)."""
     t0 = time.perf_counter()
     con.execute(HOUSEHOLD_DDL)
-    placed = current_property(con)
+    placed = current_property(con, tenancy_agencies() if tenancies is None else tenancies)
     n_persons = con.execute(
         "SELECT count(*) FROM person WHERE status = 'active'").fetchone()[0]
     new = placed.rename(columns={"person_id": "member", "property_key": "group"})
