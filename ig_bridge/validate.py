@@ -24,6 +24,7 @@ import great_expectations.expectations as gxe  # noqa: E402
 
 logging.getLogger("great_expectations").setLevel(logging.ERROR)
 OK = "ok"
+_MAX_VERDICTS = 100_000
 
 
 class ExtractRefused(Exception):
@@ -103,37 +104,49 @@ class RowValidator:
         self.vd = self.ctx.validation_definitions.add(
             gx.ValidationDefinition(data=self.bd, suite=self.suite, name="rows")
         )
+        self._verdicts: dict[tuple, list[str]] = {}  # status combination -> GX's reasons
 
     def check(self, status: pd.DataFrame) -> RowCheck:
         """Per-row reasons, keyed by row position in `status`.
 
-        GX validates each distinct combination of statuses once (a chunk holds a handful: most
-        rows are all "ok"); its verdict on a combination is its verdict on every row carrying
-        it, so the reasons are exactly those of a row-by-row run at a fraction of GX's cost.
+        GX validates each distinct combination of statuses once per batch: a chunk holds a
+        handful (most rows are all "ok") and later chunks mostly repeat earlier ones. The
+        suite's verdict on a combination is a function of the combination alone, so it is its
+        verdict on every row carrying it: the reasons are exactly those of a row-by-row run,
+        without paying GX's fixed cost (~1 s) on every chunk.
         """
         out = RowCheck()
         if status.empty:
             return out
-        status = status.reset_index(drop=True)
-        codes, _ = pd.factorize(pd.MultiIndex.from_frame(status.astype(object)))
-        first = np.full(int(codes.max()) + 1, -1, dtype=np.int64)
-        first[codes[::-1]] = np.arange(len(codes))[::-1]  # any row of a group will do
-        distinct = status.iloc[first].reset_index(drop=True)
-        res = self.vd.run(
-            batch_parameters={"dataframe": distinct},
-            result_format={"result_format": "COMPLETE", "return_unexpected_index_query": False},
-        )
-        by_group: dict[int, list[str]] = {}
-        for r in res.results:
-            col = r.expectation_config.kwargs["column"]
-            idx = r.result.get("unexpected_index_list") or []
-            vals = r.result.get("unexpected_list") or []
-            for i, v in zip(idx, vals, strict=False):
-                by_group.setdefault(int(i), []).append(f"{col}: {v}")
-        if by_group:
-            bad = np.flatnonzero(np.isin(codes, list(by_group)))
-            for pos in bad:
-                out.reasons[int(pos)] = list(by_group[int(codes[pos])])
+        status = status[self.columns].reset_index(drop=True)
+        codes, combos = pd.factorize(pd.MultiIndex.from_frame(status.astype(object)))
+        keys = [tuple(c) for c in combos]
+        new = [i for i, k in enumerate(keys) if k not in self._verdicts]
+        if new:
+            if len(self._verdicts) > _MAX_VERDICTS:  # bounded, whatever the extract
+                self._verdicts.clear()
+            first = np.full(len(keys), -1, dtype=np.int64)
+            first[codes[::-1]] = np.arange(len(codes))[::-1]
+            distinct = status.iloc[first[new]].reset_index(drop=True)
+            res = self.vd.run(
+                batch_parameters={"dataframe": distinct},
+                result_format={"result_format": "COMPLETE",
+                               "return_unexpected_index_query": False},
+            )
+            found: dict[int, list[str]] = {j: [] for j in range(len(new))}
+            for r in res.results:
+                col = r.expectation_config.kwargs["column"]
+                idx = r.result.get("unexpected_index_list") or []
+                vals = r.result.get("unexpected_list") or []
+                for i, v in zip(idx, vals, strict=False):
+                    found[int(i)].append(f"{col}: {v}")
+            for j, i in enumerate(new):
+                self._verdicts[keys[i]] = found[j]
+        verdicts = [self._verdicts[k] for k in keys]
+        bad_groups = [g for g, v in enumerate(verdicts) if v]
+        if bad_groups:
+            for pos in np.flatnonzero(np.isin(codes, bad_groups)):
+                out.reasons[int(pos)] = list(verdicts[int(codes[pos])])
         return out
 
     def write_data_docs(self, status: pd.DataFrame, batch_id: str) -> None:
