@@ -249,6 +249,62 @@ def evaluate_run(run: Path, run_id: str, *, baseline: bool = True,
     return report
 
 
+def measure_incremental(run: Path, run_id: str, n_new: int = 200) -> dict[str, Any]:
+    """Incremental linking against a full relink, on copies of the run's warehouse.
+
+    `n_new` records (a fixed pseudo-random choice) are taken out of `identifiers` and the rest
+    linked with the run's stored model; then they come back (as if just landed) and the same
+    state is linked twice: `link_incremental` and a full `link_persons` with the same model.
+    Returns both timings (the ratio is what to read: same machine, same run) and the pairwise
+    agreement of the two person partitions."""
+    from linkage.incremental import link_incremental
+
+    paths = HubPaths.for_run(run)
+    work = paths.hub / "incremental"
+    work.mkdir(parents=True, exist_ok=True)
+    a, b = work / "incremental.duckdb", work / "full.duckdb"
+    shutil.copy(paths.warehouse, a)
+    con = duckdb.connect(str(a))
+    try:
+        version = con.execute("SELECT model_version FROM linkage_run WHERE run_id = ?",
+                              [run_id]).fetchall()[0][0]
+        model = stored_model(con, version)
+        con.execute("""CREATE TABLE _held AS SELECT * FROM identifiers
+                       ORDER BY hash(record_ref) LIMIT ?""", [n_new])
+        con.execute("DELETE FROM identifiers WHERE record_ref IN (SELECT record_ref FROM _held)")
+        settings = LinkageSettings(show_progress=False, model=model)
+        link_persons(con, "incremental-base", settings)
+        con.execute("INSERT INTO identifiers SELECT * FROM _held")
+        con.execute("DROP TABLE _held")
+    finally:
+        con.close()
+    shutil.copy(a, b)
+    out: dict[str, Any] = {"n_new_records": n_new}
+    parts = {}
+    for name, path in (("incremental", a), ("full", b)):
+        con = duckdb.connect(str(path))
+        try:
+            t = time.perf_counter()
+            if name == "incremental":
+                r = link_incremental(con, "incremental-1", settings)
+            else:
+                r = link_persons(con, "full-relink-1", settings)
+            out[f"{name}_seconds"] = round(time.perf_counter() - t, 3)
+            out[f"{name}_scored_pairs"] = r.n_scored_pairs
+            out[f"{name}_stages"] = {k: round(v, 2) for k, v in r.timings.items()}
+            parts[name] = con.execute("SELECT agency || ':' || record_ref AS unique_id, "
+                                      "person_id FROM record_person").df()
+        finally:
+            con.close()
+    agree = ev.pairwise_metrics(parts["incremental"].rename(columns={"person_id": "cluster_id"}),
+                                parts["full"], key="unique_id")
+    out["speedup_full_over_incremental"] = round(out["full_seconds"] / out["incremental_seconds"],
+                                                 2)
+    out["agreement_f1"] = round(agree.f1, 6)
+    shutil.rmtree(work)
+    return out
+
+
 TARGETS = {
     "auto_match_precision": (">=", 0.999),
     "household_f1": (">=", 0.98),
@@ -304,6 +360,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threshold", type=float, default=None, help="auto-match probability")
     ap.add_argument("--no-baseline", action="store_true")
     ap.add_argument("--keep", action="store_true", help="reuse an existing run folder")
+    ap.add_argument("--incremental", type=int, default=0, metavar="N",
+                    help="also time incremental linking of N late records against a full "
+                         "relink (same model, same run)")
     args = ap.parse_args(argv)
     console = Console()
     run = args.out or ROOT / "var" / f"eval-{args.people}-{args.seed}"
@@ -328,6 +387,17 @@ def main(argv: list[str] | None = None) -> int:
         report = evaluate_run(run, run_id, baseline=not args.no_baseline)
         bar.advance(task)
     render(report, console)
+    if args.incremental:
+        inc = measure_incremental(run, run_id, args.incremental)
+        report["incremental"] = inc
+        (HubPaths.for_run(run).reports / REPORT_NAME).write_text(json.dumps(report, indent=1),
+                                                                  "utf-8")
+        console.print(
+            f"incremental linking of {inc['n_new_records']} late records: "
+            f"{inc['incremental_seconds']}s ({inc['incremental_scored_pairs']} pairs) vs full "
+            f"relink {inc['full_seconds']}s ({inc['full_scored_pairs']} pairs): full/incremental "
+            f"= {inc['speedup_full_over_incremental']}x; partitions agree F1 "
+            f"{inc['agreement_f1']:.4f}")
     console.print(f"bridges {t_bridge:.1f}s, hub {t_hub:.1f}s "
                   f"({', '.join(f'{k} {v:.1f}s' for k, v in hub['timings'].items())}); "
                   f"report {HubPaths.for_run(run).reports / REPORT_NAME}")

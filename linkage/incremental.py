@@ -93,15 +93,22 @@ def _last_model(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
 
 def changed_records(con: duckdb.DuckDBPyConnection) -> tuple[list[str], list[str], list[str]]:
     """(columns, changed unique_ids, retired unique_ids) of the linkage input now versus the
-    previous run's. Rebuilds `person_linkage_input`; the previous one is kept in a temp
-    table for the caller."""
+    previous run's. Rebuilds `person_linkage_input`; the previous one is kept as
+    `_incr_prev_input` until the caller drops it."""
     for t in (INPUT_TABLE, "record_person"):
         if not _table_exists(con, t):
             raise NeedsFullRelink(f"warehouse has no {t} table: run a full relink first")
-    con.execute(f"CREATE OR REPLACE TEMP TABLE {PREV_TABLE} AS SELECT * FROM {INPUT_TABLE}")
+    # Keep the previous input by renaming it (no copy); prepare_input builds the new one.
+    con.execute(f"DROP TABLE IF EXISTS {PREV_TABLE}")
+    con.execute(f"ALTER TABLE {INPUT_TABLE} RENAME TO {PREV_TABLE}")
     prev_cols = [r[0] for r in con.execute(f"DESCRIBE {PREV_TABLE}").fetchall()]
-    columns = prepare_input(con)
+    try:
+        columns = prepare_input(con)
+    except Exception:
+        con.execute(f"ALTER TABLE {PREV_TABLE} RENAME TO {INPUT_TABLE}")
+        raise
     if prev_cols != columns:
+        _restore_previous_input(con)
         diff = sorted(set(prev_cols) ^ set(columns))
         raise NeedsFullRelink(f"identifier columns changed since the last run ({diff}): the "
                               "stored model does not cover them, run a full relink")
@@ -115,6 +122,12 @@ def changed_records(con: duckdb.DuckDBPyConnection) -> tuple[list[str], list[str
         SELECT unique_id FROM {PREV_TABLE}
         WHERE unique_id NOT IN (SELECT unique_id FROM {INPUT_TABLE}) ORDER BY 1""").fetchall()]
     return columns, changed, retired
+
+
+def _restore_previous_input(con: duckdb.DuckDBPyConnection) -> None:
+    """Undo changed_records' swap, so a failed run leaves the next one the same baseline."""
+    con.execute(f"DROP TABLE IF EXISTS {INPUT_TABLE}")
+    con.execute(f"ALTER TABLE {PREV_TABLE} RENAME TO {INPUT_TABLE}")
 
 
 def _score_changed(con: duckdb.DuckDBPyConnection, model: dict[str, Any],
@@ -161,7 +174,9 @@ def _clusters(records: pd.DataFrame, auto: pd.DataFrame, prev_pid: dict[str, str
     edges = pd.DataFrame({"node_l": auto["unique_id_l"].map(nmap),
                           "node_r": auto["unique_id_r"].map(nmap)})
     edges = edges[edges["node_l"] != edges["node_r"]].drop_duplicates().reset_index(drop=True)
-    nodes = pd.DataFrame({"node": sorted(set(node))})
+    # Only nodes on a new edge can change cluster; every other node is its own cluster.
+    nodes = pd.DataFrame({"node": sorted(set(edges["node_l"]) | set(edges["node_r"])
+                                         | {n for n in node if n in changed})})
     comps = cluster_pairwise_predictions_at_threshold(
         nodes, edges, DuckDBAPI(connection=duckdb.connect()), node_id_column_name="node",
         edge_id_column_name_left="node_l", edge_id_column_name_right="node_r",
@@ -203,68 +218,85 @@ def link_incremental(con: duckdb.DuckDBPyConnection, run_id: str,
         t = time.perf_counter()
         model = load_model(s.model) if s.model is not None else _last_model(con)
         columns, changed, retired = changed_records(con)
-        changed_set = set(changed)
-        con.execute(f"CREATE OR REPLACE TEMP TABLE {NEW_TABLE} AS SELECT * FROM {INPUT_TABLE} "
-                    "WHERE list_contains(?, unique_id)", [changed])
-        con.execute(f"CREATE OR REPLACE TEMP TABLE {OLD_TABLE} AS SELECT * FROM {INPUT_TABLE} "
-                    "WHERE NOT list_contains(?, unique_id)", [changed])
-        n_records = con.execute(f"SELECT count(*) FROM {INPUT_TABLE}").fetchall()[0][0]
-        timings["prepare"] = time.perf_counter() - t
-        progress.update(task, advance=1,
-                        description=f"incremental linkage: scoring {len(changed)} changed")
-
-        t = time.perf_counter()
-        if changed:
-            pairs = _score_changed(con, model, s.clerical_probability, n_records - len(changed))
-        else:
-            pairs = pd.DataFrame(columns=["unique_id_l", "unique_id_r", "match_weight",
-                                          "match_probability"])
-        timings["predict"] = time.perf_counter() - t
-        progress.update(task, advance=1, description="incremental linkage: clustering")
-
-        t = time.perf_counter()
-        twins = twin_like(pairs, model["splink_settings"]) if len(pairs) else \
-            pd.Series(False, index=pairs.index)
-        auto = pairs[(pairs["match_probability"] >= s.auto_match_probability) & ~twins]
-        prev_rp = con.execute("""SELECT agency || ':' || record_ref AS unique_id, person_id,
-                                        band, score, run_id FROM record_person""").df()
-        prev_pid = dict(zip(prev_rp["unique_id"], prev_rp["person_id"], strict=True))
-        nhs = "tok_nhs_number" if "tok_nhs_number" in columns else "NULL"
-        dob = "tok_dob" if "tok_dob" in columns else "NULL"
-        records = con.execute(f"""SELECT unique_id, record_ref, agency, batch_id,
-                                         {nhs} AS tok_nhs_number, {dob} AS tok_dob
-                                  FROM {INPUT_TABLE}""").df()
-        records, flagged = _clusters(records, auto, prev_pid, changed_set, s.split_chains)
-        timings["cluster"] = time.perf_counter() - t
-        progress.update(task, advance=1, description="incremental linkage: persisting")
-
-        t = time.perf_counter()
-        with atomic(con):
-            assigned, counts = assign_person_ids(con, records, run_id)
-            n_clerical = _write_incremental(con, run_id, assigned, pairs, prev_rp, model, s,
-                                            changed_set | set(retired))
-            merged = assigned[~assigned["unique_id"].isin(changed_set)]
-            merged = merged.assign(prev=merged["unique_id"].map(prev_pid))
-            n_merged = int((merged.groupby("person_id")["prev"].nunique() > 1).sum())
-            timings["persist"] = time.perf_counter() - t
-            result = IncrementalResult(
-                run_id=run_id, model_version=model["model_version"],
-                settings_hash=model["settings_hash"],
-                auto_match_probability=s.auto_match_probability,
-                clerical_probability=s.clerical_probability, n_records=int(n_records),
-                n_scored_pairs=len(pairs), n_auto_pairs=len(auto), n_clerical_pairs=n_clerical,
-                n_flagged_clusters=len(flagged),
-                n_split_clusters=int((flagged["split_into"] > 1).sum()) if len(flagged) else 0,
-                timings=timings, model=model, n_changed_records=len(changed),
-                n_retired_records=len(retired), n_merged_persons=n_merged, **counts)
-            base = LinkageResult(**{k: getattr(result, k)
-                                    for k in LinkageResult.__dataclass_fields__})
-            _write_run(con, base, started, new_model=False, mode="incremental")
+        try:
+            result = _link_changed(con, run_id, s, model, columns, changed, retired, started,
+                                   timings, t, progress, task)
+        except BaseException:
+            _restore_previous_input(con)
+            raise
         for tbl in (PREV_TABLE, NEW_TABLE, OLD_TABLE):
             con.execute(f"DROP TABLE IF EXISTS {tbl}")
         progress.advance(task)
     log.info("incremental run %s: %d changed, %d retired records, %d pairs scored", run_id,
-             len(changed), len(retired), len(pairs))
+             len(changed), len(retired), result.n_scored_pairs)
+    return result
+
+
+def _link_changed(con: duckdb.DuckDBPyConnection, run_id: str, s: LinkageSettings,
+                  model: dict[str, Any], columns: list[str], changed: list[str],
+                  retired: list[str], started: datetime, timings: dict[str, float], t: float,
+                  progress: Progress, task: Any) -> IncrementalResult:
+    """Score, cluster and persist one incremental run (link_incremental's body)."""
+    changed_set = set(changed)
+    con.register("_changed_ids", pd.DataFrame({"unique_id": pd.Series(changed, dtype=str)}))
+    try:
+        for table, op in ((NEW_TABLE, "IN"), (OLD_TABLE, "NOT IN")):
+            con.execute(f"""CREATE OR REPLACE TEMP TABLE {table} AS SELECT * FROM {INPUT_TABLE}
+                            WHERE unique_id {op} (SELECT unique_id FROM _changed_ids)""")
+    finally:
+        con.unregister("_changed_ids")
+    n_records = con.execute(f"SELECT count(*) FROM {INPUT_TABLE}").fetchall()[0][0]
+    timings["prepare"] = time.perf_counter() - t
+    progress.update(task, advance=1,
+                    description=f"incremental linkage: scoring {len(changed)} changed")
+
+    t = time.perf_counter()
+    if changed:
+        pairs = _score_changed(con, model, s.clerical_probability, n_records - len(changed))
+    else:
+        pairs = pd.DataFrame(columns=["unique_id_l", "unique_id_r", "match_weight",
+                                      "match_probability"])
+    timings["predict"] = time.perf_counter() - t
+    progress.update(task, advance=1, description="incremental linkage: clustering")
+
+    t = time.perf_counter()
+    twins = twin_like(pairs, model["splink_settings"]) if len(pairs) else \
+        pd.Series(False, index=pairs.index)
+    auto = pairs[(pairs["match_probability"] >= s.auto_match_probability) & ~twins]
+    prev_rp = con.execute("""SELECT agency || ':' || record_ref AS unique_id, person_id,
+                                    band, score, run_id FROM record_person""").df()
+    prev_pid = dict(zip(prev_rp["unique_id"], prev_rp["person_id"], strict=True))
+    nhs = "tok_nhs_number" if "tok_nhs_number" in columns else "NULL"
+    dob = "tok_dob" if "tok_dob" in columns else "NULL"
+    records = con.execute(f"""SELECT unique_id, record_ref, agency, batch_id,
+                                     {nhs} AS tok_nhs_number, {dob} AS tok_dob
+                              FROM {INPUT_TABLE}""").df()
+    records, flagged = _clusters(records, auto, prev_pid, changed_set, s.split_chains)
+    timings["cluster"] = time.perf_counter() - t
+    progress.update(task, advance=1, description="incremental linkage: persisting")
+
+    t = time.perf_counter()
+    with atomic(con):
+        assigned, counts = assign_person_ids(con, records, run_id)
+        n_clerical = _write_incremental(con, run_id, assigned, pairs, prev_rp, model, s,
+                                        changed_set | set(retired))
+        merged = assigned[~assigned["unique_id"].isin(changed_set)]
+        merged = merged.assign(prev=merged["unique_id"].map(prev_pid))
+        n_merged = int((merged.groupby("person_id")["prev"].nunique() > 1).sum())
+        timings["persist"] = time.perf_counter() - t
+        result = IncrementalResult(
+            run_id=run_id, model_version=model["model_version"],
+            settings_hash=model["settings_hash"],
+            auto_match_probability=s.auto_match_probability,
+            clerical_probability=s.clerical_probability, n_records=int(n_records),
+            n_scored_pairs=len(pairs), n_auto_pairs=len(auto), n_clerical_pairs=n_clerical,
+            n_flagged_clusters=len(flagged),
+            n_split_clusters=int((flagged["split_into"] > 1).sum()) if len(flagged) else 0,
+            timings=timings, model=model, n_changed_records=len(changed),
+            n_retired_records=len(retired), n_merged_persons=n_merged, **counts)
+        base = LinkageResult(**{k: getattr(result, k)
+                                for k in LinkageResult.__dataclass_fields__})
+        _write_run(con, base, started, new_model=False, mode="incremental")
     return result
 
 
