@@ -69,7 +69,7 @@ def linked(orchestrated_run: Path, copy_run, tmp_path_factory: pytest.TempPathFa
         parquet = export_identifiers(con, run / "hub" / "spark_input")
     finally:
         con.close()
-    spark = spark_session(shuffle_partitions=2, checkpoint_dir=run / "hub" / "spark_tmp")
+    spark = spark_session(shuffle_partitions=1, checkpoint_dir=run / "hub" / "spark_tmp")
     yield {"run": run, "model": model, "hub": hub, "parquet": parquet, "spark": spark,
            "warehouse": paths.warehouse}
     spark.stop()
