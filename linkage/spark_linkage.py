@@ -49,13 +49,15 @@ def spark_session(
     driver_memory: str = "4g",
     checkpoint_dir: str | Path | None = None,
     app_name: str = "joinedup-linkage",
+    master: str | None = None,
 ) -> Any:
-    """A local-mode SparkSession sized for one machine (a cluster uses its own master URL
-    and the same code). Splink writes intermediate tables to the checkpoint dir."""
+    """A SparkSession: local mode on `cores` by default, or the cluster at `master`
+    (e.g. "spark://host:7077"). Splink writes intermediate tables to the checkpoint dir,
+    which must be hub storage (shared storage on a cluster)."""
     from pyspark.sql import SparkSession
 
     spark = (
-        SparkSession.builder.master(f"local[{cores}]")
+        SparkSession.builder.master(master or f"local[{cores}]")
         .appName(app_name)
         .config("spark.sql.shuffle.partitions", str(shuffle_partitions))
         .config("spark.default.parallelism", str(shuffle_partitions))
