@@ -109,14 +109,16 @@ def load_input(spark: Any, parquet: str | Path) -> tuple[Any, dict[str, int]]:
     df = spark.read.parquet(str(parquet))
     words: dict[str, int] = {}
     for col in [c for c in df.columns if c.startswith("bf_")]:
-        lengths = {r[0] for r in df.select(F.length(col)).where(F.col(col).isNotNull())
-                   .distinct().collect()}
-        if len(lengths) > 1:
-            raise ValueError(f"{parquet}: field {col}: Bloom filters of different lengths "
-                             f"{sorted(lengths)}")
-        if not lengths:
+        counts = (df.where(F.col(col).isNotNull()).groupBy(F.length(col).alias("n"))
+                  .count().orderBy(F.desc("count")).collect())
+        if not counts:
             continue
-        nbytes = lengths.pop()
+        nbytes = counts[0]["n"]
+        if len(counts) > 1:
+            bad = df.where(F.length(col) != nbytes).select("agency", "record_ref", col).first()
+            raise ValueError(
+                f"{parquet}: row agency={bad[0]} record_ref={bad[1]} field {col}: Bloom filter "
+                f"of {len(bad[2])} bytes differs from the column's fixed length {nbytes}")
         if nbytes % (WORD_BITS // 8):
             raise ValueError(f"{parquet}: field {col}: {nbytes} bytes is not whole words")
         n = nbytes // (WORD_BITS // 8)

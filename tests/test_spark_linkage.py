@@ -121,3 +121,19 @@ def test_spark_backend_gives_the_duckdb_partition(linked) -> None:
     assert len(duck_part) < 0.8 * len(hub)
     assert sum(len(p) > 1 for p in duck_part) > 0.3 * len(duck_part)
     assert spark_part == duck_part
+
+
+@needs_spark
+def test_bloom_of_wrong_length_names_file_row_and_field(linked, tmp_path: Path) -> None:
+    import pandas as pd
+
+    from linkage.spark_linkage import load_input
+
+    bad = tmp_path / "identifiers.parquet"
+    pd.DataFrame({
+        "unique_id": ["GP:a", "GP:b", "GP:c"], "agency": ["GP"] * 3,
+        "record_ref": ["a", "b", "c"], "bf_family_name": [b"\x01" * 64, b"\x02" * 64, b"\x03" * 60],
+    }).to_parquet(bad, index=False)
+    with pytest.raises(ValueError, match=r"identifiers\.parquet: row agency=GP record_ref=c "
+                                         r"field bf_family_name: Bloom filter of 60 bytes"):
+        load_input(linked["spark"], bad)
