@@ -23,7 +23,7 @@ from ig_bridge.keys import LinkKey
 
 _SEP = "\x1f"  # unit separator between combined fields: cannot occur in normalised values
 _DERIVED = {"dob_iso", "dob_swapped_iso", "dob_ym", "dob_md"}
-_QGRAM_CACHE_MAX = 200_000  # (domain, salt, q-gram) positions kept across chunks
+_QGRAM_CACHE_MAX = 100_000  # (domain, salt, q-gram) positions kept across chunks
 
 
 class EncodingSpecError(ValueError):
@@ -255,7 +255,8 @@ class Encoder:
             d = hmac.digest(self._key(domain), f"{salt}{_SEP}{gram}".encode(), "sha256")
             # k independent positions: successive 16-bit words of one digest, mod bits (a power
             # of two dividing 2**16, so unbiased).
-            pos = (np.frombuffer(d, dtype=">u2")[:k].astype(np.int64) % bits)
+            # uint16 (bits <= 65536): the cache is the encoder's largest cross-chunk state
+            pos = (np.frombuffer(d, dtype=">u2")[:k] % bits).astype(np.uint16)
             self._qgram_cache[ck] = pos
         return pos
 
@@ -283,7 +284,7 @@ class Encoder:
         out_bytes = (bits >> fold) // 8
         encoded: list[bytes] = []
         word_cache: dict[tuple[str, str, str], np.ndarray] = {}
-        empty = np.zeros(0, dtype=np.int64)
+        empty = np.zeros(0, dtype=np.uint16)
 
         def word_positions(dom: str, salt: str, word: str) -> np.ndarray:
             wk = (dom, salt, word)

@@ -602,7 +602,7 @@ def _as_text(series: pd.Series) -> pd.Series:
 # postcodes repeat from chunk to chunk). Bounded: cleared when it grows past _MEMO_MAX entries,
 # so memory does not grow with the extract.
 _MEMO: dict[str, dict[str, tuple]] = {}
-_MEMO_MAX = 50_000
+_MEMO_MAX = 20_000
 
 
 def _per_unique(series: pd.Series | None, index: pd.Index, fn: Callable[[str], tuple],
