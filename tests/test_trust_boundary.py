@@ -74,3 +74,16 @@ def test_bridge_extra_pulls_no_hub_dependencies() -> None:
     assert closure, "could not resolve the bridge's dependencies from installed metadata"
     assert "cryptography" in closure and "great-expectations" in closure
     assert not closure & HUB_ONLY_DISTS, sorted(closure & HUB_ONLY_DISTS)
+
+
+def test_bridge_imports_work_in_a_python_c_program() -> None:
+    """pyspark (dev/spark extras) makes GX import pyspark.sql.connect, which exits a `python -c`
+    program silently unless its connect extras are installed: the bridge must still run."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c",
+         "import great_expectations, ig_bridge.split; print('bridge imports ok')"],
+        capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0 and "bridge imports ok" in proc.stdout, proc.stderr[-2000:]
