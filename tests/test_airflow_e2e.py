@@ -92,6 +92,16 @@ def test_demo_runs_bridges_and_hub_through_airflow(orchestrated_run: Path, tmp_p
         p.name for p in (out / "agency").iterdir() if (p / "keys").is_dir())
     assert all(e["batch_id"].startswith(e["agency"] + "-") for e in extras)
     assert "warehouse:" in proc.stdout and "marts:" in proc.stdout
+    # and the Airflow-run warehouse links at the quality floors the linkage issue sets
+    from test_quality_floors import FLOORS
+
+    q = json.loads((out / "hub" / "reports" / "linkage_quality.json").read_text())
+    assert q["auto_match_precision"] >= FLOORS["auto_match_precision"]
+    assert q["person_all_pairs"]["f1"] >= FLOORS["person_f1"]
+    assert q["person_cross_agency"]["f1"] >= FLOORS["cross_agency_f1"]
+    assert q["pair_completeness"] >= FLOORS["pair_completeness"]
+    assert q["household_pairwise"]["f1"] >= FLOORS["household_f1"]
+    assert q["privacy_cost_f1"] >= FLOORS["privacy_cost_f1"]
 
 
 HUB_SCRIPT = """
