@@ -11,6 +11,8 @@ from __future__ import annotations
 import duckdb
 import pandas as pd
 
+from linkage.stable_ids import assign_stable_ids
+
 PERSON_SEQUENCE = "person_id_seq"
 
 PERSON_DDL = f"""
@@ -140,15 +142,6 @@ def guard_chains(
     return out, pd.DataFrame(flagged_rows)
 
 
-def _mint(con: duckdb.DuckDBPyConnection, n: int) -> list[str]:
-    if n == 0:
-        return []
-    rows = con.execute(
-        f"SELECT nextval('{PERSON_SEQUENCE}') FROM range(?)", [n]
-    ).fetchall()
-    return [f"P{v:09d}" for (v,) in rows]
-
-
 def assign_person_ids(
     con: duckdb.DuckDBPyConnection, clusters: pd.DataFrame, run_id: str
 ) -> tuple[pd.DataFrame, dict[str, int]]:
@@ -175,35 +168,22 @@ def assign_person_ids(
         ).df()
     else:
         prev = pd.DataFrame(columns=["record_ref", "agency", "person_id"])
-    joined = c.merge(prev, on=["record_ref", "agency"], how="inner")
-    overlap = (
-        joined.groupby(["cluster_id", "person_id"]).size().rename("overlap").reset_index()
-    )
-    overlap = overlap.sort_values(
-        ["overlap", "person_id", "cluster_id"], ascending=[False, True, True]
-    )
-    chosen: dict[str, str] = {}
-    taken: set[str] = set()
-    for cid, pid in zip(overlap["cluster_id"], overlap["person_id"], strict=True):
-        if cid in chosen or pid in taken:
-            continue
-        chosen[cid] = pid
-        taken.add(pid)
-    new_clusters = sorted(set(c["cluster_id"]) - set(chosen))
-    for cid, pid in zip(new_clusters, _mint(con, len(new_clusters)), strict=True):
-        chosen[cid] = pid
+    # Same overlap rule as household ids (linkage.stable_ids); a record is agency + ref.
+    mapping = assign_stable_ids(
+        con,
+        pd.DataFrame({"member": c["agency"] + ":" + c["record_ref"], "group": c["cluster_id"]}),
+        pd.DataFrame({"member": prev["agency"] + ":" + prev["record_ref"],
+                      "id": prev["person_id"]}),
+        PERSON_SEQUENCE, "P")
+    chosen, retired, new_clusters = mapping.group_to_id, mapping.retired, mapping.new_groups
     c["person_id"] = c["cluster_id"].map(chosen)
 
-    prev_active = set(prev["person_id"])
-    retired = sorted(prev_active - taken)
     stats = c.groupby("person_id").agg(
         n_records=("unique_id", "size"), n_agencies=("agency", "nunique")
     ).reset_index()
-    lineage = overlap.assign(run_id=run_id)
-    lineage["person_id_new"] = lineage["cluster_id"].map(chosen)
-    lineage = lineage.rename(
-        columns={"person_id": "previous_person_id", "person_id_new": "person_id"}
-    )[["run_id", "person_id", "previous_person_id", "overlap"]]
+    lineage = mapping.lineage.assign(run_id=run_id, person_id=mapping.lineage["group"].map(chosen))
+    lineage = lineage.rename(columns={"previous_id": "previous_person_id"})[
+        ["run_id", "person_id", "previous_person_id", "overlap"]]
 
     con.register("_new_person_stats", stats)
     con.register("_new_lineage", lineage)
