@@ -8,6 +8,7 @@ Spark backend in local mode; both must give the identical partition of records.
 from __future__ import annotations
 
 import importlib.util
+import logging
 import shutil
 from pathlib import Path
 
@@ -73,6 +74,9 @@ def linked(orchestrated_run: Path, copy_run, tmp_path_factory: pytest.TempPathFa
     yield {"run": run, "model": model, "hub": hub, "parquet": parquet, "spark": spark,
            "warehouse": paths.warehouse}
     spark.stop()
+    # py4j's connections log "closing" from __del__ at interpreter exit, after pytest has closed
+    # the streams; keep that chatter (a logging traceback) out of the run's closing lines.
+    logging.getLogger("py4j").setLevel(logging.WARNING)
 
 
 @needs_spark
