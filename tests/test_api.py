@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 
 from governance.api import TokenStore, create_app
 from governance.audit import AuditLog, make_engine
-from governance.consent import ConsentRegistry
+from governance.consent import ConsentRegistry, ConsentStatus
 from governance.decisions import Governance
 from governance.relationships import Relationship, RelationshipRegistry, SubjectKind
 from governance.service import ViewService, load_consent
@@ -272,13 +272,24 @@ def test_bad_input_is_422_and_not_audited(hub: Hub, url: str) -> None:
 def test_consent_protocol_follows_the_registry_including_withdrawal(hub: Hub,
                                                                     world: World) -> None:
     proto = hub.gov.protocols["early_help_family_support"]
-    holders = {a for (_, a) in _payload(world, [world.person]) if a in proto.agencies}
-    assert holders
-    url = f"/persons/{world.person}?protocol={proto.id}"
-    r = hub.get(url)  # no early_help consent recorded in the synthetic data
+
+    def holders_of(person: str) -> set[str]:
+        return {a for (_, a) in _payload(world, [person]) if a in proto.agencies}
+
+    def no_consent_yet(person: str) -> bool:  # Early Help records early_help consent too
+        return all(hub.gov.consent.state(person, proto.consent_purpose, a, NOW).status
+                   is ConsentStatus.NONE for a in proto.agencies)
+
+    subjects = [p for p in dict.fromkeys([world.person, *world.members])
+                if holders_of(p) and no_consent_yet(p)]
+    assert subjects, "no household member without early_help consent to start from"
+    subject = subjects[0]
+    holders = holders_of(subject)
+    url = f"/persons/{subject}?protocol={proto.id}"
+    r = hub.get(url)
     assert r.status_code == 403 and "no_consent" in r.json()["reasons"]
     agency = sorted(holders)[0]
-    hub.gov.consent.record(world.person, agency, proto.consent_purpose, "given",
+    hub.gov.consent.record(subject, agency, proto.consent_purpose, "given",
                            dt.date(2026, 3, 1))
     r = hub.get(url)
     assert r.status_code == 200
@@ -286,7 +297,7 @@ def test_consent_protocol_follows_the_registry_including_withdrawal(hub: Hub,
     withheld = {(w["agency"], w["field"]): w["reasons"] for w in r.json()["withheld"]}
     for other in holders - {agency}:
         assert all("no_consent" in withheld[(other, f)] for f in proto.agencies[other])
-    hub.gov.consent.record(world.person, agency, proto.consent_purpose, "withdrawn",
+    hub.gov.consent.record(subject, agency, proto.consent_purpose, "withdrawn",
                            NOW.date())
     r = hub.get(url)
     assert r.status_code == 403 and "consent_withdrawn" in r.json()["reasons"]
