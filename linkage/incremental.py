@@ -46,8 +46,8 @@ from linkage.person_linkage import (
     RUN_DDL,
     LinkageResult,
     LinkageSettings,
-    _comparison_names,
     _write_run,
+    append_clerical_pairs,
     load_model,
     prepare_input,
     stored_model,
@@ -360,31 +360,4 @@ def _write_incremental(con: duckdb.DuckDBPyConnection, run_id: str, assigned: pd
             con.unregister("_pid_now")
     if clerical.empty:
         return 0
-    names = _comparison_names(model)
-    q = pd.DataFrame({
-        "run_id": run_id,
-        "record_ref_l": clerical["unique_id_l"].str.split(":", n=1).str[1],
-        "agency_l": clerical["unique_id_l"].str.split(":", n=1).str[0],
-        "record_ref_r": clerical["unique_id_r"].str.split(":", n=1).str[1],
-        "agency_r": clerical["unique_id_r"].str.split(":", n=1).str[0],
-        "person_id_l": clerical["pid_l"], "person_id_r": clerical["pid_r"],
-        "match_probability": clerical["match_probability"],
-        "match_weight": clerical["match_weight"]})
-    for n in names:
-        q[f"gamma_{n}"] = clerical[f"gamma_{n}"].astype("int64")
-        mw = clerical[f"mw_{n}"].astype("float64")
-        tf = clerical.get(f"mw_tf_adj_{n}")
-        q[f"mw_{n}"] = mw if tf is None else mw + tf.astype("float64")
-    q["status"] = "open"
-    cols_sql = ", ".join(f'"{c}" {"BIGINT" if c.startswith("gamma_") else "DOUBLE"}'
-                         for c in q.columns if c.startswith(("gamma_", "mw_")))
-    con.execute(f"""CREATE TABLE IF NOT EXISTS clerical_review (
-        run_id VARCHAR, record_ref_l VARCHAR, agency_l VARCHAR, record_ref_r VARCHAR,
-        agency_r VARCHAR, person_id_l VARCHAR, person_id_r VARCHAR,
-        match_probability DOUBLE, match_weight DOUBLE, {cols_sql}, status VARCHAR)""")
-    con.register("_cq_incr", q)
-    try:
-        con.execute("INSERT INTO clerical_review BY NAME SELECT * FROM _cq_incr")
-    finally:
-        con.unregister("_cq_incr")
-    return len(q)
+    return append_clerical_pairs(con, run_id, clerical, model)

@@ -429,7 +429,14 @@ def _write_outputs(
     con.execute("INSERT INTO record_person SELECT * FROM _rp")
     con.unregister("_rp")
 
-    # Evidence only: gamma levels and per-comparison match weights, never token values.
+    return append_clerical_pairs(con, run_id, clerical, model)
+
+
+def append_clerical_pairs(con: duckdb.DuckDBPyConnection, run_id: str, clerical: pd.DataFrame,
+                          model: dict[str, Any]) -> int:
+    """Append scored pairs (unique_id_l/_r, pid_l/_r, Splink's gamma_/mw_ columns) to the
+    clerical queue as open items. Evidence only: gamma levels and per-comparison match
+    weights, never token values."""
     names = _comparison_names(model)
     q = pd.DataFrame(
         {
@@ -459,8 +466,10 @@ def _write_outputs(
             match_probability DOUBLE, match_weight DOUBLE, {cols_sql}, status VARCHAR)"""
     )
     con.register("_cq", q)
-    con.execute("INSERT INTO clerical_review BY NAME SELECT * FROM _cq")
-    con.unregister("_cq")
+    try:
+        con.execute("INSERT INTO clerical_review BY NAME SELECT * FROM _cq")
+    finally:
+        con.unregister("_cq")
     return len(q)
 
 
