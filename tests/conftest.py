@@ -53,3 +53,17 @@ def _copy_run(src: _Path, dest: _Path, *, landed: bool = True) -> _Path:
     for keys in (src / "agency").glob("*/keys"):
         _shutil.copytree(keys, dest / "agency" / keys.parent.name / "keys")
     return dest
+
+
+# --- the evaluation harness (benchmarks/evaluate_linkage.py), loaded once by path ------------
+@_pytest.fixture(scope="session")
+def evaluate_linkage():
+    """The benchmark script that plays all parties and scores against ground truth."""
+    import importlib.util
+
+    path = _Path(__file__).resolve().parents[1] / "benchmarks" / "evaluate_linkage.py"
+    spec = importlib.util.spec_from_file_location("evaluate_linkage", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod

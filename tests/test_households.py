@@ -8,7 +8,6 @@ is joined through each agency's own ref key (evaluation only).
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 from pathlib import Path
 
@@ -22,21 +21,11 @@ from linkage.evaluation import household_pairwise_metrics
 from linkage.family import build_family_network
 from linkage.households import build_households, tenancy_agencies
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _evaluate_module():
-    spec = importlib.util.spec_from_file_location(
-        "evaluate_linkage", ROOT / "benchmarks" / "evaluate_linkage.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
 
 @pytest.fixture(scope="module")
-def linked(orchestrated_run: Path, copy_run, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    ev = _evaluate_module()
+def linked(orchestrated_run: Path, copy_run, tmp_path_factory: pytest.TempPathFactory,
+           evaluate_linkage) -> dict:
+    ev = evaluate_linkage
     run = copy_run(orchestrated_run, tmp_path_factory.mktemp("households") / "run")
     ev.run_hub(run, "hh-1")
     con = duckdb.connect(str(HubPaths.for_run(run).warehouse), read_only=True)

@@ -16,13 +16,10 @@ measurement. A regression below them fails CI.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
 
 FLOORS = {
     "auto_match_precision": 0.995,
@@ -34,18 +31,10 @@ FLOORS = {
 }
 
 
-def _evaluate_module():
-    spec = importlib.util.spec_from_file_location(
-        "evaluate_linkage", ROOT / "benchmarks" / "evaluate_linkage.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 @pytest.fixture(scope="module")
-def quality(orchestrated_run: Path, copy_run, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    ev = _evaluate_module()
+def quality(orchestrated_run: Path, copy_run, tmp_path_factory: pytest.TempPathFactory,
+            evaluate_linkage) -> dict:
+    ev = evaluate_linkage
     run = copy_run(orchestrated_run, tmp_path_factory.mktemp("quality") / "run")
     ev.run_hub(run, "floors-1")
     report = ev.evaluate_run(run, "floors-1", baseline=True)
