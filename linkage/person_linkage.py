@@ -356,29 +356,62 @@ def link_persons(
         timings["cluster"] = time.perf_counter() - t
         progress.advance(task)
 
-        t = stage("assigning person ids")
-        with atomic(con):
-            assigned, counts = assign_person_ids(con, records, run_id)
-            n_clerical = _write_outputs(con, run_id, assigned, pairs, model, s)
-            timings["persist"] = time.perf_counter() - t
-            result = LinkageResult(
-                run_id=run_id,
-                model_version=model["model_version"],
-                settings_hash=model["settings_hash"],
-                auto_match_probability=s.auto_match_probability,
-                clerical_probability=s.clerical_probability,
-                n_records=int(n_records),
-                n_scored_pairs=len(pairs),
-                n_auto_pairs=len(auto),
-                n_clerical_pairs=n_clerical,
-                n_flagged_clusters=len(flagged),
-                n_split_clusters=int((flagged["split_into"] > 1).sum()) if len(flagged) else 0,
-                timings=timings,
-                model=model,
-                **counts,
-            )
-            _write_run(con, result, started, s.model is None)
+        stage("assigning person ids")
+        result = persist_linkage(
+            con, run_id, records, pairs, model, s, n_records=int(n_records),
+            n_auto_pairs=len(auto), flagged=flagged, timings=timings, started=started,
+            new_model=s.model is None,
+        )
         progress.advance(task)
+    return result
+
+
+def persist_linkage(
+    con: duckdb.DuckDBPyConnection,
+    run_id: str,
+    records: pd.DataFrame,
+    pairs: pd.DataFrame,
+    model: dict[str, Any],
+    s: LinkageSettings,
+    *,
+    n_records: int,
+    n_auto_pairs: int,
+    flagged: pd.DataFrame,
+    timings: dict[str, float],
+    started: datetime,
+    new_model: bool,
+    mode: str = "full",
+) -> LinkageResult:
+    """Write one full linkage run, whichever backend scored it (DuckDB here, Spark in
+    `linkage.spark_linkage`), in one transaction: stable person ids, `record_person` bands
+    and scores, the clerical queue, the `linkage_run` row and, for a newly trained model,
+    `linkage_model`.
+
+    records: unique_id, record_ref, agency, cluster_id (after the chaining guard);
+    pairs: every pair scored at or above the clerical threshold, with Splink's gamma_/mw_
+    columns (evidence only, no token values); flagged: `guard_chains`' flagged clusters.
+    """
+    t = time.perf_counter()
+    with atomic(con):
+        assigned, counts = assign_person_ids(con, records, run_id)
+        n_clerical = _write_outputs(con, run_id, assigned, pairs, model, s)
+        result = LinkageResult(
+            run_id=run_id,
+            model_version=model["model_version"],
+            settings_hash=model["settings_hash"],
+            auto_match_probability=s.auto_match_probability,
+            clerical_probability=s.clerical_probability,
+            n_records=int(n_records),
+            n_scored_pairs=len(pairs),
+            n_auto_pairs=int(n_auto_pairs),
+            n_clerical_pairs=n_clerical,
+            n_flagged_clusters=len(flagged),
+            n_split_clusters=int((flagged["split_into"] > 1).sum()) if len(flagged) else 0,
+            timings={**timings, "persist": time.perf_counter() - t},
+            model=model,
+            **counts,
+        )
+        _write_run(con, result, started, new_model, mode)
     return result
 
 
