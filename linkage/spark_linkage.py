@@ -1,27 +1,47 @@
 """Hub person linkage on Splink's Spark backend, for a region that outgrows one machine.
 
-The same model (comparisons, blocking rules, m/u values, prior) that `linkage.person_linkage`
-trains on DuckDB scores pairs on Spark: the stored model's SQL is transpiled from DuckDB to
-Spark SQL (sqlglot, which Splink already uses), and Bloom-filter Dice, which DuckDB computes
-with `bit_count` over BIT columns, becomes `bit_count` over the filter's 32-bit words (Spark's
-`bit_count` takes integers only), split out once when the input is loaded. Auto-match edges
-then go through the hub's own rules: twin rule (`comparisons.twin_like`), Splink connected
-components, chaining guard (`clusters.guard_chains`), so with one model both backends give
-the same clusters (tests/test_spark_linkage.py). Persisting person ids and the clerical
-queue stays with `person_linkage` in this version: the returned clusters are what
-`clusters.assign_person_ids` takes.
+The full run (`link_persons_spark`) does what `linkage.person_linkage.link_persons` does on
+DuckDB, with the heavy parts on Spark:
 
-    spark = spark_session()
-    parquet = export_identifiers(con, "var/run/hub/spark_input")   # from the warehouse
-    clusters = link_clusters_spark(spark, parquet, stored_model(con, version))
+- the linkage input is built in the warehouse (`prepare_input`) and exported to Parquet on
+  hub storage (tokens, blocking keys, Bloom filters, refs only);
+- training (`train_model_spark`): the same recipe as `person_linkage.train_model` (prior from
+  deterministic rules, u by seeded random sampling, EM over the training blocks, m floor) on
+  Spark; the learned prior, m and u are copied back into the DuckDB-dialect settings, so the
+  stored model is the one format both backends load and its settings_hash verifies;
+- scoring: the model's SQL is transpiled from DuckDB to Spark SQL (sqlglot, which Splink
+  already uses); Bloom-filter Dice, which DuckDB computes with `bit_count` over BIT columns,
+  becomes `bit_count` over the filter's 32-bit words (Spark's `bit_count` takes integers only),
+  split out once when the input is loaded. Of the scored pairs, only ids, scores and
+  gamma_/mw_ evidence above the clerical threshold come back from Spark, never token values
+  (the chaining guard reads each record's NHS-number and DOB tokens, as on DuckDB);
+- clustering: the hub's own rules on the auto-match edges (twin rule, connected components,
+  chaining guard), so with one model both backends give the same partition;
+- persisting: `person_linkage.persist_linkage`, the DuckDB run's own writer (stable person
+  ids, record_person, clerical queue, linkage_run with mode 'spark', linkage_model), in one
+  transaction.
+
+    with configured_session(SparkConfig.from_env(paths.hub), run_id) as spark:
+        result = link_persons_spark(con, run_id, spark, work_dir=paths.hub / "spark")
+
+The hub pipeline's link stage does this when JOINEDUP_LINKAGE_BACKEND=spark
+(`linkage.pipeline.stage_link_persons`).
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import logging
+import os
 import re
+import shutil
 import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +50,32 @@ import pandas as pd
 import sqlglot
 
 from linkage.clusters import guard_chains
-from linkage.comparisons import BLOOM_COLUMNS, dice_sql, twin_like
-from linkage.person_linkage import INPUT_TABLE, LinkageSettings, load_model, prepare_input
+from linkage.comparisons import (
+    BLOOM_COLUMNS,
+    deterministic_rules,
+    dice_sql,
+    training_blocking_rules,
+    twin_like,
+)
+from linkage.person_linkage import (
+    INPUT_TABLE,
+    RUN_DDL,
+    LinkageResult,
+    LinkageSettings,
+    _next_model_version,
+    floor_m_probabilities,
+    load_model,
+    make_model,
+    persist_linkage,
+    prepare_input,
+    splink_settings_for,
+)
 
 log = logging.getLogger(__name__)
 
 WORD_BITS = 32  # Spark's bit_count is over integers; 32-bit words stay positive in BIGINT
 _PLACEHOLDER = "joinedup_dice"
+_DERIVED = re.compile(r"__(w\d+|pop)$")  # columns load_input adds to the exported ones
 
 
 # --------------------------------------------------------------------------- session
@@ -71,6 +110,72 @@ def spark_session(
     ckpt = Path(checkpoint_dir or tempfile.mkdtemp(prefix="joinedup-spark-"))
     spark.sparkContext.setCheckpointDir(str(ckpt))
     return spark
+
+
+@dataclass(frozen=True)
+class SparkConfig:
+    """Where and how the hub's link stage runs on Spark (see `from_env`)."""
+
+    work_dir: Path  # hub storage (shared storage on a cluster): input export, checkpoints
+    master: str | None = None  # None: local mode on `cores`
+    cores: int = 2
+    shuffle_partitions: int = 4
+    driver_memory: str = "4g"
+    break_lineage_method: str | None = None  # Splink's; None = parquet under the checkpoint
+
+    @classmethod
+    def from_env(cls, hub_dir: str | Path) -> SparkConfig:
+        """JOINEDUP_SPARK_MASTER (e.g. spark://host:7077; unset: local mode),
+        JOINEDUP_SPARK_DIR (default <hub>/spark), JOINEDUP_SPARK_CORES,
+        JOINEDUP_SPARK_PARTITIONS, JOINEDUP_SPARK_DRIVER_MEMORY, JOINEDUP_SPARK_BREAK_LINEAGE."""
+        env = os.environ
+
+        def number(name: str, default: int) -> int:
+            raw = env.get(name, "").strip()
+            if not raw:
+                return default
+            if not raw.isdigit() or int(raw) < 1:
+                raise ValueError(f"environment variable {name}: {raw!r} is not a positive "
+                                 "whole number")
+            return int(raw)
+
+        return cls(
+            master=env.get("JOINEDUP_SPARK_MASTER", "").strip() or None,
+            work_dir=Path(env.get("JOINEDUP_SPARK_DIR", "").strip() or Path(hub_dir) / "spark"),
+            cores=number("JOINEDUP_SPARK_CORES", cls.cores),
+            shuffle_partitions=number("JOINEDUP_SPARK_PARTITIONS", cls.shuffle_partitions),
+            driver_memory=env.get("JOINEDUP_SPARK_DRIVER_MEMORY", "").strip()
+            or cls.driver_memory,
+            break_lineage_method=env.get("JOINEDUP_SPARK_BREAK_LINEAGE", "").strip() or None,
+        )
+
+
+def _run_folder(run_id: str) -> str:
+    # Hadoop paths refuse ':' (Airflow run ids have them); the hash keeps names distinct.
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", run_id)
+    return f"{safe}-{hashlib.sha256(run_id.encode()).hexdigest()[:8]}"
+
+
+@contextmanager
+def configured_session(config: SparkConfig, run_id: str) -> Iterator[Any]:
+    """The SparkSession for one run: the caller's active session if there is one (left
+    running), else a new one from `config`, stopped afterwards with its checkpoint folder
+    (under the hub's work dir) removed."""
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        yield active
+        return
+    ckpt = Path(config.work_dir) / "checkpoint" / _run_folder(run_id)
+    spark = spark_session(cores=config.cores, shuffle_partitions=config.shuffle_partitions,
+                          driver_memory=config.driver_memory, checkpoint_dir=ckpt,
+                          master=config.master)
+    try:
+        yield spark
+    finally:
+        spark.stop()
+        shutil.rmtree(ckpt, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- input
@@ -167,9 +272,14 @@ def to_spark_sql(condition: str, words: dict[str, int]) -> str:
 
 
 def spark_settings(model: dict[str, Any], words: dict[str, int]) -> dict[str, Any]:
-    """The model's Splink settings with every SQL condition in Spark SQL; m, u, prior and
-    term-frequency settings untouched."""
-    s = copy.deepcopy(load_model(model)["splink_settings"])
+    """A stored model's Splink settings with every SQL condition in Spark SQL; m, u, prior
+    and term-frequency settings untouched."""
+    return transpile_settings(load_model(model)["splink_settings"], words)
+
+
+def transpile_settings(splink_settings: dict[str, Any], words: dict[str, int]) -> dict[str, Any]:
+    """Splink settings (DuckDB dialect, trained or not) with every SQL condition in Spark SQL."""
+    s = copy.deepcopy(splink_settings)
     s["sql_dialect"] = "spark"
     for comp in s["comparisons"]:
         for level in comp["comparison_levels"]:
@@ -187,54 +297,124 @@ def spark_settings(model: dict[str, Any], words: dict[str, int]) -> dict[str, An
     return s
 
 
+# --------------------------------------------------------------------------- training
+
+
+def input_columns(df: Any) -> list[str]:
+    """The exported linkage-input columns of a DataFrame from `load_input`."""
+    return [c for c in df.columns if not _DERIVED.search(c)]
+
+
+def _with_parameters(untrained: dict[str, Any], learned: dict[str, Any]) -> dict[str, Any]:
+    """The DuckDB-dialect settings with the prior, m and u learned on Spark."""
+    out = copy.deepcopy(untrained)
+    out["probability_two_random_records_match"] = learned["probability_two_random_records_match"]
+    for mine, theirs in zip(out["comparisons"], learned["comparisons"], strict=True):
+        labels = [lv.get("label_for_charts") for lv in mine["comparison_levels"]]
+        if (mine["output_column_name"] != theirs["output_column_name"]
+                or labels != [lv.get("label_for_charts") for lv in theirs["comparison_levels"]]):
+            raise ValueError(f"Spark-trained comparison {theirs['output_column_name']!r} does "
+                             "not line up with the DuckDB settings it was transpiled from")
+        for lv, tl in zip(mine["comparison_levels"], theirs["comparison_levels"], strict=True):
+            for key in ("m_probability", "u_probability"):
+                if key in tl:
+                    lv[key] = tl[key]
+    return out
+
+
+def train_model_spark(
+    spark: Any,
+    df: Any,
+    words: dict[str, int],
+    settings: LinkageSettings | None = None,
+    model_version: str = "pending",
+    *,
+    break_lineage_method: str | None = None,
+) -> dict[str, Any]:
+    """Train the hub's model on Spark over the input `load_input` returns (df, words).
+
+    Same recipe and knobs as `person_linkage.train_model`. The result is a DuckDB-dialect
+    model (`load_model` verifies it; `LinkageSettings(model=...)` links with it on either
+    backend). Spark samples and sums in its own order, so m and u differ slightly from a
+    DuckDB-trained model's (tests/test_spark_linkage.py bounds the effect on the partition)."""
+    from splink import Linker, SparkAPI
+
+    s = settings or LinkageSettings()
+    columns = input_columns(df)
+    creator = splink_settings_for(columns)
+    creator.max_iterations = s.max_em_iterations
+    untrained = creator.get_settings("duckdb").as_dict()
+    db_api = SparkAPI(spark_session=spark, register_udfs_automatically=False,
+                      break_lineage_method=break_lineage_method)
+    linker = Linker(db_api.register(df), transpile_settings(untrained, words),
+                    log_level=logging.WARNING)
+    # The recipe of person_linkage.train_model; the blocking rules are Splink creators, which
+    # write their own Spark SQL.
+    try:
+        linker.training.estimate_probability_two_random_records_match(
+            deterministic_rules(columns), recall=s.prior_recall
+        )
+        # One chunk: the same max_pairs sample and seed, in one Spark job per comparison.
+        # Splink's default ten chunks (which let DuckDB stop early once every level has 100
+        # non-matches) each cost Spark a planned and scheduled job: measured 46 s against
+        # 80 s for 2,174 records in local mode on two cores, where every chunk ran anyway.
+        linker.training.estimate_u_using_random_sampling(
+            max_pairs=s.u_max_pairs, seed=s.seed, num_chunks=1)
+        trained_on = 0
+        for rule in training_blocking_rules(columns):
+            try:
+                linker.training.estimate_parameters_using_expectation_maximisation(rule)
+                trained_on += 1
+            except Exception as exc:  # noqa: BLE001 - Splink raises plain errors here
+                log.warning("EM skipped a training block (%s)", type(exc).__name__)
+        if trained_on == 0:
+            raise ValueError("no training block produced any record pair: too few records "
+                             "shared between agencies to estimate the model")
+        learned = linker.misc.save_model_to_json()
+    finally:
+        linker.table_management.delete_tables_created_by_splink_from_db()
+    trained = floor_m_probabilities(_with_parameters(untrained, learned), s.m_floor)
+    return make_model(trained, model_version)
+
+
 # --------------------------------------------------------------------------- linkage
 
 
-def link_clusters_spark(
-    spark: Any,
-    parquet: str | Path,
-    model: dict[str, Any],
-    settings: LinkageSettings | None = None,
-    *,
-    break_lineage_method: str | None = None,
-) -> pd.DataFrame:
-    """Score and cluster the exported identifiers on Spark with a stored model.
+def _score(spark: Any, df: Any, words: dict[str, int], model: dict[str, Any], threshold: float,
+           break_lineage_method: str | None) -> pd.DataFrame:
+    """Pairs at or above `threshold`: ids, scores and Splink's gamma_/mw_ evidence columns
+    (what the clerical queue keeps); no token values leave Spark."""
+    from splink import Linker, SparkAPI
 
-    `break_lineage_method` is Splink's (default: parquet under the checkpoint dir, right
-    for large inputs; "persist" keeps small ones in memory). Returns one row per record:
-    unique_id, record_ref, agency, batch_id, cluster_id (after the twin rule and the
-    chaining guard, as `link_persons` clusters)."""
-    from splink import DuckDBAPI, Linker, SparkAPI
-    from splink.clustering import cluster_pairwise_predictions_at_threshold
-
-    s = settings or LinkageSettings()
-    model = load_model(model)
-    df, words = load_input(spark, parquet)
     db_api = SparkAPI(spark_session=spark, register_udfs_automatically=False,
                       break_lineage_method=break_lineage_method)
     linker = Linker(db_api.register(df), spark_settings(model, words),
                     log_level=logging.WARNING)
     try:
-        pred = linker.inference.predict(
-            threshold_match_probability=s.auto_match_probability, warning_mode="never"
-        )
-        gammas = [c for c in ("gamma_forename", "gamma_birth_date")
-                  if c in pred.as_spark_dataframe().columns]
-        # Ids, scores and the evidence the twin rule needs: no token values leave Spark.
-        auto = (pred.as_spark_dataframe()
-                .select("unique_id_l", "unique_id_r", "match_weight", "match_probability",
-                        *gammas)
-                .toPandas())
+        pred = linker.inference.predict(threshold_match_probability=threshold,
+                                        warning_mode="never").as_spark_dataframe()
+        evidence = [c for c in pred.columns if c.startswith(("gamma_", "mw_"))]
+        return pred.select("unique_id_l", "unique_id_r", "match_weight", "match_probability",
+                           *evidence).toPandas()
     finally:
         linker.table_management.delete_tables_created_by_splink_from_db()
-    auto = auto[~twin_like(auto, model["splink_settings"])].reset_index(drop=True)
+
+
+def _cluster(df: Any, pairs: pd.DataFrame, model: dict[str, Any], s: LinkageSettings,
+             ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(records with cluster_id, auto-match edges, flagged clusters), by the hub's rules."""
+    from splink import DuckDBAPI
+    from splink.clustering import cluster_pairwise_predictions_at_threshold
+
+    twins = twin_like(pairs, model["splink_settings"])
+    auto = pairs[(pairs["match_probability"] >= s.auto_match_probability) & ~twins]
+    auto = auto.reset_index(drop=True)
     have = set(df.columns)
     records = df.selectExpr(
         "unique_id", "record_ref", "agency", "batch_id",
         *[(c if c in have else f"CAST(NULL AS STRING) AS {c}")
           for c in ("tok_nhs_number", "tok_dob")],
-    )
-    records = records.toPandas()
+    ).toPandas()
     # Auto-match edges number about one per record: connected components run where the
     # hub's do (Splink on an in-process DuckDB), so both backends cluster identically.
     clusters = cluster_pairwise_predictions_at_threshold(
@@ -244,5 +424,65 @@ def link_clusters_spark(
     ).as_pandas_dataframe()[["unique_id", "cluster_id"]]
     records = records.merge(clusters, on="unique_id", how="left")
     records["cluster_id"] = records["cluster_id"].fillna(records["unique_id"])
-    records, _ = guard_chains(records, auto, split=s.split_chains)
-    return records[["unique_id", "record_ref", "agency", "batch_id", "cluster_id"]]
+    records, flagged = guard_chains(records, auto, split=s.split_chains)
+    return records, auto, flagged
+
+
+def link_persons_spark(
+    con: duckdb.DuckDBPyConnection,
+    run_id: str,
+    spark: Any,
+    settings: LinkageSettings | None = None,
+    *,
+    work_dir: str | Path,
+    break_lineage_method: str | None = None,
+) -> LinkageResult:
+    """A full linkage run of the warehouse's `identifiers` on Spark: `link_persons`' outputs
+    (record_person, person ids, clerical queue, linkage_run with mode 'spark', linkage_model
+    when trained here), written by the same `persist_linkage` in one transaction.
+
+    `work_dir` is hub storage Spark can read (shared storage on a cluster); the exported
+    input is written to a folder of its own there and removed when the run ends."""
+    s = settings or LinkageSettings()
+    if not 0 < s.clerical_probability <= s.auto_match_probability < 1:
+        raise ValueError("need 0 < clerical_probability <= auto_match_probability < 1")
+    con.execute(RUN_DDL)
+    if con.execute("SELECT 1 FROM linkage_run WHERE run_id = ?", [run_id]).fetchall():
+        raise ValueError(f"linkage_run already has run_id {run_id!r}")
+    started = datetime.now(UTC)
+    timings: dict[str, float] = {}
+    export = Path(work_dir) / "input" / _run_folder(run_id)
+    try:
+        t = time.perf_counter()
+        df, words = load_input(spark, export_identifiers(con, export))
+        timings["prepare"] = time.perf_counter() - t
+        t = time.perf_counter()
+        if s.model is not None:
+            model = load_model(s.model)
+        else:
+            model = train_model_spark(spark, df, words, s,
+                                      break_lineage_method=break_lineage_method)
+            model["model_version"] = _next_model_version(con, model["settings_hash"][:8])
+        timings["train"] = time.perf_counter() - t
+        log.info("spark linkage %s: model %s", run_id, model["model_version"])
+        t = time.perf_counter()
+        pairs = _score(spark, df, words, model, s.clerical_probability, break_lineage_method)
+        timings["predict"] = time.perf_counter() - t
+        t = time.perf_counter()
+        records, auto, flagged = _cluster(df, pairs, model, s)
+        timings["cluster"] = time.perf_counter() - t
+    finally:
+        shutil.rmtree(export, ignore_errors=True)
+    return persist_linkage(
+        con, run_id, records, pairs, model, s, n_records=len(records), n_auto_pairs=len(auto),
+        flagged=flagged, timings=timings, started=started, new_model=s.model is None,
+        mode="spark",
+    )
+
+
+def run_configured(con: duckdb.DuckDBPyConnection, run_id: str, settings: LinkageSettings,
+                   config: SparkConfig) -> LinkageResult:
+    """`link_persons_spark` in the session `config` describes: the hub pipeline's entry."""
+    with configured_session(config, run_id) as spark:
+        return link_persons_spark(con, run_id, spark, settings, work_dir=config.work_dir,
+                                  break_lineage_method=config.break_lineage_method)
