@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import asdict, is_dataclass
@@ -23,6 +24,9 @@ from linkage.config import HubPaths
 from linkage.txn import atomic
 
 log = logging.getLogger(__name__)
+
+LINKAGE_BACKEND_ENV = "JOINEDUP_LINKAGE_BACKEND"
+LINKAGE_BACKENDS = ("duckdb", "spark")
 
 STAGE_DDL = """CREATE TABLE IF NOT EXISTS pipeline_stage (
     run_id VARCHAR NOT NULL, stage VARCHAR NOT NULL, finished_at TIMESTAMP NOT NULL,
@@ -76,9 +80,26 @@ def stage_ingest(paths: HubPaths, batch_dirs: list[str] | None = None,
     return _summary(report.to_dict())
 
 
+def linkage_backend() -> str:
+    """Where the link stage runs: JOINEDUP_LINKAGE_BACKEND, `duckdb` (default, one machine)
+    or `spark` (linkage.spark_linkage; JOINEDUP_SPARK_* as in SparkConfig.from_env)."""
+    backend = os.environ.get(LINKAGE_BACKEND_ENV, "").strip().lower() or "duckdb"
+    if backend not in LINKAGE_BACKENDS:
+        raise ValueError(f"environment variable {LINKAGE_BACKEND_ENV}: {backend!r} is not one "
+                         f"of {', '.join(LINKAGE_BACKENDS)}")
+    return backend
+
+
 def stage_link_persons(paths: HubPaths, run_id: str, show_progress: bool = False,
                        ) -> dict[str, Any]:
     from linkage.person_linkage import RUN_DDL, LinkageSettings, link_persons
+
+    # Read up front: a bad setting fails before the warehouse opens.
+    spark_config = None
+    if linkage_backend() == "spark":
+        from linkage.spark_linkage import SparkConfig
+
+        spark_config = SparkConfig.from_env(paths.hub)
 
     def work(con: duckdb.DuckDBPyConnection) -> Any:
         # A run killed after link_persons committed but before its stage marker: the run's
@@ -87,7 +108,12 @@ def stage_link_persons(paths: HubPaths, run_id: str, show_progress: bool = False
         row = con.execute("SELECT * FROM linkage_run WHERE run_id = ?", [run_id]).df()
         if len(row):
             return row.iloc[0].to_dict()
-        return link_persons(con, run_id, LinkageSettings(show_progress=show_progress))
+        settings = LinkageSettings(show_progress=show_progress)
+        if spark_config is not None:
+            from linkage.spark_linkage import run_configured
+
+            return run_configured(con, run_id, settings, spark_config)
+        return link_persons(con, run_id, settings)
 
     return _once(paths, run_id, "link_persons", work, one_transaction=False)
 
