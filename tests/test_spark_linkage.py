@@ -1,18 +1,26 @@
-"""Spark backend (linkage.spark_linkage) against the DuckDB hub linkage with one stored model.
+"""Spark backend (linkage.spark_linkage) against the DuckDB hub linkage.
 
-Runs on the shared 1,500-person `orchestrated_run`: the hub ingests and links on DuckDB
-(training the model), then the same model scores the exported identifiers on Splink's
-Spark backend in local mode; both must give the identical partition of records.
+Runs on the shared 1,500-person `orchestrated_run`, with one local-mode Spark session for the
+module (each start-up costs ~20 s):
+- `linked`: the hub ingests and links on DuckDB, training the model (the reference);
+- `spark_run`: the pipeline's link stage on a copy of the ingested hub, switched to Spark by
+  JOINEDUP_LINKAGE_BACKEND, trains the model on Spark and writes the warehouse; then the same
+  warehouse is relinked on DuckDB with that Spark-trained model.
+With one model both backends must write the same partition, person ids, bands and clerical
+queue; the Spark-trained model must agree with the DuckDB-trained one (pairwise F1 >= 0.99).
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import shutil
+import time
 from pathlib import Path
 
 import duckdb
+import pandas as pd
 import pytest
 
 from linkage.comparisons import dice_sql
@@ -60,6 +68,8 @@ def linked(orchestrated_run: Path, copy_run, tmp_path_factory: pytest.TempPathFa
     paths = HubPaths.for_run(run)
     report = ingest_landing(paths)
     assert not report.refused
+    # The ingested, not yet linked hub: the pipeline test links a copy of it on Spark.
+    ingested = copy_run(run, tmp_path_factory.mktemp("spark_pipeline") / "run")
     con = duckdb.connect(str(paths.warehouse))
     try:
         res = link_persons(con, "duck-1", LinkageSettings(show_progress=False))
@@ -72,7 +82,7 @@ def linked(orchestrated_run: Path, copy_run, tmp_path_factory: pytest.TempPathFa
         con.close()
     spark = spark_session(shuffle_partitions=1, checkpoint_dir=run / "hub" / "spark_tmp")
     yield {"run": run, "model": model, "hub": hub, "parquet": parquet, "spark": spark,
-           "warehouse": paths.warehouse}
+           "warehouse": paths.warehouse, "ingested": ingested}
     spark.stop()
     # py4j's connections log "closing" from __del__ at interpreter exit, after pytest has closed
     # the streams; keep that chatter (a logging traceback) out of the run's closing lines.
@@ -111,20 +121,176 @@ def test_spark_dice_equals_duckdb_dice_on_real_blooms(linked) -> None:
     assert m["dice_duck"].max() == 1.0 and m["dice_duck"].min() < 0.3
 
 
-@needs_spark
-def test_spark_backend_gives_the_duckdb_partition(linked) -> None:
-    from linkage.spark_linkage import link_clusters_spark
+def _table(con: duckdb.DuckDBPyConnection, sql: str, *args: object) -> pd.DataFrame:
+    return con.execute(sql, list(args)).df()
 
-    clusters = link_clusters_spark(linked["spark"], linked["parquet"], linked["model"],
-                                   break_lineage_method="persist")
-    hub = linked["hub"]
-    assert sorted(clusters["unique_id"]) == sorted(hub["unique_id"])
-    spark_part = _partition(list(clusters["unique_id"]), list(clusters["cluster_id"]))
-    duck_part = _partition(list(hub["unique_id"]), list(hub["person_id"]))
+
+def _clerical(con: duckdb.DuckDBPyConnection, run_id: str) -> pd.DataFrame:
+    """A run's clerical queue keyed by record pair (either order), person ids dropped."""
+    q = _table(con, "SELECT * FROM clerical_review WHERE run_id = ?", run_id)
+    left = q["agency_l"] + ":" + q["record_ref_l"]
+    right = q["agency_r"] + ":" + q["record_ref_r"]
+    q["pair"] = [tuple(sorted(p)) for p in zip(left, right, strict=True)]
+    return q.drop(columns=["run_id", "record_ref_l", "agency_l", "record_ref_r", "agency_r",
+                           "person_id_l", "person_id_r"]).set_index("pair").sort_index()
+
+
+SPARK_RUN = "scheduled__2025-01-02T00:00:00+00:00"  # an Airflow run id: ':' and '+' in paths
+RECORD_PERSON = ("SELECT agency || ':' || record_ref AS unique_id, person_id, band, score, "
+                 "run_id FROM record_person ORDER BY unique_id")
+
+
+@pytest.fixture(scope="module")
+def spark_run(linked):
+    """The pipeline's link stage on Spark (training there), then a DuckDB relink of the same
+    warehouse with the Spark-trained model."""
+    from linkage.config import HubPaths
+    from linkage.person_linkage import LinkageSettings, link_persons, stored_model
+    from linkage.pipeline import stage_link_persons
+
+    paths = HubPaths.for_run(linked["ingested"])
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("JOINEDUP_LINKAGE_BACKEND", "spark")
+        for name in ("JOINEDUP_SPARK_DIR", "JOINEDUP_SPARK_BREAK_LINEAGE"):
+            mp.delenv(name, raising=False)
+        t = time.perf_counter()
+        summary = stage_link_persons(paths, SPARK_RUN)
+        seconds = time.perf_counter() - t
+        again = stage_link_persons(paths, SPARK_RUN)
+    con = duckdb.connect(str(paths.warehouse))
+    try:
+        out = {
+            "summary": summary, "again": again, "seconds": seconds, "paths": paths,
+            "run": _table(con, "SELECT * FROM linkage_run WHERE run_id = ?", SPARK_RUN),
+            "models": _table(con, "SELECT * FROM linkage_model"),
+            "record_person": _table(con, RECORD_PERSON),
+            "persons": _table(con, "SELECT * FROM person WHERE status = 'active'"),
+            "clerical": _clerical(con, SPARK_RUN),
+        }
+        out["model"] = stored_model(con, out["run"].iloc[0]["model_version"])
+        out["duck"] = link_persons(con, "duck-spark-model",
+                                   LinkageSettings(model=out["model"], show_progress=False))
+        out["duck_record_person"] = _table(con, RECORD_PERSON)
+        out["duck_clerical"] = _clerical(con, "duck-spark-model")
+    finally:
+        con.close()
+    return out
+
+
+@needs_spark
+def test_pipeline_link_stage_runs_on_spark_when_configured(spark_run) -> None:
+    summary, run = spark_run["summary"], spark_run["run"]
+    assert len(run) == 1 and run.iloc[0]["mode"] == "spark"
+    assert summary["run_id"] == SPARK_RUN and summary["model_version"] == run.iloc[0][
+        "model_version"]
+    # Trained on Spark in this run, stored like a DuckDB-trained model.
+    models = spark_run["models"]
+    mine = models[models["model_version"] == summary["model_version"]]
+    assert list(mine["created_run_id"]) == [SPARK_RUN]
+    assert set(json.loads(run.iloc[0]["timings_json"])) == {
+        "prepare", "train", "predict", "cluster", "persist"}
+    # Every record placed; persons, bands and the clerical queue written.
+    rp = spark_run["record_person"]
+    assert len(rp) == summary["n_records"] > 2000 and (rp["run_id"] == SPARK_RUN).all()
+    assert set(rp["band"]) == {"auto_match", "clerical", "non_match"}
+    assert rp["person_id"].nunique() == summary["n_persons"] == len(spark_run["persons"])
+    assert len(spark_run["clerical"]) == summary["n_clerical_pairs"] > 0
+    # Idempotent like every stage: a second call reports the recorded run.
+    assert spark_run["again"].get("skipped") is True
+    # The exported input and the checkpoints do not outlive the run.
+    work = spark_run["paths"].hub / "spark"
+    assert not [p for p in work.rglob("*") if p.is_file()]
+    print(f"spark link stage (training on Spark): {spark_run['seconds']:.1f} s, "
+          f"timings {run.iloc[0]['timings_json']}")
+
+
+@needs_spark
+def test_spark_run_writes_what_duckdb_writes_with_the_same_model(spark_run) -> None:
+    """One model, two backends: the DuckDB relink keeps every person id the Spark run gave
+    (same partition), with the same bands, scores and clerical queue."""
+    spark_rp, duck_rp = spark_run["record_person"], spark_run["duck_record_person"]
+    duck = spark_run["duck"]
+    spark_part = _partition(list(spark_rp["unique_id"]), list(spark_rp["person_id"]))
     # Not a trivial partition: many records were linked across agencies.
-    assert len(duck_part) < 0.8 * len(hub)
-    assert sum(len(p) > 1 for p in duck_part) > 0.3 * len(duck_part)
-    assert spark_part == duck_part
+    assert len(spark_part) < 0.8 * len(spark_rp)
+    assert sum(len(p) > 1 for p in spark_part) > 0.3 * len(spark_part)
+    assert list(duck_rp["unique_id"]) == list(spark_rp["unique_id"])
+    assert list(duck_rp["person_id"]) == list(spark_rp["person_id"])
+    assert duck.n_new_persons == 0 and duck.n_retired_persons == 0
+    assert list(duck_rp["band"]) == list(spark_rp["band"])
+    assert duck_rp["score"].fillna(-1).to_numpy() == pytest.approx(
+        spark_rp["score"].fillna(-1).to_numpy(), abs=1e-9)
+    assert duck.n_scored_pairs == spark_run["summary"]["n_scored_pairs"]
+    assert duck.n_auto_pairs == spark_run["summary"]["n_auto_pairs"]
+    # Clerical queue: the same pairs with the same evidence (gamma levels, weights).
+    spark_q, duck_q = spark_run["clerical"], spark_run["duck_clerical"]
+    assert list(spark_q.index) == list(duck_q.index)
+    assert list(spark_q.columns) == list(duck_q.columns)
+    for col in spark_q.columns:
+        if col.startswith("gamma_") or col == "status":
+            assert (spark_q[col] == duck_q[col]).all(), col
+        else:
+            assert spark_q[col].to_numpy() == pytest.approx(duck_q[col].to_numpy(), abs=1e-9)
+
+
+@needs_spark
+def test_spark_trained_model_is_a_duckdb_model_that_agrees(spark_run, linked) -> None:
+    from linkage.evaluation import pairwise_metrics
+    from linkage.person_linkage import load_model, model_to_json
+
+    spark_model, duck_model = spark_run["model"], linked["model"]
+    assert load_model(model_to_json(spark_model))["settings_hash"] == spark_model[
+        "settings_hash"]
+
+    # DuckDB SQL and the same comparisons and rules: only the prior and m/u values differ.
+    def shape(model: dict) -> dict:
+        s = json.loads(json.dumps(model["splink_settings"]))
+        for key in ("probability_two_random_records_match", "linker_uid"):
+            s.pop(key, None)
+        for comp in s["comparisons"]:
+            for level in comp["comparison_levels"]:
+                level.pop("m_probability", None)
+                level.pop("u_probability", None)
+        return s
+
+    assert shape(spark_model) == shape(duck_model)
+    assert spark_model["settings_hash"] != duck_model["settings_hash"]  # trained, not copied
+    assert spark_model["splink_settings"]["sql_dialect"] == "duckdb"
+    # Spark-trained vs DuckDB-trained model: the two partitions agree pairwise.
+    agree = pairwise_metrics(
+        spark_run["record_person"].rename(columns={"person_id": "cluster_id"}),
+        linked["hub"], key="unique_id")
+    assert agree.tp > 500
+    assert agree.f1 >= 0.99, agree
+    print(f"Spark-trained vs DuckDB-trained partition: pairwise P {agree.precision:.4f} "
+          f"R {agree.recall:.4f} F1 {agree.f1:.4f} over {agree.tp:.0f} shared pairs")
+
+
+def test_link_backend_switch_reads_the_environment(monkeypatch, tmp_path: Path) -> None:
+    from linkage.pipeline import linkage_backend
+    from linkage.spark_linkage import SparkConfig
+
+    monkeypatch.delenv("JOINEDUP_LINKAGE_BACKEND", raising=False)
+    assert linkage_backend() == "duckdb"
+    monkeypatch.setenv("JOINEDUP_LINKAGE_BACKEND", " Spark ")
+    assert linkage_backend() == "spark"
+    monkeypatch.setenv("JOINEDUP_LINKAGE_BACKEND", "dask")
+    with pytest.raises(ValueError, match="JOINEDUP_LINKAGE_BACKEND: 'dask'"):
+        linkage_backend()
+
+    for name in ("JOINEDUP_SPARK_MASTER", "JOINEDUP_SPARK_DIR", "JOINEDUP_SPARK_PARTITIONS"):
+        monkeypatch.delenv(name, raising=False)
+    default = SparkConfig.from_env(tmp_path / "hub")
+    assert default.master is None and default.work_dir == tmp_path / "hub" / "spark"
+    monkeypatch.setenv("JOINEDUP_SPARK_MASTER", "spark://hub-spark:7077")
+    monkeypatch.setenv("JOINEDUP_SPARK_DIR", str(tmp_path / "shared"))
+    monkeypatch.setenv("JOINEDUP_SPARK_PARTITIONS", "64")
+    cluster = SparkConfig.from_env(tmp_path / "hub")
+    assert (cluster.master, cluster.work_dir, cluster.shuffle_partitions) == (
+        "spark://hub-spark:7077", tmp_path / "shared", 64)
+    monkeypatch.setenv("JOINEDUP_SPARK_PARTITIONS", "many")
+    with pytest.raises(ValueError, match="JOINEDUP_SPARK_PARTITIONS: 'many'"):
+        SparkConfig.from_env(tmp_path / "hub")
 
 
 @needs_spark
