@@ -51,6 +51,7 @@ from linkage.person_linkage import (
     load_model,
     prepare_input,
     stored_model,
+    token_as_text,
 )
 from linkage.txn import atomic
 
@@ -102,6 +103,7 @@ def changed_records(con: duckdb.DuckDBPyConnection) -> tuple[list[str], list[str
     con.execute(f"DROP TABLE IF EXISTS {PREV_TABLE}")
     con.execute(f"ALTER TABLE {INPUT_TABLE} RENAME TO {PREV_TABLE}")
     prev_cols = [r[0] for r in con.execute(f"DESCRIBE {PREV_TABLE}").fetchall()]
+    prev_types = con.execute(f"SELECT column_type FROM (DESCRIBE {PREV_TABLE})").fetchall()
     try:
         columns = prepare_input(con)
     except Exception:
@@ -112,6 +114,10 @@ def changed_records(con: duckdb.DuckDBPyConnection) -> tuple[list[str], list[str
         diff = sorted(set(prev_cols) ^ set(columns))
         raise NeedsFullRelink(f"identifier columns changed since the last run ({diff}): the "
                               "stored model does not cover them, run a full relink")
+    if prev_types != con.execute(f"SELECT column_type FROM (DESCRIBE {INPUT_TABLE})").fetchall():
+        _restore_previous_input(con)
+        raise NeedsFullRelink("the linkage input's representation changed since the last run "
+                              "(an upgrade): run a full relink")
     # Content, not batch id: a snapshot re-sends unchanged records under a new batch id.
     content = ", ".join(f'"{c}"' for c in columns if c != "batch_id")
     changed = [r[0] for r in con.execute(f"""
@@ -266,8 +272,8 @@ def _link_changed(con: duckdb.DuckDBPyConnection, run_id: str, s: LinkageSetting
     prev_rp = con.execute("""SELECT agency || ':' || record_ref AS unique_id, person_id,
                                     band, score, run_id FROM record_person""").df()
     prev_pid = dict(zip(prev_rp["unique_id"], prev_rp["person_id"], strict=True))
-    nhs = "tok_nhs_number" if "tok_nhs_number" in columns else "NULL"
-    dob = "tok_dob" if "tok_dob" in columns else "NULL"
+    nhs = token_as_text("tok_nhs_number", columns)
+    dob = token_as_text("tok_dob", columns)
     records = con.execute(f"""SELECT unique_id, record_ref, agency, batch_id,
                                      {nhs} AS tok_nhs_number, {dob} AS tok_dob
                               FROM {INPUT_TABLE}""").df()

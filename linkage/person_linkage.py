@@ -118,6 +118,32 @@ def floor_m_probabilities(splink_settings: dict[str, Any], floor: float) -> dict
     return out
 
 
+#: Significant digits kept of every trained probability. Splink's sampling is a hash of the
+#: record id (repeatable at any thread count), but EM sums floats in parallel, in an order
+#: that varies from run to run at the 1e-13 level; rounding far above that noise makes a
+#: re-run of a killed hub run reproduce the model (and its settings hash) while training
+#: uses every core. Six digits are far finer than any m/u estimate is accurate.
+PARAMETER_DIGITS = 6
+
+
+def round_parameters(splink_settings: dict[str, Any],
+                     digits: int = PARAMETER_DIGITS) -> dict[str, Any]:
+    """Every m/u probability and the prior rounded to `digits` significant digits."""
+    out = json.loads(json.dumps(splink_settings, default=str))
+
+    def r(x: Any) -> Any:
+        return float(f"{x:.{digits}g}") if isinstance(x, float) else x
+
+    out["probability_two_random_records_match"] = r(
+        out.get("probability_two_random_records_match"))
+    for comparison in out["comparisons"]:
+        for lv in comparison["comparison_levels"]:
+            for k in ("m_probability", "u_probability"):
+                if k in lv:
+                    lv[k] = r(lv[k])
+    return out
+
+
 def model_to_json(model: dict[str, Any]) -> str:
     return json.dumps(model, sort_keys=True, indent=1, default=str)
 
@@ -150,11 +176,27 @@ def load_model(source: str | Path | dict[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- input
 
 
+def popcount_column(bloom: str) -> str:
+    """Name of the input column holding a Bloom filter's popcount (see `prepare_input`)."""
+    return f"pop_{bloom}"
+
+
+def _first_bad_row(con: duckdb.DuckDBPyConnection, source: str, bad_sql: str) -> tuple | None:
+    rows = con.execute(
+        f"SELECT agency, record_ref FROM {source} WHERE {bad_sql} LIMIT 1").fetchall()
+    return rows[0] if rows else None
+
+
 def prepare_input(con: duckdb.DuckDBPyConnection, source: str = "identifiers") -> list[str]:
     """Build the linkage input table from `source`; returns its column names.
 
-    One row per (agency, record_ref): the latest batch wins. Bloom BLOBs become BIT once
-    here, so comparisons run native bit operations with no per-pair casts.
+    One row per (agency, record_ref): the latest batch wins. Representation is chosen for
+    the comparisons that run on every candidate pair, once per record here:
+    - tokens and blocking keys (128-bit keyed hashes, hex) become UHUGEINT: fixed-width
+      keys hash-join and compare far faster than 32-character strings and take a third of
+      the memory (1.5x faster scoring at 100k records, benchmarks/bench_linkage.py);
+    - Bloom BLOBs become BIT, with their popcount alongside, so a Dice coefficient costs
+      one `&` and one `bit_count` per pair and no casts.
     """
     cols = [r[0] for r in con.execute(f"DESCRIBE {source}").fetchall()]
     for required in ("record_ref", "agency", "batch_id"):
@@ -181,10 +223,20 @@ def prepare_input(con: duckdb.DuckDBPyConnection, source: str = "identifiers") -
     present = {c for c, n in zip(keep + blooms, counts, strict=True) if n}
     keep = [c for c in keep if c in present]
     blooms = [c for c in blooms if c in present]
+    for c in keep:
+        # The value itself stays out of the message (it is a pseudonym, but still an
+        # identifier); the row and field are enough to find it.
+        bad = _first_bad_row(con, source, f'"{c}" IS NOT NULL AND {_token_sql(c)} IS NULL')
+        if bad:
+            raise ValueError(
+                f"table {source}: row agency={bad[0]} record_ref={bad[1]} field {c}: "
+                "not a 128-bit hex token as the encoding spec defines"
+            )
     select = ", ".join(
         ["agency || ':' || record_ref AS unique_id", "record_ref", "agency", "batch_id"]
-        + [f'"{c}"' for c in keep]
+        + [f'{_token_sql(c)} AS "{c}"' for c in keep]
         + [f'CAST("{c}" AS BIT) AS "{c}"' for c in blooms]
+        + [f'bit_count(CAST("{c}" AS BIT)) AS "{popcount_column(c)}"' for c in blooms]
     )
     con.execute(
         f"""CREATE OR REPLACE TABLE {INPUT_TABLE} AS
@@ -192,7 +244,20 @@ def prepare_input(con: duckdb.DuckDBPyConnection, source: str = "identifiers") -
             QUALIFY row_number() OVER (
                 PARTITION BY agency, record_ref ORDER BY batch_id DESC) = 1"""
     )
-    return ["unique_id", "record_ref", "agency", "batch_id", *keep, *blooms]
+    return ["unique_id", "record_ref", "agency", "batch_id", *keep, *blooms,
+            *[popcount_column(c) for c in blooms]]
+
+
+def _token_sql(col: str) -> str:
+    # Exactly 32 hex digits: a longer string would not fit, a shorter one is not a token.
+    return (f"""CASE WHEN length("{col}") = 32 """
+            f"""THEN TRY_CAST('0x' || "{col}" AS UHUGEINT) END""")
+
+
+def token_as_text(col: str, columns: list[str]) -> str:
+    """SQL selecting input token `col` as text (NULL when absent), for pandas: UHUGEINT
+    would arrive as float and lose the equality the chaining guard relies on."""
+    return f'CAST("{col}" AS VARCHAR)' if col in columns else "CAST(NULL AS VARCHAR)"
 
 
 def splink_settings_for(columns: list[str]) -> SettingsCreator:
@@ -224,10 +289,6 @@ def train_model(
     creator = splink_settings_for(columns)
     creator.max_iterations = settings.max_em_iterations
     linker = _linker(con, creator)
-    # One thread while training: DuckDB's seeded sampling and parallel float sums are only
-    # repeatable single-threaded, and a re-run of a killed hub run must give the same model.
-    threads = con.execute("SELECT current_setting('threads')").fetchone()[0]
-    con.execute("SET threads = 1")
     try:
         linker.training.estimate_probability_two_random_records_match(
             deterministic_rules(columns), recall=settings.prior_recall
@@ -247,9 +308,9 @@ def train_model(
         if trained_on == 0:
             raise ValueError("no training block produced any record pair: too few records "
                              "shared between agencies to estimate the model")
-        trained = floor_m_probabilities(linker.misc.save_model_to_json(), settings.m_floor)
+        trained = round_parameters(
+            floor_m_probabilities(linker.misc.save_model_to_json(), settings.m_floor))
     finally:
-        con.execute(f"SET threads = {int(threads)}")
         linker.table_management.delete_tables_created_by_splink_from_db()
     return make_model(trained, model_version)
 
@@ -339,9 +400,8 @@ def link_persons(
         auto = pairs[(pairs["match_probability"] >= s.auto_match_probability) & ~twins]
         records = con.execute(
             f"""SELECT unique_id, record_ref, agency, batch_id,
-                       {'tok_nhs_number' if 'tok_nhs_number' in columns else 'NULL'}
-                           AS tok_nhs_number,
-                       {'tok_dob' if 'tok_dob' in columns else 'NULL'} AS tok_dob
+                       {token_as_text('tok_nhs_number', columns)} AS tok_nhs_number,
+                       {token_as_text('tok_dob', columns)} AS tok_dob
                 FROM {INPUT_TABLE}"""
         ).df()
         # Connected components over the auto-match edges (Splink's clustering).

@@ -175,6 +175,36 @@ def test_bad_bloom_length_names_row_and_field() -> None:
     assert "bf_family_name" in msg and ids.loc[2, "record_ref"] in msg
 
 
+def test_bad_token_names_row_and_field_not_value() -> None:
+    toy = make_toy(n_households=5, seed=3)
+    ids = toy.identifiers.copy()
+    bad = "zz" + ids.loc[4, "tok_dob"][2:]  # right length, not hex
+    ids.loc[4, "tok_dob"] = bad
+    con = duckdb.connect()
+    _load(con, ids)
+    with pytest.raises(ValueError) as err:
+        link_persons(con, "bad", QUIET)
+    msg = str(err.value)
+    assert "tok_dob" in msg and ids.loc[4, "record_ref"] in msg and bad not in msg
+
+
+def test_training_on_every_core_reproduces_the_model(trained) -> None:
+    """A re-run of a killed hub run must give the same model (and settings hash), though EM
+    now runs multi-threaded: parameters are rounded far above the summation-order noise."""
+    from linkage.person_linkage import LinkageSettings as S
+    from linkage.person_linkage import prepare_input, train_model
+
+    toy, _, _ = trained
+    con = duckdb.connect()
+    con.execute("SET threads = 2")
+    _load(con, toy.identifiers)
+    cols = prepare_input(con)
+    models = [train_model(con, cols, S(show_progress=False), "v") for _ in range(3)]
+    assert len({m["settings_hash"] for m in models}) == 1
+    m = models[0]["splink_settings"]["comparisons"][0]["comparison_levels"][1]["m_probability"]
+    assert m == float(f"{m:.6g}")
+
+
 def test_privacy_cost_against_plaintext_baseline(trained, holdout: ToyData) -> None:
     _, _, r = trained
     con = duckdb.connect()
