@@ -203,35 +203,41 @@ def prepare_input(con: duckdb.DuckDBPyConnection, source: str = "identifiers") -
         if required not in cols:
             raise ValueError(f"table {source}: missing column {required!r}")
     blooms = [c for c in cols if c.startswith("bf_")]
-    for c in blooms:
-        bad = con.execute(
-            f"""SELECT agency, record_ref, octet_length("{c}") AS n FROM {source}
-                WHERE "{c}" IS NOT NULL AND octet_length("{c}") <> (
-                    SELECT mode(octet_length("{c}")) FROM {source} WHERE "{c}" IS NOT NULL)
-                LIMIT 1"""
-        ).fetchall()
-        if bad:
-            bad = bad[0]
+    keep = [c for c in cols if c.startswith(("tok_", "blk_"))]
+    # One scan for every check: values present, malformed tokens, Bloom lengths.
+    aggs = [f'count("{c}")' for c in keep + blooms]
+    aggs += [f'count_if("{c}" IS NOT NULL AND {_token_sql(c)} IS NULL)' for c in keep]
+    aggs += [f'min(octet_length("{c}")), max(octet_length("{c}"))' for c in blooms]
+    stats = list(con.execute(f"SELECT {', '.join(aggs) or '0'} FROM {source}").fetchall()[0])
+    n_k, n_b = len(keep), len(blooms)
+    counts = dict(zip(keep + blooms, stats[:n_k + n_b], strict=True))
+    malformed = dict(zip(keep, stats[n_k + n_b:2 * n_k + n_b], strict=True))
+    lengths = stats[2 * n_k + n_b:]
+    for i, c in enumerate(blooms):
+        lo, hi = lengths[2 * i], lengths[2 * i + 1]
+        if lo != hi:
+            bad = con.execute(
+                f"""SELECT agency, record_ref, octet_length("{c}") AS n FROM {source}
+                    WHERE octet_length("{c}") <> (
+                        SELECT mode(octet_length("{c}")) FROM {source} WHERE "{c}" IS NOT NULL)
+                    LIMIT 1"""
+            ).fetchall()[0]
             raise ValueError(
                 f"table {source}: row agency={bad[0]} record_ref={bad[1]} field {c}: "
                 f"Bloom filter of {bad[2]} bytes differs from the column's fixed length"
             )
-    keep = [c for c in cols if c.startswith(("tok_", "blk_"))]
-    # A column no agency populates carries no evidence and would leave EM levels untrainable.
-    count_sql = ", ".join(f'count("{c}")' for c in keep + blooms) or "0"
-    counts = con.execute(f"SELECT {count_sql} FROM {source}").fetchall()[0]
-    present = {c for c, n in zip(keep + blooms, counts, strict=True) if n}
-    keep = [c for c in keep if c in present]
-    blooms = [c for c in blooms if c in present]
     for c in keep:
-        # The value itself stays out of the message (it is a pseudonym, but still an
-        # identifier); the row and field are enough to find it.
-        bad = _first_bad_row(con, source, f'"{c}" IS NOT NULL AND {_token_sql(c)} IS NULL')
-        if bad:
+        if malformed[c]:
+            # The value stays out of the message (a pseudonym, but still an identifier);
+            # the row and field are enough to find it.
+            bad = _first_bad_row(con, source, f'"{c}" IS NOT NULL AND {_token_sql(c)} IS NULL')
             raise ValueError(
                 f"table {source}: row agency={bad[0]} record_ref={bad[1]} field {c}: "
                 "not a 128-bit hex token as the encoding spec defines"
             )
+    # A column no agency populates carries no evidence and would leave EM levels untrainable.
+    keep = [c for c in keep if counts[c]]
+    blooms = [c for c in blooms if counts[c]]
     select = ", ".join(
         ["agency || ':' || record_ref AS unique_id", "record_ref", "agency", "batch_id"]
         + [f'{_token_sql(c)} AS "{c}"' for c in keep]
@@ -255,9 +261,12 @@ def _token_sql(col: str) -> str:
 
 
 def token_as_text(col: str, columns: list[str]) -> str:
-    """SQL selecting input token `col` as text (NULL when absent), for pandas: UHUGEINT
-    would arrive as float and lose the equality the chaining guard relies on."""
-    return f'CAST("{col}" AS VARCHAR)' if col in columns else "CAST(NULL AS VARCHAR)"
+    """SQL selecting input token `col` as its original 32-hex-digit text (NULL when absent),
+    for pandas, which has no 128-bit integers. Via hex(): DuckDB's decimal cast of UHUGEINT
+    is ~50x slower (17 s for 100k records)."""
+    if col not in columns:
+        return "CAST(NULL AS VARCHAR)"
+    return f"""lpad(lower(hex("{col}")), 32, '0')"""
 
 
 def splink_settings_for(columns: list[str]) -> SettingsCreator:

@@ -188,6 +188,24 @@ def test_bad_token_names_row_and_field_not_value() -> None:
     assert "tok_dob" in msg and ids.loc[4, "record_ref"] in msg and bad not in msg
 
 
+def test_input_tokens_are_128_bit_integers_that_round_trip() -> None:
+    from linkage.person_linkage import INPUT_TABLE, prepare_input, token_as_text
+
+    toy = make_toy(n_households=20, seed=5)
+    con = duckdb.connect()
+    _load(con, toy.identifiers)
+    cols = prepare_input(con)
+    types = dict(con.execute(f"SELECT column_name, column_type FROM (DESCRIBE {INPUT_TABLE})")
+                 .fetchall())
+    assert types["tok_dob"] == "UHUGEINT" and types["pop_bf_family_name"] == "BIGINT"
+    back = con.execute(f"""SELECT unique_id, {token_as_text('tok_dob', cols)} AS t
+                           FROM {INPUT_TABLE}""").df()
+    orig = toy.identifiers.assign(unique_id=toy.identifiers["agency"] + ":"
+                                  + toy.identifiers["record_ref"])
+    merged = back.merge(orig[["unique_id", "tok_dob"]], on="unique_id")
+    assert len(merged) == len(back) and (merged["t"] == merged["tok_dob"]).all()
+
+
 def test_training_on_every_core_reproduces_the_model(trained) -> None:
     """A re-run of a killed hub run must give the same model (and settings hash), though EM
     now runs multi-threaded: parameters are rounded far above the summation-order noise."""
