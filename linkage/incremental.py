@@ -50,6 +50,7 @@ from linkage.person_linkage import (
     append_clerical_pairs,
     load_model,
     prepare_input,
+    scored_pairs_sql,
     stored_model,
     token_as_text,
 )
@@ -157,9 +158,9 @@ def _score_changed(con: duckdb.DuckDBPyConnection, model: dict[str, Any],
                 new, db_api.register(OLD_TABLE), threshold_match_probability=threshold,
                 warning_mode="never"))
         for pred in preds:
-            frames.append(con.execute(
-                f"""SELECT unique_id_l, unique_id_r, match_weight, match_probability,
-                           COLUMNS('^(gamma|mw)_.*') FROM {pred.physical_name}""").df())
+            frames.append(con.execute(scored_pairs_sql(
+                pred.physical_name, model["splink_settings"],
+                "match_weight, match_probability, COLUMNS('^(gamma|mw)_.*')")).df())
     finally:
         linker.table_management.delete_tables_created_by_splink_from_db()
     pairs = pd.concat([f for f in frames if len(f)] or frames[:1], ignore_index=True)

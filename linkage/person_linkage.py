@@ -35,6 +35,10 @@ from linkage.comparisons import (
 from linkage.txn import atomic
 
 INPUT_TABLE = "person_linkage_input"
+# Splink joins and orients pairs on this compact id, not on `unique_id` (agency:record_ref,
+# ~36 characters): at 1M records the tens of millions of candidate pairs are BIGINTs.
+RECORD_KEY_TABLE = "linkage_record_key"
+ID_COLUMN = "uid"
 MODEL_FORMAT = "joinedup-person-model/1"
 # EM leaves m = 0 for levels no training pair happened to show (e.g. "different sex" within
 # the NHS-number block), which makes one keying error an absolute veto. A small floor keeps
@@ -238,20 +242,54 @@ def prepare_input(con: duckdb.DuckDBPyConnection, source: str = "identifiers") -
     # A column no agency populates carries no evidence and would leave EM levels untrainable.
     keep = [c for c in keep if counts[c]]
     blooms = [c for c in blooms if counts[c]]
+    _register_record_keys(con, source)
     select = ", ".join(
-        ["agency || ':' || record_ref AS unique_id", "record_ref", "agency", "batch_id"]
+        [f"k.{ID_COLUMN}", "s.agency || ':' || s.record_ref AS unique_id", "s.record_ref",
+         "s.agency", "s.batch_id"]
         + [f'{_token_sql(c)} AS "{c}"' for c in keep]
         + [f'CAST("{c}" AS BIT) AS "{c}"' for c in blooms]
         + [f'bit_count(CAST("{c}" AS BIT)) AS "{popcount_column(c)}"' for c in blooms]
     )
     con.execute(
         f"""CREATE OR REPLACE TABLE {INPUT_TABLE} AS
-            SELECT {select} FROM {source}
+            SELECT {select} FROM {source} s
+            JOIN {RECORD_KEY_TABLE} k USING (agency, record_ref)
             QUALIFY row_number() OVER (
-                PARTITION BY agency, record_ref ORDER BY batch_id DESC) = 1"""
+                PARTITION BY s.agency, s.record_ref ORDER BY s.batch_id DESC) = 1"""
     )
-    return ["unique_id", "record_ref", "agency", "batch_id", *keep, *blooms,
+    return [ID_COLUMN, "unique_id", "record_ref", "agency", "batch_id", *keep, *blooms,
             *[popcount_column(c) for c in blooms]]
+
+
+def _register_record_keys(con: duckdb.DuckDBPyConnection, source: str) -> None:
+    """Give records not seen before the next integer ids. An id is never changed or reused
+    (a retired record keeps its id), so the input of successive runs compares row by row."""
+    con.execute(f"""CREATE TABLE IF NOT EXISTS {RECORD_KEY_TABLE} (
+        agency VARCHAR NOT NULL, record_ref VARCHAR NOT NULL, {ID_COLUMN} BIGINT NOT NULL,
+        PRIMARY KEY (agency, record_ref))""")
+    con.execute(f"""
+        INSERT INTO {RECORD_KEY_TABLE}
+        SELECT agency, record_ref,
+               (SELECT coalesce(max({ID_COLUMN}), 0) FROM {RECORD_KEY_TABLE})
+                   + row_number() OVER (ORDER BY agency, record_ref)
+        FROM (SELECT DISTINCT agency, record_ref FROM {source}) new
+        WHERE NOT EXISTS (SELECT 1 FROM {RECORD_KEY_TABLE} k
+                          WHERE k.agency = new.agency AND k.record_ref = new.record_ref)""")
+
+
+def scored_pairs_sql(pred_table: str, settings: dict[str, Any], columns: str) -> str:
+    """SELECT over a Splink predictions table giving `unique_id_l < unique_id_r` (agency:
+    record_ref) whatever id Splink joined on, plus `columns` (scores, gamma_/mw_ evidence,
+    which are symmetric in l and r)."""
+    id_col = settings.get("unique_id_column_name", "unique_id")
+    if id_col == "unique_id":
+        return f"SELECT unique_id_l, unique_id_r, {columns} FROM {pred_table}"
+    return f"""
+        SELECT least(l.unique_id, r.unique_id) AS unique_id_l,
+               greatest(l.unique_id, r.unique_id) AS unique_id_r, {columns}
+        FROM {pred_table} p
+        JOIN {INPUT_TABLE} l ON l.{id_col} = p.{id_col}_l
+        JOIN {INPUT_TABLE} r ON r.{id_col} = p.{id_col}_r"""
 
 
 def _token_sql(col: str) -> str:
@@ -272,7 +310,7 @@ def token_as_text(col: str, columns: list[str]) -> str:
 def splink_settings_for(columns: list[str]) -> SettingsCreator:
     return SettingsCreator(
         link_type="dedupe_only",
-        unique_id_column_name="unique_id",
+        unique_id_column_name=ID_COLUMN if ID_COLUMN in columns else "unique_id",
         comparisons=build_comparisons(columns),
         blocking_rules_to_generate_predictions=prediction_blocking_rules(columns),
         retain_matching_columns=True,  # gamma columns need it
@@ -395,10 +433,9 @@ def link_persons(
                 threshold_match_probability=s.clerical_probability, warning_mode="never"
             )
             # Only ids, scores and evidence leave Splink's table: no token values.
-            pairs = con.execute(
-                f"""SELECT unique_id_l, unique_id_r, match_weight, match_probability,
-                          COLUMNS('^(gamma|mw)_.*') FROM {pred.physical_name}"""
-            ).df()
+            pairs = con.execute(scored_pairs_sql(
+                pred.physical_name, model["splink_settings"],
+                "match_weight, match_probability, COLUMNS('^(gamma|mw)_.*')")).df()
             timings["predict"] = time.perf_counter() - t
             progress.advance(task)
 
@@ -620,9 +657,13 @@ def blocked_pairs(con: duckdb.DuckDBPyConnection, model: dict[str, Any]) -> pd.D
     linker = _linker(con, model["splink_settings"])
     try:
         pairs = linker.inference.compute_blocked_pairs_for_predict()
+        id_col = model["splink_settings"].get("unique_id_column_name", "unique_id")
         return con.execute(
-            f"""SELECT DISTINCT join_key_l AS unique_id_l, join_key_r AS unique_id_r
-                FROM {pairs.physical_name}"""
+            f"""SELECT DISTINCT least(l.unique_id, r.unique_id) AS unique_id_l,
+                       greatest(l.unique_id, r.unique_id) AS unique_id_r
+                FROM {pairs.physical_name} p
+                JOIN {INPUT_TABLE} l ON l.{id_col} = p.join_key_l
+                JOIN {INPUT_TABLE} r ON r.{id_col} = p.join_key_r"""
         ).df()
     finally:
         linker.table_management.delete_tables_created_by_splink_from_db()
@@ -638,9 +679,7 @@ def score_pairs(
         pred = linker.inference.predict(
             threshold_match_probability=threshold, warning_mode="never"
         )
-        return con.execute(
-            f"""SELECT unique_id_l, unique_id_r, match_probability, match_weight
-                FROM {pred.physical_name}"""
-        ).df()
+        return con.execute(scored_pairs_sql(
+            pred.physical_name, model["splink_settings"], "match_probability, match_weight")).df()
     finally:
         linker.table_management.delete_tables_created_by_splink_from_db()
