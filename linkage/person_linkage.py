@@ -250,12 +250,16 @@ def prepare_input(con: duckdb.DuckDBPyConnection, source: str = "identifiers") -
         + [f'CAST("{c}" AS BIT) AS "{c}"' for c in blooms]
         + [f'bit_count(CAST("{c}" AS BIT)) AS "{popcount_column(c)}"' for c in blooms]
     )
+    # The warehouse keeps one row per record (ingest replaces); other sources may hold
+    # several batches of a record. The window costs a sort of every column, so only then.
+    dupes = con.execute(f"""SELECT count(*) - count(DISTINCT (agency, record_ref))
+                            FROM {source}""").fetchall()[0][0]
+    latest = ("" if not dupes else """QUALIFY row_number() OVER (
+                PARTITION BY s.agency, s.record_ref ORDER BY s.batch_id DESC) = 1""")
     con.execute(
         f"""CREATE OR REPLACE TABLE {INPUT_TABLE} AS
             SELECT {select} FROM {source} s
-            JOIN {RECORD_KEY_TABLE} k USING (agency, record_ref)
-            QUALIFY row_number() OVER (
-                PARTITION BY s.agency, s.record_ref ORDER BY s.batch_id DESC) = 1"""
+            JOIN {RECORD_KEY_TABLE} k USING (agency, record_ref) {latest}"""
     )
     return [ID_COLUMN, "unique_id", "record_ref", "agency", "batch_id", *keep, *blooms,
             *[popcount_column(c) for c in blooms]]
