@@ -51,8 +51,10 @@ from linkage.person_linkage import (
     load_model,
     prepare_input,
     scored_pairs_sql,
+    scoring_settings,
     stored_model,
     token_as_text,
+    with_gammas,
 )
 from linkage.txn import atomic
 
@@ -141,7 +143,7 @@ def _score_changed(con: duckdb.DuckDBPyConnection, model: dict[str, Any],
                    threshold: float, n_unchanged: int) -> pd.DataFrame:
     """Scored pairs (>= threshold) with at least one changed record, with gamma/mw evidence."""
     db_api = DuckDBAPI(con)
-    linker = Linker(db_api.register(INPUT_TABLE), model["splink_settings"],
+    linker = Linker(db_api.register(INPUT_TABLE), scoring_settings(model["splink_settings"]),
                     log_level=logging.WARNING)
     try:
         # Term frequencies over every current record, as the full run computes them.
@@ -163,7 +165,8 @@ def _score_changed(con: duckdb.DuckDBPyConnection, model: dict[str, Any],
                 "match_weight, match_probability, COLUMNS('^(gamma|mw)_.*')")).df())
     finally:
         linker.table_management.delete_tables_created_by_splink_from_db()
-    pairs = pd.concat([f for f in frames if len(f)] or frames[:1], ignore_index=True)
+    pairs = with_gammas(pd.concat([f for f in frames if len(f)] or frames[:1], ignore_index=True),
+                        model["splink_settings"])
     # Same orientation as a full run (l < r); the evidence columns are symmetric.
     swap = pairs["unique_id_l"] > pairs["unique_id_r"]
     pairs.loc[swap, ["unique_id_l", "unique_id_r"]] = \

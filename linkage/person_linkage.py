@@ -323,6 +323,55 @@ def splink_settings_for(columns: list[str]) -> SettingsCreator:
     )
 
 
+def _level_weights(model_settings: dict[str, Any]) -> dict[str, np.ndarray] | None:
+    """Per comparison, the match weight Splink writes to `mw_<name>` for each level, indexed
+    by gamma + 1 (gamma -1 is the null level); None when two levels of one comparison share
+    a weight, so a weight would not say which level a pair fell in."""
+    settings = SettingsCreator.from_path_or_dict(model_settings).get_settings("duckdb")
+    out: dict[str, np.ndarray] = {}
+    for comparison in settings.comparisons:
+        weights = {}
+        for level in comparison.comparison_levels:
+            w = level._match_weight  # noqa: SLF001 - the value Splink's SQL embeds
+            if w is None:
+                return None
+            weights[level.comparison_vector_value] = float(w)
+        ordered = np.array([weights[g] for g in sorted(weights)])
+        if len(np.unique(np.round(ordered, 9))) < len(ordered):
+            return None
+        out[comparison.output_column_name] = ordered
+    return out
+
+
+def scoring_settings(model_settings: dict[str, Any]) -> dict[str, Any]:
+    """The model's settings for scoring. Splink writes gamma columns only alongside every
+    compared token (retain_matching_columns), which it then carries through tens of
+    millions of candidate pairs; when each level's match weight is distinct, gamma is read
+    back from the weight instead (`with_gammas`), and the tokens stay in the input table."""
+    if _level_weights(model_settings) is None:
+        return model_settings
+    return {**model_settings, "retain_matching_columns": False}
+
+
+def with_gammas(pairs: pd.DataFrame, model_settings: dict[str, Any]) -> pd.DataFrame:
+    """Add `gamma_<name>` from `mw_<name>` for pairs scored with `scoring_settings` (no-op
+    when Splink already wrote them). A weight matching no level is an error, never a guess."""
+    weights = _level_weights(model_settings)
+    if weights is None:
+        return pairs
+    out = pairs.copy()
+    for name, w in weights.items():
+        if f"gamma_{name}" in out:
+            continue
+        mw = out[f"mw_{name}"].to_numpy(dtype="float64")
+        nearest = np.abs(mw[:, None] - w[None, :]).argmin(axis=1)
+        if not np.allclose(w[nearest], mw, rtol=1e-9, atol=1e-9):
+            raise ValueError(f"comparison {name!r}: a match weight matches no level of the "
+                             "model (model and scored pairs disagree)")
+        out[f"gamma_{name}"] = (nearest - 1).astype("int32")  # as DuckDB gives Splink's
+    return out
+
+
 def _linker(con: duckdb.DuckDBPyConnection, settings: SettingsCreator | dict) -> Linker:
     db_api = DuckDBAPI(con)
     sdf = db_api.register(INPUT_TABLE)
@@ -431,15 +480,16 @@ def link_persons(
         progress.advance(task)
 
         t = stage("scoring pairs")
-        linker = _linker(con, model["splink_settings"])
+        linker = _linker(con, scoring_settings(model["splink_settings"]))
         try:
             pred = linker.inference.predict(
                 threshold_match_probability=s.clerical_probability, warning_mode="never"
             )
             # Only ids, scores and evidence leave Splink's table: no token values.
-            pairs = con.execute(scored_pairs_sql(
+            pairs = with_gammas(con.execute(scored_pairs_sql(
                 pred.physical_name, model["splink_settings"],
-                "match_weight, match_probability, COLUMNS('^(gamma|mw)_.*')")).df()
+                "match_weight, match_probability, COLUMNS('^(gamma|mw)_.*')")).df(),
+                model["splink_settings"])
             timings["predict"] = time.perf_counter() - t
             progress.advance(task)
 

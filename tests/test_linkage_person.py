@@ -206,6 +206,44 @@ def test_input_tokens_are_128_bit_integers_that_round_trip() -> None:
     assert len(merged) == len(back) and (merged["t"] == merged["tok_dob"]).all()
 
 
+def test_gammas_read_back_from_weights_equal_splinks(trained) -> None:
+    """Scoring without the matching columns must give the very gamma levels Splink writes
+    when it carries them: the clerical queue and the twin rule read them."""
+    from linkage.person_linkage import (
+        INPUT_TABLE,
+        _linker,
+        scored_pairs_sql,
+        scoring_settings,
+        with_gammas,
+    )
+
+    _, con, r = trained
+    model = r.model["splink_settings"]
+    assert scoring_settings(model)["retain_matching_columns"] is False
+    out = []
+    for settings in (model, scoring_settings(model)):
+        linker = _linker(con, settings)
+        try:
+            pred = linker.inference.predict(threshold_match_probability=0.01,
+                                            warning_mode="never")
+            cols = "match_probability, COLUMNS('^(gamma|mw)_.*')"
+            pairs = with_gammas(con.execute(scored_pairs_sql(pred.physical_name, model, cols))
+                                .df(), model)
+        finally:
+            linker.table_management.delete_tables_created_by_splink_from_db()
+        out.append(pairs.sort_values(["unique_id_l", "unique_id_r"]).reset_index(drop=True))
+    full, fast = out
+    gammas = [c for c in full if c.startswith("gamma_")]
+    assert len(gammas) >= 5 and len(full) > 100
+    pd.testing.assert_frame_equal(full[["unique_id_l", "unique_id_r", *gammas]],
+                                  fast[["unique_id_l", "unique_id_r", *gammas]])
+    assert con.execute(f"SELECT count(*) FROM {INPUT_TABLE}").fetchall()[0][0] > 0
+    # A weight no level has is refused, not rounded to the nearest level.
+    bad = fast.drop(columns=gammas).assign(mw_forename=123.456)
+    with pytest.raises(ValueError, match="forename"):
+        with_gammas(bad, model)
+
+
 def test_training_on_every_core_reproduces_the_model(trained) -> None:
     """A re-run of a killed hub run must give the same model (and settings hash), though EM
     now runs multi-threaded: parameters are rounded far above the summation-order noise."""
