@@ -187,7 +187,7 @@ def popcount_column(bloom: str) -> str:
 
 def _first_bad_row(con: duckdb.DuckDBPyConnection, source: str, bad_sql: str) -> tuple | None:
     rows = con.execute(
-        f"SELECT agency, record_ref FROM {source} WHERE {bad_sql} LIMIT 1").fetchall()
+        f"SELECT agency, record_ref FROM {source} s WHERE {bad_sql} LIMIT 1").fetchall()
     return rows[0] if rows else None
 
 
@@ -208,14 +208,14 @@ def prepare_input(con: duckdb.DuckDBPyConnection, source: str = "identifiers") -
             raise ValueError(f"table {source}: missing column {required!r}")
     blooms = [c for c in cols if c.startswith("bf_")]
     keep = [c for c in cols if c.startswith(("tok_", "blk_"))]
-    # One scan for every check: values present, malformed tokens, Bloom lengths.
+    # One scan for presence, token widths and Bloom lengths; one more for malformed tokens.
     aggs = [f'count("{c}")' for c in keep + blooms]
-    aggs += [f'count_if("{c}" IS NOT NULL AND {_token_sql(c)} IS NULL)' for c in keep]
+    aggs += [f'max(length("{c}"))' for c in keep]
     aggs += [f'min(octet_length("{c}")), max(octet_length("{c}"))' for c in blooms]
     stats = list(con.execute(f"SELECT {', '.join(aggs) or '0'} FROM {source}").fetchall()[0])
     n_k, n_b = len(keep), len(blooms)
     counts = dict(zip(keep + blooms, stats[:n_k + n_b], strict=True))
-    malformed = dict(zip(keep, stats[n_k + n_b:2 * n_k + n_b], strict=True))
+    widths = dict(zip(keep, stats[n_k + n_b:2 * n_k + n_b], strict=True))
     lengths = stats[2 * n_k + n_b:]
     for i, c in enumerate(blooms):
         lo, hi = lengths[2 * i], lengths[2 * i + 1]
@@ -230,23 +230,31 @@ def prepare_input(con: duckdb.DuckDBPyConnection, source: str = "identifiers") -
                 f"table {source}: row agency={bad[0]} record_ref={bad[1]} field {c}: "
                 f"Bloom filter of {bad[2]} bytes differs from the column's fixed length"
             )
-    for c in keep:
-        if malformed[c]:
-            # The value stays out of the message (a pseudonym, but still an identifier);
-            # the row and field are enough to find it.
-            bad = _first_bad_row(con, source, f'"{c}" IS NOT NULL AND {_token_sql(c)} IS NULL')
-            raise ValueError(
-                f"table {source}: row agency={bad[0]} record_ref={bad[1]} field {c}: "
-                "not a 128-bit hex token as the encoding spec defines"
-            )
     # A column no agency populates carries no evidence and would leave EM levels untrainable.
     keep = [c for c in keep if counts[c]]
     blooms = [c for c in blooms if counts[c]]
+    # Tokens of up to 128 bits (the spec's default) become integers; wider ones stay text.
+    as_int = {c: widths[c] for c in keep if widths[c] <= 32}
+    if as_int:
+        malformed = con.execute("SELECT " + ", ".join(
+            f'count_if("{c}" IS NOT NULL AND {_token_sql(c, w)} IS NULL)'
+            for c, w in as_int.items()) + f" FROM {source} s").fetchall()[0]
+        for (c, w), n in zip(as_int.items(), malformed, strict=True):
+            if n:
+                # The value stays out of the message (a pseudonym, but still an identifier);
+                # the row and field are enough to find it.
+                bad = _first_bad_row(
+                    con, source, f'"{c}" IS NOT NULL AND {_token_sql(c, w)} IS NULL')
+                raise ValueError(
+                    f"table {source}: row agency={bad[0]} record_ref={bad[1]} field {c}: "
+                    f"not a {w * 4}-bit hex token like the rest of the column"
+                )
     _register_record_keys(con, source)
     select = ", ".join(
         [f"k.{ID_COLUMN}", "s.agency || ':' || s.record_ref AS unique_id", "s.record_ref",
          "s.agency", "s.batch_id"]
-        + [f'{_token_sql(c)} AS "{c}"' for c in keep]
+        + [f'{_token_sql(c, as_int[c])} AS "{c}"' if c in as_int else f's."{c}"'
+           for c in keep]
         + [f'CAST("{c}" AS BIT) AS "{c}"' for c in blooms]
         + [f'bit_count(CAST("{c}" AS BIT)) AS "{popcount_column(c)}"' for c in blooms]
     )
@@ -296,19 +304,20 @@ def scored_pairs_sql(pred_table: str, settings: dict[str, Any], columns: str) ->
         JOIN {INPUT_TABLE} r ON r.{id_col} = p.{id_col}_r"""
 
 
-def _token_sql(col: str) -> str:
-    # Exactly 32 hex digits: a longer string would not fit, a shorter one is not a token.
-    return (f"""CASE WHEN length("{col}") = 32 """
-            f"""THEN TRY_CAST('0x' || "{col}" AS UHUGEINT) END""")
+def _token_sql(col: str, width: int) -> str:
+    # Fixed width per column, so "0f" and "f" can never both stand for 15.
+    return (f"""CASE WHEN length(s."{col}") = {width} """
+            f"""THEN TRY_CAST('0x' || s."{col}" AS UHUGEINT) END""")
 
 
 def token_as_text(col: str, columns: list[str]) -> str:
-    """SQL selecting input token `col` as its original 32-hex-digit text (NULL when absent),
-    for pandas, which has no 128-bit integers. Via hex(): DuckDB's decimal cast of UHUGEINT
-    is ~50x slower (17 s for 100k records)."""
+    """SQL selecting input token `col` as hex text (NULL when absent), for pandas, which
+    has no 128-bit integers. Via hex(): DuckDB's decimal cast of UHUGEINT is ~50x slower
+    (17 s for 100k records). Equal tokens give equal text; text tokens pass through."""
     if col not in columns:
         return "CAST(NULL AS VARCHAR)"
-    return f"""lpad(lower(hex("{col}")), 32, '0')"""
+    text = f'lower(hex("{col}"))'
+    return f"lpad({text}, CAST(greatest(32, length({text})) AS INTEGER), '0')"
 
 
 def splink_settings_for(columns: list[str]) -> SettingsCreator:

@@ -204,6 +204,13 @@ def test_input_tokens_are_128_bit_integers_that_round_trip() -> None:
                                   + toy.identifiers["record_ref"])
     merged = back.merge(orig[["unique_id", "tok_dob"]], on="unique_id")
     assert len(merged) == len(back) and (merged["t"] == merged["tok_dob"]).all()
+    # A partnership whose spec truncates tokens to 256 bits keeps them as text.
+    wide = toy.identifiers.assign(tok_dob=toy.identifiers["tok_dob"] * 2)
+    _load(con, wide)
+    prepare_input(con)
+    types = dict(con.execute(f"SELECT column_name, column_type FROM (DESCRIBE {INPUT_TABLE})")
+                 .fetchall())
+    assert types["tok_dob"] == "VARCHAR" and types["tok_family_name"] == "UHUGEINT"
 
 
 def test_gammas_read_back_from_weights_equal_splinks(trained) -> None:
