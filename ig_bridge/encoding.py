@@ -69,6 +69,11 @@ def validate_encoding_spec(spec: Any, source: str = "<spec>") -> None:
                     fail(where, f"unknown source {s!r}")
             if col.get("part") not in (None, "first", "last"):
                 fail(where, "part must be first or last")
+            unordered = col.get("unordered")
+            if unordered is not None and (section != "blocking" or not isinstance(unordered, int)
+                                          or not 2 <= unordered <= len(sources)):
+                fail(where, "unordered (blocking keys only) is how many leading sources are "
+                            "sorted before hashing: 2..number of sources")
             if section == "bloom":
                 bits, k, fold, q = col.get("bits"), col.get("k"), col.get("fold", 0), col.get("q")
                 if not isinstance(bits, int) or bits < 64 or bits & (bits - 1):
@@ -231,6 +236,12 @@ class Encoder:
         key, rep = _first_rows(codes[valid])
         out[valid] = key
         cols = [u[c[valid][rep]] for c, u in parts]
+        n = int(col.get("unordered") or 0)
+        if n:
+            # The leading n values are sorted, so a key agrees when they were entered in the
+            # wrong fields (a given name typed as the family name and vice versa).
+            return out, _obj([_SEP.join([*sorted(p[:n]), *p[n:]])
+                              for p in zip(*cols, strict=True)])
         return out, _obj([_SEP.join(p) for p in zip(*cols, strict=True)])
 
     # -- tokens --------------------------------------------------------------------------------

@@ -2,8 +2,10 @@
 
 Inputs are the `tok_*` / `bf_*` / `blk_*` columns of the identifiers contract
 (docs/contracts.md). Bloom encodings are compared with DuckDB's native bit operations on
-BIT columns (converted from BLOB once, when the linkage input table is built), so the
-Dice coefficient costs two `bit_count`s and one `&` per pair and no casts.
+BIT columns (converted from BLOB once, with their popcounts, when the linkage input table
+is built), so the Dice coefficient costs one `&` and one `bit_count` per pair and no casts.
+Tokens arrive in the input as UHUGEINT (`person_linkage.prepare_input`); only equality is
+ever asked of them.
 
 Only comparisons whose columns are present are built, so an agency partnership that
 never shares (say) email still gets a valid model.
@@ -34,7 +36,16 @@ DICE_WEAK = 0.4
 
 
 def dice_sql(col: str) -> str:
-    """Dice coefficient of two BIT columns in DuckDB SQL (l/r sides of a Splink pair)."""
+    """Dice coefficient of two BIT columns in DuckDB SQL (l/r sides of a Splink pair), from
+    their stored popcounts (`pop_<col>`, computed once per record by `prepare_input`)."""
+    left, right = f'"{col}_l"', f'"{col}_r"'
+    pop_l, pop_r = f'"pop_{col}_l"', f'"pop_{col}_r"'
+    return f"(2.0 * bit_count({left} & {right}) / nullif({pop_l} + {pop_r}, 0))"
+
+
+def legacy_dice_sql(col: str) -> str:
+    """The Dice SQL of models trained before popcounts were stored: still valid on today's
+    input (the BIT columns are unchanged), so such models keep scoring."""
     left, right = f'"{col}_l"', f'"{col}_r"'
     return (
         f"(2.0 * bit_count({left} & {right}) / "

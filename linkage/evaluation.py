@@ -346,6 +346,11 @@ def plaintext_baseline(
     ]
     rules = [block_on(*c) for c in combos
              if all(x.split("(")[-1].rstrip(")") in cols for x in c)]
+    if {"given_name_phonetic", "family_name_phonetic"} <= cols:
+        # As the bridge key blk_names_unordered_dob: names in the wrong fields.
+        rules.append(block_on("least(given_name_phonetic, family_name_phonetic)",
+                              "greatest(given_name_phonetic, family_name_phonetic)",
+                              "date_of_birth"))
     if not any("phonetic" in " ".join(c) for c in combos if all(
             x.split("(")[-1].rstrip(")") in cols for x in c)):
         rules += [block_on("date_of_birth", "substr(family_name, 1, 2)"),

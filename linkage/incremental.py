@@ -50,7 +50,11 @@ from linkage.person_linkage import (
     append_clerical_pairs,
     load_model,
     prepare_input,
+    scored_pairs_sql,
+    scoring_settings,
     stored_model,
+    token_as_text,
+    with_gammas,
 )
 from linkage.txn import atomic
 
@@ -102,6 +106,7 @@ def changed_records(con: duckdb.DuckDBPyConnection) -> tuple[list[str], list[str
     con.execute(f"DROP TABLE IF EXISTS {PREV_TABLE}")
     con.execute(f"ALTER TABLE {INPUT_TABLE} RENAME TO {PREV_TABLE}")
     prev_cols = [r[0] for r in con.execute(f"DESCRIBE {PREV_TABLE}").fetchall()]
+    prev_types = con.execute(f"SELECT column_type FROM (DESCRIBE {PREV_TABLE})").fetchall()
     try:
         columns = prepare_input(con)
     except Exception:
@@ -112,6 +117,10 @@ def changed_records(con: duckdb.DuckDBPyConnection) -> tuple[list[str], list[str
         diff = sorted(set(prev_cols) ^ set(columns))
         raise NeedsFullRelink(f"identifier columns changed since the last run ({diff}): the "
                               "stored model does not cover them, run a full relink")
+    if prev_types != con.execute(f"SELECT column_type FROM (DESCRIBE {INPUT_TABLE})").fetchall():
+        _restore_previous_input(con)
+        raise NeedsFullRelink("the linkage input's representation changed since the last run "
+                              "(an upgrade): run a full relink")
     # Content, not batch id: a snapshot re-sends unchanged records under a new batch id.
     content = ", ".join(f'"{c}"' for c in columns if c != "batch_id")
     changed = [r[0] for r in con.execute(f"""
@@ -134,7 +143,7 @@ def _score_changed(con: duckdb.DuckDBPyConnection, model: dict[str, Any],
                    threshold: float, n_unchanged: int) -> pd.DataFrame:
     """Scored pairs (>= threshold) with at least one changed record, with gamma/mw evidence."""
     db_api = DuckDBAPI(con)
-    linker = Linker(db_api.register(INPUT_TABLE), model["splink_settings"],
+    linker = Linker(db_api.register(INPUT_TABLE), scoring_settings(model["splink_settings"]),
                     log_level=logging.WARNING)
     try:
         # Term frequencies over every current record, as the full run computes them.
@@ -151,12 +160,13 @@ def _score_changed(con: duckdb.DuckDBPyConnection, model: dict[str, Any],
                 new, db_api.register(OLD_TABLE), threshold_match_probability=threshold,
                 warning_mode="never"))
         for pred in preds:
-            frames.append(con.execute(
-                f"""SELECT unique_id_l, unique_id_r, match_weight, match_probability,
-                           COLUMNS('^(gamma|mw)_.*') FROM {pred.physical_name}""").df())
+            frames.append(con.execute(scored_pairs_sql(
+                pred.physical_name, model["splink_settings"],
+                "match_weight, match_probability, COLUMNS('^(gamma|mw)_.*')")).df())
     finally:
         linker.table_management.delete_tables_created_by_splink_from_db()
-    pairs = pd.concat([f for f in frames if len(f)] or frames[:1], ignore_index=True)
+    pairs = with_gammas(pd.concat([f for f in frames if len(f)] or frames[:1], ignore_index=True),
+                        model["splink_settings"])
     # Same orientation as a full run (l < r); the evidence columns are symmetric.
     swap = pairs["unique_id_l"] > pairs["unique_id_r"]
     pairs.loc[swap, ["unique_id_l", "unique_id_r"]] = \
@@ -266,8 +276,8 @@ def _link_changed(con: duckdb.DuckDBPyConnection, run_id: str, s: LinkageSetting
     prev_rp = con.execute("""SELECT agency || ':' || record_ref AS unique_id, person_id,
                                     band, score, run_id FROM record_person""").df()
     prev_pid = dict(zip(prev_rp["unique_id"], prev_rp["person_id"], strict=True))
-    nhs = "tok_nhs_number" if "tok_nhs_number" in columns else "NULL"
-    dob = "tok_dob" if "tok_dob" in columns else "NULL"
+    nhs = token_as_text("tok_nhs_number", columns)
+    dob = token_as_text("tok_dob", columns)
     records = con.execute(f"""SELECT unique_id, record_ref, agency, batch_id,
                                      {nhs} AS tok_nhs_number, {dob} AS tok_dob
                               FROM {INPUT_TABLE}""").df()

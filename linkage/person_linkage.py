@@ -35,6 +35,10 @@ from linkage.comparisons import (
 from linkage.txn import atomic
 
 INPUT_TABLE = "person_linkage_input"
+# Splink joins and orients pairs on this compact id, not on `unique_id` (agency:record_ref,
+# ~36 characters): at 1M records the tens of millions of candidate pairs are BIGINTs.
+RECORD_KEY_TABLE = "linkage_record_key"
+ID_COLUMN = "uid"
 MODEL_FORMAT = "joinedup-person-model/1"
 # EM leaves m = 0 for levels no training pair happened to show (e.g. "different sex" within
 # the NHS-number block), which makes one keying error an absolute veto. A small floor keeps
@@ -118,6 +122,32 @@ def floor_m_probabilities(splink_settings: dict[str, Any], floor: float) -> dict
     return out
 
 
+#: Significant digits kept of every trained probability. Splink's sampling is a hash of the
+#: record id (repeatable at any thread count), but EM sums floats in parallel, in an order
+#: that varies from run to run at the 1e-13 level; rounding far above that noise makes a
+#: re-run of a killed hub run reproduce the model (and its settings hash) while training
+#: uses every core. Six digits are far finer than any m/u estimate is accurate.
+PARAMETER_DIGITS = 6
+
+
+def round_parameters(splink_settings: dict[str, Any],
+                     digits: int = PARAMETER_DIGITS) -> dict[str, Any]:
+    """Every m/u probability and the prior rounded to `digits` significant digits."""
+    out = json.loads(json.dumps(splink_settings, default=str))
+
+    def r(x: Any) -> Any:
+        return float(f"{x:.{digits}g}") if isinstance(x, float) else x
+
+    out["probability_two_random_records_match"] = r(
+        out.get("probability_two_random_records_match"))
+    for comparison in out["comparisons"]:
+        for lv in comparison["comparison_levels"]:
+            for k in ("m_probability", "u_probability"):
+                if k in lv:
+                    lv[k] = r(lv[k])
+    return out
+
+
 def model_to_json(model: dict[str, Any]) -> str:
     return json.dumps(model, sort_keys=True, indent=1, default=str)
 
@@ -150,61 +180,205 @@ def load_model(source: str | Path | dict[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- input
 
 
+def popcount_column(bloom: str) -> str:
+    """Name of the input column holding a Bloom filter's popcount (see `prepare_input`)."""
+    return f"pop_{bloom}"
+
+
+def _first_bad_row(con: duckdb.DuckDBPyConnection, source: str, bad_sql: str) -> tuple | None:
+    rows = con.execute(
+        f"SELECT agency, record_ref FROM {source} s WHERE {bad_sql} LIMIT 1").fetchall()
+    return rows[0] if rows else None
+
+
 def prepare_input(con: duckdb.DuckDBPyConnection, source: str = "identifiers") -> list[str]:
     """Build the linkage input table from `source`; returns its column names.
 
-    One row per (agency, record_ref): the latest batch wins. Bloom BLOBs become BIT once
-    here, so comparisons run native bit operations with no per-pair casts.
+    One row per (agency, record_ref): the latest batch wins. Representation is chosen for
+    the comparisons that run on every candidate pair, once per record here:
+    - tokens and blocking keys (128-bit keyed hashes, hex) become UHUGEINT: fixed-width
+      keys hash-join and compare far faster than 32-character strings and take a third of
+      the memory (1.5x faster scoring at 100k records, benchmarks/bench_linkage.py);
+    - Bloom BLOBs become BIT, with their popcount alongside, so a Dice coefficient costs
+      one `&` and one `bit_count` per pair and no casts.
     """
     cols = [r[0] for r in con.execute(f"DESCRIBE {source}").fetchall()]
     for required in ("record_ref", "agency", "batch_id"):
         if required not in cols:
             raise ValueError(f"table {source}: missing column {required!r}")
     blooms = [c for c in cols if c.startswith("bf_")]
-    for c in blooms:
-        bad = con.execute(
-            f"""SELECT agency, record_ref, octet_length("{c}") AS n FROM {source}
-                WHERE "{c}" IS NOT NULL AND octet_length("{c}") <> (
-                    SELECT mode(octet_length("{c}")) FROM {source} WHERE "{c}" IS NOT NULL)
-                LIMIT 1"""
-        ).fetchall()
-        if bad:
-            bad = bad[0]
+    keep = [c for c in cols if c.startswith(("tok_", "blk_"))]
+    # One scan for presence, token widths and Bloom lengths; one more for malformed tokens.
+    aggs = [f'count("{c}")' for c in keep + blooms]
+    aggs += [f'max(length("{c}"))' for c in keep]
+    aggs += [f'min(octet_length("{c}")), max(octet_length("{c}"))' for c in blooms]
+    stats = list(con.execute(f"SELECT {', '.join(aggs) or '0'} FROM {source}").fetchall()[0])
+    n_k, n_b = len(keep), len(blooms)
+    counts = dict(zip(keep + blooms, stats[:n_k + n_b], strict=True))
+    widths = dict(zip(keep, stats[n_k + n_b:2 * n_k + n_b], strict=True))
+    lengths = stats[2 * n_k + n_b:]
+    for i, c in enumerate(blooms):
+        lo, hi = lengths[2 * i], lengths[2 * i + 1]
+        if lo != hi:
+            bad = con.execute(
+                f"""SELECT agency, record_ref, octet_length("{c}") AS n FROM {source}
+                    WHERE octet_length("{c}") <> (
+                        SELECT mode(octet_length("{c}")) FROM {source} WHERE "{c}" IS NOT NULL)
+                    LIMIT 1"""
+            ).fetchall()[0]
             raise ValueError(
                 f"table {source}: row agency={bad[0]} record_ref={bad[1]} field {c}: "
                 f"Bloom filter of {bad[2]} bytes differs from the column's fixed length"
             )
-    keep = [c for c in cols if c.startswith(("tok_", "blk_"))]
     # A column no agency populates carries no evidence and would leave EM levels untrainable.
-    count_sql = ", ".join(f'count("{c}")' for c in keep + blooms) or "0"
-    counts = con.execute(f"SELECT {count_sql} FROM {source}").fetchall()[0]
-    present = {c for c, n in zip(keep + blooms, counts, strict=True) if n}
-    keep = [c for c in keep if c in present]
-    blooms = [c for c in blooms if c in present]
+    keep = [c for c in keep if counts[c]]
+    blooms = [c for c in blooms if counts[c]]
+    # Tokens of up to 128 bits (the spec's default) become integers; wider ones stay text.
+    as_int = {c: widths[c] for c in keep if widths[c] <= 32}
+    if as_int:
+        malformed = con.execute("SELECT " + ", ".join(
+            f'count_if("{c}" IS NOT NULL AND {_token_sql(c, w)} IS NULL)'
+            for c, w in as_int.items()) + f" FROM {source} s").fetchall()[0]
+        for (c, w), n in zip(as_int.items(), malformed, strict=True):
+            if n:
+                # The value stays out of the message (a pseudonym, but still an identifier);
+                # the row and field are enough to find it.
+                bad = _first_bad_row(
+                    con, source, f'"{c}" IS NOT NULL AND {_token_sql(c, w)} IS NULL')
+                raise ValueError(
+                    f"table {source}: row agency={bad[0]} record_ref={bad[1]} field {c}: "
+                    f"not a {w * 4}-bit hex token like the rest of the column"
+                )
+    _register_record_keys(con, source)
     select = ", ".join(
-        ["agency || ':' || record_ref AS unique_id", "record_ref", "agency", "batch_id"]
-        + [f'"{c}"' for c in keep]
+        [f"k.{ID_COLUMN}", "s.agency || ':' || s.record_ref AS unique_id", "s.record_ref",
+         "s.agency", "s.batch_id"]
+        + [f'{_token_sql(c, as_int[c])} AS "{c}"' if c in as_int else f's."{c}"'
+           for c in keep]
         + [f'CAST("{c}" AS BIT) AS "{c}"' for c in blooms]
+        + [f'bit_count(CAST("{c}" AS BIT)) AS "{popcount_column(c)}"' for c in blooms]
     )
+    # The warehouse keeps one row per record (ingest replaces); other sources may hold
+    # several batches of a record. The window costs a sort of every column, so only then.
+    dupes = con.execute(f"""SELECT count(*) - count(DISTINCT (agency, record_ref))
+                            FROM {source}""").fetchall()[0][0]
+    latest = ("" if not dupes else """QUALIFY row_number() OVER (
+                PARTITION BY s.agency, s.record_ref ORDER BY s.batch_id DESC) = 1""")
     con.execute(
         f"""CREATE OR REPLACE TABLE {INPUT_TABLE} AS
-            SELECT {select} FROM {source}
-            QUALIFY row_number() OVER (
-                PARTITION BY agency, record_ref ORDER BY batch_id DESC) = 1"""
+            SELECT {select} FROM {source} s
+            JOIN {RECORD_KEY_TABLE} k USING (agency, record_ref) {latest}"""
     )
-    return ["unique_id", "record_ref", "agency", "batch_id", *keep, *blooms]
+    return [ID_COLUMN, "unique_id", "record_ref", "agency", "batch_id", *keep, *blooms,
+            *[popcount_column(c) for c in blooms]]
+
+
+def _register_record_keys(con: duckdb.DuckDBPyConnection, source: str) -> None:
+    """Give records not seen before the next integer ids. An id is never changed or reused
+    (a retired record keeps its id), so the input of successive runs compares row by row."""
+    con.execute(f"""CREATE TABLE IF NOT EXISTS {RECORD_KEY_TABLE} (
+        agency VARCHAR NOT NULL, record_ref VARCHAR NOT NULL, {ID_COLUMN} BIGINT NOT NULL,
+        PRIMARY KEY (agency, record_ref))""")
+    con.execute(f"""
+        INSERT INTO {RECORD_KEY_TABLE}
+        SELECT agency, record_ref,
+               (SELECT coalesce(max({ID_COLUMN}), 0) FROM {RECORD_KEY_TABLE})
+                   + row_number() OVER (ORDER BY agency, record_ref)
+        FROM (SELECT DISTINCT agency, record_ref FROM {source}) new
+        WHERE NOT EXISTS (SELECT 1 FROM {RECORD_KEY_TABLE} k
+                          WHERE k.agency = new.agency AND k.record_ref = new.record_ref)""")
+
+
+def scored_pairs_sql(pred_table: str, settings: dict[str, Any], columns: str) -> str:
+    """SELECT over a Splink predictions table giving `unique_id_l < unique_id_r` (agency:
+    record_ref) whatever id Splink joined on, plus `columns` (scores, gamma_/mw_ evidence,
+    which are symmetric in l and r)."""
+    id_col = settings.get("unique_id_column_name", "unique_id")
+    if id_col == "unique_id":
+        return f"SELECT unique_id_l, unique_id_r, {columns} FROM {pred_table}"
+    return f"""
+        SELECT least(l.unique_id, r.unique_id) AS unique_id_l,
+               greatest(l.unique_id, r.unique_id) AS unique_id_r, {columns}
+        FROM {pred_table} p
+        JOIN {INPUT_TABLE} l ON l.{id_col} = p.{id_col}_l
+        JOIN {INPUT_TABLE} r ON r.{id_col} = p.{id_col}_r"""
+
+
+def _token_sql(col: str, width: int) -> str:
+    # Fixed width per column, so "0f" and "f" can never both stand for 15.
+    return (f"""CASE WHEN length(s."{col}") = {width} """
+            f"""THEN TRY_CAST('0x' || s."{col}" AS UHUGEINT) END""")
+
+
+def token_as_text(col: str, columns: list[str]) -> str:
+    """SQL selecting input token `col` as hex text (NULL when absent), for pandas, which
+    has no 128-bit integers. Via hex(): DuckDB's decimal cast of UHUGEINT is ~50x slower
+    (17 s for 100k records). Equal tokens give equal text; text tokens pass through."""
+    if col not in columns:
+        return "CAST(NULL AS VARCHAR)"
+    text = f'lower(hex("{col}"))'
+    return f"lpad({text}, CAST(greatest(32, length({text})) AS INTEGER), '0')"
 
 
 def splink_settings_for(columns: list[str]) -> SettingsCreator:
     return SettingsCreator(
         link_type="dedupe_only",
-        unique_id_column_name="unique_id",
+        unique_id_column_name=ID_COLUMN if ID_COLUMN in columns else "unique_id",
         comparisons=build_comparisons(columns),
         blocking_rules_to_generate_predictions=prediction_blocking_rules(columns),
         retain_matching_columns=True,  # gamma columns need it
         retain_intermediate_calculation_columns=True,
         additional_columns_to_retain=[],
     )
+
+
+def _level_weights(model_settings: dict[str, Any]) -> dict[str, np.ndarray] | None:
+    """Per comparison, the match weight Splink writes to `mw_<name>` for each level, indexed
+    by gamma + 1 (gamma -1 is the null level); None when two levels of one comparison share
+    a weight, so a weight would not say which level a pair fell in."""
+    settings = SettingsCreator.from_path_or_dict(model_settings).get_settings("duckdb")
+    out: dict[str, np.ndarray] = {}
+    for comparison in settings.comparisons:
+        weights = {}
+        for level in comparison.comparison_levels:
+            w = level._match_weight  # noqa: SLF001 - the value Splink's SQL embeds
+            if w is None:
+                return None
+            weights[level.comparison_vector_value] = float(w)
+        ordered = np.array([weights[g] for g in sorted(weights)])
+        if len(np.unique(np.round(ordered, 9))) < len(ordered):
+            return None
+        out[comparison.output_column_name] = ordered
+    return out
+
+
+def scoring_settings(model_settings: dict[str, Any]) -> dict[str, Any]:
+    """The model's settings for scoring. Splink writes gamma columns only alongside every
+    compared token (retain_matching_columns), which it then carries through tens of
+    millions of candidate pairs; when each level's match weight is distinct, gamma is read
+    back from the weight instead (`with_gammas`), and the tokens stay in the input table."""
+    if _level_weights(model_settings) is None:
+        return model_settings
+    return {**model_settings, "retain_matching_columns": False}
+
+
+def with_gammas(pairs: pd.DataFrame, model_settings: dict[str, Any]) -> pd.DataFrame:
+    """Add `gamma_<name>` from `mw_<name>` for pairs scored with `scoring_settings` (no-op
+    when Splink already wrote them). A weight matching no level is an error, never a guess."""
+    weights = _level_weights(model_settings)
+    if weights is None:
+        return pairs
+    out = pairs.copy()
+    for name, w in weights.items():
+        if f"gamma_{name}" in out:
+            continue
+        mw = out[f"mw_{name}"].to_numpy(dtype="float64")
+        nearest = np.abs(mw[:, None] - w[None, :]).argmin(axis=1)
+        if not np.allclose(w[nearest], mw, rtol=1e-9, atol=1e-9):
+            raise ValueError(f"comparison {name!r}: a match weight matches no level of the "
+                             "model (model and scored pairs disagree)")
+        out[f"gamma_{name}"] = (nearest - 1).astype("int32")  # as DuckDB gives Splink's
+    return out
 
 
 def _linker(con: duckdb.DuckDBPyConnection, settings: SettingsCreator | dict) -> Linker:
@@ -224,10 +398,6 @@ def train_model(
     creator = splink_settings_for(columns)
     creator.max_iterations = settings.max_em_iterations
     linker = _linker(con, creator)
-    # One thread while training: DuckDB's seeded sampling and parallel float sums are only
-    # repeatable single-threaded, and a re-run of a killed hub run must give the same model.
-    threads = con.execute("SELECT current_setting('threads')").fetchone()[0]
-    con.execute("SET threads = 1")
     try:
         linker.training.estimate_probability_two_random_records_match(
             deterministic_rules(columns), recall=settings.prior_recall
@@ -247,9 +417,9 @@ def train_model(
         if trained_on == 0:
             raise ValueError("no training block produced any record pair: too few records "
                              "shared between agencies to estimate the model")
-        trained = floor_m_probabilities(linker.misc.save_model_to_json(), settings.m_floor)
+        trained = round_parameters(
+            floor_m_probabilities(linker.misc.save_model_to_json(), settings.m_floor))
     finally:
-        con.execute(f"SET threads = {int(threads)}")
         linker.table_management.delete_tables_created_by_splink_from_db()
     return make_model(trained, model_version)
 
@@ -319,16 +489,16 @@ def link_persons(
         progress.advance(task)
 
         t = stage("scoring pairs")
-        linker = _linker(con, model["splink_settings"])
+        linker = _linker(con, scoring_settings(model["splink_settings"]))
         try:
             pred = linker.inference.predict(
                 threshold_match_probability=s.clerical_probability, warning_mode="never"
             )
             # Only ids, scores and evidence leave Splink's table: no token values.
-            pairs = con.execute(
-                f"""SELECT unique_id_l, unique_id_r, match_weight, match_probability,
-                          COLUMNS('^(gamma|mw)_.*') FROM {pred.physical_name}"""
-            ).df()
+            pairs = with_gammas(con.execute(scored_pairs_sql(
+                pred.physical_name, model["splink_settings"],
+                "match_weight, match_probability, COLUMNS('^(gamma|mw)_.*')")).df(),
+                model["splink_settings"])
             timings["predict"] = time.perf_counter() - t
             progress.advance(task)
 
@@ -339,9 +509,8 @@ def link_persons(
         auto = pairs[(pairs["match_probability"] >= s.auto_match_probability) & ~twins]
         records = con.execute(
             f"""SELECT unique_id, record_ref, agency, batch_id,
-                       {'tok_nhs_number' if 'tok_nhs_number' in columns else 'NULL'}
-                           AS tok_nhs_number,
-                       {'tok_dob' if 'tok_dob' in columns else 'NULL'} AS tok_dob
+                       {token_as_text('tok_nhs_number', columns)} AS tok_nhs_number,
+                       {token_as_text('tok_dob', columns)} AS tok_dob
                 FROM {INPUT_TABLE}"""
         ).df()
         # Connected components over the auto-match edges (Splink's clustering).
@@ -551,9 +720,13 @@ def blocked_pairs(con: duckdb.DuckDBPyConnection, model: dict[str, Any]) -> pd.D
     linker = _linker(con, model["splink_settings"])
     try:
         pairs = linker.inference.compute_blocked_pairs_for_predict()
+        id_col = model["splink_settings"].get("unique_id_column_name", "unique_id")
         return con.execute(
-            f"""SELECT DISTINCT join_key_l AS unique_id_l, join_key_r AS unique_id_r
-                FROM {pairs.physical_name}"""
+            f"""SELECT DISTINCT least(l.unique_id, r.unique_id) AS unique_id_l,
+                       greatest(l.unique_id, r.unique_id) AS unique_id_r
+                FROM {pairs.physical_name} p
+                JOIN {INPUT_TABLE} l ON l.{id_col} = p.join_key_l
+                JOIN {INPUT_TABLE} r ON r.{id_col} = p.join_key_r"""
         ).df()
     finally:
         linker.table_management.delete_tables_created_by_splink_from_db()
@@ -569,9 +742,7 @@ def score_pairs(
         pred = linker.inference.predict(
             threshold_match_probability=threshold, warning_mode="never"
         )
-        return con.execute(
-            f"""SELECT unique_id_l, unique_id_r, match_probability, match_weight
-                FROM {pred.physical_name}"""
-        ).df()
+        return con.execute(scored_pairs_sql(
+            pred.physical_name, model["splink_settings"], "match_probability, match_weight")).df()
     finally:
         linker.table_management.delete_tables_created_by_splink_from_db()

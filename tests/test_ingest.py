@@ -144,7 +144,7 @@ def test_column_outside_the_agreement_refused(run: Path) -> None:
                                "refusal.json").read_text("utf-8")
 
 
-@pytest.mark.parametrize("field,value", [("encoding_spec_version", 2), ("link_key_version", 7),
+@pytest.mark.parametrize("field,value", [("encoding_spec_version", 99), ("link_key_version", 7),
                                          ("canonical_version", 99), ("mapping_version", 5)])
 def test_wrong_versions_refused(run: Path, field: str, value: int) -> None:
     b = _batch(run)

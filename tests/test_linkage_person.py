@@ -175,6 +175,99 @@ def test_bad_bloom_length_names_row_and_field() -> None:
     assert "bf_family_name" in msg and ids.loc[2, "record_ref"] in msg
 
 
+def test_bad_token_names_row_and_field_not_value() -> None:
+    toy = make_toy(n_households=5, seed=3)
+    ids = toy.identifiers.copy()
+    bad = "zz" + ids.loc[4, "tok_dob"][2:]  # right length, not hex
+    ids.loc[4, "tok_dob"] = bad
+    con = duckdb.connect()
+    _load(con, ids)
+    with pytest.raises(ValueError) as err:
+        link_persons(con, "bad", QUIET)
+    msg = str(err.value)
+    assert "tok_dob" in msg and ids.loc[4, "record_ref"] in msg and bad not in msg
+
+
+def test_input_tokens_are_128_bit_integers_that_round_trip() -> None:
+    from linkage.person_linkage import INPUT_TABLE, prepare_input, token_as_text
+
+    toy = make_toy(n_households=20, seed=5)
+    con = duckdb.connect()
+    _load(con, toy.identifiers)
+    cols = prepare_input(con)
+    types = dict(con.execute(f"SELECT column_name, column_type FROM (DESCRIBE {INPUT_TABLE})")
+                 .fetchall())
+    assert types["tok_dob"] == "UHUGEINT" and types["pop_bf_family_name"] == "BIGINT"
+    back = con.execute(f"""SELECT unique_id, {token_as_text('tok_dob', cols)} AS t
+                           FROM {INPUT_TABLE}""").df()
+    orig = toy.identifiers.assign(unique_id=toy.identifiers["agency"] + ":"
+                                  + toy.identifiers["record_ref"])
+    merged = back.merge(orig[["unique_id", "tok_dob"]], on="unique_id")
+    assert len(merged) == len(back) and (merged["t"] == merged["tok_dob"]).all()
+    # A partnership whose spec truncates tokens to 256 bits keeps them as text.
+    wide = toy.identifiers.assign(tok_dob=toy.identifiers["tok_dob"] * 2)
+    _load(con, wide)
+    prepare_input(con)
+    types = dict(con.execute(f"SELECT column_name, column_type FROM (DESCRIBE {INPUT_TABLE})")
+                 .fetchall())
+    assert types["tok_dob"] == "VARCHAR" and types["tok_family_name"] == "UHUGEINT"
+
+
+def test_gammas_read_back_from_weights_equal_splinks(trained) -> None:
+    """Scoring without the matching columns must give the very gamma levels Splink writes
+    when it carries them: the clerical queue and the twin rule read them."""
+    from linkage.person_linkage import (
+        INPUT_TABLE,
+        _linker,
+        scored_pairs_sql,
+        scoring_settings,
+        with_gammas,
+    )
+
+    _, con, r = trained
+    model = r.model["splink_settings"]
+    assert scoring_settings(model)["retain_matching_columns"] is False
+    out = []
+    for settings in (model, scoring_settings(model)):
+        linker = _linker(con, settings)
+        try:
+            pred = linker.inference.predict(threshold_match_probability=0.01,
+                                            warning_mode="never")
+            cols = "match_probability, COLUMNS('^(gamma|mw)_.*')"
+            pairs = with_gammas(con.execute(scored_pairs_sql(pred.physical_name, model, cols))
+                                .df(), model)
+        finally:
+            linker.table_management.delete_tables_created_by_splink_from_db()
+        out.append(pairs.sort_values(["unique_id_l", "unique_id_r"]).reset_index(drop=True))
+    full, fast = out
+    gammas = [c for c in full if c.startswith("gamma_")]
+    assert len(gammas) >= 5 and len(full) > 100
+    pd.testing.assert_frame_equal(full[["unique_id_l", "unique_id_r", *gammas]],
+                                  fast[["unique_id_l", "unique_id_r", *gammas]])
+    assert con.execute(f"SELECT count(*) FROM {INPUT_TABLE}").fetchall()[0][0] > 0
+    # A weight no level has is refused, not rounded to the nearest level.
+    bad = fast.drop(columns=gammas).assign(mw_forename=123.456)
+    with pytest.raises(ValueError, match="forename"):
+        with_gammas(bad, model)
+
+
+def test_training_on_every_core_reproduces_the_model(trained) -> None:
+    """A re-run of a killed hub run must give the same model (and settings hash), though EM
+    now runs multi-threaded: parameters are rounded far above the summation-order noise."""
+    from linkage.person_linkage import LinkageSettings as S
+    from linkage.person_linkage import prepare_input, train_model
+
+    toy, _, _ = trained
+    con = duckdb.connect()
+    con.execute("SET threads = 2")
+    _load(con, toy.identifiers)
+    cols = prepare_input(con)
+    models = [train_model(con, cols, S(show_progress=False), "v") for _ in range(3)]
+    assert len({m["settings_hash"] for m in models}) == 1
+    m = models[0]["splink_settings"]["comparisons"][0]["comparison_levels"][1]["m_probability"]
+    assert m == float(f"{m:.6g}")
+
+
 def test_privacy_cost_against_plaintext_baseline(trained, holdout: ToyData) -> None:
     _, _, r = trained
     con = duckdb.connect()
