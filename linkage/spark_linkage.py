@@ -54,6 +54,7 @@ from linkage.comparisons import (
     BLOOM_COLUMNS,
     deterministic_rules,
     dice_sql,
+    legacy_dice_sql,
     training_blocking_rules,
     twin_like,
 )
@@ -68,7 +69,11 @@ from linkage.person_linkage import (
     make_model,
     persist_linkage,
     prepare_input,
+    round_parameters,
+    scoring_settings,
     splink_settings_for,
+    token_as_text,
+    with_gammas,
 )
 
 log = logging.getLogger(__name__)
@@ -183,16 +188,24 @@ def configured_session(config: SparkConfig, run_id: str) -> Iterator[Any]:
 
 def export_identifiers(con: duckdb.DuckDBPyConnection, out_dir: str | Path) -> Path:
     """Write the linkage input (latest batch per record, as `prepare_input` builds it) from
-    the warehouse to Parquet for Spark; Bloom filters go back to raw bytes. Returns the path.
-    Only pseudonymised columns: tokens, blocking keys, Bloom filters, refs."""
-    prepare_input(con)
-    cols = [r[0] for r in con.execute(f"DESCRIBE {INPUT_TABLE}").fetchall()]
-    select = ", ".join(
-        f'CAST("{c}" AS BLOB) AS "{c}"' if c.startswith("bf_") else f'"{c}"' for c in cols
-    )
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "identifiers.parquet"
+    the warehouse to Parquet for Spark; Bloom filters go back to raw bytes and 128-bit
+    integer tokens to hex text (Parquet and Spark have no unsigned 128-bit integers).
+    Returns the path. Only pseudonymised columns: tokens, blocking keys, Bloom filters, refs."""
+    columns = prepare_input(con)
+    types = dict(con.execute(
+        f"SELECT column_name, column_type FROM (DESCRIBE {INPUT_TABLE})").fetchall())
+
+    def out(c: str) -> str:
+        if c.startswith("bf_"):
+            return f'CAST("{c}" AS BLOB) AS "{c}"'
+        if types[c] == "UHUGEINT":
+            return f'{token_as_text(c, columns)} AS "{c}"'
+        return f'"{c}"'
+
+    select = ", ".join(out(c) for c in columns)
+    path_dir = Path(out_dir)
+    path_dir.mkdir(parents=True, exist_ok=True)
+    path = path_dir / "identifiers.parquet"
     con.execute(f"COPY (SELECT {select} FROM {INPUT_TABLE} ORDER BY unique_id) "
                 f"TO '{path}' (FORMAT parquet)")
     return path
@@ -256,7 +269,8 @@ def spark_dice_sql(col: str, n_words: int) -> str:
 def to_spark_sql(condition: str, words: dict[str, int]) -> str:
     """One DuckDB SQL condition of the model as Spark SQL."""
     for col in BLOOM_COLUMNS:
-        condition = condition.replace(dice_sql(col), f'{_PLACEHOLDER}("{col}_l", "{col}_r")')
+        for form in (dice_sql(col), legacy_dice_sql(col)):
+            condition = condition.replace(form, f'{_PLACEHOLDER}("{col}_l", "{col}_r")')
     out = sqlglot.transpile(condition, read="duckdb", write="spark")[0]
 
     def dice(m: re.Match[str]) -> str:
@@ -373,7 +387,8 @@ def train_model_spark(
         learned = linker.misc.save_model_to_json()
     finally:
         linker.table_management.delete_tables_created_by_splink_from_db()
-    trained = floor_m_probabilities(_with_parameters(untrained, learned), s.m_floor)
+    trained = round_parameters(
+        floor_m_probabilities(_with_parameters(untrained, learned), s.m_floor))
     return make_model(trained, model_version)
 
 
@@ -382,22 +397,34 @@ def train_model_spark(
 
 def _score(spark: Any, df: Any, words: dict[str, int], model: dict[str, Any], threshold: float,
            break_lineage_method: str | None) -> pd.DataFrame:
-    """Pairs at or above `threshold`: ids, scores and Splink's gamma_/mw_ evidence columns
-    (what the clerical queue keeps); no token values leave Spark."""
+    """Pairs at or above `threshold`: ids (agency:record_ref, l < r), scores and the
+    gamma_/mw_ evidence columns (what the clerical queue keeps); no token values leave
+    Spark. Scored as the DuckDB path scores (`person_linkage.scoring_settings`)."""
+    from pyspark.sql import functions as F
     from splink import Linker, SparkAPI
 
+    model_settings = load_model(model)["splink_settings"]
+    id_col = model_settings.get("unique_id_column_name", "unique_id")
     db_api = SparkAPI(spark_session=spark, register_udfs_automatically=False,
                       break_lineage_method=break_lineage_method)
-    linker = Linker(db_api.register(df), spark_settings(model, words),
+    linker = Linker(db_api.register(df),
+                    transpile_settings(scoring_settings(model_settings), words),
                     log_level=logging.WARNING)
     try:
         pred = linker.inference.predict(threshold_match_probability=threshold,
                                         warning_mode="never").as_spark_dataframe()
         evidence = [c for c in pred.columns if c.startswith(("gamma_", "mw_"))]
-        return pred.select("unique_id_l", "unique_id_r", "match_weight", "match_probability",
-                           *evidence).toPandas()
+        ids = df.select(F.col(id_col).alias("_id"), F.col("unique_id").alias("_uid"))
+        l_ids = ids.withColumnRenamed("_id", f"{id_col}_l").withColumnRenamed("_uid", "_a")
+        r_ids = ids.withColumnRenamed("_id", f"{id_col}_r").withColumnRenamed("_uid", "_b")
+        pairs = (pred.join(l_ids, f"{id_col}_l").join(r_ids, f"{id_col}_r")
+                 .select(F.least("_a", "_b").alias("unique_id_l"),
+                         F.greatest("_a", "_b").alias("unique_id_r"),
+                         "match_weight", "match_probability", *evidence)
+                 .toPandas())
     finally:
         linker.table_management.delete_tables_created_by_splink_from_db()
+    return with_gammas(pairs, model_settings)
 
 
 def _cluster(df: Any, pairs: pd.DataFrame, model: dict[str, Any], s: LinkageSettings,

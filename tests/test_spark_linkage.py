@@ -23,7 +23,7 @@ import duckdb
 import pandas as pd
 import pytest
 
-from linkage.comparisons import dice_sql
+from linkage.comparisons import dice_sql, legacy_dice_sql
 from linkage.spark_linkage import to_spark_sql
 
 SPARK_SKIP = (
@@ -50,6 +50,9 @@ def test_model_sql_translates_dice_and_quoting() -> None:
     assert to_spark_sql('"tok_dob_l" = "tok_dob_r"', {}) == "`tok_dob_l` = `tok_dob_r`"
     with pytest.raises(ValueError, match="bf_address"):
         to_spark_sql(f"{dice_sql('bf_address')} >= 0.85", {})
+    # Models trained before popcounts were stored keep translating.
+    legacy = to_spark_sql(f"{legacy_dice_sql('bf_family_name')} >= 0.6", {"bf_family_name": 16})
+    assert legacy == out
     # A Bloom comparison written some other way is refused rather than silently mis-scored.
     with pytest.raises(ValueError, match="unrecognised Bloom comparison"):
         to_spark_sql('bit_count("bf_address_l" & "bf_address_r") > 3', {"bf_address": 16})
@@ -107,12 +110,14 @@ def test_spark_dice_equals_duckdb_dice_on_real_blooms(linked) -> None:
     got = pairs.selectExpr("unique_id_l", "unique_id_r",
                            f"{spark_dice_sql(col, words[col])} AS dice").toPandas()
     con = duckdb.connect()
-    con.execute("CREATE TABLE s AS SELECT unique_id, CAST(bf_given_name AS BIT) AS b "
+    con.execute("CREATE TABLE s AS SELECT unique_id, CAST(bf_given_name AS BIT) AS b, "
+                "bit_count(CAST(bf_given_name AS BIT)) AS pop_b "
                 "FROM read_parquet(?) WHERE bf_given_name IS NOT NULL "
                 "ORDER BY unique_id LIMIT 60", [str(linked["parquet"])])
     want = con.execute(
         "SELECT l.unique_id AS unique_id_l, r.unique_id AS unique_id_r, "
         + dice_sql("b").replace('"b_l"', "l.b").replace('"b_r"', "r.b")
+        .replace('"pop_b_l"', "l.pop_b").replace('"pop_b_r"', "r.pop_b")
         + " AS dice FROM s l, s r").df()
     m = got.merge(want, on=["unique_id_l", "unique_id_r"], suffixes=("_spark", "_duck"))
     assert len(m) == 3600
