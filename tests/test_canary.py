@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ig_bridge.encoding import Encoder
+from ig_bridge.encoding import Encoder, load_encoding_spec
 from ig_bridge.keys import KeyStore
 from ig_bridge.manifest import load_public_keys, verify_batch
 from ig_bridge.reader import iter_chunks
@@ -177,7 +177,8 @@ def test_rows_accounted_and_every_batch_verifies(partnership) -> None:
         assert verified.agency == code
         assert verified.rows == {"read": res.rows_read, "accepted": res.rows_accepted,
                                  "quarantined": res.rows_quarantined}
-        assert verified.encoding_spec_version == 1 and verified.link_key_version == 1
+        assert verified.encoding_spec_version == load_encoding_spec()["encoding_spec_version"]
+        assert verified.link_key_version == 1
         assert verified.signing_key_id == f"{code}-ed25519-v1"
         manifest = json.loads((res.landed_path / "manifest.json").read_text())
         assert manifest["files"]["identifiers.parquet"]["rows"] == res.rows_accepted
