@@ -4,7 +4,7 @@ Inputs are the `tok_*` / `bf_*` / `blk_*` columns of the identifiers contract
 (docs/contracts.md). Bloom encodings are compared with DuckDB's native bit operations on
 BIT columns (converted from BLOB once, with their popcounts, when the linkage input table
 is built), so the Dice coefficient costs one `&` and one `bit_count` per pair and no casts.
-Tokens arrive in the input as UHUGEINT (`person_linkage.prepare_input`); only equality is
+Tokens arrive in the input as 64-bit integers (`person_linkage.prepare_input`); only equality is
 ever asked of them.
 
 Only comparisons whose columns are present are built, so an agency partnership that

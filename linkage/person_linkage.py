@@ -196,9 +196,10 @@ def prepare_input(con: duckdb.DuckDBPyConnection, source: str = "identifiers") -
 
     One row per (agency, record_ref): the latest batch wins. Representation is chosen for
     the comparisons that run on every candidate pair, once per record here:
-    - tokens and blocking keys (128-bit keyed hashes, hex) become UHUGEINT: fixed-width
-      keys hash-join and compare far faster than 32-character strings and take a third of
-      the memory (1.5x faster scoring at 100k records, benchmarks/bench_linkage.py);
+    - tokens and blocking keys (128-bit keyed hashes, hex) become UBIGINT, their first 64
+      bits (`_token_sql`): fixed-width keys hash-join and compare far faster than
+      32-character strings and take a sixth of the memory (1.5x faster scoring at 100k
+      records, benchmarks/bench_linkage.py);
     - Bloom BLOBs become BIT, with their popcount alongside, so a Dice coefficient costs
       one `&` and one `bit_count` per pair and no casts.
     """
@@ -233,7 +234,7 @@ def prepare_input(con: duckdb.DuckDBPyConnection, source: str = "identifiers") -
     # A column no agency populates carries no evidence and would leave EM levels untrainable.
     keep = [c for c in keep if counts[c]]
     blooms = [c for c in blooms if counts[c]]
-    # Tokens of up to 128 bits (the spec's default) become integers; wider ones stay text.
+    # Tokens of up to 128 bits (the spec's default) become 64-bit integers; wider stay text.
     as_int = {c: widths[c] for c in keep if widths[c] <= 32}
     if as_int:
         malformed = con.execute("SELECT " + ", ".join(
@@ -305,19 +306,22 @@ def scored_pairs_sql(pred_table: str, settings: dict[str, Any], columns: str) ->
 
 
 def _token_sql(col: str, width: int) -> str:
-    # Fixed width per column, so "0f" and "f" can never both stand for 15.
-    return (f"""CASE WHEN length(s."{col}") = {width} """
-            f"""THEN TRY_CAST('0x' || s."{col}" AS UHUGEINT) END""")
+    # Fixed width per column, so "0f" and "f" can never both stand for 15. The first 64 bits
+    # of the keyed hash are kept: two different values of one column agree by chance with
+    # probability 2^-64 per pair (any such collision among a million distinct values: ~3e-8),
+    # and a UBIGINT is half the width of the 128-bit token the candidate pairs carry.
+    return (f"""CASE WHEN length(s."{col}") = {width} AND TRY_CAST('0x' || s."{col}" AS """
+            f"""UHUGEINT) IS NOT NULL THEN TRY_CAST('0x' || left(s."{col}", 16) AS UBIGINT) END""")
 
 
 def token_as_text(col: str, columns: list[str]) -> str:
-    """SQL selecting input token `col` as hex text (NULL when absent), for pandas, which
-    has no 128-bit integers. Via hex(): DuckDB's decimal cast of UHUGEINT is ~50x slower
-    (17 s for 100k records). Equal tokens give equal text; text tokens pass through."""
+    """SQL selecting input token `col` as hex text (NULL when absent), the 16 hex digits the
+    input keeps (wider text tokens hex-encoded whole). Via hex(): DuckDB's decimal cast of
+    a 128-bit integer was ~50x slower (17 s for 100k records). Equal tokens, equal text."""
     if col not in columns:
         return "CAST(NULL AS VARCHAR)"
     text = f'lower(hex("{col}"))'
-    return f"lpad({text}, CAST(greatest(32, length({text})) AS INTEGER), '0')"
+    return f"lpad({text}, CAST(greatest(16, length({text})) AS INTEGER), '0')"
 
 
 def splink_settings_for(columns: list[str]) -> SettingsCreator:

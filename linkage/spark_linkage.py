@@ -189,7 +189,7 @@ def configured_session(config: SparkConfig, run_id: str) -> Iterator[Any]:
 def export_identifiers(con: duckdb.DuckDBPyConnection, out_dir: str | Path) -> Path:
     """Write the linkage input (latest batch per record, as `prepare_input` builds it) from
     the warehouse to Parquet for Spark; Bloom filters go back to raw bytes and 128-bit
-    integer tokens to hex text (Parquet and Spark have no unsigned 128-bit integers).
+    integer tokens to hex text (Spark has no unsigned integers).
     Returns the path. Only pseudonymised columns: tokens, blocking keys, Bloom filters, refs."""
     columns = prepare_input(con)
     types = dict(con.execute(
@@ -198,7 +198,7 @@ def export_identifiers(con: duckdb.DuckDBPyConnection, out_dir: str | Path) -> P
     def out(c: str) -> str:
         if c.startswith("bf_"):
             return f'CAST("{c}" AS BLOB) AS "{c}"'
-        if types[c] == "UHUGEINT":
+        if types[c] in ("UHUGEINT", "UBIGINT"):
             return f'{token_as_text(c, columns)} AS "{c}"'
         return f'"{c}"'
 

@@ -188,7 +188,7 @@ def test_bad_token_names_row_and_field_not_value() -> None:
     assert "tok_dob" in msg and ids.loc[4, "record_ref"] in msg and bad not in msg
 
 
-def test_input_tokens_are_128_bit_integers_that_round_trip() -> None:
+def test_input_tokens_are_64_bit_integer_prefixes_that_round_trip() -> None:
     from linkage.person_linkage import INPUT_TABLE, prepare_input, token_as_text
 
     toy = make_toy(n_households=20, seed=5)
@@ -197,20 +197,20 @@ def test_input_tokens_are_128_bit_integers_that_round_trip() -> None:
     cols = prepare_input(con)
     types = dict(con.execute(f"SELECT column_name, column_type FROM (DESCRIBE {INPUT_TABLE})")
                  .fetchall())
-    assert types["tok_dob"] == "UHUGEINT" and types["pop_bf_family_name"] == "BIGINT"
+    assert types["tok_dob"] == "UBIGINT" and types["pop_bf_family_name"] == "BIGINT"
     back = con.execute(f"""SELECT unique_id, {token_as_text('tok_dob', cols)} AS t
                            FROM {INPUT_TABLE}""").df()
     orig = toy.identifiers.assign(unique_id=toy.identifiers["agency"] + ":"
                                   + toy.identifiers["record_ref"])
     merged = back.merge(orig[["unique_id", "tok_dob"]], on="unique_id")
-    assert len(merged) == len(back) and (merged["t"] == merged["tok_dob"]).all()
+    assert len(merged) == len(back) and (merged["t"] == merged["tok_dob"].str[:16]).all()
     # A partnership whose spec truncates tokens to 256 bits keeps them as text.
     wide = toy.identifiers.assign(tok_dob=toy.identifiers["tok_dob"] * 2)
     _load(con, wide)
     prepare_input(con)
     types = dict(con.execute(f"SELECT column_name, column_type FROM (DESCRIBE {INPUT_TABLE})")
                  .fetchall())
-    assert types["tok_dob"] == "VARCHAR" and types["tok_family_name"] == "UHUGEINT"
+    assert types["tok_dob"] == "VARCHAR" and types["tok_family_name"] == "UBIGINT"
 
 
 def test_gammas_read_back_from_weights_equal_splinks(trained) -> None:
