@@ -391,23 +391,17 @@ def _linker(con: duckdb.DuckDBPyConnection, settings: SettingsCreator | dict) ->
     return Linker(sdf, settings, log_level=logging.WARNING)
 
 
-def train_model(
-    con: duckdb.DuckDBPyConnection,
-    columns: list[str],
-    settings: LinkageSettings,
-    model_version: str,
-) -> dict[str, Any]:
-    """Estimate the model with Splink: prior from deterministic rules, u by random
-    sampling, m by EM over several blocking rules. Input table must be prepared."""
-    creator = splink_settings_for(columns)
-    creator.max_iterations = settings.max_em_iterations
-    linker = _linker(con, creator)
+def estimate_parameters(linker: Linker, columns: list[str], settings: LinkageSettings, *,
+                        u_num_chunks: int = 10) -> dict[str, Any]:
+    """The hub's training recipe on any Splink backend: prior from deterministic rules, u by
+    seeded random sampling (`u_num_chunks`: Splink's chunking of that sample), m by EM over
+    the training blocks. Returns Splink's learned settings; Splink's tables are dropped."""
     try:
         linker.training.estimate_probability_two_random_records_match(
             deterministic_rules(columns), recall=settings.prior_recall
         )
         linker.training.estimate_u_using_random_sampling(
-            max_pairs=settings.u_max_pairs, seed=settings.seed
+            max_pairs=settings.u_max_pairs, seed=settings.seed, num_chunks=u_num_chunks
         )
         trained_on = 0
         for rule in training_blocking_rules(columns):
@@ -421,11 +415,45 @@ def train_model(
         if trained_on == 0:
             raise ValueError("no training block produced any record pair: too few records "
                              "shared between agencies to estimate the model")
-        trained = round_parameters(
-            floor_m_probabilities(linker.misc.save_model_to_json(), settings.m_floor))
+        return linker.misc.save_model_to_json()
     finally:
         linker.table_management.delete_tables_created_by_splink_from_db()
+
+
+def train_model(
+    con: duckdb.DuckDBPyConnection,
+    columns: list[str],
+    settings: LinkageSettings,
+    model_version: str,
+) -> dict[str, Any]:
+    """Estimate the model with Splink on DuckDB (`estimate_parameters`), m floored and
+    parameters rounded. Input table must be prepared."""
+    creator = splink_settings_for(columns)
+    creator.max_iterations = settings.max_em_iterations
+    learned = estimate_parameters(_linker(con, creator), columns, settings)
+    trained = round_parameters(floor_m_probabilities(learned, settings.m_floor))
     return make_model(trained, model_version)
+
+
+def cluster_records(records: pd.DataFrame, pairs: pd.DataFrame, model_settings: dict[str, Any],
+                    s: LinkageSettings) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The hub's clustering, whichever backend scored `pairs`: auto-match edges (threshold,
+    minus twin-like pairs), Splink's connected components, then the chaining guard.
+    records: unique_id, record_ref, agency, batch_id, tok_nhs_number, tok_dob (as text).
+    Returns (records with cluster_id, auto-match edges, flagged clusters)."""
+    twins = twin_like(pairs, model_settings)
+    auto = pairs[(pairs["match_probability"] >= s.auto_match_probability) & ~twins]
+    auto = auto.reset_index(drop=True)
+    # Auto-match edges number about one per record: an in-process DuckDB is enough.
+    clusters = cluster_pairwise_predictions_at_threshold(
+        records[["unique_id"]], auto[["unique_id_l", "unique_id_r"]],
+        DuckDBAPI(connection=duckdb.connect()), node_id_column_name="unique_id",
+        edge_id_column_name_left="unique_id_l", edge_id_column_name_right="unique_id_r",
+    ).as_pandas_dataframe()[["unique_id", "cluster_id"]]
+    records = records.merge(clusters, on="unique_id", how="left")
+    records["cluster_id"] = records["cluster_id"].fillna(records["unique_id"])
+    records, flagged = guard_chains(records, auto, split=s.split_chains)
+    return records, auto, flagged
 
 
 # --------------------------------------------------------------------------- run
@@ -509,23 +537,13 @@ def link_persons(
             t = stage("clustering")
         finally:
             linker.table_management.delete_tables_created_by_splink_from_db()
-        twins = twin_like(pairs, model["splink_settings"])
-        auto = pairs[(pairs["match_probability"] >= s.auto_match_probability) & ~twins]
         records = con.execute(
             f"""SELECT unique_id, record_ref, agency, batch_id,
                        {token_as_text('tok_nhs_number', columns)} AS tok_nhs_number,
                        {token_as_text('tok_dob', columns)} AS tok_dob
                 FROM {INPUT_TABLE}"""
         ).df()
-        # Connected components over the auto-match edges (Splink's clustering).
-        clusters = cluster_pairwise_predictions_at_threshold(
-            records[["unique_id"]], auto[["unique_id_l", "unique_id_r"]].reset_index(drop=True),
-            DuckDBAPI(connection=duckdb.connect()), node_id_column_name="unique_id",
-            edge_id_column_name_left="unique_id_l", edge_id_column_name_right="unique_id_r",
-        ).as_pandas_dataframe()[["unique_id", "cluster_id"]]
-        records = records.merge(clusters, on="unique_id", how="left")
-        records["cluster_id"] = records["cluster_id"].fillna(records["unique_id"])
-        records, flagged = guard_chains(records, auto, split=s.split_chains)
+        records, auto, flagged = cluster_records(records, pairs, model["splink_settings"], s)
         timings["cluster"] = time.perf_counter() - t
         progress.advance(task)
 

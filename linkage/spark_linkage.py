@@ -49,14 +49,10 @@ import duckdb
 import pandas as pd
 import sqlglot
 
-from linkage.clusters import guard_chains
 from linkage.comparisons import (
     BLOOM_COLUMNS,
-    deterministic_rules,
     dice_sql,
     legacy_dice_sql,
-    training_blocking_rules,
-    twin_like,
 )
 from linkage.person_linkage import (
     INPUT_TABLE,
@@ -64,6 +60,8 @@ from linkage.person_linkage import (
     LinkageResult,
     LinkageSettings,
     _next_model_version,
+    cluster_records,
+    estimate_parameters,
     floor_m_probabilities,
     load_model,
     make_model,
@@ -363,30 +361,11 @@ def train_model_spark(
     linker = Linker(db_api.register(df), transpile_settings(untrained, words),
                     log_level=logging.WARNING)
     # The recipe of person_linkage.train_model; the blocking rules are Splink creators, which
-    # write their own Spark SQL.
-    try:
-        linker.training.estimate_probability_two_random_records_match(
-            deterministic_rules(columns), recall=s.prior_recall
-        )
-        # One chunk: the same max_pairs sample and seed, in one Spark job per comparison.
-        # Splink's default ten chunks (which let DuckDB stop early once every level has 100
-        # non-matches) each cost Spark a planned and scheduled job: measured 46 s against
-        # 80 s for 2,174 records in local mode on two cores, where every chunk ran anyway.
-        linker.training.estimate_u_using_random_sampling(
-            max_pairs=s.u_max_pairs, seed=s.seed, num_chunks=1)
-        trained_on = 0
-        for rule in training_blocking_rules(columns):
-            try:
-                linker.training.estimate_parameters_using_expectation_maximisation(rule)
-                trained_on += 1
-            except Exception as exc:  # noqa: BLE001 - Splink raises plain errors here
-                log.warning("EM skipped a training block (%s)", type(exc).__name__)
-        if trained_on == 0:
-            raise ValueError("no training block produced any record pair: too few records "
-                             "shared between agencies to estimate the model")
-        learned = linker.misc.save_model_to_json()
-    finally:
-        linker.table_management.delete_tables_created_by_splink_from_db()
+    # write their own Spark SQL. One u chunk: the same max_pairs sample and seed, in one
+    # Spark job per comparison. Splink's default ten chunks (which let DuckDB stop early once
+    # every level has 100 non-matches) each cost Spark a planned and scheduled job: measured
+    # 46 s against 80 s for 2,174 records in local mode on two cores, where every chunk ran.
+    learned = estimate_parameters(linker, columns, s, u_num_chunks=1)
     trained = round_parameters(
         floor_m_probabilities(_with_parameters(untrained, learned), s.m_floor))
     return make_model(trained, model_version)
@@ -429,30 +408,15 @@ def _score(spark: Any, df: Any, words: dict[str, int], model: dict[str, Any], th
 
 def _cluster(df: Any, pairs: pd.DataFrame, model: dict[str, Any], s: LinkageSettings,
              ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """(records with cluster_id, auto-match edges, flagged clusters), by the hub's rules."""
-    from splink import DuckDBAPI
-    from splink.clustering import cluster_pairwise_predictions_at_threshold
-
-    twins = twin_like(pairs, model["splink_settings"])
-    auto = pairs[(pairs["match_probability"] >= s.auto_match_probability) & ~twins]
-    auto = auto.reset_index(drop=True)
+    """(records with cluster_id, auto-match edges, flagged clusters), by the hub's own
+    clustering (`person_linkage.cluster_records`), so both backends cluster identically."""
     have = set(df.columns)
     records = df.selectExpr(
         "unique_id", "record_ref", "agency", "batch_id",
         *[(c if c in have else f"CAST(NULL AS STRING) AS {c}")
           for c in ("tok_nhs_number", "tok_dob")],
     ).toPandas()
-    # Auto-match edges number about one per record: connected components run where the
-    # hub's do (Splink on an in-process DuckDB), so both backends cluster identically.
-    clusters = cluster_pairwise_predictions_at_threshold(
-        records[["unique_id"]], auto[["unique_id_l", "unique_id_r"]],
-        DuckDBAPI(connection=duckdb.connect()), node_id_column_name="unique_id",
-        edge_id_column_name_left="unique_id_l", edge_id_column_name_right="unique_id_r",
-    ).as_pandas_dataframe()[["unique_id", "cluster_id"]]
-    records = records.merge(clusters, on="unique_id", how="left")
-    records["cluster_id"] = records["cluster_id"].fillna(records["unique_id"])
-    records, flagged = guard_chains(records, auto, split=s.split_chains)
-    return records, auto, flagged
+    return cluster_records(records, pairs, model["splink_settings"], s)
 
 
 def link_persons_spark(
