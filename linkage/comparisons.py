@@ -1,11 +1,13 @@
 """Splink comparisons and blocking rules over pseudonymised identifiers.
 
 Inputs are the `tok_*` / `bf_*` / `blk_*` columns of the identifiers contract
-(docs/contracts.md). Bloom encodings are compared with DuckDB's native bit operations on
-BIT columns (converted from BLOB once, with their popcounts, when the linkage input table
-is built), so the Dice coefficient costs one `&` and one `bit_count` per pair and no casts.
-Tokens arrive in the input as 64-bit integers (`person_linkage.prepare_input`); only equality is
-ever asked of them.
+(docs/contracts.md). Bloom encodings are compared with DuckDB's native bit operations: the
+linkage input (`person_linkage.prepare_input`) holds each filter once per record as 124-bit
+integer words (`bf_<name>_w<i>`, HUGEINT) with its popcount, so a Dice coefficient costs one
+`&` and one `bit_count` per word and no casts of the filters. (`&` over BIT values allocates a
+new bit string for every pair: at 1M records the Bloom Dice levels took 18 of the 28 s of
+scoring; over words, a quarter of that, benchmarks/bench_linkage.py.)
+Tokens arrive in the input as 64-bit integers; only equality is ever asked of them.
 
 Only comparisons whose columns are present are built, so an agency partnership that
 never shares (say) email still gets a valid model.
@@ -35,9 +37,45 @@ DICE_LOW = 0.6
 DICE_WEAK = 0.4
 
 
-def dice_sql(col: str) -> str:
-    """Dice coefficient of two BIT columns in DuckDB SQL (l/r sides of a Splink pair), from
-    their stored popcounts (`pop_<col>`, computed once per record by `prepare_input`)."""
+#: Hex digits (4 bits each) per integer word of a Bloom filter in the linkage input: 124-bit
+#: words are positive HUGEINTs whose popcount fits bit_count's TINYINT (a 128-bit word with
+#: every bit set would wrap to -128).
+BLOOM_WORD_HEX_DIGITS = 31
+
+
+def bloom_word_count_for(n_bytes: int) -> int:
+    """Words a Bloom filter of `n_bytes` bytes takes in the linkage input."""
+    return -(-2 * n_bytes // BLOOM_WORD_HEX_DIGITS)
+
+
+def bloom_word_column(bloom: str, i: int) -> str:
+    """Name of the linkage-input column holding word `i` of Bloom filter `bloom`."""
+    return f"{bloom}_w{i}"
+
+
+def bloom_word_count(columns: Collection[str], bloom: str) -> int:
+    """How many words of `bloom` the linkage input `columns` hold (0: BIT column only)."""
+    n = 0
+    while bloom_word_column(bloom, n) in columns:
+        n += 1
+    return n
+
+
+def dice_sql(col: str, n_words: int) -> str:
+    """Dice coefficient of two Bloom filters in DuckDB SQL (l/r sides of a Splink pair), from
+    their integer words and stored popcounts (`pop_<col>`), all built once per record by
+    `prepare_input`. Each word's count is a TINYINT, widened before the sum."""
+    inter = " + ".join(
+        f'bit_count("{w}_l" & "{w}_r")::INTEGER'
+        for w in (bloom_word_column(col, i) for i in range(n_words))
+    )
+    pop_l, pop_r = f'"pop_{col}_l"', f'"pop_{col}_r"'
+    return f"(2.0 * ({inter}) / nullif({pop_l} + {pop_r}, 0))"
+
+
+def bit_dice_sql(col: str) -> str:
+    """The Dice SQL of models trained before Bloom words: `&` over the BIT columns and the
+    stored popcounts. The input keeps both, so such models keep scoring (more slowly)."""
     left, right = f'"{col}_l"', f'"{col}_r"'
     pop_l, pop_r = f'"pop_{col}_l"', f'"pop_{col}_r"'
     return f"(2.0 * bit_count({left} & {right}) / nullif({pop_l} + {pop_r}, 0))"
@@ -62,10 +100,10 @@ def _eq(col: str) -> str:
     return f'"{col}_l" = "{col}_r"'
 
 
-def _dice(col: str, threshold: float) -> cll.CustomLevel:
-    return cll.CustomLevel(
-        f"{dice_sql(col)} >= {threshold}", label_for_charts=f"dice({col}) >= {threshold}"
-    )
+def _dice(col: str, threshold: float, cols: Collection[str]) -> cll.CustomLevel:
+    n = bloom_word_count(cols, col)
+    sql = dice_sql(col, n) if n else bit_dice_sql(col)
+    return cll.CustomLevel(f"{sql} >= {threshold}", label_for_charts=f"dice({col}) >= {threshold}")
 
 
 def _given_name(cols: Collection[str]) -> ComparisonCreator:
@@ -75,11 +113,11 @@ def _given_name(cols: Collection[str]) -> ComparisonCreator:
             cll.CustomLevel(_eq("tok_given_name_canonical"), "canonical (nickname) match")
         )
     if "bf_given_name" in cols:
-        levels.append(_dice("bf_given_name", DICE_HIGH))
+        levels.append(_dice("bf_given_name", DICE_HIGH, cols))
     if "tok_given_name_phonetic" in cols:
         levels.append(cll.CustomLevel(_eq("tok_given_name_phonetic"), "phonetic match"))
     if "bf_given_name" in cols:
-        levels += [_dice("bf_given_name", DICE_LOW), _dice("bf_given_name", DICE_WEAK)]
+        levels += [_dice("bf_given_name", DICE_LOW, cols), _dice("bf_given_name", DICE_WEAK, cols)]
     levels.append(cll.ElseLevel())
     return cl.CustomComparison(levels, output_column_name="forename")
 
@@ -87,7 +125,7 @@ def _given_name(cols: Collection[str]) -> ComparisonCreator:
 def _family_name(cols: Collection[str]) -> ComparisonCreator:
     levels: list = [_null("tok_family_name"), cll.ExactMatchLevel("tok_family_name", True)]
     if "bf_family_name" in cols:
-        levels.append(_dice("bf_family_name", DICE_HIGH))
+        levels.append(_dice("bf_family_name", DICE_HIGH, cols))
     if "tok_family_name_phonetic" in cols:
         levels.append(cll.CustomLevel(_eq("tok_family_name_phonetic"), "phonetic match"))
     # Previous/alias surnames and the parts of double-barrelled names are tokenised in the
@@ -105,7 +143,7 @@ def _family_name(cols: Collection[str]) -> ComparisonCreator:
         levels.append(cll.CustomLevel("(" + " OR ".join(conds) + ")",
                                       "surname matches previous name or name part"))
     if "bf_family_name" in cols:
-        levels.append(_dice("bf_family_name", DICE_LOW))
+        levels.append(_dice("bf_family_name", DICE_LOW, cols))
     levels.append(cll.ElseLevel())
     return cl.CustomComparison(levels, output_column_name="surname")
 
@@ -150,7 +188,7 @@ def _residence(cols: Collection[str]) -> ComparisonCreator | None:
     if exact:
         levels.append(cll.CustomLevel(" OR ".join(exact), "same property"))
     if "bf_address" in cols:
-        levels.append(_dice("bf_address", DICE_HIGH))
+        levels.append(_dice("bf_address", DICE_HIGH, cols))
     for col, label in (
         ("tok_postcode", "same postcode"),
         ("tok_postcode_sector", "same sector"),

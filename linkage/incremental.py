@@ -110,7 +110,7 @@ def changed_records(con: duckdb.DuckDBPyConnection) -> tuple[list[str], list[str
     try:
         columns = prepare_input(con)
     except Exception:
-        con.execute(f"ALTER TABLE {PREV_TABLE} RENAME TO {INPUT_TABLE}")
+        _restore_previous_input(con)
         raise
     if prev_cols != columns:
         _restore_previous_input(con)

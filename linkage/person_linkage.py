@@ -26,6 +26,10 @@ from splink.clustering import cluster_pairwise_predictions_at_threshold
 
 from linkage.clusters import assign_person_ids, guard_chains
 from linkage.comparisons import (
+    BLOOM_COLUMNS,
+    BLOOM_WORD_HEX_DIGITS,
+    bloom_word_column,
+    bloom_word_count_for,
     build_comparisons,
     deterministic_rules,
     prediction_blocking_rules,
@@ -200,8 +204,10 @@ def prepare_input(con: duckdb.DuckDBPyConnection, source: str = "identifiers") -
       bits (`_token_sql`): fixed-width keys hash-join and compare far faster than
       32-character strings and take a sixth of the memory (1.5x faster scoring at 100k
       records, benchmarks/bench_linkage.py);
-    - Bloom BLOBs become BIT, with their popcount alongside, so a Dice coefficient costs
-      one `&` and one `bit_count` per pair and no casts.
+    - Bloom filters compared by the model become 124-bit integer words (`bf_<name>_w<i>`,
+      HUGEINT) with their popcount alongside, so a Dice coefficient costs one `&` and one
+      `bit_count` per word and no casts (comparisons.dice_sql); the BIT column stays for
+      models trained before.
     """
     cols = [r[0] for r in con.execute(f"DESCRIBE {source}").fetchall()]
     for required in ("record_ref", "agency", "batch_id"):
@@ -232,25 +238,15 @@ def prepare_input(con: duckdb.DuckDBPyConnection, source: str = "identifiers") -
                 f"Bloom filter of {bad[2]} bytes differs from the column's fixed length"
             )
     # A column no agency populates carries no evidence and would leave EM levels untrainable.
+    blooms_all = list(blooms)
     keep = [c for c in keep if counts[c]]
     blooms = [c for c in blooms if counts[c]]
     # Tokens of up to 128 bits (the spec's default) become 64-bit integers; wider stay text.
     as_int = {c: widths[c] for c in keep if widths[c] <= 32}
-    if as_int:
-        malformed = con.execute("SELECT " + ", ".join(
-            f'count_if("{c}" IS NOT NULL AND {_token_sql(c, w)} IS NULL)'
-            for c, w in as_int.items()) + f" FROM {source} s").fetchall()[0]
-        for (c, w), n in zip(as_int.items(), malformed, strict=True):
-            if n:
-                # The value stays out of the message (a pseudonym, but still an identifier);
-                # the row and field are enough to find it.
-                bad = _first_bad_row(
-                    con, source, f'"{c}" IS NOT NULL AND {_token_sql(c, w)} IS NULL')
-                raise ValueError(
-                    f"table {source}: row agency={bad[0]} record_ref={bad[1]} field {c}: "
-                    f"not a {w * 4}-bit hex token like the rest of the column"
-                )
     _register_record_keys(con, source)
+    n_bytes = {c: lengths[2 * i + 1] for i, c in enumerate(blooms_all)}
+    words = [(c, i) for c in blooms if c in BLOOM_COLUMNS
+             for i in range(bloom_word_count_for(n_bytes[c]))]
     select = ", ".join(
         [f"k.{ID_COLUMN}", "s.agency || ':' || s.record_ref AS unique_id", "s.record_ref",
          "s.agency", "s.batch_id"]
@@ -258,6 +254,7 @@ def prepare_input(con: duckdb.DuckDBPyConnection, source: str = "identifiers") -
            for c in keep]
         + [f'CAST("{c}" AS BIT) AS "{c}"' for c in blooms]
         + [f'bit_count(CAST("{c}" AS BIT)) AS "{popcount_column(c)}"' for c in blooms]
+        + [f'{_bloom_word_sql(c, i)} AS "{bloom_word_column(c, i)}"' for c, i in words]
     )
     # The warehouse keeps one row per record (ingest replaces); other sources may hold
     # several batches of a record. The window costs a sort of every column, so only then.
@@ -265,13 +262,56 @@ def prepare_input(con: duckdb.DuckDBPyConnection, source: str = "identifiers") -
                             FROM {source}""").fetchall()[0][0]
     latest = ("" if not dupes else """QUALIFY row_number() OVER (
                 PARTITION BY s.agency, s.record_ref ORDER BY s.batch_id DESC) = 1""")
+    # Built under another name and checked, so a refused input leaves the last one in place.
+    staging = f"{INPUT_TABLE}_staging"
     con.execute(
-        f"""CREATE OR REPLACE TABLE {INPUT_TABLE} AS
+        f"""CREATE OR REPLACE TABLE {staging} AS
             SELECT {select} FROM {source} s
             JOIN {RECORD_KEY_TABLE} k USING (agency, record_ref) {latest}"""
     )
+    try:
+        _check_tokens(con, source, staging, as_int, None if dupes else counts)
+    except ValueError:
+        con.execute(f"DROP TABLE {staging}")
+        raise
+    con.execute(f"DROP TABLE IF EXISTS {INPUT_TABLE}")
+    con.execute(f"ALTER TABLE {staging} RENAME TO {INPUT_TABLE}")
     return [ID_COLUMN, "unique_id", "record_ref", "agency", "batch_id", *keep, *blooms,
-            *[popcount_column(c) for c in blooms]]
+            *[popcount_column(c) for c in blooms], *[bloom_word_column(c, i) for c, i in words]]
+
+
+def _check_tokens(con: duckdb.DuckDBPyConnection, source: str, built: str,
+                  as_int: dict[str, int], counts: dict[str, int] | None) -> None:
+    """Refuse a token that is not hex of its column's width (`_token_sql` made it NULL).
+    With `counts` (non-null values per source column, one row per record) a count over the
+    built table is enough; only a shortfall, or a source with duplicates, scans the source."""
+    if not as_int:
+        return
+    if counts is not None:
+        got = con.execute("SELECT " + ", ".join(f'count("{c}")' for c in as_int)
+                          + f" FROM {built}").fetchall()[0]
+        if all(n == counts[c] for c, n in zip(as_int, got, strict=True)):
+            return
+    malformed = con.execute("SELECT " + ", ".join(
+        f'count_if("{c}" IS NOT NULL AND {_token_sql(c, w)} IS NULL)'
+        for c, w in as_int.items()) + f" FROM {source} s").fetchall()[0]
+    for (c, w), n in zip(as_int.items(), malformed, strict=True):
+        if n:
+            # The value stays out of the message (a pseudonym, but still an identifier);
+            # the row and field are enough to find it.
+            bad = _first_bad_row(con, source, f'"{c}" IS NOT NULL AND {_token_sql(c, w)} IS NULL')
+            raise ValueError(
+                f"table {source}: row agency={bad[0]} record_ref={bad[1]} field {c}: "
+                f"not a {w * 4}-bit hex token like the rest of the column"
+            )
+
+
+def _bloom_word_sql(col: str, i: int) -> str:
+    # Hex digits 31i .. 31i+30 of the filter as a HUGEINT (the last word shorter: the same
+    # on both sides of a pair, so intersections count every bit once). Via hex: casting BIT
+    # to its text of 0s and 1s was 4x slower (7 s at 1M records).
+    d = BLOOM_WORD_HEX_DIGITS
+    return f"CAST('0x' || substr(hex(CAST(s.\"{col}\" AS BLOB)), {i * d + 1}, {d}) AS HUGEINT)"
 
 
 def _register_record_keys(con: duckdb.DuckDBPyConnection, source: str) -> None:
@@ -306,12 +346,17 @@ def scored_pairs_sql(pred_table: str, settings: dict[str, Any], columns: str) ->
 
 
 def _token_sql(col: str, width: int) -> str:
-    # Fixed width per column, so "0f" and "f" can never both stand for 15. The first 64 bits
-    # of the keyed hash are kept: two different values of one column agree by chance with
-    # probability 2^-64 per pair (any such collision among a million distinct values: ~3e-8),
-    # and a UBIGINT is half the width of the 128-bit token the candidate pairs carry.
-    return (f"""CASE WHEN length(s."{col}") = {width} AND TRY_CAST('0x' || s."{col}" AS """
-            f"""UHUGEINT) IS NOT NULL THEN TRY_CAST('0x' || left(s."{col}", 16) AS UBIGINT) END""")
+    # Fixed width per column, so "0f" and "f" can never both stand for 15. One parse both
+    # checks every digit and gives the first 64 bits of the keyed hash: two different values
+    # of one column agree by chance with probability 2^-64 per pair (any such collision among
+    # a million distinct values: ~3e-8), and a UBIGINT is half the width of the 128-bit token
+    # the candidate pairs would carry.
+    hexed = f"'0x' || s.\"{col}\""
+    if width <= 16:
+        value = f"TRY_CAST({hexed} AS UBIGINT)"
+    else:
+        value = f"CAST(TRY_CAST({hexed} AS UHUGEINT) >> {4 * width - 64} AS UBIGINT)"
+    return f'CASE WHEN length(s."{col}") = {width} THEN {value} END'
 
 
 def token_as_text(col: str, columns: list[str]) -> str:

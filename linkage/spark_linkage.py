@@ -51,6 +51,10 @@ import sqlglot
 
 from linkage.comparisons import (
     BLOOM_COLUMNS,
+    bit_dice_sql,
+    bloom_word_column,
+    bloom_word_count,
+    bloom_word_count_for,
     dice_sql,
     legacy_dice_sql,
 )
@@ -189,7 +193,7 @@ def export_identifiers(con: duckdb.DuckDBPyConnection, out_dir: str | Path) -> P
     the warehouse to Parquet for Spark; Bloom filters go back to raw bytes and 128-bit
     integer tokens to hex text (Spark has no unsigned integers).
     Returns the path. Only pseudonymised columns: tokens, blocking keys, Bloom filters, refs."""
-    columns = prepare_input(con)
+    columns = _without_bloom_words(prepare_input(con))
     types = dict(con.execute(
         f"SELECT column_name, column_type FROM (DESCRIBE {INPUT_TABLE})").fetchall())
 
@@ -207,6 +211,21 @@ def export_identifiers(con: duckdb.DuckDBPyConnection, out_dir: str | Path) -> P
     con.execute(f"COPY (SELECT {select} FROM {INPUT_TABLE} ORDER BY unique_id) "
                 f"TO '{path}' (FORMAT parquet)")
     return path
+
+
+def _without_bloom_words(columns: list[str]) -> list[str]:
+    # DuckDB's 128-bit Bloom words stay in the warehouse: Spark makes its own from the bytes.
+    words = {bloom_word_column(b, i) for b in columns if b.startswith("bf_")
+             for i in range(bloom_word_count(columns, b))}
+    return [c for c in columns if c not in words]
+
+
+def duckdb_input_columns(columns: list[str], words: dict[str, int]) -> list[str]:
+    """`columns` plus the 128-bit Bloom word columns `prepare_input` gives DuckDB, so a model
+    built from them (Spark-trained or not) holds the same SQL as a DuckDB-trained one."""
+    extra = [bloom_word_column(b, i) for b, n in words.items() if b in BLOOM_COLUMNS
+             for i in range(bloom_word_count_for(n * WORD_BITS // 8))]
+    return [*columns, *extra]
 
 
 def _word_col(col: str, i: int) -> str:
@@ -267,7 +286,11 @@ def spark_dice_sql(col: str, n_words: int) -> str:
 def to_spark_sql(condition: str, words: dict[str, int]) -> str:
     """One DuckDB SQL condition of the model as Spark SQL."""
     for col in BLOOM_COLUMNS:
-        for form in (dice_sql(col), legacy_dice_sql(col)):
+        n_words = len(set(re.findall(rf'"{col}_w(\d+)_l"', condition)))
+        forms = [bit_dice_sql(col), legacy_dice_sql(col)]
+        if n_words:
+            forms.insert(0, dice_sql(col, n_words))
+        for form in forms:
             condition = condition.replace(form, f'{_PLACEHOLDER}("{col}_l", "{col}_r")')
     out = sqlglot.transpile(condition, read="duckdb", write="spark")[0]
 
@@ -278,7 +301,7 @@ def to_spark_sql(condition: str, words: dict[str, int]) -> str:
         return spark_dice_sql(col, words[col])
 
     out = re.sub(rf"{_PLACEHOLDER}\(`?(\w+)_l`?, `?\w+_r`?\)", dice, out, flags=re.IGNORECASE)
-    if _PLACEHOLDER in out.lower() or re.search(r"\bbf_[a-z_]*[a-z]_l`? &", out):
+    if _PLACEHOLDER in out.lower() or re.search(r"\bbf_[a-z_]*[a-z](_w\d+)?_l`? &", out):
         raise ValueError(f"unrecognised Bloom comparison in model SQL: {condition!r}")
     return out
 
@@ -352,7 +375,7 @@ def train_model_spark(
     from splink import Linker, SparkAPI
 
     s = settings or LinkageSettings()
-    columns = input_columns(df)
+    columns = duckdb_input_columns(input_columns(df), words)
     creator = splink_settings_for(columns)
     creator.max_iterations = s.max_em_iterations
     untrained = creator.get_settings("duckdb").as_dict()

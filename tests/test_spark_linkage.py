@@ -23,7 +23,14 @@ import duckdb
 import pandas as pd
 import pytest
 
-from linkage.comparisons import dice_sql, legacy_dice_sql
+from linkage.comparisons import (
+    bit_dice_sql,
+    bloom_word_column,
+    bloom_word_count_for,
+    dice_sql,
+    legacy_dice_sql,
+)
+from linkage.person_linkage import _bloom_word_sql
 from linkage.spark_linkage import to_spark_sql
 
 SPARK_SKIP = (
@@ -42,17 +49,17 @@ def _partition(ids: list[str], groups: list[str]) -> set[frozenset[str]]:
 
 
 def test_model_sql_translates_dice_and_quoting() -> None:
-    cond = f"{dice_sql('bf_family_name')} >= 0.6"
+    cond = f"{dice_sql('bf_family_name', 5)} >= 0.6"
     out = to_spark_sql(cond, {"bf_family_name": 16})
     assert "bit_count(`bf_family_name__w15_l` & `bf_family_name__w15_r`)" in out
     assert "`bf_family_name__pop_l`" in out and out.endswith(">= 0.6")
     # DuckDB's double-quoted identifiers must not become Spark string literals.
     assert to_spark_sql('"tok_dob_l" = "tok_dob_r"', {}) == "`tok_dob_l` = `tok_dob_r`"
     with pytest.raises(ValueError, match="bf_address"):
-        to_spark_sql(f"{dice_sql('bf_address')} >= 0.85", {})
-    # Models trained before popcounts were stored keep translating.
-    legacy = to_spark_sql(f"{legacy_dice_sql('bf_family_name')} >= 0.6", {"bf_family_name": 16})
-    assert legacy == out
+        to_spark_sql(f"{dice_sql('bf_address', 5)} >= 0.85", {})
+    # Models trained before Bloom words, or before popcounts were stored, keep translating.
+    for older in (bit_dice_sql, legacy_dice_sql):
+        assert to_spark_sql(f"{older('bf_family_name')} >= 0.6", {"bf_family_name": 16}) == out
     # A Bloom comparison written some other way is refused rather than silently mis-scored.
     with pytest.raises(ValueError, match="unrecognised Bloom comparison"):
         to_spark_sql('bit_count("bf_address_l" & "bf_address_r") > 3', {"bf_address": 16})
@@ -94,7 +101,7 @@ def linked(orchestrated_run: Path, copy_run, tmp_path_factory: pytest.TempPathFa
 
 @needs_spark
 def test_spark_dice_equals_duckdb_dice_on_real_blooms(linked) -> None:
-    """Dice over 32-bit words in Spark == DuckDB's bit_count over BIT, on real encodings."""
+    """Dice over 32-bit words in Spark == DuckDB's over 124-bit words, on real encodings."""
     from linkage.spark_linkage import load_input, spark_dice_sql
 
     spark = linked["spark"]
@@ -110,15 +117,19 @@ def test_spark_dice_equals_duckdb_dice_on_real_blooms(linked) -> None:
     got = pairs.selectExpr("unique_id_l", "unique_id_r",
                            f"{spark_dice_sql(col, words[col])} AS dice").toPandas()
     con = duckdb.connect()
-    con.execute("CREATE TABLE s AS SELECT unique_id, CAST(bf_given_name AS BIT) AS b, "
-                "bit_count(CAST(bf_given_name AS BIT)) AS pop_b "
-                "FROM read_parquet(?) WHERE bf_given_name IS NOT NULL "
-                "ORDER BY unique_id LIMIT 60", [str(linked["parquet"])])
+    n = bloom_word_count_for(64)
+    cols = [*(bloom_word_column(col, i) for i in range(n)), f"pop_{col}"]
+    con.execute("CREATE TABLE s AS SELECT unique_id, "
+                + ", ".join(f'{_bloom_word_sql(col, i)} AS "{bloom_word_column(col, i)}"'
+                            for i in range(n))
+                + f', bit_count(CAST({col} AS BIT)) AS "pop_{col}" '
+                f"FROM read_parquet(?) s WHERE {col} IS NOT NULL ORDER BY unique_id LIMIT 60",
+                [str(linked["parquet"])])
+    sides = ", ".join(f'{side}."{c}" AS "{c}_{side}"' for side in "lr" for c in cols)
     want = con.execute(
-        "SELECT l.unique_id AS unique_id_l, r.unique_id AS unique_id_r, "
-        + dice_sql("b").replace('"b_l"', "l.b").replace('"b_r"', "r.b")
-        .replace('"pop_b_l"', "l.pop_b").replace('"pop_b_r"', "r.pop_b")
-        + " AS dice FROM s l, s r").df()
+        f"SELECT unique_id_l, unique_id_r, {dice_sql(col, n)} AS dice FROM ("
+        f"SELECT l.unique_id AS unique_id_l, r.unique_id AS unique_id_r, {sides} "
+        "FROM s l, s r)").df()
     m = got.merge(want, on=["unique_id_l", "unique_id_r"], suffixes=("_spark", "_duck"))
     assert len(m) == 3600
     assert (m["dice_spark"] == m["dice_duck"]).all()
