@@ -3,9 +3,10 @@
 After a full run (`person_linkage.link_persons`, which trains or loads the model and scores
 every blocked pair), a landed delta usually touches a few hundred records. This module:
 
-1. rebuilds the linkage input from `identifiers` and compares it with the previous run's input
-   (`person_linkage_input`) row by row: records whose tokens changed or that are new are the
-   *changed* set; records gone from `identifiers` (retired by a snapshot) are *retired*;
+1. rebuilds the linkage input from `identifiers` and compares each record's content digest
+   with the one the last successful run stored (`linkage_input_digest`): records whose tokens
+   changed or that are new are the *changed* set; records gone from `identifiers` (retired by
+   a snapshot) are *retired*;
 2. scores only pairs involving a changed record, against every current record, with the stored
    model: Splink's `predict_between(changed, unchanged)` plus `predict_within(changed)`, with
    term frequencies taken from all current records (so weights match a full run's);
@@ -26,6 +27,7 @@ field onboarded) the model no longer fits and a full relink is required: `NeedsF
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -42,14 +44,21 @@ from splink.clustering import cluster_pairwise_predictions_at_threshold
 from linkage.clusters import assign_person_ids, guard_chains
 from linkage.comparisons import twin_like
 from linkage.person_linkage import (
+    DIGEST_TABLE,
+    ID_COLUMN,
     INPUT_TABLE,
+    RECORD_KEY_TABLE,
     RUN_DDL,
+    SIGNATURE_TABLE,
     LinkageResult,
     LinkageSettings,
     _write_run,
     append_clerical_pairs,
+    input_digest_sql,
+    input_signature,
     load_model,
     prepare_input,
+    save_input_digest,
     scored_pairs_sql,
     scoring_settings,
     stored_model,
@@ -60,7 +69,6 @@ from linkage.txn import atomic
 
 log = logging.getLogger(__name__)
 
-PREV_TABLE = "_incr_prev_input"
 NEW_TABLE = "_incr_changed"
 OLD_TABLE = "_incr_unchanged"
 # Binds an existing person's records together in the chaining guard: far above any real
@@ -96,47 +104,33 @@ def _last_model(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
 
 
 def changed_records(con: duckdb.DuckDBPyConnection) -> tuple[list[str], list[str], list[str]]:
-    """(columns, changed unique_ids, retired unique_ids) of the linkage input now versus the
-    previous run's. Rebuilds `person_linkage_input`; the previous one is kept as
-    `_incr_prev_input` until the caller drops it."""
-    for t in (INPUT_TABLE, "record_person"):
+    """(columns, changed unique_ids, retired unique_ids) of the linkage input now versus what
+    the last successful run linked (its per-record digests). Builds `person_linkage_input`."""
+    for t in (DIGEST_TABLE, SIGNATURE_TABLE, "record_person"):
         if not _table_exists(con, t):
             raise NeedsFullRelink(f"warehouse has no {t} table: run a full relink first")
-    # Keep the previous input by renaming it (no copy); prepare_input builds the new one.
-    con.execute(f"DROP TABLE IF EXISTS {PREV_TABLE}")
-    con.execute(f"ALTER TABLE {INPUT_TABLE} RENAME TO {PREV_TABLE}")
-    prev_cols = [r[0] for r in con.execute(f"DESCRIBE {PREV_TABLE}").fetchall()]
-    prev_types = con.execute(f"SELECT column_type FROM (DESCRIBE {PREV_TABLE})").fetchall()
-    try:
-        columns = prepare_input(con)
-    except Exception:
-        _restore_previous_input(con)
-        raise
+    columns = prepare_input(con)
+    before = json.loads(con.execute(f"SELECT signature FROM {SIGNATURE_TABLE}").fetchall()[0][0])
+    now = json.loads(input_signature(con))
+    prev_cols = [c for c, _ in before["columns"]]
     if prev_cols != columns:
-        _restore_previous_input(con)
         diff = sorted(set(prev_cols) ^ set(columns))
         raise NeedsFullRelink(f"identifier columns changed since the last run ({diff}): the "
                               "stored model does not cover them, run a full relink")
-    if prev_types != con.execute(f"SELECT column_type FROM (DESCRIBE {INPUT_TABLE})").fetchall():
-        _restore_previous_input(con)
+    if before != now:
         raise NeedsFullRelink("the linkage input's representation changed since the last run "
                               "(an upgrade): run a full relink")
     # Content, not batch id: a snapshot re-sends unchanged records under a new batch id.
-    content = ", ".join(f'"{c}"' for c in columns if c != "batch_id")
     changed = [r[0] for r in con.execute(f"""
-        SELECT unique_id FROM (SELECT {content} FROM {INPUT_TABLE}
-                               EXCEPT SELECT {content} FROM {PREV_TABLE})
-        ORDER BY unique_id""").fetchall()]
+        SELECT i.unique_id FROM ({input_digest_sql(columns)}) i
+        LEFT JOIN {DIGEST_TABLE} p USING ({ID_COLUMN})
+        WHERE p.digest IS DISTINCT FROM i.digest ORDER BY 1""").fetchall()]
     retired = [r[0] for r in con.execute(f"""
-        SELECT unique_id FROM {PREV_TABLE}
-        WHERE unique_id NOT IN (SELECT unique_id FROM {INPUT_TABLE}) ORDER BY 1""").fetchall()]
+        SELECT k.agency || ':' || k.record_ref FROM {DIGEST_TABLE} p
+        JOIN {RECORD_KEY_TABLE} k USING ({ID_COLUMN})
+        WHERE p.{ID_COLUMN} NOT IN (SELECT {ID_COLUMN} FROM {INPUT_TABLE}) ORDER BY 1""")
+        .fetchall()]
     return columns, changed, retired
-
-
-def _restore_previous_input(con: duckdb.DuckDBPyConnection) -> None:
-    """Undo changed_records' swap, so a failed run leaves the next one the same baseline."""
-    con.execute(f"DROP TABLE IF EXISTS {INPUT_TABLE}")
-    con.execute(f"ALTER TABLE {PREV_TABLE} RENAME TO {INPUT_TABLE}")
 
 
 def _score_changed(con: duckdb.DuckDBPyConnection, model: dict[str, Any],
@@ -231,11 +225,9 @@ def link_incremental(con: duckdb.DuckDBPyConnection, run_id: str,
         try:
             result = _link_changed(con, run_id, s, model, columns, changed, retired, started,
                                    timings, t, progress, task)
-        except BaseException:
-            _restore_previous_input(con)
-            raise
-        for tbl in (PREV_TABLE, NEW_TABLE, OLD_TABLE):
-            con.execute(f"DROP TABLE IF EXISTS {tbl}")
+        finally:
+            for tbl in (NEW_TABLE, OLD_TABLE):
+                con.execute(f"DROP TABLE IF EXISTS {tbl}")
         progress.advance(task)
     log.info("incremental run %s: %d changed, %d retired records, %d pairs scored", run_id,
              len(changed), len(retired), result.n_scored_pairs)
@@ -307,6 +299,7 @@ def _link_changed(con: duckdb.DuckDBPyConnection, run_id: str, s: LinkageSetting
         base = LinkageResult(**{k: getattr(result, k)
                                 for k in LinkageResult.__dataclass_fields__})
         _write_run(con, base, started, new_model=False, mode="incremental")
+        save_input_digest(con, columns)
     return result
 
 

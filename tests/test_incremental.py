@@ -259,3 +259,36 @@ def test_pipeline_stage_is_idempotent(base: dict) -> None:
     assert first["mode"] == "incremental" and first["n_changed_records"] == HELD_BACK + CHANGED
     again = stage_link_incremental(paths, "stage-inc")
     assert again.get("skipped") is True and again["n_persons"] == first["n_persons"]
+
+
+def test_digest_is_what_the_last_successful_run_linked(base: dict) -> None:
+    """The linkage input is rebuilt per run (never a warehouse table); the next incremental
+    run compares against per-record digests written with the last successful run, which a
+    refused run leaves untouched."""
+    from linkage.incremental import changed_records
+
+    paths = _hub_copy(base, "hub_digest")
+    con = duckdb.connect(str(paths.warehouse))
+    persisted = ("SELECT count(*) FROM duckdb_tables() "
+                 "WHERE table_name = 'person_linkage_input' AND NOT temporary")
+    try:
+        assert con.execute(persisted).fetchall()[0][0] == 0
+        before = con.execute("SELECT * FROM linkage_input_digest ORDER BY uid").df()
+        assert len(before) == base["first_run"].n_records
+        ref, dob = con.execute(
+            "SELECT record_ref, tok_dob FROM identifiers WHERE tok_dob IS NOT NULL "
+            "ORDER BY record_ref LIMIT 1").fetchall()[0]
+        con.execute("UPDATE identifiers SET tok_dob = ? WHERE record_ref = ?",
+                    ["zz" + dob[2:], ref])
+        with pytest.raises(ValueError, match="tok_dob"):
+            link_persons(con, "refused", _settings())
+        after = con.execute("SELECT * FROM linkage_input_digest ORDER BY uid").df()
+        pd.testing.assert_frame_equal(before, after)
+        con.execute("UPDATE identifiers SET tok_dob = ? WHERE record_ref = ?", [dob, ref])
+        # A warehouse from before the input became TEMP held it as a table: it is dropped.
+        con.execute("CREATE TABLE main.person_linkage_input AS SELECT 1 AS legacy")
+        _cols, changed, retired = changed_records(con)
+        assert len(changed) == HELD_BACK + CHANGED and retired == []
+        assert con.execute(persisted).fetchall()[0][0] == 0
+    finally:
+        con.close()
