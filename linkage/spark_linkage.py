@@ -10,10 +10,11 @@ DuckDB, with the heavy parts on Spark:
   Spark; the learned prior, m and u are copied back into the DuckDB-dialect settings, so the
   stored model is the one format both backends load and its settings_hash verifies;
 - scoring: the model's SQL is transpiled from DuckDB to Spark SQL (sqlglot, which Splink
-  already uses); Bloom-filter Dice, which DuckDB computes with `bit_count` over BIT columns,
-  becomes `bit_count` over the filter's 32-bit words (Spark's `bit_count` takes integers only),
-  split out once when the input is loaded. Of the scored pairs, only ids, scores and
-  gamma_/mw_ evidence above the clerical threshold come back from Spark, never token values
+  already uses); Bloom-filter Dice, which DuckDB computes with `bit_count` over 124-bit
+  HUGEINT words (or, in older models, BIT columns), becomes `bit_count` over the filter's
+  32-bit words (Spark has no 128-bit integers), split out once when the input is loaded.
+  Of the scored pairs, only ids, scores and gamma_/mw_ evidence above the clerical
+  threshold come back from Spark, never token values
   (the chaining guard reads each record's NHS-number and DOB tokens, as on DuckDB);
 - clustering: the hub's own rules on the auto-match edges (twin rule, connected components,
   chaining guard), so with one model both backends give the same partition;
