@@ -31,7 +31,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import duckdb
@@ -48,7 +48,6 @@ from linkage.person_linkage import (
     ID_COLUMN,
     INPUT_TABLE,
     RECORD_KEY_TABLE,
-    RUN_DDL,
     SIGNATURE_TABLE,
     LinkageResult,
     LinkageSettings,
@@ -61,6 +60,7 @@ from linkage.person_linkage import (
     save_input_digest,
     scored_pairs_sql,
     scoring_settings,
+    start_run,
     stored_model,
     token_as_text,
     with_gammas,
@@ -211,10 +211,7 @@ def link_incremental(con: duckdb.DuckDBPyConnection, run_id: str,
                      settings: LinkageSettings | None = None) -> IncrementalResult:
     """Link the records that changed since the last run into the existing persons."""
     s = settings or LinkageSettings(show_progress=False)
-    con.execute(RUN_DDL)
-    if con.execute("SELECT 1 FROM linkage_run WHERE run_id = ?", [run_id]).fetchall():
-        raise ValueError(f"linkage_run already has run_id {run_id!r}")
-    started = datetime.now(UTC)
+    started = start_run(con, run_id)
     timings: dict[str, float] = {}
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                   disable=not s.show_progress, transient=True) as progress:

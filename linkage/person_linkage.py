@@ -242,14 +242,13 @@ def prepare_input(con: duckdb.DuckDBPyConnection, source: str = "identifiers") -
                 f"table {source}: row agency={bad[0]} record_ref={bad[1]} field {c}: "
                 f"Bloom filter of {bad[2]} bytes differs from the column's fixed length"
             )
+    n_bytes = {c: lengths[2 * i + 1] for i, c in enumerate(blooms)}
     # A column no agency populates carries no evidence and would leave EM levels untrainable.
-    blooms_all = list(blooms)
     keep = [c for c in keep if counts[c]]
     blooms = [c for c in blooms if counts[c]]
     # Tokens of up to 128 bits (the spec's default) become 64-bit integers; wider stay text.
     as_int = {c: widths[c] for c in keep if widths[c] <= 32}
     _register_record_keys(con, source)
-    n_bytes = {c: lengths[2 * i + 1] for i, c in enumerate(blooms_all)}
     words = [(c, i) for c in blooms if c in BLOOM_COLUMNS
              for i in range(bloom_word_count_for(n_bytes[c]))]
     select = ", ".join(
@@ -288,17 +287,10 @@ def prepare_input(con: duckdb.DuckDBPyConnection, source: str = "identifiers") -
 
 def _drop_persisted_input(con: duckdb.DuckDBPyConnection) -> None:
     # Warehouses linked before the input became a TEMP table hold it as a table of their own.
-    if con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = ? AND NOT temporary",
-                   [INPUT_TABLE]).fetchall()[0][0]:
-        con.execute(f"DROP TABLE {_quoted(current_database(con))}.main.{INPUT_TABLE}")
-
-
-def current_database(con: duckdb.DuckDBPyConnection) -> str:
-    return con.execute("SELECT current_database()").fetchall()[0][0]
-
-
-def _quoted(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
+    for (db,) in con.execute("SELECT database_name FROM duckdb_tables() "
+                             "WHERE table_name = ? AND NOT temporary", [INPUT_TABLE]).fetchall():
+        quoted = '"' + db.replace('"', '""') + '"'
+        con.execute(f"DROP TABLE {quoted}.main.{INPUT_TABLE}")
 
 
 def input_signature(con: duckdb.DuckDBPyConnection) -> str:
@@ -572,17 +564,26 @@ def _comparison_names(model: dict[str, Any]) -> list[str]:
     return [c["output_column_name"] for c in model["splink_settings"]["comparisons"]]
 
 
+def check_thresholds(s: LinkageSettings) -> None:
+    if not 0 < s.clerical_probability <= s.auto_match_probability < 1:
+        raise ValueError("need 0 < clerical_probability <= auto_match_probability < 1")
+
+
+def start_run(con: duckdb.DuckDBPyConnection, run_id: str) -> datetime:
+    """Run tables present and `run_id` not used before; returns the run's start time."""
+    con.execute(RUN_DDL)
+    if con.execute("SELECT 1 FROM linkage_run WHERE run_id = ?", [run_id]).fetchall():
+        raise ValueError(f"linkage_run already has run_id {run_id!r}")
+    return datetime.now(UTC)
+
+
 def link_persons(
     con: duckdb.DuckDBPyConnection, run_id: str, settings: LinkageSettings | None = None
 ) -> LinkageResult:
     """Link the records in `identifiers` into persons and persist the result."""
     s = settings or LinkageSettings()
-    if not 0 < s.clerical_probability <= s.auto_match_probability < 1:
-        raise ValueError("need 0 < clerical_probability <= auto_match_probability < 1")
-    con.execute(RUN_DDL)
-    if con.execute("SELECT 1 FROM linkage_run WHERE run_id = ?", [run_id]).fetchall():
-        raise ValueError(f"linkage_run already has run_id {run_id!r}")
-    started = datetime.now(UTC)
+    check_thresholds(s)
+    started = start_run(con, run_id)
     timings: dict[str, float] = {}
     with Progress(
         SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),

@@ -42,7 +42,6 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -61,10 +60,10 @@ from linkage.comparisons import (
 )
 from linkage.person_linkage import (
     INPUT_TABLE,
-    RUN_DDL,
     LinkageResult,
     LinkageSettings,
     _next_model_version,
+    check_thresholds,
     cluster_records,
     estimate_parameters,
     floor_m_probabilities,
@@ -75,6 +74,7 @@ from linkage.person_linkage import (
     round_parameters,
     scoring_settings,
     splink_settings_for,
+    start_run,
     token_as_text,
     with_gammas,
 )
@@ -459,12 +459,8 @@ def link_persons_spark(
     `work_dir` is hub storage Spark can read (shared storage on a cluster); the exported
     input is written to a folder of its own there and removed when the run ends."""
     s = settings or LinkageSettings()
-    if not 0 < s.clerical_probability <= s.auto_match_probability < 1:
-        raise ValueError("need 0 < clerical_probability <= auto_match_probability < 1")
-    con.execute(RUN_DDL)
-    if con.execute("SELECT 1 FROM linkage_run WHERE run_id = ?", [run_id]).fetchall():
-        raise ValueError(f"linkage_run already has run_id {run_id!r}")
-    started = datetime.now(UTC)
+    check_thresholds(s)
+    started = start_run(con, run_id)
     timings: dict[str, float] = {}
     export = Path(work_dir) / "input" / _run_folder(run_id)
     try:
