@@ -14,8 +14,10 @@ from ig_bridge.reidentify import (
     verify_audit_chain,
 )
 
+# Record ids long enough that no ciphertext or request id in the audit log can contain
+# one by chance (two-character ids did, in ~5% of runs).
 EXTRACT = pd.DataFrame({
-    "record_id": ["L1", "L2", "L3"],
+    "record_id": ["LRN-000001", "LRN-000002", "LRN-000003"],
     "given_name": ["Ada", "Ben", "Cleo"],
     "family_name": ["Lovelace", "Okri", "Ng"],
     "date_of_birth": ["2015-01-02", "2016-03-04", None],
@@ -30,7 +32,7 @@ def _request():
 
 def test_reidentify_roundtrip_and_audit(tmp_path):
     key = generate_ref_key("SCH")
-    refs = [key.encrypt("L2"), key.encrypt("L1"), key.encrypt("L9")]
+    refs = [key.encrypt("LRN-000002"), key.encrypt("LRN-000001"), key.encrypt("LRN-000009")]
     log = tmp_path / "agency" / "audit.log"
     got = reidentify(refs, _request(), ref_keys=key, lookup=frame_lookup(EXTRACT), audit_log=log)
     assert [g.found for g in got] == [True, True, False]
@@ -42,7 +44,7 @@ def test_reidentify_roundtrip_and_audit(tmp_path):
     entry = json.loads(text.splitlines()[-1])
     assert entry["outcome"] == "answered" and entry["found"] == 2 and entry["not_found"] == 1
     assert entry["protocol_id"] == "P-CP-01" and entry["record_refs"] == refs
-    for secret in ("L1", "L2", "Ben", "Lovelace", "Test Road"):
+    for secret in ("LRN-000001", "LRN-000002", "Ben", "Lovelace", "Test Road"):
         assert secret not in text
 
 
@@ -56,8 +58,8 @@ def test_other_agencys_ref_fails_and_is_audited(tmp_path):
         return {}
 
     with pytest.raises(RecordRefError, match=r"record_refs\[1\]"):
-        reidentify([mine.encrypt("L1"), theirs.encrypt("L1")], _request(), ref_keys=mine,
-                   lookup=lookup, audit_log=log)
+        reidentify([mine.encrypt("LRN-000001"), theirs.encrypt("LRN-000001")], _request(),
+                   ref_keys=mine, lookup=lookup, audit_log=log)
     assert calls == []  # nothing looked up for a refused request
     assert json.loads(log.read_text().splitlines()[-1])["outcome"] == "refused"
 
@@ -65,7 +67,7 @@ def test_other_agencys_ref_fails_and_is_audited(tmp_path):
 def test_audit_log_is_hash_chained(tmp_path):
     key = generate_ref_key("SCH")
     log = tmp_path / "audit.log"
-    for rid in ("L1", "L2", "L3"):
+    for rid in ("LRN-000001", "LRN-000002", "LRN-000003"):
         reidentify([key.encrypt(rid)], _request(), ref_keys=key,
                    lookup=frame_lookup(EXTRACT), audit_log=log)
     assert verify_audit_chain(log) == 3
