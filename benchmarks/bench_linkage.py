@@ -6,7 +6,8 @@
 For each size (records across all agencies; about 0.68 people per record):
 1. parties: generate the population, provision the partnership's keys and run every
    agency's bridge (benchmarks/evaluate_linkage.play_partnership); the hub ingests the
-   landed batches. Reused when the run folder already holds an ingested warehouse.
+   landed batches, which converts them for linkage (`linkage.ingest.refresh_linkage_input`).
+   Reused when the run folder already holds an ingested warehouse.
 2. evaluation only: the accepted records' normalised plaintext identifiers, read from the
    agencies' own extracts (what the agencies hold, never the hub), to `plaintext.parquet`.
 3. measured, each in its own subprocess so RSS high-water marks are separate:
@@ -44,7 +45,7 @@ for p in (ROOT, ROOT / "benchmarks"):
 from evaluate_linkage import decrypt_refs, plaintext_records, play_partnership  # noqa: E402
 
 from linkage.config import HubPaths  # noqa: E402
-from linkage.ingest import ingest_landing  # noqa: E402
+from linkage.ingest import ingest_landing, refresh_linkage_input  # noqa: E402
 
 PEOPLE_PER_RECORD = 0.68
 TARGET_RATIO = 1.0
@@ -145,6 +146,16 @@ def prepare(run: Path, size: int, seed: int, progress: Progress) -> dict[str, fl
         if report.refused:
             raise RuntimeError(f"hub refused batches: {[o.agency for o in report.refused]}")
         timings["ingest"] = time.perf_counter() - t
+    # Ingest converts what it loads for linkage (refresh_linkage_input); a run folder
+    # ingested before it did gets that here, once (a no-op check otherwise).
+    progress.update(task, description=f"{size:,}: linkage input as ingest leaves it")
+    t = time.perf_counter()
+    con = duckdb.connect(str(paths.warehouse))
+    try:
+        refresh_linkage_input(con)
+    finally:
+        con.close()
+    timings["ingest_linkage_input"] = time.perf_counter() - t
     plain = run / "bench" / "plaintext.parquet"
     if not plain.exists():
         progress.update(task, description=f"{size:,}: plaintext side (evaluation only)")

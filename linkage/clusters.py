@@ -151,11 +151,12 @@ def assign_person_ids(
 ) -> tuple[pd.DataFrame, dict[str, int]]:
     """Give every cluster a person_id, stable across runs.
 
-    clusters: unique_id, record_ref, agency, cluster_id. Earlier ids come from the current
-    `record_person` table (the previous run's result). Each new cluster takes the active
-    earlier id it shares most records with (ties: lowest person_id, then lowest cluster_id);
-    each earlier id goes to at most one cluster. Unclaimed earlier ids are retired and never
-    handed out again; clusters left over get ids minted from `person_id_seq`.
+    clusters: unique_id (agency:record_ref), record_ref, agency, cluster_id. Earlier ids come
+    from the current `record_person` table (the previous run's result). Each new cluster
+    takes the active earlier id it shares most records with (ties: lowest person_id, then
+    lowest cluster_id); each earlier id goes to at most one cluster. Unclaimed earlier ids
+    are retired and never handed out again; clusters left over get ids minted from
+    `person_id_seq`.
     Updates `person` and `person_lineage`; returns (clusters + person_id, counts).
     """
     con.execute(PERSON_DDL)
@@ -167,17 +168,15 @@ def assign_person_ids(
     c = clusters[["unique_id", "record_ref", "agency", "cluster_id"]].copy()
     if have_prev:
         prev = con.execute(
-            """SELECT rp.record_ref, rp.agency, rp.person_id FROM record_person rp
+            """SELECT rp.agency || ':' || rp.record_ref AS member, rp.person_id AS id
+               FROM record_person rp
                JOIN person p USING (person_id) WHERE p.status = 'active'"""
         ).df()
     else:
-        prev = pd.DataFrame(columns=["record_ref", "agency", "person_id"])
-    # Same overlap rule as household ids (linkage.stable_ids); a record is agency + ref.
+        prev = pd.DataFrame({"member": pd.Series(dtype=str), "id": pd.Series(dtype=str)})
+    # Same overlap rule as household ids (linkage.stable_ids); a record is its unique_id.
     mapping = assign_stable_ids(
-        con,
-        pd.DataFrame({"member": c["agency"] + ":" + c["record_ref"], "group": c["cluster_id"]}),
-        pd.DataFrame({"member": prev["agency"] + ":" + prev["record_ref"],
-                      "id": prev["person_id"]}),
+        con, pd.DataFrame({"member": c["unique_id"], "group": c["cluster_id"]}), prev,
         PERSON_SEQUENCE, "P")
     chosen, retired, new_clusters = mapping.group_to_id, mapping.retired, mapping.new_groups
     c["person_id"] = c["cluster_id"].map(chosen)

@@ -303,6 +303,21 @@ def ingest_landing(paths: HubPaths, *, batch_dirs: Iterable[Path] | None = None,
             if not bdir.exists():  # already moved by an earlier (re-)run
                 continue
             report.outcomes.append(ingest_batch(con, paths, bdir, expect, public_keys))
+        if report.accepted:
+            refresh_linkage_input(con)
     finally:
         con.close()
     return report
+
+
+def refresh_linkage_input(con: duckdb.DuckDBPyConnection) -> None:
+    """Convert the records just loaded into the linkage representation now, once, instead of
+    in every linkage run (`person_linkage.prepare_input` converts only changed records)."""
+    from linkage.person_linkage import prepare_input
+
+    try:
+        prepare_input(con)
+    except ValueError as exc:
+        # A malformed token is the linkage run's to refuse, naming the row and field (refs
+        # and field names only, never a value); the batches passed every contract check.
+        log.warning("linkage input not refreshed: %s", exc)
