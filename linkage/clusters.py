@@ -179,22 +179,21 @@ def assign_person_ids(
         con, pd.DataFrame({"member": c["unique_id"], "group": c["cluster_id"]}), prev,
         PERSON_SEQUENCE, "P")
     chosen, retired, new_clusters = mapping.group_to_id, mapping.retired, mapping.new_groups
-    c["person_id"] = c["cluster_id"].map(chosen)
+    # A plain lookup: Series.map(dict) first builds an index of the dict (~0.8 s at 1M).
+    c["person_id"] = [chosen[g] for g in c["cluster_id"].tolist()]
 
-    stats = c.groupby("person_id").agg(
-        n_records=("unique_id", "size"), n_agencies=("agency", "nunique")
-    ).reset_index()
     lineage = mapping.lineage.assign(run_id=run_id, person_id=mapping.lineage["group"].map(chosen))
     lineage = lineage.rename(columns={"previous_id": "previous_person_id"})[
         ["run_id", "person_id", "previous_person_id", "overlap"]]
 
-    con.register("_new_person_stats", stats)
+    # Per-person counts in DuckDB: a pandas groupby with nunique over 1M records took ~1 s.
+    con.register("_new_person_records", c[["person_id", "agency"]])
     con.register("_new_lineage", lineage)
     con.execute(
         """
         INSERT INTO person
-        SELECT s.person_id, 'active', ?, ?, NULL, s.n_records, s.n_agencies
-        FROM _new_person_stats s
+        SELECT person_id, 'active', ?, ?, NULL, count(*), count(DISTINCT agency)
+        FROM _new_person_records GROUP BY person_id
         ON CONFLICT (person_id) DO UPDATE SET
             status = 'active', last_run_id = excluded.last_run_id,
             n_records = excluded.n_records, n_agencies = excluded.n_agencies
@@ -208,7 +207,7 @@ def assign_person_ids(
             [run_id, retired],
         )
     con.execute("INSERT INTO person_lineage SELECT * FROM _new_lineage")
-    con.unregister("_new_person_stats")
+    con.unregister("_new_person_records")
     con.unregister("_new_lineage")
     counts = {
         "n_persons": len(chosen),
