@@ -813,9 +813,12 @@ def _write_outputs(
             SELECT q.i, q.l, q.r, q.p, a.person_id AS pid_l, b.person_id AS pid_r
             FROM _pairs q JOIN _assigned a ON a.unique_id = q.l
                           JOIN _assigned b ON b.unique_id = q.r""")
-        pids = con.execute("SELECT pid_l, pid_r FROM _scored ORDER BY i").df()
-        if len(pids) != len(pairs):
+        n_scored, = con.execute("SELECT count(*) FROM _scored").fetchall()[0]
+        if n_scored != len(pairs):
             raise ValueError("scored pairs name records the run did not assign")
+        # Only the pairs left in two persons go on (to the clerical queue).
+        apart = con.execute("""SELECT i, pid_l, pid_r FROM _scored WHERE pid_l <> pid_r
+                               ORDER BY i""").df()
         # Auto: joined into one person above the auto threshold. Clerical: scored above the
         # clerical threshold but not in one person: below the auto threshold, or above it
         # but held back (twin-like, or cut by the chaining guard).
@@ -839,8 +842,9 @@ def _write_outputs(
         con.execute("DROP TABLE IF EXISTS _scored")
         con.unregister("_pairs")
         con.unregister("_assigned")
-    p = pairs.assign(pid_l=pids["pid_l"].to_numpy(), pid_r=pids["pid_r"].to_numpy())
-    clerical = p[p["pid_l"] != p["pid_r"]]
+    rows = apart["i"].to_numpy()
+    clerical = pairs.iloc[rows].assign(pid_l=apart["pid_l"].to_numpy(),
+                                       pid_r=apart["pid_r"].to_numpy())
     return append_clerical_pairs(con, run_id, clerical, model)
 
 
