@@ -16,6 +16,7 @@ never shares (say) email still gets a valid model.
 from __future__ import annotations
 
 from collections.abc import Collection
+from fractions import Fraction
 from typing import Any
 
 import pandas as pd
@@ -61,16 +62,33 @@ def bloom_word_count(columns: Collection[str], bloom: str) -> int:
     return n
 
 
-def dice_sql(col: str, n_words: int) -> str:
-    """Dice coefficient of two Bloom filters in DuckDB SQL (l/r sides of a Splink pair), from
-    their integer words and stored popcounts (`pop_<col>`), all built once per record by
-    `prepare_input`. Each word's count is a TINYINT, widened before the sum."""
-    inter = " + ".join(
+def dice_intersection_sql(col: str, n_words: int) -> str:
+    """Bits two Bloom filters share, in DuckDB SQL (l/r sides of a Splink pair), from their
+    integer words built once per record by `prepare_input`. Each word's count is a TINYINT,
+    widened before the sum."""
+    return " + ".join(
         f'bit_count("{w}_l" & "{w}_r")::INTEGER'
         for w in (bloom_word_column(col, i) for i in range(n_words))
     )
+
+
+def dice_at_least_sql(col: str, n_words: int, threshold: float) -> str:
+    """Dice(l, r) >= threshold in integer arithmetic: 2|l&r| / (|l|+|r|) >= p/q exactly when
+    2q|l&r| >= p(|l|+|r|) (popcounts stored as `pop_<col>`). Same pairs as
+    `dice_sql(...) >= threshold` (two filters both empty have no Dice: false), without a
+    decimal product and a division per pair: ~11% less time per Dice level at 1M records
+    (benchmarks/bench_linkage.py)."""
+    frac = Fraction(str(threshold))
+    pops = f'"pop_{col}_l" + "pop_{col}_r"'
+    return (f"({pops} > 0 AND ({dice_intersection_sql(col, n_words)}) * {2 * frac.denominator}"
+            f" >= {frac.numerator} * ({pops}))")
+
+
+def dice_sql(col: str, n_words: int) -> str:
+    """Dice coefficient of two Bloom filters in DuckDB SQL, from their words and stored
+    popcounts: the form models trained before `dice_at_least_sql` compare with a threshold."""
     pop_l, pop_r = f'"pop_{col}_l"', f'"pop_{col}_r"'
-    return f"(2.0 * ({inter}) / nullif({pop_l} + {pop_r}, 0))"
+    return f"(2.0 * ({dice_intersection_sql(col, n_words)}) / nullif({pop_l} + {pop_r}, 0))"
 
 
 def bit_dice_sql(col: str) -> str:
@@ -102,8 +120,8 @@ def _eq(col: str) -> str:
 
 def _dice(col: str, threshold: float, cols: Collection[str]) -> cll.CustomLevel:
     n = bloom_word_count(cols, col)
-    sql = dice_sql(col, n) if n else bit_dice_sql(col)
-    return cll.CustomLevel(f"{sql} >= {threshold}", label_for_charts=f"dice({col}) >= {threshold}")
+    sql = dice_at_least_sql(col, n, threshold) if n else f"{bit_dice_sql(col)} >= {threshold}"
+    return cll.CustomLevel(sql, label_for_charts=f"dice({col}) >= {threshold}")
 
 
 def _given_name(cols: Collection[str]) -> ComparisonCreator:

@@ -55,6 +55,7 @@ from linkage.comparisons import (
     bloom_word_column,
     bloom_word_count,
     bloom_word_count_for,
+    dice_intersection_sql,
     dice_sql,
     legacy_dice_sql,
 )
@@ -83,6 +84,7 @@ log = logging.getLogger(__name__)
 
 WORD_BITS = 32  # Spark's bit_count is over integers; 32-bit words stay positive in BIGINT
 _PLACEHOLDER = "joinedup_dice"
+_INTER_PLACEHOLDER = "joinedup_intersection"
 _DERIVED = re.compile(r"__(w\d+|pop)$")  # columns load_input adds to the exported ones
 
 
@@ -274,13 +276,17 @@ def load_input(spark: Any, parquet: str | Path) -> tuple[Any, dict[str, int]]:
 # --------------------------------------------------------------------------- model SQL
 
 
+def spark_intersection_sql(col: str, n_words: int) -> str:
+    """Bits two Bloom filters share, in Spark SQL, from their 32-bit words."""
+    return " + ".join(
+        f"bit_count(`{_word_col(col, i)}_l` & `{_word_col(col, i)}_r`)" for i in range(n_words)
+    )
+
+
 def spark_dice_sql(col: str, n_words: int) -> str:
     """Dice coefficient of two Bloom filters in Spark SQL, from their words and popcounts;
     the same arithmetic as `comparisons.dice_sql` (double division, NULL when both empty)."""
-    inter = " + ".join(
-        f"bit_count(`{_word_col(col, i)}_l` & `{_word_col(col, i)}_r`)" for i in range(n_words)
-    )
-    return (f"(2.0D * ({inter}) / "
+    return (f"(2.0D * ({spark_intersection_sql(col, n_words)}) / "
             f"nullif(`{_pop_col(col)}_l` + `{_pop_col(col)}_r`, 0))")
 
 
@@ -293,16 +299,29 @@ def to_spark_sql(condition: str, words: dict[str, int]) -> str:
             forms.insert(0, dice_sql(col, n_words))
         for form in forms:
             condition = condition.replace(form, f'{_PLACEHOLDER}("{col}_l", "{col}_r")')
+        if n_words:  # what is left of the word form: dice_at_least_sql's intersection
+            condition = condition.replace(dice_intersection_sql(col, n_words),
+                                          f'{_INTER_PLACEHOLDER}("{col}_l", "{col}_r")')
+        for side in "lr":  # and its popcounts, named as Spark's input names them
+            condition = condition.replace(f'"pop_{col}_{side}"', f'"{_pop_col(col)}_{side}"')
     out = sqlglot.transpile(condition, read="duckdb", write="spark")[0]
 
-    def dice(m: re.Match[str]) -> str:
-        col = m.group(1)
+    def known(col: str) -> int:
         if col not in words:
             raise ValueError(f"model compares Bloom field {col!r} the input lacks")
-        return spark_dice_sql(col, words[col])
+        return words[col]
+
+    def dice(m: re.Match[str]) -> str:
+        return spark_dice_sql(m.group(1), known(m.group(1)))
+
+    def inter(m: re.Match[str]) -> str:
+        return spark_intersection_sql(m.group(1), known(m.group(1)))
 
     out = re.sub(rf"{_PLACEHOLDER}\(`?(\w+)_l`?, `?\w+_r`?\)", dice, out, flags=re.IGNORECASE)
-    if _PLACEHOLDER in out.lower() or re.search(r"\bbf_[a-z_]*[a-z](_w\d+)?_l`? &", out):
+    out = re.sub(rf"{_INTER_PLACEHOLDER}\(`?(\w+)_l`?, `?\w+_r`?\)", inter, out,
+                 flags=re.IGNORECASE)
+    if (_PLACEHOLDER in out.lower() or _INTER_PLACEHOLDER in out.lower()
+            or re.search(r"\bbf_[a-z_]*[a-z](_w\d+)?_l`? &", out)):
         raise ValueError(f"unrecognised Bloom comparison in model SQL: {condition!r}")
     return out
 

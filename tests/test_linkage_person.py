@@ -267,7 +267,17 @@ def test_bloom_word_dice_equals_bit_dice_including_full_and_odd_filters() -> Non
     """The model's Dice over 124-bit words (what it scores with) equals Dice over the BIT
     filters, on real encodings and on filters with every bit set (a 128-bit word would wrap)
     and on a length that is not whole words."""
-    from linkage.comparisons import bit_dice_sql, bloom_word_count, dice_sql
+    from linkage.comparisons import (
+        DICE_HIGH,
+        DICE_LOW,
+        DICE_WEAK,
+        bit_dice_sql,
+        bloom_word_count,
+        dice_at_least_sql,
+        dice_sql,
+    )
+
+    THRESHOLDS = (DICE_WEAK, DICE_LOW, DICE_HIGH, 0.7, 0.75)  # noqa: N806
     from linkage.person_linkage import INPUT_TABLE, prepare_input
 
     toy = make_toy(n_households=20, seed=5)
@@ -289,11 +299,17 @@ def test_bloom_word_dice_equals_bit_dice_including_full_and_odd_filters() -> Non
         assert n == -(-2 * length // 31)
         sel = ", ".join(f'{side}."{c}" AS "{c}_{side}"' for side in "lr" for c in cols
                         if c.startswith((col, f"pop_{col}")))
+        levels = ", ".join(f"{dice_at_least_sql(col, n, t)} AS at_{i}"
+                           for i, t in enumerate(THRESHOLDS))
         got = con.execute(f"""
-            SELECT {dice_sql(col, n)} AS words, {bit_dice_sql(col)} AS bits FROM (
+            SELECT {dice_sql(col, n)} AS words, {bit_dice_sql(col)} AS bits, {levels} FROM (
                 SELECT {sel} FROM {INPUT_TABLE} l, {INPUT_TABLE} r
                 WHERE l."{col}" IS NOT NULL AND r."{col}" IS NOT NULL)""").df()
         assert len(got) > 100 and (got["words"] == got["bits"]).all()
+        # The integer threshold form the model's levels use selects the very same pairs.
+        for i, t in enumerate(THRESHOLDS):
+            assert (got[f"at_{i}"] == (got["bits"] >= t)).all()
+            assert got[f"at_{i}"].any() and not got[f"at_{i}"].all()
         assert (got["words"] == 1.0).sum() >= len(got) ** 0.5  # each filter with itself
 
 

@@ -27,6 +27,7 @@ from linkage.comparisons import (
     bit_dice_sql,
     bloom_word_column,
     bloom_word_count_for,
+    dice_at_least_sql,
     dice_sql,
     legacy_dice_sql,
 )
@@ -60,6 +61,11 @@ def test_model_sql_translates_dice_and_quoting() -> None:
     # Models trained before Bloom words, or before popcounts were stored, keep translating.
     for older in (bit_dice_sql, legacy_dice_sql):
         assert to_spark_sql(f"{older('bf_family_name')} >= 0.6", {"bf_family_name": 16}) == out
+    # The integer threshold form new models use: the same intersection over Spark's words.
+    at_least = to_spark_sql(dice_at_least_sql("bf_family_name", 5, 0.6),
+                            {"bf_family_name": 16})
+    assert "bit_count(`bf_family_name__w15_l` & `bf_family_name__w15_r`)" in at_least
+    assert "bf_family_name_w4" not in at_least and "`bf_family_name__pop_l`" in at_least
     # A Bloom comparison written some other way is refused rather than silently mis-scored.
     with pytest.raises(ValueError, match="unrecognised Bloom comparison"):
         to_spark_sql('bit_count("bf_address_l" & "bf_address_r") > 3', {"bf_address": 16})
@@ -114,8 +120,11 @@ def test_spark_dice_equals_duckdb_dice_on_real_blooms(linked) -> None:
         *[f"l.`{c}` AS `{c}_l`" for c in sample.columns if c.startswith(col)],
         *[f"r.`{c}` AS `{c}_r`" for c in sample.columns if c.startswith(col)],
     )
-    got = pairs.selectExpr("unique_id_l", "unique_id_r",
-                           f"{spark_dice_sql(col, words[col])} AS dice").toPandas()
+    levels = (0.4, 0.6, 0.85)
+    got = pairs.selectExpr(
+        "unique_id_l", "unique_id_r", f"{spark_dice_sql(col, words[col])} AS dice",
+        *[f"{to_spark_sql(dice_at_least_sql(col, 5, t), words)} AS at_{i}"
+          for i, t in enumerate(levels)]).toPandas()
     con = duckdb.connect()
     n = bloom_word_count_for(64)
     cols = [*(bloom_word_column(col, i) for i in range(n)), f"pop_{col}"]
@@ -127,12 +136,17 @@ def test_spark_dice_equals_duckdb_dice_on_real_blooms(linked) -> None:
                 [str(linked["parquet"])])
     sides = ", ".join(f'{side}."{c}" AS "{c}_{side}"' for side in "lr" for c in cols)
     want = con.execute(
-        f"SELECT unique_id_l, unique_id_r, {dice_sql(col, n)} AS dice FROM ("
+        f"SELECT unique_id_l, unique_id_r, {dice_sql(col, n)} AS dice, "
+        + ", ".join(f"{dice_at_least_sql(col, n, t)} AS at_{i}" for i, t in enumerate(levels))
+        + " FROM ("
         f"SELECT l.unique_id AS unique_id_l, r.unique_id AS unique_id_r, {sides} "
         "FROM s l, s r)").df()
     m = got.merge(want, on=["unique_id_l", "unique_id_r"], suffixes=("_spark", "_duck"))
     assert len(m) == 3600
     assert (m["dice_spark"] == m["dice_duck"]).all()
+    for i, t in enumerate(levels):  # the integer form: the very pairs Dice >= t selects
+        assert (m[f"at_{i}_spark"] == (m["dice_duck"] >= t)).all()
+        assert (m[f"at_{i}_duck"] == (m["dice_duck"] >= t)).all()
     # The sample spans the whole range: identical filters and unrelated names.
     assert m["dice_duck"].max() == 1.0 and m["dice_duck"].min() < 0.3
 
