@@ -45,8 +45,9 @@ def conflict_pairs(records: pd.DataFrame) -> pd.DataFrame:
     """
     cols = ["unique_id", "cluster_id", "agency", "batch_id", "tok_nhs_number", "tok_dob"]
     r = records[cols]
-    multi = r.groupby(["cluster_id", "agency"])["unique_id"].transform("size") > 1
-    r = r[multi]
+    # Records sharing their cluster with another of their agency's (a hash pass: a groupby
+    # transform took 0.7 s at 1M records).
+    r = r[r.duplicated(["cluster_id", "agency"], keep=False)]
     pairs = r.merge(r, on=["cluster_id", "agency"], suffixes=("_l", "_r"))
     pairs = pairs[pairs["unique_id_l"] < pairs["unique_id_r"]]
     nhs = (

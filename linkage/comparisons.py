@@ -76,8 +76,8 @@ def dice_at_least_sql(col: str, n_words: int, threshold: float) -> str:
     """Dice(l, r) >= threshold in integer arithmetic: 2|l&r| / (|l|+|r|) >= p/q exactly when
     2q|l&r| >= p(|l|+|r|) (popcounts stored as `pop_<col>`). Same pairs as
     `dice_sql(...) >= threshold` (two filters both empty have no Dice: false), without a
-    decimal product and a division per pair: ~11% less time per Dice level at 1M records
-    (benchmarks/bench_linkage.py)."""
+    decimal product and a division per pair (a few percent less per Dice level at 1M
+    records: the word intersection is most of the cost)."""
     frac = Fraction(str(threshold))
     pops = f'"pop_{col}_l" + "pop_{col}_r"'
     return (f"({pops} > 0 AND ({dice_intersection_sql(col, n_words)}) * {2 * frac.denominator}"
@@ -198,7 +198,10 @@ def _residence(cols: Collection[str]) -> ComparisonCreator | None:
     have = [c for c in ("tok_uprn", "tok_address", "tok_postcode", "bf_address") if c in cols]
     if not have:
         return None
-    null_cond = " AND ".join(f'("{c}_l" IS NULL OR "{c}_r" IS NULL)' for c in have)
+    # A Bloom filter's popcount is NULL exactly when the filter is: testing it keeps the
+    # 64-byte BIT values out of the candidate pairs.
+    null_cols = [f"pop_{c}" if c.startswith("bf_") and f"pop_{c}" in cols else c for c in have]
+    null_cond = " AND ".join(f'("{c}_l" IS NULL OR "{c}_r" IS NULL)' for c in null_cols)
     levels: list = [
         cll.CustomLevel(null_cond, label_for_charts="null").configure(is_null_level=True)
     ]
