@@ -289,3 +289,9 @@ def test_snapshot_replaces_and_retires_delta_upserts(run: Path) -> None:
                   [delta.name]) == 0
     # one row per record_ref, whatever the history
     assert _count(run, "SELECT count(*) - count(DISTINCT record_ref) FROM identifiers") == 0
+    # Ingest converted what it loaded for linkage: the converted input follows every batch,
+    # retirements included, so a linkage run finds nothing left to convert.
+    n = _count(run, "SELECT count(*) FROM identifiers")
+    assert _count(run, "SELECT count(*) FROM linkage_features") == n
+    assert _count(run, "SELECT count(*) FROM linkage_features JOIN identifiers "
+                       "USING (agency, record_ref, batch_id)") == n
