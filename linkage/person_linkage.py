@@ -239,15 +239,15 @@ def prepare_input(con: duckdb.DuckDBPyConnection, source: str = "identifiers") -
     latest = (f"(SELECT * FROM {source} QUALIFY row_number() OVER ("
               "PARTITION BY agency, record_ref ORDER BY batch_id DESC) = 1)"
               if dupes else source)
+    # A converted row `f` is current for source row `s`: same record, same content.
+    current = (f"f.agency = s.agency AND f.record_ref = s.record_ref "
+               f"AND f.src_hash = {row_hash}")
     stored = _stored_layout(con)
     if stored is not None and stored["source_columns"] == cols:
         changed, gone = con.execute(f"""
-            SELECT (SELECT count(*) FROM {latest} s ANTI JOIN {FEATURES_TABLE} f
-                        ON f.agency = s.agency AND f.record_ref = s.record_ref
-                           AND f.src_hash = {row_hash}),
-                   (SELECT count(*) FROM {FEATURES_TABLE} f ANTI JOIN {latest} s
-                        ON f.agency = s.agency AND f.record_ref = s.record_ref
-                           AND f.src_hash = {row_hash})""").fetchall()[0]
+            SELECT (SELECT count(*) FROM {latest} s ANTI JOIN {FEATURES_TABLE} f ON {current}),
+                   (SELECT count(*) FROM {FEATURES_TABLE} f ANTI JOIN {latest} s ON {current})
+            """).fetchall()[0]
         if not changed and not gone:
             return _expose_input(con, stored)
     layout = _input_layout(con, source, cols)
@@ -262,9 +262,7 @@ def prepare_input(con: duckdb.DuckDBPyConnection, source: str = "identifiers") -
         else:
             staging = f"{FEATURES_TABLE}_staging"
             con.execute(f"""CREATE OR REPLACE TEMP TABLE {staging} AS {rows}
-                            ANTI JOIN {FEATURES_TABLE} f
-                                ON f.agency = s.agency AND f.record_ref = s.record_ref
-                                   AND f.src_hash = {row_hash}""")
+                            ANTI JOIN {FEATURES_TABLE} f ON {current}""")
             try:
                 _check_tokens(con, source, staging, layout["as_int"])
                 # Replaced records (their uid is staged) and records gone from the source.
@@ -360,9 +358,6 @@ def _expose_input(con: duckdb.DuckDBPyConnection, layout: dict[str, Any]) -> lis
                *[bloom_word_column(c, i) for c, i in layout["words"]]]
     select = ", ".join("agency || ':' || record_ref AS unique_id" if c == "unique_id"
                        else f'"{c}"' for c in columns)
-    if con.execute("SELECT 1 FROM duckdb_tables() WHERE temporary AND table_name = ?",
-                   [INPUT_TABLE]).fetchall():
-        con.execute(f"DROP TABLE temp.main.{INPUT_TABLE}")
     con.execute(f"CREATE OR REPLACE TEMP VIEW {INPUT_TABLE} AS "
                 f"SELECT {select} FROM {FEATURES_TABLE}")
     return columns

@@ -262,9 +262,9 @@ def test_pipeline_stage_is_idempotent(base: dict) -> None:
 
 
 def test_digest_is_what_the_last_successful_run_linked(base: dict) -> None:
-    """The linkage input is rebuilt per run (never a warehouse table); the next incremental
-    run compares against per-record digests written with the last successful run, which a
-    refused run leaves untouched."""
+    """The linkage input is a TEMP view (over `linkage_features`), never a table of its own;
+    the next incremental run compares against per-record digests written with the last
+    successful run, which a refused run leaves untouched."""
     from linkage.incremental import changed_records
 
     paths = _hub_copy(base, "hub_digest")
