@@ -184,7 +184,22 @@ def _rotation(a: argparse.Namespace) -> int:
     return 0
 
 
+def _glue_ref_values(argv: list[str]) -> list[str]:
+    """A record_ref is base64url, so one in 64 starts with '-' and argparse would take it for
+    an option: pass each --ref value glued to its flag ('--ref=-Xy..') instead."""
+    out: list[str] = []
+    it = iter(argv)
+    for arg in it:
+        if arg == "--ref":
+            value = next(it, None)
+            out.append(arg if value is None else f"--ref={value}")
+        else:
+            out.append(arg)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = _glue_ref_values(sys.argv[1:] if argv is None else list(argv))
     p = argparse.ArgumentParser(prog="joinedup-bridge", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
     v = sub.add_parser("validate", help="extract-level checks only")

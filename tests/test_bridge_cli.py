@@ -142,3 +142,12 @@ def test_rotation_and_reidentification(world, capsys) -> None:
     assert main(args) == 2
     assert "belongs to another agency" in capsys.readouterr().err
     assert verify_audit_chain(log) == 2
+
+    # One base64url ref in 64 starts with '-': it is still read as the --ref value, not a flag.
+    gp_key = KeyStore(run_dir / "agency" / "GP" / "keys", "GP").ref_key()
+    dash_ref = next(ref for i in range(5000)
+                    if (ref := encrypt_record_ref(gp_key, f"R{i}")).startswith("-"))
+    args[args.index("--ref") + 1] = dash_ref
+    assert main(args) == 2
+    assert "belongs to another agency" in capsys.readouterr().err
+    assert verify_audit_chain(log) == 3
