@@ -12,20 +12,22 @@ import duckdb
 import pandas as pd
 
 from linkage.stable_ids import assign_stable_ids
+from linkage.warehouse import ensure_keyless_table
 
 PERSON_SEQUENCE = "person_id_seq"
 
-PERSON_DDL = f"""
-CREATE SEQUENCE IF NOT EXISTS {PERSON_SEQUENCE} START 1;
-CREATE TABLE IF NOT EXISTS person (
-    person_id VARCHAR PRIMARY KEY,
+# One row per person_id (the writer below inserts only ids not yet present).
+PERSON_COLUMNS = """
+    person_id VARCHAR NOT NULL,
     status VARCHAR NOT NULL,            -- active | retired
     first_run_id VARCHAR NOT NULL,
     last_run_id VARCHAR NOT NULL,
     retired_run_id VARCHAR,
     n_records INTEGER NOT NULL,
     n_agencies INTEGER NOT NULL
-);
+"""
+PERSON_DDL = f"""
+CREATE SEQUENCE IF NOT EXISTS {PERSON_SEQUENCE} START 1;
 CREATE TABLE IF NOT EXISTS person_lineage (
     run_id VARCHAR NOT NULL,
     person_id VARCHAR NOT NULL,
@@ -148,34 +150,44 @@ def guard_chains(
 
 
 def assign_person_ids(
-    con: duckdb.DuckDBPyConnection, clusters: pd.DataFrame, run_id: str
+    con: duckdb.DuckDBPyConnection, clusters: pd.DataFrame, run_id: str, *,
+    record_order: str | None = None,
 ) -> tuple[pd.DataFrame, dict[str, int]]:
     """Give every cluster a person_id, stable across runs.
 
-    clusters: unique_id (agency:record_ref), record_ref, agency, cluster_id. Earlier ids come
-    from the current `record_person` table (the previous run's result). Each new cluster
-    takes the active earlier id it shares most records with (ties: lowest person_id, then
-    lowest cluster_id); each earlier id goes to at most one cluster. Unclaimed earlier ids
-    are retired and never handed out again; clusters left over get ids minted from
+    clusters: unique_id, cluster_id and, unless `record_order` is given, record_ref and
+    agency (unique_id = agency:record_ref). With `record_order`, a table (ord, agency,
+    record_ref), unique_ids and cluster_ids are its `ord` ranks. Earlier ids come from the
+    current `record_person` table (the previous run's result). Each new cluster takes the
+    active earlier id it shares most records with (ties: lowest person_id, then lowest
+    cluster_id); each earlier id goes to at most one cluster. Unclaimed earlier ids are
+    retired and never handed out again; clusters left over get ids minted from
     `person_id_seq`.
     Updates `person` and `person_lineage`; returns (clusters + person_id, counts).
     """
     con.execute(PERSON_DDL)
+    ensure_keyless_table(con, "person", PERSON_COLUMNS)
     have_prev = bool(
         con.execute(
             "SELECT count(*) FROM information_schema.tables WHERE table_name = 'record_person'"
         ).fetchall()[0][0]
     )
-    c = clusters[["unique_id", "record_ref", "agency", "cluster_id"]].copy()
+    c = clusters[["unique_id", "cluster_id"] + ([] if record_order else ["record_ref", "agency"])]
+    c = c.copy()
+    # A record of the previous run is its unique_id (or its rank; NULL when it is no longer
+    # in the input, so it overlaps nothing).
+    member = ("o.ord" if record_order else "rp.agency || ':' || rp.record_ref")
+    order_join = (f"LEFT JOIN {record_order} o USING (agency, record_ref)" if record_order
+                  else "")
+    prev: pd.DataFrame | str
     if have_prev:
-        prev = con.execute(
-            """SELECT rp.agency || ':' || rp.record_ref AS member, rp.person_id AS id
-               FROM record_person rp
-               JOIN person p USING (person_id) WHERE p.status = 'active'"""
-        ).df()
+        prev = f"""SELECT {member} AS member, rp.person_id AS id
+                   FROM record_person rp {order_join}
+                   JOIN person p USING (person_id) WHERE p.status = 'active'"""
     else:
-        prev = pd.DataFrame({"member": pd.Series(dtype=str), "id": pd.Series(dtype=str)})
-    # Same overlap rule as household ids (linkage.stable_ids); a record is its unique_id.
+        prev = pd.DataFrame({"member": pd.Series(dtype=c["unique_id"].dtype),
+                             "id": pd.Series(dtype=str)})
+    # Same overlap rule as household ids (linkage.stable_ids).
     mapping = assign_stable_ids(
         con, pd.DataFrame({"member": c["unique_id"], "group": c["cluster_id"]}), prev,
         PERSON_SEQUENCE, "P")
@@ -188,19 +200,25 @@ def assign_person_ids(
         ["run_id", "person_id", "previous_person_id", "overlap"]]
 
     # Per-person counts in DuckDB: a pandas groupby with nunique over 1M records took ~1 s.
-    con.register("_new_person_records", c[["person_id", "agency"]])
+    if record_order:
+        con.register("_new_person_records", c[["unique_id", "person_id"]])
+        records = (f"SELECT n.person_id, o.agency FROM _new_person_records n "
+                   f"JOIN {record_order} o ON o.ord = n.unique_id")
+    else:
+        con.register("_new_person_records", c[["person_id", "agency"]])
+        records = "SELECT person_id, agency FROM _new_person_records"
     con.register("_new_lineage", lineage)
-    con.execute(
-        """
-        INSERT INTO person
-        SELECT person_id, 'active', ?, ?, NULL, count(*), count(DISTINCT agency)
-        FROM _new_person_records GROUP BY person_id
-        ON CONFLICT (person_id) DO UPDATE SET
-            status = 'active', last_run_id = excluded.last_run_id,
-            n_records = excluded.n_records, n_agencies = excluded.n_agencies
-        """,
-        [run_id, run_id],
-    )
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE _person_counts AS
+        SELECT person_id, count(*) AS n, count(DISTINCT agency) AS a
+        FROM ({records}) GROUP BY person_id""")
+    con.execute("""UPDATE person SET status = 'active', last_run_id = ?, n_records = c.n,
+                   n_agencies = c.a FROM _person_counts c WHERE person.person_id = c.person_id""",
+                [run_id])
+    con.execute("""INSERT INTO person SELECT person_id, 'active', ?, ?, NULL, n, a
+                   FROM _person_counts c WHERE NOT EXISTS (
+                       SELECT 1 FROM person p WHERE p.person_id = c.person_id)""",
+                [run_id, run_id])
+    con.execute("DROP TABLE _person_counts")
     if retired:
         con.execute(
             "UPDATE person SET status = 'retired', retired_run_id = ? "

@@ -53,6 +53,7 @@ from linkage.person_linkage import (
     LinkageSettings,
     _write_run,
     append_clerical_pairs,
+    ensure_record_person,
     input_digest_sql,
     input_signature,
     load_model,
@@ -333,6 +334,7 @@ def _write_incremental(con: duckdb.DuckDBPyConnection, run_id: str, assigned: pd
     moved = fresh | gain | to_cler | (rp["person_id"] != rp["prev_person_id"])
     rp["run_id"] = rp["run_id"].where(~moved, run_id).fillna(run_id)
     out = rp[["record_ref", "agency", "person_id", "band", "score", "run_id"]]
+    ensure_record_person(con)
     con.register("_rp_incr", out)
     try:
         con.execute("DELETE FROM record_person")
@@ -360,4 +362,8 @@ def _write_incremental(con: duckdb.DuckDBPyConnection, run_id: str, assigned: pd
             con.unregister("_pid_now")
     if clerical.empty:
         return 0
+    for end in ("l", "r"):
+        agency_ref = clerical[f"unique_id_{end}"].str.split(":", n=1)
+        clerical = clerical.assign(**{f"agency_{end}": agency_ref.str[0],
+                                      f"record_ref_{end}": agency_ref.str[1]})
     return append_clerical_pairs(con, run_id, clerical, model)

@@ -37,6 +37,7 @@ from linkage.comparisons import (
     twin_like,
 )
 from linkage.txn import atomic
+from linkage.warehouse import ensure_keyless_table
 
 # The linkage input: a TEMP view (INPUT_TABLE) over the warehouse table FEATURES_TABLE, which
 # `prepare_input` keeps current record by record (FEATURES_LAYOUT_TABLE: how it was built).
@@ -52,6 +53,12 @@ SIGNATURE_TABLE = "linkage_input_signature"
 # ~36 characters): at 1M records the tens of millions of candidate pairs are BIGINTs.
 RECORD_KEY_TABLE = "linkage_record_key"
 ID_COLUMN = "uid"
+# Clustering and person ids run on each record's rank in unique_id order (a TEMP table per
+# run): integers, where pandas joins, hashing and sorting of 36-character ids cost ~5 s of a
+# 1M-record run. The rank keeps every tie-break (edge order, a cluster's lowest member, which
+# cluster takes an earlier id) exactly as the ids themselves decide it.
+ORDER_TABLE = "linkage_record_order"
+ORDER_COLUMN = "ord"
 MODEL_FORMAT = "joinedup-person-model/1"
 # EM leaves m = 0 for levels no training pair happened to show (e.g. "different sex" within
 # the NHS-number block), which makes one keying error an absolute veto. A small floor keeps
@@ -445,6 +452,39 @@ def _register_record_keys(con: duckdb.DuckDBPyConnection, source: str) -> None:
                           WHERE k.agency = new.agency AND k.record_ref = new.record_ref)""")
 
 
+def build_record_order(con: duckdb.DuckDBPyConnection) -> str:
+    """ORDER_TABLE (ord, uid, agency, record_ref) for the current input: ord is the record's
+    rank by unique_id, so comparing ords compares unique_ids. Returns the table name."""
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE {ORDER_TABLE} AS
+        SELECT row_number() OVER (ORDER BY unique_id) AS {ORDER_COLUMN}, {ID_COLUMN},
+               agency, record_ref
+        FROM {INPUT_TABLE}""")
+    return ORDER_TABLE
+
+
+def drop_record_order(con: duckdb.DuckDBPyConnection) -> None:
+    """The run's rank table is done with (it holds a row per record until dropped)."""
+    con.execute(f"DROP TABLE IF EXISTS {ORDER_TABLE}")
+
+
+def ranked_pairs_sql(pred_table: str, settings: dict[str, Any], columns: str) -> str:
+    """`scored_pairs_sql` with ORDER_TABLE ranks for ids (`unique_id_l < unique_id_r`, the
+    same orientation as the unique_ids' own)."""
+    id_col = settings.get("unique_id_column_name", "unique_id")
+    ends = ("l", "r")
+    if id_col == ID_COLUMN:
+        joins = " ".join(f"JOIN {ORDER_TABLE} {e} ON {e}.{ID_COLUMN} = p.{id_col}_{e}"
+                         for e in ends)
+    else:  # models from before integer ids join on unique_id
+        joins = " ".join(f"JOIN {INPUT_TABLE} i{e} ON i{e}.unique_id = p.unique_id_{e} "
+                         f"JOIN {ORDER_TABLE} {e} ON {e}.{ID_COLUMN} = i{e}.{ID_COLUMN}"
+                         for e in ends)
+    return f"""
+        SELECT least(l.{ORDER_COLUMN}, r.{ORDER_COLUMN}) AS unique_id_l,
+               greatest(l.{ORDER_COLUMN}, r.{ORDER_COLUMN}) AS unique_id_r, {columns}
+        FROM {pred_table} p {joins}"""
+
+
 def scored_pairs_sql(pred_table: str, settings: dict[str, Any], columns: str) -> str:
     """SELECT over a Splink predictions table giving `unique_id_l < unique_id_r` (agency:
     record_ref) whatever id Splink joined on, plus `columns` (scores, gamma_/mw_ evidence,
@@ -545,23 +585,32 @@ def with_gammas(pairs: pd.DataFrame, model_settings: dict[str, Any]) -> pd.DataF
     return out
 
 
-def _linker(con: duckdb.DuckDBPyConnection, settings: SettingsCreator | dict) -> Linker:
+def _linker(con: duckdb.DuckDBPyConnection, settings: SettingsCreator | dict, *,
+            validate: bool = True) -> Linker:
+    """A Splink linker over the linkage input. `validate=False` skips Splink's check that the
+    settings' SQL names input columns (sqlglot over every level: 0.12 s per linker), for
+    settings this run just built from the input's own columns."""
     db_api = DuckDBAPI(con)
     sdf = db_api.register(INPUT_TABLE)
-    return Linker(sdf, settings, log_level=logging.WARNING)
+    return Linker(sdf, settings, log_level=logging.WARNING, validate_settings=validate)
 
 
-def estimate_parameters(linker: Linker, columns: list[str], settings: LinkageSettings, *,
-                        u_num_chunks: int = 10) -> dict[str, Any]:
+def estimate_parameters(linker: Linker, columns: list[str],
+                        settings: LinkageSettings) -> dict[str, Any]:
     """The hub's training recipe on any Splink backend: prior from deterministic rules, u by
-    seeded random sampling (`u_num_chunks`: Splink's chunking of that sample), m by EM over
-    the training blocks. Returns Splink's learned settings; Splink's tables are dropped."""
+    seeded random sampling, m by EM over the training blocks. Returns Splink's learned
+    settings; Splink's tables are dropped.
+
+    u in one chunk: Splink's chunks stop sampling once every level has 100 non-matching pairs,
+    but the hub's exact-token and Dice >= 0.85 levels see 1-27 in the whole 2M-pair sample, so
+    every chunk ran anyway (11 queries per comparison, 2.4 s against 1.7 s at 100k records;
+    on Spark each chunk is a scheduled job: 80 s against 46 s for 2,174 records)."""
     try:
         linker.training.estimate_probability_two_random_records_match(
             deterministic_rules(columns), recall=settings.prior_recall
         )
         linker.training.estimate_u_using_random_sampling(
-            max_pairs=settings.u_max_pairs, seed=settings.seed, num_chunks=u_num_chunks
+            max_pairs=settings.u_max_pairs, seed=settings.seed, num_chunks=1
         )
         trained_on = 0
         for rule in training_blocking_rules(columns):
@@ -590,7 +639,7 @@ def train_model(
     parameters rounded. Input table must be prepared."""
     creator = splink_settings_for(columns)
     creator.max_iterations = settings.max_em_iterations
-    learned = estimate_parameters(_linker(con, creator), columns, settings)
+    learned = estimate_parameters(_linker(con, creator, validate=False), columns, settings)
     trained = round_parameters(floor_m_probabilities(learned, settings.m_floor))
     return make_model(trained, model_version)
 
@@ -599,7 +648,8 @@ def cluster_records(records: pd.DataFrame, pairs: pd.DataFrame, model_settings: 
                     s: LinkageSettings) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """The hub's clustering, whichever backend scored `pairs`: auto-match edges (threshold,
     minus twin-like pairs), Splink's connected components, then the chaining guard.
-    records: unique_id, record_ref, agency, batch_id, tok_nhs_number, tok_dob (as text).
+    records: unique_id, agency, batch_id, tok_nhs_number, tok_dob; ids in `pairs` are the
+    records' unique_ids (full runs pass ORDER_TABLE ranks), tokens anything comparable.
     Returns (records with cluster_id, auto-match edges, flagged clusters)."""
     twins = twin_like(pairs, model_settings)
     auto = pairs[(pairs["match_probability"] >= s.auto_match_probability) & ~twins]
@@ -662,6 +712,14 @@ def link_persons(
     s = settings or LinkageSettings()
     check_thresholds(s)
     started = start_run(con, run_id)
+    try:
+        return _link_persons(con, run_id, s, started)
+    finally:
+        drop_record_order(con)
+
+
+def _link_persons(con: duckdb.DuckDBPyConnection, run_id: str, s: LinkageSettings,
+                  started: datetime) -> LinkageResult:
     timings: dict[str, float] = {}
     with Progress(
         SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
@@ -690,13 +748,16 @@ def link_persons(
         progress.advance(task)
 
         t = stage("scoring pairs")
-        linker = _linker(con, scoring_settings(model["splink_settings"]))
+        # A stored model is checked against the input; one trained above was built from it.
+        linker = _linker(con, scoring_settings(model["splink_settings"]),
+                         validate=s.model is not None)
         try:
             pred = linker.inference.predict(
                 threshold_match_probability=s.clerical_probability, warning_mode="never"
             )
-            # Only ids, scores and evidence leave Splink's table: no token values.
-            pairs = with_gammas(con.execute(scored_pairs_sql(
+            build_record_order(con)
+            # Only ids (ranks), scores and evidence leave Splink's table: no token values.
+            pairs = with_gammas(con.execute(ranked_pairs_sql(
                 pred.physical_name, model["splink_settings"],
                 "match_weight, match_probability, COLUMNS('^(gamma|mw)_.*')")).df(),
                 model["splink_settings"])
@@ -711,7 +772,8 @@ def link_persons(
         tokens = ", ".join(c if c in columns else f"NULL::UBIGINT AS {c}"
                            for c in ("tok_nhs_number", "tok_dob"))
         records = con.execute(
-            f"SELECT unique_id, record_ref, agency, batch_id, {tokens} FROM {INPUT_TABLE}").df()
+            f"""SELECT o.{ORDER_COLUMN} AS unique_id, i.agency, i.batch_id, {tokens}
+                FROM {INPUT_TABLE} i JOIN {ORDER_TABLE} o USING ({ID_COLUMN})""").df()
         records, auto, flagged = cluster_records(records, pairs, model["splink_settings"], s)
         timings["cluster"] = time.perf_counter() - t
         progress.advance(task)
@@ -747,13 +809,14 @@ def persist_linkage(
     and scores, the clerical queue, the `linkage_run` row and, for a newly trained model,
     `linkage_model`.
 
-    records: unique_id, record_ref, agency, cluster_id (after the chaining guard);
-    pairs: every pair scored at or above the clerical threshold, with Splink's gamma_/mw_
-    columns (evidence only, no token values); flagged: `guard_chains`' flagged clusters.
+    records: unique_id, cluster_id (after the chaining guard), ids being ORDER_TABLE ranks
+    (`build_record_order`) here and in `pairs`: every pair scored at or above the clerical
+    threshold, with Splink's gamma_/mw_ columns (evidence only, no token values); flagged:
+    `guard_chains`' flagged clusters.
     """
     t = time.perf_counter()
     with atomic(con):
-        assigned, counts = assign_person_ids(con, records, run_id)
+        assigned, counts = assign_person_ids(con, records, run_id, record_order=ORDER_TABLE)
         n_clerical = _write_outputs(con, run_id, assigned, pairs, model, s)
         result = LinkageResult(
             run_id=run_id,
@@ -780,6 +843,14 @@ def input_columns(con: duckdb.DuckDBPyConnection) -> list[str]:
     return [r[0] for r in con.execute(f"DESCRIBE {INPUT_TABLE}").fetchall()]
 
 
+def ensure_record_person(con: duckdb.DuckDBPyConnection) -> None:
+    """record_person present, in its current layout: one row per (agency, record_ref), by
+    construction of its writers rather than by an index (`ensure_keyless_table`)."""
+    ensure_keyless_table(con, "record_person", """
+        record_ref VARCHAR NOT NULL, agency VARCHAR NOT NULL, person_id VARCHAR NOT NULL,
+        band VARCHAR NOT NULL, score DOUBLE, run_id VARCHAR NOT NULL""")
+
+
 def _write_outputs(
     con: duckdb.DuckDBPyConnection,
     run_id: str,
@@ -792,13 +863,8 @@ def _write_outputs(
 
     Joins and per-record maxima run in DuckDB: pandas' dict/Series maps over a million
     string ids took 9 s of a 1M-record run."""
-    con.execute(
-        """CREATE TABLE IF NOT EXISTS record_person (
-            record_ref VARCHAR NOT NULL, agency VARCHAR NOT NULL, person_id VARCHAR NOT NULL,
-            band VARCHAR NOT NULL, score DOUBLE, run_id VARCHAR NOT NULL,
-            PRIMARY KEY (agency, record_ref))"""
-    )
-    con.register("_assigned", assigned[["unique_id", "record_ref", "agency", "person_id"]])
+    ensure_record_person(con)
+    con.register("_assigned", assigned[["unique_id", "person_id"]])
     con.register("_pairs", pd.DataFrame({
         "i": np.arange(len(pairs)), "l": pairs["unique_id_l"].to_numpy(),
         "r": pairs["unique_id_r"].to_numpy(),
@@ -812,13 +878,17 @@ def _write_outputs(
         if n_scored != len(pairs):
             raise ValueError("scored pairs name records the run did not assign")
         # Only the pairs left in two persons go on (to the clerical queue).
-        apart = con.execute("""SELECT i, pid_l, pid_r FROM _scored WHERE pid_l <> pid_r
-                               ORDER BY i""").df()
+        apart = con.execute(f"""
+            SELECT i, pid_l, pid_r, ol.agency AS agency_l, ol.record_ref AS record_ref_l,
+                   orr.agency AS agency_r, orr.record_ref AS record_ref_r
+            FROM _scored JOIN {ORDER_TABLE} ol ON ol.{ORDER_COLUMN} = l
+                         JOIN {ORDER_TABLE} orr ON orr.{ORDER_COLUMN} = r
+            WHERE pid_l <> pid_r ORDER BY i""").df()
         # Auto: joined into one person above the auto threshold. Clerical: scored above the
         # clerical threshold but not in one person: below the auto threshold, or above it
         # but held back (twin-like, or cut by the chaining guard).
         con.execute("DELETE FROM record_person")
-        con.execute("""
+        con.execute(f"""
             INSERT INTO record_person
             WITH ends AS (
                 SELECT l AS unique_id, p, pid_l = pid_r AS same FROM _scored
@@ -827,35 +897,36 @@ def _write_outputs(
                 SELECT unique_id, max(p) FILTER (same AND p >= ?) AS auto_p,
                        max(p) FILTER (NOT same) AS clerical_p
                 FROM ends GROUP BY unique_id)
-            SELECT a.record_ref, a.agency, a.person_id,
+            SELECT o.record_ref, o.agency, a.person_id,
                    CASE WHEN b.auto_p IS NOT NULL THEN 'auto_match'
                         WHEN b.clerical_p IS NOT NULL THEN 'clerical' ELSE 'non_match' END,
                    coalesce(b.auto_p, b.clerical_p), ?
-            FROM _assigned a LEFT JOIN best b USING (unique_id)""",
+            FROM _assigned a JOIN {ORDER_TABLE} o ON o.{ORDER_COLUMN} = a.unique_id
+            LEFT JOIN best b USING (unique_id)""",
             [s.auto_match_probability, run_id])
     finally:
         con.execute("DROP TABLE IF EXISTS _scored")
         con.unregister("_pairs")
         con.unregister("_assigned")
     rows = apart["i"].to_numpy()
-    clerical = pairs.iloc[rows].assign(pid_l=apart["pid_l"].to_numpy(),
-                                       pid_r=apart["pid_r"].to_numpy())
+    ends = ["pid_l", "pid_r", "agency_l", "record_ref_l", "agency_r", "record_ref_r"]
+    clerical = pairs.iloc[rows].assign(**{c: apart[c].to_numpy() for c in ends})
     return append_clerical_pairs(con, run_id, clerical, model)
 
 
 def append_clerical_pairs(con: duckdb.DuckDBPyConnection, run_id: str, clerical: pd.DataFrame,
                           model: dict[str, Any]) -> int:
-    """Append scored pairs (unique_id_l/_r, pid_l/_r, Splink's gamma_/mw_ columns) to the
-    clerical queue as open items. Evidence only: gamma levels and per-comparison match
-    weights, never token values."""
+    """Append scored pairs (agency_l/_r, record_ref_l/_r, pid_l/_r, Splink's gamma_/mw_
+    columns) to the clerical queue as open items. Evidence only: gamma levels and
+    per-comparison match weights, never token values."""
     names = _comparison_names(model)
     q = pd.DataFrame(
         {
             "run_id": run_id,
-            "record_ref_l": clerical["unique_id_l"].str.split(":", n=1).str[1],
-            "agency_l": clerical["unique_id_l"].str.split(":", n=1).str[0],
-            "record_ref_r": clerical["unique_id_r"].str.split(":", n=1).str[1],
-            "agency_r": clerical["unique_id_r"].str.split(":", n=1).str[0],
+            "record_ref_l": clerical["record_ref_l"],
+            "agency_l": clerical["agency_l"],
+            "record_ref_r": clerical["record_ref_r"],
+            "agency_r": clerical["agency_r"],
             "person_id_l": clerical["pid_l"],
             "person_id_r": clerical["pid_r"],
             "match_probability": clerical["match_probability"],

@@ -60,12 +60,16 @@ from linkage.comparisons import (
     legacy_dice_sql,
 )
 from linkage.person_linkage import (
+    ID_COLUMN,
     INPUT_TABLE,
+    ORDER_COLUMN,
     LinkageResult,
     LinkageSettings,
     _next_model_version,
+    build_record_order,
     check_thresholds,
     cluster_records,
+    drop_record_order,
     estimate_parameters,
     floor_m_probabilities,
     load_model,
@@ -211,8 +215,12 @@ def export_identifiers(con: duckdb.DuckDBPyConnection, out_dir: str | Path) -> P
     path_dir = Path(out_dir)
     path_dir.mkdir(parents=True, exist_ok=True)
     path = path_dir / "identifiers.parquet"
-    con.execute(f"COPY (SELECT {select} FROM {INPUT_TABLE} ORDER BY unique_id) "
-                f"TO '{path}' (FORMAT parquet)")
+    # Each record's rank (`ORDER_COLUMN`), the id clustering and persisting work on; the
+    # ranks stay in ORDER_TABLE on `con` for the run's writer.
+    order = build_record_order(con)
+    con.execute(f"COPY (SELECT {select}, {ORDER_COLUMN} FROM {INPUT_TABLE} "
+                f"JOIN (SELECT {ID_COLUMN}, {ORDER_COLUMN} FROM {order}) USING ({ID_COLUMN}) "
+                f"ORDER BY {ORDER_COLUMN}) TO '{path}' (FORMAT parquet)")
     return path
 
 
@@ -403,12 +411,9 @@ def train_model_spark(
                       break_lineage_method=break_lineage_method)
     linker = Linker(db_api.register(df), transpile_settings(untrained, words),
                     log_level=logging.WARNING)
-    # The recipe of person_linkage.train_model; the blocking rules are Splink creators, which
-    # write their own Spark SQL. One u chunk: the same max_pairs sample and seed, in one
-    # Spark job per comparison. Splink's default ten chunks (which let DuckDB stop early once
-    # every level has 100 non-matches) each cost Spark a planned and scheduled job: measured
-    # 46 s against 80 s for 2,174 records in local mode on two cores, where every chunk ran.
-    learned = estimate_parameters(linker, columns, s, u_num_chunks=1)
+    # The recipe of person_linkage.train_model (one u chunk there says why); the blocking
+    # rules are Splink creators, which write their own Spark SQL.
+    learned = estimate_parameters(linker, columns, s)
     trained = round_parameters(
         floor_m_probabilities(_with_parameters(untrained, learned), s.m_floor))
     return make_model(trained, model_version)
@@ -419,7 +424,7 @@ def train_model_spark(
 
 def _score(spark: Any, df: Any, words: dict[str, int], model: dict[str, Any], threshold: float,
            break_lineage_method: str | None) -> pd.DataFrame:
-    """Pairs at or above `threshold`: ids (agency:record_ref, l < r), scores and the
+    """Pairs at or above `threshold`: ids (ranks, l < r), scores and the
     gamma_/mw_ evidence columns (what the clerical queue keeps); no token values leave
     Spark. Scored as the DuckDB path scores (`person_linkage.scoring_settings`)."""
     from pyspark.sql import functions as F
@@ -436,7 +441,8 @@ def _score(spark: Any, df: Any, words: dict[str, int], model: dict[str, Any], th
         pred = linker.inference.predict(threshold_match_probability=threshold,
                                         warning_mode="never").as_spark_dataframe()
         evidence = [c for c in pred.columns if c.startswith(("gamma_", "mw_"))]
-        ids = df.select(F.col(id_col).alias("_id"), F.col("unique_id").alias("_uid"))
+        # Pairs carry the records' ranks (ORDER_COLUMN), as the DuckDB run's do.
+        ids = df.select(F.col(id_col).alias("_id"), F.col(ORDER_COLUMN).alias("_uid"))
         l_ids = ids.withColumnRenamed("_id", f"{id_col}_l").withColumnRenamed("_uid", "_a")
         r_ids = ids.withColumnRenamed("_id", f"{id_col}_r").withColumnRenamed("_uid", "_b")
         pairs = (pred.join(l_ids, f"{id_col}_l").join(r_ids, f"{id_col}_r")
@@ -455,7 +461,7 @@ def _cluster(df: Any, pairs: pd.DataFrame, model: dict[str, Any], s: LinkageSett
     clustering (`person_linkage.cluster_records`), so both backends cluster identically."""
     have = set(df.columns)
     records = df.selectExpr(
-        "unique_id", "record_ref", "agency", "batch_id",
+        f"{ORDER_COLUMN} AS unique_id", "agency", "batch_id",
         *[(c if c in have else f"CAST(NULL AS STRING) AS {c}")
           for c in ("tok_nhs_number", "tok_dob")],
     ).toPandas()
@@ -501,13 +507,14 @@ def link_persons_spark(
         t = time.perf_counter()
         records, auto, flagged = _cluster(df, pairs, model, s)
         timings["cluster"] = time.perf_counter() - t
+        return persist_linkage(
+            con, run_id, records, pairs, model, s, n_records=len(records),
+            n_auto_pairs=len(auto), flagged=flagged, timings=timings, started=started,
+            new_model=s.model is None, mode="spark",
+        )
     finally:
         shutil.rmtree(export, ignore_errors=True)
-    return persist_linkage(
-        con, run_id, records, pairs, model, s, n_records=len(records), n_auto_pairs=len(auto),
-        flagged=flagged, timings=timings, started=started, new_model=s.model is None,
-        mode="spark",
-    )
+        drop_record_order(con)
 
 
 def run_configured(con: duckdb.DuckDBPyConnection, run_id: str, settings: LinkageSettings,

@@ -22,20 +22,26 @@ class OverlapMapping:
     lineage: pd.DataFrame  # group, previous_id, overlap
 
 
-def match_by_overlap(new: pd.DataFrame, previous: pd.DataFrame,
+def match_by_overlap(new: pd.DataFrame, previous: pd.DataFrame | str,
                      con: duckdb.DuckDBPyConnection | None = None) -> OverlapMapping:
-    """new: member, group. previous: member, id (active ids only).
+    """new: member, group. previous: member, id (active ids only; string ids): a frame, or
+    a query over `con` giving those columns (a NULL member overlaps nothing).
 
     Overlaps, leftovers and retirements are counted in DuckDB (`con`, else an in-memory
     one): pandas merges and Python sets over a million string ids took ~1.5 s of a
     1M-record run. Only the greedy choice walks the overlap rows in Python."""
     con = con or duckdb.connect()
     con.register("_so_new", new[["member", "group"]])
-    con.register("_so_prev", previous[["member", "id"]])
+    if isinstance(previous, str):
+        prev = "_so_prev_q"
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {prev} AS {previous}")
+    else:
+        prev = "_so_prev"
+        con.register(prev, previous[["member", "id"]])
     try:
-        overlap = con.execute("""
+        overlap = con.execute(f"""
             SELECT n."group", p.id, count(*) AS overlap FROM _so_new n
-            JOIN _so_prev p USING (member) GROUP BY ALL
+            JOIN {prev} p USING (member) GROUP BY ALL
             ORDER BY overlap DESC, p.id, n."group" """).df()
         chosen: dict = {}
         taken: set = set()
@@ -46,16 +52,17 @@ def match_by_overlap(new: pd.DataFrame, previous: pd.DataFrame,
             taken.add(pid)
         con.register("_so_chosen", pd.DataFrame({
             "group": pd.Series(list(chosen), dtype=new["group"].dtype),
-            "id": pd.Series(list(chosen.values()), dtype=previous["id"].dtype)}))
+            "id": pd.Series(list(chosen.values()), dtype=str)}))
         new_groups = [g for (g,) in con.execute("""
             SELECT DISTINCT "group" FROM _so_new WHERE "group" NOT IN (
                 SELECT "group" FROM _so_chosen) ORDER BY 1""").fetchall()]
-        retired = [i for (i,) in con.execute("""
-            SELECT DISTINCT id FROM _so_prev WHERE id NOT IN (
+        retired = [i for (i,) in con.execute(f"""
+            SELECT DISTINCT id FROM {prev} WHERE id NOT IN (
                 SELECT id FROM _so_chosen) ORDER BY 1""").fetchall()]
     finally:
         for name in ("_so_new", "_so_prev", "_so_chosen"):
             con.unregister(name)
+        con.execute("DROP VIEW IF EXISTS _so_prev_q")
     lineage = overlap.rename(columns={"id": "previous_id"})
     return OverlapMapping(chosen, retired, new_groups, lineage)
 

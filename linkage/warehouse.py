@@ -52,3 +52,22 @@ def ensure_schema(con: duckdb.DuckDBPyConnection, enc: EncodingContract) -> None
     con.execute(f"""CREATE TABLE IF NOT EXISTS payload (
         record_ref VARCHAR NOT NULL, agency VARCHAR NOT NULL, batch_id VARCHAR NOT NULL,
         {pay_ddl})""")
+
+
+def ensure_keyless_table(con: duckdb.DuckDBPyConnection, table: str, columns_ddl: str) -> None:
+    """Create `table` (columns_ddl: its column list, no key) if missing, or rebuild it without
+    the PRIMARY KEY an earlier version gave it.
+
+    Linkage rewrites record_person and person every run. A key's index made that slow (1M
+    record_person rows replaced in one transaction: ~10 s with the key, ~0.4 s without);
+    their writers produce one row per key by construction, which the tests check."""
+    con.execute(f"CREATE TABLE IF NOT EXISTS {table} ({columns_ddl})")
+    keyed = con.execute(
+        """SELECT count(*) FROM duckdb_constraints() WHERE table_name = ?
+           AND constraint_type = 'PRIMARY KEY' AND database_name = current_database()
+           AND schema_name = current_schema()""", [table]).fetchall()[0][0]
+    if keyed:
+        con.execute(f"ALTER TABLE {table} RENAME TO {table}__keyed")
+        con.execute(f"CREATE TABLE {table} ({columns_ddl})")
+        con.execute(f"INSERT INTO {table} SELECT * FROM {table}__keyed")
+        con.execute(f"DROP TABLE {table}__keyed")

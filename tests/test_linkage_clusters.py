@@ -157,3 +157,77 @@ def test_ties_are_broken_deterministically(tmp_path: Path) -> None:
     assert ids["a"] == _ids(a1)["a"]
     assert ids["b"] != ids["a"]
     con.close()
+
+
+def _ranked(con: duckdb.DuckDBPyConnection, clusters: pd.DataFrame) -> pd.DataFrame:
+    """`clusters` on ranks, as full runs hand them over: a TEMP table (ord, agency,
+    record_ref) ranking the unique_ids, and unique_id/cluster_id replaced by ranks."""
+    ranked = clusters.sort_values("unique_id").reset_index(drop=True)
+    ranked["ord"] = range(1, len(ranked) + 1)
+    con.register("_r", ranked)
+    con.execute("CREATE OR REPLACE TEMP TABLE rec_order AS SELECT ord, agency, record_ref FROM _r")
+    con.unregister("_r")
+    rank = dict(zip(ranked["unique_id"], ranked["ord"], strict=True))
+    return pd.DataFrame({"unique_id": clusters["unique_id"].map(rank),
+                         "cluster_id": clusters["cluster_id"].map(rank)})
+
+
+def test_person_ids_on_ranks_equal_person_ids_on_unique_ids(tmp_path: Path) -> None:
+    """Full runs assign person ids on each record's rank in unique_id order: the same ids,
+    retirements and lineage as on the unique_ids, through splits, merges, even-split ties
+    and records that left the input."""
+    runs = [
+        {"a": ["a", "b", "c"], "d": ["d", "e"], "f": ["f"], "g": ["g"], "h": ["h", "i"]},
+        # c and e gone; ties (h | i halves), a merge (f+g), a new record j
+        {"a": ["a", "b"], "d": ["d", "j"], "f": ["f", "g"], "h": ["h"], "i": ["i"]},
+        {"a": ["a"], "b": ["b", "d"], "f": ["f", "g", "h", "i", "j"]},
+    ]
+    out = {}
+    for mode in ("unique_id", "rank"):
+        con = duckdb.connect(str(tmp_path / f"{mode}.duckdb"))
+        seen = []
+        for n, groups in enumerate(runs):
+            clusters = _clusters({f"A:{c}": refs for c, refs in groups.items()})
+            if mode == "rank":
+                assigned, counts = assign_person_ids(con, _ranked(con, clusters), f"r{n}",
+                                                     record_order="rec_order")
+                assigned = assigned.assign(record_ref=clusters["record_ref"].to_numpy(),
+                                           agency="A")
+            else:
+                assigned, counts = assign_person_ids(con, clusters, f"r{n}")
+            _save(con, assigned[["record_ref", "agency", "person_id"]], f"r{n}")
+            seen.append((_ids(assigned), counts))
+        seen.append(con.execute("SELECT * FROM person ORDER BY person_id").fetchall())
+        seen.append(con.execute("SELECT * FROM person_lineage ORDER BY ALL").fetchall())
+        out[mode] = seen
+        con.close()
+    assert out["rank"] == out["unique_id"]
+    # The runs did exercise retirement and minting.
+    assert out["rank"][1][1]["n_retired_persons"] >= 1
+    assert out["rank"][1][1]["n_new_persons"] >= 1
+
+
+def test_chaining_guard_on_ranks_equals_guard_on_unique_ids() -> None:
+    """Equal-weight edges are taken in id order: ranks must cut the same edges."""
+    rec = _records(
+        [
+            ("GP:z", "GP:a", "GP", "g1", "n1", "d1"),
+            ("POL:b", "GP:a", "POL", "p1", None, "d1"),
+            ("POL:c", "GP:a", "POL", "p1", None, "d1"),
+            ("GP:a", "GP:a", "GP", "g1", "n2", "d1"),
+            ("SC:m", "GP:a", "SC", "s1", None, "d1"),
+        ]
+    )
+    edges = pd.DataFrame({
+        "unique_id_l": ["GP:z", "GP:a", "GP:z", "GP:a", "POL:b"],
+        "unique_id_r": ["POL:b", "POL:b", "POL:c", "POL:c", "SC:m"],
+        "match_weight": [20.0, 20.0, 20.0, 20.0, 20.0]})
+    by_id, flagged_id = guard_chains(rec, edges)
+    rank = {u: i for i, u in enumerate(sorted(rec["unique_id"]), start=1)}
+    ranked_rec = rec.assign(unique_id=rec["unique_id"].map(rank),
+                            cluster_id=rec["cluster_id"].map(rank))
+    ranked_edges = edges.assign(unique_id_l=edges["unique_id_l"].map(rank),
+                                unique_id_r=edges["unique_id_r"].map(rank))
+    by_rank, flagged_rank = guard_chains(ranked_rec, ranked_edges)
+    assert by_rank["cluster_id"].tolist() == by_id["cluster_id"].map(rank).tolist()
+    assert flagged_rank["split_into"].tolist() == flagged_id["split_into"].tolist() == [2]

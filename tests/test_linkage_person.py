@@ -72,6 +72,9 @@ def test_tables_written(trained) -> None:
     assert set(json.loads(run["timings_json"])) >= {"train", "predict", "cluster"}
     n_person = con.execute("SELECT count(*) FROM person WHERE status='active'").fetchall()
     assert n_person[0][0] == r.n_persons
+    # The run's per-record rank table is dropped with the run.
+    assert not con.execute("SELECT 1 FROM duckdb_tables() "
+                           "WHERE table_name = 'linkage_record_order'").fetchall()
 
 
 def test_clerical_queue_holds_evidence_not_tokens(trained) -> None:
@@ -159,6 +162,13 @@ def test_person_ids_stable_across_runs(trained) -> None:
     }
     assert not retired & set(after["cluster_id"])
     assert r2.n_records == len(toy.identifiers) + len(more.identifiers)
+    # One row per record and per person, by construction (neither table has a key).
+    assert len(after) == r2.n_records == len(after.drop_duplicates(["agency", "record_ref"]))
+    persons = con.execute("SELECT person_id, status, n_records FROM person").df()
+    assert persons["person_id"].is_unique
+    active = persons[persons["status"] == "active"].set_index("person_id")["n_records"]
+    assert active.sort_index().to_dict() == \
+        after.groupby("cluster_id").size().sort_index().to_dict()
     with pytest.raises(ValueError, match="already has run_id"):
         link_persons(con, "run-2", replace(QUIET, model=r.model))
 
@@ -391,3 +401,32 @@ def test_privacy_cost_against_plaintext_baseline(trained, holdout: ToyData) -> N
     print(f"F1 pseudonymised {f1_pseudo:.4f} plaintext {f1_plain:.4f} privacy cost {cost:+.4f}")
     assert f1_plain > 0.8
     assert cost > -0.1
+
+
+def test_keyed_tables_of_earlier_versions_are_rebuilt_without_keys(tmp_path: Path) -> None:
+    """Earlier versions gave record_person and person a PRIMARY KEY (a re-run then spent
+    ~10 s at 1M records maintaining the index). The next run drops the keys and keeps rows
+    and person ids."""
+    toy = make_toy(n_households=40, seed=3)
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    _load(con, toy.identifiers)
+    r1 = link_persons(con, "run-1", QUIET)
+    before = _partition(con).sort_values(["agency", "record_ref"], ignore_index=True)
+    n_person = con.execute("SELECT count(*) FROM person").fetchall()[0][0]
+    for table, key in (("record_person", "agency, record_ref"), ("person", "person_id")):
+        con.execute(f"CREATE TABLE {table}_copy AS SELECT * FROM {table}")
+        cols = ", ".join(f"{n} {t}" for n, t, *_ in
+                         con.execute(f"DESCRIBE {table}").fetchall())
+        con.execute(f"DROP TABLE {table}")
+        con.execute(f"CREATE TABLE {table} ({cols}, PRIMARY KEY ({key}))")
+        con.execute(f"INSERT INTO {table} SELECT * FROM {table}_copy")
+        con.execute(f"DROP TABLE {table}_copy")
+    keys = "SELECT count(*) FROM duckdb_constraints() WHERE constraint_type = 'PRIMARY KEY' " \
+           "AND table_name IN ('record_person', 'person')"
+    assert con.execute(keys).fetchall()[0][0] == 2
+    link_persons(con, "run-2", replace(QUIET, model=r1.model))
+    assert con.execute(keys).fetchall()[0][0] == 0
+    after = _partition(con).sort_values(["agency", "record_ref"], ignore_index=True)
+    pd.testing.assert_frame_equal(after, before)
+    assert con.execute("SELECT count(*) FROM person").fetchall()[0][0] == n_person
+    con.close()

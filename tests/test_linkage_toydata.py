@@ -170,7 +170,9 @@ def _corrupt(rng: random.Random, p: Person, agency: str) -> dict:
     if r < 0.04 and dob.day <= 12 and dob.day != dob.month:
         dob = date(dob.year, dob.day, dob.month)
     elif r < 0.07:
-        dob = dob.replace(year=dob.year + rng.choice((-1, 1)))
+        # 29 February keeps a valid day in the neighbouring year
+        day = min(dob.day, 28) if dob.month == 2 else dob.day
+        dob = dob.replace(year=dob.year + rng.choice((-1, 1)), day=day)
     elif r < 0.10:
         dob = dob.replace(day=min(28, max(1, dob.day + rng.choice((-1, 1)))))
     r = rng.random()
