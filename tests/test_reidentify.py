@@ -18,7 +18,7 @@ from ig_bridge.reidentify import (
 # one by chance (two-character ids did, in ~5% of runs).
 EXTRACT = pd.DataFrame({
     "record_id": ["LRN-000001", "LRN-000002", "LRN-000003"],
-    "given_name": ["Ada", "Ben", "Cleo"],
+    "given_name": ["Ada", "D'Arcy", "Cleo"],
     "family_name": ["Lovelace", "Okri", "Ng"],
     "date_of_birth": ["2015-01-02", "2016-03-04", None],
     "address": ["1 Test Road", "2 Test Road", "3 Test Road"],
@@ -36,15 +36,15 @@ def test_reidentify_roundtrip_and_audit(tmp_path):
     log = tmp_path / "agency" / "audit.log"
     got = reidentify(refs, _request(), ref_keys=key, lookup=frame_lookup(EXTRACT), audit_log=log)
     assert [g.found for g in got] == [True, True, False]
-    assert got[0].display["given_name"] == "Ben" and got[1].display["family_name"] == "Lovelace"
+    assert got[0].display["given_name"] == "D'Arcy" and got[1].display["family_name"] == "Lovelace"
     assert "case_notes" not in got[0].display
-    assert "Ben" not in repr(got[0])
+    assert "D'Arcy" not in repr(got[0])
     assert stat.S_IMODE(log.stat().st_mode) == 0o600
     text = log.read_text()
     entry = json.loads(text.splitlines()[-1])
     assert entry["outcome"] == "answered" and entry["found"] == 2 and entry["not_found"] == 1
     assert entry["protocol_id"] == "P-CP-01" and entry["record_refs"] == refs
-    for secret in ("LRN-000001", "LRN-000002", "Ben", "Lovelace", "Test Road"):
+    for secret in ("LRN-000001", "LRN-000002", "D'Arcy", "Lovelace", "Test Road"):
         assert secret not in text
 
 
