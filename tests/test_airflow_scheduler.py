@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -102,12 +103,16 @@ def test_scheduler_runs_bridges_then_asset_triggered_hub(pg_database: str, tmp_p
     logs = tmp_path / "logs"
     logs.mkdir()
     try:
+        deadline = time.monotonic() + BOUND_S
         for cmd in (["api-server", "--port", str(port)], ["dag-processor"], ["scheduler"]):
             out = (logs / f"{cmd[0]}.log").open("w")
             # own session: the children these start are stopped with them (killpg below)
             procs.append(subprocess.Popen([AIRFLOW, *cmd], env=env, stdout=out,
                                           stderr=subprocess.STDOUT, start_new_session=True))
-        deadline = time.monotonic() + BOUND_S
+            if cmd[0] == "api-server":
+                # Tasks report to the execution API: one the scheduler starts before the API
+                # answers (the @daily run it creates at once) is killed and fails.
+                _wait_for_api(port, deadline, logs)
         pending = {f"bridge_{c.lower()}" for c in AGENCIES}
         while pending and time.monotonic() < deadline:  # wait for the DAGs to be parsed
             for dag_id in sorted(pending):
@@ -152,6 +157,16 @@ def test_scheduler_runs_bridges_then_asset_triggered_hub(pg_database: str, tmp_p
         assert run_ids and all(r.startswith("asset_triggered__") for r in run_ids)
     finally:
         con.close()
+
+
+def _wait_for_api(port: int, deadline: float, logs: Path) -> None:
+    url = f"http://127.0.0.1:{port}/api/v2/monitor/health"
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=5) as r:  # noqa: S310
+            if r.status == 200:
+                return
+        time.sleep(1)
+    raise AssertionError(f"api-server never answered {url}\n{_tail(logs)}")
 
 
 def _tail(logs: Path) -> str:
