@@ -7,6 +7,9 @@ fields, so onboarding a field is a schema change in one place (schemas/).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import duckdb
 
 from linkage.config import EncodingContract
@@ -71,3 +74,18 @@ def ensure_keyless_table(con: duckdb.DuckDBPyConnection, table: str, columns_ddl
         con.execute(f"CREATE TABLE {table} ({columns_ddl})")
         con.execute(f"INSERT INTO {table} SELECT * FROM {table}__keyed")
         con.execute(f"DROP TABLE {table}__keyed")
+
+
+@contextmanager
+def optimizers_disabled(con: duckdb.DuckDBPyConnection, *names: str) -> Iterator[None]:
+    """Run a block with DuckDB optimizers `names` switched off on `con` (those this DuckDB
+    has), adding to any already off, and put the setting back afterwards."""
+    known = {r[0] for r in con.execute("SELECT name FROM duckdb_optimizers()").fetchall()}
+    before = con.execute("SELECT current_setting('disabled_optimizers')").fetchall()[0][0]
+    off = [n for n in before.split(",") if n.strip()]
+    off += [n for n in names if n in known and n not in off]
+    con.execute(f"SET disabled_optimizers = '{','.join(off)}'")
+    try:
+        yield
+    finally:
+        con.execute(f"SET disabled_optimizers = '{before}'")

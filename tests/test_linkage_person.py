@@ -378,6 +378,49 @@ def test_training_on_every_core_reproduces_the_model(trained) -> None:
     assert m == float(f"{m:.6g}")
 
 
+def test_training_runs_without_cte_inlining_and_learns_the_same_model(trained, monkeypatch
+                                                                     ) -> None:
+    """train_model switches DuckDB's CTE inlining off for Splink's queries only (a setting
+    already there is kept and put back), and the model is the one learned with it on."""
+    import contextlib
+
+    from linkage import person_linkage as pl
+
+    toy, _, _ = trained
+    con = duckdb.connect()
+    _load(con, toy.identifiers)
+    cols = pl.prepare_input(con)
+    con.execute("SET disabled_optimizers = 'top_n'")
+    seen: list[str] = []
+    estimate = pl.estimate_parameters
+
+    def spy(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        seen.append(con.execute("SELECT current_setting('disabled_optimizers')").fetchall()[0][0])
+        return estimate(*args, **kwargs)
+
+    monkeypatch.setattr(pl, "estimate_parameters", spy)
+    model = pl.train_model(con, cols, QUIET, "v")
+    assert seen == ["top_n,cte_inlining"]
+    assert con.execute("SELECT current_setting('disabled_optimizers')").fetchall()[0][0] == "top_n"
+
+    monkeypatch.setattr(pl, "optimizers_disabled", lambda *_: contextlib.nullcontext())
+    inlined = pl.train_model(con, cols, QUIET, "v")
+    assert seen[-1] == "top_n"
+    assert inlined["settings_hash"] == model["settings_hash"]
+
+
+def test_optimizers_disabled_skips_names_this_duckdb_lacks_and_restores() -> None:
+    from linkage.warehouse import optimizers_disabled
+
+    con = duckdb.connect()
+    with (pytest.raises(RuntimeError, match="stage failed"),  # noqa: PT012
+          optimizers_disabled(con, "cte_inlining", "no_such_optimizer")):
+        assert con.execute("SELECT current_setting('disabled_optimizers')"
+                           ).fetchall()[0][0] == "cte_inlining"
+        raise RuntimeError("stage failed")
+    assert con.execute("SELECT current_setting('disabled_optimizers')").fetchall()[0][0] == ""
+
+
 def test_privacy_cost_against_plaintext_baseline(trained, holdout: ToyData) -> None:
     _, _, r = trained
     con = duckdb.connect()
