@@ -261,14 +261,20 @@ def build_comparisons(columns: Collection[str]) -> list[ComparisonCreator]:
 BROAD_BLOCKING_KEYS = frozenset({"blk_given_family_phonetic", "blk_family_phonetic_dob_year"})
 
 
+#: Token combinations that a bridge blocking key of the same fields already joins on
+#: (schemas/encoding_spec.yaml): one of them is enough.
+SAME_AS_BRIDGE_KEY = {("tok_dob", "tok_given_name_phonetic"): "blk_given_phonetic_dob"}
+
+
 def prediction_blocking_rules(columns: Collection[str]) -> list[BlockingRuleCreator]:
     """Blocking rules generating candidate pairs: every `blk_*` key plus token combinations.
 
-    Rules are cheap equi-joins; Splink de-duplicates pairs produced by several rules.
+    Rules are cheap equi-joins; Splink de-duplicates pairs produced by several rules (in the
+    order `person_linkage.broadest_rules_first` gives them at scoring).
     """
     cols = set(columns)
-    rules: list[BlockingRuleCreator] = [
-        block_on(c) for c in sorted(cols) if c.startswith("blk_") and c not in BROAD_BLOCKING_KEYS
+    keys: list[tuple[str, ...]] = [
+        (c,) for c in sorted(cols) if c.startswith("blk_") and c not in BROAD_BLOCKING_KEYS
     ]
     combos = [
         ("tok_nhs_number",),
@@ -281,9 +287,8 @@ def prediction_blocking_rules(columns: Collection[str]) -> list[BlockingRuleCrea
         ("tok_given_name_canonical", "tok_postcode"),
         ("tok_family_name", "tok_postcode"),
     ]
-    for combo in combos:
-        if set(combo) <= cols:
-            rules.append(block_on(*combo))
+    keys += [c for c in combos if set(c) <= cols and SAME_AS_BRIDGE_KEY.get(c) not in cols]
+    rules = [block_on(*k) for k in keys]
     if not rules:
         rules.append(block_on("tok_dob"))
     return rules

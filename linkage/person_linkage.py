@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -37,7 +38,12 @@ from linkage.comparisons import (
     twin_like,
 )
 from linkage.txn import atomic
-from linkage.warehouse import ensure_keyless_table, optimizers_disabled
+from linkage.warehouse import (
+    ensure_keyless_table,
+    optimizers_disabled,
+    quote_ident,
+    scratch_database,
+)
 
 # The linkage input: a TEMP view (INPUT_TABLE) over the warehouse table FEATURES_TABLE, which
 # `prepare_input` keeps current record by record (FEATURES_LAYOUT_TABLE: how it was built).
@@ -365,8 +371,10 @@ def _expose_input(con: duckdb.DuckDBPyConnection, layout: dict[str, Any]) -> lis
                *[bloom_word_column(c, i) for c, i in layout["words"]]]
     select = ", ".join("agency || ':' || record_ref AS unique_id" if c == "unique_id"
                        else f'"{c}"' for c in columns)
-    con.execute(f"CREATE OR REPLACE TEMP VIEW {INPUT_TABLE} AS "
-                f"SELECT {select} FROM {FEATURES_TABLE}")
+    # Named with its database, so Splink can read it from `scratch_database`.
+    db, schema = con.execute("SELECT current_database(), current_schema()").fetchall()[0]
+    con.execute(f"CREATE OR REPLACE TEMP VIEW {INPUT_TABLE} AS SELECT {select} "
+                f"FROM {quote_ident(db)}.{quote_ident(schema)}.{FEATURES_TABLE}")
     return columns
 
 
@@ -374,8 +382,7 @@ def _drop_persisted_input(con: duckdb.DuckDBPyConnection) -> None:
     # Warehouses linked before the input became a TEMP table hold it as a table of their own.
     for (db,) in con.execute("SELECT database_name FROM duckdb_tables() "
                              "WHERE table_name = ? AND NOT temporary", [INPUT_TABLE]).fetchall():
-        quoted = '"' + db.replace('"', '""') + '"'
-        con.execute(f"DROP TABLE {quoted}.main.{INPUT_TABLE}")
+        con.execute(f"DROP TABLE {quote_ident(db)}.main.{INPUT_TABLE}")
 
 
 def input_signature(con: duckdb.DuckDBPyConnection) -> str:
@@ -566,6 +573,56 @@ def scoring_settings(model_settings: dict[str, Any]) -> dict[str, Any]:
     return {**model_settings, "retain_matching_columns": False}
 
 
+_EQUI_TERM = re.compile(r'\(?\s*l\."(\w+)"\s*=\s*r\."\1"\s*\)?')
+
+
+def _equi_join_columns(rule_sql: str) -> list[str] | None:
+    """The columns of a rule that only asks `l."x" = r."x"` of each (block_on's form);
+    None for any other rule."""
+    cols = _EQUI_TERM.findall(rule_sql)
+    rest = _EQUI_TERM.sub("", rule_sql)
+    return cols if cols and not re.sub(r"(?i)\bAND\b|[()\s]", "", rest) else None
+
+
+def rule_candidate_counts(con: duckdb.DuckDBPyConnection, rules: list[str]) -> list[int | None]:
+    """Candidate pairs each blocking rule (DuckDB SQL over l/r) generates on its own over the
+    linkage input, by counting records per key (no pair is built); None for a rule that is
+    not a plain equi-join."""
+    keys = [_equi_join_columns(r) for r in rules]
+    parts = []
+    for i, cols in enumerate(keys):
+        if cols is None:
+            continue
+        group = ", ".join(f'"{c}"' for c in cols)
+        present = " AND ".join(f'"{c}" IS NOT NULL' for c in cols)
+        parts.append(f"""SELECT {i} AS rule, coalesce(sum(n * (n - 1) // 2), 0) AS pairs
+            FROM (SELECT count(*) AS n FROM {INPUT_TABLE} WHERE {present} GROUP BY {group})""")
+    counts: dict[int, int] = dict(con.execute(" UNION ALL ".join(parts)).fetchall()
+                                  ) if parts else {}
+    return [int(counts[i]) if i in counts else None for i in range(len(rules))]
+
+
+def broadest_rules_first(con: duckdb.DuckDBPyConnection, model_settings: dict[str, Any]
+                         ) -> dict[str, Any]:
+    """The model's settings with its prediction blocking rules ordered by the candidate pairs
+    each generates on the current input, most first (rules of unknown size last, in order).
+
+    Splink keeps a pair from the first rule that finds it, so it tests every rule's
+    candidates against each earlier rule's condition: the same pairs in any order, but at
+    1M records the names + birth-year rule (9.5M candidates) placed tenth took 12.9 of the
+    13.4 s of blocking, and the whole blocking took 8.0 s with the broadest rules first.
+    Which rules are broadest depends on scale (at 1,500 people, surname + postcode is), so it
+    is measured each run: ~0.9 s at 1M records (benchmarks/bench_linkage.py)."""
+    rules = [r if isinstance(r, str) else r["blocking_rule"]
+             for r in model_settings.get("blocking_rules_to_generate_predictions", [])]
+    if len(rules) < 2:
+        return model_settings
+    counts = rule_candidate_counts(con, rules)
+    order = sorted(range(len(rules)), key=lambda i: (counts[i] is None, -(counts[i] or 0), i))
+    given = model_settings["blocking_rules_to_generate_predictions"]
+    return {**model_settings, "blocking_rules_to_generate_predictions": [given[i] for i in order]}
+
+
 def with_gammas(pairs: pd.DataFrame, model_settings: dict[str, Any]) -> pd.DataFrame:
     """Add `gamma_<name>` from `mw_<name>` for pairs scored with `scoring_settings` (no-op
     when Splink already wrote them). A weight matching no level is an error, never a guess."""
@@ -644,7 +701,7 @@ def train_model(
     # all (~2M wide rows per comparison); without it, only the narrow vectors are kept:
     # training 9.5 -> 7.5 s at 100k records, same model. (Plaintext Splink's u query has
     # the same shape but narrow string rows: no change there, benchmarks/bench_linkage.py.)
-    with optimizers_disabled(con, "cte_inlining"):
+    with scratch_database(con), optimizers_disabled(con, "cte_inlining"):
         learned = estimate_parameters(_linker(con, creator, validate=False), columns, settings)
     trained = round_parameters(floor_m_probabilities(learned, settings.m_floor))
     return make_model(trained, model_version)
@@ -754,25 +811,26 @@ def _link_persons(con: duckdb.DuckDBPyConnection, run_id: str, s: LinkageSetting
         progress.advance(task)
 
         t = stage("scoring pairs")
-        # A stored model is checked against the input; one trained above was built from it.
-        linker = _linker(con, scoring_settings(model["splink_settings"]),
-                         validate=s.model is not None)
-        try:
-            pred = linker.inference.predict(
-                threshold_match_probability=s.clerical_probability, warning_mode="never"
-            )
-            build_record_order(con)
-            # Only ids (ranks), scores and evidence leave Splink's table: no token values.
-            pairs = with_gammas(con.execute(ranked_pairs_sql(
-                pred.physical_name, model["splink_settings"],
-                "match_weight, match_probability, COLUMNS('^(gamma|mw)_.*')")).df(),
-                model["splink_settings"])
-            timings["predict"] = time.perf_counter() - t
-            progress.advance(task)
+        with scratch_database(con):
+            # A stored model is checked against the input; one trained above was built from it.
+            linker = _linker(con, broadest_rules_first(
+                con, scoring_settings(model["splink_settings"])), validate=s.model is not None)
+            try:
+                pred = linker.inference.predict(
+                    threshold_match_probability=s.clerical_probability, warning_mode="never"
+                )
+                build_record_order(con)
+                # Only ids (ranks), scores and evidence leave Splink's table: no token values.
+                pairs = with_gammas(con.execute(ranked_pairs_sql(
+                    pred.physical_name, model["splink_settings"],
+                    "match_weight, match_probability, COLUMNS('^(gamma|mw)_.*')")).df(),
+                    model["splink_settings"])
+                timings["predict"] = time.perf_counter() - t
+                progress.advance(task)
 
-            t = stage("clustering")
-        finally:
-            linker.table_management.delete_tables_created_by_splink_from_db()
+                t = stage("clustering")
+            finally:
+                linker.table_management.delete_tables_created_by_splink_from_db()
         # The chaining guard asks only whether two tokens are equal: the input's integers
         # (pandas UInt64, exact) serve as they are; hex text for 1M records cost ~1 s.
         tokens = ", ".join(c if c in columns else f"NULL::UBIGINT AS {c}"
@@ -1003,19 +1061,20 @@ def stored_model(con: duckdb.DuckDBPyConnection, model_version: str) -> dict[str
 def blocked_pairs(con: duckdb.DuckDBPyConnection, model: dict[str, Any]) -> pd.DataFrame:
     """Candidate pairs (unique_id_l, unique_id_r) the model's blocking rules generate over
     the prepared input table; with `evaluation.pair_completeness` gives blocking recall."""
-    linker = _linker(con, model["splink_settings"])
-    try:
-        pairs = linker.inference.compute_blocked_pairs_for_predict()
-        id_col = model["splink_settings"].get("unique_id_column_name", "unique_id")
-        return con.execute(
-            f"""SELECT DISTINCT least(l.unique_id, r.unique_id) AS unique_id_l,
-                       greatest(l.unique_id, r.unique_id) AS unique_id_r
-                FROM {pairs.physical_name} p
-                JOIN {INPUT_TABLE} l ON l.{id_col} = p.join_key_l
-                JOIN {INPUT_TABLE} r ON r.{id_col} = p.join_key_r"""
-        ).df()
-    finally:
-        linker.table_management.delete_tables_created_by_splink_from_db()
+    with scratch_database(con):
+        linker = _linker(con, model["splink_settings"])
+        try:
+            pairs = linker.inference.compute_blocked_pairs_for_predict()
+            id_col = model["splink_settings"].get("unique_id_column_name", "unique_id")
+            return con.execute(
+                f"""SELECT DISTINCT least(l.unique_id, r.unique_id) AS unique_id_l,
+                           greatest(l.unique_id, r.unique_id) AS unique_id_r
+                    FROM {pairs.physical_name} p
+                    JOIN {INPUT_TABLE} l ON l.{id_col} = p.join_key_l
+                    JOIN {INPUT_TABLE} r ON r.{id_col} = p.join_key_r"""
+            ).df()
+        finally:
+            linker.table_management.delete_tables_created_by_splink_from_db()
 
 
 def score_pairs(
@@ -1023,12 +1082,14 @@ def score_pairs(
 ) -> pd.DataFrame:
     """Scored candidate pairs (unique_id_l, unique_id_r, match_probability, match_weight)
     over the prepared input table: for threshold tuning and evaluation."""
-    linker = _linker(con, model["splink_settings"])
-    try:
-        pred = linker.inference.predict(
-            threshold_match_probability=threshold, warning_mode="never"
-        )
-        return con.execute(scored_pairs_sql(
-            pred.physical_name, model["splink_settings"], "match_probability, match_weight")).df()
-    finally:
-        linker.table_management.delete_tables_created_by_splink_from_db()
+    with scratch_database(con):
+        linker = _linker(con, broadest_rules_first(con, model["splink_settings"]))
+        try:
+            pred = linker.inference.predict(
+                threshold_match_probability=threshold, warning_mode="never"
+            )
+            return con.execute(scored_pairs_sql(
+                pred.physical_name, model["splink_settings"],
+                "match_probability, match_weight")).df()
+        finally:
+            linker.table_management.delete_tables_created_by_splink_from_db()

@@ -89,3 +89,33 @@ def optimizers_disabled(con: duckdb.DuckDBPyConnection, *names: str) -> Iterator
         yield
     finally:
         con.execute(f"SET disabled_optimizers = '{before}'")
+
+
+#: Name under which `scratch_database` attaches its in-memory database.
+SCRATCH_DATABASE = "linkage_scratch"
+
+
+@contextmanager
+def scratch_database(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """Run a block with tables created without a database name going to a fresh in-memory
+    database, then drop it and return to the database and schema in use before.
+
+    For Splink's working tables: scoring 1M records writes ~38M candidate pairs, which in the
+    warehouse file were compressed onto disk, read back and dropped again (blocking 17.9 ->
+    14.0 s, benchmarks/bench_linkage.py), and left the file that much larger. Tables the block
+    reads must be named with their database (the linkage input view is). Outside a
+    transaction only: DuckDB writes to one database per transaction."""
+    home_db, home_schema = con.execute(
+        "SELECT current_database(), current_schema()").fetchall()[0]
+    con.execute(f"ATTACH ':memory:' AS {SCRATCH_DATABASE}")
+    try:
+        con.execute(f"USE {SCRATCH_DATABASE}")
+        yield
+    finally:
+        con.execute(f"USE {quote_ident(home_db)}.{quote_ident(home_schema)}")
+        con.execute(f"DETACH {SCRATCH_DATABASE}")
+
+
+def quote_ident(name: str) -> str:
+    """`name` as a DuckDB identifier, whatever characters it holds."""
+    return '"' + name.replace('"', '""') + '"'

@@ -473,3 +473,59 @@ def test_keyed_tables_of_earlier_versions_are_rebuilt_without_keys(tmp_path: Pat
     pd.testing.assert_frame_equal(after, before)
     assert con.execute("SELECT count(*) FROM person").fetchall()[0][0] == n_person
     con.close()
+
+
+def test_splink_working_tables_stay_out_of_the_warehouse_file(trained, tmp_path: Path,
+                                                              monkeypatch) -> None:
+    """Training and scoring create Splink's tables (candidate pairs, predictions) in an
+    in-memory database: none is written to the warehouse file, and the connection is back
+    on the warehouse afterwards."""
+    from splink.internals.duckdb.database_api import DuckDBAPI
+
+    from linkage.warehouse import SCRATCH_DATABASE
+
+    toy, _, _ = trained
+    path = tmp_path / "warehouse.duckdb"
+    con = duckdb.connect(str(path))
+    _load(con, toy.identifiers)
+    created: dict[str, str] = {}
+    run_sql = DuckDBAPI._execute_sql_against_backend
+
+    def spy(self, sql: str):  # noqa: ANN001, ANN202
+        out = run_sql(self, sql)
+        m = re.match(r"\s*CREATE TABLE (\w+)", sql)
+        if m:  # a cursor: Splink's connection may hold an unfinished result
+            created[m.group(1)] = self._con.cursor().execute(
+                "SELECT database_name FROM duckdb_tables() WHERE table_name = ?",
+                [m.group(1)]).fetchone()[0]
+        return out
+
+    monkeypatch.setattr(DuckDBAPI, "_execute_sql_against_backend", spy)
+    link_persons(con, "scratch-1", QUIET)
+    # (Clustering runs on a connection of its own: its tables are in that one's 'memory'.)
+    assert "warehouse" not in set(created.values())
+    for kind in ("__splink__blocked_id_pairs", "__splink__df_predict", "__splink__df_tf_"):
+        dbs = {db for t, db in created.items() if t.startswith(kind)}
+        assert dbs == {SCRATCH_DATABASE}, kind
+    assert con.execute("SELECT current_database()").fetchone()[0] == "warehouse"
+    assert SCRATCH_DATABASE not in {r[0] for r in con.execute(
+        "SELECT database_name FROM duckdb_databases()").fetchall()}
+    assert con.execute("SELECT count(*) FROM record_person").fetchone()[0] == len(toy.identifiers)
+
+
+def test_scratch_database_restores_the_database_in_use_also_on_error(tmp_path: Path) -> None:
+    from linkage.warehouse import SCRATCH_DATABASE, scratch_database
+
+    con = duckdb.connect(str(tmp_path / "my warehouse.duckdb"))
+    con.execute("CREATE SCHEMA hub; USE hub; CREATE TABLE kept AS SELECT 1 AS x")
+    with pytest.raises(RuntimeError, match="stage failed"), scratch_database(con):  # noqa: PT012
+        con.execute("CREATE TABLE work AS SELECT 2 AS y")
+        assert con.execute("SELECT database_name FROM duckdb_tables() WHERE table_name = 'work'"
+                           ).fetchall() == [(SCRATCH_DATABASE,)]
+        # What the block reads is named with its database.
+        assert con.execute('SELECT x FROM "my warehouse".hub.kept').fetchall() == [(1,)]
+        raise RuntimeError("stage failed")
+    assert con.execute("SELECT current_database(), current_schema()").fetchall() == [
+        ("my warehouse", "hub")]
+    assert not con.execute("SELECT 1 FROM duckdb_tables() WHERE table_name = 'work'").fetchall()
+    assert con.execute("SELECT x FROM kept").fetchall() == [(1,)]

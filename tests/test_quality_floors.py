@@ -73,3 +73,48 @@ def test_report_lands_for_the_ig_lead_without_identifiers(quality: dict) -> None
     # numbers and names of measures only: no record refs, tokens or ids
     for value in ("record_ref", "tok_", "P0000"):
         assert value not in text
+
+
+
+def test_broadest_blocking_rules_go_first(quality: dict) -> None:
+    """Splink tests each rule's candidates against every earlier rule, so scoring orders the
+    rules by the candidate pairs each builds on the bridges' real keys (counted here by
+    building them); a rule that is not a plain equi-join goes last. A token combination a
+    bridge key already joins on is left out, having no pair of its own."""
+    import duckdb
+
+    from linkage.comparisons import prediction_blocking_rules
+    from linkage.config import HubPaths
+    from linkage.person_linkage import INPUT_TABLE, broadest_rules_first, prepare_input
+
+    con = duckdb.connect(str(HubPaths.for_run(quality["run"]).warehouse))
+    try:
+        cols = prepare_input(con)
+        sqls = [r.get_blocking_rule("duckdb").blocking_rule_sql
+                for r in prediction_blocking_rules(cols)]
+
+        def candidates(rule: str) -> int:
+            return con.execute(f"SELECT count(*) FROM {INPUT_TABLE} l JOIN {INPUT_TABLE} r "
+                               f"ON ({rule}) AND l.uid < r.uid").fetchone()[0]
+
+        odd = 'l."tok_dob" = r."tok_dob" AND l."tok_sex" <> r."tok_sex"'  # not a plain equi-join
+        settings = {"blocking_rules_to_generate_predictions": [
+            odd, *({"blocking_rule": sql, "sql_dialect": "duckdb"} for sql in sqls)]}
+        ordered = broadest_rules_first(con, settings)["blocking_rules_to_generate_predictions"]
+        assert ordered[-1] == odd
+        counts = [candidates(r["blocking_rule"]) for r in ordered[:-1]]
+        print(dict(zip([r["blocking_rule"] for r in ordered[:-1]], counts, strict=True)))
+        assert counts == sorted(counts, reverse=True) and counts[0] > counts[-1]
+        assert sorted(r["blocking_rule"] for r in ordered[:-1]) == sorted(sqls)
+        # Same pairs as the bridge key blk_given_phonetic_dob, which is among the rules.
+        combo = '(l."tok_dob" = r."tok_dob") AND (l."tok_given_name_phonetic" = ' \
+                'r."tok_given_name_phonetic")'
+        assert combo not in sqls
+        assert 'l."blk_given_phonetic_dob" = r."blk_given_phonetic_dob"' in sqls
+        assert candidates(f'{combo} AND l."blk_given_phonetic_dob" IS DISTINCT FROM '
+                          'r."blk_given_phonetic_dob"') == 0
+        assert combo in [r.get_blocking_rule("duckdb").blocking_rule_sql for r in
+                         prediction_blocking_rules([c for c in cols
+                                                    if c != "blk_given_phonetic_dob"])]
+    finally:
+        con.close()
