@@ -67,6 +67,7 @@ from linkage.person_linkage import (
     with_gammas,
 )
 from linkage.txn import atomic
+from linkage.warehouse import scratch_database
 
 log = logging.getLogger(__name__)
 
@@ -137,9 +138,24 @@ def changed_records(con: duckdb.DuckDBPyConnection) -> tuple[list[str], list[str
 def _score_changed(con: duckdb.DuckDBPyConnection, model: dict[str, Any],
                    threshold: float, n_unchanged: int) -> pd.DataFrame:
     """Scored pairs (>= threshold) with at least one changed record, with gamma/mw evidence."""
+    with scratch_database(con):  # Splink's tables stay out of the warehouse file
+        frames = _predict_changed(con, model, threshold, n_unchanged)
+    pairs = with_gammas(pd.concat([f for f in frames if len(f)] or frames[:1], ignore_index=True),
+                        model["splink_settings"])
+    # Same orientation as a full run (l < r); the evidence columns are symmetric.
+    swap = pairs["unique_id_l"] > pairs["unique_id_r"]
+    pairs.loc[swap, ["unique_id_l", "unique_id_r"]] = \
+        pairs.loc[swap, ["unique_id_r", "unique_id_l"]].to_numpy()
+    return pairs.drop_duplicates(["unique_id_l", "unique_id_r"]).reset_index(drop=True)
+
+
+def _predict_changed(con: duckdb.DuckDBPyConnection, model: dict[str, Any], threshold: float,
+                     n_unchanged: int) -> list[pd.DataFrame]:
+    """Splink's predictions within the changed records and between them and the rest."""
     db_api = DuckDBAPI(con)
     linker = Linker(db_api.register(INPUT_TABLE), scoring_settings(model["splink_settings"]),
                     log_level=logging.WARNING)
+    frames: list[pd.DataFrame] = []
     try:
         # Term frequencies over every current record, as the full run computes them.
         for comp in model["splink_settings"]["comparisons"]:
@@ -147,7 +163,6 @@ def _score_changed(con: duckdb.DuckDBPyConnection, model: dict[str, Any],
                 if lv.get("tf_adjustment_column"):
                     linker.table_management.compute_tf_table(lv["tf_adjustment_column"])
         new = db_api.register(NEW_TABLE)
-        frames = []
         preds = [linker.inference.predict_within(
             new, threshold_match_probability=threshold, warning_mode="never")]
         if n_unchanged:
@@ -160,13 +175,7 @@ def _score_changed(con: duckdb.DuckDBPyConnection, model: dict[str, Any],
                 "match_weight, match_probability, COLUMNS('^(gamma|mw)_.*')")).df())
     finally:
         linker.table_management.delete_tables_created_by_splink_from_db()
-    pairs = with_gammas(pd.concat([f for f in frames if len(f)] or frames[:1], ignore_index=True),
-                        model["splink_settings"])
-    # Same orientation as a full run (l < r); the evidence columns are symmetric.
-    swap = pairs["unique_id_l"] > pairs["unique_id_r"]
-    pairs.loc[swap, ["unique_id_l", "unique_id_r"]] = \
-        pairs.loc[swap, ["unique_id_r", "unique_id_l"]].to_numpy()
-    return pairs.drop_duplicates(["unique_id_l", "unique_id_r"]).reset_index(drop=True)
+    return frames
 
 
 def _clusters(records: pd.DataFrame, auto: pd.DataFrame, prev_pid: dict[str, str],

@@ -587,11 +587,12 @@ def _equi_join_columns(rule_sql: str) -> list[str] | None:
 def rule_candidate_counts(con: duckdb.DuckDBPyConnection, rules: list[str]) -> list[int | None]:
     """Candidate pairs each blocking rule (DuckDB SQL over l/r) generates on its own over the
     linkage input, by counting records per key (no pair is built); None for a rule that is
-    not a plain equi-join."""
+    not a plain equi-join over input columns (Splink's own check then names what is wrong)."""
+    have = {r[0] for r in con.execute(f"DESCRIBE {INPUT_TABLE}").fetchall()}
     keys = [_equi_join_columns(r) for r in rules]
     parts = []
     for i, cols in enumerate(keys):
-        if cols is None:
+        if cols is None or not set(cols) <= have:
             continue
         group = ", ".join(f'"{c}"' for c in cols)
         present = " AND ".join(f'"{c}" IS NOT NULL' for c in cols)

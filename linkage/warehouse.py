@@ -107,6 +107,9 @@ def scratch_database(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
     transaction only: DuckDB writes to one database per transaction."""
     home_db, home_schema = con.execute(
         "SELECT current_database(), current_schema()").fetchall()[0]
+    if home_db == SCRATCH_DATABASE:  # already in one: an inner stage shares it
+        yield
+        return
     con.execute(f"ATTACH ':memory:' AS {SCRATCH_DATABASE}")
     try:
         con.execute(f"USE {SCRATCH_DATABASE}")

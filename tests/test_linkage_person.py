@@ -524,6 +524,10 @@ def test_scratch_database_restores_the_database_in_use_also_on_error(tmp_path: P
                            ).fetchall() == [(SCRATCH_DATABASE,)]
         # What the block reads is named with its database.
         assert con.execute('SELECT x FROM "my warehouse".hub.kept').fetchall() == [(1,)]
+        with scratch_database(con):  # an inner stage shares the scratch database
+            con.execute("CREATE TABLE inner_work AS SELECT 3 AS z")
+        assert con.execute("SELECT current_database()").fetchone()[0] == SCRATCH_DATABASE
+        assert con.execute("SELECT z FROM inner_work").fetchall() == [(3,)]
         raise RuntimeError("stage failed")
     assert con.execute("SELECT current_database(), current_schema()").fetchall() == [
         ("my warehouse", "hub")]
