@@ -533,3 +533,22 @@ def test_scratch_database_restores_the_database_in_use_also_on_error(tmp_path: P
         ("my warehouse", "hub")]
     assert not con.execute("SELECT 1 FROM duckdb_tables() WHERE table_name = 'work'").fetchall()
     assert con.execute("SELECT x FROM kept").fetchall() == [(1,)]
+
+
+def test_scratch_database_spills_to_disk_under_the_memory_limit(tmp_path: Path) -> None:
+    """Splink's candidate pairs grow faster than the records (names pair up with the square
+    of a population): the in-memory scratch database must not cap the hub at its RAM. Under
+    DuckDB's memory limit it spills to the warehouse's temp directory."""
+    from linkage.warehouse import scratch_database
+
+    con = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
+    con.execute("SET memory_limit = '100MB'")
+    with scratch_database(con):
+        # ~240 MB of three BIGINT columns: over twice the limit.
+        con.execute("CREATE TABLE pairs AS SELECT range AS l, range + 1 AS r, range % 2 AS k "
+                    "FROM range(10000000)")
+        spilled = con.execute("SELECT coalesce(sum(size), 0) FROM duckdb_temporary_files()"
+                              ).fetchone()[0]
+        assert spilled > 32 * 2**20  # (spilled blocks are compressed)
+        assert con.execute("SELECT count(*), sum(k) FROM pairs").fetchall() == [
+            (10_000_000, 5_000_000)]
