@@ -1,8 +1,8 @@
 """The hub DAG: scheduled on any agency's landing Asset.
 
-list landed batches -> ingest (mapped, one per batch) -> link persons -> households -> marts ->
-report (consent registry refresh + IG report). Single writer to the DuckDB warehouse: one active
-run, one ingest at a time.
+apply re-keying batches -> list landed batches -> ingest (mapped, one per batch) -> link
+persons -> households -> marts -> report (consent registry refresh + IG report). Single writer
+to the DuckDB warehouse: one active run, one ingest at a time.
 Every stage is idempotent for a run_id (linkage.pipeline), so a retried or re-run task yields
 the same warehouse.
 """
@@ -31,6 +31,13 @@ ASSETS = [Asset(asset_name(s.code)) for s in agency_dag_specs()]
 )
 def hub_linkage() -> None:
     @task
+    def apply_rekeys() -> list[dict]:
+        # Record-ref key rotation first: a snapshot under the new key needs the refs moved.
+        from linkage.orchestration import apply_rekeys
+
+        return apply_rekeys()
+
+    @task
     def list_batches() -> list[str]:
         from linkage.orchestration import pending_batch_dirs
 
@@ -52,7 +59,9 @@ def hub_linkage() -> None:
 
         return run
 
-    ingested = ingest.expand(batch_dir=list_batches())
+    batches = list_batches()
+    apply_rekeys() >> batches
+    ingested = ingest.expand(batch_dir=batches)
     link = stage("link_persons")()
     households = stage("households")()
     @task(task_id="report", trigger_rule="none_failed")

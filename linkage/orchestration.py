@@ -21,7 +21,7 @@ import logging
 import os
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -193,6 +193,20 @@ def land_task(split: dict[str, Any], base: Path | None = None) -> dict[str, Any]
 
 
 # --------------------------------------------------------------------------- hub side
+def apply_rekeys(base: Path | None = None) -> list[dict[str, Any]]:
+    """Apply every re-keying batch waiting in `rekey_landing/` (record-ref key rotation,
+    docs/keys.md), before the run ingests anything: an agency's first snapshot under its new
+    ref key must find the hub's refs already moved, or every record would look new and the
+    old ones retire. A refused batch is moved to the refused area with its reason, like any."""
+    from linkage.rekey import apply_pending_rekeys
+
+    outcomes = [asdict(o) for o in apply_pending_rekeys(hub_paths(base))]
+    for o in outcomes:
+        log.info("re-keying batch %s (%s): %s %s", o["batch_id"], o["agency"], o["status"],
+                 o["reason_code"] or "")
+    return outcomes
+
+
 def pending_batch_dirs(base: Path | None = None) -> list[str]:
     """Every complete batch waiting in the landing zone, in per-agency sequence order."""
     from linkage.ingest import pending_batches

@@ -45,7 +45,7 @@ def test_airflow_services_on_postgres_and_pinned_image() -> None:
 def test_hub_volumes_and_no_secrets_in_file() -> None:
     for name in HUB:
         vols = volume_names(SERVICES[name])
-        assert {"landing", "warehouse", "hub_config"} <= set(vols), name
+        assert {"landing", "rekey_landing", "warehouse", "hub_config"} <= set(vols), name
     text = (REPO / "docker-compose.yml").read_text()
     # secrets come from .env, required, never a literal in the repo
     for key in ("POSTGRES_PASSWORD", "AIRFLOW_FERNET_KEY", "AIRFLOW_JWT_SECRET",
@@ -62,6 +62,7 @@ def test_one_bridge_per_agency_with_only_its_keys(code: str) -> None:
     assert [v for v in vols if v.startswith("keys_")] == [f"keys_{code}"]
     assert [v for v in vols if v.startswith("agency_")] == [f"agency_{code}"]
     assert "warehouse" not in vols and "hub_config" not in vols
+    assert {"landing", "rekey_landing"} <= set(vols)  # extracts and re-keying batches
 
 
 def test_no_hub_service_mounts_any_agency_volume() -> None:

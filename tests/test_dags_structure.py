@@ -91,7 +91,8 @@ def test_bridge_param_rejects_unknown_extract_kind(dagbag) -> None:
 def test_hub_dag_structure(dagbag) -> None:
     dag = dagbag.dags[HUB_DAG_ID]
     tasks = {t.task_id: t for t in dag.tasks}
-    chain = ["list_batches", "ingest", "link_persons", "households", "marts", "report"]
+    chain = ["apply_rekeys", "list_batches", "ingest", "link_persons", "households", "marts",
+             "report"]
     assert set(tasks) == set(chain)
     for a, b in zip(chain, chain[1:], strict=False):
         assert tasks[a].downstream_task_ids == {b}, a

@@ -21,13 +21,13 @@ from ig_bridge.rotation import (
     start_ref_key_rotation,
 )
 from ig_bridge.split import run_bridge
+from linkage import orchestration
 from linkage.config import HubPaths
 from linkage.ingest import HubExpectations
 from linkage.orchestration import resolve_extract
 from linkage.pipeline import stage_households, stage_ingest, stage_link_persons
 from linkage.rekey import (
     accepted_link_key_versions,
-    apply_pending_rekeys,
     apply_rekey,
     export_agency_refs,
     rekey_landing,
@@ -138,11 +138,13 @@ def test_ref_key_rotation_rekeys_every_table_in_one_step(linked_run: Path,
     assert set(mapping["old_ref"]) == set(refs)
     assert not set(mapping["new_ref"]) & set(refs)
 
-    (out,) = apply_pending_rekeys(paths)  # what the hub runs: every landed re-keying batch
-    assert out.status == "applied" and out.batch_id == batch.batch_id, out
+    # What the hub DAG's first task runs: every landed re-keying batch.
+    (out,) = orchestration.apply_rekeys(base=run)
+    assert out["status"] == "applied" and out["batch_id"] == batch.batch_id, out
     assert not batch.path.exists()
-    assert out.rows["identifiers.record_ref"] == len(before["identifiers.record_ref"])
-    assert out.rows["record_person.record_ref"] == len(before["record_person.record_ref"])
+    assert out["rows"]["identifiers.record_ref"] == len(before["identifiers.record_ref"])
+    assert out["rows"]["record_person.record_ref"] == len(before["record_person.record_ref"])
+    assert orchestration.apply_rekeys(base=run) == []  # nothing left waiting
 
     # Every SCH ref now decrypts under v2 only, to the same local record, with all the other
     # columns (person ids, tokens, payload, bands) unchanged; GP's refs untouched.
