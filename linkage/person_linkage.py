@@ -12,6 +12,8 @@ import json
 import logging
 import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -653,6 +655,19 @@ def _linker(con: duckdb.DuckDBPyConnection, settings: SettingsCreator | dict, *,
     return Linker(sdf, settings, log_level=logging.WARNING, validate_settings=validate)
 
 
+@contextmanager
+def _scratch_linker(con: duckdb.DuckDBPyConnection, settings: SettingsCreator | dict, *,
+                    validate: bool = True) -> Iterator[Linker]:
+    """`_linker` for a block whose Splink tables live in `scratch_database` and are dropped
+    after it, whatever happens."""
+    with scratch_database(con):
+        linker = _linker(con, settings, validate=validate)
+        try:
+            yield linker
+        finally:
+            linker.table_management.delete_tables_created_by_splink_from_db()
+
+
 def estimate_parameters(linker: Linker, columns: list[str],
                         settings: LinkageSettings) -> dict[str, Any]:
     """The hub's training recipe on any Splink backend: prior from deterministic rules, u by
@@ -812,26 +827,23 @@ def _link_persons(con: duckdb.DuckDBPyConnection, run_id: str, s: LinkageSetting
         progress.advance(task)
 
         t = stage("scoring pairs")
-        with scratch_database(con):
-            # A stored model is checked against the input; one trained above was built from it.
-            linker = _linker(con, broadest_rules_first(
-                con, scoring_settings(model["splink_settings"])), validate=s.model is not None)
-            try:
-                pred = linker.inference.predict(
-                    threshold_match_probability=s.clerical_probability, warning_mode="never"
-                )
-                build_record_order(con)
-                # Only ids (ranks), scores and evidence leave Splink's table: no token values.
-                pairs = with_gammas(con.execute(ranked_pairs_sql(
-                    pred.physical_name, model["splink_settings"],
-                    "match_weight, match_probability, COLUMNS('^(gamma|mw)_.*')")).df(),
-                    model["splink_settings"])
-                timings["predict"] = time.perf_counter() - t
-                progress.advance(task)
+        # A stored model is checked against the input; one trained above was built from it.
+        with _scratch_linker(con, broadest_rules_first(
+                con, scoring_settings(model["splink_settings"])),
+                validate=s.model is not None) as linker:
+            pred = linker.inference.predict(
+                threshold_match_probability=s.clerical_probability, warning_mode="never"
+            )
+            build_record_order(con)
+            # Only ids (ranks), scores and evidence leave Splink's table: no token values.
+            pairs = with_gammas(con.execute(ranked_pairs_sql(
+                pred.physical_name, model["splink_settings"],
+                "match_weight, match_probability, COLUMNS('^(gamma|mw)_.*')")).df(),
+                model["splink_settings"])
+            timings["predict"] = time.perf_counter() - t
+            progress.advance(task)
 
-                t = stage("clustering")
-            finally:
-                linker.table_management.delete_tables_created_by_splink_from_db()
+            t = stage("clustering")
         # The chaining guard asks only whether two tokens are equal: the input's integers
         # (pandas UInt64, exact) serve as they are; hex text for 1M records cost ~1 s.
         tokens = ", ".join(c if c in columns else f"NULL::UBIGINT AS {c}"
@@ -1062,20 +1074,16 @@ def stored_model(con: duckdb.DuckDBPyConnection, model_version: str) -> dict[str
 def blocked_pairs(con: duckdb.DuckDBPyConnection, model: dict[str, Any]) -> pd.DataFrame:
     """Candidate pairs (unique_id_l, unique_id_r) the model's blocking rules generate over
     the prepared input table; with `evaluation.pair_completeness` gives blocking recall."""
-    with scratch_database(con):
-        linker = _linker(con, model["splink_settings"])
-        try:
-            pairs = linker.inference.compute_blocked_pairs_for_predict()
-            id_col = model["splink_settings"].get("unique_id_column_name", "unique_id")
-            return con.execute(
-                f"""SELECT DISTINCT least(l.unique_id, r.unique_id) AS unique_id_l,
-                           greatest(l.unique_id, r.unique_id) AS unique_id_r
-                    FROM {pairs.physical_name} p
-                    JOIN {INPUT_TABLE} l ON l.{id_col} = p.join_key_l
-                    JOIN {INPUT_TABLE} r ON r.{id_col} = p.join_key_r"""
-            ).df()
-        finally:
-            linker.table_management.delete_tables_created_by_splink_from_db()
+    with _scratch_linker(con, model["splink_settings"]) as linker:
+        pairs = linker.inference.compute_blocked_pairs_for_predict()
+        id_col = model["splink_settings"].get("unique_id_column_name", "unique_id")
+        return con.execute(
+            f"""SELECT DISTINCT least(l.unique_id, r.unique_id) AS unique_id_l,
+                       greatest(l.unique_id, r.unique_id) AS unique_id_r
+                FROM {pairs.physical_name} p
+                JOIN {INPUT_TABLE} l ON l.{id_col} = p.join_key_l
+                JOIN {INPUT_TABLE} r ON r.{id_col} = p.join_key_r"""
+        ).df()
 
 
 def score_pairs(
@@ -1083,14 +1091,10 @@ def score_pairs(
 ) -> pd.DataFrame:
     """Scored candidate pairs (unique_id_l, unique_id_r, match_probability, match_weight)
     over the prepared input table: for threshold tuning and evaluation."""
-    with scratch_database(con):
-        linker = _linker(con, broadest_rules_first(con, model["splink_settings"]))
-        try:
-            pred = linker.inference.predict(
-                threshold_match_probability=threshold, warning_mode="never"
-            )
-            return con.execute(scored_pairs_sql(
-                pred.physical_name, model["splink_settings"],
-                "match_probability, match_weight")).df()
-        finally:
-            linker.table_management.delete_tables_created_by_splink_from_db()
+    with _scratch_linker(con, broadest_rules_first(con, model["splink_settings"])) as linker:
+        pred = linker.inference.predict(
+            threshold_match_probability=threshold, warning_mode="never"
+        )
+        return con.execute(scored_pairs_sql(
+            pred.physical_name, model["splink_settings"],
+            "match_probability, match_weight")).df()
