@@ -988,6 +988,10 @@ def _write_outputs(
     rows = apart["i"].to_numpy()
     ends = ["pid_l", "pid_r", "agency_l", "record_ref_l", "agency_r", "record_ref_r"]
     clerical = pairs.iloc[rows].assign(**{c: apart[c].to_numpy() for c in ends})
+    # A full run re-scores every pair, so its queue replaces whatever was still open.
+    if con.execute("SELECT 1 FROM duckdb_tables() WHERE table_name = 'clerical_review'"
+                   ).fetchall():
+        con.execute("UPDATE clerical_review SET status = 'superseded' WHERE status = 'open'")
     return append_clerical_pairs(con, run_id, clerical, model)
 
 
@@ -1026,6 +1030,14 @@ def append_clerical_pairs(con: duckdb.DuckDBPyConnection, run_id: str, clerical:
     )
     con.register("_cq", q)
     try:
+        # One open row per record pair: a pair queued again (a re-run, or a delta that touched
+        # it) supersedes its earlier open row instead of doubling the queue.
+        con.execute("""UPDATE clerical_review c SET status = 'superseded'
+                       FROM _cq n WHERE c.status = 'open' AND (
+                         (c.agency_l = n.agency_l AND c.record_ref_l = n.record_ref_l
+                          AND c.agency_r = n.agency_r AND c.record_ref_r = n.record_ref_r) OR
+                         (c.agency_l = n.agency_r AND c.record_ref_l = n.record_ref_r
+                          AND c.agency_r = n.agency_l AND c.record_ref_r = n.record_ref_l))""")
         con.execute("INSERT INTO clerical_review BY NAME SELECT * FROM _cq")
     finally:
         con.unregister("_cq")

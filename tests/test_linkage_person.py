@@ -552,3 +552,30 @@ def test_scratch_database_spills_to_disk_under_the_memory_limit(tmp_path: Path) 
         assert spilled > 32 * 2**20  # (spilled blocks are compressed)
         assert con.execute("SELECT count(*), sum(k) FROM pairs").fetchall() == [
             (10_000_000, 5_000_000)]
+
+
+def test_rerun_keeps_one_open_queue_row_per_pair(tmp_path: Path) -> None:
+    """A second full run on the same warehouse supersedes the first run's open queue instead
+    of doubling it (the IG report counts open rows as open pairs)."""
+    toy = make_toy(n_households=120, seed=3)
+    con = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
+    try:
+        _load(con, toy.identifiers)
+        first = link_persons(con, "run-a", QUIET)
+        model = stored_model(con, first.model_version)
+        second = link_persons(con, "run-b", replace(QUIET, model=model))
+        assert first.n_clerical_pairs > 0
+        open_rows, open_pairs = con.execute("""
+            SELECT count(*), count(DISTINCT least(agency_l || record_ref_l,
+                                                  agency_r || record_ref_r)
+                                         || greatest(agency_l || record_ref_l,
+                                                     agency_r || record_ref_r))
+            FROM clerical_review WHERE status = 'open'""").fetchone()
+        assert open_rows == open_pairs == second.n_clerical_pairs
+        runs = con.execute("SELECT DISTINCT run_id FROM clerical_review WHERE status = 'open'"
+                           ).fetchall()
+        assert runs == [("run-b",)]
+        assert con.execute("SELECT count(*) FROM clerical_review WHERE status = 'superseded'"
+                           ).fetchone()[0] == first.n_clerical_pairs
+    finally:
+        con.close()
