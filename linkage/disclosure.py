@@ -9,7 +9,9 @@ Aggregate tables in the marts are long: dimension columns (VARCHAR), one count c
    cells) would give it away by subtraction, so the next-smallest published cell of that group
    (non-zero first) is suppressed too; repeated until no group has a lone suppressed cell;
 3. totals: any published total is the sum of the *published* cells of its group, so a total
-   minus its published cells is always 0.
+   minus its published cells is always 0; `n_suppressed_cells` says how many cells it leaves
+   out (a lower bound when > 0). A group whose every non-zero cell is suppressed has no
+   published total at all (n NULL, suppressed = true): a 0 there would be a false zero.
 
 `mart_catalog` in the marts file says which tables are row-level and which are aggregates or
 totals; `python -m linkage.disclosure check <marts.duckdb>` scans every table against these
@@ -112,7 +114,9 @@ def totals(cells: pd.DataFrame, dims: list[str], count: str = "n") -> pd.DataFra
         return pd.DataFrame(columns=[*dims, count, "total_over", "n_suppressed_cells"])
     res = pd.concat(parts, ignore_index=True)[[*dims, count, "total_over", "n_suppressed_cells"]]
     res[count] = res[count].astype("Int64")
-    res["suppressed"] = False
+    false_zero = (res[count] == 0) & (res["n_suppressed_cells"] > 0)
+    res[count] = res[count].mask(false_zero)
+    res["suppressed"] = false_zero.to_numpy()
     return res
 
 
@@ -228,12 +232,22 @@ def check_connection(con: duckdb.DuckDBPyConnection,
                     m = sub.merge(exp, on=others, how="left")
                 else:
                     m = sub.assign(_p=int(pub["_p"].sum()))
-                bad = m["n"].fillna(-1).astype("int64") != m["_p"].fillna(0).astype("int64")
+                published = m["_p"].fillna(0).astype("int64")
+                n_supp = m["n_suppressed_cells"].fillna(0).astype("int64") \
+                    if "n_suppressed_cells" in m else pd.Series(0, index=m.index)
+                # A withheld total is right only where nothing of its group is published.
+                withheld_ok = m["n"].isna() & (published == 0) & (n_supp > 0)
+                bad = ~withheld_ok & (m["n"].fillna(-1).astype("int64") != published)
                 for i in m.index[bad]:
                     out.append(Violation(
                         name, "total_not_from_published",
                         f"total over {d} ({_where(others, m.loc[i])}) differs from the sum of "
                         "its published cells"))
+                for i in m.index[(m["n"].fillna(-1) == 0) & (n_supp > 0)]:
+                    out.append(Violation(
+                        name, "false_zero",
+                        f"total over {d} ({_where(others, m.loc[i])}) is 0 but its group has "
+                        f"{int(n_supp[i])} suppressed cell(s)"))
     return out
 
 

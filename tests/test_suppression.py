@@ -56,6 +56,10 @@ def _assert_safe(raw: pd.DataFrame, out: pd.DataFrame, dims: list[str], t: int) 
             mask = pd.Series(True, index=out.index)
             for c in others:
                 mask &= out[c] == trow[c]
+            if trow["suppressed"]:  # withheld: nothing of its group is published
+                assert int(out.loc[mask, "n"].fillna(0).sum()) == 0
+                assert out.loc[mask, "suppressed"].any()
+                continue
             diff = int(trow["n"]) - int(out.loc[mask, "n"].fillna(0).sum())
             assert diff == 0
             assert int(trow["n"]) == 0 or int(trow["n"]) >= t
@@ -139,3 +143,28 @@ def test_check_flags_small_cell_lone_suppression_and_bad_totals(tmp_path: Path) 
             "uncatalogued"} <= rules
     assert main(["check", str(path)]) == 1
     assert main(["check", str(tmp_path / "absent.duckdb")]) == 2
+
+
+def test_total_of_an_all_suppressed_group_is_withheld_not_zero(tmp_path: Path) -> None:
+    """Ages 16-17 with 36 people spread thinly over every cell: the total is not a false 0."""
+    raw = pd.DataFrame({"age": ["16-17"] * 6 + ["5-10"] * 2,
+                        "flag": ["a", "b", "c", "d", "e", "f", "g", "h"],
+                        "n": [6, 6, 6, 6, 6, 6, 40, 50]})
+    cells = suppress(raw, ["age", "flag"], 10)
+    tot = totals(cells, ["age", "flag"])
+    row = tot[(tot["total_over"] == "flag") & (tot["age"] == "16-17")].iloc[0]
+    assert pd.isna(row["n"]) and bool(row["suppressed"]) and row["n_suppressed_cells"] == 6
+    published = tot[(tot["total_over"] == "flag") & (tot["age"] == "5-10")].iloc[0]
+    assert published["n"] == 90 and not published["suppressed"]
+
+    path = tmp_path / "marts.duckdb"
+    con = duckdb.connect(str(path))
+    write_aggregate(con, "agg_age", raw, ["age", "flag"], 10, "run-1", "demo")
+    con.close()
+    assert check_marts(path) == []
+    # The old behaviour, a 0 where every cell was withheld, is caught as a breach.
+    con = duckdb.connect(str(path))
+    con.execute("UPDATE agg_age_totals SET n = 0, suppressed = false "
+                "WHERE total_over = 'flag' AND age = '16-17'")
+    con.close()
+    assert "false_zero" in {v.rule for v in check_marts(path)}
