@@ -18,7 +18,6 @@ import argparse
 import hmac
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -28,6 +27,9 @@ from rich.console import Console
 from rich.table import Table
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from peak_memory import peak_rss_kib  # noqa: E402
+
 GP_SHARE = 0.93  # GP records per person in the synthetic population (measured, approximate)
 
 
@@ -55,18 +57,7 @@ def _child(extract: str, out: str) -> None:
     enc_cols = sum(not c.startswith("bf_") for c in cols)
     print(json.dumps({"wall": wall, "rows": res.rows_read, "accepted": res.rows_accepted,
                       "digests": count[0], "token_columns": enc_cols,
-                      "maxrss_kb": _peak_rss_kb()}))
-
-
-def _peak_rss_kb() -> int:
-    """This process's own RSS high-water mark. Not getrusage's ru_maxrss: Linux carries the
-    forked parent's high-water mark across exec, so a parent that just generated a 1M-person
-    population would be counted as the bridge's peak."""
-    with open("/proc/self/status", encoding="ascii") as fh:
-        for line in fh:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+                      "maxrss_kb": peak_rss_kib()}))
 
 
 def _floor(n: int) -> float:

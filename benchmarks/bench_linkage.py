@@ -10,7 +10,8 @@ For each size (records across all agencies; about 0.68 people per record):
    Reused when the run folder already holds an ingested warehouse.
 2. evaluation only: the accepted records' normalised plaintext identifiers, read from the
    agencies' own extracts (what the agencies hold, never the hub), to `plaintext.parquet`.
-3. measured, each in its own subprocess so RSS high-water marks are separate:
+3. measured, each in its own subprocess, peak RSS from that process's own VmHWM
+   (benchmarks/peak_memory.py; ru_maxrss would carry this parent's peak across exec):
    - hub: `link_persons` (prepare, EM training, scoring, clustering, person ids) on a copy
      of the ingested warehouse;
    - hub, stored model: the same without training, as a routine re-run on a copy of the
@@ -26,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import shutil
 import subprocess
 import sys
@@ -45,6 +45,7 @@ for p in (ROOT, ROOT / "benchmarks"):
         sys.path.insert(0, str(p))
 
 from evaluate_linkage import decrypt_refs, plaintext_records, play_partnership  # noqa: E402
+from peak_memory import peak_rss_gb  # noqa: E402
 
 from linkage.config import HubPaths  # noqa: E402
 from linkage.ingest import ingest_landing, refresh_linkage_input  # noqa: E402
@@ -52,11 +53,6 @@ from linkage.ingest import ingest_landing, refresh_linkage_input  # noqa: E402
 PEOPLE_PER_RECORD = 0.68
 TARGET_RATIO = 1.0
 TARGET_RSS_GB_AT_1M = 6.0
-
-
-def _peak_rss_gb() -> float:
-    # ru_maxrss is in KiB on Linux.
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
 
 
 # --------------------------------------------------------------------------- workers
@@ -87,7 +83,7 @@ def _link_copy(run: Path, model: dict[str, Any] | None) -> dict[str, Any]:
         work.unlink(missing_ok=True)
     if model is None:
         (run / "bench" / "model.json").write_text(model_to_json(res.model), "utf-8")
-    return {"seconds": secs, "peak_rss_gb": _peak_rss_gb(), "n_records": res.n_records,
+    return {"seconds": secs, "peak_rss_gb": peak_rss_gb(), "n_records": res.n_records,
             "n_pairs": res.n_scored_pairs, "n_persons": res.n_persons,
             "stages": {k: round(v, 2) for k, v in res.timings.items()}}
 
@@ -118,7 +114,7 @@ def _work_plain(run: Path) -> dict[str, Any]:
         secs = time.perf_counter() - t
     finally:
         con.close()
-    return {"seconds": secs, "peak_rss_gb": _peak_rss_gb(), "n_records": n,
+    return {"seconds": secs, "peak_rss_gb": peak_rss_gb(), "n_records": n,
             "n_persons": int(out["cluster_id"].nunique())}
 
 

@@ -1,7 +1,8 @@
 """Generation time and peak memory of synthetic_data for 100k and 1M people.
 
-Each size runs in a fresh subprocess so ru_maxrss is that run's peak alone. Figures are printed
-as ratios against a 10k-person baseline measured in the same run (machines differ; ratios travel).
+Each size runs in a fresh subprocess; its VmHWM (benchmarks/peak_memory.py) is that run's
+peak alone. Figures are printed as ratios against a 10k-person baseline measured in the same
+run (machines differ; ratios travel).
 Usage: python benchmarks/bench_synthetic.py [--people 100000 1000000]
 """
 
@@ -18,13 +19,15 @@ from rich.console import Console
 from rich.table import Table
 
 CHILD = """
-import json, resource, sys, time
+import json, sys, time
 from pathlib import Path
+sys.path.insert(0, "benchmarks")
+from peak_memory import peak_rss_kib
 from synthetic_data.generate import generate_population
 t0 = time.perf_counter()
 s = generate_population(Path(sys.argv[1]), seed=7, people=int(sys.argv[2]))
 secs = time.perf_counter() - t0
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB on Linux
+peak = peak_rss_kib() / 1024  # this process's own high-water mark, MiB
 recs = sum(a.records for a in s.agencies.values())
 print(json.dumps({"seconds": secs, "peak_mib": peak, "records": recs}))
 """
