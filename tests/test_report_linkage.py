@@ -165,3 +165,13 @@ document.body.insertAdjacentHTML('beforeend', '<pre id="probe">' + JSON.stringif
     console = [ln for ln in (dom.stderr + res.stderr).splitlines()
                if ":CONSOLE" in ln and "probe" not in ln]
     assert console == []
+
+
+def test_report_file_name_is_portable(report: tuple[Path, dict]) -> None:
+    """Airflow run ids hold ':' and '+', which Windows shares refuse; the file name does not."""
+    from governance.reports.linkage_report import portable_name
+
+    path, _ = report
+    assert re.fullmatch(r"linkage_report_[A-Za-z0-9._-]+\.html", path.name)
+    assert portable_name("manual__2026-12-03T07:30:00+00:00") == \
+        "manual__2026-12-03T07-30-00-00-00"

@@ -16,6 +16,7 @@ import datetime as dt
 import io
 import json
 import math
+import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -414,6 +415,12 @@ def render_report(data: dict[str, Any]) -> str:
     return env.get_template("linkage_report.html.j2").render(d=data, charts=_charts(data))
 
 
+def portable_name(run_id: str) -> str:
+    """A run id as a file-name part any share can hold: Airflow's run ids
+    (`manual__2026-12-03T07:30:00+00:00`) have ':' (refused by Windows shares) and '+'."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", run_id).strip("-") or "run"
+
+
 def build_report(paths: Any, run_id: str, *, audit: Any = None,
                  relationships: pd.DataFrame | None = None,
                  threshold: int = DEFAULT_THRESHOLD, out: Path | None = None,
@@ -437,7 +444,7 @@ def build_report(paths: Any, run_id: str, *, audit: Any = None,
         if own:
             con.close()
     html = render_report(data)
-    out = out or Path(paths.reports) / f"linkage_report_{run_id}.html"
+    out = out or Path(paths.reports) / f"linkage_report_{portable_name(run_id)}.html"
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
     tmp.write_text(html, "utf-8")
