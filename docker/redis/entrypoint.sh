@@ -11,7 +11,7 @@
 # alphabet) and are written only into an ACL file readable by the redis user alone; nothing is
 # echoed. Codes: JOINEDUP_BRIDGE_CODES (lower case, space separated); the password of code
 # <c> is REDIS_BRIDGE_<C>_PASSWORD (upper case).
-set -eu
+set -euf  # -f: no globbing of the codes list
 umask 077
 
 die() {
@@ -56,10 +56,13 @@ for code in $codes; do
     q="bridge_$code"
     # [^a-z0-9_] after the queue name: kombu's priority lists (bridge_<c>\x06\x16<n>) and
     # this worker's unacked keys, never another queue whose name merely starts the same.
+    # Scripts: redis-py's lock (kombu's unacked mutex); Redis checks the keys they touch
+    # against this user's patterns. No SCAN/RANDOMKEY: other parties' key names.
     echo "user $q on >$pw resetkeys resetchannels ~$q ~$q[^a-z0-9_]* ~_kombu.binding.$q" \
         "~_kombu.binding_permanent.$q" \
         "~celery-task-meta-* &celery-task-meta-* -@all +@connection +@read +@write" \
-        "+@transaction +publish +eval +evalsha +script|load -@dangerous -@admin"
+        "+@transaction +publish +eval +evalsha +script|load -@dangerous -@admin -scan" \
+        "-randomkey"
 done >> "$acl.new"
 mv "$acl.new" "$acl"
 
