@@ -149,8 +149,9 @@ def invariant_violations(compose: dict[str, Any], codes: list[str]) -> list[str]
                         cred.startswith(f"bridge_{code}:${{{bridge_secret(code)}:")):
                     out.append(f"{name}: {key} logs in to Redis as something other than "
                                f"bridge_{code} with its own password")
-        if networks(svc) != {f"agency_{code}"}:
-            out.append(f"{name}: networks {sorted(networks(svc))}, not only agency_{code}")
+        own = f"{'agency' if kind == 'bridge' else 'reid'}_{code}"
+        if networks(svc) != {own}:
+            out.append(f"{name}: networks {sorted(networks(svc))}, not only {own}")
         if svc.get("network_mode"):
             out.append(f"{name}: network_mode {svc['network_mode']}")
     # Networks: PostgreSQL never on an agency network; agency networks internal and never
@@ -159,9 +160,19 @@ def invariant_violations(compose: dict[str, Any], codes: list[str]) -> list[str]
     if pg is not None and networks(pg) != {"hub"}:
         out.append(f"postgres: networks {sorted(networks(pg))}, not only hub")
     for c in codes:
-        net = f"agency_{c}"
-        if not (declared_networks.get(net) or {}).get("internal"):
-            out.append(f"network {net} is not internal")
+        for net in (f"agency_{c}", f"reid_{c}"):
+            if not (declared_networks.get(net) or {}).get("internal"):
+                out.append(f"network {net} is not internal")
+    for name, svc in services.items():
+        cmd = svc.get("command") or ""
+        cmd = cmd if isinstance(cmd, str) else " ".join(map(str, cmd))
+        on_agency = sorted(n for n in networks(svc) if n.startswith(("agency_", "reid_")))
+        # the UI / REST API: never where an agency container can reach it
+        if cmd.startswith("api-server") and "--apps execution" not in cmd and on_agency:
+            out.append(f"{name}: the Airflow UI/REST API on agency network(s) {on_agency}")
+        is_pg = name == "postgres" or str(svc.get("image", "")).startswith("postgres")
+        if is_pg and on_agency:
+            out.append(f"{name}: PostgreSQL on agency network(s) {on_agency}")
     # Redis: every login needs a password, the healthcheck too.
     redis = services.get("redis")
     if redis is None:

@@ -45,6 +45,7 @@ AIRFLOW = {"POSTGRES_PASSWORD", "AIRFLOW_FERNET_KEY", "AIRFLOW_JWT_SECRET",
            "AIRFLOW_API_SECRET_KEY", "REDIS_HUB_PASSWORD"}
 LANDINGS = {f"landing_{c}" for c in CODES} | {f"rekey_landing_{c}" for c in CODES}
 AGENCY_NETS = {f"agency_{c}" for c in CODES}
+REID_NETS = {f"reid_{c}" for c in CODES}
 
 
 def row(rw=(), ro=(), binds=(), secrets_=(), nets=("hub",)) -> dict[str, set[str]]:
@@ -60,21 +61,22 @@ TABLE: dict[str, dict[str, set[str]]] = {
                  secrets_={"REDIS_HUB_PASSWORD"} | {bridge_secret(c) for c in CODES},
                  nets={"hub"} | AGENCY_NETS),
     "airflow-init": row(secrets_=AIRFLOW | {"AIRFLOW_ADMIN_PASSWORD"}),
-    "airflow-apiserver": row(secrets_=AIRFLOW, nets={"hub"} | AGENCY_NETS),
+    "airflow-apiserver": row(secrets_=AIRFLOW),
+    "airflow-execution-api": row(secrets_=AIRFLOW, nets={"hub"} | AGENCY_NETS),
     "airflow-scheduler": row(secrets_=AIRFLOW),
     "airflow-dag-processor": row(secrets_=AIRFLOW),
     "airflow-triggerer": row(secrets_=AIRFLOW),
     "airflow-worker-hub": row(rw={"warehouse"} | LANDINGS, ro={"hub_config", "hub_keys"},
                               secrets_=AIRFLOW | {"GOVERNANCE_DB_PASSWORD"}),
     "governance-api": row(ro={"warehouse", "hub_keys"}, binds={"./docker/hub_api.yaml:ro"},
-                          secrets_={"GOVERNANCE_DB_PASSWORD"}, nets={"hub"} | AGENCY_NETS),
+                          secrets_={"GOVERNANCE_DB_PASSWORD"}, nets={"hub"} | REID_NETS),
     "hub-keygen": row(rw={"hub_keys"}, nets=()),
 }
 for _c in CODES:
     TABLE[f"bridge-{_c}"] = row(rw={f"agency_{_c}", f"landing_{_c}", f"rekey_landing_{_c}"},
                                 ro={f"keys_{_c}"}, secrets_={bridge_secret(_c)},
                                 nets={f"agency_{_c}"})
-    TABLE[f"reid-{_c}"] = row(rw={f"agency_{_c}"}, ro={f"keys_{_c}"}, nets={f"agency_{_c}"})
+    TABLE[f"reid-{_c}"] = row(rw={f"agency_{_c}"}, ro={f"keys_{_c}"}, nets={f"reid_{_c}"})
 
 
 @pytest.mark.parametrize("name", sorted(set(SERVICES) | set(TABLE)))
@@ -99,7 +101,12 @@ def test_table_gives_no_agency_container_anything_of_another_party() -> None:
             assert not any(v.startswith(("keys_", "agency_")) for v in r["rw"] | r["ro"]), name
             continue
         assert all(v.endswith(f"_{code}") for v in r["rw"] | r["ro"]), name
-        assert r["secrets"] <= {bridge_secret(code)} and r["networks"] == {f"agency_{code}"}
+        own = f"{'agency' if kind == 'bridge' else 'reid'}_{code}"
+        assert r["secrets"] <= {bridge_secret(code)} and r["networks"] == {own}
+    for c in CODES:  # nobody else of any agency on an agency's networks
+        for net in (f"agency_{c}", f"reid_{c}"):
+            members = {n for n, r in TABLE.items() if net in r["networks"]}
+            assert {party(n, CODES)[1] for n in members} <= {c, None}, net
     hub_keys = {n for n, r in TABLE.items() if "hub_keys" in r["rw"] | r["ro"]}
     assert hub_keys == {"airflow-worker-hub", "governance-api", "hub-keygen"}
 
@@ -153,9 +160,16 @@ BAD_EDITS = {
          "      - hub_keys:/opt/joinedup/hub/keys:ro\n      - keys_csc:/keys:ro\n    ports:", 1),
         ["governance-api: hub service mounts agency volume(s) ['keys_csc']"]),
     "reid service on the hub network": (
-        ("    networks: [agency_hv]\n\n  bridge-pol:", "    networks: [agency_hv, hub]\n\n"
+        ("    networks: [reid_hv]\n\n  bridge-pol:", "    networks: [reid_hv, hub]\n\n"
          "  bridge-pol:", 1),
-        ["reid-hv: networks ['agency_hv', 'hub'], not only agency_hv"]),
+        ["reid-hv: networks ['hub', 'reid_hv'], not only reid_hv"]),
+    "bridge on another agency's network": (
+        ("    networks: [agency_sch]\n", "    networks: [agency_sch, agency_csc]\n", 1),
+        ["bridge-sch: networks ['agency_csc', 'agency_sch'], not only agency_sch"]),
+    "the Airflow UI reachable from the bridges": (
+        ("    command: api-server\n", "    command: api-server\n    networks: [hub, agency_gp]\n",
+         1),
+        ["airflow-apiserver: the Airflow UI/REST API on agency network(s) ['agency_gp']"]),
     "a hub secret as a literal": (
         ("AIRFLOW__CORE__FERNET_KEY: ${AIRFLOW_FERNET_KEY:?set AIRFLOW_FERNET_KEY in .env}",
          "AIRFLOW__CORE__FERNET_KEY: c2VjcmV0", 1),
