@@ -18,7 +18,13 @@ demo: $(STAMP)
 	$(PY) -m synthetic_data.demo --out $(VAR)/demo
 
 test: $(STAMP)
-	@command -v chromium >/dev/null 2>&1 || (apt-get install -y chromium >/dev/null 2>&1 || echo "chromium not installed: the report rendering test will be skipped")
+	@# Debian packages the tests drive: chromium (report rendering), docker-compose (compose file
+	@# validation). apt needs its lists on a fresh machine.
+	@missing=""; command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	 command -v docker-compose >/dev/null 2>&1 || docker compose version >/dev/null 2>&1 || missing="$$missing docker-compose"; \
+	 if [ -n "$$missing" ]; then \
+	   (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq $$missing >/dev/null 2>&1) \
+	   || echo "could not install$$missing: the tests that need them will be skipped"; fi
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest
 
