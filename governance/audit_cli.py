@@ -35,7 +35,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    console = Console()
+    console = Console(soft_wrap=True)  # one line per finding, for logs and grep
     if not args.trusted_key:
         console.print(f"REFUSED: {NO_TRUSTED_KEY}", style="bold red")
         return 2

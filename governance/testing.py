@@ -60,10 +60,11 @@ def append_worker(
     together with the other workers at `barrier`; puts (writer, seqs) on `out` if given."""
     from pathlib import Path
 
-    from governance.audit import AuditLog, load_hub_key
+    from governance.audit import AuditLog
+    from governance.audit_keys import load_audit_key
 
     url, schema, writer, n, key_path = args
-    key = load_hub_key(Path(key_path)) if key_path else None
+    key = load_audit_key(Path(key_path)) if key_path else None
     log = AuditLog(url, schema=schema, signing_key=key, checkpoint_every=10, create=False)
     with log.engine.connect():
         pass  # connect before the barrier so all workers start appending at once
