@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from sqlalchemy import Connection, Engine, create_engine, event, func, insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
@@ -61,6 +61,12 @@ def entry_hash(seq: int, prev_hash: str, recorded_at: str, kind: str, body_text:
 
 
 # --- the hub's identity-request key (PEM; the audit key is governance.audit_keys) ---------------
+
+def key_id(pub: Ed25519PublicKey) -> str:
+    """Short id of an identity-request public key (SHA-256 of the raw key, 16 hex)."""
+    raw = pub.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()[:16]
+
 
 def generate_hub_key(path: Path) -> Ed25519PrivateKey:
     """Write a new Ed25519 key (PKCS8 PEM, mode 0600) and its public key next to it (.pub)."""
