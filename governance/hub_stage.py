@@ -3,7 +3,8 @@
 1. refresh the consent registry in the governance store from the warehouse's payload consent
    records (the agencies' latest extracts), so decisions use this run's consent states;
    consent recorded directly at the hub (e.g. a withdrawal received by phone) is kept;
-2. sign a checkpoint of the audit log with the hub's audit key (`JOINEDUP_HUB_KEYS_DIR`, else
+2. record the run in the audit log (kind `hub_run`: run id and counts) and sign a checkpoint
+   of the log with the hub's audit key (`JOINEDUP_HUB_KEYS_DIR`, else
    <run>/hub/keys; the run fails if the key is missing or the chain since the last checkpoint
    is broken);
 3. render the IG lead's linkage audit report with the access section from the audit log and the
@@ -96,7 +97,10 @@ def report_stage(run_id: str, base: Path | None = None) -> dict[str, Any]:
                      origin=f"hub_run:{run_id}")
     cp, refused = None, None
     try:
-        cp = audit.checkpoint("end_of_run")  # every hub run ends with a signed checkpoint
+        # The run is an audit entry of its own (ids and counts only), then signed at its end.
+        audit.append("hub_run", {"type": "hub_run", "run_id": run_id,
+                                 "consent_events": consent["consent_events"]})
+        cp = audit.checkpoint("end_of_run")
     except AuditError as exc:  # a broken chain is never signed: report it, then fail the run
         refused = exc
     rels = SqlRelationshipRegistry(engine).to_frame()
