@@ -55,8 +55,9 @@ class PeriodicCheckpointer:
         self.log.checkpoint("stop")
 
 
-def attach_checkpointer(app: Any, log: AuditLog, every_seconds: float = 300.0
-                        ) -> PeriodicCheckpointer:
+def attach_checkpointer(
+    app: Any, log: AuditLog, every_seconds: float = 300.0
+) -> PeriodicCheckpointer:
     """Checkpoint at the app's start-up, periodically, and at its shutdown."""
     cp = PeriodicCheckpointer(log, every_seconds)
     inner = app.router.lifespan_context

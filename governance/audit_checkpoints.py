@@ -36,11 +36,21 @@ from governance.models import GENESIS_HASH, AuditEntry, ChainHead, Checkpoint
 
 MESSAGE_TYPE = "joinedup-audit-checkpoint/2"
 RECEIPT_FORMAT = "joinedup-audit-receipt/1"
-NO_TRUSTED_KEY = ("no trusted public key given: refusing to answer. Give the hub audit public "
-                  "key record the IG lead keeps (--trusted-key FILE or folder); the key stored "
-                  "next to the log is never trusted")
-_FIELDS = ("cp_seq", "prev_cp_hash", "entry_seq", "entry_hash", "entry_count", "signed_at",
-           "key_id", "origin")
+NO_TRUSTED_KEY = (
+    "no trusted public key given: refusing to answer. Give the hub audit public "
+    "key record the IG lead keeps (--trusted-key FILE or folder); the key stored "
+    "next to the log is never trusted"
+)
+_FIELDS = (
+    "cp_seq",
+    "prev_cp_hash",
+    "entry_seq",
+    "entry_hash",
+    "entry_count",
+    "signed_at",
+    "key_id",
+    "origin",
+)
 
 
 def checkpoint_message(cp: Any) -> bytes:
@@ -58,42 +68,60 @@ def _sha(data: bytes) -> str:
 
 def _records(conn: Connection, after: int, upto: int) -> list[AuditRecord]:
     rows = conn.execute(
-        select(AuditEntry.seq, AuditEntry.prev_hash, AuditEntry.entry_hash,
-               AuditEntry.recorded_at, AuditEntry.kind, AuditEntry.body)
-        .where(AuditEntry.seq > after, AuditEntry.seq <= upto).order_by(AuditEntry.seq)).all()
-    return [AuditRecord(int(r.seq), r.prev_hash, r.entry_hash, r.recorded_at, r.kind, r.body)
-            for r in rows]
+        select(
+            AuditEntry.seq,
+            AuditEntry.prev_hash,
+            AuditEntry.entry_hash,
+            AuditEntry.recorded_at,
+            AuditEntry.kind,
+            AuditEntry.body,
+        )
+        .where(AuditEntry.seq > after, AuditEntry.seq <= upto)
+        .order_by(AuditEntry.seq)
+    ).all()
+    return [
+        AuditRecord(int(r.seq), r.prev_hash, r.entry_hash, r.recorded_at, r.kind, r.body)
+        for r in rows
+    ]
 
 
 def _check_since(conn: Connection, last: Any, head_seq: int, head_hash: str) -> None:
     """Re-hash entries last.entry_seq+1..head from the last checkpoint; raise if broken."""
     start, prev = (0, GENESIS_HASH) if last is None else (int(last.entry_seq), last.entry_hash)
     if last is not None:
-        at = conn.execute(select(AuditEntry.entry_hash)
-                          .where(AuditEntry.seq == start)).scalar_one_or_none()
+        at = conn.execute(
+            select(AuditEntry.entry_hash).where(AuditEntry.seq == start)
+        ).scalar_one_or_none()
         if at != prev:
-            raise AuditError(f"refusing to sign: entry {start} no longer matches checkpoint "
-                             f"#{last.cp_seq}; run verify")
+            raise AuditError(
+                f"refusing to sign: entry {start} no longer matches checkpoint "
+                f"#{last.cp_seq}; run verify"
+            )
     expected = start + 1
     for e in _records(conn, start, head_seq):
-        ok = (e.seq == expected and e.prev_hash == prev
-              and entry_hash(e.seq, e.prev_hash, e.recorded_at, e.kind, e.body) == e.entry_hash)
+        ok = (
+            e.seq == expected
+            and e.prev_hash == prev
+            and entry_hash(e.seq, e.prev_hash, e.recorded_at, e.kind, e.body) == e.entry_hash
+        )
         if not ok:
-            raise AuditError(f"refusing to sign: the chain is broken at entry {expected}; "
-                             f"run verify")
+            raise AuditError(
+                f"refusing to sign: the chain is broken at entry {expected}; run verify"
+            )
         prev, expected = e.entry_hash, expected + 1
     if expected - 1 != head_seq or prev != head_hash:
-        raise AuditError(f"refusing to sign: the chain head does not match entry {expected - 1}; "
-                         f"run verify")
+        raise AuditError(
+            f"refusing to sign: the chain head does not match entry {expected - 1}; run verify"
+        )
 
 
 def last_checkpoint(conn: Connection) -> Any:
-    return conn.execute(select(Checkpoint).order_by(Checkpoint.cp_seq.desc()).limit(1)
-                        ).first()
+    return conn.execute(select(Checkpoint).order_by(Checkpoint.cp_seq.desc()).limit(1)).first()
 
 
-def sign_head(conn: Connection, key: HubAuditKey, head_seq: int, head_hash: str,
-              origin: str) -> dict[str, Any] | None:
+def sign_head(
+    conn: Connection, key: HubAuditKey, head_seq: int, head_hash: str, origin: str
+) -> dict[str, Any] | None:
     """Sign the chain head in the caller's transaction, which holds the chain-head lock (so
     checkpoints are serialised like appends). Returns the new checkpoint, or None if the last
     one already covers the head."""
@@ -104,8 +132,13 @@ def sign_head(conn: Connection, key: HubAuditKey, head_seq: int, head_hash: str,
     cp: dict[str, Any] = {
         "cp_seq": 1 if last is None else int(last.cp_seq) + 1,
         "prev_cp_hash": GENESIS_HASH if last is None else last.cp_hash,
-        "entry_seq": head_seq, "entry_hash": head_hash, "entry_count": head_seq,
-        "signed_at": _now(), "key_id": key.key_id, "origin": origin[:128]}
+        "entry_seq": head_seq,
+        "entry_hash": head_hash,
+        "entry_count": head_seq,
+        "signed_at": _now(),
+        "key_id": key.key_id,
+        "origin": origin[:128],
+    }
     msg = checkpoint_message(cp)
     cp.update(cp_hash=_sha(msg), signature=base64.b64encode(key.sign(msg)).decode("ascii"))
     conn.execute(insert(Checkpoint).values(**cp))
@@ -113,6 +146,7 @@ def sign_head(conn: Connection, key: HubAuditKey, head_seq: int, head_hash: str,
 
 
 # --- verification ------------------------------------------------------------------------------
+
 
 @dataclass
 class VerifyReport:
@@ -135,13 +169,19 @@ class VerifyReport:
             return f"REFUSED: {self.problem}"
         if self.ok:
             cp = self.last_checkpoint or {}
-            tail = (f"; {self.uncovered} later entr{'y' if self.uncovered == 1 else 'ies'} not "
-                    f"yet checkpointed" if self.uncovered else "")
-            return (f"OK: {self.entries} entries, chain intact to entry {self.last_seq}; "
-                    f"{self.checkpoints} signed checkpoint(s) verified against the trusted key; "
-                    f"reaches checkpoint #{cp.get('cp_seq')} (entry {cp.get('entry_seq')}, "
-                    f"signed {cp.get('signed_at')} by {cp.get('key_id')}, {cp.get('origin')})"
-                    f"{tail}")
+            tail = (
+                f"; {self.uncovered} later entr{'y' if self.uncovered == 1 else 'ies'} not "
+                f"yet checkpointed"
+                if self.uncovered
+                else ""
+            )
+            return (
+                f"OK: {self.entries} entries, chain intact to entry {self.last_seq}; "
+                f"{self.checkpoints} signed checkpoint(s) verified against the trusted key; "
+                f"reaches checkpoint #{cp.get('cp_seq')} (entry {cp.get('entry_seq')}, "
+                f"signed {cp.get('signed_at')} by {cp.get('key_id')}, {cp.get('origin')})"
+                f"{tail}"
+            )
         where = []
         if self.first_bad_seq is not None:
             where.append(f"first bad entry is {self.first_bad_seq}")
@@ -158,29 +198,42 @@ def _check_history(cps: list[Any], trusted: TrustedKeys) -> tuple[list[Any], tup
     for n, cp in enumerate(cps, start=1):
         msg = checkpoint_message(cp)
         if int(cp.cp_seq) != n:
-            return good, (n, f"checkpoint #{n} is missing (next present is #{cp.cp_seq}): "
-                             f"checkpoint history cut")
+            return good, (
+                n,
+                f"checkpoint #{n} is missing (next present is #{cp.cp_seq}): "
+                f"checkpoint history cut",
+            )
         if cp.prev_cp_hash != prev_hash or _sha(msg) != cp.cp_hash:
-            return good, (n, f"checkpoint #{n} does not follow checkpoint #{n - 1} or was "
-                             f"altered: checkpoint history rewritten")
+            return good, (
+                n,
+                f"checkpoint #{n} does not follow checkpoint #{n - 1} or was "
+                f"altered: checkpoint history rewritten",
+            )
         pub = trusted.get(cp.key_id)
         if pub is None:
-            return good, (n, f"checkpoint #{n} is signed by key {cp.key_id!r}, which is not a "
-                             f"trusted key ({trusted.describe()})")
+            return good, (
+                n,
+                f"checkpoint #{n} is signed by key {cp.key_id!r}, which is not a "
+                f"trusted key ({trusted.describe()})",
+            )
         try:
             pub.verify(base64.b64decode(cp.signature), msg)
         except (InvalidSignature, ValueError):
             return good, (n, f"checkpoint #{n}: bad signature under trusted key {cp.key_id}")
         if int(cp.entry_seq) <= last_entry or int(cp.entry_count) != int(cp.entry_seq):
-            return good, (n, f"checkpoint #{n} does not cover more entries than the one "
-                             f"before it")
+            return good, (n, f"checkpoint #{n} does not cover more entries than the one before it")
         good.append(cp)
         prev_hash, last_entry = cp.cp_hash, int(cp.entry_seq)
     return good, None
 
 
-def verify_log(log: Any, trusted: TrustedKeys | None, *, receipt: dict[str, Any] | None = None,
-               progress: Callable[[int], None] | None = None) -> VerifyReport:
+def verify_log(
+    log: Any,
+    trusted: TrustedKeys | None,
+    *,
+    receipt: dict[str, Any] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> VerifyReport:
     """Verify `log` (an AuditLog) against the trusted keys; see the module docstring."""
     if trusted is None or len(trusted) == 0:
         return VerifyReport(False, 0, 0, 0, problem=NO_TRUSTED_KEY, refused=True)
@@ -189,7 +242,8 @@ def verify_log(log: Any, trusted: TrustedKeys | None, *, receipt: dict[str, Any]
         cps = conn.execute(select(Checkpoint).order_by(Checkpoint.cp_seq)).all()
     good, cp_problem = _check_history(cps, trusted)
     by_entry = {int(cp.entry_seq): cp for cp in good}
-    entry_problems: list[tuple[int, str]] = []
+    bad_entries: list[tuple[int, str]] = []  # (entry seq, finding)
+    bad_cps: list[tuple[int, str]] = []  # (checkpoint number, finding)
     expected, prev, prev_cp_entry, n = 1, GENESIS_HASH, 0, 0
     reached: list[Any] = []
     for e in log.entries():
@@ -197,85 +251,89 @@ def verify_log(log: Any, trusted: TrustedKeys | None, *, receipt: dict[str, Any]
         if progress is not None:
             progress(n)
         if e.seq != expected:
-            entry_problems.append((expected, f"entry {expected} is missing (next present is "
-                                             f"{e.seq}): deleted"))
+            bad_entries.append((expected, f"entry {expected} is missing (next is {e.seq})"))
             break
         if e.prev_hash != prev:
-            entry_problems.append((e.seq, f"entry {e.seq}: prev_hash does not match entry "
-                                          f"{e.seq - 1} (entry deleted, inserted or reordered)"))
+            msg = f"entry {e.seq}: prev_hash does not match entry {e.seq - 1}"
+            bad_entries.append((e.seq, msg + " (entry deleted, inserted or reordered)"))
             break
         if entry_hash(e.seq, e.prev_hash, e.recorded_at, e.kind, e.body) != e.entry_hash:
-            entry_problems.append((e.seq, f"entry {e.seq}: content does not match its hash "
-                                          f"(edited, inserted or moved)"))
+            msg = f"entry {e.seq}: content does not match its hash"
+            bad_entries.append((e.seq, msg + " (edited, inserted or moved)"))
             break
         cp = by_entry.get(e.seq)
         if cp is not None:
             if cp.entry_hash != e.entry_hash:
-                entry_problems.append((prev_cp_entry + 1, (
-                    f"entries {prev_cp_entry + 1}..{e.seq} differ from signed checkpoint "
-                    f"#{cp.cp_seq}: chain rewritten")))
+                msg = f"entries {prev_cp_entry + 1}..{e.seq} differ from signed checkpoint"
+                bad_entries.append((prev_cp_entry + 1, f"{msg} #{cp.cp_seq}: chain rewritten"))
                 break
             reached.append(cp)
             prev_cp_entry = e.seq
         prev, expected = e.entry_hash, expected + 1
     last_seq = expected - 1
 
-    cp_problems: list[tuple[int, str]] = []
     missed = [cp for cp in good if cp not in reached]
     if missed:
         cp = missed[0]
-        if not entry_problems:
-            entry_problems.append((last_seq + 1, (
-                f"log ends at entry {last_seq} but signed checkpoint #{cp.cp_seq} covers entry "
-                f"{cp.entry_seq}: tail truncated")))
-        cp_problems.append((int(cp.cp_seq), f"the chain no longer reaches signed checkpoint "
-                                            f"#{cp.cp_seq} (entry {cp.entry_seq})"))
-    if not entry_problems:
+        where = f"signed checkpoint #{cp.cp_seq} (entry {cp.entry_seq})"
+        if not bad_entries:
+            msg = f"log ends at entry {last_seq} but {where} covers more: tail truncated"
+            bad_entries.append((last_seq + 1, msg))
+        bad_cps.append((int(cp.cp_seq), f"the chain no longer reaches {where}"))
+    if not bad_entries:
         with engine.connect() as conn:
             head = conn.execute(select(ChainHead.seq, ChainHead.entry_hash)).first()
         if head is None:
-            entry_problems.append((1, "chain head row is missing"))
+            bad_entries.append((1, "chain head row is missing"))
         elif head.seq != last_seq or head.entry_hash != prev:
-            entry_problems.append((min(head.seq, last_seq) + 1, (
-                f"chain head names entry {head.seq} but the log ends at entry {last_seq}: "
-                f"tail truncated or head altered")))
+            msg = f"chain head names entry {head.seq} but the log ends at entry {last_seq}"
+            bad_entries.append((min(head.seq, last_seq) + 1, msg + ": tail truncated or altered"))
     if cp_problem is not None:
-        cp_problems.append(cp_problem)
+        bad_cps.append(cp_problem)
     if not cps and last_seq:
-        entry_problems.append((1, "no signed checkpoint covers the log: it cannot be verified"))
+        bad_entries.append((1, "no signed checkpoint covers the log: it cannot be verified"))
     if receipt is not None:
         rc = receipt.get("checkpoint", {})
-        kept = next((cp for cp in reached if int(cp.cp_seq) == int(rc.get("cp_seq", 0))), None)
+        rc_seq = int(rc.get("cp_seq", 0))
+        kept = next((cp for cp in reached if int(cp.cp_seq) == rc_seq), None)
         if kept is None or kept.cp_hash != rc.get("cp_hash"):
-            cp_problems.append((int(rc.get("cp_seq", 0)), (
-                f"checkpoint #{rc.get('cp_seq')} (entry {rc.get('entry_seq')}), which the IG "
-                f"lead verified on {receipt.get('verified_at')}, is missing or different: "
-                f"log rolled back or re-signed")))
+            msg = (
+                f"checkpoint #{rc_seq} (entry {rc.get('entry_seq')}), which the IG lead "
+                f"verified on {receipt.get('verified_at')}, is missing or different"
+            )
+            bad_cps.append((rc_seq, msg + ": log rolled back or re-signed"))
     last = reached[-1] if reached else None
     report = VerifyReport(
-        not (entry_problems or cp_problems), n, last_seq, len(reached),
+        not (bad_entries or bad_cps),
+        n,
+        last_seq,
+        len(reached),
         trusted_keys=trusted.describe(),
         last_checkpoint=None if last is None else _cp_dict(last),
-        uncovered=last_seq - (int(last.entry_seq) if last is not None else 0))
+        uncovered=last_seq - (int(last.entry_seq) if last is not None else 0),
+    )
     if not report.ok:
-        entry_problems.sort(key=lambda p: p[0])
-        cp_problems.sort(key=lambda p: p[0])
-        report.first_bad_seq = entry_problems[0][0] if entry_problems else None
-        report.first_bad_checkpoint = cp_problems[0][0] if cp_problems else None
-        report.problem = (entry_problems or cp_problems)[0][1]
-        report.all_problems = [*entry_problems, *cp_problems]
+        bad_entries.sort(key=lambda p: p[0])
+        bad_cps.sort(key=lambda p: p[0])
+        report.first_bad_seq = bad_entries[0][0] if bad_entries else None
+        report.first_bad_checkpoint = bad_cps[0][0] if bad_cps else None
+        report.problem = (bad_entries or bad_cps)[0][1]
+        report.all_problems = [*bad_entries, *bad_cps]
     elif report.uncovered:
-        report.notes.append(f"entries after {last_seq - report.uncovered} are not yet covered "
-                            f"by a checkpoint")
+        first = last_seq - report.uncovered + 1
+        report.notes.append(f"entries from {first} on are not yet covered by a checkpoint")
     return report
 
 
 def _cp_dict(cp: Any) -> dict[str, Any]:
-    return {k: (int(getattr(cp, k)) if k in ("cp_seq", "entry_seq", "entry_count")
-                else getattr(cp, k)) for k in (*_FIELDS, "cp_hash", "signature")}
+    return {
+        k: (int(getattr(cp, k)) if k in ("cp_seq", "entry_seq", "entry_count") else getattr(cp, k))
+        for k in (*_FIELDS, "cp_hash", "signature")
+    }
 
 
 # --- the IG lead's receipt ----------------------------------------------------------------------
+
 
 def read_receipt(path: Path) -> dict[str, Any] | None:
     if not path.exists():
@@ -293,8 +351,12 @@ def write_receipt(path: Path, report: VerifyReport) -> None:
     """After a successful verify: keep the newest verified checkpoint (the IG lead's copy)."""
     if not report.ok or report.last_checkpoint is None:
         return
-    doc = {"format": RECEIPT_FORMAT, "verified_at": _now(), "trusted_keys": report.trusted_keys,
-           "checkpoint": report.last_checkpoint}
+    doc = {
+        "format": RECEIPT_FORMAT,
+        "verified_at": _now(),
+        "trusted_keys": report.trusted_keys,
+        "checkpoint": report.last_checkpoint,
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(doc, indent=1), "utf-8")
@@ -304,8 +366,11 @@ def write_receipt(path: Path, report: VerifyReport) -> None:
 def report_line(report: VerifyReport | None) -> dict[str, Any]:
     """What the IG report says about the audit chain (ids, counts and times only)."""
     if report is None:
-        return {"status": "not_checked", "text": "not checked: no trusted hub audit key was "
-                "given to the report; the IG lead runs `python -m governance.audit verify "
-                "--trusted-key ...`"}
+        return {
+            "status": "not_checked",
+            "text": "not checked: no trusted hub audit key was "
+            "given to the report; the IG lead runs `python -m governance.audit verify "
+            "--trusted-key ...`",
+        }
     status = "verified" if report.ok else ("refused" if report.refused else "failed")
     return {"status": status, "text": report.summary(), **asdict(report)}

@@ -1,10 +1,10 @@
 """`python -m governance.audit`: verify the audit log, create the hub audit key, checkpoint.
 
-    verify --db URL [--schema S] --trusted-key FILE|DIR [--receipt FILE]
-        exit 0 verified; 1 tampered; 2 refused (no trusted key) or usage/connection error
-    keygen --keys-dir HUB_KEYS --export IG_LEAD_DIR   (hub audit key: next version)
-    keygen --out FILE                                  (the hub's identity-request key, PEM)
-    checkpoint --db URL [--schema S] --key HUB_KEYS [--origin NAME]
+verify --db URL [--schema S] --trusted-key FILE|DIR [--receipt FILE]
+    exit 0 verified; 1 tampered; 2 refused (no trusted key) or usage/connection error
+keygen --keys-dir HUB_KEYS --export IG_LEAD_DIR   (hub audit key: next version)
+keygen --out FILE                                  (the hub's identity-request key, PEM)
+checkpoint --db URL [--schema S] --key HUB_KEYS [--origin NAME]
 """
 
 from __future__ import annotations
@@ -43,8 +43,10 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     trusted_path = Path(args.trusted_key).resolve()
     if db_file is not None and trusted_path.is_relative_to(db_file.resolve().parent):
         # A key beside the log is whatever an insider put there: not the IG lead's copy.
-        raise AuditKeyError(f"{args.trusted_key}: lies beside the governance store; give the "
-                            f"IG lead's own copy of the hub audit public key")
+        raise AuditKeyError(
+            f"{args.trusted_key}: lies beside the governance store; give the "
+            f"IG lead's own copy of the hub audit public key"
+        )
     trusted = load_trusted_keys(trusted_path)
     if db_file is not None and not db_file.exists():
         raise AuditError(f"no governance store at {db_file}")
@@ -52,12 +54,21 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     receipt = read_receipt(receipt_path) if receipt_path is not None else None
     log = AuditLog(args.db, schema=args.schema, create=False)
     total = log.count()
-    with Progress(TextColumn("verifying audit chain"), BarColumn(), MofNCompleteColumn(),
-                  console=console, transient=True) as bar:
+    with Progress(
+        TextColumn("verifying audit chain"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
         task = bar.add_task("verify", total=total)
-        report = log.verify(trusted, receipt=receipt,
-                            progress=lambda i: bar.update(task, completed=i)
-                            if i % 500 == 0 or i == total else None)
+        report = log.verify(
+            trusted,
+            receipt=receipt,
+            progress=lambda i: (
+                bar.update(task, completed=i) if i % 500 == 0 or i == total else None
+            ),
+        )
     log.engine.dispose()
     console.print(report.summary(), style="bold green" if report.ok else "bold red")
     for seq, msg in report.all_problems[1:]:
@@ -66,8 +77,11 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         console.print(f"  note: {note}", style="yellow")
     if report.ok and receipt_path is not None:
         write_receipt(receipt_path, report)
-        console.print(f"  receipt: checkpoint #{report.last_checkpoint['cp_seq']} kept in "
-                      f"{receipt_path}" if report.last_checkpoint else "  receipt unchanged")
+        console.print(
+            f"  receipt: checkpoint #{report.last_checkpoint['cp_seq']} kept in {receipt_path}"
+            if report.last_checkpoint
+            else "  receipt unchanged"
+        )
     return 0 if report.ok else (2 if report.refused else 1)
 
 
@@ -80,33 +94,48 @@ def _cmd_keygen(args: argparse.Namespace) -> int:
         raise AuditKeyError("--export: give the IG lead's folder for the public key record")
     audit_key = create_audit_key(Path(args.keys_dir))
     dest = export_public_record(audit_key, Path(args.export))
-    print(f"created {audit_key.key_id} in {args.keys_dir} (0600); public record for the IG "
-          f"lead: {dest}; fingerprint {fingerprint(audit_key.private_key.public_key())}")
+    print(
+        f"created {audit_key.key_id} in {args.keys_dir} (0600); public record for the IG "
+        f"lead: {dest}; fingerprint {fingerprint(audit_key.private_key.public_key())}"
+    )
     return 0
 
 
 def _cmd_checkpoint(args: argparse.Namespace) -> int:
-    log = AuditLog(args.db, schema=args.schema, signing_key=load_audit_key(Path(args.key)),
-                   origin=args.origin)
+    log = AuditLog(
+        args.db, schema=args.schema, signing_key=load_audit_key(Path(args.key)), origin=args.origin
+    )
     cp = log.checkpoint("cli")
     log.engine.dispose()
-    print("log is empty; nothing to sign" if cp is None else
-          f"checkpoint #{cp['cp_seq']} covers entries 1..{cp['entry_seq']} ({cp['key_id']})")
+    print(
+        "log is empty; nothing to sign"
+        if cp is None
+        else f"checkpoint #{cp['cp_seq']} covers entries 1..{cp['entry_seq']} ({cp['key_id']})"
+    )
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m governance.audit", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m governance.audit",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="cmd", required=True)
     v = sub.add_parser("verify", help="verify the chain and its signed checkpoints")
     v.add_argument("--db", default=DEFAULT_DB_URL, help="SQLAlchemy URL of the governance store")
     v.add_argument("--schema", default=None, help="database schema (PostgreSQL)")
-    v.add_argument("--trusted-key", default=None,
-                   help="the IG lead's hub audit public key record (file) or folder of records")
-    v.add_argument("--receipt", default=None,
-                   help="the IG lead's receipt file: the last verified checkpoint must still be "
-                        "there; updated after a successful verify")
+    v.add_argument(
+        "--trusted-key",
+        default=None,
+        help="the IG lead's hub audit public key record (file) or folder of records",
+    )
+    v.add_argument(
+        "--receipt",
+        default=None,
+        help="the IG lead's receipt file: the last verified checkpoint must still be "
+        "there; updated after a successful verify",
+    )
     v.set_defaults(func=_cmd_verify)
     k = sub.add_parser("keygen", help="create the hub's audit key (or identity-request key)")
     g = k.add_mutually_exclusive_group(required=True)
@@ -128,8 +157,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except SQLAlchemyError as exc:
         # The URL may carry a password: name the failure, not the URL.
-        print(f"error: cannot read the governance store ({type(exc).__name__}); "
-              f"is --db right and the log created?", file=sys.stderr)
+        print(
+            f"error: cannot read the governance store ({type(exc).__name__}); "
+            f"is --db right and the log created?",
+            file=sys.stderr,
+        )
         return 2
 
 

@@ -80,9 +80,15 @@ class HubAuditKey:
 
     def public_record(self) -> dict[str, object]:
         pub = self.private_key.public_key()
-        return {"format": PUBLIC_FORMAT, "key_id": self.key_id, "version": self.version,
-                "algorithm": "Ed25519", "public_key": _b64(_raw(pub)),
-                "fingerprint_sha256": fingerprint(pub), "created_at": self.created_at}
+        return {
+            "format": PUBLIC_FORMAT,
+            "key_id": self.key_id,
+            "version": self.version,
+            "algorithm": "Ed25519",
+            "public_key": _b64(_raw(pub)),
+            "fingerprint_sha256": fingerprint(pub),
+            "created_at": self.created_at,
+        }
 
 
 def _versions(keys_dir: Path) -> list[int]:
@@ -95,14 +101,22 @@ def create_audit_key(keys_dir: str | Path, version: int | None = None) -> HubAud
     """A new key version in the hub's keys folder (never overwrites an existing file)."""
     keys_dir = Path(keys_dir)
     version = version or (max(_versions(keys_dir), default=0) + 1)
-    key = HubAuditKey(version, Ed25519PrivateKey.generate(),
-                      dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
+    key = HubAuditKey(
+        version, Ed25519PrivateKey.generate(), dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    )
     raw = key.private_key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
-    doc = {"format": KEY_FORMAT, "key_id": key.key_id, "version": version,
-           "algorithm": "Ed25519", "secret": _b64(raw), "created_at": key.created_at}
+    doc = {
+        "format": KEY_FORMAT,
+        "key_id": key.key_id,
+        "version": version,
+        "algorithm": "Ed25519",
+        "secret": _b64(raw),
+        "created_at": key.created_at,
+    }
     keys_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(keys_dir / f"audit_signing.v{version}.json",
-                 os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    fd = os.open(
+        keys_dir / f"audit_signing.v{version}.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600
+    )
     try:
         os.fchmod(fd, 0o600)  # independent of umask
         os.write(fd, json.dumps(doc, indent=1).encode("utf-8"))
@@ -118,20 +132,26 @@ def load_audit_key(path: str | Path, version: int | None = None) -> HubAuditKey:
     if path.is_dir():
         versions = _versions(path)
         if not versions:
-            raise AuditKeyError(f"{path}: no hub audit key (audit_signing.v<N>.json); create "
-                                f"one with `python -m governance.audit keygen --keys-dir {path}`")
+            raise AuditKeyError(
+                f"{path}: no hub audit key (audit_signing.v<N>.json); create "
+                f"one with `python -m governance.audit keygen --keys-dir {path}`"
+            )
         path = path / f"audit_signing.v{version or versions[-1]}.json"
     mode = path.stat().st_mode
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise AuditKeyError(f"{path}: key file mode is {stat.filemode(mode)}; it must be "
-                            f"readable by its owner only (chmod 600)")
+        raise AuditKeyError(
+            f"{path}: key file mode is {stat.filemode(mode)}; it must be "
+            f"readable by its owner only (chmod 600)"
+        )
     try:
         doc = json.loads(path.read_text("utf-8"))
         if doc.get("format") != KEY_FORMAT:
             raise AuditKeyError(f"{path}: not a {KEY_FORMAT} key file")
-        key = HubAuditKey(int(doc["version"]),
-                          Ed25519PrivateKey.from_private_bytes(base64.b64decode(doc["secret"])),
-                          str(doc.get("created_at", "")))
+        key = HubAuditKey(
+            int(doc["version"]),
+            Ed25519PrivateKey.from_private_bytes(base64.b64decode(doc["secret"])),
+            str(doc.get("created_at", "")),
+        )
     except AuditKeyError:
         raise
     except (ValueError, TypeError, LookupError) as exc:  # no key material in the message
@@ -196,8 +216,10 @@ def _parse_record(rec: Mapping[str, object], source: str) -> tuple[str, bytes]:
             raise ValueError("fingerprint")
         return kid, raw
     except (ValueError, TypeError, LookupError) as exc:
-        raise AuditKeyError(f"{source}: not a hub audit public key record "
-                            f"({exc.args[0] if exc.args else type(exc).__name__})") from None
+        raise AuditKeyError(
+            f"{source}: not a hub audit public key record "
+            f"({exc.args[0] if exc.args else type(exc).__name__})"
+        ) from None
 
 
 def load_trusted_keys(path: str | Path) -> TrustedKeys:
@@ -211,8 +233,9 @@ def load_trusted_keys(path: str | Path) -> TrustedKeys:
         try:
             records.append(json.loads(f.read_text("utf-8")))
         except (OSError, ValueError) as exc:
-            raise AuditKeyError(f"{f}: unreadable trusted key record "
-                                f"({type(exc).__name__})") from None
+            raise AuditKeyError(
+                f"{f}: unreadable trusted key record ({type(exc).__name__})"
+            ) from None
     keys = TrustedKeys.of(records, str(path)) if records else TrustedKeys({}, str(path))
     if not keys:
         raise AuditKeyError(f"{path}: no hub audit public key record found")
