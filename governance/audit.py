@@ -213,16 +213,19 @@ class AuditLog:
                 self._sign(conn, seq, h, f"every_{self.checkpoint_every}")
             return AuditRecord(seq, prev, h, recorded_at, kind, body_text)
 
-    def _sign(self, conn: Connection, seq: int, h: str, reason: str) -> dict[str, Any] | None:
+    def _sign(
+        self, conn: Connection, seq: int, h: str, reason: str, full: bool = False
+    ) -> dict[str, Any] | None:
         from governance.audit_checkpoints import sign_head
 
         assert self.signing_key is not None
-        return sign_head(conn, self.signing_key, seq, h, f"{self.origin}/{reason}")
+        return sign_head(conn, self.signing_key, seq, h, f"{self.origin}/{reason}", full=full)
 
-    def checkpoint(self, reason: str = "on_demand") -> dict[str, Any] | None:
+    def checkpoint(self, reason: str = "on_demand", *, full: bool = False) -> dict[str, Any] | None:
         """Sign the current head now (end of a hub run, API start/stop, periodically). Returns
         the new checkpoint, the last one if it already covers the head, or None if empty.
-        Raises AuditError, signing nothing, if the chain since the last checkpoint is broken."""
+        Raises AuditError, signing nothing, if the chain since the last checkpoint (with `full`:
+        the whole chain, against every earlier checkpoint) is broken."""
         from governance.audit_checkpoints import _cp_dict, last_checkpoint
 
         if self.signing_key is None:
@@ -232,7 +235,7 @@ class AuditLog:
                 select(ChainHead.seq, ChainHead.entry_hash).where(ChainHead.id == 1)
                 .with_for_update()
             ).one()
-            made = self._sign(conn, int(head.seq), head.entry_hash, reason)
+            made = self._sign(conn, int(head.seq), head.entry_hash, reason, full)
             if made is not None:
                 return made
             last = last_checkpoint(conn)

@@ -35,7 +35,8 @@ class PeriodicCheckpointer:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        self.log.checkpoint("start")  # raises (and the process does not start) if tampered
+        # The whole chain is re-checked first: a tampered log stops the process starting.
+        self.log.checkpoint("start", full=True)
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="audit-checkpoint", daemon=True)
         self._thread.start()

@@ -26,7 +26,6 @@ from sqlalchemy import Connection, Engine, insert, select
 
 from governance.audit import (
     AuditError,
-    AuditRecord,
     _now,
     canonical_json,
     entry_hash,
@@ -66,8 +65,12 @@ def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _records(conn: Connection, after: int, upto: int) -> list[AuditRecord]:
-    rows = conn.execute(
+def _check_chain(
+    conn: Connection, start: int, prev: str, head_seq: int, head_hash: str, at: dict[int, Any]
+) -> None:
+    """Re-hash entries start+1..head from `prev` (the hash of entry `start`, already checked)
+    and compare the checkpoints in `at` (entry seq -> row) on the way; raise if broken."""
+    rows = conn.execute(  # streamed; the option is on the statement, not the connection
         select(
             AuditEntry.seq,
             AuditEntry.prev_hash,
@@ -76,43 +79,28 @@ def _records(conn: Connection, after: int, upto: int) -> list[AuditRecord]:
             AuditEntry.kind,
             AuditEntry.body,
         )
-        .where(AuditEntry.seq > after, AuditEntry.seq <= upto)
+        .where(AuditEntry.seq > start, AuditEntry.seq <= head_seq)
         .order_by(AuditEntry.seq)
-    ).all()
-    return [
-        AuditRecord(int(r.seq), r.prev_hash, r.entry_hash, r.recorded_at, r.kind, r.body)
-        for r in rows
-    ]
-
-
-def _check_since(conn: Connection, last: Any, head_seq: int, head_hash: str) -> None:
-    """Re-hash entries last.entry_seq+1..head from the last checkpoint; raise if broken."""
-    start, prev = (0, GENESIS_HASH) if last is None else (int(last.entry_seq), last.entry_hash)
-    if last is not None:
-        at = conn.execute(
-            select(AuditEntry.entry_hash).where(AuditEntry.seq == start)
-        ).scalar_one_or_none()
-        if at != prev:
-            raise AuditError(
-                f"refusing to sign: entry {start} no longer matches checkpoint "
-                f"#{last.cp_seq}; run verify"
-            )
+        .execution_options(yield_per=1000)
+    )
     expected = start + 1
-    for e in _records(conn, start, head_seq):
+    for e in rows:
         ok = (
             e.seq == expected
             and e.prev_hash == prev
             and entry_hash(e.seq, e.prev_hash, e.recorded_at, e.kind, e.body) == e.entry_hash
         )
         if not ok:
+            raise AuditError(f"refusing to sign: the chain is broken at entry {expected}")
+        cp = at.get(e.seq)
+        if cp is not None and cp.entry_hash != e.entry_hash:
             raise AuditError(
-                f"refusing to sign: the chain is broken at entry {expected}; run verify"
+                f"refusing to sign: entry {e.seq} no longer matches checkpoint #{cp.cp_seq}; "
+                f"run verify"
             )
         prev, expected = e.entry_hash, expected + 1
     if expected - 1 != head_seq or prev != head_hash:
-        raise AuditError(
-            f"refusing to sign: the chain head does not match entry {expected - 1}; run verify"
-        )
+        raise AuditError(f"refusing to sign: the chain head does not match entry {expected - 1}")
 
 
 def last_checkpoint(conn: Connection) -> Any:
@@ -120,15 +108,33 @@ def last_checkpoint(conn: Connection) -> Any:
 
 
 def sign_head(
-    conn: Connection, key: HubAuditKey, head_seq: int, head_hash: str, origin: str
+    conn: Connection,
+    key: HubAuditKey,
+    head_seq: int,
+    head_hash: str,
+    origin: str,
+    *,
+    full: bool = False,
 ) -> dict[str, Any] | None:
     """Sign the chain head in the caller's transaction, which holds the chain-head lock (so
     checkpoints are serialised like appends). Returns the new checkpoint, or None if the last
-    one already covers the head."""
+    one already covers the head. Re-hashes the entries since the last checkpoint first, or with
+    `full` the whole chain against every earlier checkpoint (hub run end, API start-up)."""
     last = last_checkpoint(conn)
+    if full:
+        cps = {int(c.entry_seq): c for c in conn.execute(select(Checkpoint))}
+        _check_chain(conn, 0, GENESIS_HASH, head_seq, head_hash, cps)
     if head_seq == 0 or (last is not None and int(last.entry_seq) == head_seq):
         return None
-    _check_since(conn, last, head_seq, head_hash)
+    if not full:
+        start, prev = (0, GENESIS_HASH) if last is None else (int(last.entry_seq), last.entry_hash)
+        at = conn.execute(select(AuditEntry.entry_hash).where(AuditEntry.seq == start))
+        if start and at.scalar_one_or_none() != prev:
+            raise AuditError(
+                f"refusing to sign: entry {start} no longer matches checkpoint #{last.cp_seq}; "
+                f"run verify"
+            )
+        _check_chain(conn, start, prev, head_seq, head_hash, {})
     cp: dict[str, Any] = {
         "cp_seq": 1 if last is None else int(last.cp_seq) + 1,
         "prev_cp_hash": GENESIS_HASH if last is None else last.cp_hash,

@@ -100,7 +100,7 @@ def report_stage(run_id: str, base: Path | None = None) -> dict[str, Any]:
         # The run is an audit entry of its own (ids and counts only), then signed at its end.
         audit.append("hub_run", {"type": "hub_run", "run_id": run_id,
                                  "consent_events": consent["consent_events"]})
-        cp = audit.checkpoint("end_of_run")
+        cp = audit.checkpoint("end_of_run", full=True)
     except AuditError as exc:  # a broken chain is never signed: report it, then fail the run
         refused = exc
     rels = SqlRelationshipRegistry(engine).to_frame()

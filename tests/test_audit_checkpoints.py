@@ -206,6 +206,27 @@ def test_a_broken_chain_is_never_signed(log: AuditLog, trusted: TrustedKeys) -> 
     assert not log.verify(trusted).ok
 
 
+def test_an_edit_under_an_old_checkpoint_stops_the_api_and_the_hub_run_signing(
+    log: AuditLog, trusted: TrustedKeys
+) -> None:
+    """An insider edits entry 2 (covered long ago) and leaves the hashes: the API process's
+    start-up and the hub run's end re-check the whole chain, refuse to sign, and the API does
+    not start."""
+    log.append("decision", {"decision_id": "d12"})
+    with log.engine.begin() as conn:
+        conn.execute(update(AuditEntry).where(AuditEntry.seq == 2).values(body='{"x":1}'))
+    with pytest.raises(AuditError, match="broken at entry 2"):
+        log.checkpoint("end_of_run", full=True)
+    app = FastAPI()
+    attach_checkpointer(app, log, every_seconds=3600)
+    with pytest.raises(AuditError, match="broken at entry 2"), TestClient(app):
+        pass
+    with log.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(Checkpoint)).scalar_one() == 3
+    r = log.verify(trusted)
+    assert not r.ok and r.first_bad_seq == 2
+
+
 def test_the_ig_leads_receipt_catches_a_rollback_and_a_resigned_history(
     log: AuditLog, trusted: TrustedKeys, hub_key: HubAuditKey, backend, tmp_path: Path, capsys
 ) -> None:
