@@ -4,9 +4,9 @@
    records (the agencies' latest extracts), so decisions use this run's consent states;
    consent recorded directly at the hub (e.g. a withdrawal received by phone) is kept;
 2. record the run in the audit log (kind `hub_run`: run id and counts) and sign a checkpoint
-   of the log with the hub's audit key (`JOINEDUP_HUB_KEYS_DIR`, else
-   <run>/hub/keys; the run fails if the key is missing or the chain since the last checkpoint
-   is broken);
+   of the log with the hub's audit key (`JOINEDUP_HUB_KEYS_DIR`, else <hub dir>/keys),
+   after re-checking the whole chain against every earlier checkpoint (the run fails if the key
+   is missing; if the chain is broken it writes the report saying so, then fails);
 3. render the IG lead's linkage audit report with the access section from the audit log and the
    legitimate relationships in the store, the quality figures when the partnership's
    evaluation has written them (hub/reports/linkage_quality.json), and whether the audit chain
@@ -49,8 +49,9 @@ def governance_engine(run_dir: Path) -> Engine:
     return make_engine(governance_db_url(run_dir), os.environ.get("JOINEDUP_GOVERNANCE_SCHEMA"))
 
 
-def hub_keys_dir(run_dir: Path) -> Path:
-    return Path(os.environ.get("JOINEDUP_HUB_KEYS_DIR") or Path(run_dir) / "hub" / "keys")
+def hub_keys_dir(hub_dir: Path) -> Path:
+    """The hub's keys folder (audit key): `JOINEDUP_HUB_KEYS_DIR`, else <hub dir>/keys."""
+    return Path(os.environ.get("JOINEDUP_HUB_KEYS_DIR") or Path(hub_dir) / "keys")
 
 
 def trusted_audit_keys(run_dir: Path) -> TrustedKeys | None:
@@ -93,7 +94,7 @@ def report_stage(run_id: str, base: Path | None = None) -> dict[str, Any]:
     paths = hub_paths(run)
     engine = governance_engine(run)
     consent = refresh_consent(engine, paths.warehouse, run_id)
-    audit = AuditLog(engine, signing_key=load_audit_key(hub_keys_dir(run)),
+    audit = AuditLog(engine, signing_key=load_audit_key(hub_keys_dir(paths.hub)),
                      origin=f"hub_run:{run_id}")
     cp, refused = None, None
     try:

@@ -252,7 +252,7 @@ def simulate_week(out: Path, *, start: dt.datetime | None = None,
         refresh_consent(engine, paths.warehouse)
     rels = SqlRelationshipRegistry(engine)
     # The API process signs checkpoints with the hub's audit key (start, periodic, shutdown).
-    audit = AuditLog(engine, signing_key=load_audit_key(hub_keys_dir(out)),
+    audit = AuditLog(engine, signing_key=load_audit_key(hub_keys_dir(paths.hub)),
                      origin=process_origin("api"))
     gov = Governance(audit, consent, rels)
     now = dt.datetime.now(dt.UTC)
