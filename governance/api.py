@@ -31,6 +31,8 @@ from pydantic import BaseModel, Field
 from sqlalchemy import Column, Engine, MetaData, String, Table, insert, select, update
 
 from governance.audit import AuditError, AuditLog, load_hub_key, make_engine
+from governance.audit_checkpointer import attach_checkpointer, process_origin
+from governance.audit_keys import load_audit_key
 from governance.decisions import Governance, User
 from governance.identity import BadIdentityRequest, BridgeUnavailable, IdentityService
 from governance.policy import ROLE_NAMES
@@ -372,6 +374,8 @@ def app_from_config(path: str | Path) -> FastAPI:
     governance_schema: null                              # optional (PostgreSQL)
     relationships_csv: var/run/hub/allocations.csv      # user_id,kind,subject_id,start,end
     hub_signing_key: var/run/hub/keys/hub_request.pem    # Ed25519, 0600
+    audit_signing_key: var/run/hub/keys                 # required: hub audit key (folder/file)
+    audit_checkpoint_seconds: 300                        # checkpoint at start, this often, stop
     bridges: {CSC: "https://reid.csc.example"}
     tokens:                                              # optional, hashed only
       - {token_sha256: "...", user_id: sw1, role: practitioner, agency: CSC}
@@ -384,7 +388,8 @@ def app_from_config(path: str | Path) -> FastAPI:
 
     path = Path(path)
     cfg = yaml.safe_load(path.read_text("utf-8")) or {}
-    for key in ("warehouse", "governance_db"):
+    # Every API process checkpoints the audit log with the hub's audit key: it is required.
+    for key in ("warehouse", "governance_db", "audit_signing_key"):
         if key not in cfg:
             raise ValueError(f"{path}: {key}: missing")
     engine = make_engine(cfg["governance_db"], cfg.get("governance_schema"))
@@ -398,7 +403,9 @@ def app_from_config(path: str | Path) -> FastAPI:
     consent = SqlConsentRegistry(engine)
     if not consent.has_warehouse_events():  # normally refreshed by the hub run's report stage
         refresh_consent(engine, warehouse)
-    gov = Governance(AuditLog(engine), consent=consent, relationships=rels)
+    audit = AuditLog(engine, signing_key=load_audit_key(cfg["audit_signing_key"]),
+                     origin=process_origin("api"))
+    gov = Governance(audit, consent=consent, relationships=rels)
     views = ViewService(warehouse, gov)
     store = TokenStore(engine)
     for i, t in enumerate(cfg.get("tokens") or []):
@@ -411,7 +418,9 @@ def app_from_config(path: str | Path) -> FastAPI:
     if cfg.get("hub_signing_key"):
         ident = IdentityService(views, load_hub_key(Path(cfg["hub_signing_key"])),
                                 cfg.get("bridges") or {})
-    return create_app(views, store, ident)
+    app = create_app(views, store, ident)
+    attach_checkpointer(app, audit, float(cfg.get("audit_checkpoint_seconds", 300)))
+    return app
 
 
 def app_from_env() -> FastAPI:

@@ -3,9 +3,15 @@
 1. refresh the consent registry in the governance store from the warehouse's payload consent
    records (the agencies' latest extracts), so decisions use this run's consent states;
    consent recorded directly at the hub (e.g. a withdrawal received by phone) is kept;
-2. render the IG lead's linkage audit report with the access section from the audit log and the
-   legitimate relationships in the store, and the quality figures when the partnership's
-   evaluation has written them (hub/reports/linkage_quality.json).
+2. record the run in the audit log (kind `hub_run`: run id and counts) and sign a checkpoint
+   of the log with the hub's audit key (`JOINEDUP_HUB_KEYS_DIR`, else <hub dir>/keys),
+   after re-checking the whole chain against every earlier checkpoint (the run fails if the key
+   is missing; if the chain is broken it writes the report saying so, then fails);
+3. render the IG lead's linkage audit report with the access section from the audit log and the
+   legitimate relationships in the store, the quality figures when the partnership's
+   evaluation has written them (hub/reports/linkage_quality.json), and whether the audit chain
+   verifies against the IG lead's trusted key (`JOINEDUP_AUDIT_TRUSTED_KEYS`, else
+   <run>/ig_lead/trusted_keys when present) and up to which checkpoint.
 
 The governance store is `JOINEDUP_GOVERNANCE_DB` (a SQLAlchemy URL; PostgreSQL in production,
 with `JOINEDUP_GOVERNANCE_SCHEMA` if set), else SQLite at <run>/hub/governance.db.
@@ -22,7 +28,8 @@ import duckdb
 import pandas as pd
 from sqlalchemy import Engine
 
-from governance.audit import AuditLog, make_engine
+from governance.audit import AuditError, AuditLog, make_engine
+from governance.audit_keys import TrustedKeys, load_audit_key, load_trusted_keys
 from governance.consent import SqlConsentRegistry
 from governance.relationships import SqlRelationshipRegistry
 
@@ -40,6 +47,20 @@ def governance_db_url(run_dir: Path) -> str:
 
 def governance_engine(run_dir: Path) -> Engine:
     return make_engine(governance_db_url(run_dir), os.environ.get("JOINEDUP_GOVERNANCE_SCHEMA"))
+
+
+def hub_keys_dir(hub_dir: Path) -> Path:
+    """The hub's keys folder (audit key): `JOINEDUP_HUB_KEYS_DIR`, else <hub dir>/keys."""
+    return Path(os.environ.get("JOINEDUP_HUB_KEYS_DIR") or Path(hub_dir) / "keys")
+
+
+def trusted_audit_keys(run_dir: Path) -> TrustedKeys | None:
+    """The IG lead's copy of the hub audit public key(s), if this hub is given one."""
+    given = os.environ.get("JOINEDUP_AUDIT_TRUSTED_KEYS")
+    path = Path(given) if given else Path(run_dir) / "ig_lead" / "trusted_keys"
+    if not given and not path.exists():
+        return None
+    return load_trusted_keys(path)
 
 
 def consent_events(warehouse: Path) -> pd.DataFrame:
@@ -73,8 +94,21 @@ def report_stage(run_id: str, base: Path | None = None) -> dict[str, Any]:
     paths = hub_paths(run)
     engine = governance_engine(run)
     consent = refresh_consent(engine, paths.warehouse, run_id)
-    audit = AuditLog(engine)
+    audit = AuditLog(engine, signing_key=load_audit_key(hub_keys_dir(paths.hub)),
+                     origin=f"hub_run:{run_id}")
+    cp, refused = None, None
+    try:
+        # The run is an audit entry of its own (ids and counts only), then signed at its end.
+        audit.append("hub_run", {"type": "hub_run", "run_id": run_id,
+                                 "consent_events": consent["consent_events"]})
+        cp = audit.checkpoint("end_of_run", full=True)
+    except AuditError as exc:  # a broken chain is never signed: report it, then fail the run
+        refused = exc
     rels = SqlRelationshipRegistry(engine).to_frame()
-    out = build_report(paths, run_id, audit=audit, relationships=rels)
+    out = build_report(paths, run_id, audit=audit, relationships=rels,
+                       trusted_keys=trusted_audit_keys(run))
     engine.dispose()
-    return {"report": str(out), **consent}
+    if refused is not None:
+        raise refused
+    return {"report": str(out), **consent,
+            "audit_checkpoint": None if cp is None else int(cp["cp_seq"])}

@@ -40,15 +40,21 @@ class ChainHead(Base):
 
 
 class Checkpoint(Base):
-    """The hub's Ed25519 signature over (seq, entry_hash) of the chain at that point."""
+    """A hub-signed checkpoint: entries 1..entry_seq end in entry_hash. Checkpoints form their
+    own hash chain (prev_cp_hash), so the checkpoint history is append-only and verifiable.
+    No public key is stored here: verify trusts only the IG lead's copy of the hub's key."""
 
-    __tablename__ = "gov_audit_checkpoints"
-    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    __tablename__ = "gov_audit_signed_checkpoints"
+    cp_seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    prev_cp_hash: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    cp_hash: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    entry_seq: Mapped[int] = mapped_column(BigInteger, nullable=False)
     entry_hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    entry_count: Mapped[int] = mapped_column(BigInteger, nullable=False)
     signed_at: Mapped[str] = mapped_column(String(40), nullable=False)
-    key_id: Mapped[str] = mapped_column(String(32), nullable=False)
-    public_key: Mapped[str] = mapped_column(String(64), nullable=False)  # base64 raw Ed25519
-    signature: Mapped[str] = mapped_column(String(128), nullable=False)  # base64
+    key_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    origin: Mapped[str] = mapped_column(String(128), nullable=False)  # hub run / API process
+    signature: Mapped[str] = mapped_column(String(128), nullable=False)  # base64 Ed25519
 
 
 class Alert(Base):

@@ -60,10 +60,11 @@ def append_worker(
     together with the other workers at `barrier`; puts (writer, seqs) on `out` if given."""
     from pathlib import Path
 
-    from governance.audit import AuditLog, load_hub_key
+    from governance.audit import AuditLog
+    from governance.audit_keys import load_audit_key
 
     url, schema, writer, n, key_path = args
-    key = load_hub_key(Path(key_path)) if key_path else None
+    key = load_audit_key(Path(key_path)) if key_path else None
     log = AuditLog(url, schema=schema, signing_key=key, checkpoint_every=10, create=False)
     with log.engine.connect():
         pass  # connect before the barrier so all workers start appending at once
@@ -74,3 +75,18 @@ def append_worker(
     if out is not None:
         out.put((writer, seqs))
     return seqs
+
+
+def signed_and_verified(log: Any, directory: Any) -> Any:
+    """For tests of code that appends without the hub's key: make a hub audit key under
+    `directory` (keys/ and ig_lead/), checkpoint the head with it, and verify the whole chain
+    against the exported public record. Returns the VerifyReport."""
+    from pathlib import Path
+
+    from governance.audit import AuditLog
+    from governance.audit_keys import create_audit_key, export_public_record, load_trusted_keys
+
+    key = create_audit_key(Path(directory) / "keys")
+    export_public_record(key, Path(directory) / "ig_lead")
+    AuditLog(log.engine, signing_key=key, create=False, origin="test").checkpoint("test")
+    return log.verify(load_trusted_keys(Path(directory) / "ig_lead"))

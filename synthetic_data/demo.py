@@ -227,9 +227,11 @@ def simulate_week(out: Path, *, start: dt.datetime | None = None,
 
     from governance.api import TokenStore, create_app
     from governance.audit import AuditLog, generate_hub_key, load_hub_key
+    from governance.audit_checkpointer import attach_checkpointer, process_origin
+    from governance.audit_keys import load_audit_key
     from governance.consent import SqlConsentRegistry
     from governance.decisions import Governance, User
-    from governance.hub_stage import governance_engine, refresh_consent
+    from governance.hub_stage import governance_engine, hub_keys_dir, refresh_consent
     from governance.identity import IdentityService
     from governance.relationships import (
         Relationship,
@@ -249,7 +251,10 @@ def simulate_week(out: Path, *, start: dt.datetime | None = None,
     if not consent.has_warehouse_events():  # the hub DAG's report stage normally did this
         refresh_consent(engine, paths.warehouse)
     rels = SqlRelationshipRegistry(engine)
-    gov = Governance(AuditLog(engine), consent, rels)
+    # The API process signs checkpoints with the hub's audit key (start, periodic, shutdown).
+    audit = AuditLog(engine, signing_key=load_audit_key(hub_keys_dir(paths.hub)),
+                     origin=process_origin("api"))
+    gov = Governance(audit, consent, rels)
     now = dt.datetime.now(dt.UTC)
     monday = start or (now - dt.timedelta(days=now.weekday() + 7)).replace(
         hour=9, minute=0, second=0, microsecond=0)
@@ -296,7 +301,9 @@ def simulate_week(out: Path, *, start: dt.datetime | None = None,
         threading.Thread(target=server.serve_forever, daemon=True).start()
         bridges[agency] = f"http://127.0.0.1:{server.server_address[1]}"
     ident = IdentityService(views, hub_key, bridges)
-    client = TestClient(create_app(views, store, ident))
+    app = create_app(views, store, ident)
+    attach_checkpointer(app, audit)
+    client = TestClient(app).__enter__()  # runs the app's start-up (checkpoint) now
     week = Week(sar_person=pick["person"], identity_agency=agency)
 
     def call(what: str, day: int, hour: int, who: str, method: str, url: str,
@@ -354,6 +361,7 @@ def simulate_week(out: Path, *, start: dt.datetime | None = None,
                                     "mash_information_sharing", Subject(person, case),
                                     "not_proportionate", clock["t"])
     finally:
+        client.__exit__(None, None, None)  # the app's shutdown: a checkpoint over the week
         if server is not None:
             server.shutdown()
             server.server_close()
@@ -365,15 +373,16 @@ def simulate_week(out: Path, *, start: dt.datetime | None = None,
 def write_report(out: Path, run_id: str) -> Path:
     """(c) The IG report re-rendered with the quality figures and the week's access section."""
     from governance.audit import AuditLog
-    from governance.hub_stage import governance_engine
+    from governance.hub_stage import governance_engine, trusted_audit_keys
     from governance.relationships import SqlRelationshipRegistry
     from governance.reports.linkage_report import build_report
     from linkage.config import HubPaths
 
     engine = governance_engine(out)
-    try:
+    try:  # the IG lead's copy of the hub audit key: the report says if the chain verifies
         return build_report(HubPaths.for_run(out), run_id, audit=AuditLog(engine),
-                            relationships=SqlRelationshipRegistry(engine).to_frame())
+                            relationships=SqlRelationshipRegistry(engine).to_frame(),
+                            trusted_keys=trusted_audit_keys(out))
     finally:
         engine.dispose()
 
@@ -441,6 +450,8 @@ def post_hub(out: Path, *, baseline: bool = True, start: dt.datetime | None = No
                         "subject access report (agency side)": sar,
                         "governance store (audit log, consent, allocations)":
                             governance_db_display(out),
+                        "hub audit public key (the IG lead's copy, for verify)":
+                            out / "ig_lead" / "trusted_keys",
                         "analyst marts": paths.marts / "analyst.duckdb",
                         "warehouse": paths.warehouse}}
 

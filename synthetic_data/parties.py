@@ -15,6 +15,20 @@ from pathlib import Path
 from ig_bridge.keys import KeyStore, LinkKey, save_key, wrap_link_key
 
 PARTNERSHIP_DIR = "partnership"
+IG_LEAD_TRUSTED_KEYS = "ig_lead/trusted_keys"  # the IG lead's copy of the hub audit public key
+
+
+def provision_hub_audit_key(run_dir: Path) -> Path:
+    """The hub's audit-signing key (run_dir/hub/keys, 0600) and its public record in the IG
+    lead's folder (run_dir/ig_lead/trusted_keys), as `python -m governance.audit keygen` does.
+    Idempotent: an existing key is kept (and its record given to the IG lead again)."""
+    from governance.audit_keys import create_audit_key, export_public_record, load_audit_key
+
+    keys = Path(run_dir) / "hub" / "keys"
+    existing = sorted(keys.glob("audit_signing.v*.json")) if keys.is_dir() else []
+    key = load_audit_key(keys) if existing else create_audit_key(keys)
+    keys.chmod(0o700)
+    return export_public_record(key, Path(run_dir) / IG_LEAD_TRUSTED_KEYS)
 
 
 def _existing_link_key(stores: list[KeyStore], lead: KeyStore) -> LinkKey | None:
@@ -37,8 +51,9 @@ def provision_partnership(run_dir: Path, agencies: list[str],
     Creates one linkage key (kept by the lead under `run_dir/partnership/keys`), exports it
     wrapped under `passphrase` to `run_dir/partnership/link_key.v<N>.wrapped.json` (a random
     one-off passphrase when none is given) and imports it into every agency's KeyStore; creates
-    each agency's ref and signing keys; writes each public key to `run_dir/hub/public_keys/`.
-    Idempotent: existing keys are kept, missing ones added.
+    each agency's ref and signing keys; writes each public key to `run_dir/hub/public_keys/`;
+    creates the hub's audit-signing key and gives its public record to the IG lead
+    (`provision_hub_audit_key`). Idempotent: existing keys are kept, missing ones added.
     """
     run_dir = Path(run_dir)
     codes = list(dict.fromkeys(agencies))
@@ -74,4 +89,5 @@ def provision_partnership(run_dir: Path, agencies: list[str],
         for v in store.versions("signing"):
             store.export_public_key(public, v)
         out[code] = store.directory
+    provision_hub_audit_key(run_dir)
     return out

@@ -48,8 +48,10 @@ def _copy_run(src: _Path, dest: _Path, *, landed: bool = True) -> _Path:
     if landed:
         _shutil.copytree(src, dest, symlinks=True)
         return dest
-    for part in ("population", "partnership", "hub/public_keys"):
-        _shutil.copytree(src / part, dest / part)
+    # the hub's audit key and the IG lead's copy of its public record travel with the keys
+    for part in ("population", "partnership", "hub/public_keys", "hub/keys", "ig_lead"):
+        if (src / part).exists():
+            _shutil.copytree(src / part, dest / part)
     for keys in (src / "agency").glob("*/keys"):
         _shutil.copytree(keys, dest / "agency" / keys.parent.name / "keys")
     return dest

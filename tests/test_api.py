@@ -349,11 +349,15 @@ def test_app_from_config_file(world: World, tmp_path: Path) -> None:
     token = "config-token-for-tests-only-0123456789"
     (tmp_path / "alloc.csv").write_text(
         f"user_id,kind,subject_id,start,end\nsw9,household,{world.household},2026-01-01,\n")
+    from governance.audit_keys import create_audit_key
+
+    create_audit_key(tmp_path / "keys")  # every API process checkpoints with the audit key
     cfg = tmp_path / "hub_api.yaml"
     cfg.write_text(
         f"warehouse: {world.warehouse}\n"
         f"governance_db: sqlite:///{tmp_path / 'gov.db'}\n"
         f"relationships_csv: {tmp_path / 'alloc.csv'}\n"
+        f"audit_signing_key: {tmp_path / 'keys'}\n"
         "tokens:\n"
         f"  - {{token_sha256: {hashlib.sha256(token.encode()).hexdigest()}, user_id: sw9, "
         "role: practitioner}\n")

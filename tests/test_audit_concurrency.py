@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from governance.audit import AuditLog, generate_hub_key
+from governance.audit import AuditLog
+from governance.audit_keys import create_audit_key, export_public_record, load_trusted_keys
 from governance.testing import append_worker, postgres_url, temp_schema
 
 PG_URL, PG_WHY = postgres_url()
@@ -31,8 +32,15 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[st
         yield PG_URL, schema
 
 
-def _check_linear_and_complete(log: AuditLog, pub, expected: set[tuple[str, int]]) -> None:
-    report = log.verify(pub)
+def _trusted(tmp_path: Path):
+    """The hub's audit key in tmp/hub/keys; verify uses the IG lead's copy of its record."""
+    key = create_audit_key(tmp_path / "hub" / "keys")
+    export_public_record(key, tmp_path / "ig_lead")
+    return key, load_trusted_keys(tmp_path / "ig_lead")
+
+
+def _check_linear_and_complete(log: AuditLog, trusted, expected: set[tuple[str, int]]) -> None:
+    report = log.verify(trusted)
     assert report.ok, report.summary()
     entries = list(log.entries())
     assert [e.seq for e in entries] == list(range(1, len(expected) + 1))
@@ -44,13 +52,13 @@ def _check_linear_and_complete(log: AuditLog, pub, expected: set[tuple[str, int]
 
 def test_concurrent_processes_append_linearly(backend, tmp_path: Path) -> None:
     url, schema = backend
-    key = generate_hub_key(tmp_path / "hub.key")
+    _, trusted = _trusted(tmp_path)
     log = AuditLog(url, schema=schema)  # creates tables and the chain head once
     ctx = mp.get_context("fork")  # fork: workers start in milliseconds, not seconds
     barrier, out = ctx.Barrier(WRITERS), ctx.Queue()
     procs = [
         ctx.Process(target=append_worker, args=(
-            (url, schema, f"w{w}", PER_WRITER, str(tmp_path / "hub.key")), barrier, out))
+            (url, schema, f"w{w}", PER_WRITER, str(tmp_path / "hub" / "keys")), barrier, out))
         for w in range(WRITERS)
     ]
     log.engine.dispose()  # no pooled connection may be shared with the children
@@ -70,13 +78,13 @@ def test_concurrent_processes_append_linearly(backend, tmp_path: Path) -> None:
     seqs = sorted(s for r in results for s in r)
     assert seqs == list(range(1, WRITERS * PER_WRITER + 1))  # no seq handed out twice
     expected = {(f"w{w}", i) for w in range(WRITERS) for i in range(PER_WRITER)}
-    _check_linear_and_complete(log, key.public_key(), expected)
+    _check_linear_and_complete(log, trusted, expected)
     log.engine.dispose()
 
 
 def test_concurrent_threads_append_linearly(backend, tmp_path: Path) -> None:
     url, schema = backend
-    key = generate_hub_key(tmp_path / "hub.key")
+    key, trusted = _trusted(tmp_path)
     log = AuditLog(url, schema=schema, signing_key=key, checkpoint_every=10)
 
     def work(w: int) -> list[int]:
@@ -86,5 +94,5 @@ def test_concurrent_threads_append_linearly(backend, tmp_path: Path) -> None:
         seqs = sorted(s for r in ex.map(work, range(WRITERS)) for s in r)
     assert seqs == list(range(1, WRITERS * PER_WRITER + 1))
     expected = {(f"t{w}", i) for w in range(WRITERS) for i in range(PER_WRITER)}
-    _check_linear_and_complete(log, key.public_key(), expected)
+    _check_linear_and_complete(log, trusted, expected)
     log.engine.dispose()

@@ -13,12 +13,14 @@ import shutil
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select, update
 from test_report_support import RUN2, build_outputs
 
-from governance.audit import AuditLog
+from governance.audit import AuditError, AuditLog
+from governance.audit_keys import load_trusted_keys
 from governance.consent import SqlConsentRegistry
 from governance.hub_stage import governance_engine, report_stage
-from governance.models import Alert, NotificationDue
+from governance.models import Alert, AuditEntry, Checkpoint, NotificationDue
 from synthetic_data.demo import post_hub
 
 
@@ -65,8 +67,15 @@ def test_week_did_each_kind_of_activity(demo: dict) -> None:
     assert any("consent_withdrawn" in c["reasons"] for c in calls)
     engine = governance_engine(demo["run"])
     audit = AuditLog(engine, create=False)
-    assert audit.verify().ok
-    assert audit.count() == len(calls) + 1  # one entry per call, plus the withheld request
+    report = audit.verify(load_trusted_keys(demo["run"] / "ig_lead" / "trusted_keys"))
+    assert report.ok and report.uncovered == 0, report.summary()
+    # one entry per call, plus the withheld request and the hub run's own entry
+    assert audit.count() == len(calls) + 2
+    with engine.connect() as conn:  # the hub run's end, then the API process's start and stop
+        origins = [o for (o,) in conn.execute(select(Checkpoint.origin)
+                                              .order_by(Checkpoint.cp_seq))]
+    assert origins[0] == f"hub_run:{RUN2}/end_of_run" and demo["stage"]["audit_checkpoint"] == 1
+    assert origins[-1].startswith("api:") and origins[-1].endswith("/stop")
     with engine.connect() as conn:
         kinds = [r[0] for r in conn.execute(Alert.__table__.select().with_only_columns(
             Alert.kind)).all()]
@@ -85,6 +94,9 @@ def test_report_has_privacy_cost_and_access_figures(demo: dict) -> None:
     # views and the withheld request; identity requests are counted from the agencies' logs
     n = len([c for c in calls if not c["call"].endswith("/identity")]) + 1
     assert f"<p>{n} decisions recorded in the governance audit log.</p>" in page
+    chain = re.search(r'<p id="audit-chain"[^>]*>(.*?)</p>', page, re.S)
+    assert chain and "verifies against the trusted hub audit key" in chain.group(1)
+    assert "up to checkpoint #" in chain.group(1) and "/stop" in chain.group(1)
     assert 'id="breakglass-table"' in page and "risk_of_significant_harm: Contact from" in page
     identity = page[page.index('id="identity-table"'):]
     agency = result["week"].identity_agency
@@ -109,3 +121,29 @@ def test_sar_is_written_agency_side_and_no_identity_reaches_the_hub(demo: dict) 
                          if p.is_file() and p.suffix in (".html", ".json", ".db"))
     for v in values:
         assert v.encode() not in hub_bytes
+
+
+def test_a_hub_run_on_a_tampered_audit_log_says_so_and_fails(demo: dict, tmp_path: Path) -> None:
+    """A hub insider edits a recorded decision in the governance store; the next hub run's
+    report stage refuses to sign a checkpoint over it, writes the IG report saying the chain
+    does not verify against the trusted key (and where), and fails the run."""
+    run = tmp_path / "run"
+    shutil.copytree(demo["run"], run, symlinks=True)
+    engine = governance_engine(run)
+    with engine.begin() as conn:
+        conn.execute(update(AuditEntry).where(AuditEntry.seq == 3)
+                     .values(body='{"type":"decision","outcome":"nothing to see"}'))
+    before = AuditLog(engine, create=False).count()
+    engine.dispose()
+    with pytest.raises(AuditError, match="refusing to sign: the chain is broken at entry 3"):
+        report_stage(RUN2, base=run)
+    page = (run / "hub" / "reports" / f"linkage_report_{RUN2}.html").read_text("utf-8")
+    chain = re.search(r'<p id="audit-chain"[^>]*>(.*?)</p>', page, re.S)
+    assert chain and "DOES NOT VERIFY against the trusted hub audit key" in chain.group(1)
+    assert "first bad entry is 3" in chain.group(1)
+    engine = governance_engine(run)
+    with engine.connect() as conn:  # the run's entry is kept, nothing was signed over it
+        assert AuditLog(engine, create=False).count() == before + 1
+        assert not conn.execute(select(Checkpoint).where(
+            Checkpoint.origin == f"hub_run:{RUN2}/end_of_run", Checkpoint.cp_seq > 1)).first()
+    engine.dispose()

@@ -24,6 +24,7 @@ from governance.policy import (
     load_roles,
 )
 from governance.relationships import Relationship, RelationshipRegistry, SubjectKind
+from governance.testing import signed_and_verified
 
 PROTOCOLS = load_protocols()
 # A test-only variant naming a single role, so the role rule is exercised on its own.
@@ -190,7 +191,7 @@ def _count(gov: Governance, model: type) -> int:
         return int(conn.execute(select(func.count()).select_from(model)).scalar_one())
 
 
-def test_withdrawal_is_honoured_immediately(gov: Governance) -> None:
+def test_withdrawal_is_honoured_immediately(gov: Governance, tmp_path) -> None:
     sw = User("sw1", "practitioner")
     fields = [("SCH", "attendance_pct"), ("EH", "assessment_outcome")]
     gov.consent.record(SUBJECT.person_id, "SCH", "early_help", "given", dt.date(2026, 3, 1))
@@ -202,7 +203,7 @@ def test_withdrawal_is_honoured_immediately(gov: Governance) -> None:
                         AT + dt.timedelta(minutes=1))
     assert second.allowed_fields() == {}
     assert {f.reasons for f in second.fields} == {("consent_withdrawn",)}
-    assert gov.audit.count() == 2 and gov.audit.verify().ok
+    assert gov.audit.count() == 2 and signed_and_verified(gov.audit, tmp_path).ok
 
 
 def test_break_glass_override_alerts_and_records_notification(gov: Governance) -> None:

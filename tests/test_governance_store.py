@@ -16,6 +16,7 @@ from sqlalchemy import Engine
 from test_api import NOW, World, build_world
 
 from governance.audit import AuditLog, make_engine
+from governance.audit_keys import create_audit_key, export_public_record, load_trusted_keys
 from governance.consent import ConsentDataError, ConsentStatus, SqlConsentRegistry
 from governance.decisions import Governance, User
 from governance.hub_stage import consent_events, refresh_consent
@@ -27,7 +28,7 @@ from governance.relationships import (
     SubjectKind,
 )
 from governance.service import load_consent
-from governance.testing import postgres_url, temp_schema
+from governance.testing import postgres_url, signed_and_verified, temp_schema
 
 D = dt.date(2026, 3, 1)
 
@@ -116,7 +117,7 @@ def test_refresh_replaces_warehouse_events_and_keeps_direct_ones(store) -> None:
     assert len(reg) == 2 and reg.state("P2", "early_help", "SCH", D).given  # nothing changed
 
 
-def test_decisions_read_the_store(store) -> None:
+def test_decisions_read_the_store(store, tmp_path: Path) -> None:
     engine = _engine(store)
     rels, consent = SqlRelationshipRegistry(engine), SqlConsentRegistry(engine)
     gov = Governance(AuditLog(engine), consent, rels)
@@ -138,7 +139,7 @@ def test_decisions_read_the_store(store) -> None:
     d = gov.decide(user, "s47_child_protection_enquiry", Subject("P1"),
                    [("SCH", "attendance_pct")], at)
     assert "no_legitimate_relationship" in d.fields[0].reasons
-    assert gov.audit.verify().ok and gov.audit.count() == 4
+    assert signed_and_verified(gov.audit, tmp_path).ok and gov.audit.count() == 4
 
 
 # --- from a real warehouse ---------------------------------------------------------------------
@@ -180,30 +181,38 @@ def test_api_reads_allocations_and_consent_from_the_store(world: World, tmp_path
     db = f"sqlite:///{tmp_path / 'gov.db'}"
     (tmp_path / "alloc.csv").write_text(
         f"user_id,kind,subject_id,start,end\nsw9,household,{world.household},2026-01-01,\n")
+    keys = tmp_path / "hub" / "keys"  # the hub's audit key; the IG lead keeps its record
+    export_public_record(create_audit_key(keys), tmp_path / "ig_lead")
     cfg = tmp_path / "hub_api.yaml"
     cfg.write_text(
         f"warehouse: {world.warehouse}\ngovernance_db: {db}\n"
-        f"relationships_csv: {tmp_path / 'alloc.csv'}\n"
+        f"relationships_csv: {tmp_path / 'alloc.csv'}\naudit_signing_key: {keys}\n"
         f"tokens:\n  - {{token_sha256: {hashlib.sha256(token.encode()).hexdigest()}, "
         "user_id: sw9, role: practitioner}\n")
-    client = TestClient(app_from_config(cfg))
-    head = {"Authorization": f"Bearer {token}"}
-    url = f"/households/{world.household}/involvement"
-    assert client.get(url, headers=head).status_code == 200
     engine = make_engine(db)
-    assert len(SqlConsentRegistry(engine)) == len(consent_events(world.warehouse))
-    # the allocation ends (another process); the running app refuses at once
-    yesterday = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
-    SqlRelationshipRegistry(engine).end("sw9", SubjectKind.HOUSEHOLD, world.household, yesterday)
-    r = client.get(url, headers=head)
-    assert r.status_code == 403 and "no_legitimate_relationship" in r.json()["reasons"]
+    with TestClient(app_from_config(cfg)) as client:  # start-up and shutdown checkpoints
+        head = {"Authorization": f"Bearer {token}"}
+        url = f"/households/{world.household}/involvement"
+        assert client.get(url, headers=head).status_code == 200
+        assert len(SqlConsentRegistry(engine)) == len(consent_events(world.warehouse))
+        # the allocation ends (another process); the running app refuses at once
+        yesterday = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
+        SqlRelationshipRegistry(engine).end("sw9", SubjectKind.HOUSEHOLD, world.household,
+                                            yesterday)
+        r = client.get(url, headers=head)
+        assert r.status_code == 403 and "no_legitimate_relationship" in r.json()["reasons"]
+    # the API process signed the head at shutdown: every entry it wrote verifies
+    report = AuditLog(engine, create=False).verify(load_trusted_keys(tmp_path / "ig_lead"))
+    assert report.ok and report.last_seq == 2 and report.uncovered == 0
+    assert report.last_checkpoint["origin"].startswith("api:")
+    assert report.last_checkpoint["origin"].endswith("/stop")
     # a second start does not import the same allocation again, nor reopen it
     app_from_config(cfg)
     [rel] = SqlRelationshipRegistry(engine).all()
     assert rel.end == yesterday
 
 
-def test_break_glass_grant_on_the_store(store, world: World) -> None:
+def test_break_glass_grant_on_the_store(store, world: World, tmp_path: Path) -> None:
     """The grant, alert and notification rows and the expiry on both backends (service level;
     the HTTP behaviour is in test_api_break_glass.py)."""
     from sqlalchemy import func, select
@@ -237,4 +246,4 @@ def test_break_glass_grant_on_the_store(store, world: World) -> None:
 
         assert (n(BreakGlassGrant), n(Alert)) == (1, 3)
         assert n(NotificationDue) >= 1
-    assert gov.audit.verify().ok and gov.audit.count() == 3
+    assert signed_and_verified(gov.audit, tmp_path).ok and gov.audit.count() == 3

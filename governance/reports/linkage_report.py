@@ -299,9 +299,11 @@ def collect_report_data(
     protocols: Iterable[str] | None = None, relationships: pd.DataFrame | None = None,
     identity_logs: Mapping[str, Path] | None = None, marts_path: Path | None = None,
     quality_file: Path | None = None, now: dt.datetime | None = None,
+    audit_chain: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Every figure of the report. `audit_entries` are decoded audit bodies (AuditRecord.data());
-    `relationships` the registry's frame (user_id, kind, subject_id, start, end)."""
+    `relationships` the registry's frame (user_id, kind, subject_id, start, end); `audit_chain`
+    the verification of the log against the trusted key (audit_checkpoints.report_line)."""
     now = now or dt.datetime.now(dt.UTC).replace(tzinfo=None)
     run = _run_row(con, run_id)
     consent = None
@@ -340,6 +342,7 @@ def collect_report_data(
                                         "person_all_pairs", "plaintext_all_pairs", "n_records")},
         "access": None if audit_entries is None else _access(
             audit_entries, protocols, relationships, identity_logs or {}, consent, threshold),
+        "audit_chain": None if audit_chain is None else dict(audit_chain),
     }
     return data
 
@@ -424,12 +427,20 @@ def portable_name(run_id: str) -> str:
 def build_report(paths: Any, run_id: str, *, audit: Any = None,
                  relationships: pd.DataFrame | None = None,
                  threshold: int = DEFAULT_THRESHOLD, out: Path | None = None,
-                 con: duckdb.DuckDBPyConnection | None = None) -> Path:
+                 con: duckdb.DuckDBPyConnection | None = None,
+                 trusted_keys: Any = None) -> Path:
     """Collect, render and write the report for one run; returns the HTML path.
 
     `paths` is a linkage.config.HubPaths; `audit` a governance.audit.AuditLog (optional);
     identity-request logs are read from the agencies' audit.log files beside the hub folder
-    when present (the embedded layout; in production each agency sends its log's counts)."""
+    when present (the embedded layout; in production each agency sends its log's counts).
+    With `trusted_keys` (the IG lead's hub audit public keys) the report says whether the audit
+    chain verifies against them and up to which checkpoint."""
+    chain = None
+    if audit is not None:
+        from governance.audit_checkpoints import report_line
+
+        chain = report_line(audit.verify(trusted_keys) if trusted_keys else None)
     own = con is None
     con = con or duckdb.connect(str(paths.warehouse), read_only=True)
     try:
@@ -439,7 +450,7 @@ def build_report(paths: Any, run_id: str, *, audit: Any = None,
         data = collect_report_data(
             con, run_id, threshold=threshold, audit_entries=entries, relationships=relationships,
             identity_logs=logs, marts_path=Path(paths.marts) / "analyst.duckdb",
-            quality_file=Path(paths.reports) / QUALITY_FILE)
+            quality_file=Path(paths.reports) / QUALITY_FILE, audit_chain=chain)
     finally:
         if own:
             con.close()
