@@ -1,11 +1,14 @@
 """Identity requests, hub side: ask the originating agency's bridge, never keep the answer.
 
-The hub decides (same rules as a view of that agency's data under the protocol), records one
-audit entry *before* anything is disclosed (fail closed), then forwards a request signed with
-the hub's Ed25519 key to the agency's re-identification service (ig_bridge.reid_service), which
-verifies it with the hub's public key, decrypts its own record refs, logs the request in its own
-audit log and answers. The identity goes back in the HTTP response to the user's session only:
-it is never written, logged, cached or put in an exception message at the hub.
+The hub decides (same rules as a view of that agency's data under the protocol, and only under
+a protocol whose `identity.allowed` is true), records one audit entry *before* anything is
+disclosed (fail closed), then forwards one request per record ref, each signed with the hub's
+Ed25519 key and naming the protocol (id, version, document SHA-256) and the hub's decision
+(decision id, audit seq and entry hash), to the agency's re-identification service
+(ig_bridge.reid_service). The bridge checks each request itself (signature, one subject, short
+lifetime, a protocol the agency agreed, rate limits), logs it in its own audit log and answers.
+The identity goes back in the HTTP response to the user's session only: it is never written,
+logged, cached or put in an exception message at the hub.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from governance.decisions import MIN_JUSTIFICATION, User, screen_justification
 from governance.relationships import Subject
 from governance.service import Forbidden, NotFound, ViewError, ViewService
 
-REQUEST_VERSION = 1
+REQUEST_VERSION = 2
 REQUEST_TTL = dt.timedelta(minutes=2)
 
 
@@ -80,8 +83,13 @@ class IdentityService:
         exists, household_id = self.views.person_household(person_id)
         requested = self.views._requested(protocol_id, [agency])
         d = gov.evaluate(user, protocol_id, Subject(person_id, household_id), requested, at)
+        proto = gov.protocols.get(protocol_id)
+        # Identity only where the protocol says so explicitly (the agency's bridge checks too).
+        protocol_problems = (["unknown_protocol"] if proto is None else
+                             [] if proto.identity.allowed else
+                             ["identity_not_allowed_by_protocol"])
         refs = self._record_refs(person_id, agency) if exists else []
-        allowed = bool(d.allowed_fields())
+        allowed = bool(d.allowed_fields()) and not protocol_problems
         request_id = uuid.uuid4().hex
         if not allowed:
             outcome = "refused"
@@ -91,26 +99,41 @@ class IdentityService:
             outcome = "no_bridge_configured"
         else:
             outcome = "forwarded"
+        reasons = sorted({r for f in d.fields if not f.allowed for r in f.reasons}
+                         | set(protocol_problems)) or ["agency_not_in_protocol"]
+        # One signed request per record ref: the bridge answers one subject per request.
+        bridge_ids = [uuid.uuid4().hex for _ in refs] if outcome == "forwarded" else []
         body = {**d.audit_body(None), "type": "identity_request", "request_id": request_id,
                 "target_agency": agency, "n_record_refs": len(refs), "outcome": outcome,
-                "reason": reason}
-        seq = gov.audit.append("decision", body).seq  # before any disclosure: fail closed
+                "bridge_request_ids": bridge_ids, "reason": reason}
         if outcome == "refused":
-            reasons = sorted({r for f in d.fields if not f.allowed for r in f.reasons})
-            raise Forbidden(d, reasons or ["agency_not_in_protocol"], seq)
+            body["refusal_reasons"] = reasons
+        rec = gov.audit.append("decision", body)  # before any disclosure: fail closed
+        seq = rec.seq
+        if outcome == "refused":
+            raise Forbidden(d, reasons, seq)
         if outcome == "not_found":
             raise NotFound(f"record of person at {agency}", person_id, seq)
         if outcome == "no_bridge_configured":
             raise BridgeUnavailable(f"no re-identification service configured for {agency}")
+        assert proto is not None  # allowed implies a known protocol
+        identities = []
+        for ref, bridge_id in zip(refs, bridge_ids, strict=True):
+            now = dt.datetime.now(dt.UTC)
+            signed = {
+                "request_version": REQUEST_VERSION, "request_id": bridge_id,
+                "hub_request_id": request_id, "hub_decision_id": d.decision_id,
+                "hub_audit_seq": seq, "hub_audit_hash": rec.entry_hash,
+                "protocol_id": protocol_id, "protocol_version": proto.version,
+                "protocol_sha256": proto.document_sha256,
+                "requesting_user": user.user_id, "reason": reason, "agency": agency,
+                "record_ref": ref, "issued_at": now.isoformat(),
+                "expires_at": (now + REQUEST_TTL).isoformat(), "hub_key_id": self.key_id,
+            }
+            identities.extend(self._ask_bridge(agency, signed))
+        return IdentityResult(request_id, agency, seq, identities)
 
-        now = dt.datetime.now(dt.UTC)
-        signed = {
-            "request_version": REQUEST_VERSION, "request_id": request_id,
-            "hub_decision_id": d.decision_id, "hub_audit_seq": seq,
-            "protocol_id": protocol_id, "requesting_user": user.user_id, "reason": reason,
-            "agency": agency, "record_refs": refs, "issued_at": now.isoformat(),
-            "expires_at": (now + REQUEST_TTL).isoformat(), "hub_key_id": self.key_id,
-        }
+    def _ask_bridge(self, agency: str, signed: dict[str, Any]) -> list[dict[str, Any]]:
         envelope = {"request": signed, "signature": sign_request(signed, self.key)}
         try:
             resp = self.http.post(f"{self.bridges[agency]}/reidentify", json=envelope)
@@ -122,11 +145,10 @@ class IdentityService:
             raise BridgeUnavailable(f"{agency} re-identification service refused the request "
                                     f"(HTTP {resp.status_code}: {code})")
         answer = resp.json()
-        if answer.get("request_id") != request_id:
+        if answer.get("request_id") != signed["request_id"]:
             raise BridgeUnavailable(f"{agency} answered a different request")
-        identities = [{"found": bool(i.get("found")), "display": i.get("display")}
-                      for i in answer.get("identities", [])]
-        return IdentityResult(request_id, agency, seq, identities)
+        return [{"found": bool(i.get("found")), "display": i.get("display")}
+                for i in answer.get("identities", [])]
 
 
 def _error_code(resp: httpx.Response) -> str:

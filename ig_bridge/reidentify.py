@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ig_bridge.keys import RecordRefError, RefKey, decrypt_record_ref
+from ig_bridge.reid_controls import append_audit
 
 DISPLAY_FIELDS = ("given_name", "family_name", "date_of_birth", "address", "postcode")
 
@@ -33,6 +33,12 @@ class ReidentificationRequest:
     reason: str
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     hub_decision_id: str | None = None
+    # Set on requests from the hub (ig_bridge.reid_service): what the agency checked and keeps.
+    hub_request_id: str | None = None
+    hub_audit_seq: int | None = None
+    hub_audit_hash: str | None = None
+    protocol_version: int | None = None
+    protocol_sha256: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("protocol_id", "requesting_user", "reason"):
@@ -49,27 +55,7 @@ class Identity:
 
 def _append_audit(path: Path, entry: dict[str, Any]) -> None:
     """Append one JSON line, chained to the previous line's SHA-256 (file created 0600)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    prev = "0" * 64
-    if path.exists():
-        mode = path.stat().st_mode
-        if mode & 0o077:
-            raise PermissionError(f"{path}: audit log must be readable by its owner only")
-        with open(path, "rb") as fh:
-            last = b""
-            for line in fh:
-                if line.strip():
-                    last = line.rstrip(b"\n")
-            if last:
-                prev = hashlib.sha256(last).hexdigest()
-    line = json.dumps({**entry, "prev_sha256": prev}, sort_keys=True, separators=(",", ":"))
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, line.encode("utf-8") + b"\n")
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    append_audit(path, entry)
 
 
 def verify_audit_chain(path: str | Path) -> int:
@@ -100,7 +86,8 @@ def reidentify(record_refs: Sequence[str], request: ReidentificationRequest, *,
     keys = [ref_keys] if isinstance(ref_keys, RefKey) else list(ref_keys)
     agency = keys[0].agency if keys else "?"
     base = {"at": datetime.now(UTC).isoformat(timespec="seconds"), "agency": agency,
-            **asdict(request), "record_refs": list(record_refs)}
+            **{k: v for k, v in asdict(request).items() if v is not None},
+            "record_refs": list(record_refs)}
     local_ids: list[str] = []
     for pos, ref in enumerate(record_refs):
         try:
