@@ -28,11 +28,18 @@ from fastapi.responses import JSONResponse
 from governance.audit import AuditLog
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
-# Reasons about the asker, true of any subject (governance.decisions._RECIPIENT_SIDE, plus the
-# protocol's own identity rule): the only ones a refusal without a relationship may show.
+# Reasons about the asker and the request, true of any subject (governance.decisions'
+# recipient-side reasons, the protocol's identity rule, break-glass problems, which depend on
+# the protocol, role, text, duration and grant only): the only ones a refusal without a
+# relationship may show. Consent, dataset and agency reasons depend on the person: never shown.
 ASKER_REASONS = frozenset({
     "unknown_protocol", "protocol_not_in_force", "unknown_role", "role_not_in_protocol",
     "role_not_row_level", "no_legitimate_relationship", "identity_not_allowed_by_protocol",
+    "role_may_not_break_glass", "justification_missing_or_too_short",
+    "justification_contains_identifier", "break_glass_not_permitted_by_protocol",
+    "break_glass_category_not_permitted", "break_glass_duration_exceeds_protocol",
+    "break_glass_not_started", "break_glass_expired", "break_glass_grant_not_valid_for_request",
+    "break_glass_invalid",
 })
 NO_RELATIONSHIP = "no_legitimate_relationship"
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
