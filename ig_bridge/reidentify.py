@@ -1,9 +1,11 @@
 """Re-identification at the originating agency: the only way a practitioner sees an identity.
 
-The hub forwards record refs with the request context (protocol, user, reason) after its own
-governance checks; the agency decrypts its own refs, looks identities up in its own system (a
-callable the caller provides), appends the request to its own audit log and answers.
-The audit log holds refs and context only, never local ids or identities.
+The hub's requests reach this through ig_bridge.reid_service, which checks each one first (one
+record ref, lifetime, agreed protocol, rate limits); the agency's own uses (the CLI, subject
+access) call it directly. It decrypts the agency's own refs, looks identities up in its own
+system (a callable the caller provides), appends the request to its own chained audit log
+(ig_bridge.reid_controls.append_audit: O(1), locked) and answers. The audit log holds refs
+and context only, never local ids or identities.
 """
 
 from __future__ import annotations
@@ -53,11 +55,6 @@ class Identity:
     display: dict[str, Any] | None = field(default=None, repr=False)
 
 
-def _append_audit(path: Path, entry: dict[str, Any]) -> None:
-    """Append one JSON line, chained to the previous line's SHA-256 (file created 0600)."""
-    append_audit(path, entry)
-
-
 def verify_audit_chain(path: str | Path) -> int:
     """Number of entries; raises ValueError naming the first broken line."""
     prev = "0" * 64
@@ -93,7 +90,7 @@ def reidentify(record_refs: Sequence[str], request: ReidentificationRequest, *,
         try:
             local_ids.append(decrypt_record_ref(ref, keys))
         except RecordRefError as exc:
-            _append_audit(audit_path, {**base, "outcome": "refused",
+            append_audit(audit_path, {**base, "outcome": "refused",
                                        "detail": f"record_refs[{pos}] is not this agency's"})
             raise RecordRefError(f"record_refs[{pos}]: {exc}") from None
     found = lookup(local_ids) if local_ids else {}
@@ -102,7 +99,7 @@ def reidentify(record_refs: Sequence[str], request: ReidentificationRequest, *,
         row = found.get(local)
         display = None if row is None else {k: row.get(k) for k in DISPLAY_FIELDS if k in row}
         results.append(Identity(record_ref=ref, found=row is not None, display=display))
-    _append_audit(audit_path, {**base, "outcome": "answered",
+    append_audit(audit_path, {**base, "outcome": "answered",
                                "found": sum(r.found for r in results),
                                "not_found": sum(not r.found for r in results)})
     return results

@@ -90,3 +90,31 @@ def test_sliding_window_limits() -> None:
     assert lim.admit("c", now=4) == "rate_limited_total"
     assert lim.admit("a", now=60.5) is None  # a's first request left the window
     assert lim.admit("a", now=60.6) == "rate_limited_total"  # 1, 3 and 60.5 in the window
+
+
+def _append_many(args: tuple[str, int]) -> None:
+    from ig_bridge.reid_controls import append_audit
+
+    path, who = args
+    for i in range(50):
+        append_audit(path, {"outcome": "refused", "detail": "test", "writer": who, "i": i})
+
+
+def test_concurrent_writers_keep_one_chain(tmp_path: Path) -> None:
+    """The service and the CLI (or two service processes) append to the same log: the file
+    lock keeps one intact chain."""
+    import multiprocessing
+
+    from ig_bridge.reidentify import verify_audit_chain
+
+    log = tmp_path / "audit.log"
+    with multiprocessing.get_context("fork").Pool(4) as pool:
+        pool.map(_append_many, [(str(log), w) for w in range(4)])
+    assert verify_audit_chain(log) == 200
+    assert stat.S_IMODE(log.stat().st_mode) == 0o600
+    log.chmod(0o644)  # readable by others: refused before anything is written
+    from ig_bridge.reid_controls import append_audit
+
+    with pytest.raises(PermissionError):
+        append_audit(log, {"outcome": "x"})
+    assert verify_audit_chain(log) == 200
