@@ -16,14 +16,14 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from governance.audit import canonical_json, key_id
+from governance.audit import AuditLog, canonical_json, key_id
 from governance.decisions import MIN_JUSTIFICATION, User, screen_justification
 from governance.relationships import Subject
 from governance.service import Forbidden, NotFound, ViewError, ViewService
@@ -149,6 +149,40 @@ class IdentityService:
             raise BridgeUnavailable(f"{agency} answered a different request")
         return [{"found": bool(i.get("found")), "display": i.get("display")}
                 for i in answer.get("identities", [])]
+
+
+def unmatched_answers(agency_log: Iterable[Mapping[str, Any]], audit: AuditLog
+                      ) -> list[dict[str, Any]]:
+    """IG lead's reconciliation: identities an agency's bridge gave out with no matching hub
+    decision. Each `answered` line of the agency's log (ig_bridge.reid_controls.read_audit)
+    for a hub request must name a hub audit entry (seq and hash) that is a forwarded identity
+    request by the same user, under the same protocol, that listed this bridge request id. A
+    request signed with a leaked hub key, within the bridge's limits, shows up here. Returns
+    one row per mismatch (bridge request id, user, hub seq, what is wrong); ids and codes
+    only."""
+    out = []
+    for e in agency_log:
+        if e.get("outcome") != "answered" or "hub_request_id" not in e:
+            continue  # a refusal, or the agency's own use (its CLI, a subject access request)
+        seq, problem = e.get("hub_audit_seq"), None
+        rec = audit.get(seq) if type(seq) is int else None
+        body = rec.data() if rec is not None else {}
+        if rec is None:
+            problem = "no_such_hub_entry"
+        elif rec.entry_hash != e.get("hub_audit_hash"):
+            problem = "hub_entry_hash_differs"
+        elif body.get("type") != "identity_request" or body.get("outcome") != "forwarded":
+            problem = "hub_entry_not_a_forwarded_identity_request"
+        elif e.get("request_id") not in (body.get("bridge_request_ids") or []):
+            problem = "request_not_in_hub_entry"
+        elif (body.get("user_id"), body.get("protocol_id"), body.get("decision_id"),
+              body.get("request_id")) != (e.get("requesting_user"), e.get("protocol_id"),
+                                          e.get("hub_decision_id"), e.get("hub_request_id")):
+            problem = "context_differs_from_hub_entry"
+        if problem:
+            out.append({"request_id": e.get("request_id"), "requesting_user":
+                        e.get("requesting_user"), "hub_audit_seq": seq, "problem": problem})
+    return out
 
 
 def _error_code(resp: httpx.Response) -> str:

@@ -292,3 +292,40 @@ def test_unreachable_bridge_is_502_and_nothing_disclosed(setup: Setup, world: Wo
                     headers={"Authorization": f"Bearer {tokens['sw1']}"})
     assert r.status_code == 502 and "identities" not in r.text
     assert gov.audit.count() == 1
+
+
+def test_reconciliation_finds_what_a_leaked_key_got_past_the_bridge(setup: Setup) -> None:
+    """Within the bridge's limits a forged request under an agreed protocol is answered; the
+    IG lead's pairing of the agency's log with the hub's audit log finds every such answer and
+    none of the hub's own."""
+    from governance.audit import load_hub_key
+    from governance.identity import unmatched_answers
+    from ig_bridge.reid_controls import read_audit
+
+    r = setup.ask()
+    assert r.status_code == 200
+    n_real = len(r.json()["identities"])
+    hub_rec = setup.gov.audit.get(1)
+    stolen = load_hub_key(setup.hub_dir / "keys" / "hub_request.pem")
+    # made-up decision reference; a real one re-used for another request; a real one claimed
+    # by another user
+    made_up = envelope(setup, key=stolen)
+    reused = envelope(setup, key=stolen, hub_audit_seq=1, hub_audit_hash=hub_rec.entry_hash,
+                      hub_decision_id=hub_rec.data()["decision_id"],
+                      hub_request_id=hub_rec.data()["request_id"])
+    other_user = envelope(setup, key=stolen, hub_audit_seq=1,
+                          hub_audit_hash=hub_rec.entry_hash,
+                          hub_decision_id=hub_rec.data()["decision_id"],
+                          hub_request_id=hub_rec.data()["request_id"],
+                          request_id=hub_rec.data()["bridge_request_ids"][0][::-1],
+                          requesting_user="insider")
+    for env in (made_up, reused, other_user):
+        status, body = setup.bridge.handle(json.dumps(env).encode())
+        assert status == 200, body
+    found = unmatched_answers(read_audit(setup.bridge_log), setup.gov.audit)
+    assert {f["request_id"]: f["problem"] for f in found} == {
+        made_up["request"]["request_id"]: "no_such_hub_entry",
+        reused["request"]["request_id"]: "request_not_in_hub_entry",
+        other_user["request"]["request_id"]: "request_not_in_hub_entry"}
+    answered = [e for e in read_audit(setup.bridge_log) if e["outcome"] == "answered"]
+    assert len(answered) == n_real + 3
