@@ -129,8 +129,7 @@ def test_expired_token_is_refused_and_audited(hub: Hub, world: World) -> None:
     assert rows and all(exp is not None and exp > made for made, exp in rows)
 
 
-def test_tokens_from_before_expiry_existed_expire_after_the_default(tmp_path: Path,
-                                                                    world: World) -> None:
+def test_tokens_from_before_expiry_existed_expire_after_the_default(tmp_path: Path) -> None:
     """A store created by the earlier code (no expires_at column): the column is added and an
     old token (created two days ago) is refused."""
     url = f"sqlite:///{tmp_path / 'old.db'}"
@@ -149,6 +148,27 @@ def test_tokens_from_before_expiry_existed_expire_after_the_default(tmp_path: Pa
     assert store.check(old) == (None, "expired_token")
     fresh = store.issue("sw1", "practitioner")
     assert store.authenticate(fresh) is not None
+
+
+def test_token_expiry_column_is_added_on_postgresql_too() -> None:
+    """The production store: a schema-qualified gov_api_tokens from before expiry existed."""
+    from governance.testing import postgres_url, temp_schema
+
+    url, why = postgres_url()
+    if url is None:
+        pytest.skip(why)
+    with temp_schema(url) as schema:
+        engine = make_engine(url, schema)
+        with engine.begin() as conn:
+            conn.execute(text(f'CREATE TABLE "{schema}".gov_api_tokens (token_sha256 '
+                              "VARCHAR(64) PRIMARY KEY, user_id VARCHAR(128) NOT NULL, role "
+                              "VARCHAR(32) NOT NULL, agency VARCHAR(8), created_at VARCHAR(40) "
+                              "NOT NULL, revoked_at VARCHAR(40))"))
+        store = TokenStore(engine)
+        token = store.issue("sw1", "practitioner", ttl=dt.timedelta(minutes=5))
+        assert store.check(token)[1] == "ok"
+        TokenStore(engine)  # a second start finds the column and leaves it
+        engine.dispose()
 
 
 def test_authentication_flood_is_counted_not_logged_line_by_line(hub: Hub, world: World) -> None:
