@@ -34,6 +34,7 @@ import binascii
 import datetime as dt
 import json
 import re
+import sys
 import threading
 import time
 from collections.abc import Mapping
@@ -354,6 +355,9 @@ def main(argv: list[str] | None = None) -> int:
                           agreed=AgreedProtocols.load(a.agency_dir, code), limits=limits)
     server = make_server(service, a.host, a.port)
     print(f"{code} re-identification service on http://{a.host}:{server.server_address[1]}")
+    if not service.agreed.protocols:
+        print("no agreed protocols: every request will be refused (joinedup-bridge protocols "
+              "agree)", file=sys.stderr)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
