@@ -2,9 +2,13 @@
 
 Authentication (embedded default): opaque bearer tokens issued by `TokenStore.issue`, stored
 only as SHA-256 hashes in the governance store (table gov_api_tokens), each mapped to a user id,
-a role and an employing agency. Production can swap in any `Authenticator` (e.g. OIDC JWT
-validation; see docs/api.md). Errors: 401 no/bad token; 403 refused (reasons recorded in the
-audit log by the decision); 404 unknown person/household; 422 bad input; 502 bridge failure.
+a role and an employing agency, each expiring (12 h by default); every failed authentication is
+an audit entry (never the token: a hash prefix at most). Production can swap in any
+`Authenticator` (e.g. OIDC JWT validation; see docs/api.md). Errors: 401 no/bad/expired token;
+403 refused (reasons recorded in the audit log by the decision; without a legitimate
+relationship always the same body); 404 unknown person/household; 422 bad input (field and
+problem, never the value); 502 bridge failure. Every response carries Cache-Control: no-store
+and Pragma: no-cache.
 
     uvicorn --factory governance.api:app_from_env   # JOINEDUP_API_CONFIG=hub_api.yaml
     python -m governance.api issue-token --db URL --user U --role practitioner
@@ -25,11 +29,30 @@ from typing import Annotated, Any, Protocol
 import yaml
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi import Path as PathParam
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
-from sqlalchemy import Column, Engine, MetaData, String, Table, insert, select, update
+from sqlalchemy import (
+    Column,
+    Engine,
+    MetaData,
+    String,
+    Table,
+    insert,
+    inspect,
+    select,
+    text,
+    update,
+)
 
+from governance.api_safety import (
+    NO_STORE,
+    AuthFailureLog,
+    no_store,
+    uniform_refusal,
+    validation_response,
+)
 from governance.audit import AuditError, AuditLog, load_hub_key, make_engine
 from governance.audit_checkpointer import attach_checkpointer, process_origin
 from governance.audit_keys import load_audit_key
@@ -59,7 +82,9 @@ api_tokens = Table(
     Column("agency", String(8), nullable=True),
     Column("created_at", String(40), nullable=False),
     Column("revoked_at", String(40), nullable=True),
+    Column("expires_at", String(40), nullable=True),  # NULL (older rows): created_at + TTL
 )
+DEFAULT_TOKEN_TTL = dt.timedelta(hours=12)  # one working shift; issue again for the next
 
 
 def _hash_token(token: str) -> str:
@@ -77,21 +102,47 @@ class TokenStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         _meta.create_all(engine)
+        self._add_expiry_column()
 
-    def issue(self, user_id: str, role: str, agency: str | None = None) -> str:
-        """A new token; the only time its plaintext exists is in this return value."""
+    def _add_expiry_column(self) -> None:
+        """A store created before tokens expired: add the column (older rows then expire
+        DEFAULT_TOKEN_TTL after they were created)."""
+        schema = (self.engine.get_execution_options().get("schema_translate_map") or {}).get(None)
+        cols = {c["name"] for c in inspect(self.engine).get_columns("gov_api_tokens",
+                                                                     schema=schema)}
+        if "expires_at" not in cols:
+            q = self.engine.dialect.identifier_preparer.quote
+            table = f"{q(schema)}.{q('gov_api_tokens')}" if schema else q("gov_api_tokens")
+            with self.engine.begin() as conn:
+                conn.execute(text(f"ALTER TABLE {table} ADD COLUMN expires_at VARCHAR(40)"))
+
+    def issue(self, user_id: str, role: str, agency: str | None = None,
+              ttl: dt.timedelta = DEFAULT_TOKEN_TTL) -> str:
+        """A new token valid for `ttl`; the only time its plaintext exists is in this return
+        value."""
         if role not in ROLE_NAMES:
             raise ValueError(f"role: unknown role {role!r}; known: {sorted(ROLE_NAMES)}")
         token = secrets.token_urlsafe(32)
-        self.add_hashed(_hash_token(token), user_id, role, agency)
+        self.add_hashed(_hash_token(token), user_id, role, agency,
+                        expires_at=dt.datetime.now(dt.UTC) + ttl)
         return token
 
     def add_hashed(self, token_sha256: str, user_id: str, role: str,
-                   agency: str | None = None) -> None:
+                   agency: str | None = None, expires_at: dt.datetime | None = None) -> None:
+        now = dt.datetime.now(dt.UTC)
+        if expires_at is not None and expires_at.tzinfo is None:
+            raise ValueError("expires_at must be timezone-aware")
         with self.engine.begin() as conn:
             conn.execute(insert(api_tokens).values(
                 token_sha256=token_sha256, user_id=user_id, role=role, agency=agency,
-                created_at=dt.datetime.now(dt.UTC).isoformat()))
+                created_at=now.isoformat(),
+                expires_at=(expires_at or now + DEFAULT_TOKEN_TTL).isoformat()))
+
+    @staticmethod
+    def _expired(row: Any, now: dt.datetime) -> bool:
+        end = (dt.datetime.fromisoformat(row.expires_at) if row.expires_at else
+               dt.datetime.fromisoformat(row.created_at) + DEFAULT_TOKEN_TTL)
+        return now >= end
 
     def known(self, token_sha256: str) -> bool:
         with self.engine.connect() as conn:
@@ -108,14 +159,20 @@ class TokenStore:
         return res.rowcount == 1
 
     def authenticate(self, token: str) -> User | None:
+        return self.check(token)[0]
+
+    def check(self, token: str) -> tuple[User | None, str]:
+        """(user, "ok") or (None, unknown_token | revoked_token | expired_token)."""
         h = _hash_token(token)
         with self.engine.connect() as conn:
             row = conn.execute(select(api_tokens).where(api_tokens.c.token_sha256 == h)).first()
-        if row is None or row.revoked_at is not None:
-            return None
-        if not hmac.compare_digest(row.token_sha256, h):
-            return None
-        return User(row.user_id, row.role, row.agency)
+        if row is None or not hmac.compare_digest(row.token_sha256, h):
+            return None, "unknown_token"
+        if row.revoked_at is not None:
+            return None, "revoked_token"
+        if self._expired(row, dt.datetime.now(dt.UTC)):
+            return None, "expired_token"
+        return User(row.user_id, row.role, row.agency), "ok"
 
 
 # --- response models (they are the OpenAPI contract) -------------------------------------------
@@ -234,14 +291,25 @@ def create_app(views: ViewService, auth: Authenticator,
                   description="Scoped, audited, pseudonymous views under data-sharing "
                               "protocols; identity only via the originating agency.")
     bearer = HTTPBearer(auto_error=False)
+    auth_failures = AuthFailureLog(views.gov.audit)
+    app.state.auth_failures = auth_failures
+    app.middleware("http")(no_store)  # no response of this API may be cached anywhere
+    app.add_exception_handler(RequestValidationError, validation_response)  # type: ignore[arg-type]
 
     def current_user(
+        request: Request,
         cred: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     ) -> User:
-        user = auth.authenticate(cred.credentials) if cred is not None else None
+        token = cred.credentials if cred is not None else None
+        user, why = None, "missing_token"
+        if token is not None:
+            check = getattr(auth, "check", None)
+            user, why = check(token) if check else (auth.authenticate(token), "rejected_token")
         if user is None:
+            route = getattr(request.scope.get("route"), "path", "?")  # the template, not the URL
+            auth_failures.record(why, token, request.method, route)
             raise HTTPException(401, "missing or invalid bearer token",
-                                headers={"WWW-Authenticate": "Bearer"})
+                                headers={"WWW-Authenticate": "Bearer", **NO_STORE})
         return user
 
     CurrentUser = Annotated[User, Depends(current_user)]  # noqa: N806
@@ -251,9 +319,7 @@ def create_app(views: ViewService, auth: Authenticator,
 
     @app.exception_handler(Forbidden)
     def _forbidden(_: Request, exc: Forbidden) -> JSONResponse:
-        return JSONResponse(status_code=403, content={
-            "detail": "refused under the protocol", "reasons": exc.reasons,
-            "audit_seq": exc.audit_seq})
+        return JSONResponse(status_code=403, content=uniform_refusal(exc.reasons, exc.audit_seq))
 
     @app.exception_handler(NotFound)
     def _not_found(_: Request, exc: NotFound) -> JSONResponse:
@@ -378,7 +444,8 @@ def app_from_config(path: str | Path) -> FastAPI:
     audit_checkpoint_seconds: 300                        # checkpoint at start, this often, stop
     bridges: {CSC: "https://reid.csc.example"}
     tokens:                                              # optional, hashed only
-      - {token_sha256: "...", user_id: sw1, role: practitioner, agency: CSC}
+      - {token_sha256: "...", user_id: sw1, role: practitioner, agency: CSC,
+         expires_at: "2026-06-01T18:00:00+00:00"}           # default: 12 h after first load
     """
     import pandas as pd
 
@@ -411,7 +478,10 @@ def app_from_config(path: str | Path) -> FastAPI:
     for i, t in enumerate(cfg.get("tokens") or []):
         try:
             if not store.known(t["token_sha256"]):
-                store.add_hashed(t["token_sha256"], t["user_id"], t["role"], t.get("agency"))
+                exp = t.get("expires_at")  # ISO time with offset; default DEFAULT_TOKEN_TTL
+                exp = dt.datetime.fromisoformat(str(exp)) if exp is not None else None
+                store.add_hashed(t["token_sha256"], t["user_id"], t["role"], t.get("agency"),
+                                 expires_at=exp)
         except KeyError as exc:
             raise ValueError(f"{path}: tokens.{i}.{exc.args[0]}: missing") from None
     ident = None
@@ -435,9 +505,11 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--user", required=True)
     t.add_argument("--role", required=True, choices=sorted(ROLE_NAMES))
     t.add_argument("--agency", default=None)
+    t.add_argument("--hours", type=float, default=DEFAULT_TOKEN_TTL.total_seconds() / 3600,
+                   help="how long the token is valid (default 12)")
     a = p.parse_args(argv)
     store = TokenStore(make_engine(a.db))
-    print(store.issue(a.user, a.role, a.agency))
+    print(store.issue(a.user, a.role, a.agency, ttl=dt.timedelta(hours=a.hours)))
     return 0
 
 

@@ -7,13 +7,22 @@ Models are frozen: a decision always sees the policy exactly as it was loaded.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from collections.abc import Iterable
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 SCHEMAS_DIR = Path(__file__).resolve().parent.parent / "schemas"
 PROTOCOLS_DIR = SCHEMAS_DIR / "protocols"
@@ -76,6 +85,13 @@ class BreakGlassRule(_Frozen):
         return self
 
 
+class IdentityRule(_Frozen):
+    """May a practitioner ask the originating agency who a subject is, under this protocol?
+    Default no: a protocol must say so explicitly (the agency's bridge checks it too)."""
+
+    allowed: bool = False
+
+
 class Retention(_Frozen):
     months: int = Field(ge=1, le=1200)
     after: str = Field(min_length=1)
@@ -84,6 +100,7 @@ class Retention(_Frozen):
 class Protocol(_Frozen):
     protocol_version: Literal[1]
     id: str = Field(pattern=r"^[a-z][a-z0-9_]{2,63}$")
+    version: int = Field(default=1, ge=1)  # of this protocol's content; bump on every change
     title: str = Field(min_length=3)
     purpose: str = Field(min_length=10)
     consent_purpose: str = Field(pattern=r"^[a-z][a-z0-9_]{1,63}$")
@@ -92,10 +109,18 @@ class Protocol(_Frozen):
     agencies: dict[str, tuple[str, ...]]
     roles: tuple[str, ...] = Field(min_length=1)
     break_glass: BreakGlassRule
+    identity: IdentityRule = IdentityRule()
     retention: Retention
     effective_from: dt.date
     review_date: dt.date
     owner_role: str = "ig_lead"
+    # SHA-256 of the document's bytes as loaded: what an agency's bridge checks against the
+    # protocols it agreed (ig_bridge.reid_controls). Not a YAML key; "" if not from a file.
+    _sha256: str = PrivateAttr(default="")
+
+    @property
+    def document_sha256(self) -> str:
+        return self._sha256
 
     @field_validator("legal_gateway")
     @classmethod
@@ -211,6 +236,7 @@ def load_roles(path: Path = ROLES_FILE) -> dict[str, Role]:
 def load_protocol(path: Path, payload_fields: frozenset[str] | None = None) -> Protocol:
     payload_fields = payload_fields if payload_fields is not None else load_payload_fields()
     doc = _load_yaml(path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
     if not isinstance(doc, dict):
         raise PolicyError(f"{path}: <root>: must be a mapping")
     try:
@@ -227,6 +253,7 @@ def load_protocol(path: Path, payload_fields: frozenset[str] | None = None) -> P
                 )
     if path.stem != proto.id:
         raise PolicyError(f"{path}: id: {proto.id!r} must match the file name {path.stem!r}")
+    proto._sha256 = digest
     return proto
 
 

@@ -290,6 +290,8 @@ class ViewService:
         reasons = sorted({r for d in decisions for f in d.fields if not f.allowed
                           for r in f.reasons} | {p for d in decisions
                                                  for p in d.break_glass_problems})
+        if not reasons and decisions and decisions[0].purpose is None:
+            return ["unknown_protocol"]  # an unknown protocol requests no field to refuse
         return reasons or ["nothing_requested"]
 
     @staticmethod

@@ -184,6 +184,34 @@ def _rotation(a: argparse.Namespace) -> int:
     return 0
 
 
+def _protocols(a: argparse.Namespace) -> int:
+    """The agency IG lead's record of the protocols the agency agreed (what the
+    re-identification service will answer identity requests under)."""
+    from ig_bridge.reid_controls import AgreedProtocols, AgreementError, agree_protocol
+
+    try:
+        if a.action == "agree":
+            if not a.protocol or not a.agreed_by:
+                raise SystemExit("protocols agree needs --protocol FILE and --agreed-by WHO")
+            for path in a.protocol:
+                e = agree_protocol(a.agency_dir, a.agency, path, agreed_by=a.agreed_by)
+                console.print(f"[green]agreed[/green] {e.protocol_id} v{e.version} "
+                              f"sha256 {e.sha256[:16]}... identity "
+                              f"{'allowed' if e.identity_allowed else 'not allowed'}")
+        agreed = AgreedProtocols.load(a.agency_dir, a.agency)
+    except AgreementError as exc:
+        console.print(f"[red]refused[/red] {exc}")
+        return 2
+    t = Table(title=f"Protocols agreed by {a.agency}")
+    for c in ("protocol", "version", "sha256", "identity", "agreed at", "by"):
+        t.add_column(c)
+    for e in sorted(agreed.protocols.values(), key=lambda e: e.protocol_id):
+        t.add_row(e.protocol_id, str(e.version), e.sha256[:16],
+                  "allowed" if e.identity_allowed else "no", e.agreed_at, e.agreed_by)
+    Console().print(t)
+    return 0
+
+
 def _glue_ref_values(argv: list[str]) -> list[str]:
     """A record_ref is base64url, so one in 64 starts with '-' and argparse would take it for
     an option: pass each --ref value glued to its flag ('--ref=-Xy..') instead."""
@@ -233,6 +261,14 @@ def main(argv: list[str] | None = None) -> int:
     ri.add_argument("--user", required=True)
     ri.add_argument("--reason", required=True)
     ri.add_argument("--decision-id", help="the hub's decision id for this request")
+    pr = sub.add_parser("protocols", help="the data-sharing protocols this agency agreed: "
+                        "identity requests are answered under these only")
+    pr.add_argument("action", choices=["agree", "list"])
+    pr.add_argument("--agency-dir", type=Path, required=True)
+    pr.add_argument("--agency", required=True)
+    pr.add_argument("--protocol", type=Path, action="append",
+                    help="agree: the protocol document (YAML) as agreed; repeatable")
+    pr.add_argument("--agreed-by", help="agree: who signed it off (e.g. the IG lead's user id)")
     ro = sub.add_parser("rotation", help="key rotation: re-key refs (ref) or re-tokenise a "
                         "snapshot under a new link key (link); see docs/keys.md")
     ro_sub = ro.add_subparsers(dest="action", required=True)
@@ -260,6 +296,8 @@ def main(argv: list[str] | None = None) -> int:
         return _keys(a)
     if a.cmd == "reidentify":
         return _reidentify(a)
+    if a.cmd == "protocols":
+        return _protocols(a)
 
     from ig_bridge.split import BridgeKeysMissing, ExtractRefused, run_bridge, validate_extract
 

@@ -1,16 +1,17 @@
 """Re-identification at the originating agency: the only way a practitioner sees an identity.
 
-The hub forwards record refs with the request context (protocol, user, reason) after its own
-governance checks; the agency decrypts its own refs, looks identities up in its own system (a
-callable the caller provides), appends the request to its own audit log and answers.
-The audit log holds refs and context only, never local ids or identities.
+The hub's requests reach this through ig_bridge.reid_service, which checks each one first (one
+record ref, lifetime, agreed protocol, rate limits); the agency's own uses (the CLI, subject
+access) call it directly. It decrypts the agency's own refs, looks identities up in its own
+system (a callable the caller provides), appends the request to its own chained audit log
+(ig_bridge.reid_controls.append_audit: O(1), locked) and answers. The audit log holds refs
+and context only, never local ids or identities.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ig_bridge.keys import RecordRefError, RefKey, decrypt_record_ref
+from ig_bridge.reid_controls import append_audit
 
 DISPLAY_FIELDS = ("given_name", "family_name", "date_of_birth", "address", "postcode")
 
@@ -33,6 +35,12 @@ class ReidentificationRequest:
     reason: str
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     hub_decision_id: str | None = None
+    # Set on requests from the hub (ig_bridge.reid_service): what the agency checked and keeps.
+    hub_request_id: str | None = None
+    hub_audit_seq: int | None = None
+    hub_audit_hash: str | None = None
+    protocol_version: int | None = None
+    protocol_sha256: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("protocol_id", "requesting_user", "reason"):
@@ -45,31 +53,6 @@ class Identity:
     record_ref: str
     found: bool
     display: dict[str, Any] | None = field(default=None, repr=False)
-
-
-def _append_audit(path: Path, entry: dict[str, Any]) -> None:
-    """Append one JSON line, chained to the previous line's SHA-256 (file created 0600)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    prev = "0" * 64
-    if path.exists():
-        mode = path.stat().st_mode
-        if mode & 0o077:
-            raise PermissionError(f"{path}: audit log must be readable by its owner only")
-        with open(path, "rb") as fh:
-            last = b""
-            for line in fh:
-                if line.strip():
-                    last = line.rstrip(b"\n")
-            if last:
-                prev = hashlib.sha256(last).hexdigest()
-    line = json.dumps({**entry, "prev_sha256": prev}, sort_keys=True, separators=(",", ":"))
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, line.encode("utf-8") + b"\n")
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def verify_audit_chain(path: str | Path) -> int:
@@ -100,13 +83,14 @@ def reidentify(record_refs: Sequence[str], request: ReidentificationRequest, *,
     keys = [ref_keys] if isinstance(ref_keys, RefKey) else list(ref_keys)
     agency = keys[0].agency if keys else "?"
     base = {"at": datetime.now(UTC).isoformat(timespec="seconds"), "agency": agency,
-            **asdict(request), "record_refs": list(record_refs)}
+            **{k: v for k, v in asdict(request).items() if v is not None},
+            "record_refs": list(record_refs)}
     local_ids: list[str] = []
     for pos, ref in enumerate(record_refs):
         try:
             local_ids.append(decrypt_record_ref(ref, keys))
         except RecordRefError as exc:
-            _append_audit(audit_path, {**base, "outcome": "refused",
+            append_audit(audit_path, {**base, "outcome": "refused",
                                        "detail": f"record_refs[{pos}] is not this agency's"})
             raise RecordRefError(f"record_refs[{pos}]: {exc}") from None
     found = lookup(local_ids) if local_ids else {}
@@ -115,7 +99,7 @@ def reidentify(record_refs: Sequence[str], request: ReidentificationRequest, *,
         row = found.get(local)
         display = None if row is None else {k: row.get(k) for k in DISPLAY_FIELDS if k in row}
         results.append(Identity(record_ref=ref, found=row is not None, display=display))
-    _append_audit(audit_path, {**base, "outcome": "answered",
+    append_audit(audit_path, {**base, "outcome": "answered",
                                "found": sum(r.found for r in results),
                                "not_found": sum(not r.found for r in results)})
     return results

@@ -287,12 +287,14 @@ def simulate_week(out: Path, *, start: dt.datetime | None = None,
     s47 = gov.protocols["s47_child_protection_enquiry"]
     agency = bridge_agency or next((a for a in ("CSC", "GP", "SCH", "POL", "HV")
                                     if a in holders and a in s47.agencies), None)
-    server = None
+    server = service = None
     bridges: dict[str, str] = {}
     if agency is not None:
         mapping = REPO / "schemas" / "agencies" / f"{agency.lower()}.yaml"
         extract = next(p for p in sorted((out / "population" / "extracts" / agency).iterdir())
                        if p.is_file())
+        # It answers only under the protocols the agency's IG lead agreed (provisioned with
+        # the keys: out/agency/<CODE>/agreed_protocols.yaml), within its rate limits.
         service = ReidService(agency, KeyStore(out / "agency" / agency / "keys", agency),
                               load_hub_public_key(key_path.with_suffix(".pub")),
                               extract_lookup(extract, mapping),
@@ -365,6 +367,8 @@ def simulate_week(out: Path, *, start: dt.datetime | None = None,
         if server is not None:
             server.shutdown()
             server.server_close()
+        if service is not None:
+            service.close()
         ident.http.close()
         engine.dispose()
     return week

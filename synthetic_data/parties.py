@@ -12,7 +12,10 @@ from __future__ import annotations
 import secrets
 from pathlib import Path
 
+import yaml
+
 from ig_bridge.keys import KeyStore, LinkKey, save_key, wrap_link_key
+from ig_bridge.reid_controls import AgreedProtocols, agree_protocol, protocol_document_sha256
 
 PARTNERSHIP_DIR = "partnership"
 IG_LEAD_TRUSTED_KEYS = "ig_lead/trusted_keys"  # the IG lead's copy of the hub audit public key
@@ -29,6 +32,27 @@ def provision_hub_audit_key(run_dir: Path) -> Path:
     key = load_audit_key(keys) if existing else create_audit_key(keys)
     keys.chmod(0o700)
     return export_public_record(key, Path(run_dir) / IG_LEAD_TRUSTED_KEYS)
+
+
+PROTOCOLS_DIR = Path(__file__).resolve().parent.parent / "schemas" / "protocols"
+
+
+def agree_partnership_protocols(run_dir: Path, agencies: list[str],
+                                protocols_dir: Path = PROTOCOLS_DIR) -> None:
+    """Each agency's IG lead agrees the partnership protocols that name the agency (what
+    `joinedup-bridge protocols agree` does): `run_dir/agency/<CODE>/agreed_protocols.yaml`,
+    read by the agency's re-identification service. Protocols already agreed as they stand
+    are left alone."""
+    for code in dict.fromkeys(agencies):
+        adir = Path(run_dir) / "agency" / code
+        agreed = AgreedProtocols.load(adir, code).protocols
+        for path in sorted(protocols_dir.glob("*.yaml")):
+            doc = yaml.safe_load(path.read_text("utf-8")) or {}
+            if code not in (doc.get("agencies") or {}):
+                continue
+            have = agreed.get(str(doc.get("id")))
+            if have is None or have.sha256 != protocol_document_sha256(path):
+                agree_protocol(adir, code, path, agreed_by=f"ig.lead.{code.lower()}")
 
 
 def _existing_link_key(stores: list[KeyStore], lead: KeyStore) -> LinkKey | None:
@@ -53,7 +77,8 @@ def provision_partnership(run_dir: Path, agencies: list[str],
     one-off passphrase when none is given) and imports it into every agency's KeyStore; creates
     each agency's ref and signing keys; writes each public key to `run_dir/hub/public_keys/`;
     creates the hub's audit-signing key and gives its public record to the IG lead
-    (`provision_hub_audit_key`). Idempotent: existing keys are kept, missing ones added.
+    (`provision_hub_audit_key`); has each agency agree the protocols that name it
+    (agree_partnership_protocols). Idempotent: existing keys are kept, missing ones added.
     """
     run_dir = Path(run_dir)
     codes = list(dict.fromkeys(agencies))
@@ -90,4 +115,5 @@ def provision_partnership(run_dir: Path, agencies: list[str],
             store.export_public_key(public, v)
         out[code] = store.directory
     provision_hub_audit_key(run_dir)
+    agree_partnership_protocols(run_dir, codes)
     return out

@@ -267,6 +267,10 @@ def _access(entries: Iterable[Mapping[str, Any]], protocols: Iterable[str],
         for line in Path(path).read_text("utf-8").splitlines():
             if line.strip():
                 e = json.loads(line)
+                if e.get("outcome") == "unauthenticated_refusals":  # one line, many requests
+                    identity[(agency, "-", "unauthenticated_refusals")] += sum(
+                        int(n) for n in (e.get("counts") or {}).values())
+                    continue
                 identity[(agency, str(e.get("protocol_id")), str(e.get("outcome")))] += 1
     cov = []
     if consent is not None:
