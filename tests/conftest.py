@@ -48,8 +48,10 @@ def _copy_run(src: _Path, dest: _Path, *, landed: bool = True) -> _Path:
     if landed:
         _shutil.copytree(src, dest, symlinks=True)
         return dest
-    for part in ("population", "partnership", "hub/public_keys"):
+    for part in ("population", "partnership", "hub/public_keys", "hub/keys"):
         _shutil.copytree(src / part, dest / part)
+    for record in (src / "hub").glob("hub_sealing_key.v*.json"):  # the hub's public key
+        _shutil.copy2(record, dest / "hub" / record.name)
     for keys in (src / "agency").glob("*/keys"):
         _shutil.copytree(keys, dest / "agency" / keys.parent.name / "keys")
     return dest
