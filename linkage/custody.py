@@ -15,7 +15,8 @@ copy, so the bytes verified are the bytes loaded, whatever happens in the landin
 meanwhile. The landed batch is then removed (unlink/rmdir through the parent's fd, never
 following). An item that is not a well-formed sealed batch is refused with a reason and
 removed the same way, or left in place and ignored when it cannot be removed safely; it never
-blocks another agency's batches. Names starting with '.' (bridges' temp folders) are ignored.
+blocks another agency's batches. Inside an agency folder, names starting with '.' (bridges'
+temp folders) are ignored, never opened.
 """
 
 from __future__ import annotations
@@ -140,10 +141,9 @@ def _private_opener(path: str, flags: int) -> int:
     return os.open(path, flags | os.O_CLOEXEC, 0o600)
 
 
-def _unseal_file(bfd: int, name: str, dest: Path, hub_keys: Mapping[str, HubSealingKey],
-                 agency: str, batch_id: str, plain_name: str) -> None:
+def _check_file(bfd: int, name: str, plain_name: str) -> tuple[os.stat_result, int]:
+    """lstat checks of one listed batch file, before anything is opened: (stat, cap)."""
     cap = MAX_MANIFEST_BYTES if plain_name == MANIFEST_NAME else MAX_FILE_BYTES
-    sealed_cap = cap + _SEAL_OVERHEAD + (cap >> 20) * 17 + 17
     st = _lstat(name, bfd)
     if st is None:
         raise _Refused("missing_file", f"{plain_name} vanished during custody")
@@ -151,8 +151,14 @@ def _unseal_file(bfd: int, name: str, dest: Path, hub_keys: Mapping[str, HubSeal
         raise _Refused("not_regular_file", f"{name} is a {_kind(st)}")
     if st.st_nlink != 1:
         raise _Refused("hard_link", f"{name} has {st.st_nlink} links")
-    if st.st_size > sealed_cap:
+    if st.st_size > cap + _SEAL_OVERHEAD + (cap >> 20) * 17 + 17:
         raise _Refused("too_large", f"{name} is over the {cap}-byte cap")
+    return st, cap
+
+
+def _unseal_file(bfd: int, name: str, dest: Path, hub_keys: Mapping[str, HubSealingKey],
+                 agency: str, batch_id: str, plain_name: str) -> None:
+    st, cap = _check_file(bfd, name, plain_name)
     try:
         fd = os.open(name, _FILE_FLAGS, dir_fd=bfd)
     except OSError as exc:
@@ -198,6 +204,8 @@ def _take_batch(afd: int, agency: str, name: str, st: os.stat_result, incoming: 
         final = parent / name
         if final.exists():
             return None
+        for e in entries:  # every file looks right before any is opened
+            _check_file(bfd, e, expected[e])
         tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=parent))  # 0700
         try:
             for e in entries:
@@ -232,7 +240,7 @@ def take_custody(landing: Path, incoming: Path, hub_keys: Mapping[str, HubSealin
     wanted = {a for a, _ in only} if only is not None else None
     try:
         for aname in _listdir(root):
-            if aname.startswith(".") or (wanted is not None and aname not in wanted):
+            if wanted is not None and aname not in wanted:
                 continue
             ast = _lstat(aname, root)
             if ast is None:

@@ -8,12 +8,11 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from sealed_batches import open_batch
 
 from ig_bridge.landing import landed_batches
 from ig_bridge.split import ExtractRefused, run_bridge
 from synthetic_data.parties import provision_partnership
-
-from sealed_batches import open_batch
 
 MAPPING = {
     "mapping_version": 1,

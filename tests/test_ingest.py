@@ -17,14 +17,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from sealed_batches import hub_public, seal_in_place, unseal_in_place
 
 from ig_bridge.keys import KeyStore, generate_signing_key
 from ig_bridge.manifest import MANIFEST_NAME, sha256_file, sign_manifest, write_manifest
 from ig_bridge.split import run_bridge
 from linkage.config import HubPaths
 from linkage.ingest import ingest_landing as _ingest_landing
-
-from sealed_batches import hub_public, seal_in_place, unseal_in_place
 
 ROOT = Path(__file__).resolve().parents[1]
 MAPPINGS = ROOT / "schemas" / "agencies"
