@@ -320,3 +320,26 @@ def record_refusals(refused_root: Path, refusals: list[CustodyRefusal]) -> list[
         (d / "refusal.json").write_text(json.dumps(doc, indent=1), "utf-8")
         written.append(d)
     return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m linkage.custody init-key --hub-dir <hub>`: the hub's sealing key pair (the
+    next version, private file 0600 in <hub>/keys/) and its public record for the bridges."""
+    import argparse
+
+    from ig_bridge.sealing import create_hub_sealing_key, export_hub_public_key
+
+    p = argparse.ArgumentParser(prog="python -m linkage.custody")
+    p.add_argument("action", choices=["init-key"])
+    p.add_argument("--hub-dir", type=Path, required=True)
+    a = p.parse_args(argv)
+    key = create_hub_sealing_key(a.hub_dir / "keys")
+    record = export_hub_public_key(a.hub_dir / "keys", a.hub_dir)
+    pub = key.public_key()
+    print(f"created {key.key_id} (fingerprint {pub.fingerprint}); send {record} to every "
+          "bridge: joinedup-bridge keys import-hub-key --file <it>")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

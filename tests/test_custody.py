@@ -382,3 +382,20 @@ def test_plaintext_batch_planted_in_landing_is_refused(run: Path) -> None:
     report = ingest_landing(HubPaths.for_run(run))
     assert len(_refused(report, "unexpected_file")) == 1  # plaintext names are not batch files
     _check_after(run, report, before, good)
+
+
+def test_hub_key_init_is_private_and_a_loose_key_file_is_refused(tmp_path: Path) -> None:
+    from ig_bridge.keys import LoosePermissionsError
+    from ig_bridge.sealing import load_hub_sealing_keys, parse_public_record
+    from linkage.custody import main
+
+    assert main(["init-key", "--hub-dir", str(tmp_path / "hub")]) == 0
+    key_file = tmp_path / "hub" / "keys" / "sealing_key.v1.json"
+    assert oct(key_file.stat().st_mode & 0o777) == "0o600"
+    assert oct(key_file.parent.stat().st_mode & 0o777) == "0o700"
+    public = parse_public_record((tmp_path / "hub" / "hub_sealing_key.v1.json").read_bytes())
+    (key,) = load_hub_sealing_keys(tmp_path / "hub" / "keys").values()
+    assert key.public_key().public == public.public and "secret" not in repr(key)
+    key_file.chmod(0o640)
+    with pytest.raises(LoosePermissionsError):
+        load_hub_sealing_keys(tmp_path / "hub" / "keys")
