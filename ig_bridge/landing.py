@@ -85,8 +85,9 @@ def staged_batch(landing_dir: Path | str, agency: str, batch_id: str) -> Iterato
         raise
 
 
-def seal_into(plain_dir: Path, dest: Path, hub_key: HubPublicKey, agency: str,
-              batch_id: str) -> None:
+def seal_into(
+    plain_dir: Path, dest: Path, hub_key: HubPublicKey, agency: str, batch_id: str
+) -> None:
     """Seal every file of `plain_dir` into `dest` as `<name>.sealed`."""
     for f in sorted(plain_dir.iterdir()):
         if not f.is_file() or f.is_symlink():
@@ -95,8 +96,9 @@ def seal_into(plain_dir: Path, dest: Path, hub_key: HubPublicKey, agency: str,
 
 
 @contextmanager
-def sealed_batch(landing_dir: Path | str, agency: str, batch_id: str, hub_key: HubPublicKey,
-                 work_dir: Path | str) -> Iterator[Path]:
+def sealed_batch(
+    landing_dir: Path | str, agency: str, batch_id: str, hub_key: HubPublicKey, work_dir: Path | str
+) -> Iterator[Path]:
     """Yield a private plaintext folder (under `work_dir`, 0700) to write the batch into. On
     clean exit the files are sealed to `hub_key` and landed atomically as
     `landing/<CODE>/<batch_id>/<name>.sealed`; the plaintext is removed either way."""
@@ -111,8 +113,7 @@ def sealed_batch(landing_dir: Path | str, agency: str, batch_id: str, hub_key: H
         shutil.rmtree(plain, ignore_errors=True)
 
 
-def land_sealed_batch(src: Path | str, landing_dir: Path | str, agency: str,
-                      batch_id: str) -> Path:
+def land_sealed_batch(src: Path | str, landing_dir: Path | str, agency: str, batch_id: str) -> Path:
     """Copy an already sealed batch (a bridge's outbox) into the landing zone atomically. Safe
     to retry: an identical batch already landed is success; a different one is refused."""
     src = Path(src)

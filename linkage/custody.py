@@ -233,6 +233,8 @@ def take_custody(landing: Path, incoming: Path, hub_keys: Mapping[str, HubSealin
 
         raise HubKeyMissing("the hub holds no sealing key: nothing landed can be opened")
     incoming.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for stale in incoming.glob("*/.tmp-*"):  # a custody cut short by a crash: start again
+        shutil.rmtree(stale, ignore_errors=True)
     try:
         root = os.open(landing, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except FileNotFoundError:
