@@ -399,3 +399,25 @@ def test_hub_key_init_is_private_and_a_loose_key_file_is_refused(tmp_path: Path)
     key_file.chmod(0o640)
     with pytest.raises(LoosePermissionsError):
         load_hub_sealing_keys(tmp_path / "hub" / "keys")
+
+
+def test_custody_copy_is_hub_private_and_landing_emptied(run: Path) -> None:
+    """What custody leaves: the opened batch in hub/incoming/<CODE>/<batch>/ (dirs 0700, files
+    0600, the plaintext the agency signed), nothing left in the agency's drop area."""
+    from ig_bridge.manifest import load_public_keys, verify_batch
+    from ig_bridge.sealing import load_hub_sealing_keys
+    from linkage.custody import take_custody
+
+    paths = HubPaths.for_run(run).ensure()
+    good = {a: _batch(run, a).name for a in GOOD}
+    custody = take_custody(paths.landing, paths.incoming, load_hub_sealing_keys(paths.keys))
+    assert custody.refused == [] and len(custody.taken) == len(GOOD)
+    for agency, d in custody.taken:
+        assert d == paths.incoming / agency / good[agency]
+        for p in (d.parent, d):
+            assert oct(p.stat().st_mode & 0o777) == "0o700"
+        assert sorted(f.name for f in d.iterdir()) == ["identifiers.parquet", "manifest.json",
+                                                       "payload.parquet", "related.parquet"]
+        assert all(oct(f.stat().st_mode & 0o777) == "0o600" for f in d.iterdir())
+        assert verify_batch(d, load_public_keys(paths.public_keys)).agency == agency
+        assert list((paths.landing / agency).iterdir()) == []
