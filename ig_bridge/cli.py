@@ -80,6 +80,15 @@ def _keys(a: argparse.Namespace) -> int:
             key = store.import_link_key(a.file.read_bytes(), _passphrase(a))
             out.print(f"[green]imported[/green] partnership link key v{key.version}, check "
                       f"{key.key_check} (confirm it with the partnership lead)")
+        elif a.action == "import-hub-key":
+            if a.file is None:
+                raise SystemExit("import-hub-key needs --file")
+            from ig_bridge.sealing import import_hub_public_key
+
+            hub = import_hub_public_key(store.directory, a.file.read_bytes())
+            out.print(f"[green]imported[/green] hub sealing key {hub.key_id}, fingerprint "
+                      f"{hub.fingerprint} (confirm it with the hub operator); batches now land "
+                      "sealed to it")
         elif a.action == "show-public":
             out.print(describe_public_key(store.signing_key()))
             if a.out is not None:
@@ -240,10 +249,11 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--extract-kind", choices=["snapshot", "delta"])
     k = sub.add_parser("keys", help="agency key management (ig_bridge.keys)")
     k.add_argument("action", choices=["init", "export-link-key", "import-link-key",
-                                      "show-public", "rotate"])
+                                      "import-hub-key", "show-public", "rotate"])
     k.add_argument("--agency-dir", type=Path, required=True)
     k.add_argument("--agency", required=True)
-    k.add_argument("--file", type=Path, help="wrapped link key file (export/import)")
+    k.add_argument("--file", type=Path, help="wrapped link key file (export/import-link-key) "
+                   "or the hub's public sealing key record (import-hub-key)")
     k.add_argument("--passphrase-env", help="read the wrap passphrase from this env variable "
                    "(default: prompt)")
     k.add_argument("--out", type=Path, help="show-public: also write public key records here")

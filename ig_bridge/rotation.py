@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ig_bridge.keys import KeyStore, RecordRefError, RefKey, decrypt_record_ref, encrypt_record_ref
-from ig_bridge.landing import staged_batch
+from ig_bridge.landing import sealed_batch
 from ig_bridge.manifest import MANIFEST_NAME, sha256_file, sign_manifest, write_manifest
 
 REKEY_FILE = "rekey.parquet"
@@ -85,11 +85,12 @@ def build_rekey_batch(agency_dir: Path | str, code: str, rekey_landing: Path | s
     decrypts under none of this agency's keys stops the batch: it names the row, and nothing
     is written.
     """
-    from ig_bridge.split import _next_sequence, _save_sequence, load_bridge_keys
+    from ig_bridge.split import _next_sequence, _save_sequence, load_bridge_keys, load_hub_key
 
     agency_dir = Path(agency_dir)
     store = KeyStore(agency_dir / "keys", code)
     keys = load_bridge_keys(agency_dir, code)  # newest ref + signing key, link key present
+    hub_key = load_hub_key(agency_dir)  # the mapping lands sealed to the hub, like any batch
     new: RefKey = keys.ref  # type: ignore[assignment]
     older = [k for k in store.ref_keys() if k.version != new.version]
     if not older:
@@ -126,7 +127,7 @@ def build_rekey_batch(agency_dir: Path | str, code: str, rekey_landing: Path | s
     created = datetime.now(UTC)
     batch_id = f"{code}-{seq:06d}-{created:%Y%m%dT%H%M%SZ}-rekey-{uuid.uuid4().hex[:6]}"
     signing = keys.signing
-    with staged_batch(rekey_landing, code, batch_id) as tmp:
+    with sealed_batch(rekey_landing, code, batch_id, hub_key, agency_dir / "work") as tmp:
         path = tmp / REKEY_FILE
         pq.write_table(pa.table({"old_ref": old_refs, "new_ref": new_refs},
                                 schema=REKEY_SCHEMA), path, compression="zstd")

@@ -24,11 +24,12 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ig_bridge.encoding import Encoder, load_encoding_spec
 from ig_bridge.keys import KeyFileError, KeyStore, encrypt_record_refs
-from ig_bridge.landing import staged_batch
+from ig_bridge.landing import sealed_batch
 from ig_bridge.manifest import build_manifest, sign_manifest, write_manifest
 from ig_bridge.normalise import normalise_identifiers
 from ig_bridge.reader import ExtractUnreadable, iter_chunks, read_header
 from ig_bridge.scrub import NAME_FIELDS, Scrubber, record_values
+from ig_bridge.sealing import HubKeyMissing, HubPublicKey, bridge_hub_key
 from ig_bridge.validate import OK, ExtractRefused, RowValidator, check_header, write_report
 from schemas.mapping import SUBJECT, Mapping, MappingError, load_canonical, load_mapping
 
@@ -87,6 +88,14 @@ def load_bridge_keys(agency_dir: Path, code: str, link_key_version: int | None =
     try:
         return _Keys(store.link_key(link_key_version), store.ref_key(), store.signing_key())
     except KeyFileError as exc:
+        raise BridgeKeysMissing(str(exc)) from None
+
+
+def load_hub_key(agency_dir: Path) -> HubPublicKey:
+    """The hub's public sealing key the agency imported: without it nothing lands."""
+    try:
+        return bridge_hub_key(agency_dir / "keys")
+    except (HubKeyMissing, KeyFileError) as exc:
         raise BridgeKeysMissing(str(exc)) from None
 
 
@@ -336,6 +345,7 @@ def run_bridge(extract_path: Path | str, mapping_path: Path | str, agency_dir: P
             from None
     code = mapping.code
     keys = load_bridge_keys(agency_dir, code, link_key_version)
+    hub_key = load_hub_key(agency_dir)
     seq = _next_sequence(agency_dir, code)
     created = datetime.now(UTC)
     batch_id = f"{code}-{seq:06d}-{created:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
@@ -373,7 +383,7 @@ def run_bridge(extract_path: Path | str, mapping_path: Path | str, agency_dir: P
     reason_counts: dict[str, int] = {}
     file_name = extract_path.name
 
-    with staged_batch(landing_dir, code, batch_id) as tmp, Progress(
+    with sealed_batch(landing_dir, code, batch_id, hub_key, agency_dir / "work") as tmp, Progress(
             TextColumn(f"[bold]bridging {file_name}"), BarColumn(),
             TextColumn("{task.completed:,} rows"), TimeElapsedColumn(),
             disable=not progress) as bar:

@@ -47,6 +47,17 @@ class HubPaths:
         return self.hub / "public_keys"
 
     @property
+    def keys(self) -> Path:
+        """The hub's own private keys (sealing key pair, request-signing key): 0700."""
+        return self.hub / "keys"
+
+    @property
+    def incoming(self) -> Path:
+        """Hub-private custody area: landed batches are unsealed here (dirs 0700, files 0600)
+        and verified and loaded from here, never from the landing zone."""
+        return self.hub / "incoming"
+
+    @property
     def reports(self) -> Path:
         return self.hub / "reports"
 
@@ -58,6 +69,9 @@ class HubPaths:
         for p in (self.hub, self.landing, self.refused, self.ingested, self.public_keys,
                   self.reports, self.marts):
             p.mkdir(parents=True, exist_ok=True)
+        for p in (self.keys, self.incoming):
+            p.mkdir(mode=0o700, parents=True, exist_ok=True)
+            p.chmod(0o700)
         return self
 
 

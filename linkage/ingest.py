@@ -3,7 +3,9 @@
 A batch is accepted whole or refused whole. Refusal reasons (machine-readable codes):
 signature/checksum/file problems from `ig_bridge.manifest.verify_batch`, plus the hub's own
 checks here: version mismatches, the column contract (the hub does not accept information it
-should not have), and replay. A refused batch is moved to `hub/refused/<CODE>/<batch_id>/` with a
+should not have), and replay. Every check runs on the hub's own copy: a landed batch is first
+taken into custody (linkage.custody: unsealed into hub/incoming/ through no-follow fds), and
+verified and loaded from there. A refused batch is moved to `hub/refused/<CODE>/<batch_id>/` with a
 `refusal.json`; an accepted one to `hub/ingested/`. Loading happens in one DuckDB transaction, so
 nothing is ever half-loaded, and re-ingesting a batch that is already in is a no-op.
 """
@@ -25,7 +27,9 @@ import pyarrow.parquet as pq
 
 from ig_bridge.manifest import MANIFEST_NAME, BatchRefused, VerifiedManifest, load_public_keys
 from ig_bridge.manifest import verify_batch as verify_signed_batch
+from ig_bridge.sealing import load_hub_sealing_keys
 from linkage.config import EncodingContract, HubPaths
+from linkage.custody import Custody, hub_private_batches, record_refusals, take_custody
 from linkage.warehouse import ensure_schema
 from schemas.mapping import HubContract, hub_contract, load_all_mappings, load_canonical
 
@@ -244,16 +248,60 @@ def _sequence_hint(batch_dir: Path) -> tuple[int, str]:
     return seq, batch_dir.name
 
 
-def pending_batches(landing: Path) -> list[tuple[str, Path]]:
-    """(agency folder, batch folder) for every complete landed batch. Names starting with a
-    dot are bridges' temporary folders, not batches yet."""
-    out: list[tuple[str, Path]] = []
-    if not landing.exists():
-        return out
-    for agency_dir in sorted(p for p in landing.iterdir() if p.is_dir()):
-        batches = [p for p in agency_dir.iterdir() if p.is_dir() and not p.name.startswith(".")]
-        out.extend((agency_dir.name, b) for b in sorted(batches, key=_sequence_hint))
-    return out
+def receive_landing(paths: HubPaths, con: duckdb.DuckDBPyConnection | None = None,
+                    only: Iterable[tuple[str, str]] | None = None) -> Custody:
+    """Take landed batches (all, or the given (agency, batch) pairs) into hub custody:
+    unsealed into hub/incoming/ through no-follow fds (linkage.custody). Items refused on the
+    way are recorded (refused/ + the refused_batch table) and removed from the landing zone."""
+    keys = load_hub_sealing_keys(paths.keys)
+    custody = take_custody(paths.landing, paths.incoming, keys,
+                           only=set(only) if only is not None else None)
+    if custody.refused:
+        dirs = record_refusals(paths.refused, custody.refused)
+        c = con if con is not None else duckdb.connect(str(paths.warehouse))
+        try:
+            if con is None:
+                ensure_schema(c, EncodingContract.load())
+            for r, d in zip(custody.refused, dirs, strict=True):
+                c.execute("INSERT INTO refused_batch VALUES (?, ?, ?, ?, now(), ?)",
+                          [r.item, r.agency, r.reason_code, r.detail, str(d)])
+        finally:
+            if con is None:
+                c.close()
+    return custody
+
+
+def pending_batches(paths: HubPaths, con: duckdb.DuckDBPyConnection | None = None
+                    ) -> list[tuple[str, Path]]:
+    """Take custody of everything landed, then (agency, hub-private batch folder) for every
+    batch in custody, per agency in (unverified) manifest sequence order."""
+    receive_landing(paths, con)
+    return batches_in_custody(paths)
+
+
+def batches_in_custody(paths: HubPaths) -> list[tuple[str, Path]]:
+    by_agency: dict[str, list[Path]] = {}
+    for agency, b in hub_private_batches(paths.incoming):
+        by_agency.setdefault(agency, []).append(b)
+    return [(a, b) for a in sorted(by_agency) for b in sorted(by_agency[a], key=_sequence_hint)]
+
+
+def _refused_outcomes(custody: Custody) -> list[BatchOutcome]:
+    return [BatchOutcome(r.item, r.agency, "refused", r.reason_code, r.detail)
+            for r in custody.refused]
+
+
+def _custody_of(paths: HubPaths, con: duckdb.DuckDBPyConnection, batch_dirs: Iterable[Path],
+                report: IngestReport) -> list[tuple[str, Path]]:
+    """The hub-private folders for the given batches: a landed one is taken into custody
+    first (refusals go to the report), one already in custody is used as it is."""
+    given = [Path(b) for b in batch_dirs]
+    landing = paths.landing.resolve()
+    landed = {(b.parent.name, b.name) for b in given if b.parent.parent.resolve() == landing}
+    if landed:
+        report.outcomes.extend(_refused_outcomes(receive_landing(paths, con, only=landed)))
+    return [(b.parent.name, paths.incoming / b.parent.name / b.name
+             if (b.parent.name, b.name) in landed else b) for b in given]
 
 
 def ingest_batch(con: duckdb.DuckDBPyConnection, paths: HubPaths, batch_dir: Path,
@@ -288,12 +336,15 @@ def ingest_landing(paths: HubPaths, *, batch_dirs: Iterable[Path] | None = None,
     paths.ensure()
     expect = expectations or HubExpectations.load(paths)
     public_keys = load_public_keys(paths.public_keys)
-    todo = ([(Path(b).parent.name, Path(b)) for b in batch_dirs] if batch_dirs is not None
-            else pending_batches(paths.landing))
     report = IngestReport()
     con = duckdb.connect(str(paths.warehouse))
     try:
         ensure_schema(con, expect.encoding)
+        if batch_dirs is not None:
+            todo = _custody_of(paths, con, batch_dirs, report)
+        else:
+            report.outcomes.extend(_refused_outcomes(receive_landing(paths, con)))
+            todo = batches_in_custody(paths)
         if progress:
             from rich.progress import track
             items: Iterable[tuple[str, Path]] = track(todo, description="Ingesting batches")

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -169,25 +168,13 @@ def split_sign_task(code: str, mapping_path: Path | str, extract: str, extract_k
 
 
 def land_task(split: dict[str, Any], base: Path | None = None) -> dict[str, Any]:
-    """Move a signed batch from the agency outbox into the hub landing zone, atomically (the
-    library's staged rename). Safe to retry: an already-landed identical batch is success."""
-    from ig_bridge.landing import staged_batch
+    """Move a sealed batch from the agency outbox into the agency's drop area of the landing
+    zone, atomically (ig_bridge.landing.land_sealed_batch). Safe to retry: an already-landed
+    identical batch is success."""
+    from ig_bridge.landing import land_sealed_batch
 
     code, batch_id = split["agency"], split["batch_id"]
-    src = Path(split["outbox"])
-    dest_root = landing_dir(base)
-    final = dest_root / code / batch_id
-    if final.exists():
-        same = (final / "manifest.json").read_bytes() == (src / "manifest.json").read_bytes() \
-            if src.exists() else True
-        if not same:
-            raise RuntimeError(f"landing {final} holds a different batch with id {batch_id}")
-    else:
-        with staged_batch(dest_root, code, batch_id) as tmp:
-            for f in sorted(src.iterdir()):
-                shutil.copy2(f, tmp / f.name)
-    if src.exists():
-        shutil.rmtree(src)
+    final = land_sealed_batch(split["outbox"], landing_dir(base), code, batch_id)
     return {"agency": code, "batch_id": batch_id, "sequence": split["sequence"],
             "landed": str(final), "rows": split["rows"]}
 
@@ -208,22 +195,23 @@ def apply_rekeys(base: Path | None = None) -> list[dict[str, Any]]:
 
 
 def pending_batch_dirs(base: Path | None = None) -> list[str]:
-    """Every complete batch waiting in the landing zone, in per-agency sequence order."""
+    """Take every landed batch into hub custody (hub/incoming/, linkage.custody) and list the
+    hub-private batch folders, in per-agency sequence order."""
     from linkage.ingest import pending_batches
 
-    return [str(b) for _agency, b in pending_batches(hub_paths(base).landing)]
+    return [str(b) for _agency, b in pending_batches(hub_paths(base).ensure())]
 
 
 def ingest_one(batch_dir: str, base: Path | None = None) -> dict[str, Any]:
-    """Ingest one landed batch, after any earlier pending batch of the same agency, so mapped
-    ingest tasks give the same result whatever order they run in (stage_ingest skips batches
-    already moved out of the landing zone)."""
-    from linkage.ingest import pending_batches
+    """Ingest one batch in hub custody (as `pending_batch_dirs` listed it), after any earlier
+    one of the same agency, so mapped ingest tasks give the same result whatever order they
+    run in (stage_ingest skips batches already moved out of custody)."""
+    from linkage.ingest import batches_in_custody
     from linkage.pipeline import stage_ingest
 
     paths = hub_paths(base)
     me = Path(batch_dir)
-    same_agency = [b for a, b in pending_batches(paths.landing) if a == me.parent.name]
+    same_agency = [b for a, b in batches_in_custody(paths) if a == me.parent.name]
     upto = same_agency[: same_agency.index(me) + 1] if me in same_agency else [me]
     summary = stage_ingest(paths, batch_dirs=[str(b) for b in upto])
     mine = [o for o in summary.get("outcomes", []) if o.get("batch_id") == me.name]

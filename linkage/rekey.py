@@ -1,8 +1,9 @@
 """Hub side of key rotation.
 
 Record-ref key: `export_agency_refs` lists the refs the hub holds for one agency (pseudonyms,
-never identifiers) for that agency to re-key; `apply_rekey` verifies the agency's signed
-re-keying batch (`ig_bridge.rotation.build_rekey_batch`) like any batch, then rewrites every
+never identifiers) for that agency to re-key; `apply_rekey` takes the agency's sealed
+re-keying batch (`ig_bridge.rotation.build_rekey_batch`) into hub custody (hub/incoming_rekey/,
+linkage.custody), verifies that copy like any batch, then rewrites every
 `record_ref` column of every warehouse table in ONE transaction: all refs move or none does.
 
 K_link: the link key versions the hub accepts live in `hub/link_keys.json`
@@ -23,13 +24,16 @@ from pathlib import Path
 import duckdb
 import pyarrow.parquet as pq
 
-from ig_bridge.manifest import BatchRefused, load_public_keys, verify_batch
+from ig_bridge.manifest import MANIFEST_NAME, BatchRefused, load_public_keys, verify_batch
+from ig_bridge.sealing import load_hub_sealing_keys
 from linkage.config import HubPaths
+from linkage.custody import Custody, hub_private_batches, record_refusals, take_custody
 
 log = logging.getLogger(__name__)
 
 REKEY_FILE = "rekey.parquet"  # the bridge's ig_bridge.rotation.REKEY_FILE (contract, not import)
 REKEY_KIND = "rekey"
+REKEY_FILES = frozenset({MANIFEST_NAME, REKEY_FILE})
 LINK_KEYS_FILE = "link_keys.json"
 _REF_COL = re.compile(r"^record_ref(_[a-z0-9]+)?$")
 
@@ -148,6 +152,16 @@ def apply_rekey(paths: HubPaths, batch_dir: Path | str,
     """
     batch_dir = Path(batch_dir)
     agency = batch_dir.parent.name
+    if batch_dir.parent.parent.resolve() == rekey_landing(paths).resolve():
+        # Landed: take the hub's own copy first, and verify and apply only that copy.
+        custody = take_rekey_custody(paths, only={(agency, batch_dir.name)})
+        if custody.refused:
+            r = custody.refused[0]
+            return RekeyOutcome(r.item, r.agency, "refused", r.reason_code, r.detail)
+        if not custody.taken:
+            return RekeyOutcome(batch_dir.name, agency, "refused", "not_taken",
+                                "a batch of that name is already waiting in hub custody")
+        batch_dir = custody.taken[0][1]
     keys = public_keys if public_keys is not None else load_public_keys(paths.public_keys)
     try:
         vm = verify_batch(batch_dir, keys)
@@ -251,14 +265,25 @@ def _apply(con: duckdb.DuckDBPyConnection, vm, mapping: Path, sha: str) -> dict[
     return done
 
 
+def rekey_incoming(paths: HubPaths) -> Path:
+    """Hub-private custody area for re-keying batches (0700, like hub/incoming/)."""
+    return paths.hub / "incoming_rekey"
+
+
+def take_rekey_custody(paths: HubPaths, only: set[tuple[str, str]] | None = None) -> Custody:
+    """Unseal landed re-keying batches into hub custody (linkage.custody, no-follow fds);
+    refused items are recorded in hub/refused/ and removed from rekey_landing/."""
+    custody = take_custody(rekey_landing(paths), rekey_incoming(paths),
+                           load_hub_sealing_keys(paths.keys), files=REKEY_FILES, only=only)
+    record_refusals(paths.refused, custody.refused)
+    return custody
+
+
 def apply_pending_rekeys(paths: HubPaths) -> list[RekeyOutcome]:
-    """Apply every landed re-keying batch, per agency in sequence order."""
-    root = rekey_landing(paths)
-    out: list[RekeyOutcome] = []
-    if not root.exists():
-        return out
-    for agency_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-        batches = sorted((p for p in agency_dir.iterdir()
-                          if p.is_dir() and not p.name.startswith(".")), key=lambda p: p.name)
-        out.extend(apply_rekey(paths, b) for b in batches)
+    """Take every landed re-keying batch into custody, then apply each, per agency in
+    sequence (batch id) order."""
+    custody = take_rekey_custody(paths)
+    out = [RekeyOutcome(r.item, r.agency, "refused", r.reason_code, r.detail)
+           for r in custody.refused]
+    out.extend(apply_rekey(paths, b) for _a, b in hub_private_batches(rekey_incoming(paths)))
     return out

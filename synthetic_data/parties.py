@@ -3,8 +3,9 @@
 In production each step is a person at a different organisation running `joinedup-bridge keys`:
 the partnership lead creates ONE linkage key and sends it, wrapped under a passphrase, to every
 agency's data officer, who imports it; each agency creates its own record-ref and signing keys
-and sends its public key to the hub. This module does the same with the same library calls,
-for a run folder laid out as docs/contracts.md says.
+and sends its public key to the hub; the hub creates its sealing key pair and every agency
+imports the hub's public sealing key (batches land sealed to it). This module does the same
+with the same library calls, for a run folder laid out as docs/contracts.md says.
 """
 
 from __future__ import annotations
@@ -16,6 +17,12 @@ import yaml
 
 from ig_bridge.keys import KeyStore, LinkKey, save_key, wrap_link_key
 from ig_bridge.reid_controls import AgreedProtocols, agree_protocol, protocol_document_sha256
+from ig_bridge.sealing import (
+    create_hub_sealing_key,
+    export_hub_public_key,
+    hub_key_versions,
+    import_hub_public_key,
+)
 
 PARTNERSHIP_DIR = "partnership"
 IG_LEAD_TRUSTED_KEYS = "ig_lead/trusted_keys"  # the IG lead's copy of the hub audit public key
@@ -78,7 +85,9 @@ def provision_partnership(run_dir: Path, agencies: list[str],
     each agency's ref and signing keys; writes each public key to `run_dir/hub/public_keys/`;
     creates the hub's audit-signing key and gives its public record to the IG lead
     (`provision_hub_audit_key`); has each agency agree the protocols that name it
-    (agree_partnership_protocols). Idempotent: existing keys are kept, missing ones added.
+    (agree_partnership_protocols); creates the hub's sealing key pair in `run_dir/hub/keys/`
+    (private, 0600), publishes its public record as `run_dir/hub/hub_sealing_key.v<N>.json` and
+    imports it into every bridge. Idempotent: existing keys are kept, missing ones added.
     """
     run_dir = Path(run_dir)
     codes = list(dict.fromkeys(agencies))
@@ -103,6 +112,10 @@ def provision_partnership(run_dir: Path, agencies: list[str],
             imported = store.import_link_key(wrapped.read_bytes(), phrase)
             if imported.key_check != link.key_check:  # the transfer itself went wrong
                 raise ValueError(f"{store.directory}: imported link key check differs")
+    hub_keys = run_dir / "hub" / "keys"
+    if not hub_key_versions(hub_keys):
+        create_hub_sealing_key(hub_keys)
+    hub_public = export_hub_public_key(hub_keys, run_dir / "hub")
     public = run_dir / "hub" / "public_keys"
     out: dict[str, Path] = {}
     for code, store in zip(codes, stores, strict=True):
@@ -110,6 +123,7 @@ def provision_partnership(run_dir: Path, agencies: list[str],
             store.create_ref_key()
         if not store.versions("signing"):
             store.create_signing_key()
+        import_hub_public_key(store.directory, hub_public.read_bytes())
         store.directory.chmod(0o700)
         for v in store.versions("signing"):
             store.export_public_key(public, v)

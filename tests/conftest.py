@@ -48,10 +48,12 @@ def _copy_run(src: _Path, dest: _Path, *, landed: bool = True) -> _Path:
     if landed:
         _shutil.copytree(src, dest, symlinks=True)
         return dest
-    # the hub's audit key and the IG lead's copy of its public record travel with the keys
+    # the hub's keys (audit, sealing) and the IG lead's copy of the audit public record
     for part in ("population", "partnership", "hub/public_keys", "hub/keys", "ig_lead"):
         if (src / part).exists():
             _shutil.copytree(src / part, dest / part)
+    for record in (src / "hub").glob("hub_sealing_key.v*.json"):  # the hub's public key
+        _shutil.copy2(record, dest / "hub" / record.name)
     for keys in (src / "agency").glob("*/keys"):
         _shutil.copytree(keys, dest / "agency" / keys.parent.name / "keys")
     return dest

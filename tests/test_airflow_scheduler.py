@@ -132,7 +132,7 @@ def test_scheduler_runs_bridges_then_asset_triggered_hub(pg_database: str, tmp_p
             assert "failed" not in bridges + hub, (rows, _tail(logs))
             landed_all = len(bridges) >= len(AGENCIES) and set(bridges) == {"success"}
             if landed_all and hub and set(hub) == {"success"} and not any(
-                    (run / "landing").rglob("manifest.json")):
+                    (run / "landing").rglob("manifest.json*")):
                 done = True
                 break
             time.sleep(5)

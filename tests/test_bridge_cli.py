@@ -10,12 +10,14 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from sealed_batches import open_batch
 
 from ig_bridge.cli import main
 from ig_bridge.keys import KeyStore
 from ig_bridge.landing import landed_batches
 from ig_bridge.manifest import load_public_keys, verify_batch
 from ig_bridge.reidentify import verify_audit_chain
+from ig_bridge.sealing import create_hub_sealing_key, export_hub_public_key
 
 MAPPING = {
     "mapping_version": 1,
@@ -84,9 +86,26 @@ def test_bridge_refuses_without_partnership_key_then_lands_after_import(world, c
     hub = tmp / "hub" / "public_keys"
     assert keys("show-public", *sch, "--out", str(hub)) == 0
     assert "SCH-ed25519-v1 Ed25519" in capsys.readouterr().out
+
+    # No hub sealing key imported yet: the bridge refuses to land anything.
+    assert run(tmp, mp, ext) == 2
+    assert "import-hub-key" in capsys.readouterr().err
+    assert landed_batches(tmp / "landing", "SCH") == []
+    assert not list((tmp / "SCH" / "work").glob("*"))  # no plaintext left behind
+    # The hub creates its sealing key pair and sends the public record; the agency imports it.
+    create_hub_sealing_key(tmp / "hub" / "keys")
+    record = export_hub_public_key(tmp / "hub" / "keys", tmp / "hub_sealing_key.v1.json")
+    assert keys("import-hub-key", *sch, "--file", str(record)) == 0
+    assert "hub-x25519-v1" in capsys.readouterr().out
+    other = create_hub_sealing_key(tmp / "other_hub" / "keys")  # a swapped record: refused
+    assert other.key_id == "hub-x25519-v1"
+    swapped = export_hub_public_key(tmp / "other_hub" / "keys", tmp / "swapped.json")
+    assert keys("import-hub-key", *sch, "--file", str(swapped)) == 2
+    assert "already imported" in capsys.readouterr().err
     assert run(tmp, mp, ext) == 0
     (batch,) = landed_batches(tmp / "landing", "SCH")
-    verified = verify_batch(batch, load_public_keys(hub))
+    opened = open_batch(batch, tmp / "opened" / "SCH" / batch.name, tmp / "hub" / "keys")
+    verified = verify_batch(opened, load_public_keys(hub))
     assert verified.rows == {"read": 2, "accepted": 2, "quarantined": 0}
     assert (verified.link_key_version, verified.ref_key_version) == (1, 1)
 
@@ -119,7 +138,8 @@ def test_rotation_and_reidentification(world, capsys) -> None:
     assert keys("show-public", *sch, "--out", str(run_dir / "hub" / "public_keys")) == 0
     assert main(["run", str(ext), "--mapping", str(mp), "--agency-dir", str(adir),
                  "--landing", str(run_dir / "landing")]) == 0
-    (batch,) = landed_batches(run_dir / "landing", "SCH")
+    (landed,) = landed_batches(run_dir / "landing", "SCH")
+    batch = open_batch(landed, tmp / "opened" / "SCH" / landed.name, run_dir / "hub" / "keys")
     manifest = verify_batch(batch, load_public_keys(run_dir / "hub" / "public_keys"))
     assert manifest.signing_key_id == "SCH-ed25519-v2"
 

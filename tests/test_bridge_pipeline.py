@@ -8,6 +8,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from sealed_batches import open_batch
 
 from ig_bridge.landing import landed_batches
 from ig_bridge.split import ExtractRefused, run_bridge
@@ -59,17 +60,22 @@ def test_good_extract_lands_and_scrubs(setup) -> None:
     res = run(tmp, mp, HEADER + "\n".join(GOOD) + "\n")
     assert (res.rows_read, res.rows_accepted, res.rows_quarantined) == (2, 2, 0)
     files = {p.name for p in res.landed_path.iterdir()}
-    assert files == {"identifiers.parquet", "related.parquet", "payload.parquet", "manifest.json"}
-    ids = pq.read_table(res.landed_path / "identifiers.parquet").to_pylist()
+    assert files == {"identifiers.parquet.sealed", "related.parquet.sealed",
+                     "payload.parquet.sealed", "manifest.json.sealed"}
+    with pytest.raises(Exception):  # noqa: B017 - sealed: not Parquet to anyone but the hub
+        pq.read_table(res.landed_path / "identifiers.parquet.sealed")
+    assert not list((tmp / "agency" / "SCH" / "work").iterdir())  # no plaintext left behind
+    opened = open_batch(res.landed_path, tmp / "opened", tmp / "hub" / "keys")
+    ids = pq.read_table(opened / "identifiers.parquet").to_pylist()
     assert len(ids) == 2 and all(len(r["tok_family_name"]) == 32 for r in ids)
-    rel = pq.read_table(res.landed_path / "related.parquet").to_pylist()
+    rel = pq.read_table(opened / "related.parquet").to_pylist()
     assert [(r["slot"], r["relationship"]) for r in rel] == [("parent1", "mother")]
-    pay = pq.read_table(res.landed_path / "payload.parquet").to_pylist()
+    pay = pq.read_table(opened / "payload.parquet").to_pylist()
     assert set(pay[0]) == {"record_ref", "agency", "batch_id", "case_notes", "plan_type"}
     note = pay[0]["case_notes"]
     assert "Amelia" not in note and "Karen" not in note and "2012" not in note
     assert "[SUBJECT_NAME]" in note and "[PARENT1_NAME]" in note and "[DOB]" in note
-    man = json.loads((res.landed_path / "manifest.json").read_text())
+    man = json.loads((opened / "manifest.json").read_text())
     assert man["rows"] == {"read": 2, "accepted": 2, "quarantined": 0}
     assert man["sequence"] == 1
     res2 = run(tmp, mp, HEADER + GOOD[1] + "\n", "y.csv")
@@ -142,7 +148,9 @@ def test_crash_mid_write_leaves_no_batch(setup, monkeypatch) -> None:
     with pytest.raises(OSError, match="disk full"):
         run(tmp, mp, HEADER + "\n".join(GOOD) + "\n")
     assert landed_batches(tmp / "landing", "SCH") == []
-    assert list((tmp / "landing" / "SCH").iterdir()) == []
+    drop = tmp / "landing" / "SCH"
+    assert not drop.exists() or list(drop.iterdir()) == []
+    assert list((tmp / "agency" / "SCH" / "work").iterdir()) == []  # plaintext removed
     monkeypatch.undo()
     res = run(tmp, mp, HEADER + "\n".join(GOOD) + "\n")
     assert landed_batches(tmp / "landing", "SCH") == [res.landed_path]

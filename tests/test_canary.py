@@ -1,6 +1,10 @@
 """Canary: a synthetic partnership runs every agency's bridge; nothing it lands may contain any
 input identifier value, in any spelling we can render, as raw bytes or as decoded Parquet text.
 
+Every landed file is sealed to the hub: the landed bytes are checked to be sealed (nothing
+parses, no Parquet magic, no identifier of >= 8 bytes), and everything below is checked on what
+the hub reads after opening them (`hub_view/`, opened with the hub's private key).
+
 Token (tok_/blk_) and record_ref columns are random-looking hex/base64: any 4-character string
 occurs in them by chance, so they are checked structurally (format, length) instead of by
 substring. Names are matched as whole words in decoded text ("evie" in "review" is no
@@ -22,11 +26,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from sealed_batches import open_batch
 
 from ig_bridge.encoding import Encoder, load_encoding_spec
 from ig_bridge.keys import KeyStore
 from ig_bridge.manifest import load_public_keys, verify_batch
 from ig_bridge.reader import iter_chunks
+from ig_bridge.sealing import MAGIC
 from ig_bridge.split import run_bridge
 from schemas.mapping import load_canonical, load_mapping
 from synthetic_data.generate import generate_population
@@ -92,7 +98,13 @@ def partnership(tmp_path_factory: pytest.TempPathFactory):
                 for value in chunk.frame[src].dropna().unique():
                     needles |= renderings(field, str(value), mapping.source.date_formats)
         results[code] = run_bridge(extract, mapping_path, run / "agency" / code, run / "landing")
+    for res in results.values():  # what the hub reads, once it has opened each batch
+        open_batch(res.landed_path, _opened(run, res), run / "hub" / "keys")
     return run, results, needles
+
+
+def _opened(run: Path, res) -> Path:  # noqa: ANN001 - BatchResult
+    return run / "hub_view" / res.agency / res.batch_id
 
 
 def test_needles_cover_every_kind_of_identifier(partnership) -> None:
@@ -103,9 +115,28 @@ def test_needles_cover_every_kind_of_identifier(partnership) -> None:
     assert any("@" in n for n in needles)
 
 
-def test_no_identifier_bytes_in_any_landed_file(partnership) -> None:
+def test_landed_files_are_sealed_and_hold_no_identifier_bytes(partnership) -> None:
+    """What a leaked or shared landing zone holds: sealed files only. Ciphertext is random, so
+    a 4-byte needle occurs in it by chance; needles of >= 8 bytes cannot (2^-64 a position)."""
+    run, results, needles = partnership
+    landed = [p for p in (run / "landing").rglob("*") if p.is_file()]
+    assert len(landed) == 4 * len(results)
+    assert {p.name for p in landed} == {"identifiers.parquet.sealed", "related.parquet.sealed",
+                                        "payload.parquet.sealed", "manifest.json.sealed"}
+    long_needles = [n.encode() for n in needles if len(n.encode()) >= 8]
+    assert len(long_needles) > 500
+    for path in landed:
+        data = path.read_bytes()
+        assert data.startswith(MAGIC) and b"PAR1" not in data and b"record_ref" not in data
+        with pytest.raises(Exception):  # noqa: B017 - not Parquet to anyone but the hub
+            pq.read_table(path)
+        lowered = data.lower()
+        assert [n for n in long_needles if n in data or n in lowered] == [], path
+
+
+def test_no_identifier_bytes_in_any_file_the_hub_opens(partnership) -> None:
     run, _, needles = partnership
-    files = [p for p in (run / "landing").rglob("*") if p.is_file()]
+    files = [p for p in (run / "hub_view").rglob("*") if p.is_file()]
     assert {p.name for p in files} >= {"identifiers.parquet", "related.parquet",
                                         "payload.parquet", "manifest.json"}
     # Name words inside a category value (school "Allerton Primary") are that vocabulary's.
@@ -138,7 +169,7 @@ def _manifest_text(path: Path) -> bytes:
 def _category_values(run: Path) -> set[str]:
     kinds = load_canonical().payload_fields
     out: set[str] = set()
-    for path in (run / "landing").rglob("payload.parquet"):
+    for path in (run / "hub_view").rglob("payload.parquet"):
         table = pq.read_table(path)
         for name in table.column_names:
             if kinds.get(name, {}).get("type") == "category":
@@ -157,7 +188,7 @@ def test_no_identifier_in_decoded_parquet_text(partnership) -> None:
     # Category payload columns are the agency system's vocabulary: a school called "Thornton
     # Primary" names no person called Thornton. Digits, dates, postcodes are still searched.
     categories = {f: spec["type"] for f, spec in load_canonical().payload_fields.items()}
-    for path in (run / "landing").rglob("*.parquet"):
+    for path in (run / "hub_view").rglob("*.parquet"):
         table = pq.read_table(path)
         for name in table.column_names:
             values = [v for v in table.column(name).to_pylist() if v is not None]
@@ -186,14 +217,14 @@ def test_rows_accounted_and_every_batch_verifies(partnership) -> None:
     assert len(results) == 7
     for code, res in results.items():
         assert res.rows_read == res.rows_accepted + res.rows_quarantined > 0
-        verified = verify_batch(res.landed_path, public)
+        verified = verify_batch(_opened(run, res), public)
         assert verified.agency == code
         assert verified.rows == {"read": res.rows_read, "accepted": res.rows_accepted,
                                  "quarantined": res.rows_quarantined}
         assert verified.encoding_spec_version == load_encoding_spec()["encoding_spec_version"]
         assert verified.link_key_version == 1
         assert verified.signing_key_id == f"{code}-ed25519-v1"
-        manifest = json.loads((res.landed_path / "manifest.json").read_text())
+        manifest = json.loads((_opened(run, res) / "manifest.json").read_text())
         assert manifest["files"]["identifiers.parquet"]["rows"] == res.rows_accepted
 
 
@@ -201,7 +232,7 @@ def test_one_partnership_key_so_tokens_agree_across_agencies(partnership) -> Non
     """The same person's NHS-number token from two agencies is equal only because the link key is
     shared; the record refs differ because the ref keys do not."""
     run, results, _ = partnership
-    ids = {c: pq.read_table(r.landed_path / "identifiers.parquet").to_pandas()
+    ids = {c: pq.read_table(_opened(run, r) / "identifiers.parquet").to_pandas()
            for c, r in results.items()}
     shared = set(ids["GP"]["tok_nhs_number"].dropna()) & set(ids["HV"]["tok_nhs_number"].dropna())
     assert shared

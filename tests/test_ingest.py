@@ -17,12 +17,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from sealed_batches import hub_public, seal_in_place, unseal_in_place
 
 from ig_bridge.keys import KeyStore, generate_signing_key
 from ig_bridge.manifest import MANIFEST_NAME, sha256_file, sign_manifest, write_manifest
 from ig_bridge.split import run_bridge
 from linkage.config import HubPaths
-from linkage.ingest import ingest_landing
+from linkage.ingest import ingest_landing as _ingest_landing
 
 ROOT = Path(__file__).resolve().parents[1]
 MAPPINGS = ROOT / "schemas" / "agencies"
@@ -31,7 +32,20 @@ AGENCY = "HSG"  # Parquet extract: easy to cut into snapshots and deltas
 
 @pytest.fixture()
 def run(orchestrated_run: Path, copy_run, tmp_path: Path) -> Path:
-    return copy_run(orchestrated_run, tmp_path / "run")
+    """Landed batches opened to plaintext, for the tests to forge as an agency could; they are
+    sealed to the hub again (its key is public) when the test ingests."""
+    r = copy_run(orchestrated_run, tmp_path / "run")
+    for b in (r / "landing").glob("*/*"):
+        unseal_in_place(b)
+    return r
+
+
+def ingest_landing(paths: HubPaths, **kw):  # noqa: ANN201 - linkage.ingest.IngestReport
+    """Seal whatever plaintext batch the test left in the landing zone, then ingest."""
+    key = hub_public(paths.keys)
+    for b in paths.landing.glob("*/*"):
+        seal_in_place(b, key)
+    return _ingest_landing(paths, **kw)
 
 
 def _batch(run: Path, agency: str = AGENCY) -> Path:

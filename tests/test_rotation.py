@@ -11,6 +11,7 @@ from pathlib import Path
 import duckdb
 import pyarrow.parquet as pq
 import pytest
+from sealed_batches import hub_public, open_batch, seal_in_place, unseal_in_place
 
 from ig_bridge.keys import KeyStore, decrypt_record_ref, unwrap_link_key, wrap_link_key
 from ig_bridge.rotation import (
@@ -134,7 +135,8 @@ def test_ref_key_rotation_rekeys_every_table_in_one_step(linked_run: Path,
     batch = build_rekey_batch(agency_dir, "SCH", rekey_landing(paths), refs,
                               source=str(refs_file))
     assert batch.mapped == len(refs) and batch.from_versions == [1] and batch.to_version == 2
-    mapping = pq.read_table(batch.path / "rekey.parquet").to_pydict()
+    opened = open_batch(batch.path, run / "opened" / "SCH" / batch.batch_id)
+    mapping = pq.read_table(opened / "rekey.parquet").to_pydict()
     assert set(mapping["old_ref"]) == set(refs)
     assert not set(mapping["new_ref"]) & set(refs)
 
@@ -162,7 +164,8 @@ def test_ref_key_rotation_rekeys_every_table_in_one_step(linked_run: Path,
     mappings = load_all_mappings(paths.mappings)
     res = run_bridge(resolve_extract("SCH", base=run), mappings["SCH"].path, agency_dir,
                      run / "landing", extract_kind="snapshot")
-    assert json.loads((res.landed_path / "manifest.json").read_text())["ref_key_version"] == 2
+    opened = open_batch(res.landed_path, run / "opened" / "SCH" / res.batch_id)
+    assert json.loads((opened / "manifest.json").read_text())["ref_key_version"] == 2
     assert {o["status"] for o in stage_ingest(paths)["outcomes"]} == {"accepted"}
     assert _q(paths, "SELECT count(*) FROM record_retired WHERE batch_id = ?",
               [res.batch_id]) == [(0,)]
@@ -183,15 +186,18 @@ def test_rekey_batch_refused_when_replayed_tampered_or_foreign(linked_run: Path,
     assert not (rekey_landing(paths) / "SCH").exists() or not any(
         p for p in (rekey_landing(paths) / "SCH").iterdir() if not p.name.startswith("."))
 
-    # Tampered mapping after signing: refused on checksum, warehouse unchanged.
+    # Tampered mapping after signing (opened, changed and sealed again, as any landing writer
+    # can with the hub's public key): refused on checksum, warehouse unchanged.
     batch = build_rekey_batch(agency_dir, "SCH", rekey_landing(paths), refs)
-    good = batch.path.parent / "good_copy"
-    shutil.copytree(batch.path, good)
+    good = open_batch(batch.path, tmp_path / "good" / "SCH" / batch.batch_id)
+    hub_key = hub_public(paths.keys)
+    unseal_in_place(batch.path)
     t = pq.read_table(batch.path / "rekey.parquet").to_pydict()
     t["new_ref"][0], t["new_ref"][1] = t["new_ref"][1], t["new_ref"][0]
     import pyarrow as pa
 
     pq.write_table(pa.table(t), batch.path / "rekey.parquet")
+    seal_in_place(batch.path, hub_key)
     out = apply_rekey(paths, batch.path)
     assert out.status == "refused" and out.reason_code in ("checksum_mismatch", "size_mismatch")
     assert (paths.refused / "SCH" / batch.batch_id / "refusal.json").exists()
@@ -200,24 +206,28 @@ def test_rekey_batch_refused_when_replayed_tampered_or_foreign(linked_run: Path,
     # The genuine batch applies once; a replay of it is recognised, changes nothing.
     restored = batch.path.parent / batch.batch_id
     shutil.copytree(good, restored)
+    seal_in_place(restored, hub_key)
     assert apply_rekey(paths, restored).status == "applied"
     after = _q(paths, "SELECT record_ref FROM identifiers ORDER BY 1")
     assert after != before
     shutil.copytree(good, restored)
+    seal_in_place(restored, hub_key)
     assert apply_rekey(paths, restored).status == "already_applied"
     assert _q(paths, "SELECT record_ref FROM identifiers ORDER BY 1") == after
 
     # A batch signed by GP's key under SCH's name is refused on the signature.
-    gp_signed = rekey_landing(paths) / "SCH" / "forged"
+    forged_id = "SCH-000099-20250101T000000Z-rekey-f0f0f0"
+    gp_signed = rekey_landing(paths) / "SCH" / forged_id
     shutil.copytree(good, gp_signed)
     m = json.loads((gp_signed / "manifest.json").read_text())
-    m["batch_id"] = "forged"
+    m["batch_id"] = forged_id
     m["sequence"] += 10
     from ig_bridge.manifest import sign_manifest, write_manifest
 
     (gp_signed / "manifest.json").unlink()
     write_manifest(gp_signed, sign_manifest(m, KeyStore(run / "agency" / "GP" / "keys",
                                                         "GP").signing_key()))
+    seal_in_place(gp_signed, hub_key)
     out = apply_rekey(paths, gp_signed)
     assert out.status == "refused" and out.reason_code in ("bad_signature",
                                                             "unknown_signing_key")

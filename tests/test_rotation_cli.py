@@ -8,11 +8,13 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from sealed_batches import open_batch
 
 from ig_bridge.cli import main
 from ig_bridge.keys import KeyStore, decrypt_record_ref
 from ig_bridge.landing import landed_batches
 from ig_bridge.manifest import load_public_keys, verify_batch
+from ig_bridge.sealing import create_hub_sealing_key, export_hub_public_key
 
 MAPPING = {
     "mapping_version": 1,
@@ -43,14 +45,24 @@ def landed(tmp_path: Path) -> tuple[Path, Path, Path, Path]:
                  "--partnership-lead"]) == 0
     assert main(["keys", "show-public", "--agency-dir", str(agency), "--agency", "SCH",
                  "--out", str(tmp_path / "hub")]) == 0
+    create_hub_sealing_key(tmp_path / "hubside" / "keys")
+    record = export_hub_public_key(tmp_path / "hubside" / "keys", tmp_path / "hubside")
+    assert main(["keys", "import-hub-key", "--agency-dir", str(agency), "--agency", "SCH",
+                 "--file", str(record)]) == 0
     assert main(["run", str(ext), "--mapping", str(mp), "--agency-dir", str(agency),
                  "--landing", str(tmp_path / "landing")]) == 0
     return tmp_path, mp, ext, agency
 
 
+def _open(tmp: Path, landed: Path) -> Path:
+    """The hub's view of a sealed landed batch."""
+    return open_batch(landed, tmp / "opened" / landed.parent.name / landed.name,
+                      tmp / "hubside" / "keys")
+
+
 def test_rotation_ref_lands_a_verifiable_mapping(landed, capsys) -> None:
     tmp, _mp, _ext, agency = landed
-    (batch,) = landed_batches(tmp / "landing", "SCH")
+    (batch,) = [_open(tmp, b) for b in landed_batches(tmp / "landing", "SCH")]
     refs = pq.read_table(batch / "identifiers.parquet").column("record_ref").to_pylist()
     refs_file = tmp / "hub_refs.txt"
     refs_file.write_text("\n".join(refs) + "\n")
@@ -62,7 +74,7 @@ def test_rotation_ref_lands_a_verifiable_mapping(landed, capsys) -> None:
     assert main([*args, "--new-version"]) == 0
     assert "v[1] -> v2" in " ".join(capsys.readouterr().out.split())
 
-    (rk,) = landed_batches(tmp / "rekey", "SCH")
+    (rk,) = [_open(tmp, b) for b in landed_batches(tmp / "rekey", "SCH")]
     vm = verify_batch(rk, load_public_keys(tmp / "hub"))
     assert (vm.extract_kind, vm.ref_key_version, vm.rows["read"]) == ("rekey", 2, 3)
     assert vm.sequence == 2  # after the ordinary batch: one sequence per agency
@@ -89,7 +101,7 @@ def test_rotation_link_retokenises_under_the_new_version(landed) -> None:
     assert store.versions("link") == [1, 2]
     assert main(["rotation", "link", str(ext), "--mapping", str(mp), "--agency-dir",
                  str(agency), "--landing", str(tmp / "landing")]) == 0
-    first, second = landed_batches(tmp / "landing", "SCH")
+    first, second = [_open(tmp, b) for b in landed_batches(tmp / "landing", "SCH")]
     v1 = verify_batch(first, load_public_keys(tmp / "hub"))
     v2 = verify_batch(second, load_public_keys(tmp / "hub"))
     assert (v1.link_key_version, v2.link_key_version, v2.extract_kind) == (1, 2, "snapshot")
@@ -100,6 +112,6 @@ def test_rotation_link_retokenises_under_the_new_version(landed) -> None:
     # an explicit older version is still possible (e.g. a late re-send before the switch)
     assert main(["rotation", "link", str(ext), "--mapping", str(mp), "--agency-dir",
                  str(agency), "--landing", str(tmp / "landing"), "--link-key-version", "1"]) == 0
-    third = landed_batches(tmp / "landing", "SCH")[-1]
+    third = _open(tmp, landed_batches(tmp / "landing", "SCH")[-1])
     assert pq.read_table(third / "identifiers.parquet").column("tok_dob").to_pylist() == t1[
         "tok_dob"]
