@@ -65,8 +65,15 @@ def destroy(batch_dir: Path) -> None:
 
 
 def move_into(batch_dir: Path, dest_root: Path, agency: str) -> Path:
+    """Move a batch folder into hub-private storage; it and its files become owner-only
+    (a move keeps the modes the bridge gave them)."""
     dest = _free(dest_root, agency, batch_dir.name)
     shutil.move(str(batch_dir), str(dest))
+    if not dest.is_symlink():
+        dest.chmod(0o700)
+        for p in dest.iterdir():
+            if p.is_file() and not p.is_symlink():
+                p.chmod(0o600)
     return dest
 
 

@@ -228,8 +228,8 @@ def _refuse(con: duckdb.DuckDBPyConnection, paths: HubPaths, batch_dir: Path, ag
 
 def _sequence_hint(batch_dir: Path) -> tuple[int, str]:
     """Order batches by the (not yet verified) manifest sequence; verification comes after."""
-    try:
-        seq = int(json.loads((batch_dir / MANIFEST_NAME).read_text("utf-8"))["sequence"])
+    try:  # never more than the manifest size cap is read
+        seq = int(json.loads(read_manifest_bytes(batch_dir / MANIFEST_NAME))["sequence"])
     except Exception:  # noqa: BLE001 - an unreadable manifest is refused when verified
         seq = -1
     return seq, batch_dir.name

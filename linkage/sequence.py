@@ -1,9 +1,10 @@
 """Each agency's batch sequence at the hub: no gap passes unnoticed, no late batch is lost.
 
 An agency numbers its batches 1, 2, 3, ... (extract and re-keying batches share the counter).
-A sequence number is *spent* when a batch carrying it was loaded, or was refused after its
-signature verified (the agency did send it; it re-sends the data under a new number), or an
-operator recorded it as abandoned. The hub loads sequence n only when every number below n is
+A sequence number is *spent* when a batch carrying it was loaded, or was refused for its
+content after its signature verified (the agency did send it; it re-sends the data under a new
+number; a refusal because the files are not what was signed does not spend it: NOT_SPENT), or
+an operator recorded it as abandoned. The hub loads sequence n only when every number below n is
 spent. A verified batch that arrives early is *held* in hub-private storage (`hub/held/`,
 status "held", listed with what it waits for in `held_batch` and the IG report) and loads,
 in order, as soon as the gap is filled or abandoned; a number already spent is a replay.
@@ -30,6 +31,14 @@ from linkage.batch_store import move_into
 from linkage.config import HubPaths, private_umask
 from linkage.warehouse import ensure_batch_tables, has_table
 
+#: Refusals that do NOT spend the sequence number: a replay (the number belongs to the batch
+#: first seen with it), and integrity failures, where the files or folder are not what the
+#: agency signed (tampered or moved in transit): the genuine batch may still be landed and
+#: load in its turn; until then later batches are held, visibly, or an operator abandons it.
+NOT_SPENT = ("replay", "checksum_mismatch", "size_mismatch", "missing_file", "extra_file",
+             "not_a_file", "row_count_mismatch", "path_mismatch")
+_NOT_SPENT_SQL = ", ".join(f"'{c}'" for c in NOT_SPENT)
+
 # An operator's reason is free text kept at the hub: short, and no run of 4+ digits or an
 # '@' (dates, NHS numbers, phone numbers, e-mail addresses have no place in it).
 _REASON = re.compile(r"[A-Za-z0-9 .,:;()/#_-]{3,200}")
@@ -45,8 +54,8 @@ def next_expected(con: duckdb.DuckDBPyConnection, agency: str) -> int:
     last = con.execute("SELECT coalesce(max(sequence), 0) FROM batch WHERE agency = ?",
                        [agency]).fetchall()[0][0]
     spent = {r[0] for r in con.execute(
-        """SELECT sequence FROM refused_batch WHERE signed_agency = $a AND sequence > $last
-               AND reason_code <> 'replay'
+        f"""SELECT sequence FROM refused_batch WHERE signed_agency = $a AND sequence > $last
+               AND reason_code NOT IN ({_NOT_SPENT_SQL})
            UNION SELECT sequence FROM sequence_abandoned WHERE agency = $a AND sequence > $last
         """, {"a": agency, "last": last}).fetchall()}
     n = int(last) + 1
@@ -57,8 +66,8 @@ def next_expected(con: duckdb.DuckDBPyConnection, agency: str) -> int:
 
 def _spent_above(con: duckdb.DuckDBPyConnection, agency: str, sequence: int) -> bool:
     return bool(con.execute(
-        """SELECT (SELECT count(*) FROM refused_batch WHERE signed_agency = $a
-                     AND sequence = $s AND reason_code <> 'replay')
+        f"""SELECT (SELECT count(*) FROM refused_batch WHERE signed_agency = $a
+                     AND sequence = $s AND reason_code NOT IN ({_NOT_SPENT_SQL}))
                 + (SELECT count(*) FROM sequence_abandoned WHERE agency = $a AND sequence = $s)
         """, {"a": agency, "s": sequence}).fetchall()[0][0])
 
