@@ -46,6 +46,11 @@ def safe_name(name: str) -> str:
     return name if _SAFE.fullmatch(name) else f"unnamed-{uuid.uuid4().hex[:12]}"
 
 
+def free_slot(dest_root: Path, agency: str, name: str) -> Path:
+    """A path `dest_root/<agency>/<name>` (suffixed .1, .2 ... if taken) not yet used."""
+    return _free(dest_root, agency, name)
+
+
 def _free(dest_root: Path, agency: str, name: str) -> Path:
     parent = private_dir(dest_root / safe_name(agency))
     dest = parent / safe_name(name)
@@ -67,7 +72,10 @@ def destroy(batch_dir: Path) -> None:
 def move_into(batch_dir: Path, dest_root: Path, agency: str) -> Path:
     """Move a batch folder into hub-private storage; it and its files become owner-only
     (a move keeps the modes the bridge gave them)."""
-    dest = _free(dest_root, agency, batch_dir.name)
+    return move_to(batch_dir, _free(dest_root, agency, batch_dir.name))
+
+
+def move_to(batch_dir: Path, dest: Path) -> Path:
     shutil.move(str(batch_dir), str(dest))
     if not dest.is_symlink():
         dest.chmod(0o700)

@@ -27,7 +27,7 @@ from pathlib import Path
 import duckdb
 
 from ig_bridge.manifest import BatchRefused, VerifiedManifest
-from linkage.batch_store import move_into
+from linkage.batch_store import free_slot, move_to
 from linkage.config import HubPaths, private_umask
 from linkage.warehouse import ensure_batch_tables, has_table
 
@@ -105,10 +105,17 @@ def hold(con: duckdb.DuckDBPyConnection, paths: HubPaths, vm: VerifiedManifest,
     if vm.batch_dir.parent.parent == paths.held:
         dest = vm.batch_dir  # still waiting: already in place and listed
     else:
-        dest = move_into(vm.batch_dir, paths.held, vm.agency)
+        # Listed first, then moved: a crash in between leaves a row whose folder is missing
+        # (dropped by `ready`) and the batch where it was, to be verified again next run.
+        dest = free_slot(paths.held, vm.agency, vm.batch_dir.name)
         con.execute("INSERT INTO held_batch VALUES (?, ?, ?, ?, ?, ?, now(), ?)",
                     [vm.batch_id, vm.agency, vm.sequence, vm.extract_kind, sha, expected,
                      str(dest)])
+        try:
+            move_to(vm.batch_dir, dest)
+        except BaseException:
+            release(con, dest)
+            raise
     con.execute("UPDATE held_batch SET waiting_for = ? WHERE held_path = ?",
                 [expected, str(dest)])
     return dest, expected
