@@ -336,3 +336,33 @@ def test_hub_files_and_folders_are_owner_only(run: Path) -> None:
     assert _mode(paths.warehouse) == 0o600
     governance_engine(run).dispose()
     assert _mode(paths.hub / "governance.db") == 0o600
+
+
+def test_hub_side_failure_keeps_the_batch_and_the_queue_goes_on(run: Path, monkeypatch
+                                                                ) -> None:
+    """A failure that is the hub's own (here a simulated disk error while loading CSC) must
+    neither refuse (and so destroy) a good batch nor stop the others: CSC stays where it
+    landed, whole, and loads on the next run."""
+    import linkage.ingest as ingest_mod
+
+    paths = HubPaths.for_run(run)
+    real = ingest_mod._load
+
+    def failing(con, vm, sha, expect):  # noqa: ANN001, ANN202
+        if vm.agency == "CSC":
+            raise duckdb.IOException("simulated: no space left on device")
+        return real(con, vm, sha, expect)
+
+    monkeypatch.setattr(ingest_mod, "_load", failing)
+    csc = _landed(run, "CSC")
+    files = sorted(p.name for p in csc.iterdir())
+    report = ingest_landing(paths)
+    assert {o.agency: o.status for o in report.outcomes} == {
+        "CSC": "error", "EH": "accepted", "GP": "accepted", "HSG": "accepted",
+        "HV": "accepted", "POL": "accepted", "SCH": "accepted"}
+    assert sorted(p.name for p in csc.iterdir()) == files
+    assert not (paths.refused / "CSC").exists()
+    assert _q(run, "SELECT count(*) FROM identifiers WHERE agency = 'CSC'") == [(0,)]
+    monkeypatch.undo()
+    (out,) = ingest_landing(paths).outcomes
+    assert (out.agency, out.status) == ("CSC", "accepted")
