@@ -46,7 +46,17 @@ def governance_db_url(run_dir: Path) -> str:
 
 
 def governance_engine(run_dir: Path) -> Engine:
-    return make_engine(governance_db_url(run_dir), os.environ.get("JOINEDUP_GOVERNANCE_SCHEMA"))
+    url = governance_db_url(run_dir)
+    if url.startswith("sqlite:///"):
+        _private_sqlite(Path(url.split("///", 1)[1]))
+    return make_engine(url, os.environ.get("JOINEDUP_GOVERNANCE_SCHEMA"))
+
+
+def _private_sqlite(path: Path) -> None:
+    """The governance store is created 0600 (SQLite gives its journal the same mode)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    path.chmod(0o600)
 
 
 def hub_keys_dir(hub_dir: Path) -> Path:

@@ -10,7 +10,9 @@ import base64
 import binascii
 import hashlib
 import json
+import os
 import re
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -40,6 +42,9 @@ class BatchRefused(Exception):  # noqa: N818 - the name the hub and the contract
         super().__init__(f"{reason_code}: {detail}")
         self.reason_code = reason_code
         self.detail = detail
+        # Set when the signature verified: whose sequence number this refusal spends.
+        self.signed_agency: str | None = None
+        self.signed_sequence: int | None = None
 
 
 @dataclass(frozen=True)
@@ -150,22 +155,107 @@ def _refuse(code: str, detail: str) -> BatchRefused:
     return BatchRefused(code, detail)
 
 
-def verify_batch(batch_dir: str | Path, public_keys: Mapping[str, bytes]) -> VerifiedManifest:
+#: The largest manifest the hub reads (a genuine one is a few KiB): a bigger one is refused
+#: after reading at most this many bytes + 1, so a planted 300 MB manifest costs nothing.
+MANIFEST_MAX_BYTES = 1 << 20
+#: Names a batch may use for itself and for its files: no separators, no leading dot.
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
+AGENCY_CODE = re.compile(r"[A-Z]{2,8}")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def read_manifest_bytes(mpath: Path, limit: int = MANIFEST_MAX_BYTES) -> bytes:
+    """The manifest's bytes, read without following a symlink and never more than limit + 1;
+    raises BatchRefused when it is not a regular file or is bigger than `limit`."""
+    try:
+        fd = os.open(mpath, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except FileNotFoundError:
+        raise _refuse("manifest_missing", f"{mpath.parent}: no {MANIFEST_NAME}") from None
+    except OSError:
+        raise _refuse("manifest_invalid", f"{mpath}: not a regular file") from None
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+            raise _refuse("manifest_invalid", f"{mpath}: not a regular file")
+        data = fh.read(limit + 1)
+    if len(data) > limit:
+        raise _refuse("manifest_too_large", f"{mpath}: larger than {limit} bytes")
+    return data
+
+
+def _check_fields(m: Mapping[str, Any], mpath: Path) -> None:
+    """Every field of a signed manifest has the type the contract gives it; the detail names
+    the field, never its value. A signature vouches for who wrote it, not that it is sane."""
+    def bad(field_name: str, want: str) -> BatchRefused:
+        return _refuse("manifest_invalid", f"{mpath}: {field_name} must be {want}")
+
+    for k in ("batch_id", "extract_kind", "created_at", "signing_key_id"):
+        if not isinstance(m[k], str) or not m[k]:
+            raise bad(k, "a non-empty string")
+    if not SAFE_NAME.fullmatch(m["batch_id"]):
+        raise bad("batch_id", "a plain folder name")
+    if not _is_int(m["sequence"]) or m["sequence"] < 1:
+        raise bad("sequence", "an integer >= 1")
+    for k in ("mapping_version", "canonical_version", "encoding_spec_version",
+              "link_key_version", "ref_key_version"):
+        if not _is_int(m[k]) or m[k] < 0:
+            raise bad(k, "an integer >= 0")
+    rows = m["rows"]
+    if (not isinstance(rows, dict) or set(rows) != {"read", "accepted", "quarantined"}
+            or not all(_is_int(v) and v >= 0 for v in rows.values())):
+        raise bad("rows", "{read, accepted, quarantined} integers >= 0")
+    if rows["read"] != rows["accepted"] + rows["quarantined"]:
+        raise bad("rows", "read = accepted + quarantined")
+    files = m["files"]
+    if not isinstance(files, dict) or not files:
+        raise bad("files", "a non-empty object")
+    for name, meta in files.items():
+        if not SAFE_NAME.fullmatch(name) or name == MANIFEST_NAME:
+            raise bad("files", "plain file names")
+        if not isinstance(meta, dict):
+            raise bad(f"files.{name}", "an object")
+        if not isinstance(meta.get("sha256"), str) or not _SHA256.fullmatch(meta["sha256"]):
+            raise bad(f"files.{name}.sha256", "64 lower-case hex digits")
+        if not _is_int(meta.get("bytes")) or meta["bytes"] < 0:
+            raise bad(f"files.{name}.bytes", "an integer >= 0")
+        n = meta.get("rows")
+        if (n is not None or name.endswith(".parquet")) and (not _is_int(n) or n < 0):
+            raise bad(f"files.{name}.rows", "an integer >= 0")
+
+
+def _sha256_nofollow(path: Path) -> str:
+    h = hashlib.sha256()
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    with os.fdopen(fd, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def verify_batch(batch_dir: str | Path, public_keys: Mapping[str, bytes], *,
+                 landed_agency: str | None = None) -> VerifiedManifest:
     """Verify a landed batch folder; raise BatchRefused(reason_code, detail) on any doubt.
 
     `public_keys` maps signing_key_id (e.g. "SCH-ed25519-v1") -- or, for a single-key
-    agency, its agency code -- to the raw 32-byte Ed25519 public key.
-    Reason codes: manifest_missing, manifest_invalid, unknown_agency, unknown_signing_key,
-    bad_signature, path_mismatch, missing_file, extra_file, checksum_mismatch, size_mismatch,
-    row_count_mismatch.
+    agency, its agency code -- to the raw 32-byte Ed25519 public key. `landed_agency` is the
+    agency folder the batch landed in (default: the batch folder's parent's name); it must be
+    the signing agency, whatever it looks like.
+    Reason codes: manifest_missing, manifest_invalid, manifest_too_large, unknown_agency,
+    unknown_signing_key, bad_signature, path_mismatch, missing_file, extra_file, not_a_file,
+    checksum_mismatch, size_mismatch, row_count_mismatch. A refusal raised after the signature
+    verified carries `signed_agency` and `signed_sequence` (the hub's sequence ledger).
     """
     batch_dir = Path(batch_dir)
     mpath = batch_dir / MANIFEST_NAME
-    if not mpath.is_file():
-        raise _refuse("manifest_missing", f"{batch_dir}: no {MANIFEST_NAME}")
+    if batch_dir.is_symlink() or not batch_dir.is_dir():
+        raise _refuse("manifest_missing", f"{batch_dir}: not a batch folder")
+    raw = read_manifest_bytes(mpath)
     try:
-        manifest = json.loads(mpath.read_bytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        manifest = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise _refuse("manifest_invalid", f"{mpath}: not UTF-8 JSON ({exc.__class__.__name__})"
                       ) from None
     if not isinstance(manifest, dict):
@@ -174,7 +264,7 @@ def verify_batch(batch_dir: str | Path, public_keys: Mapping[str, bytes]) -> Ver
     if missing:
         raise _refuse("manifest_invalid", f"{mpath}: missing keys {missing}")
     agency, key_id = manifest["agency"], manifest["signing_key_id"]
-    if not isinstance(agency, str) or not re.fullmatch(r"[A-Z]{2,8}", agency):
+    if not isinstance(agency, str) or not AGENCY_CODE.fullmatch(agency):
         raise _refuse("manifest_invalid", f"{mpath}: agency is not an agency code")
 
     # The signing key must be the claimed agency's own: a key of agency A never vouches for B.
@@ -193,33 +283,54 @@ def verify_batch(batch_dir: str | Path, public_keys: Mapping[str, bytes]) -> Ver
         signature = base64.b64decode(manifest["signature"], validate=True)
         body = {k: v for k, v in manifest.items() if k != "signature"}
         Ed25519PublicKey.from_public_bytes(pub).verify(signature, canonical_json(body))
-    except (InvalidSignature, ValueError, TypeError, binascii.Error):
+    except (InvalidSignature, ValueError, TypeError, binascii.Error, RecursionError):
         raise _refuse("bad_signature",
                       f"{mpath}: signature does not verify with {key_id}") from None
 
-    # Signed content from here on; the folder must be what it claims to be.
+    # Signed content from here on: the agency wrote it, so its sequence is spent whatever
+    # else is wrong (the hub's ledger); the batch must still be sane and what it claims to be.
+    seq = manifest["sequence"]
+    try:
+        return _verify_signed(batch_dir, mpath, manifest, landed_agency)
+    except BatchRefused as exc:
+        exc.signed_agency = agency
+        exc.signed_sequence = seq if _is_int(seq) and seq >= 1 else None
+        raise
+
+
+def _verify_signed(batch_dir: Path, mpath: Path, manifest: dict[str, Any],
+                   landed_agency: str | None) -> VerifiedManifest:
+    agency = manifest["agency"]
+    _check_fields(manifest, mpath)
     if batch_dir.name != manifest["batch_id"]:
         raise _refuse("path_mismatch", f"{batch_dir}: folder name differs from the batch_id")
-    parent = batch_dir.parent.name
-    if re.fullmatch(r"[A-Z]{2,8}", parent) and parent != agency:
-        raise _refuse("path_mismatch", f"{batch_dir}: landed under {parent}, signed by {agency}")
-    files = manifest["files"]
-    if not isinstance(files, dict):
-        raise _refuse("manifest_invalid", f"{mpath}: files is not an object")
-    present = {p.name for p in batch_dir.iterdir()} - {MANIFEST_NAME}
-    if set(files) - present:
+    landed = batch_dir.parent.name if landed_agency is None else landed_agency
+    if landed != agency:  # always, whatever the folder is called
+        raise _refuse("path_mismatch", f"{batch_dir}: landed under another folder than the "
+                      f"signing agency {agency}")
+    files: dict[str, dict[str, Any]] = manifest["files"]
+    entries = {p.name: p for p in batch_dir.iterdir()}
+    entries.pop(MANIFEST_NAME, None)
+    if set(files) - set(entries):
         raise _refuse("missing_file",
-                      f"{batch_dir}: listed but missing: {sorted(set(files) - present)}")
-    if present - set(files):
-        raise _refuse("extra_file",
-                      f"{batch_dir}: not listed in the manifest: {sorted(present - set(files))}")
+                      f"{batch_dir}: listed but missing: {sorted(set(files) - set(entries))}")
+    if set(entries) - set(files):
+        raise _refuse("extra_file", f"{batch_dir}: not listed in the manifest: "
+                      f"{sorted(set(entries) - set(files))}")
     for name, meta in sorted(files.items()):
-        path = batch_dir / name
-        if path.stat().st_size != meta.get("bytes"):
+        path = entries[name]
+        st = path.lstat()
+        if not stat.S_ISREG(st.st_mode):  # a directory, symlink, device or pipe
+            raise _refuse("not_a_file", f"{path}: not a regular file")
+        if st.st_size != meta["bytes"]:
             raise _refuse("size_mismatch", f"{path}: size differs from the manifest")
-        if sha256_file(path) != meta.get("sha256"):
+        try:
+            digest = _sha256_nofollow(path)
+        except OSError:
+            raise _refuse("not_a_file", f"{path}: not a readable regular file") from None
+        if digest != meta["sha256"]:
             raise _refuse("checksum_mismatch", f"{path}: SHA-256 differs from the manifest")
-        if path.suffix == ".parquet" and meta.get("rows") is not None:
+        if path.suffix == ".parquet":
             try:
                 rows = _parquet_rows(path)
             except Exception:  # noqa: BLE001 - any unreadable file is a refusal
@@ -227,18 +338,13 @@ def verify_batch(batch_dir: str | Path, public_keys: Mapping[str, bytes]) -> Ver
                               ) from None
             if rows != meta["rows"]:
                 raise _refuse("row_count_mismatch", f"{path}: row count differs")
-    try:
-        return VerifiedManifest(
-            batch_dir=batch_dir, batch_id=str(manifest["batch_id"]), agency=agency,
-            sequence=int(manifest["sequence"]), extract_kind=str(manifest["extract_kind"]),
-            created_at=str(manifest["created_at"]),
-            mapping_version=int(manifest["mapping_version"]),
-            canonical_version=int(manifest["canonical_version"]),
-            encoding_spec_version=int(manifest["encoding_spec_version"]),
-            link_key_version=int(manifest["link_key_version"]),
-            ref_key_version=int(manifest["ref_key_version"]),
-            signing_key_id=str(key_id), rows={k: int(v) for k, v in manifest["rows"].items()},
-            files=files, raw=manifest)
-    except (TypeError, ValueError, AttributeError) as exc:
-        raise _refuse("manifest_invalid", f"{mpath}: bad field type ({exc.__class__.__name__})"
-                      ) from None
+    return VerifiedManifest(
+        batch_dir=batch_dir, batch_id=manifest["batch_id"], agency=agency,
+        sequence=manifest["sequence"], extract_kind=manifest["extract_kind"],
+        created_at=manifest["created_at"], mapping_version=manifest["mapping_version"],
+        canonical_version=manifest["canonical_version"],
+        encoding_spec_version=manifest["encoding_spec_version"],
+        link_key_version=manifest["link_key_version"],
+        ref_key_version=manifest["ref_key_version"],
+        signing_key_id=manifest["signing_key_id"], rows=dict(manifest["rows"]),
+        files=files, raw=manifest)

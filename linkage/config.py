@@ -6,6 +6,9 @@ the same paths at mounted volumes.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from importlib import resources
@@ -15,6 +18,38 @@ from typing import Any
 import yaml
 
 SCHEMAS_DIR = Path(str(resources.files("schemas")))
+
+#: Hub files are the hub's alone: 0600 files in 0700 folders (the warehouse holds every token).
+HUB_UMASK = 0o077
+HUB_DIR_MODE = 0o700
+HUB_FILE_MODE = 0o600
+
+
+@contextmanager
+def private_umask() -> Iterator[None]:
+    """Files and folders created in the block (DuckDB's database and WAL, marts, reports,
+    refused and held batches) are owner-only, then the umask goes back."""
+    before = os.umask(HUB_UMASK)
+    try:
+        yield
+    finally:
+        os.umask(before)
+
+
+def private_dir(path: Path) -> Path:
+    """Create `path` (and parents) and make it owner-only, also when it already existed."""
+    path.mkdir(parents=True, exist_ok=True, mode=HUB_DIR_MODE)
+    if not path.is_symlink():
+        path.chmod(HUB_DIR_MODE)
+    return path
+
+
+def private_file(path: Path) -> Path:
+    """Make an existing hub file owner-only (one created before this release, or by a library
+    that ignores the umask)."""
+    if path.exists() and not path.is_symlink():
+        path.chmod(HUB_FILE_MODE)
+    return path
 
 
 @dataclass(frozen=True)
@@ -65,13 +100,19 @@ class HubPaths:
     def marts(self) -> Path:
         return self.hub / "marts"
 
+    @property
+    def held(self) -> Path:
+        """Verified batches waiting for an earlier sequence number (linkage.sequence)."""
+        return self.hub / "held"
+
     def ensure(self) -> HubPaths:
-        for p in (self.hub, self.landing, self.refused, self.ingested, self.public_keys,
+        self.landing.mkdir(parents=True, exist_ok=True)  # shared with the bridges
+        for p in (self.hub, self.refused, self.ingested, self.held, self.public_keys,
                   self.reports, self.marts):
-            p.mkdir(parents=True, exist_ok=True)
+            private_dir(p)
+        private_file(self.warehouse)
         for p in (self.keys, self.incoming):
-            p.mkdir(mode=0o700, parents=True, exist_ok=True)
-            p.chmod(0o700)
+            private_dir(p)
         return self
 
 

@@ -3,11 +3,16 @@
 A batch is accepted whole or refused whole. Refusal reasons (machine-readable codes):
 signature/checksum/file problems from `ig_bridge.manifest.verify_batch`, plus the hub's own
 checks here: version mismatches, the column contract (the hub does not accept information it
-should not have), and replay. Every check runs on the hub's own copy: a landed batch is first
-taken into custody (linkage.custody: unsealed into hub/incoming/ through no-follow fds), and
-verified and loaded from there. A refused batch is moved to `hub/refused/<CODE>/<batch_id>/` with a
-`refusal.json`; an accepted one to `hub/ingested/`. Loading happens in one DuckDB transaction, so
-nothing is ever half-loaded, and re-ingesting a batch that is already in is a no-op.
+should not have), rows that do not belong to the signing agency or payload values of the wrong
+type (linkage.row_checks), and replay. Every check runs on the hub's own copy: a landed batch
+is first taken into custody (linkage.custody: unsealed into hub/incoming/ through no-follow
+fds), and verified and loaded from there. A refused batch leaves only its manifest and a
+`refusal.json` in `hub/refused/<CODE>/<batch_id>/` (linkage.batch_store: its data files are
+destroyed); an accepted one moves to `hub/ingested/`; a verified batch that arrives before an
+earlier sequence number is held in `hub/held/` until the gap is filled (linkage.sequence).
+Loading happens in one DuckDB transaction, so nothing is ever half-loaded, and re-ingesting a
+batch that is already in is a no-op. A malformed batch is refused with a reason and the queue
+goes on; a hub-side failure on one batch leaves it where it is (status "error") and goes on.
 """
 
 from __future__ import annotations
@@ -15,21 +20,28 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import shutil
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ig_bridge.manifest import MANIFEST_NAME, BatchRefused, VerifiedManifest, load_public_keys
+from ig_bridge.manifest import (
+    MANIFEST_NAME,
+    BatchRefused,
+    VerifiedManifest,
+    load_public_keys,
+    read_manifest_bytes,
+)
 from ig_bridge.manifest import verify_batch as verify_signed_batch
 from ig_bridge.sealing import load_hub_sealing_keys
-from linkage.config import EncodingContract, HubPaths
+from linkage import batch_store, sequence
+from linkage.config import EncodingContract, HubPaths, private_file, private_umask
 from linkage.custody import Custody, hub_private_batches, record_refusals, take_custody
+from linkage.row_checks import check_ownership, check_payload_types
 from linkage.warehouse import ensure_schema
 from schemas.mapping import HubContract, hub_contract, load_all_mappings, load_canonical
 
@@ -40,7 +52,7 @@ log = logging.getLogger(__name__)
 class BatchOutcome:
     batch_id: str
     agency: str
-    status: str  # accepted | already_ingested | refused
+    status: str  # accepted | already_ingested | refused | held | error
     reason_code: str | None = None
     detail: str | None = None
     rows: dict[str, int] = field(default_factory=dict)
@@ -91,7 +103,7 @@ class HubExpectations:
 
 
 def _manifest_sha(batch_dir: Path) -> str:
-    return hashlib.sha256((batch_dir / MANIFEST_NAME).read_bytes()).hexdigest()
+    return hashlib.sha256(read_manifest_bytes(batch_dir / MANIFEST_NAME)).hexdigest()
 
 
 def _columns(path: Path) -> set[str]:
@@ -123,9 +135,13 @@ def check_contract(vm: VerifiedManifest, expect: HubExpectations) -> None:
     }
     for name, cols_allowed in allowed.items():
         path = vm.batch_dir / name
-        if not path.exists():
+        if name not in vm.files:
             raise BatchRefused("missing_file", f"{name} is required")
-        cols = _columns(path)
+        try:
+            cols = _columns(path)
+        except (pa.ArrowException, OSError, ValueError):
+            raise BatchRefused("file_unreadable", f"{name}: not a readable Parquet file"
+                               ) from None
         extra = sorted(cols - cols_allowed)
         if extra:
             # The hub refuses information outside the data-sharing agreement.
@@ -136,26 +152,7 @@ def check_contract(vm: VerifiedManifest, expect: HubExpectations) -> None:
         missing = sorted(required - cols)
         if missing:
             raise BatchRefused("column_missing", f"{name}: {missing}")
-    ids = pq.read_table(vm.batch_dir / "identifiers.parquet", columns=["agency", "batch_id"])
-    agencies = set(ids.column("agency").to_pylist())
-    batches = set(ids.column("batch_id").to_pylist())
-    if agencies - {vm.agency} or batches - {vm.batch_id}:
-        raise BatchRefused("manifest_invalid", "rows name another agency or batch")
-
-
-def _check_replay(con: duckdb.DuckDBPyConnection, vm: VerifiedManifest, sha: str) -> str | None:
-    """None if new; 'already_ingested' if this exact batch is in; raises on a replay."""
-    row = con.execute("SELECT manifest_sha256 FROM batch WHERE batch_id = ?",
-                      [vm.batch_id]).fetchone()
-    if row is not None:
-        if row[0] == sha:
-            return "already_ingested"
-        raise BatchRefused("replay", f"batch_id {vm.batch_id} was ingested with another manifest")
-    last = con.execute("SELECT max(sequence) FROM batch WHERE agency = ?",
-                       [vm.agency]).fetchone()[0]
-    if last is not None and vm.sequence <= last:
-        raise BatchRefused("replay", f"sequence {vm.sequence} <= last ingested {last}")
-    return None
+    # Row labels (agency, batch_id, refs) are checked on the staged rows: row_checks.
 
 
 def _load(con: duckdb.DuckDBPyConnection, vm: VerifiedManifest, sha: str,
@@ -175,27 +172,36 @@ def _load(con: duckdb.DuckDBPyConnection, vm: VerifiedManifest, sha: str,
                 [rel])
     pay_cols = _columns(Path(pay))
     con.execute("CREATE OR REPLACE TEMP TABLE _new_pay AS SELECT * FROM read_parquet(?)", [pay])
+    pay_types = dict(con.execute(
+        "SELECT column_name, data_type FROM duckdb_columns() WHERE table_name = 'payload' "
+        "AND database_name = current_database()").fetchall())
+    # Every row the signing agency's, this batch's, typed as agreed: or nothing is written.
+    check_ownership(con, vm)
+    check_payload_types(con, sorted(pay_cols - {"record_ref", "agency", "batch_id"}),
+                        pay_types)
 
+    # Every retire, delete and upsert is scoped to (signing agency, record_ref).
     if vm.extract_kind == "snapshot":
         # A snapshot is the agency's whole current picture: records it no longer sends retire.
         con.execute("""INSERT INTO record_retired
-                       SELECT record_ref, agency, ?, now() FROM identifiers
-                       WHERE agency = ? AND record_ref NOT IN (SELECT record_ref FROM _new_ident)
+                       SELECT record_ref, agency, ?, now() FROM identifiers x
+                       WHERE agency = ? AND NOT EXISTS (
+                           SELECT 1 FROM _new_ident n WHERE n.record_ref = x.record_ref)
                     """, [vm.batch_id, vm.agency])
         for t in ("identifiers", "related", "payload"):
             con.execute(f"DELETE FROM {t} WHERE agency = ?", [vm.agency])
     else:
         for t in ("identifiers", "related", "payload"):
-            con.execute(f"DELETE FROM {t} WHERE record_ref IN (SELECT record_ref FROM _new_ident)")
+            con.execute(f"DELETE FROM {t} WHERE agency = ? AND record_ref IN "
+                        "(SELECT record_ref FROM _new_ident)", [vm.agency])
 
     cols = ", ".join(f'"{c}"' for c in ["record_ref", "agency", "batch_id", *enc.encoded_columns])
     con.execute(f"INSERT INTO identifiers ({cols}) SELECT {cols} FROM _new_ident")
     con.execute(f'INSERT INTO related ({cols}, "slot", "relationship") '
                 f'SELECT {cols}, "slot", "relationship" FROM _new_rel')
     pcols = ", ".join(f'"{c}"' for c in sorted(pay_cols))
-    pay_types = dict(con.execute("SELECT column_name, data_type FROM duckdb_columns() "
-                                 "WHERE table_name = 'payload'").fetchall())
-    casts = ", ".join(f'TRY_CAST("{c}" AS {pay_types[c]})' for c in sorted(pay_cols))
+    # CAST, not TRY_CAST: check_payload_types refused any value that would become NULL.
+    casts = ", ".join(f'CAST("{c}" AS {pay_types[c]})' for c in sorted(pay_cols))
     con.execute(f"INSERT INTO payload ({pcols}) SELECT {casts} FROM _new_pay")
     counts = {t: con.execute(f"SELECT count(*) FROM {src}").fetchone()[0]
               for t, src in (("identifiers", "_new_ident"), ("related", "_new_rel"),
@@ -215,34 +221,19 @@ def _load(con: duckdb.DuckDBPyConnection, vm: VerifiedManifest, sha: str,
     return counts
 
 
-def _move(src: Path, dest_root: Path, agency: str) -> Path:
-    dest = dest_root / agency / src.name
-    n = 1
-    while dest.exists():  # a refused folder of the same name is kept, never overwritten
-        dest = dest_root / agency / f"{src.name}.{n}"
-        n += 1
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    shutil.move(str(src), str(dest))
-    return dest
-
-
 def _refuse(con: duckdb.DuckDBPyConnection, paths: HubPaths, batch_dir: Path, agency: str,
             exc: BatchRefused) -> BatchOutcome:
-    dest = _move(batch_dir, paths.refused, agency)
-    reason = {"batch_id": batch_dir.name, "agency": agency, "reason_code": exc.reason_code,
-              "detail": exc.detail.replace(str(batch_dir), str(dest)),
-              "refused_at": datetime.now(UTC).isoformat()}
-    (dest / "refusal.json").write_text(json.dumps(reason, indent=1), "utf-8")
-    con.execute("INSERT INTO refused_batch VALUES (?, ?, ?, ?, now(), ?)",
-                [batch_dir.name, agency, exc.reason_code, reason["detail"], str(dest)])
-    log.warning("refused batch %s/%s: %s", agency, batch_dir.name, exc.reason_code)
-    return BatchOutcome(batch_dir.name, agency, "refused", exc.reason_code, reason["detail"])
+    """Refuse a batch whole: its manifest and the reason are kept, its data files destroyed
+    (linkage.batch_store.refuse); `agency` is the folder it landed in."""
+    _dest, reason = batch_store.refuse(con, paths, batch_dir, agency, exc)
+    return BatchOutcome(batch_dir.name, agency, "refused", exc.reason_code,
+                        str(reason["detail"]))
 
 
 def _sequence_hint(batch_dir: Path) -> tuple[int, str]:
     """Order batches by the (not yet verified) manifest sequence; verification comes after."""
-    try:
-        seq = int(json.loads((batch_dir / MANIFEST_NAME).read_text("utf-8"))["sequence"])
+    try:  # never more than the manifest size cap is read
+        seq = int(json.loads(read_manifest_bytes(batch_dir / MANIFEST_NAME))["sequence"])
     except Exception:  # noqa: BLE001 - an unreadable manifest is refused when verified
         seq = -1
     return seq, batch_dir.name
@@ -304,60 +295,133 @@ def _custody_of(paths: HubPaths, con: duckdb.DuckDBPyConnection, batch_dirs: Ite
              if (b.parent.name, b.name) in landed else b) for b in given]
 
 
+#: What a malformed batch can make the readers raise: the batch's fault, refused with a reason.
+BATCH_FAULTS = (pa.ArrowException, ValueError, TypeError, KeyError, AttributeError,
+                UnicodeError, RecursionError)
+#: DuckDB errors that mean the batch's values do not fit (refused), not that the hub failed.
+DATA_ERRORS = (duckdb.ConversionException, duckdb.ConstraintException,
+               duckdb.InvalidInputException, duckdb.OutOfRangeException)
+
+
 def ingest_batch(con: duckdb.DuckDBPyConnection, paths: HubPaths, batch_dir: Path,
-                 expect: HubExpectations, public_keys: dict[str, bytes]) -> BatchOutcome:
-    agency = batch_dir.parent.name
+                 expect: HubExpectations, public_keys: dict[str, bytes], *,
+                 landed_agency: str | None = None) -> BatchOutcome:
+    """Verify one batch in hub-private storage and load it, hold it or refuse it whole.
+
+    `landed_agency`: the agency folder it landed in (default: `batch_dir`'s parent's name);
+    the signed agency must equal it."""
+    agency = batch_dir.parent.name if landed_agency is None else landed_agency
+    vm: VerifiedManifest | None = None
     try:
-        vm = verify_signed_batch(batch_dir, public_keys)
+        vm = verify_signed_batch(batch_dir, public_keys, landed_agency=agency)
         check_contract(vm, expect)
         sha = _manifest_sha(batch_dir)
-        if _check_replay(con, vm, sha) == "already_ingested":
-            _move(batch_dir, paths.ingested, vm.agency)
-            return BatchOutcome(vm.batch_id, vm.agency, "already_ingested")
+        decision = sequence.decide(con, vm, sha)
     except BatchRefused as exc:
-        return _refuse(con, paths, batch_dir, agency, exc)
+        return _refuse(con, paths, batch_dir, agency, batch_store.spent(exc, vm))
+    except BATCH_FAULTS as exc:
+        return _refuse(con, paths, batch_dir, agency, batch_store.spent(
+            BatchRefused("batch_unreadable", type(exc).__name__), vm))
+    if decision in ("already_ingested", "already_held"):
+        batch_store.destroy(batch_dir)  # the same signed bytes are already in (or waiting)
+        return BatchOutcome(vm.batch_id, vm.agency, decision)
+    if decision == "hold":
+        where, waiting_for = sequence.hold(con, paths, vm, sha)
+        log.warning("held batch %s/%s: sequence %s waits for %s", vm.agency, vm.batch_id,
+                    vm.sequence, waiting_for)
+        return BatchOutcome(vm.batch_id, vm.agency, "held", "sequence_gap",
+                            f"sequence {vm.sequence} waits for {waiting_for}; kept at {where}")
     con.execute("BEGIN TRANSACTION")
     try:
         counts = _load(con, vm, sha, expect)
+        sequence.release(con, batch_dir)
         con.execute("COMMIT")
-    except duckdb.Error as exc:
+    except BatchRefused as exc:
+        con.execute("ROLLBACK")
+        return _refuse(con, paths, batch_dir, agency, batch_store.spent(exc, vm))
+    except DATA_ERRORS as exc:
         con.execute("ROLLBACK")
         # A type or constraint failure is the batch's fault: refuse it whole, load nothing.
         return _refuse(con, paths, batch_dir, agency,
-                       BatchRefused("load_failed", type(exc).__name__))
-    _move(batch_dir, paths.ingested, vm.agency)
+                       batch_store.spent(BatchRefused("load_failed", type(exc).__name__), vm))
+    except BaseException:
+        # Anything else is the hub's (a bug, a full disk): nothing loaded, the batch stays
+        # where it is for the next run, never refused and destroyed for the hub's fault.
+        con.execute("ROLLBACK")
+        raise
+    batch_store.move_into(batch_dir, paths.ingested, vm.agency)
     return BatchOutcome(vm.batch_id, vm.agency, "accepted", rows=counts)
+
+
+def _guarded(step, batch_dir: Path, agency: str) -> BatchOutcome:  # noqa: ANN001
+    """Run one batch's step; a failure that is not the batch's (disk, warehouse) leaves the
+    batch where it is for the next run and lets the queue go on."""
+    try:
+        return step()
+    except Exception as exc:  # noqa: BLE001 - one batch must never stop the others
+        log.exception("batch %s/%s not processed (%s); left in place for the next run",
+                      agency, batch_dir.name, type(exc).__name__)
+        return BatchOutcome(batch_dir.name, agency, "error", type(exc).__name__)
+
+
+def release_held(con: duckdb.DuckDBPyConnection, paths: HubPaths, expect: HubExpectations,
+                 public_keys: dict[str, bytes]) -> list[BatchOutcome]:
+    """Load (or refuse) every held batch whose turn has come, in sequence order, until none
+    is ready. Held re-keying batches are applied here too (they share the counter)."""
+    out: list[BatchOutcome] = []
+    tried: set[Path] = set()  # a batch that failed (status "error") waits for the next run
+    while (held := sequence.ready(con, skip=tried)) is not None:
+        tried.add(held.path)
+        if held.extract_kind == "rekey":
+            from linkage.rekey import apply_rekey_with
+
+            def step(h: sequence.Held = held) -> BatchOutcome:
+                r = apply_rekey_with(con, paths, h.path, public_keys)
+                return BatchOutcome(r.batch_id, r.agency, r.status, r.reason_code, r.detail,
+                                    rows=r.rows or {})
+        else:
+            def step(h: sequence.Held = held) -> BatchOutcome:
+                return ingest_batch(con, paths, h.path, expect, public_keys)
+        out.append(_guarded(step, held.path, held.agency))
+    return out
 
 
 def ingest_landing(paths: HubPaths, *, batch_dirs: Iterable[Path] | None = None,
                    progress: bool = False,
                    expectations: HubExpectations | None = None) -> IngestReport:
-    """Verify and load every pending batch (or the given ones) into the warehouse."""
-    paths.ensure()
-    expect = expectations or HubExpectations.load(paths)
-    public_keys = load_public_keys(paths.public_keys)
-    report = IngestReport()
-    con = duckdb.connect(str(paths.warehouse))
-    try:
-        ensure_schema(con, expect.encoding)
-        if batch_dirs is not None:
-            todo = _custody_of(paths, con, batch_dirs, report)
-        else:
-            report.outcomes.extend(_refused_outcomes(receive_landing(paths, con)))
-            todo = batches_in_custody(paths)
-        if progress:
-            from rich.progress import track
-            items: Iterable[tuple[str, Path]] = track(todo, description="Ingesting batches")
-        else:
-            items = todo
-        for _agency, bdir in items:
-            if not bdir.exists():  # already moved by an earlier (re-)run
-                continue
-            report.outcomes.append(ingest_batch(con, paths, bdir, expect, public_keys))
-        if report.accepted:
-            refresh_linkage_input(con)
-    finally:
-        con.close()
+    """Take every landed batch (or the given ones) into hub custody, verify and load each
+    into the warehouse, then every held batch whose turn has come. `batch_dirs=[]` only
+    releases held batches."""
+    with private_umask():
+        paths.ensure()
+        expect = expectations or HubExpectations.load(paths)
+        public_keys = load_public_keys(paths.public_keys)
+        report = IngestReport()
+        con = duckdb.connect(str(paths.warehouse))
+        private_file(paths.warehouse)
+        try:
+            ensure_schema(con, expect.encoding)
+            if batch_dirs is not None:
+                todo = _custody_of(paths, con, batch_dirs, report)
+            else:
+                report.outcomes.extend(_refused_outcomes(receive_landing(paths, con)))
+                todo = batches_in_custody(paths)
+            if progress:
+                from rich.progress import track
+                items: Iterable[tuple[str, Path]] = track(todo, description="Ingesting batches")
+            else:
+                items = todo
+            for agency, bdir in items:
+                if not bdir.exists() and not bdir.is_symlink():  # moved by an earlier run
+                    continue
+                report.outcomes.append(_guarded(
+                    lambda b=bdir: ingest_batch(con, paths, b, expect, public_keys),
+                    bdir, agency))
+            report.outcomes.extend(release_held(con, paths, expect, public_keys))
+            if report.accepted:
+                refresh_linkage_input(con)
+        finally:
+            con.close()
     return report
 
 

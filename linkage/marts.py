@@ -369,5 +369,6 @@ def build_marts(con: duckdb.DuckDBPyConnection, marts_path: Path | str, run_id: 
         out.execute("CHECKPOINT")
     finally:
         out.close()
+    os.chmod(tmp, 0o600)  # hub-private until published (docs/analyst_guide.md)
     os.replace(tmp, marts_path)
     return MartsSummary(run_id, str(marts_path), threshold, rows, suppressed)

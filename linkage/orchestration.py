@@ -219,6 +219,20 @@ def ingest_one(batch_dir: str, base: Path | None = None) -> dict[str, Any]:
             "outcomes": summary.get("outcomes", [])}
 
 
+def abandon_sequence_task(agency: str, sequence: int, reason: str, recorded_by: str,
+                          base: Path | None = None) -> dict[str, Any]:
+    """An operator records that `agency`'s batch `sequence` will never arrive (e.g. a bridge
+    crashed after signing it); the batches held behind it then load, in order, at once.
+    See linkage.sequence (also a CLI: `python -m linkage.sequence abandon`)."""
+    from linkage.pipeline import stage_ingest
+    from linkage.sequence import abandon_sequence
+
+    paths = hub_paths(base)
+    out = abandon_sequence(paths, agency, int(sequence), reason, recorded_by)
+    out["released"] = stage_ingest(paths, batch_dirs=[]).get("outcomes", [])
+    return out
+
+
 def _optional_stage(name: str) -> Callable[..., dict[str, Any]] | None:
     from linkage import pipeline
 

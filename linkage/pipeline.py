@@ -20,7 +20,7 @@ from typing import Any
 
 import duckdb
 
-from linkage.config import HubPaths
+from linkage.config import HubPaths, private_file, private_umask
 from linkage.txn import atomic
 
 log = logging.getLogger(__name__)
@@ -46,8 +46,16 @@ def _summary(obj: Any) -> dict[str, Any]:
 def _once(paths: HubPaths, run_id: str, stage: str,
           work: Callable[[duckdb.DuckDBPyConnection], Any], *,
           one_transaction: bool = True) -> dict[str, Any]:
+    with private_umask():  # the warehouse, its WAL, marts and reports: owner-only
+        return _once_private(paths, run_id, stage, work, one_transaction=one_transaction)
+
+
+def _once_private(paths: HubPaths, run_id: str, stage: str,
+                  work: Callable[[duckdb.DuckDBPyConnection], Any], *,
+                  one_transaction: bool = True) -> dict[str, Any]:
     paths.ensure()
     con = duckdb.connect(str(paths.warehouse))
+    private_file(paths.warehouse)
     try:
         con.execute(STAGE_DDL)
         done = con.execute("SELECT summary FROM pipeline_stage WHERE run_id = ? AND stage = ?",

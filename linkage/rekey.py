@@ -16,18 +16,26 @@ from __future__ import annotations
 import json
 import logging
 import re
-import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ig_bridge.manifest import MANIFEST_NAME, BatchRefused, load_public_keys, verify_batch
+from ig_bridge.manifest import (
+    MANIFEST_NAME,
+    BatchRefused,
+    VerifiedManifest,
+    load_public_keys,
+    verify_batch,
+)
 from ig_bridge.sealing import load_hub_sealing_keys
-from linkage.config import HubPaths
+from linkage import batch_store, sequence
+from linkage.config import HubPaths, private_file, private_umask
 from linkage.custody import Custody, hub_private_batches, record_refusals, take_custody
+from linkage.warehouse import ensure_batch_tables
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +50,7 @@ _REF_COL = re.compile(r"^record_ref(_[a-z0-9]+)?$")
 class RekeyOutcome:
     batch_id: str
     agency: str
-    status: str  # applied | already_applied | refused
+    status: str  # applied | already_applied | held | refused | error
     reason_code: str | None = None
     detail: str | None = None
     rows: dict[str, int] | None = None  # table.column -> refs rewritten
@@ -126,29 +134,23 @@ def _ref_columns(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str, str | N
     return out
 
 
-def _refuse(paths: HubPaths, batch_dir: Path, agency: str, exc: BatchRefused) -> RekeyOutcome:
-    dest = paths.refused / agency / batch_dir.name
-    n = 1
-    while dest.exists():
-        dest = paths.refused / agency / f"{batch_dir.name}.{n}"
-        n += 1
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    shutil.move(str(batch_dir), str(dest))
-    (dest / "refusal.json").write_text(json.dumps({
-        "batch_id": batch_dir.name, "agency": agency, "reason_code": exc.reason_code,
-        "detail": exc.detail.replace(str(batch_dir), str(dest)),
-        "refused_at": datetime.now(UTC).isoformat()}, indent=1), "utf-8")
-    log.warning("refused re-keying batch %s/%s: %s", agency, batch_dir.name, exc.reason_code)
-    return RekeyOutcome(batch_dir.name, agency, "refused", exc.reason_code, exc.detail)
+def _refuse(con: duckdb.DuckDBPyConnection, paths: HubPaths, batch_dir: Path, agency: str,
+            exc: BatchRefused) -> RekeyOutcome:
+    """Like an extract batch's refusal: manifest + reason kept, the mapping file destroyed,
+    listed in refused_batch (the IG report and the sequence ledger read it)."""
+    _dest, reason = batch_store.refuse(con, paths, batch_dir, agency, exc)
+    return RekeyOutcome(batch_dir.name, agency, "refused", exc.reason_code,
+                        str(reason["detail"]))
 
 
 def apply_rekey(paths: HubPaths, batch_dir: Path | str,
                 public_keys: dict[str, bytes] | None = None) -> RekeyOutcome:
     """Verify one re-keying batch and rewrite the agency's refs in every table, atomically.
 
-    Refused whole (moved to hub/refused/ with refusal.json) on a bad signature or checksum, a
-    replayed batch or sequence, a mapping that is not one-to-one, an old ref held for another
-    agency, or a new ref that already exists.
+    Refused whole (hub/refused/ keeps its manifest and refusal.json) on a bad signature or
+    checksum, a malformed manifest or mapping file, a replayed batch or sequence, a mapping
+    that is not one-to-one, an old ref held for another agency, or a new ref that already
+    exists. One that arrives before an earlier sequence number is held (linkage.sequence).
     """
     batch_dir = Path(batch_dir)
     agency = batch_dir.parent.name
@@ -163,57 +165,70 @@ def apply_rekey(paths: HubPaths, batch_dir: Path | str,
                                 "a batch of that name is already waiting in hub custody")
         batch_dir = custody.taken[0][1]
     keys = public_keys if public_keys is not None else load_public_keys(paths.public_keys)
+    with private_umask():
+        paths.ensure()
+        con = duckdb.connect(str(paths.warehouse))
+        private_file(paths.warehouse)
+        try:
+            ensure_batch_tables(con)
+            return apply_rekey_with(con, paths, Path(batch_dir), keys)
+        finally:
+            con.close()
+
+
+def apply_rekey_with(con: duckdb.DuckDBPyConnection, paths: HubPaths, batch_dir: Path,
+                     keys: dict[str, bytes], *, landed_agency: str | None = None
+                     ) -> RekeyOutcome:
+    """`apply_rekey` on an open warehouse connection (ingest releases held ones with it)."""
+    from linkage.ingest import BATCH_FAULTS, DATA_ERRORS
+
+    agency = batch_dir.parent.name if landed_agency is None else landed_agency
+    vm: VerifiedManifest | None = None
     try:
-        vm = verify_batch(batch_dir, keys)
+        vm = verify_batch(batch_dir, keys, landed_agency=agency)
         if vm.extract_kind != REKEY_KIND or set(vm.files) != {REKEY_FILE}:
             raise BatchRefused("manifest_invalid", f"{batch_dir}: not a re-keying batch")
-    except BatchRefused as exc:
-        return _refuse(paths, batch_dir, agency, exc)
-
-    con = duckdb.connect(str(paths.warehouse))
-    try:
-        found = con.execute("SELECT manifest_sha256 FROM batch WHERE batch_id = ?",
-                            [vm.batch_id]).fetchall()
-        row = found[0] if found else None
         sha = _manifest_sha(batch_dir)
-        if row is not None and row[0] == sha:
-            con.close()
-            _move_done(paths, batch_dir, vm.agency)
-            return RekeyOutcome(vm.batch_id, vm.agency, "already_applied")
-        try:
-            if row is not None:
-                raise BatchRefused("replay", f"batch_id {vm.batch_id} seen with another manifest")
-            last = con.execute("SELECT max(sequence) FROM batch WHERE agency = ?",
-                               [vm.agency]).fetchall()[0][0]
-            if last is not None and vm.sequence <= last:
-                raise BatchRefused("replay", f"sequence {vm.sequence} <= last ingested {last}")
-            rows = _apply(con, vm, batch_dir / REKEY_FILE, sha)
-        except BatchRefused as exc:
-            con.close()
-            return _refuse(paths, batch_dir, agency, exc)
-    finally:
-        con.close()
-    _move_done(paths, batch_dir, vm.agency)
+        decision = sequence.decide(con, vm, sha)
+    except BatchRefused as exc:
+        return _refuse(con, paths, batch_dir, agency, batch_store.spent(exc, vm))
+    except BATCH_FAULTS as exc:
+        return _refuse(con, paths, batch_dir, agency, batch_store.spent(
+            BatchRefused("batch_unreadable", type(exc).__name__), vm))
+    if decision in ("already_ingested", "already_held"):
+        batch_store.destroy(batch_dir)
+        return RekeyOutcome(vm.batch_id, vm.agency, "already_applied")
+    if decision == "hold":
+        where, waiting_for = sequence.hold(con, paths, vm, sha)
+        return RekeyOutcome(vm.batch_id, vm.agency, "held", "sequence_gap",
+                            f"sequence {vm.sequence} waits for {waiting_for}; kept at {where}")
+    try:
+        rows = _apply(con, vm, batch_dir / REKEY_FILE, sha, DATA_ERRORS)
+    except BatchRefused as exc:
+        return _refuse(con, paths, batch_dir, agency, batch_store.spent(exc, vm))
+    except BATCH_FAULTS as exc:
+        return _refuse(con, paths, batch_dir, agency, batch_store.spent(
+            BatchRefused("batch_unreadable", type(exc).__name__), vm))
+    batch_store.move_into(batch_dir, paths.ingested, vm.agency)
     return RekeyOutcome(vm.batch_id, vm.agency, "applied", rows=rows)
 
 
 def _manifest_sha(batch_dir: Path) -> str:
-    from ig_bridge.manifest import MANIFEST_NAME, sha256_file
+    import hashlib
 
-    return sha256_file(batch_dir / MANIFEST_NAME)
+    from ig_bridge.manifest import MANIFEST_NAME, read_manifest_bytes
 
-
-def _move_done(paths: HubPaths, batch_dir: Path, agency: str) -> None:
-    dest = paths.ingested / agency / batch_dir.name
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    if not dest.exists():
-        shutil.move(str(batch_dir), str(dest))
+    return hashlib.sha256(read_manifest_bytes(batch_dir / MANIFEST_NAME)).hexdigest()
 
 
-def _apply(con: duckdb.DuckDBPyConnection, vm, mapping: Path, sha: str) -> dict[str, int]:  # noqa: ANN001
+def _apply(con: duckdb.DuckDBPyConnection, vm: VerifiedManifest, mapping: Path, sha: str,
+           data_errors: tuple[type[Exception], ...]) -> dict[str, int]:
     table = pq.read_table(mapping)
-    if set(table.column_names) != {"old_ref", "new_ref"}:
-        raise BatchRefused("contract_violation", f"{mapping}: columns must be old_ref, new_ref")
+    if set(table.column_names) != {"old_ref", "new_ref"} or not all(
+            pa.types.is_string(f.type) or pa.types.is_large_string(f.type)
+            for f in table.schema):
+        raise BatchRefused("contract_violation",
+                           f"{mapping}: columns must be old_ref, new_ref (strings)")
     con.register("_rekey_src", table)
     try:
         con.execute("CREATE OR REPLACE TEMP TABLE _rekey AS SELECT old_ref, new_ref "
@@ -256,10 +271,14 @@ def _apply(con: duckdb.DuckDBPyConnection, vm, mapping: Path, sha: str) -> dict[
                        VALUES (?, ?, ?, ?, ?, now(), ?, NULL, NULL, ?, ?, ?, ?, 0, 0, 0, 0)""",
                     [vm.batch_id, vm.agency, vm.sequence, REKEY_KIND, vm.created_at, sha,
                      vm.link_key_version, vm.ref_key_version, n_map, n_map])
+        sequence.release(con, vm.batch_dir)
         con.execute("COMMIT")
-    except duckdb.Error as exc:
+    except data_errors as exc:
         con.execute("ROLLBACK")
         raise BatchRefused("load_failed", type(exc).__name__) from None
+    except BaseException:
+        con.execute("ROLLBACK")  # the hub's fault: nothing applied, the batch stays
+        raise
     finally:
         con.execute("DROP TABLE IF EXISTS _rekey")
     return done
@@ -281,9 +300,15 @@ def take_rekey_custody(paths: HubPaths, only: set[tuple[str, str]] | None = None
 
 def apply_pending_rekeys(paths: HubPaths) -> list[RekeyOutcome]:
     """Take every landed re-keying batch into custody, then apply each, per agency in
-    sequence (batch id) order."""
+    sequence (batch id) order. One batch never stops the others."""
     custody = take_rekey_custody(paths)
     out = [RekeyOutcome(r.item, r.agency, "refused", r.reason_code, r.detail)
            for r in custody.refused]
-    out.extend(apply_rekey(paths, b) for _a, b in hub_private_batches(rekey_incoming(paths)))
+    for agency, b in hub_private_batches(rekey_incoming(paths)):
+        try:
+            out.append(apply_rekey(paths, b))
+        except Exception as exc:  # noqa: BLE001 - one batch must never stop the others
+            log.exception("re-keying batch %s/%s not processed (%s); left in place",
+                          agency, b.name, type(exc).__name__)
+            out.append(RekeyOutcome(b.name, agency, "error", type(exc).__name__))
     return out

@@ -31,19 +31,48 @@ def payload_column_types() -> dict[str, str]:
             for name, spec in canonical.payload_fields.items()}
 
 
+BATCH_DDL = """CREATE TABLE IF NOT EXISTS batch (
+    batch_id VARCHAR PRIMARY KEY, agency VARCHAR NOT NULL, sequence BIGINT NOT NULL,
+    extract_kind VARCHAR NOT NULL, created_at VARCHAR, ingested_at TIMESTAMP,
+    manifest_sha256 VARCHAR NOT NULL, mapping_version INTEGER, encoding_spec_version INTEGER,
+    link_key_version INTEGER, ref_key_version INTEGER, rows_read BIGINT,
+    rows_accepted BIGINT, rows_quarantined BIGINT, identifiers_rows BIGINT,
+    related_rows BIGINT, payload_rows BIGINT)"""
+REFUSED_DDL = """CREATE TABLE IF NOT EXISTS refused_batch (
+    batch_folder VARCHAR, agency VARCHAR, reason_code VARCHAR, detail VARCHAR,
+    refused_at TIMESTAMP, moved_to VARCHAR)"""
+# Added later (warehouses made before get them on open): the signing agency and sequence when
+# the signature verified, i.e. the sequence number the refusal spends; NULL when it did not.
+REFUSED_COLUMNS = (("signed_agency", "VARCHAR"), ("sequence", "BIGINT"))
+#: Verified batches waiting for an earlier sequence number (linkage.sequence).
+HELD_DDL = """CREATE TABLE IF NOT EXISTS held_batch (
+    batch_id VARCHAR NOT NULL, agency VARCHAR NOT NULL, sequence BIGINT NOT NULL,
+    extract_kind VARCHAR NOT NULL, manifest_sha256 VARCHAR NOT NULL,
+    waiting_for BIGINT NOT NULL, held_at TIMESTAMP NOT NULL, held_path VARCHAR NOT NULL)"""
+#: Sequence numbers an operator recorded as never coming (linkage.sequence).
+ABANDONED_DDL = """CREATE TABLE IF NOT EXISTS sequence_abandoned (
+    agency VARCHAR NOT NULL, sequence BIGINT NOT NULL, reason VARCHAR NOT NULL,
+    recorded_by VARCHAR NOT NULL, recorded_at TIMESTAMP NOT NULL,
+    PRIMARY KEY (agency, sequence))"""
+
+
+def ensure_batch_tables(con: duckdb.DuckDBPyConnection) -> None:
+    """The batch ledger: loaded, refused, held, abandoned (re-keying uses it too)."""
+    for ddl in (BATCH_DDL, REFUSED_DDL, HELD_DDL, ABANDONED_DDL):
+        con.execute(ddl)
+    for name, typ in REFUSED_COLUMNS:
+        con.execute(f"ALTER TABLE refused_batch ADD COLUMN IF NOT EXISTS {name} {typ}")
+
+
+def has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+    return bool(con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = ? "
+                            "AND database_name = current_database()", [name]).fetchall()[0][0])
+
+
 def ensure_schema(con: duckdb.DuckDBPyConnection, enc: EncodingContract) -> None:
     enc_ddl = _encoded_ddl(enc)
     pay_ddl = ", ".join(f'"{c}" {t}' for c, t in payload_column_types().items())
-    con.execute("""CREATE TABLE IF NOT EXISTS batch (
-        batch_id VARCHAR PRIMARY KEY, agency VARCHAR NOT NULL, sequence BIGINT NOT NULL,
-        extract_kind VARCHAR NOT NULL, created_at VARCHAR, ingested_at TIMESTAMP,
-        manifest_sha256 VARCHAR NOT NULL, mapping_version INTEGER, encoding_spec_version INTEGER,
-        link_key_version INTEGER, ref_key_version INTEGER, rows_read BIGINT,
-        rows_accepted BIGINT, rows_quarantined BIGINT, identifiers_rows BIGINT,
-        related_rows BIGINT, payload_rows BIGINT)""")
-    con.execute("""CREATE TABLE IF NOT EXISTS refused_batch (
-        batch_folder VARCHAR, agency VARCHAR, reason_code VARCHAR, detail VARCHAR,
-        refused_at TIMESTAMP, moved_to VARCHAR)""")
+    ensure_batch_tables(con)
     con.execute("""CREATE TABLE IF NOT EXISTS record_retired (
         record_ref VARCHAR, agency VARCHAR, batch_id VARCHAR, retired_at TIMESTAMP)""")
     con.execute(f"""CREATE TABLE IF NOT EXISTS identifiers (

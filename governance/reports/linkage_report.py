@@ -81,7 +81,16 @@ def _batches(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
     refused = _rows(con, """
         SELECT agency, reason_code, count(*) AS batches FROM refused_batch
         GROUP BY ALL ORDER BY agency, reason_code""") if _has(con, "refused_batch") else []
-    return {"per_agency": per_agency, "refused": refused}
+    # Verified batches waiting for an earlier sequence number (linkage.sequence), and the
+    # numbers an operator recorded as never coming.
+    held = _rows(con, """
+        SELECT agency, sequence, batch_id, extract_kind, waiting_for, held_at::VARCHAR AS held_at
+        FROM held_batch ORDER BY agency, sequence""") if _has(con, "held_batch") else []
+    abandoned = _rows(con, """
+        SELECT agency, sequence, reason, recorded_by, recorded_at::VARCHAR AS recorded_at
+        FROM sequence_abandoned ORDER BY agency, sequence""") \
+        if _has(con, "sequence_abandoned") else []
+    return {"per_agency": per_agency, "refused": refused, "held": held, "abandoned": abandoned}
 
 
 def _match_rates(con: duckdb.DuckDBPyConnection, t: int) -> list[dict[str, Any]]:
@@ -463,5 +472,6 @@ def build_report(paths: Any, run_id: str, *, audit: Any = None,
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
     tmp.write_text(html, "utf-8")
+    tmp.chmod(0o600)  # the IG lead's, not the machine's
     tmp.replace(out)
     return out
