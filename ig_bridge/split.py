@@ -538,6 +538,8 @@ def _scrub_payload(pay: pd.DataFrame, text_fields: list[str], scrubber: Scrubber
     values = {p: f.iloc[rows].to_dict("records") for p, f in raw.items()}
     dobs = {p: pd.to_datetime(norm[p]["date_of_birth"].iloc[rows]).dt.date.tolist()
             for p in raw}
+    # Plain lists in, whole columns out: a per-cell write into an Arrow-backed column is slow.
+    cols = {f: pay[f].astype(object).tolist() for f in text_fields}
     for j, i in enumerate(rows):
         persons = {}
         for p in raw:
@@ -548,6 +550,8 @@ def _scrub_payload(pay: pd.DataFrame, text_fields: list[str], scrubber: Scrubber
             persons[p] = v
         rv = record_values(persons)
         for f in text_fields:
-            t = pay.at[i, f]
+            t = cols[f][i]
             if not pd.isna(t):
-                pay.at[i, f] = scrubber.scrub(str(t), rv)
+                cols[f][i] = scrubber.scrub(str(t), rv)
+    for f in text_fields:
+        pay[f] = pd.array(cols[f], dtype="string")
