@@ -17,18 +17,20 @@ from test_identity import setup as setup  # noqa: PLC0414 - the identity fixture
 from governance.decisions import screen_justification
 from governance.models import BreakGlassGrant
 
-# (justification, fragments that must not be stored anywhere)
+# (justification, fragments that must not be stored anywhere). Fragments are never pure hex:
+# the store holds hex hashes and ids, where any short run of hex digits occurs by chance.
 SECRETS = [
-    ("Child with NHS 943.476.5919 disclosed injuries at school", ["5919", "943.476"]),
-    ("Child with NHS 943/476/5919 disclosed injuries at school", ["5919", "943/476"]),
-    ("Child at sw1a 1aa disclosed injuries, police on scene now", ["sw1a", "1aa"]),
+    ("Child with NHS 943.476.5919 disclosed injuries at school", ["943.476", "476.5919"]),
+    ("Child with NHS 943/476/5919 disclosed injuries at school", ["943/476", "476/5919"]),
+    ("Child at sw1a 1aa disclosed injuries, police on scene now", ["sw1a", "a 1aa"]),
     ("Child born fourth of March two thousand and twelve, injuries", ["fourth of march",
                                                                      "two thousand"]),
     ("Child born on 4th March per school, injuries seen today", ["4th march"]),
     ("NHS number nine four three four seven six five nine one nine", ["nine four three"]),
     ("Mother is karen dot smith at example dot org, call her urgently", ["karen", "example"]),
     ("Mother is karen.smith(at)example(dot)org, call her urgently", ["karen", "example"]),
-    ("Child with NHS 943\u200b476\u200b5919 disclosed injuries today", ["5919"]),
+    ("Child with NHS 943\u200b476\u200b5919 disclosed injuries today", ["\u200b5919",
+                                                                       "nhs 943"]),
     ("Child at 12 Acacia Avenue disclosed injuries, police on scene", ["acacia"]),
     ("Child of Mrs Quantock disclosed injuries at school this morning", ["quantock"]),
 ]
@@ -49,7 +51,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
 
 
 def _stored(path: Path) -> str:
-    return path.read_bytes().decode("latin-1").lower()
+    return path.read_bytes().decode("utf-8", errors="replace").lower()
 
 
 @pytest.mark.parametrize("text", ORDINARY)
