@@ -267,19 +267,28 @@ def _payload(raw: pd.DataFrame, mapping: Mapping, status: dict[str, np.ndarray],
             status[key] = np.where(present & b.isna().to_numpy(), "not a yes/no value", OK)
             out[fname] = b.astype("boolean")
         elif pol.kind == "closed":
-            folded = s.str.split().str.join(" ").str.lower()
-            v = folded.map(pol.lookup)
-            if pol.pattern is not None:
-                code = s.str.strip()
-                fits = code.str.fullmatch(pol.pattern.pattern).fillna(False).astype(bool)
-                v = v.where(v.notna() | ~fits, code)
+            v = _closed(s, pol)
             bad = present & v.isna().to_numpy()
             if bad.any():
                 nulled[fname] = bad
-            out[fname] = v.astype("string")
+            out[fname] = v
         else:  # scrubbed later, with the record's own identifiers at hand
             out[fname] = s.astype("string")
     return pd.DataFrame(out, index=raw.index)
+
+
+def _closed(s: pd.Series, pol: PayloadPolicy) -> pd.Series:
+    """Each value in its vocabulary's spelling, or null. Resolved once per distinct value (a
+    category column holds a handful), so a 1M-row extract pays for a factorize, not 1M folds."""
+    codes, uniques = pd.factorize(s)
+    resolved = np.empty(len(uniques) + 1, dtype=object)  # last slot: missing (code -1)
+    for i, u in enumerate(uniques):
+        word = " ".join(str(u).split())
+        hit = pol.lookup.get(word.lower())
+        if hit is None and pol.pattern is not None and pol.pattern.fullmatch(word):
+            hit = word
+        resolved[i] = hit
+    return pd.Series(resolved[codes], index=s.index, dtype="string")
 
 
 def _quarantine_rows(rows: _Quarantine, raw: pd.DataFrame, positions: list[int],
