@@ -36,6 +36,7 @@ from governance.policy import (
     load_roles,
 )
 from governance.relationships import RelationshipRegistry, Subject
+from ig_bridge.recognise import has_identifier
 
 NOTIFY_WITHIN_DAYS = 30  # tell the person of an override unless that would increase risk
 MIN_JUSTIFICATION = 20
@@ -83,14 +84,11 @@ _RECIPIENT_SIDE = frozenset({
     Reason.ROLE_NOT_IN_PROTOCOL, Reason.ROLE_NOT_ROW_LEVEL, Reason.NO_RELATIONSHIP,
 })
 
-# Justification text is the only free text that reaches the audit log; refuse anything that looks
-# like an identifier (names cannot be detected reliably: see docs/governance.md).
-_IDENTIFIER_PATTERNS = [
-    re.compile(r"\b[A-Z]{1,2}\d[A-Z\d]?\s*\d[A-Z]{2}\b", re.IGNORECASE),  # postcode
-    re.compile(r"\d[\d\s-]{5,}\d"),  # NHS number, phone, UPN digits, long refs
-    re.compile(r"\b\d{1,2}[/.-]\d{1,2}[/.-]\d{2,4}\b"),  # dates
-    re.compile(r"[^\s@]+@[^\s@]+\.[^\s@]+"),  # email
-]
+# Justification text is the only free text that reaches the audit log. It is screened with the
+# bridge's own recogniser (ig_bridge.recognise: unicode normalised, Presidio's UK recognisers,
+# dates and numbers in words, "at"/"dot" e-mails, addresses, titled names) and a request whose
+# text looks like an identifier is refused, never stored. Untitled names cannot be detected
+# reliably: see docs/governance.md.
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,7 +196,7 @@ class Decision:
 
 def screen_justification(text: str) -> bool:
     """True if the text contains nothing that looks like an identifier."""
-    return not any(p.search(text) for p in _IDENTIFIER_PATTERNS)
+    return not has_identifier(text)
 
 
 def _check_break_glass(

@@ -26,6 +26,11 @@ def _summary(res) -> None:  # type: ignore[no-untyped-def]
         t.add_row(k, str(v))
     for reason, n in sorted(res.reasons.items()):
         t.add_row(f"  {reason}", str(n))
+    nulled: dict[str, int] = {}  # closed-vocabulary values nulled, rows kept (report: lines)
+    for _, f in res.field_problems:
+        nulled[f] = nulled.get(f, 0) + 1
+    for f, n in sorted(nulled.items()):
+        t.add_row(f"  payload.{f}: not in vocabulary, nulled", str(n))
     Console().print(t)
 
 

@@ -5,8 +5,10 @@ space, phone, email, address lines, UPRN/UPN) are replaced by role placeholders 
 [SUBJECT_NAME], [PARENT1_NAME], [DOB], [PHONE]. Capitalised words that are a name of *any*
 person seen so far in the extract become [NAME] (notes mention siblings and ex-partners whose
 identifiers sit on other rows), as do given names of the partnership's nickname lexicon.
-Generic patterns (emails, UK postcodes, 10-digit numbers, phone-like digit runs, dates) are then
-removed whoever they belong to.
+Then ig_bridge.recognise removes identifiers whoever they belong to (Presidio's UK recognisers
+and patterns for written-out dates and numbers, obfuscated e-mails, street addresses, ...), on
+text whose unicode tricks (zero-width, full-width, look-alike characters) were undone first.
+Names written as one word ("AmeliaSmith") are split against the record's and known names.
 
 Speed: nothing is compiled per row. Names are matched by one precompiled word regex and a dict
 lookup; the record's digits by one precompiled digit-run regex; record-specific regexes (an
@@ -28,26 +30,19 @@ import jellyfish
 import yaml
 
 from ig_bridge.normalise import fold
+from ig_bridge.recognise import normalise_text, redact
 
 NAME_FIELDS = ("given_name", "middle_names", "family_name", "full_name", "other_names", "title")
 ADDRESS_FIELDS = ("address_line_1", "address_line_2", "address", "town")
 DIGIT_FIELDS = (("nhs_number", "NHS_NUMBER"), ("phone", "PHONE"), ("uprn", "UPRN"))
 
-_GENERIC = [
-    (re.compile(r"[\w.+'-]+@[\w-]+(?:\.[\w-]+)+", re.I), "[EMAIL]"),
-    (re.compile(r"\b[A-Z]{1,2}\d[A-Z\d]?\s*\d[A-Z]{2}\b", re.I), "[POSTCODE]"),
-    (re.compile(r"\b\d{1,2}[/.\- ]\d{1,2}[/.\- ](?:\d{4}|\d{2})\b"), "[DATE]"),
-    (re.compile(r"\b\d{4}[/.\-]\d{1,2}[/.\-]\d{1,2}\b"), "[DATE]"),
-    (re.compile(r"(?:\+44\s?|\b0)(?:\d[\s-]?){9,10}\b"), "[PHONE]"),
-    (re.compile(r"\b\d{3}[\s-]?\d{3}[\s-]?\d{4}\b"), "[NHS_NUMBER]"),
-    (re.compile(r"\b\d{5,12}\b"), "[NUMBER]"),
-]
 _WORD = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)*")
 _DIGIT_RUN = re.compile(r"\+?\(?\d(?:[\s\-()]{0,3}\d)*")
 _NON_DIGIT = re.compile(r"\D")
 _APOS = re.compile(r"['’]")
 _REPEAT = re.compile(r"(\[[A-Z0-9_]+\])(?:[\s,]+\1)+")
 _SPLIT_NAME = re.compile(r"[^\w'’]+|_")
+_CAMEL = re.compile(r"[A-Z][a-z]+")
 _MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
 
 
@@ -63,10 +58,10 @@ def date_regex(d: date) -> str:
     mon = rf"(?:0?{d.month}|{d.strftime('%b')}\w*)" if d.month < 10 else (
         rf"(?:{d.month}|{d.strftime('%b')}\w*)"
     )
-    yy = rf"(?:{d.year}|{d.year % 100:02d})"
+    yy = rf"(?:{d.year}|'?{d.year % 100:02d})"
     sep = r"[\s/.\-,]*"
     forms = [
-        f"{dd}{sep}{mon}{sep}{yy}",
+        f"{dd}(?:\\s+of)?{sep}{mon}{sep}{yy}",
         f"{mon}{sep}{dd}{sep}{yy}",
         f"{d.year}{sep}{mon}{sep}{dd}",
         f"{dd}(?:\\s+of)?\\s+{d.strftime('%b')}\\w*",
@@ -192,6 +187,7 @@ class Scrubber:
             self.known_names.update(k for k in name_words(v) if len(k) >= 3)
 
     def scrub(self, text: str, rv: RecordValues) -> str:
+        text = normalise_text(text)  # zero-width, full-width, look-alike tricks undone first
         low = text.lower()
         for pattern, words, ph in rv.phrases:
             if all(w in low for w in words):
@@ -209,9 +205,8 @@ class Scrubber:
                         "[POSTCODE]", text)
         if rv.digits:
             text = _DIGIT_RUN.sub(lambda m: self._digits(m, rv), text)
+        text = redact(text, normalised=True)  # everyone's identifiers (ig_bridge.recognise)
         text = _WORD.sub(lambda m: self._word(m.group(), rv), text)
-        for generic, placeholder in _GENERIC:
-            text = generic.sub(placeholder, text)
         return _REPEAT.sub(r"\1", text)
 
     @staticmethod
@@ -241,6 +236,24 @@ class Scrubber:
         if len(parts) > 1:
             return "".join(p if p in "'’" else self._word(p, rv) if len(p) >= 2 else p
                            for p in parts)
+        return self._run_together(word, low, rv)
+
+    def _run_together(self, word: str, low: str, rv: RecordValues) -> str:
+        """Names written as one word: "AmeliaSmith", "ameliasmith", "ZebedeeQuantock"."""
+        if len(low) < 5:
+            return word
+        humps = _CAMEL.findall(word)
+        if len(humps) >= 2 and "".join(humps) == word:
+            for h in humps:
+                k = h.lower()
+                if k in rv.names:
+                    return rv.names[k]
+                if k in self.known_names:
+                    return "[NAME]"
+        for i in range(2, len(low) - 1):  # any split into two of the record's own name words
+            head, tail = low[:i], low[i:]
+            if head in rv.names and tail in rv.names:
+                return rv.names[head]
         return word
 
 

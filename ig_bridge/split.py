@@ -31,7 +31,14 @@ from ig_bridge.reader import ExtractUnreadable, iter_chunks, read_header
 from ig_bridge.scrub import NAME_FIELDS, Scrubber, record_values
 from ig_bridge.sealing import HubKeyMissing, HubPublicKey, bridge_hub_key
 from ig_bridge.validate import OK, ExtractRefused, RowValidator, check_header, write_report
-from schemas.mapping import SUBJECT, Mapping, MappingError, load_canonical, load_mapping
+from schemas.mapping import (
+    SUBJECT,
+    Mapping,
+    MappingError,
+    PayloadPolicy,
+    load_canonical,
+    load_mapping,
+)
 
 __all__ = ["BatchResult", "BridgeKeysMissing", "ExtractRefused", "run_bridge",
            "validate_extract"]
@@ -60,6 +67,8 @@ class BatchResult:
     report_path: Path
     data_docs_dir: Path | None
     reasons: dict[str, int] = field(default_factory=dict)
+    # Closed-vocabulary values nulled in accepted rows: (line, field), never the value.
+    field_problems: list[tuple[int, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -242,38 +251,53 @@ def _payload_schema(mapping: Mapping) -> list[pa.Field]:
 
 
 def _payload(raw: pd.DataFrame, mapping: Mapping, status: dict[str, np.ndarray],
-             date_formats: tuple[str, ...]) -> pd.DataFrame:
-    """Typed payload columns; unparseable values become a status reason, never silently null."""
-    canonical = load_canonical()
+             date_formats: tuple[str, ...], policies: dict[str, PayloadPolicy],
+             nulled: dict[str, np.ndarray]) -> pd.DataFrame:
+    """Typed payload columns; unparseable values become a status reason, never silently null.
+    A closed-vocabulary value outside its vocabulary (after the mapping's recodes) is nulled and
+    its position put in `nulled` (field -> mask): the row is kept, the field problem reported."""
     out: dict[str, pd.Series] = {}
     for fname, src in mapping.payload_columns().items():
-        spec = canonical.payload_fields[fname]
+        pol = policies[fname]
         s = raw[src]
         present = s.notna().to_numpy()
         key = f"payload.{fname}"
-        if spec["type"] == "date":
+        if pol.type == "date":
             parsed = _parse_dates(s, date_formats)
             bad = present & parsed.isna().to_numpy()
             out[fname] = parsed.dt.date
             status[key] = np.where(bad, "unparseable date", OK)
-        elif spec["type"] == "number":
+        elif pol.type == "number":
             num = pd.to_numeric(s.str.replace(",", "", regex=False), errors="coerce")
             status[key] = np.where(present & num.isna().to_numpy(), "not a number", OK)
             out[fname] = num.astype("float64")
-        elif spec["type"] == "boolean":
+        elif pol.type == "boolean":
             b = s.str.lower().map(_BOOL)
             status[key] = np.where(present & b.isna().to_numpy(), "not a yes/no value", OK)
             out[fname] = b.astype("boolean")
-        else:
-            allowed = spec.get("allowed")
-            if allowed:
-                lookup = {str(a).lower(): str(a) for a in allowed}
-                v = s.str.lower().map(lookup)
-                status[key] = np.where(present & v.isna().to_numpy(), "not an allowed value", OK)
-                out[fname] = v.astype("string")
-            else:
-                out[fname] = s.astype("string")
+        elif pol.kind == "closed":
+            v = _closed(s, pol)
+            bad = present & v.isna().to_numpy()
+            if bad.any():
+                nulled[fname] = bad
+            out[fname] = v
+        else:  # scrubbed later, with the record's own identifiers at hand
+            out[fname] = s.astype("string")
     return pd.DataFrame(out, index=raw.index)
+
+
+def _closed(s: pd.Series, pol: PayloadPolicy) -> pd.Series:
+    """Each value in its vocabulary's spelling, or null. Resolved once per distinct value (a
+    category column holds a handful), so a 1M-row extract pays for a factorize, not 1M folds."""
+    codes, uniques = pd.factorize(s)
+    resolved = np.empty(len(uniques) + 1, dtype=object)  # last slot: missing (code -1)
+    for i, u in enumerate(uniques):
+        word = " ".join(str(u).split())
+        hit = pol.lookup.get(word.lower())
+        if hit is None and pol.pattern is not None and pol.pattern.fullmatch(word):
+            hit = word
+        resolved[i] = hit
+    return pd.Series(resolved[codes], index=s.index, dtype="string")
 
 
 def _quarantine_rows(rows: _Quarantine, raw: pd.DataFrame, positions: list[int],
@@ -376,6 +400,9 @@ def run_bridge(extract_path: Path | str, mapping_path: Path | str, agency_dir: P
     status_cols = _status_columns(mapping)
     validator = RowValidator(status_cols, agency_dir / "reports" / "data_docs")
     scrubber = Scrubber()
+    policies = mapping.payload_policies()
+    scrubbed = [f for f, p in policies.items() if p.kind == "scrub"]
+    field_problems: list[tuple[int, str]] = []
     all_status: list[pd.DataFrame] = []
     q_rows = _Quarantine(agency_dir / "quarantine" / f"{batch_id}.parquet")
     seen_ids = _SeenIds()
@@ -413,7 +440,8 @@ def run_bridge(extract_path: Path | str, mapping_path: Path | str, agency_dir: P
                 status[f"{SUBJECT}.record_id"] = np.where(
                     rid.isna().to_numpy(), "missing", np.where(dup, "duplicate", OK))
                 seen_ids.add(ids)
-                payload = _payload(raw, mapping, status, date_formats)
+                nulled: dict[str, np.ndarray] = {}
+                payload = _payload(raw, mapping, status, date_formats, policies, nulled)
                 status_df = pd.DataFrame(status).astype("category")
                 checked = validator.check(status_df)
                 bad_pos = sorted(checked.reasons)
@@ -449,8 +477,10 @@ def run_bridge(extract_path: Path | str, mapping_path: Path | str, agency_dir: P
                     rows.insert(0, "agency", code)
                     rows.insert(0, "record_ref", refs[idx])
                     w_rel.write(rows)
+                for fname, mask in nulled.items():
+                    field_problems += [(int(line), fname) for line in chunk.lines[mask & good]]
                 pay = payload[good].reset_index(drop=True)
-                _scrub_payload(pay, scrubber,
+                _scrub_payload(pay, scrubbed, scrubber,
                                {p: f[good].reset_index(drop=True) for p, f in persons.items()},
                                {p: f[good].reset_index(drop=True) for p, f in norm.items()})
                 pay.insert(0, "batch_id", batch_id)
@@ -490,17 +520,30 @@ def run_bridge(extract_path: Path | str, mapping_path: Path | str, agency_dir: P
         "batch_id": batch_id, "file": str(extract_path), "status": "landed",
         "landed": str(landed), "rows": rows_summary, "reasons": reason_counts,
         "quarantine": str(q_path) if q_path else None,
+        "field_problems": _field_problem_report(field_problems),
     })
     return BatchResult(batch_id, code, seq, landed, read, accepted, quarantined, q_path, report,
                        agency_dir / "reports" / "data_docs" if all_status else None,
-                       reason_counts)
+                       reason_counts, field_problems)
 
 
-def _scrub_payload(pay: pd.DataFrame, scrubber: Scrubber, raw: dict[str, pd.DataFrame],
-                   norm: dict[str, pd.DataFrame]) -> None:
-    """Scrub the text payload fields of each record of its own persons' identifiers."""
-    canonical = load_canonical()
-    text_fields = [f for f in pay.columns if canonical.payload_fields[f]["type"] == "text"]
+_PROBLEM = "not in the closed vocabulary: field nulled, row kept"
+_MAX_LISTED = 10_000  # the report lists this many (line, field) pairs, and counts them all
+
+
+def _field_problem_report(problems: list[tuple[int, str]]) -> dict:
+    """Line numbers and field names of nulled values; the values themselves stay out."""
+    by_field: dict[str, int] = {}
+    for _, f in problems:
+        by_field[f] = by_field.get(f, 0) + 1
+    return {"count": len(problems), "by_field": by_field, "problem": _PROBLEM,
+            "rows": [{"line": line, "field": f} for line, f in problems[:_MAX_LISTED]]}
+
+
+def _scrub_payload(pay: pd.DataFrame, text_fields: list[str], scrubber: Scrubber,
+                   raw: dict[str, pd.DataFrame], norm: dict[str, pd.DataFrame]) -> None:
+    """Scrub the text fields and open categories of each record (its own persons' identifiers,
+    then everyone's, ig_bridge.scrub); closed vocabularies need no scrubbing."""
     if not text_fields:
         return
     for frame in raw.values():  # every name of this chunk, for cross-record mentions
@@ -514,6 +557,8 @@ def _scrub_payload(pay: pd.DataFrame, scrubber: Scrubber, raw: dict[str, pd.Data
     values = {p: f.iloc[rows].to_dict("records") for p, f in raw.items()}
     dobs = {p: pd.to_datetime(norm[p]["date_of_birth"].iloc[rows]).dt.date.tolist()
             for p in raw}
+    # Plain lists in, whole columns out: a per-cell write into an Arrow-backed column is slow.
+    cols = {f: pay[f].astype(object).tolist() for f in text_fields}
     for j, i in enumerate(rows):
         persons = {}
         for p in raw:
@@ -524,6 +569,8 @@ def _scrub_payload(pay: pd.DataFrame, scrubber: Scrubber, raw: dict[str, pd.Data
             persons[p] = v
         rv = record_values(persons)
         for f in text_fields:
-            t = pay.at[i, f]
+            t = cols[f][i]
             if not pd.isna(t):
-                pay.at[i, f] = scrubber.scrub(str(t), rv)
+                cols[f][i] = scrubber.scrub(str(t), rv)
+    for f in text_fields:
+        pay[f] = pd.array(cols[f], dtype="string")

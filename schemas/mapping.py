@@ -32,7 +32,12 @@ _TOP_KEYS = {"mapping_version", "agency", "schedule", "source", "columns", "rela
 _AGENCY_KEYS = {"code", "name", "kind"}
 _SOURCE_KEYS = {"format", "encoding", "delimiter", "quotechar", "date_formats", "extract_kind"}
 _CSV_ONLY = {"encoding", "delimiter", "quotechar"}
-_COLUMN_KEYS = {"source", "field", "class", "person"}
+_COLUMN_KEYS = {"source", "field", "class", "person", "values", "recode", "pattern", "scrub"}
+_VOCAB_KEYS = ("values", "recode", "pattern", "scrub")
+# A `pattern` vocabulary is for codes (an ODS practice code): it must refuse a person's details.
+_PATTERN_PROBES = ("Amelia Smith born 04/03/2012", "Amelia Smith", "12 Acacia Avenue",
+                   "BD7 1AB", "943 476 5919", "amelia.smith@example.org", "04/03/2012")
+_MAX_PATTERN = 200
 _SLOT_KEYS = {"relationship"}
 
 
@@ -74,6 +79,31 @@ class ColumnMapping:
     field: str | None
     cls: str
     person: str = SUBJECT
+    # Payload vocabulary (docs/contracts.md): closed (values / recode / pattern, or the canonical
+    # `allowed` list) or scrub: true (open text, scrubbed like free text at the bridge).
+    values: tuple[str, ...] = ()
+    recode: tuple[tuple[str, str], ...] = ()
+    pattern: str | None = None
+    scrub: bool = False
+
+
+@dataclass(frozen=True)
+class PayloadPolicy:
+    """How the bridge treats one payload field before it leaves the agency.
+
+    kind: "typed" (date / number / boolean: closed by the type), "closed" (a value must be in
+    `lookup` or match `pattern`, else it is nulled and reported), "scrub" (free text and open
+    categories: scrubbed of identifiers)."""
+
+    field: str
+    type: str
+    kind: str
+    lookup: dict[str, str] = field(default_factory=dict)  # folded spelling -> canonical value
+    pattern: re.Pattern[str] | None = None
+
+    @staticmethod
+    def fold(value: str) -> str:
+        return " ".join(value.split()).lower()
 
 
 @dataclass(frozen=True)
@@ -111,6 +141,30 @@ class Mapping:
     def payload_columns(self) -> dict[str, str]:
         """canonical payload field -> source column."""
         return {c.field: c.source for c in self.columns if c.cls == "payload" and c.field}
+
+    def payload_policies(
+        self, canonical: CanonicalFields | None = None
+    ) -> dict[str, PayloadPolicy]:
+        """canonical payload field -> what the bridge does with it (closed, scrubbed, typed)."""
+        canonical = canonical or load_canonical()
+        out: dict[str, PayloadPolicy] = {}
+        for c in self.columns:
+            if c.cls != "payload" or not c.field:
+                continue
+            spec = canonical.payload_fields[c.field]
+            ftype = str(spec["type"])
+            if ftype in _TYPED:
+                out[c.field] = PayloadPolicy(c.field, ftype, "typed")
+            elif ftype == "text" or c.scrub:
+                out[c.field] = PayloadPolicy(c.field, ftype, "scrub")
+            else:
+                vocab = [str(v) for v in (c.values or spec.get("allowed") or ())]
+                lookup = {PayloadPolicy.fold(v): v for v in vocab}
+                lookup.update({PayloadPolicy.fold(k): v for k, v in c.recode})
+                out[c.field] = PayloadPolicy(
+                    c.field, ftype, "closed", lookup,
+                    re.compile(c.pattern) if c.pattern else None)
+        return out
 
     @property
     def slots(self) -> list[str]:
@@ -190,6 +244,80 @@ def _parse_source(path: Path, raw: Any) -> SourceSpec:
     )
 
 
+_TYPED = frozenset({"date", "number", "boolean"})
+
+
+def _parse_vocabulary(path: Path, where: str, col: dict[str, Any], cls: str, fname: str,
+                      canonical: CanonicalFields) -> dict[str, Any]:
+    """values / recode / pattern / scrub of one column. Every category payload field must be
+    closed or scrubbed: an open category once carried names, DOBs and addresses to the hub."""
+    given = [k for k in _VOCAB_KEYS if k in col]
+    if cls != "payload":
+        if given:
+            raise MappingError(path, f"{where}.{given[0]}", "only payload columns take a "
+                               "vocabulary (values, recode, pattern) or scrub")
+        return {}
+    spec = canonical.payload_fields[fname]
+    ftype = str(spec["type"])
+    if ftype in _TYPED or ftype == "text":
+        if given and not (ftype == "text" and given == ["scrub"] and col["scrub"] is True):
+            closed_by = "its type" if ftype in _TYPED else "nothing: free text is always scrubbed"
+            raise MappingError(path, f"{where}.{given[0]}",
+                               f"{fname!r} is a {ftype} field, closed by {closed_by}; "
+                               "values/recode/pattern/scrub do not apply")
+        return {"scrub": ftype == "text"}
+    allowed = [str(a) for a in spec.get("allowed") or ()]
+    scrub = col.get("scrub", False)
+    if not isinstance(scrub, bool):
+        raise MappingError(path, f"{where}.scrub", "expected true or false")
+    values = col.get("values")
+    if values is not None:
+        if not isinstance(values, list) or not values or not all(
+                isinstance(v, str) and v.strip() for v in values):
+            raise MappingError(path, f"{where}.values", "expected a non-empty list of strings")
+        folded = [" ".join(v.split()).lower() for v in values]
+        if len(set(folded)) != len(folded):
+            raise MappingError(path, f"{where}.values", "a value is listed twice")
+        if allowed and (extra := sorted(set(values) - set(allowed))):
+            raise MappingError(path, f"{where}.values", f"not in the canonical vocabulary of "
+                               f"{fname!r}: {', '.join(extra)} (allowed: {', '.join(allowed)})")
+    recode = col.get("recode")
+    if recode is not None:
+        if not isinstance(recode, dict) or not recode or not all(
+                isinstance(k, str | int) and isinstance(v, str) for k, v in recode.items()):
+            raise MappingError(path, f"{where}.recode", "expected a mapping of source spelling "
+                               "-> vocabulary value")
+        targets = set(values or allowed)
+        if targets and (bad := sorted(set(recode.values()) - targets)):
+            raise MappingError(path, f"{where}.recode", f"recodes to values outside the "
+                               f"vocabulary of {fname!r}: {', '.join(bad)}")
+    pattern = col.get("pattern")
+    if pattern is not None:
+        if allowed:
+            raise MappingError(path, f"{where}.pattern", f"{fname!r} has a canonical vocabulary")
+        if not isinstance(pattern, str) or not pattern or len(pattern) > _MAX_PATTERN:
+            raise MappingError(path, f"{where}.pattern", "expected a regular expression "
+                               f"of at most {_MAX_PATTERN} characters")
+        try:
+            rx = re.compile(pattern)
+        except re.error as exc:
+            raise MappingError(path, f"{where}.pattern", f"not a valid regex ({exc})") from None
+        if any(rx.fullmatch(p) for p in _PATTERN_PROBES):
+            raise MappingError(path, f"{where}.pattern", "matches a name, date, address or "
+                               "number: a pattern vocabulary is for codes only")
+    closed = bool(allowed or values or recode or pattern)
+    if scrub and closed:
+        raise MappingError(path, f"{where}.scrub", f"{fname!r} has a closed vocabulary; "
+                           "scrub: true is for open categories only")
+    if not closed and not scrub:
+        raise MappingError(path, where, f"category payload field {fname!r} has neither a closed "
+                           "vocabulary (values, recode or pattern) nor scrub: true; an open "
+                           "category could carry a name or an address to the hub")
+    return {"values": tuple(values or ()),
+            "recode": tuple((str(k), v) for k, v in (recode or {}).items()),
+            "pattern": pattern, "scrub": scrub}
+
+
 def parse_mapping(raw: Any, path: Path | str, canonical: CanonicalFields | None = None) -> Mapping:
     """Validate an already-parsed YAML document; `path` is only used in error messages."""
     path = Path(path)
@@ -247,6 +375,7 @@ def parse_mapping(raw: Any, path: Path | str, canonical: CanonicalFields | None 
         fname = col.get("field")
         person = col.get("person", SUBJECT)
         if cls == "drop":
+            _parse_vocabulary(path, where, col, cls, "", canonical)
             columns.append(ColumnMapping(src, None, cls, SUBJECT))
             continue
         fname = _str(path, f"{where}.field", fname)
@@ -269,7 +398,8 @@ def parse_mapping(raw: Any, path: Path | str, canonical: CanonicalFields | None 
         if (person, fname) in seen_fields:
             raise MappingError(path, f"{where}.field", f"field {fname!r} mapped twice for {person}")
         seen_fields.add((person, fname))
-        columns.append(ColumnMapping(src, fname, cls, person))
+        vocab = _parse_vocabulary(path, where, col, cls, fname, canonical)
+        columns.append(ColumnMapping(src, fname, cls, person, **vocab))
 
     n_ids = sum(1 for c in columns if c.field == "record_id")
     if n_ids != 1:

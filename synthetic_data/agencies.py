@@ -46,6 +46,41 @@ class AgencySpec:
     holds: dict[str, float] = field(default_factory=dict)
 
 
+# Closed vocabularies of the synthetic agencies' category payload fields. The generator draws
+# from them and the mappings declare them (`values:`), so the bridge nulls and reports any other
+# value instead of carrying it to the hub (docs/contracts.md). A GP practice is an ODS code
+# (`pattern:`). Fields with a canonical `allowed` list (plan_type, ...) need neither.
+PRIMARY_SCHOOLS = tuple(f"{s} Primary School" for s in (
+    "St Mary's", "Heaton", "Allerton", "Thornton", "Idle CE", "Wibsey", "Bowling Park", "Lister",
+    "Girlington", "Wyke Manor"))
+SECONDARY_SCHOOLS = ("Belle Vue Academy", "Titus Salt School", "Hanson Academy",
+                     "Carlton Bolling", "Beckfoot Thornton")
+VOCABULARIES: dict[str, tuple[str, ...]] = {
+    "registration_status": ("Registered", "Temporary"),
+    "visit_type": ("new_birth", "6_8_week", "1_year", "2_2_half_year"),
+    "school_name": PRIMARY_SCHOOLS + SECONDARY_SCHOOLS,
+    "year_group": ("R", *(str(y) for y in range(1, 14))),
+    "sen_status": ("None", "SEN support", "EHC plan"),
+    "referral_source": ("Police", "School", "Health", "Family", "Anonymous", "Housing"),
+    "referral_reason": ("Neglect", "Domestic abuse", "Emotional abuse", "Physical abuse",
+                        "Parental mental health", "Substance misuse"),
+    "legal_gateway": ("CA1989_s47", "CA1989_s17"),
+    "incident_type": ("Domestic", "Concern for welfare", "Assault", "Theft", "ASB",
+                      "Missing person"),
+    "tenancy_type": ("Secure", "Introductory", "Assured", "Temporary"),
+    "assessment_type": ("Family Support Plan", "Early Help Assessment"),
+    "assessment_outcome": ("Open to Early Help", "Step up to CSC", "Closed - needs met",
+                           "Signposted"),
+    "consent_purpose": ("early_help", "mash", "health_information"),
+    "lead_practitioner_contact": ("Early Help North", "Early Help South", "Family Hub Central"),
+}
+CODE_PATTERNS: dict[str, str] = {"gp_practice": r"[A-Z][0-9]{5}"}
+
+
+def _v(field: str) -> np.ndarray:
+    return np.array(VOCABULARIES[field], dtype=object)
+
+
 @dataclass
 class AgencyRecords:
     """Canonical content of one extract before corruption and rendering."""
@@ -358,7 +393,7 @@ def build_gp(c: Ctx, rng: np.random.Generator) -> AgencyRecords:
     subj = pd.DataFrame({
         "person_id": rows, "record_id": _ids(rng, "P", n, 7),
         "gp_practice": practices[rng.integers(0, 12, n)], "event_date": reg,
-        "registration_status": np.where(rng.random(n) < 0.95, "Registered", "Temporary"),
+        "registration_status": np.where(rng.random(n) < 0.95, *VOCABULARIES["registration_status"]),
         "_LastUpdatedBy": np.array(["SYSTEM", "RECEPTION", "MIGRATION"])[rng.integers(0, 3, n)],
     })
     return AgencyRecords(subj, {}, [[] for _ in range(n)])
@@ -370,7 +405,7 @@ def build_hv(c: Ctx, rng: np.random.Generator) -> AgencyRecords:
     mother = c.p["mother_id"].to_numpy()[rows]
     subj = pd.DataFrame({
         "person_id": rows, "record_id": _ids(rng, "HV-", n, 6),
-        "visit_type": np.array(["new_birth", "6_8_week", "1_year", "2_2_half_year"])[
+        "visit_type": _v("visit_type")[
             np.clip((c.age[rows] * 2).astype(int), 0, 3)],
         "event_date": _days_before(rng, c.ref, 1, 180, n),
         "immunisations_up_to_date": rng.random(n) < np.where(c.tier[rows] > 0, 0.8, 0.95),
@@ -393,11 +428,7 @@ def build_sch(c: Ctx, rng: np.random.Generator) -> AgencyRecords:
     age_sep = (ref.year - 1) - dob.year - ((dob.month > 8).astype(int))
     year = np.clip(age_sep.to_numpy() - 4, 0, 13)
     secondary = year >= 7
-    primary_names = [f"{s} Primary School" for s in ("St Mary's", "Heaton", "Allerton",
-                     "Thornton", "Idle CE", "Wibsey", "Bowling Park", "Lister", "Girlington",
-                     "Wyke Manor")]
-    secondary_names = ["Belle Vue Academy", "Titus Salt School", "Hanson Academy",
-                       "Carlton Bolling", "Beckfoot Thornton"]
+    primary_names, secondary_names = list(PRIMARY_SCHOOLS), list(SECONDARY_SCHOOLS)
     sch_idx = np.where(secondary, rng.integers(0, len(secondary_names), n),
                        rng.integers(0, len(primary_names), n))
     estab = np.where(secondary, 4000 + sch_idx, 2000 + sch_idx)
@@ -415,7 +446,7 @@ def build_sch(c: Ctx, rng: np.random.Generator) -> AgencyRecords:
         "attendance_pct": np.round(np.clip(rng.normal(np.array([95.0, 91.0, 84.0])[t], 4.0),
                                            30, 100), 1),
         "exclusions": rng.poisson(np.array([0.02, 0.2, 0.6])[t]),
-        "sen_status": np.array(["None", "SEN support", "EHC plan"])[
+        "sen_status": _v("sen_status")[
             np.searchsorted([0.84, 0.97], rng.random(n))],
         "free_school_meals": rng.random(n) < np.array([0.18, 0.45, 0.7])[t],
     })
@@ -443,14 +474,11 @@ def build_csc(c: Ctx, rng: np.random.Generator) -> AgencyRecords:
         "person_id": rows, "record_id": _ids(rng, "REF", n, 7),
         "_PersonID": ("C" + pd.Series(rows * 7 + 1000003).astype(str)).to_numpy(),
         "event_date": ref_date,
-        "referral_source": np.array(["Police", "School", "Health", "Family", "Anonymous",
-                                     "Housing"])[rng.integers(0, 6, n)],
-        "referral_reason": np.array(["Neglect", "Domestic abuse", "Emotional abuse",
-                                     "Physical abuse", "Parental mental health",
-                                     "Substance misuse"])[rng.integers(0, 6, n)],
+        "referral_source": _v("referral_source")[rng.integers(0, 6, n)],
+        "referral_reason": _v("referral_reason")[rng.integers(0, 6, n)],
         "plan_type": plan, "plan_start": plan_start.astype("datetime64[s]"),
         "plan_end": plan_end.astype("datetime64[s]"),
-        "legal_gateway": np.where(plan == "CP", "CA1989_s47", "CA1989_s17"),
+        "legal_gateway": np.where(plan == "CP", *VOCABULARIES["legal_gateway"]),
         "case_notes": notes,
         "_AllocatedWorker": ("SW" + pd.Series(rng.integers(100, 160, n)).astype(str)).to_numpy(),
     })
@@ -467,9 +495,7 @@ def build_pol(c: Ctx, rng: np.random.Generator) -> AgencyRecords:
     partner = c.p["partner_id"].to_numpy()[rows]
     da = (partner >= 0) & (rng.random(n) < np.array([0.1, 0.4, 0.6])[c.tier[rows]])
     other = np.where(da, partner, -1)
-    incident = np.where(da, "Domestic", np.array(["Concern for welfare", "Assault", "Theft",
-                                                  "ASB", "Missing person"])[
-        rng.integers(0, 5, n)])
+    incident = np.where(da, "Domestic", _v("incident_type")[1:][rng.integers(0, 5, n)])
     notes, mentions = _notes(c, rng, rows, other, np.full(n, -1), POL_NOTES, 0.85)
     subj = pd.DataFrame({
         "person_id": rows, "record_id": _ids(rng, "NOM/", n, 8),
@@ -527,7 +553,7 @@ def build_hsg(c: Ctx, rng: np.random.Generator) -> AgencyRecords:
         "person_id": leads, "record_id": _ids(rng, "T", n, 6),
         "_lead_ni_number": ("QQ" + pd.Series(rng.integers(100000, 999999, n)).astype(str)
                             + "C").to_numpy(),
-        "tenancy_type": np.array(["Secure", "Introductory", "Assured", "Temporary"])[
+        "tenancy_type": _v("tenancy_type")[
             np.searchsorted([0.6, 0.75, 0.92], rng.random(n))],
         "tenancy_start": start, "tenancy_end": np.full(n, np.datetime64("NaT"), "datetime64[s]"),
         "tenure_role": "lead_tenant", "arrears_amount": arrears,
@@ -537,7 +563,7 @@ def build_hsg(c: Ctx, rng: np.random.Generator) -> AgencyRecords:
 
 
 # Purposes match the partnership protocols' consent_purpose (schemas/protocols/*.yaml).
-CONSENT_PURPOSES = np.array(["early_help", "mash", "health_information"])
+CONSENT_PURPOSES = np.array(VOCABULARIES["consent_purpose"])
 
 
 def build_eh(c: Ctx, rng: np.random.Generator) -> AgencyRecords:
@@ -579,15 +605,11 @@ def build_eh(c: Ctx, rng: np.random.Generator) -> AgencyRecords:
     subj = pd.DataFrame({
         "person_id": rows, "record_id": _ids(rng, "EH", n, 7),
         "_FamilyRef": ("FAM" + pd.Series(c.hid[rows] * 13 + 50000).astype(str)).to_numpy(),
-        "assessment_type": np.where(c.tier[rows] == 2, "Family Support Plan",
-                                    "Early Help Assessment"),
-        "assessment_outcome": np.array(["Open to Early Help", "Step up to CSC",
-                                        "Closed - needs met",
-                                        "Signposted"])[c.hid[rows] % 4],
+        "assessment_type": np.where(c.tier[rows] == 2, *VOCABULARIES["assessment_type"]),
+        "assessment_outcome": _v("assessment_outcome")[c.hid[rows] % 4],
         "event_date": a_date, "consent_purpose": CONSENT_PURPOSES[purpose_idx],
         "consent_status": status, "consent_date": consent_date.astype("datetime64[s]"),
-        "lead_practitioner_contact": np.array(["Early Help North", "Early Help South",
-                                               "Family Hub Central"])[c.hid[rows] % 3],
+        "lead_practitioner_contact": _v("lead_practitioner_contact")[c.hid[rows] % 3],
         "case_notes": notes,
     })
     return AgencyRecords(subj, {"lead_adult": pd.DataFrame({"person_id": lead,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from synthetic_data.agencies import SPECS, AgencySpec
+from synthetic_data.agencies import CODE_PATTERNS, SPECS, VOCABULARIES, AgencySpec
 
 # Default relationship for slots whose extract has no relationship column of its own.
 SLOT_DEFAULTS = {"mother": "mother", "other_party": "partner", "contact1": "parent",
@@ -41,12 +41,16 @@ def render_mapping(spec: AgencySpec) -> str:
     lines += [f"  date_formats: [{_q(spec.date_format)}]",
               f"  extract_kind: {spec.extract_kind}", "columns:"]
     for c in spec.columns:
-        entry: dict[str, str] = {"source": c.source}
+        entry: dict[str, object] = {"source": c.source}
         if c.field is not None:
             entry["field"] = c.field
         entry["class"] = c.cls
         if c.person != "subject":
             entry["person"] = c.person
+        if c.cls == "payload" and c.field in VOCABULARIES:  # closed: anything else is nulled
+            entry["values"] = list(VOCABULARIES[c.field])
+        if c.cls == "payload" and c.field in CODE_PATTERNS:
+            entry["pattern"] = CODE_PATTERNS[c.field]
         lines.append("  - {" + ", ".join(f"{k}: {_q(v)}" for k, v in entry.items()) + "}")
     slots = sorted({c.person for c in spec.columns if c.person != "subject"})
     if slots:

@@ -90,12 +90,12 @@ def test_row_level_failures_go_to_quarantine_with_reasons(setup) -> None:
         "R5,Ed,Doe,01/01/2010,LS1 4AB,9434765918,,,CP,x",  # bad NHS check digit
         ",Fa,Doe,01/01/2010,LS1 4AB,,,,CP,x",            # missing record id
         "R1,Ga,Doe,01/01/2010,LS1 4AB,,,,CP,x",          # duplicate record id
-        "R6,Hu,Doe,01/01/2010,LS1 4AB,,,,XX,x",          # plan_type not allowed
+        "R6,Hu,Doe,01/01/2010,LS1 4AB,,,,XX,x",          # plan_type not allowed: field nulled
         "R7,Io,Doe",                                     # ragged
     ]
     res = run(tmp, mp, HEADER + "\n".join(GOOD + bad) + "\n")
     assert res.rows_read == 9 == res.rows_accepted + res.rows_quarantined
-    assert res.rows_accepted == 2
+    assert res.rows_accepted == 3  # one bad payload field never costs a child the record
     q = pq.read_table(res.quarantine_path).to_pylist()
     by_line = {r["line"]: r["reason"] for r in q}
     assert by_line == {
@@ -104,11 +104,16 @@ def test_row_level_failures_go_to_quarantine_with_reasons(setup) -> None:
         6: "subject.nhs_number: nhs_number fails the mod-11 check digit",
         7: "subject.record_id: missing",
         8: "subject.record_id: duplicate",
-        9: "payload.plan_type: not an allowed value",
         10: "ragged row: 3 fields, expected 10",
     }
     for r in q:  # reasons never carry the value
         assert "31/02" not in r["reason"] and "NOTAPC" not in r["reason"]
+    assert res.field_problems == [(9, "plan_type")]
+    pay = pq.read_table(res.landed_path / "payload.parquet").to_pylist()
+    assert [p["plan_type"] for p in pay] == ["CP", "none", None]
+    report = res.report_path.read_text()
+    assert json.loads(report)["field_problems"]["rows"] == [{"line": 9, "field": "plan_type"}]
+    assert "XX" not in report
     assert (tmp / "agency" / "SCH" / "reports" / "data_docs" / "index.html").exists()
 
 
