@@ -47,16 +47,25 @@ def qgram_matrix(values: list[str], col: dict[str, Any]) -> sp.csr_matrix:
     return sp.csr_matrix((data, (rows, cols)), shape=(len(values), max(1, len(vocab))))
 
 
-def _dice_block(x: Any, allx: Any, sizes: np.ndarray, lo: int, hi: int) -> np.ndarray:
+def _sim(inter: np.ndarray, si: np.ndarray, sj: np.ndarray, width: int | None) -> np.ndarray:
+    """Dice of two sets (width None), or Hamming similarity of two width-bit vectors (for
+    encodings whose density carries no meaning, e.g. after a diffusion layer)."""
+    denom = si + sj
+    if width:
+        return 1.0 - (denom - 2.0 * inter) / width
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denom > 0, 2.0 * inter / denom, 0.0)
+
+
+def _dice_block(x: Any, allx: Any, sizes: np.ndarray, lo: int, hi: int,
+                width: int | None = None) -> np.ndarray:
     inter = x[lo:hi] @ allx.T
     inter = inter.toarray() if sp.issparse(inter) else np.asarray(inter)
-    denom = sizes[lo:hi, None] + sizes[None, :]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        d = np.where(denom > 0, 2.0 * inter / denom, 0.0)
-    return d.astype(np.float32)
+    return _sim(inter, sizes[lo:hi, None], sizes[None, :], width).astype(np.float32)
 
 
-def _sample_sims(x: Any, sizes: np.ndarray, rng: np.random.Generator, n: int) -> np.ndarray:
+def _sample_sims(x: Any, sizes: np.ndarray, rng: np.random.Generator, n: int,
+                 width: int | None = None) -> np.ndarray:
     m = x.shape[0]
     i, j = rng.integers(0, m, n), rng.integers(0, m, n)
     keep = i != j
@@ -64,12 +73,11 @@ def _sample_sims(x: Any, sizes: np.ndarray, rng: np.random.Generator, n: int) ->
     xi, xj = x[i], x[j]
     inter = np.asarray(xi.multiply(xj).sum(axis=1)).ravel() if sp.issparse(x) else \
         (np.asarray(xi) * np.asarray(xj)).sum(axis=1)
-    denom = sizes[i] + sizes[j]
-    return np.where(denom > 0, 2.0 * inter / denom, 0.0)
+    return _sim(inter, sizes[i], sizes[j], width)
 
 
-def similarity_graph(x: Any, threshold: float, calibrate: Callable[[np.ndarray], np.ndarray]
-                     ) -> sp.csr_matrix:
+def similarity_graph(x: Any, threshold: float, calibrate: Callable[[np.ndarray], np.ndarray],
+                     width: int | None = None) -> sp.csr_matrix:
     """Symmetric graph of pairs with Dice >= threshold, edge weight = calibrated similarity."""
     sizes = np.asarray(x.sum(axis=1)).ravel().astype(np.float32)
     n = x.shape[0]
@@ -77,7 +85,7 @@ def similarity_graph(x: Any, threshold: float, calibrate: Callable[[np.ndarray],
     rows, cols, vals = [], [], []
     for lo in range(0, n, block):
         hi = min(n, lo + block)
-        d = _dice_block(x, x, sizes, lo, hi)
+        d = _dice_block(x, x, sizes, lo, hi, width)
         d[np.arange(hi - lo), np.arange(lo, hi)] = 0.0
         r, c = np.nonzero(d >= threshold)
         rows.append(r + lo)
@@ -138,16 +146,19 @@ def match(fe: np.ndarray, fp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def graph_attack(enc_bits: np.ndarray, plain_values: list[str], col: dict[str, Any], *,
-                 mean_degree: float = 20.0, seed: int = 0) -> dict[int, str]:
+                 mean_degree: float = 20.0, seed: int = 0, hamming: bool = False
+                 ) -> dict[int, str]:
     """enc_bits: (n_enc, bits) bool, one row per distinct encoding the hub holds;
-    plain_values: distinct plaintext reference values. Returns encoded row -> plaintext."""
+    plain_values: distinct plaintext reference values. Returns encoded row -> plaintext.
+    hamming: compare encodings by Hamming similarity instead of Dice."""
+    width = enc_bits.shape[1] if hamming else None
     rng = np.random.default_rng(seed)
     xe = enc_bits.astype(np.float32)
     xp = qgram_matrix(plain_values, col)
     se = xe.sum(axis=1)
     spl = np.asarray(xp.sum(axis=1)).ravel().astype(np.float32)
     npairs = 200_000
-    sim_e = _sample_sims(xe, se, rng, npairs)
+    sim_e = _sample_sims(xe, se, rng, npairs, width)
     sim_p = _sample_sims(xp, spl, rng, npairs)
     # Same share of pairs above the threshold in both graphs: the quantile calibration.
     share = min(0.5, mean_degree / max(len(plain_values), 2))
@@ -155,7 +166,7 @@ def graph_attack(enc_bits: np.ndarray, plain_values: list[str], col: dict[str, A
     qe, qp = np.quantile(sim_e, qs), np.quantile(sim_p, qs)
     te, tp = float(np.quantile(sim_e, 1 - share)), float(np.quantile(sim_p, 1 - share))
     te, tp = max(te, 1e-6), max(tp, 1e-6)
-    ge = similarity_graph(xe, te, lambda s: np.interp(s, qe, qp).astype(np.float32))
+    ge = similarity_graph(xe, te, lambda s: np.interp(s, qe, qp).astype(np.float32), width)
     gp = similarity_graph(xp, tp, lambda s: s.astype(np.float32))
     fe = node_features(ge, se, tp)
     fp = node_features(gp, spl, tp)

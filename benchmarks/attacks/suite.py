@@ -92,17 +92,22 @@ def combined(ctx: Context, guesses: dict[str, np.ndarray], ref_ids: np.ndarray,
              ) -> tuple[float, float, int]:
     """Records whose decoded quasi-identifiers point at exactly one reference person, and that
     person is the right one. Returns (records share, persons share, attackable records)."""
+    # The attacker's own plaintext, independent of which tokens the spec has.
+    pop = ctx.pop.loc[ref_ids]
     refp = pd.DataFrame({
-        "pid": ref_ids, "given": ctx.ref("tok_given_name", ref_ids),
-        "family": ctx.ref("tok_family_name", ref_ids), "sex": ctx.ref("tok_sex", ref_ids),
-        "year": ctx.ref("tok_dob_year", ref_ids),
-        "district": ctx.ref("tok_postcode_district", ref_ids)})
-    refp["month"] = pd.to_numeric(pd.Series(ctx.ref("tok_dob_month", ref_ids)), errors="coerce")
-    refp["day"] = pd.to_numeric(pd.Series(ctx.ref("tok_dob_day", ref_ids)), errors="coerce")
+        "pid": ref_ids, "given": pop["given_name"].to_numpy(dtype=object),
+        "family": pop["family_name"].str.replace(" ", "").to_numpy(dtype=object),
+        "sex": pop["sex"].to_numpy(dtype=object),
+        "year": pop["dob_year"].astype("string").to_numpy(dtype=object),
+        "district": pop["postcode_district"].to_numpy(dtype=object),
+        "month": pop["dob_month"].astype("float64").to_numpy(),
+        "day": pop["dob_day"].astype("float64").to_numpy()})
+    refp = refp.where(refp.notna(), None)
     att = np.isin(ctx.person, ref_ids)
     recs = pd.DataFrame({k: guesses[k] for k in ("given", "family", "sex", "year", "district")})
-    recs["mset"] = ctx.rec["tok_dob_month"].map(month_c).to_numpy()
-    recs["dset"] = ctx.rec["tok_dob_day"].map(day_c).to_numpy()
+    none = pd.Series(None, index=ctx.rec.index, dtype=object)
+    recs["mset"] = ctx.rec.get("tok_dob_month", none).map(month_c).to_numpy()
+    recs["dset"] = ctx.rec.get("tok_dob_day", none).map(day_c).to_numpy()
     recs["pid_true"] = ctx.person
     recs = recs[att]
     hit = np.zeros(len(recs), dtype=bool)
@@ -143,19 +148,27 @@ def run_suite(ctx: Context, overlaps: Iterable[float] = (0.25, 0.5, 1.0), seed: 
     step("frequency vs public name tables")
     pub: dict[str, np.ndarray] = {}
     for col, kind in (("tok_given_name", "given_name"), ("tok_family_name", "family_name")):
+        if col not in rec:
+            continue
         pub[col] = _by_value(rec[col], frequency.align(rec[col].to_numpy(dtype=object),
                                                        public_name_table(kind)))
         results.append(score("frequency", col, "public", rec[col].to_numpy(dtype=object),
                              pub[col], truth[col], everyone))
     step("structure: year group, calendar")
-    years = structure.decode_years(rec)
-    month_c, day_c = structure.decode_calendar(rec, years)
-    yguess = _by_value(rec["tok_dob_year"], {t: str(y) for t, y in years.items()})
-    mguess = _by_value(rec["tok_dob_month"], structure.exact(month_c))
-    dguess = _by_value(rec["tok_dob_day"], structure.exact(day_c))
-    for col, g in (("tok_dob_year", yguess), ("tok_dob_month", mguess), ("tok_dob_day", dguess)):
-        results.append(score("structure", col, "none", rec[col].to_numpy(dtype=object), g,
-                             truth[col], everyone))
+    none = np.full(len(rec), None, dtype=object)
+    years = structure.decode_years(rec) if "tok_dob_year" in rec else {}
+    month_c: dict[str, frozenset[int]] = {}
+    day_c: dict[str, frozenset[int]] = {}
+    if {"tok_dob_month", "tok_dob_day", "tok_dob_year"} <= set(rec.columns):
+        month_c, day_c = structure.decode_calendar(rec, years)
+    found = {"tok_dob_year": {t: str(y) for t, y in years.items()},
+             "tok_dob_month": structure.exact(month_c), "tok_dob_day": structure.exact(day_c)}
+    decoded = {c: _by_value(rec[c], m) if c in rec else none for c, m in found.items()}
+    for col, g in decoded.items():
+        if col in rec:
+            results.append(score("structure", col, "none", rec[col].to_numpy(dtype=object), g,
+                                 truth[col], everyone))
+    yguess = decoded["tok_dob_year"]
     for ov in overlaps:
         label = f"{round(ov * 100)}%"
         ref_ids = sample_reference(ctx.pop.index.to_numpy(), ov, seed)
@@ -171,10 +184,13 @@ def run_suite(ctx: Context, overlaps: Iterable[float] = (0.25, 0.5, 1.0), seed: 
             results.append(score("frequency", col, label, rec[col].to_numpy(dtype=object),
                                  freq[col], truth[col], att))
         # Sex from the given names the alignment decoded (no frequency table for sex needed).
-        given = freq.get("tok_given_name", pub["tok_given_name"])
-        sguess = _by_value(rec["tok_sex"], structure.decode_sex(rec, given))
-        results.append(score("structure", "tok_sex", label, rec["tok_sex"].to_numpy(dtype=object),
-                             sguess, truth["tok_sex"], att))
+        given = freq.get("tok_given_name", pub.get("tok_given_name", none))
+        sguess = none
+        if "tok_sex" in rec:
+            sguess = _by_value(rec["tok_sex"], structure.decode_sex(rec, given))
+            results.append(score("structure", "tok_sex", label,
+                                 rec["tok_sex"].to_numpy(dtype=object), sguess,
+                                 truth["tok_sex"], att))
         best: dict[str, np.ndarray] = {}
         for how in ("pattern", "graph") if graph else ("pattern",):
             for col in ctx.columns("bf_"):
@@ -185,13 +201,11 @@ def run_suite(ctx: Context, overlaps: Iterable[float] = (0.25, 0.5, 1.0), seed: 
                 best[f"{how}:{col}"] = g
         step(f"combined re-identification, overlap {label}")
         base = {"sex": sguess, "year": yguess,
-                "district": freq.get("tok_postcode_district",
-                                     np.full(len(rec), None, dtype=object))}
+                "district": freq.get("tok_postcode_district", none)}
         variants = {"frequency": (freq.get("tok_given_name"), freq.get("tok_family_name"))}
         if graph:
             variants["graph"] = (best.get("graph:bf_given_name"), best.get("graph:bf_family_name"))
         for name, (gv, fv) in variants.items():
-            none = np.full(len(rec), None, dtype=object)
             gs = {**base, "given": gv if gv is not None else none,
                   "family": fv if fv is not None else none}
             r, p, n = combined(ctx, gs, ref_ids, month_c, day_c)
