@@ -35,6 +35,8 @@ from rich.table import Table  # noqa: E402
 from benchmarks.attacks.suite import Context, max_reidentification, run_suite  # noqa: E402
 
 console = Console()
+if not console.is_terminal:  # piped to a file: keep the column names whole
+    console = Console(width=120)
 
 
 def prepare(run: Path, people: int, seed: int) -> None:
@@ -71,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
                         f"{args.seed}, encoding spec v{ctx.spec['encoding_spec_version']})")
     for c, j in (("attack", "left"), ("target", "left"), ("overlap", "left"),
                  ("records", "right"), ("distinct values", "right"), ("n rec/val", "right")):
-        table.add_column(c, justify=j)  # type: ignore[arg-type]
+        table.add_column(c, justify=j, no_wrap=True)  # type: ignore[arg-type]
     for r in sorted(results, key=lambda r: (r.attack, r.target, r.overlap)):
         style = "red" if r.records > 0.01 else ""
         table.add_row(r.attack, r.target, r.overlap, f"[{style}]{r.records:.1%}" if style
