@@ -1,0 +1,1 @@
+"""Benchmarks and the attack suite (benchmarks.attacks); scripts run by path."""

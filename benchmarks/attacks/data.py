@@ -1,0 +1,195 @@
+"""What the curious hub holds, the attacker's plaintext reference set, and (evaluation only)
+the ground truth that scores each guess.
+
+The attacker plays the hub: it reads the warehouse's identifiers and payload tables after a real
+bridge run. It also holds plaintext (names, DOB, sex, address) for a share of the same people
+("overlap") and public-style frequency tables. Ground truth (which person a hub record is) comes
+from decrypting each record_ref with its own agency's key: the scorer does that, never the attack.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from ig_bridge.encoding import Encoder, load_encoding_spec
+from ig_bridge.keys import KeyStore, LinkKey, decrypt_record_ref
+from ig_bridge.normalise import normalise_identifiers, normalise_name_value
+
+SEP = "\x1f"  # the bridge's separator between combined fields (ig_bridge.encoding._SEP)
+# Reference fields the attacker holds in plaintext, as canonical identifier fields.
+REF_FIELDS = ("given_name", "middle_names", "family_name", "other_names", "date_of_birth", "sex",
+              "address_line_1", "postcode")
+
+
+@dataclass
+class HubData:
+    """Identifier rows the hub holds (one per record) + year_group from its payload table."""
+
+    records: pd.DataFrame  # record_ref, agency, tok_*, blk_*, bf_* (bytes) , year_group
+    bloom_bits: dict[str, np.ndarray]  # bf column -> (n, bits) bool, all-False where null
+    bloom_null: dict[str, np.ndarray]  # bf column -> (n,) bool
+
+
+def _bits_from_text(texts: pd.Series, nbits: int) -> tuple[np.ndarray, np.ndarray]:
+    null = texts.isna().to_numpy()
+    filled = texts.fillna("0" * nbits).astype(str)
+    joined = "".join(filled.tolist()).encode("ascii")
+    arr = (np.frombuffer(joined, dtype=np.uint8) - 48).astype(bool)
+    return arr.reshape(len(texts), nbits), null
+
+
+def load_hub(warehouse: Path, spec: dict[str, Any] | None = None) -> HubData:
+    """Everything the hub's warehouse holds that the attacks use (read-only)."""
+    spec = spec or load_encoding_spec()
+    con = duckdb.connect(str(warehouse), read_only=True)
+    try:
+        cols = [r[0] for r in con.execute("DESCRIBE identifiers").fetchall()]
+        bf = [c for c in cols if c.startswith("bf_")]
+        sel = ", ".join(f'"{c}"::VARCHAR AS "{c}"' if c in bf else f'"{c}"' for c in cols)
+        rec = con.execute(f"SELECT {sel} FROM identifiers ORDER BY agency, record_ref").df()
+        pay = con.execute("SELECT record_ref, agency, year_group FROM payload "
+                          "WHERE year_group IS NOT NULL").df()
+    finally:
+        con.close()
+    rec = rec.merge(pay.drop_duplicates(["agency", "record_ref"]), how="left",
+                    on=["agency", "record_ref"])
+    bits, nulls = {}, {}
+    for c in bf:
+        conf = spec["bloom"]["columns"].get(c)
+        nb = (int(conf["bits"]) >> int(conf.get("fold", 0))) if conf else \
+            len(rec[c].dropna().iloc[0])
+        bits[c], nulls[c] = _bits_from_text(rec[c], nb)
+    return HubData(rec, bits, nulls)
+
+
+# --------------------------------------------------------------------------- ground truth
+
+
+def record_persons(run: Path, hub: HubData) -> np.ndarray:
+    """Evaluation only: the true person id of each hub record (-1 if not found), by
+    decrypting record_refs with each agency's own ref key and joining ground truth."""
+    gt = pd.read_parquet(Path(run) / "population" / "ground_truth" / "records.parquet",
+                         columns=["agency", "record_id", "person_id"])
+    gt["record_id"] = gt["record_id"].astype(str)
+    ids = np.empty(len(hub.records), dtype=object)
+    for agency, idx in hub.records.groupby("agency").indices.items():
+        keys = KeyStore(Path(run) / "agency" / agency / "keys", agency).ref_keys()
+        refs = hub.records["record_ref"].to_numpy()[idx]
+        ids[idx] = [decrypt_record_ref(r, keys) for r in refs]
+    df = pd.DataFrame({"agency": hub.records["agency"], "record_id": ids.astype(str)})
+    out = df.merge(gt.drop_duplicates(["agency", "record_id"]), how="left",
+                   on=["agency", "record_id"])["person_id"]
+    return out.fillna(-1).astype(np.int64).to_numpy()
+
+
+def population_plaintext(run: Path) -> pd.DataFrame:
+    """True identifiers of every person of the population (current address), normalised
+    the way the bridge normalises: the universe the attacker's reference set is drawn from."""
+    gt = Path(run) / "population" / "ground_truth"
+    persons = pd.read_parquet(gt / "persons.parquet")
+    hist = pd.read_parquet(gt / "address_history.parquet")
+    addr = pd.read_parquet(gt / "addresses.parquet")
+    current = hist[hist["date_to"].isna()].drop_duplicates("household_id")
+    cur = current.merge(addr, on="address_id")[["household_id", "address_line_1", "postcode"]]
+    p = persons.merge(cur, how="left", on="household_id")
+    raw = pd.DataFrame({
+        "record_id": p["person_id"].astype(str),
+        "given_name": p["given_name"], "middle_names": p["middle_names"],
+        "family_name": p["family_name"], "other_names": p["other_names"],
+        "date_of_birth": pd.to_datetime(p["date_of_birth"]).dt.strftime("%Y-%m-%d"),
+        "sex": p["sex"], "address_line_1": p["address_line_1"], "postcode": p["postcode"],
+    }).astype(object).where(lambda f: f.notna(), None)
+    norm = normalise_identifiers(raw, ["%Y-%m-%d"]).frame
+    norm.index = p["person_id"].to_numpy()
+    return norm
+
+
+def sample_reference(person_ids: np.ndarray, overlap: float, seed: int) -> np.ndarray:
+    """The persons the attacker holds plaintext for: `overlap` of the population."""
+    rng = np.random.default_rng(seed)
+    ids = np.unique(person_ids)
+    n = max(1, int(round(overlap * len(ids))))
+    return np.sort(rng.choice(ids, size=n, replace=False))
+
+
+# --------------------------------------------------------------------------- preimages
+
+
+def _dummy_encoder(spec: dict[str, Any]) -> Encoder:
+    # The preimage code needs no key; a throwaway key keeps Encoder's constructor happy.
+    return Encoder(LinkKey(version=1, secret=b"\0" * 32), spec)
+
+
+def preimage(spec: dict[str, Any], frame: pd.DataFrame, column: str) -> np.ndarray:
+    """The plaintext string each row's `column` encodes (None where missing): the bridge's own
+    value-building code, so the attacker's guesses and the truth are in the bridge's form.
+    A public spec + public code give the attacker exactly this."""
+    enc = _dummy_encoder(spec)
+    for section in ("tokens", "blocking", "bloom"):
+        col = ((spec.get(section) or {}).get("columns") or {}).get(column)
+        if col is None:
+            continue
+        if section == "bloom":
+            parts = [enc._source(frame, s, {**col, "compact": False})
+                     for s in col.get("sources") or [col["source"]]]
+            vals = []
+            for c, u in parts:
+                vals.append(np.where(c >= 0, np.append(u, None)[c], None))
+            out = np.empty(len(frame), dtype=object)
+            for i in range(len(frame)):
+                row = [v[i] for v in vals]
+                out[i] = None if all(r is None for r in row) else \
+                    SEP.join("" if r is None else str(r) for r in row)
+            return out
+        codes, uniq = enc._combined(frame, col)
+        return np.where(codes >= 0, np.append(uniq, None)[codes], None)
+    raise KeyError(column)
+
+
+def public_name_table(kind: str) -> pd.Series:
+    """Census-style frequency table from the generator's published name lists (rank order +
+    Zipf weights): normalised name -> expected share."""
+    from synthetic_data.names import FEMALE, MALE, SURNAMES, zipf_weights
+
+    if kind == "given_name":
+        names = FEMALE + MALE
+        w = np.concatenate([zipf_weights(len(FEMALE)), zipf_weights(len(MALE))]) / 2
+    else:
+        names, w = SURNAMES, zipf_weights(len(SURNAMES), 0.9)
+    keys = []
+    for n in names:
+        v = normalise_name_value(n) or ""
+        keys.append(v.replace(" ", "") if kind == "family_name" else v.split()[0])
+    return pd.Series(w, index=keys).groupby(level=0).sum().sort_values(ascending=False)
+
+
+def bridge_and_ingest(run: Path, *, people: int, seed: int) -> None:
+    """A real partnership run up to the hub's warehouse: population, keys, every agency's bridge
+    (ig_bridge.split.run_bridge), hub ingest. No linkage: the attacks need only what is held."""
+    from ig_bridge.split import run_bridge
+    from linkage.config import HubPaths
+    from linkage.ingest import ingest_landing
+    from schemas.mapping import load_all_mappings
+    from synthetic_data.generate import generate_population
+    from synthetic_data.parties import provision_partnership
+
+    run = Path(run)
+    pop = run / "population"
+    if not (pop / "population.json").exists():
+        generate_population(pop, seed, people)
+    root = Path(__file__).resolve().parents[2]
+    mappings = load_all_mappings(root / "schemas" / "agencies")
+    codes = sorted(p.name for p in (pop / "extracts").iterdir() if p.name in mappings)
+    provision_partnership(run, codes)
+    for code in codes:
+        extract = next(p for p in sorted((pop / "extracts" / code).iterdir()) if p.is_file())
+        run_bridge(extract, mappings[code].path, run / "agency" / code, run / "landing")
+    report = ingest_landing(HubPaths.for_run(run).ensure())
+    if report.refused:
+        raise RuntimeError(f"hub refused batches: {[o.reason_code for o in report.refused]}")

@@ -1,0 +1,47 @@
+"""Scoring: the share of records and of distinct hub values an attack re-identified correctly."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+
+
+@dataclass(frozen=True)
+class AttackResult:
+    attack: str  # e.g. "frequency", "graph", "pattern", "structure", "combined"
+    target: str  # the hub column(s) attacked
+    overlap: str  # "25%" / "50%" / "100%" / "public"
+    records: float  # share of attackable records whose plaintext was recovered
+    values: float  # share of distinct hub values decoded to their true plaintext
+    n_records: int
+    n_values: int
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def score(attack: str, target: str, overlap: str, hub_values: np.ndarray, guesses: np.ndarray,
+          truth: np.ndarray, attackable: np.ndarray) -> AttackResult:
+    """hub_values: the hub's value per record (token / Bloom bytes; None = missing);
+    guesses: the attacker's plaintext guess per record (None = no guess); truth: the true
+    plaintext per record (None = unknown). Records count when the hub holds a value, the truth
+    is known and `attackable` (the person is in the attacker's reference set)."""
+    hv = pd.Series(hub_values, dtype=object)
+    ok = hv.notna().to_numpy() & pd.notna(truth) & attackable
+    n = int(ok.sum())
+    if not n:
+        return AttackResult(attack, target, overlap, 0.0, 0.0, 0, 0)
+    g, t = guesses[ok], truth[ok]
+    hit = np.array([a is not None and a == b for a, b in zip(g, t, strict=True)], dtype=bool)
+    # A distinct value counts as decoded when the guess equals the plaintext most of its
+    # records carry (corrupted variants of a name are values of their own).
+    df = pd.DataFrame({"v": hv[ok].to_numpy(), "t": t, "g": g})
+    mode = df.groupby("v")["t"].agg(lambda s: s.value_counts().index[0])
+    guess = df.groupby("v")["g"].first()
+    vhit = np.array([a is not None and a == b for a, b in zip(guess.reindex(mode.index), mode,
+                                                             strict=True)])
+    return AttackResult(attack, target, overlap, float(hit.mean()), float(vhit.mean()), n,
+                        len(mode))
+
