@@ -12,13 +12,24 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-console = Console(stderr=True)
+# Outside a terminal (Airflow task logs, CI) rich assumes 80 columns and cuts long cells to
+# "…": the landed path and report path must be printed whole there, on one line to copy.
+_PIPE_WIDTH = 10_000
+
+
+def _console(stderr: bool = False) -> Console:
+    c = Console(stderr=stderr)
+    return c if c.is_terminal else Console(stderr=stderr, width=_PIPE_WIDTH)
+
+
+console = _console(stderr=True)
 
 
 def _summary(res) -> None:  # type: ignore[no-untyped-def]
     t = Table(title=f"Batch {res.batch_id}")
     t.add_column("item")
-    t.add_column("value", justify="right")
+    # fold, never "…": in a narrow terminal a path wraps but stays whole
+    t.add_column("value", justify="right", overflow="fold")
     for k, v in (("rows read", res.rows_read), ("accepted", res.rows_accepted),
                  ("quarantined", res.rows_quarantined), ("landed at", str(res.landed_path)),
                  ("quarantine file", str(res.quarantine_path or "-")),
@@ -26,7 +37,7 @@ def _summary(res) -> None:  # type: ignore[no-untyped-def]
         t.add_row(k, str(v))
     for reason, n in sorted(res.reasons.items()):
         t.add_row(f"  {reason}", str(n))
-    Console().print(t)
+    _console().print(t)
 
 
 def _passphrase(a: argparse.Namespace, confirm: bool = False) -> str:
@@ -45,7 +56,7 @@ def _keys(a: argparse.Namespace) -> int:
     from ig_bridge.keys import KeyFileError, KeyStore, WrongPassphraseError, describe_public_key
 
     store = KeyStore(a.agency_dir / "keys", a.agency)
-    out = Console()
+    out = _console()
     try:
         if a.action == "init":
             made = []
@@ -143,7 +154,7 @@ def _reidentify(a: argparse.Namespace) -> int:
         t.add_row(ident.record_ref[:16] + "...", "yes" if ident.found else "no",
                   *(str(d.get(k) or "") for k in ("given_name", "family_name", "date_of_birth",
                                                    "address", "postcode")))
-    Console().print(t)
+    _console().print(t)
     return 0
 
 
@@ -159,7 +170,7 @@ def _rotation(a: argparse.Namespace) -> int:
     )
     from ig_bridge.split import BridgeKeysMissing, ExtractRefused
 
-    out = Console()
+    out = _console()
     try:
         if a.action == "ref":
             if a.new_version:
