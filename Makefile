@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 VAR    ?= var
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean airflow
 
 $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "needs $(PYTHON) on PATH"; exit 1; }
@@ -31,6 +31,11 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+# The Airflow UI over the demo run folder (make demo first): examples off, 2 task slots, one
+# api-server worker. The admin password is printed, and kept in var/demo/airflow.
+airflow: $(STAMP)
+	JOINEDUP_VENV=$(abspath $(VENV)) JOINEDUP_RUN_DIR=$(abspath $(VAR))/demo scripts/airflow_env.sh airflow standalone
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py

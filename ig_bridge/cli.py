@@ -12,13 +12,24 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-console = Console(stderr=True)
+# Outside a terminal (Airflow task logs, CI) rich assumes 80 columns and cuts long cells to
+# "…": the landed path and report path must be printed whole there, on one line to copy.
+_PIPE_WIDTH = 10_000
+
+
+def _console(stderr: bool = False) -> Console:
+    c = Console(stderr=stderr)
+    return c if c.is_terminal else Console(stderr=stderr, width=_PIPE_WIDTH)
+
+
+console = _console(stderr=True)
 
 
 def _summary(res) -> None:  # type: ignore[no-untyped-def]
     t = Table(title=f"Batch {res.batch_id}")
     t.add_column("item")
-    t.add_column("value", justify="right")
+    # fold, never "…": in a narrow terminal a path wraps but stays whole
+    t.add_column("value", justify="right", overflow="fold")
     for k, v in (("rows read", res.rows_read), ("accepted", res.rows_accepted),
                  ("quarantined", res.rows_quarantined), ("landed at", str(res.landed_path)),
                  ("quarantine file", str(res.quarantine_path or "-")),
@@ -31,7 +42,7 @@ def _summary(res) -> None:  # type: ignore[no-untyped-def]
         nulled[f] = nulled.get(f, 0) + 1
     for f, n in sorted(nulled.items()):
         t.add_row(f"  payload.{f}: not in vocabulary, nulled", str(n))
-    Console().print(t)
+    _console().print(t)
 
 
 def _passphrase(a: argparse.Namespace, confirm: bool = False) -> str:
@@ -50,7 +61,7 @@ def _keys(a: argparse.Namespace) -> int:
     from ig_bridge.keys import KeyFileError, KeyStore, WrongPassphraseError, describe_public_key
 
     store = KeyStore(a.agency_dir / "keys", a.agency)
-    out = Console()
+    out = _console()
     try:
         if a.action == "init":
             made = []
@@ -157,7 +168,7 @@ def _reidentify(a: argparse.Namespace) -> int:
         t.add_row(ident.record_ref[:16] + "...", "yes" if ident.found else "no",
                   *(str(d.get(k) or "") for k in ("given_name", "family_name", "date_of_birth",
                                                    "address", "postcode")))
-    Console().print(t)
+    _console().print(t)
     return 0
 
 
@@ -173,7 +184,7 @@ def _rotation(a: argparse.Namespace) -> int:
     )
     from ig_bridge.split import BridgeKeysMissing, ExtractRefused
 
-    out = Console()
+    out = _console()
     try:
         if a.action == "ref":
             if a.new_version:
@@ -222,7 +233,7 @@ def _protocols(a: argparse.Namespace) -> int:
     for e in sorted(agreed.protocols.values(), key=lambda e: e.protocol_id):
         t.add_row(e.protocol_id, str(e.version), e.sha256[:16],
                   "allowed" if e.identity_allowed else "no", e.agreed_at, e.agreed_by)
-    Console().print(t)
+    _console().print(t)
     return 0
 
 

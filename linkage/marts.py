@@ -32,6 +32,16 @@ from linkage.disclosure import DEFAULT_THRESHOLD, register_rows, write_aggregate
 from linkage.warehouse import payload_column_types
 
 AGE_BANDS = ("0-4", "5-10", "11-15", "16-17", "18+", "unknown")
+# Where each band comes from, for the age_bands lookup table (bands sort by age, not as text).
+AGE_BAND_SOURCES = {
+    "0-4": "on a health-visiting caseload (HV visit_type)",
+    "5-10": "school year group Reception to 5 (SCH year_group)",
+    "11-15": "school year group 6 to 10 (SCH year_group)",
+    "16-17": "school year group 11 to 13 (SCH year_group)",
+    "18+": "lead or joint tenant (HSG tenure_role)",
+    "unknown": "no linked record carries an age-bearing payload field: the hub never holds a "
+               "date of birth, and GP, police, early-help and social-care extracts send none",
+}
 SIZE_BANDS = ((1, "1"), (2, "2"), (4, "3-4"), (6, "5-6"), (10**9, "7+"))
 
 # (fact, SQL condition over payload p). Counts of records, by agency and event month.
@@ -251,8 +261,12 @@ def collect(con: duckdb.DuckDBPyConnection, rules: FlagRules | None = None,
         FROM person p WHERE p.status = 'active' ORDER BY p.person_id""").df()
     ages = _age_bands(con).set_index("person_id")["age_band"]
     persons["age_band"] = persons["person_id"].map(ages).fillna("unknown")
-    persons = persons[["person_id", "age_band", "n_agencies", "household_id",
+    persons["age_band_order"] = persons["age_band"].map(AGE_BANDS.index).astype("int32")
+    persons = persons[["person_id", "age_band", "age_band_order", "n_agencies", "household_id",
                        "family_network_id"]]
+    age_bands = pd.DataFrame({"age_band": list(AGE_BANDS),
+                              "age_band_order": list(range(len(AGE_BANDS))),
+                              "inferred_from": [AGE_BAND_SOURCES[b] for b in AGE_BANDS]})
     households = con.execute("""
         SELECT household_id, n_members, n_agencies FROM household WHERE status = 'active'
         ORDER BY household_id""").df()
@@ -312,7 +326,8 @@ def collect(con: duckdb.DuckDBPyConnection, rules: FlagRules | None = None,
         agg["agg_consent_coverage"] = _complete(
             consent, ["purpose", "agency", "state"],
             {"state": ["given", "refused", "withdrawn", "none"]})
-    return {"persons": persons, "households": households, "agency_involvement": involvement,
+    return {"persons": persons, "age_bands": age_bands, "households": households,
+            "agency_involvement": involvement,
             "household_involvement": hh_inv, "person_flags": flags[["person_id", "flag", "source"]],
             "flag_rules": flag_rules, **agg}
 
@@ -320,6 +335,8 @@ def collect(con: duckdb.DuckDBPyConnection, rules: FlagRules | None = None,
 DESCRIPTIONS = {
     "persons": "One row per active linked person: pseudonymous ids, inferred age band, flags "
                "in person_flags. No sex band: the hub holds sex only as a keyed token.",
+    "age_bands": "The age bands in age order (join on age_band, ORDER BY age_band_order) and "
+                 "what each is inferred from.",
     "households": "One row per active household: size band and number of agencies involved.",
     "agency_involvement": "Person x agency: records and first/last event month.",
     "household_involvement": "Household x agency: members involved and first/last event month.",
@@ -334,8 +351,8 @@ DESCRIPTIONS = {
     "agg_flags": "Persons with each flag, by age band.",
     "agg_consent_coverage": "Persons known to each agency by consent purpose and current state.",
 }
-ROW_TABLES = ("persons", "households", "agency_involvement", "household_involvement",
-              "person_flags", "flag_rules")
+ROW_TABLES = ("persons", "age_bands", "households", "agency_involvement",
+              "household_involvement", "person_flags", "flag_rules")
 
 
 def build_marts(con: duckdb.DuckDBPyConnection, marts_path: Path | str, run_id: str,

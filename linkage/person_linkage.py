@@ -39,6 +39,7 @@ from linkage.comparisons import (
     training_blocking_rules,
     twin_like,
 )
+from linkage.splink_logging import summarise_untrained_m
 from linkage.txn import atomic
 from linkage.warehouse import (
     ensure_keyless_table,
@@ -686,14 +687,18 @@ def estimate_parameters(linker: Linker, columns: list[str],
             max_pairs=settings.u_max_pairs, seed=settings.seed, num_chunks=1
         )
         trained_on = 0
-        for rule in training_blocking_rules(columns):
-            # A small partnership may have no pair at all in one training block (e.g. no two
-            # agencies holding NHS numbers yet); EM on the other blocks still estimates m.
-            try:
-                linker.training.estimate_parameters_using_expectation_maximisation(rule)
-                trained_on += 1
-            except Exception as exc:  # noqa: BLE001 - Splink raises plain errors here
-                log.warning("EM skipped a training block (%s)", type(exc).__name__)
+        # Splink warns once per level EM could not train (39 lines in the demo); one summary
+        # of the levels left at their starting values replaces them (linkage.splink_logging).
+        with summarise_untrained_m(linker, log):
+            for rule in training_blocking_rules(columns):
+                # A small partnership may have no pair at all in one training block (e.g. no
+                # two agencies holding NHS numbers yet); EM on the other blocks still
+                # estimates m.
+                try:
+                    linker.training.estimate_parameters_using_expectation_maximisation(rule)
+                    trained_on += 1
+                except Exception as exc:  # noqa: BLE001 - Splink raises plain errors here
+                    log.warning("EM skipped a training block (%s)", type(exc).__name__)
         if trained_on == 0:
             raise ValueError("no training block produced any record pair: too few records "
                              "shared between agencies to estimate the model")

@@ -404,6 +404,7 @@ def write_sar(out: Path, person_id: str, agency: str | None = None) -> Path:
         collect_sar,
         reidentify_for_sar,
         render_sar,
+        write_sar_file,
     )
     from ig_bridge.keys import KeyStore
     from ig_bridge.reid_service import extract_lookup
@@ -427,9 +428,8 @@ def write_sar(out: Path, person_id: str, agency: str | None = None) -> Path:
                              audit_log=adir / "audit.log", requesting_user="sar.officer")
     earlier = agency_identity_requests(adir / "audit.log", report.record_refs.get(agency, []))
     path = adir / "sar" / f"sar_{person_id}.html"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_sar(report, ids, earlier), "utf-8")
-    return path
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return write_sar_file(path, render_sar(report, ids, earlier))
 
 
 def post_hub(out: Path, *, baseline: bool = True, start: dt.datetime | None = None

@@ -174,3 +174,23 @@ def test_rotation_and_reidentification(world, capsys) -> None:
     assert main(args) == 2
     assert "belongs to another agency" in capsys.readouterr().err
     assert verify_audit_chain(log) == 3
+
+
+def test_summary_prints_whole_paths_outside_a_terminal(world, capsys, monkeypatch) -> None:
+    """Airflow logs and CI are not terminals: rich would cut the landed path to '…' at 80
+    columns. Run a real batch deep in a long folder and read the summary as a log would."""
+    tmp, mp, ext = world
+    monkeypatch.delenv("COLUMNS", raising=False)
+    deep = tmp / ("a-long-partnership-folder-name-" * 4) / "bridge"
+    lead = ["--agency-dir", str(deep / "SCH"), "--agency", "SCH"]
+    assert keys("init", *lead, "--partnership-lead") == 0
+    capsys.readouterr()
+    assert main(["run", str(ext), "--mapping", str(mp), "--agency-dir", str(deep / "SCH"),
+                 "--landing", str(deep / "landing")]) == 0
+    out = capsys.readouterr().out
+    assert "…" not in out
+    (batch,) = landed_batches(deep / "landing", "SCH")
+    landed = next(ln for ln in out.splitlines() if "landed at" in ln)
+    assert len(str(batch)) > 120 and str(batch) in landed  # whole, on one line
+    report = next(ln for ln in out.splitlines() if ln.strip("│ ").startswith("report"))
+    assert str(deep / "SCH") in report

@@ -109,7 +109,12 @@ def test_sar_is_written_agency_side_and_no_identity_reaches_the_hub(demo: dict) 
     person = result["week"].sar_person
     assert sar.is_relative_to(run / "agency") and person in sar.name
     text = sar.read_text("utf-8")
-    assert "s47_child_protection_enquiry" in text and "withhold_request" in text
+    # in words for the person who asked: the agreement's title, the turned-down request
+    assert "Child protection enquiry (Children Act 1989 s.47)" in text
+    assert "s47_child_protection_enquiry" not in text and "withhold_request" not in text
+    assert "The request was not answered" in text
+    # it holds name, date of birth and address: owner-only, in an owner-only folder
+    assert sar.stat().st_mode & 0o777 == 0o600 and sar.parent.stat().st_mode & 0o777 == 0o700
     # the identity the agency put in the SAR appears nowhere on the hub side
     block = text[text.index("Who this report is about"):text.index("Records held")]
     values = [html.unescape(kv.split(": ", 1)[1])

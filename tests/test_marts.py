@@ -76,8 +76,8 @@ def test_persons_households_and_involvement_match_warehouse(marts, wh) -> None: 
     hh = dict(wh.execute("SELECT person_id, household_id FROM household_member").fetchall())
     assert all(hh.get(r.person_id) == r.household_id for r in p.itertuples()
                if pd.notna(r.household_id))
-    assert set(p.columns) == {"person_id", "age_band", "n_agencies", "household_id",
-                              "family_network_id"}
+    assert set(p.columns) == {"person_id", "age_band", "age_band_order", "n_agencies",
+                              "household_id", "family_network_id"}
     inv = marts.execute("SELECT count(*) FROM agency_involvement").fetchone()[0]
     assert inv == wh.execute("SELECT count(*) FROM (SELECT DISTINCT person_id, agency "
                              "FROM record_person)").fetchone()[0]
@@ -138,3 +138,71 @@ def test_bad_flag_rules_name_file_and_key(tmp_path: Path) -> None:
                    "      - {field: not_a_field, equals: true}\n")
     with pytest.raises(MartsError, match=r"flags.yaml: flags.x.when\[0\].field"):
         load_flag_rules(bad)
+
+
+# ------------------------------------------------------------------ the analyst guide's queries
+
+
+GUIDE = Path(__file__).parents[1] / "docs" / "analyst_guide.md"
+
+
+def _guide_queries() -> list[str]:
+    import re
+
+    qs = re.findall(r"```sql\n(.*?)```", GUIDE.read_text("utf-8"), re.S)
+    assert len(qs) >= 8
+    return qs
+
+
+def test_age_bands_sort_in_age_order(marts) -> None:  # noqa: ANN001
+    from linkage.marts import AGE_BANDS
+
+    bands = [r[0] for r in marts.execute(
+        "SELECT age_band FROM age_bands ORDER BY age_band_order").fetchall()]
+    assert bands == list(AGE_BANDS)
+    assert sorted(bands) != bands  # as text they would not be in age order: the column matters
+    # each person's order agrees with the lookup table
+    bad = marts.execute("""SELECT count(*) FROM persons p JOIN age_bands b USING (age_band)
+                           WHERE p.age_band_order <> b.age_band_order""").fetchone()[0]
+    assert bad == 0
+    assert marts.execute("SELECT count(*) FROM persons WHERE age_band_order IS NULL"
+                         ).fetchone()[0] == 0
+
+
+def test_every_guide_query_runs_sorted_and_without_null_list_elements(marts) -> None:  # noqa: ANN001
+    from linkage.marts import AGE_BANDS
+
+    empty_lists = 0
+    cur = marts.cursor()  # its own connection state: earlier tests leave results open
+    for q in _guide_queries():
+        rel = cur.sql(q)
+        df = rel.df()
+        assert len(df) > 0, q  # every example returns something on a real run
+        for col, typ in zip(rel.columns, rel.types, strict=True):
+            if str(typ).endswith("[]"):
+                for v in df[col]:
+                    assert v is not None, (q, col)
+                    assert all(x is not None for x in v), (q, col, v)
+                    empty_lists += len(v) == 0
+        if "age_band" in df.columns and "flag" not in df.columns:
+            order = [AGE_BANDS.index(b) for b in df["age_band"]]
+            assert order == sorted(order), q
+    assert empty_lists > 0  # persons/households with no flag appear, as [] not [NULL]
+
+
+def test_the_guides_query_helper_works_without_a_duckdb_cli(outputs: Outputs) -> None:
+    path = outputs.paths.marts / "analyst.duckdb"
+    text = GUIDE.read_text("utf-8")
+    assert "python -m linkage.marts_query" in text and "duckdb -readonly" not in text
+    q = "SELECT age_band, count(*) AS n FROM persons GROUP BY ALL ORDER BY min(age_band_order)"
+    res = subprocess.run([sys.executable, "-m", "linkage.marts_query", str(path), "--csv", q],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert lines[0] == "age_band,n" and lines[1].startswith("0-4,")
+    # read-only: an attempt to change the published marts is refused and changes nothing
+    before = path.read_bytes()
+    res = subprocess.run([sys.executable, "-m", "linkage.marts_query", str(path),
+                          "DELETE FROM persons"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 1 and "read-only" in res.stderr
+    assert path.read_bytes() == before

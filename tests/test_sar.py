@@ -62,7 +62,8 @@ def test_sar_shows_protocols_users_fields_basis_and_break_glass(outputs: Outputs
     bg = next(e for e in rep.entries if e.break_glass)
     assert bg.break_glass["used"] and bg.user_id == "tm1"
     html = render_sar(rep)
-    assert "injuries at school" in html and "CA1989_s47" in html
+    assert "injuries at school" in html
+    assert "Children Act 1989, section 47" in html and "CA1989_s47" not in html
     # the household-relationship decision about b never leaks into a's report
     assert all(e.protocol_id != "early_help_family_support" for e in rep.entries)
 
@@ -91,4 +92,136 @@ def test_reidentification_by_the_originating_agency(outputs: Outputs, tmp_path: 
     b_refs = _sar(outputs, outputs.person_ids[1]).record_refs.get(agency, [])
     assert agency_identity_requests(log, b_refs) == []
     html = render_sar(rep, ids, reqs)
-    assert ids[0].display["given_name"] in html and "subject_access_request" in html
+    assert ids[0].display["given_name"] in html and "your subject access request" in html
+
+
+# ------------------------------------------------------ plain English, identity once, 0600
+
+
+def _visible_text(html: str) -> str:
+    """What the reader sees: tag contents only (ids and classes in attributes are not read)."""
+    import re
+
+    return re.sub(r"<[^>]+>", " ", html)
+
+
+def _codes() -> set[str]:
+    """Every code the audit entries can carry: interactions, reasons (field and break-glass),
+    legal gateways, protocol ids and roles."""
+    import re
+
+    import yaml
+
+    import governance.decisions as dec
+    from governance.decisions import Interaction, Reason
+
+    codes = {i.value for i in Interaction} | {r.value for r in Reason}
+    src = Path(dec.__file__).read_text("utf-8")
+    codes |= set(re.findall(r'problems\.append\("([a-z_]+)"\)', src)) | {"break_glass_invalid"}
+    root = Path(dec.__file__).parents[1] / "schemas"
+    for f in (root / "protocols").glob("*.yaml"):
+        doc = yaml.safe_load(f.read_text("utf-8"))
+        codes |= {doc["id"], doc["legal_gateway"]}
+    codes |= set(yaml.safe_load((root / "roles.yaml").read_text("utf-8"))["roles"])
+    return {c for c in codes if "_" in c}  # one-word codes ("offer", "accept") are words
+
+
+def test_every_code_has_words() -> None:
+    from governance.decisions import Interaction, Reason
+    from governance.reports import sar_words as w
+
+    assert {i.value for i in Interaction} <= set(w.INTERACTIONS)
+    assert {r.value for r in Reason} <= set(w.REASONS)
+    for c in _codes():
+        words = {w.interaction(c), w.reason(c), w.legal_basis(c), w.protocol(c), w.role(c)}
+        # at least one table knows it (no fallback to the code with spaces for underscores)
+        assert words - {c.replace("_", " ")}, c
+
+
+def _agency_side_report(outputs: Outputs, tmp_path: Path, pid: str):  # noqa: ANN202
+    rep = _sar(outputs, pid)
+    truth = pd.read_parquet(outputs.run / "population" / "ground_truth" / "records.parquet")
+    agency = max(sorted(rep.record_refs), key=lambda a: len(rep.record_refs[a]))
+    own = truth[truth["agency"] == agency].astype({"record_id": str})
+    # the agency's own system: its clean names, date of birth and address per record
+    own = pd.DataFrame({
+        "record_id": own["record_id"], "given_name": own["clean_given_name"],
+        "family_name": own["clean_family_name"],
+        "date_of_birth": own["clean_date_of_birth"].dt.strftime("%d/%m/%Y"),
+        "address": own["clean_address_line_1"], "postcode": own["clean_postcode"]})
+    ids = reidentify_for_sar(
+        rep, agency, ref_keys=KeyStore(outputs.run / "agency" / agency / "keys", agency)
+        .ref_keys(), lookup=frame_lookup(own), audit_log=tmp_path / "a.log",
+        requesting_user="dpo")
+    return rep, ids, own
+
+
+def test_sar_reads_in_plain_english_with_identity_once(outputs: Outputs, tmp_path: Path) -> None:
+    from governance.reports import sar_words as w
+
+    for pid in outputs.person_ids[:2]:
+        rep, ids, own = _agency_side_report(outputs, tmp_path, pid)
+        if pid == outputs.person_ids[0]:
+            assert len([i for i in ids if i.found]) >= 2  # several records, one person
+        html = render_sar(rep, ids, agency_identity_requests(tmp_path / "a.log", []))
+        text = _visible_text(html)
+        leaked = sorted(c for c in _codes() if c in text)
+        assert leaked == [], leaked
+        # the identity block once: each of the person's details is printed one time
+        import re
+
+        for key in ("given_name", "family_name", "date_of_birth"):
+            vals = {i.display[key] for i in ids if i.found}
+            assert len(vals) == 1
+            assert len(re.findall(rf"\b{re.escape(vals.pop())}\b", text)) == 1, key
+        assert html.count('id="identity"') == 1
+        # every refusal carries its reason in words
+        refused = [f for e in rep.entries for f in e.refused]
+        if pid == outputs.person_ids[1]:
+            assert any(e.entry_type == "withheld_request" for e in rep.entries)
+        for f in refused:
+            assert f.reasons and all(w.reason(r) in text for r in f.reasons)
+        for e in rep.entries:
+            for r in e.interaction_reasons:
+                assert w.reason(r) in text
+            assert w.protocol(e.protocol_id) in text
+        assert "What the terms mean" in text
+
+
+def test_sar_file_is_owner_only_and_not_written_through_a_planted_link(
+        outputs: Outputs, tmp_path: Path) -> None:
+    import os
+    import stat
+
+    from governance.reports.sar import write_sar_file
+
+    rep, ids, _ = _agency_side_report(outputs, tmp_path, outputs.person_ids[0])
+    html = render_sar(rep, ids)
+    old = os.umask(0o022)  # the usual umask, under which write_text gives 0644
+    try:
+        out = tmp_path / "sar"
+        out.mkdir()
+        fresh = write_sar_file(out / "sar_fresh.html", html)
+        assert stat.S_IMODE(fresh.stat().st_mode) == 0o600
+        assert fresh.read_text("utf-8") == html
+        # attack 1: a world-readable file put there beforehand (by another account, or an old
+        # run) must not keep its 0644 mode once the report is in it
+        pre = out / "sar_pre.html"
+        pre.write_text("old")
+        os.chmod(pre, 0o644)
+        write_sar_file(pre, html)
+        assert stat.S_IMODE(pre.stat().st_mode) == 0o600 and pre.read_text("utf-8") == html
+        # attack 2: a symlink planted at the report's path pointing at a readable file elsewhere:
+        # the report must not be written through it
+        victim = tmp_path / "public.html"
+        victim.write_text("public page")
+        os.chmod(victim, 0o644)
+        link = out / "sar_link.html"
+        link.symlink_to(victim)
+        write_sar_file(link, html)
+        assert victim.read_text("utf-8") == "public page"
+        assert not link.is_symlink() and stat.S_IMODE(link.stat().st_mode) == 0o600
+        assert sorted(p.name for p in out.iterdir()) == [
+            "sar_fresh.html", "sar_link.html", "sar_pre.html"]  # no temporary left behind
+    finally:
+        os.umask(old)

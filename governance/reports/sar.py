@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -50,10 +51,16 @@ class SarEntry:
     interactions: tuple[str, ...]
     fields: tuple[SarField, ...]
     break_glass: Mapping[str, Any] | None = None
+    # reasons recorded on the interactions (a withheld request has no fields, only these)
+    interaction_reasons: tuple[str, ...] = ()
 
     @property
     def disclosed(self) -> list[SarField]:
         return [f for f in self.fields if f.allowed]
+
+    @property
+    def refused(self) -> list[SarField]:
+        return [f for f in self.fields if not f.allowed]
 
 
 @dataclass
@@ -83,6 +90,8 @@ def _entry(seq: int, recorded_at: str, body: Mapping[str, Any]) -> SarEntry:
                               f.get("legal_basis"), tuple(f.get("reasons") or []))
                      for f in body.get("fields") or []),
         break_glass=body.get("break_glass"),
+        interaction_reasons=tuple(dict.fromkeys(
+            str(r) for i in body.get("interactions") or [] for r in i.get("reasons") or [])),
     )
 
 
@@ -145,15 +154,78 @@ def agency_identity_requests(audit_log: Path | str, refs: Sequence[str]) -> list
     return out
 
 
+IDENTITY_LABELS = {"given_name": "First name", "family_name": "Last name",
+                   "date_of_birth": "Date of birth", "address": "Address",
+                   "postcode": "Postcode"}
+
+
+def merge_identities(identities: Sequence[Any]) -> list[tuple[str, list[str]]]:
+    """One identity for the person out of the agency's records of them: each detail once, with
+    any other values the records hold (an old address) listed after it, never repeated."""
+    merged: dict[str, list[str]] = {}
+    for i in identities:
+        if not getattr(i, "found", False) or not i.display:
+            continue
+        for k, v in i.display.items():
+            if v is None or str(v).strip() == "":
+                continue
+            vals = merged.setdefault(k, [])
+            if str(v) not in vals:
+                vals.append(str(v))
+    order = [k for k in IDENTITY_LABELS if k in merged] + sorted(set(merged) - set(IDENTITY_LABELS))
+    return [(IDENTITY_LABELS.get(k, k.replace("_", " ").capitalize()), merged[k]) for k in order]
+
+
+def _glossary(report: SarReport) -> list[tuple[str, str]]:
+    """The agreements and laws this report mentions, explained once."""
+    from governance.reports import sar_words as w
+
+    out: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for e in report.entries:
+        if e.protocol_id not in seen and e.protocol_id != "None":
+            seen.add(e.protocol_id)
+            out.append((w.protocol(e.protocol_id), w.protocol_purpose(e.protocol_id)))
+        for basis in [e.legal_gateway, *(f.legal_basis for f in e.disclosed)]:
+            if basis and basis not in seen:
+                seen.add(basis)
+                out.append((w.legal_basis(basis).split(" (")[0], w.legal_basis_explained(basis)))
+    return out
+
+
 def render_sar(report: SarReport, identities: Sequence[Any] = (),
                identity_requests: Sequence[Mapping[str, Any]] = ()) -> str:
-    """HTML for the person. With `identities` (agency side only) the identity block is filled;
-    the hub renders without it."""
+    """HTML for the person, in plain English (codes turned into words by sar_words). With
+    `identities` (agency side only) the identity block is filled once; the hub renders without
+    it."""
     import jinja2
+
+    from governance.reports import sar_words
 
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(resources.files("governance.reports") / "templates")),
         autoescape=True, undefined=jinja2.StrictUndefined)
-    shown = [i.display for i in identities if getattr(i, "found", False) and i.display]
-    return env.get_template("sar.html.j2").render(r=report, identities=shown,
-                                                  identity_requests=list(identity_requests))
+    return env.get_template("sar.html.j2").render(
+        r=report, identity=merge_identities(identities), w=sar_words,
+        identity_requests=list(identity_requests), glossary=_glossary(report))
+
+
+def write_sar_file(path: Path | str, html: str) -> Path:
+    """Write the report readable by its owner only (0600): it holds name, date of birth and
+    address. Created under a fresh temporary name (O_EXCL, O_NOFOLLOW) and renamed into place,
+    so a file or symlink planted at `path` beforehand is replaced, never written through, and
+    never keeps wider permissions."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(html)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
