@@ -24,7 +24,17 @@ HUB_SECRET_SETTINGS = frozenset({
     "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW__CORE__SQL_ALCHEMY_CONN",
     "AIRFLOW__WEBSERVER__SECRET_KEY", "POSTGRES_PASSWORD", "PGPASSWORD", "JOINEDUP_GOVERNANCE_DB",
     "_AIRFLOW_WWW_USER_PASSWORD", "REDIS_HUB_PASSWORD"})
-HUB_VOLUMES = frozenset({"airflow_db", "redis_data", "warehouse", "hub_config", "hub_keys"})
+HUB_VOLUMES = frozenset({"airflow_db", "redis_data", "warehouse", "hub_config",
+                         "hub_sealing_keys", "hub_audit_keys", "hub_request_key", "hub_public",
+                         "ig_lead_trusted_keys"})
+# The hub's private keys: written by the one-off hub-keygen only, read-only everywhere else.
+HUB_KEY_VOLUMES = frozenset({"hub_sealing_keys", "hub_audit_keys", "hub_request_key"})
+KEYGEN = "hub-keygen"
+# Custody (opening sealed batches) runs in the hub worker: the only reader of the sealing key.
+SEALING_KEY_READERS = frozenset({"airflow-worker-hub", KEYGEN})
+# The IG lead's copy of the hub audit public key: no service may write it (the IG lead puts it
+# there in a one-off container), or the hub could vouch for a key of its own choosing.
+TRUSTED_KEYS = "ig_lead_trusted_keys"
 AGENCY_VOLUME_KINDS = ("agency", "keys", "landing", "rekey_landing")
 
 _INTERP = re.compile(r"(?<!\$)\$(?:\{([A-Za-z_][A-Za-z0-9_]*)|([A-Za-z_][A-Za-z0-9_]*))")
@@ -125,6 +135,16 @@ def invariant_violations(compose: dict[str, Any], codes: list[str]) -> list[str]
         acc = access(svc, all_secrets)
         env = environment(svc)
         volumes = acc.rw | acc.ro
+        if "hub_sealing_keys" in volumes and name not in SEALING_KEY_READERS:
+            out.append(f"{name}: holds the hub's sealing private key")
+        writable_keys = sorted(acc.rw & HUB_KEY_VOLUMES)
+        if writable_keys and name != KEYGEN:
+            out.append(f"{name}: mounts hub private key volume(s) {writable_keys} read-write")
+        if TRUSTED_KEYS in acc.rw:
+            out.append(f"{name}: can write the IG lead's trusted audit key")
+        if name == KEYGEN and (TRUSTED_KEYS in volumes or networks(svc)
+                               or svc.get("network_mode") != "none"):
+            out.append(f"{name}: not a network-less container away from the IG lead's keys")
         if kind == "hub":
             bad = sorted(v for v in volumes if v.startswith(("keys_", "agency_")))
             if bad:

@@ -66,11 +66,15 @@ TABLE: dict[str, dict[str, set[str]]] = {
     "airflow-scheduler": row(secrets_=AIRFLOW),
     "airflow-dag-processor": row(secrets_=AIRFLOW),
     "airflow-triggerer": row(secrets_=AIRFLOW),
-    "airflow-worker-hub": row(rw={"warehouse"} | LANDINGS, ro={"hub_config", "hub_keys"},
+    "airflow-worker-hub": row(rw={"warehouse"} | LANDINGS,
+                              ro={"hub_config", "hub_sealing_keys", "hub_audit_keys",
+                                  "ig_lead_trusted_keys"},
                               secrets_=AIRFLOW | {"GOVERNANCE_DB_PASSWORD"}),
-    "governance-api": row(ro={"warehouse", "hub_keys"}, binds={"./docker/hub_api.yaml:ro"},
+    "governance-api": row(ro={"warehouse", "hub_request_key", "hub_audit_keys"},
+                          binds={"./docker/hub_api.yaml:ro"},
                           secrets_={"GOVERNANCE_DB_PASSWORD"}, nets={"hub"} | REID_NETS),
-    "hub-keygen": row(rw={"hub_keys"}, nets=()),
+    "hub-keygen": row(rw={"hub_sealing_keys", "hub_audit_keys", "hub_request_key",
+                          "hub_public"}, nets=()),
 }
 for _c in CODES:
     TABLE[f"bridge-{_c}"] = row(rw={f"agency_{_c}", f"landing_{_c}", f"rekey_landing_{_c}"},
@@ -107,8 +111,22 @@ def test_table_gives_no_agency_container_anything_of_another_party() -> None:
         for net in (f"agency_{c}", f"reid_{c}"):
             members = {n for n, r in TABLE.items() if net in r["networks"]}
             assert {party(n, CODES)[1] for n in members} <= {c, None}, net
-    hub_keys = {n for n, r in TABLE.items() if "hub_keys" in r["rw"] | r["ro"]}
-    assert hub_keys == {"airflow-worker-hub", "governance-api", "hub-keygen"}
+
+    def holders(volume: str, mode: str = "any") -> set[str]:
+        return {n for n, r in TABLE.items()
+                if volume in (r["rw"] | r["ro"] if mode == "any" else r[mode])}
+
+    # the sealing private key only where custody runs; the audit key where checkpoints are
+    # signed; the request key where re-identification requests are; all written by keygen only
+    assert holders("hub_sealing_keys") == {"airflow-worker-hub", "hub-keygen"}
+    assert holders("hub_audit_keys") == {"airflow-worker-hub", "governance-api", "hub-keygen"}
+    assert holders("hub_request_key") == {"governance-api", "hub-keygen"}
+    for v in ("hub_sealing_keys", "hub_audit_keys", "hub_request_key"):
+        assert holders(v, "rw") == {"hub-keygen"}, v
+    # the IG lead's trusted audit key: read by the report stage, written by no service
+    assert holders("ig_lead_trusted_keys") == {"airflow-worker-hub"}
+    assert holders("ig_lead_trusted_keys", "rw") == set()
+    assert holders("hub_public") == {"hub-keygen"}
 
 
 # ---- the checks catch known bad edits of the real file -----------------------------------
@@ -156,9 +174,43 @@ BAD_EDITS = {
          'ping | grep -q PONG"', '"redis-cli ping"', 1),
         ["redis: healthcheck does not authenticate"]),
     "governance API mounts an agency's keys": (
-        ("      - hub_keys:/opt/joinedup/hub/keys:ro\n    ports:",
-         "      - hub_keys:/opt/joinedup/hub/keys:ro\n      - keys_csc:/keys:ro\n    ports:", 1),
+        ("      - hub_audit_keys:/opt/joinedup/audit_keys:ro\n    ports:",
+         "      - hub_audit_keys:/opt/joinedup/audit_keys:ro\n      - keys_csc:/keys:ro\n"
+         "    ports:", 1),
         ["governance-api: hub service mounts agency volume(s) ['keys_csc']"]),
+    "governance API given the sealing private key": (
+        ("      - hub_audit_keys:/opt/joinedup/audit_keys:ro\n    ports:",
+         "      - hub_audit_keys:/opt/joinedup/audit_keys:ro\n"
+         "      - hub_sealing_keys:/opt/joinedup/hub/keys:ro\n    ports:", 1),
+        ["governance-api: holds the hub's sealing private key"]),
+    "a reid service given the sealing private key": (
+        ("      - keys_hv:/opt/joinedup/agency/keys:ro\n    networks: [reid_hv]",
+         "      - keys_hv:/opt/joinedup/agency/keys:ro\n"
+         "      - hub_sealing_keys:/opt/joinedup/hub/keys:ro\n    networks: [reid_hv]", 1),
+        ["reid-hv: holds the hub's sealing private key",
+         "reid-hv: mounts volume(s) not of agency hv: ['hub_sealing_keys']"]),
+    "a bridge given the sealing private key": (
+        ("      - keys_pol:/opt/joinedup/agency/keys:ro\n      - landing_pol",
+         "      - keys_pol:/opt/joinedup/agency/keys:ro\n"
+         "      - hub_sealing_keys:/opt/joinedup/hub/keys:ro\n      - landing_pol", 1),
+        ["bridge-pol: holds the hub's sealing private key"]),
+    "the hub worker can rewrite its keys": (
+        ("      - hub_sealing_keys:/opt/joinedup/hub/keys:ro\n      - hub_audit_keys:"
+         "/opt/joinedup/audit_keys:ro\n      - ig",
+         "      - hub_sealing_keys:/opt/joinedup/hub/keys\n      - hub_audit_keys:"
+         "/opt/joinedup/audit_keys\n      - ig", 1),
+        ["airflow-worker-hub: mounts hub private key volume(s) ['hub_audit_keys', "
+         "'hub_sealing_keys'] read-write"]),
+    "the hub worker can write the IG lead's trusted key": (
+        ("      - ig_lead_trusted_keys:/opt/joinedup/ig_lead/trusted_keys:ro\n",
+         "      - ig_lead_trusted_keys:/opt/joinedup/ig_lead/trusted_keys\n", 1),
+        ["airflow-worker-hub: can write the IG lead's trusted audit key"]),
+    "hub-keygen writes the IG lead's trusted key itself": (
+        ("      - hub_public:/opt/joinedup/public\n",
+         "      - hub_public:/opt/joinedup/public\n"
+         "      - ig_lead_trusted_keys:/opt/joinedup/ig_lead/trusted_keys\n", 1),
+        ["hub-keygen: can write the IG lead's trusted audit key",
+         "hub-keygen: not a network-less container away from the IG lead's keys"]),
     "reid service on the hub network": (
         ("    networks: [reid_hv]\n\n  bridge-pol:", "    networks: [reid_hv, hub]\n\n"
          "  bridge-pol:", 1),
@@ -220,9 +272,13 @@ def test_hub_worker_mounts_every_drop_area_where_the_bridge_writes() -> None:
     for c in CODES:
         assert got[f"landing_{c}"] == f"/opt/joinedup/landing/{c.upper()}"
         assert got[f"rekey_landing_{c}"] == f"/opt/joinedup/rekey_landing/{c.upper()}"
-    assert got["hub_keys"] == "/opt/joinedup/hub/keys"
     env = environment(SERVICES["airflow-worker-hub"])
     assert env["JOINEDUP_HUB_DIR"] == "/opt/joinedup/hub"
+    # where the code loads each key: custody <hub>/keys (HubPaths.keys), the report stage
+    # JOINEDUP_HUB_KEYS_DIR and JOINEDUP_AUDIT_TRUSTED_KEYS
+    assert got["hub_sealing_keys"] == env["JOINEDUP_HUB_DIR"] + "/keys"
+    assert got["hub_audit_keys"] == env["JOINEDUP_HUB_KEYS_DIR"]
+    assert got["ig_lead_trusted_keys"] == env["JOINEDUP_AUDIT_TRUSTED_KEYS"]
     assert env["JOINEDUP_GOVERNANCE_DB"].startswith("postgresql+psycopg://joinedup_gov:${")
 
 
@@ -249,7 +305,9 @@ def test_redis_users_match_the_agencies_and_api_reaches_every_reid() -> None:
     assert environment(SERVICES["redis"])["JOINEDUP_BRIDGE_CODES"].split() == CODES
     cfg = yaml.safe_load((REPO / "docker" / "hub_api.yaml").read_text())
     assert cfg["bridges"] == {c.upper(): f"http://reid-{c}:8701" for c in CODES}
-    assert cfg["hub_signing_key"].startswith("/opt/joinedup/hub/keys/")
+    api = {m.source: m.target for m in mounts(SERVICES["governance-api"])}
+    assert cfg["hub_signing_key"] == api["hub_request_key"] + "/hub_request.pem"
+    assert cfg["audit_signing_key"] == api["hub_audit_keys"]  # required by app_from_config
     # a user but no password in the file: the password comes from PGPASSWORD
     assert re.match(r"postgresql\+psycopg://[a-z_]+@postgres/", cfg["governance_db"])
 
