@@ -110,7 +110,18 @@ def test_bridge_writes_only_into_its_own_volumes_and_the_hub_finds_it(
     bridge_targets = {m.source: m.target for m in mounts(SERVICES["bridge-csc"])}
     for vol in ("landing_csc", "rekey_landing_csc"):
         assert hub_targets[vol] == bridge_targets[vol]
+    # hub_sealing_keys at its mount in the hub worker (hub-keygen's volume): custody opens the
+    # sealed batch with it, and finds it where the code looks (<JOINEDUP_HUB_DIR>/keys)
+    sealing = root / hub_targets["hub_sealing_keys"].removeprefix("/")
+    sealing.mkdir(parents=True, mode=0o700)
+    for f in (run / "hub" / "keys").glob("sealing_key.v*.json"):
+        shutil.copy2(f, sealing / f.name)
     _use_env(monkeypatch, "airflow-worker-hub", root)
-    assert pending_batch_dirs() == [landed["landed"]]
+    taken = pending_batch_dirs()
     paths = hub_paths()
+    # taken into hub storage (a copy across volumes) and opened there; gone from the drop area
+    name = Path(landed["landed"]).name
+    assert taken == [str(paths.incoming / "CSC" / name)]
+    assert (Path(taken[0]) / "identifiers.parquet").read_bytes()[:4] == b"PAR1"
+    assert not Path(landed["landed"]).exists()
     assert [p.name for p in (rekey_landing(paths) / "CSC").iterdir()] == [rekey.batch_id]
