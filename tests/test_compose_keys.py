@@ -115,6 +115,13 @@ def test_keygen_creates_each_key_once_in_its_own_volume(hub_volumes: Path,
     # only public records go out: the sealing record, the audit record and the request key
     assert sorted(os.listdir(hub_volumes / "hub_public")) == [
         "hub-audit-ed25519-v1.json", "hub_request.pub", "hub_sealing_key.v1.json"]
+    # the one-off steps in the compose header and docs/contracts.md name these very files
+    header = (REPO / "docker-compose.yml").read_text().split("\nx-hub-env")[0]
+    contracts = (REPO / "docs" / "contracts.md").read_text()
+    for f in ("hub-audit-ed25519-v1.json", "hub_sealing_key.v1.json", "hub_request.pub"):
+        assert f"/hub_public/{f}" in header, f
+    for f in ("hub-audit-ed25519-v<N>.json", "hub_sealing_key.v<N>.json", "hub_request.pub"):
+        assert f in contracts, f
     for vol in ("hub_sealing_keys", "hub_audit_keys", "hub_request_key"):
         for f in (hub_volumes / vol).iterdir():
             if f.suffix != ".pub":
