@@ -26,7 +26,8 @@ from ig_bridge.manifest import (
     VerifiedManifest,
     read_manifest_bytes,
 )
-from linkage.config import HubPaths, private_dir
+from linkage.config import HubPaths, private_dir, private_file, private_umask
+from linkage.custody import CustodyRefusal, record_refusals
 from linkage.warehouse import ensure_batch_tables
 
 log = logging.getLogger(__name__)
@@ -105,13 +106,42 @@ def refuse(con: duckdb.DuckDBPyConnection, paths: HubPaths, batch_dir: Path, age
         "manifest_kept": manifest is not None, "data_files_destroyed": True,
         "refused_at": datetime.now(UTC).isoformat()}
     (dest / "refusal.json").write_text(json.dumps(reason, indent=1), "utf-8")
-    ensure_batch_tables(con)
-    con.execute("""INSERT INTO refused_batch (batch_folder, agency, reason_code, detail,
-                   refused_at, moved_to, signed_agency, sequence)
-                   VALUES (?, ?, ?, ?, now(), ?, ?, ?)""",
-                [batch_dir.name, agency, exc.reason_code, reason["detail"], str(dest),
-                 exc.signed_agency, exc.signed_sequence])
+    record_refused_batch(con, batch_dir.name, agency, exc.reason_code, str(reason["detail"]),
+                         dest, exc.signed_agency, exc.signed_sequence)
     # a held batch refused when its turn came is no longer held
     con.execute("DELETE FROM held_batch WHERE held_path = ?", [str(batch_dir)])
     log.warning("refused batch %s/%s: %s", agency, batch_dir.name, exc.reason_code)
     return dest, reason
+
+
+def record_refused_batch(con: duckdb.DuckDBPyConnection, batch_folder: str, agency: str,
+                         reason_code: str, detail: str, moved_to: Path,
+                         signed_agency: str | None = None, sequence: int | None = None) -> None:
+    """The one writer of refused_batch rows (the IG report and the sequence ledger read them).
+    Columns are named: the table grew columns over releases. `signed_agency`/`sequence` only
+    when the signature verified (the refusal then spends that sequence number)."""
+    ensure_batch_tables(con)
+    con.execute("""INSERT INTO refused_batch (batch_folder, agency, reason_code, detail,
+                   refused_at, moved_to, signed_agency, sequence)
+                   VALUES (?, ?, ?, ?, now(), ?, ?, ?)""",
+                [batch_folder, agency, reason_code, detail, str(moved_to), signed_agency,
+                 sequence])
+
+
+def record_custody_refusals(paths: HubPaths, refusals: list[CustodyRefusal],
+                            con: duckdb.DuckDBPyConnection | None = None) -> list[Path]:
+    """Items refused at custody (extract or re-keying landing): refusal.json in hub/refused/
+    and a refused_batch row each (nothing was verified, so no sequence number is spent)."""
+    if not refusals:
+        return []
+    with private_umask():
+        dirs = record_refusals(paths.refused, refusals)
+        c = con if con is not None else duckdb.connect(str(paths.warehouse))
+        try:
+            private_file(paths.warehouse)
+            for r, d in zip(refusals, dirs, strict=True):
+                record_refused_batch(c, r.item, r.agency, r.reason_code, r.detail, d)
+        finally:
+            if con is None:
+                c.close()
+    return dirs

@@ -307,7 +307,8 @@ def hub_private_batches(incoming: Path) -> list[tuple[str, Path]]:
 
 def record_refusals(refused_root: Path, refusals: list[CustodyRefusal]) -> list[Path]:
     """`refused/<CODE or _landing>/<item>/refusal.json` for each refusal (no content is kept:
-    the hub never read any)."""
+    the hub never read any). linkage.batch_store.record_custody_refusals also lists them in
+    the refused_batch table."""
     written = []
     for r in refusals:
         d = refused_root / (r.agency if AGENCY_NAME.match(r.agency) else "_landing") / r.item
@@ -318,6 +319,7 @@ def record_refusals(refused_root: Path, refusals: list[CustodyRefusal]) -> list[
         d.mkdir(parents=True, mode=0o700)
         doc = {"batch_id": r.item, "agency": r.agency, "reason_code": r.reason_code,
                "detail": r.detail, "stage": "custody", "removed_from_landing": r.removed,
+               "manifest_kept": False,
                "refused_at": datetime.now(UTC).isoformat()}
         (d / "refusal.json").write_text(json.dumps(doc, indent=1), "utf-8")
         written.append(d)

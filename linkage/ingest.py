@@ -40,7 +40,7 @@ from ig_bridge.manifest import verify_batch as verify_signed_batch
 from ig_bridge.sealing import load_hub_sealing_keys
 from linkage import batch_store, sequence
 from linkage.config import EncodingContract, HubPaths, private_file, private_umask
-from linkage.custody import Custody, hub_private_batches, record_refusals, take_custody
+from linkage.custody import Custody, hub_private_batches, take_custody
 from linkage.row_checks import check_ownership, check_payload_types
 from linkage.warehouse import ensure_schema
 from schemas.mapping import HubContract, hub_contract, load_all_mappings, load_canonical
@@ -247,18 +247,7 @@ def receive_landing(paths: HubPaths, con: duckdb.DuckDBPyConnection | None = Non
     keys = load_hub_sealing_keys(paths.keys)
     custody = take_custody(paths.landing, paths.incoming, keys,
                            only=set(only) if only is not None else None)
-    if custody.refused:
-        dirs = record_refusals(paths.refused, custody.refused)
-        c = con if con is not None else duckdb.connect(str(paths.warehouse))
-        try:
-            if con is None:
-                ensure_schema(c, EncodingContract.load())
-            for r, d in zip(custody.refused, dirs, strict=True):
-                c.execute("INSERT INTO refused_batch VALUES (?, ?, ?, ?, now(), ?)",
-                          [r.item, r.agency, r.reason_code, r.detail, str(d)])
-        finally:
-            if con is None:
-                c.close()
+    batch_store.record_custody_refusals(paths, custody.refused, con)
     return custody
 
 

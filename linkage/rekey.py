@@ -34,7 +34,7 @@ from ig_bridge.manifest import (
 from ig_bridge.sealing import load_hub_sealing_keys
 from linkage import batch_store, sequence
 from linkage.config import HubPaths, private_file, private_umask
-from linkage.custody import Custody, hub_private_batches, record_refusals, take_custody
+from linkage.custody import Custody, hub_private_batches, take_custody
 from linkage.warehouse import ensure_batch_tables
 
 log = logging.getLogger(__name__)
@@ -291,10 +291,10 @@ def rekey_incoming(paths: HubPaths) -> Path:
 
 def take_rekey_custody(paths: HubPaths, only: set[tuple[str, str]] | None = None) -> Custody:
     """Unseal landed re-keying batches into hub custody (linkage.custody, no-follow fds);
-    refused items are recorded in hub/refused/ and removed from rekey_landing/."""
+    refused items are recorded (hub/refused/ + refused_batch) and removed from rekey_landing/."""
     custody = take_custody(rekey_landing(paths), rekey_incoming(paths),
                            load_hub_sealing_keys(paths.keys), files=REKEY_FILES, only=only)
-    record_refusals(paths.refused, custody.refused)
+    batch_store.record_custody_refusals(paths, custody.refused)
     return custody
 
 

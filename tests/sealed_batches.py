@@ -1,10 +1,12 @@
 """Test helpers for sealed batches: open a landed batch with the hub's private key (as only the
 hub can), or seal a plaintext batch folder to the hub (as any landing writer can, since the
-hub's sealing key is public). Tests that forge batches work on plaintext, then seal it."""
+hub's sealing key is public). Tests that forge batches work on plaintext (the agency's own
+batch, re-signed with its real key), then seal it: `open_landing`, forge, `ingest_sealed`."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from ig_bridge.sealing import (
     SEALED_SUFFIX,
@@ -57,3 +59,32 @@ def seal_in_place(batch: Path, hub_key: HubPublicKey) -> None:
             seal_file(f, f.with_name(f.name + SEALED_SUFFIX), hub_key,
                       agency=batch.parent.name, batch_id=batch.name)
             f.unlink()
+
+
+def open_landing(landing: Path, keys_dir: Path) -> None:
+    """Every landed batch (landing/<CODE>/<batch>) back to plaintext, to be forged."""
+    for b in sorted(landing.glob("*/*")):
+        unseal_in_place(b, keys_dir)
+
+
+def seal_landing(landing: Path, keys_dir: Path) -> list[Path]:
+    """Seal every batch folder under `landing` (any folder name) that holds plaintext files
+    to the hub's public key, bound to the folder it sits in: what any landing writer can do.
+    Sub-folders and already sealed files are left as they are."""
+    key = hub_public(keys_dir)
+    sealed = []
+    for b in sorted(landing.glob("*/*")):
+        if b.is_dir() and not b.is_symlink() and any(
+                f.is_file() and not f.name.endswith(SEALED_SUFFIX) for f in b.iterdir()):
+            seal_in_place(b, key)
+            sealed.append(b)
+    return sealed
+
+
+def ingest_sealed(paths: Any, **kw: Any) -> Any:
+    """Seal whatever plaintext batch a test left in the landing zone, then ingest
+    (`paths`: linkage.config.HubPaths; returns linkage.ingest.IngestReport)."""
+    from linkage.ingest import ingest_landing
+
+    seal_landing(paths.landing, paths.keys)
+    return ingest_landing(paths, **kw)

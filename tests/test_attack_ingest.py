@@ -3,8 +3,13 @@
 Every batch here is a real bridged batch of the `orchestrated_run` fixture (1,500 people, seven
 agencies, real keys), changed the way an attacker would and re-signed with the real Ed25519
 key of the agency named: a partner agency misusing its own key, or a landing-zone writer
-planting what it can. Each test shows the batch refused whole with a reason, nothing of it in
-the warehouse, nothing else changed, and the other agencies' batches still loaded.
+planting what it can. Landed batches are sealed to the hub, so the forger works on the
+agency's plaintext batch (the fixture opens them: the agency holds its own plaintext) and seals
+the result to the hub's PUBLIC key, as anyone can, before landing it (tests/sealed_batches.py);
+every check then runs end to end: custody -> verify -> contract -> load. Each test shows the
+batch refused whole with a reason, nothing of it in the warehouse, nothing else changed, and
+the other agencies' batches still loaded. Where custody now refuses an item before verify ever
+sees it, a second test hands verify the same batch in a hub-private folder (defence in depth).
 """
 
 from __future__ import annotations
@@ -22,18 +27,53 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from sealed_batches import ingest_sealed, open_landing, seal_landing
 
 from ig_bridge.keys import KeyStore
 from ig_bridge.manifest import MANIFEST_MAX_BYTES, MANIFEST_NAME, sha256_file, sign_manifest
+from linkage import ingest
 from linkage.config import HubPaths
-from linkage.ingest import ingest_landing
+
+ingest_landing = ingest_sealed  # seals what the attacker left in landing/, then ingests
 
 FILES = ("identifiers.parquet", "related.parquet", "payload.parquet")
 
 
 @pytest.fixture()
 def run(orchestrated_run: Path, copy_run, tmp_path: Path) -> Path:
-    return copy_run(orchestrated_run, tmp_path / "run")
+    r = copy_run(orchestrated_run, tmp_path / "run")
+    open_landing(r / "landing", r / "hub" / "keys")
+    return r
+
+
+def _hub_private(run: Path, batch: Path, folder: str) -> Path:
+    """The plaintext batch placed as custody would leave it, hub/incoming/<folder>/<batch>/,
+    to test verify's own checks on what custody let through (or would have)."""
+    paths = HubPaths.for_run(run)
+    dest = paths.incoming / folder / batch.name
+    dest.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    shutil.move(str(batch), str(dest))
+    return dest
+
+
+def _assert_refused_at_custody(run: Path, report, batch: Path, code: str) -> dict[str, Any]:
+    """Refused by custody before anything was read: removed from landing, listed (table and
+    refusal.json, no content kept), nothing loaded."""
+    (out,) = [o for o in report.outcomes if o.reason_code == code]
+    assert out.status == "refused", out
+    assert not batch.exists()
+    assert _q(run, "SELECT count(*) FROM batch WHERE batch_id = ?", [batch.name])[0][0] == 0
+    for t in ("identifiers", "related", "payload"):
+        assert _q(run, f"SELECT count(*) FROM {t} WHERE batch_id = ?", [batch.name])[0][0] == 0
+    assert _q(run, "SELECT reason_code, sequence FROM refused_batch WHERE batch_folder = ?",
+              [out.batch_id]) == [(code, None)]  # not verified: no sequence number spent
+    paths = HubPaths.for_run(run)
+    folder = out.agency if out.agency != "-" else "_landing"
+    kept = paths.refused / folder / out.batch_id
+    assert sorted(p.name for p in kept.iterdir()) == ["refusal.json"]
+    r = json.loads((kept / "refusal.json").read_text("utf-8"))
+    assert (r["stage"], r["reason_code"], r["manifest_kept"]) == ("custody", code, False)
+    return r
 
 
 def _landed(run: Path, agency: str) -> Path:
@@ -199,7 +239,8 @@ def _subdir(b: Path, body: dict[str, Any]) -> None:
 MALFORMED = {
     "files_entry_not_an_object": (lambda b, m: m["files"].update(
         {"payload.parquet": "deadbeef"}), "manifest_invalid", "files.payload.parquet"),
-    "listed_sub_directory": (_subdir, "not_a_file", "extra"),
+    # custody refuses a folder inside a landed batch (only sealed regular files are taken)
+    "listed_sub_directory": (_subdir, "unexpected_file", "not named as a sealed batch file"),
     "sequence_a_string": (lambda b, m: m.update(sequence="2"), "manifest_invalid",
                           "sequence"),
     "rows_a_list": (lambda b, m: m.update(rows=[1, 2, 3]), "manifest_invalid", "rows"),
@@ -227,46 +268,112 @@ def test_malformed_signed_batch_refused_and_the_queue_goes_on(run: Path, case: s
     _sign(bad, "CSC", body, run)
     report = ingest_landing(paths, batch_dirs=[bad, good])
     assert [o.status for o in report.outcomes] == ["refused", "accepted"], report.outcomes
-    r = _assert_refused_whole(run, report, bad, code)
+    check = _assert_refused_at_custody if code == "unexpected_file" else _assert_refused_whole
+    r = check(run, report, bad, code)
     assert named in r["detail"]
     assert _q(run, "SELECT count(*) FROM identifiers WHERE agency = 'GP'")[0][0] > 1000
 
 
-def test_oversized_manifest_refused_after_reading_at_most_the_cap(run: Path) -> None:
-    """A 64 MiB signed manifest (padding in a signed key): refused without being parsed or
-    kept; memory and time stay flat (before: read and parsed whole, 1.3 GB for 300 MB)."""
+def test_listed_sub_directory_refused_by_verify_in_hub_custody(run: Path) -> None:
+    """Defence in depth: the same signed batch with a listed sub-folder, met by verify in a
+    hub-private folder (as if custody had let it through), is refused `not_a_file` and the
+    queue goes on."""
     paths = HubPaths.for_run(run)
     bad, good = _landed(run, "CSC"), _landed(run, "GP")
+    body = _manifest(bad)
+    _subdir(bad, body)
+    _sign(bad, "CSC", body, run)
+    private = _hub_private(run, bad, "CSC")
+    report = ingest_landing(paths, batch_dirs=[private, good])
+    assert [o.status for o in report.outcomes] == ["refused", "accepted"], report.outcomes
+    r = _assert_refused_whole(run, report, private, "not_a_file")
+    assert "extra" in r["detail"]
+    assert (r["signed_agency"], r["sequence"]) == ("CSC", 1)  # signed: its number is spent
+    assert _q(run, "SELECT count(*) FROM identifiers WHERE agency = 'GP'")[0][0] > 1000
+
+
+def _oversized(run: Path) -> Path:
+    """CSC's batch with a 64 MiB signed manifest (padding in a signed key)."""
+    bad = _landed(run, "CSC")
     body = _manifest(bad)
     body["padding"] = " " * (64 << 20)
     _sign(bad, "CSC", body, run)
     assert (bad / MANIFEST_NAME).stat().st_size > 64 * MANIFEST_MAX_BYTES
+    return bad
+
+
+def _ingest_measured(paths: HubPaths, batch: Path):  # noqa: ANN202 - (report, peak, seconds)
     tracemalloc.start()
     t0 = time.perf_counter()
-    report = ingest_landing(paths, batch_dirs=[bad])
+    report = ingest.ingest_landing(paths, batch_dirs=[batch])
     elapsed = time.perf_counter() - t0
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    r = _assert_refused_whole(run, report, bad, "manifest_too_large")
+    return report, peak, elapsed
+
+
+def test_oversized_manifest_refused_after_reading_at_most_the_cap(run: Path) -> None:
+    """Landed sealed, the 64 MiB manifest is refused by custody on its size before a byte is
+    opened (before: read and parsed whole, 1.3 GB for 300 MB); memory and time stay flat and
+    the queue goes on."""
+    paths = HubPaths.for_run(run)
+    bad, good = _oversized(run), _landed(run, "GP")
+    seal_landing(paths.landing, paths.keys)  # the attacker seals before landing, not timed
+    report, peak, elapsed = _ingest_measured(paths, bad)
+    r = _assert_refused_at_custody(run, report, bad, "too_large")
+    assert "manifest" in r["detail"]
+    assert peak < 8 * MANIFEST_MAX_BYTES, peak  # never the 64 MiB, let alone unsealed
+    assert elapsed < 30
+    assert not any(paths.incoming.rglob("*.json"))  # nothing of it unsealed at the hub
+    assert [o.status for o in ingest_landing(paths, batch_dirs=[good]).outcomes] == [
+        "accepted"]
+
+
+def test_oversized_manifest_refused_by_verify_in_hub_custody(run: Path) -> None:
+    """Defence in depth: the same manifest met by verify in a hub-private folder is refused
+    `manifest_too_large` after reading at most the cap, not parsed, not kept."""
+    paths = HubPaths.for_run(run)
+    private = _hub_private(run, _oversized(run), "CSC")
+    report, peak, elapsed = _ingest_measured(paths, private)
+    r = _assert_refused_whole(run, report, private, "manifest_too_large")
     assert r["manifest_kept"] is False
     assert peak < 8 * MANIFEST_MAX_BYTES, peak  # never the 64 MiB, let alone parsed
     assert elapsed < 30
-    assert [o.status for o in ingest_landing(paths, batch_dirs=[good]).outcomes] == [
-        "accepted"]
+    assert [o.status for o in ingest_landing(paths, batch_dirs=[_landed(run, "GP")]).outcomes
+            ] == ["accepted"]
 
 
 @pytest.mark.parametrize("folder", ["hsg", "drop-zone", "GP"])
 def test_batch_under_another_folder_refused_whatever_the_folder_is_called(
         run: Path, folder: str) -> None:
-    """HSG's genuine batch moved under a folder that is not HSG: before, the agency check
-    ran only when the folder looked like an agency code, so 'hsg' or 'drop-zone' passed."""
+    """HSG's genuine batch moved under a folder that is not HSG and sealed for that folder (the
+    seal binds the folder; anyone can seal): before, the agency check ran only when the folder
+    looked like an agency code, so 'hsg' or 'drop-zone' passed. Now custody refuses a landing
+    folder that is not an agency code, and verify a batch under another agency's folder."""
     paths = HubPaths.for_run(run)
     src = _landed(run, "HSG")
     dest = paths.landing / folder / src.name
     dest.parent.mkdir(parents=True, exist_ok=True)
     src.rename(dest)
     report = ingest_landing(paths, batch_dirs=[dest])
-    r = _assert_refused_whole(run, report, dest, "path_mismatch")
+    if folder == "GP":
+        r = _assert_refused_whole(run, report, dest, "path_mismatch")
+        assert "HSG" in r["detail"]
+    else:
+        _assert_refused_at_custody(run, report, dest, "landing_item_refused")
+        assert not dest.parent.exists()
+    assert _q(run, "SELECT count(*) FROM identifiers")[0][0] == 0
+
+
+@pytest.mark.parametrize("folder", ["hsg", "drop-zone"])
+def test_batch_under_a_non_code_folder_refused_by_verify_in_hub_custody(
+        run: Path, folder: str) -> None:
+    """Defence in depth: verify checks the signing agency against the folder whatever the
+    folder is called, also on a hub-private copy custody would never have made."""
+    paths = HubPaths.for_run(run)
+    private = _hub_private(run, _landed(run, "HSG"), folder)
+    report = ingest_landing(paths, batch_dirs=[private])
+    r = _assert_refused_whole(run, report, private, "path_mismatch")
     assert "HSG" in r["detail"]
     assert _q(run, "SELECT count(*) FROM identifiers")[0][0] == 0
 
@@ -323,7 +430,7 @@ def test_hub_files_and_folders_are_owner_only(run: Path) -> None:
 
     paths = HubPaths.for_run(run)
     b = _landed(run, "HSG")
-    (b / "stray.txt").write_text("x")  # refused: extra_file
+    (b / "stray.txt").write_text("x")  # sealed and landed with it: refused at custody
     ingest_landing(paths)
     for d in (paths.hub, paths.refused, paths.ingested, paths.held, paths.marts,
               paths.reports, paths.refused / "HSG", paths.ingested / "GP"):
@@ -341,8 +448,8 @@ def test_hub_files_and_folders_are_owner_only(run: Path) -> None:
 def test_hub_side_failure_keeps_the_batch_and_the_queue_goes_on(run: Path, monkeypatch
                                                                 ) -> None:
     """A failure that is the hub's own (here a simulated disk error while loading CSC) must
-    neither refuse (and so destroy) a good batch nor stop the others: CSC stays where it
-    landed, whole, and loads on the next run."""
+    neither refuse (and so destroy) a good batch nor stop the others: CSC stays in hub
+    custody, whole, and loads on the next run."""
     import linkage.ingest as ingest_mod
 
     paths = HubPaths.for_run(run)
@@ -360,7 +467,9 @@ def test_hub_side_failure_keeps_the_batch_and_the_queue_goes_on(run: Path, monke
     assert {o.agency: o.status for o in report.outcomes} == {
         "CSC": "error", "EH": "accepted", "GP": "accepted", "HSG": "accepted",
         "HV": "accepted", "POL": "accepted", "SCH": "accepted"}
-    assert sorted(p.name for p in csc.iterdir()) == files
+    # custody took it (the landed copy is gone); the hub-private copy stays whole
+    assert not csc.exists()
+    assert sorted(p.name for p in (paths.incoming / "CSC" / csc.name).iterdir()) == files
     assert not (paths.refused / "CSC").exists()
     assert _q(run, "SELECT count(*) FROM identifiers WHERE agency = 'CSC'") == [(0,)]
     monkeypatch.undo()

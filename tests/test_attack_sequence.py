@@ -5,7 +5,9 @@ landing zone) used to go unnoticed: the later batch loaded, and the late one was
 as a replay and lost. Now the later batch is held, verified, in hub-private storage until the
 gap is filled (then both load in order) or an operator records the number as abandoned.
 Re-keying batches share the counter and the refusal rules. Real bridged batches and keys
-(`orchestrated_run`), real DuckDB warehouse.
+(`orchestrated_run`), real DuckDB warehouse. Forged re-keying batches are signed with the
+agency's real key and sealed to the hub's public key (tests/sealed_batches.py), as anyone
+can, so each goes through custody -> verify -> apply.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from sealed_batches import seal_landing
 
 from governance.reports.linkage_report import _batches
 from ig_bridge.keys import KeyStore
@@ -28,7 +31,13 @@ from ig_bridge.manifest import MANIFEST_NAME, sign_manifest
 from ig_bridge.split import run_bridge
 from linkage.config import HubPaths
 from linkage.ingest import ingest_landing
-from linkage.rekey import REKEY_FILE, apply_pending_rekeys, rekey_landing
+from linkage.rekey import (
+    REKEY_FILE,
+    apply_pending_rekeys,
+    apply_rekey,
+    rekey_incoming,
+    rekey_landing,
+)
 from linkage.sequence import abandon_sequence, main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -141,10 +150,12 @@ def test_operator_abandons_a_lost_number_and_the_held_batch_loads(run: Path,
 
 
 def _rekey_batch(run: Path, agency: str, seq: int, mapping: pa.Table,
-                 tweak: Any = None) -> Path:
-    """A re-keying batch as the agency's bridge lands it, signed with its real key."""
+                 tweak: Any = None, *, hub_private: bool = False) -> Path:
+    """A re-keying batch as the agency's bridge lands it, signed with its real key and sealed
+    to the hub; or (`hub_private`) in plaintext where custody would have unsealed it."""
+    paths = HubPaths.for_run(run)
     batch_id = f"{agency}-{seq:06d}-20990101T000000Z-rekey-test{seq}"
-    d = rekey_landing(HubPaths.for_run(run)) / agency / batch_id
+    d = (rekey_incoming(paths) if hub_private else rekey_landing(paths)) / agency / batch_id
     d.mkdir(parents=True)
     pq.write_table(mapping, d / REKEY_FILE)
     data = (d / REKEY_FILE).read_bytes()
@@ -162,6 +173,8 @@ def _rekey_batch(run: Path, agency: str, seq: int, mapping: pa.Table,
         tweak(d, body)
     key = KeyStore(run / "agency" / agency / "keys", agency).signing_key()
     (d / MANIFEST_NAME).write_bytes(json.dumps(sign_manifest(body, key)).encode())
+    if not hub_private:
+        seal_landing(rekey_landing(paths), paths.keys)
     return d
 
 
@@ -196,7 +209,8 @@ def test_rekey_malformed_or_foreign_refused_and_the_queue_goes_on(run: Path) -> 
     good = _rekey_batch(run, "SCH", 2, _mapping(_refs(run, "SCH")))
     outcomes = {o.agency: o for o in apply_pending_rekeys(paths)}
     assert {a: (o.status, o.reason_code) for a, o in outcomes.items()} == {
-        "CSC": ("refused", "manifest_invalid"), "EH": ("refused", "not_a_file"),
+        # a folder in a landed batch: refused by custody, before verify
+        "CSC": ("refused", "manifest_invalid"), "EH": ("refused", "unexpected_file"),
         "HSG": ("refused", "contract_violation"), "POL": ("refused", "contract_violation"),
         "SCH": ("applied", None)}
     assert not good.exists()
@@ -210,7 +224,21 @@ def test_rekey_malformed_or_foreign_refused_and_the_queue_goes_on(run: Path) -> 
         assert _q(run, "SELECT reason_code FROM refused_batch WHERE batch_folder = ?",
                   [b.name]) == [(outcomes[agency].reason_code,)]
         kept = paths.refused / agency / b.name
-        assert sorted(p.name for p in kept.iterdir()) == [MANIFEST_NAME, "refusal.json"]
+        at_custody = agency == "EH"  # nothing was opened: nothing but the reason is kept
+        assert sorted(p.name for p in kept.iterdir()) == (
+            ["refusal.json"] if at_custody else [MANIFEST_NAME, "refusal.json"])
+
+    # Defence in depth: the listed folder met by verify in hub custody is refused there too.
+    private = _rekey_batch(run, "EH", 3, _mapping(_refs(run, "EH")), listed_dir,
+                           hub_private=True)
+    out = apply_rekey(paths, private)
+    assert (out.status, out.reason_code) == ("refused", "not_a_file")
+    assert not private.exists()
+    assert sorted(p.name for p in (paths.refused / "EH" / private.name).iterdir()) == [
+        MANIFEST_NAME, "refusal.json"]
+    assert _q(run, "SELECT reason_code FROM refused_batch WHERE batch_folder = ?",
+              [private.name]) == [("not_a_file",)]
+    assert _q(run, "SELECT * FROM identifiers WHERE agency = 'GP' ORDER BY record_ref") == gp_rows
 
 
 def test_rekey_ahead_of_a_missing_delta_is_held_then_applied_in_order(run: Path,

@@ -17,13 +17,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from sealed_batches import hub_public, seal_in_place, unseal_in_place
+from sealed_batches import ingest_sealed, open_landing
 
 from ig_bridge.keys import KeyStore, generate_signing_key
 from ig_bridge.manifest import MANIFEST_NAME, sha256_file, sign_manifest, write_manifest
 from ig_bridge.split import run_bridge
 from linkage.config import HubPaths
-from linkage.ingest import ingest_landing as _ingest_landing
 
 ROOT = Path(__file__).resolve().parents[1]
 MAPPINGS = ROOT / "schemas" / "agencies"
@@ -35,17 +34,11 @@ def run(orchestrated_run: Path, copy_run, tmp_path: Path) -> Path:
     """Landed batches opened to plaintext, for the tests to forge as an agency could; they are
     sealed to the hub again (its key is public) when the test ingests."""
     r = copy_run(orchestrated_run, tmp_path / "run")
-    for b in (r / "landing").glob("*/*"):
-        unseal_in_place(b)
+    open_landing(r / "landing", r / "hub" / "keys")
     return r
 
 
-def ingest_landing(paths: HubPaths, **kw):  # noqa: ANN201 - linkage.ingest.IngestReport
-    """Seal whatever plaintext batch the test left in the landing zone, then ingest."""
-    key = hub_public(paths.keys)
-    for b in paths.landing.glob("*/*"):
-        seal_in_place(b, key)
-    return _ingest_landing(paths, **kw)
+ingest_landing = ingest_sealed  # seals what the test left in landing/, then ingests
 
 
 def _batch(run: Path, agency: str = AGENCY) -> Path:
