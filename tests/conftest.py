@@ -71,3 +71,22 @@ def evaluate_linkage():
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+# --- the hub's audit key, its public record with the IG lead (the audit-log tests) ------------
+@_pytest.fixture
+def hub_key(tmp_path: _Path):  # noqa: ANN201 - governance.audit_keys.HubAuditKey
+    """The hub's audit key in its keys folder; its public record handed to the IG lead."""
+    from governance.audit_keys import create_audit_key, export_public_record
+
+    key = create_audit_key(tmp_path / "hub" / "keys")
+    export_public_record(key, tmp_path / "ig_lead" / "trusted_keys")
+    return key
+
+
+@_pytest.fixture
+def trusted(tmp_path: _Path, hub_key):  # noqa: ANN001, ANN201 - governance.audit_keys types
+    """What the IG lead verifies with: the trusted public record, never the hub's own copy."""
+    from governance.audit_keys import load_trusted_keys
+
+    return load_trusted_keys(tmp_path / "ig_lead" / "trusted_keys")

@@ -88,3 +88,16 @@ def ingest_sealed(paths: Any, **kw: Any) -> Any:
 
     seal_landing(paths.landing, paths.keys)
     return ingest_landing(paths, **kw)
+
+
+def warehouse_rows(run: Path, sql: str, params: list | None = None) -> list[tuple]:
+    """Rows of a query on a run's warehouse, opened read-only (what the attack tests assert on)."""
+    import duckdb
+
+    from linkage.config import HubPaths
+
+    con = duckdb.connect(str(HubPaths.for_run(run).warehouse), read_only=True)
+    try:
+        return con.execute(sql, params or []).fetchall()
+    finally:
+        con.close()

@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from sealed_batches import ingest_sealed, open_landing, seal_landing
+from sealed_batches import warehouse_rows as _q
 
 from ig_bridge.keys import KeyStore
 from ig_bridge.manifest import MANIFEST_MAX_BYTES, MANIFEST_NAME, sha256_file, sign_manifest
@@ -101,14 +102,6 @@ def _resign(batch: Path, agency: str, run: Path, **changes: Any) -> None:
                      for p in sorted(batch.iterdir()) if p.name != MANIFEST_NAME}
     body.update(changes)
     _sign(batch, agency, body, run)
-
-
-def _q(run: Path, sql: str, params: list | None = None) -> list[tuple]:
-    con = duckdb.connect(str(HubPaths.for_run(run).warehouse), read_only=True)
-    try:
-        return con.execute(sql, params or []).fetchall()
-    finally:
-        con.close()
 
 
 def _rows_of(run: Path, agency: str) -> dict[str, list[tuple]]:

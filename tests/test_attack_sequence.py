@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from sealed_batches import seal_landing
+from sealed_batches import warehouse_rows as _q
 
 from governance.reports.linkage_report import _batches
 from ig_bridge.keys import KeyStore
@@ -49,14 +50,6 @@ def run(orchestrated_run: Path, copy_run, tmp_path: Path) -> Path:
     run = copy_run(orchestrated_run, tmp_path / "run")
     assert not ingest_landing(HubPaths.for_run(run)).refused  # every agency at sequence 1
     return run
-
-
-def _q(run: Path, sql: str, params: list | None = None) -> list[tuple]:
-    con = duckdb.connect(str(HubPaths.for_run(run).warehouse), read_only=True)
-    try:
-        return con.execute(sql, params or []).fetchall()
-    finally:
-        con.close()
 
 
 def _delta(run: Path, phone: str, name: str) -> Path:

@@ -24,7 +24,6 @@ from governance.audit_keys import (
     TrustedKeys,
     create_audit_key,
     export_public_record,
-    load_trusted_keys,
 )
 from governance.models import AuditEntry, ChainHead
 from governance.testing import postgres_url, temp_schema
@@ -42,18 +41,6 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[st
         pytest.skip(PG_WHY)
     with temp_schema(PG_URL) as schema:
         yield PG_URL, schema
-
-
-@pytest.fixture
-def hub_key(tmp_path: Path) -> HubAuditKey:
-    key = create_audit_key(tmp_path / "hub" / "keys")
-    export_public_record(key, tmp_path / "ig_lead" / "trusted_keys")
-    return key
-
-
-@pytest.fixture
-def trusted(tmp_path: Path, hub_key: HubAuditKey) -> TrustedKeys:
-    return load_trusted_keys(tmp_path / "ig_lead" / "trusted_keys")
 
 
 @pytest.fixture

@@ -48,19 +48,6 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[st
 
 
 @pytest.fixture
-def hub_key(tmp_path: Path) -> HubAuditKey:
-    """The hub's key in its keys folder; its public record handed to the IG lead."""
-    key = create_audit_key(tmp_path / "hub" / "keys")
-    export_public_record(key, tmp_path / "ig_lead" / "trusted_keys")
-    return key
-
-
-@pytest.fixture
-def trusted(tmp_path: Path, hub_key: HubAuditKey) -> TrustedKeys:
-    return load_trusted_keys(tmp_path / "ig_lead" / "trusted_keys")
-
-
-@pytest.fixture
 def log(backend: tuple[str, str | None], hub_key: HubAuditKey) -> Iterator[AuditLog]:
     """12 decisions; checkpoints #1 (entry 5), #2 (entry 10) and #3 (entry 12, end of run)."""
     url, schema = backend

@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 import pytest
 from nacl.public import PrivateKey
 from sealed_batches import hub_public, open_batch
+from sealed_batches import warehouse_rows as _q
 
 from ig_bridge.sealing import HubSealingKey, seal_file
 from linkage.config import HubPaths
@@ -60,14 +61,6 @@ def _hub_state(hub: Path) -> dict[str, str]:
     for p in hub.glob("hub_sealing_key.v*.json"):
         out[p.name] = hashlib.sha256(p.read_bytes()).hexdigest()
     return out
-
-
-def _q(run: Path, sql: str, params: list | None = None) -> list[tuple]:
-    con = duckdb.connect(str(HubPaths.for_run(run).warehouse), read_only=True)
-    try:
-        return con.execute(sql, params or []).fetchall()
-    finally:
-        con.close()
 
 
 def _check_after(run: Path, report, before: dict[str, str], good: dict[str, str]) -> None:
