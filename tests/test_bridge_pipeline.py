@@ -109,7 +109,8 @@ def test_row_level_failures_go_to_quarantine_with_reasons(setup) -> None:
     for r in q:  # reasons never carry the value
         assert "31/02" not in r["reason"] and "NOTAPC" not in r["reason"]
     assert res.field_problems == [(9, "plan_type")]
-    pay = pq.read_table(res.landed_path / "payload.parquet").to_pylist()
+    opened = open_batch(res.landed_path, tmp / "opened", tmp / "hub" / "keys")
+    pay = pq.read_table(opened / "payload.parquet").to_pylist()
     assert [p["plan_type"] for p in pay] == ["CP", "none", None]
     report = res.report_path.read_text()
     assert json.loads(report)["field_problems"]["rows"] == [{"line": 9, "field": "plan_type"}]
