@@ -12,6 +12,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from sealed_batches import open_batch
 
 from ig_bridge.split import run_bridge
 from schemas.mapping import MappingError, load_all_mappings, parse_mapping
@@ -109,7 +110,8 @@ def test_bridge_recodes_nulls_and_scrubs(tmp_path: Path) -> None:
         encoding="utf-8")
     res = run_bridge(ext, mp, tmp_path / "agency" / "CSC", tmp_path / "landing")
     assert (res.rows_read, res.rows_accepted, res.rows_quarantined) == (3, 3, 0)
-    pay = pq.read_table(res.landed_path / "payload.parquet").to_pylist()
+    opened = open_batch(res.landed_path, tmp_path / "opened", tmp_path / "hub" / "keys")
+    pay = pq.read_table(opened / "payload.parquet").to_pylist()
     got = [(p["referral_reason"], p["referral_source"], p["gp_practice"], p["plan_type"])
            for p in pay]
     assert got == [("Neglect", "School", "B81234", "CP"),
