@@ -184,6 +184,9 @@ def test_summary_prints_whole_paths_outside_a_terminal(world, capsys, monkeypatc
     deep = tmp / ("a-long-partnership-folder-name-" * 4) / "bridge"
     lead = ["--agency-dir", str(deep / "SCH"), "--agency", "SCH"]
     assert keys("init", *lead, "--partnership-lead") == 0
+    create_hub_sealing_key(tmp / "hub" / "keys")  # the hub's public record, imported
+    record = export_hub_public_key(tmp / "hub" / "keys", tmp / "hub_sealing_key.v1.json")
+    assert keys("import-hub-key", *lead, "--file", str(record)) == 0
     capsys.readouterr()
     assert main(["run", str(ext), "--mapping", str(mp), "--agency-dir", str(deep / "SCH"),
                  "--landing", str(deep / "landing")]) == 0
