@@ -90,3 +90,20 @@ def trusted(tmp_path: _Path, hub_key):  # noqa: ANN001, ANN201 - governance.audi
     from governance.audit_keys import load_trusted_keys
 
     return load_trusted_keys(tmp_path / "ig_lead" / "trusted_keys")
+
+
+# --- the audit store on both backends (SQLite file; PostgreSQL schema, skipped if absent) -----
+@_pytest.fixture(params=["sqlite", _pytest.param("postgres", marks=_pytest.mark.postgres)])
+def backend(request: _pytest.FixtureRequest, tmp_path: _Path):  # noqa: ANN201 - (url, schema)
+    """(url, schema) of a fresh governance store; a test module names its PostgreSQL schemas
+    with `PG_SCHEMA_PREFIX` so concurrent runs and leftovers are told apart."""
+    from governance.testing import postgres_url, temp_schema
+
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/hub/governance.db", None
+        return
+    url, why = postgres_url()
+    if url is None:
+        _pytest.skip(why)
+    with temp_schema(url, prefix=getattr(request.module, "PG_SCHEMA_PREFIX", "gov_test")) as schema:
+        yield url, schema

@@ -26,21 +26,9 @@ from governance.audit_keys import (
     export_public_record,
 )
 from governance.models import AuditEntry, ChainHead
-from governance.testing import postgres_url, temp_schema
 
-PG_URL, PG_WHY = postgres_url()
+PG_SCHEMA_PREFIX = "gov_test"  # schema names of the shared `backend` fixture (conftest)
 REPO = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, str | None]]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/hub/governance.db", None
-        return
-    if PG_URL is None:
-        pytest.skip(PG_WHY)
-    with temp_schema(PG_URL) as schema:
-        yield PG_URL, schema
 
 
 @pytest.fixture

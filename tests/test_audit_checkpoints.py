@@ -31,20 +31,8 @@ from governance.audit_keys import (
     load_trusted_keys,
 )
 from governance.models import AuditEntry, ChainHead, Checkpoint
-from governance.testing import postgres_url, temp_schema
 
-PG_URL, PG_WHY = postgres_url()
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, str | None]]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/hub/governance.db", None
-        return
-    if PG_URL is None:
-        pytest.skip(PG_WHY)
-    with temp_schema(PG_URL, prefix="gov_cp") as schema:
-        yield PG_URL, schema
+PG_SCHEMA_PREFIX = "gov_cp"  # schema names of the shared `backend` fixture (conftest)
 
 
 @pytest.fixture

@@ -7,29 +7,15 @@ import json
 import multiprocessing as mp
 import queue
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import pytest
-
 from governance.audit import AuditLog
 from governance.audit_keys import create_audit_key, export_public_record, load_trusted_keys
-from governance.testing import append_worker, postgres_url, temp_schema
+from governance.testing import append_worker
 
-PG_URL, PG_WHY = postgres_url()
+PG_SCHEMA_PREFIX = "gov_conc"  # schema names of the shared `backend` fixture (conftest)
 WRITERS, PER_WRITER = 4, 25
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, str | None]]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/audit.db", None
-        return
-    if PG_URL is None:
-        pytest.skip(PG_WHY)
-    with temp_schema(PG_URL, prefix="gov_conc") as schema:
-        yield PG_URL, schema
 
 
 def _trusted(tmp_path: Path):
