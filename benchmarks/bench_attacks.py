@@ -12,17 +12,21 @@ combined re-identification over the decoded quasi-identifiers. Each guess is sco
 ground truth (record_refs decrypted with each agency's own key: evaluation only).
 
 Prints per attack and overlap the share of records and of distinct hub values correctly
-re-identified, then `max re-identification: X%` (over every attack, 100% overlap).
+re-identified on the current spec, beside the same attack on the old spec (v2, kept in
+benchmarks/attacks/specs/; `--no-baseline` skips it), then `max re-identification: X%` (over
+every attack on the current spec, 100% overlap).
 Attack code: benchmarks/attacks/ (also run small in tests/test_attacks.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -32,6 +36,7 @@ from rich.console import Console  # noqa: E402
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+from benchmarks.attacks.score import AttackResult  # noqa: E402
 from benchmarks.attacks.suite import Context, max_reidentification, run_suite  # noqa: E402
 
 console = Console()
@@ -39,14 +44,44 @@ if not console.is_terminal:  # piped to a file: keep the column names whole
     console = Console(width=120)
 
 
-def prepare(run: Path, people: int, seed: int) -> None:
-    """A real bridge run + hub ingest (skipped when the run folder already has a warehouse)."""
+BASELINE_SPEC = ROOT / "benchmarks" / "attacks" / "specs" / "encoding_spec_v2.yaml"
+
+
+def prepare(run: Path, people: int, seed: int, spec: Path | None = None) -> None:
+    """A real bridge run + hub ingest (skipped when the run folder already has a warehouse),
+    every bridge and the hub on `spec` (default: the packaged spec)."""
+    import os
+
     from benchmarks.attacks.data import bridge_and_ingest
+    from ig_bridge.encoding import SPEC_ENV
 
     if (run / "hub" / "warehouse.duckdb").exists():
         console.print(f"reusing {run}")
         return
-    bridge_and_ingest(run, people=people, seed=seed)
+    old = os.environ.get(SPEC_ENV)
+    if spec is not None:
+        os.environ[SPEC_ENV] = str(spec)
+    try:
+        bridge_and_ingest(run, people=people, seed=seed)
+    finally:
+        if old is None:
+            os.environ.pop(SPEC_ENV, None)
+        else:
+            os.environ[SPEC_ENV] = old
+
+
+def attack(run: Path, args: argparse.Namespace, overlaps: list[float], spec: Path | None,
+           bar: Progress, job: Any, label: str) -> tuple[dict[str, Any], list[AttackResult]]:
+    from ig_bridge.encoding import load_encoding_spec
+
+    bar.update(job, description=f"{label}: bridge + ingest {args.people} people")
+    prepare(run, args.people, args.seed, spec)
+    bar.update(job, description=f"{label}: loading the hub's warehouse")
+    loaded = load_encoding_spec(spec)
+    ctx = Context(run, spec=loaded)
+    results = run_suite(ctx, overlaps, seed=args.seed, graph=not args.no_graph,
+                        step=lambda st: bar.update(job, description=f"{label}: {st}"))
+    return loaded, results
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,32 +91,55 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--run", type=Path, default=None, help="run folder (default var/attacks/...)")
     ap.add_argument("--overlaps", default="0.25,0.5,1.0")
     ap.add_argument("--no-graph", action="store_true", help="skip the graph matching attack")
-    ap.add_argument("--json", type=Path, default=None, help="write the figures here")
+    ap.add_argument("--baseline-spec", type=Path, default=BASELINE_SPEC,
+                    help="an older spec attacked the same way, shown beside (default: v2)")
+    ap.add_argument("--no-baseline", action="store_true", help="attack the current spec only")
+    ap.add_argument("--json", type=Path, default=None, help="write the figures here (e.g. "
+                    "schemas/pseudonym_strength.json, read by the IG report)")
     args = ap.parse_args(argv)
     run = args.run or ROOT / "var" / "attacks" / f"p{args.people}_s{args.seed}"
     overlaps = [float(x) for x in args.overlaps.split(",")]
     t0 = time.perf_counter()
     with Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), TimeElapsedColumn(),
                   console=console) as bar:
-        job = bar.add_task(f"bridge + ingest {args.people} people", total=None)
-        prepare(run, args.people, args.seed)
-        bar.update(job, description="loading the hub's warehouse")
-        ctx = Context(run)
-        results = run_suite(ctx, overlaps, seed=args.seed, graph=not args.no_graph,
-                            step=lambda s: bar.update(job, description=s))
+        job = bar.add_task("starting", total=None)
+        spec, results = attack(run, args, overlaps, None, bar, job, "current spec")
+        base: list[AttackResult] = []
+        base_version = None
+        if not args.no_baseline:
+            bspec, base = attack(run.with_name(run.name + "_baseline"), args, overlaps,
+                                 args.baseline_spec, bar, job, "baseline spec")
+            base_version = bspec["encoding_spec_version"]
+    version = spec["encoding_spec_version"]
     table = Table(title=f"Attacks on the hub's holdings ({args.people} people, seed "
-                        f"{args.seed}, encoding spec v{ctx.spec['encoding_spec_version']})")
-    for c, j in (("attack", "left"), ("target", "left"), ("overlap", "left"),
-                 ("records", "right"), ("distinct values", "right"), ("n rec/val", "right")):
+                        f"{args.seed}): share of records re-identified")
+    cols = [("attack", "left"), ("target", "left"), ("overlap", "left"),
+            (f"spec v{version}", "right"), ("distinct values", "right"), ("n rec/val", "right")]
+    if base:
+        cols.append((f"spec v{base_version}", "right"))
+    for c, j in cols:
         table.add_column(c, justify=j, no_wrap=True)  # type: ignore[arg-type]
-    for r in sorted(results, key=lambda r: (r.attack, r.target, r.overlap)):
-        style = "red" if r.records > 0.01 else ""
-        table.add_row(r.attack, r.target, r.overlap, f"[{style}]{r.records:.1%}" if style
-                      else f"{r.records:.1%}", f"{r.values:.1%}", f"{r.n_records}/{r.n_values}")
+    now = {(r.attack, r.target, r.overlap): r for r in results}
+    old = {(r.attack, r.target, r.overlap): r for r in base}
+    for key in sorted(set(now) | set(old)):
+        r, b = now.get(key), old.get(key)
+        row = list(key)
+        if r is None:
+            row += ["(no such column)", "", ""]
+        else:
+            style = "red" if r.records > 0.01 else ""
+            row += [f"[{style}]{r.records:.1%}" if style else f"{r.records:.1%}",
+                    f"{r.values:.1%}", f"{r.n_records}/{r.n_values}"]
+        if base:
+            row.append("-" if b is None else f"{b.records:.1%}")
+        table.add_row(*row)
     console.print(table)
     for ov in overlaps:
         label = f"{round(ov * 100)}%"
-        console.print(f"max at {label} overlap: {max_reidentification(results, label):.1%}")
+        line = f"max at {label} overlap: v{version} {max_reidentification(results, label):.1%}"
+        if base:
+            line += f" (v{base_version}: {max_reidentification(base, label):.1%})"
+        console.print(line)
         whole = [r.records for r in results if r.attack == "combined" and r.overlap == label]
         if whole:
             console.print(f"  whole records (combined quasi-identifiers) at {label}: "
@@ -91,11 +149,17 @@ def main(argv: list[str] | None = None) -> int:
                   f"in {time.perf_counter() - t0:.0f} s")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"people": args.people, "seed": args.seed,
-                                         "encoding_spec_version": ctx.spec[
-                                             "encoding_spec_version"],
-                                         "results": [r.as_dict() for r in results]}, indent=1))
+        args.json.write_text(json.dumps({
+            "people": args.people, "seed": args.seed, "encoding_spec_version": version,
+            "measured_on": datetime.date.today().isoformat(),
+            "results": [r.as_dict() for r in results],
+            "baseline": None if not base else {"encoding_spec_version": base_version,
+                                               "results": [r.as_dict() for r in base]}},
+            indent=1) + "\n")
     top = max_reidentification(results, "100%" if 1.0 in overlaps else None)
+    if base:
+        print(f"baseline (spec v{base_version}) max re-identification: "
+              f"{max_reidentification(base, '100%' if 1.0 in overlaps else None):.1%}")
     print(f"max re-identification: {top:.1%}")
     return 0
 

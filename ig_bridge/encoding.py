@@ -9,6 +9,7 @@ well under one HMAC per output cell.
 from __future__ import annotations
 
 import hmac
+import os
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
@@ -30,7 +31,13 @@ class EncodingSpecError(ValueError):
     """The encoding spec is malformed (names the file and the key path)."""
 
 
+#: A partnership that pins its own spec file (every bridge and the hub the same file, e.g.
+#: while an encoding spec change is rolled out) names it here; default: the packaged spec.
+SPEC_ENV = "JOINEDUP_ENCODING_SPEC"
+
+
 def load_encoding_spec(path: str | Path | None = None) -> dict[str, Any]:
+    path = path or os.environ.get(SPEC_ENV) or None
     if path is None:
         text = resources.files("schemas").joinpath("encoding_spec.yaml").read_text("utf-8")
         source = "schemas/encoding_spec.yaml"
@@ -67,6 +74,12 @@ def validate_encoding_spec(spec: Any, source: str = "<spec>") -> None:
             for s in sources:
                 if s not in known:
                     fail(where, f"unknown source {s!r}")
+            optional = col.get("optional")
+            if optional is not None and (
+                    section == "bloom" or not isinstance(optional, list) or len(sources) < 2
+                    or not set(optional) < set(sources)):
+                fail(where, "optional (tokens and blocking keys of several sources) lists the "
+                            "sources that may be missing, never all of them")
             if col.get("part") not in (None, "first", "last"):
                 fail(where, "part must be first or last")
             unordered = col.get("unordered")
@@ -88,6 +101,9 @@ def validate_encoding_spec(spec: Any, source: str = "<spec>") -> None:
                     fail(where, "bits must be <= 65536")
                 if col.get("salt") is not None and col["salt"] not in known:
                     fail(where, f"unknown salt source {col['salt']!r}")
+                if col.get("salt_required") not in (None, True, False) or (
+                        col.get("salt_required") and not col.get("salt")):
+                    fail(where, "salt_required is true or false, and needs a salt")
 
 
 def dice(a: bytes | None, b: bytes | None) -> float | None:
@@ -227,6 +243,11 @@ class Encoder:
         parts = [self._source(frame, s, col) for s in sources]
         if len(parts) == 1:
             return parts[0]
+        # An `optional` source that is missing joins as "" (a flat-less address keeps its
+        # token); it still takes its place, so values cannot shift between parts.
+        optional = set(col.get("optional") or ())
+        parts = [(np.where(c < 0, len(u), c), np.append(u, _obj([""])))
+                 if s in optional else (c, u) for s, (c, u) in zip(sources, parts, strict=True)]
         # A combined value exists only where every part does; join once per distinct combination.
         codes = _combine_codes([c for c, _ in parts], [len(u) for _, u in parts], shift=False)
         out = np.full(len(frame), -1, dtype=np.int64)
@@ -282,6 +303,9 @@ class Encoder:
         present = np.zeros(n, dtype=bool)
         for c, _ in parts:
             present |= c >= 0
+        if col.get("salt_required"):
+            # An unsalted filter would repeat across everyone without the salt: frequency bait.
+            present &= salt[0] >= 0
         rows = np.flatnonzero(present)
         result = np.full(n, None, dtype=object)
         if not len(rows):

@@ -284,6 +284,9 @@ def prediction_blocking_rules(columns: Collection[str]) -> list[BlockingRuleCrea
         ("tok_dob", "tok_given_name_phonetic"),
         ("tok_dob", "tok_postcode_district"),
         ("tok_given_name_phonetic", "tok_family_name_phonetic", "tok_dob_year"),
+        # Spec v3 salts name tokens with the birth year (no tok_dob_year): the same rule.
+        *([("tok_given_name_phonetic", "tok_family_name_phonetic")]
+          if "tok_dob_year" not in cols and "tok_dob" in cols else []),
         ("tok_given_name_canonical", "tok_postcode"),
         ("tok_family_name", "tok_postcode"),
     ]

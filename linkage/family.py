@@ -7,8 +7,10 @@ exactly one candidate other than the record's own subject:
   name_dob family name + canonical given name + DOB tokens
   name_phone canonical given name + phone token
   email    email token
-  name_postcode family name + canonical given name + postcode token
-  name_home family name + canonical given name + the naming record's own postcode token
+  name_postcode canonical given name + the family name + postcode key (blk_family_postcode);
+           a relative named without an address carries the naming record's own postcode in
+           that key (the bridge fills it: a lead adult named by an Early Help record lives at
+           the child's address unless the record says otherwise)
 Unresolved relatives keep a pseudonymous key over their tokens, so two agencies naming the same
 unregistered father still meet in one network. Writes `family_edge`, `family_network`.
 """
@@ -29,10 +31,8 @@ RULES: list[tuple[str, list[str]]] = [
     ("name_dob", ["tok_family_name", "tok_given_name_canonical", "tok_dob"]),
     ("name_phone", ["tok_given_name_canonical", "tok_phone"]),
     ("email", ["tok_email"]),
-    ("name_postcode", ["tok_family_name", "tok_given_name_canonical", "tok_postcode"]),
-    # A relative named without DOB or contact details (an Early Help lead adult): the one
-    # person of that name in the postcode of the record that names them.
-    ("name_home", ["tok_family_name", "tok_given_name_canonical", "home:tok_postcode"]),
+    # Spec v3 has no standalone postcode token: family name + postcode is one bridge key.
+    ("name_postcode", ["blk_family_postcode", "tok_given_name_canonical"]),
 ]
 
 FAMILY_DDL = """
@@ -70,10 +70,8 @@ class FamilyResult:
 def _resolve_sql() -> str:
     parts = []
     for rank, (name, cols) in enumerate(RULES):
-        # "home:<col>" compares the candidate's <col> with the naming record's own <col>.
-        rel = [f"r.home_{c.split(':', 1)[1]}" if c.startswith("home:") else f"r.{c}"
-               for c in cols]
-        cand = [f"i.{c.split(':', 1)[-1]}" for c in cols]
+        rel = [f"r.{c}" for c in cols]
+        cand = [f"i.{c}" for c in cols]
         on = " AND ".join(f"{a} = {b}" for a, b in zip(rel, cand, strict=True))
         present = " AND ".join(f"{a} IS NOT NULL" for a in rel)
         parts.append(f"""
@@ -91,9 +89,8 @@ def resolve_related(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("""
         CREATE OR REPLACE TEMP TABLE _rel AS
         SELECT row_number() OVER (ORDER BY r.record_ref, r.slot) AS rel_id,
-               r.*, rp.person_id AS subject_person_id, s.tok_postcode AS home_tok_postcode
-        FROM related r JOIN record_person rp USING (record_ref)
-        LEFT JOIN identifiers s ON s.record_ref = r.record_ref AND s.agency = r.agency""")
+               r.*, rp.person_id AS subject_person_id
+        FROM related r JOIN record_person rp USING (record_ref)""")
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE _cand AS
         WITH c AS ({_resolve_sql()}),
@@ -116,7 +113,8 @@ def build_family_network(con: duckdb.DuckDBPyConnection, run_id: str) -> FamilyR
             SELECT ?, r.subject_person_id, c.candidate,
                    CASE WHEN c.candidate IS NULL THEN
                        'R' || md5(concat_ws('|', r.tok_given_name_canonical, r.tok_family_name,
-                                  coalesce(r.tok_dob, r.tok_phone, r.tok_email, r.tok_postcode)))
+                                  coalesce(r.tok_dob, r.tok_phone, r.tok_email,
+                                           r.blk_family_postcode)))
                    END,
                    r.relationship, r.agency, r.record_ref, r.slot,
                    coalesce(c.rule, 'unresolved')

@@ -78,6 +78,9 @@ def test_every_token_cell_is_the_hmac_of_its_own_row(frame: pd.DataFrame) -> Non
             got_col = enc[name].tolist()
             for i, row in enumerate(records):
                 parts = [_row_value(row, s, col) for s in sources]
+                # `optional` sources join as "" when missing (a flat-less address)
+                parts = ["" if p is None and s in (col.get("optional") or ()) else p
+                         for p, s in zip(parts, sources, strict=True)]
                 if col.get("unordered") and not any(p is None for p in parts):
                     n = col["unordered"]
                     parts = [*sorted(parts[:n]), *parts[n:]]
@@ -86,7 +89,7 @@ def test_every_token_cell_is_the_hmac_of_its_own_row(frame: pd.DataFrame) -> Non
                 got = got_col[i]
                 assert (None if pd.isna(got) else got) == want, (name, i)
                 checked += want is not None
-    assert checked > 10_000  # the fixture really exercises present values
+    assert checked > 5_000  # the fixture really exercises present values (6,371 on spec v3)
 
 
 def test_unordered_key_agrees_when_given_and_family_names_are_swapped() -> None:
@@ -109,7 +112,8 @@ def test_bloom_of_a_row_does_not_depend_on_its_chunk(frame: pd.DataFrame) -> Non
         for name in [c for c in encoder.columns if c.startswith("bf_")]:
             assert one[name].iloc[0] == whole[name].iloc[i], (name, i)
     # and a missing source gives no filter, a present one a fixed-length filter
-    present = frame["given_name"].notna().to_numpy()
+    # (spec v3: the name filter is salted with the birth year and needs one)
+    present = (frame["given_name"].notna() & frame["dob_year"].notna()).to_numpy()
     assert whole["bf_given_name"][~present].isna().all()
     assert {len(b) for b in whole["bf_given_name"][present]} == {encoder.bloom_bytes(
         "bf_given_name")}

@@ -65,7 +65,7 @@ def tok(field: str, value: str | None) -> str | None:
     return hmac.new(_key(field), value.encode(), hashlib.sha256).hexdigest()[:32]
 
 
-def bloom(field: str, value: str | None) -> bytes | None:
+def bloom(field: str, value: str | None, salt: str = "") -> bytes | None:
     if not value:
         return None
     bits = bytearray(BLOOM_BITS // 8)
@@ -73,7 +73,8 @@ def bloom(field: str, value: str | None) -> bytes | None:
     key = _key("bloom:" + field)
     for gram in {padded[i : i + 2] for i in range(len(padded) - 1)}:
         for k in range(BLOOM_K):
-            h = int.from_bytes(hmac.new(key, f"{k}:{gram}".encode(), hashlib.sha256).digest()[:4])
+            msg = f"{salt}|{k}:{gram}".encode()
+            h = int.from_bytes(hmac.new(key, msg, hashlib.sha256).digest()[:4])
             pos = h % BLOOM_BITS
             bits[pos // 8] |= 1 << (7 - pos % 8)
     return bytes(bits)
@@ -209,34 +210,41 @@ def encode(plain: dict) -> dict:
     giv_ph = jellyfish.soundex(g) if g else None
     sector = pc[:-2] if pc else None
     district = pc.split(" ")[0] if pc else None
+    # Spec v3 shape: names salted with the birth year, no low-entropy standalone tokens.
+    year = str(dob.year) if dob else None
+
+    def salted(field: str, v: str | None) -> str | None:
+        return tok(field, f"{v}|{year}") if v and year else None
+
+    def salted_bloom(field: str, v: str | None) -> bytes | None:
+        return bloom(field, v, year) if v and year else None
+
     return {
-        "tok_given_name": tok("given_name", g),
-        "tok_given_name_canonical": tok("given_name_canonical", _canonical(g) if g else None),
-        "tok_given_name_phonetic": tok("given_name_phonetic", giv_ph),
-        "tok_family_name": tok("family_name", f),
-        "tok_family_name_phonetic": tok("family_name_phonetic", fam_ph),
-        "tok_other_names": tok("family_name", o),
+        "tok_given_name": salted("given_name", g),
+        "tok_given_name_canonical": salted("given_name", _canonical(g) if g else None),
+        "tok_given_name_phonetic": salted("given_name_phonetic", giv_ph),
+        "tok_family_name": salted("family_name", f),
+        "tok_family_name_phonetic": salted("family_name_phonetic", fam_ph),
+        "tok_other_names": salted("family_name", o),
         "tok_dob": tok("dob", dob_s),
-        "tok_dob_year": tok("dob_year", str(dob.year) if dob else None),
-        "tok_dob_month": tok("dob_month", str(dob.month) if dob else None),
-        "tok_dob_day": tok("dob_day", str(dob.day) if dob else None),
         "tok_dob_swapped": tok("dob", swapped),
-        "tok_sex": tok("sex", plain["sex"]),
-        "tok_postcode": tok("postcode", pc),
-        "tok_postcode_sector": tok("postcode_sector", sector),
-        "tok_postcode_district": tok("postcode_district", district),
         "tok_address": tok("address", f"{plain['address']}|{pc}" if pc else None),
         "tok_uprn": tok("uprn", plain["uprn"]),
         "tok_nhs_number": tok("nhs_number", plain["nhs_number"]),
         "tok_upn": None,
         "tok_phone": None,
         "tok_email": None,
-        "bf_given_name": bloom("given_name", g),
-        "bf_family_name": bloom("family_name", f),
-        "bf_address": bloom("address", plain["address"]),
+        "bf_given_name": salted_bloom("given_name", g),
+        "bf_family_name": salted_bloom("family_name", f),
+        "bf_address": bloom("address", plain["address"], sector or ""),
         "blk_dob_family": tok("blk_dob_family", f"{dob_s}|{fam_ph}" if dob and f else None),
-        "blk_given_district": tok("blk_given_district",
-                                  f"{giv_ph}|{district}" if g and district else None),
+        "blk_dob_postcode_sector": tok("blk_dob_postcode_sector",
+                                       f"{dob_s}|{sector}" if dob and sector else None),
+        "blk_dob_postcode_district": tok("blk_dob_postcode_district",
+                                         f"{dob_s}|{district}" if dob and district else None),
+        "blk_family_postcode": tok("blk_family_postcode", f"{f}|{pc}" if f and pc else None),
+        "blk_given_canonical_postcode": tok("blk_given_canonical_postcode",
+                                            f"{_canonical(g)}|{pc}" if g and pc else None),
     }
 
 

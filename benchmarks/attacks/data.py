@@ -22,6 +22,7 @@ from ig_bridge.keys import KeyStore, LinkKey, decrypt_record_ref
 from ig_bridge.normalise import normalise_identifiers, normalise_name_value
 
 SEP = "\x1f"  # the bridge's separator between combined fields (ig_bridge.encoding._SEP)
+SALT = "\x1e"  # marks the salt in a Bloom preimage: q-grams of different salts never match
 # Reference fields the attacker holds in plaintext, as canonical identifier fields.
 REF_FIELDS = ("given_name", "middle_names", "family_name", "other_names", "date_of_birth", "sex",
               "address_line_1", "postcode")
@@ -141,11 +142,19 @@ def preimage(spec: dict[str, Any], frame: pd.DataFrame, column: str) -> np.ndarr
             vals = []
             for c, u in parts:
                 vals.append(np.where(c >= 0, np.append(u, None)[c], None))
+            salt = None
+            if col.get("salt"):
+                sc, su = enc._source(frame, col["salt"], {})
+                salt = np.where(sc >= 0, np.append(su, None)[sc], None)
             out = np.empty(len(frame), dtype=object)
             for i in range(len(frame)):
                 row = [v[i] for v in vals]
-                out[i] = None if all(r is None for r in row) else \
-                    SEP.join("" if r is None else str(r) for r in row)
+                if all(r is None for r in row) or (col.get("salt_required") and salt[i] is None):
+                    out[i] = None
+                    continue
+                out[i] = SEP.join("" if r is None else str(r) for r in row)
+                if salt is not None:  # the salt is part of what the filter encodes
+                    out[i] += f"{SALT}{'' if salt[i] is None else salt[i]}"
             return out
         codes, uniq = enc._combined(frame, col)
         return np.where(codes >= 0, np.append(uniq, None)[codes], None)

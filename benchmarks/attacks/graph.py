@@ -22,6 +22,7 @@ from scipy.spatial.distance import cdist
 from scipy.stats import rankdata
 
 SEP = "\x1f"
+SALT = "\x1e"  # benchmarks.attacks.data.SALT
 N_BINS = 5
 LSA_MAX = 7000  # larger graphs: greedy matching (LSA time grows ~ n^3)
 
@@ -33,13 +34,16 @@ def qgram_matrix(values: list[str], col: dict[str, Any]) -> sp.csr_matrix:
     rows, cols = [], []
     for r, v in enumerate(values):
         grams: set[tuple[int, str]] = set()
+        # A salted encoding's q-grams are hashed with the salt: the same q-gram under two
+        # salts is two unrelated features (the attacker knows the public spec).
+        v, _, salt = v.partition(SALT)
         for i, part in enumerate(v.split(SEP)):
             words = part.split()
             if compact and words:
                 words = ["".join(words)]
             for w in words:
                 p = f"_{w}_"
-                grams.update((i, p[j:j + q]) for j in range(max(1, len(p) - q + 1)))
+                grams.update((i, salt + p[j:j + q]) for j in range(max(1, len(p) - q + 1)))
         for g in grams:
             rows.append(r)
             cols.append(vocab.setdefault(g, len(vocab)))

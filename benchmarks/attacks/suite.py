@@ -11,6 +11,8 @@ import pandas as pd
 
 from benchmarks.attacks import frequency, structure
 from benchmarks.attacks.data import (
+    SALT,
+    SEP,
     HubData,
     load_hub,
     population_plaintext,
@@ -63,6 +65,27 @@ class Context:
     def columns(self, prefix: str) -> list[str]:
         sec = {"tok_": "tokens", "blk_": "blocking", "bf_": "bloom"}[prefix]
         return [c for c in (self.spec.get(sec) or {}).get("columns", {}) if c in self.rec]
+
+
+def _split_salted(guess: np.ndarray | None) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """A decoded salted value ("name<SEP>year" token, "name<SALT>year" filter) -> (names,
+    years): a salted name the attack decodes gives the birth year away too."""
+    if guess is None:
+        return None, None
+    names = np.full(len(guess), None, dtype=object)
+    years = np.full(len(guess), None, dtype=object)
+    for i, g in enumerate(guess):
+        if g is None:
+            continue
+        name, sep, year = str(g).replace(SALT, SEP).partition(SEP)
+        names[i] = name
+        years[i] = year if sep else None
+    return names, years
+
+
+def _salted_by_year(spec: dict[str, Any], col: str) -> bool:
+    conf = (spec.get("tokens") or {}).get("columns", {}).get(col) or {}
+    return "dob_year" in (conf.get("sources") or [])
 
 
 def _by_value(hub_values: pd.Series, mapping: dict[object, str]) -> np.ndarray:
@@ -147,21 +170,27 @@ def run_suite(ctx: Context, overlaps: Iterable[float] = (0.25, 0.5, 1.0), seed: 
     # Public census-style tables: no reference set needed.
     step("frequency vs public name tables")
     pub: dict[str, np.ndarray] = {}
+    # Census-style age structure: what share of the population was born in each year.
+    years = ctx.pop["dob_year"].dropna().astype(int).astype(str).value_counts(normalize=True)
     for col, kind in (("tok_given_name", "given_name"), ("tok_family_name", "family_name")):
         if col not in rec:
             continue
+        table = public_name_table(kind)
+        if _salted_by_year(ctx.spec, col):  # names by birth year (e.g. ONS baby names)
+            table = pd.Series({f"{n}{SEP}{y}": a * b for n, a in table.items()
+                               for y, b in years.items()})
         pub[col] = _by_value(rec[col], frequency.align(rec[col].to_numpy(dtype=object),
-                                                       public_name_table(kind)))
+                                                       table))
         results.append(score("frequency", col, "public", rec[col].to_numpy(dtype=object),
                              pub[col], truth[col], everyone))
     step("structure: year group, calendar")
     none = np.full(len(rec), None, dtype=object)
-    years = structure.decode_years(rec) if "tok_dob_year" in rec else {}
+    dyears = structure.decode_years(rec) if "tok_dob_year" in rec else {}
     month_c: dict[str, frozenset[int]] = {}
     day_c: dict[str, frozenset[int]] = {}
     if {"tok_dob_month", "tok_dob_day", "tok_dob_year"} <= set(rec.columns):
-        month_c, day_c = structure.decode_calendar(rec, years)
-    found = {"tok_dob_year": {t: str(y) for t, y in years.items()},
+        month_c, day_c = structure.decode_calendar(rec, dyears)
+    found = {"tok_dob_year": {t: str(y) for t, y in dyears.items()},
              "tok_dob_month": structure.exact(month_c), "tok_dob_day": structure.exact(day_c)}
     decoded = {c: _by_value(rec[c], m) if c in rec else none for c, m in found.items()}
     for col, g in decoded.items():
@@ -183,8 +212,16 @@ def run_suite(ctx: Context, overlaps: Iterable[float] = (0.25, 0.5, 1.0), seed: 
                                                             table))
             results.append(score("frequency", col, label, rec[col].to_numpy(dtype=object),
                                  freq[col], truth[col], att))
+        # A deterministic Bloom filter repeats per value like a token: align its counts too.
+        for col in ctx.columns("bf_"):
+            table = frequency.reference_table(ctx.ref(col, ref_ids))
+            if table.empty:
+                continue
+            g = _by_value(rec[col], frequency.align(rec[col].to_numpy(dtype=object), table))
+            results.append(score("frequency", col, label, rec[col].to_numpy(dtype=object), g,
+                                 truth[col], att))
         # Sex from the given names the alignment decoded (no frequency table for sex needed).
-        given = freq.get("tok_given_name", pub.get("tok_given_name", none))
+        given = _split_salted(freq.get("tok_given_name", pub.get("tok_given_name", none)))[0]
         sguess = none
         if "tok_sex" in rec:
             sguess = _by_value(rec["tok_sex"], structure.decode_sex(rec, given))
@@ -206,7 +243,12 @@ def run_suite(ctx: Context, overlaps: Iterable[float] = (0.25, 0.5, 1.0), seed: 
         if graph:
             variants["graph"] = (best.get("graph:bf_given_name"), best.get("graph:bf_family_name"))
         for name, (gv, fv) in variants.items():
-            gs = {**base, "given": gv if gv is not None else none,
+            (gv, gy), (fv, fy) = _split_salted(gv), _split_salted(fv)
+            year = yguess.copy()
+            for y in (gy, fy):  # a decoded salted name carries its birth year
+                if y is not None:
+                    year = np.where(pd.isna(year), y, year)
+            gs = {**base, "year": year, "given": gv if gv is not None else none,
                   "family": fv if fv is not None else none}
             r, p, n = combined(ctx, gs, ref_ids, month_c, day_c)
             results.append(AttackResult("combined", f"{name} names+dob+sex+district", label,
