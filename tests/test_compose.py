@@ -73,6 +73,8 @@ TABLE: dict[str, dict[str, set[str]]] = {
     "governance-api": row(ro={"warehouse", "hub_request_key", "hub_audit_keys"},
                           binds={"./docker/hub_api.yaml:ro"},
                           secrets_={"GOVERNANCE_DB_PASSWORD"}, nets={"hub"} | REID_NETS),
+    "workspace": row(ro={"warehouse", "hub_request_key", "hub_audit_keys"},
+                     secrets_={"GOVERNANCE_DB_PASSWORD"}, nets={"hub"} | REID_NETS),
     "hub-keygen": row(rw={"hub_sealing_keys", "hub_audit_keys", "hub_request_key",
                           "hub_public"}, nets=()),
 }
@@ -117,10 +119,12 @@ def test_table_gives_no_agency_container_anything_of_another_party() -> None:
                 if volume in (r["rw"] | r["ro"] if mode == "any" else r[mode])}
 
     # the sealing private key only where custody runs; the audit key where checkpoints are
-    # signed; the request key where re-identification requests are; all written by keygen only
+    # signed; the request key where re-identification requests are (the API and the
+    # workspace); all written by keygen only
     assert holders("hub_sealing_keys") == {"airflow-worker-hub", "hub-keygen"}
-    assert holders("hub_audit_keys") == {"airflow-worker-hub", "governance-api", "hub-keygen"}
-    assert holders("hub_request_key") == {"governance-api", "hub-keygen"}
+    assert holders("hub_audit_keys") == {"airflow-worker-hub", "governance-api", "workspace",
+                                         "hub-keygen"}
+    assert holders("hub_request_key") == {"governance-api", "workspace", "hub-keygen"}
     for v in ("hub_sealing_keys", "hub_audit_keys", "hub_request_key"):
         assert holders(v, "rw") == {"hub-keygen"}, v
     # the IG lead's trusted audit key: read by the report stage, written by no service

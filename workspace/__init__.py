@@ -1,0 +1,1 @@
+"""The practitioner workspace: server-rendered web pages on the governance decisions."""
