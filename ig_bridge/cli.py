@@ -1,5 +1,8 @@
 """`joinedup-bridge`: the data officer's command line for the agency bridge."""
 
+# Start-up is kept light: pandas, Great Expectations, Presidio and the bridge stages are
+# imported inside the commands that use them (benchmarks/bench_cli_start.py; a test checks
+# that `--help` imports none of them).
 from __future__ import annotations
 
 import argparse
@@ -8,7 +11,6 @@ import os
 import sys
 from pathlib import Path
 
-import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
@@ -37,12 +39,53 @@ def _summary(res) -> None:  # type: ignore[no-untyped-def]
         t.add_row(k, str(v))
     for reason, n in sorted(res.reasons.items()):
         t.add_row(f"  {reason}", str(n))
-    nulled: dict[str, int] = {}  # closed-vocabulary values nulled, rows kept (report: lines)
-    for _, f in res.field_problems:
-        nulled[f] = nulled.get(f, 0) + 1
-    for f, n in sorted(nulled.items()):
-        t.add_row(f"  payload.{f}: not in vocabulary, nulled", str(n))
+    _field_rows(t, res.field_counts)
     _console().print(t)
+    for hint in res.hints:
+        console.print(f"[yellow]hint[/yellow] {hint}")
+
+
+def _field_rows(t: Table, counts: dict[str, dict[str, int]]) -> None:
+    """Field problems in accepted rows (value nulled, or kept and flagged), per field/reason."""
+    if counts:
+        t.add_row("field problems (rows kept)", str(sum(sum(v.values()) for v in
+                                                        counts.values())))
+    for f, per in sorted(counts.items()):
+        for reason, n in sorted(per.items(), key=lambda kv: -kv[1]):
+            t.add_row(f"  {f}: {reason}", f"{n:,}")
+
+
+def _validate(a: argparse.Namespace) -> int:
+    """The dry run: every row check of `run`, nothing written. 2 = refused, 1 = warnings."""
+    from ig_bridge.dryrun import dry_run
+
+    res = dry_run(a.extract, a.mapping)
+    for prob in res.problems:
+        console.print(f"[red]refused[/red] {prob}")
+    if res.refused:
+        return 2
+    t = Table(title=f"Dry run of {a.extract.name} with {a.mapping.name}")
+    t.add_column("item")
+    t.add_column("value", justify="right", overflow="fold")
+    for k, v in (("rows read", res.rows_read), ("would be accepted", res.rows_accepted),
+                 ("would be quarantined", res.rows_quarantined),
+                 ("min identifying fields", res.min_identifying_fields)):
+        t.add_row(k, f"{v:,}")
+    for reason, n in sorted(res.reasons.items()):
+        t.add_row(f"  {reason}", f"{n:,}")
+    _field_rows(t, res.fields.counts)
+    _console().print(t)
+    for line, reason in res.quarantined_lines[:10]:
+        console.print(f"quarantine: line {line}: {reason}")
+    for hint in res.hints:
+        console.print(f"[yellow]hint[/yellow] {hint}")
+    warnings = res.warnings()
+    for w in warnings:
+        console.print(f"[yellow]warning[/yellow] {w}")
+    if not warnings:
+        console.print(f"[green]ok[/green] {a.extract.name}: every row checked against "
+                      f"{a.mapping.name}")
+    return 1 if warnings else 0
 
 
 def _passphrase(a: argparse.Namespace, confirm: bool = False) -> str:
@@ -130,7 +173,51 @@ def _keys(a: argparse.Namespace) -> int:
     return 0
 
 
+def _reidentify_out(a: argparse.Namespace) -> int:
+    """--out: the agency's own local ids for a file of refs (CSV record_ref,local_id, 0600),
+    for its quality checks. Refs it cannot resolve are reported per line, not fatal."""
+    from ig_bridge.keys import KeyFileError, KeyStore, RecordRefError
+    from ig_bridge.reidentify import RefLine, export_local_ids, read_ref_lines
+
+    if a.mapping is None and not a.agency:
+        raise SystemExit("reidentify --out needs --agency CODE (or --mapping)")
+    if a.mapping is not None:
+        from schemas.mapping import load_mapping
+
+        code = load_mapping(a.mapping).code
+    else:
+        code = a.agency
+    try:
+        refs = [RefLine(0, r) for r in (a.ref or [])]
+        if a.refs_file is not None:
+            refs += read_ref_lines(a.refs_file)
+        if not refs:
+            raise SystemExit("give record refs with --refs-file (or --ref)")
+        keys = KeyStore(a.agency_dir / "keys", code).ref_keys()
+        res = export_local_ids(refs, ref_keys=keys, out=a.out,
+                               audit_log=a.agency_dir / "audit.log",
+                               requested_by=a.user or getpass.getuser(),
+                               source=str(a.refs_file or "--ref"))
+    except (RecordRefError, KeyFileError, ValueError, OSError) as exc:
+        console.print(f"[red]refused[/red] {exc}")
+        return 2
+    where = str(a.refs_file or "--ref")
+    for line, reason in res.problems:
+        console.print(f"[yellow]skipped[/yellow] {where} line {line}: {reason}")
+    console.print(f"[green]written[/green] {res.written:,} local id(s) to {res.path} (0600)"
+                  + (f"; {len(res.problems):,} ref(s) skipped" if res.problems else ""))
+    return 0
+
+
 def _reidentify(a: argparse.Namespace) -> int:
+    if a.out is not None:
+        return _reidentify_out(a)
+    missing = [f"--{n.replace('_', '-')}" for n in ("extract", "mapping", "protocol", "user",
+                                                    "reason") if getattr(a, n) is None]
+    if missing:
+        raise SystemExit(f"reidentify needs {', '.join(missing)} (or --out FILE for local ids)")
+    import pandas as pd
+
     from ig_bridge.keys import KeyFileError, KeyStore, RecordRefError
     from ig_bridge.reader import iter_chunks
     from ig_bridge.reidentify import ReidentificationRequest, frame_lookup, reidentify
@@ -255,7 +342,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = _glue_ref_values(sys.argv[1:] if argv is None else list(argv))
     p = argparse.ArgumentParser(prog="joinedup-bridge", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
-    v = sub.add_parser("validate", help="extract-level checks only")
+    v = sub.add_parser("validate", help="dry run: every check of `run` on every row, counts "
+                       "per field and reason, nothing written (exit 1: warnings, 2: refused)")
     r = sub.add_parser("run", help="validate, split, sign and land one extract")
     for sp in (v, r):
         sp.add_argument("extract", type=Path)
@@ -263,6 +351,11 @@ def main(argv: list[str] | None = None) -> int:
         sp.add_argument("--agency-dir", type=Path, required=True)
     r.add_argument("--landing", type=Path, required=True)
     r.add_argument("--extract-kind", choices=["snapshot", "delta"])
+    r.add_argument("--force", action="store_true",
+                   help="land it although a snapshot guard refused it (min share of the last "
+                   "snapshot, problem rate); needs --reason, which goes to the hub")
+    r.add_argument("--reason", help="with --force: why (kept in the manifest, the agency's "
+                   "bridge_log.jsonl and the hub's IG report; no identifiers)")
     k = sub.add_parser("keys", help="agency key management (ig_bridge.keys)")
     k.add_argument("action", choices=["init", "export-link-key", "import-link-key",
                                       "import-hub-key", "show-public", "rotate"])
@@ -277,16 +370,21 @@ def main(argv: list[str] | None = None) -> int:
                    help="rotate: which key")
     k.add_argument("--partnership-lead", action="store_true",
                    help="init/rotate: this bridge creates the partnership link key")
-    ri = sub.add_parser("reidentify", help="resolve record refs for an authorised request")
+    ri = sub.add_parser("reidentify", help="resolve record refs for an authorised request, "
+                        "or (--out) write this agency's own local ids for a file of refs")
     ri.add_argument("--agency-dir", type=Path, required=True)
-    ri.add_argument("--extract", type=Path, required=True, help="the agency's own extract")
-    ri.add_argument("--mapping", type=Path, required=True)
+    ri.add_argument("--extract", type=Path, help="the agency's own extract")
+    ri.add_argument("--mapping", type=Path)
     ri.add_argument("--ref", action="append", help="a record_ref (repeatable)")
-    ri.add_argument("--refs-file", type=Path, help="file of record refs, whitespace separated")
-    ri.add_argument("--protocol", required=True)
-    ri.add_argument("--user", required=True)
-    ri.add_argument("--reason", required=True)
+    ri.add_argument("--refs-file", type=Path, help="file of record refs: one per line, CSV "
+                    "with a record_ref column (and agency), or Parquet")
+    ri.add_argument("--protocol")
+    ri.add_argument("--user")
+    ri.add_argument("--reason")
     ri.add_argument("--decision-id", help="the hub's decision id for this request")
+    ri.add_argument("--out", type=Path, help="write record_ref,local_id CSV here (0600, never "
+                    "overwritten) for the agency's own quality checks; needs only the ref key")
+    ri.add_argument("--agency", help="--out: agency code (or give --mapping)")
     pr = sub.add_parser("protocols", help="the data-sharing protocols this agency agreed: "
                         "identity requests are answered under these only")
     pr.add_argument("action", choices=["agree", "list"])
@@ -325,28 +423,50 @@ def main(argv: list[str] | None = None) -> int:
     if a.cmd == "protocols":
         return _protocols(a)
 
-    from ig_bridge.split import BridgeKeysMissing, ExtractRefused, run_bridge, validate_extract
+    from ig_bridge.split import BridgeKeysMissing, ExtractRefused, run_bridge
 
     if a.cmd == "validate":
-        problems = validate_extract(a.extract, a.mapping, a.agency_dir)
-        for prob in problems:
-            console.print(f"[red]refused[/red] {prob}")
-        if not problems:
-            console.print(f"[green]ok[/green] {a.extract.name} matches {a.mapping.name}")
-        return 2 if problems else 0
+        return _validate(a)
+    from ig_bridge.snapshot_guard import ForceReasonInvalid, SnapshotRefused
+
+    if a.force != bool(a.reason):
+        console.print("[red]refused[/red] --force and --reason go together: say why the "
+                      "snapshot guard should be overridden")
+        return 2
     try:
         res = run_bridge(a.extract, a.mapping, a.agency_dir, a.landing, a.extract_kind,
-                         progress=True)
-    except BridgeKeysMissing as exc:
+                         progress=True, force_reason=a.reason if a.force else None)
+    except (BridgeKeysMissing, ForceReasonInvalid) as exc:
         console.print(f"[red]refused[/red] {exc}")
         return 2
     except ExtractRefused as exc:
         for prob in exc.problems:
             console.print(f"[red]refused[/red] {prob}")
+        if isinstance(exc, SnapshotRefused):
+            _guard_hint(a, exc)
         console.print(f"report: {exc.report_path}")
         return 2
     _summary(res)
+    if res.forced:
+        console.print(f"[yellow]forced[/yellow] {', '.join(res.forced['guards'])}: "
+                      f"{res.forced['reason']} (recorded in the manifest and bridge_log.jsonl)")
     return 0
+
+
+def _guard_hint(a: argparse.Namespace, exc) -> None:  # type: ignore[no-untyped-def]
+    """Nothing landed: say so, where the quarantined rows are, and how to force it."""
+    console.print("nothing landed; the sequence number is not spent")
+    if exc.quarantine_path:
+        console.print(f"quarantined rows (with reasons): {exc.quarantine_path}")
+    if exc.forceable:
+        console.print("if the extract is right (e.g. the agency really closed that many "
+                      "records), land it anyway with: joinedup-bridge run "
+                      f"{a.extract} --mapping {a.mapping} --agency-dir {a.agency_dir} "
+                      f"--landing {a.landing}"
+                      + (f" --extract-kind {a.extract_kind}" if a.extract_kind else "")
+                      + " --force --reason \"<why>\"")
+    else:
+        console.print("this guard cannot be forced: fix the extract or the mapping")
 
 
 if __name__ == "__main__":

@@ -29,6 +29,13 @@ REQUIRED_KEYS = (
     "canonical_version", "encoding_spec_version", "link_key_version", "ref_key_version",
     "signing_key_id", "rows", "files",
 )
+#: Optional manifest entry: the snapshot guards the data officer forced (ig_bridge.snapshot_guard).
+FORCED_KEY = "forced"
+FORCEABLE_GUARDS = frozenset({"min_share", "problem_rate"})
+# A forced reason travels to the hub: short free text, nothing that looks like an identifier
+# (no run of 4+ digits: dates, NHS numbers, phone numbers; no '@': e-mail addresses).
+FORCE_REASON = re.compile(r"[A-Za-z0-9 .,:;()/#'_-]{3,200}")
+IDENTIFYING = re.compile(r"\d{4,}|@")
 
 
 class Signer(Protocol):
@@ -90,8 +97,13 @@ def build_manifest(batch_dir: str | Path, *, batch_id: str, agency: str, sequenc
                    extract_kind: str, mapping_version: int, canonical_version: int,
                    encoding_spec_version: int, link_key_version: int, ref_key_version: int,
                    signing_key_id: str, rows: Mapping[str, int],
-                   created_at: str | None = None) -> dict[str, Any]:
-    """Unsigned manifest over every file now in batch_dir (except manifest.json)."""
+                   created_at: str | None = None,
+                   field_problems: Mapping[str, Mapping[str, int]] | None = None,
+                   forced: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Unsigned manifest over every file now in batch_dir (except manifest.json).
+    `field_problems`: counts per field and reason of values the bridge nulled or flagged in
+    accepted rows (ig_bridge.rowcheck), counts only, never a value; `forced`: the snapshot
+    guards the data officer forced, with the reason."""
     batch_dir = Path(batch_dir)
     if extract_kind not in ("snapshot", "delta"):
         raise ValueError("extract_kind must be snapshot or delta")
@@ -110,7 +122,9 @@ def build_manifest(batch_dir: str | Path, *, batch_id: str, agency: str, sequenc
             "sha256": sha256_file(path), "bytes": path.stat().st_size,
             "rows": _parquet_rows(path) if path.suffix == ".parquet" else None,
         }
+    out: dict[str, Any] = {} if forced is None else {FORCED_KEY: dict(forced)}
     return {
+        **out,
         "batch_id": batch_id, "agency": agency, "sequence": int(sequence),
         "extract_kind": extract_kind,
         "created_at": created_at or datetime.now(UTC).isoformat(timespec="seconds"),
@@ -120,6 +134,8 @@ def build_manifest(batch_dir: str | Path, *, batch_id: str, agency: str, sequenc
         "signing_key_id": signing_key_id,
         "rows": {k: int(rows[k]) for k in ("read", "accepted", "quarantined")},
         "files": files,
+        **({"field_problems": {f: _plain_reasons(v) for f, v in field_problems.items()}}
+           if field_problems else {}),
     }
 
 
@@ -209,6 +225,8 @@ def _check_fields(m: Mapping[str, Any], mpath: Path) -> None:
         raise bad("rows", "{read, accepted, quarantined} integers >= 0")
     if rows["read"] != rows["accepted"] + rows["quarantined"]:
         raise bad("rows", "read = accepted + quarantined")
+    if "field_problems" in m:
+        _check_field_problems(m["field_problems"], bad)
     files = m["files"]
     if not isinstance(files, dict) or not files:
         raise bad("files", "a non-empty object")
@@ -224,6 +242,57 @@ def _check_fields(m: Mapping[str, Any], mpath: Path) -> None:
         n = meta.get("rows")
         if (n is not None or name.endswith(".parquet")) and (not _is_int(n) or n < 0):
             raise bad(f"files.{name}.rows", "an integer >= 0")
+    if FORCED_KEY in m and not _forced_ok(m[FORCED_KEY]):
+        raise bad(FORCED_KEY, "{guards: [min_share|problem_rate], reason: short text with no "
+                  "run of 4+ digits and no '@', figures: {guard: {name: number}}}")
+
+
+def _forced_ok(f: object) -> bool:
+    """The shape of a `forced` entry; its reason must not look identifying (it is kept and
+    shown at the hub)."""
+    if not isinstance(f, dict) or set(f) != {"guards", "reason", "figures"}:
+        return False
+    guards, reason, figures = f["guards"], f["reason"], f["figures"]
+    if (not isinstance(guards, list) or not guards or len(set(guards)) != len(guards)
+            or not all(isinstance(g, str) and g in FORCEABLE_GUARDS for g in guards)):
+        return False
+    if (not isinstance(reason, str) or not FORCE_REASON.fullmatch(reason)
+            or IDENTIFYING.search(reason)):
+        return False
+    if not isinstance(figures, dict) or set(figures) != set(guards):
+        return False
+    return all(isinstance(v, dict) and len(v) <= 8 and all(
+        isinstance(k, str) and len(k) <= 32 and isinstance(x, int | float)
+        and not isinstance(x, bool) for k, x in v.items()) for v in figures.values())
+
+
+_FIELD_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}\.[a-z][a-z0-9_]{0,63}")
+_REASON = re.compile(r"[A-Za-z0-9 _.,:;()'/+%&=#-]{1,160}")
+
+
+def _plain_reasons(per: Mapping[str, int]) -> dict[str, int]:
+    """Reasons in the characters the hub accepts (a new reason text never refuses a batch)."""
+    out: dict[str, int] = {}
+    for r, n in per.items():
+        key = re.sub(r"[^A-Za-z0-9 _.,:;()'/+%&=#-]", " ", r)[:160] or "unspecified"
+        out[key] = out.get(key, 0) + int(n)
+    return out
+
+
+def _check_field_problems(fp: object, bad: Any) -> None:
+    """Optional `field_problems`: {"<person|payload>.<field>": {reason: count}}, bounded."""
+    if not isinstance(fp, dict) or len(fp) > 500:
+        raise bad("field_problems", "an object of at most 500 fields")
+    for name, per in fp.items():
+        if not isinstance(name, str) or not _FIELD_NAME.fullmatch(name):
+            raise bad("field_problems", "keyed by <person>.<field> names")
+        if not isinstance(per, dict) or len(per) > 50:
+            raise bad(f"field_problems.{name}", "an object of at most 50 reasons")
+        for reason, n in per.items():
+            if not isinstance(reason, str) or not _REASON.fullmatch(reason):
+                raise bad(f"field_problems.{name}", "keyed by short plain-text reasons")
+            if not _is_int(n) or n < 0:
+                raise bad(f"field_problems.{name}", "integer counts >= 0")
 
 
 def _sha256_nofollow(path: Path) -> str:

@@ -16,8 +16,8 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass
-from datetime import date, datetime
+from dataclasses import dataclass, field
+from datetime import date
 from functools import lru_cache
 from importlib import resources
 
@@ -25,6 +25,23 @@ import jellyfish
 import numpy as np
 import pandas as pd
 import yaml
+
+from ig_bridge.address import address_key, normalise_flat
+
+# Dates live in ig_bridge.dates (re-exported: the mapping's formats, partial and swapped dates).
+from ig_bridge.dates import (  # noqa: F401
+    DEFAULT_DATE_FORMATS,
+    EARLIEST_DOB,
+    PARTIAL_YEAR,
+    PARTIAL_YM,
+    SWAPPED,
+    ParsedDates,
+    _as_text,
+    _obj_array,
+    parse_dates,
+    parse_dates_partial,
+)
+from ig_bridge.placeholders import is_placeholder
 
 # ---------------------------------------------------------------------------------------------
 # Text folding
@@ -96,16 +113,27 @@ PLACEHOLDERS = frozenset({
 })
 
 
-def normalise_name_value(value: str) -> str | None:
-    """Fold, drop apostrophes (O'Brien -> obrien), other non-letters to single spaces."""
+def _name_text(value: str) -> str:
     text = _NON_LETTER.sub(" ", _APOSTROPHE.sub("", fold(value))).strip()
-    text = " ".join(text.split())
-    return None if text in PLACEHOLDERS else text
+    return " ".join(text.split())
+
+
+def normalise_name_value(value: str) -> str | None:
+    """Fold, drop apostrophes (O'Brien -> obrien), other non-letters to single spaces; None
+    for a placeholder (schemas/placeholder_names.yaml: "baby", "the occupier", "xxx")."""
+    text = _name_text(value)
+    return None if text in PLACEHOLDERS or is_placeholder(text) else text
+
+
+def is_placeholder_name(value: str) -> bool:
+    """A raw name value that is a placeholder in the partnership's list (reported, not just
+    missing)."""
+    return is_placeholder(_name_text(value))
 
 
 def _ph(text: str | None) -> str | None:
     """None for empty or placeholder output (keeps every name output idempotent)."""
-    return None if not text or text in PLACEHOLDERS else text
+    return None if not text or text in PLACEHOLDERS or is_placeholder(text) else text
 
 
 def _strip_affixes(tokens: list[str], titles: bool = True, suffixes: bool = True) -> list[str]:
@@ -157,6 +185,8 @@ def split_full_name(value: str) -> tuple[str | None, str | None, str | None]:
     Whitespace separates name words; a hyphenated word stays one surname ('smith jones').
     """
     raw = value.strip()
+    if is_placeholder_name(raw):  # "The Occupier", "Baby of Jane Smith": nobody's name
+        return None, None, None
     if "," in raw:
         fam_raw, _, rest = raw.partition(",")
         family, given_all = normalise_name_value(fam_raw), normalise_name_value(rest)
@@ -201,88 +231,9 @@ def phonetic(value: str | None) -> str | None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Dates
-
-DEFAULT_DATE_FORMATS = (
-    "%Y-%m-%d", "%d/%m/%Y", "%d-%m-%Y", "%d.%m.%Y", "%d %m %Y", "%Y%m%d", "%d/%m/%y",
-    "%d-%b-%Y", "%d %b %Y", "%d %B %Y", "%d-%b-%y", "%Y/%m/%d", "%B %d, %Y",
-)
-_TIME_SUFFIX = re.compile(r"[T ]\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?$")
-EARLIEST_DOB = pd.Timestamp("1900-01-01")
+PLACEHOLDER_NAME = "placeholder name (schemas/placeholder_names.yaml): nulled, row kept"
 
 
-def parse_dates(values: pd.Series, formats: Sequence[str], *, today: date | None = None,
-                field: str = "date_of_birth") -> tuple[pd.Series, pd.Series]:
-    """Parse with the mapping's formats, tried in order.
-
-    Returns (datetime64 Series with NaT, object Series of reasons or None). Two-digit years are
-    read as the most recent past year. Dates in the future or before 1900 are nulled with a reason.
-    """
-    if not formats:
-        raise ValueError(f"{field}: no date formats given")
-    today_ts = pd.Timestamp(today or date.today())
-    if pd.api.types.is_datetime64_any_dtype(values):
-        parsed = pd.to_datetime(values).dt.tz_localize(None) if getattr(
-            values.dt, "tz", None) else pd.to_datetime(values)
-        reasons = pd.Series([None] * len(values), index=values.index, dtype=object)
-        return _check_date_range(parsed.astype("datetime64[us]"), reasons, today_ts)
-
-    text = _as_text(values)
-    codes, uniques = pd.factorize(text)
-    uniq = pd.Series(uniques, dtype=object)
-    has_time_fmt = any("%H" in f for f in formats)
-    if not has_time_fmt:
-        uniq = uniq.str.replace(_TIME_SUFFIX, "", regex=True)
-    out = pd.Series(pd.NaT, index=uniq.index, dtype="datetime64[us]")
-    for fmt in formats:
-        todo = out.isna()
-        if not todo.any():
-            break
-        got = pd.to_datetime(uniq[todo], format=fmt, errors="coerce").astype("datetime64[us]")
-        if "%y" in fmt:
-            future = got > today_ts
-            got = got.where(~future, got - pd.DateOffset(years=100))
-        out[todo] = got
-    u_reason = pd.Series([None] * len(uniq), index=uniq.index, dtype=object)
-    for i in np.flatnonzero(out.isna().to_numpy()):
-        u_reason.iat[i] = _classify_unparsed(str(uniq.iat[i]), formats)
-
-    def expand(arr: pd.Series) -> pd.Series:
-        vals = arr.to_numpy()
-        res = vals[np.where(codes < 0, 0, codes)] if len(vals) else np.full(len(codes), None)
-        ser = pd.Series(res, index=values.index)
-        return ser.where(codes >= 0)
-
-    parsed = expand(out).astype("datetime64[us]")
-    reasons = expand(u_reason).astype(object)
-    reasons = reasons.where(reasons.notna(), None)
-    return _check_date_range(parsed, reasons, today_ts)
-
-
-def _classify_unparsed(text: str, formats: Sequence[str]) -> str:
-    for fmt in formats:
-        try:
-            datetime.strptime(text, fmt)  # noqa: DTZ007 - naive calendar date
-        except ValueError as exc:
-            if "out of range" in str(exc):
-                return "impossible date (no such day)"
-        else:  # parses in Python but pandas refused it: out of its range
-            return "date out of supported range"
-    return "unparseable date (matches none of the mapping's date_formats)"
-
-
-def _check_date_range(parsed: pd.Series, reasons: pd.Series,
-                      today_ts: pd.Timestamp) -> tuple[pd.Series, pd.Series]:
-    future = parsed > today_ts
-    early = parsed < EARLIEST_DOB
-    reasons = reasons.copy()
-    reasons[future] = "date in the future"
-    reasons[early] = "date before 1900"
-    parsed = parsed.where(~(future | early))
-    return parsed, reasons
-
-
-# ---------------------------------------------------------------------------------------------
 # Postcodes, numbers, contact details
 
 _POSTCODE = re.compile(r"^([A-Z]{1,2}[0-9][A-Z0-9]?)([0-9][ABD-HJLNP-UW-Z]{2})$")
@@ -305,6 +256,8 @@ def normalise_postcode(value: str) -> tuple[str | None, str | None, str | None, 
         if not m:
             return compact, None, None, None, None, False, "invalid UK postcode format"
     outward, inward = m.group(1), m.group(2)
+    if outward == "ZZ99":  # NHS pseudo-postcode (no fixed abode, abroad): not a place
+        return None, None, None, None, None, False, "pseudo-postcode ZZ99 (no fixed abode)"
     district = outward[:-1] if len(outward) >= 3 and outward[-1].isalpha() else outward
     area = _AREA.match(outward).group(0)  # type: ignore[union-attr]
     return f"{outward} {inward}", outward, district, f"{outward} {inward[0]}", area, True, None
@@ -382,11 +335,16 @@ def normalise_phone(value: str) -> tuple[str | None, str | None]:
     elif len(digits) == 10 and digits[0] in "123578":
         digits = "0" + digits  # leading zero lost in a spreadsheet
     if _UK_PHONE.fullmatch(digits):
+        if len(set(digits[1:])) == 1 or digits[1:] in ("1234567890", "123456789"):
+            return None, "phone is a placeholder"
         return digits, None
     return None, "phone is not a valid UK number"
 
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[a-z]{2,}$")
+_EMAIL_PLACEHOLDERS = frozenset({"none", "noemail", "no.email", "no-email", "no_email",
+                                 "unknown", "na", "n.a", "nil", "null", "test", "x", "xx",
+                                 "xxx", "notknown", "not.known", "donotuse", "noreply"})
 
 
 def normalise_email(value: str) -> tuple[str | None, str | None]:
@@ -397,6 +355,8 @@ def normalise_email(value: str) -> tuple[str | None, str | None]:
         return None, None
     if not _EMAIL.match(text):
         return None, "email is not a valid address"
+    if text.split("@")[0] in _EMAIL_PLACEHOLDERS:
+        return None, "email is a placeholder"
     return text, None
 
 
@@ -469,8 +429,6 @@ ADDRESS_ABBREVIATIONS = {
     "lwr": "lower", "gt": "great", "mkt": "market", "hwy": "highway", "bvd": "boulevard",
     "blvd": "boulevard", "clo": "close", "mews": "mews", "rdg": "ridge", "vw": "view",
 }
-_FLAT = re.compile(r"^(?:flat|unit|room|suite|maisonette)\s+(\d+[a-z]?|[a-z])\b\s*")
-_HOUSE_NUMBER = re.compile(r"^(\d+[a-z]?)(?:\s*-\s*\d+[a-z]?)?\b")
 _POSTCODE_TAIL = re.compile(r"\s*\b([a-z]{1,2}\d[a-z\d]?)\s*(\d[a-z]{2})\s*$")
 
 
@@ -495,26 +453,9 @@ def normalise_address_line(value: str) -> str | None:
     return None if joined in PLACEHOLDERS else (joined or None)
 
 
-def address_parts(line: str | None) -> tuple[str | None, str | None, str | None]:
-    """Normalised line -> (flat, house number, rest)."""
-    if not line:
-        return None, None, None
-    flat = None
-    m = _FLAT.match(line)
-    if m:
-        flat, line = m.group(1), line[m.end():]
-    elif re.match(r"^\d+/\d+\b", line):
-        flat_s, _, line = line.partition(" ")
-        flat = flat_s
-    number = None
-    m = _HOUSE_NUMBER.match(line)
-    if m:
-        number, line = m.group(1), line[m.end():].strip()
-    return flat, number, (line.strip() or None)
-
-
-def _norm_whole_address(value: str) -> tuple[str | None, str | None, str | None]:
-    """Whole-address column -> (normalised address without postcode, line 1, postcode text)."""
+def _norm_whole_address(value: str) -> tuple[str | None, str | None, str | None, str | None]:
+    """Whole-address column -> (normalised address without postcode, line 1, postcode text,
+    line 2: the segment after line 1)."""
     segments = [s for s in (seg.strip() for seg in re.split(r"[,\n;]", value)) if s]
     norm = [n for n in (normalise_address_line(s) for s in segments) if n]
     postcode = None
@@ -525,12 +466,13 @@ def _norm_whole_address(value: str) -> tuple[str | None, str | None, str | None]
             norm[-1] = norm[-1][:m.start()].strip()
             norm = [n for n in norm if n]
     if not norm:
-        return None, None, postcode
-    line1 = norm[0]
+        return None, None, postcode, None
+    line1, used = norm[0], 1
     # "12, High Street" / "Flat 3, 12 High Street": the first segment alone is not a street.
     if len(norm) > 1 and re.fullmatch(r"(?:flat \w+|\d+[a-z]?|\d+/\d+)", line1):
-        line1 = f"{line1} {norm[1]}"
-    return " ".join(norm), line1, postcode
+        line1, used = f"{line1} {norm[1]}", 2
+    line2 = norm[used] if len(norm) > used else None
+    return " ".join(norm), line1, postcode, line2
 
 
 # ---------------------------------------------------------------------------------------------
@@ -556,7 +498,8 @@ NORMALISED_COLUMNS: tuple[str, ...] = (
     "family_name", "family_name_parts", "family_name_phonetic", "other_names", "other_names_parts",
     "date_of_birth", "dob_year", "dob_month", "dob_day", "dob_is_estimated", "sex",
     "address_line_1", "address_line_2", "town", "address", "address_flat", "address_house_number",
-    "address_street", "postcode", "postcode_outward", "postcode_district", "postcode_sector",
+    "address_street", "address_premises", "postcode", "postcode_outward",
+    "postcode_district", "postcode_sector",
     "postcode_area", "postcode_valid", "uprn", "nhs_number", "upn", "phone", "email",
     "relationship",
 )
@@ -565,10 +508,13 @@ NORMALISED_COLUMNS: tuple[str, ...] = (
 @dataclass
 class NormalisedFrame:
     """Normalised identifiers (columns NORMALISED_COLUMNS, index of the raw frame) and
-    field-level problems `(row_index, field, reason)`; reasons never contain values."""
+    field-level problems `(row_index, field, reason)`; reasons never contain values.
+    `nulled`: values set aside on purpose and reported, never a reason to refuse the row
+    (placeholder names), same shape."""
 
     frame: pd.DataFrame
     problems: list[tuple[Hashable, str, str]]
+    nulled: list[tuple[Hashable, str, str]] = field(default_factory=list)
 
     def problems_frame(self) -> pd.DataFrame:
         return pd.DataFrame(self.problems, columns=["row_index", "field", "reason"])
@@ -576,26 +522,6 @@ class NormalisedFrame:
     def rows_with_problems(self, fields: Sequence[str] | None = None) -> pd.Index:
         rows = {r for r, f, _ in self.problems if fields is None or f in fields}
         return pd.Index([i for i in self.frame.index if i in rows])
-
-
-def _as_text(series: pd.Series) -> pd.Series:
-    """Any column -> object Series of stripped str or None (ints stay ints: 123.0 -> '123')."""
-    def conv(v: object) -> str | None:
-        if isinstance(v, str):
-            s = v.strip()
-        elif isinstance(v, float | np.floating):
-            s = str(int(v)) if float(v).is_integer() else repr(float(v))
-        elif isinstance(v, bytes):
-            s = v.decode("utf-8", "replace").strip()
-        else:
-            s = str(v).strip()
-        return s or None
-
-    codes, uniques = pd.factorize(series, use_na_sentinel=True)
-    # One bulk conversion out of Arrow, not an element-wise iteration over the Arrow array.
-    values = np.asarray(uniques, dtype=object) if not isinstance(uniques, np.ndarray) else uniques
-    mapped = _obj_array([conv(u) for u in values] + [None])
-    return pd.Series(mapped[codes], index=series.index, dtype=object)
 
 
 # Results of the pure per-value normalisers, kept across chunks of one extract (names, towns,
@@ -640,14 +566,6 @@ def _per_unique(series: pd.Series | None, index: pd.Index, fn: Callable[[str], t
 def _collect(problems: list, index: pd.Index, field: str, reasons: np.ndarray) -> None:
     for pos in np.flatnonzero(pd.notna(reasons)):
         problems.append((index[pos], field, str(reasons[pos])))
-
-
-def _obj_array(items: Sequence[object]) -> np.ndarray:
-    """1-D object array even when the items are equal-length tuples/lists."""
-    arr = np.empty(len(items), dtype=object)
-    for i, item in enumerate(items):
-        arr[i] = item
-    return arr
 
 
 def _fill(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -700,8 +618,18 @@ def normalise_identifiers(raw: pd.DataFrame, date_formats: Sequence[str] | None 
         fam_parts = _obj_array(
             [tuple(family_name_parts(f.split())) if use else p
              for f, p, use in zip(family, fam_parts, fam_from_full, strict=True)])
+    nulled: list[tuple[Hashable, str, str]] = []
+    placeholder = np.zeros(len(idx), dtype=bool)
+    for name in ("given_name", "middle_names", "family_name", "full_name", "other_names"):
+        (hit,) = _per_unique(col(name), idx, lambda v: (is_placeholder_name(v) or None,), 1,
+                             "placeholder")
+        for pos in np.flatnonzero(pd.notna(hit)):
+            nulled.append((idx[pos], name, PLACEHOLDER_NAME))
+            if name in ("given_name", "full_name"):
+                placeholder[pos] = True
     if col("given_name") is not None or col("full_name") is not None:
-        for pos in np.flatnonzero(pd.isna(given) & pd.notna(family)):
+        # A placeholder given name is reported as such (nulled), not as a missing one.
+        for pos in np.flatnonzero(pd.isna(given) & pd.notna(family) & ~placeholder):
             problems.append((idx[pos], "given_name", "missing given name"))
     out["given_name"], out["middle_names"], out["family_name"] = given, middle, family
     out["family_name_parts"] = _obj_array(
@@ -725,30 +653,44 @@ def normalise_identifiers(raw: pd.DataFrame, date_formats: Sequence[str] | None 
         [list(p) if isinstance(p, tuple) else None for p in other_parts])
 
     # Dates
+    # A partial date (year, year-month) leaves date_of_birth empty (so no full-date token or
+    # key is made from a guess) but keeps dob_year / dob_month for what the source knows.
     if col("date_of_birth") is not None:
-        dob, reasons = parse_dates(col("date_of_birth"), formats, today=today)
-        _collect(problems, idx, "date_of_birth", reasons.to_numpy())
+        got = parse_dates_partial(col("date_of_birth"), formats, today=today)
+        _collect(problems, idx, "date_of_birth", got.reasons.to_numpy())
+        dob = got.parsed
+        out["dob_year"] = pd.array(got.year, dtype="Int64")
+        out["dob_month"] = pd.array(got.month, dtype="Int64")
     else:
         dob = pd.Series(pd.NaT, index=idx, dtype="datetime64[us]")
+        out["dob_year"] = pd.array(dob.dt.year, dtype="Int64")
+        out["dob_month"] = pd.array(dob.dt.month, dtype="Int64")
     out["date_of_birth"] = dob.to_numpy()
-    out["dob_year"] = pd.array(dob.dt.year, dtype="Int64")
-    out["dob_month"] = pd.array(dob.dt.month, dtype="Int64")
     out["dob_day"] = pd.array(dob.dt.day, dtype="Int64")
     est, reason = _per_unique(col("dob_is_estimated"), idx, normalise_bool, 2)
     _collect(problems, idx, "dob_is_estimated", reason)
     out["dob_is_estimated"] = pd.array(est, dtype="boolean")
 
     # Addresses
-    whole, line1_from_whole, pc_from_whole = _per_unique(
-        col("address"), idx, _norm_whole_address, 3)
+    whole, line1_from_whole, pc_from_whole, line2_from_whole = _per_unique(
+        col("address"), idx, _norm_whole_address, 4)
     for name in ("address_line_1", "address_line_2", "town"):
         (out[name],) = _per_unique(col(name), idx, lambda v: (normalise_address_line(v),), 1,
                                      "address_line")
     out["address_line_1"] = _fill(out["address_line_1"], line1_from_whole)
+    out["address_line_2"] = _fill(out["address_line_2"], line2_from_whole)
     out["address"] = whole
-    flat, number, street = _per_unique(
-        pd.Series(out["address_line_1"], index=idx, dtype=object), idx, address_parts, 3)
-    out["address_flat"], out["address_house_number"], out["address_street"] = flat, number, street
+    (flat_col,) = _per_unique(col("flat"), idx,
+                              lambda v: (normalise_flat(normalise_address_line(v)),), 1, "flat")
+    # Flat from its own column or parsed out of line 1/2; premises = house number + street
+    # (ig_bridge.address): flats of one building differ, "12 High St" = "12 High Street".
+    triples = pd.Series(list(zip(out["address_line_1"], out["address_line_2"], flat_col,
+                                 strict=True)), index=idx, dtype=object)
+    t_codes, t_uniq = pd.factorize(triples)
+    keyed = [address_key(*t) for t in t_uniq] + [(None, None, None, None)]
+    for j, name in enumerate(("address_flat", "address_house_number", "address_street",
+                              "address_premises")):
+        out[name] = _obj_array([k[j] for k in keyed])[t_codes]
 
     pc_src = col("postcode")
     if pc_src is None and col("address") is not None:
@@ -781,7 +723,8 @@ def normalise_identifiers(raw: pd.DataFrame, date_formats: Sequence[str] | None 
         if frame[c].dtype == object:
             frame[c] = frame[c].where(frame[c].notna(), None)
     problems.sort(key=lambda p: (idx.get_loc(p[0]) if idx.is_unique else 0, p[1]))
-    return NormalisedFrame(frame=frame, problems=problems)
+    nulled.sort(key=lambda p: (idx.get_loc(p[0]) if idx.is_unique else 0, p[1]))
+    return NormalisedFrame(frame=frame, problems=problems, nulled=nulled)
 
 
 def _other_names(value: str) -> tuple[str | None, tuple[str, ...] | None]:

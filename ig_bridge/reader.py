@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 from schemas.mapping import SourceSpec
 
 BLOCK_SIZE = 4 << 20  # bytes of CSV per chunk (~30-60k rows)
+MAX_BLOCK_SIZE = 256 << 20  # a row may be this big (then it is read, its fields checked)
 PARQUET_BATCH = 50_000
 REPLACEMENT = "\ufffd"  # what undecodable bytes become, so the row can be quarantined
 
@@ -186,12 +187,44 @@ def _csv_positions(
 
 
 def iter_chunks(path: Path | str, source: SourceSpec) -> Iterator[Chunk]:
-    """Yield chunks of the extract; rows read = sum(len(frame) + len(malformed))."""
+    """Yield chunks of the extract; rows read = sum(len(frame) + len(malformed)).
+
+    A row bigger than pyarrow's block (a multi-megabyte field) makes pyarrow stop; the read
+    then restarts with a bigger block, skipping the records already yielded, up to
+    MAX_BLOCK_SIZE; past that the extract is refused naming the line.
+    """
     path = Path(path)
     names = read_header(path, source)
     if source.format == "parquet":
         yield from _iter_parquet(path)
         return
+    done_rec, block = 1, BLOCK_SIZE  # first record not yet yielded
+    while True:
+        try:
+            for chunk in _iter_csv(path, source, names, block, done_rec):
+                if chunk.rows_read:
+                    done_rec = int(max([*chunk.records, *[m.record or 0 for m in
+                                                          chunk.malformed]])) + 1
+                yield chunk
+            return
+        except _RowTooBig as exc:
+            if block >= MAX_BLOCK_SIZE:
+                raise ExtractUnreadable(
+                    path, f"a row starting near line {exc.line} is larger than "
+                    f"{MAX_BLOCK_SIZE >> 20} MB (an oversized field or an unclosed quote)"
+                ) from None
+            block = min(block * 4, MAX_BLOCK_SIZE)
+
+
+class _RowTooBig(Exception):  # noqa: N818 - internal signal, never leaves this module
+    def __init__(self, line: int) -> None:
+        self.line = line
+
+
+def _iter_csv(path: Path, source: SourceSpec, names: list[str], block_size: int,
+              skip_before: int) -> Iterator[Chunk]:
+    """Chunks of records numbered >= skip_before (earlier ones were yielded by a previous
+    attempt with a smaller block)."""
     bad: list[Malformed] = []
 
     def handler(row) -> str:  # type: ignore[no-untyped-def]
@@ -213,7 +246,7 @@ def iter_chunks(path: Path | str, source: SourceSpec) -> Iterator[Chunk]:
     try:
         reader = pacsv.open_csv(
             stream,
-            read_options=pacsv.ReadOptions(use_threads=False, block_size=BLOCK_SIZE),
+            read_options=pacsv.ReadOptions(use_threads=False, block_size=block_size),
             parse_options=_parse_options(source, handler),
             convert_options=pacsv.ConvertOptions(
                 column_types=dict.fromkeys(names, pa.string()), strings_can_be_null=False
@@ -226,23 +259,37 @@ def iter_chunks(path: Path | str, source: SourceSpec) -> Iterator[Chunk]:
             except StopIteration:
                 break
             except pa.ArrowInvalid as exc:
+                if "straddl" in str(exc):
+                    raise _RowTooBig(cursor) from None
                 raise ExtractUnreadable(path, f"parse failure after line {cursor}: {exc}") from None
             recs, lines, rec, cursor = _csv_positions(batch, bad, rec, cursor)
             chunk = Chunk(frame=_to_frame(batch), lines=lines, records=recs, malformed=bad)
-            _flag_suspect_rows(chunk)
             bad = []
+            if skip_before > 1:
+                _drop_before(chunk, skip_before)
+            _flag_suspect_rows(chunk)
             yield chunk
         if bad:  # invalid rows at the very end of the file
             empty = pa.RecordBatch.from_pydict({n: pa.array([], pa.string()) for n in names})
             _csv_positions(empty, bad, rec, cursor)
-            yield Chunk(
+            chunk = Chunk(
                 frame=pd.DataFrame({n: pd.Series([], dtype="string") for n in names}),
                 lines=np.zeros(0, dtype=np.int64),
                 records=np.zeros(0, dtype=np.int64),
                 malformed=bad,
             )
+            if skip_before > 1:
+                _drop_before(chunk, skip_before)
+            yield chunk
     finally:
         stream.close()
+
+
+def _drop_before(chunk: Chunk, first: int) -> None:
+    keep = chunk.records >= first
+    chunk.frame = chunk.frame.loc[keep].reset_index(drop=True)
+    chunk.lines, chunk.records = chunk.lines[keep], chunk.records[keep]
+    chunk.malformed = [m for m in chunk.malformed if (m.record or 0) >= first]
 
 
 def _flag_suspect_rows(chunk: Chunk) -> None:

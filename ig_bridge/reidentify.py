@@ -116,3 +116,105 @@ def frame_lookup(frame: Any, id_column: str = "record_id") -> Lookup:
                 for i, row in hit.iterrows()}
 
     return lookup
+
+
+# --------------------------------------------------------------------------- local ids in bulk
+@dataclass(frozen=True)
+class RefLine:
+    """One record ref read from a refs file, with where it was (for per-line reports)."""
+
+    line: int
+    record_ref: str
+    agency: str | None = None
+
+
+@dataclass
+class LocalIdExport:
+    path: Path
+    written: int
+    problems: list[tuple[int, str]] = field(default_factory=list)  # (line, reason)
+
+
+def read_ref_lines(path: str | Path) -> list[RefLine]:
+    """Refs to resolve, from a file the agency was given (e.g. the hub's clerical queue or a
+    quality sample): Parquet with a `record_ref` column, CSV with a `record_ref` header
+    (optionally `agency`), or text with one ref per line. Blank lines are skipped; line
+    numbers are the file's own (Parquet: row numbers from 1)."""
+    import csv
+
+    path = Path(path)
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(path)
+        if "record_ref" not in table.column_names:
+            raise ValueError(f"{path}: no record_ref column")
+        agencies = (table.column("agency").to_pylist() if "agency" in table.column_names
+                    else [None] * table.num_rows)
+        return [RefLine(i, str(r or "").strip(), a)
+                for i, (r, a) in enumerate(zip(table.column("record_ref").to_pylist(),
+                                               agencies, strict=True), start=1)]
+    lines = path.read_text("utf-8-sig").splitlines()
+    first = next((x for x in lines if x.strip()), "")
+    header = [c.strip() for c in next(csv.reader([first]), [])]
+    if "record_ref" not in header:
+        return [RefLine(i, x.strip()) for i, x in enumerate(lines, start=1) if x.strip()]
+    out = []
+    with path.open(newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh, skipinitialspace=True)
+        for row in reader:
+            ref = str(row.get("record_ref") or "").strip()
+            agency = str(row.get("agency") or "").strip() or None
+            if ref or agency:
+                out.append(RefLine(reader.line_num, ref, agency))
+    return out
+
+
+def export_local_ids(refs: Sequence[RefLine], *, ref_keys: RefKey | Sequence[RefKey],
+                     out: str | Path, audit_log: str | Path, requested_by: str,
+                     source: str = "<refs>") -> LocalIdExport:
+    """The agency's own local record ids for its refs, for its own quality checks: a new CSV
+    (record_ref, local_id), owner-only (0600; an existing file is never overwritten). A ref of
+    another agency, or one that does not decrypt under any of this agency's ref key versions,
+    is reported with its line and left out: the rest are still written. The export is recorded
+    in the agency's audit log (counts and a digest of the refs, never local ids)."""
+    import csv
+    import io
+    import os
+
+    keys = [ref_keys] if isinstance(ref_keys, RefKey) else list(ref_keys)
+    if not keys:
+        raise RecordRefError("no record-ref key given")
+    agency = keys[0].agency
+    rows: list[tuple[str, str]] = []
+    problems: list[tuple[int, str]] = []
+    for r in refs:
+        if not r.record_ref:
+            problems.append((r.line, "empty record_ref"))
+        elif r.agency is not None and r.agency != agency:
+            problems.append((r.line, f"a record ref of agency {r.agency}, not {agency}'s"))
+        else:
+            try:
+                rows.append((r.record_ref, decrypt_record_ref(r.record_ref, keys)))
+            except RecordRefError as exc:
+                problems.append((r.line, str(exc)))
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["record_ref", "local_id"])
+    writer.writerows(rows)
+    out = Path(out)
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # whatever the umask
+        os.write(fd, buf.getvalue().encode("utf-8"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    digest = hashlib.sha256("\n".join(r.record_ref for r in refs).encode("utf-8")).hexdigest()
+    append_audit(Path(audit_log), {
+        "at": datetime.now(UTC).isoformat(timespec="seconds"), "agency": agency,
+        # protocol_id names the purpose: the IG report counts identity-log lines by it.
+        "protocol_id": "local_id_export", "requesting_user": requested_by, "source": source,
+        "out": str(out), "refs": len(refs), "refs_sha256": digest, "written": len(rows),
+        "refused": len(problems), "outcome": "exported"})
+    return LocalIdExport(out, len(rows), problems)

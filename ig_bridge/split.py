@@ -1,10 +1,10 @@
 """The bridge stage: one extract -> one signed batch in the landing zone.
 
-read (chunks) -> validate (GX) -> normalise (ig_bridge.normalise) -> encode (ig_bridge.encoding,
-partnership spec) -> record refs (AES-SIV, ig_bridge.keys) -> scrub payload -> write Parquet ->
-build/sign manifest (ig_bridge.manifest) -> atomic rename. Rows read = accepted + quarantined,
-always; quarantine stays at the agency. Nothing written to the landing zone contains a plaintext
-identifier.
+read (chunks) -> row checks (ig_bridge.rowcheck: normalise, null and report bad fields, GX
+quarantines only unlinkable rows) -> encode (ig_bridge.encoding, partnership spec) -> record
+refs (AES-SIV, ig_bridge.keys) -> scrub payload -> write Parquet -> build/sign manifest
+(ig_bridge.manifest) -> atomic rename. Rows read = accepted + quarantined, always; quarantine
+stays at the agency. Nothing written to the landing zone contains a plaintext identifier.
 """
 
 from __future__ import annotations
@@ -22,32 +22,35 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from ig_bridge.dryrun import extract_problems
 from ig_bridge.encoding import Encoder, load_encoding_spec
 from ig_bridge.keys import KeyFileError, KeyStore, encrypt_record_refs
 from ig_bridge.landing import sealed_batch
 from ig_bridge.manifest import build_manifest, sign_manifest, write_manifest
-from ig_bridge.normalise import normalise_identifiers
-from ig_bridge.reader import ExtractUnreadable, iter_chunks, read_header
+from ig_bridge.normalise import PLACEHOLDER_NAME
+from ig_bridge.reader import ExtractUnreadable, iter_chunks
+from ig_bridge.rowcheck import ROW_STATUS, FieldProblems, SeenIds, check_chunk, identifying_count
 from ig_bridge.scrub import NAME_FIELDS, Scrubber, record_values
 from ig_bridge.sealing import HubKeyMissing, HubPublicKey, bridge_hub_key
-from ig_bridge.validate import OK, ExtractRefused, RowValidator, check_header, write_report
+from ig_bridge.snapshot_guard import (
+    SnapshotRefused,
+    check_reason,
+    enforce,
+    log_forced,
+    record_snapshot,
+)
+from ig_bridge.sniff import sniff
+from ig_bridge.validate import OK, ExtractRefused, RowValidator, write_report
 from schemas.mapping import (
     SUBJECT,
     Mapping,
     MappingError,
-    PayloadPolicy,
     load_canonical,
     load_mapping,
 )
 
-__all__ = ["BatchResult", "BridgeKeysMissing", "ExtractRefused", "run_bridge",
-           "validate_extract"]
-
-_BOOL = {"y": True, "yes": True, "true": True, "1": True, "t": True,
-         "n": False, "no": False, "false": False, "0": False, "f": False}
-# Identifier fields whose presence makes a related-person slot worth a row in related.parquet.
-_PERSON_FIELDS = ("given_name", "family_name", "full_name", "date_of_birth", "nhs_number",
-                  "upn", "phone", "email", "postcode", "address", "address_line_1", "uprn")
+__all__ = ["BatchResult", "BridgeKeysMissing", "ExtractRefused", "SnapshotRefused",
+           "run_bridge", "validate_extract"]
 
 
 class BridgeKeysMissing(Exception):  # noqa: N818 - reads as what the data officer must fix
@@ -67,8 +70,18 @@ class BatchResult:
     report_path: Path
     data_docs_dir: Path | None
     reasons: dict[str, int] = field(default_factory=dict)
-    # Closed-vocabulary values nulled in accepted rows: (line, field), never the value.
+    # Payload values nulled in accepted rows (outside the vocabulary or type): (line, field).
     field_problems: list[tuple[int, str]] = field(default_factory=list)
+    # Every field problem in accepted rows, identifiers and payload: "<person>.<field>" or
+    # "payload.<field>" -> reason -> rows (values nulled, or kept and flagged: swapped/partial).
+    field_counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    hints: list[str] = field(default_factory=list)  # e.g. the encoding rows were not in
+    # Refs of quarantined records sent as "present, not updated" (present.parquet), and the
+    # guards the data officer forced, with the reason (None: no guard was forced).
+    present_refs: int = 0
+    forced: dict | None = None
+    # Placeholder names nulled before encoding in accepted rows, per field (counts only).
+    placeholder_names: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -163,141 +176,33 @@ class _Quarantine:
         return None
 
 
-class _SeenIds:
-    """Record ids already accepted or refused in this batch, for the duplicate check across
-    chunks, in constant-size form: two keyed 64-bit hashes per id (vectorised, pandas), kept as
-    one sorted array of 16-byte keys. 8x smaller than a set of str, and a lookup is a binary
-    search instead of `Series.isin(set)` (which converted the whole set on every chunk)."""
-
-    def __init__(self) -> None:
-        # Random per batch: the hashes never leave the process; random keys make a crafted
-        # collision pointless. 16 hex chars = the 16-byte siphash key pandas expects.
-        self._keys = (os.urandom(8).hex(), os.urandom(8).hex())
-        self._sorted = np.empty(0, dtype="S16")
-
-    def _digest(self, ids: np.ndarray) -> np.ndarray:
-        h = [pd.util.hash_array(ids, hash_key=k, categorize=False) for k in self._keys]
-        return np.ascontiguousarray(np.stack(h, axis=1)).view("S16").ravel()
-
-    def seen(self, ids: np.ndarray) -> np.ndarray:
-        """Boolean mask: which ids were added before."""
-        if not len(ids) or not len(self._sorted):
-            return np.zeros(len(ids), dtype=bool)
-        d = self._digest(ids)
-        pos = np.searchsorted(self._sorted, d)
-        hit = pos < len(self._sorted)
-        hit[hit] = self._sorted[pos[hit]] == d[hit]
-        return hit
-
-    def add(self, ids: np.ndarray) -> None:
-        if not len(ids):
-            return
-        d = np.unique(self._digest(ids))
-        d = d[~np.isin(d, self._sorted)] if len(self._sorted) else d
-        self._sorted = np.insert(self._sorted, np.searchsorted(self._sorted, d), d)
-
-
-def _person_frame(raw: pd.DataFrame, mapping: Mapping, person: str) -> pd.DataFrame:
-    cols = mapping.identifier_columns(person)
-    return pd.DataFrame({f: raw[src] for f, src in cols.items()})
-
-
-def _status_columns(mapping: Mapping) -> list[str]:
-    """Fixed status columns for every chunk (a problem on an unlisted field goes to .other)."""
-    cols: list[str] = []
-    for person in [SUBJECT, *mapping.slots]:
-        fields = set(mapping.identifier_columns(person))
-        if "full_name" in fields:
-            fields |= {"given_name", "family_name"}
-        if "address" in fields:
-            fields |= {"postcode"}
-        fields.discard("full_name")
-        if person != SUBJECT:
-            fields.discard("record_id")
-        cols += [f"{person}.{f}" for f in sorted(fields)] + [f"{person}.other"]
-    cols += [f"payload.{f}" for f in mapping.payload_columns()]
-    return cols
-
-
-def _normalise(frame: pd.DataFrame, formats: tuple[str, ...], status: dict[str, np.ndarray],
-               person: str) -> pd.DataFrame:
-    """ig_bridge.normalise on one person slot; each field problem becomes a status reason."""
-    nf = normalise_identifiers(frame, formats)
-    pos = {ix: i for i, ix in enumerate(frame.index)}
-    for row, f, reason in nf.problems:
-        if f == "record_id":
-            continue  # checked below with duplicates, one reason per row
-        key = f"{person}.{f}" if f"{person}.{f}" in status else f"{person}.other"
-        if status[key][pos[row]] == OK:
-            status[key][pos[row]] = reason
-    return nf.frame
-
-
-def _parse_dates(s: pd.Series, formats: tuple[str, ...]) -> pd.Series:
-    out = pd.Series(pd.NaT, index=s.index, dtype="datetime64[s]")
-    for fmt in formats:
-        todo = out.isna() & s.notna()
-        if not todo.any():
-            break
-        out[todo] = pd.to_datetime(s[todo], format=fmt, errors="coerce")
-    return out
-
-
 def _payload_schema(mapping: Mapping) -> list[pa.Field]:
-    canonical = load_canonical()
+    canonical = mapping.canonical or load_canonical()  # agreement fields included
     types = {"date": pa.date32(), "number": pa.float64(), "boolean": pa.bool_()}
     return [pa.field(f, types.get(canonical.payload_fields[f]["type"], pa.string()))
             for f in mapping.payload_columns()]
 
 
-def _payload(raw: pd.DataFrame, mapping: Mapping, status: dict[str, np.ndarray],
-             date_formats: tuple[str, ...], policies: dict[str, PayloadPolicy],
-             nulled: dict[str, np.ndarray]) -> pd.DataFrame:
-    """Typed payload columns; unparseable values become a status reason, never silently null.
-    A closed-vocabulary value outside its vocabulary (after the mapping's recodes) is nulled and
-    its position put in `nulled` (field -> mask): the row is kept, the field problem reported."""
-    out: dict[str, pd.Series] = {}
-    for fname, src in mapping.payload_columns().items():
-        pol = policies[fname]
-        s = raw[src]
-        present = s.notna().to_numpy()
-        key = f"payload.{fname}"
-        if pol.type == "date":
-            parsed = _parse_dates(s, date_formats)
-            bad = present & parsed.isna().to_numpy()
-            out[fname] = parsed.dt.date
-            status[key] = np.where(bad, "unparseable date", OK)
-        elif pol.type == "number":
-            num = pd.to_numeric(s.str.replace(",", "", regex=False), errors="coerce")
-            status[key] = np.where(present & num.isna().to_numpy(), "not a number", OK)
-            out[fname] = num.astype("float64")
-        elif pol.type == "boolean":
-            b = s.str.lower().map(_BOOL)
-            status[key] = np.where(present & b.isna().to_numpy(), "not a yes/no value", OK)
-            out[fname] = b.astype("boolean")
-        elif pol.kind == "closed":
-            v = _closed(s, pol)
-            bad = present & v.isna().to_numpy()
-            if bad.any():
-                nulled[fname] = bad
-            out[fname] = v
-        else:  # scrubbed later, with the record's own identifiers at hand
-            out[fname] = s.astype("string")
-    return pd.DataFrame(out, index=raw.index)
+_POSTCODE_FIELDS = ("postcode", "postcode_outward", "postcode_district", "postcode_sector",
+                    "postcode_area", "postcode_valid")
 
 
-def _closed(s: pd.Series, pol: PayloadPolicy) -> pd.Series:
-    """Each value in its vocabulary's spelling, or null. Resolved once per distinct value (a
-    category column holds a handful), so a 1M-row extract pays for a factorize, not 1M folds."""
-    codes, uniques = pd.factorize(s)
-    resolved = np.empty(len(uniques) + 1, dtype=object)  # last slot: missing (code -1)
-    for i, u in enumerate(uniques):
-        word = " ".join(str(u).split())
-        hit = pol.lookup.get(word.lower())
-        if hit is None and pol.pattern is not None and pol.pattern.fullmatch(word):
-            hit = word
-        resolved[i] = hit
-    return pd.Series(resolved[codes], index=s.index, dtype="string")
+def _with_home_postcode(related: pd.DataFrame, subject: pd.DataFrame) -> pd.DataFrame:
+    """A related person recorded without any address (a lead adult named on a child's record)
+    gets the naming record's postcode: the hub finds them by family name + postcode (spec v3
+    has no standalone postcode token to compare with the subject's)."""
+    if "postcode" not in related or "postcode" not in subject:
+        return related
+    no_address = related["postcode"].isna()
+    if "address_line_1" in related:
+        no_address &= related["address_line_1"].isna()
+    if not no_address.any():
+        return related
+    out = related.copy()
+    for f in _POSTCODE_FIELDS:
+        if f in out and f in subject:
+            out[f] = out[f].astype(object).where(~no_address, subject[f].astype(object))
+    return out
 
 
 def _quarantine_rows(rows: _Quarantine, raw: pd.DataFrame, positions: list[int],
@@ -342,25 +247,30 @@ def _refuse(agency_dir: Path, batch_id: str, file: Path, problems: list[str]) ->
 
 def validate_extract(extract_path: Path | str, mapping_path: Path | str,
                      agency_dir: Path | str) -> list[str]:
-    """Extract-level checks only (the `validate` CLI). Returns problems; empty means fine."""
-    extract_path, agency_dir = Path(extract_path), Path(agency_dir)
+    """Extract-level checks only (the DAG's validate task; the CLI's `validate` is the whole
+    dry run, ig_bridge.dryrun). Returns problems; empty means the rows can be read."""
+    extract_path = Path(extract_path)
     try:
         mapping = load_mapping(mapping_path)
-        header = read_header(extract_path, mapping.source)
-    except (MappingError, ExtractUnreadable) as exc:
+    except MappingError as exc:
         return [str(exc)]
-    return check_header(extract_path, header, mapping.source_columns)
+    return extract_problems(extract_path, mapping)
 
 
 def run_bridge(extract_path: Path | str, mapping_path: Path | str, agency_dir: Path | str,
                landing_dir: Path | str, extract_kind: str | None = None,
-               progress: bool = False, link_key_version: int | None = None) -> BatchResult:
+               progress: bool = False, link_key_version: int | None = None,
+               force_reason: str | None = None) -> BatchResult:
     """Turn one extract into one landed batch.
 
-    Raises ExtractRefused on extract-level failure, BridgeKeysMissing when the agency's key
-    directory (`<agency_dir>/keys`) lacks the partnership link key or its own keys.
+    Raises ExtractRefused on extract-level failure, SnapshotRefused (a subclass) when a
+    snapshot guard refuses it and `force_reason` is None (ig_bridge.snapshot_guard),
+    BridgeKeysMissing when the agency's key directory (`<agency_dir>/keys`) lacks the
+    partnership link key or its own keys.
     """
     extract_path, agency_dir, landing_dir = Path(extract_path), Path(agency_dir), Path(landing_dir)
+    if force_reason is not None:
+        force_reason = check_reason(force_reason)  # before any work: it goes to the hub
     agency_dir.mkdir(parents=True, exist_ok=True)
     try:
         mapping = load_mapping(mapping_path)
@@ -376,11 +286,7 @@ def run_bridge(extract_path: Path | str, mapping_path: Path | str, agency_dir: P
     kind = extract_kind or mapping.source.extract_kind
     if kind not in ("snapshot", "delta"):
         raise ValueError(f"extract_kind must be snapshot or delta, got {kind!r}")
-    try:
-        header = read_header(extract_path, mapping.source)
-    except ExtractUnreadable as exc:
-        raise _refuse(agency_dir, batch_id, extract_path, [str(exc)]) from None
-    problems = check_header(extract_path, header, mapping.source_columns)
+    problems = extract_problems(extract_path, mapping)
     if problems:
         raise _refuse(agency_dir, batch_id, extract_path, problems)
 
@@ -394,18 +300,19 @@ def run_bridge(extract_path: Path | str, mapping_path: Path | str, agency_dir: P
         "related.parquet": pa.schema(base + [pa.field("slot", pa.string()),
                                              pa.field("relationship", pa.string())] + enc_fields),
         "payload.parquet": pa.schema(base + _payload_schema(mapping)),
+        # refs of quarantined records that are still in the agency's system: refs only
+        "present.parquet": pa.schema(base),
     }
     slots = mapping.slots
-    date_formats = mapping.source.date_formats
-    status_cols = _status_columns(mapping)
-    validator = RowValidator(status_cols, agency_dir / "reports" / "data_docs")
+    validator = RowValidator(list(ROW_STATUS), agency_dir / "reports" / "data_docs")
     scrubber = Scrubber()
     policies = mapping.payload_policies()
     scrubbed = [f for f, p in policies.items() if p.kind == "scrub"]
     field_problems: list[tuple[int, str]] = []
+    fields = FieldProblems()
     all_status: list[pd.DataFrame] = []
     q_rows = _Quarantine(agency_dir / "quarantine" / f"{batch_id}.parquet")
-    seen_ids = _SeenIds()
+    seen_ids = SeenIds()
     read = accepted = 0
     reason_counts: dict[str, int] = {}
     file_name = extract_path.name
@@ -416,7 +323,7 @@ def run_bridge(extract_path: Path | str, mapping_path: Path | str, agency_dir: P
             disable=not progress) as bar:
         task = bar.add_task("rows", total=None)
         writers = {n: _Writer(tmp / n, sch) for n, sch in schemas.items()}
-        w_id, w_rel, w_pay = (writers[n] for n in schemas)
+        w_id, w_rel, w_pay, w_present = (writers[n] for n in schemas)
         try:
             for chunk in iter_chunks(extract_path, mapping.source):
                 read += chunk.rows_read
@@ -429,46 +336,38 @@ def run_bridge(extract_path: Path | str, mapping_path: Path | str, agency_dir: P
                 bar.advance(task, chunk.rows_read)
                 if raw.empty:
                     continue
-                n = len(raw)
-                status = {c: np.full(n, OK, dtype=object) for c in status_cols}
-                persons = {p: _person_frame(raw, mapping, p) for p in [SUBJECT, *slots]}
-                norm = {p: _normalise(f, date_formats, status, p) for p, f in persons.items()}
-                rid = norm[SUBJECT]["record_id"]
-                ids = rid.dropna().to_numpy(dtype=object)
-                dup = rid.duplicated().to_numpy().copy()
-                dup[rid.notna().to_numpy()] |= seen_ids.seen(ids)
-                status[f"{SUBJECT}.record_id"] = np.where(
-                    rid.isna().to_numpy(), "missing", np.where(dup, "duplicate", OK))
-                seen_ids.add(ids)
-                nulled: dict[str, np.ndarray] = {}
-                payload = _payload(raw, mapping, status, date_formats, policies, nulled)
-                status_df = pd.DataFrame(status).astype("category")
-                checked = validator.check(status_df)
-                bad_pos = sorted(checked.reasons)
+                c = check_chunk(raw, chunk.lines, mapping, policies, seen_ids, validator)
+                bad_pos = sorted(c.reasons)
                 for pos in bad_pos:
-                    for r in checked.reasons[pos]:
-                        reason_counts[r] = reason_counts.get(r, 0) + 1
-                _quarantine_rows(q_rows, raw, bad_pos, checked.reasons, chunk.lines,
+                    for r in c.reasons[pos]:
+                        if r.split(":")[0] in ROW_STATUS:
+                            reason_counts[r] = reason_counts.get(r, 0) + 1
+                _quarantine_rows(q_rows, raw, bad_pos, c.reasons, chunk.lines,
                                  chunk.records, file_name)
                 q_rows.flush()
-                all_status.append(status_df)
-                good = np.ones(n, dtype=bool)
-                good[bad_pos] = False
+                all_status.append(c.status)
+                good = c.good
+                for name, st in c.field_status.items():
+                    fields.add(name, st[good], chunk.lines[good])
+                _write_present(w_present, keys.ref, c.norm[SUBJECT]["record_id"], good,
+                               c.status[f"{SUBJECT}.record_id"].to_numpy(), code, batch_id)
                 if not good.any():
                     continue
+                rid = c.norm[SUBJECT]["record_id"]
                 refs = np.asarray(encrypt_record_refs(keys.ref, rid[good].tolist()), dtype=object)
-                ident = encoder.encode(norm[SUBJECT][good].reset_index(drop=True))
+                ident = encoder.encode(c.norm[SUBJECT][good].reset_index(drop=True))
                 ident.insert(0, "batch_id", batch_id)
                 ident.insert(0, "agency", code)
                 ident.insert(0, "record_ref", refs)
                 w_id.write(ident)
                 for s in slots:
-                    present = persons[s][good].drop(columns=["relationship"], errors="ignore")
-                    present = present[[c for c in present.columns if c in _PERSON_FIELDS]]
-                    idx = present.notna().any(axis=1).to_numpy()
+                    # A slot is written when something identifying survived its checks.
+                    rn_all = c.norm[s][good]
+                    idx = (identifying_count(rn_all) > 0) | rn_all["given_name"].notna().to_numpy()
                     if not idx.any():
                         continue
-                    rn = norm[s][good][idx].reset_index(drop=True)
+                    rn = _with_home_postcode(rn_all[idx].reset_index(drop=True),
+                                             c.norm[SUBJECT][good][idx].reset_index(drop=True))
                     rel = rn["relationship"].fillna(mapping.related_persons[s]).astype(str)
                     rows = encoder.encode(rn)
                     rows.insert(0, "relationship", rel.to_numpy())
@@ -477,17 +376,20 @@ def run_bridge(extract_path: Path | str, mapping_path: Path | str, agency_dir: P
                     rows.insert(0, "agency", code)
                     rows.insert(0, "record_ref", refs[idx])
                     w_rel.write(rows)
-                for fname, mask in nulled.items():
+                for fname, mask in c.payload_nulled.items():
                     field_problems += [(int(line), fname) for line in chunk.lines[mask & good]]
-                pay = payload[good].reset_index(drop=True)
+                pay = c.payload[good].reset_index(drop=True)
                 _scrub_payload(pay, scrubbed, scrubber,
-                               {p: f[good].reset_index(drop=True) for p, f in persons.items()},
-                               {p: f[good].reset_index(drop=True) for p, f in norm.items()})
+                               {p: f[good].reset_index(drop=True) for p, f in c.persons.items()},
+                               {p: f[good].reset_index(drop=True) for p, f in c.norm.items()})
                 pay.insert(0, "batch_id", batch_id)
                 pay.insert(0, "agency", code)
                 pay.insert(0, "record_ref", refs)
                 w_pay.write(pay)
                 accepted += int(good.sum())
+        except ExtractUnreadable as exc:  # e.g. a row bigger than the reader takes
+            q_rows.close(keep=False)
+            raise _refuse(agency_dir, batch_id, extract_path, [str(exc)]) from None
         except BaseException:
             q_rows.close(keep=False)  # nothing landed: no quarantine file for this batch id
             raise
@@ -502,32 +404,74 @@ def run_bridge(extract_path: Path | str, mapping_path: Path | str, agency_dir: P
             raise RuntimeError(f"{file_name}: row accounting broken ({read} read, {accepted} "
                                f"accepted, {quarantined} quarantined)")
         rows_summary = {"read": read, "accepted": accepted, "quarantined": quarantined}
+        # Inside the sealed batch: a refusal lands nothing and spends no sequence number.
+        forced = enforce(agency_dir, code, batch_id, extract_path, kind, rows_summary,
+                         mapping.snapshot_guards, force_reason,
+                         keep_quarantine=lambda: q_rows.close(keep=True))
         manifest = sign_manifest(build_manifest(
             tmp, batch_id=batch_id, agency=code, sequence=seq, extract_kind=kind,
             created_at=created.isoformat(timespec="seconds"),
             mapping_version=mapping.mapping_version, canonical_version=mapping.canonical_version,
             encoding_spec_version=encoder.version, link_key_version=keys.link.version,
             ref_key_version=keys.ref.version, signing_key_id=keys.signing.key_id,
-            rows=rows_summary), keys.signing)
+            rows=rows_summary, field_problems=fields.counts, forced=forced), keys.signing)
         write_manifest(tmp, manifest)
 
     landed = landing_dir / code / batch_id
     _save_sequence(agency_dir, code, seq, batch_id)
+    if kind == "snapshot":
+        record_snapshot(agency_dir, code, batch_id, rows_summary)
+    if forced is not None:
+        log_forced(agency_dir, code, batch_id, forced)
     q_path = q_rows.close(keep=True)
     if all_status:
         validator.write_data_docs(pd.concat(all_status, ignore_index=True), batch_id)
+    hints = (sniff(extract_path, mapping.source, mapping.source_columns)
+             if any(r.startswith("undecodable") for r in reason_counts) else [])
+    placeholders = _placeholder_counts(fields.counts)
     report = write_report(agency_dir / "reports" / f"{batch_id}.json", {
         "batch_id": batch_id, "file": str(extract_path), "status": "landed",
         "landed": str(landed), "rows": rows_summary, "reasons": reason_counts,
         "quarantine": str(q_path) if q_path else None,
         "field_problems": _field_problem_report(field_problems),
+        "field_counts": fields.counts,
+        "field_rows": [{"line": line, "field": f, "reason": r} for line, f, r in fields.rows],
+        "min_identifying_fields": mapping.min_identifying_fields, "hints": hints,
+        "present_refs": w_present.rows, "forced": forced,
+        "placeholder_names": {"count": sum(placeholders.values()), "by_field": placeholders,
+                              "problem": PLACEHOLDER_NAME},
     })
     return BatchResult(batch_id, code, seq, landed, read, accepted, quarantined, q_path, report,
                        agency_dir / "reports" / "data_docs" if all_status else None,
-                       reason_counts, field_problems)
+                       reason_counts, field_problems, fields.counts, hints,
+                       present_refs=w_present.rows, forced=forced,
+                       placeholder_names=placeholders)
 
 
-_PROBLEM = "not in the closed vocabulary: field nulled, row kept"
+def _placeholder_counts(counts: dict[str, dict[str, int]]) -> dict[str, int]:
+    """Placeholder names nulled per field ("given_name" for the subject, "<slot>.<field>")."""
+    out = {}
+    for name, reasons in counts.items():
+        n = reasons.get(PLACEHOLDER_NAME, 0)
+        if n:
+            person, _, fname = name.partition(".")
+            out[fname if person == SUBJECT else name] = n
+    return out
+
+
+def _write_present(w: _Writer, ref_key: object, rid: pd.Series, good: np.ndarray,
+                   id_status: np.ndarray, code: str, batch_id: str) -> None:
+    """Refs of quarantined rows that carry their record's first (non-duplicate) record id:
+    the record is still in the agency's system, only this extract's copy is unusable, so a
+    snapshot must not retire it at the hub. Refs only (no payload, no identifiers)."""
+    keep = ~good & (id_status == OK)
+    if not keep.any():
+        return
+    refs = encrypt_record_refs(ref_key, rid[keep].tolist())
+    w.write(pd.DataFrame({"record_ref": refs, "agency": code, "batch_id": batch_id}))
+
+
+_PROBLEM = "payload value outside its vocabulary or type: field nulled, row kept"
 _MAX_LISTED = 10_000  # the report lists this many (line, field) pairs, and counts them all
 
 

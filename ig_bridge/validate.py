@@ -9,27 +9,49 @@ plaintext and GX stays fast. Rows GX marks unexpected go to quarantine with "<fi
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-# GX imports pyspark whenever it is installed (the hub's [spark] extra), and pyspark warns at
-# import that it does not support pandas 3, though validation never uses Spark. Silence that
-# one warning for this import only; a Spark run (linkage.spark_linkage) still shows it.
-with warnings.catch_warnings():
-    warnings.filterwarnings("ignore", message=r"PySpark does not yet fully support pandas",
-                            category=FutureWarning, module=r"pyspark\.")
-    import great_expectations as gx  # noqa: E402
-    import great_expectations.expectations as gxe  # noqa: E402
 
-logging.getLogger("great_expectations").setLevel(logging.ERROR)
+@functools.cache
+def _great_expectations() -> dict[str, Any]:
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    # GX imports pyspark whenever it is installed (the hub's [spark] extra), and pyspark warns
+    # at import that it does not support pandas 3, though validation never uses Spark. Silence
+    # that one warning for this import only; a Spark run (linkage.spark_linkage) still shows it.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"PySpark does not yet fully support pandas",
+                                category=FutureWarning, module=r"pyspark\.")
+        import great_expectations
+        import great_expectations.expectations
+
+    logging.getLogger("great_expectations").setLevel(logging.ERROR)
+    return {"gx": great_expectations, "gxe": great_expectations.expectations}
+
+
+class _OnFirstUse:
+    """Great Expectations costs ~10 CPU-seconds of imports: it is imported when a check first
+    runs, not whenever a bridge command (keys, reidentify, --help) starts."""
+
+    def __init__(self, which: str) -> None:
+        self._which = which
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(_great_expectations()[self._which], name)
+
+
+gx = _OnFirstUse("gx")
+gxe = _OnFirstUse("gxe")
+
 OK = "ok"
 _MAX_VERDICTS = 100_000
 

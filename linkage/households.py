@@ -7,6 +7,17 @@
    evidence (event date, else extract date), then to the lowest property key (deterministic).
 3. A household is the set of persons whose current property is the same; household_id is
    stable across runs by member overlap (linkage.stable_ids) and never reused once retired.
+   The address token carries the flat (ig_bridge.address), so flats of one building are
+   separate properties, hence separate households.
+4. Each member's relationship to the household lead (payload `relationship_to_lead`, a code
+   the agency recoded: lead, partner, child, lodger = unrelated...) is taken from their latest
+   record at that property and kept on household_member.
+5. Group quarters (care homes, hostels, refuges) never form one household: a property where
+   more persons live than any ordinary household holds (GROUP_QUARTERS_MIN_PERSONS) is split
+   into its residents' families, the connected components of resolved relatives
+   (linkage.family) living there, and everyone else alone. This reads only the number of
+   persons placed and the relationship evidence, so it works on unfamiliar data with no
+   address keywords (which are not at the hub).
 
 Writes `household` and `household_member` (and `household_lineage`). Reads `identifiers`,
 `record_person`, `payload`, `batch`.
@@ -24,7 +35,7 @@ import pandas as pd
 from splink import DuckDBAPI
 from splink.clustering import cluster_pairwise_predictions_at_threshold
 
-from linkage.config import SCHEMAS_DIR
+from linkage.config import default_mappings_dir
 from linkage.family import resolve_related
 from linkage.stable_ids import assign_stable_ids
 from linkage.txn import atomic
@@ -47,8 +58,11 @@ CREATE TABLE IF NOT EXISTS household_member (
     household_id VARCHAR NOT NULL,
     person_id VARCHAR NOT NULL,
     run_id VARCHAR NOT NULL,
-    n_agencies_agreeing INTEGER NOT NULL  -- agencies whose records put the person here
+    n_agencies_agreeing INTEGER NOT NULL, -- agencies whose records put the person here
+    relationship_to_lead VARCHAR          -- payload code from a record at this property
 );
+-- warehouses made before relationship_to_lead existed
+ALTER TABLE household_member ADD COLUMN IF NOT EXISTS relationship_to_lead VARCHAR;
 CREATE TABLE IF NOT EXISTS household_lineage (
     run_id VARCHAR NOT NULL,
     household_id VARCHAR NOT NULL,
@@ -56,6 +70,13 @@ CREATE TABLE IF NOT EXISTS household_lineage (
     overlap INTEGER NOT NULL
 );
 """
+
+
+#: A property with at least this many persons placed is group quarters. Ordinary households
+#: of 8 or more are rare (well under 1% of households in England, Census 2021), and a large
+#: family split here still keeps its members linked by relationships together; care homes,
+#: hostels and refuges commonly hold 10-60 (some of whom the hub may not place there).
+GROUP_QUARTERS_MIN_PERSONS = 8
 
 
 @dataclass(frozen=True)
@@ -67,6 +88,7 @@ class HouseholdResult:
     n_persons_placed: int
     n_persons_without_address: int
     seconds: float
+    n_group_quarters: int = 0
 
 
 def _property_keys(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
@@ -106,14 +128,16 @@ OTHER_RELATIVE_WEIGHT = 0.5
 
 def tenancy_agencies(mappings_dir: Path | None = None) -> list[str]:
     """Agencies whose related persons are the members of a tenancy at the record's address
-    (mapping kind `housing`): the landlord's own statement of who lives there."""
-    directory = mappings_dir or SCHEMAS_DIR / "agencies"
+    (mapping kind `housing`): the landlord's own statement of who lives there. Default: the
+    hub's mappings folder (`JOINEDUP_MAPPINGS_DIR`, else the packaged one)."""
+    directory = mappings_dir or default_mappings_dir()
     return sorted(code for code, m in load_all_mappings(directory).items()
                   if m.kind == "housing")
 
 
 def current_property(con: duckdb.DuckDBPyConnection,
-                     tenancies: Collection[str] = ()) -> pd.DataFrame:
+                     tenancies: Collection[str] = (),
+                     props: pd.DataFrame | None = None) -> pd.DataFrame:
     """person_id -> property_key, n_agencies_agreeing.
 
     Evidence, strongest first: the person's own records (one vote per agency; a tenancy's
@@ -123,8 +147,8 @@ def current_property(con: duckdb.DuckDBPyConnection,
     an address no relative confirms, while co-resident relatives agree on another one,
     moves there (a stale address); a person with no address evidence at all joins the home
     of their relatives, else the one property of their postcode where their family name
-    lives."""
-    props = _property_keys(con)
+    lives. `props`: _property_keys(con), when the caller has it already."""
+    props = _property_keys(con) if props is None else props
     resolve_related(con)
     weights = pd.DataFrame({"relationship": list(RELATIVE_WEIGHTS),
                             "w": list(RELATIVE_WEIGHTS.values())})
@@ -163,17 +187,17 @@ def current_property(con: duckdb.DuckDBPyConnection,
                 QUALIFY row_number() OVER (PARTITION BY person_id
                         ORDER BY n_agencies DESC, latest DESC NULLS LAST, property_key) = 1
             ), resident AS (
-                -- postcode + family-name tokens of persons already placed, per property
-                SELECT DISTINCT p.property_key, i.tok_postcode, i.tok_family_name
+                -- family name + postcode keys of persons already placed, per property
+                SELECT DISTINCT p.property_key, i.blk_family_postcode
                 FROM own p JOIN record_person rp USING (person_id)
                 JOIN identifiers i USING (record_ref)
-                WHERE i.tok_postcode IS NOT NULL AND i.tok_family_name IS NOT NULL
+                WHERE i.blk_family_postcode IS NOT NULL
             ), fallback AS (
                 -- No full address (the first line was not recorded): the one property in
                 -- the person's postcode where someone of their family name lives.
                 SELECT rp.person_id, min(r.property_key) AS property_key
                 FROM record_person rp JOIN identifiers i USING (record_ref)
-                JOIN resident r USING (tok_postcode, tok_family_name)
+                JOIN resident r USING (blk_family_postcode)
                 WHERE rp.person_id NOT IN (SELECT person_id FROM own)
                 GROUP BY rp.person_id
                 HAVING count(DISTINCT r.property_key) = 1
@@ -223,22 +247,101 @@ def current_property(con: duckdb.DuckDBPyConnection,
         con.unregister("_rel_weights")
 
 
+def relationship_to_lead(con: duckdb.DuckDBPyConnection, placed: pd.DataFrame,
+                         props: pd.DataFrame) -> pd.Series:
+    """person_id -> relationship_to_lead, from the person's latest record (event date, else
+    extract date) whose address is the property they were placed at. Empty when no agency
+    sends the field (or the warehouse predates it)."""
+    has = con.execute("SELECT count(*) FROM duckdb_columns() WHERE table_name = 'payload' "
+                      "AND column_name = 'relationship_to_lead' "
+                      "AND database_name = current_database()").fetchall()[0][0]
+    if not has or placed.empty:
+        return pd.Series(dtype=object)
+    con.register("_rtl_keys", props)
+    con.register("_rtl_placed", placed[["person_id", "property_key"]])
+    try:
+        got = con.execute("""
+            SELECT rp.person_id, p.relationship_to_lead AS rel
+            FROM payload p JOIN record_person rp USING (record_ref)
+            JOIN identifiers i ON i.record_ref = p.record_ref
+            JOIN _rtl_keys k ON k.key = coalesce('U' || i.tok_uprn, 'A' || i.tok_address)
+            JOIN _rtl_placed pl ON pl.person_id = rp.person_id
+                AND pl.property_key = k.property_key
+            LEFT JOIN batch b ON b.batch_id = p.batch_id
+            WHERE p.relationship_to_lead IS NOT NULL
+            QUALIFY row_number() OVER (PARTITION BY rp.person_id ORDER BY
+                coalesce(p.event_date, TRY_CAST(b.created_at AS TIMESTAMP)::DATE) DESC NULLS LAST,
+                p.relationship_to_lead) = 1
+            """).df()
+    finally:
+        con.unregister("_rtl_keys")
+        con.unregister("_rtl_placed")
+    return got.set_index("person_id")["rel"]
+
+
+def household_groups(con: duckdb.DuckDBPyConnection, placed: pd.DataFrame,
+                     min_persons: int = GROUP_QUARTERS_MIN_PERSONS) -> pd.DataFrame:
+    """`placed` (person_id, property_key, ...) + `group`: the property for an ordinary home;
+    in group quarters (`min_persons` or more persons placed at one property) one group per
+    family of resolved relatives living there, and one per person without any. Needs the
+    `_rel`/`_cand` tables of `family.resolve_related` (built by `current_property`)."""
+    placed = placed.assign(group=placed["property_key"])
+    size = placed.groupby("property_key")["person_id"].transform("size")
+    gq = placed[size >= min_persons]
+    if gq.empty:
+        return placed
+    con.register("_gq", gq[["person_id", "property_key"]])
+    try:
+        edges = con.execute("""
+            SELECT DISTINCT least(a.person_id, b.person_id) AS person_id_l,
+                            greatest(a.person_id, b.person_id) AS person_id_r
+            FROM _rel rel JOIN _cand c USING (rel_id)
+            JOIN _gq a ON a.person_id = rel.subject_person_id
+            JOIN _gq b ON b.person_id = c.candidate
+            WHERE a.property_key = b.property_key AND a.person_id <> b.person_id""").df()
+    finally:
+        con.unregister("_gq")
+    nodes = gq[["person_id"]].drop_duplicates()
+    if edges.empty:
+        family = nodes.assign(cluster_id=nodes["person_id"])
+    else:
+        family = cluster_pairwise_predictions_at_threshold(
+            nodes, edges, DuckDBAPI(connection=duckdb.connect()),
+            node_id_column_name="person_id", edge_id_column_name_left="person_id_l",
+            edge_id_column_name_right="person_id_r").as_pandas_dataframe()
+    family = family.set_index("person_id")["cluster_id"]
+    in_gq = size >= min_persons
+    placed.loc[in_gq, "group"] = (placed.loc[in_gq, "property_key"] + "/"
+                                  + placed.loc[in_gq, "person_id"].map(family).astype(str))
+    return placed
+
+
 def build_households(con: duckdb.DuckDBPyConnection, run_id: str,
-                     tenancies: Collection[str] | None = None) -> HouseholdResult:
+                     tenancies: Collection[str] | None = None,
+                     mappings_dir: Path | None = None,
+                     group_quarters_min_persons: int = GROUP_QUARTERS_MIN_PERSONS
+                     ) -> HouseholdResult:
     """Households for the current persons. `tenancies`: agencies whose related persons are
-    tenancy members (default: the onboarded agencies of kind housing)."""
+    tenancy members (default: the agencies of kind housing in `mappings_dir`, the hub's
+    mappings folder)."""
     t0 = time.perf_counter()
     con.execute(HOUSEHOLD_DDL)
-    placed = current_property(con, tenancy_agencies() if tenancies is None else tenancies)
+    props = _property_keys(con)
+    placed = current_property(con, tenancy_agencies(mappings_dir) if tenancies is None
+                              else tenancies, props)
+    placed["relationship_to_lead"] = placed["person_id"].map(
+        relationship_to_lead(con, placed, props)).astype(object)
+    placed = household_groups(con, placed, group_quarters_min_persons)
+    n_gq = int(placed.loc[placed["group"] != placed["property_key"], "property_key"].nunique())
     n_persons = con.execute(
         "SELECT count(*) FROM person WHERE status = 'active'").fetchone()[0]
-    new = placed.rename(columns={"person_id": "member", "property_key": "group"})
+    new = placed.rename(columns={"person_id": "member"})
     prev = con.execute("""
         SELECT m.person_id AS member, m.household_id AS id
         FROM household_member m JOIN household h USING (household_id)
         WHERE h.status = 'active'""").df()
     mapping = assign_stable_ids(con, new[["member", "group"]], prev, HOUSEHOLD_SEQUENCE, "H")
-    placed["household_id"] = placed["property_key"].map(mapping.group_to_id)
+    placed["household_id"] = placed["group"].map(mapping.group_to_id)
     agencies = con.execute("""
         SELECT rp.person_id, count(DISTINCT rp.agency) AS n FROM record_person rp GROUP BY 1
         """).df().set_index("person_id")["n"]
@@ -267,8 +370,10 @@ def build_households(con: duckdb.DuckDBPyConnection, run_id: str,
                             "WHERE list_contains(?, household_id)", [run_id, mapping.retired])
             # household_member holds the current run's membership only; lineage keeps history.
             con.execute("DELETE FROM household_member")
-            con.execute("""INSERT INTO household_member SELECT household_id, person_id, ?,
-                           n_agencies_agreeing FROM _hh_members""", [run_id])
+            con.execute("""INSERT INTO household_member (household_id, person_id, run_id,
+                           n_agencies_agreeing, relationship_to_lead)
+                           SELECT household_id, person_id, ?, n_agencies_agreeing,
+                           relationship_to_lead FROM _hh_members""", [run_id])
             con.execute("INSERT INTO household_lineage SELECT * FROM _hh_lineage")
     finally:
         for t in ("_hh_stats", "_hh_members", "_hh_lineage"):
@@ -277,4 +382,4 @@ def build_households(con: duckdb.DuckDBPyConnection, run_id: str,
         run_id=run_id, n_households=len(stats), n_new=len(mapping.new_groups),
         n_retired=len(mapping.retired), n_persons_placed=len(placed),
         n_persons_without_address=max(0, int(n_persons) - len(placed)),
-        seconds=time.perf_counter() - t0)
+        seconds=time.perf_counter() - t0, n_group_quarters=n_gq)

@@ -30,6 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ig_bridge.manifest import (
+    FORCED_KEY,
     MANIFEST_NAME,
     BatchRefused,
     VerifiedManifest,
@@ -38,11 +39,11 @@ from ig_bridge.manifest import (
 )
 from ig_bridge.manifest import verify_batch as verify_signed_batch
 from ig_bridge.sealing import load_hub_sealing_keys
-from linkage import batch_store, sequence
+from linkage import batch_store, sequence, snapshot_hold
 from linkage.config import EncodingContract, HubPaths, private_file, private_umask
 from linkage.custody import Custody, hub_private_batches, take_custody
 from linkage.row_checks import check_ownership, check_payload_types
-from linkage.warehouse import ensure_schema
+from linkage.warehouse import ensure_schema, record_field_problems
 from schemas.mapping import HubContract, hub_contract, load_all_mappings, load_canonical
 
 log = logging.getLogger(__name__)
@@ -102,6 +103,12 @@ class HubExpectations:
         )
 
 
+#: Refs of records the agency still holds whose row it quarantined ("present, not updated"):
+#: a snapshot keeps their records as they are instead of retiring them (docs/contracts.md).
+PRESENT_FILE = "present.parquet"
+PRESENT_COLUMNS = frozenset({"record_ref", "agency", "batch_id"})
+
+
 def _manifest_sha(batch_dir: Path) -> str:
     return hashlib.sha256(read_manifest_bytes(batch_dir / MANIFEST_NAME)).hexdigest()
 
@@ -152,6 +159,15 @@ def check_contract(vm: VerifiedManifest, expect: HubExpectations) -> None:
         missing = sorted(required - cols)
         if missing:
             raise BatchRefused("column_missing", f"{name}: {missing}")
+    if PRESENT_FILE in vm.files:  # optional: bridges before the snapshot guards send none
+        try:
+            cols = _columns(vm.batch_dir / PRESENT_FILE)
+        except (pa.ArrowException, OSError, ValueError):
+            raise BatchRefused("file_unreadable", f"{PRESENT_FILE}: not a readable Parquet "
+                               "file") from None
+        if cols != PRESENT_COLUMNS:  # refs only: no payload, no identifiers
+            raise BatchRefused("column_not_in_agreement" if cols - PRESENT_COLUMNS
+                               else "column_missing", f"{PRESENT_FILE}: {sorted(cols)}")
     # Row labels (agency, batch_id, refs) are checked on the staged rows: row_checks.
 
 
@@ -172,6 +188,13 @@ def _load(con: duckdb.DuckDBPyConnection, vm: VerifiedManifest, sha: str,
                 [rel])
     pay_cols = _columns(Path(pay))
     con.execute("CREATE OR REPLACE TEMP TABLE _new_pay AS SELECT * FROM read_parquet(?)", [pay])
+    if PRESENT_FILE in vm.files:
+        con.execute("""CREATE OR REPLACE TEMP TABLE _new_present AS SELECT
+                       CAST(record_ref AS VARCHAR) AS record_ref, agency, batch_id
+                       FROM read_parquet(?)""", [str(d / PRESENT_FILE)])
+    else:
+        con.execute("""CREATE OR REPLACE TEMP TABLE _new_present (record_ref VARCHAR,
+                       agency VARCHAR, batch_id VARCHAR)""")
     pay_types = dict(con.execute(
         "SELECT column_name, data_type FROM duckdb_columns() WHERE table_name = 'payload' "
         "AND database_name = current_database()").fetchall())
@@ -181,15 +204,24 @@ def _load(con: duckdb.DuckDBPyConnection, vm: VerifiedManifest, sha: str,
                         pay_types)
 
     # Every retire, delete and upsert is scoped to (signing agency, record_ref).
+    retired = 0
     if vm.extract_kind == "snapshot":
-        # A snapshot is the agency's whole current picture: records it no longer sends retire.
+        # A snapshot is the agency's whole current picture: records it no longer sends retire,
+        # except those it lists as present but quarantined (kept as they are). One that would
+        # retire too many waits for an operator (linkage.snapshot_hold: raises RetirementHeld).
+        retired = snapshot_hold.check(con, vm, sha,
+                                      expect.contracts[vm.agency].max_retire_share)
         con.execute("""INSERT INTO record_retired
                        SELECT record_ref, agency, ?, now() FROM identifiers x
                        WHERE agency = ? AND NOT EXISTS (
                            SELECT 1 FROM _new_ident n WHERE n.record_ref = x.record_ref)
+                       AND NOT EXISTS (
+                           SELECT 1 FROM _new_present p WHERE p.record_ref = x.record_ref)
                     """, [vm.batch_id, vm.agency])
         for t in ("identifiers", "related", "payload"):
-            con.execute(f"DELETE FROM {t} WHERE agency = ?", [vm.agency])
+            con.execute(f"""DELETE FROM {t} x WHERE agency = ? AND NOT EXISTS (
+                            SELECT 1 FROM _new_present p WHERE p.record_ref = x.record_ref)""",
+                        [vm.agency])
     else:
         for t in ("identifiers", "related", "payload"):
             con.execute(f"DELETE FROM {t} WHERE agency = ? AND record_ref IN "
@@ -205,18 +237,24 @@ def _load(con: duckdb.DuckDBPyConnection, vm: VerifiedManifest, sha: str,
     con.execute(f"INSERT INTO payload ({pcols}) SELECT {casts} FROM _new_pay")
     counts = {t: con.execute(f"SELECT count(*) FROM {src}").fetchone()[0]
               for t, src in (("identifiers", "_new_ident"), ("related", "_new_rel"),
-                             ("payload", "_new_pay"))}
+                             ("payload", "_new_pay"), ("present", "_new_present"))}
+    # Signed and shape-checked by verify_batch (ig_bridge.manifest): guards, reason, figures.
+    forced = vm.raw.get(FORCED_KEY)
     con.execute("""INSERT INTO batch (batch_id, agency, sequence, extract_kind, created_at,
                    ingested_at, manifest_sha256, mapping_version, encoding_spec_version,
                    link_key_version, ref_key_version, rows_read, rows_accepted, rows_quarantined,
-                   identifiers_rows, related_rows, payload_rows)
-                   VALUES (?, ?, ?, ?, ?, now(), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                   identifiers_rows, related_rows, payload_rows, forced_guards, forced_reason,
+                   present_refs, records_retired)
+                   VALUES (?, ?, ?, ?, ?, now(), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                 [vm.batch_id, vm.agency, vm.sequence, vm.extract_kind, vm.created_at, sha,
                  vm.mapping_version, vm.encoding_spec_version, vm.link_key_version,
                  vm.ref_key_version, vm.rows.get("read"), vm.rows.get("accepted"),
                  vm.rows.get("quarantined"), counts["identifiers"], counts["related"],
-                 counts["payload"]])
-    for t in ("_new_ident", "_new_rel", "_new_pay"):
+                 counts["payload"], ",".join(forced["guards"]) if forced else None,
+                 forced["reason"] if forced else None, counts["present"], retired])
+    record_field_problems(con, vm.batch_id, vm.agency, vm.raw)
+    snapshot_hold.mark_applied(con, vm)
+    for t in ("_new_ident", "_new_rel", "_new_pay", "_new_present"):
         con.execute(f"DROP TABLE {t}")
     return counts
 
@@ -325,6 +363,13 @@ def ingest_batch(con: duckdb.DuckDBPyConnection, paths: HubPaths, batch_dir: Pat
         counts = _load(con, vm, sha, expect)
         sequence.release(con, batch_dir)
         con.execute("COMMIT")
+    except snapshot_hold.RetirementHeld as held:
+        con.execute("ROLLBACK")  # nothing applied, nothing retired
+        snapshot_hold.record_hold(con, vm, sha, held)
+        where, _ = sequence.hold(con, paths, vm, sha,
+                                 reason=f"{snapshot_hold.REASON_CODE}: {held.detail}")
+        return BatchOutcome(vm.batch_id, vm.agency, "held", snapshot_hold.REASON_CODE,
+                            f"{held.detail}; kept at {where}")
     except BatchRefused as exc:
         con.execute("ROLLBACK")
         return _refuse(con, paths, batch_dir, agency, batch_store.spent(exc, vm))
@@ -358,7 +403,9 @@ def release_held(con: duckdb.DuckDBPyConnection, paths: HubPaths, expect: HubExp
     """Load (or refuse) every held batch whose turn has come, in sequence order, until none
     is ready. Held re-keying batches are applied here too (they share the counter)."""
     out: list[BatchOutcome] = []
-    tried: set[Path] = set()  # a batch that failed (status "error") waits for the next run
+    # A batch that failed (status "error") waits for the next run; a snapshot held for mass
+    # retirement waits for an operator's confirmation (linkage.snapshot_hold).
+    tried: set[Path] = snapshot_hold.awaiting_confirmation(con)
     while (held := sequence.ready(con, skip=tried)) is not None:
         tried.add(held.path)
         if held.extract_kind == "rekey":
@@ -389,7 +436,7 @@ def ingest_landing(paths: HubPaths, *, batch_dirs: Iterable[Path] | None = None,
         con = duckdb.connect(str(paths.warehouse))
         private_file(paths.warehouse)
         try:
-            ensure_schema(con, expect.encoding)
+            ensure_schema(con, expect.encoding, paths.mappings)
             if batch_dirs is not None:
                 todo = _custody_of(paths, con, batch_dirs, report)
             else:

@@ -16,8 +16,11 @@ from typing import Any
 
 import yaml
 
+from schemas.agreement import AGREEMENT_FILE, AgreementError, agreement_path, load_agreement
+
 MAPPING_VERSION = 1
 CANONICAL_PATH = Path(__file__).with_name("canonical_fields.yaml")
+# Built-in agency kinds; a partnership declares more in its agreement file (schemas.agreement).
 AGENCY_KINDS = frozenset(
     {"gp", "health_visiting", "school", "social_care", "police", "housing", "early_help", "other"}
 )
@@ -28,7 +31,11 @@ SUBJECT = "subject"
 _CODE_RE = re.compile(r"^[A-Z]{2,8}$")
 _SLOT_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 
-_TOP_KEYS = {"mapping_version", "agency", "schedule", "source", "columns", "related_persons"}
+_TOP_KEYS = {"mapping_version", "agency", "schedule", "source", "columns", "related_persons",
+             "validation", "snapshot_guards"}
+_VALIDATION_KEYS = {"min_identifying_fields"}
+#: A row keeps going to the hub while it has this many identifying fields (ig_bridge.rowcheck).
+DEFAULT_MIN_IDENTIFYING_FIELDS = 2
 _AGENCY_KEYS = {"code", "name", "kind"}
 _SOURCE_KEYS = {"format", "encoding", "delimiter", "quotechar", "date_formats", "extract_kind"}
 _CSV_ONLY = {"encoding", "delimiter", "quotechar"}
@@ -39,6 +46,11 @@ _PATTERN_PROBES = ("Amelia Smith born 04/03/2012", "Amelia Smith", "12 Acacia Av
                    "BD7 1AB", "943 476 5919", "amelia.smith@example.org", "04/03/2012")
 _MAX_PATTERN = 200
 _SLOT_KEYS = {"relationship"}
+_GUARD_KEYS = {"min_share_of_last_snapshot", "max_problem_rate", "max_retire_share"}
+# Identifier types a `recode` table may target (coded values), and what each may recode to.
+_SEX_VALUES = ("M", "F", "U")
+_BOOL_VALUES = ("yes", "no")
+_RECODABLE_TYPES = frozenset({"sex", "relationship", "boolean", "string"})
 
 
 class MappingError(ValueError):
@@ -57,6 +69,8 @@ class CanonicalFields:
     identifier_fields: dict[str, dict[str, Any]]
     payload_fields: dict[str, dict[str, Any]]
     relationships: tuple[str, ...]
+    agency_kinds: frozenset[str] = AGENCY_KINDS
+    agreement: Path | None = None  # the agreement file that added kinds / payload fields
 
     def field_type(self, name: str) -> str:
         spec = self.identifier_fields.get(name) or self.payload_fields[name]
@@ -82,9 +96,23 @@ class ColumnMapping:
     # Payload vocabulary (docs/contracts.md): closed (values / recode / pattern, or the canonical
     # `allowed` list) or scrub: true (open text, scrubbed like free text at the bridge).
     values: tuple[str, ...] = ()
-    recode: tuple[tuple[str, str], ...] = ()
+    # payload: source spelling -> vocabulary value; identifier: source code -> canonical value
+    # (None: a known code for "not recorded"), applied before normalisation.
+    recode: tuple[tuple[str, str | None], ...] = ()
     pattern: str | None = None
     scrub: bool = False
+
+    def recode_lookup(self) -> dict[str, str | None]:
+        """Folded source code -> canonical value, the canonical values themselves included
+        (an export mixing "1" and "M" is not an error)."""
+        out: dict[str, str | None] = {fold_code(v): v for _, v in self.recode if v is not None}
+        out.update({fold_code(k): v for k, v in self.recode})
+        return out
+
+
+def fold_code(value: str) -> str:
+    """How source codes are compared: trimmed, whitespace collapsed, case-insensitive."""
+    return " ".join(str(value).split()).lower()
 
 
 @dataclass(frozen=True)
@@ -107,6 +135,21 @@ class PayloadPolicy:
 
 
 @dataclass(frozen=True)
+class SnapshotGuards:
+    """Safe-snapshot thresholds (docs/contracts.md, "Snapshot guards"), each a share 0..1.
+
+    The bridge refuses a snapshot whose accepted rows are below `min_share_of_last_snapshot`
+    of the last snapshot it landed, or any extract whose quarantined/read rate is above
+    `max_problem_rate` (the data officer may force both with a recorded reason); the hub holds
+    a snapshot that would retire more than `max_retire_share` of the agency's records until an
+    operator confirms it."""
+
+    min_share_of_last_snapshot: float = 0.8
+    max_problem_rate: float = 0.1
+    max_retire_share: float = 0.2
+
+
+@dataclass(frozen=True)
 class Mapping:
     path: Path
     mapping_version: int
@@ -118,6 +161,10 @@ class Mapping:
     source: SourceSpec
     columns: tuple[ColumnMapping, ...]
     related_persons: dict[str, str] = field(default_factory=dict)  # slot -> default relationship
+    # Fewer identifying fields than this (after bad values are nulled) and a row is quarantined.
+    min_identifying_fields: int = DEFAULT_MIN_IDENTIFYING_FIELDS
+    snapshot_guards: SnapshotGuards = field(default_factory=SnapshotGuards)
+    canonical: CanonicalFields | None = None  # built-in fields + the partnership's agreement
 
     @property
     def source_columns(self) -> list[str]:
@@ -142,11 +189,15 @@ class Mapping:
         """canonical payload field -> source column."""
         return {c.field: c.source for c in self.columns if c.cls == "payload" and c.field}
 
+    def identifier_recodes(self) -> dict[str, ColumnMapping]:
+        """source column -> its identifier column mapping, for columns with a recode table."""
+        return {c.source: c for c in self.columns if c.cls == "identifier" and c.recode}
+
     def payload_policies(
         self, canonical: CanonicalFields | None = None
     ) -> dict[str, PayloadPolicy]:
         """canonical payload field -> what the bridge does with it (closed, scrubbed, typed)."""
-        canonical = canonical or load_canonical()
+        canonical = canonical or self.canonical or load_canonical()
         out: dict[str, PayloadPolicy] = {}
         for c in self.columns:
             if c.cls != "payload" or not c.field:
@@ -172,17 +223,35 @@ class Mapping:
         return list(self.related_persons)
 
 
-def load_canonical(path: Path | str = CANONICAL_PATH) -> CanonicalFields:
+def load_canonical(path: Path | str = CANONICAL_PATH,
+                   mappings_dir: Path | str | None = None) -> CanonicalFields:
+    """The canonical fields, plus the agency kinds and payload fields that the agreement file
+    in `mappings_dir` (if any) declares. An invalid agreement is a MappingError naming it."""
     path = Path(path)
     with path.open(encoding="utf-8") as fh:
         raw = yaml.safe_load(fh)
     if not isinstance(raw, dict) or not isinstance(raw.get("version"), int):
         raise MappingError(path, "version", "canonical field file has no integer version")
+    ident = dict(raw.get("identifier_fields") or {})
+    payload = dict(raw.get("payload_fields") or {})
+    kinds, agreement_file = AGENCY_KINDS, None
+    if mappings_dir is not None:
+        try:
+            agreement = load_agreement(agreement_path(mappings_dir), builtin_kinds=AGENCY_KINDS,
+                                       builtin_fields=frozenset(ident) | frozenset(payload))
+        except AgreementError as exc:
+            raise MappingError(exc.path, exc.key_path, exc.problem) from None
+        if agreement is not None:
+            kinds = AGENCY_KINDS | frozenset(agreement.agency_kinds)
+            payload.update(agreement.payload_fields)
+            agreement_file = agreement.path
     return CanonicalFields(
         version=raw["version"],
-        identifier_fields=dict(raw.get("identifier_fields") or {}),
-        payload_fields=dict(raw.get("payload_fields") or {}),
+        identifier_fields=ident,
+        payload_fields=payload,
         relationships=tuple(raw.get("relationships") or ()),
+        agency_kinds=kinds,
+        agreement=agreement_file,
     )
 
 
@@ -244,6 +313,16 @@ def _parse_source(path: Path, raw: Any) -> SourceSpec:
     )
 
 
+def _parse_guards(path: Path, raw: Any) -> SnapshotGuards:
+    guards = _check_keys(path, "snapshot_guards", raw or {}, _GUARD_KEYS)
+    values: dict[str, float] = {}
+    for key, v in guards.items():
+        if isinstance(v, bool) or not isinstance(v, int | float) or not 0 <= v <= 1:
+            raise MappingError(path, f"snapshot_guards.{key}", "expected a share from 0 to 1")
+        values[key] = float(v)
+    return SnapshotGuards(**values)
+
+
 _TYPED = frozenset({"date", "number", "boolean"})
 
 
@@ -252,10 +331,14 @@ def _parse_vocabulary(path: Path, where: str, col: dict[str, Any], cls: str, fna
     """values / recode / pattern / scrub of one column. Every category payload field must be
     closed or scrubbed: an open category once carried names, DOBs and addresses to the hub."""
     given = [k for k in _VOCAB_KEYS if k in col]
+    if cls == "identifier" and given == ["recode"]:
+        return {"recode": _identifier_recode(path, f"{where}.recode", col["recode"], fname,
+                                             canonical)}
     if cls != "payload":
         if given:
             raise MappingError(path, f"{where}.{given[0]}", "only payload columns take a "
-                               "vocabulary (values, recode, pattern) or scrub")
+                               "vocabulary (values, pattern) or scrub; identifier columns of "
+                               "coded fields (sex, relationship, yes/no, title) take recode")
         return {}
     spec = canonical.payload_fields[fname]
     ftype = str(spec["type"])
@@ -318,10 +401,46 @@ def _parse_vocabulary(path: Path, where: str, col: dict[str, Any], cls: str, fna
             "pattern": pattern, "scrub": scrub}
 
 
+def _identifier_recode(path: Path, where: str, recode: Any, fname: str,
+                       canonical: CanonicalFields) -> tuple[tuple[str, str | None], ...]:
+    """An identifier column's recode table: source code -> canonical value (or null)."""
+    ftype = canonical.field_type(fname)
+    if ftype not in _RECODABLE_TYPES or fname == "record_id":
+        raise MappingError(path, where, f"{fname!r} is not a coded field; recode applies to "
+                           "sex, relationship, yes/no fields and title")
+    if not isinstance(recode, dict) or not recode or not all(
+            isinstance(k, str | int) and (v is None or isinstance(v, str | bool))
+            for k, v in recode.items()):
+        raise MappingError(path, where, "expected a mapping of source code -> canonical value "
+                           "(or null for a code meaning 'not recorded')")
+    targets: tuple[str, ...] = ()
+    if ftype == "sex":
+        targets = _SEX_VALUES
+    elif ftype == "relationship":
+        targets = canonical.relationships
+    elif ftype == "boolean":
+        targets = _BOOL_VALUES
+    out: list[tuple[str, str | None]] = []
+    seen: set[str] = set()
+    for k, v in recode.items():
+        if isinstance(v, bool):  # YAML reads yes/no as booleans
+            v = "yes" if v else "no"
+        if v is not None and targets and v not in targets:
+            raise MappingError(path, where, f"recodes {k!r} to {v!r}, not a value of {fname!r} "
+                               f"(allowed: {', '.join(targets)})")
+        folded = fold_code(str(k))
+        if folded in seen:
+            raise MappingError(path, where, f"source code {k!r} is listed twice")
+        seen.add(folded)
+        out.append((str(k), v))
+    return tuple(out)
+
+
 def parse_mapping(raw: Any, path: Path | str, canonical: CanonicalFields | None = None) -> Mapping:
-    """Validate an already-parsed YAML document; `path` is only used in error messages."""
+    """Validate an already-parsed YAML document; `path` is only used in error messages.
+    Without `canonical`, the built-in fields plus the agreement file beside `path`."""
     path = Path(path)
-    canonical = canonical or load_canonical()
+    canonical = canonical or load_canonical(mappings_dir=path.parent)
     top = _check_keys(path, "", raw, _TOP_KEYS)
     version = top.get("mapping_version")
     if version != MAPPING_VERSION:
@@ -334,8 +453,11 @@ def parse_mapping(raw: Any, path: Path | str, canonical: CanonicalFields | None 
         raise MappingError(path, "agency.code", "must be 2-8 upper-case letters")
     name = _str(path, "agency.name", agency.get("name"))
     kind = agency.get("kind", "other")
-    if kind not in AGENCY_KINDS:
-        raise MappingError(path, "agency.kind", f"unknown agency kind {kind!r}")
+    if kind not in canonical.agency_kinds:
+        where = f" or {canonical.agreement}" if canonical.agreement else f" (declare new kinds " \
+            f"in {path.parent / AGREEMENT_FILE})"
+        raise MappingError(path, "agency.kind", f"unknown agency kind {kind!r}: not built in"
+                           f"{where}")
     schedule = _str(path, "schedule", top.get("schedule"), required=False)
     source = _parse_source(path, top.get("source"))
 
@@ -394,7 +516,9 @@ def parse_mapping(raw: Any, path: Path | str, canonical: CanonicalFields | None 
         if fname == "record_id" and person != SUBJECT:
             raise MappingError(path, f"{where}.person", "record_id belongs to the subject")
         if fname == "relationship" and person == SUBJECT:
-            raise MappingError(path, f"{where}.person", "relationship needs a related-person slot")
+            raise MappingError(path, f"{where}.person", "relationship needs a related-person "
+                               "slot; the subject's own relationship to the household lead is "
+                               "the payload field 'relationship_to_lead'")
         if (person, fname) in seen_fields:
             raise MappingError(path, f"{where}.field", f"field {fname!r} mapped twice for {person}")
         seen_fields.add((person, fname))
@@ -408,6 +532,7 @@ def parse_mapping(raw: Any, path: Path | str, canonical: CanonicalFields | None 
         if not any(c.person == slot for c in columns):
             raise MappingError(path, f"related_persons.{slot}", "slot has no mapped columns")
     return Mapping(
+        min_identifying_fields=_parse_validation(path, top.get("validation")),
         path=path,
         mapping_version=version,
         canonical_version=canonical.version,
@@ -418,7 +543,19 @@ def parse_mapping(raw: Any, path: Path | str, canonical: CanonicalFields | None 
         source=source,
         columns=tuple(columns),
         related_persons=related,
+        snapshot_guards=_parse_guards(path, top.get("snapshot_guards")),
+        canonical=canonical,
     )
+
+
+def _parse_validation(path: Path, raw: Any) -> int:
+    """validation.min_identifying_fields: 1-10 (ig_bridge.rowcheck.IDENTIFYING has 10)."""
+    val = _check_keys(path, "validation", raw or {}, _VALIDATION_KEYS)
+    n = val.get("min_identifying_fields", DEFAULT_MIN_IDENTIFYING_FIELDS)
+    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 10:
+        raise MappingError(path, "validation.min_identifying_fields",
+                           "expected an integer from 1 to 10")
+    return n
 
 
 def load_mapping(path: Path | str, canonical: CanonicalFields | None = None) -> Mapping:
@@ -437,9 +574,11 @@ def load_mapping(path: Path | str, canonical: CanonicalFields | None = None) -> 
 
 def load_all_mappings(directory: Path | str) -> dict[str, Mapping]:
     """Every *.yaml mapping in a folder, keyed by agency code (codes must be unique)."""
-    canonical = load_canonical()
+    canonical = load_canonical(mappings_dir=directory)
     out: dict[str, Mapping] = {}
     for p in sorted(Path(directory).glob("*.yaml")):
+        if p.name == AGREEMENT_FILE:
+            continue
         m = load_mapping(p, canonical)
         if m.code in out:
             other = out[m.code].path
@@ -457,6 +596,7 @@ class HubContract:
     canonical_version: int
     payload_fields: frozenset[str]
     slots: frozenset[str]
+    max_retire_share: float = SnapshotGuards.max_retire_share
 
     @property
     def payload_columns(self) -> frozenset[str]:
@@ -471,4 +611,5 @@ def hub_contract(mapping: Mapping) -> HubContract:
         canonical_version=mapping.canonical_version,
         payload_fields=frozenset(mapping.payload_columns()),
         slots=frozenset(mapping.slots),
+        max_retire_share=mapping.snapshot_guards.max_retire_share,
     )

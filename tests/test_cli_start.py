@@ -1,0 +1,77 @@
+"""Bridge commands start light: `joinedup-bridge --help` and key commands import none of the
+heavy libraries (Great Expectations, Presidio/spaCy, PySpark, pandas) and print nothing on
+stderr. Behaviour only; the timings are benchmarks/bench_cli_start.py's."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+HEAVY = ("great_expectations", "presidio_analyzer", "spacy", "pyspark", "pandas")
+# Runs the console script's body (pyproject.toml: joinedup-bridge = "ig_bridge.cli:main"),
+# then reports which heavy packages ended up imported.
+PROGRAM = """
+import json, os, sys
+from ig_bridge.cli import main
+sys.argv[0] = "joinedup-bridge"
+try:
+    code = main()
+except SystemExit as exc:
+    code = exc.code
+heavy = sorted({m.split(".")[0] for m in sys.modules} & set(json.loads(os.environ["HEAVY"])))
+sys.stdout.write("\\nHEAVY=" + json.dumps(heavy) + "\\n")
+sys.exit(code)
+"""
+
+
+def bridge(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JOINEDUP")}
+    env["PYTHONPATH"] = str(REPO)
+    env["PYTHONWARNINGS"] = "default"  # a warning anything raises at import would show
+    env["HEAVY"] = json.dumps(HEAVY)
+    return subprocess.run([sys.executable, "-c", PROGRAM, *args],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+                          check=False)
+
+
+def heavy(out: str) -> list[str]:
+    return json.loads(out.rsplit("HEAVY=", 1)[1])
+
+
+def test_help_imports_no_heavy_library_and_prints_no_warning() -> None:
+    r = bridge("--help")
+    assert r.returncode == 0, r.stderr
+    assert "reidentify" in r.stdout and "keys" in r.stdout
+    assert heavy(r.stdout) == []
+    assert r.stderr == ""
+
+
+def test_key_commands_import_no_heavy_library(tmp_path: Path) -> None:
+    adir = tmp_path / "GP"
+    r = bridge("keys", "init", "--partnership-lead", "--agency-dir", str(adir), "--agency", "GP")
+    assert r.returncode == 0, r.stderr
+    assert "created partnership link key v1" in r.stdout
+    assert heavy(r.stdout) == []
+    assert r.stderr == ""
+    r = bridge("keys", "show-public", "--agency-dir", str(adir), "--agency", "GP")
+    assert r.returncode == 0 and heavy(r.stdout) == [] and r.stderr == ""
+
+
+def test_validation_module_defers_great_expectations_until_first_use() -> None:
+    """ig_bridge.validate (imported by every validate/run) does not import GX itself; its first
+    use does, without PySpark's pandas warning."""
+    program = ("import sys, ig_bridge.validate as v\n"
+               "assert 'great_expectations' not in sys.modules\n"
+               "suite = v.gx.ExpectationSuite(name='s')\n"
+               "assert 'great_expectations' in sys.modules\n"
+               "print(type(suite).__name__)\n")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONWARNINGS": "default"}
+    r = subprocess.run([sys.executable, "-c", program], cwd=REPO, env=env,
+                       capture_output=True, text=True, timeout=600, check=False)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "ExpectationSuite"
+    assert "PySpark" not in r.stderr and "FutureWarning" not in r.stderr
