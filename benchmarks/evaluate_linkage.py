@@ -55,6 +55,7 @@ from linkage.person_linkage import (  # noqa: E402
 )
 from schemas.mapping import SUBJECT, load_all_mappings  # noqa: E402
 from synthetic_data.generate import generate_population  # noqa: E402
+from synthetic_data.messy import PROFILES  # noqa: E402
 from synthetic_data.parties import provision_partnership  # noqa: E402
 
 REPORT_NAME = "linkage_quality.json"
@@ -65,7 +66,8 @@ MAPPINGS = ROOT / "schemas" / "agencies"
 
 
 def play_partnership(run: Path, *, people: int, seed: int, progress: bool = False,
-                     population: Path | None = None) -> dict[str, Any]:
+                     population: Path | None = None, profile: str = "default"
+                     ) -> dict[str, Any]:
     """Generate (or copy) a population, provision keys, run every agency's bridge.
     Returns {agency: {read, accepted, quarantined}}."""
     run = Path(run)
@@ -73,7 +75,7 @@ def play_partnership(run: Path, *, people: int, seed: int, progress: bool = Fals
     if population is not None:
         shutil.copytree(population, pop, dirs_exist_ok=True)
     elif not (pop / "population.json").exists():
-        generate_population(pop, seed, people, progress=progress)
+        generate_population(pop, seed, people, progress=progress, profile=profile)
     mappings = load_all_mappings(MAPPINGS)
     codes = sorted(p.name for p in (pop / "extracts").iterdir() if p.name in mappings)
     provision_partnership(run, codes)
@@ -124,10 +126,13 @@ def decrypt_refs(run: Path, refs: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(out, ignore_index=True)
 
 
-def plaintext_records(run: Path, accepted: pd.DataFrame) -> pd.DataFrame:
+def plaintext_records(run: Path, accepted: pd.DataFrame, *, every_row: bool = False
+                      ) -> pd.DataFrame:
     """Normalised plaintext identifiers of the accepted records (agency, record_id), read
-    from each agency's own extract with the bridge's reader and normaliser. Evaluation
-    only: this is what the agencies hold, never the hub."""
+    from each agency's own extract with the bridge's reader and normaliser; with
+    `every_row`, of every row of the agencies' extracts (a plaintext pipeline quarantines
+    nothing: the end-to-end baseline). Evaluation only: this is what the agencies hold,
+    never the hub."""
     mappings = load_all_mappings(MAPPINGS)
     frames = []
     for agency, grp in accepted.groupby("agency", sort=True):
@@ -138,13 +143,14 @@ def plaintext_records(run: Path, accepted: pd.DataFrame) -> pd.DataFrame:
         cols = m.identifier_columns(SUBJECT)
         nf = normalise_identifiers(pd.DataFrame({f: raw[src] for f, src in cols.items()}),
                                    m.source.date_formats).frame
-        nf = nf[nf["record_id"].isin(set(grp["record_id"]))]
+        if not every_row:
+            nf = nf[nf["record_id"].isin(set(grp["record_id"]))]
         nf = nf.drop_duplicates("record_id")
         keep = [c for c in ev.PLAINTEXT_COLUMNS if c in nf.columns]
         f = nf[keep].copy()
         f.insert(0, "unique_id", agency + ":" + nf["record_id"].astype(str))
         f["agency"], f["batch_id"] = agency, agency
-        f["date_of_birth"] = pd.to_datetime(f["date_of_birth"]).dt.date
+        f["date_of_birth"] = pd.to_datetime(f["date_of_birth"], errors="coerce").dt.date
         frames.append(f)
     out = pd.concat(frames, ignore_index=True)
     for c in out.columns:  # all-null object columns would reach DuckDB as type NULL
@@ -223,6 +229,7 @@ def evaluate_run(run: Path, run_id: str, *, baseline: bool = True,
             pred, truth[["unique_id", "person_id", *flags]], flags, key="unique_id"),
         "false_positives_by_kind": ev.false_match_kinds(pred, t_ids, persons, key="unique_id"),
     }
+    report["end_to_end"] = end_to_end(run, gt, rp, truth, hpred, blocked)
     if baseline:
         plain = plaintext_records(run, rp[["agency", "record_id"]])
         bcon = duckdb.connect()
@@ -244,9 +251,88 @@ def evaluate_run(run: Path, run_id: str, *, baseline: bool = True,
         report["plaintext_all_pairs"] = sc(pa)
         report["privacy_cost_f1"] = round(allp.f1 - pa.f1, 6)
         report["privacy_cost_f1_cross_agency"] = round(cross.f1 - pc.f1, 6)
+        # End to end: plaintext Splink on every exported row (nothing quarantined).
+        every = plaintext_records(run, gt[["agency", "record_id"]], every_row=True)
+        if set(every["unique_id"]) == set(plain["unique_id"]):
+            base_all = base[["unique_id", "cluster_id"]]  # nothing quarantined: same run
+        else:
+            bcon = duckdb.connect()
+            try:
+                bcon.register("_plain", every)
+                bcon.execute("CREATE TABLE plaintext_records AS SELECT * FROM _plain")
+                base_all = ev.plaintext_baseline(bcon, "plaintext_records", threshold=thr)
+            finally:
+                bcon.close()
+        e2e_ids = gt.assign(unique_id=gt["agency"] + ":" + gt["record_id"])
+        pred_all = e2e_ids[["unique_id", "agency"]].merge(base_all, on="unique_id", how="left")
+        pred_all["cluster_id"] = pred_all["cluster_id"].fillna(pred_all["unique_id"])
+        pe = ev.pairwise_metrics(pred_all, e2e_ids[["unique_id", "person_id"]],
+                                 key="unique_id", cross_agency_only=True)
+        report["end_to_end"]["plaintext_cross_agency"] = sc(pe)
     paths.reports.mkdir(parents=True, exist_ok=True)
     (paths.reports / REPORT_NAME).write_text(json.dumps(report, indent=1), "utf-8")
     return report
+
+
+def _scores_dict(s: ev.Scores) -> dict[str, float]:
+    return {k: round(float(v), 6) for k, v in asdict(s).items()}
+
+
+def end_to_end(run: Path, gt: pd.DataFrame, rp: pd.DataFrame, truth: pd.DataFrame,
+               hpred: pd.DataFrame, blocked: pd.DataFrame) -> dict[str, Any]:
+    """Figures over every exported record (ground truth), quarantined ones counting as
+    missed: singletons for persons and households, their true pairs never blocked."""
+    allrec = gt.merge(rp[["agency", "record_id", "unique_id"]], on=["agency", "record_id"],
+                      how="left")
+    lost = allrec["unique_id"].isna()
+    allrec["unique_id"] = allrec["unique_id"].fillna(
+        "lost:" + allrec["agency"] + ":" + allrec["record_id"])
+    # Every synthetic record has a linkable identifier (name + DOB at least); a row with
+    # none would not count in the denominator.
+    ident = [c for c in ("clean_given_name", "clean_family_name", "clean_date_of_birth",
+                         "clean_nhs_number", "clean_phone", "clean_email", "clean_postcode",
+                         "clean_address_line_1") if c in allrec]
+    linkable = allrec[ident].notna().any(axis=1)
+    pid = dict(zip(rp["unique_id"], rp["person_id"], strict=True))
+    pred = allrec[["unique_id", "agency"]].assign(
+        cluster_id=[pid.get(u, f"lost:{u}") for u in allrec["unique_id"]])
+    t_ids = allrec[["unique_id", "person_id"]]
+    cross = ev.pairwise_metrics(pred, t_ids, key="unique_id", cross_agency_only=True)
+    allp = ev.pairwise_metrics(pred, t_ids, key="unique_id")
+    hh = dict(zip(hpred["unique_id"], hpred["household_id"], strict=True))
+    hp = allrec[["unique_id"]].assign(
+        household_id=[hh.get(u, f"lost:{u}") for u in allrec["unique_id"]])
+    ht = allrec[["unique_id"]].assign(true_household_id=allrec["household_id"])
+    out: dict[str, Any] = {
+        "n_records": len(allrec),
+        "n_lost_at_bridge": int(lost.sum()),
+        "records_lost_share": round(float(lost[linkable].sum()) / max(1, int(linkable.sum())),
+                                    6),
+        "person_cross_agency": _scores_dict(cross),
+        "person_all_pairs": _scores_dict(allp),
+        "household_pairwise": _scores_dict(ev.household_pairwise_metrics(hp, ht,
+                                                                         key="unique_id")),
+        "pair_completeness": round(ev.pair_completeness(blocked, ev.true_pairs(t_ids)), 6),
+    }
+    addr = run / "population" / "ground_truth" / "addresses.parquet"
+    kinds = pd.read_parquet(addr)
+    if "address_kind" in kinds:  # messy profile: households by kind of address
+        hhs = pd.read_parquet(run / "population" / "ground_truth" / "households.parquet")
+        kind = hhs.merge(kinds[["address_id", "address_kind"]], on="address_id").set_index(
+            "household_id")["address_kind"]
+        k = allrec["household_id"].map(kind)
+        out["household_by_address_kind"] = {
+            str(name): _scores_dict(ev.household_pairwise_metrics(
+                hp[(k == name).to_numpy()], ht[(k == name).to_numpy()], key="unique_id"))
+            for name in sorted(k.dropna().unique())}
+        gq = k.isin(["care_home", "hostel", "refuge"]).to_numpy()
+        # A group quarters resident in one predicted household with anyone not of their own
+        # true household: the failure 'care home as one household'.
+        gq_pred = hp[gq].merge(ht[gq], on="unique_id")
+        out["group_quarters_pairs_wrongly_joined"] = int(ev.household_pairwise_metrics(
+            gq_pred[["unique_id", "household_id"]],
+            gq_pred[["unique_id", "true_household_id"]], key="unique_id").fp)
+    return out
 
 
 def measure_incremental(run: Path, run_id: str, n_new: int = 200) -> dict[str, Any]:
@@ -313,6 +399,55 @@ TARGETS = {
 }
 
 
+#: Issue 17's targets, end to end (quarantined records count as missed).
+E2E_TARGETS = {
+    "cross-agency F1 - plaintext F1 (end to end)": (">=", 0.0),
+    "cross-agency recall": (">=", 0.95),
+    "cross-agency precision": (">=", 0.99),
+    "auto-match precision": (">=", 0.999),
+    "blocking pair completeness": (">=", 0.99),
+    "household F1": (">=", 0.95),
+    "records lost at the bridge": ("<=", 0.001),
+}
+
+
+def e2e_values(report: dict[str, Any]) -> dict[str, float | None]:
+    e = report["end_to_end"]
+    base = e.get("plaintext_cross_agency")
+    return {
+        "cross-agency F1 - plaintext F1 (end to end)":
+            None if base is None else e["person_cross_agency"]["f1"] - base["f1"],
+        "cross-agency recall": e["person_cross_agency"]["recall"],
+        "cross-agency precision": e["person_cross_agency"]["precision"],
+        "auto-match precision": report["auto_match_precision"],
+        "blocking pair completeness": e["pair_completeness"],
+        "household F1": e["household_pairwise"]["f1"],
+        "records lost at the bridge": e["records_lost_share"],
+    }
+
+
+def render_end_to_end(report: dict[str, Any], console: Console) -> None:
+    e = report["end_to_end"]
+    table = Table(title=f"end to end: {e['n_records']:,} exported records, "
+                        f"{e['n_lost_at_bridge']:,} lost at the bridge (counted as missed)")
+    for c in ("figure", "value", "target", "met"):
+        table.add_column(c)
+    for k, v in e2e_values(report).items():
+        op, target = E2E_TARGETS[k]
+        met = "-" if v is None else ("yes" if (v >= target if op == ">=" else v <= target)
+                                     else "NO")
+        table.add_row(k, "-" if v is None else f"{v:.4f}", f"{op} {target}", met)
+    base = e.get("plaintext_cross_agency")
+    if base is not None:
+        table.add_row("(plaintext cross-agency F1, end to end)", f"{base['f1']:.4f}", "", "")
+    for kind, sc in e.get("household_by_address_kind", {}).items():
+        table.add_row(f"(household F1, {kind})", f"{sc['f1']:.4f}", "", "")
+    if "group_quarters_pairs_wrongly_joined" in e:
+        table.add_row("(group-quarters pairs wrongly in one household)",
+                      str(e["group_quarters_pairs_wrongly_joined"]), "", "")
+    console.print(table)
+
+
 def render(report: dict[str, Any], console: Console) -> None:
     table = Table(title=f"linkage quality — {report['n_records']:,} records, "
                         f"threshold {report['auto_match_probability']}")
@@ -349,6 +484,8 @@ def render(report: dict[str, Any], console: Console) -> None:
     console.print(checks)
     console.print(f"false negatives by corruption: {report['false_negatives_by_corruption']}")
     console.print(f"false positives by kind: {report['false_positives_by_kind']}")
+    if "end_to_end" in report:
+        render_end_to_end(report, console)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -357,6 +494,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--out", type=Path, default=None,
                     help="run folder (default var/eval-<people>-<seed>)")
+    ap.add_argument("--profile", choices=PROFILES, default="default",
+                    help="synthetic profile: messy = real exports' errors (synthetic_data.messy)")
     ap.add_argument("--threshold", type=float, default=None, help="auto-match probability")
     ap.add_argument("--no-baseline", action="store_true")
     ap.add_argument("--keep", action="store_true", help="reuse an existing run folder")
@@ -365,7 +504,8 @@ def main(argv: list[str] | None = None) -> int:
                          "relink (same model, same run)")
     args = ap.parse_args(argv)
     console = Console()
-    run = args.out or ROOT / "var" / f"eval-{args.people}-{args.seed}"
+    suffix = "" if args.profile == "default" else f"-{args.profile}"
+    run = args.out or ROOT / "var" / f"eval-{args.people}-{args.seed}{suffix}"
     if run.exists() and not args.keep:
         shutil.rmtree(run)
     settings = LinkageSettings(show_progress=True)
@@ -376,7 +516,7 @@ def main(argv: list[str] | None = None) -> int:
         task = bar.add_task("parties: generate, keys, bridges", total=3)
         t = time.perf_counter()
         if not (run / "hub" / "warehouse.duckdb").exists():
-            play_partnership(run, people=args.people, seed=args.seed)
+            play_partnership(run, people=args.people, seed=args.seed, profile=args.profile)
         t_bridge = time.perf_counter() - t
         bar.update(task, advance=1, description="hub: ingest, link, households")
         t = time.perf_counter()

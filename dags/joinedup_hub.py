@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import Asset, AssetAny, dag, task
 
-from linkage.orchestration import HUB_DAG_ID, agency_dag_specs, asset_name
+from linkage.orchestration import HUB_DAG_ID, HUB_STAGES, agency_dag_specs, asset_name
 
 ASSETS = [Asset(asset_name(s.code)) for s in agency_dag_specs()]
 
@@ -51,6 +51,7 @@ def hub_linkage() -> None:
 
     def stage(name: str):  # noqa: ANN202 - a TaskFlow task
         # none_failed: a run with nothing new to ingest (empty mapping) still relinks.
+        # `report` is the governance stage (consent refresh, audit checkpoint, IG report).
         @task(task_id=name, trigger_rule="none_failed")
         def run(run_id: str | None = None) -> dict:
             from linkage.orchestration import run_stage
@@ -59,21 +60,12 @@ def hub_linkage() -> None:
 
         return run
 
+    # The same functions `joinedup-hub` calls (linkage.cli): one code path with or without
+    # Airflow.
     batches = list_batches()
     apply_rekeys() >> batches
     ingested = ingest.expand(batch_dir=batches)
-    link = stage("link_persons")()
-    households = stage("households")()
-    @task(task_id="report", trigger_rule="none_failed")
-    def report_task(run_id: str | None = None) -> dict:
-        # Governance stage: consent registry refreshed from this run's warehouse, then the
-        # IG report with the access section (governance.hub_stage).
-        from governance.hub_stage import report_stage
-
-        return report_stage(run_id)
-
-    marts = stage("marts")()
-    report = report_task()
+    link, households, marts, report = (stage(n)() for n in HUB_STAGES)
     ingested >> link >> households >> marts >> report
 
 

@@ -95,13 +95,15 @@ def refresh_consent(engine: Engine, warehouse: Path, run_id: str | None = None
     return {"consent_events": n, "seconds": round(time.perf_counter() - t, 2)}
 
 
-def report_stage(run_id: str, base: Path | None = None) -> dict[str, Any]:
-    """The hub DAG's `report` task: refresh consent, then (re-)render the IG report."""
+def report_stage(run_id: str, base: Path | None = None,
+                 mappings: Path | None = None) -> dict[str, Any]:
+    """The hub DAG's `report` task (and `joinedup-hub report`): refresh consent, then
+    (re-)render the IG report."""
     from governance.reports.linkage_report import build_report
     from linkage.orchestration import hub_paths, run_dir
 
     run = Path(base) if base is not None else run_dir()
-    paths = hub_paths(run)
+    paths = hub_paths(run, mappings)
     engine = governance_engine(run)
     consent = refresh_consent(engine, paths.warehouse, run_id)
     audit = AuditLog(engine, signing_key=load_audit_key(hub_keys_dir(paths.hub)),
@@ -120,5 +122,9 @@ def report_stage(run_id: str, base: Path | None = None) -> dict[str, Any]:
     engine.dispose()
     if refused is not None:
         raise refused
-    return {"report": str(out), **consent,
+    # Write-audit-publish: the workspace reads this copy, never the file a stage writes.
+    from linkage.publish import publish
+
+    published = publish(paths, run_id)
+    return {"report": str(out), **consent, "published": str(published),
             "audit_checkpoint": None if cp is None else int(cp["cp_seq"])}

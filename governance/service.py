@@ -76,6 +76,9 @@ class RecordView:
     agency: str
     person_id: str
     fields: dict[str, Any]
+    # Provenance, not payload: the match band that joined the record to the person and the
+    # date its batch was extracted (true as of). The workspace shows both per item.
+    meta: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -188,7 +191,7 @@ class ViewService:
                         continue
                     cols = ", ".join(f'p."{f}"' for f in fields)  # names from the policy
                     rows = con.execute(f"""
-                        SELECT {cols} FROM payload p
+                        SELECT {cols}, rp.band, b.created_at FROM payload p
                         JOIN record_person rp ON rp.record_ref = p.record_ref
                              AND rp.agency = p.agency
                         JOIN batch b ON b.batch_id = p.batch_id
@@ -196,10 +199,11 @@ class ViewService:
                         QUALIFY row_number() OVER (PARTITION BY p.record_ref
                                                    ORDER BY b.sequence DESC) = 1
                         ORDER BY p.record_ref""", [pid, agency]).fetchall()
-                    for r in rows:
-                        out.append(RecordView(agency, pid, {f: _to_json(v)
-                                                            for f, v in zip(fields, r,
-                                                                            strict=True)}))
+                    for *r, band, as_of in rows:
+                        out.append(RecordView(agency, pid,
+                                              {f: _to_json(v)
+                                               for f, v in zip(fields, r, strict=True)},
+                                              {"band": band, "as_of": (as_of or "")[:10]}))
         return out
 
     # -- deciding ---------------------------------------------------------------------------

@@ -22,6 +22,10 @@ logged only as counters (at most one summary line a minute). Then ig_bridge.reid
 the agency's own record ref, looks the identity up in the agency's extract, logs and answers.
 Run it behind TLS in production.
 
+POST /record-ref (same envelope, same hub key) answers a worker's own case reference with the
+record ref the hub holds for it, for this agency's own workers only (ig_bridge.caseref): how
+the practitioner workspace finds a child without names at the hub.
+
     python -m ig_bridge.reid_service --agency-dir var/run/agency/CSC --mapping \
         schemas/agencies/csc.yaml --extract FILE --hub-public-key hub_request_key.pub --port 8701
 """
@@ -302,7 +306,7 @@ def make_server(service: ReidService, host: str = "127.0.0.1", port: int = 0
             self._send(status, {"error": code})
 
         def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-            if self.path != "/reidentify":
+            if self.path not in ("/reidentify", "/record-ref"):
                 self._unsigned(HTTPStatus.NOT_FOUND, "not_found")
                 return
             raw = self.headers.get("Content-Length")
@@ -319,7 +323,13 @@ def make_server(service: ReidService, host: str = "127.0.0.1", port: int = 0
             if length <= 0:
                 self._unsigned(HTTPStatus.BAD_REQUEST, "bad_content_length")
                 return
-            status, obj = service.handle(self.rfile.read(length))
+            body = self.rfile.read(length)
+            if self.path == "/record-ref":  # a worker's own case reference (ig_bridge.caseref)
+                from ig_bridge.caseref import handle_record_ref
+
+                status, obj = handle_record_ref(service, body)
+            else:
+                status, obj = service.handle(body)
             self._send(status, obj)
 
         def do_GET(self) -> None:  # noqa: N802

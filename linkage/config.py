@@ -18,6 +18,15 @@ from typing import Any
 import yaml
 
 SCHEMAS_DIR = Path(str(resources.files("schemas")))
+MAPPINGS_DIR_ENV = "JOINEDUP_MAPPINGS_DIR"
+
+
+def default_mappings_dir() -> Path:
+    """The onboarded agencies' mappings: `JOINEDUP_MAPPINGS_DIR`, else the packaged
+    `schemas/agencies`. Every hub path that reads mappings starts here, so a partnership's own
+    folder (a new agency's code) is honoured outside the DAG too."""
+    env = os.environ.get(MAPPINGS_DIR_ENV)
+    return Path(env).resolve() if env else SCHEMAS_DIR / "agencies"
 
 #: Hub files are the hub's alone: 0600 files in 0700 folders (the warehouse holds every token).
 HUB_UMASK = 0o077
@@ -58,12 +67,13 @@ class HubPaths:
 
     hub: Path
     landing: Path
-    mappings: Path = field(default_factory=lambda: SCHEMAS_DIR / "agencies")
+    mappings: Path = field(default_factory=default_mappings_dir)
 
     @classmethod
-    def for_run(cls, run_dir: Path | str) -> HubPaths:
+    def for_run(cls, run_dir: Path | str, mappings: Path | str | None = None) -> HubPaths:
         run_dir = Path(run_dir)
-        return cls(hub=run_dir / "hub", landing=run_dir / "landing")
+        return cls(hub=run_dir / "hub", landing=run_dir / "landing",
+                   mappings=Path(mappings) if mappings is not None else default_mappings_dir())
 
     @property
     def warehouse(self) -> Path:
@@ -125,6 +135,8 @@ class EncodingContract:
 
     @classmethod
     def load(cls, path: Path | str | None = None) -> EncodingContract:
+        # The bridges' JOINEDUP_ENCODING_SPEC (ig_bridge.encoding.SPEC_ENV): the same file.
+        path = path or os.environ.get("JOINEDUP_ENCODING_SPEC") or None
         if path is None:
             text = resources.files("schemas").joinpath("encoding_spec.yaml").read_text("utf-8")
         else:

@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 AGENCY_NAME = re.compile(r"^[A-Z]{2,8}$")
 BATCH_NAME = re.compile(r"^[A-Z]{2,8}-[A-Za-z0-9-]{1,100}$")  # no dots, no slashes
 EXTRACT_FILES = frozenset({MANIFEST_NAME, "identifiers.parquet", "related.parquet",
-                           "payload.parquet"})
+                           "payload.parquet", "present.parquet"})
 MAX_MANIFEST_BYTES = 1 << 20
 MAX_FILE_BYTES = int(os.environ.get("JOINEDUP_MAX_BATCH_FILE_BYTES", str(8 << 30)))
 _SEAL_OVERHEAD = 4096  # header + sealed key + per-chunk tags stay far below this per MiB

@@ -290,6 +290,11 @@ def _plaintext_comparisons(cols: set[str]) -> list:
             levels.append(cll.CustomLevel(
                 'jaro_winkler_similarity("address_line_1_l", "address_line_1_r") >= 0.9',
                 "similar address line"))
+        elif res == ["address_line_1"]:  # no postcode (e.g. FEBRL's are not UK postcodes)
+            levels.append(cll.CustomLevel(eq("address_line_1"), "same address line"))
+            levels.append(cll.CustomLevel(
+                'jaro_winkler_similarity("address_line_1_l", "address_line_1_r") >= 0.9',
+                "similar address line"))
         if "postcode" in cols:
             levels.append(cll.CustomLevel(eq("postcode"), "same postcode"))
         for c, label in (("postcode_sector", "same sector"),

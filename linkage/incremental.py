@@ -42,7 +42,7 @@ from splink import DuckDBAPI, Linker
 from splink.clustering import cluster_pairwise_predictions_at_threshold
 
 from linkage.clusters import assign_person_ids, guard_chains
-from linkage.comparisons import twin_like
+from linkage.guards import held_back
 from linkage.person_linkage import (
     DIGEST_TABLE,
     ID_COLUMN,
@@ -66,6 +66,7 @@ from linkage.person_linkage import (
     token_as_text,
     with_gammas,
 )
+from linkage.spec_migration import require_one_spec
 from linkage.txn import atomic
 from linkage.warehouse import scratch_database
 
@@ -221,6 +222,7 @@ def link_incremental(con: duckdb.DuckDBPyConnection, run_id: str,
                      settings: LinkageSettings | None = None) -> IncrementalResult:
     """Link the records that changed since the last run into the existing persons."""
     s = settings or LinkageSettings(show_progress=False)
+    require_one_spec(con)
     started = start_run(con, run_id)
     timings: dict[str, float] = {}
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
@@ -269,9 +271,8 @@ def _link_changed(con: duckdb.DuckDBPyConnection, run_id: str, s: LinkageSetting
     progress.update(task, advance=1, description="incremental linkage: clustering")
 
     t = time.perf_counter()
-    twins = twin_like(pairs, model["splink_settings"]) if len(pairs) else \
-        pd.Series(False, index=pairs.index)
-    auto = pairs[(pairs["match_probability"] >= s.auto_match_probability) & ~twins]
+    held = held_back(pairs, model["splink_settings"])
+    auto = pairs[(pairs["match_probability"] >= s.auto_match_probability) & ~held]
     prev_rp = con.execute("""SELECT agency || ':' || record_ref AS unique_id, person_id,
                                     band, score, run_id FROM record_person""").df()
     prev_pid = dict(zip(prev_rp["unique_id"], prev_rp["person_id"], strict=True))

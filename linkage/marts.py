@@ -38,10 +38,17 @@ AGE_BAND_SOURCES = {
     "5-10": "school year group Reception to 5 (SCH year_group)",
     "11-15": "school year group 6 to 10 (SCH year_group)",
     "16-17": "school year group 11 to 13 (SCH year_group)",
-    "18+": "lead or joint tenant (HSG tenure_role)",
-    "unknown": "no linked record carries an age-bearing payload field: the hub never holds a "
-               "date of birth, and GP, police, early-help and social-care extracts send none",
+    "18+": "lead or joint tenant (HSG tenure_role), or else a parent, step-parent, carer, "
+           "guardian or grandparent of someone in the family network (family_edge; indicative: "
+           "a parent may be 16 or 17)",
+    "unknown": "no linked record carries an age-bearing payload field and the person is no "
+               "one's parent or carer in the family network: the hub never holds a date of "
+               "birth, and GP, police, early-help and social-care extracts send none",
 }
+# Relationships (family_edge) that make the related person an adult, for the age band; a
+# 'child' edge is the other way round: the record's subject is the parent.
+ADULT_RELATIONSHIPS = ("mother", "father", "parent", "step_parent", "carer", "guardian",
+                       "grandparent")
 SIZE_BANDS = ((1, "1"), (2, "2"), (4, "3-4"), (6, "5-6"), (10**9, "7+"))
 
 # (fact, SQL condition over payload p). Counts of records, by agency and event month.
@@ -188,7 +195,17 @@ def _size_band(n: int) -> str:
 
 
 def _age_bands(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
-    return con.execute("""
+    # Weakest evidence last: a parent or carer in the current family network is an adult.
+    adults = ""
+    if _table_exists(con, "family_edge"):
+        rels = ", ".join(f"'{r}'" for r in ADULT_RELATIONSHIPS)
+        adults = f"""
+            UNION ALL
+            SELECT related_person_id, '18+', 4 FROM family_edge
+            WHERE relationship IN ({rels}) AND related_person_id IS NOT NULL
+            UNION ALL
+            SELECT subject_person_id, '18+', 4 FROM family_edge WHERE relationship = 'child'"""
+    return con.execute(f"""
         WITH ev AS (
             SELECT rp.person_id,
                 CASE
@@ -206,7 +223,7 @@ def _age_bands(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
                 END AS band,
                 CASE WHEN p.visit_type IS NOT NULL THEN 1
                      WHEN p.year_group IS NOT NULL THEN 2 ELSE 3 END AS strength
-            FROM payload p JOIN record_person rp USING (record_ref))
+            FROM payload p JOIN record_person rp USING (record_ref){adults})
         SELECT person_id, band AS age_band FROM ev WHERE band IS NOT NULL
         QUALIFY row_number() OVER (PARTITION BY person_id ORDER BY strength, band) = 1
         """).df()

@@ -19,12 +19,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from schemas.agreement import AGREEMENT_FILE
 
 log = logging.getLogger(__name__)
 
@@ -45,12 +46,9 @@ def run_dir() -> Path:
 
 
 def mappings_dir() -> Path:
-    env = os.environ.get("JOINEDUP_MAPPINGS_DIR")
-    if env:
-        return Path(env).resolve()
-    from importlib import resources
+    from linkage.config import default_mappings_dir  # light: yaml and pathlib only
 
-    return Path(str(resources.files("schemas"))) / "agencies"
+    return default_mappings_dir()
 
 
 def landing_dir(base: Path | None = None) -> Path:
@@ -63,13 +61,17 @@ def agency_dir(code: str, base: Path | None = None) -> Path:
     return Path(env).resolve() if env else (base or run_dir()) / "agency" / code
 
 
-def hub_paths(base: Path | None = None):  # noqa: ANN201 - linkage.config.HubPaths
+def hub_paths(base: Path | None = None,  # noqa: ANN201 - linkage.config.HubPaths
+              mappings: Path | None = None):
+    """The hub's folders for a run folder (`base`, default JOINEDUP_RUN_DIR) and a mappings
+    folder (`mappings`, default JOINEDUP_MAPPINGS_DIR, else the packaged one)."""
     from linkage.config import HubPaths
 
     base = base or run_dir()
     hub = os.environ.get("JOINEDUP_HUB_DIR")
     return HubPaths(hub=Path(hub).resolve() if hub else base / "hub",
-                    landing=landing_dir(base), mappings=mappings_dir())
+                    landing=landing_dir(base),
+                    mappings=Path(mappings).resolve() if mappings else mappings_dir())
 
 
 def asset_name(code: str) -> str:
@@ -94,6 +96,8 @@ def agency_dag_specs(directory: Path | None = None) -> list[AgencyDagSpec]:
     directory = directory or mappings_dir()
     out: dict[str, AgencyDagSpec] = {}
     for path in sorted(directory.glob("*.yaml")):
+        if path.name == AGREEMENT_FILE:  # the partnership's agreement, not an agency
+            continue
         raw = yaml.safe_load(path.read_text("utf-8")) or {}
         try:
             code = str(raw["agency"]["code"])
@@ -180,36 +184,38 @@ def land_task(split: dict[str, Any], base: Path | None = None) -> dict[str, Any]
 
 
 # --------------------------------------------------------------------------- hub side
-def apply_rekeys(base: Path | None = None) -> list[dict[str, Any]]:
+def apply_rekeys(base: Path | None = None, mappings: Path | None = None,
+                 ) -> list[dict[str, Any]]:
     """Apply every re-keying batch waiting in `rekey_landing/` (record-ref key rotation,
     docs/keys.md), before the run ingests anything: an agency's first snapshot under its new
     ref key must find the hub's refs already moved, or every record would look new and the
     old ones retire. A refused batch is moved to the refused area with its reason, like any."""
     from linkage.rekey import apply_pending_rekeys
 
-    outcomes = [asdict(o) for o in apply_pending_rekeys(hub_paths(base))]
+    outcomes = [asdict(o) for o in apply_pending_rekeys(hub_paths(base, mappings))]
     for o in outcomes:
         log.info("re-keying batch %s (%s): %s %s", o["batch_id"], o["agency"], o["status"],
                  o["reason_code"] or "")
     return outcomes
 
 
-def pending_batch_dirs(base: Path | None = None) -> list[str]:
+def pending_batch_dirs(base: Path | None = None, mappings: Path | None = None) -> list[str]:
     """Take every landed batch into hub custody (hub/incoming/, linkage.custody) and list the
     hub-private batch folders, in per-agency sequence order."""
     from linkage.ingest import pending_batches
 
-    return [str(b) for _agency, b in pending_batches(hub_paths(base).ensure())]
+    return [str(b) for _agency, b in pending_batches(hub_paths(base, mappings).ensure())]
 
 
-def ingest_one(batch_dir: str, base: Path | None = None) -> dict[str, Any]:
+def ingest_one(batch_dir: str, base: Path | None = None, mappings: Path | None = None,
+               ) -> dict[str, Any]:
     """Ingest one batch in hub custody (as `pending_batch_dirs` listed it), after any earlier
     one of the same agency, so mapped ingest tasks give the same result whatever order they
     run in (stage_ingest skips batches already moved out of custody)."""
     from linkage.ingest import batches_in_custody
     from linkage.pipeline import stage_ingest
 
-    paths = hub_paths(base)
+    paths = hub_paths(base, mappings)
     me = Path(batch_dir)
     same_agency = [b for a, b in batches_in_custody(paths) if a == me.parent.name]
     upto = same_agency[: same_agency.index(me) + 1] if me in same_agency else [me]
@@ -233,28 +239,28 @@ def abandon_sequence_task(agency: str, sequence: int, reason: str, recorded_by: 
     return out
 
 
-def _optional_stage(name: str) -> Callable[..., dict[str, Any]] | None:
+HUB_STAGES = ("link_persons", "households", "marts", "report")
+
+
+def run_stage(name: str, run_id: str, base: Path | None = None,
+              mappings: Path | None = None) -> dict[str, Any]:
+    """Run one hub stage after ingest by name (HUB_STAGES), as the hub DAG's tasks and
+    `joinedup-hub` both do. `report` is the governance stage (consent registry refresh, audit
+    checkpoint, IG report: governance.hub_stage); the others are linkage.pipeline's."""
+    if name not in HUB_STAGES:
+        raise ValueError(f"unknown hub stage {name!r}; one of {', '.join(HUB_STAGES)}")
+    if name == "report":
+        from governance.hub_stage import report_stage
+
+        return report_stage(run_id, base, mappings=mappings)
     from linkage import pipeline
 
-    return getattr(pipeline, name, None)
+    return getattr(pipeline, f"stage_{name}")(hub_paths(base, mappings), run_id)
 
 
-def run_stage(name: str, run_id: str, base: Path | None = None) -> dict[str, Any]:
-    """Run one hub stage by name (link_persons, households, marts, report).
-
-    TODO(helper-8): `stage_marts` / `stage_report` are being added to linkage/pipeline.py; until
-    they exist the task records that it had nothing to run instead of failing the whole run.
-    """
-    fn = _optional_stage(f"stage_{name}")
-    if fn is None:
-        log.warning("TODO: linkage.pipeline.stage_%s not available yet; skipped", name)
-        return {"stage": name, "skipped": True, "todo": f"linkage.pipeline.stage_{name} missing"}
-    return fn(hub_paths(base), run_id)
-
-
-def hub_outputs(base: Path | None = None) -> dict[str, str]:
+def hub_outputs(base: Path | None = None, mappings: Path | None = None) -> dict[str, str]:
     """Where an analyst / IG lead finds the results of the last hub run."""
-    paths = hub_paths(base)
+    paths = hub_paths(base, mappings)
     out = {"warehouse": str(paths.warehouse), "marts": str(paths.marts),
            "reports": str(paths.reports)}
     reports = sorted(paths.reports.glob("*.html"), key=lambda p: p.stat().st_mtime) \

@@ -37,8 +37,9 @@ from linkage.comparisons import (
     deterministic_rules,
     prediction_blocking_rules,
     training_blocking_rules,
-    twin_like,
 )
+from linkage.guards import held_back
+from linkage.spec_migration import require_one_spec
 from linkage.splink_logging import summarise_untrained_m
 from linkage.txn import atomic
 from linkage.warehouse import (
@@ -731,12 +732,13 @@ def train_model(
 def cluster_records(records: pd.DataFrame, pairs: pd.DataFrame, model_settings: dict[str, Any],
                     s: LinkageSettings) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """The hub's clustering, whichever backend scored `pairs`: auto-match edges (threshold,
-    minus twin-like pairs), Splink's connected components, then the chaining guard.
+    minus pairs held back: twin-like, household members sharing an identifier,
+    `linkage.guards`), Splink's connected components, then the chaining guard.
     records: unique_id, agency, batch_id, tok_nhs_number, tok_dob; ids in `pairs` are the
     records' unique_ids (full runs pass ORDER_TABLE ranks), tokens anything comparable.
     Returns (records with cluster_id, auto-match edges, flagged clusters)."""
-    twins = twin_like(pairs, model_settings)
-    auto = pairs[(pairs["match_probability"] >= s.auto_match_probability) & ~twins]
+    held = held_back(pairs, model_settings)
+    auto = pairs[(pairs["match_probability"] >= s.auto_match_probability) & ~held]
     auto = auto.reset_index(drop=True)
     # Auto-match edges number about one per record: an in-process DuckDB is enough.
     clusters = cluster_pairwise_predictions_at_threshold(
@@ -795,6 +797,7 @@ def link_persons(
     """Link the records in `identifiers` into persons and persist the result."""
     s = settings or LinkageSettings()
     check_thresholds(s)
+    require_one_spec(con)  # mid-way through an encoding spec change: old rows never link
     started = start_run(con, run_id)
     try:
         return _link_persons(con, run_id, s, started)
@@ -968,7 +971,7 @@ def _write_outputs(
             WHERE pid_l <> pid_r ORDER BY i""").df()
         # Auto: joined into one person above the auto threshold. Clerical: scored above the
         # clerical threshold but not in one person: below the auto threshold, or above it
-        # but held back (twin-like, or cut by the chaining guard).
+        # but held back (linkage.guards, or cut by the chaining guard).
         con.execute("DELETE FROM record_person")
         con.execute(f"""
             INSERT INTO record_person

@@ -131,7 +131,7 @@ def stage_households(paths: HubPaths, run_id: str) -> dict[str, Any]:
     from linkage.households import build_households
 
     def work(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
-        hh = build_households(con, run_id)
+        hh = build_households(con, run_id, mappings_dir=paths.mappings)
         fam = build_family_network(con, run_id)
         return {"households": _summary(hh), "family": _summary(fam)}
 

@@ -13,6 +13,10 @@ Operators: `python -m linkage.sequence status RUN_DIR` lists what is held and wh
 `python -m linkage.sequence abandon RUN_DIR AGENCY SEQUENCE --reason ... --by ...` records a
 number that will never arrive (then held batches load at the next ingest, or at once with
 `--release`). `linkage.orchestration.abandon_sequence_task` does the same for a DAG.
+A snapshot held because it would retire too many records (held_reason "mass_retirement",
+linkage.snapshot_hold) applies once an operator confirms it:
+`python -m linkage.sequence confirm-retirement RUN_DIR AGENCY BATCH_ID --reason ... --by ...`
+(`--release` applies it at once).
 """
 
 from __future__ import annotations
@@ -99,8 +103,9 @@ def decide(con: duckdb.DuckDBPyConnection, vm: VerifiedManifest, sha: str) -> st
 
 
 def hold(con: duckdb.DuckDBPyConnection, paths: HubPaths, vm: VerifiedManifest,
-         sha: str) -> tuple[Path, int]:
-    """Keep a verified early batch in hub/held/ until its turn; (where, what it waits for)."""
+         sha: str, reason: str | None = None) -> tuple[Path, int]:
+    """Keep a verified early batch in hub/held/ until its turn; (where, what it waits for).
+    `reason`: why, when it is not a sequence gap (a mass retirement: linkage.snapshot_hold)."""
     expected = next_expected(con, vm.agency)
     if vm.batch_dir.parent.parent == paths.held:
         dest = vm.batch_dir  # still waiting: already in place and listed
@@ -108,7 +113,9 @@ def hold(con: duckdb.DuckDBPyConnection, paths: HubPaths, vm: VerifiedManifest,
         # Listed first, then moved: a crash in between leaves a row whose folder is missing
         # (dropped by `ready`) and the batch where it was, to be verified again next run.
         dest = free_slot(paths.held, vm.agency, vm.batch_dir.name)
-        con.execute("INSERT INTO held_batch VALUES (?, ?, ?, ?, ?, ?, now(), ?)",
+        con.execute("""INSERT INTO held_batch (batch_id, agency, sequence, extract_kind,
+                       manifest_sha256, waiting_for, held_at, held_path)
+                       VALUES (?, ?, ?, ?, ?, ?, now(), ?)""",
                     [vm.batch_id, vm.agency, vm.sequence, vm.extract_kind, sha, expected,
                      str(dest)])
         try:
@@ -116,8 +123,8 @@ def hold(con: duckdb.DuckDBPyConnection, paths: HubPaths, vm: VerifiedManifest,
         except BaseException:
             release(con, dest)
             raise
-    con.execute("UPDATE held_batch SET waiting_for = ? WHERE held_path = ?",
-                [expected, str(dest)])
+    con.execute("UPDATE held_batch SET waiting_for = ?, held_reason = ? WHERE held_path = ?",
+                [expected, reason, str(dest)])
     return dest, expected
 
 
@@ -154,10 +161,24 @@ def held_batches(con: duckdb.DuckDBPyConnection) -> list[dict[str, object]]:
     """What is held and why (read-only connections too)."""
     if not has_table(con, "held_batch"):
         return []
-    cur = con.execute("""SELECT agency, batch_id, sequence, extract_kind, waiting_for,
-                                held_at FROM held_batch ORDER BY agency, sequence""")
+    reason = "held_reason" if any(r[0] == "held_reason" for r in con.execute(
+        "DESCRIBE held_batch").fetchall()) else "NULL AS held_reason"
+    cur = con.execute(f"""SELECT agency, batch_id, sequence, extract_kind, waiting_for,
+                                 held_at, {reason} FROM held_batch ORDER BY agency, sequence""")
     names = [d[0] for d in cur.description]
     return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+
+
+def check_operator_text(agency: str, **texts: str) -> None:
+    """An operator command's agency code and free texts (reason, name): ValueError unless the
+    code is an agency code and each text is 3-200 plain characters that do not look
+    identifying (no run of 4+ digits, no '@'). Shared by every hub operator command."""
+    if not re.fullmatch(r"[A-Z]{2,8}", agency):
+        raise ValueError("agency must be an agency code")
+    for name, text in texts.items():
+        if not _REASON.fullmatch(text or "") or _IDENTIFYING.search(text):
+            raise ValueError(f"{name}: 3-200 letters, digits and punctuation, no run of 4+ "
+                             "digits and no '@'")
 
 
 def abandon_sequence(paths: HubPaths, agency: str, sequence: int, reason: str,
@@ -166,14 +187,10 @@ def abandon_sequence(paths: HubPaths, agency: str, sequence: int, reason: str,
 
     Refused (ValueError) for a number already spent, one a held batch carries (it loads when
     its turn comes), or a reason/name that is empty, long or looks identifying."""
-    if not re.fullmatch(r"[A-Z]{2,8}", agency):
-        raise ValueError("agency must be an agency code")
+    check_operator_text(agency)
     if isinstance(sequence, bool) or not isinstance(sequence, int) or sequence < 1:
         raise ValueError("sequence must be an integer >= 1")
-    for name, text in (("reason", reason), ("recorded_by", recorded_by)):
-        if not _REASON.fullmatch(text or "") or _IDENTIFYING.search(text):
-            raise ValueError(f"{name}: 3-200 letters, digits and punctuation, no run of 4+ "
-                             "digits and no '@'")
+    check_operator_text(agency, reason=reason, recorded_by=recorded_by)
     with private_umask():
         paths.ensure()
         con = duckdb.connect(str(paths.warehouse))
@@ -209,6 +226,14 @@ def main(argv: list[str] | None = None) -> int:
     ab.add_argument("--by", required=True, dest="recorded_by")
     ab.add_argument("--release", action="store_true",
                     help="ingest the held batches that can now load")
+    cr = sub.add_parser("confirm-retirement", help="confirm that a snapshot held for mass "
+                        "retirement may retire what it retires (applies at the next ingest)")
+    cr.add_argument("run_dir", type=Path)
+    cr.add_argument("agency")
+    cr.add_argument("batch_id")
+    cr.add_argument("--reason", required=True)
+    cr.add_argument("--by", required=True, dest="recorded_by")
+    cr.add_argument("--release", action="store_true", help="ingest it (and what waits) now")
     args = ap.parse_args(argv)
     paths = HubPaths.for_run(args.run_dir)
     if args.cmd == "status":
@@ -219,8 +244,14 @@ def main(argv: list[str] | None = None) -> int:
             con.close()
         return 0
     try:
-        out = abandon_sequence(paths, args.agency, args.sequence, args.reason,
-                               args.recorded_by)
+        if args.cmd == "confirm-retirement":
+            from linkage.snapshot_hold import confirm_retirement
+
+            out = confirm_retirement(paths, args.agency, args.batch_id, args.reason,
+                                     args.recorded_by)
+        else:
+            out = abandon_sequence(paths, args.agency, args.sequence, args.reason,
+                                   args.recorded_by)
     except ValueError as exc:
         print(f"refused: {exc}", file=sys.stderr)
         return 2

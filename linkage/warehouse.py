@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import duckdb
 
@@ -25,8 +26,10 @@ def _encoded_ddl(enc: EncodingContract) -> str:
     return ", ".join(cols)
 
 
-def payload_column_types() -> dict[str, str]:
-    canonical = load_canonical()
+def payload_column_types(mappings_dir: Path | str | None = None) -> dict[str, str]:
+    """Payload column -> DuckDB type: the canonical fields, plus those the partnership's
+    agreement file in `mappings_dir` declares (schemas.agreement)."""
+    canonical = load_canonical(mappings_dir=mappings_dir)
     return {name: _PAYLOAD_TYPES[str(spec["type"])]
             for name, spec in canonical.payload_fields.items()}
 
@@ -49,6 +52,20 @@ HELD_DDL = """CREATE TABLE IF NOT EXISTS held_batch (
     batch_id VARCHAR NOT NULL, agency VARCHAR NOT NULL, sequence BIGINT NOT NULL,
     extract_kind VARCHAR NOT NULL, manifest_sha256 VARCHAR NOT NULL,
     waiting_for BIGINT NOT NULL, held_at TIMESTAMP NOT NULL, held_path VARCHAR NOT NULL)"""
+# Added later: why a batch is held when it is not a sequence gap (linkage.snapshot_hold).
+HELD_COLUMNS = (("held_reason", "VARCHAR"),)
+# Added later: snapshot guards the agency's data officer forced (ig_bridge.snapshot_guard),
+# refs sent as present-but-quarantined, and how many records the batch retired.
+BATCH_COLUMNS = (("forced_guards", "VARCHAR"), ("forced_reason", "VARCHAR"),
+                 ("present_refs", "BIGINT"), ("records_retired", "BIGINT"))
+#: Snapshots held because they would retire more than the agency's limit, and the operator's
+#: confirmation that lets one apply (linkage.snapshot_hold).
+RETIREMENT_HOLD_DDL = """CREATE TABLE IF NOT EXISTS retirement_hold (
+    agency VARCHAR NOT NULL, batch_id VARCHAR NOT NULL, sequence BIGINT NOT NULL,
+    manifest_sha256 VARCHAR NOT NULL, current_records BIGINT NOT NULL,
+    would_retire BIGINT NOT NULL, limit_share DOUBLE NOT NULL, held_at TIMESTAMP NOT NULL,
+    confirmed_at TIMESTAMP, confirmed_by VARCHAR, confirm_reason VARCHAR,
+    applied_at TIMESTAMP, PRIMARY KEY (agency, batch_id))"""
 #: Sequence numbers an operator recorded as never coming (linkage.sequence).
 ABANDONED_DDL = """CREATE TABLE IF NOT EXISTS sequence_abandoned (
     agency VARCHAR NOT NULL, sequence BIGINT NOT NULL, reason VARCHAR NOT NULL,
@@ -56,12 +73,36 @@ ABANDONED_DDL = """CREATE TABLE IF NOT EXISTS sequence_abandoned (
     PRIMARY KEY (agency, sequence))"""
 
 
+#: Per loaded batch: how many accepted rows had a field nulled or flagged at the bridge, by
+#: field and reason (the manifest's signed `field_problems`; counts only, never values).
+FIELD_PROBLEM_DDL = """CREATE TABLE IF NOT EXISTS batch_field_problem (
+    batch_id VARCHAR NOT NULL, agency VARCHAR NOT NULL, field VARCHAR NOT NULL,
+    reason VARCHAR NOT NULL, n BIGINT NOT NULL)"""
+
+
+def record_field_problems(con: duckdb.DuckDBPyConnection, batch_id: str, agency: str,
+                          manifest: dict) -> None:
+    """Store a verified manifest's field problem counts (checked by ig_bridge.manifest)."""
+    rows = [(batch_id, agency, f, r, int(n))
+            for f, per in (manifest.get("field_problems") or {}).items()
+            for r, n in per.items()]
+    con.execute(FIELD_PROBLEM_DDL)
+    if rows:
+        con.executemany("INSERT INTO batch_field_problem VALUES (?, ?, ?, ?, ?)", rows)
+
+
 def ensure_batch_tables(con: duckdb.DuckDBPyConnection) -> None:
     """The batch ledger: loaded, refused, held, abandoned (re-keying uses it too)."""
-    for ddl in (BATCH_DDL, REFUSED_DDL, HELD_DDL, ABANDONED_DDL):
+    for ddl in (BATCH_DDL, REFUSED_DDL, HELD_DDL, ABANDONED_DDL, FIELD_PROBLEM_DDL,
+                RETIREMENT_HOLD_DDL):
         con.execute(ddl)
-    for name, typ in REFUSED_COLUMNS:
-        con.execute(f"ALTER TABLE refused_batch ADD COLUMN IF NOT EXISTS {name} {typ}")
+    for table, added in (("refused_batch", REFUSED_COLUMNS), ("held_batch", HELD_COLUMNS),
+                         ("batch", BATCH_COLUMNS)):
+        for name, typ in added:
+            con.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {name} {typ}")
+
+
+ENCODED_TABLES = ("identifiers", "related")
 
 
 def has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
@@ -69,9 +110,11 @@ def has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
                             "AND database_name = current_database()", [name]).fetchall()[0][0])
 
 
-def ensure_schema(con: duckdb.DuckDBPyConnection, enc: EncodingContract) -> None:
+def ensure_schema(con: duckdb.DuckDBPyConnection, enc: EncodingContract,
+                  mappings_dir: Path | str | None = None) -> None:
     enc_ddl = _encoded_ddl(enc)
-    pay_ddl = ", ".join(f'"{c}" {t}' for c, t in payload_column_types().items())
+    pay_types = payload_column_types(mappings_dir)
+    pay_ddl = ", ".join(f'"{c}" {t}' for c, t in pay_types.items())
     ensure_batch_tables(con)
     con.execute("""CREATE TABLE IF NOT EXISTS record_retired (
         record_ref VARCHAR, agency VARCHAR, batch_id VARCHAR, retired_at TIMESTAMP)""")
@@ -84,6 +127,23 @@ def ensure_schema(con: duckdb.DuckDBPyConnection, enc: EncodingContract) -> None
     con.execute(f"""CREATE TABLE IF NOT EXISTS payload (
         record_ref VARCHAR NOT NULL, agency VARCHAR NOT NULL, batch_id VARCHAR NOT NULL,
         {pay_ddl})""")
+    # Fields added since the table was made (a new canonical version, an agreement's field).
+    for c, t in pay_types.items():
+        con.execute(f'ALTER TABLE payload ADD COLUMN IF NOT EXISTS "{c}" {t}')
+    add_spec_columns(con, enc)  # a warehouse of an older spec (linkage.spec_migration)
+
+
+def add_spec_columns(con: duckdb.DuckDBPyConnection, enc: EncodingContract) -> None:
+    """Columns of the current spec missing from an older warehouse's encoded tables (null for
+    the old rows: nothing compares with them until they are replaced)."""
+    for table in ENCODED_TABLES:
+        if not has_table(con, table):
+            continue
+        have = {r[0] for r in con.execute(f"DESCRIBE {table}").fetchall()}
+        for col in enc.encoded_columns:
+            if col not in have:
+                typ = "BLOB" if col.startswith("bf_") else "VARCHAR"
+                con.execute(f"ALTER TABLE {table} ADD COLUMN {quote_ident(col)} {typ}")
 
 
 def ensure_keyless_table(con: duckdb.DuckDBPyConnection, table: str, columns_ddl: str) -> None:

@@ -75,10 +75,33 @@ VOCABULARIES: dict[str, tuple[str, ...]] = {
     "lead_practitioner_contact": ("Early Help North", "Early Help South", "Family Hub Central"),
 }
 CODE_PATTERNS: dict[str, str] = {"gp_practice": r"[A-Z][0-9]{5}"}
+# Vocabularies that differ by agency: each agency's own record kinds ("who holds what" shows
+# them) and the teams children's social care allocates to (its lead practitioner contact: a
+# team, never a named worker). They override VOCABULARIES in that agency's mapping.
+AGENCY_VOCABULARIES: dict[str, dict[str, tuple[str, ...]]] = {
+    "GP": {"record_type": ("GP registration",)},
+    "HV": {"record_type": ("Health visiting contact",)},
+    "SCH": {"record_type": ("School census pupil",)},
+    "CSC": {"record_type": ("Referral", "Child in need plan", "Child protection plan",
+                            "Child looked after"),
+            "lead_practitioner_contact": ("CSC Assessment Team", "CSC Children in Need Team",
+                                          "CSC Child Protection Team",
+                                          "CSC Children in Care Team")},
+    "POL": {"record_type": ("Domestic incident", "Incident")},
+    "HSG": {"record_type": ("Tenancy",)},
+    "EH": {"record_type": ("Early Help assessment", "Family support plan")},
+}
 
 
-def _v(field: str) -> np.ndarray:
-    return np.array(VOCABULARIES[field], dtype=object)
+def vocabulary(code: str, field: str) -> tuple[str, ...] | None:
+    """The closed vocabulary of `field` in agency `code`'s extract (None: not closed)."""
+    return AGENCY_VOCABULARIES.get(code, {}).get(field, VOCABULARIES.get(field))
+
+
+def _v(field: str, code: str | None = None) -> np.ndarray:
+    values = vocabulary(code, field) if code else VOCABULARIES[field]
+    assert values is not None, field
+    return np.array(values, dtype=object)
 
 
 @dataclass
@@ -241,7 +264,8 @@ GP = AgencySpec(
         Col("DOB", "date_of_birth"), Col("Sex", "sex", fmt="MF"),
         Col("AddressLine1", "address_line_1"), Col("AddressLine2", "address_line_2"),
         Col("Town", "town"), Col("Postcode", "postcode"), Col("MobilePhone", "phone"),
-        Col("Email", "email"), Col("PracticeCode", "gp_practice", "payload"),
+        Col("Email", "email"), Col("RecordType", "record_type", "payload"),
+        Col("PracticeCode", "gp_practice", "payload"),
         Col("RegistrationDate", "event_date", "payload"),
         Col("RegistrationStatus", "registration_status", "payload"),
         Col("LastUpdatedBy", None, "drop"),
@@ -261,6 +285,7 @@ HV = AgencySpec(
         Col("mother_dob", "date_of_birth", person="mother", fmt="native"),
         Col("mother_nhs_number", "nhs_number", person="mother", fmt="spaced"),
         Col("mother_phone", "phone", person="mother"),
+        Col("record_type", "record_type", "payload"),
         Col("visit_type", "visit_type", "payload"),
         Col("visit_date", "event_date", "payload", fmt="native"),
         Col("imms_up_to_date", "immunisations_up_to_date", "payload", fmt="native"),
@@ -283,6 +308,7 @@ SCH = AgencySpec(
         Col("Contact2Name", "full_name", person="contact2"),
         Col("Contact2Relationship", "relationship", person="contact2", fmt="title"),
         Col("Contact2Phone", "phone", person="contact2"),
+        Col("RecordType", "record_type", "payload"),
         Col("SchoolName", "school_name", "payload"), Col("YearGroup", "year_group", "payload"),
         Col("AttendancePct", "attendance_pct", "payload"),
         Col("Exclusions", "exclusions", "payload"), Col("SENStatus", "sen_status", "payload"),
@@ -306,12 +332,17 @@ CSC = AgencySpec(
         Col("Parent2Name", "full_name", person="parent2"),
         Col("Parent2DOB", "date_of_birth", person="parent2"),
         Col("Parent2Relationship", "relationship", person="parent2", fmt="title"),
+        Col("RecordType", "record_type", "payload"),
         Col("ReferralDate", "event_date", "payload"),
         Col("ReferralSource", "referral_source", "payload"),
         Col("ReferralReason", "referral_reason", "payload"),
         Col("PlanType", "plan_type", "payload"), Col("PlanStart", "plan_start", "payload"),
         Col("PlanEnd", "plan_end", "payload"), Col("LegalGateway", "legal_gateway", "payload"),
-        Col("CaseNotes", "case_notes", "payload"), Col("AllocatedWorker", None, "drop"),
+        Col("CaseNotes", "case_notes", "payload"),
+        # The allocated worker is a named member of staff: outside the agreement, dropped. The
+        # team they work in is the contact "who holds what" gives other practitioners.
+        Col("AllocatedWorker", None, "drop"),
+        Col("AllocatedTeam", "lead_practitioner_contact", "payload"),
     ),
 )
 POL = AgencySpec(
@@ -327,6 +358,7 @@ POL = AgencySpec(
         Col("Postcode", "postcode"), Col("ContactNo", "phone"),
         Col("OtherPartyName", "full_name", person="other_party", fmt="surname_first"),
         Col("OtherPartyDOB", "date_of_birth", person="other_party"),
+        Col("RecordType", "record_type", "payload"),
         Col("IncidentDate", "event_date", "payload"),
         Col("IncidentType", "incident_type", "payload"),
         Col("DomesticAbuse", "domestic_abuse", "payload", fmt="YN"),
@@ -349,6 +381,7 @@ HSG = AgencySpec(
             Col(f"member{k}_name", "full_name", person=f"member{k}"),
             Col(f"member{k}_dob", "date_of_birth", person=f"member{k}"),
             Col(f"member{k}_relationship", "relationship", person=f"member{k}"))],
+        Col("record_type", "record_type", "payload"),
         Col("tenancy_type", "tenancy_type", "payload"),
         Col("tenancy_start", "tenancy_start", "payload"),
         Col("tenancy_end", "tenancy_end", "payload"),
@@ -368,6 +401,7 @@ EH = AgencySpec(
         Col("Address1", "address_line_1"), Col("Postcode", "postcode"),
         Col("LeadAdult", "full_name", person="lead_adult"),
         Col("LeadAdultRelationship", "relationship", person="lead_adult", fmt="title"),
+        Col("RecordType", "record_type", "payload"),
         Col("AssessmentType", "assessment_type", "payload"),
         Col("AssessmentOutcome", "assessment_outcome", "payload"),
         Col("AssessmentDate", "event_date", "payload"),
@@ -392,6 +426,7 @@ def build_gp(c: Ctx, rng: np.random.Generator) -> AgencyRecords:
     practices = np.array([f"B8{k:04d}" for k in rng.choice(9000, 12, replace=False)])
     subj = pd.DataFrame({
         "person_id": rows, "record_id": _ids(rng, "P", n, 7),
+        "record_type": _v("record_type", "GP")[0],
         "gp_practice": practices[rng.integers(0, 12, n)], "event_date": reg,
         "registration_status": np.where(rng.random(n) < 0.95, *VOCABULARIES["registration_status"]),
         "_LastUpdatedBy": np.array(["SYSTEM", "RECEPTION", "MIGRATION"])[rng.integers(0, 3, n)],
@@ -405,6 +440,7 @@ def build_hv(c: Ctx, rng: np.random.Generator) -> AgencyRecords:
     mother = c.p["mother_id"].to_numpy()[rows]
     subj = pd.DataFrame({
         "person_id": rows, "record_id": _ids(rng, "HV-", n, 6),
+        "record_type": _v("record_type", "HV")[0],
         "visit_type": _v("visit_type")[
             np.clip((c.age[rows] * 2).astype(int), 0, 3)],
         "event_date": _days_before(rng, c.ref, 1, 180, n),
@@ -440,7 +476,7 @@ def build_sch(c: Ctx, rng: np.random.Generator) -> AgencyRecords:
     t = c.tier[rows]
     subj = pd.DataFrame({
         "person_id": rows, "record_id": _ids(rng, "PUP", n, 6),
-        "upn": ids.upns(estab, entry_year),
+        "upn": ids.upns(estab, entry_year), "record_type": _v("record_type", "SCH")[0],
         "school_name": school,
         "year_group": np.where(year == 0, "R", pd.Series(year).astype(str)),
         "attendance_pct": np.round(np.clip(rng.normal(np.array([95.0, 91.0, 84.0])[t], 4.0),
@@ -468,12 +504,14 @@ def build_csc(c: Ctx, rng: np.random.Generator) -> AgencyRecords:
     ended = (plan != "none") & (rng.random(n) < 0.5)
     plan_end = np.where(ended, plan_start + rng.integers(60, 600, n).astype("timedelta64[D]"),
                         np.datetime64("NaT"))
+    kind = pd.Series(plan).map({"none": 0, "CIN": 1, "CP": 2, "LAC": 3}).to_numpy()
     p1, r1, p2, r2 = _parents(c, rows)
     notes, mentions = _notes(c, rng, rows, p1, p2, CSC_NOTES, 0.9)
     subj = pd.DataFrame({
         "person_id": rows, "record_id": _ids(rng, "REF", n, 7),
         "_PersonID": ("C" + pd.Series(rows * 7 + 1000003).astype(str)).to_numpy(),
         "event_date": ref_date,
+        "record_type": _v("record_type", "CSC")[kind],
         "referral_source": _v("referral_source")[rng.integers(0, 6, n)],
         "referral_reason": _v("referral_reason")[rng.integers(0, 6, n)],
         "plan_type": plan, "plan_start": plan_start.astype("datetime64[s]"),
@@ -481,6 +519,7 @@ def build_csc(c: Ctx, rng: np.random.Generator) -> AgencyRecords:
         "legal_gateway": np.where(plan == "CP", *VOCABULARIES["legal_gateway"]),
         "case_notes": notes,
         "_AllocatedWorker": ("SW" + pd.Series(rng.integers(100, 160, n)).astype(str)).to_numpy(),
+        "lead_practitioner_contact": _v("lead_practitioner_contact", "CSC")[kind],
     })
     related = {"parent1": pd.DataFrame({"person_id": p1, "relationship": r1}),
                "parent2": pd.DataFrame({"person_id": p2, "relationship": r2})}
@@ -502,6 +541,7 @@ def build_pol(c: Ctx, rng: np.random.Generator) -> AgencyRecords:
         "_OccurrenceRef": ("13/" + pd.Series(rng.integers(10000, 99999, n)).astype(str)
                            + "/24").to_numpy(),
         "event_date": _days_before(rng, c.ref, 1, 4 * 365, n),
+        "record_type": np.where(da, *_v("record_type", "POL")),
         "incident_type": incident, "domestic_abuse": da,
         "risk_level": np.where(da, np.array(["standard", "medium", "high"])[
             rng.integers(0, 3, n)], "standard"),
@@ -557,6 +597,7 @@ def build_hsg(c: Ctx, rng: np.random.Generator) -> AgencyRecords:
             np.searchsorted([0.6, 0.75, 0.92], rng.random(n))],
         "tenancy_start": start, "tenancy_end": np.full(n, np.datetime64("NaT"), "datetime64[s]"),
         "tenure_role": "lead_tenant", "arrears_amount": arrears,
+        "record_type": _v("record_type", "HSG")[0],
         "eviction_risk": arrears > 900,
     })
     return AgencyRecords(subj, related, [[] for _ in range(n)])
@@ -607,6 +648,7 @@ def build_eh(c: Ctx, rng: np.random.Generator) -> AgencyRecords:
         "_FamilyRef": ("FAM" + pd.Series(c.hid[rows] * 13 + 50000).astype(str)).to_numpy(),
         "assessment_type": np.where(c.tier[rows] == 2, *VOCABULARIES["assessment_type"]),
         "assessment_outcome": _v("assessment_outcome")[c.hid[rows] % 4],
+        "record_type": np.where(c.tier[rows] == 2, *_v("record_type", "EH")[::-1]),
         "event_date": a_date, "consent_purpose": CONSENT_PURPOSES[purpose_idx],
         "consent_status": status, "consent_date": consent_date.astype("datetime64[s]"),
         "lead_practitioner_contact": _v("lead_practitioner_contact")[c.hid[rows] % 3],

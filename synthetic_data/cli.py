@@ -14,6 +14,7 @@ from rich.table import Table
 from synthetic_data.corruption import CorruptionRates
 from synthetic_data.generate import generate_population
 from synthetic_data.mappings import write_mappings
+from synthetic_data.messy import PROFILES
 
 
 def _rates(path: str | None) -> CorruptionRates:
@@ -34,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--people", type=int, default=5000)
     gen.add_argument("--out", type=Path, default=Path("var/pop"))
     gen.add_argument("--rates", help="JSON file of corruption rates overriding the defaults")
+    gen.add_argument("--profile", choices=PROFILES, default="default",
+                     help="messy: real exports' errors at documented rates (flats, care homes, "
+                          "placeholder names, copied identifiers...)")
     maps = sub.add_parser("mappings", help="write schemas/agencies/<code>.yaml from the specs")
     maps.add_argument("--out", type=Path, default=Path("schemas/agencies"))
     args = parser.parse_args(argv)
@@ -46,8 +50,9 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.perf_counter()
     try:
-        s = generate_population(args.out, args.seed, args.people, _rates(args.rates),
-                                progress=True)
+        s = generate_population(args.out, args.seed, args.people,
+                                _rates(args.rates) if args.rates else None, progress=True,
+                                profile=args.profile)
     except ValueError as exc:
         console.print(f"[red]error:[/red] {exc}")
         return 2

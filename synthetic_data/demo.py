@@ -32,6 +32,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from synthetic_data.demo_next import DEMO_USERS, prepare_next_steps, show_next_steps
+
 REPO = Path(__file__).resolve().parents[1]
 console = Console()
 
@@ -62,8 +64,8 @@ def migrate(env: dict[str, str]) -> None:
     subprocess.run([*cmd, "db", "migrate"], env=env, check=True, capture_output=True)
 
 
-def prepare(out: Path, people: int, seed: int) -> list[str]:
-    """Population (skipped if already generated with the same size/seed) and keys."""
+def prepare(out: Path, people: int, seed: int, profile: str = "default") -> list[str]:
+    """Population (skipped if already generated with the same size/seed/profile) and keys."""
     import json
 
     from linkage.orchestration import agency_dag_specs, provision
@@ -72,8 +74,9 @@ def prepare(out: Path, people: int, seed: int) -> list[str]:
     pop = out / "population"
     meta = pop / "population.json"
     current = json.loads(meta.read_text()) if meta.exists() else {}
-    if current.get("people") != people or current.get("seed") != seed:
-        generate_population(pop, seed=seed, people=people, progress=True)
+    if (current.get("people"), current.get("seed"), current.get("profile", "default")) != (
+            people, seed, profile):
+        generate_population(pop, seed=seed, people=people, progress=True, profile=profile)
     codes = [s.code for s in agency_dag_specs()]
     provision(out, codes)
     return codes
@@ -270,15 +273,14 @@ def simulate_week(out: Path, *, start: dt.datetime | None = None,
         Relationship("sw.csc.1", SubjectKind.HOUSEHOLD, pick["other_household"], alloc_start,
                      (monday + dt.timedelta(days=4)).date()),
     ]
-    if pick["eh"] is not None:
-        allocations.append(Relationship("ehw.eh.1", SubjectKind.PERSON, pick["eh"][0],
-                                        alloc_start))
+    if pick["eh"] is not None:  # the Early Help worker holds the family too (who holds what)
+        allocations += [Relationship("ehw.eh.1", SubjectKind.PERSON, pick["eh"][0], alloc_start),
+                        Relationship("ehw.eh.1", SubjectKind.HOUSEHOLD, pick["eh"][1],
+                                     alloc_start)]
     # Through the import path a sync would use (idempotent if the week is simulated again).
     rels.load_frame(RelationshipRegistry(allocations).to_frame(), source="demo allocations")
     store = TokenStore(engine)
-    users = {"sw.csc.1": ("practitioner", "CSC"), "tm.csc.1": ("team_manager", "CSC"),
-             "ehw.eh.1": ("practitioner", "EH"), "pc.pol.9": ("practitioner", "POL")}
-    tokens = {u: store.issue(u, role, agency) for u, (role, agency) in users.items()}
+    tokens = {u: store.issue(u, role, agency) for u, (role, agency) in DEMO_USERS.items()}
 
     # An agency's re-identification service on a local port, verifying hub-signed requests.
     key_path = paths.hub / "keys" / "hub_request.pem"
@@ -448,7 +450,12 @@ def post_hub(out: Path, *, baseline: bool = True, start: dt.datetime | None = No
         report = write_report(out, run_id)
     with console.status("(d) subject access report"):
         sar = write_sar(out, week.sar_person or "", week.identity_agency)
-    return {"run_id": run_id, "quality": quality, "week": week,
+    with console.status("(e) API config and demo users' tokens"):
+        steps = prepare_next_steps(out, {"IG linkage audit report": report,
+                                         "subject access report (agency side)": sar,
+                                         "linkage quality (JSON)":
+                                             paths.reports / "linkage_quality.json"})
+    return {"run_id": run_id, "quality": quality, "week": week, "next": steps,
             "outputs": {"linkage quality (JSON)": paths.reports / "linkage_quality.json",
                         "IG linkage audit report": report,
                         "subject access report (agency side)": sar,
@@ -495,6 +502,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path("var/demo"))
     ap.add_argument("--people", type=int, default=3000)
     ap.add_argument("--seed", type=int, default=20240601)
+    ap.add_argument("--profile", choices=("default", "messy"), default="default",
+                    help="synthetic population profile (messy: real exports' errors, "
+                         "synthetic_data.messy)")
     ap.add_argument("--no-baseline", action="store_true",
                     help="skip the plaintext Splink baseline (no privacy-cost figure)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -517,7 +527,7 @@ def main(argv: list[str] | None = None) -> int:
     env = airflow_env(out)
     with console.status("Preparing Airflow metadata (SQLite)"):
         migrate(env)
-    codes = prepare(out, args.people, args.seed)
+    codes = prepare(out, args.people, args.seed, args.profile)
     env["JOINEDUP_DEMO_CODES"] = ",".join(codes)
     states_file = out / "demo_states.json"
     states_file.unlink(missing_ok=True)
@@ -532,8 +542,10 @@ def main(argv: list[str] | None = None) -> int:
     rc = summarise(out, json.loads(states_file.read_text()), time.monotonic() - start)
     if rc != 0:
         return rc
-    show_post_hub(post_hub(out, baseline=not args.no_baseline))
+    result = post_hub(out, baseline=not args.no_baseline)
+    show_post_hub(result)
     console.print(f"demo finished in {time.monotonic() - start:.0f} s")
+    show_next_steps(result["next"], console)
     return 0
 
 

@@ -14,6 +14,8 @@ import yaml
 
 from synthetic_data.agencies import AgencyRecords, AgencySpec, Col, Ctx
 from synthetic_data.corruption import CorruptionRates, corrupt
+from synthetic_data.messy import MessyRates
+from synthetic_data.messy import apply_records as messy_records
 from synthetic_data.names import to_codec
 
 # Canonical fields an extract column is composed from.
@@ -174,7 +176,11 @@ def render(spec: AgencySpec, subj: pd.DataFrame, persons: dict[str, pd.DataFrame
 
 
 def build_agency_output(spec: AgencySpec, recs: AgencyRecords, c: Ctx,
-                        rng: np.random.Generator, rates: CorruptionRates) -> AgencyOutput:
+                        rng: np.random.Generator, rates: CorruptionRates,
+                        messy: tuple[MessyRates, np.random.Generator] | None = None
+                        ) -> AgencyOutput:
+    """`messy`: the messy profile's record errors and their own random stream (None for the
+    default profile, which then draws exactly what it always did)."""
     subj = recs.subjects.reset_index(drop=True)
     scaled = rates.scaled(spec.quality)
     slots = sorted({col.person for col in spec.columns if col.cls == "identifier"})
@@ -196,6 +202,9 @@ def build_agency_output(spec: AgencySpec, recs: AgencyRecords, c: Ctx,
         # the subject's own details; their flags are not kept.
         dirty, fl = corrupt(clean, rng, scaled if slot == "subject" else rates.scaled(
             spec.quality * 0.5), c.pop.addresses)
+        if messy is not None:
+            messy_records(c, pid, dirty, fl, messy[1], messy[0], slot,
+                          None if slot == "subject" else recs.related[slot]["relationship"])
         if slot == "subject":
             clean_subject, flags = clean, fl
             if "dob_is_estimated" in subj:

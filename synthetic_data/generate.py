@@ -14,6 +14,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from synthetic_data.agencies import BUILDERS, SPECS, Ctx
 from synthetic_data.corruption import CorruptionRates
 from synthetic_data.extracts import build_agency_output, write_extract, write_table
+from synthetic_data.messy import MESSY_RATES, PROFILES, MessyRates
+from synthetic_data.messy import apply_population as messy_population
 from synthetic_data.population import build_population
 
 GENERATOR_VERSION = 1
@@ -62,14 +64,19 @@ def _stage_rng(seed: int, stage: str) -> np.random.Generator:
 
 def generate_population(out_dir: Path, seed: int, people: int,
                         rates: CorruptionRates | None = None,
-                        progress: bool = False) -> PopulationSummary:
+                        progress: bool = False, profile: str = "default") -> PopulationSummary:
     """Write extracts for every agency plus ground truth under `out_dir` (see docs/contracts.md).
 
-    Deterministic: the same (seed, people, rates) always gives byte-identical files.
+    Deterministic: the same (seed, people, rates, profile) always gives byte-identical files.
+    `profile` "messy" adds real exports' errors (synthetic_data.messy); "default" output is
+    exactly what it was before profiles existed.
     """
     if not 10 <= people <= 2_000_000:
         raise ValueError(f"people must be between 10 and 2,000,000, got {people}")
-    rates = rates or CorruptionRates()
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; known: {', '.join(PROFILES)}")
+    messy = MessyRates() if profile == "messy" else None
+    rates = rates or (MESSY_RATES if messy else CorruptionRates())
     out_dir = Path(out_dir)
     steps = 3 + len(SPECS)
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(),
@@ -77,6 +84,8 @@ def generate_population(out_dir: Path, seed: int, people: int,
                   disable=not progress) as bar:
         task = bar.add_task("population", total=steps)
         pop = build_population(_stage_rng(seed, "population"), people)
+        if messy is not None:
+            pop = messy_population(pop, _stage_rng(seed, "messy:population"), messy)
         ctx = Ctx(pop)
         bar.advance(task)
         summary = PopulationSummary(out_dir, seed, len(pop.persons), len(pop.households))
@@ -85,7 +94,8 @@ def generate_population(out_dir: Path, seed: int, people: int,
             bar.update(task, description=f"agency {code}")
             rng = _stage_rng(seed, f"agency:{code}")
             recs = BUILDERS[code](ctx, rng)
-            out = build_agency_output(spec, recs, ctx, rng, rates)
+            out = build_agency_output(spec, recs, ctx, rng, rates, None if messy is None else (
+                messy, _stage_rng(seed, f"messy:agency:{code}")))
             path = write_extract(spec, out.extract, out_dir / "extracts" / code)
             summary.agencies[code] = AgencySummary(
                 code, str(path.relative_to(out_dir)), spec.file_format,
@@ -119,6 +129,9 @@ def generate_population(out_dir: Path, seed: int, people: int,
             "agencies": {k: asdict(a) for k, a in summary.agencies.items()},
             "quality_factors": {k: s.quality for k, s in SPECS.items()},
         }
+        if messy is not None:  # the default's metadata stays as it was
+            meta["profile"] = profile
+            meta["messy_rates"] = asdict(messy)
         (out_dir / "population.json").write_text(
             json.dumps(meta, indent=2, sort_keys=True, ensure_ascii=False) + "\n",
             encoding="utf-8")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from synthetic_data.agencies import CODE_PATTERNS, SPECS, VOCABULARIES, AgencySpec
+from synthetic_data.agencies import CODE_PATTERNS, SPECS, AgencySpec, vocabulary
 
 # Default relationship for slots whose extract has no relationship column of its own.
 SLOT_DEFAULTS = {"mother": "mother", "other_party": "partner", "contact1": "parent",
@@ -47,8 +47,9 @@ def render_mapping(spec: AgencySpec) -> str:
         entry["class"] = c.cls
         if c.person != "subject":
             entry["person"] = c.person
-        if c.cls == "payload" and c.field in VOCABULARIES:  # closed: anything else is nulled
-            entry["values"] = list(VOCABULARIES[c.field])
+        values = vocabulary(spec.code, c.field) if c.cls == "payload" and c.field else None
+        if values is not None:  # closed: anything else is nulled
+            entry["values"] = list(values)
         if c.cls == "payload" and c.field in CODE_PATTERNS:
             entry["pattern"] = CODE_PATTERNS[c.field]
         lines.append("  - {" + ", ".join(f"{k}: {_q(v)}" for k, v in entry.items()) + "}")

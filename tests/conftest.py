@@ -11,11 +11,41 @@ ORCH_PEOPLE = 1500
 ORCH_SEED = 20240601
 
 
+def shared_dir(tmp_path_factory: _pytest.TempPathFactory) -> _Path:
+    """The folder every worker of this test session shares: with pytest-xdist (`make test`
+    runs two workers) each worker's basetemp is <session basetemp>/popen-gwN."""
+    import os
+
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+def built_once(tmp_path_factory: _pytest.TempPathFactory, name: str, build) -> _Path:  # noqa: ANN001
+    """`build(folder)` run once per test session, whichever worker asks first (the others
+    wait on a file lock and reuse it): <shared>/<name>/, marked DONE when complete."""
+    from filelock import FileLock
+
+    root = shared_dir(tmp_path_factory)
+    folder = root / name
+    with FileLock(str(root / f"{name}.lock")):
+        if not (folder / "DONE").exists():
+            _shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir(parents=True)
+            build(folder)
+            (folder / "DONE").touch()
+    return folder
+
+
 @_pytest.fixture(scope="session")
 def orchestrated_run(tmp_path_factory: _pytest.TempPathFactory) -> _Path:
     """A run folder (docs/contracts.md layout) with a 1,500-person population, provisioned
     partnership keys, and every agency's extract bridged and landed through the bridge DAGs'
-    task functions (no scheduler). Tests copy it with `copy_run` before changing anything."""
+    task functions (no scheduler). Built once per session (shared by the xdist workers):
+    tests copy it with `copy_run` before changing anything."""
+    return built_once(tmp_path_factory, "orchestrated", _build_orchestrated) / "run"
+
+
+def _build_orchestrated(folder: _Path) -> None:
     from linkage.orchestration import (
         agency_dag_specs,
         land_task,
@@ -25,7 +55,7 @@ def orchestrated_run(tmp_path_factory: _pytest.TempPathFactory) -> _Path:
     )
     from synthetic_data.generate import generate_population
 
-    run = tmp_path_factory.mktemp("orchestrated") / "run"
+    run = folder / "run"
     generate_population(run / "population", seed=ORCH_SEED, people=ORCH_PEOPLE)
     specs = agency_dag_specs()
     provision(run, [s.code for s in specs])
@@ -34,7 +64,6 @@ def orchestrated_run(tmp_path_factory: _pytest.TempPathFactory) -> _Path:
         split = split_sign_task(s.code, s.mapping_path, checked["extract"], s.extract_kind,
                                 base=run)
         land_task(split, base=run)
-    return run
 
 
 @_pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ RAW = pd.DataFrame({
     "given_name": ["Jonathon", "Jonathan", "Kate", "Katie", None],
     "family_name": ["Smith", "Smyth", "Patel", "Smith-Jones", "Smith"],
     "other_names": [None, None, None, None, "Jones"],
-    "date_of_birth": ["03/04/2001", "2001-04-03", "04/03/2001", "12/12/2012", None],
+    "date_of_birth": ["03/04/2001", "2001-04-03", "04/03/2001", "12/12/2001", "2001-06-01"],
     "sex": ["M", "M", "F", "F", None],
     "postcode": ["SW1A 1AA", "sw1a1aa", "SW1A 1AB", "M1 1AE", None],
     "address_line_1": ["12 High St", "12 high street", "14 High Street", "1 Mill Road", None],
@@ -69,11 +69,10 @@ def test_matching_semantics(encoded):
     assert e.tok_given_name[0] != e.tok_given_name[1]
     assert e.tok_given_name_canonical[0] == e.tok_given_name_canonical[1]  # jonathon/jonathan
     assert e.tok_given_name_canonical[2] == e.tok_given_name_canonical[3]  # kate/katie
-    assert e.tok_postcode[0] == e.tok_postcode[1] and e.tok_address[0] == e.tok_address[1]
-    assert e.tok_postcode_sector[0] == e.tok_postcode_sector[2] != e.tok_postcode_sector[3]
+    assert e.tok_address[0] == e.tok_address[1]
+    assert e.blk_dob_postcode_sector[0] == e.blk_dob_postcode_sector[1]
     assert e.tok_family_name_first[3] == e.tok_family_name[0]  # smith-jones part = smith
     assert e.tok_other_name_first[4] == e.tok_family_name_last[3]  # same key domain: jones
-    assert e.tok_dob_year[0] == e.tok_dob_year[2] and e.tok_dob_year[0] != e.tok_dob_month[0]
     assert pd.isna(e.blk_given_phonetic_dob[4])  # null if any part is missing
     assert e.blk_given_phonetic_dob[0] == e.blk_given_phonetic_dob[1]
 
@@ -81,7 +80,8 @@ def test_matching_semantics(encoded):
 def test_bloom_dice_tracks_similarity(key):
     frame = normalise_identifiers(pd.DataFrame({
         "given_name": ["jonathon", "jonathan", "smith", "patel", "christopher", "kristopher"],
-        "family_name": ["smith", "patel", "smith", "patel", "smith", "smith"]}), FORMATS).frame
+        "family_name": ["smith", "patel", "smith", "patel", "smith", "smith"],
+        "date_of_birth": ["2001-01-01"] * 6}), FORMATS).frame
     bf = Encoder(key).encode(frame)["bf_given_name"]
     assert dice(bf[0], bf[1]) > 0.7
     assert dice(bf[2], bf[3]) < 0.3
@@ -92,13 +92,50 @@ def test_bloom_dice_tracks_similarity(key):
     assert dice(bf[0], other[0]) < 0.5
 
 
-def test_address_bloom_is_salted_by_district(key):
+def test_spec_v3_holds_no_low_entropy_standalone_token():
+    """Frequency alignment decodes any token of a value with few possible values (issue 16:
+    tok_sex 100%, tok_given_name 48.6%, tok_postcode_district 59.6% under spec v2)."""
+    spec = load_encoding_spec()
+    assert spec["encoding_spec_version"] >= 3
+    tokens = spec["tokens"]["columns"]
+    for gone in ("tok_sex", "tok_dob_year", "tok_dob_month", "tok_dob_day", "tok_postcode",
+                 "tok_postcode_sector", "tok_postcode_district"):
+        assert gone not in tokens
+    for name, col in tokens.items():
+        sources = col.get("sources") or [col["source"]]
+        if col["domain"] in ("given_name", "family_name", "given_name_phonetic",
+                             "family_name_phonetic"):
+            assert "dob_year" in sources, name  # names only ever salted with the birth year
+    for name, col in spec["bloom"]["columns"].items():
+        if name != "bf_address":
+            assert col.get("salt") == "dob_year" and col.get("salt_required"), name
+
+
+def test_names_are_salted_with_the_birth_year(key):
     frame = normalise_identifiers(pd.DataFrame({
-        "address_line_1": ["12 High Street", "12 High Street", "12 High Street"],
-        "postcode": ["SW1A 1AA", "SW1A 2BB", "M1 1AE"]}), FORMATS).frame
+        "given_name": ["olivia", "olivia", "olivia", "olivia"],
+        "family_name": ["smith", "smith", "smith", "smith"],
+        "date_of_birth": ["2015-01-01", "2015-11-30", "2016-01-01", None]}), FORMATS).frame
+    e = Encoder(key).encode(frame)
+    # Same name and birth year: the name still compares exactly, and by Bloom similarity.
+    assert e.tok_given_name[0] == e.tok_given_name[1] and e.tok_family_name[0] == \
+        e.tok_family_name[1]
+    assert e.bf_given_name[0] == e.bf_given_name[1]
+    # Another birth year: unrelated token and unrelated filter, so the hub cannot count names.
+    assert e.tok_given_name[0] != e.tok_given_name[2]
+    assert dice(e.bf_given_name[0], e.bf_given_name[2]) < 0.5
+    # No birth year, no name encoding (an unsalted one would repeat across people).
+    assert pd.isna(e.tok_given_name[3]) and e.bf_given_name[3] is None and e.bf_name[3] is None
+
+
+def test_address_bloom_is_salted_by_postcode(key):
+    frame = normalise_identifiers(pd.DataFrame({
+        "address_line_1": ["12 High Street"] * 3 + ["12 high street"],
+        "postcode": ["SW1A 1AA", "SW1A 2BB", "M1 1AE", "sw1a1aa"]}), FORMATS).frame
     bf = Encoder(key).encode(frame)["bf_address"]
-    assert bf[0] == bf[1]  # same district: identical
-    assert dice(bf[0], bf[2]) < 0.5  # same street text elsewhere: unrelated pattern
+    assert bf[0] == bf[3]  # same postcode (however written): identical after normalisation
+    assert dice(bf[0], bf[1]) < 0.5  # same street text in another postcode: unrelated pattern
+    assert dice(bf[0], bf[2]) < 0.5
 
 
 def test_spec_validation():

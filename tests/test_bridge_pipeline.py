@@ -32,6 +32,9 @@ MAPPING = {
         {"source": "Internal", "class": "drop"},
     ],
     "related_persons": {"parent1": {"relationship": "mother"}},
+    # Row accounting on tiny extracts: the snapshot guards (which would refuse most of these)
+    # have their own tests (test_snapshot_guards.py).
+    "snapshot_guards": {"max_problem_rate": 1, "min_share_of_last_snapshot": 0},
 }
 HEADER = "Ref,Forename,Surname,DOB,Postcode,NHS,P1,Notes,Plan,Internal\n"
 GOOD = [
@@ -61,7 +64,7 @@ def test_good_extract_lands_and_scrubs(setup) -> None:
     assert (res.rows_read, res.rows_accepted, res.rows_quarantined) == (2, 2, 0)
     files = {p.name for p in res.landed_path.iterdir()}
     assert files == {"identifiers.parquet.sealed", "related.parquet.sealed",
-                     "payload.parquet.sealed", "manifest.json.sealed"}
+                     "payload.parquet.sealed", "present.parquet.sealed", "manifest.json.sealed"}
     with pytest.raises(Exception):  # noqa: B017 - sealed: not Parquet to anyone but the hub
         pq.read_table(res.landed_path / "identifiers.parquet.sealed")
     assert not list((tmp / "agency" / "SCH" / "work").iterdir())  # no plaintext left behind
@@ -82,12 +85,12 @@ def test_good_extract_lands_and_scrubs(setup) -> None:
     assert res2.sequence == 2
 
 
-def test_row_level_failures_go_to_quarantine_with_reasons(setup) -> None:
+def test_bad_fields_are_nulled_and_only_unlinkable_rows_quarantined(setup) -> None:
     tmp, mp = setup
     bad = [
-        "R3,Cy,Doe,31/02/2010,LS1 4AB,,,,CP,x",          # impossible date
-        "R4,Di,Doe,01/01/2010,NOTAPC,,,,CP,x",           # malformed postcode
-        "R5,Ed,Doe,01/01/2010,LS1 4AB,9434765918,,,CP,x",  # bad NHS check digit
+        "R3,Cy,Doe,31/02/2010,LS1 4AB,,,,CP,x",          # impossible date: nulled
+        "R4,Di,Doe,01/01/2010,NOTAPC,,,,CP,x",           # malformed postcode: nulled
+        "R5,Ed,Doe,01/01/2010,LS1 4AB,9434765918,,,CP,x",  # bad NHS check digit: nulled
         ",Fa,Doe,01/01/2010,LS1 4AB,,,,CP,x",            # missing record id
         "R1,Ga,Doe,01/01/2010,LS1 4AB,,,,CP,x",          # duplicate record id
         "R6,Hu,Doe,01/01/2010,LS1 4AB,,,,XX,x",          # plan_type not allowed: field nulled
@@ -95,26 +98,38 @@ def test_row_level_failures_go_to_quarantine_with_reasons(setup) -> None:
     ]
     res = run(tmp, mp, HEADER + "\n".join(GOOD + bad) + "\n")
     assert res.rows_read == 9 == res.rows_accepted + res.rows_quarantined
-    assert res.rows_accepted == 3  # one bad payload field never costs a child the record
+    assert res.rows_accepted == 6  # one bad field never costs a child the record
     q = pq.read_table(res.quarantine_path).to_pylist()
     by_line = {r["line"]: r["reason"] for r in q}
     assert by_line == {
-        4: "subject.date_of_birth: impossible date (no such day)",
-        5: "subject.postcode: invalid UK postcode format",
-        6: "subject.nhs_number: nhs_number fails the mod-11 check digit",
         7: "subject.record_id: missing",
         8: "subject.record_id: duplicate",
         10: "ragged row: 3 fields, expected 10",
     }
-    for r in q:  # reasons never carry the value
-        assert "31/02" not in r["reason"] and "NOTAPC" not in r["reason"]
+    assert res.field_counts == {
+        "subject.date_of_birth": {"impossible date (no such day)": 1},
+        "subject.postcode": {"invalid UK postcode format": 1},
+        "subject.nhs_number": {"nhs_number fails the mod-11 check digit": 1},
+        "payload.plan_type": {"not in the vocabulary (nulled)": 1},
+    }
     assert res.field_problems == [(9, "plan_type")]
     opened = open_batch(res.landed_path, tmp / "opened", tmp / "hub" / "keys")
     pay = pq.read_table(opened / "payload.parquet").to_pylist()
-    assert [p["plan_type"] for p in pay] == ["CP", "none", None]
+    assert [p["plan_type"] for p in pay] == ["CP", "none", "CP", "CP", "CP", None]
+    ids = pq.read_table(opened / "identifiers.parquet").to_pylist()
+    assert [r["tok_nhs_number"] is None for r in ids] == [False, True, True, True, True, True]
+    assert [r["tok_dob"] is None for r in ids] == [False, False, True, False, False, False]
+    man = json.loads((opened / "manifest.json").read_text())
+    assert man["field_problems"] == res.field_counts  # counts only
     report = res.report_path.read_text()
     assert json.loads(report)["field_problems"]["rows"] == [{"line": 9, "field": "plan_type"}]
-    assert "XX" not in report
+    assert {(r["line"], r["field"]) for r in json.loads(report)["field_rows"]} == {
+        (4, "subject.date_of_birth"), (5, "subject.postcode"), (6, "subject.nhs_number"),
+        (9, "payload.plan_type")}
+    # (the base64 signature is random text: it may hold "XX" by chance)
+    body = json.dumps({k: v for k, v in man.items() if k != "signature"})
+    for text in (report, body):
+        assert "XX" not in text and "NOTAPC" not in text and "31/02" not in text
     assert (tmp / "agency" / "SCH" / "reports" / "data_docs" / "index.html").exists()
 
 

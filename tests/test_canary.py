@@ -120,9 +120,10 @@ def test_landed_files_are_sealed_and_hold_no_identifier_bytes(partnership) -> No
     a 4-byte needle occurs in it by chance; needles of >= 8 bytes cannot (2^-64 a position)."""
     run, results, needles = partnership
     landed = [p for p in (run / "landing").rglob("*") if p.is_file()]
-    assert len(landed) == 4 * len(results)
+    assert len(landed) == 5 * len(results)
     assert {p.name for p in landed} == {"identifiers.parquet.sealed", "related.parquet.sealed",
-                                        "payload.parquet.sealed", "manifest.json.sealed"}
+                                        "payload.parquet.sealed", "present.parquet.sealed",
+                                        "manifest.json.sealed"}
     long_needles = [n.encode() for n in needles if len(n.encode()) >= 8]
     assert len(long_needles) > 500
     for path in landed:

@@ -412,8 +412,9 @@ def test_custody_copy_is_hub_private_and_landing_emptied(run: Path) -> None:
         assert d == paths.incoming / agency / good[agency]
         for p in (d.parent, d):
             assert oct(p.stat().st_mode & 0o777) == "0o700"
-        assert sorted(f.name for f in d.iterdir()) == ["identifiers.parquet", "manifest.json",
-                                                       "payload.parquet", "related.parquet"]
+        assert sorted(f.name for f in d.iterdir()) == [
+            "identifiers.parquet", "manifest.json", "payload.parquet", "present.parquet",
+            "related.parquet"]
         assert all(oct(f.stat().st_mode & 0o777) == "0o600" for f in d.iterdir())
         assert verify_batch(d, load_public_keys(paths.public_keys)).agency == agency
         assert list((paths.landing / agency).iterdir()) == []

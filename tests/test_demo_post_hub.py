@@ -9,6 +9,7 @@ from __future__ import annotations
 import html
 import json
 import re
+import shlex
 import shutil
 from pathlib import Path
 
@@ -39,6 +40,11 @@ def demo(tmp_path_factory: pytest.TempPathFactory, orchestrated_run: Path) -> di
 def test_report_stage_refreshed_consent_and_rendered(demo: dict) -> None:
     stage, run = demo["stage"], demo["run"]
     assert Path(stage["report"]).exists() and stage["consent_events"] > 0
+    # write-audit-publish: the run's warehouse copy the workspace reads (linkage.publish)
+    from linkage.config import HubPaths
+    from linkage.publish import current
+
+    assert current(HubPaths.for_run(run)) == Path(stage["published"])
     engine = governance_engine(run)
     assert len(SqlConsentRegistry(engine)) >= stage["consent_events"]
     engine.dispose()
@@ -152,3 +158,66 @@ def test_a_hub_run_on_a_tampered_audit_log_says_so_and_fails(demo: dict, tmp_pat
         assert not conn.execute(select(Checkpoint).where(
             Checkpoint.origin == f"hub_run:{RUN2}/end_of_run", Checkpoint.cp_seq > 1)).first()
     engine.dispose()
+
+
+def test_what_next_serves_the_api_with_the_demo_tokens(
+        demo: dict, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    """`make demo` ends with what next: the printed command's config and each demo user's
+    token work against a real API app over the demo store, each allocated family is visible
+    to its user, and "who holds what" names record kinds and lead practitioner contacts."""
+    from fastapi.testclient import TestClient
+
+    from governance.api import app_from_env
+    from governance.api import main as api_main
+
+    steps = demo["result"]["next"]
+    run = demo["run"]
+    assert steps.config.is_relative_to(run) and steps.config.stat().st_mode & 0o777 == 0o600
+    assert steps.config.parent.stat().st_mode & 0o777 == 0o700
+    words = shlex.split(steps.command)
+    env, uvicorn, *args = words
+    assert env.startswith("JOINEDUP_API_CONFIG=") and Path(uvicorn).name == "uvicorn"
+    assert args[:2] == ["--factory", "governance.api:app_from_env"]
+    monkeypatch.setenv("JOINEDUP_API_CONFIG", env.split("=", 1)[1])  # what the command runs
+    users = {u.user_id: u for u in steps.users}
+    assert users["sw.csc.1"].households and users["tm.csc.1"].households
+    assert users["ehw.eh.1"].households and not users["pc.pol.9"].households
+    with TestClient(app_from_env()) as client:
+        contacts, seen = set(), set()
+        for u in steps.users:
+            assert u.token_file.is_relative_to(run)
+            assert u.token_file.stat().st_mode & 0o777 == 0o600
+            auth = {"Authorization": f"Bearer {u.token_file.read_text().strip()}"}
+            for hh in u.households:
+                r = client.get(f"/households/{hh}/involvement", headers=auth)
+                assert r.status_code == 200, (u.user_id, r.text)
+                agencies = r.json()["agencies"]
+                assert agencies and all(a["record_types"] for a in agencies)
+                for a in agencies:
+                    seen.add(a["agency"])
+                    if a["agency"] in ("CSC", "EH"):  # the agencies that name a contact
+                        assert a["lead_practitioner_contacts"], (hh, a["agency"])
+                    contacts.update(a["lead_practitioner_contacts"])
+            assert client.get(u.try_url or "/health", headers=auth).status_code in (200, 403)
+        assert contacts and "CSC" in seen
+        # the unallocated user is refused the same family; an unknown token is not a user
+        pol = {"Authorization": f"Bearer {users['pc.pol.9'].token_file.read_text().strip()}"}
+        first = users["sw.csc.1"].households[0]
+        r = client.get(f"/households/{first}/involvement", headers=pol)
+        assert r.status_code == 403 and "no_legitimate_relationship" in r.json()["reasons"]
+        r = client.get(f"/households/{first}/involvement",
+                       headers={"Authorization": "Bearer not-a-demo-token"})
+        assert r.status_code == 401
+        # docs/api.md's issue-token example, pointed at this run instead of var/demo, gives a
+        # token the demo API accepts
+        doc = (Path(__file__).parents[1] / "docs" / "api.md").read_text("utf-8")
+        example = re.search(r"python -m governance\.api (issue-token .*?)\n```", doc, re.S)
+        assert example and "sqlite:///var/demo/hub/governance.db" in example.group(1)
+        argv = shlex.split(example.group(1).replace("\\\n", " ").replace(
+            "var/demo", str(run)))
+        capsys.readouterr()
+        assert api_main(argv) == 0
+        token = capsys.readouterr().out.strip()
+        r = client.get(f"/households/{first}/involvement",
+                       headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 200, r.text

@@ -36,14 +36,20 @@ HEX_TOKEN = re.compile(rb"[0-9a-f]{32}")
 
 
 def _dictionary(link) -> tuple[dict[str, str], dict[str, str]]:  # noqa: ANN001 - LinkKey
-    """token -> value for every DOB 1920-01-01..2026-12-31 and every listed surname, computed
-    with the bridge's own normaliser and encoder under the shared key (what GP can run)."""
+    """token -> value for every DOB 1920-01-01..2026-12-31 and every listed surname in every
+    birth year, computed with the bridge's own normaliser and encoder under the shared key
+    (what GP can run)."""
     days = [date(1920, 1, 1) + timedelta(d) for d in range((date(2026, 12, 31)
                                                            - date(1920, 1, 1)).days + 1)]
-    n = max(len(days), len(SURNAMES))
+    # Spec v3 salts family-name tokens with the birth year: every surname in every year.
+    pairs = [(f"{y}-01-01", s) for y in range(1920, 2027) for s in SURNAMES]
+    n = max(len(days), len(pairs))
     raw = pd.DataFrame({
         "date_of_birth": [d.isoformat() for d in days] + [None] * (n - len(days)),
-        "family_name": list(SURNAMES) + [None] * (n - len(SURNAMES))})
+        "family_name": [None] * n})
+    fam_raw = pd.DataFrame({"date_of_birth": [d for d, _ in pairs],
+                            "family_name": [s for _, s in pairs]})
+    raw = pd.concat([raw, fam_raw], ignore_index=True)
     norm = normalise_identifiers(raw, ["%Y-%m-%d"]).frame
     enc = Encoder(link).encode(norm)
     dob = {t: v for t, v in zip(enc["tok_dob"], raw["date_of_birth"], strict=True)
@@ -111,7 +117,7 @@ def test_partner_agency_cannot_read_or_detokenise_another_agencys_batch(
                             columns=["tok_dob", "tok_family_name"]).to_pydict()
         control_records += len(ids["tok_dob"])
         control_dob += sum(t in dob_dict for t in ids["tok_dob"])
-    assert files == 4 * len(victims)
+    assert files == 5 * len(victims)  # manifest, identifiers, related, payload, present
     assert recovered == 0
     assert control_dob >= 0.9 * control_records, (control_dob, control_records)
     print(f"partner attack: {files} sealed files of {len(victims)} agencies, 0 tokens recovered;"

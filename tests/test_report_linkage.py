@@ -25,9 +25,15 @@ def outputs(tmp_path_factory: pytest.TempPathFactory, orchestrated_run: Path) ->
 
 
 @pytest.fixture(scope="module")
-def report(outputs: Outputs) -> tuple[Path, dict]:
+def report(outputs: Outputs, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    from linkage.config import HubPaths
+
+    # written into a private copy of the run: the shared one is only read (xdist workers)
+    run = tmp_path_factory.mktemp("report") / "run"
+    shutil.copytree(outputs.run, run, symlinks=True)
     audit = AuditLog(outputs.audit_url, create=False)
-    html = build_report(outputs.paths, RUN2, audit=audit, relationships=outputs.relationships)
+    html = build_report(HubPaths.for_run(run), RUN2, audit=audit,
+                        relationships=outputs.relationships)
     con = duckdb.connect(str(outputs.paths.warehouse), read_only=True)
     try:
         data = collect_report_data(
@@ -50,8 +56,14 @@ def test_linkage_numbers_match_the_warehouse(outputs: Outputs, report: tuple[Pat
         batches = {r[0]: r[1:] for r in con.execute(
             "SELECT agency, sum(rows_read), sum(rows_accepted), sum(rows_quarantined) "
             "FROM batch GROUP BY 1").fetchall()}
+        # run-2 re-linked what run-1 took in: no batches of its own, every run's total beside
+        assert d["batches"]["per_agency"] == [] and d["batches"]["since"] is not None
+        assert d["batches"]["all_runs"]["batches"] == sum(
+            con.execute("SELECT count(*) FROM batch").fetchone())
+        assert d["batches"]["all_runs"]["rows_read"] == sum(b[0] for b in batches.values())
+        first = collect_report_data(con, RUN1)["batches"]  # run-1 took in every batch
         assert {b["agency"]: (b["rows_read"], b["rows_accepted"], b["rows_quarantined"])
-                for b in d["batches"]["per_agency"]} == batches
+                for b in first["per_agency"]} == batches and first["since"] is None
         assert len(batches) >= 5
         open_q = con.execute("SELECT count(*) FROM clerical_review WHERE status = 'open'"
                              ).fetchone()[0]
@@ -119,10 +131,11 @@ def test_report_is_self_contained_and_identifier_free(outputs: Outputs,
                                                       report: tuple[Path, dict]) -> None:
     html, _ = report
     text = html.read_text("utf-8")
-    assert html.parent == outputs.paths.reports
+    assert html.parent.relative_to(html.parents[2]) == outputs.paths.reports.relative_to(
+        outputs.run)  # <run>/hub/reports, the default place
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//)""", text)
     assert "<script" not in text
-    assert len(re.findall(r'<img[^>]+src="data:image/png;base64,', text)) == 3
+    assert len(re.findall(r'<img[^>]+src="data:image/png;base64,', text)) == 4
     con = _wh(outputs)
     try:
         refs = [r[0] for r in con.execute("SELECT record_ref FROM record_person LIMIT 200")
@@ -153,7 +166,7 @@ document.body.insertAdjacentHTML('beforeend', '<pre id="probe">' + JSON.stringif
     dom = subprocess.run([*base, "--dump-dom", probe.as_uri()], capture_output=True, text=True,
                          timeout=120, check=True)
     sizes = json.loads(re.search(r'<pre id="probe">(.*?)</pre>', dom.stdout).group(1))
-    assert len(sizes) == 3
+    assert len(sizes) == 4
     for ident, natural, w, h in sizes:
         assert natural > 0 and w > 0 and h > 0, f"chart {ident} not drawn"
     shot = ARTEFACTS / "linkage_report.png"
@@ -165,6 +178,46 @@ document.body.insertAdjacentHTML('beforeend', '<pre id="probe">' + JSON.stringif
     console = [ln for ln in (dom.stderr + res.stderr).splitlines()
                if ":CONSOLE" in ln and "probe" not in ln]
     assert console == []
+
+
+def test_pairs_and_consent_read_as_a_chart_and_a_compact_table(
+        report: tuple[Path, dict]) -> None:
+    """The 42 agency pairs are a heatmap with the numbers under it (details, for screen
+    readers and for copying); the consent section lists only purposes and agencies with a
+    recorded decision, the full table folded away under it."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    html, d = report
+    text = html.read_text("utf-8")
+    m = re.search(r'<img class="chart" id="chart-match-rates" alt="([^"]+)" '
+                  r'src="data:image/png;base64,([^"]+)"', text)
+    assert m and "table below" in m.group(1)
+    img = Image.open(io.BytesIO(base64.b64decode(m.group(2))))
+    assert img.width > 300 and img.height > 300  # a grid, not an empty figure
+    details = text[text.index('<details id="match-details">'):]
+    details = details[:details.index("</details>")]
+    agencies = {r["agency_a"] for r in d["match_rates"]}
+    assert len(d["match_rates"]) == len(agencies) * (len(agencies) - 1) == 42
+    assert details.count("<tr>") == 1 + 42 and 'id="match-table"' in details
+    cov = d["access"]["consent_coverage"]
+    rec = d["access"]["consent_recorded"]
+    decided = {(c["purpose"], c["agency"]) for c in cov
+               if c["state"] != "none" and c["persons"] != "0"}
+    assert {(r["purpose"], r["agency"]) for r in rec["rows"]} == decided and decided
+    assert len(rec["rows"]) < len(cov) / 4
+    for r in rec["rows"]:  # the row's numbers are the full table's
+        for state in ("given", "refused", "withdrawn", "none"):
+            assert r[state] == next(c["persons"] for c in cov if (c["purpose"], c["agency"],
+                                    c["state"]) == (r["purpose"], r["agency"], state))
+    assert set(rec["no_decisions"]) == {c["agency"] for c in cov} - {a for _, a in decided}
+    compact = text[text.index('id="consent-recorded-table"'):]
+    assert compact[:compact.index("</table>")].count("<tr>") == 1 + len(rec["rows"])
+    full = text[text.index('<details id="consent-details">'):]
+    assert full[:full.index("</details>")].count("<tr>") == 1 + len(cov)
+    assert text.index('id="batches-window"') < text.index('id="batches-table"')
 
 
 def test_report_file_name_is_portable(report: tuple[Path, dict]) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 import pytest
+from conftest import built_once
 
 RUN1, RUN2 = "run-1", "run-2"
 AT = dt.datetime(2026, 6, 1, 10, 0, tzinfo=dt.UTC)
@@ -36,11 +37,8 @@ def build_outputs(tmp_path_factory: pytest.TempPathFactory, orchestrated: Path) 
     from linkage.person_linkage import LinkageSettings, link_persons, stored_model
     from linkage.pipeline import stage_households, stage_ingest, stage_link_persons, stage_marts
 
-    base = tmp_path_factory.getbasetemp() / "outputs_run"
-    run = base / "run"
-    if not (base / "DONE").exists():
-        shutil.rmtree(base, ignore_errors=True)
-        base.mkdir(parents=True)
+    def build(base: Path) -> None:
+        run = base / "run"
         shutil.copytree(orchestrated, run, symlinks=True)
         paths = HubPaths.for_run(run)
         stage_ingest(paths)
@@ -57,7 +55,10 @@ def build_outputs(tmp_path_factory: pytest.TempPathFactory, orchestrated: Path) 
         stage_households(paths, RUN2)
         stage_marts(paths, RUN2)
         _governance(run, paths)
-        (base / "DONE").touch()
+
+    # once per session, shared by the xdist workers (readers only: tests copy it to change it)
+    base = built_once(tmp_path_factory, "outputs_run", build)
+    run = base / "run"
     paths = HubPaths.for_run(run)
     import json
 

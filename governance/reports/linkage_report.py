@@ -73,36 +73,96 @@ def _weight(p: float | None) -> float | None:
 # --------------------------------------------------------------------------- linkage sections
 
 
-def _batches(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
-    per_agency = _rows(con, """
-        SELECT agency, count(*) AS batches, sum(rows_read) AS rows_read,
-               sum(rows_accepted) AS rows_accepted, sum(rows_quarantined) AS rows_quarantined
-        FROM batch GROUP BY agency ORDER BY agency""") if _has(con, "batch") else []
+def _batches(con: duckdb.DuckDBPyConnection,
+             run: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """This run's batches: those taken in after the previous run finished and by the time this
+    one did (ingest precedes linkage in a hub run), with every run's total beside them. Without
+    a run (nothing linked yet): every batch."""
+    run = run or {}
+    prev = con.execute("SELECT max(finished_at) FROM linkage_run WHERE finished_at < ?",
+                       [run["finished_at"]]).fetchone()[0] if run.get("finished_at") else None
+    # ingested_at is DuckDB's now() stored in the session's time zone; the run times are UTC:
+    # compare both in the session's zone (the same machine wrote both).
+    local = "CAST(timezone('UTC', ?::TIMESTAMP) AS TIMESTAMP)"
+    window = (f"(?::TIMESTAMP IS NULL OR ingested_at <= {local})"
+              f" AND (?::TIMESTAMP IS NULL OR ingested_at > {local})")
+    end = run.get("finished_at")
+    args = [end, end, prev, prev]
+    sums = ("count(*) AS batches, sum(rows_read) AS rows_read, sum(rows_accepted) AS "
+            "rows_accepted, sum(rows_quarantined) AS rows_quarantined")
+    per_agency, all_runs = [], {"batches": 0, "rows_read": None}
+    if _has(con, "batch"):
+        per_agency = _rows(con, f"SELECT agency, {sums} FROM batch WHERE {window} "
+                                "GROUP BY agency ORDER BY agency", args)
+        all_runs = _rows(con, f"SELECT {sums} FROM batch")[0]
     refused = _rows(con, """
         SELECT agency, reason_code, count(*) AS batches FROM refused_batch
-        GROUP BY ALL ORDER BY agency, reason_code""") if _has(con, "refused_batch") else []
+        WHERE (?::TIMESTAMP IS NULL OR refused_at <= ?)
+          AND (?::TIMESTAMP IS NULL OR refused_at > ?)
+        GROUP BY ALL ORDER BY agency, reason_code""", args) if _has(con, "refused_batch") else []
+    n_refused_all = con.execute("SELECT count(*) FROM refused_batch").fetchone()[0] \
+        if _has(con, "refused_batch") else 0
     # Verified batches waiting for an earlier sequence number (linkage.sequence), and the
     # numbers an operator recorded as never coming.
-    held = _rows(con, """
-        SELECT agency, sequence, batch_id, extract_kind, waiting_for, held_at::VARCHAR AS held_at
-        FROM held_batch ORDER BY agency, sequence""") if _has(con, "held_batch") else []
+    reason = ("held_reason" if "held_reason" in _columns(con, "held_batch")
+              else "NULL AS held_reason")
+    held = _rows(con, f"""
+        SELECT agency, sequence, batch_id, extract_kind, waiting_for, held_at::VARCHAR AS held_at,
+               {reason} FROM held_batch ORDER BY agency, sequence""") \
+        if _has(con, "held_batch") else []
     abandoned = _rows(con, """
         SELECT agency, sequence, reason, recorded_by, recorded_at::VARCHAR AS recorded_at
         FROM sequence_abandoned ORDER BY agency, sequence""") \
         if _has(con, "sequence_abandoned") else []
-    return {"per_agency": per_agency, "refused": refused, "held": held, "abandoned": abandoned}
+    # What the bridges nulled or flagged in accepted rows of each agency's latest batch
+    # (counts from the signed manifest; never values).
+    field_problems = _rows(con, """
+        WITH latest AS (SELECT agency, arg_max(batch_id, sequence) AS batch_id,
+                               arg_max(rows_accepted, sequence) AS rows_accepted
+                        FROM batch GROUP BY agency)
+        SELECT l.agency, l.batch_id, l.rows_accepted, p.field, p.reason, p.n
+        FROM latest l JOIN batch_field_problem p USING (agency, batch_id)
+        ORDER BY l.agency, p.n DESC, p.field, p.reason""") \
+        if _has(con, "batch") and _has(con, "batch_field_problem") else []
+    # Snapshot guards an agency's data officer forced at the bridge (reason from the signed
+    # manifest), and snapshots held for mass retirement with the operator's confirmation.
+    forced = _rows(con, """
+        SELECT agency, sequence, batch_id, forced_guards, forced_reason, rows_read,
+               rows_accepted, rows_quarantined FROM batch WHERE forced_reason IS NOT NULL
+        ORDER BY agency, sequence""") if "forced_reason" in _columns(con, "batch") else []
+    retirement = _rows(con, """
+        SELECT agency, sequence, batch_id, current_records, would_retire, limit_share,
+               held_at::VARCHAR AS held_at, confirmed_by, confirm_reason,
+               confirmed_at::VARCHAR AS confirmed_at, applied_at::VARCHAR AS applied_at
+        FROM retirement_hold ORDER BY agency, sequence""") \
+        if _has(con, "retirement_hold") else []
+    return {"per_agency": per_agency, "refused": refused, "held": held, "abandoned": abandoned,
+            "since": None if prev is None else prev.isoformat(timespec="seconds"),
+            "all_runs": {**all_runs, "refused": n_refused_all},
+            "forced": forced, "retirement": retirement, "field_problems": field_problems}
+
+
+def _columns(con: duckdb.DuckDBPyConnection, table: str) -> set[str]:
+    return {r[0] for r in con.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = ?",
+        [table]).fetchall()}
 
 
 def _match_rates(con: duckdb.DuckDBPyConnection, t: int) -> list[dict[str, Any]]:
     """For each ordered agency pair (A, B): persons known to A, how many of them B also holds."""
     rows = _rows(con, """
         WITH pa AS (SELECT DISTINCT person_id, agency FROM record_person),
-        n AS (SELECT agency, count(*) AS n_a FROM pa GROUP BY agency)
-        SELECT a.agency AS agency_a, b.agency AS agency_b, n.n_a,
-               count(DISTINCT a.person_id) AS n_both
-        FROM pa a JOIN pa b ON a.person_id = b.person_id AND a.agency <> b.agency
-        JOIN n ON n.agency = a.agency
-        GROUP BY ALL ORDER BY 1, 2""")
+        n AS (SELECT agency, count(*) AS n_a FROM pa GROUP BY agency),
+        both_ AS (SELECT a.agency AS agency_a, b.agency AS agency_b,
+                         count(DISTINCT a.person_id) AS n_both
+                  FROM pa a JOIN pa b ON a.person_id = b.person_id AND a.agency <> b.agency
+                  GROUP BY ALL)
+        -- every ordered pair, those sharing nobody included (a true 0, not a gap)
+        SELECT x.agency AS agency_a, y.agency AS agency_b, x.n_a,
+               coalesce(both_.n_both, 0) AS n_both
+        FROM n x JOIN n y ON x.agency <> y.agency
+        LEFT JOIN both_ ON both_.agency_a = x.agency AND both_.agency_b = y.agency
+        ORDER BY 1, 2""")
     out = []
     for r in rows:
         both = people_count(r["n_both"], t)
@@ -295,12 +355,27 @@ def _access(entries: Iterable[Mapping[str, Any]], protocols: Iterable[str],
         "identity_requests": [{"agency": a, "protocol_id": p, "outcome": o, "requests": c}
                               for (a, p, o), c in sorted(identity.items())],
         "consent_coverage": cov,
+        "consent_recorded": _consent_recorded(cov),
         "over_open": {"override_grants": over_open, "near_relationship_end": near_end},
         "over_cautious": {
             "denied_with_consent": [{"protocol_id": p, "reasons": r, "fields": c}
                                     for (p, r), c in sorted(denied_with_consent.items())],
             "protocols_never_used": sorted(set(protocols) - used_protocols)},
     }
+
+
+def _consent_recorded(cov: list[dict[str, Any]]) -> dict[str, Any]:
+    """The consent table without its zeros: one row per purpose and agency where any consent
+    decision is recorded (given, refused or withdrawn; a suppressed count is not a zero), and
+    the agencies that hold no consent decision for any purpose."""
+    cells: dict[tuple[str, str], dict[str, str]] = defaultdict(dict)
+    for c in cov:
+        cells[(c["purpose"], c["agency"])][c["state"]] = c["persons"]
+    decided = ("given", "refused", "withdrawn")
+    rows = [{"purpose": p, "agency": a, **{k: v.get(k, "0") for k in (*decided, "none")}}
+            for (p, a), v in sorted(cells.items()) if any(v.get(k, "0") != "0" for k in decided)]
+    with_any = {r["agency"] for r in rows}
+    return {"rows": rows, "no_decisions": sorted({a for _, a in cells} - with_any)}
 
 
 # --------------------------------------------------------------------------- collect
@@ -340,7 +415,7 @@ def collect_report_data(
         "threshold": threshold,
         "run": {k: (v.isoformat(timespec="seconds") if isinstance(v, dt.datetime) else v)
                 for k, v in run.items() if k != "timings_json"},
-        "batches": _batches(con),
+        "batches": _batches(con, run),
         "match_rates": _match_rates(con, threshold),
         "scores": _scores(con),
         "thresholds": {"auto_match_probability": run["auto_match_probability"],
@@ -356,8 +431,18 @@ def collect_report_data(
         "access": None if audit_entries is None else _access(
             audit_entries, protocols, relationships, identity_logs or {}, consent, threshold),
         "audit_chain": None if audit_chain is None else dict(audit_chain),
+        "pseudonym_strength": _pseudonym_strength(con),
     }
     return data
+
+
+def _pseudonym_strength(con: duckdb.DuckDBPyConnection) -> dict[str, Any] | None:
+    from governance.reports.pseudonym_strength import section
+    from linkage.config import EncodingContract
+
+    if not _has(con, "identifiers"):
+        return None
+    return section(con, EncodingContract.load().spec)
 
 
 # --------------------------------------------------------------------------- charts + render
@@ -406,6 +491,8 @@ def _charts(data: dict[str, Any]) -> dict[str, str]:
     ax.set_xlabel("match weight log2(m/u)")
     charts["model"] = _png(fig)
 
+    charts["match_rates"] = _match_heatmap(data["match_rates"], data["threshold"], plt)
+
     sizes = data["clusters"]["sizes"]
     fig, ax = plt.subplots(figsize=(6, 2.8))
     t = data["threshold"]
@@ -417,6 +504,40 @@ def _charts(data: dict[str, Any]) -> dict[str, str]:
     ax.set_yscale("symlog")
     charts["clusters"] = _png(fig)
     return charts
+
+
+def _match_heatmap(rates: list[dict[str, Any]], t: int, plt: Any) -> str:
+    """Agency A (rows) by agency B (columns): the share of A's persons B also holds. A cell
+    whose count is suppressed is grey and labelled <t, never coloured by its rate."""
+    import numpy as np
+
+    agencies = sorted({m["agency_a"] for m in rates} | {m["agency_b"] for m in rates})
+    pos = {a: i for i, a in enumerate(agencies)}
+    n = max(len(agencies), 1)
+    grid = np.full((n, n), np.nan)
+    text = [["" for _ in range(n)] for _ in range(n)]
+    for m in rates:
+        i, j = pos[m["agency_a"]], pos[m["agency_b"]]
+        if m["rate"] is None:
+            text[i][j] = m["n_both_shown"] if str(m["n_both_shown"]).startswith("<") else "-"
+        else:
+            grid[i, j] = 100 * m["rate"]
+            text[i][j] = f"{100 * m['rate']:.0f}%"
+    cmap = plt.get_cmap("Blues").copy()
+    cmap.set_bad("#e6e6e6")
+    fig, ax = plt.subplots(figsize=(1.6 + 0.75 * n, 1.0 + 0.6 * n))
+    im = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, vmin=0, vmax=100)
+    for i in range(n):
+        for j in range(n):
+            dark = not np.isnan(grid[i, j]) and grid[i, j] > 60
+            ax.text(j, i, text[i][j], ha="center", va="center", fontsize=7,
+                    color="white" if dark else "black")
+    ax.set_xticks(range(len(agencies)), agencies)
+    ax.set_yticks(range(len(agencies)), agencies)
+    ax.set_xlabel("also held by agency B")
+    ax.set_ylabel("persons held by agency A")
+    fig.colorbar(im, ax=ax, label="% of A's persons also at B", shrink=0.8)
+    return _png(fig)
 
 
 def render_report(data: dict[str, Any]) -> str:

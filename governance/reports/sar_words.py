@@ -95,13 +95,19 @@ def _protocol_titles() -> dict[str, str]:
 
 @cache
 def _agency_names() -> dict[str, str]:
+    """Agency names from the packaged mappings, then the hub's own mappings folder
+    (JOINEDUP_MAPPINGS_DIR), so a newly onboarded agency is named too."""
+    from linkage.config import default_mappings_dir
+
     out: dict[str, str] = {}
-    root = resources.files("schemas") / "agencies"
-    for f in root.iterdir():
-        if f.name.endswith(".yaml"):
-            a = (yaml.safe_load(f.read_text("utf-8")) or {}).get("agency") or {}
-            if a.get("code"):
-                out[str(a["code"])] = str(a.get("name") or a["code"])
+    for root in (resources.files("schemas") / "agencies", default_mappings_dir()):
+        if not root.is_dir():
+            continue
+        for f in sorted(root.iterdir(), key=lambda f: f.name):
+            if f.name.endswith(".yaml"):
+                a = (yaml.safe_load(f.read_text("utf-8")) or {}).get("agency") or {}
+                if a.get("code"):
+                    out[str(a["code"])] = str(a.get("name") or a["code"])
     return out
 
 
