@@ -53,6 +53,7 @@ from governance.api_safety import (
     uniform_refusal,
     validation_response,
 )
+from governance.api_sharing import sharing_router
 from governance.audit import AuditError, AuditLog, load_hub_key, make_engine
 from governance.audit_checkpointer import attach_checkpointer, process_origin
 from governance.audit_keys import load_audit_key
@@ -427,6 +428,7 @@ def create_app(views: ViewService, auth: Authenticator,
         resp.headers["Cache-Control"] = "no-store"
         return resp
 
+    app.include_router(sharing_router(views, current_user))  # the decision log (/sharing)
     return app
 
 
