@@ -36,8 +36,8 @@ from governance.sharing import (
     SharingLog,
     SharingNotFound,
     SharingRefused,
-    staff_directory,
 )
+from governance.staff import staff_directory
 
 ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
 HEX32 = r"^[0-9a-f]{32}$"

@@ -34,12 +34,10 @@ from sqlalchemy import (
     BigInteger,
     Column,
     Connection,
-    Engine,
     MetaData,
     String,
     Table,
     insert,
-    inspect,
     select,
     update,
 )
@@ -53,6 +51,7 @@ from governance.decisions import (
 )
 from governance.policy import AGENCY_CODES, LEGAL_GATEWAYS
 from governance.relationships import Subject
+from governance.staff import staff_directory
 
 AUDIT_KIND = "sharing"
 MAX_JUSTIFICATION = 500
@@ -160,22 +159,6 @@ class Recorded:
 Resolve = Callable[[About], About | None]  # adds the household of a person; None: unknown id
 
 
-def staff_directory(engine: Engine) -> dict[str, tuple[str | None, str | None]]:
-    """user_id -> (agency, team) from the workspace's accounts table when this store has one
-    (read by name: governance never imports the workspace)."""
-    if "ws_accounts" not in _tables(engine):
-        return {}
-    t = Table("ws_accounts", MetaData(), autoload_with=engine)
-    with engine.connect() as conn:
-        return {r.user_id: (r.agency, r.team)
-                for r in conn.execute(select(t.c.user_id, t.c.agency, t.c.team))}
-
-
-def _tables(engine: Engine) -> set[str]:
-    schema = (engine.get_execution_options().get("schema_translate_map") or {}).get(None)
-    return set(inspect(engine).get_table_names(schema=schema))
-
-
 class SharingLog:
     """Records the interactions the rules never see, each as one audit entry."""
 
@@ -265,6 +248,8 @@ class SharingLog:
               at: dt.datetime, protocol_id: str | None) -> dict[str, Any]:
         if user.agency is not None and user.agency not in AGENCY_CODES:
             raise BadSharingRecord("agency", "the recorder's agency is not a partnership code")
+        if team is None:  # the recorder's team from the accounts, when the store has them
+            team = (staff_directory(self.audit.engine).get(user.user_id) or (None, None))[1]
         return {"type": kind, "record_id": uuid.uuid4().hex, "at": at.isoformat(),
                 "user_id": user.user_id, "role": user.role, "agency": user.agency,
                 "team": team, "protocol_id": protocol_id,
@@ -468,7 +453,7 @@ class SharingLog:
             raise SharingRefused(["not_a_refusal_you_can_challenge"], seq)
         by = body.get("user_id")
         home = staff_directory(self.audit.engine).get(by) or (None, None)
-        target_team = body["team"] if "team" in body else home[1]
+        target_team = body.get("team") or home[1]
         summary = [{**w, "agency": w["agency"] or home[0], "user_id": by,
                     "team": target_team if w["side"] == "actor" else None} for w in withheld]
         out = {**self._base(kind, user, team, about, at, body.get("protocol_id")),

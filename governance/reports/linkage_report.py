@@ -27,6 +27,7 @@ from typing import Any
 import duckdb
 import pandas as pd
 
+from governance.reports import appropriateness
 from linkage.disclosure import DEFAULT_THRESHOLD
 
 QUALITY_FILE = "linkage_quality.json"  # written by benchmarks/evaluate_linkage.py
@@ -388,10 +389,13 @@ def collect_report_data(
     identity_logs: Mapping[str, Path] | None = None, marts_path: Path | None = None,
     quality_file: Path | None = None, now: dt.datetime | None = None,
     audit_chain: Mapping[str, Any] | None = None,
+    staff: Mapping[str, tuple[str | None, str | None]] | None = None,
 ) -> dict[str, Any]:
     """Every figure of the report. `audit_entries` are decoded audit bodies (AuditRecord.data());
     `relationships` the registry's frame (user_id, kind, subject_id, start, end); `audit_chain`
-    the verification of the log against the trusted key (audit_checkpoints.report_line)."""
+    the verification of the log against the trusted key (audit_checkpoints.report_line);
+    `staff` user_id -> (agency, team), for the appropriateness section."""
+    tally, audit_entries = appropriateness.tally(audit_entries, staff)  # one read of the log
     now = now or dt.datetime.now(dt.UTC).replace(tzinfo=None)
     run = _run_row(con, run_id)
     consent = None
@@ -430,6 +434,7 @@ def collect_report_data(
                                         "person_all_pairs", "plaintext_all_pairs", "n_records")},
         "access": None if audit_entries is None else _access(
             audit_entries, protocols, relationships, identity_logs or {}, consent, threshold),
+        "appropriateness": None if tally is None else tally.section(),  # after "access"
         "audit_chain": None if audit_chain is None else dict(audit_chain),
         "pseudonym_strength": _pseudonym_strength(con),
     }
@@ -503,6 +508,7 @@ def _charts(data: dict[str, Any]) -> dict[str, str]:
     ax.set_ylabel(f"persons (bars under {t} not drawn)")
     ax.set_yscale("symlog")
     charts["clusters"] = _png(fig)
+    charts.update(appropriateness.charts(data.get("appropriateness"), plt))
     return charts
 
 
@@ -570,9 +576,12 @@ def build_report(paths: Any, run_id: str, *, audit: Any = None,
     when present (the embedded layout; in production each agency sends its log's counts).
     With `trusted_keys` (the IG lead's hub audit public keys) the report says whether the audit
     chain verifies against them and up to which checkpoint."""
-    chain = None
+    chain = staff = None
     if audit is not None:
         from governance.audit_checkpoints import report_line
+        from governance.staff import staff_directory
+
+        staff = staff_directory(audit.engine)
 
         chain = report_line(audit.verify(trusted_keys) if trusted_keys else None)
     own = con is None
@@ -584,7 +593,7 @@ def build_report(paths: Any, run_id: str, *, audit: Any = None,
         data = collect_report_data(
             con, run_id, threshold=threshold, audit_entries=entries, relationships=relationships,
             identity_logs=logs, marts_path=Path(paths.marts) / "analyst.duckdb",
-            quality_file=Path(paths.reports) / QUALITY_FILE, audit_chain=chain)
+            quality_file=Path(paths.reports) / QUALITY_FILE, audit_chain=chain, staff=staff)
     finally:
         if own:
             con.close()
