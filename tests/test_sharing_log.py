@@ -213,3 +213,28 @@ def test_a_rules_refusal_can_be_challenged(log: SharingLog) -> None:
     body = log.audit.get(ch.audit_seq).data()
     assert {"kind": "refuse_request", "agency": "SCH", "side": "rules", "user_id": "sw1",
             "team": None} in body["challenged"]
+
+
+def test_an_offer_answered_twice_at_once_is_answered_once(log: SharingLog) -> None:
+    import threading
+
+    offer = log.offer(SW, About(P1), "HV", ["case_notes"], "consent", WHY)
+    barrier, results = threading.Barrier(2), []
+
+    def answer(accept: bool) -> None:
+        barrier.wait(timeout=30)
+        try:
+            log.respond(HV, offer.record_id, accept, reason=None if accept else "not_relevant",
+                        justification=None if accept else "not relevant to the visits we make")
+            results.append("recorded")
+        except SharingConflict:
+            results.append("conflict")
+
+    threads = [threading.Thread(target=answer, args=(a,)) for a in (True, False)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert sorted(results) == ["conflict", "recorded"]
+    answers = [b for b in _bodies(log) if b["type"] == "sharing_offer_response"]
+    assert len(answers) == 1
