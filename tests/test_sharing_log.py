@@ -238,3 +238,17 @@ def test_an_offer_answered_twice_at_once_is_answered_once(log: SharingLog) -> No
     assert sorted(results) == ["conflict", "recorded"]
     answers = [b for b in _bodies(log) if b["type"] == "sharing_offer_response"]
     assert len(answers) == 1
+
+
+def test_the_subject_access_report_tells_the_person_of_off_system_sharing(
+        log: SharingLog) -> None:
+    from governance.reports.sar import collect_sar, render_sar
+
+    log.off_system(SW, About(P1), channel="strategy_meeting", occurred_on=NOW.date(),
+                   from_agency="CSC", to_agency="POL", asked=True, categories=["case_notes"],
+                   basis="CA1989_s47", justification=WHY)
+    log.not_offered(SW, About(P2), None, ["case_notes"], "not_relevant", WHY)
+    report = collect_sar(log.audit, P1)
+    assert [e.entry_type for e in report.entries] == ["sharing_off_system"]
+    html = render_sar(report)
+    assert "shared outside the system" in html and "P-2" not in html

@@ -74,6 +74,14 @@ ROLES = {
 ENTRY_TYPES = {
     "decision": "information was looked at",
     "withheld_request": "a request was turned down before anything was looked at",
+    # the decision log (governance.sharing): what was decided outside the protocol rules
+    "sharing_offer": "an agency offered information about you to another agency",
+    "sharing_offer_response": "an agency answered an offer of information about you",
+    "sharing_not_offered": "an agency decided not to offer information about you",
+    "sharing_not_requested": "a worker decided not to ask another agency about you",
+    "sharing_off_system": "information about you was shared outside the system (at a meeting, "
+                          "by phone or in writing), and recorded afterwards",
+    "sharing_challenge": "a decision not to share information about you was challenged",
 }
 
 
