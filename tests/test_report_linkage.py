@@ -135,7 +135,8 @@ def test_report_is_self_contained_and_identifier_free(outputs: Outputs,
         outputs.run)  # <run>/hub/reports, the default place
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//)""", text)
     assert "<script" not in text
-    assert len(re.findall(r'<img[^>]+src="data:image/png;base64,', text)) == 4
+    # four linkage charts and the appropriateness section's (the run has an audit log)
+    assert len(re.findall(r'<img[^>]+src="data:image/png;base64,', text)) == 5
     con = _wh(outputs)
     try:
         refs = [r[0] for r in con.execute("SELECT record_ref FROM record_person LIMIT 200")
@@ -166,7 +167,7 @@ document.body.insertAdjacentHTML('beforeend', '<pre id="probe">' + JSON.stringif
     dom = subprocess.run([*base, "--dump-dom", probe.as_uri()], capture_output=True, text=True,
                          timeout=120, check=True)
     sizes = json.loads(re.search(r'<pre id="probe">(.*?)</pre>', dom.stdout).group(1))
-    assert len(sizes) == 4
+    assert len(sizes) == 5 and sizes[-1][0] == "appropriateness-chart"
     for ident, natural, w, h in sizes:
         assert natural > 0 and w > 0 and h > 0, f"chart {ident} not drawn"
     shot = ARTEFACTS / "linkage_report.png"
