@@ -1,0 +1,291 @@
+"""Caseload allocations, hub side: an agency's export lands as legitimate relationships.
+
+Each agency's bridge sends its complete current allocations, keyed by record refs (the case
+references stay at the agency: ig_bridge.allocations), sealed to the hub and signed by the
+agency. Here one export is opened and checked, then synced into the governance store's
+relationships (governance.relationships.SqlRelationshipRegistry), so legitimate relationships
+come from the agencies' case systems instead of being typed at the hub.
+
+Checks, each refusing the whole export (an `allocations_refused` audit entry with the code;
+nothing lands): the file name gives the sequence; it opens with the hub's sealing key in the
+context of this agency, sequence and name (a file moved from another agency's drop area or
+renamed does not open); it is signed by a signing key of the drop area's agency (a partner
+cannot write allocations in another agency's name); the body names that agency and sequence;
+the sequence is above the last one imported (an old export cannot be replayed to reopen ended
+allocations); every row is well formed (errors name the file, row and field, never a value).
+
+Sync: each record ref is mapped to its person in the published warehouse, only among the
+sending agency's own records, so an agency can only allocate its staff to people it holds
+records about. A (worker, person) allocation not open yet is added (reason
+`allocation_<AGENCY>`, start as sent); an open allocation from this agency missing from the
+export is ended on the export's date; allocations typed at the hub or sent by other agencies
+are never touched. Refs with no linked person are counted, not stored. One
+`allocations_import` audit entry records the counts.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import io
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    case,
+    insert,
+    or_,
+    select,
+    update,
+)
+
+from governance.audit import AuditLog
+from governance.models import RelationshipRow
+from governance.relationships import Relationship, SqlRelationshipRegistry, SubjectKind
+from ig_bridge.allocations import FORMAT, batch_id, canonical
+from ig_bridge.sealing import HubSealingKey, SealError, unseal_stream
+
+NAME = re.compile(r"^allocations-(\d{8})\.sealed$")
+USER = re.compile(r"^[A-Za-z0-9_.@-]{1,128}$")
+REF = re.compile(r"^[A-Za-z0-9_=:.-]{8,256}$")
+MAX_BYTES = 64 << 20
+_meta = MetaData()
+imports = Table(
+    "gov_allocation_imports", _meta,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("agency", String(8), nullable=False, index=True),
+    Column("sequence", BigInteger, nullable=False),
+    Column("exported_at", String(40), nullable=False),
+    Column("imported_at", String(40), nullable=False),
+    Column("audit_seq", BigInteger, nullable=False),
+)
+
+
+class AllocationsRefused(Exception):  # noqa: N818 - an outcome, not a fault
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(f"{code}: {detail}")
+        self.code, self.detail = code, detail
+
+
+@dataclass(frozen=True)
+class ImportReport:
+    agency: str
+    sequence: int
+    received: int  # allocations in the export
+    added: int
+    kept: int  # already open, unchanged
+    ended: int
+    unlinked: int  # record refs no person is linked to (yet)
+    unknown_at_agency: int  # case references the agency's extract did not hold
+    audit_seq: int
+
+
+def reason_for(agency: str) -> str:
+    return f"allocation_{agency}"
+
+
+def last_sequence(engine: Any, agency: str) -> int:
+    _meta.create_all(engine)
+    with engine.connect() as conn:
+        rows = conn.execute(select(imports.c.sequence).where(imports.c.agency == agency)).all()
+    return max((r.sequence for r in rows), default=0)
+
+
+def _open(path: Path, agency: str, sequence: int,
+          hub_keys: Mapping[str, HubSealingKey]) -> bytes:
+    buf = io.BytesIO()
+    try:
+        with path.open("rb") as fh:
+            unseal_stream(fh, buf, hub_keys, agency=agency, batch_id=batch_id(sequence),
+                          file_name=path.name, max_bytes=MAX_BYTES)
+    except SealError as exc:
+        raise AllocationsRefused(exc.reason_code, f"{path.name}: does not open for {agency}"
+                                 ) from None
+    return buf.getvalue()
+
+
+def _verify(raw: bytes, name: str, agency: str, sequence: int,
+            public_keys: Mapping[str, bytes]) -> dict[str, Any]:
+    try:
+        doc = json.loads(raw)
+        body, sig = doc["body"], base64.b64decode(doc["signature"], validate=True)
+        key_id = body["key_id"]
+    except (ValueError, KeyError, TypeError, binascii.Error):
+        raise AllocationsRefused("malformed", f"{name}: not an allocations export") from None
+    if not isinstance(key_id, str) or not key_id.startswith(f"{agency}-"):
+        raise AllocationsRefused("signed_by_another_agency",
+                                 f"{name}: not signed by a key of {agency}")
+    pub = public_keys.get(key_id)
+    if pub is None:
+        raise AllocationsRefused("unknown_signing_key", f"{name}: key {key_id} not registered")
+    try:
+        Ed25519PublicKey.from_public_bytes(pub).verify(sig, canonical(body))
+    except InvalidSignature:
+        raise AllocationsRefused("bad_signature", f"{name}: signature does not verify"
+                                 ) from None
+    if body.get("format") != FORMAT:
+        raise AllocationsRefused("malformed", f"{name}: format is not {FORMAT}")
+    if body.get("agency") != agency or body.get("sequence") != sequence:
+        raise AllocationsRefused("wrong_agency_or_sequence",
+                                 f"{name}: names another agency or sequence")
+    return body
+
+
+def _rows(body: dict[str, Any], name: str) -> list[tuple[str, str, dt.date, dt.date | None]]:
+    rows = body.get("allocations")
+    if not isinstance(rows, list):
+        raise AllocationsRefused("malformed", f"{name}: allocations: not a list")
+    out, problems = [], []
+    for i, r in enumerate(rows, start=1):
+        where = f"{name}: allocation {i}"
+        if not isinstance(r, dict):
+            problems.append(f"{where}: not an object")
+            continue
+        bad = []
+        user, ref = r.get("user_id"), r.get("record_ref")
+        if not isinstance(user, str) or not USER.fullmatch(user):
+            bad.append("user_id: missing or not a staff id")
+        if not isinstance(ref, str) or not REF.fullmatch(ref):
+            bad.append("record_ref: missing or malformed")
+        try:
+            start = dt.date.fromisoformat(r.get("start"))
+        except (TypeError, ValueError):
+            start = None
+            bad.append("start: not a date")
+        end = None
+        if r.get("end") is not None:
+            try:
+                end = dt.date.fromisoformat(r["end"])
+            except (TypeError, ValueError):
+                bad.append("end: not a date")
+        if start is not None and end is not None and end < start:
+            bad.append("end: before start")
+        if bad:
+            problems.extend(f"{where}: {b}" for b in bad)
+        else:
+            out.append((user, ref, start, end))
+    if problems:
+        raise AllocationsRefused("bad_rows", f"{name}: {len(problems)} problem(s):\n  "
+                                 + "\n  ".join(problems[:20]))
+    return out
+
+
+def _people(warehouse: Path, agency: str, refs: list[str]) -> dict[str, str]:
+    """record ref -> person, among this agency's own records only."""
+    con = duckdb.connect(str(warehouse), read_only=True)
+    try:
+        rows = con.execute("SELECT record_ref, person_id FROM record_person WHERE agency = ? "
+                           "AND list_contains(?, record_ref)", [agency, refs]).fetchall()
+    finally:
+        con.close()
+    return dict(rows)
+
+
+def import_allocations(path: Path | str, agency: str, *, hub_keys: Mapping[str, HubSealingKey],
+                       public_keys: Mapping[str, bytes], warehouse: Path,
+                       registry: SqlRelationshipRegistry, audit: AuditLog) -> ImportReport:
+    """Open, check and sync one export from `agency`'s drop area; AllocationsRefused if any
+    check fails (audited; nothing lands)."""
+    path = Path(path)
+    try:
+        m = NAME.fullmatch(path.name)
+        if m is None:
+            raise AllocationsRefused("bad_name", f"{path.name}: not allocations-<8 digits>"
+                                     ".sealed")
+        sequence = int(m.group(1))
+        body = _verify(_open(path, agency, sequence, hub_keys), path.name, agency, sequence,
+                       public_keys)
+        last = last_sequence(registry.engine, agency)
+        if sequence <= last:
+            raise AllocationsRefused("replayed_or_old",
+                                     f"{path.name}: sequence {sequence} is not after {last}")
+        rows = _rows(body, path.name)
+        try:
+            as_of = dt.datetime.fromisoformat(body["exported_at"]).date()
+        except (KeyError, TypeError, ValueError):
+            raise AllocationsRefused("malformed", f"{path.name}: exported_at: not a time"
+                                     ) from None
+    except AllocationsRefused as exc:
+        audit.append("allocations_refused", {
+            "type": "allocations_refused", "at": dt.datetime.now(dt.UTC).isoformat(),
+            "agency": agency, "file": path.name[:64], "code": exc.code})
+        raise
+    return _sync(registry, audit, agency, sequence, body, rows, as_of, warehouse)
+
+
+def _sync(registry: SqlRelationshipRegistry, audit: AuditLog, agency: str, sequence: int,
+          body: dict[str, Any], rows: list[tuple[str, str, dt.date, dt.date | None]],
+          as_of: dt.date, warehouse: Path) -> ImportReport:
+    people = _people(warehouse, agency, sorted({r[1] for r in rows}))
+    reason = reason_for(agency)
+    wanted: dict[tuple[str, str], Relationship] = {}
+    unlinked = 0
+    for user, ref, start, end in rows:
+        pid = people.get(ref)
+        if pid is None:
+            unlinked += 1
+            continue
+        wanted.setdefault((user, pid), Relationship(user, SubjectKind.PERSON, pid, start, end,
+                                                    reason))
+    mine = [r for r in registry.all() if r.reason == reason and r.kind is SubjectKind.PERSON
+            and (r.end is None or r.end > as_of)]
+    open_now = {(r.user_id, r.subject_id) for r in mine}
+    added = [r for k, r in wanted.items() if k not in open_now]
+    ended = _end(registry, reason, sorted(open_now - set(wanted)), as_of)
+    registry.add_many(added)
+    rec = audit.append("allocations_import", {
+        "type": "allocations_import", "at": dt.datetime.now(dt.UTC).isoformat(),
+        "agency": agency, "sequence": sequence, "exported_at": body["exported_at"],
+        "received": len(rows), "added": len(added), "ended": ended, "unlinked": unlinked,
+        "unknown_at_agency": int(body.get("unknown_case_references") or 0)})
+    with registry.engine.begin() as conn:
+        conn.execute(insert(imports).values(
+            agency=agency, sequence=sequence, exported_at=str(body["exported_at"]),
+            imported_at=dt.datetime.now(dt.UTC).isoformat(), audit_seq=rec.seq))
+    return ImportReport(agency, sequence, len(rows), len(added),
+                        len(wanted) - len(added), ended, unlinked,
+                        int(body.get("unknown_case_references") or 0), rec.seq)
+
+
+def _end(registry: SqlRelationshipRegistry, reason: str, pairs: list[tuple[str, str]],
+         on: dt.date) -> int:
+    """End this agency's open allocations of these (worker, person) pairs on `on`; those
+    typed at the hub or sent by another agency (other reasons) are left alone."""
+    c, n = RelationshipRow, 0
+    with registry.engine.begin() as conn:
+        for user, pid in pairs:
+            n += conn.execute(update(c).where(
+                c.user_id == user, c.kind == SubjectKind.PERSON.value, c.subject_id == pid,
+                c.reason == reason, or_(c.end.is_(None), c.end > on.isoformat()))
+                .values(end=case((c.start > on.isoformat(), c.start),
+                                 else_=on.isoformat()))).rowcount
+    return n
+
+
+def import_drop_area(drop_root: Path | str, agency: str, **kw: Any) -> list[ImportReport]:
+    """Import every export waiting in `drop_root/<agency>/`, oldest first; each imported or
+    refused file is removed (a refused one is audited), so nothing is read twice."""
+    area = Path(drop_root) / agency
+    out = []
+    for path in sorted(p for p in area.glob("allocations-*.sealed") if p.is_file()):
+        try:
+            out.append(import_allocations(path, agency, **kw))
+        except AllocationsRefused:
+            pass
+        finally:
+            path.unlink(missing_ok=True)
+    return out
