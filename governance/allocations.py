@@ -289,3 +289,48 @@ def import_drop_area(drop_root: Path | str, agency: str, **kw: Any) -> list[Impo
         finally:
             path.unlink(missing_ok=True)
     return out
+
+
+def drop_root(run_dir: Path | str) -> Path:
+    """Where agencies drop allocations exports in a run folder (beside the batch landing)."""
+    return Path(run_dir) / "allocations_landing"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Import every agency's waiting allocations into the run's governance store."""
+    import argparse
+
+    from governance.audit_checkpointer import process_origin
+    from governance.audit_keys import load_audit_key
+    from governance.hub_stage import governance_engine, hub_keys_dir
+    from ig_bridge.manifest import load_public_keys
+    from ig_bridge.sealing import load_hub_sealing_keys
+    from linkage.config import HubPaths
+    from linkage.publish import current
+
+    p = argparse.ArgumentParser(prog="python -m governance.allocations", description=(
+        "Land agencies' caseload allocations as legitimate relationships."))
+    p.add_argument("run", type=Path, help="the run folder (hub/ inside); the store is "
+                   "JOINEDUP_GOVERNANCE_DB or the run's SQLite file")
+    a = p.parse_args(argv)
+    paths = HubPaths.for_run(a.run)
+    engine = governance_engine(a.run)
+    warehouse = current(paths)
+    if warehouse is None:
+        print("no published warehouse yet: run the hub first")
+        return 1
+    kw = {"hub_keys": load_hub_sealing_keys(paths.keys),
+          "public_keys": load_public_keys(paths.public_keys), "warehouse": warehouse,
+          "registry": SqlRelationshipRegistry(engine),
+          "audit": AuditLog(engine, signing_key=load_audit_key(hub_keys_dir(paths.hub)),
+                            origin=process_origin("allocations"))}
+    root = drop_root(a.run)
+    for area in sorted(d for d in root.iterdir() if d.is_dir()) if root.exists() else []:
+        for r in import_drop_area(root, area.name, **kw):
+            print(f"{r.agency} #{r.sequence}: {r.received} received, {r.added} added, "
+                  f"{r.kept} kept, {r.ended} ended, {r.unlinked} not linked")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -34,7 +34,7 @@ from typing import Any
 
 from ig_bridge.keys import KeyStore, encrypt_record_ref
 from ig_bridge.landing import drop_area
-from ig_bridge.sealing import HubPublicKey, seal_file
+from ig_bridge.sealing import HubPublicKey, bridge_hub_key, seal_file
 
 FORMAT = "joinedup-allocations/1"
 COLUMNS = ("worker_id", "case_reference", "start", "end")
@@ -165,3 +165,52 @@ def land_export(document: bytes, hub_key: HubPublicKey, drop_root: Path | str, a
         return final
     finally:
         Path(plain).unlink(missing_ok=True)
+
+
+def next_sequence(work_dir: Path | str) -> int:
+    """The agency's own counter of exports sent (`allocations_sequence` in its folder)."""
+    path = Path(work_dir) / "allocations_sequence"
+    last = int(path.read_text().strip()) if path.exists() else 0
+    return last + 1
+
+
+def export_and_land(csv_path: Path | str, agency_dir: Path | str, agency: str,
+                    known_case: Callable[[str], bool], drop_root: Path | str) -> Path:
+    """The whole agency side: read the case system's export, convert, sign, seal, land, and
+    advance the counter only once the file has landed."""
+    keys = KeyStore(Path(agency_dir) / "keys", agency)
+    sequence = next_sequence(agency_dir)
+    doc = build_export(keys, read_allocations(csv_path), sequence, known_case)
+    landed = land_export(doc, bridge_hub_key(keys.directory), drop_root, agency, sequence,
+                         Path(agency_dir) / "work")
+    (Path(agency_dir) / "allocations_sequence").write_text(f"{sequence}\n")
+    return landed
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    from ig_bridge.reid_service import extract_lookup
+
+    p = argparse.ArgumentParser(prog="python -m ig_bridge.allocations", description=(
+        "Send the case system's current allocations to the hub as record refs."))
+    p.add_argument("--csv", required=True, help="worker_id,case_reference,start,end")
+    p.add_argument("--agency", required=True)
+    p.add_argument("--agency-dir", required=True, help="the agency's folder (keys/ inside)")
+    p.add_argument("--extract", required=True, help="the agency's extract (case refs known)")
+    p.add_argument("--mapping", required=True, help="the agency's onboarding mapping")
+    p.add_argument("--drop", required=True, help="the allocations drop root at the hub")
+    a = p.parse_args(argv)
+    lookup = extract_lookup(a.extract, a.mapping)
+    try:
+        path = export_and_land(a.csv, a.agency_dir, a.agency, lambda r: bool(lookup([r])),
+                               a.drop)
+    except AllocationError as exc:
+        print(exc)
+        return 2
+    print(f"landed {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -274,3 +274,73 @@ def test_the_drop_area_is_imported_in_order_and_emptied(setup: Setup) -> None:
     assert [(r.sequence, r.added, r.kept) for r in reports] == [(1, 1, 0), (2, 1, 1)]
     assert not list((agency.drop / s.agency).glob("allocations-*"))
     assert len(s.ws.gov.relationships.all()) == 2
+
+
+def test_the_two_command_lines_carry_an_export_from_agency_to_hub(world: World,
+                                                                   tmp_path: Path,
+                                                                   capsys) -> None:
+    """`python -m ig_bridge.allocations` at the agency, `python -m governance.allocations` at
+    the hub, over a run folder of their own (keys copied from the test world)."""
+    from governance.allocations import drop_root
+    from governance.allocations import main as hub_main
+    from ig_bridge.allocations import main as bridge_main
+    from linkage.publish import publish
+
+    src = HubPaths.for_run(world.run)
+    run = tmp_path / "run"
+    paths = HubPaths.for_run(run)
+    paths.hub.mkdir(parents=True)
+    shutil.copytree(src.keys, paths.keys)
+    shutil.copytree(src.public_keys, paths.public_keys)
+    shutil.copy2(world.warehouse, paths.warehouse)
+    publish(paths, "r1")
+    con = duckdb.connect(str(world.warehouse), read_only=True)
+    code, ref = con.execute("SELECT agency, record_ref FROM record_person WHERE person_id = ? "
+                            "ORDER BY agency LIMIT 1", [world.person]).fetchone()
+    con.close()
+    agency_dir = tmp_path / "agency" / code
+    shutil.copytree(world.run / "agency" / code / "keys", agency_dir / "keys")
+    case = decrypt_record_ref(ref, KeyStore(agency_dir / "keys", code).ref_keys())
+    export = tmp_path / "export.csv"
+    export.write_text(f"worker_id,case_reference,start,end\nw.{code.lower()},{case},"
+                      "2026-05-01,\n")
+    args = ["--csv", str(export), "--agency", code, "--agency-dir", str(agency_dir),
+            "--extract", str(_extract(world.run, code)),
+            "--mapping", str(MAPPINGS / f"{code.lower()}.yaml"), "--drop", str(drop_root(run))]
+    assert bridge_main(args) == 0 and bridge_main(args) == 0  # two exports: 1 then 2
+    assert sorted(p.name for p in (drop_root(run) / code).iterdir()) == [
+        "allocations-00000001.sealed", "allocations-00000002.sealed"]
+    assert hub_main([str(run)]) == 0
+    out = capsys.readouterr().out
+    assert f"{code} #1: 1 received, 1 added" in out and f"{code} #2: 1 received, 0 added, " \
+        "1 kept" in out
+    assert case not in out
+    from governance.hub_stage import governance_engine
+
+    rels = SqlRelationshipRegistry(governance_engine(run)).all()
+    assert [(r.user_id, r.subject_id) for r in rels] == [(f"w.{code.lower()}", world.person)]
+
+
+def test_sync_on_both_store_backends(setup: Setup, backend) -> None:
+    """The same landing into the governance store on SQLite and PostgreSQL (production)."""
+    from governance.audit import AuditLog, make_engine
+
+    url, schema = backend
+    engine = make_engine(url, schema)
+    registry, audit = SqlRelationshipRegistry(engine), AuditLog(engine)
+    agency = Agency(setup, setup.agency)
+    refs = agency.case_refs(setup.world.members)
+    run = HubPaths.for_run(setup.world.run)
+    kw = {"hub_keys": load_hub_sealing_keys(run.keys),
+          "public_keys": load_public_keys(run.public_keys),
+          "warehouse": current(setup.ws.paths), "registry": registry, "audit": audit}
+    rows = [(f"w{i}", r, "2026-05-01", "") for i, r in enumerate(sorted(refs.values()))]
+    r1 = import_allocations(agency.export(rows, 1), setup.agency, **kw)
+    r2 = import_allocations(agency.export(rows[1:], 2), setup.agency, **kw)
+    assert (r1.added, r2.added, r2.kept, r2.ended) == (len(rows), 0, len(rows) - 1, 1)
+    open_now = {r.user_id for r in registry.all() if r.end is None}
+    assert open_now == {f"w{i}" for i in range(1, len(rows))}
+    with pytest.raises(AllocationsRefused):
+        import_allocations(agency.export(rows, 3).rename(agency.drop / setup.agency /
+                                                         "allocations-00000002.sealed"),
+                           setup.agency, **kw)
