@@ -19,8 +19,9 @@ sending agency's own records, so an agency can only allocate its staff to people
 records about. A (worker, person) allocation not open yet is added (reason
 `allocation_<AGENCY>`, start as sent); an open allocation from this agency missing from the
 export is ended on the export's date; allocations typed at the hub or sent by other agencies
-are never touched. Refs with no linked person are counted, not stored. One
-`allocations_import` audit entry records the counts.
+are never touched; a row naming a worker the staff directory places at another agency is not
+landed. Refs with no linked person are counted, not stored. The sync lands in the transaction
+of the one `allocations_import` audit entry that records the counts.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import datetime as dt
 import io
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import (
     BigInteger,
     Column,
+    Connection,
     Integer,
     MetaData,
     String,
@@ -63,6 +65,7 @@ NAME = re.compile(r"^allocations-(\d{8})\.sealed$")
 USER = re.compile(r"^[A-Za-z0-9_.@-]{1,128}$")
 REF = re.compile(r"^[A-Za-z0-9_=:.-]{8,256}$")
 MAX_BYTES = 64 << 20
+StaffDirectory = Callable[[str], str | None]  # user id -> employing agency (None: unknown)
 _meta = MetaData()
 imports = Table(
     "gov_allocation_imports", _meta,
@@ -92,6 +95,7 @@ class ImportReport:
     unlinked: int  # record refs no person is linked to (yet)
     unknown_at_agency: int  # case references the agency's extract did not hold
     audit_seq: int
+    other_agency_staff: int = 0  # rows naming another agency's worker: not landed
 
 
 def reason_for(agency: str) -> str:
@@ -197,10 +201,15 @@ def _people(warehouse: Path, agency: str, refs: list[str]) -> dict[str, str]:
 
 def import_allocations(path: Path | str, agency: str, *, hub_keys: Mapping[str, HubSealingKey],
                        public_keys: Mapping[str, bytes], warehouse: Path,
-                       registry: SqlRelationshipRegistry, audit: AuditLog) -> ImportReport:
+                       registry: SqlRelationshipRegistry, audit: AuditLog,
+                       staff_agency: StaffDirectory | None = None) -> ImportReport:
     """Open, check and sync one export from `agency`'s drop area; AllocationsRefused if any
-    check fails (audited; nothing lands)."""
+    check fails (audited; nothing lands). `staff_agency` (user id -> employing agency, None
+    if unknown) keeps an agency from allocating another agency's staff."""
     path = Path(path)
+    if registry.engine.url != audit.engine.url:
+        raise ValueError("allocations: the relationships and the audit log must share one "
+                         "governance store (they land in one transaction)")
     try:
         m = NAME.fullmatch(path.name)
         if m is None:
@@ -224,20 +233,26 @@ def import_allocations(path: Path | str, agency: str, *, hub_keys: Mapping[str, 
             "type": "allocations_refused", "at": dt.datetime.now(dt.UTC).isoformat(),
             "agency": agency, "file": path.name[:64], "code": exc.code})
         raise
-    return _sync(registry, audit, agency, sequence, body, rows, as_of, warehouse)
+    return _sync(registry, audit, agency, sequence, body, rows, as_of, warehouse,
+                 staff_agency)
 
 
 def _sync(registry: SqlRelationshipRegistry, audit: AuditLog, agency: str, sequence: int,
           body: dict[str, Any], rows: list[tuple[str, str, dt.date, dt.date | None]],
-          as_of: dt.date, warehouse: Path) -> ImportReport:
+          as_of: dt.date, warehouse: Path, staff_agency: StaffDirectory | None
+          ) -> ImportReport:
     people = _people(warehouse, agency, sorted({r[1] for r in rows}))
     reason = reason_for(agency)
     wanted: dict[tuple[str, str], Relationship] = {}
-    unlinked = 0
+    unlinked = other_staff = 0
     for user, ref, start, end in rows:
         pid = people.get(ref)
         if pid is None:
             unlinked += 1
+            continue
+        employer = staff_agency(user) if staff_agency is not None else None
+        if employer is not None and employer != agency:
+            other_staff += 1  # an agency allocates its own staff only
             continue
         wanted.setdefault((user, pid), Relationship(user, SubjectKind.PERSON, pid, start, end,
                                                     reason))
@@ -245,35 +260,42 @@ def _sync(registry: SqlRelationshipRegistry, audit: AuditLog, agency: str, seque
             and (r.end is None or r.end > as_of)]
     open_now = {(r.user_id, r.subject_id) for r in mine}
     added = [r for k, r in wanted.items() if k not in open_now]
-    ended = _end(registry, reason, sorted(open_now - set(wanted)), as_of)
-    registry.add_many(added)
-    rec = audit.append("allocations_import", {
-        "type": "allocations_import", "at": dt.datetime.now(dt.UTC).isoformat(),
-        "agency": agency, "sequence": sequence, "exported_at": body["exported_at"],
-        "received": len(rows), "added": len(added), "ended": ended, "unlinked": unlinked,
-        "unknown_at_agency": int(body.get("unknown_case_references") or 0)})
-    with registry.engine.begin() as conn:
+    to_end = sorted(open_now - set(wanted))
+    _meta.create_all(registry.engine)
+    now = dt.datetime.now(dt.UTC).isoformat()
+
+    def land(conn: Connection, seq: int) -> None:
+        """Ends, additions and the sequence in the audit entry's own transaction: all or
+        nothing, so a failed import can be sent again and a landed one never replayed."""
+        _end(conn, reason, to_end, as_of)
+        if added:
+            conn.execute(insert(RelationshipRow), [
+                {"user_id": r.user_id, "kind": r.kind.value, "subject_id": r.subject_id,
+                 "start": r.start.isoformat(), "end": r.end.isoformat() if r.end else None,
+                 "reason": r.reason, "recorded_at": now} for r in added])
         conn.execute(insert(imports).values(
             agency=agency, sequence=sequence, exported_at=str(body["exported_at"]),
-            imported_at=dt.datetime.now(dt.UTC).isoformat(), audit_seq=rec.seq))
-    return ImportReport(agency, sequence, len(rows), len(added),
-                        len(wanted) - len(added), ended, unlinked,
-                        int(body.get("unknown_case_references") or 0), rec.seq)
+            imported_at=now, audit_seq=seq))
+
+    unknown = int(body.get("unknown_case_references") or 0)
+    rec = audit.append("allocations_import", {
+        "type": "allocations_import", "at": now, "agency": agency, "sequence": sequence,
+        "exported_at": body["exported_at"], "received": len(rows), "added": len(added),
+        "ended": len(to_end), "unlinked": unlinked, "other_agency_staff": other_staff,
+        "unknown_at_agency": unknown}, also=land)
+    return ImportReport(agency, sequence, len(rows), len(added), len(wanted) - len(added),
+                        len(to_end), unlinked, unknown, rec.seq, other_staff)
 
 
-def _end(registry: SqlRelationshipRegistry, reason: str, pairs: list[tuple[str, str]],
-         on: dt.date) -> int:
+def _end(conn: Connection, reason: str, pairs: list[tuple[str, str]], on: dt.date) -> None:
     """End this agency's open allocations of these (worker, person) pairs on `on`; those
     typed at the hub or sent by another agency (other reasons) are left alone."""
-    c, n = RelationshipRow, 0
-    with registry.engine.begin() as conn:
-        for user, pid in pairs:
-            n += conn.execute(update(c).where(
-                c.user_id == user, c.kind == SubjectKind.PERSON.value, c.subject_id == pid,
-                c.reason == reason, or_(c.end.is_(None), c.end > on.isoformat()))
-                .values(end=case((c.start > on.isoformat(), c.start),
-                                 else_=on.isoformat()))).rowcount
-    return n
+    c = RelationshipRow
+    for user, pid in pairs:
+        conn.execute(update(c).where(
+            c.user_id == user, c.kind == SubjectKind.PERSON.value, c.subject_id == pid,
+            c.reason == reason, or_(c.end.is_(None), c.end > on.isoformat()))
+            .values(end=case((c.start > on.isoformat(), c.start), else_=on.isoformat())))
 
 
 def import_drop_area(drop_root: Path | str, agency: str, **kw: Any) -> list[ImportReport]:
@@ -319,7 +341,15 @@ def main(argv: list[str] | None = None) -> int:
     if warehouse is None:
         print("no published warehouse yet: run the hub first")
         return 1
-    kw = {"hub_keys": load_hub_sealing_keys(paths.keys),
+    from workspace.accounts import AccountStore  # the hub's staff directory (local accounts)
+
+    accounts = AccountStore(engine)
+
+    def staff_agency(user_id: str) -> str | None:
+        found = accounts.get(user_id)
+        return found[0].agency if found else None
+
+    kw = {"hub_keys": load_hub_sealing_keys(paths.keys), "staff_agency": staff_agency,
           "public_keys": load_public_keys(paths.public_keys), "warehouse": warehouse,
           "registry": SqlRelationshipRegistry(engine),
           "audit": AuditLog(engine, signing_key=load_audit_key(hub_keys_dir(paths.hub)),

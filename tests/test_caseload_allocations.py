@@ -90,12 +90,12 @@ class Agency:
                            sequence, self.work)
 
 
-def hub_import(s: Setup, path: Path, agency: str) -> object:
+def hub_import(s: Setup, path: Path, agency: str, **kw: object) -> object:
     run = HubPaths.for_run(s.world.run)
     return import_allocations(path, agency, hub_keys=load_hub_sealing_keys(run.keys),
                               public_keys=load_public_keys(run.public_keys),
                               warehouse=current(s.ws.paths), registry=s.ws.gov.relationships,
-                              audit=s.ws.gov.audit)
+                              audit=s.ws.gov.audit, **kw)
 
 
 def client(s: Setup, user: str = "sw1") -> TestClient:
@@ -239,6 +239,20 @@ def test_a_partner_cannot_allocate_in_another_agencys_name_or_with_its_refs(setu
                         s.agency)
     assert (report.added, report.unlinked) == (0, 1)
     assert not s.ws.gov.relationships.all()
+    # this agency allocates a worker the hub knows to be another agency's (pc9, police):
+    # not landed, counted; its own worker is
+    assert s.agency != "POL"
+    ref = mine.case_refs(s.world.members)[s.person]
+
+    def staff(user_id: str) -> str | None:
+        found = s.ws.accounts.get(user_id)
+        return found[0].agency if found else None
+
+    report = hub_import(s, mine.export([("pc9", ref, "2026-05-01", ""),
+                                        ("sw1", ref, "2026-05-01", "")], sequence=3),
+                        s.agency, staff_agency=staff)
+    assert (report.added, report.other_agency_staff) == (1, 1)
+    assert [r.user_id for r in s.ws.gov.relationships.all()] == ["sw1"]
 
 
 def test_bad_rows_are_named_by_file_row_and_field_never_by_value(tmp_path: Path) -> None:
