@@ -49,6 +49,7 @@ from sqlalchemy import (
     String,
     Table,
     case,
+    func,
     insert,
     or_,
     select,
@@ -82,6 +83,10 @@ class AllocationsRefused(Exception):  # noqa: N818 - an outcome, not a fault
     def __init__(self, code: str, detail: str) -> None:
         super().__init__(f"{code}: {detail}")
         self.code, self.detail = code, detail
+
+
+class _LandedMeanwhile(Exception):  # noqa: N818 - rolls the audit transaction back
+    pass
 
 
 @dataclass(frozen=True)
@@ -266,7 +271,13 @@ def _sync(registry: SqlRelationshipRegistry, audit: AuditLog, agency: str, seque
 
     def land(conn: Connection, seq: int) -> None:
         """Ends, additions and the sequence in the audit entry's own transaction: all or
-        nothing, so a failed import can be sent again and a landed one never replayed."""
+        nothing, so a failed import can be sent again and a landed one never replayed. The
+        sequence is checked again here, under the audit chain's lock, so two hub processes
+        importing the same export at once cannot both land it."""
+        last = conn.execute(select(func.max(imports.c.sequence))
+                            .where(imports.c.agency == agency)).scalar() or 0
+        if sequence <= last:
+            raise _LandedMeanwhile()
         _end(conn, reason, to_end, as_of)
         if added:
             conn.execute(insert(RelationshipRow), [
@@ -278,11 +289,18 @@ def _sync(registry: SqlRelationshipRegistry, audit: AuditLog, agency: str, seque
             imported_at=now, audit_seq=seq))
 
     unknown = int(body.get("unknown_case_references") or 0)
-    rec = audit.append("allocations_import", {
-        "type": "allocations_import", "at": now, "agency": agency, "sequence": sequence,
-        "exported_at": body["exported_at"], "received": len(rows), "added": len(added),
-        "ended": len(to_end), "unlinked": unlinked, "other_agency_staff": other_staff,
-        "unknown_at_agency": unknown}, also=land)
+    try:
+        rec = audit.append("allocations_import", {
+            "type": "allocations_import", "at": now, "agency": agency, "sequence": sequence,
+            "exported_at": body["exported_at"], "received": len(rows), "added": len(added),
+            "ended": len(to_end), "unlinked": unlinked, "other_agency_staff": other_staff,
+            "unknown_at_agency": unknown}, also=land)
+    except _LandedMeanwhile:
+        audit.append("allocations_refused", {
+            "type": "allocations_refused", "at": now, "agency": agency,
+            "file": f"allocations-{sequence:08d}.sealed", "code": "replayed_or_old"})
+        raise AllocationsRefused("replayed_or_old", f"sequence {sequence} landed meanwhile"
+                                 ) from None
     return ImportReport(agency, sequence, len(rows), len(added), len(wanted) - len(added),
                         len(to_end), unlinked, unknown, rec.seq, other_staff)
 

@@ -358,3 +358,46 @@ def test_sync_on_both_store_backends(setup: Setup, backend) -> None:
         import_allocations(agency.export(rows, 3).rename(agency.drop / setup.agency /
                                                          "allocations-00000002.sealed"),
                            setup.agency, **kw)
+
+
+def test_two_hub_processes_importing_one_export_at_once_land_it_once(setup: Setup,
+                                                                     monkeypatch) -> None:
+    """Every process passes the early sequence check (made blind here, as when they all read
+    before any lands); the check under the audit chain's lock lets exactly one land."""
+    import threading
+
+    import governance.allocations as allocations
+    from governance.audit import AuditLog, make_engine
+
+    monkeypatch.setattr(allocations, "last_sequence", lambda *_: 0)
+    s = setup
+    agency = Agency(s, s.agency)
+    ref = agency.case_refs(s.world.members)[s.person]
+    sealed = agency.export([("sw1", ref, "2026-05-01", "")], sequence=1)
+    run = HubPaths.for_run(s.world.run)
+    outcomes: list[str] = []
+
+    def hub_process(i: int) -> None:
+        copy = s.tmp / f"proc{i}" / sealed.name
+        copy.parent.mkdir()
+        shutil.copy(sealed, copy)
+        engine = make_engine(f"sqlite:///{s.tmp / 'governance.db'}")
+        try:
+            import_allocations(copy, s.agency, hub_keys=load_hub_sealing_keys(run.keys),
+                               public_keys=load_public_keys(run.public_keys),
+                               warehouse=current(s.ws.paths),
+                               registry=SqlRelationshipRegistry(engine),
+                               audit=AuditLog(engine))
+            outcomes.append("landed")
+        except AllocationsRefused as exc:
+            outcomes.append(exc.code)
+
+    threads = [threading.Thread(target=hub_process, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes) == ["landed"] + ["replayed_or_old"] * 3
+    assert [(r.user_id, r.subject_id) for r in s.ws.gov.relationships.all()] == [
+        ("sw1", s.person)]
+    assert [r.kind for r in s.ws.gov.audit.entries()].count("allocations_import") == 1
