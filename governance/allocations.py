@@ -336,6 +336,34 @@ def drop_root(run_dir: Path | str) -> Path:
     return Path(run_dir) / "allocations_landing"
 
 
+def import_run(run_dir: Path | str, warehouse: Path, engine: Any, audit: AuditLog
+               ) -> list[ImportReport]:
+    """Every agency's waiting exports in the run's drop root (the hub run's report stage and
+    the command line), workers checked against the hub's local accounts."""
+    from ig_bridge.manifest import load_public_keys
+    from ig_bridge.sealing import load_hub_sealing_keys
+    from linkage.config import HubPaths
+    from workspace.accounts import AccountStore  # the hub's staff directory (local accounts)
+
+    root = drop_root(run_dir)
+    if not root.is_dir():
+        return []
+    paths = HubPaths.for_run(Path(run_dir))
+    accounts = AccountStore(engine)
+
+    def staff_agency(user_id: str) -> str | None:
+        found = accounts.get(user_id)
+        return found[0].agency if found else None
+
+    kw = {"hub_keys": load_hub_sealing_keys(paths.keys), "staff_agency": staff_agency,
+          "public_keys": load_public_keys(paths.public_keys), "warehouse": warehouse,
+          "registry": SqlRelationshipRegistry(engine), "audit": audit}
+    out: list[ImportReport] = []
+    for area in sorted(d for d in root.iterdir() if d.is_dir()):
+        out.extend(import_drop_area(root, area.name, **kw))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     """Import every agency's waiting allocations into the run's governance store."""
     import argparse
@@ -343,8 +371,6 @@ def main(argv: list[str] | None = None) -> int:
     from governance.audit_checkpointer import process_origin
     from governance.audit_keys import load_audit_key
     from governance.hub_stage import governance_engine, hub_keys_dir
-    from ig_bridge.manifest import load_public_keys
-    from ig_bridge.sealing import load_hub_sealing_keys
     from linkage.config import HubPaths
     from linkage.publish import current
 
@@ -359,24 +385,11 @@ def main(argv: list[str] | None = None) -> int:
     if warehouse is None:
         print("no published warehouse yet: run the hub first")
         return 1
-    from workspace.accounts import AccountStore  # the hub's staff directory (local accounts)
-
-    accounts = AccountStore(engine)
-
-    def staff_agency(user_id: str) -> str | None:
-        found = accounts.get(user_id)
-        return found[0].agency if found else None
-
-    kw = {"hub_keys": load_hub_sealing_keys(paths.keys), "staff_agency": staff_agency,
-          "public_keys": load_public_keys(paths.public_keys), "warehouse": warehouse,
-          "registry": SqlRelationshipRegistry(engine),
-          "audit": AuditLog(engine, signing_key=load_audit_key(hub_keys_dir(paths.hub)),
-                            origin=process_origin("allocations"))}
-    root = drop_root(a.run)
-    for area in sorted(d for d in root.iterdir() if d.is_dir()) if root.exists() else []:
-        for r in import_drop_area(root, area.name, **kw):
-            print(f"{r.agency} #{r.sequence}: {r.received} received, {r.added} added, "
-                  f"{r.kept} kept, {r.ended} ended, {r.unlinked} not linked")
+    audit = AuditLog(engine, signing_key=load_audit_key(hub_keys_dir(paths.hub)),
+                     origin=process_origin("allocations"))
+    for r in import_run(a.run, warehouse, engine, audit):
+        print(f"{r.agency} #{r.sequence}: {r.received} received, {r.added} added, "
+              f"{r.kept} kept, {r.ended} ended, {r.unlinked} not linked")
     return 0
 
 

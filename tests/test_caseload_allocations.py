@@ -317,7 +317,13 @@ def test_the_two_command_lines_carry_an_export_from_agency_to_hub(world: World,
     case = decrypt_record_ref(ref, KeyStore(agency_dir / "keys", code).ref_keys())
     export = tmp_path / "export.csv"
     export.write_text(f"worker_id,case_reference,start,end\nw.{code.lower()},{case},"
-                      "2026-05-01,\n")
+                      f"2026-05-01,\nother.worker,{case},2026-05-01,\n")
+    from governance.hub_stage import governance_engine
+    from workspace.accounts import AccountStore
+
+    # the hub's staff directory knows other.worker as another agency's
+    AccountStore(governance_engine(run)).create("other.worker", None, "practitioner",
+                                                "HSG" if code != "HSG" else "GP")
     args = ["--csv", str(export), "--agency", code, "--agency-dir", str(agency_dir),
             "--extract", str(_extract(world.run, code)),
             "--mapping", str(MAPPINGS / f"{code.lower()}.yaml"), "--drop", str(drop_root(run))]
@@ -326,11 +332,9 @@ def test_the_two_command_lines_carry_an_export_from_agency_to_hub(world: World,
         "allocations-00000001.sealed", "allocations-00000002.sealed"]
     assert hub_main([str(run)]) == 0
     out = capsys.readouterr().out
-    assert f"{code} #1: 1 received, 1 added" in out and f"{code} #2: 1 received, 0 added, " \
+    assert f"{code} #1: 2 received, 1 added" in out and f"{code} #2: 2 received, 0 added, " \
         "1 kept" in out
     assert case not in out
-    from governance.hub_stage import governance_engine
-
     rels = SqlRelationshipRegistry(governance_engine(run)).all()
     assert [(r.user_id, r.subject_id) for r in rels] == [(f"w.{code.lower()}", world.person)]
 
