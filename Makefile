@@ -42,8 +42,9 @@ lint: $(STAMP)
 airflow: $(STAMP)
 	JOINEDUP_VENV=$(abspath $(VENV)) JOINEDUP_RUN_DIR=$(abspath $(VAR))/demo scripts/airflow_env.sh airflow standalone
 
-# GOV.UK Frontend and axe-core from the npm registry, pinned by workspace/package-lock.json,
-# installed at build time and copied to workspace/static (nothing is fetched at run time).
+# GOV.UK Frontend, swagger-ui-dist (the API's /docs) and axe-core from the npm registry, pinned
+# by workspace/package-lock.json, installed at build time and copied to workspace/static
+# (nothing is fetched at run time).
 WS_ASSETS := workspace/static/.installed
 $(WS_ASSETS): workspace/package.json workspace/package-lock.json workspace/static_src/workspace.css
 	@command -v npm >/dev/null 2>&1 || (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq npm >/dev/null 2>&1) \
@@ -53,6 +54,9 @@ $(WS_ASSETS): workspace/package.json workspace/package-lock.json workspace/stati
 	cp -R workspace/node_modules/govuk-frontend/dist/govuk/assets/. workspace/static/
 	cp workspace/node_modules/govuk-frontend/dist/govuk/govuk-frontend.min.css workspace/static/
 	cp workspace/static_src/workspace.css workspace/static/
+	mkdir -p workspace/static/swagger-ui
+	cd workspace/node_modules/swagger-ui-dist && cp swagger-ui-bundle.js swagger-ui.css \
+	  favicon-32x32.png ../../static/swagger-ui/
 	@touch $@
 
 workspace-assets: $(WS_ASSETS)

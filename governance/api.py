@@ -46,6 +46,7 @@ from sqlalchemy import (
     update,
 )
 
+from governance.api_docs import serve_docs_locally
 from governance.api_safety import (
     NO_STORE,
     AuthFailureLog,
@@ -290,7 +291,9 @@ def create_app(views: ViewService, auth: Authenticator,
                identity: IdentityService | None = None) -> FastAPI:
     app = FastAPI(title="joinedup governance API", version="1",
                   description="Scoped, audited, pseudonymous views under data-sharing "
-                              "protocols; identity only via the originating agency.")
+                              "protocols; identity only via the originating agency.",
+                  docs_url=None, redoc_url=None)  # /docs from local assets, never a CDN
+    serve_docs_locally(app)
     bearer = HTTPBearer(auto_error=False)
     auth_failures = AuthFailureLog(views.gov.audit)
     app.state.auth_failures = auth_failures

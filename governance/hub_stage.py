@@ -126,5 +126,10 @@ def report_stage(run_id: str, base: Path | None = None,
     from linkage.publish import publish
 
     published = publish(paths, run_id)
+    # Agencies' caseload exports waiting in the drop root land as relationships.
+    from governance.allocations import import_run
+
+    landed = import_run(run, published, engine, audit)
     return {"report": str(out), **consent, "published": str(published),
-            "audit_checkpoint": None if cp is None else int(cp["cp_seq"])}
+            "audit_checkpoint": None if cp is None else int(cp["cp_seq"]),
+            "allocations_imported": len(landed)}

@@ -92,6 +92,31 @@ class IdentityRule(_Frozen):
     allowed: bool = False
 
 
+class KnownToRule(_Frozen):
+    """The "known to" stage before the detail: for these agencies a worker may learn *that*
+    the agency holds records about a person (e.g. that police are involved), never what, when
+    or why. It rests on its own statutory gateway, since it shares less than the detail and
+    comes before any consent is sought; decided by the same decision function
+    (governance.known_to). No agencies: the protocol has no such stage."""
+
+    agencies: tuple[str, ...] = ()
+    legal_gateway: str | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> KnownToRule:
+        for code in self.agencies:
+            if code not in AGENCY_CODES:
+                raise ValueError(f"unknown agency code {code!r}; known: {sorted(AGENCY_CODES)}")
+        if len(set(self.agencies)) != len(self.agencies):
+            raise ValueError("duplicate agency")
+        if self.agencies and self.legal_gateway is None:
+            raise ValueError("a known_to stage needs the legal_gateway it rests on")
+        if self.legal_gateway is not None and self.legal_gateway not in LEGAL_GATEWAYS:
+            raise ValueError(f"unknown legal gateway {self.legal_gateway!r}; "
+                             f"known: {sorted(LEGAL_GATEWAYS)}")
+        return self
+
+
 class Retention(_Frozen):
     months: int = Field(ge=1, le=1200)
     after: str = Field(min_length=1)
@@ -110,6 +135,7 @@ class Protocol(_Frozen):
     roles: tuple[str, ...] = Field(min_length=1)
     break_glass: BreakGlassRule
     identity: IdentityRule = IdentityRule()
+    known_to: KnownToRule = KnownToRule()
     retention: Retention
     effective_from: dt.date
     review_date: dt.date

@@ -3,6 +3,7 @@ re-identification service checks every hub request against."""
 
 from __future__ import annotations
 
+import re
 import stat
 from pathlib import Path
 
@@ -52,7 +53,8 @@ def test_a_changed_protocol_must_be_agreed_again(tmp_path: Path) -> None:
     assert main(["protocols", "agree", "--agency-dir", str(adir), "--agency", "GP",
                  "--agreed-by", "ig", "--protocol", str(doc)]) == 0
     before = AgreedProtocols.load(adir, "GP")
-    doc.write_text(doc.read_text().replace("\nversion: 1\n", "\nversion: 2\n", 1))
+    doc.write_text(re.sub(r"\nversion: (\d+)\n", lambda m: f"\nversion: {int(m[1]) + 1}\n",
+                          doc.read_text(), count=1))
     changed = load_protocols_from(doc)
     assert before.check(changed.id, changed.version, changed.document_sha256) == \
         "protocol_version_not_agreed"

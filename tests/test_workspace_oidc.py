@@ -9,6 +9,7 @@ import base64
 import hashlib
 import secrets
 import socket
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -31,6 +32,7 @@ from linkage.config import HubPaths
 from workspace.accounts import AccountStore, SessionStore
 from workspace.app import Workspace, create_app
 from workspace.oidc import OidcConfig, OidcSignIn
+from workspace.oidc_pending import Pending, PendingSignIns
 
 CLIENT_ID, CLIENT_SECRET = "joinedup-workspace", "test-client-secret"
 REDIRECT = "https://testserver/sign-in/oidc/callback"
@@ -102,7 +104,8 @@ def env(tmp_path: Path) -> Iterator[tuple[TestClient, Provider, AuditLog]]:
     audit = AuditLog(engine)
     ws = Workspace(HubPaths.for_run(tmp_path), Governance(audit), AccountStore(engine),
                    SessionStore(engine),
-                   oidc=OidcSignIn(OidcConfig(idp.issuer, CLIENT_ID, CLIENT_SECRET, REDIRECT)))
+                   oidc=OidcSignIn(OidcConfig(idp.issuer, CLIENT_ID, CLIENT_SECRET, REDIRECT),
+                                   PendingSignIns(engine)))
     try:
         yield (TestClient(create_app(ws), base_url="https://testserver",
                           follow_redirects=False), idp, audit)
@@ -164,3 +167,68 @@ def test_a_callback_without_the_pending_sign_in_or_with_another_state_is_refused
     # the pending sign-in was used up: the right state now finds nothing either
     r = c.get(f"/sign-in/oidc/callback?code={q['code'][0]}&state={q['state'][0]}")
     assert r.status_code == 401 and _failures(audit)[-1] == "oidc_no_pending_sign_in"
+
+
+# --- the pending sign-in lives in the server-side store, not in a process ------------------
+
+PG_SCHEMA_PREFIX = "ws19_oidc"
+
+
+def test_a_sign_in_started_on_one_worker_finishes_on_another_after_a_restart(
+        env, tmp_path: Path) -> None:
+    c, idp, audit = env
+    start = c.get("/sign-in/oidc")  # worker 1 sends the browser to the provider
+    back = httpx.get(start.headers["location"], follow_redirects=False)
+    pid = c.cookies.get("ws_oidc_pending")
+    stored = sqlite3.connect(tmp_path / "governance.db").execute(
+        "SELECT pending_sha256, state FROM ws_oidc_pending").fetchall()
+    assert len(stored) == 1 and pid not in str(stored)  # only the id's hash is kept
+    assert stored[0][0] == hashlib.sha256(pid.encode()).hexdigest()
+    # worker 2: another process's objects over the same store (a restart looks the same)
+    engine = make_engine(f"sqlite:///{tmp_path / 'governance.db'}")
+    ws2 = Workspace(HubPaths.for_run(tmp_path), Governance(AuditLog(engine)),
+                    AccountStore(engine), SessionStore(engine),
+                    oidc=OidcSignIn(OidcConfig(idp.issuer, CLIENT_ID, CLIENT_SECRET, REDIRECT),
+                                    PendingSignIns(engine)))
+    c2 = TestClient(create_app(ws2), base_url="https://testserver", follow_redirects=False)
+    c2.cookies.set("ws_oidc_pending", pid)
+    u = urlsplit(back.headers["location"])
+    r = c2.get(f"{u.path}?{u.query}")
+    assert r.status_code == 200 and 'http-equiv="refresh"' in r.text, r.text
+    assert "Signed in as sw.oidc" in c2.get("/").text
+    # used once: replaying the callback on worker 1 finds nothing
+    assert c.get(f"{u.path}?{u.query}").status_code == 401
+    assert _failures(audit)[-1] == "oidc_no_pending_sign_in"
+    assert sqlite3.connect(tmp_path / "governance.db").execute(
+        "SELECT count(*) FROM ws_oidc_pending").fetchone() == (0,)
+
+
+def test_an_expired_pending_sign_in_is_refused(env, tmp_path: Path) -> None:
+    c, _idp, audit = env
+    start = c.get("/sign-in/oidc")
+    back = httpx.get(start.headers["location"], follow_redirects=False)
+    with sqlite3.connect(tmp_path / "governance.db") as db:  # eleven minutes at the provider
+        db.execute("UPDATE ws_oidc_pending SET created = created - 660")
+    u = urlsplit(back.headers["location"])
+    r = c.get(f"{u.path}?{u.query}")
+    assert r.status_code == 401 and _failures(audit)[-1] == "oidc_no_pending_sign_in"
+
+
+def test_pending_sign_ins_are_shared_used_once_and_raced_safely(backend) -> None:
+    url, schema = backend
+    worker1, worker2 = (PendingSignIns(make_engine(url, schema)) for _ in range(2))
+    pid = worker1.put(Pending("state-1", "nonce-1", "verifier-1"))
+    assert worker2.take(pid) == Pending("state-1", "nonce-1", "verifier-1")
+    assert worker1.take(pid) is None and worker2.take(pid) is None
+    assert worker1.take(None) is None and worker1.take("not-an-id") is None
+    # many workers answering the same callback at once: exactly one gets the pending state
+    pid = worker1.put(Pending("state-2", "nonce-2", "verifier-2"))
+    stores = [PendingSignIns(make_engine(url, schema)) for _ in range(6)]
+    got: list[Pending | None] = []
+    threads = [threading.Thread(target=lambda s=s: got.append(s.take(pid))) for s in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [g for g in got if g is not None] == [Pending("state-2", "nonce-2", "verifier-2")]
+    assert len(got) == 6

@@ -48,7 +48,9 @@ from linkage.config import HubPaths
 from linkage.publish import current
 from workspace import pages, sharing_pages
 from workspace.accounts import AccountStore, Session, SessionStore, csrf_ok
+from workspace.caseload import caseload_router
 from workspace.caseref import CaseRefFinder
+from workspace.known_to_pages import known_to_router
 from workspace.oidc import OidcRefused, OidcSignIn
 
 HERE = Path(__file__).resolve().parent
@@ -453,4 +455,6 @@ def create_app(ws: Workspace) -> FastAPI:
                       error=None, **ctx)
 
     app.include_router(sharing_pages.router(ws, render, session_of, posted))  # decision log
+    app.include_router(caseload_router(ws))  # /caseload
+    app.include_router(known_to_router(ws))  # /people|households/{id}/known-to
     return app

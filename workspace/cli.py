@@ -116,11 +116,13 @@ def build(run: Path, bridges: dict[str, str] | None = None, *, secure_cookies: b
         key_path = paths.hub / "keys" / "hub_request.pem"
         hub_key = load_hub_key(key_path) if key_path.exists() else generate_hub_key(key_path)
     from workspace.oidc import OidcConfig, OidcSignIn
+    from workspace.oidc_pending import PendingSignIns
 
     oidc_config = OidcConfig.from_env()  # production: the authority's identity provider
     return Workspace(paths, gov, AccountStore(engine), SessionStore(engine), hub_key,
                      dict(bridges or {}), secure_cookies=secure_cookies,
-                     oidc=OidcSignIn(oidc_config) if oidc_config else None)
+                     oidc=OidcSignIn(oidc_config, PendingSignIns(engine)) if oidc_config
+                     else None)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,8 +5,9 @@ the ID token. MFA is the provider's; role, agency and team come from claims.
 The ID token must be signed by a key in the provider's JWKS, name the configured issuer and this
 client as audience, carry the nonce this sign-in sent, and be unexpired; its role claim must be
 a known role. Anything else refuses the sign-in (an `auth_failure` audit entry with the reason;
-never a token). The pending state (state, nonce, PKCE verifier) is held server-side for ten
-minutes under a random id in a SameSite=Lax cookie, as the provider redirects back cross-site.
+never a token). The pending state (state, nonce, PKCE verifier) is held for ten minutes in the
+server-side store (workspace.oidc_pending: every worker sees it, a restart keeps it, it is used
+once) under a random id in a SameSite=Lax cookie, as the provider redirects back cross-site.
 
 Configuration (environment): JOINEDUP_OIDC_ISSUER (discovery at
 <issuer>/.well-known/openid-configuration), JOINEDUP_OIDC_CLIENT_ID, JOINEDUP_OIDC_CLIENT_SECRET,
@@ -19,8 +20,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import threading
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,8 +32,7 @@ from joserfc.jwk import KeySet
 
 from governance.decisions import User
 from governance.policy import ROLE_NAMES
-
-PENDING_SECONDS = 600
+from workspace.oidc_pending import Pending, PendingSignIns
 
 
 class OidcRefused(Exception):  # noqa: N818 - an outcome, not a fault
@@ -70,13 +68,13 @@ class OidcConfig:
 
 
 class OidcSignIn:
-    def __init__(self, config: OidcConfig, http: requests.Session | None = None) -> None:
+    def __init__(self, config: OidcConfig, pending: PendingSignIns,
+                 http: requests.Session | None = None) -> None:
         self.config = config
+        self.pending = pending  # server-side, shared by every worker
         self.http = http or requests.Session()
         self.http.trust_env = False  # no proxy from the environment sees tokens
         self._metadata: dict[str, Any] | None = None
-        self._pending: dict[str, tuple[float, str, str, str]] = {}
-        self._lock = threading.Lock()
 
     def metadata(self) -> dict[str, Any]:
         if self._metadata is None:
@@ -100,22 +98,15 @@ class OidcSignIn:
         url, _ = self._client().create_authorization_url(
             self.metadata()["authorization_endpoint"], state=state, nonce=nonce,
             code_verifier=verifier)
-        pid = secrets.token_urlsafe(32)
-        now = time.monotonic()
-        with self._lock:
-            self._pending = {k: v for k, v in self._pending.items()
-                             if now - v[0] < PENDING_SECONDS}
-            self._pending[pid] = (now, state, nonce, verifier)
-        return pid, url
+        return self.pending.put(Pending(state, nonce, verifier)), url
 
     def finish(self, pending_id: str | None, state: str | None, code: str | None
                ) -> tuple[User, str | None]:
         """The signed-in user (and team) from the provider's answer, or OidcRefused."""
-        with self._lock:
-            pending = self._pending.pop(pending_id or "", None)
-        if pending is None or time.monotonic() - pending[0] > PENDING_SECONDS:
+        pending = self.pending.take(pending_id)
+        if pending is None:
             raise OidcRefused("no_pending_sign_in")
-        _, want_state, nonce, verifier = pending
+        want_state, nonce, verifier = pending.state, pending.nonce, pending.verifier
         if not state or not secrets.compare_digest(state, want_state):
             raise OidcRefused("state_mismatch")
         if not code:
