@@ -75,9 +75,14 @@ class BreakGlassRule(_Frozen):
     allowed: bool
     max_hours: int | None = Field(default=None, ge=1, le=72)
     categories: tuple[BreakGlassCategory, ...] = ()
+    # A manager of the requester's team must approve before the override counts
+    # (governance.access, governance.approvals).
+    requires_approval: bool = False
 
     @model_validator(mode="after")
     def _consistent(self) -> BreakGlassRule:
+        if self.requires_approval and not self.allowed:
+            raise ValueError("requires_approval given but break-glass is not allowed")
         if self.allowed and (self.max_hours is None or not self.categories):
             raise ValueError("an allowed break-glass needs max_hours and categories")
         if not self.allowed and (self.max_hours is not None or self.categories):
