@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from governance.policy import AGENCY_CODES, SCHEMAS_DIR, PolicyError, Protocol
-from governance.relationships import Relationship, Subject
+from governance.relationships import Relationship, RelationshipRegistry, Subject
 
 if TYPE_CHECKING:
     from governance.decisions import BreakGlass, User
@@ -189,16 +189,33 @@ def load_assignments(path: Path = ASSIGNMENTS_FILE,
     return parse_assignments(doc, path, protocols)
 
 
-class TeamRelationships:
+class TeamRelationships(RelationshipRegistry):
     """A relationship registry that also gives a team manager the current allocations of the
-    members of the teams they manage. Everything else is the wrapped registry's."""
+    members of the teams they manage. Storage is the wrapped registry's (`base`)."""
 
-    def __init__(self, base: Any, assignments: Assignments) -> None:
+    def __init__(self, base: RelationshipRegistry, assignments: Assignments) -> None:
         self.base = base
         self.assignments = assignments
 
-    def __getattr__(self, name: str) -> Any:
+    def __getattr__(self, name: str) -> Any:  # e.g. load_frame, add_many of the SQL registry
         return getattr(self.base, name)
+
+    def add(self, rel: Relationship) -> None:
+        self.base.add(rel)
+
+    def all(self) -> list[Relationship]:
+        return self.base.all()
+
+    def to_frame(self) -> Any:
+        return self.base.to_frame()
+
+    def end(self, user_id: str, kind: Any, subject_id: str, on: dt.date) -> int:
+        return self.base.end(user_id, kind, subject_id, on)
+
+    def team_allocations(self, manager_id: str, on: dt.date) -> list[Relationship]:
+        """The current allocations of the members of the teams this user manages."""
+        members = {m for t in self.assignments.managed_by(manager_id) for m in t.members}
+        return [r for r in self.base.all() if r.user_id in members and r.current(on)]
 
     def current(self, user_id: str, subject: Subject, at: dt.date | dt.datetime
                 ) -> Relationship | None:
@@ -245,7 +262,7 @@ class AccessControl:
             return [APPROVER_NOT_MANAGER]
         return []
 
-    def wrap_relationships(self, relationships: Any) -> TeamRelationships:
+    def wrap_relationships(self, relationships: RelationshipRegistry) -> TeamRelationships:
         return TeamRelationships(relationships, self.assignments)
 
     def protocols_for(self, user: User, protocols: Iterable[Protocol]) -> list[Protocol]:

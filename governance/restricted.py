@@ -23,7 +23,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import BigInteger, Engine, Integer, String, insert, select, update
 from sqlalchemy.orm import Mapped, mapped_column
@@ -185,6 +185,21 @@ def apply_restrictions(views: ViewService, decisions: list[Decision]) -> list[De
                            break_glass_used=False, notification_due_by=None,
                            extra={**d.extra, "restricted_contacts": contacts(views, agencies)}))
     return out
+
+
+def restricted_contacts(exc: Any) -> list[str]:
+    """Whom to contact, for a refusal that was a restriction (else nothing)."""
+    d = getattr(exc, "decision", None)
+    if d is None or RESTRICTED not in getattr(exc, "reasons", ()):
+        return []
+    return list(d.extra.get("restricted_contacts") or [])
+
+
+def without_restricted(views: ViewService, people: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Drop restricted people from a family network listing (wider family): a network never
+    places a restricted person, not even as living elsewhere."""
+    hidden = restricted_people(views, [p["person_id"] for p in people])
+    return [p for p in people if p["person_id"] not in hidden]
 
 
 def hide_restricted(views: ViewService, decisions: list[Decision]) -> set[str]:

@@ -43,10 +43,11 @@ from governance.breakglass import GrantStore
 from governance.decisions import Governance, User
 from governance.identity import BadIdentityRequest, BridgeUnavailable, IdentityService
 from governance.relationships import RelationshipRegistry
+from governance.restricted import restricted_contacts, without_restricted
 from governance.service import BreakGlassAsk, Forbidden, NotFound, ViewService
 from linkage.config import HubPaths
 from linkage.publish import current
-from workspace import pages
+from workspace import approvals, pages
 from workspace.accounts import AccountStore, Session, SessionStore, csrf_ok
 from workspace.caseref import CaseRefFinder
 from workspace.oidc import OidcRefused, OidcSignIn
@@ -197,7 +198,7 @@ def create_app(ws: Workspace) -> FastAPI:
     def _forbidden(request: Request, exc: Forbidden) -> Response:
         body = uniform_refusal(exc.reasons, exc.audit_seq)
         return render(request, "refused.html", 403, reasons=body["reasons"],
-                      audit_seq=body.get("audit_seq"))
+                      audit_seq=body.get("audit_seq"), contacts=restricted_contacts(exc))
 
     @app.exception_handler(NotFound)
     def _not_found(request: Request, exc: NotFound) -> Response:
@@ -365,7 +366,8 @@ def create_app(ws: Workspace) -> FastAPI:
         members = pages.members(view, ws.gov.audit)
         return render(request, "family.html", status, kind=kind, subject=subject, view=view,
                       protocol=proto, protocols=assigned, members=members,
-                      wider=pages.wider_family(views.warehouse, members),
+                      wider=without_restricted(views, pages.wider_family(views.warehouse,
+                                                                         members)),
                       household_id=view.extra.get("household_id"),
                       break_glass=view.extra.get("break_glass"))
 
@@ -452,4 +454,5 @@ def create_app(ws: Workspace) -> FastAPI:
         return render(request, "identity.html", identities=r.identities, agency=r.agency,
                       error=None, **ctx)
 
+    app.include_router(approvals.router(ws, render, session_of, posted))
     return app

@@ -47,6 +47,13 @@ REASON_TEXT = {
     "role_may_not_break_glass": "your role may not use break-glass",
     "break_glass_expired": "the break-glass period has ended",
     "break_glass_grant_not_valid_for_request": "that break-glass grant is not valid here",
+    "not_assigned_to_protocol": "this protocol is not assigned to you, your team or agency",
+    "protocol_not_signed_off": "not every data controller has signed off this protocol version",
+    "break_glass_needs_manager_approval": "this protocol needs a manager's approval: your "
+                                          "request is waiting under Approvals",
+    "break_glass_self_approved": "you cannot approve your own break-glass",
+    "break_glass_approver_not_manager_of_requester": "the approver does not manage your team",
+    "restricted_record": "this record is restricted",
 }
 BASIS_TEXT = {"consent": "consent given"}
 BAND_TEXT = {"auto_match": "high (automatic match)", "clerical": "medium (awaiting review)",
