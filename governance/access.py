@@ -267,3 +267,21 @@ class AccessControl:
 
     def protocols_for(self, user: User, protocols: Iterable[Protocol]) -> list[Protocol]:
         return [p for p in protocols if self.assignments.may_act(user, p.id)]
+
+
+def configured_access(engine: Any, assignments: str | Path | None, require_sign_off: Any = False,
+                      protocols: Mapping[str, Protocol] | None = None) -> AccessControl | None:
+    """Access control for a hub process from its settings: the API config's `assignments` and
+    `require_sign_off` keys, or the workspace's JOINEDUP_ASSIGNMENTS and
+    JOINEDUP_REQUIRE_SIGN_OFF. No assignments file: None (role-only, the pre-issue-20 rules)."""
+    if not assignments:
+        return None
+    from governance.policy import load_protocols
+    from governance.signoff import SignOffStore
+
+    if require_sign_off not in (True, False, "1", "0", "true", "false", "", None):
+        raise PolicyError(f"require_sign_off: must be true or false, not {require_sign_off!r}")
+    loaded = load_assignments(Path(assignments),
+                              protocols if protocols is not None else load_protocols())
+    sign = require_sign_off in (True, "1", "true")
+    return AccessControl(loaded, SignOffStore(engine) if sign else None)

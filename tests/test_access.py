@@ -399,3 +399,20 @@ def test_no_out_of_scope_field_is_ever_returned(world: World, tmp_path: Path) ->
                 checked, shown = checked + 1, shown + 1
     assert 0 < shown < checked  # both outcomes were exercised
     assert checked == len(restricted_choices) * len(USERS) * 4 * 2
+
+
+def test_configured_access_from_settings(tmp_path: Path) -> None:
+    from governance.access import ASSIGNMENTS_FILE, configured_access
+    from governance.audit import make_engine
+
+    engine = make_engine(f"sqlite:///{tmp_path}/g.db")
+    assert configured_access(engine, None) is None  # role-only, as before issue 20
+    on = configured_access(engine, str(ASSIGNMENTS_FILE), "true")
+    assert on is not None and on.signoffs is not None
+    assert configured_access(engine, ASSIGNMENTS_FILE, False).signoffs is None
+    with pytest.raises(PolicyError, match="require_sign_off: must be true or false"):
+        configured_access(engine, ASSIGNMENTS_FILE, "yes please")
+    bad = tmp_path / "assignments.yaml"
+    bad.write_text("assignments_version: 1\nprotocols: {}\n")
+    with pytest.raises(PolicyError, match=f"{bad}: protocols: missing or empty"):
+        configured_access(engine, bad)
