@@ -416,3 +416,12 @@ def test_configured_access_from_settings(tmp_path: Path) -> None:
     bad.write_text("assignments_version: 1\nprotocols: {}\n")
     with pytest.raises(PolicyError, match=f"{bad}: protocols: missing or empty"):
         configured_access(engine, bad)
+
+
+def test_unallocated_refusal_names_assignment_but_never_restriction() -> None:
+    from governance.api_safety import uniform_refusal
+
+    body = uniform_refusal(["no_legitimate_relationship", "not_assigned_to_protocol",
+                            "restricted_record"], 17)
+    assert body["reasons"] == ["no_legitimate_relationship", "not_assigned_to_protocol"]
+    assert "audit_seq" not in body
