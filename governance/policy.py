@@ -251,6 +251,9 @@ def load_protocol(path: Path, payload_fields: frozenset[str] | None = None) -> P
         raise  # unreachable; keeps type checkers happy
     for code, fields in proto.agencies.items():
         for i, f in enumerate(fields):
+            if f == "restricted":  # a control marker (governance.restricted), never shared
+                raise PolicyError(f"{path}: agencies.{code}.{i}: 'restricted' is a control "
+                                  "marker, not shareable information")
             if f not in payload_fields:
                 raise PolicyError(
                     f"{path}: agencies.{code}.{i}: {f!r} is not a payload field in "

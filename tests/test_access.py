@@ -425,3 +425,27 @@ def test_unallocated_refusal_names_assignment_but_never_restriction() -> None:
                             "restricted_record"], 17)
     assert body["reasons"] == ["no_legitimate_relationship", "not_assigned_to_protocol"]
     assert "audit_seq" not in body
+
+
+def test_restricted_is_never_in_a_minimum_dataset(tmp_path: Path) -> None:
+    import yaml
+
+    src = load_protocols()[S47].model_dump(mode="json")
+    src["agencies"]["CSC"] = [*src["agencies"]["CSC"], "restricted"]
+    path = tmp_path / f"{S47}.yaml"
+    path.write_text(yaml.safe_dump(src))
+    with pytest.raises(PolicyError, match=r"agencies\.CSC\.\d+: 'restricted' is a control"):
+        load_protocol(path)
+
+
+def test_workspace_offers_only_assigned_protocols() -> None:
+    from governance.access import AccessControl
+    from workspace.pages import assigned_protocols
+
+    protocols = load_protocols()
+    access = AccessControl(load_assignments(protocols=protocols), None)
+    on = NOW.date()
+    assert S47 in [p.id for p in assigned_protocols(protocols, DSL, on)]  # role-only
+    offered = [p.id for p in assigned_protocols(protocols, DSL, on, access)]
+    assert S47 not in offered and EARLY_HELP in offered
+    assert S47 in [p.id for p in assigned_protocols(protocols, SW, on, access)]

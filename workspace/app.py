@@ -174,7 +174,8 @@ def create_app(ws: Workspace) -> FastAPI:
         return value
 
     def protocol_choice(request: Request, s: Session, protocol: str | None) -> Any:
-        assigned = pages.assigned_protocols(ws.gov.protocols, s.user, ws.clock().date())
+        assigned = pages.assigned_protocols(ws.gov.protocols, s.user, ws.clock().date(),
+                                            ws.gov.access)
         ids = [p.id for p in assigned]
         if protocol and PROTO.fullmatch(protocol):
             return protocol, assigned
@@ -326,7 +327,8 @@ def create_app(ws: Workspace) -> FastAPI:
         mine = [r for r in (rels.all() if isinstance(rels, RelationshipRegistry) else [])
                 if r.user_id == s.user.user_id and r.current(today)]
         return render(request, "home.html", caseload=sorted(mine, key=lambda r: r.start),
-                      protocols=pages.assigned_protocols(ws.gov.protocols, s.user, today))
+                      protocols=pages.assigned_protocols(ws.gov.protocols, s.user, today,
+                                                         ws.gov.access))
 
     @app.post("/find")
     def find(request: Request, case_reference: str = Form(""), csrf_token: str = Form("")

@@ -19,6 +19,7 @@ from typing import Any
 import duckdb
 import yaml
 
+from governance.access import AccessControl
 from governance.audit import AuditLog
 from governance.decisions import User
 from governance.policy import Protocol
@@ -80,12 +81,13 @@ def label(name: str) -> str:
     return name.replace("_", " ").capitalize()
 
 
-def assigned_protocols(protocols: dict[str, Protocol], user: User, on: dt.date
-                       ) -> list[Protocol]:
-    """The protocols a worker may choose from: their role is named and it is in force (the
-    involvement index has its own page)."""
+def assigned_protocols(protocols: dict[str, Protocol], user: User, on: dt.date,
+                       access: AccessControl | None = None) -> list[Protocol]:
+    """The protocols a worker may choose from: their role is named, it is in force and (with
+    access control) assigned to them (the involvement index has its own page)."""
     return [p for _, p in sorted(protocols.items()) if user.role in p.roles and p.in_force(on)
-            and p.id != INVOLVEMENT_PROTOCOL]
+            and p.id != INVOLVEMENT_PROTOCOL
+            and (access is None or access.assignments.may_act(user, p.id))]
 
 
 @dataclass
