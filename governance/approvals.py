@@ -197,6 +197,8 @@ def _refusal(gov: Governance, manager: User, req: ApprovalRequest | None) -> str
         return "self_approval"
     if not gov.access.assignments.manages(manager.user_id, req.user_id):
         return "not_manager_of_requester"
+    if not gov.access.assignments.may_act(manager, req.protocol_id):
+        return "approver_not_assigned_to_protocol"
     if req.status != PENDING:
         return f"request_already_{req.status}"
     proto = gov.protocols.get(req.protocol_id)

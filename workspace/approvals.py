@@ -27,6 +27,7 @@ REFUSAL_TEXT = {
     "self_approval": "you cannot approve your own request",
     "not_manager_of_requester": "you do not manage the team of the person who asked",
     "unknown_request": "there is no such request",
+    "approver_not_assigned_to_protocol": "this protocol is not assigned to you",
     "request_already_approved": "this request has already been approved",
     "request_already_declined": "this request has already been declined",
     "approvals_not_configured": "approvals are not configured at this hub",
