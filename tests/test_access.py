@@ -449,3 +449,25 @@ def test_workspace_offers_only_assigned_protocols() -> None:
     offered = [p.id for p in assigned_protocols(protocols, DSL, on, access)]
     assert S47 not in offered and EARLY_HELP in offered
     assert S47 in [p.id for p in assigned_protocols(protocols, SW, on, access)]
+
+
+def test_approver_must_be_assigned_to_the_protocol(
+        world: World, tmp_path: Path, backend: tuple[str, str | None]) -> None:
+    from governance.access import AccessControl
+
+    hub = access_hub(world, tmp_path, *backend)
+    with pytest.raises(Forbidden):
+        hub.views.household_view(SW, MASH, world.household,
+                                 break_glass=BreakGlassAsk("immediate_danger", WHY, 2))
+    [req] = ApprovalStore(hub.gov.audit.engine).for_requester(SW.user_id)
+    # A health-visiting manager put over the social worker's team, MASH assigned to CSC only.
+    hv_manager = User("tm.hv.1", "team_manager", "HV")
+    hub.gov.access = AccessControl(parse_assignments({
+        "assignments_version": 1,
+        "teams": {"mixed": {"agency": "CSC", "managers": [hv_manager.user_id],
+                            "members": [SW.user_id]}},
+        "protocols": {MASH: {"agencies": ["CSC"]}}}, "custom.yaml", hub.gov.protocols), None)
+    with pytest.raises(ApprovalRefused) as exc:
+        ApprovalStore(hub.gov.audit.engine).decide(hub.gov, hv_manager, req.request_id, True,
+                                                   NOW)
+    assert exc.value.code == "approver_not_assigned_to_protocol"
