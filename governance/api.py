@@ -454,6 +454,7 @@ def app_from_config(path: str | Path) -> FastAPI:
     """
     import pandas as pd
 
+    from governance.access import configured_access
     from governance.consent import SqlConsentRegistry
     from governance.hub_stage import refresh_consent
     from governance.relationships import SqlRelationshipRegistry
@@ -477,7 +478,9 @@ def app_from_config(path: str | Path) -> FastAPI:
         refresh_consent(engine, warehouse)
     audit = AuditLog(engine, signing_key=load_audit_key(cfg["audit_signing_key"]),
                      origin=process_origin("api"))
-    gov = Governance(audit, consent=consent, relationships=rels)
+    gov = Governance(audit, consent=consent, relationships=rels,
+                     access=configured_access(engine, cfg.get("assignments"),
+                                              cfg.get("require_sign_off", False)))
     views = ViewService(warehouse, gov)
     store = TokenStore(engine)
     for i, t in enumerate(cfg.get("tokens") or []):

@@ -40,6 +40,9 @@ ASKER_REASONS = frozenset({
     "break_glass_category_not_permitted", "break_glass_duration_exceeds_protocol",
     "break_glass_not_started", "break_glass_expired", "break_glass_grant_not_valid_for_request",
     "break_glass_invalid",
+    # governance.access: about the asker and the protocol, never the subject
+    "not_assigned_to_protocol", "protocol_not_signed_off", "break_glass_needs_manager_approval",
+    "break_glass_self_approved", "break_glass_approver_not_manager_of_requester",
 })
 NO_RELATIONSHIP = "no_legitimate_relationship"
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")

@@ -154,6 +154,9 @@ class AuditLog:
         self.signing_key = signing_key
         self.checkpoint_every = checkpoint_every
         self.origin = origin
+        # protocol id -> {protocol_version, protocol_sha256}: set by governance.decisions so
+        # every entry naming a protocol also names the exact version it was decided under.
+        self.protocol_stamp: Callable[[str], dict[str, Any]] | None = None
         if create:
             self.create()
 
@@ -175,6 +178,10 @@ class AuditLog:
         attempts: int = 5,
     ) -> AuditRecord:
         """Append one entry; `also(conn, seq)` runs in the same transaction (alerts etc.)."""
+        pid = body.get("protocol_id")
+        if self.protocol_stamp is not None and isinstance(pid, str) and (
+                "protocol_sha256" not in body):
+            body = {**body, **self.protocol_stamp(pid)}
         body_text = canonical_json(body)
         last_exc: Exception | None = None
         for attempt in range(attempts):

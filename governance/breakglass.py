@@ -31,8 +31,11 @@ class Grant:
 
 class GrantStore:
     def __init__(self, engine: Engine) -> None:
+        from governance.approvals import BreakGlassRequestRow
+
         self.engine = engine
-        Base.metadata.create_all(engine, tables=[BreakGlassGrant.__table__])
+        Base.metadata.create_all(engine, tables=[BreakGlassGrant.__table__,
+                                                 BreakGlassRequestRow.__table__])
 
     @staticmethod
     def insert(conn: Connection, grant: Grant) -> None:
@@ -45,13 +48,15 @@ class GrantStore:
             expires_at=grant.expires_at.isoformat()))
 
     def get(self, grant_id: str) -> Grant | None:
+        from governance.approvals import approver_of
+
         with self.engine.connect() as conn:
             r = conn.execute(select(*BreakGlassGrant.__table__.c)
                              .where(BreakGlassGrant.grant_id == grant_id)).first()
             if r is None:
                 return None
             bg = BreakGlass(r.category, r.justification, dt.datetime.fromisoformat(r.started_at),
-                            r.hours)
+                            r.hours, approver_of(conn, r.grant_id))
             return Grant(r.grant_id, r.audit_seq, r.user_id, r.protocol_id, r.subject_kind,
                          r.subject_id, bg, dt.datetime.fromisoformat(r.expires_at))
 

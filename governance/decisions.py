@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 from sqlalchemy import Connection, insert, select
 
+from governance.access import NOT_ASSIGNED, NOT_SIGNED_OFF, AccessControl
 from governance.audit import AuditLog
 from governance.consent import ConsentRegistry, ConsentState, ConsentStatus
 from governance.models import Alert, NotificationDue
@@ -82,6 +83,7 @@ _CONSENT_DENIAL = {
 _RECIPIENT_SIDE = frozenset({
     Reason.UNKNOWN_PROTOCOL, Reason.PROTOCOL_NOT_IN_FORCE, Reason.UNKNOWN_ROLE,
     Reason.ROLE_NOT_IN_PROTOCOL, Reason.ROLE_NOT_ROW_LEVEL, Reason.NO_RELATIONSHIP,
+    NOT_ASSIGNED, NOT_SIGNED_OFF,
 })
 
 # Justification text is the only free text that reaches the audit log. It is screened with the
@@ -104,6 +106,7 @@ class BreakGlass:
     justification: str
     started_at: dt.datetime
     hours: int
+    approved_by: str | None = None  # the manager who approved it (governance.approvals)
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,12 +241,24 @@ class Governance:
         relationships: RelationshipRegistry | None = None,
         protocols: Mapping[str, Protocol] | None = None,
         roles: Mapping[str, Role] | None = None,
+        access: AccessControl | None = None,
     ) -> None:
         self.audit = audit
         self.consent = consent if consent is not None else ConsentRegistry()
         self.relationships = relationships if relationships is not None else RelationshipRegistry()
         self.protocols = dict(protocols) if protocols is not None else load_protocols()
         self.roles = dict(roles) if roles is not None else load_roles()
+        # Assignment, team managers, sign-off and approval (governance.access); None: role only.
+        self.access = access
+        if access is not None:
+            self.relationships = access.wrap_relationships(self.relationships)
+        audit.protocol_stamp = self.protocol_stamp
+
+    def protocol_stamp(self, protocol_id: str) -> dict[str, Any]:
+        """The version and content hash every audit entry naming a protocol carries."""
+        p = self.protocols.get(protocol_id)
+        return {"protocol_version": p.version if p else None,
+                "protocol_sha256": (p.document_sha256 or None) if p else None}
 
     # -- evaluation without recording -----------------------------------------------------------
 
@@ -282,6 +297,8 @@ class Governance:
                 who.append(Reason.ROLE_NOT_IN_PROTOCOL)
             if not role.row_level:
                 who.append(Reason.ROLE_NOT_ROW_LEVEL)
+        if self.access is not None:
+            who.extend(self.access.refusal_reasons(user, proto))
         if self.relationships.current(user.user_id, subject, at) is None:
             who.append(Reason.NO_RELATIONSHIP)
 
@@ -292,6 +309,8 @@ class Governance:
                 bg_problems = ["break_glass_not_permitted_by_protocol"]
             else:
                 bg_problems, bg_expires = _check_break_glass(break_glass, proto, role, at)
+                if self.access is not None:
+                    bg_problems += self.access.break_glass_problems(user, proto, break_glass)
         bg_valid = break_glass is not None and not bg_problems
 
         consent_cache: dict[str, ConsentState] = {}

@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from governance.audit import AuditLog, canonical_json, key_id
 from governance.decisions import MIN_JUSTIFICATION, User, screen_justification
 from governance.relationships import Subject
+from governance.restricted import apply_restrictions
 from governance.service import Forbidden, NotFound, ViewError, ViewService
 
 REQUEST_VERSION = 2
@@ -83,6 +84,7 @@ class IdentityService:
         exists, household_id = self.views.person_household(person_id)
         requested = self.views._requested(protocol_id, [agency])
         d = gov.evaluate(user, protocol_id, Subject(person_id, household_id), requested, at)
+        d = apply_restrictions(self.views, [d])[0]  # no identity of a restricted record
         proto = gov.protocols.get(protocol_id)
         # Identity only where the protocol says so explicitly (the agency's bridge checks too).
         protocol_problems = (["unknown_protocol"] if proto is None else

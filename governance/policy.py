@@ -75,9 +75,14 @@ class BreakGlassRule(_Frozen):
     allowed: bool
     max_hours: int | None = Field(default=None, ge=1, le=72)
     categories: tuple[BreakGlassCategory, ...] = ()
+    # A manager of the requester's team must approve before the override counts
+    # (governance.access, governance.approvals).
+    requires_approval: bool = False
 
     @model_validator(mode="after")
     def _consistent(self) -> BreakGlassRule:
+        if self.requires_approval and not self.allowed:
+            raise ValueError("requires_approval given but break-glass is not allowed")
         if self.allowed and (self.max_hours is None or not self.categories):
             raise ValueError("an allowed break-glass needs max_hours and categories")
         if not self.allowed and (self.max_hours is not None or self.categories):
@@ -272,6 +277,9 @@ def load_protocol(path: Path, payload_fields: frozenset[str] | None = None) -> P
         raise  # unreachable; keeps type checkers happy
     for code, fields in proto.agencies.items():
         for i, f in enumerate(fields):
+            if f == "restricted":  # a control marker (governance.restricted), never shared
+                raise PolicyError(f"{path}: agencies.{code}.{i}: 'restricted' is a control "
+                                  "marker, not shareable information")
             if f not in payload_fields:
                 raise PolicyError(
                     f"{path}: agencies.{code}.{i}: {f!r} is not a payload field in "

@@ -23,6 +23,7 @@ import duckdb
 import pandas as pd
 from sqlalchemy import Connection
 
+from governance.approvals import ApprovalStore, pending_request
 from governance.breakglass import Grant, GrantStore
 from governance.consent import ConsentRegistry
 from governance.decisions import (
@@ -35,6 +36,7 @@ from governance.decisions import (
     refused_break_glass,
 )
 from governance.relationships import Subject
+from governance.restricted import apply_restrictions, hide_restricted
 
 INVOLVEMENT_PROTOCOL = "involvement_index"
 INVOLVEMENT_FIELDS = ("record_type", "event_date", "lead_practitioner_contact")
@@ -235,6 +237,9 @@ class ViewService:
         bg, grant_id, new_grant, grant_problem = self._break_glass(
             user, protocol_id, at, break_glass, subject_kind, subject_id)
         decisions = [self.gov.evaluate(user, protocol_id, s, req, at, bg) for s, req in subjects]
+        decisions = apply_restrictions(self, decisions)
+        approval = pending_request(self.gov, user, protocol_id, break_glass, decisions, at,
+                                   subject_kind, subject_id)
         if grant_problem is not None:
             decisions = [replace(d, break_glass_requested=True, alert_raised=True,
                                  break_glass_problems=(grant_problem,)) for d in decisions]
@@ -255,12 +260,16 @@ class ViewService:
                                            not decisions[0].break_glass_problems)
             body["break_glass_grant"] = {"grant_id": grant_id if ok else None,
                                          "new": new_grant is not None}
+            if approval is not None:
+                body["break_glass_approval_request"] = approval.request_id
 
         def also(conn: Connection, seq: int) -> None:
             record_side_effects(conn, seq, decisions,
                                 subject_id if len(decisions) > 1 else None)
             if new_grant is not None:
                 GrantStore.insert(conn, replace(new_grant, audit_seq=seq))
+            if approval is not None:
+                ApprovalStore.insert(conn, replace(approval, audit_seq=seq))
 
         rec = self.gov.audit.append("decision", body, also=also)
         return [replace(d, audit_seq=rec.seq, audit_hash=rec.entry_hash)
@@ -359,9 +368,13 @@ class ViewService:
                                          {"household_id": household_id},
                                          break_glass=break_glass, subject_kind="household",
                                          subject_id=household_id)
+        hidden = hide_restricted(self, decisions)  # never place a restricted member here
+        members = [m for m in members if m not in hidden]
+        decisions = [d for d in decisions if d.subject.person_id not in hidden]
         allowed = {d.subject.person_id: d.allowed_fields() for d in decisions}
         if not any(allowed.values()):
-            raise Forbidden(decisions[0], self._refusal_reasons(decisions), seq)
+            raise Forbidden(decisions[0] if decisions else None,
+                            self._refusal_reasons(decisions), seq)
         if not exists or not members:
             raise NotFound("household", household_id, seq)
         records = self.payload_rows(allowed)

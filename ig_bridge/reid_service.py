@@ -99,11 +99,25 @@ def load_hub_public_key(path: str | Path) -> Ed25519PublicKey:
     return key
 
 
+def restricted_rows(values: pd.Series) -> pd.Series:
+    """True where an extract's restricted flag is set (the bridge's yes/no spellings)."""
+    from ig_bridge.rowcheck import _BOOL
+
+    text = ["" if pd.isna(v) else str(v).strip().lower() for v in values]
+    # Anything present that is not a clear "no" counts as restricted: err on the safe side.
+    return pd.Series([t != "" and _BOOL.get(t) is not False for t in text],
+                     index=values.index, dtype=bool)
+
+
 def extract_lookup(extract: str | Path, mapping_path: str | Path) -> Lookup:
     """Lookup over the agency's own extract, subject identifier columns renamed to canonical."""
     mapping = load_mapping(mapping_path)
     cols = mapping.identifier_columns(SUBJECT)
+    # A record the agency's own data marks restricted (its flag mapped to the `restricted`
+    # payload field) is never re-identified here, whatever the hub asks.
+    flag = mapping.payload_columns().get("restricted")
     frames = [c.frame[list(cols.values())].rename(columns={v: k for k, v in cols.items()})
+              [~restricted_rows(c.frame[flag]) if flag else slice(None)]
               for c in iter_chunks(extract, mapping.source)]
     frame = pd.concat(frames, ignore_index=True)
     frame["record_id"] = frame["record_id"].astype(str).str.strip()

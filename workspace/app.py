@@ -43,10 +43,11 @@ from governance.breakglass import GrantStore
 from governance.decisions import Governance, User
 from governance.identity import BadIdentityRequest, BridgeUnavailable, IdentityService
 from governance.relationships import RelationshipRegistry
+from governance.restricted import restricted_contacts, without_restricted
 from governance.service import BreakGlassAsk, Forbidden, NotFound, ViewService
 from linkage.config import HubPaths
 from linkage.publish import current
-from workspace import pages, sharing_pages
+from workspace import approvals, pages, sharing_pages
 from workspace.accounts import AccountStore, Session, SessionStore, csrf_ok
 from workspace.caseload import caseload_router
 from workspace.caseref import CaseRefFinder
@@ -175,7 +176,8 @@ def create_app(ws: Workspace) -> FastAPI:
         return value
 
     def protocol_choice(request: Request, s: Session, protocol: str | None) -> Any:
-        assigned = pages.assigned_protocols(ws.gov.protocols, s.user, ws.clock().date())
+        assigned = pages.assigned_protocols(ws.gov.protocols, s.user, ws.clock().date(),
+                                            ws.gov.access)
         ids = [p.id for p in assigned]
         if protocol and PROTO.fullmatch(protocol):
             return protocol, assigned
@@ -199,7 +201,7 @@ def create_app(ws: Workspace) -> FastAPI:
     def _forbidden(request: Request, exc: Forbidden) -> Response:
         body = uniform_refusal(exc.reasons, exc.audit_seq)
         return render(request, "refused.html", 403, reasons=body["reasons"],
-                      audit_seq=body.get("audit_seq"))
+                      audit_seq=body.get("audit_seq"), contacts=restricted_contacts(exc))
 
     @app.exception_handler(NotFound)
     def _not_found(request: Request, exc: NotFound) -> Response:
@@ -327,7 +329,8 @@ def create_app(ws: Workspace) -> FastAPI:
         mine = [r for r in (rels.all() if isinstance(rels, RelationshipRegistry) else [])
                 if r.user_id == s.user.user_id and r.current(today)]
         return render(request, "home.html", caseload=sorted(mine, key=lambda r: r.start),
-                      protocols=pages.assigned_protocols(ws.gov.protocols, s.user, today))
+                      protocols=pages.assigned_protocols(ws.gov.protocols, s.user, today,
+                                                         ws.gov.access))
 
     @app.post("/find")
     def find(request: Request, case_reference: str = Form(""), csrf_token: str = Form("")
@@ -367,7 +370,8 @@ def create_app(ws: Workspace) -> FastAPI:
         members = pages.members(view, ws.gov.audit)
         return render(request, "family.html", status, kind=kind, subject=subject, view=view,
                       protocol=proto, protocols=assigned, members=members,
-                      wider=pages.wider_family(views.warehouse, members),
+                      wider=without_restricted(views, pages.wider_family(views.warehouse,
+                                                                         members)),
                       household_id=view.extra.get("household_id"),
                       break_glass=view.extra.get("break_glass"))
 
@@ -457,4 +461,5 @@ def create_app(ws: Workspace) -> FastAPI:
     app.include_router(sharing_pages.router(ws, render, session_of, posted))  # decision log
     app.include_router(caseload_router(ws))  # /caseload
     app.include_router(known_to_router(ws))  # /people|households/{id}/known-to
+    app.include_router(approvals.router(ws, render, session_of, posted))
     return app

@@ -91,6 +91,9 @@ def build(run: Path, bridges: dict[str, str] | None = None, *, secure_cookies: b
     run's SQLite file), the hub audit key (JOINEDUP_HUB_KEYS_DIR, else <run>/hub/keys) and the
     hub's request-signing key (`request_key`, else <run>/hub/keys/hub_request.pem, created
     for a demo run that has none)."""
+    import os
+
+    from governance.access import configured_access
     from governance.audit import AuditLog, generate_hub_key, load_hub_key
     from governance.audit_checkpointer import process_origin
     from governance.audit_keys import load_audit_key
@@ -109,7 +112,9 @@ def build(run: Path, bridges: dict[str, str] | None = None, *, secure_cookies: b
         refresh_consent(engine, paths.warehouse)
     audit = AuditLog(engine, signing_key=load_audit_key(hub_keys_dir(paths.hub)),
                      origin=process_origin("workspace"))
-    gov = Governance(audit, consent, SqlRelationshipRegistry(engine))
+    gov = Governance(audit, consent, SqlRelationshipRegistry(engine),
+                     access=configured_access(engine, os.environ.get("JOINEDUP_ASSIGNMENTS"),
+                                              os.environ.get("JOINEDUP_REQUIRE_SIGN_OFF")))
     if request_key is not None:
         hub_key = load_hub_key(request_key)
     else:

@@ -19,6 +19,7 @@ from typing import Any
 import duckdb
 import yaml
 
+from governance.access import AccessControl
 from governance.audit import AuditLog
 from governance.decisions import User
 from governance.policy import Protocol
@@ -47,6 +48,13 @@ REASON_TEXT = {
     "role_may_not_break_glass": "your role may not use break-glass",
     "break_glass_expired": "the break-glass period has ended",
     "break_glass_grant_not_valid_for_request": "that break-glass grant is not valid here",
+    "not_assigned_to_protocol": "this protocol is not assigned to you, your team or agency",
+    "protocol_not_signed_off": "not every data controller has signed off this protocol version",
+    "break_glass_needs_manager_approval": "this protocol needs a manager's approval: your "
+                                          "request is waiting under Approvals",
+    "break_glass_self_approved": "you cannot approve your own break-glass",
+    "break_glass_approver_not_manager_of_requester": "the approver does not manage your team",
+    "restricted_record": "this record is restricted",
 }
 BASIS_TEXT = {"consent": "consent given"}
 BAND_TEXT = {"auto_match": "high (automatic match)", "clerical": "medium (awaiting review)",
@@ -73,12 +81,13 @@ def label(name: str) -> str:
     return name.replace("_", " ").capitalize()
 
 
-def assigned_protocols(protocols: dict[str, Protocol], user: User, on: dt.date
-                       ) -> list[Protocol]:
-    """The protocols a worker may choose from: their role is named and it is in force (the
-    involvement index has its own page)."""
+def assigned_protocols(protocols: dict[str, Protocol], user: User, on: dt.date,
+                       access: AccessControl | None = None) -> list[Protocol]:
+    """The protocols a worker may choose from: their role is named, it is in force and (with
+    access control) assigned to them (the involvement index has its own page)."""
     return [p for _, p in sorted(protocols.items()) if user.role in p.roles and p.in_force(on)
-            and p.id != INVOLVEMENT_PROTOCOL]
+            and p.id != INVOLVEMENT_PROTOCOL
+            and (access is None or access.assignments.may_act(user, p.id))]
 
 
 @dataclass
