@@ -248,6 +248,14 @@ class PersonRefs:
         return frozenset((a, r) for a, r in self._query(
             "SELECT agency, record_ref FROM record_person WHERE person_id = ?", [person_id]))
 
+    def household_of(self, person_id: str) -> str | None:
+        """The person's current household (as governance.service.ViewService decides it)."""
+        rows = self._query("""SELECT m.household_id FROM household_member m
+            JOIN household h USING (household_id)
+            WHERE m.person_id = ? AND h.status = 'active'
+            ORDER BY m.n_agencies_agreeing DESC, m.household_id LIMIT 1""", [person_id])
+        return rows[0][0] if rows else None
+
     def holders(self, refs: Iterable[Ref]) -> dict[Ref, str]:
         wanted = sorted({r for _, r in refs})
         if not wanted:
