@@ -92,7 +92,8 @@ class ScopedConsent:
         givens = [r for r in records if r.status == "given"]
         holders = self.refs.holders({x for r in givens for x in (r.anchors or r.all_refs)})
         mine = [r for r in givens if self.applies_to(r, person_id, refs, holders)]
-        live = [r for r in mine if r.given_on <= at.date() <= r.review_by]
+        live = [r for r in mine if r.given_on <= at.date() <= r.review_by
+                and (r.withdrawn_at is None or r.withdrawn_at > at)]
         expired = [r for r in mine if at.date() > r.review_by]
         vetoes: list[tuple[ConsentRecord, _Moment]] = []
         for r in records:

@@ -83,6 +83,8 @@ def test_withdrawal_takes_effect_on_the_next_decision(w: ConsentWorld) -> None:
     assert d.allowed_fields() == {}
     assert {f.reasons for f in d.fields if f.agency == "SCH" and f.field == "attendance_pct"} \
         == {("consent_withdrawn",)}
+    # a withdrawn consent is no current consent: outside its scope there is simply none
+    assert {f.reasons for f in d.fields if f.agency == "HSG"} == {("no_consent",)}
     assert sorted(p.parent.name for p in notices) == ["EH", "SCH"]  # the agencies told
     with pytest.raises(ConsentRecordError, match="only a current given consent"):
         w.service.withdraw(EH_WORKER, rec.record_id, "phone")

@@ -46,7 +46,7 @@ from governance.relationships import RelationshipRegistry
 from governance.service import BreakGlassAsk, Forbidden, NotFound, ViewService
 from linkage.config import HubPaths
 from linkage.publish import current
-from workspace import pages
+from workspace import consent_pages, pages
 from workspace.accounts import AccountStore, Session, SessionStore, csrf_ok
 from workspace.caseref import CaseRefFinder
 from workspace.oidc import OidcRefused, OidcSignIn
@@ -452,4 +452,5 @@ def create_app(ws: Workspace) -> FastAPI:
         return render(request, "identity.html", identities=r.identities, agency=r.agency,
                       error=None, **ctx)
 
+    consent_pages.register(app, ws, render, session_of, posted, check_id)
     return app
