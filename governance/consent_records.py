@@ -349,6 +349,11 @@ class ConsentRecordStore:
         assert got is not None
         return got
 
+    def has_any(self, purpose: str) -> bool:
+        with self.engine.connect() as conn:
+            return conn.execute(select(ConsentRecordRow.record_id).where(
+                ConsentRecordRow.purpose == purpose).limit(1)).first() is not None
+
     def get(self, record_id: str) -> ConsentRecord | None:
         found = self._load(ConsentRecordRow.record_id == record_id)
         return found[0] if found else None

@@ -86,6 +86,8 @@ class ScopedConsent:
 
     def for_subject(self, person_id: str, purpose: str, at: dt.datetime) -> StateOf:
         at = _aware(at)
+        if not self.store.has_any(purpose):  # nothing recorded for the purpose: no map look-up
+            return self.base.for_subject(person_id, purpose, at)
         refs = self.refs.refs_of(person_id)
         records = [r for r in self.store.for_person(person_id, refs, purpose)
                    if r.recorded_at <= at]
