@@ -208,3 +208,27 @@ def test_anchor_split_across_two_persons_gives_consent_to_neither(w: ConsentWorl
     w.person_map({"P1": [("EH", "1001"), ("SCH", "1001")], "P6": [("EH", "1002")],
                   "P2": [("EH", "2001")]})
     assert _decide(w).allowed_fields() == {}
+
+
+def test_withdrawal_in_one_process_refuses_the_next_view_in_another(
+        w: ConsentWorld, backend: tuple[str, str | None]) -> None:
+    """The workspace and the API are separate processes over one governance store: a
+    withdrawal made through one is honoured by the other's very next decision."""
+    from governance.audit import AuditLog, make_engine
+    from governance.consent import SqlConsentRegistry
+    from governance.consent_scoped import install
+    from governance.decisions import Governance
+
+    url, schema = backend
+    engine = make_engine(url, schema)  # the other process: its own engine and registries
+    other = Governance(AuditLog(engine), SqlConsentRegistry(engine), w.gov.relationships,
+                       PROTOCOLS, w.gov.roles)
+    install(other, w.warehouse)
+    rec = w.service.record(EH_WORKER, w.consent())
+    assert other.decide(EH_WORKER, EARLY_HELP, SUBJECT, _eh_fields(),
+                        w.tick()).allowed("SCH", "attendance_pct")
+    w.tick()
+    w.service.withdraw(EH_WORKER, rec.record_id, "in_person")
+    d = other.decide(EH_WORKER, EARLY_HELP, SUBJECT, _eh_fields(), w.tick())
+    assert d.allowed_fields() == {}
+    assert ("consent_withdrawn",) in {f.reasons for f in d.fields}
