@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -152,6 +153,39 @@ def withdrawn(agency_dir: Path, purpose: str | None = None) -> dict[str, dt.date
             if e["local_id"] not in out or when > out[e["local_id"]]:
                 out[e["local_id"]] = when
     return out
+
+
+def carry_withdrawals(pay: pd.DataFrame, local_ids: pd.Series, agency_dir: Path) -> int:
+    """Carry applied withdrawals into an outgoing payload (the agency's next extract): a row
+    whose consent for a purpose was given on or before a withdrawal the hub sent for that
+    record and purpose leaves as withdrawn, dated the withdrawal, until the agency's own system
+    records something newer. Returns the number of rows changed."""
+    if "consent_status" not in pay.columns or "consent_purpose" not in pay.columns:
+        return 0
+    latest: dict[tuple[str, str], dt.datetime] = {}
+    for e in read_audit(Path(agency_dir) / REGISTER):
+        if e.get("outcome") == "applied":
+            key = (str(e["local_id"]), str(e["purpose"]))
+            when = dt.datetime.fromisoformat(e["withdrawn_at"])
+            latest[key] = max(when, latest.get(key, when))
+    if not latest:
+        return 0
+    ids = local_ids.astype(str).reset_index(drop=True)
+    when = pd.Series([latest.get((i, str(p))) for i, p in
+                      zip(ids, pay["consent_purpose"], strict=True)], dtype=object)
+    on = pd.to_datetime(when.map(lambda t: None if t is None else t.date()), errors="coerce")
+    dated = (pd.to_datetime(pay["consent_date"], errors="coerce")
+             if "consent_date" in pay.columns else pd.Series(pd.NaT, index=pay.index))
+    hit = (on.notna() & (pay["consent_status"] == "given")
+           & (dated.isna() | (dated <= on))).to_numpy()
+    if not hit.any():
+        return 0
+    pay.loc[hit, "consent_status"] = "withdrawn"
+    if "consent_date" in pay.columns:
+        col = pay["consent_date"]
+        new = on[hit] if pd.api.types.is_datetime64_any_dtype(col) else on[hit].dt.date
+        pay.loc[hit, "consent_date"] = new.to_numpy()
+    return int(hit.sum())
 
 
 # --- joinedup-bridge consent ------------------------------------------------------------------
