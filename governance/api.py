@@ -46,6 +46,7 @@ from sqlalchemy import (
     update,
 )
 
+from governance.api_consent import consent_router
 from governance.api_docs import serve_docs_locally
 from governance.api_safety import (
     NO_STORE,
@@ -317,6 +318,7 @@ def create_app(views: ViewService, auth: Authenticator,
         return user
 
     CurrentUser = Annotated[User, Depends(current_user)]  # noqa: N806
+    app.include_router(consent_router(views, CurrentUser, identity))  # governance.api_consent
     ProtocolQ = Annotated[str, Query(pattern=PROTOCOL_PATTERN, description="protocol id")]  # noqa: N806
     FieldsQ = Annotated[list[str] | None, Query(  # noqa: N806
         description="ask for fewer fields than the protocol allows (minimum necessary)")]

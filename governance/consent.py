@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -32,6 +32,9 @@ class ConsentStatus(StrEnum):
     REFUSED = "refused"
     WITHDRAWN = "withdrawn"
     NONE = "none"  # nothing recorded (never a value in the input)
+    # from consent records (governance.consent_scoped), never in the agencies' input:
+    EXPIRED = "expired"  # the consent covering the field is past its review date
+    OUT_OF_SCOPE = "out_of_scope"  # consent given, but not for this agency or category
 
 
 # Precedence on the same date: the safest status wins.
@@ -118,6 +121,19 @@ class ConsentRegistry:
         self, person_id: str, purpose: str, agency: str, at: dt.date | dt.datetime
     ) -> ConsentState:
         return _decide_state(self._events.get((person_id, purpose), ()), agency, _as_date(at))
+
+    def for_subject(self, person_id: str, purpose: str, at: dt.date | dt.datetime
+                    ) -> Callable[[str, str], ConsentState]:
+        """(agency, field) -> state for one decision. Per agency here; consent records add
+        scope per field (governance.consent_scoped)."""
+        cache: dict[str, ConsentState] = {}
+
+        def state(agency: str, field: str) -> ConsentState:
+            if agency not in cache:
+                cache[agency] = self.state(person_id, purpose, agency, at)
+            return cache[agency]
+
+        return state
 
 
 def _decide_state(all_events: Iterable[ConsentEvent], agency: str, on: dt.date) -> ConsentState:

@@ -26,7 +26,7 @@ from sqlalchemy import Connection, insert, select
 
 from governance.access import NOT_ASSIGNED, NOT_SIGNED_OFF, AccessControl
 from governance.audit import AuditLog
-from governance.consent import ConsentRegistry, ConsentState, ConsentStatus
+from governance.consent import ConsentRegistry, ConsentStatus
 from governance.models import Alert, NotificationDue
 from governance.policy import (
     BreakGlassCategory,
@@ -68,6 +68,8 @@ class Reason(StrEnum):
     NO_CONSENT = "no_consent"
     CONSENT_REFUSED = "consent_refused"
     CONSENT_WITHDRAWN = "consent_withdrawn"
+    CONSENT_EXPIRED = "consent_expired"
+    CONSENT_OUT_OF_SCOPE = "consent_out_of_scope"
     # granted reasons
     CONSENT_GIVEN = "consent_given"
     STATUTORY_GATEWAY = "statutory_gateway"
@@ -78,6 +80,8 @@ _CONSENT_DENIAL = {
     ConsentStatus.NONE: Reason.NO_CONSENT,
     ConsentStatus.REFUSED: Reason.CONSENT_REFUSED,
     ConsentStatus.WITHDRAWN: Reason.CONSENT_WITHDRAWN,
+    ConsentStatus.EXPIRED: Reason.CONSENT_EXPIRED,
+    ConsentStatus.OUT_OF_SCOPE: Reason.CONSENT_OUT_OF_SCOPE,
 }
 # Recipient-side reasons: about who is asking, not about the information.
 _RECIPIENT_SIDE = frozenset({
@@ -313,7 +317,8 @@ class Governance:
                     bg_problems += self.access.break_glass_problems(user, proto, break_glass)
         bg_valid = break_glass is not None and not bg_problems
 
-        consent_cache: dict[str, ConsentState] = {}
+        consent_of = (self.consent.for_subject(subject.person_id, proto.consent_purpose, at)
+                      if proto is not None else None)  # (agency, field) -> scoped state
         decisions: list[FieldDecision] = []
         bg_used = False
         for agency, fname in requested:
@@ -325,11 +330,8 @@ class Governance:
                     reasons.append(Reason.AGENCY_NOT_IN_PROTOCOL)
                 elif fname not in proto.minimum_dataset(agency):
                     reasons.append(Reason.FIELD_NOT_IN_DATASET)
-                if agency not in consent_cache:
-                    consent_cache[agency] = self.consent.state(
-                        subject.person_id, proto.consent_purpose, agency, at
-                    )
-                state = consent_cache[agency]
+                assert consent_of is not None
+                state = consent_of(agency, fname)
                 consent_status = state.status.value
                 rule = proto.consent_rule
                 override = False

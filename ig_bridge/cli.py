@@ -14,6 +14,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from ig_bridge import consent_notice
+
 # Outside a terminal (Airflow task logs, CI) rich assumes 80 columns and cuts long cells to
 # "…": the landed path and report path must be printed whole there, on one line to copy.
 _PIPE_WIDTH = 10_000
@@ -412,8 +414,11 @@ def main(argv: list[str] | None = None) -> int:
     rl.add_argument("--agency-dir", type=Path, required=True)
     rl.add_argument("--landing", type=Path, required=True)
     rl.add_argument("--link-key-version", type=int)
+    consent_notice.add_cli(sub)
     a = p.parse_args(argv)
 
+    if a.cmd == "consent":
+        return consent_notice.run_cli(a)
     if a.cmd == "rotation":
         return _rotation(a)
     if a.cmd == "keys":

@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from ig_bridge.consent_notice import carry_withdrawals
 from ig_bridge.dryrun import extract_problems
 from ig_bridge.encoding import Encoder, load_encoding_spec
 from ig_bridge.keys import KeyFileError, KeyStore, encrypt_record_refs
@@ -379,6 +380,7 @@ def run_bridge(extract_path: Path | str, mapping_path: Path | str, agency_dir: P
                 for fname, mask in c.payload_nulled.items():
                     field_problems += [(int(line), fname) for line in chunk.lines[mask & good]]
                 pay = c.payload[good].reset_index(drop=True)
+                carry_withdrawals(pay, rid[good], agency_dir)  # ig_bridge.consent_notice
                 _scrub_payload(pay, scrubbed, scrubber,
                                {p: f[good].reset_index(drop=True) for p, f in c.persons.items()},
                                {p: f[good].reset_index(drop=True) for p, f in c.norm.items()})

@@ -270,8 +270,13 @@ def test_bad_input_is_422_and_not_audited(hub: Hub, url: str) -> None:
     assert hub.audit.count() == 0
 
 
-def test_consent_protocol_follows_the_registry_including_withdrawal(hub: Hub,
-                                                                    world: World) -> None:
+def test_early_help_consent_in_scope_shows_partner_data_and_withdrawal_refuses_at_once(
+        hub: Hub, world: World) -> None:
+    """Under Early Help a consent recorded through the API with a scope (agencies x
+    categories) lets the worker see what partners hold in scope, and only that; withdrawing
+    it refuses the very next view."""
+    from governance.consent_scope import Scope
+
     proto = hub.gov.protocols["early_help_family_support"]
 
     def holders_of(person: str) -> set[str]:
@@ -282,27 +287,63 @@ def test_consent_protocol_follows_the_registry_including_withdrawal(hub: Hub,
                    is ConsentStatus.NONE for a in proto.agencies)
 
     subjects = [p for p in dict.fromkeys([world.person, *world.members])
-                if holders_of(p) and no_consent_yet(p)]
+                if len(holders_of(p)) >= 2 and no_consent_yet(p)]
     assert subjects, "no household member without early_help consent to start from"
     subject = subjects[0]
-    holders = holders_of(subject)
+    holders = sorted(holders_of(subject))
+    in_scope, out_of_scope = holders[:-1], holders[-1]
     url = f"/persons/{subject}?protocol={proto.id}"
     r = hub.get(url)
     assert r.status_code == 403 and "no_consent" in r.json()["reasons"]
-    agency = sorted(holders)[0]
-    hub.gov.consent.record(subject, agency, proto.consent_purpose, "given",
-                           dt.date(2026, 3, 1))
+    auth = {"Authorization": f"Bearer {hub.tokens['sw1']}"}
+    cats = ["involvement", "education", "health", "housing"]
+    r = hub.client.post(f"/persons/{subject}/consents", headers=auth, json={
+        "purpose": "early_help", "agencies": in_scope, "categories": cats, "status": "given",
+        "consenter": "parent", "capacity": "parental_responsibility",
+        "method": "written_in_person", "evidence_ref": "EH/TAF/0007",
+        "given_on": "2026-05-20", "review_by": "2026-11-20"})
+    assert r.status_code == 201, r.text
+    record_id = r.json()["record"]["record_id"]
     r = hub.get(url)
     assert r.status_code == 200
-    assert {rec["agency"] for rec in r.json()["records"]} == {agency}
+    scope = Scope.of(in_scope, cats)
+    shown = {(rec["agency"], f) for rec in r.json()["records"] for f in rec["fields"]}
+    assert {a for a, _ in shown} == set(in_scope)  # partner data in scope is shown
+    assert all(scope.covers(a, f) for a, f in shown)  # and nothing outside it
     withheld = {(w["agency"], w["field"]): w["reasons"] for w in r.json()["withheld"]}
-    for other in holders - {agency}:
-        assert all("no_consent" in withheld[(other, f)] for f in proto.agencies[other])
-    hub.gov.consent.record(subject, agency, proto.consent_purpose, "withdrawn",
-                           NOW.date())
+    assert all(withheld[(out_of_scope, f)] == ["consent_out_of_scope"]
+               for f in proto.agencies[out_of_scope])
+    assert all(withheld[(a, f)] == ["consent_out_of_scope"] for a in in_scope
+               for f in proto.agencies[a] if not scope.covers(a, f))
+    r = hub.client.post(f"/consents/{record_id}/withdraw", headers=auth,
+                        json={"withdrawal_way": "phone"})
+    assert r.status_code == 200 and r.json()["record"]["withdrawn_at"]
     r = hub.get(url)
     assert r.status_code == 403 and "consent_withdrawn" in r.json()["reasons"]
-    assert hub.audit.count() == 3
+    assert hub.audit.count() == 5
+
+
+def test_consent_api_refuses_without_relationship_and_names_bad_fields(hub: Hub,
+                                                                       world: World) -> None:
+    body = {"purpose": "early_help", "agencies": ["SCH"], "categories": ["education"],
+            "status": "given", "consenter": "parent", "capacity": "parental_responsibility",
+            "method": "phone", "evidence_ref": "EH/1", "given_on": "2026-05-20",
+            "review_by": "2026-11-20"}
+    r = hub.client.post(f"/persons/{world.person}/consents", json=body,
+                        headers={"Authorization": f"Bearer {hub.tokens['sw2']}"})
+    assert r.status_code == 403  # the uniform refusal: nothing about the person
+    assert r.json() == {"detail": "refused under the protocol",
+                        "reasons": ["no_legitimate_relationship"]}
+    auth = {"Authorization": f"Bearer {hub.tokens['sw1']}"}
+    r = hub.client.post(f"/persons/{world.person}/consents", headers=auth,
+                        json={**body, "evidence_ref": "9434765919"})
+    assert r.status_code == 422 and "evidence_ref" in r.text and "9434765919" not in r.text
+    r = hub.client.post(f"/persons/{world.person}/consents", headers=auth,
+                        json={**body, "categories": ["everything"]})
+    assert r.status_code == 422 and "scope.categories" in r.text
+    r = hub.client.get(f"/persons/{world.person}/consents", headers=auth)
+    assert r.status_code == 200 and r.json() == {"records": []}
+    assert r.headers["cache-control"] == "no-store"
 
 
 # --- involvement index -------------------------------------------------------------------------

@@ -31,6 +31,8 @@ REASON_TEXT = {
     "no_consent": "no consent recorded for this purpose",
     "consent_refused": "consent was refused",
     "consent_withdrawn": "consent was withdrawn",
+    "consent_out_of_scope": "the consent recorded does not cover this agency or information",
+    "consent_expired": "the consent is past its review date",
     "agency_not_in_protocol": "this agency does not share under this protocol",
     "field_not_in_minimum_dataset": "not in the protocol's minimum dataset",
     "no_legitimate_relationship": "you have no current allocation to this child or family",

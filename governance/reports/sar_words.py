@@ -36,6 +36,8 @@ REASONS = {
     "no_consent": "you had not given consent",
     "consent_refused": "you had refused consent",
     "consent_withdrawn": "you had withdrawn consent",
+    "consent_expired": "the consent you gave had passed its review date",
+    "consent_out_of_scope": "the consent you gave did not cover that agency or information",
     "consent_given": "you had given consent",
     "statutory_gateway": "the law allows it without consent",
     "break_glass_override": "an emergency override to protect someone from serious harm",
