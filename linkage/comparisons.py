@@ -308,6 +308,10 @@ def prediction_blocking_rules(columns: Collection[str]) -> list[BlockingRuleCrea
         # Spec v3 salts name tokens with the birth year (no tok_dob_year): the same rule.
         *([("tok_given_name_phonetic", "tok_family_name_phonetic")]
           if "tok_dob_year" not in cols and "tok_dob" in cols else []),
+        # A nickname (Fred/Frederick) with a mis-keyed DOB in the same year (a default
+        # 1 January, a day typo) and no full postcode on one side: name tokens carry the
+        # birth year, so this is nickname + surname + birth year.
+        ("tok_given_name_canonical", "tok_family_name_phonetic"),
         ("tok_given_name_canonical", "tok_postcode"),
         ("tok_family_name", "tok_postcode"),
     ]

@@ -76,3 +76,17 @@ def held_back(pairs: pd.DataFrame, model_settings: dict[str, Any]) -> pd.Series:
         return pd.Series(False, index=pairs.index)
     return twin_like(pairs, model_settings) | household_shared_identifier(pairs,
                                                                            model_settings)
+
+
+def dob_conflict_trusted(pairs: pd.DataFrame, model_settings: dict[str, Any]) -> pd.Series:
+    """Auto-match pairs whose different DOBs are no reason for the chaining guard to cut
+    them (`linkage.clusters.conflict_pairs`): both names agree exactly. Name tokens are
+    salted by the birth year (encoding spec v3), so exact names also say the year agrees:
+    one person with a mis-keyed day or month (a default 1 January, a day typo) duplicated
+    in one agency's extract. A parent and a child of one name ("Junior") differ in birth
+    year and never get here. On the messy profile, cutting such pairs lost 1.3% of true
+    cross-agency pairs."""
+    if pairs.empty:
+        return pd.Series(False, index=pairs.index)
+    return (_at(pairs, "forename", level_gammas(model_settings, "forename", {"top"}))
+            & _at(pairs, "surname", level_gammas(model_settings, "surname", {"top"})))
