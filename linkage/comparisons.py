@@ -354,6 +354,10 @@ def training_blocking_rules(columns: Collection[str]) -> list[BlockingRuleCreato
         rules.append(block_on("tok_nhs_number"))
     else:
         rules.append(block_on("tok_dob"))
+        # Without NHS numbers every other block fixes the DOB, so its levels (swapped, else)
+        # kept their starting m values (FEBRL). Names alone leave it free: under spec v3
+        # name tokens carry the birth year, so this block is one name in one year.
+        rules.append(block_on("tok_given_name", "tok_family_name"))
     rules.append(block_on("tok_given_name", "tok_family_name", "tok_dob"))
     return rules
 
