@@ -168,7 +168,9 @@ def evaluate_run(run: Path, run_id: str, *, baseline: bool = True,
     con = duckdb.connect(str(paths.warehouse))
     try:
         rp = con.execute("SELECT record_ref, agency, person_id FROM record_person").df()
-        hh = con.execute("SELECT person_id, household_id FROM household_member").df()
+        hh = con.execute("""SELECT m.person_id, m.household_id, h.property_key
+                            FROM household_member m JOIN household h USING (household_id)
+                            """).df()
         version, thr = con.execute(
             "SELECT model_version, auto_match_probability FROM linkage_run WHERE run_id = ?",
             [run_id]).fetchone()
@@ -230,8 +232,9 @@ def evaluate_run(run: Path, run_id: str, *, baseline: bool = True,
         "false_positives_by_kind": ev.false_match_kinds(pred, t_ids, persons, key="unique_id"),
     }
     report["end_to_end"] = end_to_end(run, gt, rp, truth, hpred, blocked)
+    plain = plaintext_records(run, rp[["agency", "record_id"]])
+    report["breakdown"] = breakdown(run, rp, truth, hh, scored, blocked, plain, thr)
     if baseline:
-        plain = plaintext_records(run, rp[["agency", "record_id"]])
         bcon = duckdb.connect()
         try:
             bcon.register("_plain", plain)
@@ -272,6 +275,40 @@ def evaluate_run(run: Path, run_id: str, *, baseline: bool = True,
     paths.reports.mkdir(parents=True, exist_ok=True)
     (paths.reports / REPORT_NAME).write_text(json.dumps(report, indent=1), "utf-8")
     return report
+
+
+def breakdown(run: Path, rp: pd.DataFrame, truth: pd.DataFrame, hh: pd.DataFrame,
+              scored: pd.DataFrame, blocked: pd.DataFrame, plain: pd.DataFrame,
+              threshold: float) -> dict[str, Any]:
+    """Losses by kind (benchmarks.linkage_breakdown): counts only, no identifiers."""
+    from benchmarks import linkage_breakdown as lb
+
+    t = truth[["unique_id", "agency", "person_id", "household_id"]].merge(
+        rp[["unique_id", "person_id", "record_id"]].rename(columns={"person_id": "cluster_id"}),
+        on="unique_id")
+    t["plain_id"] = t["agency"] + ":" + t["record_id"].astype(str)
+    homes = t.merge(hh.rename(columns={"person_id": "cluster_id", "household_id": "hub_hh"}),
+                    on="cluster_id", how="left")
+    homes = homes.rename(columns={"household_id": "true_household_id",
+                                  "hub_hh": "household_id"})
+    return {"lost_at_bridge_by_reason": lb.lost_by_reason(run),
+            "missed_person_pairs": lb.missed_pairs(
+                t, blocked, scored, plain.rename(columns={"unique_id": "plain_id"}), threshold),
+            "household_errors": lb.household_errors(homes)}
+
+
+def render_breakdown(report: dict[str, Any], console: Console) -> None:
+    b = report.get("breakdown")
+    if not b:
+        return
+    console.print(f"lost at the bridge by reason: {b['lost_at_bridge_by_reason'] or 'none'}")
+    m = b["missed_person_pairs"]
+    console.print(f"missed cross-agency person pairs: {m['n_missed_cross_agency_pairs']}")
+    for stage, d in m["by_stage"].items():
+        console.print(f"  {stage}: {d['pairs']}; fields differing: {d['fields_differing']}")
+    h = b["household_errors"]
+    console.print(f"household pairs missed by kind: {h['missed_pairs']}")
+    console.print(f"household pairs wrongly joined by kind: {h['false_pairs']}")
 
 
 def _scores_dict(s: ev.Scores) -> dict[str, float]:
@@ -484,6 +521,7 @@ def render(report: dict[str, Any], console: Console) -> None:
     console.print(checks)
     console.print(f"false negatives by corruption: {report['false_negatives_by_corruption']}")
     console.print(f"false positives by kind: {report['false_positives_by_kind']}")
+    render_breakdown(report, console)
     if "end_to_end" in report:
         render_end_to_end(report, console)
 

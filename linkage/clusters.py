@@ -9,6 +9,7 @@ from a sequence persisted in the warehouse so an id is never reused.
 from __future__ import annotations
 
 import duckdb
+import numpy as np
 import pandas as pd
 
 from linkage.stable_ids import assign_stable_ids
@@ -37,12 +38,17 @@ CREATE TABLE IF NOT EXISTS person_lineage (
 """
 
 
-def conflict_pairs(records: pd.DataFrame) -> pd.DataFrame:
+def conflict_pairs(records: pd.DataFrame, trusted: pd.DataFrame | None = None) -> pd.DataFrame:
     """Same-cluster record pairs that their agency says are different people.
 
     `records` has unique_id, cluster_id, agency, batch_id, tok_nhs_number, tok_dob.
     A pair conflicts when both come from one agency and either carry different NHS-number
     tokens, or sit in the same batch (one snapshot) with different DOB tokens.
+    A DOB conflict is dropped when the pair is itself one of `trusted` (unique_id_l,
+    unique_id_r: auto-match edges the caller vouches for, `linkage.guards.dob_conflict_trusted`):
+    the model matched those two records directly, names and all, so they are one agency's
+    duplicate with a mis-keyed DOB (a day typo, a default 1 January), not two people
+    chained together through others.
     Returns cluster_id, unique_id_l, unique_id_r (l < r).
     """
     cols = ["unique_id", "cluster_id", "agency", "batch_id", "tok_nhs_number", "tok_dob"]
@@ -63,6 +69,12 @@ def conflict_pairs(records: pd.DataFrame) -> pd.DataFrame:
         & pairs["tok_dob_r"].notna()
         & (pairs["tok_dob_l"] != pairs["tok_dob_r"])
     )
+    if trusted is not None and dob.any() and len(trusted):
+        a, b = trusted["unique_id_l"].to_numpy(), trusted["unique_id_r"].to_numpy()
+        first = a < b
+        direct = pd.MultiIndex.from_arrays([np.where(first, a, b), np.where(first, b, a)])
+        dob &= ~pd.MultiIndex.from_arrays(
+            [pairs["unique_id_l"], pairs["unique_id_r"]]).isin(direct)
     out = pairs[nhs | dob][["cluster_id", "unique_id_l", "unique_id_r"]]
     return out.reset_index(drop=True)
 
@@ -94,16 +106,18 @@ def _split_cluster(
 
 
 def guard_chains(
-    records: pd.DataFrame, edges: pd.DataFrame, *, split: bool = True
+    records: pd.DataFrame, edges: pd.DataFrame, *, split: bool = True,
+    trusted: pd.DataFrame | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Flag (and optionally split) clusters that chain different people together.
 
     records: unique_id, cluster_id, agency, batch_id, tok_nhs_number, tok_dob.
     edges: unique_id_l, unique_id_r, match_weight: the auto-match edges that built clusters.
+    trusted: edges whose own DOB disagreement is no conflict (`conflict_pairs`).
     Returns (records with a possibly refined cluster_id, flagged clusters with
     cluster_id, n_conflicts, n_records, split_into).
     """
-    conflicts = conflict_pairs(records)
+    conflicts = conflict_pairs(records, trusted)
     out = records.copy()
     if conflicts.empty:
         empty = pd.DataFrame(columns=["cluster_id", "n_conflicts", "n_records", "split_into"])

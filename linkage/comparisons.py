@@ -23,6 +23,7 @@ import pandas as pd
 import splink.comparison_level_library as cll
 import splink.comparison_library as cl
 from splink import block_on
+from splink.blocking_rule_library import CustomRule
 from splink.internals.blocking_rule_creator import BlockingRuleCreator
 from splink.internals.comparison_creator import ComparisonCreator
 
@@ -124,6 +125,24 @@ def _dice(col: str, threshold: float, cols: Collection[str]) -> cll.CustomLevel:
     return cll.CustomLevel(sql, label_for_charts=f"dice({col}) >= {threshold}")
 
 
+#: Bridge blocking key of both phonetic names, sorted, with the DOB (schemas/encoding_spec.yaml):
+#: equal on a pair whose given and family names were entered in each other's fields.
+UNORDERED_NAMES_KEY = "blk_names_unordered_dob"
+NAMES_EITHER_ORDER = "names in either order, same DOB"
+
+
+def _names_either_order(cols: Collection[str]) -> list[cll.CustomLevel]:
+    """A level for names entered in each other's fields (given <-> family: 1% of records on
+    the messy profile). Name tokens of the two fields are keyed apart, so only the bridge's
+    unordered-names key can see it; placed after every same-field level, so a pair reaching
+    it disagrees on the fields but agrees on the names as a set, and on the DOB. Without
+    it such a pair falls to 'else' on both names, and with its same DOB it looks like twins
+    (`twin_like`) and is never auto-matched."""
+    if UNORDERED_NAMES_KEY not in cols:
+        return []
+    return [cll.CustomLevel(_eq(UNORDERED_NAMES_KEY), NAMES_EITHER_ORDER)]
+
+
 def _given_name(cols: Collection[str]) -> ComparisonCreator:
     levels: list = [_null("tok_given_name"), cll.ExactMatchLevel("tok_given_name", True)]
     if "tok_given_name_canonical" in cols:
@@ -136,6 +155,7 @@ def _given_name(cols: Collection[str]) -> ComparisonCreator:
         levels.append(cll.CustomLevel(_eq("tok_given_name_phonetic"), "phonetic match"))
     if "bf_given_name" in cols:
         levels += [_dice("bf_given_name", DICE_LOW, cols), _dice("bf_given_name", DICE_WEAK, cols)]
+    levels += _names_either_order(cols)
     levels.append(cll.ElseLevel())
     return cl.CustomComparison(levels, output_column_name="forename")
 
@@ -162,6 +182,7 @@ def _family_name(cols: Collection[str]) -> ComparisonCreator:
                                       "surname matches previous name or name part"))
     if "bf_family_name" in cols:
         levels.append(_dice("bf_family_name", DICE_LOW, cols))
+    levels += _names_either_order(cols)
     levels.append(cll.ElseLevel())
     return cl.CustomComparison(levels, output_column_name="surname")
 
@@ -287,13 +308,36 @@ def prediction_blocking_rules(columns: Collection[str]) -> list[BlockingRuleCrea
         # Spec v3 salts name tokens with the birth year (no tok_dob_year): the same rule.
         *([("tok_given_name_phonetic", "tok_family_name_phonetic")]
           if "tok_dob_year" not in cols and "tok_dob" in cols else []),
+        # A nickname (Fred/Frederick) with a mis-keyed DOB in the same year (a default
+        # 1 January, a day typo) and no full postcode on one side: name tokens carry the
+        # birth year, so this is nickname + surname + birth year.
+        ("tok_given_name_canonical", "tok_family_name_phonetic"),
         ("tok_given_name_canonical", "tok_postcode"),
         ("tok_family_name", "tok_postcode"),
     ]
     keys += [c for c in combos if set(c) <= cols and SAME_AS_BRIDGE_KEY.get(c) not in cols]
-    rules = [block_on(*k) for k in keys]
+    rules: list[BlockingRuleCreator] = [block_on(*k) for k in keys]
+    rules += swapped_dob_rules(cols)
     if not rules:
         rules.append(block_on("tok_dob"))
+    return rules
+
+
+def swapped_dob_rules(cols: Collection[str]) -> list[BlockingRuleCreator]:
+    """One record's day/month-swapped DOB equal to the other's DOB, with one phonetic name
+    equal: every DOB key above needs the DOB itself to agree, so a swapped DOB with a typo in
+    the other name was found by no rule (the blocking misses of the messy profile). Name
+    tokens are salted by birth year, which a swap keeps. Swapped is asymmetric: both
+    orientations, each an equi-join on the swapped token."""
+    if not {"tok_dob", "tok_dob_swapped"} <= set(cols):
+        return []
+    rules = []
+    for name in ("tok_given_name_phonetic", "tok_family_name_phonetic"):
+        if name not in cols:
+            continue
+        for a, b in (("l", "r"), ("r", "l")):
+            rules.append(CustomRule(f'{a}."tok_dob_swapped" = {b}."tok_dob" '
+                                    f'AND l."{name}" = r."{name}"'))
     return rules
 
 
@@ -310,6 +354,10 @@ def training_blocking_rules(columns: Collection[str]) -> list[BlockingRuleCreato
         rules.append(block_on("tok_nhs_number"))
     else:
         rules.append(block_on("tok_dob"))
+        # Without NHS numbers every other block fixes the DOB, so its levels (swapped, else)
+        # kept their starting m values (FEBRL). Names alone leave it free: under spec v3
+        # name tokens carry the birth year, so this block is one name in one year.
+        rules.append(block_on("tok_given_name", "tok_family_name"))
     rules.append(block_on("tok_given_name", "tok_family_name", "tok_dob"))
     return rules
 

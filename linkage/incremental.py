@@ -42,7 +42,7 @@ from splink import DuckDBAPI, Linker
 from splink.clustering import cluster_pairwise_predictions_at_threshold
 
 from linkage.clusters import assign_person_ids, guard_chains
-from linkage.guards import held_back
+from linkage.guards import dob_conflict_trusted, held_back
 from linkage.person_linkage import (
     DIGEST_TABLE,
     ID_COLUMN,
@@ -180,7 +180,8 @@ def _predict_changed(con: duckdb.DuckDBPyConnection, model: dict[str, Any], thre
 
 
 def _clusters(records: pd.DataFrame, auto: pd.DataFrame, prev_pid: dict[str, str],
-              changed: set[str], split: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
+              changed: set[str], split: bool, trusted: pd.DataFrame | None = None
+              ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Cluster ids for every current record: existing persons as nodes + changed records."""
     node = records["unique_id"].map(
         lambda u: u if u in changed or u not in prev_pid else f"person:{prev_pid[u]}")
@@ -213,7 +214,7 @@ def _clusters(records: pd.DataFrame, auto: pd.DataFrame, prev_pid: dict[str, str
     guarded, flagged = guard_chains(
         aff.drop(columns="node"),
         pd.concat([bind, new_edges[["unique_id_l", "unique_id_r", "match_weight"]]],
-                  ignore_index=True), split=split)
+                  ignore_index=True), split=split, trusted=trusted)
     rest = records[~records["cluster_id"].isin(touched)].drop(columns="node")
     return pd.concat([rest, guarded], ignore_index=True), flagged
 
@@ -281,7 +282,8 @@ def _link_changed(con: duckdb.DuckDBPyConnection, run_id: str, s: LinkageSetting
     records = con.execute(f"""SELECT unique_id, record_ref, agency, batch_id,
                                      {nhs} AS tok_nhs_number, {dob} AS tok_dob
                               FROM {INPUT_TABLE}""").df()
-    records, flagged = _clusters(records, auto, prev_pid, changed_set, s.split_chains)
+    trusted = auto[dob_conflict_trusted(auto, model["splink_settings"])]
+    records, flagged = _clusters(records, auto, prev_pid, changed_set, s.split_chains, trusted)
     timings["cluster"] = time.perf_counter() - t
     progress.update(task, advance=1, description="incremental linkage: persisting")
 

@@ -38,7 +38,7 @@ from linkage.comparisons import (
     prediction_blocking_rules,
     training_blocking_rules,
 )
-from linkage.guards import held_back
+from linkage.guards import dob_conflict_trusted, held_back
 from linkage.spec_migration import require_one_spec
 from linkage.splink_logging import summarise_untrained_m
 from linkage.txn import atomic
@@ -748,7 +748,8 @@ def cluster_records(records: pd.DataFrame, pairs: pd.DataFrame, model_settings: 
     ).as_pandas_dataframe()[["unique_id", "cluster_id"]]
     records = records.merge(clusters, on="unique_id", how="left")
     records["cluster_id"] = records["cluster_id"].fillna(records["unique_id"])
-    records, flagged = guard_chains(records, auto, split=s.split_chains)
+    trusted = auto[dob_conflict_trusted(auto, model_settings)]
+    records, flagged = guard_chains(records, auto, split=s.split_chains, trusted=trusted)
     return records, auto, flagged
 
 

@@ -231,3 +231,32 @@ def test_chaining_guard_on_ranks_equals_guard_on_unique_ids() -> None:
     by_rank, flagged_rank = guard_chains(ranked_rec, ranked_edges)
     assert by_rank["cluster_id"].tolist() == by_id["cluster_id"].map(rank).tolist()
     assert flagged_rank["split_into"].tolist() == flagged_id["split_into"].tolist() == [2]
+
+
+def test_a_trusted_direct_match_is_no_dob_conflict_but_a_chain_still_is() -> None:
+    # One school snapshot holds a child twice, one record with a mis-keyed DOB (d1 vs d2),
+    # matched directly with both names exact (trusted); and a third record (d3) reached
+    # only through the police record: that one is still a conflict and is cut.
+    rec = _records(
+        [
+            ("SCH:a", "k", "SCH", "b1", None, "d1"),
+            ("SCH:b", "k", "SCH", "b1", None, "d2"),
+            ("POL:p", "k", "POL", "p1", None, "d1"),
+            ("SCH:c", "k", "SCH", "b1", None, "d3"),
+        ]
+    )
+    edges = pd.DataFrame({"unique_id_l": ["SCH:a", "POL:p", "POL:p"],
+                          "unique_id_r": ["SCH:b", "SCH:b", "SCH:c"],
+                          "match_weight": [15.0, 12.0, 8.0]})
+    # A trusted edge given in either orientation.
+    trusted = pd.DataFrame({"unique_id_l": ["SCH:b"], "unique_id_r": ["SCH:a"]})
+    pairs = conflict_pairs(rec, trusted)
+    assert sorted(zip(pairs["unique_id_l"], pairs["unique_id_r"], strict=True)) == [
+        ("SCH:a", "SCH:c"), ("SCH:b", "SCH:c")]
+    out, _ = guard_chains(rec, edges, split=True, trusted=trusted)
+    cid = dict(zip(out["unique_id"], out["cluster_id"], strict=True))
+    assert cid["SCH:a"] == cid["SCH:b"] == cid["POL:p"] != cid["SCH:c"]
+    # Without the trusted edge the duplicate is cut from its own twin record, as before.
+    before, _ = guard_chains(rec, edges, split=True)
+    cid = dict(zip(before["unique_id"], before["cluster_id"], strict=True))
+    assert cid["SCH:a"] != cid["SCH:b"]

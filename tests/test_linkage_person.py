@@ -579,3 +579,34 @@ def test_rerun_keeps_one_open_queue_row_per_pair(tmp_path: Path) -> None:
                            ).fetchone()[0] == first.n_clerical_pairs
     finally:
         con.close()
+
+
+def test_dob_levels_are_trained_without_nhs_numbers(tmp_path: Path, caplog, monkeypatch
+                                                    ) -> None:
+    """A partnership with no NHS numbers (FEBRL): every other training block fixed the DOB,
+    so its levels kept their starting m; the names block (one name in one birth year) trains
+    them. Control: with the old blocks the same data leaves them untrained."""
+    import linkage.person_linkage as pl
+    from linkage.comparisons import block_on, training_blocking_rules
+
+    toy = make_toy(n_households=300, seed=7)
+    ids = toy.identifiers.drop(columns=["tok_nhs_number"])
+
+    def untrained(run: str) -> str:
+        con = duckdb.connect(str(tmp_path / f"{run}.duckdb"))
+        try:
+            _load(con, ids)
+            caplog.clear()
+            with caplog.at_level("WARNING", logger="linkage.person_linkage"):
+                link_persons(con, run, QUIET)
+        finally:
+            con.close()
+        return " ".join(r.getMessage() for r in caplog.records if "not trained" in
+                        r.getMessage())
+
+    assert "birth_date: All other comparisons" not in untrained("now")
+    assert any(r.get_blocking_rule("duckdb").blocking_rule_sql.count("tok_dob") == 0
+               for r in training_blocking_rules(ids.columns))
+    monkeypatch.setattr(pl, "training_blocking_rules", lambda cols: [
+        block_on("tok_dob"), block_on("tok_given_name", "tok_family_name", "tok_dob")])
+    assert "birth_date: All other comparisons" in untrained("before")
