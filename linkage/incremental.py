@@ -43,19 +43,21 @@ from splink.clustering import cluster_pairwise_predictions_at_threshold
 
 from linkage.clusters import assign_person_ids, guard_chains
 from linkage.guards import dob_conflict_trusted, held_back
-from linkage.person_linkage import (
+from linkage.linkage_input import (
     DIGEST_TABLE,
-    ID_COLUMN,
-    INPUT_TABLE,
     RECORD_KEY_TABLE,
     SIGNATURE_TABLE,
+    input_digest_sql,
+    input_signature,
+)
+from linkage.person_linkage import (
+    ID_COLUMN,
+    INPUT_TABLE,
     LinkageResult,
     LinkageSettings,
     _write_run,
     append_clerical_pairs,
     ensure_record_person,
-    input_digest_sql,
-    input_signature,
     load_model,
     prepare_input,
     save_input_digest,

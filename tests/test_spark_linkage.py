@@ -31,7 +31,7 @@ from linkage.comparisons import (
     dice_sql,
     legacy_dice_sql,
 )
-from linkage.person_linkage import _bloom_word_sql
+from linkage.linkage_input import _bloom_word_sql
 from linkage.spark_linkage import to_spark_sql
 
 SPARK_SKIP = (
