@@ -14,7 +14,13 @@ from pathlib import Path
 
 import yaml
 
-from governance.policy import AGENCY_CODES, SCHEMAS_DIR, PolicyError, load_payload_fields
+from governance.policy import (
+    AGENCY_CODES,
+    CONTROL_FIELDS,
+    SCHEMAS_DIR,
+    PolicyError,
+    load_payload_fields,
+)
 
 CATEGORIES_FILE = SCHEMAS_DIR / "consent_categories.yaml"
 
@@ -39,7 +45,7 @@ def load_categories(path: Path = CATEGORIES_FILE) -> Categories:
     raw = doc.get("categories")
     if not isinstance(raw, dict) or not raw:
         raise PolicyError(f"{path}: categories: missing or not a mapping")
-    payload = load_payload_fields()
+    payload = load_payload_fields() - CONTROL_FIELDS  # markers are never shared
     titles: dict[str, str] = {}
     of_field: dict[str, str] = {}
     for name, body in raw.items():

@@ -44,6 +44,11 @@ LEGAL_GATEWAYS: dict[str, str] = {
 }
 
 
+# Payload fields that steer decisions and are never shared themselves (governance.restricted):
+# no protocol may list them and no consent category holds them.
+CONTROL_FIELDS = frozenset({"restricted"})
+
+
 class ConsentRule(StrEnum):
     REQUIRED = "required"
     NOT_REQUIRED_UNDER_GATEWAY = "not_required_under_gateway"
@@ -277,8 +282,8 @@ def load_protocol(path: Path, payload_fields: frozenset[str] | None = None) -> P
         raise  # unreachable; keeps type checkers happy
     for code, fields in proto.agencies.items():
         for i, f in enumerate(fields):
-            if f == "restricted":  # a control marker (governance.restricted), never shared
-                raise PolicyError(f"{path}: agencies.{code}.{i}: 'restricted' is a control "
+            if f in CONTROL_FIELDS:
+                raise PolicyError(f"{path}: agencies.{code}.{i}: {f!r} is a control "
                                   "marker, not shareable information")
             if f not in payload_fields:
                 raise PolicyError(

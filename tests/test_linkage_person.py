@@ -234,7 +234,7 @@ def test_input_refreshed_record_by_record_equals_a_fresh_build() -> None:
     """The warehouse keeps the converted input between runs; after records change, are
     re-keyed or go, the refreshed input must equal one converted from scratch, and a bad
     token in a changed record is refused with the last good input left in place."""
-    from linkage.person_linkage import FEATURES_TABLE, prepare_input
+    from linkage.linkage_input import FEATURES_TABLE, prepare_input
 
     toy = make_toy(n_households=20, seed=5)
     ids = toy.identifiers.copy()
