@@ -90,3 +90,15 @@ def signed_and_verified(log: Any, directory: Any) -> Any:
     export_public_record(key, Path(directory) / "ig_lead")
     AuditLog(log.engine, signing_key=key, create=False, origin="test").checkpoint("test")
     return log.verify(load_trusted_keys(Path(directory) / "ig_lead"))
+
+
+def partnership_set_up(engine: Any) -> int:
+    """What a deployment does before its first decision, for tests of the shipped hub
+    processes (whose access control is always on): each agency's IG lead signs off every
+    protocol it is party to (governance.signoff.sign_off_all: real sign-offs, one audit entry
+    each). The shipped schemas/assignments.yaml is the processes' default and needs no step.
+    Returns the number of sign-offs recorded."""
+    from governance.audit import AuditLog
+    from governance.signoff import sign_off_all
+
+    return len(sign_off_all(AuditLog(engine)))

@@ -114,7 +114,8 @@ def build(run: Path, bridges: dict[str, str] | None = None, *, secure_cookies: b
                      origin=process_origin("workspace"))
     gov = Governance(audit, consent, SqlRelationshipRegistry(engine),
                      access=configured_access(engine, os.environ.get("JOINEDUP_ASSIGNMENTS"),
-                                              os.environ.get("JOINEDUP_REQUIRE_SIGN_OFF")))
+                                              os.environ.get("JOINEDUP_REQUIRE_SIGN_OFF"),
+                                              source="environment"))
     if request_key is not None:
         hub_key = load_hub_key(request_key)
     else:
