@@ -361,8 +361,16 @@ def test_app_from_config_file(world: World, tmp_path: Path) -> None:
         f"audit_signing_key: {tmp_path / 'keys'}\n"
         "tokens:\n"
         f"  - {{token_sha256: {hashlib.sha256(token.encode()).hexdigest()}, user_id: sw9, "
-        "role: practitioner}\n")
+        "role: practitioner, agency: CSC}\n")
     client = TestClient(app_from_config(cfg))
+    # Access control is on by default: nothing is in force until the controllers sign off.
+    r = client.get(f"/households/{world.household}/involvement",
+                   headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 403 and "protocol_not_signed_off" in r.json()["reasons"]
+    from governance.audit import make_engine
+    from governance.testing import partnership_set_up
+
+    partnership_set_up(make_engine(f"sqlite:///{tmp_path / 'gov.db'}"))
     r = client.get(f"/households/{world.household}/involvement",
                    headers={"Authorization": f"Bearer {token}"})
     assert r.status_code == 200, r.text
