@@ -102,3 +102,24 @@ def partnership_set_up(engine: Any) -> int:
     from governance.signoff import sign_off_all
 
     return len(sign_off_all(AuditLog(engine)))
+
+
+def deployed_access(engine: Any, folder: Any, teams: dict[str, dict[str, Any]] | None = None
+                    ) -> Any:
+    """Access control as a deployment runs it, for tests that build a Governance directly:
+    the shipped schemas/assignments.yaml with the test's own teams added (written to
+    <folder>/assignments.yaml, as a partnership writes its own file), every protocol signed
+    off by each controller (partnership_set_up), and governance.access.configured_access over
+    both, exactly as the API and the workspace load them."""
+    from pathlib import Path
+
+    import yaml
+
+    from governance.access import ASSIGNMENTS_FILE, configured_access
+
+    doc = yaml.safe_load(ASSIGNMENTS_FILE.read_text("utf-8"))
+    doc["teams"] = {**doc.get("teams", {}), **(teams or {})}
+    path = Path(folder) / "assignments.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False), "utf-8")
+    partnership_set_up(engine)
+    return configured_access(engine, path, source=str(path))
