@@ -110,7 +110,7 @@ def test_dsl_with_allocation_is_refused_s47_notes_but_social_worker_is_not(
     assert all(f.allowed for f in ok.fields)
     # The refusal is recorded, with the protocol version and content hash it was decided under.
     body = hub.gov.audit.get(d.audit_seq).data()
-    assert body["protocol_version"] == 1
+    assert body["protocol_version"] == hub.gov.protocols[S47].version
     assert body["protocol_sha256"] == hub.gov.protocols[S47].document_sha256
     # And the DSL's household view under s.47 shows nothing (one refused decision).
     with pytest.raises(Forbidden) as exc:
