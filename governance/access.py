@@ -9,7 +9,8 @@ every subject currently allocated to a member of a team they manage, and approve
 requests where the protocol requires it (governance.approvals). A protocol version is in force
 only when every agency named in it has signed off its content hash (governance.signoff).
 
-Governance(access=AccessControl(...)) turns all of this on; every rule is checked on each
+The API and the workspace always run with it (configured_access: the shipped assignments
+unless a config names another file; sign-off always required). Every rule is checked on each
 decision, reading the store, so a sign-off or an allocation recorded by another process
 counts at once.
 """
@@ -269,19 +270,36 @@ class AccessControl:
         return [p for p in protocols if self.assignments.may_act(user, p.id)]
 
 
-def configured_access(engine: Any, assignments: str | Path | None, require_sign_off: Any = False,
-                      protocols: Mapping[str, Protocol] | None = None) -> AccessControl | None:
+_OFF = (False, "0", "false", "no", "off", "none")
+
+
+def configured_access(engine: Any, assignments: str | Path | None = None,
+                      require_sign_off: Any = None,
+                      protocols: Mapping[str, Protocol] | None = None, *,
+                      source: str = "settings") -> AccessControl:
     """Access control for a hub process from its settings: the API config's `assignments` and
     `require_sign_off` keys, or the workspace's JOINEDUP_ASSIGNMENTS and
-    JOINEDUP_REQUIRE_SIGN_OFF. No assignments file: None (role-only, the pre-issue-20 rules)."""
-    if not assignments:
-        return None
+    JOINEDUP_REQUIRE_SIGN_OFF. On by default: no `assignments` means the shipped
+    schemas/assignments.yaml, and sign-off is always required. Neither can be turned off
+    (docs/governance.md, "Turning it on"): a setting that tries is refused, naming `source`, so
+    a hub never silently falls back to the role-only rules; a partnership that wants wider
+    access writes it into its assignments file, where it is reviewed and versioned."""
     from governance.policy import load_protocols
     from governance.signoff import SignOffStore
 
-    if require_sign_off not in (True, False, "1", "0", "true", "false", "", None):
-        raise PolicyError(f"require_sign_off: must be true or false, not {require_sign_off!r}")
-    loaded = load_assignments(Path(assignments),
-                              protocols if protocols is not None else load_protocols())
-    sign = require_sign_off in (True, "1", "true")
-    return AccessControl(loaded, SignOffStore(engine) if sign else None)
+    if isinstance(assignments, bool) or (
+            assignments is not None and str(assignments).strip().lower() in _OFF[1:]):
+        raise PolicyError(f"{source}: assignments: {assignments!r}: protocol assignment cannot "
+                          "be turned off; give an assignments file (default "
+                          f"{ASSIGNMENTS_FILE.name}) that assigns each protocol to whom it may")
+    if require_sign_off is False or (
+            require_sign_off is not None and str(require_sign_off).strip().lower() in _OFF[1:]):
+        raise PolicyError(f"{source}: require_sign_off: {require_sign_off!r}: sign-off by each "
+                          "data controller cannot be turned off; have each agency's IG lead "
+                          "sign (python -m governance.signoff sign)")
+    if require_sign_off not in (None, True, "", "1", "true"):
+        raise PolicyError(f"{source}: require_sign_off: must be true or absent, not "
+                          f"{require_sign_off!r}")
+    path = Path(assignments) if assignments else ASSIGNMENTS_FILE
+    loaded = load_assignments(path, protocols if protocols is not None else load_protocols())
+    return AccessControl(loaded, SignOffStore(engine))

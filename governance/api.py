@@ -450,6 +450,8 @@ def app_from_config(path: str | Path) -> FastAPI:
     audit_signing_key: var/run/hub/keys                 # required: hub audit key (folder/file)
     audit_checkpoint_seconds: 300                        # checkpoint at start, this often, stop
     bridges: {CSC: "https://reid.csc.example"}
+    assignments: schemas/assignments.yaml                # the default; access control is
+    require_sign_off: true                               # always on (cannot be turned off)
     tokens:                                              # optional, hashed only
       - {token_sha256: "...", user_id: sw1, role: practitioner, agency: CSC,
          expires_at: "2026-06-01T18:00:00+00:00"}           # default: 12 h after first load
@@ -482,7 +484,7 @@ def app_from_config(path: str | Path) -> FastAPI:
                      origin=process_origin("api"))
     gov = Governance(audit, consent=consent, relationships=rels,
                      access=configured_access(engine, cfg.get("assignments"),
-                                              cfg.get("require_sign_off", False)))
+                                              cfg.get("require_sign_off"), source=str(path)))
     views = ViewService(warehouse, gov)
     store = TokenStore(engine)
     for i, t in enumerate(cfg.get("tokens") or []):

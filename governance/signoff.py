@@ -116,6 +116,25 @@ class SignOffStore:
         return SignOff(**row, audit_seq=rec.seq)
 
 
+def ig_lead_of(agency: str) -> str:
+    """The user id a partnership's set-up uses for an agency's IG lead (demo and tests)."""
+    return f"ig.{agency.lower()}"
+
+
+def sign_off_all(audit: AuditLog, protocols: dict[str, Protocol] | None = None,
+                 at: dt.datetime | None = None) -> list[SignOff]:
+    """What a partnership does at set-up: each agency's IG lead signs off the current version
+    of every protocol it is party to. Already-signed content is left as it is, so this may run
+    again; each new sign-off is one audit entry (SignOffStore.sign)."""
+    store = SignOffStore(audit.engine)
+    done = []
+    for _pid, proto in sorted((protocols or load_protocols()).items()):
+        for agency in store.missing(proto):
+            done.append(store.sign(audit, proto, agency, ig_lead_of(agency), "ig_lead", agency,
+                                   at))
+    return done
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m governance.signoff")
     sub = p.add_subparsers(dest="cmd", required=True)

@@ -90,3 +90,36 @@ def signed_and_verified(log: Any, directory: Any) -> Any:
     export_public_record(key, Path(directory) / "ig_lead")
     AuditLog(log.engine, signing_key=key, create=False, origin="test").checkpoint("test")
     return log.verify(load_trusted_keys(Path(directory) / "ig_lead"))
+
+
+def partnership_set_up(engine: Any) -> int:
+    """What a deployment does before its first decision, for tests of the shipped hub
+    processes (whose access control is always on): each agency's IG lead signs off every
+    protocol it is party to (governance.signoff.sign_off_all: real sign-offs, one audit entry
+    each). The shipped schemas/assignments.yaml is the processes' default and needs no step.
+    Returns the number of sign-offs recorded."""
+    from governance.audit import AuditLog
+    from governance.signoff import sign_off_all
+
+    return len(sign_off_all(AuditLog(engine)))
+
+
+def deployed_access(engine: Any, folder: Any, teams: dict[str, dict[str, Any]] | None = None
+                    ) -> Any:
+    """Access control as a deployment runs it, for tests that build a Governance directly:
+    the shipped schemas/assignments.yaml with the test's own teams added (written to
+    <folder>/assignments.yaml, as a partnership writes its own file), every protocol signed
+    off by each controller (partnership_set_up), and governance.access.configured_access over
+    both, exactly as the API and the workspace load them."""
+    from pathlib import Path
+
+    import yaml
+
+    from governance.access import ASSIGNMENTS_FILE, configured_access
+
+    doc = yaml.safe_load(ASSIGNMENTS_FILE.read_text("utf-8"))
+    doc["teams"] = {**doc.get("teams", {}), **(teams or {})}
+    path = Path(folder) / "assignments.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False), "utf-8")
+    partnership_set_up(engine)
+    return configured_access(engine, path, source=str(path))

@@ -32,6 +32,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from synthetic_data.demo_access import approve_waiting, put_protocols_in_force
 from synthetic_data.demo_next import DEMO_USERS, prepare_next_steps, show_next_steps
 
 REPO = Path(__file__).resolve().parents[1]
@@ -228,6 +229,7 @@ def simulate_week(out: Path, *, start: dt.datetime | None = None,
 
     from fastapi.testclient import TestClient
 
+    from governance.access import configured_access
     from governance.api import TokenStore, create_app
     from governance.audit import AuditLog, generate_hub_key, load_hub_key
     from governance.audit_checkpointer import attach_checkpointer, process_origin
@@ -257,10 +259,12 @@ def simulate_week(out: Path, *, start: dt.datetime | None = None,
     # The API process signs checkpoints with the hub's audit key (start, periodic, shutdown).
     audit = AuditLog(engine, signing_key=load_audit_key(hub_keys_dir(paths.hub)),
                      origin=process_origin("api"))
-    gov = Governance(audit, consent, rels)
+    # What ships: the shipped assignments and controllers' sign-off (governance.access).
+    gov = Governance(audit, consent, rels, access=configured_access(engine))
     now = dt.datetime.now(dt.UTC)
     monday = start or (now - dt.timedelta(days=now.weekday() + 7)).replace(
         hour=9, minute=0, second=0, microsecond=0)
+    put_protocols_in_force(audit, monday - dt.timedelta(days=61))  # the partnership's set-up
     clock = {"t": monday}
     views = ViewService(paths.warehouse, gov, clock=lambda: clock["t"])
     pick = _pick(paths.warehouse, consent, monday)
@@ -269,7 +273,8 @@ def simulate_week(out: Path, *, start: dt.datetime | None = None,
     alloc_start = (monday - dt.timedelta(days=60)).date()
     allocations = [
         Relationship("sw.csc.1", SubjectKind.HOUSEHOLD, pick["case"], alloc_start),
-        Relationship("tm.csc.1", SubjectKind.HOUSEHOLD, pick["mash_household"], alloc_start),
+        # the MASH contact: sw.csc.1's, so their manager tm.csc.1 holds it too (team rights)
+        Relationship("sw.csc.1", SubjectKind.HOUSEHOLD, pick["mash_household"], alloc_start),
         Relationship("sw.csc.1", SubjectKind.HOUSEHOLD, pick["other_household"], alloc_start,
                      (monday + dt.timedelta(days=4)).date()),
     ]
@@ -334,17 +339,24 @@ def simulate_week(out: Path, *, start: dt.datetime | None = None,
                  f"/persons/{pick['eh'][0]}?protocol=early_help_family_support")
         call("no allocation", 1, 3, "pc.pol.9", "GET", f"/persons/{person}?protocol={s47.id}")
         mash = "mash_information_sharing"
-        call("MASH view (consent)", 2, 0, "tm.csc.1", "GET", f"/households/{mh}?protocol={mash}")
-        bg = call("MASH break-glass", 2, 1, "tm.csc.1", "POST", f"/households/{mh}/break-glass", {
-            "protocol_id": "mash_information_sharing", "category": "risk_of_significant_harm",
-            "justification": "Contact from school about injuries; consent could not be sought "
-                             "without alerting the alleged abuser", "hours": 8})
-        gid = (bg.get("break_glass") or {}).get("grant_id")
+        call("MASH view (consent)", 2, 0, "sw.csc.1", "GET", f"/households/{mh}?protocol={mash}")
+        call("MASH team view", 2, 0, "tm.csc.1", "GET", f"/households/{mh}?protocol={mash}")
+        # The MASH protocol requires a manager's approval: the request waits for tm.csc.1.
+        call("MASH break-glass (waits)", 2, 1, "sw.csc.1", "POST",
+             f"/households/{mh}/break-glass", {
+                 "protocol_id": mash, "category": "risk_of_significant_harm",
+                 "justification": "Contact from school about injuries; consent could not be "
+                                  "sought without alerting the alleged abuser", "hours": 8})
+        clock["t"] = monday + dt.timedelta(days=2, hours=2)
+        gid = approve_waiting(gov, clock["t"])
+        week.calls.append({"day": 2, "user": "tm.csc.1", "what": "manager approves break-glass",
+                           "call": "POST /approvals/{request}", "status": 200 if gid else 404,
+                           "reasons": ""})
         if gid:
-            call("reopen break-glass", 2, 4, "tm.csc.1", "GET",
-                 f"/households/{mh}?protocol=mash_information_sharing&break_glass_id={gid}")
-            call("reopen next day", 3, 0, "tm.csc.1", "GET",  # next day: the grant has expired
-                 f"/households/{mh}?protocol=mash_information_sharing&break_glass_id={gid}")
+            call("reopen break-glass", 2, 4, "sw.csc.1", "GET",
+                 f"/households/{mh}?protocol={mash}&break_glass_id={gid}")
+            call("reopen next day", 3, 0, "sw.csc.1", "GET",  # next day: the grant has expired
+                 f"/households/{mh}?protocol={mash}&break_glass_id={gid}")
         call("s47 break-glass", 3, 2, "sw.csc.1", "POST", f"/persons/{person}/break-glass", {
             "protocol_id": s47.id, "category": "immediate_danger",
             "justification": "Wanted the full picture before the strategy meeting", "hours": 2})

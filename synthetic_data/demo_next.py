@@ -109,19 +109,27 @@ def mint_tokens(out: Path, users: dict[str, tuple[str, str]] = DEMO_USERS) -> di
 
 
 def current_allocations(out: Path, on: dt.date) -> dict[str, list[tuple[str, str]]]:
-    """user -> [(kind, subject id)] allocated on `on`, from the governance store."""
+    """user -> [(kind, subject id)] allocated on `on`, from the governance store; a team
+    manager's include the current allocations of the teams they manage."""
     from governance.hub_stage import governance_engine
     from governance.relationships import SqlRelationshipRegistry
+    from synthetic_data.demo_access import team_cases
 
     engine = governance_engine(out)
     try:
-        rels = SqlRelationshipRegistry(engine).all()
+        registry = SqlRelationshipRegistry(engine)
+        rels = registry.all()
+        got: dict[str, list[tuple[str, str]]] = {}
+        for r in rels:
+            if r.current(on) and (r.kind.value, r.subject_id) not in got.get(r.user_id, []):
+                got.setdefault(r.user_id, []).append((r.kind.value, r.subject_id))
+        for user, (role, _agency) in DEMO_USERS.items():  # a manager holds the team's cases
+            if role == "team_manager":
+                for case in team_cases(user, on, registry):
+                    if case not in got.get(user, []):
+                        got.setdefault(user, []).append(case)
     finally:
         engine.dispose()
-    got: dict[str, list[tuple[str, str]]] = {}
-    for r in rels:
-        if r.current(on) and (r.kind.value, r.subject_id) not in got.get(r.user_id, []):
-            got.setdefault(r.user_id, []).append((r.kind.value, r.subject_id))
     return got
 
 

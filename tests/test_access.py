@@ -406,11 +406,18 @@ def test_configured_access_from_settings(tmp_path: Path) -> None:
     from governance.audit import make_engine
 
     engine = make_engine(f"sqlite:///{tmp_path}/g.db")
-    assert configured_access(engine, None) is None  # role-only, as before issue 20
+    default = configured_access(engine, None)  # no settings: the shipped file, sign-off on
+    assert default.assignments.source == str(ASSIGNMENTS_FILE) and default.signoffs is not None
     on = configured_access(engine, str(ASSIGNMENTS_FILE), "true")
-    assert on is not None and on.signoffs is not None
-    assert configured_access(engine, ASSIGNMENTS_FILE, False).signoffs is None
-    with pytest.raises(PolicyError, match="require_sign_off: must be true or false"):
+    assert on.signoffs is not None
+    # Neither control can be switched off: the setting is refused, naming where it came from.
+    for off in (False, "false", "0", "off"):
+        with pytest.raises(PolicyError, match="hub.yaml: require_sign_off: .*cannot be turned"):
+            configured_access(engine, ASSIGNMENTS_FILE, off, source="hub.yaml")
+    for off in (False, "none", "off", "false"):
+        with pytest.raises(PolicyError, match="assignments: .*cannot be turned off"):
+            configured_access(engine, off)
+    with pytest.raises(PolicyError, match="require_sign_off: must be true or absent"):
         configured_access(engine, ASSIGNMENTS_FILE, "yes please")
     bad = tmp_path / "assignments.yaml"
     bad.write_text("assignments_version: 1\nprotocols: {}\n")

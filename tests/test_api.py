@@ -23,6 +23,7 @@ from governance.consent import ConsentRegistry, ConsentStatus
 from governance.decisions import Governance
 from governance.relationships import Relationship, RelationshipRegistry, SubjectKind
 from governance.service import ViewService, load_consent
+from governance.testing import deployed_access
 
 MAPPINGS = Path(__file__).resolve().parent.parent / "schemas" / "agencies"
 NOW = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC)
@@ -100,7 +101,15 @@ class Hub:
         return self.client.get(url, headers=headers, **kw)
 
 
-def make_hub(world: World, tmp: Path) -> tuple[Governance, ViewService, TokenStore, dict, Path]:
+TEST_TEAMS = {"test_assessment": {"agency": "CSC", "managers": ["tm1"],
+                                  "members": ["sw1", "sw2"]}}
+
+
+def make_hub(world: World, tmp: Path, *, deployed: bool = False
+             ) -> tuple[Governance, ViewService, TokenStore, dict, Path]:
+    """The hub of the API tests. `deployed`: access control as a deployment runs it
+    (governance.testing.deployed_access); otherwise role-only rules, for the tests of those
+    rules (their audit sequence numbers start at 1, with no sign-off entries before them)."""
     db_path = tmp / "governance.db"
     engine = make_engine(f"sqlite:///{db_path}")
     rels = RelationshipRegistry([
@@ -112,13 +121,17 @@ def make_hub(world: World, tmp: Path) -> tuple[Governance, ViewService, TokenSto
     for (pid, purpose), events in world.consent._events.items():
         for e in events:
             consent.record(pid, e.agency, purpose, e.status.value, e.date)
-    gov = Governance(AuditLog(engine), consent=consent, relationships=rels)
+    # As deployed: the shipped assignments plus this hub's team (tm1 manages sw1 and sw2),
+    # every protocol signed off by its controllers.
+    gov = Governance(AuditLog(engine), consent=consent, relationships=rels,
+                     access=deployed_access(engine, tmp, TEST_TEAMS) if deployed else None)
     views = ViewService(world.warehouse, gov, clock=lambda: NOW)
     store = TokenStore(engine)
     tokens = {"sw1": store.issue("sw1", "practitioner", "CSC"),
               "sw2": store.issue("sw2", "practitioner", "CSC"),
               "sw3": store.issue("sw3", "practitioner", "EH"),
-              "analyst1": store.issue("analyst1", "analyst")}
+              "analyst1": store.issue("analyst1", "analyst"),
+              "tm1": store.issue("tm1", "team_manager", "CSC")}
     return gov, views, store, tokens, db_path
 
 
@@ -402,8 +415,16 @@ def test_app_from_config_file(world: World, tmp_path: Path) -> None:
         f"audit_signing_key: {tmp_path / 'keys'}\n"
         "tokens:\n"
         f"  - {{token_sha256: {hashlib.sha256(token.encode()).hexdigest()}, user_id: sw9, "
-        "role: practitioner}\n")
+        "role: practitioner, agency: CSC}\n")
     client = TestClient(app_from_config(cfg))
+    # Access control is on by default: nothing is in force until the controllers sign off.
+    r = client.get(f"/households/{world.household}/involvement",
+                   headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 403 and "protocol_not_signed_off" in r.json()["reasons"]
+    from governance.audit import make_engine
+    from governance.testing import partnership_set_up
+
+    partnership_set_up(make_engine(f"sqlite:///{tmp_path / 'gov.db'}"))
     r = client.get(f"/households/{world.household}/involvement",
                    headers={"Authorization": f"Bearer {token}"})
     assert r.status_code == 200, r.text

@@ -1,6 +1,11 @@
 """Break-glass through the HTTP API (real FastAPI app, real linked warehouse, real audit log):
 allowed only where the protocol allows override on risk of significant harm; refused with 403
-and the reason audited otherwise; alert and notification rows written; expiry honoured."""
+and the reason audited otherwise; alert and notification rows written; expiry honoured.
+
+The hub runs access control as deployed (tests/test_api.make_hub(deployed=True): the shipped
+assignments, the test team whose manager is tm1, every protocol signed off), so a MASH
+override waits for tm1's approval (the protocol requires it) and opens with the grant that
+approval creates."""
 
 from __future__ import annotations
 
@@ -14,8 +19,9 @@ from sqlalchemy import select
 from test_api import NOW, World, build_world, make_hub
 
 from governance.api import create_app
+from governance.approvals import ApprovalStore
 from governance.audit import AuditLog
-from governance.decisions import NOTIFY_WITHIN_DAYS, Governance
+from governance.decisions import NOTIFY_WITHIN_DAYS, Governance, User
 from governance.models import Alert, BreakGlassGrant, NotificationDue
 from governance.service import ViewService
 
@@ -31,7 +37,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
 
 class Hub:
     def __init__(self, world: World, tmp: Path) -> None:
-        gov, views, store, tokens, db_path = make_hub(world, tmp)
+        gov, views, store, tokens, db_path = make_hub(world, tmp, deployed=True)
         self.gov: Governance = gov
         self.views: ViewService = views
         self.audit: AuditLog = gov.audit
@@ -39,6 +45,25 @@ class Hub:
         self.db_path = db_path
         self.client = TestClient(create_app(views, store))
         self.at(NOW)
+        self.start = self.audit.count()  # the partnership's sign-offs come first
+
+    def seq(self, n: int) -> int:
+        """The audit sequence number of this test's n-th entry."""
+        return self.start + n
+
+    def override(self, url: str, view: str, who: str = "sw1", **body: object):  # noqa: ANN201
+        """A MASH override as deployed: the request waits (403, nothing shown), the
+        requester's manager tm1 approves it, and the view opens under the grant."""
+        r = self.post(url, who, **body)
+        assert r.status_code == 403, r.text
+        assert "break_glass_needs_manager_approval" in r.json()["reasons"]
+        [req] = [q for q in ApprovalStore(self.audit.engine).for_requester(who)
+                 if q.status == "pending"]
+        when = self.views.clock()
+        approved = ApprovalStore(self.audit.engine).decide(
+            self.gov, User("tm1", "team_manager", "CSC"), req.request_id, True, when)
+        sep = "&" if "?" in view else "?"
+        return self.get(f"{view}{sep}break_glass_id={approved.grant_id}", who)
 
     def at(self, when: dt.datetime) -> None:
         self.views.clock = lambda: when
@@ -98,7 +123,7 @@ def test_break_glass_shows_what_consent_alone_would_not(hub: Hub, world: World) 
     assert not shown_plain & lacking
     n_before = hub.audit.count()
 
-    r = hub.post(f"/persons/{person}/break-glass")
+    r = hub.override(f"/persons/{person}/break-glass", f"/persons/{person}?protocol={MASH}")
     assert r.status_code == 200, r.text
     body = r.json()
     bg = body["break_glass"]
@@ -107,26 +132,31 @@ def test_break_glass_shows_what_consent_alone_would_not(hub: Hub, world: World) 
     assert bg["expires_at"] == (NOW + dt.timedelta(hours=4)).isoformat()
     due = NOW.date() + dt.timedelta(days=NOTIFY_WITHIN_DAYS)
     assert bg["notification_due_by"] == due.isoformat()
-    # exactly one audit entry, with the screened justification and the grant
-    assert hub.audit.count() == n_before + 1 == body["audit_seq"]
+    # three audit entries: the waiting request, the manager's approval, the view under the
+    # grant (with the screened justification and the approver)
+    assert hub.audit.count() == n_before + 3 == body["audit_seq"]
     entry = hub.last()
     assert entry["break_glass"]["used"] and entry["break_glass"]["justification"] == (
         f"risk_of_significant_harm: {WHY}")
-    assert entry["break_glass_grant"] == {"grant_id": bg["grant_id"], "new": True}
+    assert entry["break_glass_grant"] == {"grant_id": bg["grant_id"], "new": False}
     assert {f["agency"] for f in entry["fields"]
             if "break_glass_override" in f["reasons"]} == lacking
-    [alert] = hub.rows(Alert)
+    assert hub.audit.get(n_before + 2).data()["outcome"] == "approved"
+    alerts = hub.rows(Alert)
+    assert [a.kind for a in alerts] == ["break_glass_attempted", "break_glass_used"]
+    alert = alerts[-1]
     assert (alert.kind, alert.to_role, alert.user_id, alert.person_id, alert.audit_seq) == (
         "break_glass_used", "ig_lead", "sw1", person, body["audit_seq"])
     [note] = hub.rows(NotificationDue)
     assert (note.person_id, note.protocol_id, note.due_by) == (person, MASH, due.isoformat())
     [grant] = hub.rows(BreakGlassGrant)
-    assert grant.grant_id == bg["grant_id"] and grant.audit_seq == body["audit_seq"]
+    assert grant.grant_id == bg["grant_id"] and grant.audit_seq == n_before + 2
 
 
 def test_grant_reopens_until_it_expires(hub: Hub, world: World) -> None:
     person, lacking = _person_without_mash_consent(hub, world)
-    gid = hub.post(f"/persons/{person}/break-glass", hours=2).json()["break_glass"]["grant_id"]
+    gid = hub.override(f"/persons/{person}/break-glass", f"/persons/{person}?protocol={MASH}",
+                       hours=2).json()["break_glass"]["grant_id"]
     url = f"/persons/{person}?protocol={MASH}&break_glass_id={gid}"
 
     hub.at(NOW + dt.timedelta(hours=1, minutes=59))
@@ -143,14 +173,15 @@ def test_grant_reopens_until_it_expires(hub: Hub, world: World) -> None:
     entry = hub.last()
     assert entry["break_glass"]["problems"] == ["break_glass_expired"]
     assert not any(f["allowed"] for f in entry["fields"])  # nothing at all, not even consented
-    assert [a.kind for a in hub.rows(Alert)] == [
-        "break_glass_used", "break_glass_used", "break_glass_attempted"]
+    assert [a.kind for a in hub.rows(Alert)] == [  # waiting, opened, reopened, expired
+        "break_glass_attempted", "break_glass_used", "break_glass_used", "break_glass_attempted"]
     assert len(hub.rows(NotificationDue)) == 1  # one pending notification per person
 
 
 def test_grant_is_only_for_its_user_and_subject(hub: Hub, world: World) -> None:
     person, _ = _person_without_mash_consent(hub, world)
-    gid = hub.post(f"/persons/{person}/break-glass").json()["break_glass"]["grant_id"]
+    gid = hub.override(f"/persons/{person}/break-glass",
+                       f"/persons/{person}?protocol={MASH}").json()["break_glass"]["grant_id"]
     # sw2 has no relationship; a guessed or borrowed grant id is refused and alerted
     r = hub.get(f"/persons/{person}?protocol={MASH}&break_glass_id={gid}", who="sw2")
     assert r.status_code == 403
@@ -175,7 +206,7 @@ def test_refused_break_glass_is_403_audited_and_alerted(hub: Hub, world: World,
     r = hub.post(f"/persons/{person}/break-glass", **change)
     assert r.status_code == 403, r.text
     assert problem in r.json()["reasons"]
-    assert hub.audit.count() == 1 == r.json()["audit_seq"]
+    assert hub.audit.count() == hub.seq(1) == r.json()["audit_seq"]
     entry = hub.last()
     assert problem in entry["break_glass"]["problems"] and not entry["break_glass"]["used"]
     # s47 would allow these fields under its gateway, but a refused override shows nothing
@@ -205,18 +236,19 @@ def test_identifier_in_justification_never_reaches_the_store(hub: Hub, world: Wo
 
 def test_household_break_glass_one_entry_notification_per_member(hub: Hub,
                                                                  world: World) -> None:
-    r = hub.post(f"/households/{world.household}/break-glass", hours=24)
+    r = hub.override(f"/households/{world.household}/break-glass",
+                     f"/households/{world.household}?protocol={MASH}", hours=24)
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["members"] == world.members and body["break_glass"]["used"]
-    assert hub.audit.count() == 1
+    assert hub.audit.count() == hub.seq(3)  # waiting request, approval, view
     entry = hub.last()
     assert entry["type"] == "household_decision"
     overridden = sorted(d["subject"]["person_id"] for d in entry["decisions"]
                         if any("break_glass_override" in f["reasons"] for f in d["fields"]))
     assert overridden
     assert sorted(n.person_id for n in hub.rows(NotificationDue)) == overridden
-    [alert] = hub.rows(Alert)  # one alert for the request, naming the household
+    alert = hub.rows(Alert)[-1]  # one alert for the view, naming the household
     assert (alert.kind, alert.person_id) == ("break_glass_used", world.household)
     gid = body["break_glass"]["grant_id"]
     hub.at(NOW + dt.timedelta(hours=25))

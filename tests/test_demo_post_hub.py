@@ -22,6 +22,8 @@ from governance.audit_keys import load_trusted_keys
 from governance.consent import SqlConsentRegistry
 from governance.hub_stage import governance_engine, report_stage
 from governance.models import Alert, AuditEntry, Checkpoint, NotificationDue
+from governance.policy import load_protocols
+from governance.signoff import SignOffStore
 from synthetic_data.demo import post_hub
 
 
@@ -64,7 +66,14 @@ def test_week_did_each_kind_of_activity(demo: dict) -> None:
     statuses = [c["status"] for c in calls]
     assert statuses.count(200) >= 5 and 403 in statuses
     assert any("involvement" in c["call"] and c["status"] == 200 for c in calls)
-    assert any(c["call"].endswith("break-glass") and c["status"] == 200 for c in calls)
+    # MASH break-glass needs a manager: the practitioner's request waits (403, nothing shown),
+    # their team manager approves it, and the view opens under the approved grant
+    assert any(c["call"].endswith("break-glass") and c["status"] == 403 and c["user"] ==
+               "sw.csc.1" and "break_glass_needs_manager_approval" in c["reasons"]
+               for c in calls)
+    assert any(c["user"] == "tm.csc.1" and "approves" in c["what"] and c["status"] == 200
+               for c in calls)
+    assert any(c["what"] == "reopen break-glass" and c["status"] == 200 for c in calls)
     assert any(c["call"].endswith("break-glass") and c["status"] == 403
                and "break_glass_not_permitted_by_protocol" in c["reasons"] for c in calls)
     assert any("break_glass_expired" in c["reasons"] for c in calls)
@@ -75,8 +84,14 @@ def test_week_did_each_kind_of_activity(demo: dict) -> None:
     audit = AuditLog(engine, create=False)
     report = audit.verify(load_trusted_keys(demo["run"] / "ig_lead" / "trusted_keys"))
     assert report.ok and report.uncovered == 0, report.summary()
-    # one entry per call, plus the withheld request and the hub run's own entry
-    assert audit.count() == len(calls) + 2
+    # every protocol was put in force by each of its controllers, one audit entry each
+    signoffs = SignOffStore(engine)
+    assert not any(signoffs.missing(p) for p in load_protocols().values())
+    signed = len(signoffs.all())
+    assert signed == sum(len(p.agencies) for p in load_protocols().values())
+    # one entry per call (the approval included), plus the sign-offs, the withheld request and
+    # the hub run's own entry
+    assert audit.count() == len(calls) + signed + 2
     with engine.connect() as conn:  # the hub run's end, then the API process's start and stop
         origins = [o for (o,) in conn.execute(select(Checkpoint.origin)
                                               .order_by(Checkpoint.cp_seq))]
@@ -97,8 +112,10 @@ def test_report_has_privacy_cost_and_access_figures(demo: dict) -> None:
     cost = f"{q['privacy_cost_f1']:,.3f}"
     assert re.search(r"pseudonymised minus plaintext</td><td>" + re.escape(cost), page)
     calls = result["week"].calls
-    # views and the withheld request; identity requests are counted from the agencies' logs
-    n = len([c for c in calls if not c["call"].endswith("/identity")]) + 1
+    # views and the withheld request; identity requests are counted from the agencies' logs,
+    # and the manager's approval is not a decision about a view
+    n = len([c for c in calls if not c["call"].endswith("/identity")
+             and not c["call"].startswith("POST /approvals")]) + 1
     assert f"<p>{n} decisions recorded in the governance audit log.</p>" in page
     chain = re.search(r'<p id="audit-chain"[^>]*>(.*?)</p>', page, re.S)
     assert chain and "verifies against the trusted hub audit key" in chain.group(1)
@@ -182,6 +199,12 @@ def test_what_next_serves_the_api_with_the_demo_tokens(
     users = {u.user_id: u for u in steps.users}
     assert users["sw.csc.1"].households and users["tm.csc.1"].households
     assert users["ehw.eh.1"].households and not users["pc.pol.9"].households
+    # the manager holds the team's cases (sw.csc.1's), and what next names their sign-in
+    assert set(users["sw.csc.1"].households) <= set(users["tm.csc.1"].households)
+    from workspace.cli import demo_next_steps
+
+    assert any(line.strip().startswith("tm.csc.1 (CSC): team manager") and "approves MASH"
+               in line for line in demo_next_steps(run))
     with TestClient(app_from_env()) as client:
         contacts, seen = set(), set()
         for u in steps.users:

@@ -176,6 +176,7 @@ def test_api_reads_allocations_and_consent_from_the_store(world: World, tmp_path
     from fastapi.testclient import TestClient
 
     from governance.api import app_from_config
+    from governance.testing import partnership_set_up
 
     token = "store-test-token-synthetic-0123456789"
     db = f"sqlite:///{tmp_path / 'gov.db'}"
@@ -188,8 +189,9 @@ def test_api_reads_allocations_and_consent_from_the_store(world: World, tmp_path
         f"warehouse: {world.warehouse}\ngovernance_db: {db}\n"
         f"relationships_csv: {tmp_path / 'alloc.csv'}\naudit_signing_key: {keys}\n"
         f"tokens:\n  - {{token_sha256: {hashlib.sha256(token.encode()).hexdigest()}, "
-        "user_id: sw9, role: practitioner}\n")
+        "user_id: sw9, role: practitioner, agency: CSC}\n")
     engine = make_engine(db)
+    signed = partnership_set_up(engine)  # access control is on by default: controllers sign
     with TestClient(app_from_config(cfg)) as client:  # start-up and shutdown checkpoints
         head = {"Authorization": f"Bearer {token}"}
         url = f"/households/{world.household}/involvement"
@@ -203,7 +205,7 @@ def test_api_reads_allocations_and_consent_from_the_store(world: World, tmp_path
         assert r.status_code == 403 and "no_legitimate_relationship" in r.json()["reasons"]
     # the API process signed the head at shutdown: every entry it wrote verifies
     report = AuditLog(engine, create=False).verify(load_trusted_keys(tmp_path / "ig_lead"))
-    assert report.ok and report.last_seq == 2 and report.uncovered == 0
+    assert report.ok and report.last_seq == signed + 2 and report.uncovered == 0
     assert report.last_checkpoint["origin"].startswith("api:")
     assert report.last_checkpoint["origin"].endswith("/stop")
     # a second start does not import the same allocation again, nor reopen it

@@ -21,9 +21,11 @@ DEMO_PORT = 8600
 #: user, role, agency, what they can see (the demo's allocations: synthetic_data.demo).
 DEMO_USERS = (
     ("sw.csc.1", "practitioner", "CSC",
-     "social worker: the allocated family under s47 (gateway) and MASH, identity via CSC"),
+     "social worker: the allocated family under s47 (gateway) and the MASH household; "
+     "a MASH break-glass waits for tm.csc.1's approval"),
     ("tm.csc.1", "team_manager", "CSC",
-     "team manager: the MASH household; consent gaps withheld, break-glass available"),
+     "team manager of csc_assessment_1 (sw.csc.1): the team's cases; approves MASH "
+     "break-glass on the Approvals page"),
     ("ehw.eh.1", "practitioner", "EH", "Early Help worker: one child, by consent only"),
     ("pc.pol.9", "practitioner", "POL", "police officer with no allocation: every view refused"),
 )
@@ -114,7 +116,8 @@ def build(run: Path, bridges: dict[str, str] | None = None, *, secure_cookies: b
                      origin=process_origin("workspace"))
     gov = Governance(audit, consent, SqlRelationshipRegistry(engine),
                      access=configured_access(engine, os.environ.get("JOINEDUP_ASSIGNMENTS"),
-                                              os.environ.get("JOINEDUP_REQUIRE_SIGN_OFF")))
+                                              os.environ.get("JOINEDUP_REQUIRE_SIGN_OFF"),
+                                              source="environment"))
     if request_key is not None:
         hub_key = load_hub_key(request_key)
     else:
