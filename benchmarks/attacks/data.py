@@ -144,7 +144,7 @@ def preimage(spec: dict[str, Any], frame: pd.DataFrame, column: str) -> np.ndarr
                 vals.append(np.where(c >= 0, np.append(u, None)[c], None))
             salt = None
             if col.get("salt"):
-                sc, su = enc._source(frame, col["salt"], {})
+                sc, su = enc.salt_source(frame, col)
                 salt = np.where(sc >= 0, np.append(su, None)[sc], None)
             out = np.empty(len(frame), dtype=object)
             for i in range(len(frame)):
