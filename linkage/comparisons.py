@@ -153,11 +153,7 @@ def _family_name(cols: Collection[str]) -> ComparisonCreator:
     if parts:
         conds = []
         for c in parts:
-            # Spec v3 salts previous surnames and name parts with the full DOB: they meet the
-            # family name salted the same way.
-            fam = ("tok_family_name_dob" if c != "tok_other_names"
-                   and "tok_family_name_dob" in cols else "tok_family_name")
-            conds += [f'"{c}_l" = "{fam}_r"', f'"{fam}_l" = "{c}_r"']
+            conds += [f'"{c}_l" = "tok_family_name_r"', f'"tok_family_name_l" = "{c}_r"']
         for a in ("tok_family_name_first", "tok_family_name_last"):
             for b in ("tok_family_name_first", "tok_family_name_last"):
                 if a in cols and b in cols:

@@ -85,10 +85,10 @@ def test_previous_surnames_and_name_parts_meet_the_family_name_of_the_same_dob(k
         "date_of_birth": ["2012-12-12", "2012-12-12", "2012-12-12", "2012-12-13"]}),
         FORMATS).frame
     e = Encoder(key).encode(frame)
-    assert e.tok_family_name_first[0] == e.tok_family_name_dob[1]  # smith-jones part = smith
+    assert e.tok_family_name_first[0] == e.tok_family_name[1]  # smith-jones part = smith
     assert e.tok_other_name_first[2] == e.tok_family_name_last[0]  # same key domain: jones
-    assert e.tok_other_name_first[2] != e.tok_family_name_dob[3]  # jones, another DOB
-    assert e.tok_family_name_first[0] != e.tok_family_name[1]  # other domains never meet
+    assert e.tok_other_name_first[2] != e.tok_family_name[3]  # jones, another DOB
+    assert e.tok_family_name_phonetic[0] != e.tok_family_name_phonetic[3]  # another name
 
 
 def test_bloom_dice_tracks_similarity(key):
@@ -118,7 +118,7 @@ def test_spec_v3_holds_no_low_entropy_standalone_token():
     for name, col in tokens.items():
         sources = col.get("sources") or [col["source"]]
         if col["domain"] in ("given_name", "family_name", "given_name_phonetic",
-                             "family_name_phonetic", "family_name_dob"):
+                             "family_name_phonetic"):
             # names only ever salted with the birth year or a finer part of the DOB
             assert {"dob_year", "dob_iso"} & set(sources), name
     for name, col in spec["bloom"]["columns"].items():
@@ -136,18 +136,21 @@ def test_names_are_salted_with_the_birth_year(key):
     # Same name and birth year: the name still compares exactly (canonical, phonetic, family)
     # and by Bloom similarity (bf_name; bf_given_name within the birth month).
     assert e.tok_given_name_canonical[0] == e.tok_given_name_canonical[1]
-    assert e.tok_family_name[0] == e.tok_family_name[1] and e.bf_name[0] == e.bf_name[1]
+    assert e.tok_family_name_phonetic[0] == e.tok_family_name_phonetic[1]
+    assert e.bf_family_name[0] == e.bf_family_name[1] and e.bf_name[0] == e.bf_name[1]
     # Another birth year: unrelated token and unrelated filter, so the hub cannot count names.
     assert e.tok_given_name_canonical[0] != e.tok_given_name_canonical[2]
     assert dice(e.bf_name[0], e.bf_name[2]) < 0.5
-    # Given names (the most repeated names) are salted more finely: tok_given_name by the full
-    # DOB, bf_given_name by birth year and month.
+    # The exact-name tokens are salted with the full DOB, bf_given_name (given names repeat
+    # most) with birth year and month.
     assert e.tok_given_name[0] != e.tok_given_name[1]
+    assert e.tok_family_name[0] != e.tok_family_name[1]
     assert dice(e.bf_given_name[0], e.bf_given_name[1]) < 0.5
     again = Encoder(key).encode(frame.assign(date_of_birth=frame["date_of_birth"].iloc[[0] * 4]
                                              .to_numpy()))
     assert again.bf_given_name[0] == again.bf_given_name[1]
     assert again.tok_given_name[0] == again.tok_given_name[1]
+    assert again.tok_family_name[0] == again.tok_family_name[1]
     # No birth year, no name encoding (an unsalted one would repeat across people).
     assert pd.isna(e.tok_given_name[3]) and e.bf_given_name[3] is None and e.bf_name[3] is None
 
