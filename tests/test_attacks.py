@@ -82,7 +82,7 @@ def test_attack_stays_below_floor(attacked: tuple[Context, list[AttackResult]],
 def test_every_column_the_hub_holds_is_attacked(attacked: tuple[Context, list[AttackResult]]
                                                 ) -> None:
     ctx, results = attacked
-    for r in sorted(results, key=lambda r: -r.records)[:12]:  # shown with -s / on failure
+    for r in sorted(results, key=lambda r: -r.records)[:40]:  # shown with -s / on failure
         print(f"{r.attack:10} {r.target:28} {r.overlap:7} {r.records:6.1%}")
     hit = {r.target for r in results}
     held = {c for c in ctx.rec.columns if c.startswith(("tok_", "blk_", "bf_"))}
