@@ -99,8 +99,11 @@ def validate_encoding_spec(spec: Any, source: str = "<spec>") -> None:
                     fail(where, "fold leaves fewer than 64 bits")
                 if bits > 65536:
                     fail(where, "bits must be <= 65536")
-                if col.get("salt") is not None and col["salt"] not in known:
-                    fail(where, f"unknown salt source {col['salt']!r}")
+                salt = col.get("salt")
+                if salt is not None and not (
+                        (isinstance(salt, str) and salt in known)
+                        or (isinstance(salt, list) and salt and all(s in known for s in salt))):
+                    fail(where, f"salt must be a known source or a list of them, not {salt!r}")
                 if col.get("salt_required") not in (None, True, False) or (
                         col.get("salt_required") and not col.get("salt")):
                     fail(where, "salt_required is true or false, and needs a salt")
@@ -292,11 +295,18 @@ class Encoder:
             self._qgram_cache[ck] = pos
         return pos
 
+    def salt_source(self, frame: pd.DataFrame,
+                    col: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        """A Bloom column's salt per row as (codes, uniques): one source, or several joined
+        (missing where any of them is)."""
+        salt = col["salt"]
+        return self._combined(frame, {"sources": [salt] if isinstance(salt, str) else salt})
+
     def _bloom(self, frame: pd.DataFrame, name: str, col: Mapping[str, Any]) -> np.ndarray:
         sources = col.get("sources") or [col["source"]]
         q, k, bits, fold = int(col["q"]), int(col["k"]), int(col["bits"]), int(col.get("fold", 0))
         parts = [self._source(frame, s, {**col, "compact": False}) for s in sources]
-        salt = (self._source(frame, col["salt"], {}) if col.get("salt")
+        salt = (self.salt_source(frame, col) if col.get("salt")
                 else (np.full(len(frame), -1, dtype=np.int64), _obj([])))
         # One filter per distinct (values, salt); a row with no value at all has none.
         n = len(frame)

@@ -71,10 +71,24 @@ def test_matching_semantics(encoded):
     assert e.tok_given_name_canonical[2] == e.tok_given_name_canonical[3]  # kate/katie
     assert e.tok_address[0] == e.tok_address[1]
     assert e.blk_dob_postcode_sector[0] == e.blk_dob_postcode_sector[1]
-    assert e.tok_family_name_first[3] == e.tok_family_name[0]  # smith-jones part = smith
-    assert e.tok_other_name_first[4] == e.tok_family_name_last[3]  # same key domain: jones
     assert pd.isna(e.blk_given_phonetic_dob[4])  # null if any part is missing
     assert e.blk_given_phonetic_dob[0] == e.blk_given_phonetic_dob[1]
+
+
+def test_previous_surnames_and_name_parts_meet_the_family_name_of_the_same_dob(key):
+    """Salted with the full DOB (spec v3): a previous surname or a part of a double-barrelled
+    name compares with the family name of a record with the same DOB, and with no other."""
+    frame = normalise_identifiers(pd.DataFrame({
+        "given_name": ["Amy"] * 4,
+        "family_name": ["Smith-Jones", "Smith", "Brown", "Jones"],
+        "other_names": [None, None, "Jones", None],
+        "date_of_birth": ["2012-12-12", "2012-12-12", "2012-12-12", "2012-12-13"]}),
+        FORMATS).frame
+    e = Encoder(key).encode(frame)
+    assert e.tok_family_name_first[0] == e.tok_family_name[1]  # smith-jones part = smith
+    assert e.tok_other_name_first[2] == e.tok_family_name_last[0]  # same key domain: jones
+    assert e.tok_other_name_first[2] != e.tok_family_name[3]  # jones, another DOB
+    assert e.tok_family_name_phonetic[0] != e.tok_family_name_phonetic[3]  # another name
 
 
 def test_bloom_dice_tracks_similarity(key):
@@ -105,10 +119,12 @@ def test_spec_v3_holds_no_low_entropy_standalone_token():
         sources = col.get("sources") or [col["source"]]
         if col["domain"] in ("given_name", "family_name", "given_name_phonetic",
                              "family_name_phonetic"):
-            assert "dob_year" in sources, name  # names only ever salted with the birth year
+            # names only ever salted with the birth year or a finer part of the DOB
+            assert {"dob_year", "dob_iso"} & set(sources), name
     for name, col in spec["bloom"]["columns"].items():
-        if name != "bf_address":
-            assert col.get("salt") == "dob_year" and col.get("salt_required"), name
+        salt = col.get("salt")
+        assert col.get("salt_required"), name
+        assert salt in ("dob_year", "dob_ym") or salt == ["postcode", "dob_year"], name
 
 
 def test_names_are_salted_with_the_birth_year(key):
@@ -117,25 +133,39 @@ def test_names_are_salted_with_the_birth_year(key):
         "family_name": ["smith", "smith", "smith", "smith"],
         "date_of_birth": ["2015-01-01", "2015-11-30", "2016-01-01", None]}), FORMATS).frame
     e = Encoder(key).encode(frame)
-    # Same name and birth year: the name still compares exactly, and by Bloom similarity.
-    assert e.tok_given_name[0] == e.tok_given_name[1] and e.tok_family_name[0] == \
-        e.tok_family_name[1]
-    assert e.bf_given_name[0] == e.bf_given_name[1]
+    # Same name and birth year: the name still compares exactly (canonical, phonetic, family)
+    # and by Bloom similarity (bf_name; bf_given_name within the birth month).
+    assert e.tok_given_name_canonical[0] == e.tok_given_name_canonical[1]
+    assert e.tok_family_name_phonetic[0] == e.tok_family_name_phonetic[1]
+    assert e.bf_family_name[0] == e.bf_family_name[1] and e.bf_name[0] == e.bf_name[1]
     # Another birth year: unrelated token and unrelated filter, so the hub cannot count names.
-    assert e.tok_given_name[0] != e.tok_given_name[2]
-    assert dice(e.bf_given_name[0], e.bf_given_name[2]) < 0.5
+    assert e.tok_given_name_canonical[0] != e.tok_given_name_canonical[2]
+    assert dice(e.bf_name[0], e.bf_name[2]) < 0.5
+    # The exact-name tokens are salted with the full DOB, bf_given_name (given names repeat
+    # most) with birth year and month.
+    assert e.tok_given_name[0] != e.tok_given_name[1]
+    assert e.tok_family_name[0] != e.tok_family_name[1]
+    assert dice(e.bf_given_name[0], e.bf_given_name[1]) < 0.5
+    again = Encoder(key).encode(frame.assign(date_of_birth=frame["date_of_birth"].iloc[[0] * 4]
+                                             .to_numpy()))
+    assert again.bf_given_name[0] == again.bf_given_name[1]
+    assert again.tok_given_name[0] == again.tok_given_name[1]
+    assert again.tok_family_name[0] == again.tok_family_name[1]
     # No birth year, no name encoding (an unsalted one would repeat across people).
     assert pd.isna(e.tok_given_name[3]) and e.bf_given_name[3] is None and e.bf_name[3] is None
 
 
-def test_address_bloom_is_salted_by_postcode(key):
+def test_address_bloom_is_salted_by_postcode_and_birth_year(key):
     frame = normalise_identifiers(pd.DataFrame({
-        "address_line_1": ["12 High Street"] * 3 + ["12 high street"],
-        "postcode": ["SW1A 1AA", "SW1A 2BB", "M1 1AE", "sw1a1aa"]}), FORMATS).frame
+        "address_line_1": ["12 High Street"] * 3 + ["12 high street"] * 3,
+        "postcode": ["SW1A 1AA", "SW1A 2BB", "M1 1AE", "sw1a1aa", "SW1A 1AA", "SW1A 1AA"],
+        "date_of_birth": ["2010-01-01"] * 4 + ["2011-01-01", None]}), FORMATS).frame
     bf = Encoder(key).encode(frame)["bf_address"]
     assert bf[0] == bf[3]  # same postcode (however written): identical after normalisation
     assert dice(bf[0], bf[1]) < 0.5  # same street text in another postcode: unrelated pattern
     assert dice(bf[0], bf[2]) < 0.5
+    assert dice(bf[0], bf[4]) < 0.5  # same address, another birth year: unrelated pattern
+    assert bf[5] is None  # no birth year, no filter (an unsalted one repeats per household)
 
 
 def test_spec_validation():

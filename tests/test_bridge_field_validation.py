@@ -130,7 +130,9 @@ def test_day_month_swap_and_year_only_dob(bridged) -> None:
     year_cols = 0
     for section in ("tokens", "blocking", "bloom"):
         for name, col in (spec.get(section) or {}).get("columns", {}).items():
-            deps = set(col.get("sources") or [col.get("source")]) | {col.get("salt")}
+            salt = col.get("salt")  # one source, or a list of them (bf_address)
+            deps = set(col.get("sources") or [col.get("source")]) | set(
+                salt if isinstance(salt, list) else [salt])
             if deps & DOB_PARTS:
                 assert r6[name] is None, name
             else:  # same person, same names and postcode: only month/day are unknown

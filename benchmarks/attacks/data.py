@@ -144,7 +144,7 @@ def preimage(spec: dict[str, Any], frame: pd.DataFrame, column: str) -> np.ndarr
                 vals.append(np.where(c >= 0, np.append(u, None)[c], None))
             salt = None
             if col.get("salt"):
-                sc, su = enc._source(frame, col["salt"], {})
+                sc, su = enc.salt_source(frame, col)
                 salt = np.where(sc >= 0, np.append(su, None)[sc], None)
             out = np.empty(len(frame), dtype=object)
             for i in range(len(frame)):
@@ -176,6 +176,52 @@ def public_name_table(kind: str) -> pd.Series:
         v = normalise_name_value(n) or ""
         keys.append(v.replace(" ", "") if kind == "family_name" else v.split()[0])
     return pd.Series(w, index=keys).groupby(level=0).sum().sort_values(ascending=False)
+
+
+NAME_SOURCES = {"given_name": "given_name", "given_name_canonical": "given_name",
+                "given_name_phonetic": "given_name", "family_name": "family_name",
+                "family_name_phonetic": "family_name", "family_name_parts": "family_name"}
+DOB_SALTS = ("dob_year", "dob_ym", "dob_iso")
+
+
+def public_column_table(spec: dict[str, Any], column: str,
+                        dob_shares: pd.Series) -> pd.Series | None:
+    """Census-style table for any single-name column (token or Bloom filter, salted with a part
+    of the DOB or not): public names x the public age structure, pushed through the bridge's
+    own preimage code (so canonical forms, phonetic codes and salts come out exactly as the
+    bridge makes them). `dob_shares`: ISO date -> share of the population born that day (an
+    attacker takes it from ONS births by day). None when the column is not one name."""
+    col = None
+    for section in ("tokens", "bloom"):
+        col = ((spec.get(section) or {}).get("columns") or {}).get(column) or col
+    if col is None:
+        return None
+    sources = list(col.get("sources") or [col["source"]])
+    salt = col.get("salt")
+    names = [s for s in sources if s in NAME_SOURCES]
+    salts = [s for s in sources if s not in NAME_SOURCES] + (
+        [salt] if isinstance(salt, str) else list(salt or []))
+    if len(names) != 1 or not set(salts) <= set(DOB_SALTS):
+        return None
+    kind = NAME_SOURCES[names[0]]
+    table = public_name_table(kind)
+    if salts:  # one row per (name, birth date) at the salt's own resolution
+        if "dob_iso" not in salts:
+            width = 7 if "dob_ym" in salts else 4
+            dob_shares = dob_shares.groupby(dob_shares.index.str[:width]).sum()
+            dob_shares.index = [d + ("-01" if width == 7 else "-01-01") for d in dob_shares.index]
+        dates = dob_shares.index.to_numpy()
+        raw = pd.DataFrame({kind: np.repeat(table.index.to_numpy(), len(dates)),
+                            "date_of_birth": np.tile(dates, len(table))})
+        weight = np.outer(table.to_numpy(), dob_shares.to_numpy()).ravel()
+    else:
+        raw = pd.DataFrame({kind: table.index.to_numpy()})
+        weight = table.to_numpy()
+    other = "family_name" if kind == "given_name" else "given_name"
+    raw[other] = "x"
+    norm = normalise_identifiers(raw.astype(object), ["%Y-%m-%d"]).frame
+    pre = pd.Series(preimage(spec, norm, column), dtype=object)
+    return pd.Series(weight).groupby(pre.to_numpy()).sum().sort_values(ascending=False)
 
 
 def bridge_and_ingest(run: Path, *, people: int, seed: int) -> None:

@@ -17,6 +17,7 @@ from benchmarks.attacks.data import (
     load_hub,
     population_plaintext,
     preimage,
+    public_column_table,
     public_name_table,
     record_persons,
     sample_reference,
@@ -86,6 +87,11 @@ def _split_salted(guess: np.ndarray | None) -> tuple[np.ndarray | None, np.ndarr
 def _salted_by_year(spec: dict[str, Any], col: str) -> bool:
     conf = (spec.get("tokens") or {}).get("columns", {}).get(col) or {}
     return "dob_year" in (conf.get("sources") or [])
+
+
+def _unsalted(spec: dict[str, Any], col: str) -> bool:
+    conf = (spec.get("tokens") or {}).get("columns", {}).get(col) or {}
+    return not {"dob_year", "dob_ym", "dob_iso"} & set(conf.get("sources") or [])
 
 
 def _by_value(hub_values: pd.Series, mapping: dict[object, str]) -> np.ndarray:
@@ -172,17 +178,32 @@ def run_suite(ctx: Context, overlaps: Iterable[float] = (0.25, 0.5, 1.0), seed: 
     pub: dict[str, np.ndarray] = {}
     # Census-style age structure: what share of the population was born in each year.
     years = ctx.pop["dob_year"].dropna().astype(int).astype(str).value_counts(normalize=True)
-    for col, kind in (("tok_given_name", "given_name"), ("tok_family_name", "family_name")):
+    for col in ("tok_given_name", "tok_family_name"):
         if col not in rec:
             continue
-        table = public_name_table(kind)
+        table = public_name_table(col[4:])
         if _salted_by_year(ctx.spec, col):  # names by birth year (e.g. ONS baby names)
             table = pd.Series({f"{n}{SEP}{y}": a * b for n, a in table.items()
                                for y, b in years.items()})
+        elif not _unsalted(ctx.spec, col):  # salted more finely: the generic table below
+            continue
         pub[col] = _by_value(rec[col], frequency.align(rec[col].to_numpy(dtype=object),
                                                        table))
         results.append(score("frequency", col, "public", rec[col].to_numpy(dtype=object),
                              pub[col], truth[col], everyone))
+    # Every other single-name column (canonical, phonetic, parts, Bloom filters; salted with
+    # any part of the DOB): public names x births by day through the bridge's preimage code.
+    days = pd.to_datetime(ctx.pop["date_of_birth"]).dropna().dt.strftime("%Y-%m-%d")
+    days = days.value_counts(normalize=True)
+    for col in ctx.columns("tok_") + ctx.columns("bf_"):
+        if col in pub:
+            continue
+        table = public_column_table(ctx.spec, col, days)
+        if table is None or table.empty:
+            continue
+        g = _by_value(rec[col], frequency.align(rec[col].to_numpy(dtype=object), table))
+        results.append(score("frequency", col, "public", rec[col].to_numpy(dtype=object), g,
+                             truth[col], everyone))
     step("structure: year group, calendar")
     none = np.full(len(rec), None, dtype=object)
     dyears = structure.decode_years(rec) if "tok_dob_year" in rec else {}
