@@ -30,15 +30,17 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from ig_bridge.keys import KeyStore, RecordRefError, decrypt_record_ref
 from ig_bridge.manifest import canonical_json
 from ig_bridge.reid_controls import append_audit, read_audit
+
+if TYPE_CHECKING:  # pandas loads only where an extract is split (bridge commands start fast)
+    import pandas as pd
 
 NOTICE_VERSION = 1
 NOTICE_KIND = "consent_withdrawal"
@@ -160,6 +162,8 @@ def carry_withdrawals(pay: pd.DataFrame, local_ids: pd.Series, agency_dir: Path)
     whose consent for a purpose was given on or before a withdrawal the hub sent for that
     record and purpose leaves as withdrawn, dated the withdrawal, until the agency's own system
     records something newer. Returns the number of rows changed."""
+    import pandas as pd
+
     if "consent_status" not in pay.columns or "consent_purpose" not in pay.columns:
         return 0
     latest: dict[tuple[str, str], dt.datetime] = {}
