@@ -1,6 +1,8 @@
 """Data-controller sign-off of each protocol version.
 
-Every agency named in a protocol is a data controller for what it shares under it. Each signs
+Every agency named in a protocol is a data controller for what it shares under it, in the
+detail or in its known-to stage (governance.known_to: involvement only), so each of them signs
+off (`parties`); each stage is in force only once the agencies it covers have signed. Each signs
 off the exact content of a version: (protocol id, version, SHA-256 of the document). A protocol
 is in force only once all of its agencies have signed off that hash, so an edit to the file that
 nobody signed (even without a version bump) stops every decision under it with
@@ -57,6 +59,13 @@ class SignOff:
     audit_seq: int
 
 
+def parties(protocol: Protocol) -> list[str]:
+    """The agencies that sign off a protocol: those sharing detail under it and those whose
+    involvement its known-to stage shows (that stage is decided as a protocol of its own, over
+    those agencies, and is refused until each of them has signed)."""
+    return sorted(set(protocol.agencies) | set(protocol.known_to.agencies))
+
+
 class SignOffStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -89,7 +98,7 @@ class SignOffStore:
              at: dt.datetime | None = None) -> SignOff:
         """Record `agency`'s sign-off of this protocol version's content, by that agency's own
         IG lead or data officer. Refused (nothing written) otherwise."""
-        if agency not in protocol.agencies:
+        if agency not in parties(protocol):
             raise SignOffError(f"{protocol.id} v{protocol.version}: {agency} is not a party to "
                                "this protocol")
         if signer_role not in SIGNING_ROLES:
@@ -129,7 +138,7 @@ def sign_off_all(audit: AuditLog, protocols: dict[str, Protocol] | None = None,
     store = SignOffStore(audit.engine)
     done = []
     for _pid, proto in sorted((protocols or load_protocols()).items()):
-        for agency in store.missing(proto):
+        for agency in sorted(set(parties(proto)) - store.signed(proto)):
             done.append(store.sign(audit, proto, agency, ig_lead_of(agency), "ig_lead", agency,
                                    at))
     return done
@@ -153,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     protocols = load_protocols()
     if a.cmd == "status":
         for pid, proto in sorted(protocols.items()):
-            missing = store.missing(proto)
+            missing = sorted(set(parties(proto)) - store.signed(proto))
             state = "in force" if not missing else "NOT signed off by " + ", ".join(missing)
             print(f"{pid} v{proto.version} {proto.document_sha256[:12]}: {state}")
         return 0

@@ -153,8 +153,10 @@ def test_protocol_in_force_only_when_every_controller_signed_this_content(
         hub.signoffs.sign(hub.gov.audit, proto, "CSC", "ig.pol", "ig_lead", "POL")
     with pytest.raises(SignOffError, match="may not sign off"):
         hub.signoffs.sign(hub.gov.audit, proto, "CSC", "sw.csc.1", "practitioner", "CSC")
-    with pytest.raises(SignOffError, match="EH is not a party"):
-        hub.signoffs.sign(hub.gov.audit, proto, "EH", "ig.eh", "ig_lead", "EH")
+    # (EH signs s.47 for its known-to stage; MASH names no GP, in detail or known-to stage)
+    with pytest.raises(SignOffError, match="GP is not a party"):
+        hub.signoffs.sign(hub.gov.audit, hub.gov.protocols["mash_information_sharing"], "GP",
+                          "ig.gp", "ig_lead", "GP")
     agencies = sorted(proto.agencies)
     for a in agencies[:-1]:
         hub.signoffs.sign(hub.gov.audit, proto, a, f"ig.{a.lower()}", "ig_lead", a)

@@ -20,9 +20,8 @@ from test_api import World, build_world
 from test_workspace_browser import AXE, CHROMEDRIVER, CHROMIUM, Live, _free_port
 from workspace_world import PASSWORD, workspace
 
-from governance.access import AccessControl, load_assignments
+from governance.access import load_assignments
 from governance.approvals import ApprovalStore
-from governance.decisions import Governance
 from governance.relationships import Relationship, SubjectKind
 from workspace.app import create_app
 
@@ -44,14 +43,10 @@ def live(world: World, tmp_path: Path) -> Iterator[Live]:
     from selenium.webdriver.chrome.service import Service
 
     with workspace(world, tmp_path) as s:
-        old = s.ws.gov
-        rels = old.relationships
-        rels.add(Relationship(SW.user_id, SubjectKind.HOUSEHOLD, world.household,
-                              dt.date(2026, 1, 1)))
-        s.ws.gov = Governance(old.audit, consent=old.consent, relationships=rels,
-                              protocols=old.protocols, roles=old.roles,
-                              access=AccessControl(load_assignments(protocols=old.protocols),
-                                                   None))
+        # the workspace world runs the deployed rules (shipped assignments: SW and TM are
+        # csc_assessment_1; every protocol signed off); SW is allocated its household
+        s.ws.gov.relationships.add(Relationship(SW.user_id, SubjectKind.HOUSEHOLD,
+                                                s.world.household, dt.date(2026, 1, 1)))
         s.ws.accounts.create(SW.user_id, PASSWORD, SW.role, SW.agency, team="csc_assessment_1")
         s.ws.accounts.create(TM.user_id, PASSWORD, TM.role, TM.agency, team="csc_assessment_1")
         port = _free_port()

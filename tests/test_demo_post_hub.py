@@ -23,7 +23,7 @@ from governance.consent import SqlConsentRegistry
 from governance.hub_stage import governance_engine, report_stage
 from governance.models import Alert, AuditEntry, Checkpoint, NotificationDue
 from governance.policy import load_protocols
-from governance.signoff import SignOffStore
+from governance.signoff import SignOffStore, parties
 from synthetic_data.demo import post_hub
 
 
@@ -88,7 +88,7 @@ def test_week_did_each_kind_of_activity(demo: dict) -> None:
     signoffs = SignOffStore(engine)
     assert not any(signoffs.missing(p) for p in load_protocols().values())
     signed = len(signoffs.all())
-    assert signed == sum(len(p.agencies) for p in load_protocols().values())
+    assert signed == sum(len(parties(p)) for p in load_protocols().values())
     # one entry per call (the approval included), plus the sign-offs, the withheld request and
     # the hub run's own entry
     assert audit.count() == len(calls) + signed + 2

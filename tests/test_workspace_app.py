@@ -223,14 +223,27 @@ def test_break_glass_screens_the_justification_and_alerts(setup: Setup) -> None:
     assert bad.status_code == 403
     assert 'data-reason="justification_contains_identifier"' in bad.text
     assert "07700" not in audit_text(setup) and "Jane Smith" not in bad.text
-    ok = c.post(f"/households/{hh}/break-glass", data={
+    # MASH's break-glass needs a manager's approval (as deployed): the request waits ...
+    waiting = c.post(f"/households/{hh}/break-glass", data={
         "protocol": MASH, "category": "risk_of_significant_harm", "hours": "4",
         "justification": "School reported injuries and consent would alert the alleged abuser",
         "csrf_token": csrf(form.text)})
+    assert waiting.status_code == 403 and "needs a manager" in waiting.text
+    assert "Break-glass override active" not in waiting.text
+    # ... until sw1's team manager approves it; then it opens the family under the override.
+    manager = sign_in(client(setup), "tm1")
+    queue = manager.get("/approvals")
+    [request_id] = re.findall(r'action="/approvals/([^"]+)"', queue.text)[:1]
+    done = manager.post(f"/approvals/{request_id}", data={
+        "decision": "approve", "csrf_token": csrf(queue.text)}, follow_redirects=False)
+    assert done.status_code == 303
+    link = re.search(r'href="(/households/[^"]*break_glass_id=[^"]+)"',
+                     c.get("/approvals").text).group(1).replace("&amp;", "&")
+    ok = c.get(link)
     assert ok.status_code == 200, ok.text[:400]
-    assert "Break-glass override active" in ok.text
+    assert "Shown under an override until" in ok.text
     bg = [b for b in audit_bodies(setup, "decision") if b.get("break_glass_grant")]
-    assert len(bg) == 2 and bg[-1]["break_glass_grant"]["grant_id"]
+    assert len(bg) == 3 and bg[-1]["break_glass_grant"]["grant_id"]
     odd = c.post(f"/households/{hh}/break-glass", data={
         "protocol": MASH, "category": "risk_of_significant_harm", "hours": "four o'clock",
         "justification": "x", "csrf_token": csrf(form.text)})

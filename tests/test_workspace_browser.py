@@ -93,7 +93,7 @@ class Live:
 
 
 @pytest.fixture
-def live(world: World, tmp_path: Path) -> Iterator[Live]:
+def live(world: World, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Live]:
     if not (shutil.which("chromium") or Path(CHROMIUM).exists()) or not Path(
             CHROMEDRIVER).exists():
         pytest.fail("needs Debian's chromium and chromium-driver (make test installs them)")
@@ -102,7 +102,9 @@ def live(world: World, tmp_path: Path) -> Iterator[Live]:
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
-    with workspace(world, tmp_path) as s:
+    # a test module that needs workspace_world's early_help_unconsented household says so
+    with workspace(world, tmp_path, early_help_unconsented=getattr(
+            request.module, "EARLY_HELP_UNCONSENTED", False)) as s:
         port = _free_port()
         server = uvicorn.Server(uvicorn.Config(create_app(s.ws), host="127.0.0.1", port=port,
                                                log_level="warning"))

@@ -24,6 +24,9 @@ from governance.consent_scope import Scope
 CATS = ["involvement", "education", "health", "housing"]
 
 
+EARLY_HELP_UNCONSENTED = True  # the household the consent tests start from (also for `live`)
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> World:
     return build_world(tmp_path_factory)
@@ -31,7 +34,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
 
 @pytest.fixture
 def setup(world: World, tmp_path: Path) -> Iterator[Setup]:
-    with workspace(world, tmp_path) as s:
+    with workspace(world, tmp_path, early_help_unconsented=True) as s:
         yield s
 
 
