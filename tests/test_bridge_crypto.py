@@ -134,21 +134,23 @@ def test_names_are_salted_with_the_birth_year(key):
         "date_of_birth": ["2015-01-01", "2015-11-30", "2016-01-01", None]}), FORMATS).frame
     e = Encoder(key).encode(frame)
     # Same name and birth year: the name still compares exactly (canonical, phonetic, family)
-    # and by Bloom similarity (bf_name; bf_given_name within the birth month).
+    # and by Bloom similarity (bf_name; bf_given_name and bf_family_name within the birth month).
     assert e.tok_given_name_canonical[0] == e.tok_given_name_canonical[1]
     assert e.tok_family_name_phonetic[0] == e.tok_family_name_phonetic[1]
-    assert e.bf_family_name[0] == e.bf_family_name[1] and e.bf_name[0] == e.bf_name[1]
+    assert e.bf_name[0] == e.bf_name[1]
     # Another birth year: unrelated token and unrelated filter, so the hub cannot count names.
     assert e.tok_given_name_canonical[0] != e.tok_given_name_canonical[2]
     assert dice(e.bf_name[0], e.bf_name[2]) < 0.5
     # The exact-name tokens are salted with the full DOB, bf_given_name (given names repeat
-    # most) with birth year and month.
+    # most) and bf_family_name (common surnames repeated per birth year) with birth year and month.
     assert e.tok_given_name[0] != e.tok_given_name[1]
     assert e.tok_family_name[0] != e.tok_family_name[1]
     assert dice(e.bf_given_name[0], e.bf_given_name[1]) < 0.5
+    assert dice(e.bf_family_name[0], e.bf_family_name[1]) < 0.5
     again = Encoder(key).encode(frame.assign(date_of_birth=frame["date_of_birth"].iloc[[0] * 4]
                                              .to_numpy()))
     assert again.bf_given_name[0] == again.bf_given_name[1]
+    assert again.bf_family_name[0] == again.bf_family_name[1]
     assert again.tok_given_name[0] == again.tok_given_name[1]
     assert again.tok_family_name[0] == again.tok_family_name[1]
     # No birth year, no name encoding (an unsalted one would repeat across people).
