@@ -28,6 +28,7 @@ test: $(STAMP) workspace-assets
 	   (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq $$missing >/dev/null 2>&1) \
 	   || echo "could not install$$missing: the tests that need them will be skipped"; fi
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	@# PYTEST_ARGS="-n 2 --dist loadfile" runs two workers (pytest-xdist; the session's shared
 	@# runs are built once for both, tests/conftest.py built_once): not yet the default, see
 	@# issue 18.

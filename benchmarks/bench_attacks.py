@@ -70,8 +70,15 @@ def prepare(run: Path, people: int, seed: int, spec: Path | None = None) -> None
             os.environ[SPEC_ENV] = old
 
 
-def attack(run: Path, args: argparse.Namespace, overlaps: list[float], spec: Path | None,
-           bar: Progress, job: Any, label: str) -> tuple[dict[str, Any], list[AttackResult]]:
+def attack(
+    run: Path,
+    args: argparse.Namespace,
+    overlaps: list[float],
+    spec: Path | None,
+    bar: Progress,
+    job: Any,
+    label: str,
+) -> tuple[dict[str, Any], list[AttackResult]]:
     from ig_bridge.encoding import load_encoding_spec
 
     bar.update(job, description=f"{label}: bridge + ingest {args.people} people")
@@ -79,8 +86,13 @@ def attack(run: Path, args: argparse.Namespace, overlaps: list[float], spec: Pat
     bar.update(job, description=f"{label}: loading the hub's warehouse")
     loaded = load_encoding_spec(spec)
     ctx = Context(run, spec=loaded)
-    results = run_suite(ctx, overlaps, seed=args.seed, graph=not args.no_graph,
-                        step=lambda st: bar.update(job, description=f"{label}: {st}"))
+    results = run_suite(
+        ctx,
+        overlaps,
+        seed=args.seed,
+        graph=not args.no_graph,
+        step=lambda st: bar.update(job, description=f"{label}: {st}"),
+    )
     return loaded, results
 
 
@@ -91,30 +103,57 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--run", type=Path, default=None, help="run folder (default var/attacks/...)")
     ap.add_argument("--overlaps", default="0.25,0.5,1.0")
     ap.add_argument("--no-graph", action="store_true", help="skip the graph matching attack")
-    ap.add_argument("--baseline-spec", type=Path, default=BASELINE_SPEC,
-                    help="an older spec attacked the same way, shown beside (default: v2)")
+    ap.add_argument(
+        "--baseline-spec",
+        type=Path,
+        default=BASELINE_SPEC,
+        help="an older spec attacked the same way, shown beside (default: v2)",
+    )
     ap.add_argument("--no-baseline", action="store_true", help="attack the current spec only")
-    ap.add_argument("--json", type=Path, default=None, help="write the figures here (e.g. "
-                    "schemas/pseudonym_strength.json, read by the IG report)")
+    ap.add_argument(
+        "--json",
+        type=Path,
+        default=None,
+        help="write the figures here (e.g. schemas/pseudonym_strength.json, read by the IG report)",
+    )
     args = ap.parse_args(argv)
     run = args.run or ROOT / "var" / "attacks" / f"p{args.people}_s{args.seed}"
     overlaps = [float(x) for x in args.overlaps.split(",")]
     t0 = time.perf_counter()
-    with Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), TimeElapsedColumn(),
-                  console=console) as bar:
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("[bold]{task.description}"),
+        TimeElapsedColumn(),
+        console=console,
+    ) as bar:
         job = bar.add_task("starting", total=None)
         spec, results = attack(run, args, overlaps, None, bar, job, "current spec")
         base: list[AttackResult] = []
         base_version = None
         if not args.no_baseline:
-            bspec, base = attack(run.with_name(run.name + "_baseline"), args, overlaps,
-                                 args.baseline_spec, bar, job, "baseline spec")
+            bspec, base = attack(
+                run.with_name(run.name + "_baseline"),
+                args,
+                overlaps,
+                args.baseline_spec,
+                bar,
+                job,
+                "baseline spec",
+            )
             base_version = bspec["encoding_spec_version"]
     version = spec["encoding_spec_version"]
-    table = Table(title=f"Attacks on the hub's holdings ({args.people} people, seed "
-                        f"{args.seed}): share of records re-identified")
-    cols = [("attack", "left"), ("target", "left"), ("overlap", "left"),
-            (f"spec v{version}", "right"), ("distinct values", "right"), ("n rec/val", "right")]
+    table = Table(
+        title=f"Attacks on the hub's holdings ({args.people} people, seed "
+        f"{args.seed}): share of records re-identified"
+    )
+    cols = [
+        ("attack", "left"),
+        ("target", "left"),
+        ("overlap", "left"),
+        (f"spec v{version}", "right"),
+        ("distinct values", "right"),
+        ("n rec/val", "right"),
+    ]
     if base:
         cols.append((f"spec v{base_version}", "right"))
     for c, j in cols:
@@ -128,8 +167,11 @@ def main(argv: list[str] | None = None) -> int:
             row += ["(no such column)", "", ""]
         else:
             style = "red" if r.records > 0.01 else ""
-            row += [f"[{style}]{r.records:.1%}" if style else f"{r.records:.1%}",
-                    f"{r.values:.1%}", f"{r.n_records}/{r.n_values}"]
+            row += [
+                f"[{style}]{r.records:.1%}" if style else f"{r.records:.1%}",
+                f"{r.values:.1%}",
+                f"{r.n_records}/{r.n_values}",
+            ]
         if base:
             row.append("-" if b is None else f"{b.records:.1%}")
         table.add_row(*row)
@@ -142,24 +184,41 @@ def main(argv: list[str] | None = None) -> int:
         console.print(line)
         whole = [r.records for r in results if r.attack == "combined" and r.overlap == label]
         if whole:
-            console.print(f"  whole records (combined quasi-identifiers) at {label}: "
-                          f"{max(whole):.1%}")
+            console.print(
+                f"  whole records (combined quasi-identifiers) at {label}: {max(whole):.1%}"
+            )
     worst = max(results, key=lambda r: r.records)
-    console.print(f"worst: {worst.attack} on {worst.target} ({worst.overlap}) "
-                  f"in {time.perf_counter() - t0:.0f} s")
+    console.print(
+        f"worst: {worst.attack} on {worst.target} ({worst.overlap}) "
+        f"in {time.perf_counter() - t0:.0f} s"
+    )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({
-            "people": args.people, "seed": args.seed, "encoding_spec_version": version,
-            "measured_on": datetime.date.today().isoformat(),
-            "results": [r.as_dict() for r in results],
-            "baseline": None if not base else {"encoding_spec_version": base_version,
-                                               "results": [r.as_dict() for r in base]}},
-            indent=1) + "\n")
+        args.json.write_text(
+            json.dumps(
+                {
+                    "people": args.people,
+                    "seed": args.seed,
+                    "encoding_spec_version": version,
+                    "measured_on": datetime.date.today().isoformat(),
+                    "results": [r.as_dict() for r in results],
+                    "baseline": None
+                    if not base
+                    else {
+                        "encoding_spec_version": base_version,
+                        "results": [r.as_dict() for r in base],
+                    },
+                },
+                indent=1,
+            )
+            + "\n"
+        )
     top = max_reidentification(results, "100%" if 1.0 in overlaps else None)
     if base:
-        print(f"baseline (spec v{base_version}) max re-identification: "
-              f"{max_reidentification(base, '100%' if 1.0 in overlaps else None):.1%}")
+        print(
+            f"baseline (spec v{base_version}) max re-identification: "
+            f"{max_reidentification(base, '100%' if 1.0 in overlaps else None):.1%}"
+        )
     print(f"max re-identification: {top:.1%}")
     return 0
 

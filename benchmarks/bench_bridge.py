@@ -50,14 +50,28 @@ def _child(extract: str, out: str) -> None:
     enc.hmac = _Counting  # type: ignore[assignment]
     run = Path(out)
     t0 = time.perf_counter()
-    res = run_bridge(extract, ROOT / "schemas" / "agencies" / "gp.yaml", run / "agency" / "GP",
-                     run / "landing", progress=True)
+    res = run_bridge(
+        extract,
+        ROOT / "schemas" / "agencies" / "gp.yaml",
+        run / "agency" / "GP",
+        run / "landing",
+        progress=True,
+    )
     wall = time.perf_counter() - t0
     cols = enc.Encoder(enc.LinkKey(1, b"\0" * 32)).columns
     enc_cols = sum(not c.startswith("bf_") for c in cols)
-    print(json.dumps({"wall": wall, "rows": res.rows_read, "accepted": res.rows_accepted,
-                      "digests": count[0], "token_columns": enc_cols,
-                      "maxrss_kb": peak_rss_kib()}))
+    print(
+        json.dumps(
+            {
+                "wall": wall,
+                "rows": res.rows_read,
+                "accepted": res.rows_accepted,
+                "digests": count[0],
+                "token_columns": enc_cols,
+                "maxrss_kb": peak_rss_kib(),
+            }
+        )
+    )
 
 
 def _floor(n: int) -> float:
@@ -87,11 +101,15 @@ def _prepare(rows: int, base: Path) -> Path:
     from synthetic_data.parties import provision_partnership
 
     run = base / f"rows{rows}"
-    extract = next((run / "population" / "extracts" / "GP").glob("*"), None) if (
-        run / "population").exists() else None
+    extract = (
+        next((run / "population" / "extracts" / "GP").glob("*"), None)
+        if (run / "population").exists()
+        else None
+    )
     if extract is None:
-        s = generate_population(run / "population", seed=11, people=max(10, int(rows / GP_SHARE)),
-                                progress=True)
+        s = generate_population(
+            run / "population", seed=11, people=max(10, int(rows / GP_SHARE)), progress=True
+        )
         extract = run / "population" / s.agencies["GP"].file
     provision_partnership(run, ["GP"])
     return extract
@@ -104,9 +122,12 @@ def _measure(rows: int, base: Path) -> dict:
     shutil.rmtree(base / f"rows{rows}" / "landing", ignore_errors=True)
     (base / f"rows{rows}" / "agency" / "GP" / "state.json").unlink(missing_ok=True)
     before = _floor_rate()
-    proc = subprocess.run([sys.executable, __file__, "--child", str(extract),
-                           str(base / f"rows{rows}")], capture_output=True, text=True,
-                          check=True)
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", str(extract), str(base / f"rows{rows}")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     after = _floor_rate()
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     out["floor_rate"] = (before + after) / 2
@@ -126,19 +147,34 @@ def main() -> int:
     console = Console(width=160)
     results = [_measure(r, a.out) for r in (a.rows // 4, a.rows)]
     t = Table(title="bridge throughput (GP extract)")
-    for col in ("rows", "wall s", "rows/s", "digests computed", "cells (rows x tok/blk cols)",
-                "floor digests/s (before/after)", "ratio vs cells floor",
-                "ratio vs computed floor", "peak RSS MB"):
+    for col in (
+        "rows",
+        "wall s",
+        "rows/s",
+        "digests computed",
+        "cells (rows x tok/blk cols)",
+        "floor digests/s (before/after)",
+        "ratio vs cells floor",
+        "ratio vs computed floor",
+        "peak RSS MB",
+    ):
         t.add_column(col, justify="right")
     for r in results:
         cells = r["rows"] * r["token_columns"]
         floor_cells = cells / r["floor_rate"]
         floor_computed = r["digests"] / r["floor_rate"]
         b, a_ = r["floor_rates"]
-        t.add_row(f"{r['rows']:,}", f"{r['wall']:.1f}", f"{r['rows'] / r['wall']:,.0f}",
-                  f"{r['digests']:,}", f"{cells:,}", f"{b:,.0f}/{a_:,.0f}",
-                  f"{r['wall'] / floor_cells:.2f}x",
-                  f"{r['wall'] / floor_computed:.1f}x", f"{r['maxrss_kb'] / 1024:.0f}")
+        t.add_row(
+            f"{r['rows']:,}",
+            f"{r['wall']:.1f}",
+            f"{r['rows'] / r['wall']:,.0f}",
+            f"{r['digests']:,}",
+            f"{cells:,}",
+            f"{b:,.0f}/{a_:,.0f}",
+            f"{r['wall'] / floor_cells:.2f}x",
+            f"{r['wall'] / floor_computed:.1f}x",
+            f"{r['maxrss_kb'] / 1024:.0f}",
+        )
     console.print(t)
     return 0
 

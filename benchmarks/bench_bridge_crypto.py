@@ -22,23 +22,48 @@ from ig_bridge.normalise import normalise_identifiers
 
 def synthetic(n: int, seed: int = 7) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
-    given = np.array(["Oliver", "Amelia", "Jack", "Isla", "Harry", "Ava", "Zoë", "Łukasz",
-                      "Mohammed", "Katie", "Bill", "Peggy"] + [f"Name{i}" for i in range(3000)])
-    family = np.array(["Smith", "Jones", "Taylor", "Brown", "O'Neil", "Smith-Jones"]
-                      + [f"Fam{i}" for i in range(20000)])
+    given = np.array(
+        [
+            "Oliver",
+            "Amelia",
+            "Jack",
+            "Isla",
+            "Harry",
+            "Ava",
+            "Zoë",
+            "Łukasz",
+            "Mohammed",
+            "Katie",
+            "Bill",
+            "Peggy",
+        ]
+        + [f"Name{i}" for i in range(3000)]
+    )
+    family = np.array(
+        ["Smith", "Jones", "Taylor", "Brown", "O'Neil", "Smith-Jones"]
+        + [f"Fam{i}" for i in range(20000)]
+    )
     streets = np.array([f"{i} {s}" for s in ("High St", "Mill Rd") for i in range(1, 300)])
     days = rng.integers(0, 365 * 18, n)
     dob = (pd.Timestamp("2006-01-01") + pd.to_timedelta(days, unit="D")).strftime("%d/%m/%Y")
     sectors = [f"M{d} {s}" for d in range(1, 40) for s in range(10)]
-    return pd.DataFrame({
-        "record_id": [f"R{i}" for i in range(n)],
-        "given_name": rng.choice(given, n), "family_name": rng.choice(family, n),
-        "date_of_birth": dob, "sex": rng.choice(["M", "F", "U"], n),
-        "postcode": [f"{rng.choice(sectors)}{a}{b}" for a, b in zip(
-            rng.choice(list("ABDEFGHJ"), n), rng.choice(list("ABDEFGHJ"), n), strict=True)],
-        "address_line_1": rng.choice(streets, n),
-        "nhs_number": None,
-    })
+    return pd.DataFrame(
+        {
+            "record_id": [f"R{i}" for i in range(n)],
+            "given_name": rng.choice(given, n),
+            "family_name": rng.choice(family, n),
+            "date_of_birth": dob,
+            "sex": rng.choice(["M", "F", "U"], n),
+            "postcode": [
+                f"{rng.choice(sectors)}{a}{b}"
+                for a, b in zip(
+                    rng.choice(list("ABDEFGHJ"), n), rng.choice(list("ABDEFGHJ"), n), strict=True
+                )
+            ],
+            "address_line_1": rng.choice(streets, n),
+            "nhs_number": None,
+        }
+    )
 
 
 def main() -> None:

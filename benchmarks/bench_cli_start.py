@@ -28,11 +28,19 @@ from rich.console import Console
 from rich.table import Table
 
 ROOT = Path(__file__).resolve().parents[1]
-HEAVY = ("great_expectations", "presidio_analyzer", "spacy", "pyspark", "pandas", "duckdb",
-         "splink")
+HEAVY = (
+    "great_expectations",
+    "presidio_analyzer",
+    "spacy",
+    "pyspark",
+    "pandas",
+    "duckdb",
+    "splink",
+)
 # What the console script `joinedup-bridge` runs (pyproject.toml [project.scripts]).
-BRIDGE = "import sys; from ig_bridge.cli import main; sys.argv[0] = 'joinedup-bridge'; " \
-         "sys.exit(main())"
+BRIDGE = (
+    "import sys; from ig_bridge.cli import main; sys.argv[0] = 'joinedup-bridge'; sys.exit(main())"
+)
 LINE = re.compile(r"^import time:\s+(\d+) \|\s+(\d+) \| ( *)(\S+)$")
 
 
@@ -48,8 +56,16 @@ def commands(tmp: Path) -> dict[str, list[str]]:
     return {
         "python -c pass (baseline)": ["-c", "pass"],
         "joinedup-bridge --help": ["-c", BRIDGE, "--help"],
-        "joinedup-bridge keys init": ["-c", BRIDGE, "keys", "init", "--agency-dir",
-                                      str(tmp / f"a{n}"), "--agency", "BENCH"],
+        "joinedup-bridge keys init": [
+            "-c",
+            BRIDGE,
+            "keys",
+            "init",
+            "--agency-dir",
+            str(tmp / f"a{n}"),
+            "--agency",
+            "BENCH",
+        ],
         "imports before validate/run read a row": ["-c", "import ig_bridge.split"],
     }
 
@@ -57,16 +73,31 @@ def commands(tmp: Path) -> dict[str, list[str]]:
 def wall(argv: list[str], env: dict[str, str], cwd: Path) -> float:
     # cwd: an empty folder, since `python -c` puts the working directory first on sys.path
     t = time.perf_counter()
-    subprocess.run([sys.executable, *argv], env=env, cwd=cwd, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL, check=True)
+    subprocess.run(
+        [sys.executable, *argv],
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        check=True,
+    )
     return time.perf_counter() - t
 
 
-def import_profile(argv: list[str], env: dict[str, str], cwd: Path,
-                   ) -> tuple[float, list[str]]:
+def import_profile(
+    argv: list[str],
+    env: dict[str, str],
+    cwd: Path,
+) -> tuple[float, list[str]]:
     """(seconds of imports by -X importtime, heavy top-level packages imported)."""
-    out = subprocess.run([sys.executable, "-X", "importtime", *argv], env=env, cwd=cwd,
-                         capture_output=True, text=True, check=True).stderr
+    out = subprocess.run(
+        [sys.executable, "-X", "importtime", *argv],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stderr
     total, heavy = 0, set()
     for line in out.splitlines():
         m = LINE.match(line)
@@ -81,15 +112,18 @@ def import_profile(argv: list[str], env: dict[str, str], cwd: Path,
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--source", type=Path, default=ROOT, help="checkout whose code to time")
     a = p.parse_args(argv)
     env = _env(a.source.resolve())
     console = Console(width=150)
-    with tempfile.TemporaryDirectory(prefix="bench_cli_") as d, \
-            tempfile.TemporaryDirectory(prefix="bench_cli_cwd_") as cwd:
+    with (
+        tempfile.TemporaryDirectory(prefix="bench_cli_") as d,
+        tempfile.TemporaryDirectory(prefix="bench_cli_cwd_") as cwd,
+    ):
         tmp = Path(d)
         names = list(commands(tmp))
         times: dict[str, list[float]] = {n: [] for n in names}
@@ -102,18 +136,30 @@ def main(argv: list[str] | None = None) -> int:
     base_wall = statistics.median(times[names[0]])
     base_imp = imports[names[0]][0]
     t = Table(title=f"joinedup-bridge start-up, {a.repeat} rounds, code from {a.source}")
-    for c in ("command", "wall s (median)", "wall / python -c pass", "imports s",
-              "imports / python -c pass", "heavy libraries loaded"):
-        t.add_column(c, justify="left" if c in ("command", "heavy libraries loaded")
-                     else "right")
+    for c in (
+        "command",
+        "wall s (median)",
+        "wall / python -c pass",
+        "imports s",
+        "imports / python -c pass",
+        "heavy libraries loaded",
+    ):
+        t.add_column(c, justify="left" if c in ("command", "heavy libraries loaded") else "right")
     for name in names:
         w = statistics.median(times[name])
         imp, heavy = imports[name]
-        t.add_row(name, f"{w:.2f}", f"{w / base_wall:.1f}x", f"{imp:.2f}",
-                  f"{imp / base_imp:.1f}x", ", ".join(heavy) or "-")
+        t.add_row(
+            name,
+            f"{w:.2f}",
+            f"{w / base_wall:.1f}x",
+            f"{imp:.2f}",
+            f"{imp / base_imp:.1f}x",
+            ", ".join(heavy) or "-",
+        )
     console.print(t)
-    console.print("wall ranges: " + "; ".join(
-        f"{n}: {min(v):.2f}-{max(v):.2f} s" for n, v in times.items()))
+    console.print(
+        "wall ranges: " + "; ".join(f"{n}: {min(v):.2f}-{max(v):.2f} s" for n, v in times.items())
+    )
     return 0
 
 

@@ -72,8 +72,9 @@ def _link_copy(run: Path, model: dict[str, Any] | None) -> dict[str, Any]:
     con = duckdb.connect(str(work))
     try:
         t = time.perf_counter()
-        res = link_persons(con, f"bench-{time.time_ns()}",
-                           LinkageSettings(show_progress=False, model=model))
+        res = link_persons(
+            con, f"bench-{time.time_ns()}", LinkageSettings(show_progress=False, model=model)
+        )
         secs = time.perf_counter() - t
         con.close()
         if model is None:
@@ -83,9 +84,14 @@ def _link_copy(run: Path, model: dict[str, Any] | None) -> dict[str, Any]:
         work.unlink(missing_ok=True)
     if model is None:
         (run / "bench" / "model.json").write_text(model_to_json(res.model), "utf-8")
-    return {"seconds": secs, "peak_rss_gb": peak_rss_gb(), "n_records": res.n_records,
-            "n_pairs": res.n_scored_pairs, "n_persons": res.n_persons,
-            "stages": {k: round(v, 2) for k, v in res.timings.items()}}
+    return {
+        "seconds": secs,
+        "peak_rss_gb": peak_rss_gb(),
+        "n_records": res.n_records,
+        "n_pairs": res.n_scored_pairs,
+        "n_persons": res.n_persons,
+        "stages": {k: round(v, 2) for k, v in res.timings.items()},
+    }
 
 
 def _work_hub(run: Path) -> dict[str, Any]:
@@ -106,16 +112,22 @@ def _work_plain(run: Path) -> dict[str, Any]:
 
     con = duckdb.connect()
     try:
-        con.execute("CREATE TABLE plaintext_records AS SELECT * FROM read_parquet(?)",
-                    [str(run / "bench" / "plaintext.parquet")])
+        con.execute(
+            "CREATE TABLE plaintext_records AS SELECT * FROM read_parquet(?)",
+            [str(run / "bench" / "plaintext.parquet")],
+        )
         n = con.execute("SELECT count(*) FROM plaintext_records").fetchone()[0]
         t = time.perf_counter()
         out = plaintext_baseline(con, "plaintext_records", threshold=0.95)
         secs = time.perf_counter() - t
     finally:
         con.close()
-    return {"seconds": secs, "peak_rss_gb": peak_rss_gb(), "n_records": n,
-            "n_persons": int(out["cluster_id"].nunique())}
+    return {
+        "seconds": secs,
+        "peak_rss_gb": peak_rss_gb(),
+        "n_records": n,
+        "n_persons": int(out["cluster_id"].nunique()),
+    }
 
 
 WORKERS = {"hub": _work_hub, "hub_model": _work_hub_model, "plain": _work_plain}
@@ -125,7 +137,9 @@ def _measure(kind: str, run: Path) -> dict[str, Any]:
     """Run one measured side in a fresh interpreter; its own RSS high-water mark."""
     proc = subprocess.run(
         [sys.executable, __file__, "--worker", kind, "--out", str(run)],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if proc.returncode != 0:
         raise RuntimeError(f"{kind} worker failed:\n{proc.stderr[-4000:]}")
@@ -167,8 +181,7 @@ def prepare(run: Path, size: int, seed: int, progress: Progress) -> dict[str, fl
         progress.update(task, description=f"{size:,}: plaintext side (evaluation only)")
         con = duckdb.connect(str(paths.warehouse), read_only=True)
         try:
-            refs = con.execute(
-                "SELECT DISTINCT agency, record_ref FROM identifiers").df()
+            refs = con.execute("SELECT DISTINCT agency, record_ref FROM identifiers").df()
         finally:
             con.close()
         records = plaintext_records(run, decrypt_refs(run, refs))
@@ -178,15 +191,19 @@ def prepare(run: Path, size: int, seed: int, progress: Progress) -> dict[str, fl
     return timings
 
 
-def bench(size: int, seed: int, out: Path, console: Console, repeat: int = 1
-          ) -> dict[str, Any]:
+def bench(size: int, seed: int, out: Path, console: Console, repeat: int = 1) -> dict[str, Any]:
     """One row per size; with `repeat`, each side is measured that many times, interleaved
     (hub, stored model, plaintext, hub, ...), and each ratio is taken within one round, so a
     noisy machine shows as a range rather than as one lucky or unlucky figure."""
     run = out / f"n{size}"
     rounds = []
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                  console=console, transient=True) as progress:
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
         setup = prepare(run, size, seed, progress)
         task = progress.add_task(f"{size:,}", total=None)
         for i in range(repeat):
@@ -197,9 +214,15 @@ def bench(size: int, seed: int, out: Path, console: Console, repeat: int = 1
             hub_model = _measure("hub_model", run)
             progress.update(task, description=f"{tag}: plaintext Splink baseline")
             plain = _measure("plain", run)
-            rounds.append({"hub": hub, "hub_model": hub_model, "plain": plain,
-                           "ratio": hub["seconds"] / plain["seconds"],
-                           "ratio_stored_model": hub_model["seconds"] / plain["seconds"]})
+            rounds.append(
+                {
+                    "hub": hub,
+                    "hub_model": hub_model,
+                    "plain": plain,
+                    "ratio": hub["seconds"] / plain["seconds"],
+                    "ratio_stored_model": hub_model["seconds"] / plain["seconds"],
+                }
+            )
         progress.remove_task(task)
     # The round with the median full-run ratio stands for the size; all rounds are kept.
     mid = sorted(rounds, key=lambda r: r["ratio"])[(len(rounds) - 1) // 2]
@@ -208,16 +231,29 @@ def bench(size: int, seed: int, out: Path, console: Console, repeat: int = 1
 
 def render(rows: list[dict[str, Any]], console: Console) -> None:
     table = Table(title="hub linkage vs plaintext Splink (same records, same machine, same run)")
-    for c in ("records", "persons (hub)", "hub s", "hub, stored model s", "plaintext s",
-              "hub / plaintext", "stored model / plaintext", "hub peak GB",
-              "plaintext peak GB"):
+    for c in (
+        "records",
+        "persons (hub)",
+        "hub s",
+        "hub, stored model s",
+        "plaintext s",
+        "hub / plaintext",
+        "stored model / plaintext",
+        "hub peak GB",
+        "plaintext peak GB",
+    ):
         table.add_column(c, justify="right")
     for r in rows:
         h, hm, p = r["hub"], r["hub_model"], r["plain"]
         table.add_row(
-            f"{h['n_records']:,}", f"{h['n_persons']:,}", f"{h['seconds']:.1f}",
-            f"{hm['seconds']:.1f}", f"{p['seconds']:.1f}", f"{r['ratio']:.2f}",
-            f"{r['ratio_stored_model']:.2f}", f"{h['peak_rss_gb']:.2f}",
+            f"{h['n_records']:,}",
+            f"{h['n_persons']:,}",
+            f"{h['seconds']:.1f}",
+            f"{hm['seconds']:.1f}",
+            f"{p['seconds']:.1f}",
+            f"{r['ratio']:.2f}",
+            f"{r['ratio_stored_model']:.2f}",
+            f"{h['peak_rss_gb']:.2f}",
             f"{p['peak_rss_gb']:.2f}",
         )
     console.print(table)
@@ -225,14 +261,20 @@ def render(rows: list[dict[str, Any]], console: Console) -> None:
         if len(r.get("rounds", [])) > 1:
             full = sorted(x["ratio"] for x in r["rounds"])
             stored = sorted(x["ratio_stored_model"] for x in r["rounds"])
-            console.print(f"{r['size']:,} over {len(full)} rounds: hub / plaintext "
-                          f"{full[0]:.2f}-{full[-1]:.2f}, stored model / plaintext "
-                          f"{stored[0]:.2f}-{stored[-1]:.2f} (the table shows the median round)")
+            console.print(
+                f"{r['size']:,} over {len(full)} rounds: hub / plaintext "
+                f"{full[0]:.2f}-{full[-1]:.2f}, stored model / plaintext "
+                f"{stored[0]:.2f}-{stored[-1]:.2f} (the table shows the median round)"
+            )
     for r in rows:
-        console.print(f"{r['size']:,} hub stages (s): "
-                      + ", ".join(f"{k} {v:.1f}" for k, v in r["hub"]["stages"].items()))
-    console.print(f"targets: hub / plaintext <= {TARGET_RATIO}; "
-                  f"hub peak RSS <= {TARGET_RSS_GB_AT_1M} GB at 1M records")
+        console.print(
+            f"{r['size']:,} hub stages (s): "
+            + ", ".join(f"{k} {v:.1f}" for k, v in r["hub"]["stages"].items())
+        )
+    console.print(
+        f"targets: hub / plaintext <= {TARGET_RATIO}; "
+        f"hub peak RSS <= {TARGET_RSS_GB_AT_1M} GB at 1M records"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -240,8 +282,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sizes", default="100000", help="comma-separated record counts")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--out", type=Path, default=ROOT / "var" / "bench_linkage")
-    ap.add_argument("--repeat", type=int, default=1,
-                    help="measure each side this many times, interleaved; prints the range")
+    ap.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="measure each side this many times, interleaved; prints the range",
+    )
     ap.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:

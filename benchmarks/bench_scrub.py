@@ -49,8 +49,12 @@ def _bridge(run: Path, codes: dict[str, Path]) -> tuple[float, float, int]:
         rows = 0
         t0 = time.perf_counter()
         for code, extract in codes.items():
-            res = split.run_bridge(extract, ROOT / "schemas" / "agencies" / f"{code.lower()}.yaml",
-                                   run / "agency" / code, run / "landing")
+            res = split.run_bridge(
+                extract,
+                ROOT / "schemas" / "agencies" / f"{code.lower()}.yaml",
+                run / "agency" / code,
+                run / "landing",
+            )
             rows += res.rows_read
         return time.perf_counter() - t0, spent[0], rows
     finally:
@@ -65,9 +69,10 @@ def corpus_figure() -> tuple[int, int]:
         s.learn_names(corpus["other_rows_names"])
         out = s.scrub(case["text"], record_values(corpus["record"]))
         low, squashed = out.lower(), re.sub(r"[\s.\-/()]", "", out).lower()
-        caught += not any(str(g).lower() in low or (re.fullmatch(r"\d{4,}", str(g))
-                                                    and str(g) in squashed)
-                          for g in case["gone"])
+        caught += not any(
+            str(g).lower() in low or (re.fullmatch(r"\d{4,}", str(g)) and str(g) in squashed)
+            for g in case["gone"]
+        )
     return caught, len(corpus["cases"])
 
 
@@ -94,10 +99,14 @@ def main() -> int:
     caught, total = corpus_figure()
     wall, scrub, rows = min(runs, key=lambda r: r[1])
     print(f"rows bridged (CSC+POL+EH): {rows:,}; texts scrubbed: {texts:,}")
-    print(f"bridge wall: {', '.join(f'{r[0]:.2f}' for r in runs)} s; scrub step: "
-          f"{', '.join(f'{r[1]:.2f}' for r in runs)} s")
-    print(f"scrub share of bridge time: {scrub / wall:.0%}; "
-          f"{scrub / max(texts, 1) * 1000:.2f} ms per text (best run)")
+    print(
+        f"bridge wall: {', '.join(f'{r[0]:.2f}' for r in runs)} s; scrub step: "
+        f"{', '.join(f'{r[1]:.2f}' for r in runs)} s"
+    )
+    print(
+        f"scrub share of bridge time: {scrub / wall:.0%}; "
+        f"{scrub / max(texts, 1) * 1000:.2f} ms per text (best run)"
+    )
     print(f"free-text corpus: {caught}/{total} forms caught")
     return 0
 

@@ -35,9 +35,13 @@ print(json.dumps({"seconds": secs, "peak_mib": peak, "records": recs}))
 
 def run(people: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
-        out = subprocess.run([sys.executable, "-c", CHILD, str(Path(tmp) / "pop"), str(people)],
-                             check=True, capture_output=True, text=True,
-                             cwd=Path(__file__).resolve().parents[1])
+        out = subprocess.run(
+            [sys.executable, "-c", CHILD, str(Path(tmp) / "pop"), str(people)],
+            check=True,
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).resolve().parents[1],
+        )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -49,15 +53,27 @@ def main() -> None:
     console = Console()
     base = run(args.baseline)
     table = Table(title=f"synthetic_data generation (baseline {args.baseline:,} people)")
-    for c in ("people", "records", "seconds", "x baseline time", "s per 100k people",
-              "peak MiB", "x baseline peak"):
+    for c in (
+        "people",
+        "records",
+        "seconds",
+        "x baseline time",
+        "s per 100k people",
+        "peak MiB",
+        "x baseline peak",
+    ):
         table.add_column(c, justify="right")
     for n in [args.baseline, *args.people]:
         r = base if n == args.baseline else run(n)
-        table.add_row(f"{n:,}", f"{r['records']:,}", f"{r['seconds']:.1f}",
-                      f"{r['seconds'] / base['seconds']:.1f}",
-                      f"{r['seconds'] / n * 100_000:.1f}", f"{r['peak_mib']:.0f}",
-                      f"{r['peak_mib'] / base['peak_mib']:.1f}")
+        table.add_row(
+            f"{n:,}",
+            f"{r['records']:,}",
+            f"{r['seconds']:.1f}",
+            f"{r['seconds'] / base['seconds']:.1f}",
+            f"{r['seconds'] / n * 100_000:.1f}",
+            f"{r['peak_mib']:.0f}",
+            f"{r['peak_mib'] / base['peak_mib']:.1f}",
+        )
         console.print(f"done {n:,}: {r['seconds']:.1f}s, peak {r['peak_mib']:.0f} MiB")
     console.print(table)
 

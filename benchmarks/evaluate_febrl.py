@@ -53,8 +53,12 @@ from synthetic_data.parties import provision_partnership  # noqa: E402
 
 DATASETS = ("febrl1", "febrl2", "febrl3", "febrl4")
 COLUMNS = {  # export column -> canonical field
-    "rec_id": "record_id", "given_name": "given_name", "surname": "family_name",
-    "address_line_1": "address_line_1", "address_2": "address_line_2", "suburb": "town",
+    "rec_id": "record_id",
+    "given_name": "given_name",
+    "surname": "family_name",
+    "address_line_1": "address_line_1",
+    "address_2": "address_line_2",
+    "suburb": "town",
     "date_of_birth": "date_of_birth",
 }
 # FEBRL postcodes are Australian (4 digits). Until field-level validation (issue 17 item 1)
@@ -80,8 +84,11 @@ def load(dataset: str) -> tuple[dict[str, pd.DataFrame], set[tuple[str, str]]]:
     out = {}
     for code, df in frames.items():
         df = df.reset_index()
-        line1 = (df["street_number"].fillna("").astype(str) + " "
-                 + df["address_1"].fillna("").astype(str)).str.strip()
+        line1 = (
+            df["street_number"].fillna("").astype(str)
+            + " "
+            + df["address_1"].fillna("").astype(str)
+        ).str.strip()
         df = df.assign(address_line_1=line1.where(line1 != "", None))
         out[code] = df[[*COLUMNS, *DROPPED]]
     return out, pairs
@@ -92,8 +99,14 @@ def write_mapping(code: str, path: Path) -> Path:
         "mapping_version": 1,
         "agency": {"code": code, "name": f"FEBRL export {code}", "kind": "other"},
         "schedule": "@daily",
-        "source": {"format": "csv", "encoding": "utf-8", "delimiter": ",", "quotechar": '"',
-                   "date_formats": ["%Y%m%d"], "extract_kind": "snapshot"},
+        "source": {
+            "format": "csv",
+            "encoding": "utf-8",
+            "delimiter": ",",
+            "quotechar": '"',
+            "date_formats": ["%Y%m%d"],
+            "extract_kind": "snapshot",
+        },
         "columns": [{"source": s, "field": f, "class": "identifier"} for s, f in COLUMNS.items()]
         + [{"source": s, "class": "drop"} for s in DROPPED],
     }
@@ -113,8 +126,11 @@ def bridge_all(run: Path, frames: dict[str, pd.DataFrame]) -> tuple[Path, dict[s
         df.to_csv(extract, index=False)
         mp = write_mapping(code, mappings / f"{code.lower()}.yaml")
         res = run_bridge(extract, mp, run / "agency" / code, run / "landing")
-        counts[code] = {"read": res.rows_read, "accepted": res.rows_accepted,
-                        "quarantined": res.rows_quarantined}
+        counts[code] = {
+            "read": res.rows_read,
+            "accepted": res.rows_accepted,
+            "quarantined": res.rows_quarantined,
+        }
     return mappings, counts
 
 
@@ -138,8 +154,11 @@ def decrypt(run: Path, rp: pd.DataFrame) -> pd.DataFrame:
     out = []
     for agency, grp in rp.groupby("agency", sort=True):
         keys = KeyStore(run / "agency" / agency / "keys", agency).ref_keys()
-        out.append(grp.assign(unique_id=[f"{agency}:{decrypt_record_ref(r, keys)}"
-                                         for r in grp["record_ref"]]))
+        out.append(
+            grp.assign(
+                unique_id=[f"{agency}:{decrypt_record_ref(r, keys)}" for r in grp["record_ref"]]
+            )
+        )
     return pd.concat(out, ignore_index=True)
 
 
@@ -151,8 +170,9 @@ def plaintext_records(run: Path, mappings: Path, codes: list[str]) -> pd.DataFra
         extract = run / "exports" / code / f"{code.lower()}.csv"
         raw = pd.concat([c.frame for c in iter_chunks(extract, m.source)], ignore_index=True)
         cols = m.identifier_columns(SUBJECT)
-        nf = normalise_identifiers(pd.DataFrame({f: raw[s] for f, s in cols.items()}),
-                                   m.source.date_formats).frame
+        nf = normalise_identifiers(
+            pd.DataFrame({f: raw[s] for f, s in cols.items()}), m.source.date_formats
+        ).frame
         keep = [c for c in ev.PLAINTEXT_COLUMNS if c in nf.columns]
         f = nf[keep].copy()
         f.insert(0, "unique_id", code + ":" + nf["record_id"].astype(str))
@@ -170,15 +190,15 @@ def plaintext_records(run: Path, mappings: Path, codes: list[str]) -> pd.DataFra
     return out
 
 
-def pair_scores(clusters: pd.DataFrame, all_ids: list[str], true: set[tuple[str, str]]
-                ) -> ev.Scores:
+def pair_scores(
+    clusters: pd.DataFrame, all_ids: list[str], true: set[tuple[str, str]]
+) -> ev.Scores:
     """Pairwise scores of `clusters` (unique_id, cluster_id) over every exported record:
     records absent from `clusters` (quarantined) are singletons, i.e. their pairs missed."""
     c = pd.DataFrame({"unique_id": all_ids}).merge(clusters, on="unique_id", how="left")
     c["cluster_id"] = c["cluster_id"].fillna("missing:" + c["unique_id"]).astype(str)
     grp = c.groupby("cluster_id")["unique_id"].apply(sorted)
-    pred = {(a, b) for ids in grp if len(ids) > 1
-            for i, a in enumerate(ids) for b in ids[i + 1:]}
+    pred = {(a, b) for ids in grp if len(ids) > 1 for i, a in enumerate(ids) for b in ids[i + 1 :]}
     tp = len(pred & true)
     return ev._scores(tp, len(pred), len(true))
 
@@ -194,16 +214,23 @@ def evaluate(dataset: str, run: Path, *, baseline: bool = True) -> dict[str, Any
     seconds = time.perf_counter() - t
     all_ids = [f"{code}:{r}" for code, df in frames.items() for r in df["rec_id"]]
     hub = pair_scores(rp[["unique_id"]].assign(cluster_id=rp["person_id"]), all_ids, true)
-    out: dict[str, Any] = {"dataset": dataset, "records": len(all_ids), "true_pairs": len(true),
-                           "bridge": counts, "hub": hub, "hub_seconds": round(seconds, 1)}
+    out: dict[str, Any] = {
+        "dataset": dataset,
+        "records": len(all_ids),
+        "true_pairs": len(true),
+        "bridge": counts,
+        "hub": hub,
+        "hub_seconds": round(seconds, 1),
+    }
     if baseline:
         plain = plaintext_records(run, mappings, list(frames))
         con = duckdb.connect()
         try:
             con.register("_plain", plain)
             con.execute("CREATE TABLE plaintext_records AS SELECT * FROM _plain")
-            base = ev.plaintext_baseline(con, "plaintext_records",
-                                         threshold=LinkageSettings().auto_match_probability)
+            base = ev.plaintext_baseline(
+                con, "plaintext_records", threshold=LinkageSettings().auto_match_probability
+            )
         finally:
             con.close()
         out["plaintext"] = pair_scores(base, all_ids, true)
@@ -218,8 +245,18 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     console = Console(width=150)
     table = Table(title="FEBRL through the whole chain (pairwise, quarantined = missed)")
-    for c in ("data set", "records", "true pairs", "quarantined", "precision", "recall", "F1",
-              "plaintext P", "plaintext R", "plaintext F1"):
+    for c in (
+        "data set",
+        "records",
+        "true pairs",
+        "quarantined",
+        "precision",
+        "recall",
+        "F1",
+        "plaintext P",
+        "plaintext R",
+        "plaintext F1",
+    ):
         table.add_column(c, justify="left" if c == "data set" else "right")
     figures = {}
     for name in DATASETS if args.dataset == "all" else (args.dataset,):
@@ -228,10 +265,20 @@ def main(argv: list[str] | None = None) -> int:
         figures[name] = {k: asdict(v) if isinstance(v, ev.Scores) else v for k, v in r.items()}
         h, p = r["hub"], r.get("plaintext")
         q = sum(v["quarantined"] for v in r["bridge"].values())
-        table.add_row(name, f"{r['records']:,}", f"{r['true_pairs']:,}", str(q),
-                      f"{h.precision:.4f}", f"{h.recall:.4f}", f"{h.f1:.4f}",
-                      *(("-",) * 3 if p is None else
-                        (f"{p.precision:.4f}", f"{p.recall:.4f}", f"{p.f1:.4f}")))
+        table.add_row(
+            name,
+            f"{r['records']:,}",
+            f"{r['true_pairs']:,}",
+            str(q),
+            f"{h.precision:.4f}",
+            f"{h.recall:.4f}",
+            f"{h.f1:.4f}",
+            *(
+                ("-",) * 3
+                if p is None
+                else (f"{p.precision:.4f}", f"{p.recall:.4f}", f"{p.f1:.4f}")
+            ),
+        )
     console.print(table)
     (args.out / "febrl.json").write_text(json.dumps(figures, indent=1), "utf-8")
     console.print(f"figures: {args.out / 'febrl.json'}")

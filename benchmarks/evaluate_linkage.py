@@ -65,9 +65,15 @@ MAPPINGS = ROOT / "schemas" / "agencies"
 # --------------------------------------------------------------------------- parties
 
 
-def play_partnership(run: Path, *, people: int, seed: int, progress: bool = False,
-                     population: Path | None = None, profile: str = "default"
-                     ) -> dict[str, Any]:
+def play_partnership(
+    run: Path,
+    *,
+    people: int,
+    seed: int,
+    progress: bool = False,
+    population: Path | None = None,
+    profile: str = "default",
+) -> dict[str, Any]:
     """Generate (or copy) a population, provision keys, run every agency's bridge.
     Returns {agency: {read, accepted, quarantined}}."""
     run = Path(run)
@@ -82,10 +88,14 @@ def play_partnership(run: Path, *, people: int, seed: int, progress: bool = Fals
     out: dict[str, Any] = {}
     for code in codes:
         extract = next(p for p in sorted((pop / "extracts" / code).iterdir()) if p.is_file())
-        res = run_bridge(extract, mappings[code].path, run / "agency" / code, run / "landing",
-                         progress=progress)
-        out[code] = {"read": res.rows_read, "accepted": res.rows_accepted,
-                     "quarantined": res.rows_quarantined}
+        res = run_bridge(
+            extract, mappings[code].path, run / "agency" / code, run / "landing", progress=progress
+        )
+        out[code] = {
+            "read": res.rows_read,
+            "accepted": res.rows_accepted,
+            "quarantined": res.rows_quarantined,
+        }
     return out
 
 
@@ -126,8 +136,9 @@ def decrypt_refs(run: Path, refs: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(out, ignore_index=True)
 
 
-def plaintext_records(run: Path, accepted: pd.DataFrame, *, every_row: bool = False
-                      ) -> pd.DataFrame:
+def plaintext_records(
+    run: Path, accepted: pd.DataFrame, *, every_row: bool = False
+) -> pd.DataFrame:
     """Normalised plaintext identifiers of the accepted records (agency, record_id), read
     from each agency's own extract with the bridge's reader and normaliser; with
     `every_row`, of every row of the agencies' extracts (a plaintext pipeline quarantines
@@ -137,12 +148,16 @@ def plaintext_records(run: Path, accepted: pd.DataFrame, *, every_row: bool = Fa
     frames = []
     for agency, grp in accepted.groupby("agency", sort=True):
         m = mappings[agency]
-        extract = next(p for p in sorted((Path(run) / "population" / "extracts" / agency)
-                                         .iterdir()) if p.is_file())
+        extract = next(
+            p
+            for p in sorted((Path(run) / "population" / "extracts" / agency).iterdir())
+            if p.is_file()
+        )
         raw = pd.concat([c.frame for c in iter_chunks(extract, m.source)], ignore_index=True)
         cols = m.identifier_columns(SUBJECT)
-        nf = normalise_identifiers(pd.DataFrame({f: raw[src] for f, src in cols.items()}),
-                                   m.source.date_formats).frame
+        nf = normalise_identifiers(
+            pd.DataFrame({f: raw[src] for f, src in cols.items()}), m.source.date_formats
+        ).frame
         if not every_row:
             nf = nf[nf["record_id"].isin(set(grp["record_id"]))]
         nf = nf.drop_duplicates("record_id")
@@ -159,8 +174,9 @@ def plaintext_records(run: Path, accepted: pd.DataFrame, *, every_row: bool = Fa
     return out
 
 
-def evaluate_run(run: Path, run_id: str, *, baseline: bool = True,
-                 threshold: float | None = None) -> dict[str, Any]:
+def evaluate_run(
+    run: Path, run_id: str, *, baseline: bool = True, threshold: float | None = None
+) -> dict[str, Any]:
     """Quality figures for the hub's result of `run_id` against ground truth; with `baseline`
     also the plaintext Splink baseline on the same accepted records."""
     run = Path(run)
@@ -173,7 +189,8 @@ def evaluate_run(run: Path, run_id: str, *, baseline: bool = True,
                             """).df()
         version, thr = con.execute(
             "SELECT model_version, auto_match_probability FROM linkage_run WHERE run_id = ?",
-            [run_id]).fetchone()
+            [run_id],
+        ).fetchone()
         model = stored_model(con, version)
         thr = threshold or thr
         prepare_input(con)
@@ -200,8 +217,12 @@ def evaluate_run(run: Path, run_id: str, *, baseline: bool = True,
     # Household of a record = household of its person; persons the hub could not place
     # (no address evidence) are singletons.
     ph = dict(zip(hh["person_id"], hh["household_id"], strict=True))
-    hpred = pd.DataFrame({"unique_id": rp["unique_id"],
-                          "household_id": [ph.get(p, f"none:{p}") for p in rp["person_id"]]})
+    hpred = pd.DataFrame(
+        {
+            "unique_id": rp["unique_id"],
+            "household_id": [ph.get(p, f"none:{p}") for p in rp["person_id"]],
+        }
+    )
     htruth = truth[["unique_id"]].assign(true_household_id=truth["household_id"])
     house = ev.household_pairwise_metrics(hpred, htruth, key="unique_id")
     persons = pd.read_parquet(run / "population" / "ground_truth" / "persons.parquet")
@@ -228,7 +249,8 @@ def evaluate_run(run: Path, run_id: str, *, baseline: bool = True,
         "auto_match_precision": round(allp.precision, 6),
         "scored_pair_precision_at_threshold": round(pre_guard.precision, 6),
         "false_negatives_by_corruption": ev.misses_by_flag(
-            pred, truth[["unique_id", "person_id", *flags]], flags, key="unique_id"),
+            pred, truth[["unique_id", "person_id", *flags]], flags, key="unique_id"
+        ),
         "false_positives_by_kind": ev.false_match_kinds(pred, t_ids, persons, key="unique_id"),
     }
     report["end_to_end"] = end_to_end(run, gt, rp, truth, hpred, blocked)
@@ -247,7 +269,8 @@ def evaluate_run(run: Path, run_id: str, *, baseline: bool = True,
         base["agency"] = base["unique_id"].str.split(":", n=1).str[0]
         bt = plain[["unique_id"]].merge(
             gt.assign(unique_id=gt["agency"] + ":" + gt["record_id"])[["unique_id", "person_id"]],
-            on="unique_id")
+            on="unique_id",
+        )
         pc = ev.pairwise_metrics(base, bt, key="unique_id", cross_agency_only=True)
         pa = ev.pairwise_metrics(base, bt, key="unique_id")
         report["plaintext_cross_agency"] = sc(pc)
@@ -269,32 +292,46 @@ def evaluate_run(run: Path, run_id: str, *, baseline: bool = True,
         e2e_ids = gt.assign(unique_id=gt["agency"] + ":" + gt["record_id"])
         pred_all = e2e_ids[["unique_id", "agency"]].merge(base_all, on="unique_id", how="left")
         pred_all["cluster_id"] = pred_all["cluster_id"].fillna(pred_all["unique_id"])
-        pe = ev.pairwise_metrics(pred_all, e2e_ids[["unique_id", "person_id"]],
-                                 key="unique_id", cross_agency_only=True)
+        pe = ev.pairwise_metrics(
+            pred_all, e2e_ids[["unique_id", "person_id"]], key="unique_id", cross_agency_only=True
+        )
         report["end_to_end"]["plaintext_cross_agency"] = sc(pe)
     paths.reports.mkdir(parents=True, exist_ok=True)
     (paths.reports / REPORT_NAME).write_text(json.dumps(report, indent=1), "utf-8")
     return report
 
 
-def breakdown(run: Path, rp: pd.DataFrame, truth: pd.DataFrame, hh: pd.DataFrame,
-              scored: pd.DataFrame, blocked: pd.DataFrame, plain: pd.DataFrame,
-              threshold: float) -> dict[str, Any]:
+def breakdown(
+    run: Path,
+    rp: pd.DataFrame,
+    truth: pd.DataFrame,
+    hh: pd.DataFrame,
+    scored: pd.DataFrame,
+    blocked: pd.DataFrame,
+    plain: pd.DataFrame,
+    threshold: float,
+) -> dict[str, Any]:
     """Losses by kind (benchmarks.linkage_breakdown): counts only, no identifiers."""
     from benchmarks import linkage_breakdown as lb
 
     t = truth[["unique_id", "agency", "person_id", "household_id"]].merge(
         rp[["unique_id", "person_id", "record_id"]].rename(columns={"person_id": "cluster_id"}),
-        on="unique_id")
+        on="unique_id",
+    )
     t["plain_id"] = t["agency"] + ":" + t["record_id"].astype(str)
-    homes = t.merge(hh.rename(columns={"person_id": "cluster_id", "household_id": "hub_hh"}),
-                    on="cluster_id", how="left")
-    homes = homes.rename(columns={"household_id": "true_household_id",
-                                  "hub_hh": "household_id"})
-    return {"lost_at_bridge_by_reason": lb.lost_by_reason(run),
-            "missed_person_pairs": lb.missed_pairs(
-                t, blocked, scored, plain.rename(columns={"unique_id": "plain_id"}), threshold),
-            "household_errors": lb.household_errors(homes)}
+    homes = t.merge(
+        hh.rename(columns={"person_id": "cluster_id", "household_id": "hub_hh"}),
+        on="cluster_id",
+        how="left",
+    )
+    homes = homes.rename(columns={"household_id": "true_household_id", "hub_hh": "household_id"})
+    return {
+        "lost_at_bridge_by_reason": lb.lost_by_reason(run),
+        "missed_person_pairs": lb.missed_pairs(
+            t, blocked, scored, plain.rename(columns={"unique_id": "plain_id"}), threshold
+        ),
+        "household_errors": lb.household_errors(homes),
+    }
 
 
 def render_breakdown(report: dict[str, Any], console: Console) -> None:
@@ -315,40 +352,59 @@ def _scores_dict(s: ev.Scores) -> dict[str, float]:
     return {k: round(float(v), 6) for k, v in asdict(s).items()}
 
 
-def end_to_end(run: Path, gt: pd.DataFrame, rp: pd.DataFrame, truth: pd.DataFrame,
-               hpred: pd.DataFrame, blocked: pd.DataFrame) -> dict[str, Any]:
+def end_to_end(
+    run: Path,
+    gt: pd.DataFrame,
+    rp: pd.DataFrame,
+    truth: pd.DataFrame,
+    hpred: pd.DataFrame,
+    blocked: pd.DataFrame,
+) -> dict[str, Any]:
     """Figures over every exported record (ground truth), quarantined ones counting as
     missed: singletons for persons and households, their true pairs never blocked."""
-    allrec = gt.merge(rp[["agency", "record_id", "unique_id"]], on=["agency", "record_id"],
-                      how="left")
+    allrec = gt.merge(
+        rp[["agency", "record_id", "unique_id"]], on=["agency", "record_id"], how="left"
+    )
     lost = allrec["unique_id"].isna()
     allrec["unique_id"] = allrec["unique_id"].fillna(
-        "lost:" + allrec["agency"] + ":" + allrec["record_id"])
+        "lost:" + allrec["agency"] + ":" + allrec["record_id"]
+    )
     # Every synthetic record has a linkable identifier (name + DOB at least); a row with
     # none would not count in the denominator.
-    ident = [c for c in ("clean_given_name", "clean_family_name", "clean_date_of_birth",
-                         "clean_nhs_number", "clean_phone", "clean_email", "clean_postcode",
-                         "clean_address_line_1") if c in allrec]
+    ident = [
+        c
+        for c in (
+            "clean_given_name",
+            "clean_family_name",
+            "clean_date_of_birth",
+            "clean_nhs_number",
+            "clean_phone",
+            "clean_email",
+            "clean_postcode",
+            "clean_address_line_1",
+        )
+        if c in allrec
+    ]
     linkable = allrec[ident].notna().any(axis=1)
     pid = dict(zip(rp["unique_id"], rp["person_id"], strict=True))
     pred = allrec[["unique_id", "agency"]].assign(
-        cluster_id=[pid.get(u, f"lost:{u}") for u in allrec["unique_id"]])
+        cluster_id=[pid.get(u, f"lost:{u}") for u in allrec["unique_id"]]
+    )
     t_ids = allrec[["unique_id", "person_id"]]
     cross = ev.pairwise_metrics(pred, t_ids, key="unique_id", cross_agency_only=True)
     allp = ev.pairwise_metrics(pred, t_ids, key="unique_id")
     hh = dict(zip(hpred["unique_id"], hpred["household_id"], strict=True))
     hp = allrec[["unique_id"]].assign(
-        household_id=[hh.get(u, f"lost:{u}") for u in allrec["unique_id"]])
+        household_id=[hh.get(u, f"lost:{u}") for u in allrec["unique_id"]]
+    )
     ht = allrec[["unique_id"]].assign(true_household_id=allrec["household_id"])
     out: dict[str, Any] = {
         "n_records": len(allrec),
         "n_lost_at_bridge": int(lost.sum()),
-        "records_lost_share": round(float(lost[linkable].sum()) / max(1, int(linkable.sum())),
-                                    6),
+        "records_lost_share": round(float(lost[linkable].sum()) / max(1, int(linkable.sum())), 6),
         "person_cross_agency": _scores_dict(cross),
         "person_all_pairs": _scores_dict(allp),
-        "household_pairwise": _scores_dict(ev.household_pairwise_metrics(hp, ht,
-                                                                         key="unique_id")),
+        "household_pairwise": _scores_dict(ev.household_pairwise_metrics(hp, ht, key="unique_id")),
         "pair_completeness": round(ev.pair_completeness(blocked, ev.true_pairs(t_ids)), 6),
     }
     addr = run / "population" / "ground_truth" / "addresses.parquet"
@@ -356,19 +412,28 @@ def end_to_end(run: Path, gt: pd.DataFrame, rp: pd.DataFrame, truth: pd.DataFram
     if "address_kind" in kinds:  # messy profile: households by kind of address
         hhs = pd.read_parquet(run / "population" / "ground_truth" / "households.parquet")
         kind = hhs.merge(kinds[["address_id", "address_kind"]], on="address_id").set_index(
-            "household_id")["address_kind"]
+            "household_id"
+        )["address_kind"]
         k = allrec["household_id"].map(kind)
         out["household_by_address_kind"] = {
-            str(name): _scores_dict(ev.household_pairwise_metrics(
-                hp[(k == name).to_numpy()], ht[(k == name).to_numpy()], key="unique_id"))
-            for name in sorted(k.dropna().unique())}
+            str(name): _scores_dict(
+                ev.household_pairwise_metrics(
+                    hp[(k == name).to_numpy()], ht[(k == name).to_numpy()], key="unique_id"
+                )
+            )
+            for name in sorted(k.dropna().unique())
+        }
         gq = k.isin(["care_home", "hostel", "refuge"]).to_numpy()
         # A group quarters resident in one predicted household with anyone not of their own
         # true household: the failure 'care home as one household'.
         gq_pred = hp[gq].merge(ht[gq], on="unique_id")
-        out["group_quarters_pairs_wrongly_joined"] = int(ev.household_pairwise_metrics(
-            gq_pred[["unique_id", "household_id"]],
-            gq_pred[["unique_id", "true_household_id"]], key="unique_id").fp)
+        out["group_quarters_pairs_wrongly_joined"] = int(
+            ev.household_pairwise_metrics(
+                gq_pred[["unique_id", "household_id"]],
+                gq_pred[["unique_id", "true_household_id"]],
+                key="unique_id",
+            ).fp
+        )
     return out
 
 
@@ -389,11 +454,15 @@ def measure_incremental(run: Path, run_id: str, n_new: int = 200) -> dict[str, A
     shutil.copy(paths.warehouse, a)
     con = duckdb.connect(str(a))
     try:
-        version = con.execute("SELECT model_version FROM linkage_run WHERE run_id = ?",
-                              [run_id]).fetchall()[0][0]
+        version = con.execute(
+            "SELECT model_version FROM linkage_run WHERE run_id = ?", [run_id]
+        ).fetchall()[0][0]
         model = stored_model(con, version)
-        con.execute("""CREATE TABLE _held AS SELECT * FROM identifiers
-                       ORDER BY hash(record_ref) LIMIT ?""", [n_new])
+        con.execute(
+            """CREATE TABLE _held AS SELECT * FROM identifiers
+                       ORDER BY hash(record_ref) LIMIT ?""",
+            [n_new],
+        )
         con.execute("DELETE FROM identifiers WHERE record_ref IN (SELECT record_ref FROM _held)")
         settings = LinkageSettings(show_progress=False, model=model)
         link_persons(con, "incremental-base", settings)
@@ -415,14 +484,19 @@ def measure_incremental(run: Path, run_id: str, n_new: int = 200) -> dict[str, A
             out[f"{name}_seconds"] = round(time.perf_counter() - t, 3)
             out[f"{name}_scored_pairs"] = r.n_scored_pairs
             out[f"{name}_stages"] = {k: round(v, 2) for k, v in r.timings.items()}
-            parts[name] = con.execute("SELECT agency || ':' || record_ref AS unique_id, "
-                                      "person_id FROM record_person").df()
+            parts[name] = con.execute(
+                "SELECT agency || ':' || record_ref AS unique_id, person_id FROM record_person"
+            ).df()
         finally:
             con.close()
-    agree = ev.pairwise_metrics(parts["incremental"].rename(columns={"person_id": "cluster_id"}),
-                                parts["full"], key="unique_id")
-    out["speedup_full_over_incremental"] = round(out["full_seconds"] / out["incremental_seconds"],
-                                                 2)
+    agree = ev.pairwise_metrics(
+        parts["incremental"].rename(columns={"person_id": "cluster_id"}),
+        parts["full"],
+        key="unique_id",
+    )
+    out["speedup_full_over_incremental"] = round(
+        out["full_seconds"] / out["incremental_seconds"], 2
+    )
     out["agreement_f1"] = round(agree.f1, 6)
     shutil.rmtree(work)
     return out
@@ -452,8 +526,9 @@ def e2e_values(report: dict[str, Any]) -> dict[str, float | None]:
     e = report["end_to_end"]
     base = e.get("plaintext_cross_agency")
     return {
-        "cross-agency F1 - plaintext F1 (end to end)":
-            None if base is None else e["person_cross_agency"]["f1"] - base["f1"],
+        "cross-agency F1 - plaintext F1 (end to end)": None
+        if base is None
+        else e["person_cross_agency"]["f1"] - base["f1"],
         "cross-agency recall": e["person_cross_agency"]["recall"],
         "cross-agency precision": e["person_cross_agency"]["precision"],
         "auto-match precision": report["auto_match_precision"],
@@ -465,14 +540,17 @@ def e2e_values(report: dict[str, Any]) -> dict[str, float | None]:
 
 def render_end_to_end(report: dict[str, Any], console: Console) -> None:
     e = report["end_to_end"]
-    table = Table(title=f"end to end: {e['n_records']:,} exported records, "
-                        f"{e['n_lost_at_bridge']:,} lost at the bridge (counted as missed)")
+    table = Table(
+        title=f"end to end: {e['n_records']:,} exported records, "
+        f"{e['n_lost_at_bridge']:,} lost at the bridge (counted as missed)"
+    )
     for c in ("figure", "value", "target", "met"):
         table.add_column(c)
     for k, v in e2e_values(report).items():
         op, target = E2E_TARGETS[k]
-        met = "-" if v is None else ("yes" if (v >= target if op == ">=" else v <= target)
-                                     else "NO")
+        met = (
+            "-" if v is None else ("yes" if (v >= target if op == ">=" else v <= target) else "NO")
+        )
         table.add_row(k, "-" if v is None else f"{v:.4f}", f"{op} {target}", met)
     base = e.get("plaintext_cross_agency")
     if base is not None:
@@ -480,22 +558,33 @@ def render_end_to_end(report: dict[str, Any], console: Console) -> None:
     for kind, sc in e.get("household_by_address_kind", {}).items():
         table.add_row(f"(household F1, {kind})", f"{sc['f1']:.4f}", "", "")
     if "group_quarters_pairs_wrongly_joined" in e:
-        table.add_row("(group-quarters pairs wrongly in one household)",
-                      str(e["group_quarters_pairs_wrongly_joined"]), "", "")
+        table.add_row(
+            "(group-quarters pairs wrongly in one household)",
+            str(e["group_quarters_pairs_wrongly_joined"]),
+            "",
+            "",
+        )
     console.print(table)
 
 
 def render(report: dict[str, Any], console: Console) -> None:
-    table = Table(title=f"linkage quality — {report['n_records']:,} records, "
-                        f"threshold {report['auto_match_probability']}")
+    table = Table(
+        title=f"linkage quality — {report['n_records']:,} records, "
+        f"threshold {report['auto_match_probability']}"
+    )
     for c in ("measure", "precision", "recall", "F1", "plaintext F1"):
         table.add_column(c, justify="left" if c == "measure" else "right")
 
     def row(name: str, key: str, base: str | None = None) -> None:
         s = report[key]
         b = report.get(base, {}).get("f1") if base else None
-        table.add_row(name, f"{s['precision']:.4f}", f"{s['recall']:.4f}", f"{s['f1']:.4f}",
-                      "-" if b is None else f"{b:.4f}")
+        table.add_row(
+            name,
+            f"{s['precision']:.4f}",
+            f"{s['recall']:.4f}",
+            f"{s['f1']:.4f}",
+            "-" if b is None else f"{b:.4f}",
+        )
 
     row("person pairs, cross-agency", "person_cross_agency", "plaintext_cross_agency")
     row("person pairs, all", "person_all_pairs", "plaintext_all_pairs")
@@ -514,10 +603,18 @@ def render(report: dict[str, Any], console: Console) -> None:
     for k, (op, target) in TARGETS.items():
         v = values[k]
         met = "-" if v is None else ("yes" if v >= target else "NO")
-        checks.add_row(k, "-" if v is None else f"{v:+.4f}" if "cost" in k else f"{v:.4f}",
-                       f"{op} {target}", met)
-    checks.add_row("scored-pair precision at threshold (before chaining guard)",
-                   f"{report['scored_pair_precision_at_threshold']:.4f}", "", "")
+        checks.add_row(
+            k,
+            "-" if v is None else f"{v:+.4f}" if "cost" in k else f"{v:.4f}",
+            f"{op} {target}",
+            met,
+        )
+    checks.add_row(
+        "scored-pair precision at threshold (before chaining guard)",
+        f"{report['scored_pair_precision_at_threshold']:.4f}",
+        "",
+        "",
+    )
     console.print(checks)
     console.print(f"false negatives by corruption: {report['false_negatives_by_corruption']}")
     console.print(f"false positives by kind: {report['false_positives_by_kind']}")
@@ -530,16 +627,26 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--people", type=int, default=5000)
     ap.add_argument("--seed", type=int, default=7)
-    ap.add_argument("--out", type=Path, default=None,
-                    help="run folder (default var/eval-<people>-<seed>)")
-    ap.add_argument("--profile", choices=PROFILES, default="default",
-                    help="synthetic profile: messy = real exports' errors (synthetic_data.messy)")
+    ap.add_argument(
+        "--out", type=Path, default=None, help="run folder (default var/eval-<people>-<seed>)"
+    )
+    ap.add_argument(
+        "--profile",
+        choices=PROFILES,
+        default="default",
+        help="synthetic profile: messy = real exports' errors (synthetic_data.messy)",
+    )
     ap.add_argument("--threshold", type=float, default=None, help="auto-match probability")
     ap.add_argument("--no-baseline", action="store_true")
     ap.add_argument("--keep", action="store_true", help="reuse an existing run folder")
-    ap.add_argument("--incremental", type=int, default=0, metavar="N",
-                    help="also time incremental linking of N late records against a full "
-                         "relink (same model, same run)")
+    ap.add_argument(
+        "--incremental",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also time incremental linking of N late records against a full "
+        "relink (same model, same run)",
+    )
     args = ap.parse_args(argv)
     console = Console()
     suffix = "" if args.profile == "default" else f"-{args.profile}"
@@ -549,8 +656,13 @@ def main(argv: list[str] | None = None) -> int:
     settings = LinkageSettings(show_progress=True)
     if args.threshold is not None:
         settings = replace(settings, auto_match_probability=args.threshold)
-    with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
-                  console=console, transient=True) as bar:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
         task = bar.add_task("parties: generate, keys, bridges", total=3)
         t = time.perf_counter()
         if not (run / "hub" / "warehouse.duckdb").exists():
@@ -568,17 +680,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.incremental:
         inc = measure_incremental(run, run_id, args.incremental)
         report["incremental"] = inc
-        (HubPaths.for_run(run).reports / REPORT_NAME).write_text(json.dumps(report, indent=1),
-                                                                  "utf-8")
+        (HubPaths.for_run(run).reports / REPORT_NAME).write_text(
+            json.dumps(report, indent=1), "utf-8"
+        )
         console.print(
             f"incremental linking of {inc['n_new_records']} late records: "
             f"{inc['incremental_seconds']}s ({inc['incremental_scored_pairs']} pairs) vs full "
             f"relink {inc['full_seconds']}s ({inc['full_scored_pairs']} pairs): full/incremental "
             f"= {inc['speedup_full_over_incremental']}x; partitions agree F1 "
-            f"{inc['agreement_f1']:.4f}")
-    console.print(f"bridges {t_bridge:.1f}s, hub {t_hub:.1f}s "
-                  f"({', '.join(f'{k} {v:.1f}s' for k, v in hub['timings'].items())}); "
-                  f"report {HubPaths.for_run(run).reports / REPORT_NAME}")
+            f"{inc['agreement_f1']:.4f}"
+        )
+    console.print(
+        f"bridges {t_bridge:.1f}s, hub {t_hub:.1f}s "
+        f"({', '.join(f'{k} {v:.1f}s' for k, v in hub['timings'].items())}); "
+        f"report {HubPaths.for_run(run).reports / REPORT_NAME}"
+    )
     return 0
 
 

@@ -15,8 +15,12 @@ from airflow.sdk import Asset, Param, dag, task
 
 from linkage.orchestration import EXTRACT_KINDS, AgencyDagSpec, agency_dag_specs, asset_name
 
-RETRY = {"retries": 3, "retry_delay": timedelta(seconds=30), "retry_exponential_backoff": True,
-         "max_retry_delay": timedelta(minutes=10)}
+RETRY = {
+    "retries": 3,
+    "retry_delay": timedelta(seconds=30),
+    "retry_exponential_backoff": True,
+    "max_retry_delay": timedelta(minutes=10),
+}
 
 
 def build_bridge_dag(spec: AgencyDagSpec):  # noqa: ANN201 - an airflow DAG
@@ -35,13 +39,19 @@ def build_bridge_dag(spec: AgencyDagSpec):  # noqa: ANN201 - an airflow DAG
         default_args={**RETRY, "queue": queue},
         params={
             "extract_path": Param(
-                "", type="string", title="Extract file",
+                "",
+                type="string",
+                title="Extract file",
                 description="Path of the extract to bridge, as seen by the agency's bridge. "
-                            "Empty: the newest file in agency/<CODE>/inbox/."),
+                "Empty: the newest file in agency/<CODE>/inbox/.",
+            ),
             "extract_kind": Param(
-                spec.extract_kind, type="string", enum=list(EXTRACT_KINDS),
+                spec.extract_kind,
+                type="string",
+                enum=list(EXTRACT_KINDS),
                 title="Full or delta",
-                description="snapshot = full extract; delta = changes since the last batch."),
+                description="snapshot = full extract; delta = changes since the last batch.",
+            ),
         },
         render_template_as_native_obj=False,
     )
@@ -65,8 +75,11 @@ def build_bridge_dag(spec: AgencyDagSpec):  # noqa: ANN201 - an airflow DAG
 
             landed = land_task(split)
             outlet_events[landing_asset].extra = {
-                "batch_id": landed["batch_id"], "agency": code, "sequence": landed["sequence"],
-                "rows": landed["rows"]}
+                "batch_id": landed["batch_id"],
+                "agency": code,
+                "sequence": landed["sequence"],
+                "rows": landed["rows"],
+            }
             return landed
 
         land(split_sign(validate()))

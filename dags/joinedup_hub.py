@@ -26,8 +26,12 @@ ASSETS = [Asset(asset_name(s.code)) for s in agency_dag_specs()]
     catchup=False,
     max_active_runs=1,
     tags=["joinedup", "hub"],
-    default_args={"retries": 2, "retry_delay": timedelta(seconds=20),
-                  "retry_exponential_backoff": True, "max_retry_delay": timedelta(minutes=5)},
+    default_args={
+        "retries": 2,
+        "retry_delay": timedelta(seconds=20),
+        "retry_exponential_backoff": True,
+        "max_retry_delay": timedelta(minutes=5),
+    },
 )
 def hub_linkage() -> None:
     @task

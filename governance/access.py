@@ -74,8 +74,9 @@ class Assignments:
 
     def manages(self, manager_id: str, member_id: str) -> bool:
         """Does `manager_id` manage a team `member_id` belongs to (never themself)?"""
-        return manager_id != member_id and any(member_id in t.members
-                                               for t in self.managed_by(manager_id))
+        return manager_id != member_id and any(
+            member_id in t.members for t in self.managed_by(manager_id)
+        )
 
     def may_act(self, user: User, protocol_id: str) -> bool:
         a = self.protocols.get(protocol_id)
@@ -86,7 +87,8 @@ class Assignments:
         if user.agency is not None and user.agency in a.agencies:
             return True
         mine = {t.team_id for t in self.teams_of(user.user_id)} | {
-            t.team_id for t in self.managed_by(user.user_id)}
+            t.team_id for t in self.managed_by(user.user_id)
+        }
         return bool(mine & a.teams)
 
     def contact_for(self, agency: str) -> str:
@@ -97,8 +99,9 @@ def _err(path: Path | str, where: str, problem: str) -> PolicyError:
     return PolicyError(f"{path}: {where}: {problem}")
 
 
-def _id_list(path: Path | str, where: str, raw: Any, pattern: re.Pattern[str] = _ID
-             ) -> frozenset[str]:
+def _id_list(
+    path: Path | str, where: str, raw: Any, pattern: re.Pattern[str] = _ID
+) -> frozenset[str]:
     if raw is None:
         return frozenset()
     if not isinstance(raw, list):
@@ -120,11 +123,13 @@ def _keys(path: Path | str, where: str, obj: Any, allowed: set[str]) -> dict[str
     return obj
 
 
-def parse_assignments(doc: Any, path: Path | str,
-                      protocols: Mapping[str, Protocol] | None = None) -> Assignments:
+def parse_assignments(
+    doc: Any, path: Path | str, protocols: Mapping[str, Protocol] | None = None
+) -> Assignments:
     """Validate an assignments document; every error names the file and the key path."""
-    doc = _keys(path, "<root>", doc,
-                {"assignments_version", "teams", "protocols", "restricted_contacts"})
+    doc = _keys(
+        path, "<root>", doc, {"assignments_version", "teams", "protocols", "restricted_contacts"}
+    )
     if doc.get("assignments_version") != 1:
         raise _err(path, "assignments_version", "must be 1")
     teams: dict[str, Team] = {}
@@ -138,8 +143,9 @@ def parse_assignments(doc: Any, path: Path | str,
         body = _keys(path, where, body, {"agency", "managers", "members"})
         agency = body.get("agency")
         if agency not in AGENCY_CODES:
-            raise _err(path, f"{where}.agency", f"unknown agency {agency!r}; known: "
-                       f"{sorted(AGENCY_CODES)}")
+            raise _err(
+                path, f"{where}.agency", f"unknown agency {agency!r}; known: {sorted(AGENCY_CODES)}"
+            )
         managers = _id_list(path, f"{where}.managers", body.get("managers"))
         if not managers:
             raise _err(path, f"{where}.managers", "a team needs at least one manager")
@@ -169,8 +175,9 @@ def parse_assignments(doc: Any, path: Path | str,
         if not (agencies or tids or users):
             raise _err(path, where, "assigned to nobody: give agencies, teams or users")
         assigned[pid] = ProtocolAssignment(agencies, tids, users)
-    contacts_raw = _keys(path, "restricted_contacts", doc.get("restricted_contacts") or {},
-                         set(AGENCY_CODES))
+    contacts_raw = _keys(
+        path, "restricted_contacts", doc.get("restricted_contacts") or {}, set(AGENCY_CODES)
+    )
     contacts: dict[str, str] = {}
     for a, text in contacts_raw.items():
         if not isinstance(text, str) or not 3 <= len(text.strip()) <= 120:
@@ -179,8 +186,9 @@ def parse_assignments(doc: Any, path: Path | str,
     return Assignments(teams, assigned, contacts, str(path))
 
 
-def load_assignments(path: Path = ASSIGNMENTS_FILE,
-                     protocols: Mapping[str, Protocol] | None = None) -> Assignments:
+def load_assignments(
+    path: Path = ASSIGNMENTS_FILE, protocols: Mapping[str, Protocol] | None = None
+) -> Assignments:
     try:
         doc = yaml.safe_load(path.read_text("utf-8"))
     except OSError as exc:
@@ -218,8 +226,9 @@ class TeamRelationships(RelationshipRegistry):
         members = {m for t in self.assignments.managed_by(manager_id) for m in t.members}
         return [r for r in self.base.all() if r.user_id in members and r.current(on)]
 
-    def current(self, user_id: str, subject: Subject, at: dt.date | dt.datetime
-                ) -> Relationship | None:
+    def current(
+        self, user_id: str, subject: Subject, at: dt.date | dt.datetime
+    ) -> Relationship | None:
         own = self.base.current(user_id, subject, at)
         if own is not None:
             return own
@@ -227,8 +236,14 @@ class TeamRelationships(RelationshipRegistry):
             for member in sorted(team.members):
                 rel = self.base.current(member, subject, at)
                 if rel is not None:
-                    return Relationship(user_id, rel.kind, rel.subject_id, rel.start, rel.end,
-                                        f"team_manager:{team.team_id}")
+                    return Relationship(
+                        user_id,
+                        rel.kind,
+                        rel.subject_id,
+                        rel.start,
+                        rel.end,
+                        f"team_manager:{team.team_id}",
+                    )
         return None
 
 
@@ -273,10 +288,14 @@ class AccessControl:
 _OFF = (False, "0", "false", "no", "off", "none")
 
 
-def configured_access(engine: Any, assignments: str | Path | None = None,
-                      require_sign_off: Any = None,
-                      protocols: Mapping[str, Protocol] | None = None, *,
-                      source: str = "settings") -> AccessControl:
+def configured_access(
+    engine: Any,
+    assignments: str | Path | None = None,
+    require_sign_off: Any = None,
+    protocols: Mapping[str, Protocol] | None = None,
+    *,
+    source: str = "settings",
+) -> AccessControl:
     """Access control for a hub process from its settings: the API config's `assignments` and
     `require_sign_off` keys, or the workspace's JOINEDUP_ASSIGNMENTS and
     JOINEDUP_REQUIRE_SIGN_OFF. On by default: no `assignments` means the shipped
@@ -288,18 +307,25 @@ def configured_access(engine: Any, assignments: str | Path | None = None,
     from governance.signoff import SignOffStore
 
     if isinstance(assignments, bool) or (
-            assignments is not None and str(assignments).strip().lower() in _OFF[1:]):
-        raise PolicyError(f"{source}: assignments: {assignments!r}: protocol assignment cannot "
-                          "be turned off; give an assignments file (default "
-                          f"{ASSIGNMENTS_FILE.name}) that assigns each protocol to whom it may")
+        assignments is not None and str(assignments).strip().lower() in _OFF[1:]
+    ):
+        raise PolicyError(
+            f"{source}: assignments: {assignments!r}: protocol assignment cannot "
+            "be turned off; give an assignments file (default "
+            f"{ASSIGNMENTS_FILE.name}) that assigns each protocol to whom it may"
+        )
     if require_sign_off is False or (
-            require_sign_off is not None and str(require_sign_off).strip().lower() in _OFF[1:]):
-        raise PolicyError(f"{source}: require_sign_off: {require_sign_off!r}: sign-off by each "
-                          "data controller cannot be turned off; have each agency's IG lead "
-                          "sign (python -m governance.signoff sign)")
+        require_sign_off is not None and str(require_sign_off).strip().lower() in _OFF[1:]
+    ):
+        raise PolicyError(
+            f"{source}: require_sign_off: {require_sign_off!r}: sign-off by each "
+            "data controller cannot be turned off; have each agency's IG lead "
+            "sign (python -m governance.signoff sign)"
+        )
     if require_sign_off not in (None, True, "", "1", "true"):
-        raise PolicyError(f"{source}: require_sign_off: must be true or absent, not "
-                          f"{require_sign_off!r}")
+        raise PolicyError(
+            f"{source}: require_sign_off: must be true or absent, not {require_sign_off!r}"
+        )
     path = Path(assignments) if assignments else ASSIGNMENTS_FILE
     loaded = load_assignments(path, protocols if protocols is not None else load_protocols())
     return AccessControl(loaded, SignOffStore(engine))

@@ -69,7 +69,8 @@ MAX_BYTES = 64 << 20
 StaffDirectory = Callable[[str], str | None]  # user id -> employing agency (None: unknown)
 _meta = MetaData()
 imports = Table(
-    "gov_allocation_imports", _meta,
+    "gov_allocation_imports",
+    _meta,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("agency", String(8), nullable=False, index=True),
     Column("sequence", BigInteger, nullable=False),
@@ -114,21 +115,29 @@ def last_sequence(engine: Any, agency: str) -> int:
     return max((r.sequence for r in rows), default=0)
 
 
-def _open(path: Path, agency: str, sequence: int,
-          hub_keys: Mapping[str, HubSealingKey]) -> bytes:
+def _open(path: Path, agency: str, sequence: int, hub_keys: Mapping[str, HubSealingKey]) -> bytes:
     buf = io.BytesIO()
     try:
         with path.open("rb") as fh:
-            unseal_stream(fh, buf, hub_keys, agency=agency, batch_id=batch_id(sequence),
-                          file_name=path.name, max_bytes=MAX_BYTES)
+            unseal_stream(
+                fh,
+                buf,
+                hub_keys,
+                agency=agency,
+                batch_id=batch_id(sequence),
+                file_name=path.name,
+                max_bytes=MAX_BYTES,
+            )
     except SealError as exc:
-        raise AllocationsRefused(exc.reason_code, f"{path.name}: does not open for {agency}"
-                                 ) from None
+        raise AllocationsRefused(
+            exc.reason_code, f"{path.name}: does not open for {agency}"
+        ) from None
     return buf.getvalue()
 
 
-def _verify(raw: bytes, name: str, agency: str, sequence: int,
-            public_keys: Mapping[str, bytes]) -> dict[str, Any]:
+def _verify(
+    raw: bytes, name: str, agency: str, sequence: int, public_keys: Mapping[str, bytes]
+) -> dict[str, Any]:
     try:
         doc = json.loads(raw)
         body, sig = doc["body"], base64.b64decode(doc["signature"], validate=True)
@@ -136,21 +145,22 @@ def _verify(raw: bytes, name: str, agency: str, sequence: int,
     except (ValueError, KeyError, TypeError, binascii.Error):
         raise AllocationsRefused("malformed", f"{name}: not an allocations export") from None
     if not isinstance(key_id, str) or not key_id.startswith(f"{agency}-"):
-        raise AllocationsRefused("signed_by_another_agency",
-                                 f"{name}: not signed by a key of {agency}")
+        raise AllocationsRefused(
+            "signed_by_another_agency", f"{name}: not signed by a key of {agency}"
+        )
     pub = public_keys.get(key_id)
     if pub is None:
         raise AllocationsRefused("unknown_signing_key", f"{name}: key {key_id} not registered")
     try:
         Ed25519PublicKey.from_public_bytes(pub).verify(sig, canonical(body))
     except InvalidSignature:
-        raise AllocationsRefused("bad_signature", f"{name}: signature does not verify"
-                                 ) from None
+        raise AllocationsRefused("bad_signature", f"{name}: signature does not verify") from None
     if body.get("format") != FORMAT:
         raise AllocationsRefused("malformed", f"{name}: format is not {FORMAT}")
     if body.get("agency") != agency or body.get("sequence") != sequence:
-        raise AllocationsRefused("wrong_agency_or_sequence",
-                                 f"{name}: names another agency or sequence")
+        raise AllocationsRefused(
+            "wrong_agency_or_sequence", f"{name}: names another agency or sequence"
+        )
     return body
 
 
@@ -188,8 +198,9 @@ def _rows(body: dict[str, Any], name: str) -> list[tuple[str, str, dt.date, dt.d
         else:
             out.append((user, ref, start, end))
     if problems:
-        raise AllocationsRefused("bad_rows", f"{name}: {len(problems)} problem(s):\n  "
-                                 + "\n  ".join(problems[:20]))
+        raise AllocationsRefused(
+            "bad_rows", f"{name}: {len(problems)} problem(s):\n  " + "\n  ".join(problems[:20])
+        )
     return out
 
 
@@ -197,55 +208,80 @@ def _people(warehouse: Path, agency: str, refs: list[str]) -> dict[str, str]:
     """record ref -> person, among this agency's own records only."""
     con = duckdb.connect(str(warehouse), read_only=True)
     try:
-        rows = con.execute("SELECT record_ref, person_id FROM record_person WHERE agency = ? "
-                           "AND list_contains(?, record_ref)", [agency, refs]).fetchall()
+        rows = con.execute(
+            "SELECT record_ref, person_id FROM record_person WHERE agency = ? "
+            "AND list_contains(?, record_ref)",
+            [agency, refs],
+        ).fetchall()
     finally:
         con.close()
     return dict(rows)
 
 
-def import_allocations(path: Path | str, agency: str, *, hub_keys: Mapping[str, HubSealingKey],
-                       public_keys: Mapping[str, bytes], warehouse: Path,
-                       registry: SqlRelationshipRegistry, audit: AuditLog,
-                       staff_agency: StaffDirectory | None = None) -> ImportReport:
+def import_allocations(
+    path: Path | str,
+    agency: str,
+    *,
+    hub_keys: Mapping[str, HubSealingKey],
+    public_keys: Mapping[str, bytes],
+    warehouse: Path,
+    registry: SqlRelationshipRegistry,
+    audit: AuditLog,
+    staff_agency: StaffDirectory | None = None,
+) -> ImportReport:
     """Open, check and sync one export from `agency`'s drop area; AllocationsRefused if any
     check fails (audited; nothing lands). `staff_agency` (user id -> employing agency, None
     if unknown) keeps an agency from allocating another agency's staff."""
     path = Path(path)
     if registry.engine.url != audit.engine.url:
-        raise ValueError("allocations: the relationships and the audit log must share one "
-                         "governance store (they land in one transaction)")
+        raise ValueError(
+            "allocations: the relationships and the audit log must share one "
+            "governance store (they land in one transaction)"
+        )
     try:
         m = NAME.fullmatch(path.name)
         if m is None:
-            raise AllocationsRefused("bad_name", f"{path.name}: not allocations-<8 digits>"
-                                     ".sealed")
+            raise AllocationsRefused("bad_name", f"{path.name}: not allocations-<8 digits>.sealed")
         sequence = int(m.group(1))
-        body = _verify(_open(path, agency, sequence, hub_keys), path.name, agency, sequence,
-                       public_keys)
+        body = _verify(
+            _open(path, agency, sequence, hub_keys), path.name, agency, sequence, public_keys
+        )
         last = last_sequence(registry.engine, agency)
         if sequence <= last:
-            raise AllocationsRefused("replayed_or_old",
-                                     f"{path.name}: sequence {sequence} is not after {last}")
+            raise AllocationsRefused(
+                "replayed_or_old", f"{path.name}: sequence {sequence} is not after {last}"
+            )
         rows = _rows(body, path.name)
         try:
             as_of = dt.datetime.fromisoformat(body["exported_at"]).date()
         except (KeyError, TypeError, ValueError):
-            raise AllocationsRefused("malformed", f"{path.name}: exported_at: not a time"
-                                     ) from None
+            raise AllocationsRefused("malformed", f"{path.name}: exported_at: not a time") from None
     except AllocationsRefused as exc:
-        audit.append("allocations_refused", {
-            "type": "allocations_refused", "at": dt.datetime.now(dt.UTC).isoformat(),
-            "agency": agency, "file": path.name[:64], "code": exc.code})
+        audit.append(
+            "allocations_refused",
+            {
+                "type": "allocations_refused",
+                "at": dt.datetime.now(dt.UTC).isoformat(),
+                "agency": agency,
+                "file": path.name[:64],
+                "code": exc.code,
+            },
+        )
         raise
-    return _sync(registry, audit, agency, sequence, body, rows, as_of, warehouse,
-                 staff_agency)
+    return _sync(registry, audit, agency, sequence, body, rows, as_of, warehouse, staff_agency)
 
 
-def _sync(registry: SqlRelationshipRegistry, audit: AuditLog, agency: str, sequence: int,
-          body: dict[str, Any], rows: list[tuple[str, str, dt.date, dt.date | None]],
-          as_of: dt.date, warehouse: Path, staff_agency: StaffDirectory | None
-          ) -> ImportReport:
+def _sync(
+    registry: SqlRelationshipRegistry,
+    audit: AuditLog,
+    agency: str,
+    sequence: int,
+    body: dict[str, Any],
+    rows: list[tuple[str, str, dt.date, dt.date | None]],
+    as_of: dt.date,
+    warehouse: Path,
+    staff_agency: StaffDirectory | None,
+) -> ImportReport:
     people = _people(warehouse, agency, sorted({r[1] for r in rows}))
     reason = reason_for(agency)
     wanted: dict[tuple[str, str], Relationship] = {}
@@ -259,10 +295,14 @@ def _sync(registry: SqlRelationshipRegistry, audit: AuditLog, agency: str, seque
         if employer is not None and employer != agency:
             other_staff += 1  # an agency allocates its own staff only
             continue
-        wanted.setdefault((user, pid), Relationship(user, SubjectKind.PERSON, pid, start, end,
-                                                    reason))
-    mine = [r for r in registry.all() if r.reason == reason and r.kind is SubjectKind.PERSON
-            and (r.end is None or r.end > as_of)]
+        wanted.setdefault(
+            (user, pid), Relationship(user, SubjectKind.PERSON, pid, start, end, reason)
+        )
+    mine = [
+        r
+        for r in registry.all()
+        if r.reason == reason and r.kind is SubjectKind.PERSON and (r.end is None or r.end > as_of)
+    ]
     open_now = {(r.user_id, r.subject_id) for r in mine}
     added = [r for k, r in wanted.items() if k not in open_now]
     to_end = sorted(open_now - set(wanted))
@@ -274,35 +314,86 @@ def _sync(registry: SqlRelationshipRegistry, audit: AuditLog, agency: str, seque
         nothing, so a failed import can be sent again and a landed one never replayed. The
         sequence is checked again here, under the audit chain's lock, so two hub processes
         importing the same export at once cannot both land it."""
-        last = conn.execute(select(func.max(imports.c.sequence))
-                            .where(imports.c.agency == agency)).scalar() or 0
+        last = (
+            conn.execute(
+                select(func.max(imports.c.sequence)).where(imports.c.agency == agency)
+            ).scalar()
+            or 0
+        )
         if sequence <= last:
             raise _LandedMeanwhile()
         _end(conn, reason, to_end, as_of)
         if added:
-            conn.execute(insert(RelationshipRow), [
-                {"user_id": r.user_id, "kind": r.kind.value, "subject_id": r.subject_id,
-                 "start": r.start.isoformat(), "end": r.end.isoformat() if r.end else None,
-                 "reason": r.reason, "recorded_at": now} for r in added])
-        conn.execute(insert(imports).values(
-            agency=agency, sequence=sequence, exported_at=str(body["exported_at"]),
-            imported_at=now, audit_seq=seq))
+            conn.execute(
+                insert(RelationshipRow),
+                [
+                    {
+                        "user_id": r.user_id,
+                        "kind": r.kind.value,
+                        "subject_id": r.subject_id,
+                        "start": r.start.isoformat(),
+                        "end": r.end.isoformat() if r.end else None,
+                        "reason": r.reason,
+                        "recorded_at": now,
+                    }
+                    for r in added
+                ],
+            )
+        conn.execute(
+            insert(imports).values(
+                agency=agency,
+                sequence=sequence,
+                exported_at=str(body["exported_at"]),
+                imported_at=now,
+                audit_seq=seq,
+            )
+        )
 
     unknown = int(body.get("unknown_case_references") or 0)
     try:
-        rec = audit.append("allocations_import", {
-            "type": "allocations_import", "at": now, "agency": agency, "sequence": sequence,
-            "exported_at": body["exported_at"], "received": len(rows), "added": len(added),
-            "ended": len(to_end), "unlinked": unlinked, "other_agency_staff": other_staff,
-            "unknown_at_agency": unknown}, also=land)
+        rec = audit.append(
+            "allocations_import",
+            {
+                "type": "allocations_import",
+                "at": now,
+                "agency": agency,
+                "sequence": sequence,
+                "exported_at": body["exported_at"],
+                "received": len(rows),
+                "added": len(added),
+                "ended": len(to_end),
+                "unlinked": unlinked,
+                "other_agency_staff": other_staff,
+                "unknown_at_agency": unknown,
+            },
+            also=land,
+        )
     except _LandedMeanwhile:
-        audit.append("allocations_refused", {
-            "type": "allocations_refused", "at": now, "agency": agency,
-            "file": f"allocations-{sequence:08d}.sealed", "code": "replayed_or_old"})
-        raise AllocationsRefused("replayed_or_old", f"sequence {sequence} landed meanwhile"
-                                 ) from None
-    return ImportReport(agency, sequence, len(rows), len(added), len(wanted) - len(added),
-                        len(to_end), unlinked, unknown, rec.seq, other_staff)
+        audit.append(
+            "allocations_refused",
+            {
+                "type": "allocations_refused",
+                "at": now,
+                "agency": agency,
+                "file": f"allocations-{sequence:08d}.sealed",
+                "code": "replayed_or_old",
+            },
+        )
+        raise AllocationsRefused(
+            "replayed_or_old", f"sequence {sequence} landed meanwhile"
+        ) from None
+    return ImportReport(
+        agency,
+        sequence,
+        len(rows),
+        len(added),
+        len(wanted) - len(added),
+        len(to_end),
+        unlinked,
+        unknown,
+        rec.seq,
+        other_staff,
+    )
 
 
 def _end(conn: Connection, reason: str, pairs: list[tuple[str, str]], on: dt.date) -> None:
@@ -310,10 +401,17 @@ def _end(conn: Connection, reason: str, pairs: list[tuple[str, str]], on: dt.dat
     typed at the hub or sent by another agency (other reasons) are left alone."""
     c = RelationshipRow
     for user, pid in pairs:
-        conn.execute(update(c).where(
-            c.user_id == user, c.kind == SubjectKind.PERSON.value, c.subject_id == pid,
-            c.reason == reason, or_(c.end.is_(None), c.end > on.isoformat()))
-            .values(end=case((c.start > on.isoformat(), c.start), else_=on.isoformat())))
+        conn.execute(
+            update(c)
+            .where(
+                c.user_id == user,
+                c.kind == SubjectKind.PERSON.value,
+                c.subject_id == pid,
+                c.reason == reason,
+                or_(c.end.is_(None), c.end > on.isoformat()),
+            )
+            .values(end=case((c.start > on.isoformat(), c.start), else_=on.isoformat()))
+        )
 
 
 def import_drop_area(drop_root: Path | str, agency: str, **kw: Any) -> list[ImportReport]:
@@ -336,8 +434,9 @@ def drop_root(run_dir: Path | str) -> Path:
     return Path(run_dir) / "allocations_landing"
 
 
-def import_run(run_dir: Path | str, warehouse: Path, engine: Any, audit: AuditLog
-               ) -> list[ImportReport]:
+def import_run(
+    run_dir: Path | str, warehouse: Path, engine: Any, audit: AuditLog
+) -> list[ImportReport]:
     """Every agency's waiting exports in the run's drop root (the hub run's report stage and
     the command line), workers checked against the hub's local accounts."""
     from ig_bridge.manifest import load_public_keys
@@ -355,9 +454,14 @@ def import_run(run_dir: Path | str, warehouse: Path, engine: Any, audit: AuditLo
         found = accounts.get(user_id)
         return found[0].agency if found else None
 
-    kw = {"hub_keys": load_hub_sealing_keys(paths.keys), "staff_agency": staff_agency,
-          "public_keys": load_public_keys(paths.public_keys), "warehouse": warehouse,
-          "registry": SqlRelationshipRegistry(engine), "audit": audit}
+    kw = {
+        "hub_keys": load_hub_sealing_keys(paths.keys),
+        "staff_agency": staff_agency,
+        "public_keys": load_public_keys(paths.public_keys),
+        "warehouse": warehouse,
+        "registry": SqlRelationshipRegistry(engine),
+        "audit": audit,
+    }
     out: list[ImportReport] = []
     for area in sorted(d for d in root.iterdir() if d.is_dir()):
         out.extend(import_drop_area(root, area.name, **kw))
@@ -374,10 +478,16 @@ def main(argv: list[str] | None = None) -> int:
     from linkage.config import HubPaths
     from linkage.publish import current
 
-    p = argparse.ArgumentParser(prog="python -m governance.allocations", description=(
-        "Land agencies' caseload allocations as legitimate relationships."))
-    p.add_argument("run", type=Path, help="the run folder (hub/ inside); the store is "
-                   "JOINEDUP_GOVERNANCE_DB or the run's SQLite file")
+    p = argparse.ArgumentParser(
+        prog="python -m governance.allocations",
+        description=("Land agencies' caseload allocations as legitimate relationships."),
+    )
+    p.add_argument(
+        "run",
+        type=Path,
+        help="the run folder (hub/ inside); the store is "
+        "JOINEDUP_GOVERNANCE_DB or the run's SQLite file",
+    )
     a = p.parse_args(argv)
     paths = HubPaths.for_run(a.run)
     engine = governance_engine(a.run)
@@ -385,11 +495,16 @@ def main(argv: list[str] | None = None) -> int:
     if warehouse is None:
         print("no published warehouse yet: run the hub first")
         return 1
-    audit = AuditLog(engine, signing_key=load_audit_key(hub_keys_dir(paths.hub)),
-                     origin=process_origin("allocations"))
+    audit = AuditLog(
+        engine,
+        signing_key=load_audit_key(hub_keys_dir(paths.hub)),
+        origin=process_origin("allocations"),
+    )
     for r in import_run(a.run, warehouse, engine, audit):
-        print(f"{r.agency} #{r.sequence}: {r.received} received, {r.added} added, "
-              f"{r.kept} kept, {r.ended} ended, {r.unlinked} not linked")
+        print(
+            f"{r.agency} #{r.sequence}: {r.received} received, {r.added} added, "
+            f"{r.kept} kept, {r.ended} ended, {r.unlinked} not linked"
+        )
     return 0
 
 

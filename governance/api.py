@@ -78,7 +78,8 @@ FIELD_PATTERN = r"^[a-z][a-z0-9_]{1,63}$"
 
 _meta = MetaData()
 api_tokens = Table(
-    "gov_api_tokens", _meta,
+    "gov_api_tokens",
+    _meta,
     Column("token_sha256", String(64), primary_key=True),
     Column("user_id", String(128), nullable=False),
     Column("role", String(32), nullable=False),
@@ -111,54 +112,83 @@ class TokenStore:
         """A store created before tokens expired: add the column (older rows then expire
         DEFAULT_TOKEN_TTL after they were created)."""
         schema = (self.engine.get_execution_options().get("schema_translate_map") or {}).get(None)
-        cols = {c["name"] for c in inspect(self.engine).get_columns("gov_api_tokens",
-                                                                     schema=schema)}
+        cols = {
+            c["name"] for c in inspect(self.engine).get_columns("gov_api_tokens", schema=schema)
+        }
         if "expires_at" not in cols:
             q = self.engine.dialect.identifier_preparer.quote
             table = f"{q(schema)}.{q('gov_api_tokens')}" if schema else q("gov_api_tokens")
             with self.engine.begin() as conn:
                 conn.execute(text(f"ALTER TABLE {table} ADD COLUMN expires_at VARCHAR(40)"))
 
-    def issue(self, user_id: str, role: str, agency: str | None = None,
-              ttl: dt.timedelta = DEFAULT_TOKEN_TTL) -> str:
+    def issue(
+        self,
+        user_id: str,
+        role: str,
+        agency: str | None = None,
+        ttl: dt.timedelta = DEFAULT_TOKEN_TTL,
+    ) -> str:
         """A new token valid for `ttl`; the only time its plaintext exists is in this return
         value."""
         if role not in ROLE_NAMES:
             raise ValueError(f"role: unknown role {role!r}; known: {sorted(ROLE_NAMES)}")
         token = secrets.token_urlsafe(32)
-        self.add_hashed(_hash_token(token), user_id, role, agency,
-                        expires_at=dt.datetime.now(dt.UTC) + ttl)
+        self.add_hashed(
+            _hash_token(token), user_id, role, agency, expires_at=dt.datetime.now(dt.UTC) + ttl
+        )
         return token
 
-    def add_hashed(self, token_sha256: str, user_id: str, role: str,
-                   agency: str | None = None, expires_at: dt.datetime | None = None) -> None:
+    def add_hashed(
+        self,
+        token_sha256: str,
+        user_id: str,
+        role: str,
+        agency: str | None = None,
+        expires_at: dt.datetime | None = None,
+    ) -> None:
         now = dt.datetime.now(dt.UTC)
         if expires_at is not None and expires_at.tzinfo is None:
             raise ValueError("expires_at must be timezone-aware")
         with self.engine.begin() as conn:
-            conn.execute(insert(api_tokens).values(
-                token_sha256=token_sha256, user_id=user_id, role=role, agency=agency,
-                created_at=now.isoformat(),
-                expires_at=(expires_at or now + DEFAULT_TOKEN_TTL).isoformat()))
+            conn.execute(
+                insert(api_tokens).values(
+                    token_sha256=token_sha256,
+                    user_id=user_id,
+                    role=role,
+                    agency=agency,
+                    created_at=now.isoformat(),
+                    expires_at=(expires_at or now + DEFAULT_TOKEN_TTL).isoformat(),
+                )
+            )
 
     @staticmethod
     def _expired(row: Any, now: dt.datetime) -> bool:
-        end = (dt.datetime.fromisoformat(row.expires_at) if row.expires_at else
-               dt.datetime.fromisoformat(row.created_at) + DEFAULT_TOKEN_TTL)
+        end = (
+            dt.datetime.fromisoformat(row.expires_at)
+            if row.expires_at
+            else dt.datetime.fromisoformat(row.created_at) + DEFAULT_TOKEN_TTL
+        )
         return now >= end
 
     def known(self, token_sha256: str) -> bool:
         with self.engine.connect() as conn:
-            return conn.execute(select(api_tokens.c.user_id)
-                                .where(api_tokens.c.token_sha256 == token_sha256)).first() \
+            return (
+                conn.execute(
+                    select(api_tokens.c.user_id).where(api_tokens.c.token_sha256 == token_sha256)
+                ).first()
                 is not None
+            )
 
     def revoke(self, token: str) -> bool:
         with self.engine.begin() as conn:
-            res = conn.execute(update(api_tokens)
-                               .where(api_tokens.c.token_sha256 == _hash_token(token),
-                                      api_tokens.c.revoked_at.is_(None))
-                               .values(revoked_at=dt.datetime.now(dt.UTC).isoformat()))
+            res = conn.execute(
+                update(api_tokens)
+                .where(
+                    api_tokens.c.token_sha256 == _hash_token(token),
+                    api_tokens.c.revoked_at.is_(None),
+                )
+                .values(revoked_at=dt.datetime.now(dt.UTC).isoformat())
+            )
         return res.rowcount == 1
 
     def authenticate(self, token: str) -> User | None:
@@ -180,6 +210,7 @@ class TokenStore:
 
 # --- response models (they are the OpenAPI contract) -------------------------------------------
 
+
 class RecordOut(BaseModel):
     agency: str
     person_id: str
@@ -193,13 +224,15 @@ class WithheldOut(BaseModel):
 
 
 class BreakGlassOut(BaseModel):
-    grant_id: str | None = Field(description="Reopen the view with ?break_glass_id= until "
-                                             "expires_at")
+    grant_id: str | None = Field(
+        description="Reopen the view with ?break_glass_id= until expires_at"
+    )
     expires_at: str | None
     used: bool = Field(description="True if any field was shown only because of the override")
     alert_raised: bool = Field(description="The IG lead is alerted to every break-glass")
     notification_due_by: str | None = Field(
-        description="Date by which the person must be told, unless that would increase risk")
+        description="Date by which the person must be told, unless that would increase risk"
+    )
 
 
 class BreakGlassIn(BaseModel):
@@ -207,15 +240,20 @@ class BreakGlassIn(BaseModel):
     Recorded and alerted to the IG lead whether or not it is allowed."""
 
     protocol_id: str = Field(pattern=PROTOCOL_PATTERN)
-    category: str = Field(pattern=r"^[a-z][a-z_]{2,40}$",
-                          description="risk_of_significant_harm or immediate_danger (as the "
-                                      "protocol permits)")
-    justification: str = Field(min_length=1, max_length=500,
-                               description="Why, in at least 20 characters; no names, dates, "
-                                           "postcodes or numbers (screened)")
+    category: str = Field(
+        pattern=r"^[a-z][a-z_]{2,40}$",
+        description="risk_of_significant_harm or immediate_danger (as the protocol permits)",
+    )
+    justification: str = Field(
+        min_length=1,
+        max_length=500,
+        description="Why, in at least 20 characters; no names, dates, "
+        "postcodes or numbers (screened)",
+    )
     hours: int = Field(ge=1, le=72, description="How long the override lasts (protocol maximum)")
-    fields: list[str] | None = Field(default=None, description="fewer fields than the protocol "
-                                                               "allows (minimum necessary)")
+    fields: list[str] | None = Field(
+        default=None, description="fewer fields than the protocol allows (minimum necessary)"
+    )
 
 
 class ViewOut(BaseModel):
@@ -249,8 +287,11 @@ class InvolvementOut(BaseModel):
 class IdentityIn(BaseModel):
     protocol_id: str = Field(pattern=PROTOCOL_PATTERN)
     agency: str = Field(pattern=r"^[A-Z]{2,8}$")
-    reason: str = Field(min_length=20, max_length=500,
-                        description="Why identity is needed; no identifiers (screened)")
+    reason: str = Field(
+        min_length=20,
+        max_length=500,
+        description="Why identity is needed; no identifiers (screened)",
+    )
 
 
 class IdentityOut(BaseModel):
@@ -267,16 +308,24 @@ class ErrorOut(BaseModel):
 
 
 def _view_out(v: ViewResult) -> ViewOut:
-    return ViewOut(protocol_id=v.protocol_id, subject_kind=v.subject_kind,
-                   subject_id=v.subject_id, audit_seq=v.audit_seq, decision_ids=v.decision_ids,
-                   members=v.members,
-                   records=[RecordOut(agency=r.agency, person_id=r.person_id, fields=r.fields)
-                            for r in v.records],
-                   withheld=[WithheldOut(agency=w.agency, field=w.field, reasons=w.reasons)
-                             for w in v.withheld],
-                   household_id=v.extra.get("household_id"),
-                   break_glass=(BreakGlassOut(**v.extra["break_glass"])
-                                if v.extra.get("break_glass") else None))
+    return ViewOut(
+        protocol_id=v.protocol_id,
+        subject_kind=v.subject_kind,
+        subject_id=v.subject_id,
+        audit_seq=v.audit_seq,
+        decision_ids=v.decision_ids,
+        members=v.members,
+        records=[
+            RecordOut(agency=r.agency, person_id=r.person_id, fields=r.fields) for r in v.records
+        ],
+        withheld=[
+            WithheldOut(agency=w.agency, field=w.field, reasons=w.reasons) for w in v.withheld
+        ],
+        household_id=v.extra.get("household_id"),
+        break_glass=(
+            BreakGlassOut(**v.extra["break_glass"]) if v.extra.get("break_glass") else None
+        ),
+    )
 
 
 # --- the app -----------------------------------------------------------------------------------
@@ -288,12 +337,17 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def create_app(views: ViewService, auth: Authenticator,
-               identity: IdentityService | None = None) -> FastAPI:
-    app = FastAPI(title="joinedup governance API", version="1",
-                  description="Scoped, audited, pseudonymous views under data-sharing "
-                              "protocols; identity only via the originating agency.",
-                  docs_url=None, redoc_url=None)  # /docs from local assets, never a CDN
+def create_app(
+    views: ViewService, auth: Authenticator, identity: IdentityService | None = None
+) -> FastAPI:
+    app = FastAPI(
+        title="joinedup governance API",
+        version="1",
+        description="Scoped, audited, pseudonymous views under data-sharing "
+        "protocols; identity only via the originating agency.",
+        docs_url=None,
+        redoc_url=None,
+    )  # /docs from local assets, never a CDN
     serve_docs_locally(app)
     bearer = HTTPBearer(auto_error=False)
     auth_failures = AuthFailureLog(views.gov.audit)
@@ -313,15 +367,22 @@ def create_app(views: ViewService, auth: Authenticator,
         if user is None:
             route = getattr(request.scope.get("route"), "path", "?")  # the template, not the URL
             auth_failures.record(why, token, request.method, route)
-            raise HTTPException(401, "missing or invalid bearer token",
-                                headers={"WWW-Authenticate": "Bearer", **NO_STORE})
+            raise HTTPException(
+                401,
+                "missing or invalid bearer token",
+                headers={"WWW-Authenticate": "Bearer", **NO_STORE},
+            )
         return user
 
     CurrentUser = Annotated[User, Depends(current_user)]  # noqa: N806
     app.include_router(consent_router(views, CurrentUser, identity))  # governance.api_consent
     ProtocolQ = Annotated[str, Query(pattern=PROTOCOL_PATTERN, description="protocol id")]  # noqa: N806
-    FieldsQ = Annotated[list[str] | None, Query(  # noqa: N806
-        description="ask for fewer fields than the protocol allows (minimum necessary)")]
+    FieldsQ = Annotated[
+        list[str] | None,
+        Query(  # noqa: N806
+            description="ask for fewer fields than the protocol allows (minimum necessary)"
+        ),
+    ]
 
     @app.exception_handler(Forbidden)
     def _forbidden(_: Request, exc: Forbidden) -> JSONResponse:
@@ -329,8 +390,9 @@ def create_app(views: ViewService, auth: Authenticator,
 
     @app.exception_handler(NotFound)
     def _not_found(_: Request, exc: NotFound) -> JSONResponse:
-        return JSONResponse(status_code=404, content={
-            "detail": f"unknown {exc.kind}", "audit_seq": exc.audit_seq})
+        return JSONResponse(
+            status_code=404, content={"detail": f"unknown {exc.kind}", "audit_seq": exc.audit_seq}
+        )
 
     @app.exception_handler(BadIdentityRequest)
     def _bad(_: Request, exc: BadIdentityRequest) -> JSONResponse:
@@ -356,9 +418,13 @@ def create_app(views: ViewService, auth: Authenticator,
     def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    GrantQ = Annotated[str | None, Query(  # noqa: N806
-        pattern=r"^[0-9a-f]{32}$",
-        description="reopen the view under an earlier, unexpired break-glass grant")]
+    GrantQ = Annotated[
+        str | None,
+        Query(  # noqa: N806
+            pattern=r"^[0-9a-f]{32}$",
+            description="reopen the view under an earlier, unexpired break-glass grant",
+        ),
+    ]
 
     def _grant(grant_id: str | None) -> BreakGlassAsk | None:
         return None if grant_id is None else BreakGlassAsk(grant_id=grant_id)
@@ -368,68 +434,104 @@ def create_app(views: ViewService, auth: Authenticator,
         return BreakGlassAsk(body.category, body.justification, body.hours)
 
     @app.get("/persons/{person_id}", response_model=ViewOut, responses=_ERRORS)
-    def person_view(user: CurrentUser, protocol: ProtocolQ,
-                    person_id: Annotated[str, PathParam(pattern=ID_PATTERN)],
-                    fields: FieldsQ = None, break_glass_id: GrantQ = None) -> ViewOut:
+    def person_view(
+        user: CurrentUser,
+        protocol: ProtocolQ,
+        person_id: Annotated[str, PathParam(pattern=ID_PATTERN)],
+        fields: FieldsQ = None,
+        break_glass_id: GrantQ = None,
+    ) -> ViewOut:
         """A person's linked records under a protocol: allowed fields only, pseudonymous."""
         _check_fields(fields)
-        return _view_out(views.person_view(user, protocol, person_id, fields,
-                                           break_glass=_grant(break_glass_id)))
+        return _view_out(
+            views.person_view(user, protocol, person_id, fields, break_glass=_grant(break_glass_id))
+        )
 
     @app.post("/persons/{person_id}/break-glass", response_model=ViewOut, responses=_ERRORS)
-    def person_break_glass(user: CurrentUser,
-                           person_id: Annotated[str, PathParam(pattern=ID_PATTERN)],
-                           body: BreakGlassIn) -> ViewOut:
+    def person_break_glass(
+        user: CurrentUser,
+        person_id: Annotated[str, PathParam(pattern=ID_PATTERN)],
+        body: BreakGlassIn,
+    ) -> ViewOut:
         """Break-glass view of a person: only under a protocol that allows override on risk
         of significant harm, for a practitioner with a legitimate relationship. Time-limited;
         the IG lead is alerted and a notification to the person is recorded as due. Refused
         (403, reasons audited and alerted) anywhere else."""
-        return _view_out(views.person_view(user, body.protocol_id, person_id, body.fields,
-                                           break_glass=_ask(body)))
+        return _view_out(
+            views.person_view(
+                user, body.protocol_id, person_id, body.fields, break_glass=_ask(body)
+            )
+        )
 
     @app.get("/households/{household_id}", response_model=ViewOut, responses=_ERRORS)
-    def household_view(user: CurrentUser, protocol: ProtocolQ,
-                       household_id: Annotated[str, PathParam(pattern=ID_PATTERN)],
-                       fields: FieldsQ = None, break_glass_id: GrantQ = None) -> ViewOut:
+    def household_view(
+        user: CurrentUser,
+        protocol: ProtocolQ,
+        household_id: Annotated[str, PathParam(pattern=ID_PATTERN)],
+        fields: FieldsQ = None,
+        break_glass_id: GrantQ = None,
+    ) -> ViewOut:
         """Every member's linked records under a protocol (one audit entry for the request)."""
         _check_fields(fields)
-        return _view_out(views.household_view(user, protocol, household_id, fields,
-                                              break_glass=_grant(break_glass_id)))
+        return _view_out(
+            views.household_view(
+                user, protocol, household_id, fields, break_glass=_grant(break_glass_id)
+            )
+        )
 
-    @app.post("/households/{household_id}/break-glass", response_model=ViewOut,
-              responses=_ERRORS)
-    def household_break_glass(user: CurrentUser,
-                              household_id: Annotated[str, PathParam(pattern=ID_PATTERN)],
-                              body: BreakGlassIn) -> ViewOut:
+    @app.post("/households/{household_id}/break-glass", response_model=ViewOut, responses=_ERRORS)
+    def household_break_glass(
+        user: CurrentUser,
+        household_id: Annotated[str, PathParam(pattern=ID_PATTERN)],
+        body: BreakGlassIn,
+    ) -> ViewOut:
         """Break-glass view of a household (same rules as for a person; one audit entry, one
         notification due per member shown under the override)."""
-        return _view_out(views.household_view(user, body.protocol_id, household_id,
-                                              body.fields, break_glass=_ask(body)))
+        return _view_out(
+            views.household_view(
+                user, body.protocol_id, household_id, body.fields, break_glass=_ask(body)
+            )
+        )
 
-    @app.get("/households/{household_id}/involvement", response_model=InvolvementOut,
-             responses=_ERRORS)
-    def involvement(user: CurrentUser,
-                    household_id: Annotated[str, PathParam(pattern=ID_PATTERN)],
-                    ) -> InvolvementOut:
+    @app.get(
+        "/households/{household_id}/involvement", response_model=InvolvementOut, responses=_ERRORS
+    )
+    def involvement(
+        user: CurrentUser,
+        household_id: Annotated[str, PathParam(pattern=ID_PATTERN)],
+    ) -> InvolvementOut:
         """Who holds what: agencies involved, since when, lead practitioner contact."""
         v = views.involvement(user, household_id)
-        return InvolvementOut(household_id=household_id, audit_seq=v.audit_seq,
-                              members=v.members,
-                              agencies=[InvolvedAgency(**a) for a in v.extra["agencies"]])
+        return InvolvementOut(
+            household_id=household_id,
+            audit_seq=v.audit_seq,
+            members=v.members,
+            agencies=[InvolvedAgency(**a) for a in v.extra["agencies"]],
+        )
 
-    @app.post("/persons/{person_id}/identity", response_model=IdentityOut,
-              responses={**_ERRORS, 502: {"model": ErrorOut}})
-    def identity_request(user: CurrentUser,
-                         person_id: Annotated[str, PathParam(pattern=ID_PATTERN)],
-                         body: IdentityIn) -> Any:
+    @app.post(
+        "/persons/{person_id}/identity",
+        response_model=IdentityOut,
+        responses={**_ERRORS, 502: {"model": ErrorOut}},
+    )
+    def identity_request(
+        user: CurrentUser,
+        person_id: Annotated[str, PathParam(pattern=ID_PATTERN)],
+        body: IdentityIn,
+    ) -> Any:
         """Ask the originating agency who this is. Returned to this session only; the hub
         never stores it."""
         if identity is None:
             raise HTTPException(503, "identity requests are not configured at this hub")
         r = identity.request(user, body.protocol_id, person_id, body.agency, body.reason)
-        resp = JSONResponse(IdentityOut(request_id=r.request_id, agency=r.agency,
-                                        audit_seq=r.audit_seq,
-                                        identities=r.identities).model_dump())
+        resp = JSONResponse(
+            IdentityOut(
+                request_id=r.request_id,
+                agency=r.agency,
+                audit_seq=r.audit_seq,
+                identities=r.identities,
+            ).model_dump()
+        )
         resp.headers["Cache-Control"] = "no-store"
         return resp
 
@@ -438,6 +540,7 @@ def create_app(views: ViewService, auth: Authenticator,
 
 
 # --- configuration -----------------------------------------------------------------------------
+
 
 def app_from_config(path: str | Path) -> FastAPI:
     """Build the app from a hub config YAML:
@@ -480,11 +583,17 @@ def app_from_config(path: str | Path) -> FastAPI:
     consent = SqlConsentRegistry(engine)
     if not consent.has_warehouse_events():  # normally refreshed by the hub run's report stage
         refresh_consent(engine, warehouse)
-    audit = AuditLog(engine, signing_key=load_audit_key(cfg["audit_signing_key"]),
-                     origin=process_origin("api"))
-    gov = Governance(audit, consent=consent, relationships=rels,
-                     access=configured_access(engine, cfg.get("assignments"),
-                                              cfg.get("require_sign_off"), source=str(path)))
+    audit = AuditLog(
+        engine, signing_key=load_audit_key(cfg["audit_signing_key"]), origin=process_origin("api")
+    )
+    gov = Governance(
+        audit,
+        consent=consent,
+        relationships=rels,
+        access=configured_access(
+            engine, cfg.get("assignments"), cfg.get("require_sign_off"), source=str(path)
+        ),
+    )
     views = ViewService(warehouse, gov)
     store = TokenStore(engine)
     for i, t in enumerate(cfg.get("tokens") or []):
@@ -492,14 +601,16 @@ def app_from_config(path: str | Path) -> FastAPI:
             if not store.known(t["token_sha256"]):
                 exp = t.get("expires_at")  # ISO time with offset; default DEFAULT_TOKEN_TTL
                 exp = dt.datetime.fromisoformat(str(exp)) if exp is not None else None
-                store.add_hashed(t["token_sha256"], t["user_id"], t["role"], t.get("agency"),
-                                 expires_at=exp)
+                store.add_hashed(
+                    t["token_sha256"], t["user_id"], t["role"], t.get("agency"), expires_at=exp
+                )
         except KeyError as exc:
             raise ValueError(f"{path}: tokens.{i}.{exc.args[0]}: missing") from None
     ident = None
     if cfg.get("hub_signing_key"):
-        ident = IdentityService(views, load_hub_key(Path(cfg["hub_signing_key"])),
-                                cfg.get("bridges") or {})
+        ident = IdentityService(
+            views, load_hub_key(Path(cfg["hub_signing_key"])), cfg.get("bridges") or {}
+        )
     app = create_app(views, store, ident)
     attach_checkpointer(app, audit, float(cfg.get("audit_checkpoint_seconds", 300)))
     return app
@@ -517,8 +628,12 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--user", required=True)
     t.add_argument("--role", required=True, choices=sorted(ROLE_NAMES))
     t.add_argument("--agency", default=None)
-    t.add_argument("--hours", type=float, default=DEFAULT_TOKEN_TTL.total_seconds() / 3600,
-                   help="how long the token is valid (default 12)")
+    t.add_argument(
+        "--hours",
+        type=float,
+        default=DEFAULT_TOKEN_TTL.total_seconds() / 3600,
+        help="how long the token is valid (default 12)",
+    )
     a = p.parse_args(argv)
     store = TokenStore(make_engine(a.db))
     print(store.issue(a.user, a.role, a.agency, ttl=dt.timedelta(hours=a.hours)))

@@ -43,16 +43,19 @@ CODE_PATTERN = r"^[a-z][a-z0-9_]{1,63}$"
 class ConsentIn(BaseModel):
     purpose: str = Field(pattern=CODE_PATTERN, description="the protocol's consent purpose")
     agencies: list[str] = Field(min_length=1, description="agencies the consent covers")
-    categories: list[str] = Field(min_length=1, description="categories of information "
-                                  "(schemas/consent_categories.yaml)")
+    categories: list[str] = Field(
+        min_length=1, description="categories of information (schemas/consent_categories.yaml)"
+    )
     status: str = Field(description=f"one of {', '.join(STATUSES)}")
     consenter: str = Field(description=f"one of {', '.join(CONSENTERS)}")
     capacity: str = Field(pattern=CODE_PATTERN)
     method: str | None = Field(None, description=f"one of {', '.join(METHODS)}")
     not_sought_reason: str | None = Field(
-        None, description=f"when not sought: one of {', '.join(NOT_SOUGHT_REASONS)}")
-    evidence_ref: str | None = Field(None, max_length=64,
-                                     description="document reference in the agency's files")
+        None, description=f"when not sought: one of {', '.join(NOT_SOUGHT_REASONS)}"
+    )
+    evidence_ref: str | None = Field(
+        None, max_length=64, description="document reference in the agency's files"
+    )
     given_on: dt.date
     review_by: dt.date
 
@@ -66,14 +69,20 @@ class ConsentOut(BaseModel):
     notices_sent_to: list[str] = []
 
 
-def consent_router(views: ViewService, current_user: Any,
-                   identity: IdentityService | None = None,
-                   outbox: Path | None = None) -> APIRouter:
+def consent_router(
+    views: ViewService,
+    current_user: Any,
+    identity: IdentityService | None = None,
+    outbox: Path | None = None,
+) -> APIRouter:
     """`current_user`: the API's authenticated-user dependency (an Annotated type)."""
-    service = ConsentService(views.gov, views.warehouse,
-                             hub_key=identity.key if identity is not None else None,
-                             outbox=outbox or views.warehouse.parent / "consent_outbox",
-                             clock=views.clock)
+    service = ConsentService(
+        views.gov,
+        views.warehouse,
+        hub_key=identity.key if identity is not None else None,
+        outbox=outbox or views.warehouse.parent / "consent_outbox",
+        clock=views.clock,
+    )
     router = APIRouter(tags=["consent"])
     PersonId = Annotated[str, PathParam(pattern=ID_PATTERN)]  # noqa: N806
     RecordId = Annotated[str, PathParam(pattern=r"^[0-9a-f]{32}$")]  # noqa: N806
@@ -83,17 +92,28 @@ def consent_router(views: ViewService, current_user: Any,
             scope = Scope.of(body.agencies, body.categories)
         except ValueError as exc:
             raise HTTPException(422, str(exc), headers=NO_STORE) from None
-        return NewConsent(person_id, body.purpose, scope, body.status, body.consenter,
-                          body.capacity, body.given_on, body.review_by, body.method,
-                          body.not_sought_reason, body.evidence_ref)
+        return NewConsent(
+            person_id,
+            body.purpose,
+            scope,
+            body.status,
+            body.consenter,
+            body.capacity,
+            body.given_on,
+            body.review_by,
+            body.method,
+            body.not_sought_reason,
+            body.evidence_ref,
+        )
 
     @router.get("/persons/{person_id}/consents")
     def list_consents(user: current_user, person_id: PersonId) -> dict[str, Any]:
         return {"records": [r.public() for r in service.list(user, person_id)]}
 
     @router.post("/persons/{person_id}/consents", status_code=201, response_model=ConsentOut)
-    def record_consent(user: current_user, person_id: PersonId,
-                       body: Annotated[ConsentIn, Body()]) -> ConsentOut:
+    def record_consent(
+        user: current_user, person_id: PersonId, body: Annotated[ConsentIn, Body()]
+    ) -> ConsentOut:
         try:
             rec = service.record(user, _new(person_id, body))
         except ConsentRecordError as exc:
@@ -101,13 +121,13 @@ def consent_router(views: ViewService, current_user: Any,
         return ConsentOut(record=rec.public())
 
     @router.post("/consents/{record_id}/withdraw", response_model=ConsentOut)
-    def withdraw_consent(user: current_user, record_id: RecordId,
-                         body: Annotated[WithdrawIn, Body()]) -> ConsentOut:
+    def withdraw_consent(
+        user: current_user, record_id: RecordId, body: Annotated[WithdrawIn, Body()]
+    ) -> ConsentOut:
         try:
             rec, files = service.withdraw(user, record_id, body.withdrawal_way)
         except ConsentRecordError as exc:
             raise HTTPException(422, str(exc), headers=NO_STORE) from None
-        return ConsentOut(record=rec.public(), notices_sent_to=sorted(f.parent.name
-                                                                      for f in files))
+        return ConsentOut(record=rec.public(), notices_sent_to=sorted(f.parent.name for f in files))
 
     return router

@@ -17,8 +17,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
-SWAGGER_UI = (Path(__file__).resolve().parent.parent / "workspace" / "static"
-              / "swagger-ui")
+SWAGGER_UI = Path(__file__).resolve().parent.parent / "workspace" / "static" / "swagger-ui"
 FILES = ("swagger-ui-bundle.js", "swagger-ui.css", "favicon-32x32.png")
 
 
@@ -38,11 +37,16 @@ def serve_docs_locally(app: FastAPI, assets: Path | None = None) -> None:
     @app.get("/docs", include_in_schema=False)
     def docs() -> HTMLResponse:
         if missing:
-            return HTMLResponse(f"<p>API docs assets missing in {where.name}/ "
-                                f"({', '.join(missing)}): run make workspace-assets.</p>"
-                                f"<p>The OpenAPI document is at {app.openapi_url}.</p>", 503)
+            return HTMLResponse(
+                f"<p>API docs assets missing in {where.name}/ "
+                f"({', '.join(missing)}): run make workspace-assets.</p>"
+                f"<p>The OpenAPI document is at {app.openapi_url}.</p>",
+                503,
+            )
         return get_swagger_ui_html(
-            openapi_url=app.openapi_url or "/openapi.json", title=f"{app.title} - docs",
+            openapi_url=app.openapi_url or "/openapi.json",
+            title=f"{app.title} - docs",
             swagger_js_url="/docs/assets/swagger-ui-bundle.js",
             swagger_css_url="/docs/assets/swagger-ui.css",
-            swagger_favicon_url="/docs/assets/favicon-32x32.png")
+            swagger_favicon_url="/docs/assets/favicon-32x32.png",
+        )

@@ -43,38 +43,49 @@ ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
 HEX32 = r"^[0-9a-f]{32}$"
 CODE = r"^[a-z][a-z0-9_]{1,63}$"
 AGENCY = r"^[A-Z]{2,8}$"
-Text = Annotated[str, Field(min_length=1, max_length=500,
-                            description="At least 20 characters; no names, dates, addresses, "
-                                        "postcodes or numbers (screened, refused if it looks "
-                                        "like an identifier)")]
+Text = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=500,
+        description="At least 20 characters; no names, dates, addresses, "
+        "postcodes or numbers (screened, refused if it looks "
+        "like an identifier)",
+    ),
+]
 
 
 class AboutIn(BaseModel):
     person_id: str | None = Field(default=None, pattern=ID_PATTERN)
-    household_id: str | None = Field(default=None, pattern=ID_PATTERN,
-                                     description="for a record about a whole household")
+    household_id: str | None = Field(
+        default=None, pattern=ID_PATTERN, description="for a record about a whole household"
+    )
 
 
 class OfferIn(AboutIn):
     to_agency: str = Field(pattern=AGENCY)
     to_user: str | None = Field(default=None, pattern=ID_PATTERN)
     categories: list[Annotated[str, Field(pattern=CODE)]] = Field(min_length=1, max_length=20)
-    basis: str = Field(pattern=r"^[A-Za-z0-9_]{3,32}$",
-                       description="consent, significant_harm, vital_interests or a gateway")
+    basis: str = Field(
+        pattern=r"^[A-Za-z0-9_]{3,32}$",
+        description="consent, significant_harm, vital_interests or a gateway",
+    )
     justification: Text
     protocol_id: str | None = Field(default=None, pattern=CODE)
 
 
 class ResponseIn(BaseModel):
     accept: bool
-    reason: str | None = Field(default=None, pattern=CODE,
-                               description="required when refusing (a code)")
+    reason: str | None = Field(
+        default=None, pattern=CODE, description="required when refusing (a code)"
+    )
     justification: Text | None = None
 
 
 class NotSharedIn(AboutIn):
-    agency: str | None = Field(default=None, pattern=AGENCY,
-                               description="the other agency (none: any)")
+    agency: str | None = Field(
+        default=None, pattern=AGENCY, description="the other agency (none: any)"
+    )
     categories: list[Annotated[str, Field(pattern=CODE)]] = Field(min_length=1, max_length=20)
     reason: str = Field(pattern=CODE)
     justification: Text
@@ -100,8 +111,10 @@ class ChallengeIn(BaseModel):
 
 
 class DecisionIn(BaseModel):
-    outcome: str = Field(pattern=r"^(upheld|overturned)$",
-                         description="upheld: the refusal stands; overturned: it falls")
+    outcome: str = Field(
+        pattern=r"^(upheld|overturned)$",
+        description="upheld: the refusal stands; overturned: it falls",
+    )
     decided_as: str = Field(pattern=r"^(ig_lead|caldicott_guardian)$")
     reasons: Text
 
@@ -157,51 +170,99 @@ def sharing_router(views: ViewService, current_user: Callable[..., User]) -> API
     @router.post("/offers", response_model=RecordedOut, status_code=201)
     def offer(user: CurrentUser, body: OfferIn) -> RecordedOut:
         """Information offered by the caller's agency to another agency about a person."""
-        return run(lambda: log.offer(user, _about(body), body.to_agency, body.categories,
-                                     body.basis, body.justification, to_user=body.to_user,
-                                     team=team(user), protocol_id=body.protocol_id))
+        return run(
+            lambda: log.offer(
+                user,
+                _about(body),
+                body.to_agency,
+                body.categories,
+                body.basis,
+                body.justification,
+                to_user=body.to_user,
+                team=team(user),
+                protocol_id=body.protocol_id,
+            )
+        )
 
     @router.get("/offers")
     def open_offers(user: CurrentUser) -> list[dict[str, Any]]:
         """Offers made to the caller's agency, not yet answered."""
-        return [o for o in log.open_offers(user.agency)
-                if o["to_user"] in (None, user.user_id)]
+        return [o for o in log.open_offers(user.agency) if o["to_user"] in (None, user.user_id)]
 
     @router.post("/offers/{offer_id}/response", response_model=RecordedOut, status_code=201)
-    def respond(user: CurrentUser, offer_id: Annotated[str, PathParam(pattern=HEX32)],
-                body: ResponseIn) -> RecordedOut:
+    def respond(
+        user: CurrentUser, offer_id: Annotated[str, PathParam(pattern=HEX32)], body: ResponseIn
+    ) -> RecordedOut:
         """Accept an offer, or refuse it with a reason code and a justification."""
-        return run(lambda: log.respond(user, offer_id, body.accept, reason=body.reason,
-                                       justification=body.justification, team=team(user)))
+        return run(
+            lambda: log.respond(
+                user,
+                offer_id,
+                body.accept,
+                reason=body.reason,
+                justification=body.justification,
+                team=team(user),
+            )
+        )
 
     @router.post("/not-offered", response_model=RecordedOut, status_code=201)
     def not_offered(user: CurrentUser, body: NotSharedIn) -> RecordedOut:
         """The caller's agency holds information and decided not to offer it."""
-        return run(lambda: log.not_offered(user, _about(body), body.agency, body.categories,
-                                           body.reason, body.justification, team=team(user),
-                                           protocol_id=body.protocol_id))
+        return run(
+            lambda: log.not_offered(
+                user,
+                _about(body),
+                body.agency,
+                body.categories,
+                body.reason,
+                body.justification,
+                team=team(user),
+                protocol_id=body.protocol_id,
+            )
+        )
 
     @router.post("/not-requested", response_model=RecordedOut, status_code=201)
     def not_requested(user: CurrentUser, body: NotSharedIn) -> RecordedOut:
         """The caller decided not to ask another agency for what it holds."""
-        return run(lambda: log.not_requested(user, _about(body), body.agency, body.categories,
-                                             body.reason, body.justification, team=team(user),
-                                             protocol_id=body.protocol_id))
+        return run(
+            lambda: log.not_requested(
+                user,
+                _about(body),
+                body.agency,
+                body.categories,
+                body.reason,
+                body.justification,
+                team=team(user),
+                protocol_id=body.protocol_id,
+            )
+        )
 
     @router.post("/off-system", response_model=RecordedOut, status_code=201)
     def off_system(user: CurrentUser, body: OffSystemIn) -> RecordedOut:
         """Sharing done outside the system (strategy meeting, phone call), recorded after."""
-        return run(lambda: log.off_system(
-            user, _about(body), channel=body.channel, occurred_on=body.occurred_on,
-            from_agency=body.from_agency, to_agency=body.to_agency, asked=body.asked,
-            categories=body.categories, basis=body.basis, justification=body.justification,
-            team=team(user), protocol_id=body.protocol_id))
+        return run(
+            lambda: log.off_system(
+                user,
+                _about(body),
+                channel=body.channel,
+                occurred_on=body.occurred_on,
+                from_agency=body.from_agency,
+                to_agency=body.to_agency,
+                asked=body.asked,
+                categories=body.categories,
+                basis=body.basis,
+                justification=body.justification,
+                team=team(user),
+                protocol_id=body.protocol_id,
+            )
+        )
 
     @router.post("/challenges", response_model=RecordedOut, status_code=201)
     def challenge(user: CurrentUser, body: ChallengeIn) -> RecordedOut:
         """Challenge a refusal to the IG lead or the Caldicott guardian."""
-        return run(lambda: log.challenge(user, body.target_seq, body.to, body.grounds,
-                                         team=team(user)))
+        return run(
+            lambda: log.challenge(user, body.target_seq, body.to, body.grounds, team=team(user))
+        )
 
     @router.get("/challenges")
     def open_challenges(user: CurrentUser) -> list[dict[str, Any]]:
@@ -210,12 +271,15 @@ def sharing_router(views: ViewService, current_user: Callable[..., User]) -> API
             raise HTTPException(403, {"reasons": ["role_may_not_decide_challenges"]})
         return log.open_challenges()
 
-    @router.post("/challenges/{challenge_id}/decision", response_model=RecordedOut,
-                 status_code=201)
-    def decide(user: CurrentUser, challenge_id: Annotated[str, PathParam(pattern=HEX32)],
-               body: DecisionIn) -> RecordedOut:
+    @router.post("/challenges/{challenge_id}/decision", response_model=RecordedOut, status_code=201)
+    def decide(
+        user: CurrentUser, challenge_id: Annotated[str, PathParam(pattern=HEX32)], body: DecisionIn
+    ) -> RecordedOut:
         """Uphold or overturn a challenged refusal (IG lead / Caldicott guardian)."""
-        return run(lambda: log.decide(user, challenge_id, body.outcome, body.decided_as,
-                                      body.reasons, team=team(user)))
+        return run(
+            lambda: log.decide(
+                user, challenge_id, body.outcome, body.decided_as, body.reasons, team=team(user)
+            )
+        )
 
     return router

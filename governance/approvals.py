@@ -81,26 +81,45 @@ class ApprovalRequest:
     grant_id: str | None = None
 
 
-def pending_request(gov: Governance, user: User, protocol_id: str,
-                    ask: BreakGlassAsk | None, decisions: list[Decision], at: dt.datetime,
-                    subject_kind: str, subject_id: str | None) -> ApprovalRequest | None:
+def pending_request(
+    gov: Governance,
+    user: User,
+    protocol_id: str,
+    ask: BreakGlassAsk | None,
+    decisions: list[Decision],
+    at: dt.datetime,
+    subject_kind: str,
+    subject_id: str | None,
+) -> ApprovalRequest | None:
     """The request to store when a new override's only problem is the missing approval."""
     if ask is None or ask.grant_id is not None or gov.access is None or not decisions:
         return None
     problems = {p for d in decisions for p in d.break_glass_problems}
     if problems != {NEEDS_APPROVAL}:
         return None
-    return ApprovalRequest(uuid.uuid4().hex, 0, user.user_id, user.role, user.agency,
-                           protocol_id, subject_kind, subject_id or "", ask.category or "",
-                           (ask.justification or "").strip(), int(ask.hours or 0),
-                           at.isoformat())
+    return ApprovalRequest(
+        uuid.uuid4().hex,
+        0,
+        user.user_id,
+        user.role,
+        user.agency,
+        protocol_id,
+        subject_kind,
+        subject_id or "",
+        ask.category or "",
+        (ask.justification or "").strip(),
+        int(ask.hours or 0),
+        at.isoformat(),
+    )
 
 
 def approver_of(conn: Connection, grant_id: str) -> str | None:
     """Who approved the request a grant came from (None: not from an approval)."""
-    r = conn.execute(select(BreakGlassRequestRow.decided_by).where(
-        BreakGlassRequestRow.grant_id == grant_id,
-        BreakGlassRequestRow.status == APPROVED)).first()
+    r = conn.execute(
+        select(BreakGlassRequestRow.decided_by).where(
+            BreakGlassRequestRow.grant_id == grant_id, BreakGlassRequestRow.status == APPROVED
+        )
+    ).first()
     return None if r is None else r[0]
 
 
@@ -112,21 +131,49 @@ class ApprovalStore:
 
     @staticmethod
     def insert(conn: Connection, req: ApprovalRequest) -> None:
-        conn.execute(insert(BreakGlassRequestRow).values(
-            request_id=req.request_id, audit_seq=req.audit_seq, user_id=req.user_id,
-            role=req.role, agency=req.agency, protocol_id=req.protocol_id,
-            subject_kind=req.subject_kind, subject_id=req.subject_id, category=req.category,
-            justification=req.justification, hours=req.hours, requested_at=req.requested_at,
-            status=PENDING))
+        conn.execute(
+            insert(BreakGlassRequestRow).values(
+                request_id=req.request_id,
+                audit_seq=req.audit_seq,
+                user_id=req.user_id,
+                role=req.role,
+                agency=req.agency,
+                protocol_id=req.protocol_id,
+                subject_kind=req.subject_kind,
+                subject_id=req.subject_id,
+                category=req.category,
+                justification=req.justification,
+                hours=req.hours,
+                requested_at=req.requested_at,
+                status=PENDING,
+            )
+        )
 
     def _rows(self, *where: object) -> list[ApprovalRequest]:
         c = BreakGlassRequestRow
         with self.engine.connect() as conn:
-            rows = conn.execute(select(
-                c.request_id, c.audit_seq, c.user_id, c.role, c.agency, c.protocol_id,
-                c.subject_kind, c.subject_id, c.category, c.justification, c.hours,
-                c.requested_at, c.status, c.decided_by, c.decided_at, c.grant_id,
-            ).where(*where).order_by(c.requested_at, c.request_id)).all()
+            rows = conn.execute(
+                select(
+                    c.request_id,
+                    c.audit_seq,
+                    c.user_id,
+                    c.role,
+                    c.agency,
+                    c.protocol_id,
+                    c.subject_kind,
+                    c.subject_id,
+                    c.category,
+                    c.justification,
+                    c.hours,
+                    c.requested_at,
+                    c.status,
+                    c.decided_by,
+                    c.decided_at,
+                    c.grant_id,
+                )
+                .where(*where)
+                .order_by(c.requested_at, c.request_id)
+            ).all()
         return [ApprovalRequest(*r) for r in rows]
 
     def get(self, request_id: str) -> ApprovalRequest | None:
@@ -141,22 +188,34 @@ class ApprovalStore:
         if gov.access is None:
             return []
         a = gov.access.assignments
-        return [r for r in self._rows(BreakGlassRequestRow.status == PENDING)
-                if a.manages(manager.user_id, r.user_id)]
+        return [
+            r
+            for r in self._rows(BreakGlassRequestRow.status == PENDING)
+            if a.manages(manager.user_id, r.user_id)
+        ]
 
-    def decide(self, gov: Governance, manager: User, request_id: str, approve: bool,
-               at: dt.datetime) -> ApprovalRequest:
+    def decide(
+        self, gov: Governance, manager: User, request_id: str, approve: bool, at: dt.datetime
+    ) -> ApprovalRequest:
         """Approve or decline; one audit entry either way, and one for a refused attempt."""
         req = self.get(request_id)
         code = _refusal(gov, manager, req)
         outcome = (APPROVED if approve else DECLINED) if code is None else "refused"
-        body = {"type": "break_glass_approval", "at": at.isoformat(),
-                "user_id": manager.user_id, "role": manager.role,
-                "request_id": request_id, "outcome": outcome}
+        body = {
+            "type": "break_glass_approval",
+            "at": at.isoformat(),
+            "user_id": manager.user_id,
+            "role": manager.role,
+            "request_id": request_id,
+            "outcome": outcome,
+        }
         if req is not None:
-            body |= {"protocol_id": req.protocol_id, "requester": req.user_id,
-                     "subject": {"kind": req.subject_kind, "id": req.subject_id},
-                     "request_audit_seq": req.audit_seq}
+            body |= {
+                "protocol_id": req.protocol_id,
+                "requester": req.user_id,
+                "subject": {"kind": req.subject_kind, "id": req.subject_id},
+                "request_audit_seq": req.audit_seq,
+            }
         if code is not None:
             body["refusal_reason"] = code
             rec = gov.audit.append("decision", body)
@@ -167,16 +226,31 @@ class ApprovalStore:
             proto = gov.protocols[req.protocol_id]
             hours = max(1, min(req.hours, proto.break_glass.max_hours or 0))
             bg = BreakGlass(req.category, req.justification, at, hours, manager.user_id)
-            grant = Grant(uuid.uuid4().hex, 0, req.user_id, req.protocol_id, req.subject_kind,
-                          req.subject_id, bg, at + dt.timedelta(hours=hours))
+            grant = Grant(
+                uuid.uuid4().hex,
+                0,
+                req.user_id,
+                req.protocol_id,
+                req.subject_kind,
+                req.subject_id,
+                bg,
+                at + dt.timedelta(hours=hours),
+            )
             body |= {"grant_id": grant.grant_id, "expires_at": grant.expires_at.isoformat()}
 
         def also(conn: Connection, seq: int) -> None:
             c = BreakGlassRequestRow
-            moved = conn.execute(update(c).where(c.request_id == request_id, c.status == PENDING)
-                                 .values(status=outcome, decided_by=manager.user_id,
-                                         decided_at=at.isoformat(), decision_seq=seq,
-                                         grant_id=grant.grant_id if grant else None))
+            moved = conn.execute(
+                update(c)
+                .where(c.request_id == request_id, c.status == PENDING)
+                .values(
+                    status=outcome,
+                    decided_by=manager.user_id,
+                    decided_at=at.isoformat(),
+                    decision_seq=seq,
+                    grant_id=grant.grant_id if grant else None,
+                )
+            )
             if moved.rowcount != 1:
                 raise RuntimeError("request decided concurrently")  # rolls back the entry
             if grant is not None:

@@ -54,13 +54,19 @@ def _now() -> str:
 
 def entry_hash(seq: int, prev_hash: str, recorded_at: str, kind: str, body_text: str) -> str:
     material = canonical_json(
-        {"seq": seq, "prev_hash": prev_hash, "recorded_at": recorded_at, "kind": kind,
-         "body": body_text}
+        {
+            "seq": seq,
+            "prev_hash": prev_hash,
+            "recorded_at": recorded_at,
+            "kind": kind,
+            "body": body_text,
+        }
     )
     return hashlib.sha256(material.encode("utf-8")).hexdigest()
 
 
 # --- the hub's identity-request key (PEM; the audit key is governance.audit_keys) ---------------
+
 
 def key_id(pub: Ed25519PublicKey) -> str:
     """Short id of an identity-request public key (SHA-256 of the raw key, 16 hex)."""
@@ -73,7 +79,8 @@ def generate_hub_key(path: Path) -> Ed25519PrivateKey:
     key = Ed25519PrivateKey.generate()
     path.parent.mkdir(parents=True, exist_ok=True)
     pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -97,6 +104,7 @@ def load_hub_key(path: Path) -> Ed25519PrivateKey:
 
 
 # --- engine ------------------------------------------------------------------------------------
+
 
 def make_engine(url: str, schema: str | None = None) -> Engine:
     """Engine for the governance store. On SQLite every transaction is BEGIN IMMEDIATE."""
@@ -123,6 +131,7 @@ def make_engine(url: str, schema: str | None = None) -> Engine:
 
 
 # --- log ---------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True, slots=True)
 class AuditRecord:
@@ -179,8 +188,11 @@ class AuditLog:
     ) -> AuditRecord:
         """Append one entry; `also(conn, seq)` runs in the same transaction (alerts etc.)."""
         pid = body.get("protocol_id")
-        if self.protocol_stamp is not None and isinstance(pid, str) and (
-                "protocol_sha256" not in body):
+        if (
+            self.protocol_stamp is not None
+            and isinstance(pid, str)
+            and ("protocol_sha256" not in body)
+        ):
             body = {**body, **self.protocol_stamp(pid)}
         body_text = canonical_json(body)
         last_exc: Exception | None = None
@@ -198,18 +210,26 @@ class AuditLog:
     ) -> AuditRecord:
         with self.engine.begin() as conn:
             head = conn.execute(
-                select(ChainHead.seq, ChainHead.entry_hash).where(ChainHead.id == 1)
+                select(ChainHead.seq, ChainHead.entry_hash)
+                .where(ChainHead.id == 1)
                 .with_for_update()
             ).one()
             seq, prev = head.seq + 1, head.entry_hash
             recorded_at = _now()
             h = entry_hash(seq, prev, recorded_at, kind, body_text)
-            conn.execute(insert(AuditEntry).values(
-                seq=seq, prev_hash=prev, entry_hash=h, recorded_at=recorded_at, kind=kind,
-                body=body_text,
-            ))
+            conn.execute(
+                insert(AuditEntry).values(
+                    seq=seq,
+                    prev_hash=prev,
+                    entry_hash=h,
+                    recorded_at=recorded_at,
+                    kind=kind,
+                    body=body_text,
+                )
+            )
             moved = conn.execute(
-                update(ChainHead).where(ChainHead.id == 1, ChainHead.seq == head.seq)
+                update(ChainHead)
+                .where(ChainHead.id == 1, ChainHead.seq == head.seq)
                 .values(seq=seq, entry_hash=h)
             )
             if moved.rowcount != 1:
@@ -239,7 +259,8 @@ class AuditLog:
             raise AuditError("no hub audit signing key configured")
         with self.engine.begin() as conn:
             head = conn.execute(
-                select(ChainHead.seq, ChainHead.entry_hash).where(ChainHead.id == 1)
+                select(ChainHead.seq, ChainHead.entry_hash)
+                .where(ChainHead.id == 1)
                 .with_for_update()
             ).one()
             made = self._sign(conn, int(head.seq), head.entry_hash, reason, full)
@@ -255,9 +276,14 @@ class AuditLog:
     def get(self, seq: int) -> AuditRecord | None:
         with self.engine.connect() as conn:
             r = conn.execute(
-                select(AuditEntry.seq, AuditEntry.prev_hash, AuditEntry.entry_hash,
-                       AuditEntry.recorded_at, AuditEntry.kind, AuditEntry.body)
-                .where(AuditEntry.seq == seq)
+                select(
+                    AuditEntry.seq,
+                    AuditEntry.prev_hash,
+                    AuditEntry.entry_hash,
+                    AuditEntry.recorded_at,
+                    AuditEntry.kind,
+                    AuditEntry.body,
+                ).where(AuditEntry.seq == seq)
             ).first()
         if r is None:
             return None
@@ -266,13 +292,19 @@ class AuditLog:
     def entries(self, batch: int = 1000) -> Iterator[AuditRecord]:
         with self.engine.connect() as conn:
             rows = conn.execution_options(yield_per=batch).execute(
-                select(AuditEntry.seq, AuditEntry.prev_hash, AuditEntry.entry_hash,
-                       AuditEntry.recorded_at, AuditEntry.kind, AuditEntry.body)
-                .order_by(AuditEntry.seq)
+                select(
+                    AuditEntry.seq,
+                    AuditEntry.prev_hash,
+                    AuditEntry.entry_hash,
+                    AuditEntry.recorded_at,
+                    AuditEntry.kind,
+                    AuditEntry.body,
+                ).order_by(AuditEntry.seq)
             )
             for r in rows:
-                yield AuditRecord(int(r.seq), r.prev_hash, r.entry_hash, r.recorded_at, r.kind,
-                                  r.body)
+                yield AuditRecord(
+                    int(r.seq), r.prev_hash, r.entry_hash, r.recorded_at, r.kind, r.body
+                )
 
     def verify(
         self,
@@ -289,6 +321,7 @@ class AuditLog:
 
 
 # --- CLI (governance.audit_cli) ------------------------------------------------------------------
+
 
 def main(argv: list[str] | None = None) -> int:
     from governance.audit_cli import main as cli_main

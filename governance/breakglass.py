@@ -34,34 +34,59 @@ class GrantStore:
         from governance.approvals import BreakGlassRequestRow
 
         self.engine = engine
-        Base.metadata.create_all(engine, tables=[BreakGlassGrant.__table__,
-                                                 BreakGlassRequestRow.__table__])
+        Base.metadata.create_all(
+            engine, tables=[BreakGlassGrant.__table__, BreakGlassRequestRow.__table__]
+        )
 
     @staticmethod
     def insert(conn: Connection, grant: Grant) -> None:
         bg = grant.break_glass
-        conn.execute(insert(BreakGlassGrant).values(
-            grant_id=grant.grant_id, audit_seq=grant.audit_seq, user_id=grant.user_id,
-            protocol_id=grant.protocol_id, subject_kind=grant.subject_kind,
-            subject_id=grant.subject_id, category=bg.category, justification=bg.justification,
-            started_at=bg.started_at.isoformat(), hours=bg.hours,
-            expires_at=grant.expires_at.isoformat()))
+        conn.execute(
+            insert(BreakGlassGrant).values(
+                grant_id=grant.grant_id,
+                audit_seq=grant.audit_seq,
+                user_id=grant.user_id,
+                protocol_id=grant.protocol_id,
+                subject_kind=grant.subject_kind,
+                subject_id=grant.subject_id,
+                category=bg.category,
+                justification=bg.justification,
+                started_at=bg.started_at.isoformat(),
+                hours=bg.hours,
+                expires_at=grant.expires_at.isoformat(),
+            )
+        )
 
     def get(self, grant_id: str) -> Grant | None:
         from governance.approvals import approver_of
 
         with self.engine.connect() as conn:
-            r = conn.execute(select(*BreakGlassGrant.__table__.c)
-                             .where(BreakGlassGrant.grant_id == grant_id)).first()
+            r = conn.execute(
+                select(*BreakGlassGrant.__table__.c).where(BreakGlassGrant.grant_id == grant_id)
+            ).first()
             if r is None:
                 return None
-            bg = BreakGlass(r.category, r.justification, dt.datetime.fromisoformat(r.started_at),
-                            r.hours, approver_of(conn, r.grant_id))
-            return Grant(r.grant_id, r.audit_seq, r.user_id, r.protocol_id, r.subject_kind,
-                         r.subject_id, bg, dt.datetime.fromisoformat(r.expires_at))
+            bg = BreakGlass(
+                r.category,
+                r.justification,
+                dt.datetime.fromisoformat(r.started_at),
+                r.hours,
+                approver_of(conn, r.grant_id),
+            )
+            return Grant(
+                r.grant_id,
+                r.audit_seq,
+                r.user_id,
+                r.protocol_id,
+                r.subject_kind,
+                r.subject_id,
+                bg,
+                dt.datetime.fromisoformat(r.expires_at),
+            )
 
     def grant_for_seq(self, audit_seq: int) -> str | None:
         with self.engine.connect() as conn:
-            r = conn.execute(select(BreakGlassGrant.grant_id)
-                             .where(BreakGlassGrant.audit_seq == audit_seq)).first()
+            r = conn.execute(
+                select(BreakGlassGrant.grant_id).where(BreakGlassGrant.audit_seq == audit_seq)
+            ).first()
         return None if r is None else r[0]

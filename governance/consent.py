@@ -112,7 +112,10 @@ class ConsentRegistry:
         reg = cls()
         for pos, row in enumerate(df.itertuples(index=False)):
             reg.record(
-                row.person_id, row.agency, row.consent_purpose, row.consent_status,
+                row.person_id,
+                row.agency,
+                row.consent_purpose,
+                row.consent_status,
                 dates.iloc[pos].date(),
             )
         return reg
@@ -122,8 +125,9 @@ class ConsentRegistry:
     ) -> ConsentState:
         return _decide_state(self._events.get((person_id, purpose), ()), agency, _as_date(at))
 
-    def for_subject(self, person_id: str, purpose: str, at: dt.date | dt.datetime
-                    ) -> Callable[[str, str], ConsentState]:
+    def for_subject(
+        self, person_id: str, purpose: str, at: dt.date | dt.datetime
+    ) -> Callable[[str, str], ConsentState]:
         """(agency, field) -> state for one decision. Per agency here; consent records add
         scope per field (governance.consent_scoped)."""
         cache: dict[str, ConsentState] = {}
@@ -150,8 +154,7 @@ def _decide_state(all_events: Iterable[ConsentEvent], agency: str, on: dt.date) 
     latest = max(own, key=key)
     if latest.status is ConsentStatus.GIVEN:
         vetoes = [
-            e for e in events
-            if e.status is not ConsentStatus.GIVEN and e.date >= latest.date
+            e for e in events if e.status is not ConsentStatus.GIVEN and e.date >= latest.date
         ]
         if vetoes:
             veto = max(vetoes, key=key)
@@ -184,48 +187,72 @@ class SqlConsentRegistry(ConsentRegistry):
 
     def __len__(self) -> int:
         with self.engine.connect() as conn:
-            return int(conn.execute(
-                select(func.count()).select_from(ConsentEventRow)).scalar_one())
+            return int(conn.execute(select(func.count()).select_from(ConsentEventRow)).scalar_one())
 
     def record(
         self, person_id: str, agency: str, purpose: str, status: str, on: dt.date | dt.datetime
     ) -> None:
         _validate(person_id, agency, purpose, status)
         with self.engine.begin() as conn:
-            conn.execute(insert(ConsentEventRow).values(
-                person_id=person_id, purpose=purpose, agency=agency, status=status,
-                on_date=_as_date(on).isoformat(), source="direct", run_id=None,
-                recorded_at=dt.datetime.now(dt.UTC).isoformat()))
+            conn.execute(
+                insert(ConsentEventRow).values(
+                    person_id=person_id,
+                    purpose=purpose,
+                    agency=agency,
+                    status=status,
+                    on_date=_as_date(on).isoformat(),
+                    source="direct",
+                    run_id=None,
+                    recorded_at=dt.datetime.now(dt.UTC).isoformat(),
+                )
+            )
 
     def state(
         self, person_id: str, purpose: str, agency: str, at: dt.date | dt.datetime
     ) -> ConsentState:
         with self.engine.connect() as conn:
             rows = conn.execute(
-                select(ConsentEventRow.agency, ConsentEventRow.status, ConsentEventRow.on_date)
-                .where(ConsentEventRow.person_id == person_id,
-                       ConsentEventRow.purpose == purpose)).all()
-        events = [ConsentEvent(r.agency, ConsentStatus(r.status), dt.date.fromisoformat(r.on_date))
-                  for r in rows]
+                select(
+                    ConsentEventRow.agency, ConsentEventRow.status, ConsentEventRow.on_date
+                ).where(ConsentEventRow.person_id == person_id, ConsentEventRow.purpose == purpose)
+            ).all()
+        events = [
+            ConsentEvent(r.agency, ConsentStatus(r.status), dt.date.fromisoformat(r.on_date))
+            for r in rows
+        ]
         return _decide_state(events, agency, _as_date(at))
 
     def has_warehouse_events(self) -> bool:
         with self.engine.connect() as conn:
-            return conn.execute(select(ConsentEventRow.id)
-                                .where(ConsentEventRow.source == "warehouse").limit(1)
-                                ).first() is not None
+            return (
+                conn.execute(
+                    select(ConsentEventRow.id).where(ConsentEventRow.source == "warehouse").limit(1)
+                ).first()
+                is not None
+            )
 
-    def replace_warehouse_events(self, df: pd.DataFrame, source: str,
-                                 run_id: str | None = None) -> int:
+    def replace_warehouse_events(
+        self, df: pd.DataFrame, source: str, run_id: str | None = None
+    ) -> int:
         """Validate every row first (a malformed row stops the refresh and nothing changes:
         see ConsentRegistry.from_frame), then swap the warehouse-sourced events in one
         transaction. Returns the number of events loaded."""
         checked = ConsentRegistry.from_frame(df, source=source) if len(df) else ConsentRegistry()
         now = dt.datetime.now(dt.UTC).isoformat()
-        rows = [{"person_id": pid, "purpose": purpose, "agency": e.agency,
-                 "status": e.status.value, "on_date": e.date.isoformat(),
-                 "source": "warehouse", "run_id": run_id, "recorded_at": now}
-                for (pid, purpose), evs in checked._events.items() for e in evs]
+        rows = [
+            {
+                "person_id": pid,
+                "purpose": purpose,
+                "agency": e.agency,
+                "status": e.status.value,
+                "on_date": e.date.isoformat(),
+                "source": "warehouse",
+                "run_id": run_id,
+                "recorded_at": now,
+            }
+            for (pid, purpose), evs in checked._events.items()
+            for e in evs
+        ]
         with self.engine.begin() as conn:
             conn.execute(delete(ConsentEventRow).where(ConsentEventRow.source == "warehouse"))
             if rows:

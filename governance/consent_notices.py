@@ -49,9 +49,13 @@ def sign_notice(notice: dict[str, Any], key: Ed25519PrivateKey) -> dict[str, Any
     return {"notice": notice, "signature": base64.b64encode(sig).decode()}
 
 
-def withdrawal_notices(rec: ConsentRecord, refs_now: Iterable[tuple[str, str]],
-                       key: Ed25519PrivateKey, audit_seq: int, at: dt.datetime
-                       ) -> list[dict[str, Any]]:
+def withdrawal_notices(
+    rec: ConsentRecord,
+    refs_now: Iterable[tuple[str, str]],
+    key: Ed25519PrivateKey,
+    audit_seq: int,
+    at: dt.datetime,
+) -> list[dict[str, Any]]:
     """One signed notice per agency told: the agencies in scope and the recording agency,
     each with only its own refs (those stored with the consent and the person's now)."""
     by_agency: dict[str, set[str]] = {}
@@ -61,24 +65,40 @@ def withdrawal_notices(rec: ConsentRecord, refs_now: Iterable[tuple[str, str]],
     kid = key_id(key.public_key())
     out = []
     for agency in sorted(told):
-        notice = {"notice_version": NOTICE_VERSION, "kind": NOTICE_KIND,
-                  "notice_id": uuid.uuid4().hex, "agency": agency,
-                  "record_refs": sorted(by_agency[agency]), "purpose": rec.purpose,
-                  "categories": sorted(rec.scope.categories),
-                  "agencies_in_scope": sorted(rec.scope.agencies),
-                  "consent_record_id": rec.record_id, "withdrawn_at": at.isoformat(),
-                  "hub_audit_seq": audit_seq, "issued_at": at.isoformat(),
-                  "hub_key_id": kid}
+        notice = {
+            "notice_version": NOTICE_VERSION,
+            "kind": NOTICE_KIND,
+            "notice_id": uuid.uuid4().hex,
+            "agency": agency,
+            "record_refs": sorted(by_agency[agency]),
+            "purpose": rec.purpose,
+            "categories": sorted(rec.scope.categories),
+            "agencies_in_scope": sorted(rec.scope.agencies),
+            "consent_record_id": rec.record_id,
+            "withdrawn_at": at.isoformat(),
+            "hub_audit_seq": audit_seq,
+            "issued_at": at.isoformat(),
+            "hub_key_id": kid,
+        }
         out.append(sign_notice(notice, key))
     return out
 
 
 def store_notices(conn: Connection, envelopes: list[dict[str, Any]], audit_seq: int) -> None:
     if envelopes:
-        conn.execute(insert(ConsentNoticeRow), [
-            {"notice_id": e["notice"]["notice_id"], "agency": e["notice"]["agency"],
-             "record_id": e["notice"]["consent_record_id"], "audit_seq": audit_seq,
-             "envelope": json.dumps(e, sort_keys=True)} for e in envelopes])
+        conn.execute(
+            insert(ConsentNoticeRow),
+            [
+                {
+                    "notice_id": e["notice"]["notice_id"],
+                    "agency": e["notice"]["agency"],
+                    "record_id": e["notice"]["consent_record_id"],
+                    "audit_seq": audit_seq,
+                    "envelope": json.dumps(e, sort_keys=True),
+                }
+                for e in envelopes
+            ],
+        )
 
 
 class NoticeOutbox:
@@ -91,9 +111,11 @@ class NoticeOutbox:
 
     def for_record(self, record_id: str) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
-            rows = conn.execute(select(ConsentNoticeRow.envelope).where(
-                ConsentNoticeRow.record_id == record_id)
-                .order_by(ConsentNoticeRow.agency)).all()
+            rows = conn.execute(
+                select(ConsentNoticeRow.envelope)
+                .where(ConsentNoticeRow.record_id == record_id)
+                .order_by(ConsentNoticeRow.agency)
+            ).all()
         return [json.loads(r.envelope) for r in rows]
 
     def flush(self) -> list[Path]:
@@ -101,8 +123,9 @@ class NoticeOutbox:
         if self.folder is None:
             return []
         with self.engine.connect() as conn:
-            rows = conn.execute(select(ConsentNoticeRow).where(
-                ConsentNoticeRow.written_at.is_(None))).all()
+            rows = conn.execute(
+                select(ConsentNoticeRow).where(ConsentNoticeRow.written_at.is_(None))
+            ).all()
         written = []
         for row in rows:
             folder = self.folder / row.agency
@@ -113,8 +136,10 @@ class NoticeOutbox:
                 with os.fdopen(fd, "w", encoding="utf-8") as fh:
                     fh.write(row.envelope)
             with self.engine.begin() as conn:
-                conn.execute(update(ConsentNoticeRow).where(
-                    ConsentNoticeRow.notice_id == row.notice_id).values(
-                    written_at=dt.datetime.now(dt.UTC).isoformat()))
+                conn.execute(
+                    update(ConsentNoticeRow)
+                    .where(ConsentNoticeRow.notice_id == row.notice_id)
+                    .values(written_at=dt.datetime.now(dt.UTC).isoformat())
+                )
             written.append(path)
         return written

@@ -57,8 +57,12 @@ CAPACITIES = {
 }
 METHODS = ("written_in_person", "verbal_in_person", "phone", "digital_form")
 STATUSES = ("given", "refused", "not_sought")
-NOT_SOUGHT_REASONS = ("risk_of_significant_harm", "would_prejudice_enquiry",
-                      "person_not_contactable", "statutory_gateway_applies")
+NOT_SOUGHT_REASONS = (
+    "risk_of_significant_harm",
+    "would_prejudice_enquiry",
+    "person_not_contactable",
+    "statutory_gateway_applies",
+)
 WITHDRAWAL_WAYS = ("in_person", "phone", "in_writing", "digital_form")
 EVIDENCE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9/_.:-]{0,63}$")
 CODE = re.compile(r"^[a-z][a-z0-9_]{1,63}$")
@@ -135,8 +139,9 @@ class NewConsent:
         if self.consenter not in CAPACITIES:
             out.append(f"consenter: one of {', '.join(CONSENTERS)}")
         elif self.capacity not in CAPACITIES[self.consenter]:
-            out.append(f"capacity: for a {self.consenter} one of "
-                       f"{', '.join(CAPACITIES[self.consenter])}")
+            out.append(
+                f"capacity: for a {self.consenter} one of {', '.join(CAPACITIES[self.consenter])}"
+            )
         if self.status == "not_sought":
             if self.not_sought_reason not in NOT_SOUGHT_REASONS:
                 out.append(f"not_sought_reason: one of {', '.join(NOT_SOUGHT_REASONS)}")
@@ -147,10 +152,13 @@ class NewConsent:
                 out.append(f"method: one of {', '.join(METHODS)}")
             if self.not_sought_reason is not None:
                 out.append("not_sought_reason: only when consent was not sought")
-        if self.evidence_ref is not None and (not EVIDENCE.fullmatch(self.evidence_ref)
-                                              or has_identifier(self.evidence_ref)):
-            out.append("evidence_ref: a document reference (letters, digits, / _ . : -), "
-                       "never a personal identifier")
+        if self.evidence_ref is not None and (
+            not EVIDENCE.fullmatch(self.evidence_ref) or has_identifier(self.evidence_ref)
+        ):
+            out.append(
+                "evidence_ref: a document reference (letters, digits, / _ . : -), "
+                "never a personal identifier"
+            )
         if self.status == "given" and not self.evidence_ref:
             out.append("evidence_ref: required when consent is given")
         if self.given_on > today:
@@ -195,31 +203,57 @@ class ConsentRecord:
 
     def public(self) -> dict[str, Any]:
         """What the API and the workspace show: codes and dates, no record refs."""
-        return {"record_id": self.record_id, "person_id": self.person_id,
-                "purpose": self.purpose, "agencies": sorted(self.scope.agencies),
-                "categories": sorted(self.scope.categories), "status": self.status,
-                "consenter": self.consenter, "capacity": self.capacity, "method": self.method,
-                "not_sought_reason": self.not_sought_reason, "evidence_ref": self.evidence_ref,
-                "given_on": self.given_on.isoformat(), "review_by": self.review_by.isoformat(),
-                "recorded_by": self.recorded_by, "recorded_agency": self.recorded_agency,
-                "recorded_at": self.recorded_at.isoformat(), "audit_seq": self.audit_seq,
-                "withdrawn_at": self.withdrawn_at.isoformat() if self.withdrawn_at else None,
-                "withdrawn_by": self.withdrawn_by, "withdrawal_way": self.withdrawal_way}
+        return {
+            "record_id": self.record_id,
+            "person_id": self.person_id,
+            "purpose": self.purpose,
+            "agencies": sorted(self.scope.agencies),
+            "categories": sorted(self.scope.categories),
+            "status": self.status,
+            "consenter": self.consenter,
+            "capacity": self.capacity,
+            "method": self.method,
+            "not_sought_reason": self.not_sought_reason,
+            "evidence_ref": self.evidence_ref,
+            "given_on": self.given_on.isoformat(),
+            "review_by": self.review_by.isoformat(),
+            "recorded_by": self.recorded_by,
+            "recorded_agency": self.recorded_agency,
+            "recorded_at": self.recorded_at.isoformat(),
+            "audit_seq": self.audit_seq,
+            "withdrawn_at": self.withdrawn_at.isoformat() if self.withdrawn_at else None,
+            "withdrawn_by": self.withdrawn_by,
+            "withdrawal_way": self.withdrawal_way,
+        }
 
 
 def _record(row: Any, refs: Iterable[tuple[str, str, bool]]) -> ConsentRecord:
     return ConsentRecord(
-        row.record_id, row.person_id, row.purpose,
+        row.record_id,
+        row.person_id,
+        row.purpose,
         Scope(frozenset(row.agencies.split(",")), frozenset(row.categories.split(","))),
-        row.status, row.consenter, row.capacity, row.method, row.not_sought_reason,
-        row.evidence_ref, dt.date.fromisoformat(row.given_on),
-        dt.date.fromisoformat(row.review_by), row.recorded_by, row.recorded_agency,
-        dt.datetime.fromisoformat(row.recorded_at), row.audit_seq,
+        row.status,
+        row.consenter,
+        row.capacity,
+        row.method,
+        row.not_sought_reason,
+        row.evidence_ref,
+        dt.date.fromisoformat(row.given_on),
+        dt.date.fromisoformat(row.review_by),
+        row.recorded_by,
+        row.recorded_agency,
+        dt.datetime.fromisoformat(row.recorded_at),
+        row.audit_seq,
         dt.datetime.fromisoformat(row.withdrawn_at) if row.withdrawn_at else None,
-        row.withdrawn_by, row.withdrawal_way, tuple(refs))
+        row.withdrawn_by,
+        row.withdrawal_way,
+        tuple(refs),
+    )
 
 
 # --- the person map: which record refs a person holds now --------------------------------------
+
 
 class PersonRefs:
     """Record refs of persons in the hub warehouse's `record_person` table (read-only, one
@@ -245,36 +279,55 @@ class PersonRefs:
             con.close()
 
     def refs_of(self, person_id: str) -> frozenset[Ref]:
-        return frozenset((a, r) for a, r in self._query(
-            "SELECT agency, record_ref FROM record_person WHERE person_id = ?", [person_id]))
+        return frozenset(
+            (a, r)
+            for a, r in self._query(
+                "SELECT agency, record_ref FROM record_person WHERE person_id = ?", [person_id]
+            )
+        )
 
     def household_of(self, person_id: str) -> str | None:
         """The person's current household (as governance.service.ViewService decides it)."""
-        rows = self._query("""SELECT m.household_id FROM household_member m
+        rows = self._query(
+            """SELECT m.household_id FROM household_member m
             JOIN household h USING (household_id)
             WHERE m.person_id = ? AND h.status = 'active'
-            ORDER BY m.n_agencies_agreeing DESC, m.household_id LIMIT 1""", [person_id])
+            ORDER BY m.n_agencies_agreeing DESC, m.household_id LIMIT 1""",
+            [person_id],
+        )
         return rows[0][0] if rows else None
 
     def holders(self, refs: Iterable[Ref]) -> dict[Ref, str]:
         wanted = sorted({r for _, r in refs})
         if not wanted:
             return {}
-        rows = self._query("SELECT agency, record_ref, person_id FROM record_person "
-                           "WHERE list_contains(?, record_ref)", [wanted])
+        rows = self._query(
+            "SELECT agency, record_ref, person_id FROM record_person "
+            "WHERE list_contains(?, record_ref)",
+            [wanted],
+        )
         return {(a, r): p for a, r, p in rows}
 
 
 # --- the store ---------------------------------------------------------------------------------
 
+
 class ConsentRecordStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        Base.metadata.create_all(engine, tables=[ConsentRecordRow.__table__,
-                                                 ConsentRecordRef.__table__])
+        Base.metadata.create_all(
+            engine, tables=[ConsentRecordRow.__table__, ConsentRecordRef.__table__]
+        )
 
-    def add(self, new: NewConsent, refs: Iterable[Ref], user_id: str, agency: str | None,
-            audit: AuditLog, now: dt.datetime) -> ConsentRecord:
+    def add(
+        self,
+        new: NewConsent,
+        refs: Iterable[Ref],
+        user_id: str,
+        agency: str | None,
+        audit: AuditLog,
+        now: dt.datetime,
+    ) -> ConsentRecord:
         """Record a consent (given, refused or not sought) and its audit entry, atomically."""
         problems = new.problems(now.date())
         if agency is not None and agency not in AGENCY_CODES:
@@ -285,40 +338,79 @@ class ConsentRecordStore:
         own = [r for r in refs if r[0] == agency]
         anchors = set(own or refs)  # the recording agency's own record of the person
         record_id = uuid.uuid4().hex
-        body = {"type": "consent_recorded", "record_id": record_id, "at": now.isoformat(),
-                "user_id": user_id, "agency": agency, "person_id": new.person_id,
-                "purpose": new.purpose, "agencies": sorted(new.scope.agencies),
-                "categories": sorted(new.scope.categories), "status": new.status,
-                "consenter": new.consenter, "capacity": new.capacity, "method": new.method,
-                "not_sought_reason": new.not_sought_reason, "evidence_ref": new.evidence_ref,
-                "given_on": new.given_on.isoformat(), "review_by": new.review_by.isoformat(),
-                "n_record_refs": len(refs)}
+        body = {
+            "type": "consent_recorded",
+            "record_id": record_id,
+            "at": now.isoformat(),
+            "user_id": user_id,
+            "agency": agency,
+            "person_id": new.person_id,
+            "purpose": new.purpose,
+            "agencies": sorted(new.scope.agencies),
+            "categories": sorted(new.scope.categories),
+            "status": new.status,
+            "consenter": new.consenter,
+            "capacity": new.capacity,
+            "method": new.method,
+            "not_sought_reason": new.not_sought_reason,
+            "evidence_ref": new.evidence_ref,
+            "given_on": new.given_on.isoformat(),
+            "review_by": new.review_by.isoformat(),
+            "n_record_refs": len(refs),
+        }
         holder: dict[str, int] = {}
 
         def also(conn: Connection, seq: int) -> None:
             holder["seq"] = seq
-            conn.execute(insert(ConsentRecordRow).values(
-                record_id=record_id, person_id=new.person_id, purpose=new.purpose,
-                agencies=",".join(sorted(new.scope.agencies)),
-                categories=",".join(sorted(new.scope.categories)), status=new.status,
-                consenter=new.consenter, capacity=new.capacity, method=new.method,
-                not_sought_reason=new.not_sought_reason, evidence_ref=new.evidence_ref,
-                given_on=new.given_on.isoformat(), review_by=new.review_by.isoformat(),
-                recorded_by=user_id, recorded_agency=agency, recorded_at=now.isoformat(),
-                audit_seq=seq))
+            conn.execute(
+                insert(ConsentRecordRow).values(
+                    record_id=record_id,
+                    person_id=new.person_id,
+                    purpose=new.purpose,
+                    agencies=",".join(sorted(new.scope.agencies)),
+                    categories=",".join(sorted(new.scope.categories)),
+                    status=new.status,
+                    consenter=new.consenter,
+                    capacity=new.capacity,
+                    method=new.method,
+                    not_sought_reason=new.not_sought_reason,
+                    evidence_ref=new.evidence_ref,
+                    given_on=new.given_on.isoformat(),
+                    review_by=new.review_by.isoformat(),
+                    recorded_by=user_id,
+                    recorded_agency=agency,
+                    recorded_at=now.isoformat(),
+                    audit_seq=seq,
+                )
+            )
             if refs:
-                conn.execute(insert(ConsentRecordRef), [
-                    {"record_id": record_id, "agency": a, "record_ref": r,
-                     "anchor": int((a, r) in anchors)} for a, r in refs])
+                conn.execute(
+                    insert(ConsentRecordRef),
+                    [
+                        {
+                            "record_id": record_id,
+                            "agency": a,
+                            "record_ref": r,
+                            "anchor": int((a, r) in anchors),
+                        }
+                        for a, r in refs
+                    ],
+                )
 
         audit.append("consent", body, also=also)
         got = self.get(record_id)
         assert got is not None
         return got
 
-    def withdraw(self, record_id: str, user_id: str, way: str, audit: AuditLog,
-                 now: dt.datetime, also: Callable[[Connection, int], None] | None = None
-                 ) -> ConsentRecord:
+    def withdraw(
+        self,
+        record_id: str,
+        user_id: str,
+        way: str,
+        audit: AuditLog,
+        now: dt.datetime,
+        also: Callable[[Connection, int], None] | None = None,
+    ) -> ConsentRecord:
         """Withdraw a given consent at once: the audit entry and the change in one
         transaction (`also` adds e.g. the notices to the agencies to the same one)."""
         if way not in WITHDRAWAL_WAYS:
@@ -328,17 +420,31 @@ class ConsentRecordStore:
             raise KeyError(record_id)
         if rec.status != "given" or rec.withdrawn_at is not None:
             raise ConsentRecordError("record_id: only a current given consent can be withdrawn")
-        body = {"type": "consent_withdrawn", "record_id": record_id, "at": now.isoformat(),
-                "user_id": user_id, "person_id": rec.person_id, "purpose": rec.purpose,
-                "agencies": sorted(rec.scope.agencies),
-                "categories": sorted(rec.scope.categories), "withdrawal_way": way}
+        body = {
+            "type": "consent_withdrawn",
+            "record_id": record_id,
+            "at": now.isoformat(),
+            "user_id": user_id,
+            "person_id": rec.person_id,
+            "purpose": rec.purpose,
+            "agencies": sorted(rec.scope.agencies),
+            "categories": sorted(rec.scope.categories),
+            "withdrawal_way": way,
+        }
 
         def apply(conn: Connection, seq: int) -> None:
-            res = conn.execute(update(ConsentRecordRow).where(
-                ConsentRecordRow.record_id == record_id,
-                ConsentRecordRow.withdrawn_at.is_(None)).values(
-                withdrawn_at=now.isoformat(), withdrawn_by=user_id, withdrawal_way=way,
-                withdrawal_audit_seq=seq))
+            res = conn.execute(
+                update(ConsentRecordRow)
+                .where(
+                    ConsentRecordRow.record_id == record_id, ConsentRecordRow.withdrawn_at.is_(None)
+                )
+                .values(
+                    withdrawn_at=now.isoformat(),
+                    withdrawn_by=user_id,
+                    withdrawal_way=way,
+                    withdrawal_audit_seq=seq,
+                )
+            )
             if res.rowcount != 1:  # withdrawn meanwhile by another process: roll back
                 raise ConsentRecordError("record_id: already withdrawn")
             if also is not None:
@@ -351,26 +457,47 @@ class ConsentRecordStore:
 
     def has_any(self, purpose: str) -> bool:
         with self.engine.connect() as conn:
-            return conn.execute(select(ConsentRecordRow.record_id).where(
-                ConsentRecordRow.purpose == purpose).limit(1)).first() is not None
+            return (
+                conn.execute(
+                    select(ConsentRecordRow.record_id)
+                    .where(ConsentRecordRow.purpose == purpose)
+                    .limit(1)
+                ).first()
+                is not None
+            )
 
     def get(self, record_id: str) -> ConsentRecord | None:
         found = self._load(ConsentRecordRow.record_id == record_id)
         return found[0] if found else None
 
-    def for_person(self, person_id: str, refs: Iterable[Ref],
-                   purpose: str | None = None) -> list[ConsentRecord]:
+    def for_person(
+        self, person_id: str, refs: Iterable[Ref], purpose: str | None = None
+    ) -> list[ConsentRecord]:
         """Records keyed to any of `refs`, or (made without refs) to this person id."""
         wanted = sorted({r for _, r in refs})
         with self.engine.connect() as conn:
-            ids = {row[0] for row in conn.execute(
-                select(ConsentRecordRef.record_id).where(
-                    ConsentRecordRef.record_ref.in_(wanted)))} if wanted else set()
+            ids = (
+                {
+                    row[0]
+                    for row in conn.execute(
+                        select(ConsentRecordRef.record_id).where(
+                            ConsentRecordRef.record_ref.in_(wanted)
+                        )
+                    )
+                }
+                if wanted
+                else set()
+            )
             has_refs = select(ConsentRecordRef.record_id).distinct()
-            ids |= {row[0] for row in conn.execute(
-                select(ConsentRecordRow.record_id).where(
-                    ConsentRecordRow.person_id == person_id,
-                    ConsentRecordRow.record_id.not_in(has_refs)))}
+            ids |= {
+                row[0]
+                for row in conn.execute(
+                    select(ConsentRecordRow.record_id).where(
+                        ConsentRecordRow.person_id == person_id,
+                        ConsentRecordRow.record_id.not_in(has_refs),
+                    )
+                )
+            }
         if not ids:
             return []
         cond = ConsentRecordRow.record_id.in_(sorted(ids))
@@ -380,14 +507,20 @@ class ConsentRecordStore:
 
     def _load(self, cond: Any) -> list[ConsentRecord]:
         with self.engine.connect() as conn:
-            rows = conn.execute(select(ConsentRecordRow).where(cond)
-                                .order_by(ConsentRecordRow.recorded_at)).all()
+            rows = conn.execute(
+                select(ConsentRecordRow).where(cond).order_by(ConsentRecordRow.recorded_at)
+            ).all()
             refs: dict[str, list[tuple[str, str, bool]]] = {}
             if rows:
-                for r in conn.execute(select(
-                        ConsentRecordRef.record_id, ConsentRecordRef.agency,
-                        ConsentRecordRef.record_ref, ConsentRecordRef.anchor).where(
-                        ConsentRecordRef.record_id.in_([x.record_id for x in rows]))):
-                    refs.setdefault(r.record_id, []).append((r.agency, r.record_ref,
-                                                             bool(r.anchor)))
+                for r in conn.execute(
+                    select(
+                        ConsentRecordRef.record_id,
+                        ConsentRecordRef.agency,
+                        ConsentRecordRef.record_ref,
+                        ConsentRecordRef.anchor,
+                    ).where(ConsentRecordRef.record_id.in_([x.record_id for x in rows]))
+                ):
+                    refs.setdefault(r.record_id, []).append(
+                        (r.agency, r.record_ref, bool(r.anchor))
+                    )
         return [_record(r, sorted(refs.get(r.record_id, []))) for r in rows]

@@ -53,11 +53,14 @@ def load_categories(path: Path = CATEGORIES_FILE) -> Categories:
             raise PolicyError(f"{path}: categories.{name}.title: missing")
         for i, f in enumerate(body.get("fields") or []):
             if f not in payload:
-                raise PolicyError(f"{path}: categories.{name}.fields.{i}: {f!r} is not a "
-                                  "payload field in canonical_fields.yaml")
+                raise PolicyError(
+                    f"{path}: categories.{name}.fields.{i}: {f!r} is not a "
+                    "payload field in canonical_fields.yaml"
+                )
             if f in of_field:
-                raise PolicyError(f"{path}: categories.{name}.fields.{i}: {f!r} is already "
-                                  f"in {of_field[f]!r}")
+                raise PolicyError(
+                    f"{path}: categories.{name}.fields.{i}: {f!r} is already in {of_field[f]!r}"
+                )
             of_field[f] = name
         titles[name] = body["title"]
     missing = sorted(payload - set(of_field))
@@ -79,17 +82,24 @@ class Scope:
     categories: frozenset[str]
 
     @classmethod
-    def of(cls, agencies: list[str] | tuple[str, ...] | frozenset[str],
-           cats: list[str] | tuple[str, ...] | frozenset[str]) -> Scope:
+    def of(
+        cls,
+        agencies: list[str] | tuple[str, ...] | frozenset[str],
+        cats: list[str] | tuple[str, ...] | frozenset[str],
+    ) -> Scope:
         bad_a = sorted(set(agencies) - AGENCY_CODES)
         if bad_a or not agencies:
-            raise ValueError("scope.agencies: name one or more of "
-                             f"{sorted(AGENCY_CODES)}" + (f" (unknown {bad_a})" if bad_a else ""))
+            raise ValueError(
+                "scope.agencies: name one or more of "
+                f"{sorted(AGENCY_CODES)}" + (f" (unknown {bad_a})" if bad_a else "")
+            )
         known = set(categories().titles)
         bad_c = sorted(set(cats) - known)
         if bad_c or not cats:
-            raise ValueError(f"scope.categories: name one or more of {sorted(known)}"
-                             + (f" (unknown {bad_c})" if bad_c else ""))
+            raise ValueError(
+                f"scope.categories: name one or more of {sorted(known)}"
+                + (f" (unknown {bad_c})" if bad_c else "")
+            )
         return cls(frozenset(agencies), frozenset(cats))
 
     def covers(self, agency: str, field: str) -> bool:

@@ -60,8 +60,7 @@ class ScopedConsent:
     """The governance consent registry with consent records on top. Everything else
     (`record`, `state`, ...) is the agencies' registry underneath, unchanged."""
 
-    def __init__(self, base: ConsentRegistry, store: ConsentRecordStore,
-                 refs: PersonRefs) -> None:
+    def __init__(self, base: ConsentRegistry, store: ConsentRecordStore, refs: PersonRefs) -> None:
         self.base = base
         self.store = store
         self.refs = refs
@@ -75,8 +74,9 @@ class ScopedConsent:
     def records_for(self, person_id: str, purpose: str | None = None) -> list[ConsentRecord]:
         return self.store.for_person(person_id, self.refs.refs_of(person_id), purpose)
 
-    def applies_to(self, rec: ConsentRecord, person_id: str, refs: frozenset,
-                   holders: dict) -> bool:
+    def applies_to(
+        self, rec: ConsentRecord, person_id: str, refs: frozenset, holders: dict
+    ) -> bool:
         """A given consent follows its anchor refs: to the one person holding them now."""
         if not rec.refs:
             return rec.person_id == person_id
@@ -89,29 +89,37 @@ class ScopedConsent:
         if not self.store.has_any(purpose):  # nothing recorded for the purpose: no map look-up
             return self.base.for_subject(person_id, purpose, at)
         refs = self.refs.refs_of(person_id)
-        records = [r for r in self.store.for_person(person_id, refs, purpose)
-                   if r.recorded_at <= at]
+        records = [
+            r for r in self.store.for_person(person_id, refs, purpose) if r.recorded_at <= at
+        ]
         givens = [r for r in records if r.status == "given"]
         holders = self.refs.holders({x for r in givens for x in (r.anchors or r.all_refs)})
         mine = [r for r in givens if self.applies_to(r, person_id, refs, holders)]
-        live = [r for r in mine if r.given_on <= at.date() <= r.review_by
-                and (r.withdrawn_at is None or r.withdrawn_at > at)]
+        live = [
+            r
+            for r in mine
+            if r.given_on <= at.date() <= r.review_by
+            and (r.withdrawn_at is None or r.withdrawn_at > at)
+        ]
         expired = [r for r in mine if at.date() > r.review_by]
         vetoes: list[tuple[ConsentRecord, _Moment]] = []
         for r in records:
             if r.status == "refused":
-                vetoes.append((r, _Moment(r.recorded_at, False, ConsentStatus.REFUSED,
-                                          r.recorded_agency)))
+                vetoes.append(
+                    (r, _Moment(r.recorded_at, False, ConsentStatus.REFUSED, r.recorded_agency))
+                )
             if r.withdrawn_at is not None and r.withdrawn_at <= at:
-                vetoes.append((r, _Moment(r.withdrawn_at, False, ConsentStatus.WITHDRAWN,
-                                          r.recorded_agency)))
+                vetoes.append(
+                    (r, _Moment(r.withdrawn_at, False, ConsentStatus.WITHDRAWN, r.recorded_agency))
+                )
         # The agencies' own states; a refusal or withdrawal at any agency covers the whole
         # purpose (it has no scope), as in governance.consent.
         agency_states = {a: self.base.state(person_id, purpose, a, at) for a in AGENCY_CODES}
-        purpose_wide = [_Moment(_day(s.since), True, s.status, s.recorded_by)
-                        for s in agency_states.values()
-                        if s.status in (ConsentStatus.REFUSED, ConsentStatus.WITHDRAWN)
-                        and s.since is not None]
+        purpose_wide = [
+            _Moment(_day(s.since), True, s.status, s.recorded_by)
+            for s in agency_states.values()
+            if s.status in (ConsentStatus.REFUSED, ConsentStatus.WITHDRAWN) and s.since is not None
+        ]
 
         def state(agency: str, field: str) -> ConsentState:
             if agency not in agency_states:
@@ -121,11 +129,14 @@ class ScopedConsent:
                 return own
             consents: list[_Moment] = [
                 _Moment(r.recorded_at, False, ConsentStatus.GIVEN, r.recorded_agency)
-                for r in live if r.scope.covers(agency, field)]
+                for r in live
+                if r.scope.covers(agency, field)
+            ]
             against = [m for r, m in vetoes if r.scope.covers(agency, field)] + purpose_wide
             if own.given and own.since is not None:
-                consents.append(_Moment(_day(own.since), True, ConsentStatus.GIVEN,
-                                        own.recorded_by))
+                consents.append(
+                    _Moment(_day(own.since), True, ConsentStatus.GIVEN, own.recorded_by)
+                )
             standing = [c for c in consents if not any(v.beats(c) for v in against)]
             if standing:
                 latest = max(standing, key=lambda m: m.when)
@@ -142,13 +153,11 @@ class ScopedConsent:
         return state
 
 
-def install(gov: Any, warehouse: Path | str | Callable[[], Path | None] | None
-            ) -> ScopedConsent:
+def install(gov: Any, warehouse: Path | str | Callable[[], Path | None] | None) -> ScopedConsent:
     """Put consent records under `gov`'s decisions (once; idempotent), in the governance
     store of its audit log."""
     if isinstance(gov.consent, ScopedConsent):
         return gov.consent
-    scoped = ScopedConsent(gov.consent, ConsentRecordStore(gov.audit.engine),
-                           PersonRefs(warehouse))
+    scoped = ScopedConsent(gov.consent, ConsentRecordStore(gov.audit.engine), PersonRefs(warehouse))
     gov.consent = scoped
     return scoped

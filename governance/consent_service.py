@@ -27,10 +27,14 @@ from governance.service import Forbidden, NotFound
 
 
 class ConsentService:
-    def __init__(self, gov: Governance,
-                 warehouse: Path | str | Callable[[], Path | None] | None,
-                 hub_key: Ed25519PrivateKey | None = None, outbox: Path | None = None,
-                 clock: Callable[[], dt.datetime] | None = None) -> None:
+    def __init__(
+        self,
+        gov: Governance,
+        warehouse: Path | str | Callable[[], Path | None] | None,
+        hub_key: Ed25519PrivateKey | None = None,
+        outbox: Path | None = None,
+        clock: Callable[[], dt.datetime] | None = None,
+    ) -> None:
         self.gov = gov
         self.scoped = install(gov, warehouse)
         self.store = self.scoped.store
@@ -41,11 +45,17 @@ class ConsentService:
 
     def purposes_for(self, user: User, on: dt.date) -> list[str]:
         """Consent purposes of the protocols in force that name the user's role."""
-        return sorted({p.consent_purpose for p in self.gov.protocols.values()
-                       if user.role in p.roles and p.in_force(on)})
+        return sorted(
+            {
+                p.consent_purpose
+                for p in self.gov.protocols.values()
+                if user.role in p.roles and p.in_force(on)
+            }
+        )
 
-    def _why_not(self, user: User, person_id: str, purpose: str | None, at: dt.datetime
-                 ) -> list[str]:
+    def _why_not(
+        self, user: User, person_id: str, purpose: str | None, at: dt.datetime
+    ) -> list[str]:
         reasons = []
         role = self.gov.roles.get(user.role)
         if role is None or not role.row_level:
@@ -57,24 +67,34 @@ class ConsentService:
             reasons.append("no_legitimate_relationship")
         return reasons
 
-    def _check(self, user: User, action: str, person_id: str, purpose: str | None,
-               at: dt.datetime) -> None:
+    def _check(
+        self, user: User, action: str, person_id: str, purpose: str | None, at: dt.datetime
+    ) -> None:
         reasons = self._why_not(user, person_id, purpose, at)
         if reasons:
-            rec = self.gov.audit.append("consent", {
-                "type": "consent_action_refused", "action": action, "at": at.isoformat(),
-                "user_id": user.user_id, "role": user.role, "person_id": person_id,
-                "purpose": purpose, "reasons": reasons})
+            rec = self.gov.audit.append(
+                "consent",
+                {
+                    "type": "consent_action_refused",
+                    "action": action,
+                    "at": at.isoformat(),
+                    "user_id": user.user_id,
+                    "role": user.role,
+                    "person_id": person_id,
+                    "purpose": purpose,
+                    "reasons": reasons,
+                },
+            )
             raise Forbidden(None, reasons, rec.seq)
 
     def record(self, user: User, new: NewConsent) -> ConsentRecord:
         now = self.clock()
         self._check(user, "record", new.person_id, new.purpose, now)
-        return self.store.add(new, self.refs.refs_of(new.person_id), user.user_id,
-                              user.agency, self.gov.audit, now)
+        return self.store.add(
+            new, self.refs.refs_of(new.person_id), user.user_id, user.agency, self.gov.audit, now
+        )
 
-    def withdraw(self, user: User, record_id: str, way: str) -> tuple[ConsentRecord,
-                                                                      list[Path]]:
+    def withdraw(self, user: User, record_id: str, way: str) -> tuple[ConsentRecord, list[Path]]:
         """Withdraw at once; returns the record and the notice files written."""
         now = self.clock()
         rec = self.store.get(record_id)
@@ -90,8 +110,7 @@ class ConsentService:
             if key is not None:
                 store_notices(conn, withdrawal_notices(rec, refs_now, key, seq, now), seq)
 
-        done = self.store.withdraw(record_id, user.user_id, way, self.gov.audit, now,
-                                   also=notices)
+        done = self.store.withdraw(record_id, user.user_id, way, self.gov.audit, now, also=notices)
         return done, self.outbox.flush()
 
     def list(self, user: User, person_id: str) -> list[ConsentRecord]:
@@ -99,10 +118,17 @@ class ConsentService:
         self._check(user, "read", person_id, None, now)
         mine = set(self.purposes_for(user, now.date()))
         recs = [r for r in self.scoped.records_for(person_id) if r.purpose in mine]
-        self.gov.audit.append("consent", {
-            "type": "consent_records_read", "at": now.isoformat(), "user_id": user.user_id,
-            "role": user.role, "person_id": person_id,
-            "record_ids": [r.record_id for r in recs]})
+        self.gov.audit.append(
+            "consent",
+            {
+                "type": "consent_records_read",
+                "at": now.isoformat(),
+                "user_id": user.user_id,
+                "role": user.role,
+                "person_id": person_id,
+                "record_ids": [r.record_id for r in recs],
+            },
+        )
         return recs
 
     def _current_person(self, rec: ConsentRecord) -> str | None:

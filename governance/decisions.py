@@ -84,11 +84,18 @@ _CONSENT_DENIAL = {
     ConsentStatus.OUT_OF_SCOPE: Reason.CONSENT_OUT_OF_SCOPE,
 }
 # Recipient-side reasons: about who is asking, not about the information.
-_RECIPIENT_SIDE = frozenset({
-    Reason.UNKNOWN_PROTOCOL, Reason.PROTOCOL_NOT_IN_FORCE, Reason.UNKNOWN_ROLE,
-    Reason.ROLE_NOT_IN_PROTOCOL, Reason.ROLE_NOT_ROW_LEVEL, Reason.NO_RELATIONSHIP,
-    NOT_ASSIGNED, NOT_SIGNED_OFF,
-})
+_RECIPIENT_SIDE = frozenset(
+    {
+        Reason.UNKNOWN_PROTOCOL,
+        Reason.PROTOCOL_NOT_IN_FORCE,
+        Reason.UNKNOWN_ROLE,
+        Reason.ROLE_NOT_IN_PROTOCOL,
+        Reason.ROLE_NOT_ROW_LEVEL,
+        Reason.NO_RELATIONSHIP,
+        NOT_ASSIGNED,
+        NOT_SIGNED_OFF,
+    }
+)
 
 # Justification text is the only free text that reaches the audit log. It is screened with the
 # bridge's own recogniser (ig_bridge.recognise: unicode normalised, Presidio's UK recognisers,
@@ -176,27 +183,43 @@ class Decision:
             "protocol_id": self.protocol_id,
             "purpose": self.purpose,
             "legal_gateway": self.legal_gateway,
-            "subject": {"person_id": self.subject.person_id,
-                        "household_id": self.subject.household_id},
+            "subject": {
+                "person_id": self.subject.person_id,
+                "household_id": self.subject.household_id,
+            },
             "fields": [
-                {"agency": f.agency, "field": f.field, "allowed": f.allowed,
-                 "reasons": list(f.reasons), "legal_basis": f.legal_basis, "consent": f.consent}
+                {
+                    "agency": f.agency,
+                    "field": f.field,
+                    "allowed": f.allowed,
+                    "reasons": list(f.reasons),
+                    "legal_basis": f.legal_basis,
+                    "consent": f.consent,
+                }
                 for f in self.fields
             ],
             "interactions": [
-                {"kind": i.kind.value, "agency": i.agency, "fields": list(i.fields),
-                 "reasons": list(i.reasons)}
+                {
+                    "kind": i.kind.value,
+                    "agency": i.agency,
+                    "fields": list(i.fields),
+                    "reasons": list(i.reasons),
+                }
                 for i in self.interactions
             ],
-            "break_glass": None if not self.break_glass_requested else {
+            "break_glass": None
+            if not self.break_glass_requested
+            else {
                 "used": self.break_glass_used,
                 "problems": list(self.break_glass_problems),
                 "justification": justification,
-                "expires_at": (self.break_glass_expires_at.isoformat()
-                               if self.break_glass_expires_at else None),
+                "expires_at": (
+                    self.break_glass_expires_at.isoformat() if self.break_glass_expires_at else None
+                ),
                 "alert_raised": self.alert_raised,
-                "notification_due_by": (self.notification_due_by.isoformat()
-                                        if self.notification_due_by else None),
+                "notification_due_by": (
+                    self.notification_due_by.isoformat() if self.notification_due_by else None
+                ),
             },
         }
 
@@ -261,8 +284,10 @@ class Governance:
     def protocol_stamp(self, protocol_id: str) -> dict[str, Any]:
         """The version and content hash every audit entry naming a protocol carries."""
         p = self.protocols.get(protocol_id)
-        return {"protocol_version": p.version if p else None,
-                "protocol_sha256": (p.document_sha256 or None) if p else None}
+        return {
+            "protocol_version": p.version if p else None,
+            "protocol_sha256": (p.document_sha256 or None) if p else None,
+        }
 
     # -- evaluation without recording -----------------------------------------------------------
 
@@ -317,8 +342,11 @@ class Governance:
                     bg_problems += self.access.break_glass_problems(user, proto, break_glass)
         bg_valid = break_glass is not None and not bg_problems
 
-        consent_of = (self.consent.for_subject(subject.person_id, proto.consent_purpose, at)
-                      if proto is not None else None)  # (agency, field) -> scoped state
+        consent_of = (
+            self.consent.for_subject(subject.person_id, proto.consent_purpose, at)
+            if proto is not None
+            else None
+        )  # (agency, field) -> scoped state
         decisions: list[FieldDecision] = []
         bg_used = False
         for agency, fname in requested:
@@ -348,14 +376,21 @@ class Governance:
                     bg_used = True
                     reasons = [Reason.BREAK_GLASS_OVERRIDE]
                 elif allowed:
-                    reasons = [Reason.CONSENT_GIVEN if basis == "consent"
-                               else Reason.STATUTORY_GATEWAY]
+                    reasons = [
+                        Reason.CONSENT_GIVEN if basis == "consent" else Reason.STATUTORY_GATEWAY
+                    ]
             else:
                 allowed = False
-            decisions.append(FieldDecision(
-                agency, fname, allowed, tuple(str(r) for r in reasons),
-                basis if allowed else None, consent_status,
-            ))
+            decisions.append(
+                FieldDecision(
+                    agency,
+                    fname,
+                    allowed,
+                    tuple(str(r) for r in reasons),
+                    basis if allowed else None,
+                    consent_status,
+                )
+            )
 
         interactions = _interactions(mode, user, decisions)
         notify_by = (on + dt.timedelta(days=NOTIFY_WITHIN_DAYS)) if bg_used else None
@@ -400,12 +435,19 @@ class Governance:
     def record(self, d: Decision, break_glass: BreakGlass | None = None) -> Decision:
         """Append one audit entry for an evaluated decision, with its break-glass alert and
         notification rows in the same transaction. Returns the decision with its audit seq."""
-        rec = self.audit.append("decision", d.audit_body(justification_for_audit(break_glass)),
-                                also=lambda conn, seq: record_side_effects(conn, seq, [d]))
+        rec = self.audit.append(
+            "decision",
+            d.audit_body(justification_for_audit(break_glass)),
+            also=lambda conn, seq: record_side_effects(conn, seq, [d]),
+        )
         return replace(d, audit_seq=rec.seq, audit_hash=rec.entry_hash)
 
     def record_withheld_request(
-        self, user: User, protocol: Protocol | str, subject: Subject, reason: str,
+        self,
+        user: User,
+        protocol: Protocol | str,
+        subject: Subject,
+        reason: str,
         at: dt.datetime,
     ) -> int:
         """A practitioner's decision *not* to request (e.g. judged disproportionate) is
@@ -413,13 +455,25 @@ class Governance:
         if not re.fullmatch(r"[a-z][a-z0-9_]{2,63}", reason):
             raise ValueError("reason must be a short lower-case code, e.g. not_proportionate")
         pid = protocol.id if isinstance(protocol, Protocol) else str(protocol)
-        rec = self.audit.append("decision", {
-            "type": "withheld_request", "at": at.isoformat(), "user_id": user.user_id,
-            "role": user.role, "protocol_id": pid,
-            "subject": {"person_id": subject.person_id, "household_id": subject.household_id},
-            "interactions": [{"kind": Interaction.WITHHOLD_REQUEST.value, "agency": None,
-                              "fields": [], "reasons": [reason]}],
-        })
+        rec = self.audit.append(
+            "decision",
+            {
+                "type": "withheld_request",
+                "at": at.isoformat(),
+                "user_id": user.user_id,
+                "role": user.role,
+                "protocol_id": pid,
+                "subject": {"person_id": subject.person_id, "household_id": subject.household_id},
+                "interactions": [
+                    {
+                        "kind": Interaction.WITHHOLD_REQUEST.value,
+                        "agency": None,
+                        "fields": [],
+                        "reasons": [reason],
+                    }
+                ],
+            },
+        )
         return rec.seq
 
 
@@ -427,13 +481,17 @@ def justification_for_audit(break_glass: BreakGlass | None) -> str | None:
     """The break-glass text as it may enter the audit log: screened for identifiers."""
     if break_glass is None:
         return None
-    text = (break_glass.justification.strip() if screen_justification(break_glass.justification)
-            else "[withheld: looked like an identifier]")
+    text = (
+        break_glass.justification.strip()
+        if screen_justification(break_glass.justification)
+        else "[withheld: looked like an identifier]"
+    )
     return f"{break_glass.category}: {text}"
 
 
-def record_side_effects(conn: Connection, seq: int, decisions: Sequence[Decision],
-                        subject_id: str | None = None) -> None:
+def record_side_effects(
+    conn: Connection, seq: int, decisions: Sequence[Decision], subject_id: str | None = None
+) -> None:
     """One alert row for the IG lead per request with a break-glass (used or attempted; for a
     household request `subject_id` is the household id) and notification-due rows (every
     person whose information was shown under an override), in the audit entry's own
@@ -442,23 +500,39 @@ def record_side_effects(conn: Connection, seq: int, decisions: Sequence[Decision
     if raised:
         d = raised[0]
         used = any(x.break_glass_used for x in raised)
-        conn.execute(insert(Alert).values(
-            audit_seq=seq, raised_at=d.at.isoformat(), to_role="ig_lead",
-            kind="break_glass_used" if used else "break_glass_attempted",
-            protocol_id=d.protocol_id, user_id=d.user_id,
-            person_id=subject_id or d.subject.person_id,
-            detail=",".join(d.break_glass_problems) or "override_valid",
-        ))
+        conn.execute(
+            insert(Alert).values(
+                audit_seq=seq,
+                raised_at=d.at.isoformat(),
+                to_role="ig_lead",
+                kind="break_glass_used" if used else "break_glass_attempted",
+                protocol_id=d.protocol_id,
+                user_id=d.user_id,
+                person_id=subject_id or d.subject.person_id,
+                detail=",".join(d.break_glass_problems) or "override_valid",
+            )
+        )
     for d in decisions:
-        if d.notification_due_by is not None and conn.execute(
-            select(NotificationDue.id).where(NotificationDue.person_id == d.subject.person_id,
-                                             NotificationDue.protocol_id == d.protocol_id,
-                                             NotificationDue.done_at.is_(None))
-        ).first() is None:  # one pending notification per person and protocol is enough
-            conn.execute(insert(NotificationDue).values(
-                audit_seq=seq, person_id=d.subject.person_id, protocol_id=d.protocol_id,
-                due_by=d.notification_due_by.isoformat(), reason="break_glass_override",
-            ))
+        if (
+            d.notification_due_by is not None
+            and conn.execute(
+                select(NotificationDue.id).where(
+                    NotificationDue.person_id == d.subject.person_id,
+                    NotificationDue.protocol_id == d.protocol_id,
+                    NotificationDue.done_at.is_(None),
+                )
+            ).first()
+            is None
+        ):  # one pending notification per person and protocol is enough
+            conn.execute(
+                insert(NotificationDue).values(
+                    audit_seq=seq,
+                    person_id=d.subject.person_id,
+                    protocol_id=d.protocol_id,
+                    due_by=d.notification_due_by.isoformat(),
+                    reason="break_glass_override",
+                )
+            )
 
 
 def refused_break_glass(d: Decision) -> Decision:
@@ -466,62 +540,91 @@ def refused_break_glass(d: Decision) -> Decision:
     gateway would allow: the practitioner asked for an override, not for an ordinary view.
     Every field is refused with the break-glass problems as its reasons."""
     problems = tuple(d.break_glass_problems) or ("break_glass_invalid",)
-    fields = tuple(replace(f, allowed=False, legal_basis=None,
-                           reasons=tuple(dict.fromkeys(
-                               [r for r in f.reasons if r not in _GRANTED] + list(problems))))
-                   for f in d.fields)
+    fields = tuple(
+        replace(
+            f,
+            allowed=False,
+            legal_basis=None,
+            reasons=tuple(
+                dict.fromkeys([r for r in f.reasons if r not in _GRANTED] + list(problems))
+            ),
+        )
+        for f in d.fields
+    )
     user = User(d.user_id, d.role)
-    return replace(d, fields=fields, interactions=tuple(_interactions(d.mode, user, list(fields))),
-                   break_glass_used=False, notification_due_by=None)
+    return replace(
+        d,
+        fields=fields,
+        interactions=tuple(_interactions(d.mode, user, list(fields))),
+        break_glass_used=False,
+        notification_due_by=None,
+    )
 
 
-_GRANTED = frozenset({Reason.CONSENT_GIVEN, Reason.STATUTORY_GATEWAY,
-                      Reason.BREAK_GLASS_OVERRIDE})
+_GRANTED = frozenset({Reason.CONSENT_GIVEN, Reason.STATUTORY_GATEWAY, Reason.BREAK_GLASS_OVERRIDE})
 
 
-def _interactions(
-    mode: str, user: User, decisions: list[FieldDecision]
-) -> list[InteractionRecord]:
+def _interactions(mode: str, user: User, decisions: list[FieldDecision]) -> list[InteractionRecord]:
     by_agency: dict[str, list[FieldDecision]] = {}
     for f in decisions:
         by_agency.setdefault(f.agency, []).append(f)
     out: list[InteractionRecord] = []
     if mode == "request":
-        out.append(InteractionRecord(Interaction.REQUEST, None,
-                                     tuple(f"{f.agency}.{f.field}" for f in decisions)))
+        out.append(
+            InteractionRecord(
+                Interaction.REQUEST, None, tuple(f"{f.agency}.{f.field}" for f in decisions)
+            )
+        )
         for agency, fs in by_agency.items():
             ok = tuple(f.field for f in fs if f.allowed)
             no = [f for f in fs if not f.allowed]
             if ok:
                 out.append(InteractionRecord(Interaction.DISCLOSE_ON_REQUEST, agency, ok))
             if no:
-                out.append(InteractionRecord(
-                    Interaction.REFUSE_REQUEST, agency, tuple(f.field for f in no),
-                    tuple(sorted({r for f in no for r in f.reasons})),
-                ))
+                out.append(
+                    InteractionRecord(
+                        Interaction.REFUSE_REQUEST,
+                        agency,
+                        tuple(f.field for f in no),
+                        tuple(sorted({r for f in no for r in f.reasons})),
+                    )
+                )
         return out
     # offer: the holder offers (or withholds) on information grounds; the hub accepts (or
     # declines) on the recipient's behalf on recipient grounds.
     for agency, fs in by_agency.items():
-        holder_no = [f for f in fs if any(r not in _RECIPIENT_SIDE for r in f.reasons)
-                     and not f.allowed]
+        holder_no = [
+            f for f in fs if any(r not in _RECIPIENT_SIDE for r in f.reasons) and not f.allowed
+        ]
         offered = [f for f in fs if f not in holder_no]
         if holder_no:
-            out.append(InteractionRecord(
-                Interaction.WITHHOLD_OFFER, agency, tuple(f.field for f in holder_no),
-                tuple(sorted({r for f in holder_no for r in f.reasons
-                              if r not in _RECIPIENT_SIDE})),
-            ))
+            out.append(
+                InteractionRecord(
+                    Interaction.WITHHOLD_OFFER,
+                    agency,
+                    tuple(f.field for f in holder_no),
+                    tuple(
+                        sorted(
+                            {r for f in holder_no for r in f.reasons if r not in _RECIPIENT_SIDE}
+                        )
+                    ),
+                )
+            )
         if offered:
-            out.append(InteractionRecord(Interaction.OFFER, agency,
-                                         tuple(f.field for f in offered)))
+            out.append(
+                InteractionRecord(Interaction.OFFER, agency, tuple(f.field for f in offered))
+            )
             acc = tuple(f.field for f in offered if f.allowed)
             dec = [f for f in offered if not f.allowed]
             if acc:
                 out.append(InteractionRecord(Interaction.ACCEPT, agency, acc))
             if dec:
-                out.append(InteractionRecord(
-                    Interaction.DECLINE_OFFER, agency, tuple(f.field for f in dec),
-                    tuple(sorted({r for f in dec for r in f.reasons})),
-                ))
+                out.append(
+                    InteractionRecord(
+                        Interaction.DECLINE_OFFER,
+                        agency,
+                        tuple(f.field for f in dec),
+                        tuple(sorted({r for f in dec for r in f.reasons})),
+                    )
+                )
     return out

@@ -82,21 +82,23 @@ def consent_events(warehouse: Path) -> pd.DataFrame:
         con.close()
 
 
-def refresh_consent(engine: Engine, warehouse: Path, run_id: str | None = None
-                    ) -> dict[str, Any]:
+def refresh_consent(engine: Engine, warehouse: Path, run_id: str | None = None) -> dict[str, Any]:
     """Replace the warehouse-sourced consent events in the governance store with the
     warehouse's current ones (one transaction; a malformed row changes nothing and raises
     ConsentDataError naming the row and field)."""
     t = time.perf_counter()
     reg = SqlConsentRegistry(engine)
-    n = reg.replace_warehouse_events(consent_events(Path(warehouse)),
-                                     source=f"{Path(warehouse).name}: payload consent fields",
-                                     run_id=run_id)
+    n = reg.replace_warehouse_events(
+        consent_events(Path(warehouse)),
+        source=f"{Path(warehouse).name}: payload consent fields",
+        run_id=run_id,
+    )
     return {"consent_events": n, "seconds": round(time.perf_counter() - t, 2)}
 
 
-def report_stage(run_id: str, base: Path | None = None,
-                 mappings: Path | None = None) -> dict[str, Any]:
+def report_stage(
+    run_id: str, base: Path | None = None, mappings: Path | None = None
+) -> dict[str, Any]:
     """The hub DAG's `report` task (and `joinedup-hub report`): refresh consent, then
     (re-)render the IG report."""
     from governance.reports.linkage_report import build_report
@@ -106,19 +108,23 @@ def report_stage(run_id: str, base: Path | None = None,
     paths = hub_paths(run, mappings)
     engine = governance_engine(run)
     consent = refresh_consent(engine, paths.warehouse, run_id)
-    audit = AuditLog(engine, signing_key=load_audit_key(hub_keys_dir(paths.hub)),
-                     origin=f"hub_run:{run_id}")
+    audit = AuditLog(
+        engine, signing_key=load_audit_key(hub_keys_dir(paths.hub)), origin=f"hub_run:{run_id}"
+    )
     cp, refused = None, None
     try:
         # The run is an audit entry of its own (ids and counts only), then signed at its end.
-        audit.append("hub_run", {"type": "hub_run", "run_id": run_id,
-                                 "consent_events": consent["consent_events"]})
+        audit.append(
+            "hub_run",
+            {"type": "hub_run", "run_id": run_id, "consent_events": consent["consent_events"]},
+        )
         cp = audit.checkpoint("end_of_run", full=True)
     except AuditError as exc:  # a broken chain is never signed: report it, then fail the run
         refused = exc
     rels = SqlRelationshipRegistry(engine).to_frame()
-    out = build_report(paths, run_id, audit=audit, relationships=rels,
-                       trusted_keys=trusted_audit_keys(run))
+    out = build_report(
+        paths, run_id, audit=audit, relationships=rels, trusted_keys=trusted_audit_keys(run)
+    )
     engine.dispose()
     if refused is not None:
         raise refused
@@ -130,6 +136,10 @@ def report_stage(run_id: str, base: Path | None = None,
     from governance.allocations import import_run
 
     landed = import_run(run, published, engine, audit)
-    return {"report": str(out), **consent, "published": str(published),
-            "audit_checkpoint": None if cp is None else int(cp["cp_seq"]),
-            "allocations_imported": len(landed)}
+    return {
+        "report": str(out),
+        **consent,
+        "published": str(published),
+        "audit_checkpoint": None if cp is None else int(cp["cp_seq"]),
+        "allocations_imported": len(landed),
+    }

@@ -55,9 +55,14 @@ def sign_request(request: Mapping[str, Any], key: Ed25519PrivateKey) -> str:
 
 
 class IdentityService:
-    def __init__(self, views: ViewService, signing_key: Ed25519PrivateKey,
-                 bridges: Mapping[str, str], http: httpx.Client | None = None,
-                 timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        views: ViewService,
+        signing_key: Ed25519PrivateKey,
+        bridges: Mapping[str, str],
+        http: httpx.Client | None = None,
+        timeout: float = 10.0,
+    ) -> None:
         self.views = views
         self.key = signing_key
         self.key_id = key_id(signing_key.public_key())
@@ -67,18 +72,23 @@ class IdentityService:
 
     def _record_refs(self, person_id: str, agency: str) -> list[str]:
         with self.views._con() as con:
-            rows = con.execute("SELECT record_ref FROM record_person WHERE person_id = ? "
-                               "AND agency = ? ORDER BY record_ref", [person_id, agency]).fetchall()
+            rows = con.execute(
+                "SELECT record_ref FROM record_person WHERE person_id = ? "
+                "AND agency = ? ORDER BY record_ref",
+                [person_id, agency],
+            ).fetchall()
         return [r[0] for r in rows]
 
-    def request(self, user: User, protocol_id: str, person_id: str, agency: str,
-                reason: str) -> IdentityResult:
+    def request(
+        self, user: User, protocol_id: str, person_id: str, agency: str, reason: str
+    ) -> IdentityResult:
         reason = reason.strip()
         if len(reason) < MIN_JUSTIFICATION or not screen_justification(reason):
             # Refused before anything is decided or logged: the text never reaches a log.
             raise BadIdentityRequest(
                 f"reason: give at least {MIN_JUSTIFICATION} characters of purpose, with no "
-                "names, dates, postcodes, phone numbers or other identifiers")
+                "names, dates, postcodes, phone numbers or other identifiers"
+            )
         gov = self.views.gov
         at = self.views.clock()
         exists, household_id = self.views.person_household(person_id)
@@ -87,9 +97,13 @@ class IdentityService:
         d = apply_restrictions(self.views, [d])[0]  # no identity of a restricted record
         proto = gov.protocols.get(protocol_id)
         # Identity only where the protocol says so explicitly (the agency's bridge checks too).
-        protocol_problems = (["unknown_protocol"] if proto is None else
-                             [] if proto.identity.allowed else
-                             ["identity_not_allowed_by_protocol"])
+        protocol_problems = (
+            ["unknown_protocol"]
+            if proto is None
+            else []
+            if proto.identity.allowed
+            else ["identity_not_allowed_by_protocol"]
+        )
         refs = self._record_refs(person_id, agency) if exists else []
         allowed = bool(d.allowed_fields()) and not protocol_problems
         request_id = uuid.uuid4().hex
@@ -101,13 +115,21 @@ class IdentityService:
             outcome = "no_bridge_configured"
         else:
             outcome = "forwarded"
-        reasons = sorted({r for f in d.fields if not f.allowed for r in f.reasons}
-                         | set(protocol_problems)) or ["agency_not_in_protocol"]
+        reasons = sorted(
+            {r for f in d.fields if not f.allowed for r in f.reasons} | set(protocol_problems)
+        ) or ["agency_not_in_protocol"]
         # One signed request per record ref: the bridge answers one subject per request.
         bridge_ids = [uuid.uuid4().hex for _ in refs] if outcome == "forwarded" else []
-        body = {**d.audit_body(None), "type": "identity_request", "request_id": request_id,
-                "target_agency": agency, "n_record_refs": len(refs), "outcome": outcome,
-                "bridge_request_ids": bridge_ids, "reason": reason}
+        body = {
+            **d.audit_body(None),
+            "type": "identity_request",
+            "request_id": request_id,
+            "target_agency": agency,
+            "n_record_refs": len(refs),
+            "outcome": outcome,
+            "bridge_request_ids": bridge_ids,
+            "reason": reason,
+        }
         if outcome == "refused":
             body["refusal_reasons"] = reasons
         rec = gov.audit.append("decision", body)  # before any disclosure: fail closed
@@ -123,14 +145,22 @@ class IdentityService:
         for ref, bridge_id in zip(refs, bridge_ids, strict=True):
             now = dt.datetime.now(dt.UTC)
             signed = {
-                "request_version": REQUEST_VERSION, "request_id": bridge_id,
-                "hub_request_id": request_id, "hub_decision_id": d.decision_id,
-                "hub_audit_seq": seq, "hub_audit_hash": rec.entry_hash,
-                "protocol_id": protocol_id, "protocol_version": proto.version,
+                "request_version": REQUEST_VERSION,
+                "request_id": bridge_id,
+                "hub_request_id": request_id,
+                "hub_decision_id": d.decision_id,
+                "hub_audit_seq": seq,
+                "hub_audit_hash": rec.entry_hash,
+                "protocol_id": protocol_id,
+                "protocol_version": proto.version,
                 "protocol_sha256": proto.document_sha256,
-                "requesting_user": user.user_id, "reason": reason, "agency": agency,
-                "record_ref": ref, "issued_at": now.isoformat(),
-                "expires_at": (now + REQUEST_TTL).isoformat(), "hub_key_id": self.key_id,
+                "requesting_user": user.user_id,
+                "reason": reason,
+                "agency": agency,
+                "record_ref": ref,
+                "issued_at": now.isoformat(),
+                "expires_at": (now + REQUEST_TTL).isoformat(),
+                "hub_key_id": self.key_id,
             }
             identities.extend(self._ask_bridge(agency, signed))
         return IdentityResult(request_id, agency, seq, identities)
@@ -140,21 +170,27 @@ class IdentityService:
         try:
             resp = self.http.post(f"{self.bridges[agency]}/reidentify", json=envelope)
         except httpx.HTTPError as exc:
-            raise BridgeUnavailable(f"{agency} re-identification service unreachable "
-                                    f"({type(exc).__name__})") from None
+            raise BridgeUnavailable(
+                f"{agency} re-identification service unreachable ({type(exc).__name__})"
+            ) from None
         if resp.status_code != 200:
             code = _error_code(resp)
-            raise BridgeUnavailable(f"{agency} re-identification service refused the request "
-                                    f"(HTTP {resp.status_code}: {code})")
+            raise BridgeUnavailable(
+                f"{agency} re-identification service refused the request "
+                f"(HTTP {resp.status_code}: {code})"
+            )
         answer = resp.json()
         if answer.get("request_id") != signed["request_id"]:
             raise BridgeUnavailable(f"{agency} answered a different request")
-        return [{"found": bool(i.get("found")), "display": i.get("display")}
-                for i in answer.get("identities", [])]
+        return [
+            {"found": bool(i.get("found")), "display": i.get("display")}
+            for i in answer.get("identities", [])
+        ]
 
 
-def unmatched_answers(agency_log: Iterable[Mapping[str, Any]], audit: AuditLog
-                      ) -> list[dict[str, Any]]:
+def unmatched_answers(
+    agency_log: Iterable[Mapping[str, Any]], audit: AuditLog
+) -> list[dict[str, Any]]:
     """IG lead's reconciliation: identities an agency's bridge gave out with no matching hub
     decision. Each `answered` line of the agency's log (ig_bridge.reid_controls.read_audit)
     for a hub request must name a hub audit entry (seq and hash) that is a forwarded identity
@@ -177,13 +213,27 @@ def unmatched_answers(agency_log: Iterable[Mapping[str, Any]], audit: AuditLog
             problem = "hub_entry_not_a_forwarded_identity_request"
         elif e.get("request_id") not in (body.get("bridge_request_ids") or []):
             problem = "request_not_in_hub_entry"
-        elif (body.get("user_id"), body.get("protocol_id"), body.get("decision_id"),
-              body.get("request_id")) != (e.get("requesting_user"), e.get("protocol_id"),
-                                          e.get("hub_decision_id"), e.get("hub_request_id")):
+        elif (
+            body.get("user_id"),
+            body.get("protocol_id"),
+            body.get("decision_id"),
+            body.get("request_id"),
+        ) != (
+            e.get("requesting_user"),
+            e.get("protocol_id"),
+            e.get("hub_decision_id"),
+            e.get("hub_request_id"),
+        ):
             problem = "context_differs_from_hub_entry"
         if problem:
-            out.append({"request_id": e.get("request_id"), "requesting_user":
-                        e.get("requesting_user"), "hub_audit_seq": seq, "problem": problem})
+            out.append(
+                {
+                    "request_id": e.get("request_id"),
+                    "requesting_user": e.get("requesting_user"),
+                    "hub_audit_seq": seq,
+                    "problem": problem,
+                }
+            )
     return out
 
 

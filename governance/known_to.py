@@ -24,19 +24,30 @@ from governance.relationships import Subject
 from governance.service import Forbidden, NotFound, ViewService
 
 KNOWN_TO = "known_to"  # the stage's only "field": names no payload column
-_ASKER = frozenset(r.value for r in (
-    Reason.UNKNOWN_PROTOCOL, Reason.PROTOCOL_NOT_IN_FORCE, Reason.UNKNOWN_ROLE,
-    Reason.ROLE_NOT_IN_PROTOCOL, Reason.ROLE_NOT_ROW_LEVEL, Reason.NO_RELATIONSHIP))
+_ASKER = frozenset(
+    r.value
+    for r in (
+        Reason.UNKNOWN_PROTOCOL,
+        Reason.PROTOCOL_NOT_IN_FORCE,
+        Reason.UNKNOWN_ROLE,
+        Reason.ROLE_NOT_IN_PROTOCOL,
+        Reason.ROLE_NOT_ROW_LEVEL,
+        Reason.NO_RELATIONSHIP,
+    )
+)
 
 
 def stage_protocol(proto: Protocol) -> Protocol:
     """The protocol as the decision function sees it for the known-to stage."""
     rule = proto.known_to
-    return proto.model_copy(update={
-        "agencies": {a: (KNOWN_TO,) for a in rule.agencies},
-        "consent_rule": ConsentRule.NOT_REQUIRED_UNDER_GATEWAY,
-        "legal_gateway": rule.legal_gateway or proto.legal_gateway,
-        "break_glass": BreakGlassRule(allowed=False)})
+    return proto.model_copy(
+        update={
+            "agencies": {a: (KNOWN_TO,) for a in rule.agencies},
+            "consent_rule": ConsentRule.NOT_REQUIRED_UNDER_GATEWAY,
+            "legal_gateway": rule.legal_gateway or proto.legal_gateway,
+            "break_glass": BreakGlassRule(allowed=False),
+        }
+    )
 
 
 @dataclass(frozen=True)
@@ -61,41 +72,56 @@ class KnownToService:
 
     def person(self, user: User, protocol_id: str, person_id: str) -> KnownTo:
         exists, household_id = self.views.person_household(person_id)
-        return self._decide(user, protocol_id, "person", person_id, exists,
-                            [Subject(person_id, household_id)])
+        return self._decide(
+            user, protocol_id, "person", person_id, exists, [Subject(person_id, household_id)]
+        )
 
     def household(self, user: User, protocol_id: str, household_id: str) -> KnownTo:
         exists, members = self.views.household_members(household_id)
         subjects = [Subject(p, household_id) for p in members] or [
-            Subject(household_id, household_id)]
-        return self._decide(user, protocol_id, "household", household_id,
-                            exists and bool(members), subjects)
+            Subject(household_id, household_id)
+        ]
+        return self._decide(
+            user, protocol_id, "household", household_id, exists and bool(members), subjects
+        )
 
-    def _decide(self, user: User, protocol_id: str, kind: str, subject_id: str, exists: bool,
-                subjects: list[Subject]) -> KnownTo:
+    def _decide(
+        self,
+        user: User,
+        protocol_id: str,
+        kind: str,
+        subject_id: str,
+        exists: bool,
+        subjects: list[Subject],
+    ) -> KnownTo:
         at = self.views.clock()
         proto = self.gov.protocols.get(protocol_id)
         stage: Protocol | str = stage_protocol(proto) if proto is not None else protocol_id
         covers = tuple(proto.known_to.agencies) if proto is not None else ()
-        holders = (self.views.agencies_holding([s.person_id for s in subjects]) if exists
-                   else {})
+        holders = self.views.agencies_holding([s.person_id for s in subjects]) if exists else {}
         decisions: list[Decision] = []
         for s in subjects:
             # an unknown subject is asked about every covered agency: not an oracle
             agencies = holders.get(s.person_id, []) if exists else list(covers)
-            decisions.append(self.gov.evaluate(user, stage, s,
-                                               [(a, KNOWN_TO) for a in agencies], at))
+            decisions.append(
+                self.gov.evaluate(user, stage, s, [(a, KNOWN_TO) for a in agencies], at)
+            )
         context: dict[str, Any] = {"stage": KNOWN_TO}
         if len(decisions) == 1:
             body = {**decisions[0].audit_body(None), **context}
         else:
-            body = {"type": "household_decision", "at": at.isoformat(),
-                    "user_id": user.user_id, "role": user.role, "protocol_id": protocol_id,
-                    "household_id": subject_id, **context,
-                    "decisions": [d.audit_body(None) for d in decisions]}
+            body = {
+                "type": "household_decision",
+                "at": at.isoformat(),
+                "user_id": user.user_id,
+                "role": user.role,
+                "protocol_id": protocol_id,
+                "household_id": subject_id,
+                **context,
+                "decisions": [d.audit_body(None) for d in decisions],
+            }
         seq = self.gov.audit.append("decision", body).seq
-        asker = sorted({r for d in decisions for f in d.fields for r in f.reasons
-                        if r in _ASKER})
+        asker = sorted({r for d in decisions for f in d.fields for r in f.reasons if r in _ASKER})
         if proto is None:
             asker = asker or [Reason.UNKNOWN_PROTOCOL.value]
         elif not any(d.fields for d in decisions):
@@ -107,8 +133,15 @@ class KnownToService:
             raise Forbidden(decisions[0], asker, seq)
         if not exists:
             raise NotFound(kind, subject_id, seq)
-        members = {d.subject.person_id: sorted(f.agency for f in d.fields if f.allowed)
-                   for d in decisions}
-        return KnownTo(protocol_id, kind, subject_id, seq,
-                       stage.legal_gateway if isinstance(stage, Protocol) else None, covers,
-                       members)
+        members = {
+            d.subject.person_id: sorted(f.agency for f in d.fields if f.allowed) for d in decisions
+        }
+        return KnownTo(
+            protocol_id,
+            kind,
+            subject_id,
+            seq,
+            stage.legal_gateway if isinstance(stage, Protocol) else None,
+            covers,
+            members,
+        )

@@ -122,8 +122,9 @@ class KnownToRule(_Frozen):
         if self.agencies and self.legal_gateway is None:
             raise ValueError("a known_to stage needs the legal_gateway it rests on")
         if self.legal_gateway is not None and self.legal_gateway not in LEGAL_GATEWAYS:
-            raise ValueError(f"unknown legal gateway {self.legal_gateway!r}; "
-                             f"known: {sorted(LEGAL_GATEWAYS)}")
+            raise ValueError(
+                f"unknown legal gateway {self.legal_gateway!r}; known: {sorted(LEGAL_GATEWAYS)}"
+            )
         return self
 
 
@@ -197,9 +198,7 @@ class Protocol(_Frozen):
             raise ValueError(f"consent_rule {self.consent_rule.value} needs a legal_gateway")
         overridable = self.consent_rule is ConsentRule.OVERRIDE_ON_SIGNIFICANT_HARM
         if self.break_glass.allowed and not overridable:
-            raise ValueError(
-                "break_glass.allowed needs consent_rule override_on_significant_harm"
-            )
+            raise ValueError("break_glass.allowed needs consent_rule override_on_significant_harm")
         if overridable and not self.break_glass.allowed:
             raise ValueError("consent_rule override_on_significant_harm needs break_glass.allowed")
         if self.review_date <= self.effective_from:
@@ -283,8 +282,10 @@ def load_protocol(path: Path, payload_fields: frozenset[str] | None = None) -> P
     for code, fields in proto.agencies.items():
         for i, f in enumerate(fields):
             if f in CONTROL_FIELDS:
-                raise PolicyError(f"{path}: agencies.{code}.{i}: {f!r} is a control "
-                                  "marker, not shareable information")
+                raise PolicyError(
+                    f"{path}: agencies.{code}.{i}: {f!r} is a control "
+                    "marker, not shareable information"
+                )
             if f not in payload_fields:
                 raise PolicyError(
                     f"{path}: agencies.{code}.{i}: {f!r} is not a payload field in "

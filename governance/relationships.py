@@ -69,10 +69,18 @@ class RelationshipRegistry:
         """user_id, kind, subject_id, start, end (ISO dates; end None if open): the shape
         `from_frame` reads and the IG report takes."""
         return pd.DataFrame(
-            [{"user_id": r.user_id, "kind": r.kind.value, "subject_id": r.subject_id,
-              "start": r.start.isoformat(), "end": r.end.isoformat() if r.end else None}
-             for r in self.all()],
-            columns=["user_id", "kind", "subject_id", "start", "end"])
+            [
+                {
+                    "user_id": r.user_id,
+                    "kind": r.kind.value,
+                    "subject_id": r.subject_id,
+                    "start": r.start.isoformat(),
+                    "end": r.end.isoformat() if r.end else None,
+                }
+                for r in self.all()
+            ],
+            columns=["user_id", "kind", "subject_id", "start", "end"],
+        )
 
     def end(self, user_id: str, kind: SubjectKind, subject_id: str, on: dt.date) -> int:
         """End every open allocation of user to subject on `on`; returns how many were ended."""
@@ -120,8 +128,11 @@ class RelationshipRegistry:
                 else:
                     rels.append(
                         Relationship(
-                            row.user_id, SubjectKind(row.kind), row.subject_id,
-                            starts.iloc[pos].date(), end,
+                            row.user_id,
+                            SubjectKind(row.kind),
+                            row.subject_id,
+                            starts.iloc[pos].date(),
+                            end,
                         )
                     )
             problems.extend(f"{where}: {b}" for b in bad)
@@ -148,9 +159,18 @@ class SqlRelationshipRegistry(RelationshipRegistry):
 
     def add_many(self, rels: list[Relationship]) -> int:
         now = dt.datetime.now(dt.UTC).isoformat()
-        rows = [{"user_id": r.user_id, "kind": r.kind.value, "subject_id": r.subject_id,
-                 "start": r.start.isoformat(), "end": r.end.isoformat() if r.end else None,
-                 "reason": r.reason, "recorded_at": now} for r in rels]
+        rows = [
+            {
+                "user_id": r.user_id,
+                "kind": r.kind.value,
+                "subject_id": r.subject_id,
+                "start": r.start.isoformat(),
+                "end": r.end.isoformat() if r.end else None,
+                "reason": r.reason,
+                "recorded_at": now,
+            }
+            for r in rels
+        ]
         if rows:
             with self.engine.begin() as conn:
                 conn.execute(sa_insert(RelationshipRow), rows)
@@ -161,6 +181,7 @@ class SqlRelationshipRegistry(RelationshipRegistry):
         is loaded if any row is bad), then add the allocations not already stored. An
         allocation is the same if user, kind, subject and start match: re-importing an export
         never reopens an allocation ended in the store since."""
+
         def key(r: Relationship) -> tuple[str, str, str, dt.date]:
             return (r.user_id, r.kind.value, r.subject_id, r.start)
 
@@ -176,10 +197,15 @@ class SqlRelationshipRegistry(RelationshipRegistry):
         with self.engine.begin() as conn:
             # An allocation that would only start after `on` ends on its first day.
             res = conn.execute(
-                update(c).where(c.user_id == user_id, c.kind == kind.value,
-                                c.subject_id == subject_id,
-                                or_(c.end.is_(None), c.end > on.isoformat()))
-                .values(end=case((c.start > on.isoformat(), c.start), else_=on.isoformat())))
+                update(c)
+                .where(
+                    c.user_id == user_id,
+                    c.kind == kind.value,
+                    c.subject_id == subject_id,
+                    or_(c.end.is_(None), c.end > on.isoformat()),
+                )
+                .values(end=case((c.start > on.isoformat(), c.start), else_=on.isoformat()))
+            )
         return int(res.rowcount)
 
     def _rows(self, user_id: str | None = None) -> list[Relationship]:
@@ -189,10 +215,17 @@ class SqlRelationshipRegistry(RelationshipRegistry):
             q = q.where(c.user_id == user_id)
         with self.engine.connect() as conn:
             rows = conn.execute(q).all()
-        return [Relationship(r.user_id, SubjectKind(r.kind), r.subject_id,
-                             dt.date.fromisoformat(r.start),
-                             dt.date.fromisoformat(r.end) if r.end else None, r.reason)
-                for r in rows]
+        return [
+            Relationship(
+                r.user_id,
+                SubjectKind(r.kind),
+                r.subject_id,
+                dt.date.fromisoformat(r.start),
+                dt.date.fromisoformat(r.end) if r.end else None,
+                r.reason,
+            )
+            for r in rows
+        ]
 
     def all(self) -> list[Relationship]:
         return self._rows()
@@ -203,8 +236,9 @@ class SqlRelationshipRegistry(RelationshipRegistry):
         return _current_in(self._rows(user_id), subject, at)
 
 
-def _current_in(rels: Iterable[Relationship], subject: Subject,
-                at: dt.date | dt.datetime) -> Relationship | None:
+def _current_in(
+    rels: Iterable[Relationship], subject: Subject, at: dt.date | dt.datetime
+) -> Relationship | None:
     on = at.date() if isinstance(at, dt.datetime) else at
     for r in rels:
         if not r.current(on):

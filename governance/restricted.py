@@ -56,8 +56,7 @@ class RestrictionRow(Base):
     lifted_seq: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
-REASONS = frozenset({"adoption", "refuge", "confidential_address", "witness_protection",
-                     "other"})
+REASONS = frozenset({"adoption", "refuge", "confidential_address", "witness_protection", "other"})
 
 
 @dataclass(frozen=True)
@@ -75,34 +74,76 @@ class RestrictionStore:
     def active(self) -> list[Marker]:
         c = RestrictionRow
         with self.engine.connect() as conn:
-            rows = conn.execute(select(c.agency, c.record_ref, c.reason)
-                                .where(c.lifted_at.is_(None)).order_by(c.id)).all()
+            rows = conn.execute(
+                select(c.agency, c.record_ref, c.reason).where(c.lifted_at.is_(None)).order_by(c.id)
+            ).all()
         return [Marker(*r) for r in rows]
 
-    def mark(self, audit: AuditLog, user: User, agency: str, record_ref: str, reason: str,
-             at: dt.datetime | None = None) -> int:
+    def mark(
+        self,
+        audit: AuditLog,
+        user: User,
+        agency: str,
+        record_ref: str,
+        reason: str,
+        at: dt.datetime | None = None,
+    ) -> int:
         """The owning agency marks one of its records restricted; returns the audit seq."""
         _may_mark(user, agency, reason)
         at = at or dt.datetime.now(dt.UTC)
-        body = {"type": "restriction_marked", "at": at.isoformat(), "user_id": user.user_id,
-                "role": user.role, "agency": agency, "record_ref": record_ref, "reason": reason}
-        rec = audit.append("restriction", body, also=lambda conn, seq: conn.execute(
-            insert(RestrictionRow).values(agency=agency, record_ref=record_ref, reason=reason,
-                                          set_by=user.user_id, set_at=at.isoformat(),
-                                          audit_seq=seq)))
+        body = {
+            "type": "restriction_marked",
+            "at": at.isoformat(),
+            "user_id": user.user_id,
+            "role": user.role,
+            "agency": agency,
+            "record_ref": record_ref,
+            "reason": reason,
+        }
+        rec = audit.append(
+            "restriction",
+            body,
+            also=lambda conn, seq: conn.execute(
+                insert(RestrictionRow).values(
+                    agency=agency,
+                    record_ref=record_ref,
+                    reason=reason,
+                    set_by=user.user_id,
+                    set_at=at.isoformat(),
+                    audit_seq=seq,
+                )
+            ),
+        )
         return rec.seq
 
-    def lift(self, audit: AuditLog, user: User, agency: str, record_ref: str,
-             at: dt.datetime | None = None) -> int:
+    def lift(
+        self,
+        audit: AuditLog,
+        user: User,
+        agency: str,
+        record_ref: str,
+        at: dt.datetime | None = None,
+    ) -> int:
         _may_mark(user, agency, "other")
         at = at or dt.datetime.now(dt.UTC)
-        body = {"type": "restriction_lifted", "at": at.isoformat(), "user_id": user.user_id,
-                "role": user.role, "agency": agency, "record_ref": record_ref}
+        body = {
+            "type": "restriction_lifted",
+            "at": at.isoformat(),
+            "user_id": user.user_id,
+            "role": user.role,
+            "agency": agency,
+            "record_ref": record_ref,
+        }
         c = RestrictionRow
-        rec = audit.append("restriction", body, also=lambda conn, seq: conn.execute(
-            update(c).where(c.agency == agency, c.record_ref == record_ref,
-                            c.lifted_at.is_(None))
-            .values(lifted_at=at.isoformat(), lifted_seq=seq)))
+        rec = audit.append(
+            "restriction",
+            body,
+            also=lambda conn, seq: conn.execute(
+                update(c)
+                .where(c.agency == agency, c.record_ref == record_ref, c.lifted_at.is_(None))
+                .values(lifted_at=at.isoformat(), lifted_seq=seq)
+            ),
+        )
         return rec.seq
 
 
@@ -110,8 +151,7 @@ def _may_mark(user: User, agency: str, reason: str) -> None:
     if user.role not in MARKING_ROLES:
         raise RestrictionError(f"role {user.role} may not mark records restricted")
     if user.agency != agency:
-        raise RestrictionError(f"only {agency}'s own staff mark or lift its records' "
-                               "restriction")
+        raise RestrictionError(f"only {agency}'s own staff mark or lift its records' restriction")
     if reason not in REASONS:
         raise RestrictionError(f"reason must be one of {sorted(REASONS)}")
 
@@ -133,24 +173,32 @@ def restricted_people(views: ViewService, person_ids: Iterable[str]) -> dict[str
     markers = _store(views).active()
     out: dict[str, set[str]] = {}
     with views._con() as con:
-        has_flag = con.execute("""SELECT count(*) FROM information_schema.columns
-            WHERE table_name = 'payload' AND column_name = 'restricted'""").fetchone()[0] > 0
+        has_flag = (
+            con.execute("""SELECT count(*) FROM information_schema.columns
+            WHERE table_name = 'payload' AND column_name = 'restricted'""").fetchone()[0]
+            > 0
+        )
         if has_flag:
-            rows = con.execute("""
+            rows = con.execute(
+                """
                 SELECT rp.person_id, p.agency FROM payload p
                 JOIN record_person rp ON rp.record_ref = p.record_ref AND rp.agency = p.agency
                 JOIN batch b ON b.batch_id = p.batch_id
                 WHERE list_contains(?, rp.person_id)
                 QUALIFY row_number() OVER (PARTITION BY p.agency, p.record_ref
                                            ORDER BY b.sequence DESC) = 1
-                    AND coalesce(p.restricted, false)""", [ids]).fetchall()
+                    AND coalesce(p.restricted, false)""",
+                [ids],
+            ).fetchall()
             for pid, agency in rows:
                 out.setdefault(pid, set()).add(agency)
         if markers:
             refs = [m.record_ref for m in markers]
-            rows = con.execute("""SELECT person_id, agency, record_ref FROM record_person
+            rows = con.execute(
+                """SELECT person_id, agency, record_ref FROM record_person
                 WHERE list_contains(?, person_id) AND list_contains(?, record_ref)""",
-                               [ids, refs]).fetchall()
+                [ids, refs],
+            ).fetchall()
             marked = {(m.agency, m.record_ref) for m in markers}
             for pid, agency, ref in rows:
                 if (agency, ref) in marked:
@@ -160,8 +208,12 @@ def restricted_people(views: ViewService, person_ids: Iterable[str]) -> dict[str
 
 def contacts(views: ViewService, agencies: Iterable[str]) -> list[str]:
     access = views.gov.access
-    return [access.assignments.contact_for(a) if access is not None
-            else f"the {a} information governance lead" for a in sorted(set(agencies))]
+    return [
+        access.assignments.contact_for(a)
+        if access is not None
+        else f"the {a} information governance lead"
+        for a in sorted(set(agencies))
+    ]
 
 
 def apply_restrictions(views: ViewService, decisions: list[Decision]) -> list[Decision]:
@@ -177,13 +229,20 @@ def apply_restrictions(views: ViewService, decisions: list[Decision]) -> list[De
         if not agencies or not any(f.allowed for f in d.fields):
             out.append(d)
             continue
-        fields = tuple(replace(f, allowed=False, legal_basis=None, reasons=(RESTRICTED,))
-                       for f in d.fields)
+        fields = tuple(
+            replace(f, allowed=False, legal_basis=None, reasons=(RESTRICTED,)) for f in d.fields
+        )
         user = User(d.user_id, d.role)
-        out.append(replace(d, fields=fields,
-                           interactions=tuple(_interactions(d.mode, user, list(fields))),
-                           break_glass_used=False, notification_due_by=None,
-                           extra={**d.extra, "restricted_contacts": contacts(views, agencies)}))
+        out.append(
+            replace(
+                d,
+                fields=fields,
+                interactions=tuple(_interactions(d.mode, user, list(fields))),
+                break_glass_used=False,
+                notification_due_by=None,
+                extra={**d.extra, "restricted_contacts": contacts(views, agencies)},
+            )
+        )
     return out
 
 

@@ -61,25 +61,56 @@ HEX_ID = re.compile(r"^[0-9a-f]{32}$")
 
 # Closed lists, so the report can count them and no free text hides in a code.
 BASES = frozenset({"consent", "significant_harm", "vital_interests", *LEGAL_GATEWAYS})
-NOT_OFFERED_REASONS = frozenset({
-    "not_necessary", "not_proportionate", "not_relevant", "consent_refused",
-    "no_lawful_basis", "would_increase_risk", "already_known", "other"})
-NOT_REQUESTED_REASONS = frozenset({
-    "not_necessary", "not_proportionate", "not_relevant", "consent_refused",
-    "no_lawful_basis", "already_known", "other"})
-OFFER_REFUSED_REASONS = frozenset({
-    "not_necessary", "not_proportionate", "not_relevant", "no_lawful_basis",
-    "already_known", "other"})
+NOT_OFFERED_REASONS = frozenset(
+    {
+        "not_necessary",
+        "not_proportionate",
+        "not_relevant",
+        "consent_refused",
+        "no_lawful_basis",
+        "would_increase_risk",
+        "already_known",
+        "other",
+    }
+)
+NOT_REQUESTED_REASONS = frozenset(
+    {
+        "not_necessary",
+        "not_proportionate",
+        "not_relevant",
+        "consent_refused",
+        "no_lawful_basis",
+        "already_known",
+        "other",
+    }
+)
+OFFER_REFUSED_REASONS = frozenset(
+    {
+        "not_necessary",
+        "not_proportionate",
+        "not_relevant",
+        "no_lawful_basis",
+        "already_known",
+        "other",
+    }
+)
 CHANNELS = frozenset({"strategy_meeting", "phone_call", "meeting", "email", "letter", "other"})
 CHALLENGE_TO = frozenset({"ig_lead", "caldicott_guardian"})
 OUTCOMES = frozenset({"upheld", "overturned"})  # of the challenged refusal: it stands / it falls
 DECIDER_ROLES = frozenset({"ig_lead"})  # a Caldicott guardian signs in with the ig_lead role
-WITHHOLDING = frozenset({Interaction.WITHHOLD_OFFER, Interaction.REFUSE_REQUEST,
-                         Interaction.WITHHOLD_REQUEST, Interaction.DECLINE_OFFER})
+WITHHOLDING = frozenset(
+    {
+        Interaction.WITHHOLD_OFFER,
+        Interaction.REFUSE_REQUEST,
+        Interaction.WITHHOLD_REQUEST,
+        Interaction.DECLINE_OFFER,
+    }
+)
 
 _meta = MetaData()
 offers = Table(
-    "gov_sharing_offers", _meta,
+    "gov_sharing_offers",
+    _meta,
     Column("offer_id", String(32), primary_key=True),
     Column("audit_seq", BigInteger, nullable=False),
     Column("from_agency", String(8), nullable=False),
@@ -92,7 +123,8 @@ offers = Table(
     Column("response_seq", BigInteger, nullable=True),
 )
 challenges = Table(
-    "gov_sharing_challenges", _meta,
+    "gov_sharing_challenges",
+    _meta,
     Column("challenge_id", String(32), primary_key=True),
     Column("audit_seq", BigInteger, nullable=False),
     Column("target_seq", BigInteger, nullable=False),
@@ -162,8 +194,12 @@ Resolve = Callable[[About], About | None]  # adds the household of a person; Non
 class SharingLog:
     """Records the interactions the rules never see, each as one audit entry."""
 
-    def __init__(self, gov: Governance, resolve: Resolve | None = None,
-                 clock: Callable[[], dt.datetime] | None = None) -> None:
+    def __init__(
+        self,
+        gov: Governance,
+        resolve: Resolve | None = None,
+        clock: Callable[[], dt.datetime] | None = None,
+    ) -> None:
         self.gov = gov
         self.audit = gov.audit
         self.resolve = resolve
@@ -172,8 +208,9 @@ class SharingLog:
 
     # -- checks ---------------------------------------------------------------------------
 
-    def _text(self, kind: str, user: User, field: str, text: str | None,
-              required: bool = True) -> str | None:
+    def _text(
+        self, kind: str, user: User, field: str, text: str | None, required: bool = True
+    ) -> str | None:
         text = (text or "").strip()
         if not text and not required:
             return None
@@ -188,10 +225,18 @@ class SharingLog:
         return text
 
     def _refusal(self, kind: str, user: User, reasons: list[str]) -> int:
-        return self.audit.append(AUDIT_KIND, {
-            "type": "sharing_record_refused", "attempted": kind,
-            "at": self.clock().isoformat(), "user_id": user.user_id, "role": user.role,
-            "agency": user.agency, "reasons": reasons}).seq
+        return self.audit.append(
+            AUDIT_KIND,
+            {
+                "type": "sharing_record_refused",
+                "attempted": kind,
+                "at": self.clock().isoformat(),
+                "user_id": user.user_id,
+                "role": user.role,
+                "agency": user.agency,
+                "reasons": reasons,
+            },
+        ).seq
 
     @staticmethod
     def _code(field: str, value: str, allowed: Iterable[str]) -> str:
@@ -235,8 +280,7 @@ class SharingLog:
             raise BadSharingRecord("person_id", "name a person or a household")
         found = about if self.resolve is None else self.resolve(about)
         # A person's household comes from the linkage, never from the caller.
-        checked = found or About(about.person_id, None if about.person_id else
-                                 about.household_id)
+        checked = found or About(about.person_id, None if about.person_id else about.household_id)
         if self.gov.relationships.current(user.user_id, checked.subject(), at) is None:
             seq = self._refusal(kind, user, ["no_legitimate_relationship"])
             raise SharingRefused(["no_legitimate_relationship"], seq)
@@ -244,27 +288,47 @@ class SharingLog:
             raise SharingNotFound("person" if about.person_id else "household")
         return found
 
-    def _base(self, kind: str, user: User, team: str | None, about: About | None,
-              at: dt.datetime, protocol_id: str | None) -> dict[str, Any]:
+    def _base(
+        self,
+        kind: str,
+        user: User,
+        team: str | None,
+        about: About | None,
+        at: dt.datetime,
+        protocol_id: str | None,
+    ) -> dict[str, Any]:
         if user.agency is not None and user.agency not in AGENCY_CODES:
             raise BadSharingRecord("agency", "the recorder's agency is not a partnership code")
         if team is None:  # the recorder's team from the accounts, when the store has them
             team = (staff_directory(self.audit.engine).get(user.user_id) or (None, None))[1]
-        return {"type": kind, "record_id": uuid.uuid4().hex, "at": at.isoformat(),
-                "user_id": user.user_id, "role": user.role, "agency": user.agency,
-                "team": team, "protocol_id": protocol_id,
-                "subject": about.body() if about else None}
+        return {
+            "type": kind,
+            "record_id": uuid.uuid4().hex,
+            "at": at.isoformat(),
+            "user_id": user.user_id,
+            "role": user.role,
+            "agency": user.agency,
+            "team": team,
+            "protocol_id": protocol_id,
+            "subject": about.body() if about else None,
+        }
 
-    def _append(self, body: dict[str, Any],
-                also: Callable[[Connection, int], None] | None = None) -> Recorded:
+    def _append(
+        self, body: dict[str, Any], also: Callable[[Connection, int], None] | None = None
+    ) -> Recorded:
         rec = self.audit.append(AUDIT_KIND, body, also=also)
         return Recorded(body["record_id"], rec.seq, rec.entry_hash)
 
     @staticmethod
-    def _ix(kind: Interaction, agency: str | None, fields: list[str],
-            reasons: Iterable[str] = ()) -> dict[str, Any]:
-        return {"kind": kind.value, "agency": agency, "fields": list(fields),
-                "reasons": list(reasons)}
+    def _ix(
+        kind: Interaction, agency: str | None, fields: list[str], reasons: Iterable[str] = ()
+    ) -> dict[str, Any]:
+        return {
+            "kind": kind.value,
+            "agency": agency,
+            "fields": list(fields),
+            "reasons": list(reasons),
+        }
 
     def _own_agency(self, user: User, kind: str) -> str:
         if user.agency not in AGENCY_CODES:
@@ -274,9 +338,19 @@ class SharingLog:
 
     # -- information offered, and the answer to an offer -----------------------------------
 
-    def offer(self, user: User, about: About, to_agency: str, categories: Iterable[str],
-              basis: str, justification: str, *, to_user: str | None = None,
-              team: str | None = None, protocol_id: str | None = None) -> Recorded:
+    def offer(
+        self,
+        user: User,
+        about: About,
+        to_agency: str,
+        categories: Iterable[str],
+        basis: str,
+        justification: str,
+        *,
+        to_user: str | None = None,
+        team: str | None = None,
+        protocol_id: str | None = None,
+    ) -> Recorded:
         """The user's agency offers information it holds to another agency (or one of its
         workers). The offer stays open until the recipient accepts or refuses it."""
         kind = "sharing_offer"
@@ -291,28 +365,57 @@ class SharingLog:
             raise BadSharingRecord("to_agency", "an offer goes to another agency")
         text = self._text(kind, user, "justification", justification)
         about = self._about(kind, user, about, at)
-        body = {**self._base(kind, user, team, about, at, proto), "to_agency": to,
-                "to_user": to_user, "categories": cats, "basis": basis, "justification": text,
-                "interactions": [self._ix(Interaction.OFFER, own, cats)]}
+        body = {
+            **self._base(kind, user, team, about, at, proto),
+            "to_agency": to,
+            "to_user": to_user,
+            "categories": cats,
+            "basis": basis,
+            "justification": text,
+            "interactions": [self._ix(Interaction.OFFER, own, cats)],
+        }
 
         def index(conn: Connection, seq: int) -> None:
-            conn.execute(insert(offers).values(
-                offer_id=body["record_id"], audit_seq=seq, from_agency=own, to_agency=to,
-                to_user=to_user, person_id=about.person_id, household_id=about.household_id,
-                made_at=at.isoformat(), status="open"))
+            conn.execute(
+                insert(offers).values(
+                    offer_id=body["record_id"],
+                    audit_seq=seq,
+                    from_agency=own,
+                    to_agency=to,
+                    to_user=to_user,
+                    person_id=about.person_id,
+                    household_id=about.household_id,
+                    made_at=at.isoformat(),
+                    status="open",
+                )
+            )
+
         return self._append(body, index)
 
     def open_offers(self, agency: str | None) -> list[dict[str, Any]]:
         """Offers waiting for an answer from `agency` (ids and codes; the text is in the log)."""
         with self.audit.engine.connect() as conn:
-            rows = conn.execute(select(offers).where(offers.c.to_agency == agency,
-                                                     offers.c.status == "open")
-                                .order_by(offers.c.audit_seq)).mappings().all()
+            rows = (
+                conn.execute(
+                    select(offers)
+                    .where(offers.c.to_agency == agency, offers.c.status == "open")
+                    .order_by(offers.c.audit_seq)
+                )
+                .mappings()
+                .all()
+            )
         return [dict(r) for r in rows]
 
-    def respond(self, user: User, offer_id: str, accept: bool, *,
-                reason: str | None = None, justification: str | None = None,
-                team: str | None = None) -> Recorded:
+    def respond(
+        self,
+        user: User,
+        offer_id: str,
+        accept: bool,
+        *,
+        reason: str | None = None,
+        justification: str | None = None,
+        team: str | None = None,
+    ) -> Recorded:
         """Accept or refuse an offer made to the user's agency. A refusal needs a reason code
         and a justification; an acceptance may say why."""
         kind = "sharing_offer_response"
@@ -331,20 +434,31 @@ class SharingLog:
             raise SharingConflict("the offer was already answered")
         about = About(row.person_id, row.household_id)
         cats = self._offer_categories(row.audit_seq)
-        ix = (self._ix(Interaction.ACCEPT, own, cats) if accept else
-              self._ix(Interaction.DECLINE_OFFER, own, cats, [reason or "other"]))
-        body = {**self._base(kind, user, team, about, at, None), "offer_id": offer_id,
-                "offer_seq": row.audit_seq, "from_agency": row.from_agency,
-                "accepted": accept, "reason": None if accept else reason,
-                "justification": text, "interactions": [ix]}
+        ix = (
+            self._ix(Interaction.ACCEPT, own, cats)
+            if accept
+            else self._ix(Interaction.DECLINE_OFFER, own, cats, [reason or "other"])
+        )
+        body = {
+            **self._base(kind, user, team, about, at, None),
+            "offer_id": offer_id,
+            "offer_seq": row.audit_seq,
+            "from_agency": row.from_agency,
+            "accepted": accept,
+            "reason": None if accept else reason,
+            "justification": text,
+            "interactions": [ix],
+        }
 
         def close(conn: Connection, seq: int) -> None:
-            moved = conn.execute(update(offers).where(offers.c.offer_id == offer_id,
-                                                      offers.c.status == "open")
-                                 .values(status="accepted" if accept else "refused",
-                                         response_seq=seq))
+            moved = conn.execute(
+                update(offers)
+                .where(offers.c.offer_id == offer_id, offers.c.status == "open")
+                .values(status="accepted" if accept else "refused", response_seq=seq)
+            )
             if moved.rowcount != 1:  # answered by someone else meanwhile: nothing recorded
                 raise SharingConflict("the offer was already answered")
+
         return self._append(body, close)
 
     def _offer_categories(self, seq: int) -> list[str]:
@@ -353,9 +467,18 @@ class SharingLog:
 
     # -- decisions not to offer, not to request --------------------------------------------
 
-    def not_offered(self, user: User, about: About, to_agency: str | None,
-                    categories: Iterable[str], reason: str, justification: str, *,
-                    team: str | None = None, protocol_id: str | None = None) -> Recorded:
+    def not_offered(
+        self,
+        user: User,
+        about: About,
+        to_agency: str | None,
+        categories: Iterable[str],
+        reason: str,
+        justification: str,
+        *,
+        team: str | None = None,
+        protocol_id: str | None = None,
+    ) -> Recorded:
         """The user's agency holds information and decided not to offer it (to `to_agency`,
         or to anyone when None)."""
         kind = "sharing_not_offered"
@@ -367,14 +490,29 @@ class SharingLog:
         own = self._own_agency(user, kind)
         text = self._text(kind, user, "justification", justification)
         about = self._about(kind, user, about, at)
-        return self._append({
-            **self._base(kind, user, team, about, at, proto), "to_agency": to,
-            "categories": cats, "reason": reason, "justification": text,
-            "interactions": [self._ix(Interaction.WITHHOLD_OFFER, own, cats, [reason])]})
+        return self._append(
+            {
+                **self._base(kind, user, team, about, at, proto),
+                "to_agency": to,
+                "categories": cats,
+                "reason": reason,
+                "justification": text,
+                "interactions": [self._ix(Interaction.WITHHOLD_OFFER, own, cats, [reason])],
+            }
+        )
 
-    def not_requested(self, user: User, about: About, from_agency: str | None,
-                      categories: Iterable[str], reason: str, justification: str, *,
-                      team: str | None = None, protocol_id: str | None = None) -> Recorded:
+    def not_requested(
+        self,
+        user: User,
+        about: About,
+        from_agency: str | None,
+        categories: Iterable[str],
+        reason: str,
+        justification: str,
+        *,
+        team: str | None = None,
+        protocol_id: str | None = None,
+    ) -> Recorded:
         """The user decided not to ask another agency (`from_agency`, or any) for what it
         holds."""
         kind = "sharing_not_requested"
@@ -386,17 +524,35 @@ class SharingLog:
         own = self._own_agency(user, kind)
         text = self._text(kind, user, "justification", justification)
         about = self._about(kind, user, about, at)
-        return self._append({
-            **self._base(kind, user, team, about, at, proto), "from_agency": frm,
-            "categories": cats, "reason": reason, "justification": text,
-            "interactions": [self._ix(Interaction.WITHHOLD_REQUEST, own, cats, [reason])]})
+        return self._append(
+            {
+                **self._base(kind, user, team, about, at, proto),
+                "from_agency": frm,
+                "categories": cats,
+                "reason": reason,
+                "justification": text,
+                "interactions": [self._ix(Interaction.WITHHOLD_REQUEST, own, cats, [reason])],
+            }
+        )
 
     # -- sharing outside the system --------------------------------------------------------
 
-    def off_system(self, user: User, about: About, *, channel: str, occurred_on: dt.date,
-                   from_agency: str, to_agency: str, asked: bool, categories: Iterable[str],
-                   basis: str, justification: str, team: str | None = None,
-                   protocol_id: str | None = None) -> Recorded:
+    def off_system(
+        self,
+        user: User,
+        about: About,
+        *,
+        channel: str,
+        occurred_on: dt.date,
+        from_agency: str,
+        to_agency: str,
+        asked: bool,
+        categories: Iterable[str],
+        basis: str,
+        justification: str,
+        team: str | None = None,
+        protocol_id: str | None = None,
+    ) -> Recorded:
         """Sharing that happened outside the hub (a strategy meeting, a phone call), recorded
         after the event by a worker of one of the two agencies. `asked`: shared because the
         recipient asked (request + share when asked) or offered (offer + accept)."""
@@ -416,19 +572,34 @@ class SharingLog:
             raise BadSharingRecord("from_agency", "the recorder's agency must be one side")
         text = self._text(kind, user, "justification", justification)
         about = self._about(kind, user, about, at)
-        ixs = ([self._ix(Interaction.REQUEST, to, cats),
-                self._ix(Interaction.DISCLOSE_ON_REQUEST, frm, cats)] if asked else
-               [self._ix(Interaction.OFFER, frm, cats), self._ix(Interaction.ACCEPT, to, cats)])
-        return self._append({
-            **self._base(kind, user, team, about, at, proto), "channel": channel,
-            "occurred_on": occurred_on.isoformat(), "from_agency": frm, "to_agency": to,
-            "asked": asked, "categories": cats, "basis": basis, "justification": text,
-            "interactions": ixs})
+        ixs = (
+            [
+                self._ix(Interaction.REQUEST, to, cats),
+                self._ix(Interaction.DISCLOSE_ON_REQUEST, frm, cats),
+            ]
+            if asked
+            else [self._ix(Interaction.OFFER, frm, cats), self._ix(Interaction.ACCEPT, to, cats)]
+        )
+        return self._append(
+            {
+                **self._base(kind, user, team, about, at, proto),
+                "channel": channel,
+                "occurred_on": occurred_on.isoformat(),
+                "from_agency": frm,
+                "to_agency": to,
+                "asked": asked,
+                "categories": cats,
+                "basis": basis,
+                "justification": text,
+                "interactions": ixs,
+            }
+        )
 
     # -- challenges of a refusal -----------------------------------------------------------
 
-    def challenge(self, user: User, target_seq: int, to: str, grounds: str, *,
-                  team: str | None = None) -> Recorded:
+    def challenge(
+        self, user: User, target_seq: int, to: str, grounds: str, *, team: str | None = None
+    ) -> Recorded:
         """Challenge a refusal (an audit entry that withheld: a refused request, an offer
         not made or refused, a request not made) to the IG lead or the Caldicott guardian."""
         kind = "sharing_challenge"
@@ -445,8 +616,11 @@ class SharingLog:
             subject = {"person_id": None, "household_id": body.get("household_id")}
         about = About(subject.get("person_id") or None, subject.get("household_id"))
         mine = target is not None and body.get("user_id") == user.user_id
-        related = (target is not None and (about.person_id or about.household_id) and
-                   self.gov.relationships.current(user.user_id, about.subject(), at))
+        related = (
+            target is not None
+            and (about.person_id or about.household_id)
+            and self.gov.relationships.current(user.user_id, about.subject(), at)
+        )
         if not withheld or not (mine or related):
             # the same answer whether the entry is missing, not a refusal, or not the user's
             seq = self._refusal(kind, user, ["not_a_refusal_you_can_challenge"])
@@ -454,34 +628,76 @@ class SharingLog:
         by = body.get("user_id")
         home = staff_directory(self.audit.engine).get(by) or (None, None)
         target_team = body.get("team") or home[1]
-        summary = [{**w, "agency": w["agency"] or home[0], "user_id": by,
-                    "team": target_team if w["side"] == "actor" else None} for w in withheld]
-        out = {**self._base(kind, user, team, about, at, body.get("protocol_id")),
-               "target_seq": target_seq, "target_type": body.get("type"), "to": to,
-               "grounds": text, "challenged": summary, "interactions": []}
+        summary = [
+            {
+                **w,
+                "agency": w["agency"] or home[0],
+                "user_id": by,
+                "team": target_team if w["side"] == "actor" else None,
+            }
+            for w in withheld
+        ]
+        out = {
+            **self._base(kind, user, team, about, at, body.get("protocol_id")),
+            "target_seq": target_seq,
+            "target_type": body.get("type"),
+            "to": to,
+            "grounds": text,
+            "challenged": summary,
+            "interactions": [],
+        }
 
         def index(conn: Connection, seq: int) -> None:
-            if conn.execute(select(challenges.c.challenge_id).where(
-                    challenges.c.target_seq == target_seq,
-                    challenges.c.status == "open")).first() is not None:
+            if (
+                conn.execute(
+                    select(challenges.c.challenge_id).where(
+                        challenges.c.target_seq == target_seq, challenges.c.status == "open"
+                    )
+                ).first()
+                is not None
+            ):
                 raise SharingConflict("this refusal already has an open challenge")
-            conn.execute(insert(challenges).values(
-                challenge_id=out["record_id"], audit_seq=seq, target_seq=target_seq,
-                raised_by=user.user_id, to_role=to, raised_at=at.isoformat(), status="open"))
+            conn.execute(
+                insert(challenges).values(
+                    challenge_id=out["record_id"],
+                    audit_seq=seq,
+                    target_seq=target_seq,
+                    raised_by=user.user_id,
+                    to_role=to,
+                    raised_at=at.isoformat(),
+                    status="open",
+                )
+            )
+
         return self._append(out, index)
 
     def open_challenges(self) -> list[dict[str, Any]]:
         with self.audit.engine.connect() as conn:
-            rows = conn.execute(select(challenges).where(challenges.c.status == "open")
-                                .order_by(challenges.c.audit_seq)).mappings().all()
+            rows = (
+                conn.execute(
+                    select(challenges)
+                    .where(challenges.c.status == "open")
+                    .order_by(challenges.c.audit_seq)
+                )
+                .mappings()
+                .all()
+            )
         out = []
         for r in rows:
             rec = self.audit.get(int(r["audit_seq"]))
             out.append({**dict(r), "grounds": rec.data().get("grounds") if rec else None})
         return out
 
-    def decide(self, user: User, challenge_id: str, outcome: str, as_: str, reasons: str, *,
-               team: str | None = None) -> Recorded:
+    def decide(
+        self,
+        user: User,
+        challenge_id: str,
+        outcome: str,
+        as_: str,
+        reasons: str,
+        *,
+        team: str | None = None,
+    ) -> Recorded:
         """The IG lead or Caldicott guardian (`as_`) upholds or overturns a challenged
         refusal, and says why. Not by the person who raised it; once only."""
         kind = "sharing_challenge_decision"
@@ -495,8 +711,9 @@ class SharingLog:
             raise SharingRefused(["role_may_not_decide_challenges"], seq)
         text = self._text(kind, user, "reasons", reasons)
         with self.audit.engine.connect() as conn:
-            row = conn.execute(select(challenges).where(
-                challenges.c.challenge_id == challenge_id)).first()
+            row = conn.execute(
+                select(challenges).where(challenges.c.challenge_id == challenge_id)
+            ).first()
         if row is None:
             raise SharingNotFound("challenge")
         if row.raised_by == user.user_id:
@@ -504,21 +721,37 @@ class SharingLog:
             raise SharingRefused(["may_not_decide_own_challenge"], seq)
         if row.status != "open":
             raise SharingConflict("the challenge was already decided")
-        body = {**self._base(kind, user, team, None, at, None), "challenge_id": challenge_id,
-                "challenge_seq": int(row.audit_seq), "target_seq": int(row.target_seq),
-                "outcome": outcome, "decided_as": as_, "reasons": text, "interactions": []}
+        body = {
+            **self._base(kind, user, team, None, at, None),
+            "challenge_id": challenge_id,
+            "challenge_seq": int(row.audit_seq),
+            "target_seq": int(row.target_seq),
+            "outcome": outcome,
+            "decided_as": as_,
+            "reasons": text,
+            "interactions": [],
+        }
 
         def close(conn: Connection, seq: int) -> None:
-            moved = conn.execute(update(challenges).where(
-                challenges.c.challenge_id == challenge_id, challenges.c.status == "open")
-                .values(status=outcome, decided_by=user.user_id, decision_seq=seq))
+            moved = conn.execute(
+                update(challenges)
+                .where(challenges.c.challenge_id == challenge_id, challenges.c.status == "open")
+                .values(status=outcome, decided_by=user.user_id, decision_seq=seq)
+            )
             if moved.rowcount != 1:
                 raise SharingConflict("the challenge was already decided")
+
         return self._append(body, close)
 
 
-_RECIPIENT_KINDS = frozenset({Interaction.REQUEST, Interaction.ACCEPT,
-                              Interaction.WITHHOLD_REQUEST, Interaction.DECLINE_OFFER})
+_RECIPIENT_KINDS = frozenset(
+    {
+        Interaction.REQUEST,
+        Interaction.ACCEPT,
+        Interaction.WITHHOLD_REQUEST,
+        Interaction.DECLINE_OFFER,
+    }
+)
 
 
 def _withholding(body: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -537,6 +770,7 @@ def _withholding(body: Mapping[str, Any]) -> list[dict[str, Any]]:
             if kind in _RECIPIENT_KINDS and agency is None:
                 agency = body.get("agency")
             side = "rules" if rules and kind is Interaction.REFUSE_REQUEST else "actor"
-            out.setdefault((kind.value, agency), {"kind": kind.value, "agency": agency,
-                                                  "side": side})
+            out.setdefault(
+                (kind.value, agency), {"kind": kind.value, "agency": agency, "side": side}
+            )
     return list(out.values())

@@ -36,8 +36,11 @@ class SignOffError(ValueError):
 
 class ProtocolSignOff(Base):
     __tablename__ = "gov_protocol_signoffs"
-    __table_args__ = (UniqueConstraint("protocol_id", "version", "sha256", "agency",
-                                       name="uq_gov_protocol_signoff"),)
+    __table_args__ = (
+        UniqueConstraint(
+            "protocol_id", "version", "sha256", "agency", name="uq_gov_protocol_signoff"
+        ),
+    )
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     protocol_id: Mapped[str] = mapped_column(String(64), nullable=False, index=True)
     version: Mapped[int] = mapped_column(Integer, nullable=False)
@@ -75,9 +78,13 @@ class SignOffStore:
         """Agencies that signed off this protocol's current version and content hash."""
         c = ProtocolSignOff
         with self.engine.connect() as conn:
-            rows = conn.execute(select(c.agency).where(
-                c.protocol_id == protocol.id, c.version == protocol.version,
-                c.sha256 == protocol.document_sha256)).all()
+            rows = conn.execute(
+                select(c.agency).where(
+                    c.protocol_id == protocol.id,
+                    c.version == protocol.version,
+                    c.sha256 == protocol.document_sha256,
+                )
+            ).all()
         return {r[0] for r in rows}
 
     def missing(self, protocol: Protocol) -> list[str]:
@@ -88,40 +95,76 @@ class SignOffStore:
     def all(self) -> list[SignOff]:
         c = ProtocolSignOff
         with self.engine.connect() as conn:
-            rows = conn.execute(select(c.protocol_id, c.version, c.sha256, c.agency,
-                                       c.signed_by, c.signed_at, c.audit_seq)
-                                .order_by(c.id)).all()
+            rows = conn.execute(
+                select(
+                    c.protocol_id,
+                    c.version,
+                    c.sha256,
+                    c.agency,
+                    c.signed_by,
+                    c.signed_at,
+                    c.audit_seq,
+                ).order_by(c.id)
+            ).all()
         return [SignOff(*r) for r in rows]
 
-    def sign(self, audit: AuditLog, protocol: Protocol, agency: str, signed_by: str,
-             signer_role: str, signer_agency: str | None,
-             at: dt.datetime | None = None) -> SignOff:
+    def sign(
+        self,
+        audit: AuditLog,
+        protocol: Protocol,
+        agency: str,
+        signed_by: str,
+        signer_role: str,
+        signer_agency: str | None,
+        at: dt.datetime | None = None,
+    ) -> SignOff:
         """Record `agency`'s sign-off of this protocol version's content, by that agency's own
         IG lead or data officer. Refused (nothing written) otherwise."""
         if agency not in parties(protocol):
-            raise SignOffError(f"{protocol.id} v{protocol.version}: {agency} is not a party to "
-                               "this protocol")
+            raise SignOffError(
+                f"{protocol.id} v{protocol.version}: {agency} is not a party to this protocol"
+            )
         if signer_role not in SIGNING_ROLES:
-            raise SignOffError(f"role {signer_role} may not sign off a protocol; "
-                               f"allowed: {sorted(SIGNING_ROLES)}")
+            raise SignOffError(
+                f"role {signer_role} may not sign off a protocol; allowed: {sorted(SIGNING_ROLES)}"
+            )
         if signer_agency != agency:
-            raise SignOffError(f"{signed_by} does not act for {agency}: only {agency}'s own "
-                               "data controller signs off for it")
+            raise SignOffError(
+                f"{signed_by} does not act for {agency}: only {agency}'s own "
+                "data controller signs off for it"
+            )
         if not protocol.document_sha256:
             raise SignOffError(f"{protocol.id}: not loaded from a file; no content hash to sign")
         if agency in self.signed(protocol):
-            raise SignOffError(f"{protocol.id} v{protocol.version}: {agency} already signed off "
-                               "this content")
+            raise SignOffError(
+                f"{protocol.id} v{protocol.version}: {agency} already signed off this content"
+            )
         at = at or dt.datetime.now(dt.UTC)
-        body = {"type": "protocol_sign_off", "at": at.isoformat(), "protocol_id": protocol.id,
-                "protocol_version": protocol.version,
-                "protocol_sha256": protocol.document_sha256, "agency": agency,
-                "user_id": signed_by, "role": signer_role}
-        row = {"protocol_id": protocol.id, "version": protocol.version,
-               "sha256": protocol.document_sha256, "agency": agency, "signed_by": signed_by,
-               "signed_at": at.isoformat()}
-        rec = audit.append("protocol_sign_off", body, also=lambda conn, seq: conn.execute(
-            insert(ProtocolSignOff).values(**row, audit_seq=seq)))
+        body = {
+            "type": "protocol_sign_off",
+            "at": at.isoformat(),
+            "protocol_id": protocol.id,
+            "protocol_version": protocol.version,
+            "protocol_sha256": protocol.document_sha256,
+            "agency": agency,
+            "user_id": signed_by,
+            "role": signer_role,
+        }
+        row = {
+            "protocol_id": protocol.id,
+            "version": protocol.version,
+            "sha256": protocol.document_sha256,
+            "agency": agency,
+            "signed_by": signed_by,
+            "signed_at": at.isoformat(),
+        }
+        rec = audit.append(
+            "protocol_sign_off",
+            body,
+            also=lambda conn, seq: conn.execute(
+                insert(ProtocolSignOff).values(**row, audit_seq=seq)
+            ),
+        )
         return SignOff(**row, audit_seq=rec.seq)
 
 
@@ -130,8 +173,9 @@ def ig_lead_of(agency: str) -> str:
     return f"ig.{agency.lower()}"
 
 
-def sign_off_all(audit: AuditLog, protocols: dict[str, Protocol] | None = None,
-                 at: dt.datetime | None = None) -> list[SignOff]:
+def sign_off_all(
+    audit: AuditLog, protocols: dict[str, Protocol] | None = None, at: dt.datetime | None = None
+) -> list[SignOff]:
     """What a partnership does at set-up: each agency's IG lead signs off the current version
     of every protocol it is party to. Already-signed content is left as it is, so this may run
     again; each new sign-off is one audit entry (SignOffStore.sign)."""
@@ -139,8 +183,7 @@ def sign_off_all(audit: AuditLog, protocols: dict[str, Protocol] | None = None,
     done = []
     for _pid, proto in sorted((protocols or load_protocols()).items()):
         for agency in sorted(set(parties(proto)) - store.signed(proto)):
-            done.append(store.sign(audit, proto, agency, ig_lead_of(agency), "ig_lead", agency,
-                                   at))
+            done.append(store.sign(audit, proto, agency, ig_lead_of(agency), "ig_lead", agency, at))
     return done
 
 
@@ -175,8 +218,10 @@ def main(argv: list[str] | None = None) -> int:
     except SignOffError as exc:
         print(f"refused: {exc}", file=sys.stderr)
         return 1
-    print(f"{s.agency} signed off {s.protocol_id} v{s.version} ({s.sha256[:12]}), "
-          f"audit entry {s.audit_seq}")
+    print(
+        f"{s.agency} signed off {s.protocol_id} v{s.version} ({s.sha256[:12]}), "
+        f"audit entry {s.audit_seq}"
+    )
     return 0
 
 

@@ -16,5 +16,7 @@ def staff_directory(engine: Engine) -> dict[str, tuple[str | None, str | None]]:
         return {}
     t = Table("ws_accounts", MetaData(), autoload_with=engine)
     with engine.connect() as conn:
-        return {r.user_id: (r.agency, r.team)
-                for r in conn.execute(select(t.c.user_id, t.c.agency, t.c.team))}
+        return {
+            r.user_id: (r.agency, r.team)
+            for r in conn.execute(select(t.c.user_id, t.c.agency, t.c.team))
+        }

@@ -23,8 +23,9 @@ _CANDIDATES = (
 
 def postgres_url() -> tuple[str | None, str]:
     """(url, reason): the first reachable test URL, or None and why none was."""
-    candidates = [os.environ["JOINEDUP_TEST_PG"]] if "JOINEDUP_TEST_PG" in os.environ else list(
-        _CANDIDATES)
+    candidates = (
+        [os.environ["JOINEDUP_TEST_PG"]] if "JOINEDUP_TEST_PG" in os.environ else list(_CANDIDATES)
+    )
     why = "no candidate URL"
     for url in candidates:
         engine = create_engine(url, connect_args={"connect_timeout": 2})
@@ -104,8 +105,9 @@ def partnership_set_up(engine: Any) -> int:
     return len(sign_off_all(AuditLog(engine)))
 
 
-def deployed_access(engine: Any, folder: Any, teams: dict[str, dict[str, Any]] | None = None
-                    ) -> Any:
+def deployed_access(
+    engine: Any, folder: Any, teams: dict[str, dict[str, Any]] | None = None
+) -> Any:
     """Access control as a deployment runs it, for tests that build a Governance directly:
     the shipped schemas/assignments.yaml with the test's own teams added (written to
     <folder>/assignments.yaml, as a partnership writes its own file), every protocol signed

@@ -21,11 +21,23 @@ _UNIT = re.compile(rf"(?:^|\s){_UNIT_WORDS}(?:\s+(?:no|number))?\s+({_ID})(?=\s|
 # "3/12 high street": flat 3 at number 12 (the flat first, as most English registers write it).
 _SLASH = re.compile(r"^(\d+[a-z]?)/(\d+[a-z]?)(?=\s|$)")
 # Floor flats: "ground floor flat", "first floor flat 12 ...", "gff", "basement flat".
-_FLOORS = {"basement": "basement", "lower ground": "lower ground", "ground": "ground",
-           "first": "first", "1st": "first", "second": "second", "2nd": "second",
-           "third": "third", "3rd": "third", "top": "top", "upper": "upper"}
-_FLOOR = re.compile(r"(?:^|\s)(basement|lower ground|ground|first|1st|second|2nd|third|3rd|"
-                    r"top|upper)(?: floor)? (?:flat|maisonette)(?=\s|$)")
+_FLOORS = {
+    "basement": "basement",
+    "lower ground": "lower ground",
+    "ground": "ground",
+    "first": "first",
+    "1st": "first",
+    "second": "second",
+    "2nd": "second",
+    "third": "third",
+    "3rd": "third",
+    "top": "top",
+    "upper": "upper",
+}
+_FLOOR = re.compile(
+    r"(?:^|\s)(basement|lower ground|ground|first|1st|second|2nd|third|3rd|"
+    r"top|upper)(?: floor)? (?:flat|maisonette)(?=\s|$)"
+)
 _FLOOR_ABBR = {"gff": "ground", "ff": "first", "sff": "second", "tff": "top", "bf": "basement"}
 # A house number (or a range: "12-14" is "12 14" once normalised) followed by the street.
 _NUMBERED = re.compile(r"(?:^|\s)(\d+[a-z]?(?:\s+\d+[a-z]?)*)\s+([a-z][a-z ]*\S)$")
@@ -56,14 +68,14 @@ def split_flat(line: str | None) -> tuple[str | None, str | None]:
         return None, None
     m = _SLASH.match(line)
     if m:
-        return flat_id(m.group(1)), (m.group(2) + line[m.end():]).strip() or None
+        return flat_id(m.group(1)), (m.group(2) + line[m.end() :]).strip() or None
     m = _FLOOR.search(line)  # before _UNIT: "ground floor flat 12 high street"
     if m:
-        rest = (line[:m.start()] + " " + line[m.end():]).strip()
+        rest = (line[: m.start()] + " " + line[m.end() :]).strip()
         return _FLOORS[m.group(1)], " ".join(rest.split()) or None
     m = _UNIT.search(line)
     if m:
-        rest = (line[:m.start()] + " " + line[m.end():]).strip()
+        rest = (line[: m.start()] + " " + line[m.end() :]).strip()
         return flat_id(m.group(1)), " ".join(rest.split()) or None
     first, _, tail = line.partition(" ")
     if first in _FLOOR_ABBR:
@@ -81,8 +93,9 @@ def _numbered(text: str | None) -> tuple[str, str] | None:
     return "-".join(m.group(1).split()), m.group(2)
 
 
-def address_key(line1: str | None, line2: str | None,
-                flat_col: str | None) -> tuple[str | None, str | None, str | None, str | None]:
+def address_key(
+    line1: str | None, line2: str | None, flat_col: str | None
+) -> tuple[str | None, str | None, str | None, str | None]:
     """Normalised line 1, line 2 and flat column -> (flat, house number, street, premises).
 
     The flat comes from its own column, else line 1, else line 2. The premises is the numbered

@@ -57,8 +57,9 @@ class Allocation:
 
 def canonical(body: dict[str, Any]) -> bytes:
     """The signed bytes: sorted keys, no whitespace, UTF-8."""
-    return json.dumps(body, sort_keys=True, separators=(",", ":"),
-                      ensure_ascii=False).encode("utf-8")
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode(
+        "utf-8"
+    )
 
 
 def sealed_file_name(sequence: int) -> str:
@@ -97,8 +98,7 @@ def read_allocations(path: Path | str) -> list[Allocation]:
             end_text = (row["end"] or "").strip()
             end = _date(end_text) if end_text else None
             if not WORKER.fullmatch(worker):
-                bad.append("worker_id: missing or not a staff id ([A-Za-z0-9_.@-], at most "
-                           "128)")
+                bad.append("worker_id: missing or not a staff id ([A-Za-z0-9_.@-], at most 128)")
             if not 0 < len(ref) <= MAX_CASE_REF:
                 bad.append(f"case_reference: missing or longer than {MAX_CASE_REF}")
             if start is None:
@@ -112,14 +112,20 @@ def read_allocations(path: Path | str) -> list[Allocation]:
             else:
                 out.append(Allocation(worker, ref, start, end))  # type: ignore[arg-type]
     if problems:
-        raise AllocationError(f"{path}: {len(problems)} problem(s); nothing exported:\n  "
-                              + "\n  ".join(problems[:20]))
+        raise AllocationError(
+            f"{path}: {len(problems)} problem(s); nothing exported:\n  "
+            + "\n  ".join(problems[:20])
+        )
     return out
 
 
-def build_export(keys: KeyStore, allocations: Iterable[Allocation], sequence: int,
-                 known_case: Callable[[str], bool],
-                 exported_at: dt.datetime | None = None) -> bytes:
+def build_export(
+    keys: KeyStore,
+    allocations: Iterable[Allocation],
+    sequence: int,
+    known_case: Callable[[str], bool],
+    exported_at: dt.datetime | None = None,
+) -> bytes:
     """The signed export document: case references turned into record refs."""
     if sequence < 1:
         raise AllocationError("sequence: must be 1 or more")
@@ -129,20 +135,36 @@ def build_export(keys: KeyStore, allocations: Iterable[Allocation], sequence: in
         if not known_case(a.case_reference):
             unknown += 1
             continue
-        rows.append({"user_id": a.worker_id,
-                     "record_ref": encrypt_record_ref(ref_key, a.case_reference),
-                     "start": a.start.isoformat(),
-                     "end": a.end.isoformat() if a.end else None})
+        rows.append(
+            {
+                "user_id": a.worker_id,
+                "record_ref": encrypt_record_ref(ref_key, a.case_reference),
+                "start": a.start.isoformat(),
+                "end": a.end.isoformat() if a.end else None,
+            }
+        )
     at = exported_at or dt.datetime.now(dt.UTC)
-    body = {"format": FORMAT, "agency": keys.agency, "sequence": sequence,
-            "exported_at": at.isoformat(timespec="seconds"), "key_id": signer.key_id,
-            "allocations": rows, "unknown_case_references": unknown}
+    body = {
+        "format": FORMAT,
+        "agency": keys.agency,
+        "sequence": sequence,
+        "exported_at": at.isoformat(timespec="seconds"),
+        "key_id": signer.key_id,
+        "allocations": rows,
+        "unknown_case_references": unknown,
+    }
     signature = base64.b64encode(signer.sign(canonical(body))).decode("ascii")
     return json.dumps({"body": body, "signature": signature}).encode("utf-8")
 
 
-def land_export(document: bytes, hub_key: HubPublicKey, drop_root: Path | str, agency: str,
-                sequence: int, work_dir: Path | str) -> Path:
+def land_export(
+    document: bytes,
+    hub_key: HubPublicKey,
+    drop_root: Path | str,
+    agency: str,
+    sequence: int,
+    work_dir: Path | str,
+) -> Path:
     """Seal the export into `drop_root/<agency>/allocations-<seq>.sealed`, atomically: the
     plaintext is written only in the agency's private `work_dir` and removed after sealing."""
     area = drop_area(drop_root, agency)
@@ -154,8 +176,7 @@ def land_export(document: bytes, hub_key: HubPublicKey, drop_root: Path | str, a
         with os.fdopen(fd, "wb") as fh:
             fh.write(document)
         tmp = area / f".tmp-{name}-{os.getpid()}"
-        seal_file(plain, tmp, hub_key, agency=agency, batch_id=batch_id(sequence),
-                  file_name=name)
+        seal_file(plain, tmp, hub_key, agency=agency, batch_id=batch_id(sequence), file_name=name)
         os.chmod(tmp, 0o644)
         final = area / name
         if final.exists():
@@ -174,15 +195,21 @@ def next_sequence(work_dir: Path | str) -> int:
     return last + 1
 
 
-def export_and_land(csv_path: Path | str, agency_dir: Path | str, agency: str,
-                    known_case: Callable[[str], bool], drop_root: Path | str) -> Path:
+def export_and_land(
+    csv_path: Path | str,
+    agency_dir: Path | str,
+    agency: str,
+    known_case: Callable[[str], bool],
+    drop_root: Path | str,
+) -> Path:
     """The whole agency side: read the case system's export, convert, sign, seal, land, and
     advance the counter only once the file has landed."""
     keys = KeyStore(Path(agency_dir) / "keys", agency)
     sequence = next_sequence(agency_dir)
     doc = build_export(keys, read_allocations(csv_path), sequence, known_case)
-    landed = land_export(doc, bridge_hub_key(keys.directory), drop_root, agency, sequence,
-                         Path(agency_dir) / "work")
+    landed = land_export(
+        doc, bridge_hub_key(keys.directory), drop_root, agency, sequence, Path(agency_dir) / "work"
+    )
     (Path(agency_dir) / "allocations_sequence").write_text(f"{sequence}\n")
     return landed
 
@@ -192,8 +219,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from ig_bridge.reid_service import extract_lookup
 
-    p = argparse.ArgumentParser(prog="python -m ig_bridge.allocations", description=(
-        "Send the case system's current allocations to the hub as record refs."))
+    p = argparse.ArgumentParser(
+        prog="python -m ig_bridge.allocations",
+        description=("Send the case system's current allocations to the hub as record refs."),
+    )
     p.add_argument("--csv", required=True, help="worker_id,case_reference,start,end")
     p.add_argument("--agency", required=True)
     p.add_argument("--agency-dir", required=True, help="the agency's folder (keys/ inside)")
@@ -203,8 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     lookup = extract_lookup(a.extract, a.mapping)
     try:
-        path = export_and_land(a.csv, a.agency_dir, a.agency, lambda r: bool(lookup([r])),
-                               a.drop)
+        path = export_and_land(a.csv, a.agency_dir, a.agency, lambda r: bool(lookup([r])), a.drop)
     except AllocationError as exc:
         print(exc)
         return 2

@@ -31,8 +31,16 @@ REQUEST_VERSION = 1
 MAX_CASE_REF = 64
 _HEX32 = re.compile(r"^[0-9a-f]{32}$")
 _USER = re.compile(r"^[A-Za-z0-9_.@-]{1,128}$")
-_REQUIRED = ("request_version", "request_id", "agency", "requesting_user",
-             "requesting_agency", "case_reference", "issued_at", "expires_at")
+_REQUIRED = (
+    "request_version",
+    "request_id",
+    "agency",
+    "requesting_user",
+    "requesting_agency",
+    "case_reference",
+    "issued_at",
+    "expires_at",
+)
 
 
 def _aware(value: Any) -> dt.datetime | None:
@@ -51,8 +59,11 @@ def handle_record_ref(service: ReidService, body: bytes) -> tuple[HTTPStatus, di
         req = service._authenticate(body)  # unsigned: counted, never logged
     except Refused as r:
         return r.status, {"error": r.code}
-    base: dict[str, Any] = {"at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                            "agency": service.agency, "kind": "record_ref_lookup"}
+    base: dict[str, Any] = {
+        "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "agency": service.agency,
+        "kind": "record_ref_lookup",
+    }
     rid = req.get("request_id")
     if isinstance(rid, str) and _HEX32.fullmatch(rid):
         base["request_id"] = rid
@@ -65,9 +76,14 @@ def handle_record_ref(service: ReidService, body: bytes) -> tuple[HTTPStatus, di
         return status, {"error": code}
 
     ref = req.get("case_reference")
-    if (any(k not in req for k in _REQUIRED) or req["request_version"] != REQUEST_VERSION
-            or "request_id" not in base or "requesting_user" not in base
-            or not isinstance(ref, str) or not 0 < len(ref.strip()) <= MAX_CASE_REF):
+    if (
+        any(k not in req for k in _REQUIRED)
+        or req["request_version"] != REQUEST_VERSION
+        or "request_id" not in base
+        or "requesting_user" not in base
+        or not isinstance(ref, str)
+        or not 0 < len(ref.strip()) <= MAX_CASE_REF
+    ):
         return refuse("malformed_request", HTTPStatus.BAD_REQUEST)
     if req["agency"] != service.agency:
         return refuse("wrong_agency", HTTPStatus.FORBIDDEN)
@@ -80,8 +96,9 @@ def handle_record_ref(service: ReidService, body: bytes) -> tuple[HTTPStatus, di
     with service._lock:  # the replay set is shared with /reidentify
         if req["request_id"] in service._seen:
             return refuse("replayed_request", HTTPStatus.FORBIDDEN)
-        service._remember(req["request_id"],
-                          (now + service.max_lifetime + 2 * service.skew).timestamp())
+        service._remember(
+            req["request_id"], (now + service.max_lifetime + 2 * service.skew).timestamp()
+        )
     if not dt.timedelta(0) < expires - issued <= service.max_lifetime:
         return refuse("lifetime_too_long", HTTPStatus.FORBIDDEN)
     if issued > now + service.skew:
@@ -91,7 +108,13 @@ def handle_record_ref(service: ReidService, body: bytes) -> tuple[HTTPStatus, di
     local_id = ref.strip()
     found = bool(service.lookup([local_id]))
     record_ref = encrypt_record_ref(service.keys.ref_key(), local_id) if found else None
-    append_audit(service.audit_log, {**base, "outcome": "record_ref_answered", "found": found,
-                                     "record_ref": record_ref})
-    return HTTPStatus.OK, {"request_id": req["request_id"], "agency": service.agency,
-                           "found": found, "record_ref": record_ref}
+    append_audit(
+        service.audit_log,
+        {**base, "outcome": "record_ref_answered", "found": found, "record_ref": record_ref},
+    )
+    return HTTPStatus.OK, {
+        "request_id": req["request_id"],
+        "agency": service.agency,
+        "found": found,
+        "record_ref": record_ref,
+    }

@@ -48,8 +48,18 @@ MAX_NOTICE = 64 * 1024
 REGISTER = "consent_withdrawals.jsonl"
 _HEX32 = re.compile(r"^[0-9a-f]{32}$")
 _CODE = re.compile(r"^[a-z][a-z0-9_]{1,63}$")
-_REQUIRED = ("notice_version", "kind", "notice_id", "agency", "record_refs", "purpose",
-             "categories", "consent_record_id", "withdrawn_at", "hub_audit_seq")
+_REQUIRED = (
+    "notice_version",
+    "kind",
+    "notice_id",
+    "agency",
+    "record_refs",
+    "purpose",
+    "categories",
+    "consent_record_id",
+    "withdrawn_at",
+    "hub_audit_seq",
+)
 
 
 class NoticeRefused(Exception):  # noqa: N818 - an outcome, not a fault
@@ -82,18 +92,26 @@ def verify_notice(raw: bytes, hub_key: Ed25519PublicKey, agency: str) -> dict[st
         hub_key.verify(sig, canonical_json(notice))
     except (InvalidSignature, binascii.Error, ValueError, TypeError):
         raise NoticeRefused("bad_signature") from None
-    if (any(k not in notice for k in _REQUIRED) or notice["kind"] != NOTICE_KIND
-            or notice["notice_version"] != NOTICE_VERSION):
+    if (
+        any(k not in notice for k in _REQUIRED)
+        or notice["kind"] != NOTICE_KIND
+        or notice["notice_version"] != NOTICE_VERSION
+    ):
         raise NoticeRefused("not_a_withdrawal_notice")
     if notice["agency"] != agency:
         raise NoticeRefused("wrong_agency")
     refs, cats = notice["record_refs"], notice["categories"]
-    if (not isinstance(notice["notice_id"], str) or not _HEX32.fullmatch(notice["notice_id"])
-            or not isinstance(refs, list) or not refs
-            or not all(isinstance(r, str) for r in refs)
-            or not isinstance(notice["purpose"], str) or not _CODE.fullmatch(notice["purpose"])
-            or not isinstance(cats, list) or not all(isinstance(c, str) and _CODE.fullmatch(c)
-                                                     for c in cats)):
+    if (
+        not isinstance(notice["notice_id"], str)
+        or not _HEX32.fullmatch(notice["notice_id"])
+        or not isinstance(refs, list)
+        or not refs
+        or not all(isinstance(r, str) for r in refs)
+        or not isinstance(notice["purpose"], str)
+        or not _CODE.fullmatch(notice["purpose"])
+        or not isinstance(cats, list)
+        or not all(isinstance(c, str) and _CODE.fullmatch(c) for c in cats)
+    ):
         raise NoticeRefused("malformed_notice")
     try:
         when = dt.datetime.fromisoformat(str(notice["withdrawn_at"]))
@@ -105,12 +123,16 @@ def verify_notice(raw: bytes, hub_key: Ed25519PublicKey, agency: str) -> dict[st
 
 
 def _applied_ids(register: Path) -> set[str]:
-    return {e["notice_id"] for e in read_audit(register)
-            if e.get("outcome") == "applied" and "notice_id" in e}
+    return {
+        e["notice_id"]
+        for e in read_audit(register)
+        if e.get("outcome") == "applied" and "notice_id" in e
+    }
 
 
-def apply_notices(inbox: Path, agency_dir: Path, agency: str,
-                  hub_key: Ed25519PublicKey) -> list[Outcome]:
+def apply_notices(
+    inbox: Path, agency_dir: Path, agency: str, hub_key: Ed25519PublicKey
+) -> list[Outcome]:
     """Verify and apply every notice file in `inbox` (sorted by name); one outcome each."""
     register = Path(agency_dir) / REGISTER
     done = _applied_ids(register)
@@ -130,17 +152,27 @@ def apply_notices(inbox: Path, agency_dir: Path, agency: str,
             except RecordRefError:
                 raise NoticeRefused("record_ref_not_this_agency") from None
         except NoticeRefused as exc:
-            append_audit(register, {"outcome": "refused", "code": exc.code, "file": path.name,
-                                    "at": now})
+            append_audit(
+                register, {"outcome": "refused", "code": exc.code, "file": path.name, "at": now}
+            )
             out.append(Outcome(path.name, "refused", exc.code))
             continue
         for ref, local_id in zip(notice["record_refs"], local, strict=True):
-            append_audit(register, {
-                "outcome": "applied", "notice_id": notice["notice_id"], "at": now,
-                "record_ref": ref, "local_id": local_id, "purpose": notice["purpose"],
-                "categories": notice["categories"], "withdrawn_at": notice["withdrawn_at"],
-                "consent_record_id": notice["consent_record_id"],
-                "hub_audit_seq": notice["hub_audit_seq"]})
+            append_audit(
+                register,
+                {
+                    "outcome": "applied",
+                    "notice_id": notice["notice_id"],
+                    "at": now,
+                    "record_ref": ref,
+                    "local_id": local_id,
+                    "purpose": notice["purpose"],
+                    "categories": notice["categories"],
+                    "withdrawn_at": notice["withdrawn_at"],
+                    "consent_record_id": notice["consent_record_id"],
+                    "hub_audit_seq": notice["hub_audit_seq"],
+                },
+            )
         done.add(notice["notice_id"])
         out.append(Outcome(path.name, "applied", records=len(local)))
     return out
@@ -175,13 +207,19 @@ def carry_withdrawals(pay: pd.DataFrame, local_ids: pd.Series, agency_dir: Path)
     if not latest:
         return 0
     ids = local_ids.astype(str).reset_index(drop=True)
-    when = pd.Series([latest.get((i, str(p))) for i, p in
-                      zip(ids, pay["consent_purpose"], strict=True)], dtype=object)
+    when = pd.Series(
+        [latest.get((i, str(p))) for i, p in zip(ids, pay["consent_purpose"], strict=True)],
+        dtype=object,
+    )
     on = pd.to_datetime(when.map(lambda t: None if t is None else t.date()), errors="coerce")
-    dated = (pd.to_datetime(pay["consent_date"], errors="coerce")
-             if "consent_date" in pay.columns else pd.Series(pd.NaT, index=pay.index))
-    hit = (on.notna() & (pay["consent_status"] == "given")
-           & (dated.isna() | (dated <= on))).to_numpy()
+    dated = (
+        pd.to_datetime(pay["consent_date"], errors="coerce")
+        if "consent_date" in pay.columns
+        else pd.Series(pd.NaT, index=pay.index)
+    )
+    hit = (
+        on.notna() & (pay["consent_status"] == "given") & (dated.isna() | (dated <= on))
+    ).to_numpy()
     if not hit.any():
         return 0
     pay.loc[hit, "consent_status"] = "withdrawn"
@@ -194,9 +232,13 @@ def carry_withdrawals(pay: pd.DataFrame, local_ids: pd.Series, agency_dir: Path)
 
 # --- joinedup-bridge consent ------------------------------------------------------------------
 
+
 def add_cli(sub: Any) -> None:
-    c = sub.add_parser("consent", help="apply the hub's signed consent withdrawal notices "
-                       "(apply) or list the withdrawals applied (list)")
+    c = sub.add_parser(
+        "consent",
+        help="apply the hub's signed consent withdrawal notices "
+        "(apply) or list the withdrawals applied (list)",
+    )
     c.add_argument("action", choices=["apply", "list"])
     c.add_argument("--agency-dir", type=Path, required=True)
     c.add_argument("--agency", help="apply: this agency's code")
@@ -215,8 +257,7 @@ def run_cli(a: argparse.Namespace) -> int:
         return 2
     from ig_bridge.reid_service import load_hub_public_key
 
-    outcomes = apply_notices(a.inbox, a.agency_dir, a.agency,
-                             load_hub_public_key(a.hub_public_key))
+    outcomes = apply_notices(a.inbox, a.agency_dir, a.agency, load_hub_public_key(a.hub_public_key))
     for o in outcomes:
         print(f"{o.outcome}\t{o.file}\t{o.code or ''}\t{o.records}")
     return 2 if any(o.outcome == "refused" for o in outcomes) else 0

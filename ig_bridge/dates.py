@@ -14,8 +14,19 @@ import numpy as np
 import pandas as pd
 
 DEFAULT_DATE_FORMATS = (
-    "%Y-%m-%d", "%d/%m/%Y", "%d-%m-%Y", "%d.%m.%Y", "%d %m %Y", "%Y%m%d", "%d/%m/%y",
-    "%d-%b-%Y", "%d %b %Y", "%d %B %Y", "%d-%b-%y", "%Y/%m/%d", "%B %d, %Y",
+    "%Y-%m-%d",
+    "%d/%m/%Y",
+    "%d-%m-%Y",
+    "%d.%m.%Y",
+    "%d %m %Y",
+    "%Y%m%d",
+    "%d/%m/%y",
+    "%d-%b-%Y",
+    "%d %b %Y",
+    "%d %B %Y",
+    "%d-%b-%y",
+    "%Y/%m/%d",
+    "%B %d, %Y",
 )
 _TIME_SUFFIX = re.compile(r"[T ]\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?$")
 EARLIEST_DOB = pd.Timestamp("1900-01-01")
@@ -37,8 +48,12 @@ _PARTIAL = (
     (re.compile(rf"0{{1,2}}{_SEP}(\d{{1,2}}){_SEP}(\d{{4}})"), "my"),
     (re.compile(r"([A-Za-z]{3,9})\.?[-/ ,]+(\d{4})"), "namey"),
 )
-_MONTHS = {m: i for i, m in enumerate(
-    ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), 1)}
+_MONTHS = {
+    m: i
+    for i, m in enumerate(
+        ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), 1
+    )
+}
 
 
 @dataclass
@@ -53,15 +68,25 @@ class ParsedDates:
     reasons: pd.Series
 
 
-def parse_dates(values: pd.Series, formats: Sequence[str], *, today: date | None = None,
-                field: str = "date_of_birth") -> tuple[pd.Series, pd.Series]:
+def parse_dates(
+    values: pd.Series,
+    formats: Sequence[str],
+    *,
+    today: date | None = None,
+    field: str = "date_of_birth",
+) -> tuple[pd.Series, pd.Series]:
     """Full dates and reasons (see parse_dates_partial); partial dates are NaT here."""
     got = parse_dates_partial(values, formats, today=today, field=field)
     return got.parsed, got.reasons
 
 
-def parse_dates_partial(values: pd.Series, formats: Sequence[str], *,
-                        today: date | None = None, field: str = "date_of_birth") -> ParsedDates:
+def parse_dates_partial(
+    values: pd.Series,
+    formats: Sequence[str],
+    *,
+    today: date | None = None,
+    field: str = "date_of_birth",
+) -> ParsedDates:
     """Parse with the mapping's formats, tried in order; then, for a value none of them reads,
     the same formats with day and month swapped (only where the mapping's reading is not a
     date, so the swapped one is the only reading); then partial dates (year, year-month).
@@ -73,14 +98,19 @@ def parse_dates_partial(values: pd.Series, formats: Sequence[str], *,
         raise ValueError(f"{field}: no date formats given")
     today_ts = pd.Timestamp(today or date.today())
     if pd.api.types.is_datetime64_any_dtype(values):
-        parsed = pd.to_datetime(values).dt.tz_localize(None) if getattr(
-            values.dt, "tz", None) else pd.to_datetime(values)
+        parsed = (
+            pd.to_datetime(values).dt.tz_localize(None)
+            if getattr(values.dt, "tz", None)
+            else pd.to_datetime(values)
+        )
         reasons = pd.Series([None] * len(values), index=values.index, dtype=object)
         parsed, reasons = _check_date_range(parsed.astype("datetime64[us]"), reasons, today_ts)
-        return ParsedDates(parsed, pd.Series(pd.array(parsed.dt.year, dtype="Int64"),
-                                             index=values.index),
-                           pd.Series(pd.array(parsed.dt.month, dtype="Int64"),
-                                     index=values.index), reasons)
+        return ParsedDates(
+            parsed,
+            pd.Series(pd.array(parsed.dt.year, dtype="Int64"), index=values.index),
+            pd.Series(pd.array(parsed.dt.month, dtype="Int64"), index=values.index),
+            reasons,
+        )
 
     text = _as_text(values)
     codes, uniques = pd.factorize(text)
@@ -96,8 +126,7 @@ def parse_dates_partial(values: pd.Series, formats: Sequence[str], *,
             todo = out.isna()
             if not todo.any():
                 return
-            got = pd.to_datetime(uniq[todo], format=fmt, errors="coerce").astype(
-                "datetime64[us]")
+            got = pd.to_datetime(uniq[todo], format=fmt, errors="coerce").astype("datetime64[us]")
             if "%y" in fmt:
                 future = got > today_ts
                 got = got.where(~future, got - pd.DateOffset(years=100))
@@ -106,8 +135,11 @@ def parse_dates_partial(values: pd.Series, formats: Sequence[str], *,
                 u_reason[todo & out.notna()] = reason
 
     try_formats(formats, None)
-    swapped = [f.replace("%d", "\0").replace("%m", "%d").replace("\0", "%m")
-               for f in formats if "%d" in f and "%m" in f]
+    swapped = [
+        f.replace("%d", "\0").replace("%m", "%d").replace("\0", "%m")
+        for f in formats
+        if "%d" in f and "%m" in f
+    ]
     try_formats(swapped, SWAPPED)
     u_year = np.full(len(uniq), None, dtype=object)
     u_month = np.full(len(uniq), None, dtype=object)
@@ -177,8 +209,9 @@ def _classify_unparsed(text: str, formats: Sequence[str]) -> str:
     return "unparseable date (matches none of the mapping's date_formats)"
 
 
-def _check_date_range(parsed: pd.Series, reasons: pd.Series,
-                      today_ts: pd.Timestamp) -> tuple[pd.Series, pd.Series]:
+def _check_date_range(
+    parsed: pd.Series, reasons: pd.Series, today_ts: pd.Timestamp
+) -> tuple[pd.Series, pd.Series]:
     future = parsed > today_ts
     early = parsed < EARLIEST_DOB
     placeholder = parsed == PLACEHOLDER_DOB
@@ -192,6 +225,7 @@ def _check_date_range(parsed: pd.Series, reasons: pd.Series,
 
 def _as_text(series: pd.Series) -> pd.Series:
     """Any column -> object Series of stripped str or None (ints stay ints: 123.0 -> '123')."""
+
     def conv(v: object) -> str | None:
         if isinstance(v, str):
             s = v.strip()

@@ -36,8 +36,11 @@ def extract_problems(path: Path, mapping: Mapping) -> list[str]:
     if not hints:
         return problems
     missing = sum(1 for p in problems if "is missing" in p)
-    return [*hints, f"{path.name}: the header does not match the mapping ({missing} of "
-            f"{len(mapping.source_columns)} mapped columns not found as read now)"]
+    return [
+        *hints,
+        f"{path.name}: the header does not match the mapping ({missing} of "
+        f"{len(mapping.source_columns)} mapped columns not found as read now)",
+    ]
 
 
 @dataclass
@@ -64,13 +67,17 @@ class DryRun:
         for name, n in self.fields.by_field().items():
             if n > HIGH_PROBLEM_SHARE * accepted and n >= 3:
                 top = max(self.fields.counts[name].items(), key=lambda kv: kv[1])[0]
-                what = ("check the mapping's date_formats" if "date" in top else
-                        "check the mapping (is the right column mapped?)")
-                out.append(f"{name}: problems in {n:,} of {self.rows_accepted:,} accepted rows "
-                           f"(mostly {top}): {what}")
+                what = (
+                    "check the mapping's date_formats"
+                    if "date" in top
+                    else "check the mapping (is the right column mapped?)"
+                )
+                out.append(
+                    f"{name}: problems in {n:,} of {self.rows_accepted:,} accepted rows "
+                    f"(mostly {top}): {what}"
+                )
         if self.rows_read and self.rows_quarantined > HIGH_PROBLEM_SHARE * self.rows_read:
-            out.append(f"{self.rows_quarantined:,} of {self.rows_read:,} rows would be "
-                       "quarantined")
+            out.append(f"{self.rows_quarantined:,} of {self.rows_read:,} rows would be quarantined")
         return out
 
 
@@ -108,8 +115,9 @@ def dry_run(extract_path: Path | str, mapping_path: Path | str) -> DryRun:
                 for r in row_reasons:
                     out.reasons[r] = out.reasons.get(r, 0) + 1
                 if len(out.quarantined_lines) < 20:
-                    out.quarantined_lines.append((int(chunk.lines[pos]),
-                                                  "; ".join(checked.reasons[pos])))
+                    out.quarantined_lines.append(
+                        (int(chunk.lines[pos]), "; ".join(checked.reasons[pos]))
+                    )
             good = checked.good
             for name, st in checked.field_status.items():
                 out.fields.add(name, st[good], chunk.lines[good])
@@ -124,4 +132,3 @@ def dry_run(extract_path: Path | str, mapping_path: Path | str) -> DryRun:
     if undecodable:
         out.hints = sniff(path, mapping.source, mapping.source_columns)
     return out
-

@@ -76,17 +76,29 @@ def validate_encoding_spec(spec: Any, source: str = "<spec>") -> None:
                     fail(where, f"unknown source {s!r}")
             optional = col.get("optional")
             if optional is not None and (
-                    section == "bloom" or not isinstance(optional, list) or len(sources) < 2
-                    or not set(optional) < set(sources)):
-                fail(where, "optional (tokens and blocking keys of several sources) lists the "
-                            "sources that may be missing, never all of them")
+                section == "bloom"
+                or not isinstance(optional, list)
+                or len(sources) < 2
+                or not set(optional) < set(sources)
+            ):
+                fail(
+                    where,
+                    "optional (tokens and blocking keys of several sources) lists the "
+                    "sources that may be missing, never all of them",
+                )
             if col.get("part") not in (None, "first", "last"):
                 fail(where, "part must be first or last")
             unordered = col.get("unordered")
-            if unordered is not None and (section != "blocking" or not isinstance(unordered, int)
-                                          or not 2 <= unordered <= len(sources)):
-                fail(where, "unordered (blocking keys only) is how many leading sources are "
-                            "sorted before hashing: 2..number of sources")
+            if unordered is not None and (
+                section != "blocking"
+                or not isinstance(unordered, int)
+                or not 2 <= unordered <= len(sources)
+            ):
+                fail(
+                    where,
+                    "unordered (blocking keys only) is how many leading sources are "
+                    "sorted before hashing: 2..number of sources",
+                )
             if section == "bloom":
                 bits, k, fold, q = col.get("bits"), col.get("k"), col.get("fold", 0), col.get("q")
                 if not isinstance(bits, int) or bits < 64 or bits & (bits - 1):
@@ -101,11 +113,13 @@ def validate_encoding_spec(spec: Any, source: str = "<spec>") -> None:
                     fail(where, "bits must be <= 65536")
                 salt = col.get("salt")
                 if salt is not None and not (
-                        (isinstance(salt, str) and salt in known)
-                        or (isinstance(salt, list) and salt and all(s in known for s in salt))):
+                    (isinstance(salt, str) and salt in known)
+                    or (isinstance(salt, list) and salt and all(s in known for s in salt))
+                ):
                     fail(where, f"salt must be a known source or a list of them, not {salt!r}")
                 if col.get("salt_required") not in (None, True, False) or (
-                        col.get("salt_required") and not col.get("salt")):
+                    col.get("salt_required") and not col.get("salt")
+                ):
                     fail(where, "salt_required is true or false, and needs a salt")
 
 
@@ -184,16 +198,20 @@ class Encoder:
 
     @property
     def columns(self) -> list[str]:
-        return [name for section in ("tokens", "blocking", "bloom")
-                for name in ((self.spec.get(section) or {}).get("columns") or {})]
+        return [
+            name
+            for section in ("tokens", "blocking", "bloom")
+            for name in ((self.spec.get(section) or {}).get("columns") or {})
+        ]
 
     # -- sources ---------------------------------------------------------------------------
     # Every source is carried as (codes, uniques): codes index the distinct non-null strings
     # (-1 = missing), so every Python-level step below runs once per distinct value, never per
     # row (h11: the row loops here were most of the bridge's time at 200k rows).
 
-    def _source(self, frame: pd.DataFrame, name: str,
-                col: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    def _source(
+        self, frame: pd.DataFrame, name: str, col: Mapping[str, Any]
+    ) -> tuple[np.ndarray, np.ndarray]:
         n = len(frame)
         missing = (np.full(n, -1, dtype=np.int64), _obj([]))
         if name in _DERIVED:
@@ -220,10 +238,14 @@ class Encoder:
         try:
             codes, uniques = pd.factorize(values, use_na_sentinel=True)
         except TypeError:  # list-valued column (name parts): take the part row by row first
-            values = _obj([(v[0] if part != "last" else v[-1]) if
-                           isinstance(v, list | tuple | np.ndarray) and len(v) else
-                           (None if isinstance(v, list | tuple | np.ndarray) else v)
-                           for v in values])
+            values = _obj(
+                [
+                    (v[0] if part != "last" else v[-1])
+                    if isinstance(v, list | tuple | np.ndarray) and len(v)
+                    else (None if isinstance(v, list | tuple | np.ndarray) else v)
+                    for v in values
+                ]
+            )
             codes, uniques = pd.factorize(values, use_na_sentinel=True)
         out = []
         for v in uniques:
@@ -240,8 +262,9 @@ class Encoder:
             out.append(s or None)
         return _recode(codes, out)
 
-    def _combined(self, frame: pd.DataFrame,
-                  col: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    def _combined(
+        self, frame: pd.DataFrame, col: Mapping[str, Any]
+    ) -> tuple[np.ndarray, np.ndarray]:
         sources = col.get("sources") or [col["source"]]
         parts = [self._source(frame, s, col) for s in sources]
         if len(parts) == 1:
@@ -249,8 +272,10 @@ class Encoder:
         # An `optional` source that is missing joins as "" (a flat-less address keeps its
         # token); it still takes its place, so values cannot shift between parts.
         optional = set(col.get("optional") or ())
-        parts = [(np.where(c < 0, len(u), c), np.append(u, _obj([""])))
-                 if s in optional else (c, u) for s, (c, u) in zip(sources, parts, strict=True)]
+        parts = [
+            (np.where(c < 0, len(u), c), np.append(u, _obj([""]))) if s in optional else (c, u)
+            for s, (c, u) in zip(sources, parts, strict=True)
+        ]
         # A combined value exists only where every part does; join once per distinct combination.
         codes = _combine_codes([c for c, _ in parts], [len(u) for _, u in parts], shift=False)
         out = np.full(len(frame), -1, dtype=np.int64)
@@ -264,19 +289,21 @@ class Encoder:
         if n:
             # The leading n values are sorted, so a key agrees when they were entered in the
             # wrong fields (a given name typed as the family name and vice versa).
-            return out, _obj([_SEP.join([*sorted(p[:n]), *p[n:]])
-                              for p in zip(*cols, strict=True)])
+            return out, _obj([_SEP.join([*sorted(p[:n]), *p[n:]]) for p in zip(*cols, strict=True)])
         return out, _obj([_SEP.join(p) for p in zip(*cols, strict=True)])
 
     # -- tokens --------------------------------------------------------------------------------
 
-    def _tokens(self, source: tuple[np.ndarray, np.ndarray], domain: str,
-                truncate_bits: int) -> pa.Array:
+    def _tokens(
+        self, source: tuple[np.ndarray, np.ndarray], domain: str, truncate_bits: int
+    ) -> pa.Array:
         codes, uniques = source
         key, nbytes = self._key(domain), truncate_bits // 8
         digest = hmac.digest
-        toks = pa.array([digest(key, u.encode("utf-8"), "sha256")[:nbytes].hex()
-                         for u in uniques] + [None], type=pa.string())
+        toks = pa.array(
+            [digest(key, u.encode("utf-8"), "sha256")[:nbytes].hex() for u in uniques] + [None],
+            type=pa.string(),
+        )
         return toks.take(pa.array(np.where(codes < 0, len(uniques), codes)))
 
     # -- Bloom filters -------------------------------------------------------------------------
@@ -295,8 +322,9 @@ class Encoder:
             self._qgram_cache[ck] = pos
         return pos
 
-    def salt_source(self, frame: pd.DataFrame,
-                    col: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    def salt_source(
+        self, frame: pd.DataFrame, col: Mapping[str, Any]
+    ) -> tuple[np.ndarray, np.ndarray]:
         """A Bloom column's salt per row as (codes, uniques): one source, or several joined
         (missing where any of them is)."""
         salt = col["salt"]
@@ -306,8 +334,11 @@ class Encoder:
         sources = col.get("sources") or [col["source"]]
         q, k, bits, fold = int(col["q"]), int(col["k"]), int(col["bits"]), int(col.get("fold", 0))
         parts = [self._source(frame, s, {**col, "compact": False}) for s in sources]
-        salt = (self.salt_source(frame, col) if col.get("salt")
-                else (np.full(len(frame), -1, dtype=np.int64), _obj([])))
+        salt = (
+            self.salt_source(frame, col)
+            if col.get("salt")
+            else (np.full(len(frame), -1, dtype=np.int64), _obj([]))
+        )
         # One filter per distinct (values, salt); a row with no value at all has none.
         n = len(frame)
         present = np.zeros(n, dtype=bool)
@@ -323,8 +354,10 @@ class Encoder:
         allp = [*parts, salt]
         codes = _combine_codes([c[rows] for c, _ in allp], [len(u) for _, u in allp], shift=True)
         key, rep = _first_rows(codes)
-        reps = [np.where(c[rows][rep] >= 0, u[np.maximum(c[rows][rep], 0)] if len(u) else "", "")
-                for c, u in allp]
+        reps = [
+            np.where(c[rows][rep] >= 0, u[np.maximum(c[rows][rep], 0)] if len(u) else "", "")
+            for c, u in allp
+        ]
         domains = [f"bloom.{name}.{s}" for s in sources]
         out_bytes = (bits >> fold) // 8
         encoded: list[bytes] = []
@@ -336,9 +369,10 @@ class Encoder:
             got = word_cache.get(wk)
             if got is None:
                 padded = f"_{word}_"
-                grams = {padded[i:i + q] for i in range(max(1, len(padded) - q + 1))}
-                got = np.concatenate([self._qgram_positions(dom, salt, g, k, bits)
-                                      for g in sorted(grams)])
+                grams = {padded[i : i + q] for i in range(max(1, len(padded) - q + 1))}
+                got = np.concatenate(
+                    [self._qgram_positions(dom, salt, g, k, bits) for g in sorted(grams)]
+                )
                 word_cache[wk] = got
             return got
 
@@ -380,8 +414,9 @@ class Encoder:
             for name, col in (sec.get("columns") or {}).items():
                 domain = col.get("domain") or name
                 # Arrow strings straight into the frame: no per-cell object -> str conversion.
-                out[name] = pd.array(self._tokens(self._combined(normalised, col), domain, bits),
-                                     dtype="str")
+                out[name] = pd.array(
+                    self._tokens(self._combined(normalised, col), domain, bits), dtype="str"
+                )
         for name, col in ((self.spec.get("bloom") or {}).get("columns") or {}).items():
             out[name] = self._bloom(normalised, name, col)
         return pd.DataFrame(out, index=normalised.index, columns=self.columns)
@@ -395,5 +430,6 @@ class Encoder:
         all-null column in one batch keeps the same Parquet type as in every other batch."""
         import pyarrow as pa
 
-        return [pa.field(n, pa.binary() if n.startswith("bf_") else pa.string())
-                for n in self.columns]
+        return [
+            pa.field(n, pa.binary() if n.startswith("bf_") else pa.string()) for n in self.columns
+        ]

@@ -174,9 +174,15 @@ class SigningKey:
 
     def public_record(self) -> dict[str, object]:
         """What the hub keeps (hub/public_keys/<key_id>.json)."""
-        return {"format": "joinedup-public-key/1", "agency": self.agency,
-                "version": self.version, "key_id": self.key_id, "algorithm": "Ed25519",
-                "public_key": _b64(self.public_bytes()), "created_at": self.created_at}
+        return {
+            "format": "joinedup-public-key/1",
+            "agency": self.agency,
+            "version": self.version,
+            "key_id": self.key_id,
+            "algorithm": "Ed25519",
+            "public_key": _b64(self.public_bytes()),
+            "created_at": self.created_at,
+        }
 
 
 def signing_key_id(agency: str, version: int) -> str:
@@ -204,8 +210,7 @@ def derive_subkey(link_key: LinkKey, field_name: str) -> bytes:
     if not _FIELD.match(field_name):
         raise ValueError("subkey field names are 1-64 chars of [a-z0-9_.:-]")
     info = b"joinedup/" + field_name.encode("ascii") + b"/v" + str(link_key.version).encode()
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(
-        link_key.secret)
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(link_key.secret)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -222,8 +227,10 @@ def encrypt_record_ref(key: RefKey, local_id: str) -> str:
 
 def encrypt_record_refs(key: RefKey, local_ids: Iterable[str]) -> list[str]:
     siv, ad = key._siv, key.associated_data
-    return [base64.urlsafe_b64encode(siv.encrypt(i.encode("utf-8"), ad)).rstrip(b"=")
-            .decode("ascii") for i in local_ids]
+    return [
+        base64.urlsafe_b64encode(siv.encrypt(i.encode("utf-8"), ad)).rstrip(b"=").decode("ascii")
+        for i in local_ids
+    ]
 
 
 def decrypt_record_ref(record_ref: str, keys: RefKey | Sequence[RefKey]) -> str:
@@ -250,7 +257,8 @@ def decrypt_record_ref(record_ref: str, keys: RefKey | Sequence[RefKey]) -> str:
     versions = sorted({k.version for k in candidates})
     raise RecordRefError(
         f"record_ref does not decrypt under {'/'.join(agencies)} ref key version(s) "
-        f"{versions}: it belongs to another agency or key, or was altered")
+        f"{versions}: it belongs to another agency or key, or was altered"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -275,23 +283,34 @@ def check_private_file(path: str | Path) -> None:
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise LoosePermissionsError(
             f"{path}: key file mode is {stat.filemode(mode)}; it must be readable by its owner "
-            f"only (chmod 600 {path})")
+            f"only (chmod 600 {path})"
+        )
 
 
 def _key_document(key: LinkKey | RefKey | SigningKey) -> dict[str, object]:
-    doc: dict[str, object] = {"format": KEY_FILE_FORMAT, "kind": key.kind,
-                              "version": key.version, "created_at": key.created_at}
+    doc: dict[str, object] = {
+        "format": KEY_FILE_FORMAT,
+        "kind": key.kind,
+        "version": key.version,
+        "created_at": key.created_at,
+    }
     if isinstance(key, LinkKey):
-        doc.update(algorithm="HKDF-SHA256/HMAC-SHA256", secret=_b64(key.secret),
-                   key_check=key.key_check)
+        doc.update(
+            algorithm="HKDF-SHA256/HMAC-SHA256", secret=_b64(key.secret), key_check=key.key_check
+        )
     elif isinstance(key, RefKey):
         doc.update(agency=key.agency, algorithm="AES-SIV-512", secret=_b64(key.secret))
     else:
         from cryptography.hazmat.primitives.serialization import NoEncryption, PrivateFormat
 
         raw = key.private_key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
-        doc.update(agency=key.agency, algorithm="Ed25519", key_id=key.key_id,
-                   secret=_b64(raw), public_key=_b64(key.public_bytes()))
+        doc.update(
+            agency=key.agency,
+            algorithm="Ed25519",
+            key_id=key.key_id,
+            secret=_b64(raw),
+            public_key=_b64(key.public_bytes()),
+        )
     return doc
 
 
@@ -316,8 +335,9 @@ def load_key(path: str | Path) -> LinkKey | RefKey | SigningKey:
         if kind == "ref":
             return RefKey(str(doc["agency"]), version, secret, created)
         if kind == "signing":
-            return SigningKey(str(doc["agency"]), version,
-                              Ed25519PrivateKey.from_private_bytes(secret), created)
+            return SigningKey(
+                str(doc["agency"]), version, Ed25519PrivateKey.from_private_bytes(secret), created
+            )
         raise KeyFileError(f"{path}: unknown key kind {kind!r}")
     except KeyFileError:
         raise
@@ -334,10 +354,15 @@ def wrap_link_key(key: LinkKey, passphrase: str, *, scrypt_n: int = 2**15) -> by
     if len(passphrase) < 12:
         raise ValueError("passphrase must be at least 12 characters")
     salt, nonce = os.urandom(16), os.urandom(12)
-    header = {"format": WRAPPED_FORMAT, "kind": "link", "version": key.version,
-              "created_at": key.created_at, "key_check": key.key_check,
-              "kdf": {"name": "scrypt", "n": scrypt_n, "r": 8, "p": 1, "salt": _b64(salt)},
-              "aead": {"name": "AES-256-GCM", "nonce": _b64(nonce)}}
+    header = {
+        "format": WRAPPED_FORMAT,
+        "kind": "link",
+        "version": key.version,
+        "created_at": key.created_at,
+        "key_check": key.key_check,
+        "kdf": {"name": "scrypt", "n": scrypt_n, "r": 8, "p": 1, "salt": _b64(salt)},
+        "aead": {"name": "AES-256-GCM", "nonce": _b64(nonce)},
+    }
     kek = Scrypt(salt=salt, length=32, n=scrypt_n, r=8, p=1).derive(passphrase.encode("utf-8"))
     aad = json.dumps(header, sort_keys=True, separators=(",", ":")).encode("utf-8")
     ct = AESGCM(kek).encrypt(nonce, key.secret, aad)
@@ -351,11 +376,13 @@ def unwrap_link_key(blob: bytes, passphrase: str) -> LinkKey:
         if header.get("format") != WRAPPED_FORMAT:
             raise WrongPassphraseError("not a wrapped joinedup linkage key")
         kdf = header["kdf"]
-        kek = Scrypt(salt=_unb64(kdf["salt"]), length=32, n=int(kdf["n"]), r=int(kdf["r"]),
-                     p=int(kdf["p"])).derive(passphrase.encode("utf-8"))
+        kek = Scrypt(
+            salt=_unb64(kdf["salt"]), length=32, n=int(kdf["n"]), r=int(kdf["r"]), p=int(kdf["p"])
+        ).derive(passphrase.encode("utf-8"))
         aad = json.dumps(header, sort_keys=True, separators=(",", ":")).encode("utf-8")
-        secret = AESGCM(kek).decrypt(_unb64(header["aead"]["nonce"]),
-                                     _unb64(doc["ciphertext"]), aad)
+        secret = AESGCM(kek).decrypt(
+            _unb64(header["aead"]["nonce"]), _unb64(doc["ciphertext"]), aad
+        )
     except WrongPassphraseError:
         raise
     except InvalidTag:
@@ -392,8 +419,11 @@ class KeyStore:
         return self.directory / f"{kind}_key.{self.agency}.v{version}.json"
 
     def versions(self, kind: str) -> list[int]:
-        pattern = (re.compile(r"^link_key\.v(\d+)\.json$") if kind == "link" else
-                   re.compile(rf"^{kind}_key\.{self.agency}\.v(\d+)\.json$"))
+        pattern = (
+            re.compile(r"^link_key\.v(\d+)\.json$")
+            if kind == "link"
+            else re.compile(rf"^{kind}_key\.{self.agency}\.v(\d+)\.json$")
+        )
         if not self.directory.is_dir():
             return []
         found = (pattern.match(p.name) for p in self.directory.iterdir())

@@ -25,9 +25,19 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 MANIFEST_NAME = "manifest.json"
 BATCH_FILES = ("identifiers.parquet", "related.parquet", "payload.parquet")
 REQUIRED_KEYS = (
-    "batch_id", "agency", "sequence", "extract_kind", "created_at", "mapping_version",
-    "canonical_version", "encoding_spec_version", "link_key_version", "ref_key_version",
-    "signing_key_id", "rows", "files",
+    "batch_id",
+    "agency",
+    "sequence",
+    "extract_kind",
+    "created_at",
+    "mapping_version",
+    "canonical_version",
+    "encoding_spec_version",
+    "link_key_version",
+    "ref_key_version",
+    "signing_key_id",
+    "rows",
+    "files",
 )
 #: Optional manifest entry: the snapshot guards the data officer forced (ig_bridge.snapshot_guard).
 FORCED_KEY = "forced"
@@ -75,8 +85,9 @@ class VerifiedManifest:
 
 def canonical_json(obj: Mapping[str, Any]) -> bytes:
     """Sorted keys, no whitespace, UTF-8: the exact bytes that are signed."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      allow_nan=False).encode("utf-8")
+    return json.dumps(
+        obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode("utf-8")
 
 
 def sha256_file(path: str | Path) -> str:
@@ -93,13 +104,24 @@ def _parquet_rows(path: Path) -> int:
     return int(pq.read_metadata(path).num_rows)
 
 
-def build_manifest(batch_dir: str | Path, *, batch_id: str, agency: str, sequence: int,
-                   extract_kind: str, mapping_version: int, canonical_version: int,
-                   encoding_spec_version: int, link_key_version: int, ref_key_version: int,
-                   signing_key_id: str, rows: Mapping[str, int],
-                   created_at: str | None = None,
-                   field_problems: Mapping[str, Mapping[str, int]] | None = None,
-                   forced: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def build_manifest(
+    batch_dir: str | Path,
+    *,
+    batch_id: str,
+    agency: str,
+    sequence: int,
+    extract_kind: str,
+    mapping_version: int,
+    canonical_version: int,
+    encoding_spec_version: int,
+    link_key_version: int,
+    ref_key_version: int,
+    signing_key_id: str,
+    rows: Mapping[str, int],
+    created_at: str | None = None,
+    field_problems: Mapping[str, Mapping[str, int]] | None = None,
+    forced: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """Unsigned manifest over every file now in batch_dir (except manifest.json).
     `field_problems`: counts per field and reason of values the bridge nulled or flagged in
     accepted rows (ig_bridge.rowcheck), counts only, never a value; `forced`: the snapshot
@@ -119,23 +141,31 @@ def build_manifest(batch_dir: str | Path, *, batch_id: str, agency: str, sequenc
         if not path.is_file():
             raise ValueError(f"{path}: batch folders hold files only")
         files[path.name] = {
-            "sha256": sha256_file(path), "bytes": path.stat().st_size,
+            "sha256": sha256_file(path),
+            "bytes": path.stat().st_size,
             "rows": _parquet_rows(path) if path.suffix == ".parquet" else None,
         }
     out: dict[str, Any] = {} if forced is None else {FORCED_KEY: dict(forced)}
     return {
         **out,
-        "batch_id": batch_id, "agency": agency, "sequence": int(sequence),
+        "batch_id": batch_id,
+        "agency": agency,
+        "sequence": int(sequence),
         "extract_kind": extract_kind,
         "created_at": created_at or datetime.now(UTC).isoformat(timespec="seconds"),
-        "mapping_version": int(mapping_version), "canonical_version": int(canonical_version),
+        "mapping_version": int(mapping_version),
+        "canonical_version": int(canonical_version),
         "encoding_spec_version": int(encoding_spec_version),
-        "link_key_version": int(link_key_version), "ref_key_version": int(ref_key_version),
+        "link_key_version": int(link_key_version),
+        "ref_key_version": int(ref_key_version),
         "signing_key_id": signing_key_id,
         "rows": {k: int(rows[k]) for k in ("read", "accepted", "quarantined")},
         "files": files,
-        **({"field_problems": {f: _plain_reasons(v) for f, v in field_problems.items()}}
-           if field_problems else {}),
+        **(
+            {"field_problems": {f: _plain_reasons(v) for f, v in field_problems.items()}}
+            if field_problems
+            else {}
+        ),
     }
 
 
@@ -205,6 +235,7 @@ def read_manifest_bytes(mpath: Path, limit: int = MANIFEST_MAX_BYTES) -> bytes:
 def _check_fields(m: Mapping[str, Any], mpath: Path) -> None:
     """Every field of a signed manifest has the type the contract gives it; the detail names
     the field, never its value. A signature vouches for who wrote it, not that it is sane."""
+
     def bad(field_name: str, want: str) -> BatchRefused:
         return _refuse("manifest_invalid", f"{mpath}: {field_name} must be {want}")
 
@@ -215,13 +246,21 @@ def _check_fields(m: Mapping[str, Any], mpath: Path) -> None:
         raise bad("batch_id", "a plain folder name")
     if not _is_int(m["sequence"]) or m["sequence"] < 1:
         raise bad("sequence", "an integer >= 1")
-    for k in ("mapping_version", "canonical_version", "encoding_spec_version",
-              "link_key_version", "ref_key_version"):
+    for k in (
+        "mapping_version",
+        "canonical_version",
+        "encoding_spec_version",
+        "link_key_version",
+        "ref_key_version",
+    ):
         if not _is_int(m[k]) or m[k] < 0:
             raise bad(k, "an integer >= 0")
     rows = m["rows"]
-    if (not isinstance(rows, dict) or set(rows) != {"read", "accepted", "quarantined"}
-            or not all(_is_int(v) and v >= 0 for v in rows.values())):
+    if (
+        not isinstance(rows, dict)
+        or set(rows) != {"read", "accepted", "quarantined"}
+        or not all(_is_int(v) and v >= 0 for v in rows.values())
+    ):
         raise bad("rows", "{read, accepted, quarantined} integers >= 0")
     if rows["read"] != rows["accepted"] + rows["quarantined"]:
         raise bad("rows", "read = accepted + quarantined")
@@ -243,8 +282,11 @@ def _check_fields(m: Mapping[str, Any], mpath: Path) -> None:
         if (n is not None or name.endswith(".parquet")) and (not _is_int(n) or n < 0):
             raise bad(f"files.{name}.rows", "an integer >= 0")
     if FORCED_KEY in m and not _forced_ok(m[FORCED_KEY]):
-        raise bad(FORCED_KEY, "{guards: [min_share|problem_rate], reason: short text with no "
-                  "run of 4+ digits and no '@', figures: {guard: {name: number}}}")
+        raise bad(
+            FORCED_KEY,
+            "{guards: [min_share|problem_rate], reason: short text with no "
+            "run of 4+ digits and no '@', figures: {guard: {name: number}}}",
+        )
 
 
 def _forced_ok(f: object) -> bool:
@@ -253,17 +295,33 @@ def _forced_ok(f: object) -> bool:
     if not isinstance(f, dict) or set(f) != {"guards", "reason", "figures"}:
         return False
     guards, reason, figures = f["guards"], f["reason"], f["figures"]
-    if (not isinstance(guards, list) or not guards or len(set(guards)) != len(guards)
-            or not all(isinstance(g, str) and g in FORCEABLE_GUARDS for g in guards)):
+    if (
+        not isinstance(guards, list)
+        or not guards
+        or len(set(guards)) != len(guards)
+        or not all(isinstance(g, str) and g in FORCEABLE_GUARDS for g in guards)
+    ):
         return False
-    if (not isinstance(reason, str) or not FORCE_REASON.fullmatch(reason)
-            or IDENTIFYING.search(reason)):
+    if (
+        not isinstance(reason, str)
+        or not FORCE_REASON.fullmatch(reason)
+        or IDENTIFYING.search(reason)
+    ):
         return False
     if not isinstance(figures, dict) or set(figures) != set(guards):
         return False
-    return all(isinstance(v, dict) and len(v) <= 8 and all(
-        isinstance(k, str) and len(k) <= 32 and isinstance(x, int | float)
-        and not isinstance(x, bool) for k, x in v.items()) for v in figures.values())
+    return all(
+        isinstance(v, dict)
+        and len(v) <= 8
+        and all(
+            isinstance(k, str)
+            and len(k) <= 32
+            and isinstance(x, int | float)
+            and not isinstance(x, bool)
+            for k, x in v.items()
+        )
+        for v in figures.values()
+    )
 
 
 _FIELD_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}\.[a-z][a-z0-9_]{0,63}")
@@ -304,8 +362,9 @@ def _sha256_nofollow(path: Path) -> str:
     return h.hexdigest()
 
 
-def verify_batch(batch_dir: str | Path, public_keys: Mapping[str, bytes], *,
-                 landed_agency: str | None = None) -> VerifiedManifest:
+def verify_batch(
+    batch_dir: str | Path, public_keys: Mapping[str, bytes], *, landed_agency: str | None = None
+) -> VerifiedManifest:
     """Verify a landed batch folder; raise BatchRefused(reason_code, detail) on any doubt.
 
     `public_keys` maps signing_key_id (e.g. "SCH-ed25519-v1") -- or, for a single-key
@@ -325,8 +384,9 @@ def verify_batch(batch_dir: str | Path, public_keys: Mapping[str, bytes], *,
     try:
         manifest = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise _refuse("manifest_invalid", f"{mpath}: not UTF-8 JSON ({exc.__class__.__name__})"
-                      ) from None
+        raise _refuse(
+            "manifest_invalid", f"{mpath}: not UTF-8 JSON ({exc.__class__.__name__})"
+        ) from None
     if not isinstance(manifest, dict):
         raise _refuse("manifest_invalid", f"{mpath}: not a JSON object")
     missing = [k for k in (*REQUIRED_KEYS, "signature") if k not in manifest]
@@ -346,15 +406,17 @@ def verify_batch(batch_dir: str | Path, public_keys: Mapping[str, bytes], *,
         known = any(k == agency or k.startswith(f"{agency}-") for k in public_keys)
         if not known:
             raise _refuse("unknown_agency", f"{mpath}: no public key registered for {agency}")
-        raise _refuse("unknown_signing_key",
-                      f"{mpath}: signing key {key_id!r} is not registered for {agency}")
+        raise _refuse(
+            "unknown_signing_key", f"{mpath}: signing key {key_id!r} is not registered for {agency}"
+        )
     try:
         signature = base64.b64decode(manifest["signature"], validate=True)
         body = {k: v for k, v in manifest.items() if k != "signature"}
         Ed25519PublicKey.from_public_bytes(pub).verify(signature, canonical_json(body))
     except (InvalidSignature, ValueError, TypeError, binascii.Error, RecursionError):
-        raise _refuse("bad_signature",
-                      f"{mpath}: signature does not verify with {key_id}") from None
+        raise _refuse(
+            "bad_signature", f"{mpath}: signature does not verify with {key_id}"
+        ) from None
 
     # Signed content from here on: the agency wrote it, so its sequence is spent whatever
     # else is wrong (the hub's ledger); the batch must still be sane and what it claims to be.
@@ -367,25 +429,31 @@ def verify_batch(batch_dir: str | Path, public_keys: Mapping[str, bytes], *,
         raise
 
 
-def _verify_signed(batch_dir: Path, mpath: Path, manifest: dict[str, Any],
-                   landed_agency: str | None) -> VerifiedManifest:
+def _verify_signed(
+    batch_dir: Path, mpath: Path, manifest: dict[str, Any], landed_agency: str | None
+) -> VerifiedManifest:
     agency = manifest["agency"]
     _check_fields(manifest, mpath)
     if batch_dir.name != manifest["batch_id"]:
         raise _refuse("path_mismatch", f"{batch_dir}: folder name differs from the batch_id")
     landed = batch_dir.parent.name if landed_agency is None else landed_agency
     if landed != agency:  # always, whatever the folder is called
-        raise _refuse("path_mismatch", f"{batch_dir}: landed under another folder than the "
-                      f"signing agency {agency}")
+        raise _refuse(
+            "path_mismatch",
+            f"{batch_dir}: landed under another folder than the signing agency {agency}",
+        )
     files: dict[str, dict[str, Any]] = manifest["files"]
     entries = {p.name: p for p in batch_dir.iterdir()}
     entries.pop(MANIFEST_NAME, None)
     if set(files) - set(entries):
-        raise _refuse("missing_file",
-                      f"{batch_dir}: listed but missing: {sorted(set(files) - set(entries))}")
+        raise _refuse(
+            "missing_file", f"{batch_dir}: listed but missing: {sorted(set(files) - set(entries))}"
+        )
     if set(entries) - set(files):
-        raise _refuse("extra_file", f"{batch_dir}: not listed in the manifest: "
-                      f"{sorted(set(entries) - set(files))}")
+        raise _refuse(
+            "extra_file",
+            f"{batch_dir}: not listed in the manifest: {sorted(set(entries) - set(files))}",
+        )
     for name, meta in sorted(files.items()):
         path = entries[name]
         st = path.lstat()
@@ -403,17 +471,23 @@ def _verify_signed(batch_dir: Path, mpath: Path, manifest: dict[str, Any],
             try:
                 rows = _parquet_rows(path)
             except Exception:  # noqa: BLE001 - any unreadable file is a refusal
-                raise _refuse("manifest_invalid", f"{path}: not a readable Parquet file"
-                              ) from None
+                raise _refuse("manifest_invalid", f"{path}: not a readable Parquet file") from None
             if rows != meta["rows"]:
                 raise _refuse("row_count_mismatch", f"{path}: row count differs")
     return VerifiedManifest(
-        batch_dir=batch_dir, batch_id=manifest["batch_id"], agency=agency,
-        sequence=manifest["sequence"], extract_kind=manifest["extract_kind"],
-        created_at=manifest["created_at"], mapping_version=manifest["mapping_version"],
+        batch_dir=batch_dir,
+        batch_id=manifest["batch_id"],
+        agency=agency,
+        sequence=manifest["sequence"],
+        extract_kind=manifest["extract_kind"],
+        created_at=manifest["created_at"],
+        mapping_version=manifest["mapping_version"],
         canonical_version=manifest["canonical_version"],
         encoding_spec_version=manifest["encoding_spec_version"],
         link_key_version=manifest["link_key_version"],
         ref_key_version=manifest["ref_key_version"],
-        signing_key_id=manifest["signing_key_id"], rows=dict(manifest["rows"]),
-        files=files, raw=manifest)
+        signing_key_id=manifest["signing_key_id"],
+        rows=dict(manifest["rows"]),
+        files=files,
+        raw=manifest,
+    )

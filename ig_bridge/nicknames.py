@@ -27,8 +27,13 @@ class NicknameLexicon:
     stay as they are rather than guessing.
     """
 
-    def __init__(self, names: dict[str, list[str]], ambiguous: dict[str, dict[str, str]],
-                 version: int, source: str = "<memory>") -> None:
+    def __init__(
+        self,
+        names: dict[str, list[str]],
+        ambiguous: dict[str, dict[str, str]],
+        version: int,
+        source: str = "<memory>",
+    ) -> None:
         from ig_bridge.normalise import normalise_name_value  # late: normalise imports us
 
         self.version = version
@@ -50,21 +55,26 @@ class NicknameLexicon:
                 v = norm(v_raw, f"names.{canon_raw}")
                 if v in seen and seen[v] != canon:
                     raise NicknameLexiconError(
-                        f"{source}: '{v}' listed under both names.{seen[v]} and names.{canon}")
+                        f"{source}: '{v}' listed under both names.{seen[v]} and names.{canon}"
+                    )
                 seen[v] = canon
                 self._map[v] = canon
         for short_raw, by_sex in (ambiguous or {}).items():
             short = norm(short_raw, f"ambiguous.{short_raw}")
             if short in self._map and self._map[short] != short:
                 raise NicknameLexiconError(
-                    f"{source}: ambiguous.{short_raw} also listed under names.{self._map[short]}")
+                    f"{source}: ambiguous.{short_raw} also listed under names.{self._map[short]}"
+                )
             if not isinstance(by_sex, dict) or set(by_sex) - set(_SEXES):
                 raise NicknameLexiconError(
-                    f"{source}: ambiguous.{short_raw} must map M/F to canonical names")
+                    f"{source}: ambiguous.{short_raw} must map M/F to canonical names"
+                )
             self._by_sex[short] = {
-                sx: self._map.get(norm(c, f"ambiguous.{short_raw}.{sx}"),
-                                  norm(c, f"ambiguous.{short_raw}.{sx}"))
-                for sx, c in by_sex.items()}
+                sx: self._map.get(
+                    norm(c, f"ambiguous.{short_raw}.{sx}"), norm(c, f"ambiguous.{short_raw}.{sx}")
+                )
+                for sx, c in by_sex.items()
+            }
 
     def __len__(self) -> int:
         return len(self._map) + len(self._by_sex)
@@ -87,8 +97,9 @@ def load_lexicon(path: str | Path | None = None) -> NicknameLexicon:
     unknown = set(data) - {"version", "names", "ambiguous"}
     if unknown:
         raise NicknameLexiconError(f"{source}: unknown keys {sorted(unknown)}")
-    return NicknameLexicon(data.get("names") or {}, data.get("ambiguous") or {},
-                           int(data.get("version", 0)), source)
+    return NicknameLexicon(
+        data.get("names") or {}, data.get("ambiguous") or {}, int(data.get("version", 0)), source
+    )
 
 
 @lru_cache(maxsize=1)

@@ -47,12 +47,40 @@ from ig_bridge.placeholders import is_placeholder
 # Text folding
 
 # Letters NFKD does not decompose into base + combining mark.
-_FOLD_MAP = str.maketrans({
-    "Ł": "L", "ł": "l", "Ø": "O", "ø": "o", "ß": "ss", "ẞ": "SS", "Æ": "AE", "æ": "ae",
-    "Œ": "OE", "œ": "oe", "Đ": "D", "đ": "d", "Ð": "D", "ð": "d", "Þ": "TH", "þ": "th",
-    "ı": "i", "Ħ": "H", "ħ": "h", "Ŀ": "L", "ŀ": "l", "Ŧ": "T", "ŧ": "t", "ĸ": "k",
-    "’": "'", "‘": "'", "ʼ": "'", "`": "'", "´": "'", "′": "'",
-})
+_FOLD_MAP = str.maketrans(
+    {
+        "Ł": "L",
+        "ł": "l",
+        "Ø": "O",
+        "ø": "o",
+        "ß": "ss",
+        "ẞ": "SS",
+        "Æ": "AE",
+        "æ": "ae",
+        "Œ": "OE",
+        "œ": "oe",
+        "Đ": "D",
+        "đ": "d",
+        "Ð": "D",
+        "ð": "d",
+        "Þ": "TH",
+        "þ": "th",
+        "ı": "i",
+        "Ħ": "H",
+        "ħ": "h",
+        "Ŀ": "L",
+        "ŀ": "l",
+        "Ŧ": "T",
+        "ŧ": "t",
+        "ĸ": "k",
+        "’": "'",
+        "‘": "'",
+        "ʼ": "'",
+        "`": "'",
+        "´": "'",
+        "′": "'",
+    }
+)
 
 
 def _fold_once(text: str) -> str:
@@ -95,22 +123,95 @@ _NUM_LETTER = re.compile(r"\b(\d+) ([a-z])\b(?= [a-z]{2,})")
 _NON_LETTER = re.compile(r"[\W\d_]+")
 _NON_WORD = re.compile(r"[\W_]+")
 
-TITLES = frozenset({
-    "mr", "mrs", "ms", "miss", "mx", "master", "dr", "doctor", "prof", "professor", "rev",
-    "revd", "reverend", "fr", "father", "sr", "sister", "sir", "dame", "lady", "lord", "hon",
-    "capt", "captain", "sgt", "cllr", "mstr",
-})
+TITLES = frozenset(
+    {
+        "mr",
+        "mrs",
+        "ms",
+        "miss",
+        "mx",
+        "master",
+        "dr",
+        "doctor",
+        "prof",
+        "professor",
+        "rev",
+        "revd",
+        "reverend",
+        "fr",
+        "father",
+        "sr",
+        "sister",
+        "sir",
+        "dame",
+        "lady",
+        "lord",
+        "hon",
+        "capt",
+        "captain",
+        "sgt",
+        "cllr",
+        "mstr",
+    }
+)
 SUFFIXES = frozenset({"jr", "jnr", "junior", "snr", "senior", "ii", "iii", "iv", "obe", "mbe"})
 # Surname particles stay attached to the following token: "van der berg" is one part.
-PARTICLES = frozenset({
-    "van", "von", "der", "den", "de", "del", "della", "la", "le", "da", "di", "du", "dos", "das",
-    "ter", "ten", "bin", "bint", "ibn", "al", "el", "ap", "st", "mac", "abu",
-})
-PLACEHOLDERS = frozenset({
-    "", "null", "none", "nil", "n a", "unknown", "not known", "notknown", "unk", "tba",
-    "tbc", "x", "xx", "xxx", "zz", "zzz", "nk", "not stated", "not given", "refused", "baby",
-    "infant", "unborn",
-})
+PARTICLES = frozenset(
+    {
+        "van",
+        "von",
+        "der",
+        "den",
+        "de",
+        "del",
+        "della",
+        "la",
+        "le",
+        "da",
+        "di",
+        "du",
+        "dos",
+        "das",
+        "ter",
+        "ten",
+        "bin",
+        "bint",
+        "ibn",
+        "al",
+        "el",
+        "ap",
+        "st",
+        "mac",
+        "abu",
+    }
+)
+PLACEHOLDERS = frozenset(
+    {
+        "",
+        "null",
+        "none",
+        "nil",
+        "n a",
+        "unknown",
+        "not known",
+        "notknown",
+        "unk",
+        "tba",
+        "tbc",
+        "x",
+        "xx",
+        "xxx",
+        "zz",
+        "zzz",
+        "nk",
+        "not stated",
+        "not given",
+        "refused",
+        "baby",
+        "infant",
+        "unborn",
+    }
+)
 
 
 def _name_text(value: str) -> str:
@@ -192,12 +293,16 @@ def split_full_name(value: str) -> tuple[str | None, str | None, str | None]:
         family, given_all = normalise_name_value(fam_raw), normalise_name_value(rest)
         fam_tokens = _strip_affixes(family.split(), titles=False) if family else []
         giv_tokens = _strip_affixes(given_all.split(), suffixes=False) if given_all else []
-        return (_ph(giv_tokens[0] if giv_tokens else None), _ph(" ".join(giv_tokens[1:])),
-                _ph(" ".join(fam_tokens)))
+        return (
+            _ph(giv_tokens[0] if giv_tokens else None),
+            _ph(" ".join(giv_tokens[1:])),
+            _ph(" ".join(fam_tokens)),
+        )
     raw_words = [w for w in raw.split() if any(c.isalpha() for c in w)]
     groups = [g for g in (normalise_name_value(w) for w in raw_words) if g]
-    words = [w for w, g in zip(raw_words, (normalise_name_value(w) for w in raw_words),
-                               strict=True) if g]
+    words = [
+        w for w, g in zip(raw_words, (normalise_name_value(w) for w in raw_words), strict=True) if g
+    ]
     while len(groups) > 1 and groups[0] in TITLES:
         groups, words = groups[1:], words[1:]
     while len(groups) > 1 and groups[-1] in SUFFIXES:
@@ -216,8 +321,11 @@ def split_full_name(value: str) -> tuple[str | None, str | None, str | None]:
             cut -= 1
         fam_groups, giv_groups = groups[cut:], groups[:cut]
     giv_tokens = " ".join(giv_groups).split()
-    return (_ph(giv_tokens[0] if giv_tokens else None), _ph(" ".join(giv_tokens[1:])),
-            _ph(" ".join(fam_groups)))
+    return (
+        _ph(giv_tokens[0] if giv_tokens else None),
+        _ph(" ".join(giv_tokens[1:])),
+        _ph(" ".join(fam_groups)),
+    )
 
 
 def phonetic(value: str | None) -> str | None:
@@ -239,8 +347,9 @@ PLACEHOLDER_NAME = "placeholder name (schemas/placeholder_names.yaml): nulled, r
 _POSTCODE = re.compile(r"^([A-Z]{1,2}[0-9][A-Z0-9]?)([0-9][ABD-HJLNP-UW-Z]{2})$")
 
 
-def normalise_postcode(value: str) -> tuple[str | None, str | None, str | None, str | None,
-                                            str | None, bool, str | None]:
+def normalise_postcode(
+    value: str,
+) -> tuple[str | None, str | None, str | None, str | None, str | None, bool, str | None]:
     """-> (postcode 'SW1A 1AA', outward 'SW1A', district 'SW1', sector 'SW1A 1', area 'SW',
     valid, reason). District drops a London sub-district letter (SW1A -> SW1)."""
     compact = _NOT_ALNUM_UPPER.sub("", fold(value).upper())
@@ -342,9 +451,28 @@ def normalise_phone(value: str) -> tuple[str | None, str | None]:
 
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[a-z]{2,}$")
-_EMAIL_PLACEHOLDERS = frozenset({"none", "noemail", "no.email", "no-email", "no_email",
-                                 "unknown", "na", "n.a", "nil", "null", "test", "x", "xx",
-                                 "xxx", "notknown", "not.known", "donotuse", "noreply"})
+_EMAIL_PLACEHOLDERS = frozenset(
+    {
+        "none",
+        "noemail",
+        "no.email",
+        "no-email",
+        "no_email",
+        "unknown",
+        "na",
+        "n.a",
+        "nil",
+        "null",
+        "test",
+        "x",
+        "xx",
+        "xxx",
+        "notknown",
+        "not.known",
+        "donotuse",
+        "noreply",
+    }
+)
 
 
 def normalise_email(value: str) -> tuple[str | None, str | None]:
@@ -361,10 +489,28 @@ def normalise_email(value: str) -> tuple[str | None, str | None]:
 
 
 _SEX = {
-    "m": "M", "male": "M", "man": "M", "boy": "M", "1": "M",
-    "f": "F", "female": "F", "woman": "F", "girl": "F", "2": "F",
-    "u": "U", "unknown": "U", "not known": "U", "not specified": "U", "0": "U", "9": "U",
-    "x": "U", "other": "U", "i": "U", "indeterminate": "U", "n": "U", "not stated": "U",
+    "m": "M",
+    "male": "M",
+    "man": "M",
+    "boy": "M",
+    "1": "M",
+    "f": "F",
+    "female": "F",
+    "woman": "F",
+    "girl": "F",
+    "2": "F",
+    "u": "U",
+    "unknown": "U",
+    "not known": "U",
+    "not specified": "U",
+    "0": "U",
+    "9": "U",
+    "x": "U",
+    "other": "U",
+    "i": "U",
+    "indeterminate": "U",
+    "n": "U",
+    "not stated": "U",
 }
 
 
@@ -376,8 +522,18 @@ def normalise_sex(value: str) -> tuple[str | None, str | None]:
     return (sex, None) if sex else (None, "unrecognised sex value")
 
 
-_BOOL = {"y": True, "yes": True, "true": True, "t": True, "1": True,
-         "n": False, "no": False, "false": False, "f": False, "0": False}
+_BOOL = {
+    "y": True,
+    "yes": True,
+    "true": True,
+    "t": True,
+    "1": True,
+    "n": False,
+    "no": False,
+    "false": False,
+    "f": False,
+    "0": False,
+}
 
 
 def normalise_bool(value: str) -> tuple[bool | None, str | None]:
@@ -389,20 +545,48 @@ def normalise_bool(value: str) -> tuple[bool | None, str | None]:
 
 
 _RELATIONSHIP = {
-    "mother": "mother", "mum": "mother", "mom": "mother", "birth mother": "mother",
-    "father": "father", "dad": "father", "birth father": "father",
-    "parent": "parent", "step parent": "step_parent", "stepparent": "step_parent",
-    "step mother": "step_parent", "stepmother": "step_parent", "step father": "step_parent",
-    "stepfather": "step_parent", "carer": "carer", "foster carer": "carer",
+    "mother": "mother",
+    "mum": "mother",
+    "mom": "mother",
+    "birth mother": "mother",
+    "father": "father",
+    "dad": "father",
+    "birth father": "father",
+    "parent": "parent",
+    "step parent": "step_parent",
+    "stepparent": "step_parent",
+    "step mother": "step_parent",
+    "stepmother": "step_parent",
+    "step father": "step_parent",
+    "stepfather": "step_parent",
+    "carer": "carer",
+    "foster carer": "carer",
     "kinship carer": "carer",
-    "guardian": "guardian", "special guardian": "guardian", "legal guardian": "guardian",
-    "grandparent": "grandparent", "grandmother": "grandparent", "grandfather": "grandparent",
-    "gran": "grandparent", "grandma": "grandparent", "grandad": "grandparent",
-    "sibling": "sibling", "brother": "sibling", "sister": "sibling", "half brother": "sibling",
-    "half sister": "sibling", "partner": "partner", "husband": "partner", "wife": "partner",
-    "spouse": "partner", "boyfriend": "partner", "girlfriend": "partner",
-    "household member": "household_member", "lodger": "household_member",
-    "child": "child", "son": "child", "daughter": "child",
+    "guardian": "guardian",
+    "special guardian": "guardian",
+    "legal guardian": "guardian",
+    "grandparent": "grandparent",
+    "grandmother": "grandparent",
+    "grandfather": "grandparent",
+    "gran": "grandparent",
+    "grandma": "grandparent",
+    "grandad": "grandparent",
+    "sibling": "sibling",
+    "brother": "sibling",
+    "sister": "sibling",
+    "half brother": "sibling",
+    "half sister": "sibling",
+    "partner": "partner",
+    "husband": "partner",
+    "wife": "partner",
+    "spouse": "partner",
+    "boyfriend": "partner",
+    "girlfriend": "partner",
+    "household member": "household_member",
+    "lodger": "household_member",
+    "child": "child",
+    "son": "child",
+    "daughter": "child",
 }
 
 
@@ -418,16 +602,56 @@ def normalise_relationship(value: str) -> tuple[str | None, str | None]:
 # Addresses
 
 ADDRESS_ABBREVIATIONS = {
-    "rd": "road", "ave": "avenue", "av": "avenue", "ln": "lane", "cres": "crescent",
-    "cresc": "crescent", "cl": "close", "ct": "court", "crt": "court", "dr": "drive",
-    "drv": "drive", "gdns": "gardens", "gdn": "garden", "gr": "grove", "gro": "grove",
-    "grv": "grove", "pl": "place", "sq": "square", "terr": "terrace", "ter": "terrace",
-    "tce": "terrace", "pk": "park", "hse": "house", "ho": "house", "apt": "flat",
-    "apartment": "flat", "appt": "flat", "hts": "heights", "mt": "mount", "pde": "parade",
-    "wy": "way", "wk": "walk", "bldgs": "buildings", "cott": "cottage", "cotts": "cottages",
-    "est": "estate", "ind": "industrial", "nth": "north", "sth": "south", "upr": "upper",
-    "lwr": "lower", "gt": "great", "mkt": "market", "hwy": "highway", "bvd": "boulevard",
-    "blvd": "boulevard", "clo": "close", "mews": "mews", "rdg": "ridge", "vw": "view",
+    "rd": "road",
+    "ave": "avenue",
+    "av": "avenue",
+    "ln": "lane",
+    "cres": "crescent",
+    "cresc": "crescent",
+    "cl": "close",
+    "ct": "court",
+    "crt": "court",
+    "dr": "drive",
+    "drv": "drive",
+    "gdns": "gardens",
+    "gdn": "garden",
+    "gr": "grove",
+    "gro": "grove",
+    "grv": "grove",
+    "pl": "place",
+    "sq": "square",
+    "terr": "terrace",
+    "ter": "terrace",
+    "tce": "terrace",
+    "pk": "park",
+    "hse": "house",
+    "ho": "house",
+    "apt": "flat",
+    "apartment": "flat",
+    "appt": "flat",
+    "hts": "heights",
+    "mt": "mount",
+    "pde": "parade",
+    "wy": "way",
+    "wk": "walk",
+    "bldgs": "buildings",
+    "cott": "cottage",
+    "cotts": "cottages",
+    "est": "estate",
+    "ind": "industrial",
+    "nth": "north",
+    "sth": "south",
+    "upr": "upper",
+    "lwr": "lower",
+    "gt": "great",
+    "mkt": "market",
+    "hwy": "highway",
+    "bvd": "boulevard",
+    "blvd": "boulevard",
+    "clo": "close",
+    "mews": "mews",
+    "rdg": "ridge",
+    "vw": "view",
 }
 _POSTCODE_TAIL = re.compile(r"\s*\b([a-z]{1,2}\d[a-z\d]?)\s*(\d[a-z]{2})\s*$")
 
@@ -463,7 +687,7 @@ def _norm_whole_address(value: str) -> tuple[str | None, str | None, str | None,
         m = _POSTCODE_TAIL.search(norm[-1])
         if m:
             postcode = m.group(1) + m.group(2)
-            norm[-1] = norm[-1][:m.start()].strip()
+            norm[-1] = norm[-1][: m.start()].strip()
             norm = [n for n in norm if n]
     if not norm:
         return None, None, postcode, None
@@ -493,14 +717,42 @@ def canonical_version() -> int:
 
 
 NORMALISED_COLUMNS: tuple[str, ...] = (
-    "record_id", "title",
-    "given_name", "given_name_canonical", "given_name_phonetic", "middle_names",
-    "family_name", "family_name_parts", "family_name_phonetic", "other_names", "other_names_parts",
-    "date_of_birth", "dob_year", "dob_month", "dob_day", "dob_is_estimated", "sex",
-    "address_line_1", "address_line_2", "town", "address", "address_flat", "address_house_number",
-    "address_street", "address_premises", "postcode", "postcode_outward",
-    "postcode_district", "postcode_sector",
-    "postcode_area", "postcode_valid", "uprn", "nhs_number", "upn", "phone", "email",
+    "record_id",
+    "title",
+    "given_name",
+    "given_name_canonical",
+    "given_name_phonetic",
+    "middle_names",
+    "family_name",
+    "family_name_parts",
+    "family_name_phonetic",
+    "other_names",
+    "other_names_parts",
+    "date_of_birth",
+    "dob_year",
+    "dob_month",
+    "dob_day",
+    "dob_is_estimated",
+    "sex",
+    "address_line_1",
+    "address_line_2",
+    "town",
+    "address",
+    "address_flat",
+    "address_house_number",
+    "address_street",
+    "address_premises",
+    "postcode",
+    "postcode_outward",
+    "postcode_district",
+    "postcode_sector",
+    "postcode_area",
+    "postcode_valid",
+    "uprn",
+    "nhs_number",
+    "upn",
+    "phone",
+    "email",
     "relationship",
 )
 
@@ -531,8 +783,13 @@ _MEMO: dict[str, dict[str, tuple]] = {}
 _MEMO_MAX = 20_000
 
 
-def _per_unique(series: pd.Series | None, index: pd.Index, fn: Callable[[str], tuple],
-                width: int, memo: str | None = None) -> list[np.ndarray]:
+def _per_unique(
+    series: pd.Series | None,
+    index: pd.Index,
+    fn: Callable[[str], tuple],
+    width: int,
+    memo: str | None = None,
+) -> list[np.ndarray]:
     """Apply fn once per distinct non-null value; returns `width` object arrays aligned to index.
 
     `memo` names a cache for fn's results across calls; only for pure fns of the value alone.
@@ -572,8 +829,9 @@ def _fill(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(pd.isna(a), b, a)
 
 
-def normalise_identifiers(raw: pd.DataFrame, date_formats: Sequence[str] | None = None, *,
-                          today: date | None = None) -> NormalisedFrame:
+def normalise_identifiers(
+    raw: pd.DataFrame, date_formats: Sequence[str] | None = None, *, today: date | None = None
+) -> NormalisedFrame:
     """Normalise the identifier columns of one person slot (columns = canonical field names)."""
     unknown = [c for c in raw.columns if c not in identifier_fields()]
     if unknown:
@@ -587,16 +845,18 @@ def normalise_identifiers(raw: pd.DataFrame, date_formats: Sequence[str] | None 
     # record_id: stripped only (it becomes record_ref; its exact bytes matter).
     (rid,) = _per_unique(col("record_id"), idx, lambda v: (v,), 1)
     out["record_id"] = rid
-    (out["title"],) = _per_unique(col("title"), idx, lambda v: (normalise_name_value(v),), 1,
-                                    "name_value")
+    (out["title"],) = _per_unique(
+        col("title"), idx, lambda v: (normalise_name_value(v),), 1, "name_value"
+    )
 
     sex, reason = _per_unique(col("sex"), idx, normalise_sex, 2, "sex")
     _collect(problems, idx, "sex", reason)
     out["sex"] = sex
 
     given, extra_given = _per_unique(col("given_name"), idx, _norm_given, 2, "given")
-    (middle,) = _per_unique(col("middle_names"), idx, lambda v: (normalise_name_value(v),), 1,
-                          "name_value")
+    (middle,) = _per_unique(
+        col("middle_names"), idx, lambda v: (normalise_name_value(v),), 1, "name_value"
+    )
     if col("given_name") is not None:
         # Either part alone is already a normalised, non-placeholder name; only rows with both
         # need joining (and the join can itself be a placeholder: "n" + "a").
@@ -604,8 +864,9 @@ def normalise_identifiers(raw: pd.DataFrame, date_formats: Sequence[str] | None 
         merged = np.where(e_na, middle, extra_given)
         both = np.flatnonzero(~e_na & ~m_na)
         if len(both):
-            merged[both] = _obj_array([_ph(f"{e} {m}") for e, m in
-                                       zip(extra_given[both], middle[both], strict=True)])
+            merged[both] = _obj_array(
+                [_ph(f"{e} {m}") for e, m in zip(extra_given[both], middle[both], strict=True)]
+            )
         middle = merged
     family, fam_parts = _per_unique(col("family_name"), idx, _norm_family, 2, "family")
     fg, fm, ff = _per_unique(col("full_name"), idx, split_full_name, 3, "full")
@@ -616,13 +877,17 @@ def normalise_identifiers(raw: pd.DataFrame, date_formats: Sequence[str] | None 
     if fam_from_full.any():
         family = _fill(family, ff)
         fam_parts = _obj_array(
-            [tuple(family_name_parts(f.split())) if use else p
-             for f, p, use in zip(family, fam_parts, fam_from_full, strict=True)])
+            [
+                tuple(family_name_parts(f.split())) if use else p
+                for f, p, use in zip(family, fam_parts, fam_from_full, strict=True)
+            ]
+        )
     nulled: list[tuple[Hashable, str, str]] = []
     placeholder = np.zeros(len(idx), dtype=bool)
     for name in ("given_name", "middle_names", "family_name", "full_name", "other_names"):
-        (hit,) = _per_unique(col(name), idx, lambda v: (is_placeholder_name(v) or None,), 1,
-                             "placeholder")
+        (hit,) = _per_unique(
+            col(name), idx, lambda v: (is_placeholder_name(v) or None,), 1, "placeholder"
+        )
         for pos in np.flatnonzero(pd.notna(hit)):
             nulled.append((idx[pos], name, PLACEHOLDER_NAME))
             if name in ("given_name", "full_name"):
@@ -633,7 +898,8 @@ def normalise_identifiers(raw: pd.DataFrame, date_formats: Sequence[str] | None 
             problems.append((idx[pos], "given_name", "missing given name"))
     out["given_name"], out["middle_names"], out["family_name"] = given, middle, family
     out["family_name_parts"] = _obj_array(
-        [list(p) if isinstance(p, tuple) else None for p in fam_parts])
+        [list(p) if isinstance(p, tuple) else None for p in fam_parts]
+    )
 
     from ig_bridge.nicknames import default_lexicon  # lexicon normalises with this module
 
@@ -645,12 +911,11 @@ def normalise_identifiers(raw: pd.DataFrame, date_formats: Sequence[str] | None 
     out["given_name_phonetic"] = _map_unique(given, phonetic)
     out["family_name_phonetic"] = _map_unique(family, phonetic)
 
-    other, other_parts = _per_unique(
-        col("other_names"), idx,
-        lambda v: _other_names(v), 2)
+    other, other_parts = _per_unique(col("other_names"), idx, lambda v: _other_names(v), 2)
     out["other_names"] = other
     out["other_names_parts"] = _obj_array(
-        [list(p) if isinstance(p, tuple) else None for p in other_parts])
+        [list(p) if isinstance(p, tuple) else None for p in other_parts]
+    )
 
     # Dates
     # A partial date (year, year-month) leaves date_of_birth empty (so no full-date token or
@@ -673,23 +938,30 @@ def normalise_identifiers(raw: pd.DataFrame, date_formats: Sequence[str] | None 
 
     # Addresses
     whole, line1_from_whole, pc_from_whole, line2_from_whole = _per_unique(
-        col("address"), idx, _norm_whole_address, 4)
+        col("address"), idx, _norm_whole_address, 4
+    )
     for name in ("address_line_1", "address_line_2", "town"):
-        (out[name],) = _per_unique(col(name), idx, lambda v: (normalise_address_line(v),), 1,
-                                     "address_line")
+        (out[name],) = _per_unique(
+            col(name), idx, lambda v: (normalise_address_line(v),), 1, "address_line"
+        )
     out["address_line_1"] = _fill(out["address_line_1"], line1_from_whole)
     out["address_line_2"] = _fill(out["address_line_2"], line2_from_whole)
     out["address"] = whole
-    (flat_col,) = _per_unique(col("flat"), idx,
-                              lambda v: (normalise_flat(normalise_address_line(v)),), 1, "flat")
+    (flat_col,) = _per_unique(
+        col("flat"), idx, lambda v: (normalise_flat(normalise_address_line(v)),), 1, "flat"
+    )
     # Flat from its own column or parsed out of line 1/2; premises = house number + street
     # (ig_bridge.address): flats of one building differ, "12 High St" = "12 High Street".
-    triples = pd.Series(list(zip(out["address_line_1"], out["address_line_2"], flat_col,
-                                 strict=True)), index=idx, dtype=object)
+    triples = pd.Series(
+        list(zip(out["address_line_1"], out["address_line_2"], flat_col, strict=True)),
+        index=idx,
+        dtype=object,
+    )
     t_codes, t_uniq = pd.factorize(triples)
     keyed = [address_key(*t) for t in t_uniq] + [(None, None, None, None)]
-    for j, name in enumerate(("address_flat", "address_house_number", "address_street",
-                              "address_premises")):
+    for j, name in enumerate(
+        ("address_flat", "address_house_number", "address_street", "address_premises")
+    ):
         out[name] = _obj_array([k[j] for k in keyed])[t_codes]
 
     pc_src = col("postcode")
@@ -698,18 +970,25 @@ def normalise_identifiers(raw: pd.DataFrame, date_formats: Sequence[str] | None 
     elif pc_src is not None and col("address") is not None:
         pc_src = pd.Series(_fill(_as_text(pc_src).to_numpy(), pc_from_whole), index=idx)
     pcs = _per_unique(pc_src, idx, normalise_postcode, 7, "postcode")
-    for name, arr in zip(("postcode", "postcode_outward", "postcode_district", "postcode_sector",
-                          "postcode_area"), pcs[:5], strict=True):
+    for name, arr in zip(
+        ("postcode", "postcode_outward", "postcode_district", "postcode_sector", "postcode_area"),
+        pcs[:5],
+        strict=True,
+    ):
         out[name] = arr
-    out["postcode_valid"] = pd.array(
-        np.where(pd.isna(pcs[0]), None, pcs[5]), dtype="boolean")
+    out["postcode_valid"] = pd.array(np.where(pd.isna(pcs[0]), None, pcs[5]), dtype="boolean")
     _collect(problems, idx, "postcode", pcs[6])
     # An unusable postcode must not become a token (it would match only the same typo).
     out["postcode"] = np.where(pcs[5] == True, pcs[0], None)  # noqa: E712 - object array
 
-    for name, fn in (("uprn", normalise_uprn), ("nhs_number", normalise_nhs_number),
-                     ("upn", normalise_upn), ("phone", normalise_phone),
-                     ("email", normalise_email), ("relationship", normalise_relationship)):
+    for name, fn in (
+        ("uprn", normalise_uprn),
+        ("nhs_number", normalise_nhs_number),
+        ("upn", normalise_upn),
+        ("phone", normalise_phone),
+        ("email", normalise_email),
+        ("relationship", normalise_relationship),
+    ):
         value, reason = _per_unique(col(name), idx, fn, 2)
         _collect(problems, idx, name, reason)
         out[name] = value

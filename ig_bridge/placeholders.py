@@ -16,8 +16,9 @@ import yaml
 @lru_cache(maxsize=1)
 def placeholder_names() -> tuple[frozenset[str], tuple[str, ...]]:
     """(exact names, prefixes), normalised as names are (lower case, single spaces)."""
-    doc = yaml.safe_load(resources.files("schemas").joinpath("placeholder_names.yaml")
-                         .read_text("utf-8"))
+    doc = yaml.safe_load(
+        resources.files("schemas").joinpath("placeholder_names.yaml").read_text("utf-8")
+    )
     if not isinstance(doc, dict) or doc.get("version") != 1:
         raise ValueError("schemas/placeholder_names.yaml: version: expected 1")
     for key in ("exact", "prefixes"):
@@ -34,5 +35,4 @@ def is_placeholder(normalised: str | None) -> bool:
     if not normalised:
         return False
     exact, prefixes = placeholder_names()
-    return normalised in exact or normalised.startswith(prefixes) or \
-        (normalised + " ") in prefixes
+    return normalised in exact or normalised.startswith(prefixes) or (normalised + " ") in prefixes

@@ -203,15 +203,17 @@ def iter_chunks(path: Path | str, source: SourceSpec) -> Iterator[Chunk]:
         try:
             for chunk in _iter_csv(path, source, names, block, done_rec):
                 if chunk.rows_read:
-                    done_rec = int(max([*chunk.records, *[m.record or 0 for m in
-                                                          chunk.malformed]])) + 1
+                    done_rec = (
+                        int(max([*chunk.records, *[m.record or 0 for m in chunk.malformed]])) + 1
+                    )
                 yield chunk
             return
         except _RowTooBig as exc:
             if block >= MAX_BLOCK_SIZE:
                 raise ExtractUnreadable(
-                    path, f"a row starting near line {exc.line} is larger than "
-                    f"{MAX_BLOCK_SIZE >> 20} MB (an oversized field or an unclosed quote)"
+                    path,
+                    f"a row starting near line {exc.line} is larger than "
+                    f"{MAX_BLOCK_SIZE >> 20} MB (an oversized field or an unclosed quote)",
                 ) from None
             block = min(block * 4, MAX_BLOCK_SIZE)
 
@@ -221,8 +223,9 @@ class _RowTooBig(Exception):  # noqa: N818 - internal signal, never leaves this 
         self.line = line
 
 
-def _iter_csv(path: Path, source: SourceSpec, names: list[str], block_size: int,
-              skip_before: int) -> Iterator[Chunk]:
+def _iter_csv(
+    path: Path, source: SourceSpec, names: list[str], block_size: int, skip_before: int
+) -> Iterator[Chunk]:
     """Chunks of records numbered >= skip_before (earlier ones were yielded by a previous
     attempt with a smaller block)."""
     bad: list[Malformed] = []
@@ -312,9 +315,7 @@ def _flag_suspect_rows(chunk: Chunk) -> None:
     drop = np.zeros(len(frame), dtype=bool)
     for i, reason in sorted(reasons.items()):
         raw = "\x1f".join("" if pd.isna(v) else str(v) for v in frame.iloc[i].tolist())
-        chunk.malformed.append(
-            Malformed(int(chunk.lines[i]), int(chunk.records[i]), reason, raw)
-        )
+        chunk.malformed.append(Malformed(int(chunk.lines[i]), int(chunk.records[i]), reason, raw))
         drop[i] = True
     chunk.frame = frame.loc[~drop].reset_index(drop=True)
     chunk.lines = chunk.lines[~drop]

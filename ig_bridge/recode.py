@@ -23,8 +23,9 @@ def _text(v: object) -> str | None:
     return s or None
 
 
-def recode_identifiers(raw: pd.DataFrame,
-                       mapping: Mapping) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+def recode_identifiers(
+    raw: pd.DataFrame, mapping: Mapping
+) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     """(raw with recoded columns, report key -> mask of rows whose code was unknown and nulled).
     Report keys are the canonical field (`sex`) for the subject, `<slot>.<field>` otherwise."""
     tables = mapping.identifier_recodes()

@@ -92,17 +92,26 @@ class AgreedProtocols:
         _check_private_file(path)
         doc = yaml.safe_load(path.read_text("utf-8")) or {}
         if doc.get("agreed_protocols_version") != AGREED_VERSION or doc.get("agency") != agency:
-            raise AgreementError(f"{path}: not an agreed-protocols file (version "
-                                 f"{AGREED_VERSION}) for agency {agency}")
+            raise AgreementError(
+                f"{path}: not an agreed-protocols file (version "
+                f"{AGREED_VERSION}) for agency {agency}"
+            )
         out: dict[str, AgreedProtocol] = {}
         for pid, body in (doc.get("protocols") or {}).items():
             try:
-                ap = AgreedProtocol(str(pid), int(body["version"]), str(body["sha256"]),
-                                    body["identity_allowed"] is True, str(body["agreed_at"]),
-                                    str(body["agreed_by"]))
+                ap = AgreedProtocol(
+                    str(pid),
+                    int(body["version"]),
+                    str(body["sha256"]),
+                    body["identity_allowed"] is True,
+                    str(body["agreed_at"]),
+                    str(body["agreed_by"]),
+                )
             except (KeyError, TypeError, ValueError):
-                raise AgreementError(f"{path}: protocols.{pid}: needs version, sha256, "
-                                     "identity_allowed, agreed_at, agreed_by") from None
+                raise AgreementError(
+                    f"{path}: protocols.{pid}: needs version, sha256, "
+                    "identity_allowed, agreed_at, agreed_by"
+                ) from None
             if not _PROTOCOL_ID.fullmatch(ap.protocol_id) or not _SHA256.fullmatch(ap.sha256):
                 raise AgreementError(f"{path}: protocols.{pid}: bad id or sha256")
             out[ap.protocol_id] = ap
@@ -121,8 +130,13 @@ class AgreedProtocols:
         return None
 
 
-def agree_protocol(agency_dir: str | Path, agency: str, protocol_path: str | Path,
-                   agreed_by: str, at: dt.datetime | None = None) -> AgreedProtocol:
+def agree_protocol(
+    agency_dir: str | Path,
+    agency: str,
+    protocol_path: str | Path,
+    agreed_by: str,
+    at: dt.datetime | None = None,
+) -> AgreedProtocol:
     """Record that the agency agreed this protocol document (what its IG lead signs off).
 
     The protocol must name the agency; identity is allowed only if the document says
@@ -133,26 +147,39 @@ def agree_protocol(agency_dir: str | Path, agency: str, protocol_path: str | Pat
         raise AgreementError(f"{protocol_path}: agencies: {agency} is not a party to it")
     ident = doc.get("identity") or {}
     entry = AgreedProtocol(
-        protocol_id=str(doc["id"]), version=int(doc.get("version", 1)),
+        protocol_id=str(doc["id"]),
+        version=int(doc.get("version", 1)),
         sha256=protocol_document_sha256(protocol_path),
         identity_allowed=isinstance(ident, dict) and ident.get("allowed") is True,
         agreed_at=(at or dt.datetime.now(dt.UTC)).isoformat(timespec="seconds"),
-        agreed_by=agreed_by)
+        agreed_by=agreed_by,
+    )
     path = Path(agency_dir) / AGREED_FILE
     current = AgreedProtocols.load(agency_dir, agency) if path.exists() else None
     protocols = dict(current.protocols if current else {})
     protocols[entry.protocol_id] = entry
-    body = {"agreed_protocols_version": AGREED_VERSION, "agency": agency,
-            "protocols": {p.protocol_id: {"version": p.version, "sha256": p.sha256,
-                                          "identity_allowed": p.identity_allowed,
-                                          "agreed_at": p.agreed_at, "agreed_by": p.agreed_by}
-                          for p in sorted(protocols.values(), key=lambda p: p.protocol_id)}}
+    body = {
+        "agreed_protocols_version": AGREED_VERSION,
+        "agency": agency,
+        "protocols": {
+            p.protocol_id: {
+                "version": p.version,
+                "sha256": p.sha256,
+                "identity_allowed": p.identity_allowed,
+                "agreed_at": p.agreed_at,
+                "agreed_by": p.agreed_by,
+            }
+            for p in sorted(protocols.values(), key=lambda p: p.protocol_id)
+        },
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write("# The protocols this agency's IG lead agreed; the re-identification service\n"
-                 "# answers only requests under these (joinedup-bridge protocols agree).\n")
+        fh.write(
+            "# The protocols this agency's IG lead agreed; the re-identification service\n"
+            "# answers only requests under these (joinedup-bridge protocols agree).\n"
+        )
         yaml.safe_dump(body, fh, sort_keys=False)
     os.replace(tmp, path)
     return entry
@@ -165,8 +192,9 @@ class SlidingWindowLimiter:
     """At most `per_user` answered requests per user and `total` in all within `window`
     seconds (sliding). `admit` records the request when it is within both limits."""
 
-    def __init__(self, per_user: int, total: int, window: float,
-                 clock: Any = time.monotonic) -> None:
+    def __init__(
+        self, per_user: int, total: int, window: float, clock: Any = time.monotonic
+    ) -> None:
         if per_user < 1 or total < 1 or window <= 0:
             raise ValueError("rate limits must be positive")
         self.per_user, self.total, self.window = per_user, total, window
@@ -215,7 +243,7 @@ def _last_line(fd: int) -> bytes:
         stripped = buf.rstrip(b"\n")
         nl = stripped.rfind(b"\n")
         if nl >= 0:
-            return stripped[nl + 1:]
+            return stripped[nl + 1 :]
         block *= 2
     return buf.rstrip(b"\n")
 
@@ -234,8 +262,9 @@ def append_audit(path: str | Path, entry: Mapping[str, Any]) -> str:
         fcntl.flock(fd, fcntl.LOCK_EX)
         last = _last_line(fd)
         prev = hashlib.sha256(last).hexdigest() if last else GENESIS
-        line = json.dumps({**entry, "prev_sha256": prev}, sort_keys=True,
-                          separators=(",", ":")).encode("utf-8")
+        line = json.dumps(
+            {**entry, "prev_sha256": prev}, sort_keys=True, separators=(",", ":")
+        ).encode("utf-8")
         os.write(fd, line + b"\n")
         os.fsync(fd)
         return hashlib.sha256(line).hexdigest()
@@ -280,6 +309,13 @@ class UnauthenticatedCounter:
             counts, since = dict(self.counts), self._since
             self.counts.clear()
             self._last_flush = time.monotonic()
-        append_audit(self.audit_log, {
-            "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "agency": self.agency,
-            "outcome": "unauthenticated_refusals", "since": since, "counts": counts})
+        append_audit(
+            self.audit_log,
+            {
+                "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                "agency": self.agency,
+                "outcome": "unauthenticated_refusals",
+                "since": since,
+                "counts": counts,
+            },
+        )

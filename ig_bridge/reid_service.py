@@ -73,17 +73,32 @@ CLOCK_SKEW = dt.timedelta(seconds=30)
 DEFAULT_PER_USER = 10  # answered requests per user per window
 DEFAULT_TOTAL = 60  # answered requests in all per window
 DEFAULT_WINDOW = 3600.0  # seconds
-_REQUIRED = ("request_version", "request_id", "protocol_id", "protocol_version",
-             "protocol_sha256", "requesting_user", "reason", "agency", "issued_at",
-             "expires_at")
+_REQUIRED = (
+    "request_version",
+    "request_id",
+    "protocol_id",
+    "protocol_version",
+    "protocol_sha256",
+    "requesting_user",
+    "reason",
+    "agency",
+    "issued_at",
+    "expires_at",
+)
 _HEX32 = re.compile(r"^[0-9a-f]{32}$")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _USER = re.compile(r"^[A-Za-z0-9_.@-]{1,128}$")
 _PROTOCOL = re.compile(r"^[a-z][a-z0-9_]{2,63}$")
 # Fields of a signed request that may enter a refusal line, each only if it has its form.
-_LOGGED = {"request_id": _HEX32, "hub_request_id": _HEX32, "hub_decision_id": _HEX32,
-           "hub_audit_hash": _HEX64, "protocol_id": _PROTOCOL, "protocol_sha256": _HEX64,
-           "requesting_user": _USER}
+_LOGGED = {
+    "request_id": _HEX32,
+    "hub_request_id": _HEX32,
+    "hub_decision_id": _HEX32,
+    "hub_audit_hash": _HEX64,
+    "protocol_id": _PROTOCOL,
+    "protocol_sha256": _HEX64,
+    "requesting_user": _USER,
+}
 
 
 class Refused(Exception):  # noqa: N818 - an outcome, not a fault
@@ -105,8 +120,9 @@ def restricted_rows(values: pd.Series) -> pd.Series:
 
     text = ["" if pd.isna(v) else str(v).strip().lower() for v in values]
     # Anything present that is not a clear "no" counts as restricted: err on the safe side.
-    return pd.Series([t != "" and _BOOL.get(t) is not False for t in text],
-                     index=values.index, dtype=bool)
+    return pd.Series(
+        [t != "" and _BOOL.get(t) is not False for t in text], index=values.index, dtype=bool
+    )
 
 
 def extract_lookup(extract: str | Path, mapping_path: str | Path) -> Lookup:
@@ -116,9 +132,12 @@ def extract_lookup(extract: str | Path, mapping_path: str | Path) -> Lookup:
     # A record the agency's own data marks restricted (its flag mapped to the `restricted`
     # payload field) is never re-identified here, whatever the hub asks.
     flag = mapping.payload_columns().get("restricted")
-    frames = [c.frame[list(cols.values())].rename(columns={v: k for k, v in cols.items()})
-              [~restricted_rows(c.frame[flag]) if flag else slice(None)]
-              for c in iter_chunks(extract, mapping.source)]
+    frames = [
+        c.frame[list(cols.values())].rename(columns={v: k for k, v in cols.items()})[
+            ~restricted_rows(c.frame[flag]) if flag else slice(None)
+        ]
+        for c in iter_chunks(extract, mapping.source)
+    ]
     frame = pd.concat(frames, ignore_index=True)
     frame["record_id"] = frame["record_id"].astype(str).str.strip()
     if "address" not in frame and "address_line_1" in frame:
@@ -140,21 +159,29 @@ class ReidService:
     `agreed`: the agency's agreed protocols (default: `agreed_protocols.yaml` beside the audit
     log, i.e. in the agency folder). `limits`: the sliding-window rate limits."""
 
-    def __init__(self, agency: str, key_store: KeyStore, hub_public_key: Ed25519PublicKey,
-                 lookup: Lookup, audit_log: str | Path, *,
-                 agreed: AgreedProtocols | None = None,
-                 limits: SlidingWindowLimiter | None = None,
-                 clock_skew: dt.timedelta = CLOCK_SKEW,
-                 max_lifetime: dt.timedelta = MAX_LIFETIME,
-                 summary_interval: float = 60.0) -> None:
+    def __init__(
+        self,
+        agency: str,
+        key_store: KeyStore,
+        hub_public_key: Ed25519PublicKey,
+        lookup: Lookup,
+        audit_log: str | Path,
+        *,
+        agreed: AgreedProtocols | None = None,
+        limits: SlidingWindowLimiter | None = None,
+        clock_skew: dt.timedelta = CLOCK_SKEW,
+        max_lifetime: dt.timedelta = MAX_LIFETIME,
+        summary_interval: float = 60.0,
+    ) -> None:
         self.agency = agency
         self.keys = key_store
         self.hub_key = hub_public_key
         self.lookup = lookup
         self.audit_log = Path(audit_log)
         self.agreed = agreed or AgreedProtocols.load(self.audit_log.parent, agency)
-        self.limits = limits or SlidingWindowLimiter(DEFAULT_PER_USER, DEFAULT_TOTAL,
-                                                     DEFAULT_WINDOW, clock=time.time)
+        self.limits = limits or SlidingWindowLimiter(
+            DEFAULT_PER_USER, DEFAULT_TOTAL, DEFAULT_WINDOW, clock=time.time
+        )
         self.skew, self.max_lifetime = clock_skew, max_lifetime
         self.unauthenticated = UnauthenticatedCounter(self.audit_log, agency, summary_interval)
         self._lock = threading.Lock()  # one signed request at a time: replay set and limits
@@ -173,8 +200,12 @@ class ReidService:
             if isinstance(rid, str) and t > now - keep:
                 self._seen[rid] = t + keep
             user = e.get("requesting_user")
-            if (e.get("outcome") == "answered" and isinstance(user, str) and e.get("hub_audit_seq")
-                    and t > now - self.limits.window):
+            if (
+                e.get("outcome") == "answered"
+                and isinstance(user, str)
+                and e.get("hub_audit_seq")
+                and t > now - self.limits.window
+            ):
                 self.limits.record(user, t)
 
     def _remember(self, request_id: str, expires: float) -> None:
@@ -185,8 +216,12 @@ class ReidService:
 
     def _refuse(self, code: str, status: HTTPStatus, req: Mapping[str, Any]) -> Refused:
         """A refusal of a signed request: one line in the agency's audit log."""
-        entry: dict[str, Any] = {"at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                                 "agency": self.agency, "outcome": "refused", "detail": code}
+        entry: dict[str, Any] = {
+            "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "agency": self.agency,
+            "outcome": "refused",
+            "detail": code,
+        }
         for k, pattern in _LOGGED.items():
             v = req.get(k)
             if isinstance(v, str) and pattern.fullmatch(v):
@@ -223,20 +258,23 @@ class ReidService:
         """Every check of a signed request; raises Refused (audited)."""
         bad = HTTPStatus.BAD_REQUEST
         no = HTTPStatus.FORBIDDEN
-        if (any(k not in req for k in _REQUIRED) or req["request_version"] != REQUEST_VERSION
-                or not isinstance(req["request_id"], str)
-                or not _HEX32.fullmatch(req["request_id"])
-                or not isinstance(req["requesting_user"], str)
-                or not _USER.fullmatch(req["requesting_user"])
-                or not isinstance(req["reason"], str) or not 0 < len(req["reason"]) <= 500):
+        if (
+            any(k not in req for k in _REQUIRED)
+            or req["request_version"] != REQUEST_VERSION
+            or not isinstance(req["request_id"], str)
+            or not _HEX32.fullmatch(req["request_id"])
+            or not isinstance(req["requesting_user"], str)
+            or not _USER.fullmatch(req["requesting_user"])
+            or not isinstance(req["reason"], str)
+            or not 0 < len(req["reason"]) <= 500
+        ):
             raise self._refuse("malformed_request", bad, req)
         if req["agency"] != self.agency:
             raise self._refuse("wrong_agency", no, req)
         if req["request_id"] in self._seen:
             raise self._refuse("replayed_request", no, req)
         now = dt.datetime.now(dt.UTC)
-        self._remember(req["request_id"],
-                       (now + self.max_lifetime + 2 * self.skew).timestamp())
+        self._remember(req["request_id"], (now + self.max_lifetime + 2 * self.skew).timestamp())
         if "record_refs" in req or not isinstance(req.get("record_ref"), str):
             raise self._refuse("one_subject_per_request", no, req)
         issued, expires = _aware(req["issued_at"]), _aware(req["expires_at"])
@@ -248,16 +286,20 @@ class ReidService:
             raise self._refuse("not_yet_valid", no, req)
         if now > expires + self.skew:
             raise self._refuse("expired", no, req)
-        if (not isinstance(req.get("hub_decision_id"), str)
-                or not _HEX32.fullmatch(req["hub_decision_id"])
-                or type(req.get("hub_audit_seq")) is not int or req["hub_audit_seq"] < 1
-                or not isinstance(req.get("hub_audit_hash"), str)
-                or not _HEX64.fullmatch(req["hub_audit_hash"])
-                or not isinstance(req.get("hub_request_id"), str)
-                or not _HEX32.fullmatch(req["hub_request_id"])):
+        if (
+            not isinstance(req.get("hub_decision_id"), str)
+            or not _HEX32.fullmatch(req["hub_decision_id"])
+            or type(req.get("hub_audit_seq")) is not int
+            or req["hub_audit_seq"] < 1
+            or not isinstance(req.get("hub_audit_hash"), str)
+            or not _HEX64.fullmatch(req["hub_audit_hash"])
+            or not isinstance(req.get("hub_request_id"), str)
+            or not _HEX32.fullmatch(req["hub_request_id"])
+        ):
             raise self._refuse("no_hub_decision", no, req)
-        code = self.agreed.check(req["protocol_id"], req["protocol_version"],
-                                 req["protocol_sha256"])
+        code = self.agreed.check(
+            req["protocol_id"], req["protocol_version"], req["protocol_sha256"]
+        )
         if code is not None:
             raise self._refuse(code, no, req)
         code = self.limits.admit(req["requesting_user"])
@@ -270,31 +312,43 @@ class ReidService:
             with self._lock:
                 self._check(req)
                 request = ReidentificationRequest(
-                    protocol_id=req["protocol_id"], requesting_user=req["requesting_user"],
-                    reason=req["reason"], request_id=req["request_id"],
-                    hub_decision_id=req["hub_decision_id"], hub_request_id=req["hub_request_id"],
-                    hub_audit_seq=req["hub_audit_seq"], hub_audit_hash=req["hub_audit_hash"],
+                    protocol_id=req["protocol_id"],
+                    requesting_user=req["requesting_user"],
+                    reason=req["reason"],
+                    request_id=req["request_id"],
+                    hub_decision_id=req["hub_decision_id"],
+                    hub_request_id=req["hub_request_id"],
+                    hub_audit_seq=req["hub_audit_seq"],
+                    hub_audit_hash=req["hub_audit_hash"],
                     protocol_version=req["protocol_version"],
-                    protocol_sha256=req["protocol_sha256"])
+                    protocol_sha256=req["protocol_sha256"],
+                )
                 try:
-                    found = reidentify([req["record_ref"]], request,
-                                       ref_keys=self.keys.ref_keys(), lookup=self.lookup,
-                                       audit_log=self.audit_log)
+                    found = reidentify(
+                        [req["record_ref"]],
+                        request,
+                        ref_keys=self.keys.ref_keys(),
+                        lookup=self.lookup,
+                        audit_log=self.audit_log,
+                    )
                 except RecordRefError:  # already audited by reidentify
-                    raise Refused(HTTPStatus.UNPROCESSABLE_ENTITY,
-                                  "record_ref_not_ours") from None
+                    raise Refused(HTTPStatus.UNPROCESSABLE_ENTITY, "record_ref_not_ours") from None
         except Refused as r:
             return r.status, {"error": r.code}
-        return HTTPStatus.OK, {"request_id": req["request_id"], "agency": self.agency,
-                               "identities": [asdict(i) for i in found]}
+        return HTTPStatus.OK, {
+            "request_id": req["request_id"],
+            "agency": self.agency,
+            "identities": [asdict(i) for i in found],
+        }
 
     def close(self) -> None:
         """Write the pending unauthenticated-refusal counters (call at shutdown)."""
         self.unauthenticated.flush()
 
 
-def make_server(service: ReidService, host: str = "127.0.0.1", port: int = 0
-                ) -> ThreadingHTTPServer:
+def make_server(
+    service: ReidService, host: str = "127.0.0.1", port: int = 0
+) -> ThreadingHTTPServer:
     """An HTTP server for the service (port 0: any free port; see server.server_address)."""
 
     class Handler(BaseHTTPRequestHandler):
@@ -356,32 +410,48 @@ def make_server(service: ReidService, host: str = "127.0.0.1", port: int = 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m ig_bridge.reid_service", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m ig_bridge.reid_service",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--agency-dir", type=Path, required=True)
     p.add_argument("--mapping", type=Path, required=True)
     p.add_argument("--extract", type=Path, required=True)
     p.add_argument("--hub-public-key", type=Path, required=True)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8701)
-    p.add_argument("--per-user-limit", type=int, default=DEFAULT_PER_USER,
-                   help="answered requests per requesting user per window")
-    p.add_argument("--total-limit", type=int, default=DEFAULT_TOTAL,
-                   help="answered requests in all per window")
+    p.add_argument(
+        "--per-user-limit",
+        type=int,
+        default=DEFAULT_PER_USER,
+        help="answered requests per requesting user per window",
+    )
+    p.add_argument(
+        "--total-limit", type=int, default=DEFAULT_TOTAL, help="answered requests in all per window"
+    )
     p.add_argument("--window-seconds", type=float, default=DEFAULT_WINDOW)
     a = p.parse_args(argv)
     code = load_mapping(a.mapping).code
-    limits = SlidingWindowLimiter(a.per_user_limit, a.total_limit, a.window_seconds,
-                                  clock=time.time)
-    service = ReidService(code, KeyStore(a.agency_dir / "keys", code),
-                          load_hub_public_key(a.hub_public_key),
-                          extract_lookup(a.extract, a.mapping), a.agency_dir / "audit.log",
-                          agreed=AgreedProtocols.load(a.agency_dir, code), limits=limits)
+    limits = SlidingWindowLimiter(
+        a.per_user_limit, a.total_limit, a.window_seconds, clock=time.time
+    )
+    service = ReidService(
+        code,
+        KeyStore(a.agency_dir / "keys", code),
+        load_hub_public_key(a.hub_public_key),
+        extract_lookup(a.extract, a.mapping),
+        a.agency_dir / "audit.log",
+        agreed=AgreedProtocols.load(a.agency_dir, code),
+        limits=limits,
+    )
     server = make_server(service, a.host, a.port)
     print(f"{code} re-identification service on http://{a.host}:{server.server_address[1]}")
     if not service.agreed.protocols:
-        print("no agreed protocols: every request will be refused (joinedup-bridge protocols "
-              "agree)", file=sys.stderr)
+        print(
+            "no agreed protocols: every request will be refused (joinedup-bridge protocols agree)",
+            file=sys.stderr,
+        )
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -71,9 +71,14 @@ def verify_audit_chain(path: str | Path) -> int:
     return count
 
 
-def reidentify(record_refs: Sequence[str], request: ReidentificationRequest, *,
-               ref_keys: RefKey | Sequence[RefKey], lookup: Lookup,
-               audit_log: str | Path) -> list[Identity]:
+def reidentify(
+    record_refs: Sequence[str],
+    request: ReidentificationRequest,
+    *,
+    ref_keys: RefKey | Sequence[RefKey],
+    lookup: Lookup,
+    audit_log: str | Path,
+) -> list[Identity]:
     """Decrypt this agency's refs, look identities up, audit, and return them in order.
 
     Any ref that is not this agency's fails the whole request with RecordRefError (after the
@@ -82,16 +87,25 @@ def reidentify(record_refs: Sequence[str], request: ReidentificationRequest, *,
     audit_path = Path(audit_log)
     keys = [ref_keys] if isinstance(ref_keys, RefKey) else list(ref_keys)
     agency = keys[0].agency if keys else "?"
-    base = {"at": datetime.now(UTC).isoformat(timespec="seconds"), "agency": agency,
-            **{k: v for k, v in asdict(request).items() if v is not None},
-            "record_refs": list(record_refs)}
+    base = {
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "agency": agency,
+        **{k: v for k, v in asdict(request).items() if v is not None},
+        "record_refs": list(record_refs),
+    }
     local_ids: list[str] = []
     for pos, ref in enumerate(record_refs):
         try:
             local_ids.append(decrypt_record_ref(ref, keys))
         except RecordRefError as exc:
-            append_audit(audit_path, {**base, "outcome": "refused",
-                                       "detail": f"record_refs[{pos}] is not this agency's"})
+            append_audit(
+                audit_path,
+                {
+                    **base,
+                    "outcome": "refused",
+                    "detail": f"record_refs[{pos}] is not this agency's",
+                },
+            )
             raise RecordRefError(f"record_refs[{pos}]: {exc}") from None
     found = lookup(local_ids) if local_ids else {}
     results = []
@@ -99,9 +113,15 @@ def reidentify(record_refs: Sequence[str], request: ReidentificationRequest, *,
         row = found.get(local)
         display = None if row is None else {k: row.get(k) for k in DISPLAY_FIELDS if k in row}
         results.append(Identity(record_ref=ref, found=row is not None, display=display))
-    append_audit(audit_path, {**base, "outcome": "answered",
-                               "found": sum(r.found for r in results),
-                               "not_found": sum(not r.found for r in results)})
+    append_audit(
+        audit_path,
+        {
+            **base,
+            "outcome": "answered",
+            "found": sum(r.found for r in results),
+            "not_found": sum(not r.found for r in results),
+        },
+    )
     return results
 
 
@@ -112,8 +132,10 @@ def frame_lookup(frame: Any, id_column: str = "record_id") -> Lookup:
 
     def lookup(local_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         hit = indexed.loc[indexed.index.intersection(list(local_ids)), cols]
-        return {str(i): {c: (None if v != v else v) for c, v in row.items()}
-                for i, row in hit.iterrows()}
+        return {
+            str(i): {c: (None if v != v else v) for c, v in row.items()}
+            for i, row in hit.iterrows()
+        }
 
     return lookup
 
@@ -149,11 +171,17 @@ def read_ref_lines(path: str | Path) -> list[RefLine]:
         table = pq.read_table(path)
         if "record_ref" not in table.column_names:
             raise ValueError(f"{path}: no record_ref column")
-        agencies = (table.column("agency").to_pylist() if "agency" in table.column_names
-                    else [None] * table.num_rows)
-        return [RefLine(i, str(r or "").strip(), a)
-                for i, (r, a) in enumerate(zip(table.column("record_ref").to_pylist(),
-                                               agencies, strict=True), start=1)]
+        agencies = (
+            table.column("agency").to_pylist()
+            if "agency" in table.column_names
+            else [None] * table.num_rows
+        )
+        return [
+            RefLine(i, str(r or "").strip(), a)
+            for i, (r, a) in enumerate(
+                zip(table.column("record_ref").to_pylist(), agencies, strict=True), start=1
+            )
+        ]
     lines = path.read_text("utf-8-sig").splitlines()
     first = next((x for x in lines if x.strip()), "")
     header = [c.strip() for c in next(csv.reader([first]), [])]
@@ -170,9 +198,15 @@ def read_ref_lines(path: str | Path) -> list[RefLine]:
     return out
 
 
-def export_local_ids(refs: Sequence[RefLine], *, ref_keys: RefKey | Sequence[RefKey],
-                     out: str | Path, audit_log: str | Path, requested_by: str,
-                     source: str = "<refs>") -> LocalIdExport:
+def export_local_ids(
+    refs: Sequence[RefLine],
+    *,
+    ref_keys: RefKey | Sequence[RefKey],
+    out: str | Path,
+    audit_log: str | Path,
+    requested_by: str,
+    source: str = "<refs>",
+) -> LocalIdExport:
     """The agency's own local record ids for its refs, for its own quality checks: a new CSV
     (record_ref, local_id), owner-only (0600; an existing file is never overwritten). A ref of
     another agency, or one that does not decrypt under any of this agency's ref key versions,
@@ -211,10 +245,21 @@ def export_local_ids(refs: Sequence[RefLine], *, ref_keys: RefKey | Sequence[Ref
     finally:
         os.close(fd)
     digest = hashlib.sha256("\n".join(r.record_ref for r in refs).encode("utf-8")).hexdigest()
-    append_audit(Path(audit_log), {
-        "at": datetime.now(UTC).isoformat(timespec="seconds"), "agency": agency,
-        # protocol_id names the purpose: the IG report counts identity-log lines by it.
-        "protocol_id": "local_id_export", "requesting_user": requested_by, "source": source,
-        "out": str(out), "refs": len(refs), "refs_sha256": digest, "written": len(rows),
-        "refused": len(problems), "outcome": "exported"})
+    append_audit(
+        Path(audit_log),
+        {
+            "at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "agency": agency,
+            # protocol_id names the purpose: the IG report counts identity-log lines by it.
+            "protocol_id": "local_id_export",
+            "requesting_user": requested_by,
+            "source": source,
+            "out": str(out),
+            "refs": len(refs),
+            "refs_sha256": digest,
+            "written": len(rows),
+            "refused": len(problems),
+            "outcome": "exported",
+        },
+    )
     return LocalIdExport(out, len(rows), problems)

@@ -30,11 +30,23 @@ from ig_bridge.manifest import MANIFEST_NAME, sha256_file, sign_manifest, write_
 
 REKEY_FILE = "rekey.parquet"
 REKEY_KIND = "rekey"
-REKEY_SCHEMA = pa.schema([pa.field("old_ref", pa.string(), nullable=False),
-                          pa.field("new_ref", pa.string(), nullable=False)])
+REKEY_SCHEMA = pa.schema(
+    [
+        pa.field("old_ref", pa.string(), nullable=False),
+        pa.field("new_ref", pa.string(), nullable=False),
+    ]
+)
 
-__all__ = ["REKEY_FILE", "REKEY_KIND", "RekeyBatch", "RotationError", "build_rekey_batch",
-           "read_refs_file", "retokenise_snapshot", "start_ref_key_rotation"]
+__all__ = [
+    "REKEY_FILE",
+    "REKEY_KIND",
+    "RekeyBatch",
+    "RotationError",
+    "build_rekey_batch",
+    "read_refs_file",
+    "retokenise_snapshot",
+    "start_ref_key_rotation",
+]
 
 
 class RotationError(ValueError):
@@ -76,8 +88,14 @@ def read_refs_file(path: Path | str) -> list[str]:
     return refs
 
 
-def build_rekey_batch(agency_dir: Path | str, code: str, rekey_landing: Path | str,
-                      refs: Iterable[str], *, source: str = "<refs>") -> RekeyBatch:
+def build_rekey_batch(
+    agency_dir: Path | str,
+    code: str,
+    rekey_landing: Path | str,
+    refs: Iterable[str],
+    *,
+    source: str = "<refs>",
+) -> RekeyBatch:
     """Map every given ref (issued under any older ref key version) to the newest version and
     land the mapping as a signed re-keying batch in `rekey_landing/<CODE>/<batch_id>/`.
 
@@ -94,8 +112,10 @@ def build_rekey_batch(agency_dir: Path | str, code: str, rekey_landing: Path | s
     new: RefKey = keys.ref  # type: ignore[assignment]
     older = [k for k in store.ref_keys() if k.version != new.version]
     if not older:
-        raise RotationError(f"{store.directory}: only ref key v{new.version}; start the "
-                            "rotation first (keys rotate --kind ref)")
+        raise RotationError(
+            f"{store.directory}: only ref key v{new.version}; start the "
+            "rotation first (keys rotate --kind ref)"
+        )
     old_refs: list[str] = []
     new_refs: list[str] = []
     from_versions: set[int] = set()
@@ -121,46 +141,79 @@ def build_rekey_batch(agency_dir: Path | str, code: str, rekey_landing: Path | s
             from_versions.add(key.version)
             break
         else:
-            raise RotationError(f"{source}: row {row}: record_ref does not decrypt under any "
-                                f"{code} ref key version; it is not this agency's")
+            raise RotationError(
+                f"{source}: row {row}: record_ref does not decrypt under any "
+                f"{code} ref key version; it is not this agency's"
+            )
     seq = _next_sequence(agency_dir, code)
     created = datetime.now(UTC)
     batch_id = f"{code}-{seq:06d}-{created:%Y%m%dT%H%M%SZ}-rekey-{uuid.uuid4().hex[:6]}"
     signing = keys.signing
     with sealed_batch(rekey_landing, code, batch_id, hub_key, agency_dir / "work") as tmp:
         path = tmp / REKEY_FILE
-        pq.write_table(pa.table({"old_ref": old_refs, "new_ref": new_refs},
-                                schema=REKEY_SCHEMA), path, compression="zstd")
+        pq.write_table(
+            pa.table({"old_ref": old_refs, "new_ref": new_refs}, schema=REKEY_SCHEMA),
+            path,
+            compression="zstd",
+        )
         n = len(old_refs)
         manifest = {
-            "batch_id": batch_id, "agency": code, "sequence": seq, "extract_kind": REKEY_KIND,
+            "batch_id": batch_id,
+            "agency": code,
+            "sequence": seq,
+            "extract_kind": REKEY_KIND,
             "created_at": created.isoformat(timespec="seconds"),
             # Not an extract: no mapping; the other versions say what the bridge holds now.
-            "mapping_version": 0, "canonical_version": 0, "encoding_spec_version": 0,
+            "mapping_version": 0,
+            "canonical_version": 0,
+            "encoding_spec_version": 0,
             "link_key_version": keys.link.version,  # type: ignore[attr-defined]
             "ref_key_version": new.version,
-            "rekey": {"from_ref_key_versions": sorted(from_versions),
-                      "to_ref_key_version": new.version},
+            "rekey": {
+                "from_ref_key_versions": sorted(from_versions),
+                "to_ref_key_version": new.version,
+            },
             "signing_key_id": signing.key_id,  # type: ignore[attr-defined]
             "rows": {"read": n, "accepted": n, "quarantined": 0},
-            "files": {REKEY_FILE: {"sha256": sha256_file(path), "bytes": path.stat().st_size,
-                                   "rows": n}},
+            "files": {
+                REKEY_FILE: {"sha256": sha256_file(path), "bytes": path.stat().st_size, "rows": n}
+            },
         }
         assert MANIFEST_NAME not in manifest["files"]
         write_manifest(tmp, sign_manifest(manifest, signing))  # type: ignore[arg-type]
     _save_sequence(agency_dir, code, seq, batch_id)
-    return RekeyBatch(batch_id, code, seq, Path(rekey_landing) / code / batch_id,
-                      sorted(from_versions), new.version, len(old_refs), current)
+    return RekeyBatch(
+        batch_id,
+        code,
+        seq,
+        Path(rekey_landing) / code / batch_id,
+        sorted(from_versions),
+        new.version,
+        len(old_refs),
+        current,
+    )
 
 
-def retokenise_snapshot(extract_path: Path | str, mapping_path: Path | str,
-                        agency_dir: Path | str, landing_dir: Path | str, *,
-                        link_key_version: int | None = None, progress: bool = False):  # noqa: ANN201
+def retokenise_snapshot(
+    extract_path: Path | str,
+    mapping_path: Path | str,
+    agency_dir: Path | str,
+    landing_dir: Path | str,
+    *,
+    link_key_version: int | None = None,
+    progress: bool = False,
+):  # noqa: ANN201
     """K_link rotation: re-run the agency's current extract as a full snapshot under the given
     (default: newest) link key version. Returns the bridge's BatchResult."""
     from ig_bridge.split import run_bridge
 
     agency_dir = Path(agency_dir)
-    return run_bridge(extract_path, mapping_path, agency_dir, landing_dir,
-                      extract_kind="snapshot", progress=progress,
-                      link_key_version=link_key_version)
+    return run_bridge(
+        extract_path,
+        mapping_path,
+        agency_dir,
+        landing_dir,
+        extract_kind="snapshot",
+        progress=progress,
+        link_key_version=link_key_version,
+    )

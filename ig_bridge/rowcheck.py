@@ -31,11 +31,31 @@ MAX_PAYLOAD_CHARS = 100_000
 OVERSIZED = "oversized value (nulled)"
 UNKNOWN_CODE = "code not in the mapping's recode table (nulled)"
 #: Identifier fields that link a record (after normalisation; a partial date of birth counts).
-IDENTIFYING = ("given_name", "family_name", "date_of_birth", "nhs_number", "upn", "uprn",
-               "postcode", "address_line_1", "phone", "email")
+IDENTIFYING = (
+    "given_name",
+    "family_name",
+    "date_of_birth",
+    "nhs_number",
+    "upn",
+    "uprn",
+    "postcode",
+    "address_line_1",
+    "phone",
+    "email",
+)
 ROW_STATUS = (f"{SUBJECT}.record_id", f"{SUBJECT}.identifying_fields")
-_BOOL = {"y": True, "yes": True, "true": True, "1": True, "t": True,
-         "n": False, "no": False, "false": False, "0": False, "f": False}
+_BOOL = {
+    "y": True,
+    "yes": True,
+    "true": True,
+    "1": True,
+    "t": True,
+    "n": False,
+    "no": False,
+    "false": False,
+    "0": False,
+    "f": False,
+}
 _LISTED = 10_000  # field problems listed with their line in a report; all are counted
 
 
@@ -55,7 +75,7 @@ class FieldProblems:
         for v, c in zip(vals, n, strict=True):
             per[str(v)] = per.get(str(v), 0) + int(c)
         room = _LISTED - len(self.rows)
-        for i in hit[:max(room, 0)]:
+        for i in hit[: max(room, 0)]:
             self.rows.append((int(lines[i]), name, str(reasons[i])))
 
     @property
@@ -146,9 +166,14 @@ def _status(n: int) -> np.ndarray:
     return np.full(n, OK, dtype=object)
 
 
-def check_chunk(raw: pd.DataFrame, lines: np.ndarray, mapping: Mapping,
-                policies: dict[str, PayloadPolicy], seen: SeenIds,
-                validator: RowValidator) -> CheckedChunk:
+def check_chunk(
+    raw: pd.DataFrame,
+    lines: np.ndarray,
+    mapping: Mapping,
+    policies: dict[str, PayloadPolicy],
+    seen: SeenIds,
+    validator: RowValidator,
+) -> CheckedChunk:
     """Field checks (nulled and reported), then the row checks GX judges."""
     n = len(raw)
     fstat: dict[str, np.ndarray] = {}
@@ -160,8 +185,9 @@ def check_chunk(raw: pd.DataFrame, lines: np.ndarray, mapping: Mapping,
     # The mapping's recode tables first (codes -> canonical values; the quarantine keeps raw).
     coded, unknown_codes = recode_identifiers(raw, mapping)
     for key, mask in unknown_codes.items():
-        note(key if "." in key else f"{SUBJECT}.{key}", np.asarray(mask, dtype=bool),
-             UNKNOWN_CODE)  # counted with every field problem; listed by line below
+        note(
+            key if "." in key else f"{SUBJECT}.{key}", np.asarray(mask, dtype=bool), UNKNOWN_CODE
+        )  # counted with every field problem; listed by line below
     persons: dict[str, pd.DataFrame] = {}
     norm: dict[str, pd.DataFrame] = {}
     for person in [SUBJECT, *mapping.slots]:
@@ -190,17 +216,22 @@ def check_chunk(raw: pd.DataFrame, lines: np.ndarray, mapping: Mapping,
     seen.add(ids)
     k = min_identifying(mapping)
     few = identifying_count(norm[SUBJECT]) < k
-    status = pd.DataFrame({
-        ROW_STATUS[0]: np.where(rid.isna().to_numpy(), "missing",
-                                np.where(dup, "duplicate", OK)),
-        ROW_STATUS[1]: np.where(few, f"fewer than {k} identifying fields (the mapping's "
-                                "min_identifying_fields)", OK),
-    }).astype("category")
+    status = pd.DataFrame(
+        {
+            ROW_STATUS[0]: np.where(
+                rid.isna().to_numpy(), "missing", np.where(dup, "duplicate", OK)
+            ),
+            ROW_STATUS[1]: np.where(
+                few, f"fewer than {k} identifying fields (the mapping's min_identifying_fields)", OK
+            ),
+        }
+    ).astype("category")
 
     # Values nulled by a vocabulary or recode table (field -> mask), listed by line in the
     # bridge report: identifier codes first ("sex", "<slot>.relationship"), then payload.
-    payload_nulled: dict[str, np.ndarray] = {k: np.asarray(m, dtype=bool)
-                                             for k, m in unknown_codes.items()}
+    payload_nulled: dict[str, np.ndarray] = {
+        k: np.asarray(m, dtype=bool) for k, m in unknown_codes.items()
+    }
     payload = _payload(raw, mapping, policies, fstat, payload_nulled)
     checked = validator.check(status)
     good = np.ones(n, dtype=bool)
@@ -218,8 +249,11 @@ def parse_payload_dates(s: pd.Series, formats: tuple[str, ...]) -> tuple[pd.Seri
     reading; (dates, mask of swapped values). No range check: event dates may lie ahead."""
     out = pd.Series(pd.NaT, index=s.index, dtype="datetime64[s]")
     swapped = np.zeros(len(s), dtype=bool)
-    flipped = [f.replace("%d", "\0").replace("%m", "%d").replace("\0", "%m")
-               for f in formats if "%d" in f and "%m" in f]
+    flipped = [
+        f.replace("%d", "\0").replace("%m", "%d").replace("\0", "%m")
+        for f in formats
+        if "%d" in f and "%m" in f
+    ]
     for fmts, is_swap in ((formats, False), (flipped, True)):
         for fmt in fmts:
             todo = out.isna() & s.notna()
@@ -231,8 +265,13 @@ def parse_payload_dates(s: pd.Series, formats: tuple[str, ...]) -> tuple[pd.Seri
     return out, swapped
 
 
-def _payload(raw: pd.DataFrame, mapping: Mapping, policies: dict[str, PayloadPolicy],
-             fstat: dict[str, np.ndarray], nulled: dict[str, np.ndarray]) -> pd.DataFrame:
+def _payload(
+    raw: pd.DataFrame,
+    mapping: Mapping,
+    policies: dict[str, PayloadPolicy],
+    fstat: dict[str, np.ndarray],
+    nulled: dict[str, np.ndarray],
+) -> pd.DataFrame:
     """Typed payload columns; a value that does not fit its type or vocabulary (after the
     mapping's recodes) is nulled, its reason put in `fstat` and its position in `nulled`."""
     out: dict[str, pd.Series] = {}

@@ -55,8 +55,10 @@ def _flex(value: str) -> str:
 def date_regex(d: date) -> str:
     """One regex for the common ways a DOB is written in notes (01/02/2010, 1st Feb 2010, ...)."""
     dd = rf"0?{d.day}(?:st|nd|rd|th)?" if d.day < 10 else rf"{d.day}(?:st|nd|rd|th)?"
-    mon = rf"(?:0?{d.month}|{d.strftime('%b')}\w*)" if d.month < 10 else (
-        rf"(?:{d.month}|{d.strftime('%b')}\w*)"
+    mon = (
+        rf"(?:0?{d.month}|{d.strftime('%b')}\w*)"
+        if d.month < 10
+        else (rf"(?:{d.month}|{d.strftime('%b')}\w*)")
     )
     yy = rf"(?:{d.year}|'?{d.year % 100:02d})"
     sep = r"[\s/.\-,]*"
@@ -194,15 +196,19 @@ class Scrubber:
                 text = _rx(pattern).sub(ph, text)
         if rv.dobs:
             for d in rv.dobs:
-                if (_MONTHS[d.month - 1] in low or str(d.year) in low
-                        or f"{d.year % 100:02d}" in low):
+                if (
+                    _MONTHS[d.month - 1] in low
+                    or str(d.year) in low
+                    or f"{d.year % 100:02d}" in low
+                ):
                     text = _date_rx(d).sub("[DOB]", text)
         if rv.postcodes:
             squashed = re.sub(r"\s", "", text).upper()
             for pc in rv.postcodes:
                 if pc in squashed:
                     text = _rx(re.escape(pc[:-3]) + r"\s*" + re.escape(pc[-3:])).sub(
-                        "[POSTCODE]", text)
+                        "[POSTCODE]", text
+                    )
         if rv.digits:
             text = _DIGIT_RUN.sub(lambda m: self._digits(m, rv), text)
         text = redact(text, normalised=True)  # everyone's identifiers (ig_bridge.recognise)
@@ -219,8 +225,11 @@ class Scrubber:
 
     def _word(self, word: str, rv: RecordValues) -> str:
         low = word.lower()
-        keys = (low,) if low.isascii() and "'" not in low and "’" not in low else tuple(
-            _name_keys(word))
+        keys = (
+            (low,)
+            if low.isascii() and "'" not in low and "’" not in low
+            else tuple(_name_keys(word))
+        )
         for k in keys:
             if k in rv.names:
                 return rv.names[k]
@@ -229,13 +238,16 @@ class Scrubber:
                 return "[NAME]"
             if len(low) >= 4:  # the extract has a typo ("Bhloe") the note does not ("Chloe")
                 for k, ph in rv.fuzzy:
-                    if abs(len(k) - len(low)) <= 1 and \
-                            jellyfish.damerau_levenshtein_distance(k, low) <= 1:
+                    if (
+                        abs(len(k) - len(low)) <= 1
+                        and jellyfish.damerau_levenshtein_distance(k, low) <= 1
+                    ):
                         return ph
         parts = re.split(r"(['’])", word)  # Karen's, O'Neill's: scrub the name part
         if len(parts) > 1:
-            return "".join(p if p in "'’" else self._word(p, rv) if len(p) >= 2 else p
-                           for p in parts)
+            return "".join(
+                p if p in "'’" else self._word(p, rv) if len(p) >= 2 else p for p in parts
+            )
         return self._run_together(word, low, rv)
 
     def _run_together(self, word: str, low: str, rv: RecordValues) -> str:
@@ -257,7 +269,8 @@ class Scrubber:
         return word
 
 
-def scrub_text(text: str, persons: Mapping[str, Mapping[str, object]],
-               scrubber: Scrubber | None = None) -> str:
+def scrub_text(
+    text: str, persons: Mapping[str, Mapping[str, object]], scrubber: Scrubber | None = None
+) -> str:
     """Scrub one text of one record's persons' identifiers, then every generic pattern."""
     return (scrubber or Scrubber()).scrub(text, record_values(persons))

@@ -96,9 +96,14 @@ class HubPublicKey:
         return hashlib.sha256(self.public).hexdigest()[:16]
 
     def record(self) -> dict[str, object]:
-        return {"format": PUBLIC_FORMAT, "key_id": self.key_id, "version": self.version,
-                "algorithm": "X25519", "public_key": base64.b64encode(self.public).decode(),
-                "created_at": self.created_at}
+        return {
+            "format": PUBLIC_FORMAT,
+            "key_id": self.key_id,
+            "version": self.version,
+            "algorithm": "X25519",
+            "public_key": base64.b64encode(self.public).decode(),
+            "created_at": self.created_at,
+        }
 
     def __repr__(self) -> str:
         return f"HubPublicKey({self.key_id}, fingerprint={self.fingerprint})"
@@ -160,10 +165,16 @@ def create_hub_sealing_key(keys_dir: Path | str) -> HubSealingKey:
     keys_dir = Path(keys_dir)
     version = max(hub_key_versions(keys_dir), default=0) + 1
     key = HubSealingKey(version, PrivateKey.generate(), _now())
-    doc = {"format": PRIVATE_FORMAT, "kind": "hub-sealing", "version": version,
-           "key_id": key.key_id, "algorithm": "X25519", "created_at": key.created_at,
-           "secret": base64.b64encode(bytes(key.private)).decode(),
-           "public_key": base64.b64encode(bytes(key.private.public_key)).decode()}
+    doc = {
+        "format": PRIVATE_FORMAT,
+        "kind": "hub-sealing",
+        "version": version,
+        "key_id": key.key_id,
+        "algorithm": "X25519",
+        "created_at": key.created_at,
+        "secret": base64.b64encode(bytes(key.private)).decode(),
+        "public_key": base64.b64encode(bytes(key.private.public_key)).decode(),
+    }
     _write_private(_hub_key_path(keys_dir, version), json.dumps(doc, indent=1).encode())
     keys_dir.chmod(0o700)
     return key
@@ -180,13 +191,17 @@ def load_hub_sealing_keys(keys_dir: Path | str) -> dict[str, HubSealingKey]:
             doc = json.loads(path.read_text("utf-8"))
             if doc.get("kind") != "hub-sealing" or int(doc["version"]) != v:
                 raise KeyFileError(f"{path}: not a hub sealing key v{v}")
-            key = HubSealingKey(v, PrivateKey(base64.b64decode(doc["secret"], validate=True)),
-                                str(doc.get("created_at", "")))
+            key = HubSealingKey(
+                v,
+                PrivateKey(base64.b64decode(doc["secret"], validate=True)),
+                str(doc.get("created_at", "")),
+            )
         except KeyFileError:
             raise
         except (ValueError, TypeError, LookupError, CryptoError) as exc:
-            raise KeyFileError(f"{path}: malformed hub sealing key ({type(exc).__name__})"
-                               ) from None
+            raise KeyFileError(
+                f"{path}: malformed hub sealing key ({type(exc).__name__})"
+            ) from None
         out[key.key_id] = key
     return out
 
@@ -231,7 +246,8 @@ def bridge_hub_key(bridge_keys_dir: Path | str) -> HubPublicKey:
     if not versions:
         raise HubKeyMissing(
             f"{d}: no hub sealing key; import the hub's public key first: joinedup-bridge keys "
-            "import-hub-key --file <hub_sealing_key.vN.json>")
+            "import-hub-key --file <hub_sealing_key.vN.json>"
+        )
     return parse_public_record((d / f"hub_sealing_key.v{versions[-1]}.json").read_bytes())
 
 
@@ -245,13 +261,21 @@ def _ad(key_id: str, agency: str, batch_id: str, file_name: str) -> bytes:
     return "\0".join((SEALED_FORMAT, key_id, agency, batch_id, file_name)).encode("ascii")
 
 
-def seal_stream(src: BinaryIO, dst: BinaryIO, hub_key: HubPublicKey, *, agency: str,
-                batch_id: str, file_name: str) -> int:
+def seal_stream(
+    src: BinaryIO,
+    dst: BinaryIO,
+    hub_key: HubPublicKey,
+    *,
+    agency: str,
+    batch_id: str,
+    file_name: str,
+) -> int:
     """Seal everything `src` yields into `dst`; returns plaintext bytes sealed."""
     ad = _ad(hub_key.key_id, agency, batch_id, file_name)
     file_key = sodium.crypto_secretstream_xchacha20poly1305_keygen()
-    header = json.dumps({"format": SEALED_FORMAT, "hub_key_id": hub_key.key_id},
-                        sort_keys=True).encode()
+    header = json.dumps(
+        {"format": SEALED_FORMAT, "hub_key_id": hub_key.key_id}, sort_keys=True
+    ).encode()
     dst.write(MAGIC + struct.pack(">H", len(header)) + header)
     dst.write(SealedBox(PublicKey(hub_key.public)).encrypt(file_key))
     state = sodium.crypto_secretstream_xchacha20poly1305_state()
@@ -268,12 +292,20 @@ def seal_stream(src: BinaryIO, dst: BinaryIO, hub_key: HubPublicKey, *, agency: 
         chunk = nxt
 
 
-def seal_file(src: Path | str, dst: Path | str, hub_key: HubPublicKey, *, agency: str,
-              batch_id: str, file_name: str | None = None) -> int:
+def seal_file(
+    src: Path | str,
+    dst: Path | str,
+    hub_key: HubPublicKey,
+    *,
+    agency: str,
+    batch_id: str,
+    file_name: str | None = None,
+) -> int:
     src, dst = Path(src), Path(dst)
     with open(src, "rb") as fin, open(dst, "xb") as fout:
-        n = seal_stream(fin, fout, hub_key, agency=agency, batch_id=batch_id,
-                        file_name=file_name or src.name)
+        n = seal_stream(
+            fin, fout, hub_key, agency=agency, batch_id=batch_id, file_name=file_name or src.name
+        )
         fout.flush()
         os.fsync(fout.fileno())
     return n
@@ -286,9 +318,16 @@ def _read_exact(src: BinaryIO, n: int) -> bytes:
     return buf
 
 
-def unseal_stream(src: BinaryIO, dst: BinaryIO, hub_keys: Mapping[str, HubSealingKey], *,
-                  agency: str, batch_id: str, file_name: str,
-                  max_bytes: int | None = None) -> int:
+def unseal_stream(
+    src: BinaryIO,
+    dst: BinaryIO,
+    hub_keys: Mapping[str, HubSealingKey],
+    *,
+    agency: str,
+    batch_id: str,
+    file_name: str,
+    max_bytes: int | None = None,
+) -> int:
     """Open a sealed stream into `dst`; returns plaintext bytes. Raises SealError with
     not_sealed | unknown_hub_key | unseal_failed | truncated | too_large. Whatever was written
     to `dst` before an error must be discarded by the caller."""
@@ -307,29 +346,34 @@ def unseal_stream(src: BinaryIO, dst: BinaryIO, hub_keys: Mapping[str, HubSealin
         raise SealError("not_sealed", f"{file_name}: malformed sealed header")
     key = hub_keys.get(key_id)
     if key is None:
-        raise SealError("unknown_hub_key", f"{file_name}: sealed for {key_id}, which the hub "
-                        "does not hold")
+        raise SealError(
+            "unknown_hub_key", f"{file_name}: sealed for {key_id}, which the hub does not hold"
+        )
     try:
         file_key = SealedBox(key.private).decrypt(_read_exact(src, _SEALED_KEY_BYTES))
     except CryptoError:
-        raise SealError("unseal_failed", f"{file_name}: file key does not open with "
-                        f"{key_id}") from None
+        raise SealError(
+            "unseal_failed", f"{file_name}: file key does not open with {key_id}"
+        ) from None
     state = sodium.crypto_secretstream_xchacha20poly1305_state()
     sodium.crypto_secretstream_xchacha20poly1305_init_pull(
-        state, _read_exact(src, _SS_HEADER), file_key)
+        state, _read_exact(src, _SS_HEADER), file_key
+    )
     ad = _ad(key_id, agency, batch_id, file_name)
     total = 0
     while True:
         c = src.read(CHUNK + _ABYTES)
         if not c:
-            raise SealError("truncated", f"{file_name}: sealed stream ends before its final "
-                            "chunk")
+            raise SealError("truncated", f"{file_name}: sealed stream ends before its final chunk")
         try:
             m, tag = sodium.crypto_secretstream_xchacha20poly1305_pull(state, c, ad)
         except (CryptoError, ValueError):
-            raise SealError("unseal_failed", f"{file_name}: a chunk does not authenticate for "
-                            f"{agency}/{batch_id} (altered, truncated, or another batch's "
-                            "file)") from None
+            raise SealError(
+                "unseal_failed",
+                f"{file_name}: a chunk does not authenticate for "
+                f"{agency}/{batch_id} (altered, truncated, or another batch's "
+                "file)",
+            ) from None
         total += len(m)
         if max_bytes is not None and total > max_bytes:
             raise SealError("too_large", f"{file_name}: more than {max_bytes} bytes")

@@ -50,8 +50,14 @@ from schemas.mapping import (
     load_mapping,
 )
 
-__all__ = ["BatchResult", "BridgeKeysMissing", "ExtractRefused", "SnapshotRefused",
-           "run_bridge", "validate_extract"]
+__all__ = [
+    "BatchResult",
+    "BridgeKeysMissing",
+    "ExtractRefused",
+    "SnapshotRefused",
+    "run_bridge",
+    "validate_extract",
+]
 
 
 class BridgeKeysMissing(Exception):  # noqa: N818 - reads as what the data officer must fix
@@ -101,13 +107,15 @@ def load_bridge_keys(agency_dir: Path, code: str, link_key_version: int | None =
         raise BridgeKeysMissing(
             f"{store.directory}: no partnership linkage key for {code}. Import the key the "
             "partnership lead sent you: joinedup-bridge keys import-link-key --agency-dir "
-            f"{agency_dir} --agency {code} --file <wrapped key file>")
+            f"{agency_dir} --agency {code} --file <wrapped key file>"
+        )
     missing = [k for k in ("ref", "signing") if not store.versions(k)]
     if missing:
         raise BridgeKeysMissing(
             f"{store.directory}: no {' or '.join(missing)} key for {code}. Create them with: "
             f"joinedup-bridge keys init --agency-dir {agency_dir} --agency {code}, and send the "
-            "public key (keys show-public) to the hub")
+            "public key (keys show-public) to the hub"
+        )
     try:
         return _Keys(store.link_key(link_key_version), store.ref_key(), store.signing_key())
     except KeyFileError as exc:
@@ -141,9 +149,15 @@ class _Quarantine:
     """Quarantined rows streamed to the agency's quarantine file chunk by chunk (a bad extract
     must not hold every refused row in memory), renamed into place only when the batch lands."""
 
-    SCHEMA = pa.schema([pa.field("file", pa.string()), pa.field("line", pa.int64()),
-                        pa.field("record", pa.int64()), pa.field("reason", pa.string()),
-                        pa.field("raw", pa.string())])
+    SCHEMA = pa.schema(
+        [
+            pa.field("file", pa.string()),
+            pa.field("line", pa.int64()),
+            pa.field("record", pa.int64()),
+            pa.field("reason", pa.string()),
+            pa.field("raw", pa.string()),
+        ]
+    )
 
     def __init__(self, final: Path) -> None:
         self.final = final
@@ -180,12 +194,20 @@ class _Quarantine:
 def _payload_schema(mapping: Mapping) -> list[pa.Field]:
     canonical = mapping.canonical or load_canonical()  # agreement fields included
     types = {"date": pa.date32(), "number": pa.float64(), "boolean": pa.bool_()}
-    return [pa.field(f, types.get(canonical.payload_fields[f]["type"], pa.string()))
-            for f in mapping.payload_columns()]
+    return [
+        pa.field(f, types.get(canonical.payload_fields[f]["type"], pa.string()))
+        for f in mapping.payload_columns()
+    ]
 
 
-_POSTCODE_FIELDS = ("postcode", "postcode_outward", "postcode_district", "postcode_sector",
-                    "postcode_area", "postcode_valid")
+_POSTCODE_FIELDS = (
+    "postcode",
+    "postcode_outward",
+    "postcode_district",
+    "postcode_sector",
+    "postcode_area",
+    "postcode_valid",
+)
 
 
 def _with_home_postcode(related: pd.DataFrame, subject: pd.DataFrame) -> pd.DataFrame:
@@ -206,16 +228,26 @@ def _with_home_postcode(related: pd.DataFrame, subject: pd.DataFrame) -> pd.Data
     return out
 
 
-def _quarantine_rows(rows: _Quarantine, raw: pd.DataFrame, positions: list[int],
-                     reasons: dict[int, list[str]], lines: np.ndarray, records: np.ndarray,
-                     file_name: str) -> None:
+def _quarantine_rows(
+    rows: _Quarantine,
+    raw: pd.DataFrame,
+    positions: list[int],
+    reasons: dict[int, list[str]],
+    lines: np.ndarray,
+    records: np.ndarray,
+    file_name: str,
+) -> None:
     sub = raw.iloc[positions]
     for pos, values in zip(positions, sub.to_dict("records"), strict=True):
-        rows.append({
-            "file": file_name, "line": int(lines[pos]), "record": int(records[pos]),
-            "reason": "; ".join(reasons[pos]),
-            "raw": json.dumps({k: (None if pd.isna(v) else v) for k, v in values.items()}),
-        })
+        rows.append(
+            {
+                "file": file_name,
+                "line": int(lines[pos]),
+                "record": int(records[pos]),
+                "reason": "; ".join(reasons[pos]),
+                "raw": json.dumps({k: (None if pd.isna(v) else v) for k, v in values.items()}),
+            }
+        )
 
 
 class _Writer:
@@ -229,8 +261,9 @@ class _Writer:
         self.rows = 0
 
     def write(self, df: pd.DataFrame) -> None:
-        table = pa.Table.from_pandas(df[self.schema.names], schema=self.schema,
-                                     preserve_index=False)
+        table = pa.Table.from_pandas(
+            df[self.schema.names], schema=self.schema, preserve_index=False
+        )
         self.writer.write_table(table)
         self.rows += len(df)
 
@@ -246,8 +279,9 @@ def _refuse(agency_dir: Path, batch_id: str, file: Path, problems: list[str]) ->
     return ExtractRefused(report, problems)
 
 
-def validate_extract(extract_path: Path | str, mapping_path: Path | str,
-                     agency_dir: Path | str) -> list[str]:
+def validate_extract(
+    extract_path: Path | str, mapping_path: Path | str, agency_dir: Path | str
+) -> list[str]:
     """Extract-level checks only (the DAG's validate task; the CLI's `validate` is the whole
     dry run, ig_bridge.dryrun). Returns problems; empty means the rows can be read."""
     extract_path = Path(extract_path)
@@ -258,10 +292,16 @@ def validate_extract(extract_path: Path | str, mapping_path: Path | str,
     return extract_problems(extract_path, mapping)
 
 
-def run_bridge(extract_path: Path | str, mapping_path: Path | str, agency_dir: Path | str,
-               landing_dir: Path | str, extract_kind: str | None = None,
-               progress: bool = False, link_key_version: int | None = None,
-               force_reason: str | None = None) -> BatchResult:
+def run_bridge(
+    extract_path: Path | str,
+    mapping_path: Path | str,
+    agency_dir: Path | str,
+    landing_dir: Path | str,
+    extract_kind: str | None = None,
+    progress: bool = False,
+    link_key_version: int | None = None,
+    force_reason: str | None = None,
+) -> BatchResult:
     """Turn one extract into one landed batch.
 
     Raises ExtractRefused on extract-level failure, SnapshotRefused (a subclass) when a
@@ -276,8 +316,9 @@ def run_bridge(extract_path: Path | str, mapping_path: Path | str, agency_dir: P
     try:
         mapping = load_mapping(mapping_path)
     except MappingError as exc:
-        raise _refuse(agency_dir, f"refused-{uuid.uuid4().hex[:8]}", extract_path, [str(exc)]) \
-            from None
+        raise _refuse(
+            agency_dir, f"refused-{uuid.uuid4().hex[:8]}", extract_path, [str(exc)]
+        ) from None
     code = mapping.code
     keys = load_bridge_keys(agency_dir, code, link_key_version)
     hub_key = load_hub_key(agency_dir)
@@ -294,12 +335,18 @@ def run_bridge(extract_path: Path | str, mapping_path: Path | str, agency_dir: P
     spec = load_encoding_spec()
     encoder = Encoder(keys.link, spec)
     enc_fields = encoder.arrow_fields()
-    base = [pa.field("record_ref", pa.string()), pa.field("agency", pa.string()),
-            pa.field("batch_id", pa.string())]
+    base = [
+        pa.field("record_ref", pa.string()),
+        pa.field("agency", pa.string()),
+        pa.field("batch_id", pa.string()),
+    ]
     schemas = {
         "identifiers.parquet": pa.schema(base + enc_fields),
-        "related.parquet": pa.schema(base + [pa.field("slot", pa.string()),
-                                             pa.field("relationship", pa.string())] + enc_fields),
+        "related.parquet": pa.schema(
+            base
+            + [pa.field("slot", pa.string()), pa.field("relationship", pa.string())]
+            + enc_fields
+        ),
         "payload.parquet": pa.schema(base + _payload_schema(mapping)),
         # refs of quarantined records that are still in the agency's system: refs only
         "present.parquet": pa.schema(base),
@@ -318,10 +365,16 @@ def run_bridge(extract_path: Path | str, mapping_path: Path | str, agency_dir: P
     reason_counts: dict[str, int] = {}
     file_name = extract_path.name
 
-    with sealed_batch(landing_dir, code, batch_id, hub_key, agency_dir / "work") as tmp, Progress(
-            TextColumn(f"[bold]bridging {file_name}"), BarColumn(),
-            TextColumn("{task.completed:,} rows"), TimeElapsedColumn(),
-            disable=not progress) as bar:
+    with (
+        sealed_batch(landing_dir, code, batch_id, hub_key, agency_dir / "work") as tmp,
+        Progress(
+            TextColumn(f"[bold]bridging {file_name}"),
+            BarColumn(),
+            TextColumn("{task.completed:,} rows"),
+            TimeElapsedColumn(),
+            disable=not progress,
+        ) as bar,
+    ):
         task = bar.add_task("rows", total=None)
         writers = {n: _Writer(tmp / n, sch) for n, sch in schemas.items()}
         w_id, w_rel, w_pay, w_present = (writers[n] for n in schemas)
@@ -329,8 +382,15 @@ def run_bridge(extract_path: Path | str, mapping_path: Path | str, agency_dir: P
             for chunk in iter_chunks(extract_path, mapping.source):
                 read += chunk.rows_read
                 for m in chunk.malformed:
-                    q_rows.append({"file": file_name, "line": m.line, "record": m.record,
-                                   "reason": m.reason, "raw": m.raw})
+                    q_rows.append(
+                        {
+                            "file": file_name,
+                            "line": m.line,
+                            "record": m.record,
+                            "reason": m.reason,
+                            "raw": m.raw,
+                        }
+                    )
                     r = m.reason.split(":")[0]
                     reason_counts[r] = reason_counts.get(r, 0) + 1
                 raw = chunk.frame.reset_index(drop=True)
@@ -343,15 +403,23 @@ def run_bridge(extract_path: Path | str, mapping_path: Path | str, agency_dir: P
                     for r in c.reasons[pos]:
                         if r.split(":")[0] in ROW_STATUS:
                             reason_counts[r] = reason_counts.get(r, 0) + 1
-                _quarantine_rows(q_rows, raw, bad_pos, c.reasons, chunk.lines,
-                                 chunk.records, file_name)
+                _quarantine_rows(
+                    q_rows, raw, bad_pos, c.reasons, chunk.lines, chunk.records, file_name
+                )
                 q_rows.flush()
                 all_status.append(c.status)
                 good = c.good
                 for name, st in c.field_status.items():
                     fields.add(name, st[good], chunk.lines[good])
-                _write_present(w_present, keys.ref, c.norm[SUBJECT]["record_id"], good,
-                               c.status[f"{SUBJECT}.record_id"].to_numpy(), code, batch_id)
+                _write_present(
+                    w_present,
+                    keys.ref,
+                    c.norm[SUBJECT]["record_id"],
+                    good,
+                    c.status[f"{SUBJECT}.record_id"].to_numpy(),
+                    code,
+                    batch_id,
+                )
                 if not good.any():
                     continue
                 rid = c.norm[SUBJECT]["record_id"]
@@ -367,8 +435,10 @@ def run_bridge(extract_path: Path | str, mapping_path: Path | str, agency_dir: P
                     idx = (identifying_count(rn_all) > 0) | rn_all["given_name"].notna().to_numpy()
                     if not idx.any():
                         continue
-                    rn = _with_home_postcode(rn_all[idx].reset_index(drop=True),
-                                             c.norm[SUBJECT][good][idx].reset_index(drop=True))
+                    rn = _with_home_postcode(
+                        rn_all[idx].reset_index(drop=True),
+                        c.norm[SUBJECT][good][idx].reset_index(drop=True),
+                    )
                     rel = rn["relationship"].fillna(mapping.related_persons[s]).astype(str)
                     rows = encoder.encode(rn)
                     rows.insert(0, "relationship", rel.to_numpy())
@@ -381,9 +451,13 @@ def run_bridge(extract_path: Path | str, mapping_path: Path | str, agency_dir: P
                     field_problems += [(int(line), fname) for line in chunk.lines[mask & good]]
                 pay = c.payload[good].reset_index(drop=True)
                 carry_withdrawals(pay, rid[good], agency_dir)  # ig_bridge.consent_notice
-                _scrub_payload(pay, scrubbed, scrubber,
-                               {p: f[good].reset_index(drop=True) for p, f in c.persons.items()},
-                               {p: f[good].reset_index(drop=True) for p, f in c.norm.items()})
+                _scrub_payload(
+                    pay,
+                    scrubbed,
+                    scrubber,
+                    {p: f[good].reset_index(drop=True) for p, f in c.persons.items()},
+                    {p: f[good].reset_index(drop=True) for p, f in c.norm.items()},
+                )
                 pay.insert(0, "batch_id", batch_id)
                 pay.insert(0, "agency", code)
                 pay.insert(0, "record_ref", refs)
@@ -399,24 +473,51 @@ def run_bridge(extract_path: Path | str, mapping_path: Path | str, agency_dir: P
             for w in writers.values():
                 w.close()
         if read == 0:
-            raise _refuse(agency_dir, batch_id, extract_path,
-                          [f"{file_name}: empty file (header only, no rows)"])
+            raise _refuse(
+                agency_dir,
+                batch_id,
+                extract_path,
+                [f"{file_name}: empty file (header only, no rows)"],
+            )
         quarantined = q_rows.rows
         if read != accepted + quarantined:  # an invariant, never expected to fire
-            raise RuntimeError(f"{file_name}: row accounting broken ({read} read, {accepted} "
-                               f"accepted, {quarantined} quarantined)")
+            raise RuntimeError(
+                f"{file_name}: row accounting broken ({read} read, {accepted} "
+                f"accepted, {quarantined} quarantined)"
+            )
         rows_summary = {"read": read, "accepted": accepted, "quarantined": quarantined}
         # Inside the sealed batch: a refusal lands nothing and spends no sequence number.
-        forced = enforce(agency_dir, code, batch_id, extract_path, kind, rows_summary,
-                         mapping.snapshot_guards, force_reason,
-                         keep_quarantine=lambda: q_rows.close(keep=True))
-        manifest = sign_manifest(build_manifest(
-            tmp, batch_id=batch_id, agency=code, sequence=seq, extract_kind=kind,
-            created_at=created.isoformat(timespec="seconds"),
-            mapping_version=mapping.mapping_version, canonical_version=mapping.canonical_version,
-            encoding_spec_version=encoder.version, link_key_version=keys.link.version,
-            ref_key_version=keys.ref.version, signing_key_id=keys.signing.key_id,
-            rows=rows_summary, field_problems=fields.counts, forced=forced), keys.signing)
+        forced = enforce(
+            agency_dir,
+            code,
+            batch_id,
+            extract_path,
+            kind,
+            rows_summary,
+            mapping.snapshot_guards,
+            force_reason,
+            keep_quarantine=lambda: q_rows.close(keep=True),
+        )
+        manifest = sign_manifest(
+            build_manifest(
+                tmp,
+                batch_id=batch_id,
+                agency=code,
+                sequence=seq,
+                extract_kind=kind,
+                created_at=created.isoformat(timespec="seconds"),
+                mapping_version=mapping.mapping_version,
+                canonical_version=mapping.canonical_version,
+                encoding_spec_version=encoder.version,
+                link_key_version=keys.link.version,
+                ref_key_version=keys.ref.version,
+                signing_key_id=keys.signing.key_id,
+                rows=rows_summary,
+                field_problems=fields.counts,
+                forced=forced,
+            ),
+            keys.signing,
+        )
         write_manifest(tmp, manifest)
 
     landed = landing_dir / code / batch_id
@@ -428,26 +529,55 @@ def run_bridge(extract_path: Path | str, mapping_path: Path | str, agency_dir: P
     q_path = q_rows.close(keep=True)
     if all_status:
         validator.write_data_docs(pd.concat(all_status, ignore_index=True), batch_id)
-    hints = (sniff(extract_path, mapping.source, mapping.source_columns)
-             if any(r.startswith("undecodable") for r in reason_counts) else [])
+    hints = (
+        sniff(extract_path, mapping.source, mapping.source_columns)
+        if any(r.startswith("undecodable") for r in reason_counts)
+        else []
+    )
     placeholders = _placeholder_counts(fields.counts)
-    report = write_report(agency_dir / "reports" / f"{batch_id}.json", {
-        "batch_id": batch_id, "file": str(extract_path), "status": "landed",
-        "landed": str(landed), "rows": rows_summary, "reasons": reason_counts,
-        "quarantine": str(q_path) if q_path else None,
-        "field_problems": _field_problem_report(field_problems),
-        "field_counts": fields.counts,
-        "field_rows": [{"line": line, "field": f, "reason": r} for line, f, r in fields.rows],
-        "min_identifying_fields": mapping.min_identifying_fields, "hints": hints,
-        "present_refs": w_present.rows, "forced": forced,
-        "placeholder_names": {"count": sum(placeholders.values()), "by_field": placeholders,
-                              "problem": PLACEHOLDER_NAME},
-    })
-    return BatchResult(batch_id, code, seq, landed, read, accepted, quarantined, q_path, report,
-                       agency_dir / "reports" / "data_docs" if all_status else None,
-                       reason_counts, field_problems, fields.counts, hints,
-                       present_refs=w_present.rows, forced=forced,
-                       placeholder_names=placeholders)
+    report = write_report(
+        agency_dir / "reports" / f"{batch_id}.json",
+        {
+            "batch_id": batch_id,
+            "file": str(extract_path),
+            "status": "landed",
+            "landed": str(landed),
+            "rows": rows_summary,
+            "reasons": reason_counts,
+            "quarantine": str(q_path) if q_path else None,
+            "field_problems": _field_problem_report(field_problems),
+            "field_counts": fields.counts,
+            "field_rows": [{"line": line, "field": f, "reason": r} for line, f, r in fields.rows],
+            "min_identifying_fields": mapping.min_identifying_fields,
+            "hints": hints,
+            "present_refs": w_present.rows,
+            "forced": forced,
+            "placeholder_names": {
+                "count": sum(placeholders.values()),
+                "by_field": placeholders,
+                "problem": PLACEHOLDER_NAME,
+            },
+        },
+    )
+    return BatchResult(
+        batch_id,
+        code,
+        seq,
+        landed,
+        read,
+        accepted,
+        quarantined,
+        q_path,
+        report,
+        agency_dir / "reports" / "data_docs" if all_status else None,
+        reason_counts,
+        field_problems,
+        fields.counts,
+        hints,
+        present_refs=w_present.rows,
+        forced=forced,
+        placeholder_names=placeholders,
+    )
 
 
 def _placeholder_counts(counts: dict[str, dict[str, int]]) -> dict[str, int]:
@@ -461,8 +591,15 @@ def _placeholder_counts(counts: dict[str, dict[str, int]]) -> dict[str, int]:
     return out
 
 
-def _write_present(w: _Writer, ref_key: object, rid: pd.Series, good: np.ndarray,
-                   id_status: np.ndarray, code: str, batch_id: str) -> None:
+def _write_present(
+    w: _Writer,
+    ref_key: object,
+    rid: pd.Series,
+    good: np.ndarray,
+    id_status: np.ndarray,
+    code: str,
+    batch_id: str,
+) -> None:
     """Refs of quarantined rows that carry their record's first (non-duplicate) record id:
     the record is still in the agency's system, only this extract's copy is unusable, so a
     snapshot must not retire it at the hub. Refs only (no payload, no identifiers)."""
@@ -482,12 +619,21 @@ def _field_problem_report(problems: list[tuple[int, str]]) -> dict:
     by_field: dict[str, int] = {}
     for _, f in problems:
         by_field[f] = by_field.get(f, 0) + 1
-    return {"count": len(problems), "by_field": by_field, "problem": _PROBLEM,
-            "rows": [{"line": line, "field": f} for line, f in problems[:_MAX_LISTED]]}
+    return {
+        "count": len(problems),
+        "by_field": by_field,
+        "problem": _PROBLEM,
+        "rows": [{"line": line, "field": f} for line, f in problems[:_MAX_LISTED]],
+    }
 
 
-def _scrub_payload(pay: pd.DataFrame, text_fields: list[str], scrubber: Scrubber,
-                   raw: dict[str, pd.DataFrame], norm: dict[str, pd.DataFrame]) -> None:
+def _scrub_payload(
+    pay: pd.DataFrame,
+    text_fields: list[str],
+    scrubber: Scrubber,
+    raw: dict[str, pd.DataFrame],
+    norm: dict[str, pd.DataFrame],
+) -> None:
     """Scrub the text fields and open categories of each record (its own persons' identifiers,
     then everyone's, ig_bridge.scrub); closed vocabularies need no scrubbing."""
     if not text_fields:
@@ -501,8 +647,7 @@ def _scrub_payload(pay: pd.DataFrame, text_fields: list[str], scrubber: Scrubber
     if not len(rows):
         return
     values = {p: f.iloc[rows].to_dict("records") for p, f in raw.items()}
-    dobs = {p: pd.to_datetime(norm[p]["date_of_birth"].iloc[rows]).dt.date.tolist()
-            for p in raw}
+    dobs = {p: pd.to_datetime(norm[p]["date_of_birth"].iloc[rows]).dt.date.tolist() for p in raw}
     # Plain lists in, whole columns out: a per-cell write into an Arrow-backed column is slow.
     cols = {f: pay[f].astype(object).tolist() for f in text_fields}
     for j, i in enumerate(rows):

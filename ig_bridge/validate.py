@@ -29,8 +29,12 @@ def _great_expectations() -> dict[str, Any]:
     # at import that it does not support pandas 3, though validation never uses Spark. Silence
     # that one warning for this import only; a Spark run (linkage.spark_linkage) still shows it.
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"PySpark does not yet fully support pandas",
-                                category=FutureWarning, module=r"pyspark\.")
+        warnings.filterwarnings(
+            "ignore",
+            message=r"PySpark does not yet fully support pandas",
+            category=FutureWarning,
+            module=r"pyspark\.",
+        )
         import great_expectations
         import great_expectations.expectations
 
@@ -159,8 +163,7 @@ class RowValidator:
             distinct = status.iloc[first[new]].reset_index(drop=True)
             res = self.vd.run(
                 batch_parameters={"dataframe": distinct},
-                result_format={"result_format": "COMPLETE",
-                               "return_unexpected_index_query": False},
+                result_format={"result_format": "COMPLETE", "return_unexpected_index_query": False},
             )
             found: dict[int, list[str]] = {j: [] for j in range(len(new))}
             for r in res.results:

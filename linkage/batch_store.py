@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 _SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 
+
 def spent(exc: BatchRefused, vm: VerifiedManifest | None) -> BatchRefused:
     """A refusal after the signature verified spends the batch's sequence number; a replay
     does not (the number belongs to the batch first seen with it)."""
@@ -86,8 +87,9 @@ def move_to(batch_dir: Path, dest: Path) -> Path:
     return dest
 
 
-def refuse(con: duckdb.DuckDBPyConnection, paths: HubPaths, batch_dir: Path, agency: str,
-           exc: BatchRefused) -> tuple[Path, dict[str, object]]:
+def refuse(
+    con: duckdb.DuckDBPyConnection, paths: HubPaths, batch_dir: Path, agency: str, exc: BatchRefused
+) -> tuple[Path, dict[str, object]]:
     """Record a refusal: hub/refused/<agency>/<batch>/ keeps manifest.json (when it is a
     regular file within the size cap) and refusal.json; the data files are destroyed."""
     dest = _free(paths.refused, agency, batch_dir.name)
@@ -100,36 +102,58 @@ def refuse(con: duckdb.DuckDBPyConnection, paths: HubPaths, batch_dir: Path, age
         (dest / MANIFEST_NAME).write_bytes(manifest)
     destroy(batch_dir)
     reason: dict[str, object] = {
-        "batch_id": batch_dir.name, "agency": agency, "reason_code": exc.reason_code,
+        "batch_id": batch_dir.name,
+        "agency": agency,
+        "reason_code": exc.reason_code,
         "detail": exc.detail.replace(str(batch_dir), str(dest)),
-        "signed_agency": exc.signed_agency, "sequence": exc.signed_sequence,
-        "manifest_kept": manifest is not None, "data_files_destroyed": True,
-        "refused_at": datetime.now(UTC).isoformat()}
+        "signed_agency": exc.signed_agency,
+        "sequence": exc.signed_sequence,
+        "manifest_kept": manifest is not None,
+        "data_files_destroyed": True,
+        "refused_at": datetime.now(UTC).isoformat(),
+    }
     (dest / "refusal.json").write_text(json.dumps(reason, indent=1), "utf-8")
-    record_refused_batch(con, batch_dir.name, agency, exc.reason_code, str(reason["detail"]),
-                         dest, exc.signed_agency, exc.signed_sequence)
+    record_refused_batch(
+        con,
+        batch_dir.name,
+        agency,
+        exc.reason_code,
+        str(reason["detail"]),
+        dest,
+        exc.signed_agency,
+        exc.signed_sequence,
+    )
     # a held batch refused when its turn came is no longer held
     con.execute("DELETE FROM held_batch WHERE held_path = ?", [str(batch_dir)])
     log.warning("refused batch %s/%s: %s", agency, batch_dir.name, exc.reason_code)
     return dest, reason
 
 
-def record_refused_batch(con: duckdb.DuckDBPyConnection, batch_folder: str, agency: str,
-                         reason_code: str, detail: str, moved_to: Path,
-                         signed_agency: str | None = None, sequence: int | None = None) -> None:
+def record_refused_batch(
+    con: duckdb.DuckDBPyConnection,
+    batch_folder: str,
+    agency: str,
+    reason_code: str,
+    detail: str,
+    moved_to: Path,
+    signed_agency: str | None = None,
+    sequence: int | None = None,
+) -> None:
     """The one writer of refused_batch rows (the IG report and the sequence ledger read them).
     Columns are named: the table grew columns over releases. `signed_agency`/`sequence` only
     when the signature verified (the refusal then spends that sequence number)."""
     ensure_batch_tables(con)
-    con.execute("""INSERT INTO refused_batch (batch_folder, agency, reason_code, detail,
+    con.execute(
+        """INSERT INTO refused_batch (batch_folder, agency, reason_code, detail,
                    refused_at, moved_to, signed_agency, sequence)
                    VALUES (?, ?, ?, ?, now(), ?, ?, ?)""",
-                [batch_folder, agency, reason_code, detail, str(moved_to), signed_agency,
-                 sequence])
+        [batch_folder, agency, reason_code, detail, str(moved_to), signed_agency, sequence],
+    )
 
 
-def record_custody_refusals(paths: HubPaths, refusals: list[CustodyRefusal],
-                            con: duckdb.DuckDBPyConnection | None = None) -> list[Path]:
+def record_custody_refusals(
+    paths: HubPaths, refusals: list[CustodyRefusal], con: duckdb.DuckDBPyConnection | None = None
+) -> list[Path]:
     """Items refused at custody (extract or re-keying landing): refusal.json in hub/refused/
     and a refused_batch row each (nothing was verified, so no sequence number is spent)."""
     if not refusals:

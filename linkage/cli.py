@@ -30,8 +30,12 @@ from rich.table import Table
 
 from linkage import orchestration as orch
 
-STAGE_OF_COMMAND = {"link": "link_persons", "households": "households", "marts": "marts",
-                    "report": "report"}
+STAGE_OF_COMMAND = {
+    "link": "link_persons",
+    "households": "households",
+    "marts": "marts",
+    "report": "report",
+}
 
 
 def _console(stderr: bool = False) -> Console:
@@ -56,20 +60,29 @@ def last_linked_run(base: Path, mappings: Path) -> str | None:
         return None
     con = duckdb.connect(str(warehouse), read_only=True)
     try:
-        if not con.execute("SELECT count(*) FROM information_schema.tables "
-                           "WHERE table_name = 'pipeline_stage'").fetchone()[0]:
+        if not con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'pipeline_stage'"
+        ).fetchone()[0]:
             return None
-        row = con.execute("SELECT run_id FROM pipeline_stage WHERE stage = 'link_persons' "
-                          "ORDER BY finished_at DESC LIMIT 1").fetchone()
+        row = con.execute(
+            "SELECT run_id FROM pipeline_stage WHERE stage = 'link_persons' "
+            "ORDER BY finished_at DESC LIMIT 1"
+        ).fetchone()
         return row[0] if row else None
     finally:
         con.close()
 
 
 def _progress() -> Progress:
-    return Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-                    TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
-                    console=err, transient=False)
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=False,
+    )
 
 
 def ingest(base: Path, mappings: Path) -> dict[str, Any]:
@@ -91,10 +104,14 @@ def ingest(base: Path, mappings: Path) -> dict[str, Any]:
     for rec in sorted(refused_dir.glob("*/*/refusal.json")) if refused_dir.is_dir() else []:
         if rec.stat().st_mtime >= started - 1 and rec.parent.name not in outcomes:
             doc = json.loads(rec.read_text("utf-8"))
-            outcomes[rec.parent.name] = {"batch_id": rec.parent.name,
-                                         "agency": doc.get("agency"), "status": "refused",
-                                         "reason_code": doc.get("reason_code"),
-                                         "detail": doc.get("detail"), "rows": {}}
+            outcomes[rec.parent.name] = {
+                "batch_id": rec.parent.name,
+                "agency": doc.get("agency"),
+                "status": "refused",
+                "reason_code": doc.get("reason_code"),
+                "detail": doc.get("detail"),
+                "rows": {},
+            }
     return {"rekeys": rekeys, "outcomes": list(outcomes.values())}
 
 
@@ -104,13 +121,21 @@ def _print_ingest(summary: dict[str, Any]) -> None:
         t.add_column(c, overflow="fold")
     for o in summary["outcomes"]:
         colour = {"accepted": "green", "refused": "red", "held": "yellow"}.get(o["status"], "")
-        t.add_row(str(o.get("agency")), str(o["batch_id"]),
-                  f"[{colour}]{o['status']}[/{colour}]" if colour else o["status"],
-                  " ".join(str(x) for x in (o.get("reason_code"), o.get("detail")) if x),
-                  str((o.get("rows") or {}).get("identifiers", "")))
+        t.add_row(
+            str(o.get("agency")),
+            str(o["batch_id"]),
+            f"[{colour}]{o['status']}[/{colour}]" if colour else o["status"],
+            " ".join(str(x) for x in (o.get("reason_code"), o.get("detail")) if x),
+            str((o.get("rows") or {}).get("identifiers", "")),
+        )
     for r in summary["rekeys"]:
-        t.add_row(str(r["agency"]), str(r["batch_id"]), f"re-keying: {r['status']}",
-                  str(r.get("reason_code") or ""), "")
+        t.add_row(
+            str(r["agency"]),
+            str(r["batch_id"]),
+            f"re-keying: {r['status']}",
+            str(r.get("reason_code") or ""),
+            "",
+        )
     if not summary["outcomes"] and not summary["rekeys"]:
         t.add_row("-", "-", "nothing landed", "", "")
     _console().print(t)
@@ -148,8 +173,10 @@ def _resolve_run_id(a: argparse.Namespace) -> str:
         return new_run_id()
     found = last_linked_run(a.run_dir, a.mappings_dir)
     if found is None:
-        raise SystemExit(f"no linkage run in {orch.hub_paths(a.run_dir, a.mappings_dir).warehouse}"
-                         f": run `joinedup-hub link` first, or give --run-id")
+        raise SystemExit(
+            f"no linkage run in {orch.hub_paths(a.run_dir, a.mappings_dir).warehouse}"
+            f": run `joinedup-hub link` first, or give --run-id"
+        )
     return found
 
 
@@ -163,8 +190,9 @@ def _export_refs(a: argparse.Namespace) -> int:
     out = export_agency_refs(orch.hub_paths(a.run_dir, a.mappings_dir), a.agency, a.out)
     import pyarrow.parquet as pq
 
-    _console().print(f"{pq.read_metadata(out).num_rows:,} record refs of {a.agency} written "
-                     f"to {out}")
+    _console().print(
+        f"{pq.read_metadata(out).num_rows:,} record refs of {a.agency} written to {out}"
+    )
     return 0
 
 
@@ -189,34 +217,50 @@ def _run(a: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="joinedup-hub", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="joinedup-hub",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--run-dir", type=Path, default=None,
-                        help=f"run folder (default ${orch.RUN_DIR_ENV}, else "
-                             f"{orch.DEFAULT_RUN_DIR}); JOINEDUP_HUB_DIR / _LANDING_DIR "
-                             "override its parts")
-    common.add_argument("--mappings-dir", type=Path, default=None,
-                        help="the partnership's agency mappings (default "
-                             "$JOINEDUP_MAPPINGS_DIR, else the packaged schemas/agencies)")
+    common.add_argument(
+        "--run-dir",
+        type=Path,
+        default=None,
+        help=f"run folder (default ${orch.RUN_DIR_ENV}, else "
+        f"{orch.DEFAULT_RUN_DIR}); JOINEDUP_HUB_DIR / _LANDING_DIR "
+        "override its parts",
+    )
+    common.add_argument(
+        "--mappings-dir",
+        type=Path,
+        default=None,
+        help="the partnership's agency mappings (default "
+        "$JOINEDUP_MAPPINGS_DIR, else the packaged schemas/agencies)",
+    )
     common.add_argument("-v", "--verbose", action="store_true", help="log stage progress")
     sub = p.add_subparsers(dest="cmd", required=True)
-    helps = {"ingest": "take landed batches into custody, verify and load them",
-             "link": "link persons (Splink) for a new run id",
-             "households": "households and family networks for a run",
-             "marts": "analyst marts (suppressed) for a run",
-             "report": "consent refresh, audit checkpoint and the IG linkage report",
-             "run": "ingest, link, households, marts, report, in order",
-             "export-refs": "an agency's record refs as the hub holds them (Parquet), for "
-                            "the agency's own checks"}
+    helps = {
+        "ingest": "take landed batches into custody, verify and load them",
+        "link": "link persons (Splink) for a new run id",
+        "households": "households and family networks for a run",
+        "marts": "analyst marts (suppressed) for a run",
+        "report": "consent refresh, audit checkpoint and the IG linkage report",
+        "run": "ingest, link, households, marts, report, in order",
+        "export-refs": "an agency's record refs as the hub holds them (Parquet), for "
+        "the agency's own checks",
+    }
     for name, text in helps.items():
         sp = sub.add_parser(name, help=text, parents=[common])
         if name == "export-refs":
             sp.add_argument("--agency", required=True)
             sp.add_argument("--out", type=Path, required=True, help="a new .parquet file")
         elif name != "ingest":
-            sp.add_argument("--run-id", help="linkage run id (default: a new one for link and "
-                            "run, the last linked run for the others)")
+            sp.add_argument(
+                "--run-id",
+                help="linkage run id (default: a new one for link and "
+                "run, the last linked run for the others)",
+            )
     return p
 
 
@@ -224,8 +268,11 @@ def main(argv: list[str] | None = None) -> int:
     a = parser().parse_args(argv)
     a.run_dir = (a.run_dir or orch.run_dir()).resolve()
     a.mappings_dir = (a.mappings_dir or orch.mappings_dir()).resolve()
-    logging.basicConfig(level=logging.INFO if a.verbose else logging.WARNING,
-                        format="%(message)s", handlers=[RichHandler(console=err)])
+    logging.basicConfig(
+        level=logging.INFO if a.verbose else logging.WARNING,
+        format="%(message)s",
+        handlers=[RichHandler(console=err)],
+    )
     try:
         return _run(a)
     except SystemExit:

@@ -73,8 +73,7 @@ def conflict_pairs(records: pd.DataFrame, trusted: pd.DataFrame | None = None) -
         a, b = trusted["unique_id_l"].to_numpy(), trusted["unique_id_r"].to_numpy()
         first = a < b
         direct = pd.MultiIndex.from_arrays([np.where(first, a, b), np.where(first, b, a)])
-        dob &= ~pd.MultiIndex.from_arrays(
-            [pairs["unique_id_l"], pairs["unique_id_r"]]).isin(direct)
+        dob &= ~pd.MultiIndex.from_arrays([pairs["unique_id_l"], pairs["unique_id_r"]]).isin(direct)
     out = pairs[nhs | dob][["cluster_id", "unique_id_l", "unique_id_r"]]
     return out.reset_index(drop=True)
 
@@ -106,7 +105,10 @@ def _split_cluster(
 
 
 def guard_chains(
-    records: pd.DataFrame, edges: pd.DataFrame, *, split: bool = True,
+    records: pd.DataFrame,
+    edges: pd.DataFrame,
+    *,
+    split: bool = True,
     trusted: pd.DataFrame | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Flag (and optionally split) clusters that chain different people together.
@@ -132,8 +134,11 @@ def guard_chains(
     keep = (e_l.notna() & (e_l == e_r)).to_numpy()
     # Sorted once, strongest first (ties by ids, so the result is deterministic); grouping
     # keeps that order within each cluster. One pandas sort per cluster took 10 s at 1M.
-    inner = edges[keep].assign(_c=e_l[keep].to_numpy()).sort_values(
-        ["match_weight", "unique_id_l", "unique_id_r"], ascending=[False, True, True])
+    inner = (
+        edges[keep]
+        .assign(_c=e_l[keep].to_numpy())
+        .sort_values(["match_weight", "unique_id_l", "unique_id_r"], ascending=[False, True, True])
+    )
     edges_of: dict[str, list[tuple[str, str]]] = {}
     for c, a, b in zip(inner["_c"], inner["unique_id_l"], inner["unique_id_r"], strict=True):
         edges_of.setdefault(c, []).append((a, b))
@@ -143,9 +148,7 @@ def guard_chains(
         n_parts = 1
         if split:
             e = edges_of.get(cluster_id, [])
-            cset = {
-                frozenset(p) for p in zip(grp["unique_id_l"], grp["unique_id_r"], strict=True)
-            }
+            cset = {frozenset(p) for p in zip(grp["unique_id_l"], grp["unique_id_r"], strict=True)}
             roots = _split_cluster(members, e, cset)
             new_ids.update(roots)
             n_parts = len(set(roots.values()))
@@ -164,7 +167,10 @@ def guard_chains(
 
 
 def assign_person_ids(
-    con: duckdb.DuckDBPyConnection, clusters: pd.DataFrame, run_id: str, *,
+    con: duckdb.DuckDBPyConnection,
+    clusters: pd.DataFrame,
+    run_id: str,
+    *,
     record_order: str | None = None,
 ) -> tuple[pd.DataFrame, dict[str, int]]:
     """Give every cluster a person_id, stable across runs.
@@ -190,34 +196,41 @@ def assign_person_ids(
     c = c.copy()
     # A record of the previous run is its unique_id (or its rank; NULL when it is no longer
     # in the input, so it overlaps nothing).
-    member = ("o.ord" if record_order else "rp.agency || ':' || rp.record_ref")
-    order_join = (f"LEFT JOIN {record_order} o USING (agency, record_ref)" if record_order
-                  else "")
+    member = "o.ord" if record_order else "rp.agency || ':' || rp.record_ref"
+    order_join = f"LEFT JOIN {record_order} o USING (agency, record_ref)" if record_order else ""
     prev: pd.DataFrame | str
     if have_prev:
         prev = f"""SELECT {member} AS member, rp.person_id AS id
                    FROM record_person rp {order_join}
                    JOIN person p USING (person_id) WHERE p.status = 'active'"""
     else:
-        prev = pd.DataFrame({"member": pd.Series(dtype=c["unique_id"].dtype),
-                             "id": pd.Series(dtype=str)})
+        prev = pd.DataFrame(
+            {"member": pd.Series(dtype=c["unique_id"].dtype), "id": pd.Series(dtype=str)}
+        )
     # Same overlap rule as household ids (linkage.stable_ids).
     mapping = assign_stable_ids(
-        con, pd.DataFrame({"member": c["unique_id"], "group": c["cluster_id"]}), prev,
-        PERSON_SEQUENCE, "P")
+        con,
+        pd.DataFrame({"member": c["unique_id"], "group": c["cluster_id"]}),
+        prev,
+        PERSON_SEQUENCE,
+        "P",
+    )
     chosen, retired, new_clusters = mapping.group_to_id, mapping.retired, mapping.new_groups
     # A plain lookup: Series.map(dict) first builds an index of the dict (~0.8 s at 1M).
     c["person_id"] = [chosen[g] for g in c["cluster_id"].tolist()]
 
     lineage = mapping.lineage.assign(run_id=run_id, person_id=mapping.lineage["group"].map(chosen))
     lineage = lineage.rename(columns={"previous_id": "previous_person_id"})[
-        ["run_id", "person_id", "previous_person_id", "overlap"]]
+        ["run_id", "person_id", "previous_person_id", "overlap"]
+    ]
 
     # Per-person counts in DuckDB: a pandas groupby with nunique over 1M records took ~1 s.
     if record_order:
         con.register("_new_person_records", c[["unique_id", "person_id"]])
-        records = (f"SELECT n.person_id, o.agency FROM _new_person_records n "
-                   f"JOIN {record_order} o ON o.ord = n.unique_id")
+        records = (
+            f"SELECT n.person_id, o.agency FROM _new_person_records n "
+            f"JOIN {record_order} o ON o.ord = n.unique_id"
+        )
     else:
         con.register("_new_person_records", c[["person_id", "agency"]])
         records = "SELECT person_id, agency FROM _new_person_records"
@@ -225,13 +238,17 @@ def assign_person_ids(
     con.execute(f"""CREATE OR REPLACE TEMP TABLE _person_counts AS
         SELECT person_id, count(*) AS n, count(DISTINCT agency) AS a
         FROM ({records}) GROUP BY person_id""")
-    con.execute("""UPDATE person SET status = 'active', last_run_id = ?, n_records = c.n,
+    con.execute(
+        """UPDATE person SET status = 'active', last_run_id = ?, n_records = c.n,
                    n_agencies = c.a FROM _person_counts c WHERE person.person_id = c.person_id""",
-                [run_id])
-    con.execute("""INSERT INTO person SELECT person_id, 'active', ?, ?, NULL, n, a
+        [run_id],
+    )
+    con.execute(
+        """INSERT INTO person SELECT person_id, 'active', ?, ?, NULL, n, a
                    FROM _person_counts c WHERE NOT EXISTS (
                        SELECT 1 FROM person p WHERE p.person_id = c.person_id)""",
-                [run_id, run_id])
+        [run_id, run_id],
+    )
     con.execute("DROP TABLE _person_counts")
     if retired:
         con.execute(

@@ -81,8 +81,10 @@ def dice_at_least_sql(col: str, n_words: int, threshold: float) -> str:
     records: the word intersection is most of the cost)."""
     frac = Fraction(str(threshold))
     pops = f'"pop_{col}_l" + "pop_{col}_r"'
-    return (f"({pops} > 0 AND ({dice_intersection_sql(col, n_words)}) * {2 * frac.denominator}"
-            f" >= {frac.numerator} * ({pops}))")
+    return (
+        f"({pops} > 0 AND ({dice_intersection_sql(col, n_words)}) * {2 * frac.denominator}"
+        f" >= {frac.numerator} * ({pops}))"
+    )
 
 
 def dice_sql(col: str, n_words: int) -> str:
@@ -105,8 +107,7 @@ def legacy_dice_sql(col: str) -> str:
     input (the BIT columns are unchanged), so such models keep scoring."""
     left, right = f'"{col}_l"', f'"{col}_r"'
     return (
-        f"(2.0 * bit_count({left} & {right}) / "
-        f"nullif(bit_count({left}) + bit_count({right}), 0))"
+        f"(2.0 * bit_count({left} & {right}) / nullif(bit_count({left}) + bit_count({right}), 0))"
     )
 
 
@@ -168,8 +169,17 @@ def _family_name(cols: Collection[str]) -> ComparisonCreator:
         levels.append(cll.CustomLevel(_eq("tok_family_name_phonetic"), "phonetic match"))
     # Previous/alias surnames and the parts of double-barrelled names are tokenised in the
     # family-name domain (schemas/encoding_spec.yaml), so they compare across columns.
-    parts = [c for c in ("tok_other_names", "tok_other_name_first", "tok_other_name_last",
-                         "tok_family_name_first", "tok_family_name_last") if c in cols]
+    parts = [
+        c
+        for c in (
+            "tok_other_names",
+            "tok_other_name_first",
+            "tok_other_name_last",
+            "tok_family_name_first",
+            "tok_family_name_last",
+        )
+        if c in cols
+    ]
     if parts:
         conds = []
         for c in parts:
@@ -178,8 +188,11 @@ def _family_name(cols: Collection[str]) -> ComparisonCreator:
             for b in ("tok_family_name_first", "tok_family_name_last"):
                 if a in cols and b in cols:
                     conds.append(f'"{a}_l" = "{b}_r"')
-        levels.append(cll.CustomLevel("(" + " OR ".join(conds) + ")",
-                                      "surname matches previous name or name part"))
+        levels.append(
+            cll.CustomLevel(
+                "(" + " OR ".join(conds) + ")", "surname matches previous name or name part"
+            )
+        )
     if "bf_family_name" in cols:
         levels.append(_dice("bf_family_name", DICE_LOW, cols))
     levels += _names_either_order(cols)
@@ -306,8 +319,11 @@ def prediction_blocking_rules(columns: Collection[str]) -> list[BlockingRuleCrea
         ("tok_dob", "tok_postcode_district"),
         ("tok_given_name_phonetic", "tok_family_name_phonetic", "tok_dob_year"),
         # Spec v3 salts name tokens with the birth year (no tok_dob_year): the same rule.
-        *([("tok_given_name_phonetic", "tok_family_name_phonetic")]
-          if "tok_dob_year" not in cols and "tok_dob" in cols else []),
+        *(
+            [("tok_given_name_phonetic", "tok_family_name_phonetic")]
+            if "tok_dob_year" not in cols and "tok_dob" in cols
+            else []
+        ),
         # A nickname (Fred/Frederick) with a mis-keyed DOB in the same year (a default
         # 1 January, a day typo) and no full postcode on one side: name tokens carry the
         # birth year, so this is nickname + surname + birth year.
@@ -336,8 +352,9 @@ def swapped_dob_rules(cols: Collection[str]) -> list[BlockingRuleCreator]:
         if name not in cols:
             continue
         for a, b in (("l", "r"), ("r", "l")):
-            rules.append(CustomRule(f'{a}."tok_dob_swapped" = {b}."tok_dob" '
-                                    f'AND l."{name}" = r."{name}"'))
+            rules.append(
+                CustomRule(f'{a}."tok_dob_swapped" = {b}."tok_dob" AND l."{name}" = r."{name}"')
+            )
     return rules
 
 
@@ -382,8 +399,11 @@ def _gammas(model_settings: dict[str, Any], name: str, labels: Collection[str]) 
         for i, lv in enumerate(levels):
             gamma = len(levels) - 1 - i
             label = str(lv.get("label_for_charts", ""))
-            if (label in labels or (i == 0 and "top" in labels)
-                    or (lv.get("sql_condition") == "ELSE" and "else" in labels)):
+            if (
+                label in labels
+                or (i == 0 and "top" in labels)
+                or (lv.get("sql_condition") == "ELSE" and "else" in labels)
+            ):
                 out.add(gamma)
         return out
     return set()

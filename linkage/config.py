@@ -28,6 +28,7 @@ def default_mappings_dir() -> Path:
     env = os.environ.get(MAPPINGS_DIR_ENV)
     return Path(env).resolve() if env else SCHEMAS_DIR / "agencies"
 
+
 #: Hub files are the hub's alone: 0600 files in 0700 folders (the warehouse holds every token).
 HUB_UMASK = 0o077
 HUB_DIR_MODE = 0o700
@@ -72,8 +73,11 @@ class HubPaths:
     @classmethod
     def for_run(cls, run_dir: Path | str, mappings: Path | str | None = None) -> HubPaths:
         run_dir = Path(run_dir)
-        return cls(hub=run_dir / "hub", landing=run_dir / "landing",
-                   mappings=Path(mappings) if mappings is not None else default_mappings_dir())
+        return cls(
+            hub=run_dir / "hub",
+            landing=run_dir / "landing",
+            mappings=Path(mappings) if mappings is not None else default_mappings_dir(),
+        )
 
     @property
     def warehouse(self) -> Path:
@@ -117,8 +121,15 @@ class HubPaths:
 
     def ensure(self) -> HubPaths:
         self.landing.mkdir(parents=True, exist_ok=True)  # shared with the bridges
-        for p in (self.hub, self.refused, self.ingested, self.held, self.public_keys,
-                  self.reports, self.marts):
+        for p in (
+            self.hub,
+            self.refused,
+            self.ingested,
+            self.held,
+            self.public_keys,
+            self.reports,
+            self.marts,
+        ):
             private_dir(p)
         private_file(self.warehouse)
         for p in (self.keys, self.incoming):

@@ -41,8 +41,9 @@ log = logging.getLogger(__name__)
 
 AGENCY_NAME = re.compile(r"^[A-Z]{2,8}$")
 BATCH_NAME = re.compile(r"^[A-Z]{2,8}-[A-Za-z0-9-]{1,100}$")  # no dots, no slashes
-EXTRACT_FILES = frozenset({MANIFEST_NAME, "identifiers.parquet", "related.parquet",
-                           "payload.parquet", "present.parquet"})
+EXTRACT_FILES = frozenset(
+    {MANIFEST_NAME, "identifiers.parquet", "related.parquet", "payload.parquet", "present.parquet"}
+)
 MAX_MANIFEST_BYTES = 1 << 20
 MAX_FILE_BYTES = int(os.environ.get("JOINEDUP_MAX_BATCH_FILE_BYTES", str(8 << 30)))
 _SEAL_OVERHEAD = 4096  # header + sealed key + per-chunk tags stay far below this per MiB
@@ -85,9 +86,15 @@ def label(name: str) -> str:
 
 def _kind(st: os.stat_result) -> str:
     m = st.st_mode
-    for test, name in ((stat.S_ISLNK, "symlink"), (stat.S_ISDIR, "folder"),
-                       (stat.S_ISREG, "file"), (stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket"),
-                       (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device")):
+    for test, name in (
+        (stat.S_ISLNK, "symlink"),
+        (stat.S_ISDIR, "folder"),
+        (stat.S_ISREG, "file"),
+        (stat.S_ISFIFO, "FIFO"),
+        (stat.S_ISSOCK, "socket"),
+        (stat.S_ISCHR, "character device"),
+        (stat.S_ISBLK, "block device"),
+    ):
         if test(m):
             return name
     return "special file"
@@ -105,8 +112,10 @@ def _open_dir(name: str, dir_fd: int, st: os.stat_result) -> int:
     try:
         fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
     except OSError as exc:
-        raise _Refused("not_a_folder", f"cannot be opened as a folder without following "
-                       f"links ({exc.__class__.__name__})") from None
+        raise _Refused(
+            "not_a_folder",
+            f"cannot be opened as a folder without following links ({exc.__class__.__name__})",
+        ) from None
     fst = os.fstat(fd)
     if (fst.st_dev, fst.st_ino) != (st.st_dev, st.st_ino):
         os.close(fd)
@@ -156,33 +165,61 @@ def _check_file(bfd: int, name: str, plain_name: str) -> tuple[os.stat_result, i
     return st, cap
 
 
-def _unseal_file(bfd: int, name: str, dest: Path, hub_keys: Mapping[str, HubSealingKey],
-                 agency: str, batch_id: str, plain_name: str) -> None:
+def _unseal_file(
+    bfd: int,
+    name: str,
+    dest: Path,
+    hub_keys: Mapping[str, HubSealingKey],
+    agency: str,
+    batch_id: str,
+    plain_name: str,
+) -> None:
     st, cap = _check_file(bfd, name, plain_name)
     try:
         fd = os.open(name, _FILE_FLAGS, dir_fd=bfd)
     except OSError as exc:
-        raise _Refused("not_regular_file", f"{name} cannot be opened without following links "
-                       f"({exc.__class__.__name__})") from None
+        raise _Refused(
+            "not_regular_file",
+            f"{name} cannot be opened without following links ({exc.__class__.__name__})",
+        ) from None
     fst = os.fstat(fd)
-    if (not stat.S_ISREG(fst.st_mode) or (fst.st_dev, fst.st_ino) != (st.st_dev, st.st_ino)
-            or fst.st_nlink != 1):
+    if (
+        not stat.S_ISREG(fst.st_mode)
+        or (fst.st_dev, fst.st_ino) != (st.st_dev, st.st_ino)
+        or fst.st_nlink != 1
+    ):
         os.close(fd)
         raise _Refused("changed_during_scan", f"{name} was replaced while being opened")
     os.set_blocking(fd, True)
-    with os.fdopen(fd, "rb", buffering=1 << 20) as src, \
-            open(dest, "xb", opener=_private_opener) as dst:
+    with (
+        os.fdopen(fd, "rb", buffering=1 << 20) as src,
+        open(dest, "xb", opener=_private_opener) as dst,
+    ):
         try:
-            unseal_stream(src, dst, hub_keys, agency=agency, batch_id=batch_id,
-                          file_name=plain_name, max_bytes=cap)
+            unseal_stream(
+                src,
+                dst,
+                hub_keys,
+                agency=agency,
+                batch_id=batch_id,
+                file_name=plain_name,
+                max_bytes=cap,
+            )
         except SealError as exc:
             raise _Refused(exc.reason_code, exc.detail) from None
         dst.flush()
         os.fsync(dst.fileno())
 
 
-def _take_batch(afd: int, agency: str, name: str, st: os.stat_result, incoming: Path,
-                hub_keys: Mapping[str, HubSealingKey], files: Collection[str]) -> Path | None:
+def _take_batch(
+    afd: int,
+    agency: str,
+    name: str,
+    st: os.stat_result,
+    incoming: Path,
+    hub_keys: Mapping[str, HubSealingKey],
+    files: Collection[str],
+) -> Path | None:
     """Unseal one landed batch into incoming/<CODE>/<batch>/; None when a batch of that name
     is already waiting there (this one is taken on a later run)."""
     if not stat.S_ISDIR(st.st_mode):
@@ -195,8 +232,11 @@ def _take_batch(afd: int, agency: str, name: str, st: os.stat_result, incoming: 
         expected = {sealed_name(f): f for f in files}
         unknown = [e for e in entries if e not in expected]
         if unknown:
-            raise _Refused("unexpected_file", f"{len(unknown)} item(s) not named as a sealed "
-                           "batch file: " + ", ".join(sorted(label(u) for u in unknown)[:5]))
+            raise _Refused(
+                "unexpected_file",
+                f"{len(unknown)} item(s) not named as a sealed "
+                "batch file: " + ", ".join(sorted(label(u) for u in unknown)[:5]),
+            )
         if sealed_name(MANIFEST_NAME) not in entries:
             raise _Refused("manifest_missing", f"no {sealed_name(MANIFEST_NAME)}")
         parent = incoming / agency
@@ -219,9 +259,14 @@ def _take_batch(afd: int, agency: str, name: str, st: os.stat_result, incoming: 
         os.close(bfd)
 
 
-def take_custody(landing: Path, incoming: Path, hub_keys: Mapping[str, HubSealingKey], *,
-                 files: Collection[str] = EXTRACT_FILES,
-                 only: Collection[tuple[str, str]] | None = None) -> Custody:
+def take_custody(
+    landing: Path,
+    incoming: Path,
+    hub_keys: Mapping[str, HubSealingKey],
+    *,
+    files: Collection[str] = EXTRACT_FILES,
+    only: Collection[tuple[str, str]] | None = None,
+) -> Custody:
     """Take every landed batch (or only the given (agency, batch) pairs) into `incoming`.
 
     Returns the hub-private batch folders taken and the items refused. Removes what it took
@@ -248,17 +293,25 @@ def take_custody(landing: Path, incoming: Path, hub_keys: Mapping[str, HubSealin
             if ast is None:
                 continue
             if not AGENCY_NAME.match(aname) or not stat.S_ISDIR(ast.st_mode):
-                why = ("not an agency code" if AGENCY_NAME.match(aname) is None
-                       else f"a {_kind(ast)}, not a folder")
-                out.refused.append(CustodyRefusal("-", label(aname), "landing_item_refused",
-                                                  f"landing root item: {why}",
-                                                  remove_item(aname, root)))
+                why = (
+                    "not an agency code"
+                    if AGENCY_NAME.match(aname) is None
+                    else f"a {_kind(ast)}, not a folder"
+                )
+                out.refused.append(
+                    CustodyRefusal(
+                        "-",
+                        label(aname),
+                        "landing_item_refused",
+                        f"landing root item: {why}",
+                        remove_item(aname, root),
+                    )
+                )
                 continue
             try:
                 afd = _open_dir(aname, root, ast)
             except _Refused as exc:
-                out.refused.append(CustodyRefusal("-", aname, exc.reason_code, exc.detail,
-                                                  False))
+                out.refused.append(CustodyRefusal("-", aname, exc.reason_code, exc.detail, False))
                 continue
             try:
                 _take_agency(afd, aname, incoming, hub_keys, files, only, out)
@@ -269,9 +322,15 @@ def take_custody(landing: Path, incoming: Path, hub_keys: Mapping[str, HubSealin
     return out
 
 
-def _take_agency(afd: int, agency: str, incoming: Path, hub_keys: Mapping[str, HubSealingKey],
-                 files: Collection[str], only: Collection[tuple[str, str]] | None,
-                 out: Custody) -> None:
+def _take_agency(
+    afd: int,
+    agency: str,
+    incoming: Path,
+    hub_keys: Mapping[str, HubSealingKey],
+    files: Collection[str],
+    only: Collection[tuple[str, str]] | None,
+    out: Custody,
+) -> None:
     for name in _listdir(afd):
         if name.startswith(".") or (only is not None and (agency, name) not in only):
             continue
@@ -282,8 +341,9 @@ def _take_agency(afd: int, agency: str, incoming: Path, hub_keys: Mapping[str, H
             taken = _take_batch(afd, agency, name, st, incoming, hub_keys, files)
         except _Refused as exc:
             removed = remove_item(name, afd)
-            out.refused.append(CustodyRefusal(agency, label(name), exc.reason_code,
-                                              exc.detail, removed))
+            out.refused.append(
+                CustodyRefusal(agency, label(name), exc.reason_code, exc.detail, removed)
+            )
             log.warning("refused landed item %s/%s: %s", agency, label(name), exc.reason_code)
             continue
         if taken is None:
@@ -300,8 +360,11 @@ def hub_private_batches(incoming: Path) -> list[tuple[str, Path]]:
         return out
     for adir in sorted(incoming.iterdir()):
         if adir.is_dir() and not adir.is_symlink() and AGENCY_NAME.match(adir.name):
-            out.extend((adir.name, b) for b in sorted(adir.iterdir())
-                       if b.is_dir() and not b.name.startswith("."))
+            out.extend(
+                (adir.name, b)
+                for b in sorted(adir.iterdir())
+                if b.is_dir() and not b.name.startswith(".")
+            )
     return out
 
 
@@ -317,10 +380,16 @@ def record_refusals(refused_root: Path, refusals: list[CustodyRefusal]) -> list[
             d = d.with_name(f"{r.item}.{n}")
             n += 1
         d.mkdir(parents=True, mode=0o700)
-        doc = {"batch_id": r.item, "agency": r.agency, "reason_code": r.reason_code,
-               "detail": r.detail, "stage": "custody", "removed_from_landing": r.removed,
-               "manifest_kept": False,
-               "refused_at": datetime.now(UTC).isoformat()}
+        doc = {
+            "batch_id": r.item,
+            "agency": r.agency,
+            "reason_code": r.reason_code,
+            "detail": r.detail,
+            "stage": "custody",
+            "removed_from_landing": r.removed,
+            "manifest_kept": False,
+            "refused_at": datetime.now(UTC).isoformat(),
+        }
         (d / "refusal.json").write_text(json.dumps(doc, indent=1), "utf-8")
         written.append(d)
     return written
@@ -340,8 +409,10 @@ def main(argv: list[str] | None = None) -> int:
     key = create_hub_sealing_key(a.hub_dir / "keys")
     record = export_hub_public_key(a.hub_dir / "keys", a.hub_dir)
     pub = key.public_key()
-    print(f"created {key.key_id} (fingerprint {pub.fingerprint}); send {record} to every "
-          "bridge: joinedup-bridge keys import-hub-key --file <it>")
+    print(
+        f"created {key.key_id} (fingerprint {pub.fingerprint}); send {record} to every "
+        "bridge: joinedup-bridge keys import-hub-key --file <it>"
+    )
     return 0
 
 

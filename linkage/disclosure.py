@@ -34,8 +34,17 @@ CATALOG = "mart_catalog"
 TOTAL_MARK = "ALL"
 # Column names that must never appear in a published table.
 FORBIDDEN_PREFIXES = ("tok_", "bf_", "blk_")
-FORBIDDEN_COLUMNS = frozenset({"record_ref", "record_ref_l", "record_ref_r", "property_key",
-                               "related_key", "case_notes", "incident_notes"})
+FORBIDDEN_COLUMNS = frozenset(
+    {
+        "record_ref",
+        "record_ref_l",
+        "record_ref_r",
+        "property_key",
+        "related_key",
+        "case_notes",
+        "incident_notes",
+    }
+)
 
 CATALOG_DDL = f"""CREATE TABLE IF NOT EXISTS {CATALOG} (
     table_name VARCHAR PRIMARY KEY, kind VARCHAR NOT NULL,  -- rows | aggregate | total
@@ -54,8 +63,13 @@ def _groups(df: pd.DataFrame, dims: list[str], d: str) -> pd.core.groupby.DataFr
     return df.groupby(others, dropna=False, sort=False)
 
 
-def suppress(df: pd.DataFrame, dims: list[str], threshold: int = DEFAULT_THRESHOLD,
-             count: str = "n", table: str = "<frame>") -> pd.DataFrame:
+def suppress(
+    df: pd.DataFrame,
+    dims: list[str],
+    threshold: int = DEFAULT_THRESHOLD,
+    count: str = "n",
+    table: str = "<frame>",
+) -> pd.DataFrame:
     """Primary and secondary suppression. Returns a copy with `count` as nullable Int64 (NULL
     where suppressed) and a boolean `suppressed` column; dims are left as they are."""
     if threshold < 1:
@@ -99,14 +113,19 @@ def totals(cells: pd.DataFrame, dims: list[str], count: str = "n") -> pd.DataFra
     parts = []
     for d in dims:
         others = [c for c in dims if c != d]
-        pub = cells.assign(_pub=cells[count].fillna(0).astype("int64"),
-                           _s=cells["suppressed"].astype(int))
+        pub = cells.assign(
+            _pub=cells[count].fillna(0).astype("int64"), _s=cells["suppressed"].astype(int)
+        )
         if others:
-            t = pub.groupby(others, dropna=False, sort=True).agg(
-                n=("_pub", "sum"), n_suppressed_cells=("_s", "sum")).reset_index()
+            t = (
+                pub.groupby(others, dropna=False, sort=True)
+                .agg(n=("_pub", "sum"), n_suppressed_cells=("_s", "sum"))
+                .reset_index()
+            )
         else:
-            t = pd.DataFrame({"n": [int(pub["_pub"].sum())],
-                              "n_suppressed_cells": [int(pub["_s"].sum())]})
+            t = pd.DataFrame(
+                {"n": [int(pub["_pub"].sum())], "n_suppressed_cells": [int(pub["_s"].sum())]}
+            )
         t[d] = TOTAL_MARK
         t["total_over"] = d
         parts.append(t.rename(columns={"n": count}))
@@ -123,8 +142,15 @@ def totals(cells: pd.DataFrame, dims: list[str], count: str = "n") -> pd.DataFra
 # --------------------------------------------------------------------------- writing
 
 
-def write_aggregate(con: duckdb.DuckDBPyConnection, name: str, df: pd.DataFrame,
-                    dims: list[str], threshold: int, run_id: str, description: str) -> int:
+def write_aggregate(
+    con: duckdb.DuckDBPyConnection,
+    name: str,
+    df: pd.DataFrame,
+    dims: list[str],
+    threshold: int,
+    run_id: str,
+    description: str,
+) -> int:
     """Suppress, write `name` and `name_totals`, and catalogue both. Returns cells suppressed."""
     raw = df[[*dims, "n"]].copy()
     for c in dims:  # dims are labels; VARCHAR keeps the totals' 'ALL' row in the same column
@@ -132,27 +158,39 @@ def write_aggregate(con: duckdb.DuckDBPyConnection, name: str, df: pd.DataFrame,
     cells = suppress(raw, dims, threshold, table=name)
     tot = totals(cells, dims)
     con.execute(CATALOG_DDL)
-    for tname, frame, kind, parent in ((name, cells, "aggregate", None),
-                                       (f"{name}_totals", tot, "total", name)):
+    for tname, frame, kind, parent in (
+        (name, cells, "aggregate", None),
+        (f"{name}_totals", tot, "total", name),
+    ):
         con.register("_agg", frame)
         try:
             cols = ", ".join(f'"{c}"::VARCHAR AS "{c}"' for c in dims)
-            extra = ', "total_over", "n_suppressed_cells"::BIGINT AS n_suppressed_cells' \
-                if kind == "total" else ""
-            con.execute(f'CREATE OR REPLACE TABLE "{tname}" AS SELECT {cols}, '
-                        f'"n"::BIGINT AS n, "suppressed"::BOOLEAN AS suppressed{extra} FROM _agg')
+            extra = (
+                ', "total_over", "n_suppressed_cells"::BIGINT AS n_suppressed_cells'
+                if kind == "total"
+                else ""
+            )
+            con.execute(
+                f'CREATE OR REPLACE TABLE "{tname}" AS SELECT {cols}, '
+                f'"n"::BIGINT AS n, "suppressed"::BOOLEAN AS suppressed{extra} FROM _agg'
+            )
         finally:
             con.unregister("_agg")
-        con.execute(f"INSERT OR REPLACE INTO {CATALOG} VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [tname, kind, dims, parent, threshold, run_id, description])
+        con.execute(
+            f"INSERT OR REPLACE INTO {CATALOG} VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [tname, kind, dims, parent, threshold, run_id, description],
+        )
     return int(cells["suppressed"].sum())
 
 
-def register_rows(con: duckdb.DuckDBPyConnection, name: str, threshold: int, run_id: str,
-                  description: str) -> None:
+def register_rows(
+    con: duckdb.DuckDBPyConnection, name: str, threshold: int, run_id: str, description: str
+) -> None:
     con.execute(CATALOG_DDL)
-    con.execute(f"INSERT OR REPLACE INTO {CATALOG} VALUES (?, ?, NULL, NULL, ?, ?, ?)",
-                [name, "rows", threshold, run_id, description])
+    con.execute(
+        f"INSERT OR REPLACE INTO {CATALOG} VALUES (?, ?, NULL, NULL, ?, ?, ?)",
+        [name, "rows", threshold, run_id, description],
+    )
 
 
 # --------------------------------------------------------------------------- checking
@@ -172,12 +210,17 @@ def _where(dims: list[str], row: pd.Series) -> str:
     return ", ".join(f"{d}={row[d]!r}" for d in dims)
 
 
-def check_connection(con: duckdb.DuckDBPyConnection,
-                     threshold: int | None = None) -> list[Violation]:
+def check_connection(
+    con: duckdb.DuckDBPyConnection, threshold: int | None = None
+) -> list[Violation]:
     """Every breach of the suppression rules in an open marts database."""
     out: list[Violation] = []
-    tables = {r[0] for r in con.execute(
-        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'").fetchall()}
+    tables = {
+        r[0]
+        for r in con.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'"
+        ).fetchall()
+    }
     if CATALOG not in tables:
         return [Violation(CATALOG, "no_catalog", "marts file has no mart_catalog table")]
     cat = con.execute(f"SELECT table_name, kind, dims, parent, threshold FROM {CATALOG}").df()
@@ -205,22 +248,30 @@ def check_connection(con: duckdb.DuckDBPyConnection,
         n = df["n"]
         small = n.notna() & (n > 0) & (n < t)
         for i in df.index[small]:
-            out.append(Violation(name, "small_cell",
-                                 f"row {i + 1} ({_where(dims, df.loc[i])}): n below {t}"))
+            out.append(
+                Violation(
+                    name, "small_cell", f"row {i + 1} ({_where(dims, df.loc[i])}): n below {t}"
+                )
+            )
         mism = df["suppressed"].astype(bool) != n.isna()
         for i in df.index[mism]:
-            out.append(Violation(name, "marker", f"row {i + 1}: suppressed marker disagrees "
-                                 "with n"))
+            out.append(
+                Violation(name, "marker", f"row {i + 1}: suppressed marker disagrees with n")
+            )
         if row.kind == "aggregate":
             work = df.assign(_s=n.isna())
             for d in dims:
                 g = _groups(work, dims, d)
                 n_s, size = g["_s"].transform("sum"), g["_s"].transform("size")
                 for i in work.index[(n_s == 1) & (size > 1) & work["_s"]]:
-                    out.append(Violation(
-                        name, "lone_suppressed_cell",
-                        f"row {i + 1} ({_where(dims, df.loc[i])}) is the only suppressed cell "
-                        f"of its group over {d}: its total would reveal it"))
+                    out.append(
+                        Violation(
+                            name,
+                            "lone_suppressed_cell",
+                            f"row {i + 1} ({_where(dims, df.loc[i])}) is the only suppressed cell "
+                            f"of its group over {d}: its total would reveal it",
+                        )
+                    )
         elif row.kind == "total":
             parent = con.execute(f'SELECT * FROM "{row.parent}"').df()
             for d in dims:
@@ -233,21 +284,32 @@ def check_connection(con: duckdb.DuckDBPyConnection,
                 else:
                     m = sub.assign(_p=int(pub["_p"].sum()))
                 published = m["_p"].fillna(0).astype("int64")
-                n_supp = m["n_suppressed_cells"].fillna(0).astype("int64") \
-                    if "n_suppressed_cells" in m else pd.Series(0, index=m.index)
+                n_supp = (
+                    m["n_suppressed_cells"].fillna(0).astype("int64")
+                    if "n_suppressed_cells" in m
+                    else pd.Series(0, index=m.index)
+                )
                 # A withheld total is right only where nothing of its group is published.
                 withheld_ok = m["n"].isna() & (published == 0) & (n_supp > 0)
                 bad = ~withheld_ok & (m["n"].fillna(-1).astype("int64") != published)
                 for i in m.index[bad]:
-                    out.append(Violation(
-                        name, "total_not_from_published",
-                        f"total over {d} ({_where(others, m.loc[i])}) differs from the sum of "
-                        "its published cells"))
+                    out.append(
+                        Violation(
+                            name,
+                            "total_not_from_published",
+                            f"total over {d} ({_where(others, m.loc[i])}) differs from the sum of "
+                            "its published cells",
+                        )
+                    )
                 for i in m.index[(m["n"].fillna(-1) == 0) & (n_supp > 0)]:
-                    out.append(Violation(
-                        name, "false_zero",
-                        f"total over {d} ({_where(others, m.loc[i])}) is 0 but its group has "
-                        f"{int(n_supp[i])} suppressed cell(s)"))
+                    out.append(
+                        Violation(
+                            name,
+                            "false_zero",
+                            f"total over {d} ({_where(others, m.loc[i])}) is 0 but its group has "
+                            f"{int(n_supp[i])} suppressed cell(s)",
+                        )
+                    )
     return out
 
 
@@ -265,13 +327,20 @@ def check_marts(path: Path | str, threshold: int | None = None) -> list[Violatio
 def main(argv: list[str] | None = None) -> int:
     from rich.console import Console
 
-    p = argparse.ArgumentParser(prog="python -m linkage.disclosure", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m linkage.disclosure",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = p.add_subparsers(dest="cmd", required=True)
     c = sub.add_parser("check", help="scan every aggregate of a marts file")
     c.add_argument("marts", type=Path)
-    c.add_argument("--threshold", type=int, default=None,
-                   help="override the threshold recorded in mart_catalog")
+    c.add_argument(
+        "--threshold",
+        type=int,
+        default=None,
+        help="override the threshold recorded in mart_catalog",
+    )
     a = p.parse_args(argv)
     console = Console(stderr=True)
     try:

@@ -225,7 +225,9 @@ def false_match_kinds(
         if pa.get("twin_id") == b:
             kind = "twin"
         elif b in (pa.get("mother_id"), pa.get("father_id")) or a in (
-                pb.get("mother_id"), pb.get("father_id")):
+            pb.get("mother_id"),
+            pb.get("father_id"),
+        ):
             kind = "parent/child"
         elif pa.get("household_id") == pb.get("household_id"):
             kind = "same household"
@@ -239,10 +241,25 @@ def false_match_kinds(
 
 #: Plaintext columns the baseline understands (all optional except the first four).
 PLAINTEXT_COLUMNS = (
-    "unique_id", "given_name", "family_name", "date_of_birth", "given_name_canonical",
-    "given_name_phonetic", "family_name_phonetic", "other_names", "sex", "address_line_1",
-    "postcode", "postcode_sector", "postcode_district", "nhs_number", "upn", "phone", "email",
-    "agency", "batch_id",
+    "unique_id",
+    "given_name",
+    "family_name",
+    "date_of_birth",
+    "given_name_canonical",
+    "given_name_phonetic",
+    "family_name_phonetic",
+    "other_names",
+    "sex",
+    "address_line_1",
+    "postcode",
+    "postcode_sector",
+    "postcode_district",
+    "nhs_number",
+    "upn",
+    "phone",
+    "email",
+    "agency",
+    "batch_id",
 )
 
 
@@ -265,15 +282,21 @@ def _plaintext_comparisons(cols: set[str]) -> list:
     if "given_name_phonetic" in cols:
         fore.append(cll.CustomLevel(eq("given_name_phonetic"), "phonetic match"))
     fore += [jw("given_name", 0.88), jw("given_name", 0.7), cll.ElseLevel()]
-    sur = [cll.NullLevel("family_name"), cll.ExactMatchLevel("family_name", True),
-           jw("family_name", 0.92)]
+    sur = [
+        cll.NullLevel("family_name"),
+        cll.ExactMatchLevel("family_name", True),
+        jw("family_name", 0.92),
+    ]
     if "family_name_phonetic" in cols:
         sur.append(cll.CustomLevel(eq("family_name_phonetic"), "phonetic match"))
     if "other_names" in cols:
-        sur.append(cll.CustomLevel(
-            "(list_contains(string_split(\"other_names_l\", ' '), \"family_name_r\") OR "
-            "list_contains(string_split(\"other_names_r\", ' '), \"family_name_l\"))",
-            "surname matches previous name"))
+        sur.append(
+            cll.CustomLevel(
+                '(list_contains(string_split("other_names_l", \' \'), "family_name_r") OR '
+                'list_contains(string_split("other_names_r", \' \'), "family_name_l"))',
+                "surname matches previous name",
+            )
+        )
     sur += [jw("family_name", 0.88), jw("family_name", 0.7), cll.ElseLevel()]
     comparisons = [
         cl.CustomComparison(fore, output_column_name="forename"),
@@ -285,20 +308,29 @@ def _plaintext_comparisons(cols: set[str]) -> list:
         null = " AND ".join(f'("{c}_l" IS NULL OR "{c}_r" IS NULL)' for c in res)
         levels = [cll.CustomLevel(null, "null").configure(is_null_level=True)]
         if len(res) == 2:
-            levels.append(cll.CustomLevel(f"{eq('address_line_1')} AND {eq('postcode')}",
-                                          "same address"))
-            levels.append(cll.CustomLevel(
-                'jaro_winkler_similarity("address_line_1_l", "address_line_1_r") >= 0.9',
-                "similar address line"))
+            levels.append(
+                cll.CustomLevel(f"{eq('address_line_1')} AND {eq('postcode')}", "same address")
+            )
+            levels.append(
+                cll.CustomLevel(
+                    'jaro_winkler_similarity("address_line_1_l", "address_line_1_r") >= 0.9',
+                    "similar address line",
+                )
+            )
         elif res == ["address_line_1"]:  # no postcode (e.g. FEBRL's are not UK postcodes)
             levels.append(cll.CustomLevel(eq("address_line_1"), "same address line"))
-            levels.append(cll.CustomLevel(
-                'jaro_winkler_similarity("address_line_1_l", "address_line_1_r") >= 0.9',
-                "similar address line"))
+            levels.append(
+                cll.CustomLevel(
+                    'jaro_winkler_similarity("address_line_1_l", "address_line_1_r") >= 0.9',
+                    "similar address line",
+                )
+            )
         if "postcode" in cols:
             levels.append(cll.CustomLevel(eq("postcode"), "same postcode"))
-        for c, label in (("postcode_sector", "same sector"),
-                         ("postcode_district", "same district")):
+        for c, label in (
+            ("postcode_sector", "same sector"),
+            ("postcode_district", "same district"),
+        ):
             if c in cols:
                 levels.append(cll.CustomLevel(eq(c), label))
         levels.append(cll.ElseLevel())
@@ -346,23 +378,34 @@ def plaintext_baseline(
         # linkage.person_linkage.broadest_rules_first; here written down).
         ("given_name_canonical", "year(date_of_birth)", "month(date_of_birth)"),
         ("given_name_phonetic", "family_name_phonetic", "year(date_of_birth)"),
-        ("nhs_number",), ("upn",),
-        ("date_of_birth", "family_name_phonetic"), ("date_of_birth", "given_name_phonetic"),
+        ("nhs_number",),
+        ("upn",),
+        ("date_of_birth", "family_name_phonetic"),
+        ("date_of_birth", "given_name_phonetic"),
         ("date_of_birth", "postcode_district"),
-        ("given_name_canonical", "postcode"), ("family_name", "postcode"),
+        ("given_name_canonical", "postcode"),
+        ("family_name", "postcode"),
     ]
-    rules = [block_on(*c) for c in combos
-             if all(x.split("(")[-1].rstrip(")") in cols for x in c)]
+    rules = [block_on(*c) for c in combos if all(x.split("(")[-1].rstrip(")") in cols for x in c)]
     if {"given_name_phonetic", "family_name_phonetic"} <= cols:
         # As the bridge key blk_names_unordered_dob: names in the wrong fields.
-        rules.append(block_on("least(given_name_phonetic, family_name_phonetic)",
-                              "greatest(given_name_phonetic, family_name_phonetic)",
-                              "date_of_birth"))
-    if not any("phonetic" in " ".join(c) for c in combos if all(
-            x.split("(")[-1].rstrip(")") in cols for x in c)):
-        rules += [block_on("date_of_birth", "substr(family_name, 1, 2)"),
-                  block_on("date_of_birth", "substr(given_name, 1, 2)"),
-                  block_on("given_name", "family_name", "year(date_of_birth)")]
+        rules.append(
+            block_on(
+                "least(given_name_phonetic, family_name_phonetic)",
+                "greatest(given_name_phonetic, family_name_phonetic)",
+                "date_of_birth",
+            )
+        )
+    if not any(
+        "phonetic" in " ".join(c)
+        for c in combos
+        if all(x.split("(")[-1].rstrip(")") in cols for x in c)
+    ):
+        rules += [
+            block_on("date_of_birth", "substr(family_name, 1, 2)"),
+            block_on("date_of_birth", "substr(given_name, 1, 2)"),
+            block_on("given_name", "family_name", "year(date_of_birth)"),
+        ]
     settings = SettingsCreator(
         link_type="dedupe_only",
         comparisons=_plaintext_comparisons(cols),
@@ -383,18 +426,20 @@ def plaintext_baseline(
             block_on("given_name", "family_name", "date_of_birth")
         )
         trained = floor_m_probabilities(
-            linker.misc.save_model_to_json(),
-            DEFAULT_M_FLOOR if m_floor is None else m_floor)
+            linker.misc.save_model_to_json(), DEFAULT_M_FLOOR if m_floor is None else m_floor
+        )
     finally:
         linker.table_management.delete_tables_created_by_splink_from_db()
     # A fresh API: the first one caches term-frequency tables that were just dropped.
     linker = Linker(DuckDBAPI(con).register(table), trained, log_level=logging.WARNING)
     try:
         pred = linker.inference.predict(
-            threshold_match_probability=min(0.5, threshold), warning_mode="never")
+            threshold_match_probability=min(0.5, threshold), warning_mode="never"
+        )
         pairs = con.execute(
             f"""SELECT unique_id_l, unique_id_r, match_weight, match_probability,
-                       gamma_forename, gamma_date_of_birth FROM {pred.physical_name}""").df()
+                       gamma_forename, gamma_date_of_birth FROM {pred.physical_name}"""
+        ).df()
         out = con.execute(f"SELECT unique_id FROM {table}").df()
     finally:
         linker.table_management.delete_tables_created_by_splink_from_db()
@@ -404,16 +449,20 @@ def plaintext_baseline(
     twins = (pairs["gamma_forename"] == 0) & (pairs["gamma_date_of_birth"] == top_dob)
     edges = pairs[(pairs["match_probability"] >= threshold) & ~twins]
     clusters = cluster_pairwise_predictions_at_threshold(
-        out, edges[["unique_id_l", "unique_id_r"]].reset_index(drop=True),
-        DuckDBAPI(connection=duckdb.connect()), node_id_column_name="unique_id",
-        edge_id_column_name_left="unique_id_l", edge_id_column_name_right="unique_id_r",
+        out,
+        edges[["unique_id_l", "unique_id_r"]].reset_index(drop=True),
+        DuckDBAPI(connection=duckdb.connect()),
+        node_id_column_name="unique_id",
+        edge_id_column_name_left="unique_id_l",
+        edge_id_column_name_right="unique_id_r",
     ).as_pandas_dataframe()[["unique_id", "cluster_id"]]
     out = out.merge(clusters, on="unique_id", how="left")
     out["cluster_id"] = out["cluster_id"].fillna(out["unique_id"])
     if guard and {"agency", "batch_id", "nhs_number"} <= cols:
         extra = con.execute(
             f"SELECT unique_id, agency, batch_id, nhs_number AS tok_nhs_number, "
-            f"CAST(date_of_birth AS VARCHAR) AS tok_dob FROM {table}").df()
+            f"CAST(date_of_birth AS VARCHAR) AS tok_dob FROM {table}"
+        ).df()
         records, _ = guard_chains(out.merge(extra, on="unique_id"), edges)
         out = records[["unique_id", "cluster_id"]]
     return out.reset_index(drop=True)

@@ -108,7 +108,8 @@ def build_family_network(con: duckdb.DuckDBPyConnection, run_id: str) -> FamilyR
     resolve_related(con)
     with atomic(con):
         con.execute("DELETE FROM family_edge")
-        con.execute("""
+        con.execute(
+            """
             INSERT INTO family_edge
             SELECT ?, r.subject_person_id, c.candidate,
                    CASE WHEN c.candidate IS NULL THEN
@@ -121,10 +122,13 @@ def build_family_network(con: duckdb.DuckDBPyConnection, run_id: str) -> FamilyR
             FROM _rel r LEFT JOIN _cand c USING (rel_id)
             -- a relative with no name and no contact token cannot be placed at all
             WHERE c.candidate IS NOT NULL OR r.tok_family_name IS NOT NULL
-               OR r.tok_given_name_canonical IS NOT NULL""", [run_id])
+               OR r.tok_given_name_canonical IS NOT NULL""",
+            [run_id],
+        )
         _write_networks(con, run_id)
-    by_rule = dict(con.execute(
-        "SELECT match_rule, count(*) FROM family_edge GROUP BY 1").fetchall())
+    by_rule = dict(
+        con.execute("SELECT match_rule, count(*) FROM family_edge GROUP BY 1").fetchall()
+    )
     n_edges = sum(by_rule.values())
     n_unres = by_rule.pop("unresolved", 0)
     n_networks, n_multi = con.execute("""
@@ -133,8 +137,16 @@ def build_family_network(con: duckdb.DuckDBPyConnection, run_id: str) -> FamilyR
             FROM family_network n LEFT JOIN household_member m USING (person_id)
             GROUP BY 1)
         SELECT count(*), count(*) FILTER (WHERE n_hh > 1) FROM hh""").fetchone()
-    return FamilyResult(run_id, n_edges, n_edges - n_unres, n_unres, by_rule, int(n_networks),
-                        int(n_multi), time.perf_counter() - t0)
+    return FamilyResult(
+        run_id,
+        n_edges,
+        n_edges - n_unres,
+        n_unres,
+        by_rule,
+        int(n_networks),
+        int(n_multi),
+        time.perf_counter() - t0,
+    )
 
 
 def _write_networks(con: duckdb.DuckDBPyConnection, run_id: str) -> None:
@@ -151,17 +163,24 @@ def _write_networks(con: duckdb.DuckDBPyConnection, run_id: str) -> None:
     edges = edges[edges["node_r"].isin(set(nodes["node"]))]
     api = DuckDBAPI(connection=duckdb.connect())
     clusters = cluster_pairwise_predictions_at_threshold(
-        nodes, edges, api, node_id_column_name="node",
-        edge_id_column_name_left="node_l", edge_id_column_name_right="node_r",
+        nodes,
+        edges,
+        api,
+        node_id_column_name="node",
+        edge_id_column_name_left="node_l",
+        edge_id_column_name_right="node_r",
     ).as_pandas_dataframe()
     con.register("_net", clusters)
     try:
         con.execute("DELETE FROM family_network")
         # Name a network after its lowest person id: deterministic, and stable while that
         # person stays in it.
-        con.execute("""
+        con.execute(
+            """
             INSERT INTO family_network
             SELECT 'F' || substr(min(node) OVER (PARTITION BY cluster_id), 2), node, ?
-            FROM _net WHERE node LIKE 'P%'""", [run_id])
+            FROM _net WHERE node LIKE 'P%'""",
+            [run_id],
+        )
     finally:
         con.unregister("_net")

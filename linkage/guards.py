@@ -40,8 +40,11 @@ def level_gammas(model_settings: dict[str, Any], name: str, labels: Collection[s
         out = set()
         for i, lv in enumerate(levels):
             label = str(lv.get("label_for_charts", ""))
-            if (label in labels or (i == 0 and "top" in labels)
-                    or (lv.get("sql_condition") == "ELSE" and "else" in labels)):
+            if (
+                label in labels
+                or (i == 0 and "top" in labels)
+                or (lv.get("sql_condition") == "ELSE" and "else" in labels)
+            ):
                 out.add(len(levels) - 1 - i)
         return out
     return set()
@@ -54,8 +57,7 @@ def _at(pairs: pd.DataFrame, name: str, gammas: set[int]) -> pd.Series:
     return pairs[col].isin(gammas)
 
 
-def household_shared_identifier(pairs: pd.DataFrame, model_settings: dict[str, Any]
-                                ) -> pd.Series:
+def household_shared_identifier(pairs: pd.DataFrame, model_settings: dict[str, Any]) -> pd.Series:
     """Pairs sharing an NHS number, phone or e-mail at one property whose forenames differ
     (below every similarity level) and whose dates of birth differ (no partial agreement
     either): two members of one household, one carrying the other's identifier."""
@@ -63,8 +65,9 @@ def household_shared_identifier(pairs: pd.DataFrame, model_settings: dict[str, A
     for name in SHARED_IDENTIFIERS:
         shared |= _at(pairs, name, level_gammas(model_settings, name, {"top"}))
     # the residence comparison's top level is one property whatever it is labelled
-    home = (level_gammas(model_settings, "residence", SAME_PROPERTY_LABELS)
-            or level_gammas(model_settings, "residence", {"top"}))
+    home = level_gammas(model_settings, "residence", SAME_PROPERTY_LABELS) or level_gammas(
+        model_settings, "residence", {"top"}
+    )
     same_home = _at(pairs, "residence", home)
     other_name = _at(pairs, "forename", level_gammas(model_settings, "forename", {"else"}))
     other_dob = _at(pairs, "birth_date", level_gammas(model_settings, "birth_date", {"else"}))
@@ -85,8 +88,9 @@ def same_dob_weak_forename(pairs: pd.DataFrame, model_settings: dict[str, Any]) 
     pairs were every false auto-match (two babies of one surname and birth date)."""
     weak = _at(pairs, "forename", level_gammas(model_settings, "forename", WEAK_FORENAME_LABELS))
     dob = _at(pairs, "birth_date", level_gammas(model_settings, "birth_date", {"top"}))
-    home = (level_gammas(model_settings, "residence", SAME_PROPERTY_LABELS)
-            or level_gammas(model_settings, "residence", {"top"}))
+    home = level_gammas(model_settings, "residence", SAME_PROPERTY_LABELS) or level_gammas(
+        model_settings, "residence", {"top"}
+    )
     support = _at(pairs, "residence", home)
     for name in (*SHARED_IDENTIFIERS, "upn"):
         support |= _at(pairs, name, level_gammas(model_settings, name, {"top"}))
@@ -99,9 +103,11 @@ def held_back(pairs: pd.DataFrame, model_settings: dict[str, Any]) -> pd.Series:
     identifier."""
     if pairs.empty:
         return pd.Series(False, index=pairs.index)
-    return (twin_like(pairs, model_settings)
-            | same_dob_weak_forename(pairs, model_settings)
-            | household_shared_identifier(pairs, model_settings))
+    return (
+        twin_like(pairs, model_settings)
+        | same_dob_weak_forename(pairs, model_settings)
+        | household_shared_identifier(pairs, model_settings)
+    )
 
 
 def dob_conflict_trusted(pairs: pd.DataFrame, model_settings: dict[str, Any]) -> pd.Series:
@@ -115,8 +121,9 @@ def dob_conflict_trusted(pairs: pd.DataFrame, model_settings: dict[str, Any]) ->
     pairs."""
     if pairs.empty:
         return pd.Series(False, index=pairs.index)
-    names = (_at(pairs, "forename", level_gammas(model_settings, "forename", {"top"}))
-             & _at(pairs, "surname", level_gammas(model_settings, "surname", {"top"})))
+    names = _at(pairs, "forename", level_gammas(model_settings, "forename", {"top"})) & _at(
+        pairs, "surname", level_gammas(model_settings, "surname", {"top"})
+    )
     # ...and no identifier of theirs disagrees: two people of one name and birth year in one
     # extract (a shared family e-mail outweighing different phones) stay cut apart.
     for name in (*SHARED_IDENTIFIERS, "upn"):

@@ -109,8 +109,12 @@ def _property_keys(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
         return keys.assign(property_key=keys["key"])
     api = DuckDBAPI(connection=duckdb.connect())  # scratch connection: the warehouse stays clean
     clusters = cluster_pairwise_predictions_at_threshold(
-        keys, edges, api, node_id_column_name="key",
-        edge_id_column_name_left="key_l", edge_id_column_name_right="key_r",
+        keys,
+        edges,
+        api,
+        node_id_column_name="key",
+        edge_id_column_name_left="key_l",
+        edge_id_column_name_right="key_r",
     ).as_pandas_dataframe()
     clusters = clusters.rename(columns={"cluster_id": "property_key"})[["key", "property_key"]]
     return clusters
@@ -120,8 +124,14 @@ def _property_keys(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
 # their evidence (measured on the synthetic ground truth: partners, children, household
 # members and step-parents always did, mothers 93%, fathers 76%: non-resident fathers).
 RELATIVE_WEIGHTS: dict[str, float] = {
-    "partner": 1.0, "child": 1.0, "household_member": 1.0, "step_parent": 1.0,
-    "mother": 0.9, "parent": 0.8, "carer": 0.8, "father": 0.6,
+    "partner": 1.0,
+    "child": 1.0,
+    "household_member": 1.0,
+    "step_parent": 1.0,
+    "mother": 0.9,
+    "parent": 0.8,
+    "carer": 0.8,
+    "father": 0.6,
 }
 OTHER_RELATIVE_WEIGHT = 0.5
 
@@ -131,13 +141,14 @@ def tenancy_agencies(mappings_dir: Path | None = None) -> list[str]:
     (mapping kind `housing`): the landlord's own statement of who lives there. Default: the
     hub's mappings folder (`JOINEDUP_MAPPINGS_DIR`, else the packaged one)."""
     directory = mappings_dir or default_mappings_dir()
-    return sorted(code for code, m in load_all_mappings(directory).items()
-                  if m.kind == "housing")
+    return sorted(code for code, m in load_all_mappings(directory).items() if m.kind == "housing")
 
 
-def current_property(con: duckdb.DuckDBPyConnection,
-                     tenancies: Collection[str] = (),
-                     props: pd.DataFrame | None = None) -> pd.DataFrame:
+def current_property(
+    con: duckdb.DuckDBPyConnection,
+    tenancies: Collection[str] = (),
+    props: pd.DataFrame | None = None,
+) -> pd.DataFrame:
     """person_id -> property_key, n_agencies_agreeing.
 
     Evidence, strongest first: the person's own records (one vote per agency; a tenancy's
@@ -150,12 +161,14 @@ def current_property(con: duckdb.DuckDBPyConnection,
     lives. `props`: _property_keys(con), when the caller has it already."""
     props = _property_keys(con) if props is None else props
     resolve_related(con)
-    weights = pd.DataFrame({"relationship": list(RELATIVE_WEIGHTS),
-                            "w": list(RELATIVE_WEIGHTS.values())})
+    weights = pd.DataFrame(
+        {"relationship": list(RELATIVE_WEIGHTS), "w": list(RELATIVE_WEIGHTS.values())}
+    )
     con.register("_prop_keys", props)
     con.register("_rel_weights", weights)
     try:
-        return con.execute("""
+        return con.execute(
+            """
             WITH ev AS (
                 SELECT record_ref, max(event_date) AS event_date FROM payload GROUP BY record_ref
             ), rec_all AS (
@@ -241,20 +254,25 @@ def current_property(con: duckdb.DuckDBPyConnection,
             UNION ALL
             SELECT person_id, property_key, 0 FROM fallback
             WHERE person_id NOT IN (SELECT person_id FROM chosen)
-            """, [list(tenancies), OTHER_RELATIVE_WEIGHT, OTHER_RELATIVE_WEIGHT]).df()
+            """,
+            [list(tenancies), OTHER_RELATIVE_WEIGHT, OTHER_RELATIVE_WEIGHT],
+        ).df()
     finally:
         con.unregister("_prop_keys")
         con.unregister("_rel_weights")
 
 
-def relationship_to_lead(con: duckdb.DuckDBPyConnection, placed: pd.DataFrame,
-                         props: pd.DataFrame) -> pd.Series:
+def relationship_to_lead(
+    con: duckdb.DuckDBPyConnection, placed: pd.DataFrame, props: pd.DataFrame
+) -> pd.Series:
     """person_id -> relationship_to_lead, from the person's latest record (event date, else
     extract date) whose address is the property they were placed at. Empty when no agency
     sends the field (or the warehouse predates it)."""
-    has = con.execute("SELECT count(*) FROM duckdb_columns() WHERE table_name = 'payload' "
-                      "AND column_name = 'relationship_to_lead' "
-                      "AND database_name = current_database()").fetchall()[0][0]
+    has = con.execute(
+        "SELECT count(*) FROM duckdb_columns() WHERE table_name = 'payload' "
+        "AND column_name = 'relationship_to_lead' "
+        "AND database_name = current_database()"
+    ).fetchall()[0][0]
     if not has or placed.empty:
         return pd.Series(dtype=object)
     con.register("_rtl_keys", props)
@@ -279,8 +297,11 @@ def relationship_to_lead(con: duckdb.DuckDBPyConnection, placed: pd.DataFrame,
     return got.set_index("person_id")["rel"]
 
 
-def household_groups(con: duckdb.DuckDBPyConnection, placed: pd.DataFrame,
-                     min_persons: int = GROUP_QUARTERS_MIN_PERSONS) -> pd.DataFrame:
+def household_groups(
+    con: duckdb.DuckDBPyConnection,
+    placed: pd.DataFrame,
+    min_persons: int = GROUP_QUARTERS_MIN_PERSONS,
+) -> pd.DataFrame:
     """`placed` (person_id, property_key, ...) + `group`: the property for an ordinary home;
     in group quarters (`min_persons` or more persons placed at one property) one group per
     family of resolved relatives living there, and one per person without any. Needs the
@@ -306,35 +327,45 @@ def household_groups(con: duckdb.DuckDBPyConnection, placed: pd.DataFrame,
         family = nodes.assign(cluster_id=nodes["person_id"])
     else:
         family = cluster_pairwise_predictions_at_threshold(
-            nodes, edges, DuckDBAPI(connection=duckdb.connect()),
-            node_id_column_name="person_id", edge_id_column_name_left="person_id_l",
-            edge_id_column_name_right="person_id_r").as_pandas_dataframe()
+            nodes,
+            edges,
+            DuckDBAPI(connection=duckdb.connect()),
+            node_id_column_name="person_id",
+            edge_id_column_name_left="person_id_l",
+            edge_id_column_name_right="person_id_r",
+        ).as_pandas_dataframe()
     family = family.set_index("person_id")["cluster_id"]
     in_gq = size >= min_persons
-    placed.loc[in_gq, "group"] = (placed.loc[in_gq, "property_key"] + "/"
-                                  + placed.loc[in_gq, "person_id"].map(family).astype(str))
+    placed.loc[in_gq, "group"] = (
+        placed.loc[in_gq, "property_key"]
+        + "/"
+        + placed.loc[in_gq, "person_id"].map(family).astype(str)
+    )
     return placed
 
 
-def build_households(con: duckdb.DuckDBPyConnection, run_id: str,
-                     tenancies: Collection[str] | None = None,
-                     mappings_dir: Path | None = None,
-                     group_quarters_min_persons: int = GROUP_QUARTERS_MIN_PERSONS
-                     ) -> HouseholdResult:
+def build_households(
+    con: duckdb.DuckDBPyConnection,
+    run_id: str,
+    tenancies: Collection[str] | None = None,
+    mappings_dir: Path | None = None,
+    group_quarters_min_persons: int = GROUP_QUARTERS_MIN_PERSONS,
+) -> HouseholdResult:
     """Households for the current persons. `tenancies`: agencies whose related persons are
     tenancy members (default: the agencies of kind housing in `mappings_dir`, the hub's
     mappings folder)."""
     t0 = time.perf_counter()
     con.execute(HOUSEHOLD_DDL)
     props = _property_keys(con)
-    placed = current_property(con, tenancy_agencies(mappings_dir) if tenancies is None
-                              else tenancies, props)
-    placed["relationship_to_lead"] = placed["person_id"].map(
-        relationship_to_lead(con, placed, props)).astype(object)
+    placed = current_property(
+        con, tenancy_agencies(mappings_dir) if tenancies is None else tenancies, props
+    )
+    placed["relationship_to_lead"] = (
+        placed["person_id"].map(relationship_to_lead(con, placed, props)).astype(object)
+    )
     placed = household_groups(con, placed, group_quarters_min_persons)
     n_gq = int(placed.loc[placed["group"] != placed["property_key"], "property_key"].nunique())
-    n_persons = con.execute(
-        "SELECT count(*) FROM person WHERE status = 'active'").fetchone()[0]
+    n_persons = con.execute("SELECT count(*) FROM person WHERE status = 'active'").fetchone()[0]
     new = placed.rename(columns={"person_id": "member"})
     prev = con.execute("""
         SELECT m.person_id AS member, m.household_id AS id
@@ -342,14 +373,22 @@ def build_households(con: duckdb.DuckDBPyConnection, run_id: str,
         WHERE h.status = 'active'""").df()
     mapping = assign_stable_ids(con, new[["member", "group"]], prev, HOUSEHOLD_SEQUENCE, "H")
     placed["household_id"] = placed["group"].map(mapping.group_to_id)
-    agencies = con.execute("""
+    agencies = (
+        con.execute("""
         SELECT rp.person_id, count(DISTINCT rp.agency) AS n FROM record_person rp GROUP BY 1
-        """).df().set_index("person_id")["n"]
+        """)
+        .df()
+        .set_index("person_id")["n"]
+    )
     placed["person_agencies"] = placed["person_id"].map(agencies).fillna(0).astype(int)
-    stats = placed.groupby(["household_id", "property_key"]).agg(
-        n_members=("person_id", "size"), n_agencies=("person_agencies", "max")).reset_index()
+    stats = (
+        placed.groupby(["household_id", "property_key"])
+        .agg(n_members=("person_id", "size"), n_agencies=("person_agencies", "max"))
+        .reset_index()
+    )
     lineage = mapping.lineage.assign(
-        run_id=run_id, household_id=mapping.lineage["group"].map(mapping.group_to_id))
+        run_id=run_id, household_id=mapping.lineage["group"].map(mapping.group_to_id)
+    )
     lineage = lineage[["run_id", "household_id", "previous_id", "overlap"]]
 
     con.register("_hh_stats", stats)
@@ -357,29 +396,43 @@ def build_households(con: duckdb.DuckDBPyConnection, run_id: str,
     con.register("_hh_lineage", lineage)
     try:
         with atomic(con):
-            con.execute("""
+            con.execute(
+                """
                 INSERT INTO household
                 SELECT household_id, 'active', ?, ?, NULL, property_key, n_members, n_agencies
                 FROM _hh_stats
                 ON CONFLICT (household_id) DO UPDATE SET status = 'active',
                     last_run_id = excluded.last_run_id, property_key = excluded.property_key,
                     n_members = excluded.n_members, n_agencies = excluded.n_agencies
-                """, [run_id, run_id])
+                """,
+                [run_id, run_id],
+            )
             if mapping.retired:
-                con.execute("UPDATE household SET status = 'retired', retired_run_id = ? "
-                            "WHERE list_contains(?, household_id)", [run_id, mapping.retired])
+                con.execute(
+                    "UPDATE household SET status = 'retired', retired_run_id = ? "
+                    "WHERE list_contains(?, household_id)",
+                    [run_id, mapping.retired],
+                )
             # household_member holds the current run's membership only; lineage keeps history.
             con.execute("DELETE FROM household_member")
-            con.execute("""INSERT INTO household_member (household_id, person_id, run_id,
+            con.execute(
+                """INSERT INTO household_member (household_id, person_id, run_id,
                            n_agencies_agreeing, relationship_to_lead)
                            SELECT household_id, person_id, ?, n_agencies_agreeing,
-                           relationship_to_lead FROM _hh_members""", [run_id])
+                           relationship_to_lead FROM _hh_members""",
+                [run_id],
+            )
             con.execute("INSERT INTO household_lineage SELECT * FROM _hh_lineage")
     finally:
         for t in ("_hh_stats", "_hh_members", "_hh_lineage"):
             con.unregister(t)
     return HouseholdResult(
-        run_id=run_id, n_households=len(stats), n_new=len(mapping.new_groups),
-        n_retired=len(mapping.retired), n_persons_placed=len(placed),
+        run_id=run_id,
+        n_households=len(stats),
+        n_new=len(mapping.new_groups),
+        n_retired=len(mapping.retired),
+        n_persons_placed=len(placed),
         n_persons_without_address=max(0, int(n_persons) - len(placed)),
-        seconds=time.perf_counter() - t0, n_group_quarters=n_gq)
+        seconds=time.perf_counter() - t0,
+        n_group_quarters=n_gq,
+    )

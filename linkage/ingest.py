@@ -88,8 +88,9 @@ class HubExpectations:
     link_key_versions: frozenset[int] = frozenset({1})
 
     @classmethod
-    def load(cls, paths: HubPaths,
-             link_key_versions: Iterable[int] | None = None) -> HubExpectations:
+    def load(
+        cls, paths: HubPaths, link_key_versions: Iterable[int] | None = None
+    ) -> HubExpectations:
         if link_key_versions is None:  # the hub's config (hub/link_keys.json), v1 by default
             from linkage.rekey import accepted_link_key_versions
 
@@ -131,8 +132,9 @@ def check_contract(vm: VerifiedManifest, expect: HubExpectations) -> None:
         if got != want:
             raise BatchRefused("version_mismatch", f"{name} {got} != hub's {want}")
     if vm.link_key_version not in expect.link_key_versions:
-        raise BatchRefused("version_mismatch",
-                           f"link_key_version {vm.link_key_version} not accepted by the hub")
+        raise BatchRefused(
+            "version_mismatch", f"link_key_version {vm.link_key_version} not accepted by the hub"
+        )
     if vm.extract_kind not in ("snapshot", "delta"):
         raise BatchRefused("manifest_invalid", f"extract_kind {vm.extract_kind!r}")
     allowed = {
@@ -147,8 +149,7 @@ def check_contract(vm: VerifiedManifest, expect: HubExpectations) -> None:
         try:
             cols = _columns(path)
         except (pa.ArrowException, OSError, ValueError):
-            raise BatchRefused("file_unreadable", f"{name}: not a readable Parquet file"
-                               ) from None
+            raise BatchRefused("file_unreadable", f"{name}: not a readable Parquet file") from None
         extra = sorted(cols - cols_allowed)
         if extra:
             # The hub refuses information outside the data-sharing agreement.
@@ -163,45 +164,60 @@ def check_contract(vm: VerifiedManifest, expect: HubExpectations) -> None:
         try:
             cols = _columns(vm.batch_dir / PRESENT_FILE)
         except (pa.ArrowException, OSError, ValueError):
-            raise BatchRefused("file_unreadable", f"{PRESENT_FILE}: not a readable Parquet "
-                               "file") from None
+            raise BatchRefused(
+                "file_unreadable", f"{PRESENT_FILE}: not a readable Parquet file"
+            ) from None
         if cols != PRESENT_COLUMNS:  # refs only: no payload, no identifiers
-            raise BatchRefused("column_not_in_agreement" if cols - PRESENT_COLUMNS
-                               else "column_missing", f"{PRESENT_FILE}: {sorted(cols)}")
+            raise BatchRefused(
+                "column_not_in_agreement" if cols - PRESENT_COLUMNS else "column_missing",
+                f"{PRESENT_FILE}: {sorted(cols)}",
+            )
     # Row labels (agency, batch_id, refs) are checked on the staged rows: row_checks.
 
 
-def _load(con: duckdb.DuckDBPyConnection, vm: VerifiedManifest, sha: str,
-          expect: HubExpectations) -> dict[str, int]:
+def _load(
+    con: duckdb.DuckDBPyConnection, vm: VerifiedManifest, sha: str, expect: HubExpectations
+) -> dict[str, int]:
     """Load one verified batch inside the caller's transaction."""
     d = vm.batch_dir
-    ident, rel, pay = (str(d / n) for n in ("identifiers.parquet", "related.parquet",
-                                             "payload.parquet"))
+    ident, rel, pay = (
+        str(d / n) for n in ("identifiers.parquet", "related.parquet", "payload.parquet")
+    )
     enc = expect.encoding
     sel = ", ".join(
-        [f'"{c}"::BIT AS "{c}"' if c in enc.bloom_columns else f'"{c}"'
-         for c in ["record_ref", "agency", "batch_id", *enc.encoded_columns]])
-    con.execute(f"CREATE OR REPLACE TEMP TABLE _new_ident AS SELECT {sel} FROM read_parquet(?)",
-                [ident])
+        [
+            f'"{c}"::BIT AS "{c}"' if c in enc.bloom_columns else f'"{c}"'
+            for c in ["record_ref", "agency", "batch_id", *enc.encoded_columns]
+        ]
+    )
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE _new_ident AS SELECT {sel} FROM read_parquet(?)", [ident]
+    )
     rel_sel = sel + ', "slot", "relationship"'
-    con.execute(f"CREATE OR REPLACE TEMP TABLE _new_rel AS SELECT {rel_sel} FROM read_parquet(?)",
-                [rel])
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE _new_rel AS SELECT {rel_sel} FROM read_parquet(?)", [rel]
+    )
     pay_cols = _columns(Path(pay))
     con.execute("CREATE OR REPLACE TEMP TABLE _new_pay AS SELECT * FROM read_parquet(?)", [pay])
     if PRESENT_FILE in vm.files:
-        con.execute("""CREATE OR REPLACE TEMP TABLE _new_present AS SELECT
+        con.execute(
+            """CREATE OR REPLACE TEMP TABLE _new_present AS SELECT
                        CAST(record_ref AS VARCHAR) AS record_ref, agency, batch_id
-                       FROM read_parquet(?)""", [str(d / PRESENT_FILE)])
+                       FROM read_parquet(?)""",
+            [str(d / PRESENT_FILE)],
+        )
     else:
         con.execute("""CREATE OR REPLACE TEMP TABLE _new_present (record_ref VARCHAR,
                        agency VARCHAR, batch_id VARCHAR)""")
-    pay_types = dict(con.execute(
-        "SELECT column_name, data_type FROM duckdb_columns() WHERE table_name = 'payload' "
-        "AND database_name = current_database()").fetchall())
+    pay_types = dict(
+        con.execute(
+            "SELECT column_name, data_type FROM duckdb_columns() WHERE table_name = 'payload' "
+            "AND database_name = current_database()"
+        ).fetchall()
+    )
     # Every row the signing agency's, this batch's, typed as agreed: or nothing is written.
     check_ownership(con, vm)
-    check_payload_types(con, sorted(pay_cols - {"record_ref", "agency", "batch_id"}),
-                        pay_types)
+    check_payload_types(con, sorted(pay_cols - {"record_ref", "agency", "batch_id"}), pay_types)
 
     # Every retire, delete and upsert is scoped to (signing agency, record_ref).
     retired = 0
@@ -209,49 +225,82 @@ def _load(con: duckdb.DuckDBPyConnection, vm: VerifiedManifest, sha: str,
         # A snapshot is the agency's whole current picture: records it no longer sends retire,
         # except those it lists as present but quarantined (kept as they are). One that would
         # retire too many waits for an operator (linkage.snapshot_hold: raises RetirementHeld).
-        retired = snapshot_hold.check(con, vm, sha,
-                                      expect.contracts[vm.agency].max_retire_share)
-        con.execute("""INSERT INTO record_retired
+        retired = snapshot_hold.check(con, vm, sha, expect.contracts[vm.agency].max_retire_share)
+        con.execute(
+            """INSERT INTO record_retired
                        SELECT record_ref, agency, ?, now() FROM identifiers x
                        WHERE agency = ? AND NOT EXISTS (
                            SELECT 1 FROM _new_ident n WHERE n.record_ref = x.record_ref)
                        AND NOT EXISTS (
                            SELECT 1 FROM _new_present p WHERE p.record_ref = x.record_ref)
-                    """, [vm.batch_id, vm.agency])
+                    """,
+            [vm.batch_id, vm.agency],
+        )
         for t in ("identifiers", "related", "payload"):
-            con.execute(f"""DELETE FROM {t} x WHERE agency = ? AND NOT EXISTS (
+            con.execute(
+                f"""DELETE FROM {t} x WHERE agency = ? AND NOT EXISTS (
                             SELECT 1 FROM _new_present p WHERE p.record_ref = x.record_ref)""",
-                        [vm.agency])
+                [vm.agency],
+            )
     else:
         for t in ("identifiers", "related", "payload"):
-            con.execute(f"DELETE FROM {t} WHERE agency = ? AND record_ref IN "
-                        "(SELECT record_ref FROM _new_ident)", [vm.agency])
+            con.execute(
+                f"DELETE FROM {t} WHERE agency = ? AND record_ref IN "
+                "(SELECT record_ref FROM _new_ident)",
+                [vm.agency],
+            )
 
     cols = ", ".join(f'"{c}"' for c in ["record_ref", "agency", "batch_id", *enc.encoded_columns])
     con.execute(f"INSERT INTO identifiers ({cols}) SELECT {cols} FROM _new_ident")
-    con.execute(f'INSERT INTO related ({cols}, "slot", "relationship") '
-                f'SELECT {cols}, "slot", "relationship" FROM _new_rel')
+    con.execute(
+        f'INSERT INTO related ({cols}, "slot", "relationship") '
+        f'SELECT {cols}, "slot", "relationship" FROM _new_rel'
+    )
     pcols = ", ".join(f'"{c}"' for c in sorted(pay_cols))
     # CAST, not TRY_CAST: check_payload_types refused any value that would become NULL.
     casts = ", ".join(f'CAST("{c}" AS {pay_types[c]})' for c in sorted(pay_cols))
     con.execute(f"INSERT INTO payload ({pcols}) SELECT {casts} FROM _new_pay")
-    counts = {t: con.execute(f"SELECT count(*) FROM {src}").fetchone()[0]
-              for t, src in (("identifiers", "_new_ident"), ("related", "_new_rel"),
-                             ("payload", "_new_pay"), ("present", "_new_present"))}
+    counts = {
+        t: con.execute(f"SELECT count(*) FROM {src}").fetchone()[0]
+        for t, src in (
+            ("identifiers", "_new_ident"),
+            ("related", "_new_rel"),
+            ("payload", "_new_pay"),
+            ("present", "_new_present"),
+        )
+    }
     # Signed and shape-checked by verify_batch (ig_bridge.manifest): guards, reason, figures.
     forced = vm.raw.get(FORCED_KEY)
-    con.execute("""INSERT INTO batch (batch_id, agency, sequence, extract_kind, created_at,
+    con.execute(
+        """INSERT INTO batch (batch_id, agency, sequence, extract_kind, created_at,
                    ingested_at, manifest_sha256, mapping_version, encoding_spec_version,
                    link_key_version, ref_key_version, rows_read, rows_accepted, rows_quarantined,
                    identifiers_rows, related_rows, payload_rows, forced_guards, forced_reason,
                    present_refs, records_retired)
                    VALUES (?, ?, ?, ?, ?, now(), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-                [vm.batch_id, vm.agency, vm.sequence, vm.extract_kind, vm.created_at, sha,
-                 vm.mapping_version, vm.encoding_spec_version, vm.link_key_version,
-                 vm.ref_key_version, vm.rows.get("read"), vm.rows.get("accepted"),
-                 vm.rows.get("quarantined"), counts["identifiers"], counts["related"],
-                 counts["payload"], ",".join(forced["guards"]) if forced else None,
-                 forced["reason"] if forced else None, counts["present"], retired])
+        [
+            vm.batch_id,
+            vm.agency,
+            vm.sequence,
+            vm.extract_kind,
+            vm.created_at,
+            sha,
+            vm.mapping_version,
+            vm.encoding_spec_version,
+            vm.link_key_version,
+            vm.ref_key_version,
+            vm.rows.get("read"),
+            vm.rows.get("accepted"),
+            vm.rows.get("quarantined"),
+            counts["identifiers"],
+            counts["related"],
+            counts["payload"],
+            ",".join(forced["guards"]) if forced else None,
+            forced["reason"] if forced else None,
+            counts["present"],
+            retired,
+        ],
+    )
     record_field_problems(con, vm.batch_id, vm.agency, vm.raw)
     snapshot_hold.mark_applied(con, vm)
     for t in ("_new_ident", "_new_rel", "_new_pay", "_new_present"):
@@ -259,13 +308,13 @@ def _load(con: duckdb.DuckDBPyConnection, vm: VerifiedManifest, sha: str,
     return counts
 
 
-def _refuse(con: duckdb.DuckDBPyConnection, paths: HubPaths, batch_dir: Path, agency: str,
-            exc: BatchRefused) -> BatchOutcome:
+def _refuse(
+    con: duckdb.DuckDBPyConnection, paths: HubPaths, batch_dir: Path, agency: str, exc: BatchRefused
+) -> BatchOutcome:
     """Refuse a batch whole: its manifest and the reason are kept, its data files destroyed
     (linkage.batch_store.refuse); `agency` is the folder it landed in."""
     _dest, reason = batch_store.refuse(con, paths, batch_dir, agency, exc)
-    return BatchOutcome(batch_dir.name, agency, "refused", exc.reason_code,
-                        str(reason["detail"]))
+    return BatchOutcome(batch_dir.name, agency, "refused", exc.reason_code, str(reason["detail"]))
 
 
 def _sequence_hint(batch_dir: Path) -> tuple[int, str]:
@@ -277,20 +326,25 @@ def _sequence_hint(batch_dir: Path) -> tuple[int, str]:
     return seq, batch_dir.name
 
 
-def receive_landing(paths: HubPaths, con: duckdb.DuckDBPyConnection | None = None,
-                    only: Iterable[tuple[str, str]] | None = None) -> Custody:
+def receive_landing(
+    paths: HubPaths,
+    con: duckdb.DuckDBPyConnection | None = None,
+    only: Iterable[tuple[str, str]] | None = None,
+) -> Custody:
     """Take landed batches (all, or the given (agency, batch) pairs) into hub custody:
     unsealed into hub/incoming/ through no-follow fds (linkage.custody). Items refused on the
     way are recorded (refused/ + the refused_batch table) and removed from the landing zone."""
     keys = load_hub_sealing_keys(paths.keys)
-    custody = take_custody(paths.landing, paths.incoming, keys,
-                           only=set(only) if only is not None else None)
+    custody = take_custody(
+        paths.landing, paths.incoming, keys, only=set(only) if only is not None else None
+    )
     batch_store.record_custody_refusals(paths, custody.refused, con)
     return custody
 
 
-def pending_batches(paths: HubPaths, con: duckdb.DuckDBPyConnection | None = None
-                    ) -> list[tuple[str, Path]]:
+def pending_batches(
+    paths: HubPaths, con: duckdb.DuckDBPyConnection | None = None
+) -> list[tuple[str, Path]]:
     """Take custody of everything landed, then (agency, hub-private batch folder) for every
     batch in custody, per agency in (unverified) manifest sequence order."""
     receive_landing(paths, con)
@@ -305,12 +359,17 @@ def batches_in_custody(paths: HubPaths) -> list[tuple[str, Path]]:
 
 
 def _refused_outcomes(custody: Custody) -> list[BatchOutcome]:
-    return [BatchOutcome(r.item, r.agency, "refused", r.reason_code, r.detail)
-            for r in custody.refused]
+    return [
+        BatchOutcome(r.item, r.agency, "refused", r.reason_code, r.detail) for r in custody.refused
+    ]
 
 
-def _custody_of(paths: HubPaths, con: duckdb.DuckDBPyConnection, batch_dirs: Iterable[Path],
-                report: IngestReport) -> list[tuple[str, Path]]:
+def _custody_of(
+    paths: HubPaths,
+    con: duckdb.DuckDBPyConnection,
+    batch_dirs: Iterable[Path],
+    report: IngestReport,
+) -> list[tuple[str, Path]]:
     """The hub-private folders for the given batches: a landed one is taken into custody
     first (refusals go to the report), one already in custody is used as it is."""
     given = [Path(b) for b in batch_dirs]
@@ -318,21 +377,43 @@ def _custody_of(paths: HubPaths, con: duckdb.DuckDBPyConnection, batch_dirs: Ite
     landed = {(b.parent.name, b.name) for b in given if b.parent.parent.resolve() == landing}
     if landed:
         report.outcomes.extend(_refused_outcomes(receive_landing(paths, con, only=landed)))
-    return [(b.parent.name, paths.incoming / b.parent.name / b.name
-             if (b.parent.name, b.name) in landed else b) for b in given]
+    return [
+        (
+            b.parent.name,
+            paths.incoming / b.parent.name / b.name if (b.parent.name, b.name) in landed else b,
+        )
+        for b in given
+    ]
 
 
 #: What a malformed batch can make the readers raise: the batch's fault, refused with a reason.
-BATCH_FAULTS = (pa.ArrowException, ValueError, TypeError, KeyError, AttributeError,
-                UnicodeError, RecursionError)
+BATCH_FAULTS = (
+    pa.ArrowException,
+    ValueError,
+    TypeError,
+    KeyError,
+    AttributeError,
+    UnicodeError,
+    RecursionError,
+)
 #: DuckDB errors that mean the batch's values do not fit (refused), not that the hub failed.
-DATA_ERRORS = (duckdb.ConversionException, duckdb.ConstraintException,
-               duckdb.InvalidInputException, duckdb.OutOfRangeException)
+DATA_ERRORS = (
+    duckdb.ConversionException,
+    duckdb.ConstraintException,
+    duckdb.InvalidInputException,
+    duckdb.OutOfRangeException,
+)
 
 
-def ingest_batch(con: duckdb.DuckDBPyConnection, paths: HubPaths, batch_dir: Path,
-                 expect: HubExpectations, public_keys: dict[str, bytes], *,
-                 landed_agency: str | None = None) -> BatchOutcome:
+def ingest_batch(
+    con: duckdb.DuckDBPyConnection,
+    paths: HubPaths,
+    batch_dir: Path,
+    expect: HubExpectations,
+    public_keys: dict[str, bytes],
+    *,
+    landed_agency: str | None = None,
+) -> BatchOutcome:
     """Verify one batch in hub-private storage and load it, hold it or refuse it whole.
 
     `landed_agency`: the agency folder it landed in (default: `batch_dir`'s parent's name);
@@ -347,17 +428,32 @@ def ingest_batch(con: duckdb.DuckDBPyConnection, paths: HubPaths, batch_dir: Pat
     except BatchRefused as exc:
         return _refuse(con, paths, batch_dir, agency, batch_store.spent(exc, vm))
     except BATCH_FAULTS as exc:
-        return _refuse(con, paths, batch_dir, agency, batch_store.spent(
-            BatchRefused("batch_unreadable", type(exc).__name__), vm))
+        return _refuse(
+            con,
+            paths,
+            batch_dir,
+            agency,
+            batch_store.spent(BatchRefused("batch_unreadable", type(exc).__name__), vm),
+        )
     if decision in ("already_ingested", "already_held"):
         batch_store.destroy(batch_dir)  # the same signed bytes are already in (or waiting)
         return BatchOutcome(vm.batch_id, vm.agency, decision)
     if decision == "hold":
         where, waiting_for = sequence.hold(con, paths, vm, sha)
-        log.warning("held batch %s/%s: sequence %s waits for %s", vm.agency, vm.batch_id,
-                    vm.sequence, waiting_for)
-        return BatchOutcome(vm.batch_id, vm.agency, "held", "sequence_gap",
-                            f"sequence {vm.sequence} waits for {waiting_for}; kept at {where}")
+        log.warning(
+            "held batch %s/%s: sequence %s waits for %s",
+            vm.agency,
+            vm.batch_id,
+            vm.sequence,
+            waiting_for,
+        )
+        return BatchOutcome(
+            vm.batch_id,
+            vm.agency,
+            "held",
+            "sequence_gap",
+            f"sequence {vm.sequence} waits for {waiting_for}; kept at {where}",
+        )
     con.execute("BEGIN TRANSACTION")
     try:
         counts = _load(con, vm, sha, expect)
@@ -366,18 +462,29 @@ def ingest_batch(con: duckdb.DuckDBPyConnection, paths: HubPaths, batch_dir: Pat
     except snapshot_hold.RetirementHeld as held:
         con.execute("ROLLBACK")  # nothing applied, nothing retired
         snapshot_hold.record_hold(con, vm, sha, held)
-        where, _ = sequence.hold(con, paths, vm, sha,
-                                 reason=f"{snapshot_hold.REASON_CODE}: {held.detail}")
-        return BatchOutcome(vm.batch_id, vm.agency, "held", snapshot_hold.REASON_CODE,
-                            f"{held.detail}; kept at {where}")
+        where, _ = sequence.hold(
+            con, paths, vm, sha, reason=f"{snapshot_hold.REASON_CODE}: {held.detail}"
+        )
+        return BatchOutcome(
+            vm.batch_id,
+            vm.agency,
+            "held",
+            snapshot_hold.REASON_CODE,
+            f"{held.detail}; kept at {where}",
+        )
     except BatchRefused as exc:
         con.execute("ROLLBACK")
         return _refuse(con, paths, batch_dir, agency, batch_store.spent(exc, vm))
     except DATA_ERRORS as exc:
         con.execute("ROLLBACK")
         # A type or constraint failure is the batch's fault: refuse it whole, load nothing.
-        return _refuse(con, paths, batch_dir, agency,
-                       batch_store.spent(BatchRefused("load_failed", type(exc).__name__), vm))
+        return _refuse(
+            con,
+            paths,
+            batch_dir,
+            agency,
+            batch_store.spent(BatchRefused("load_failed", type(exc).__name__), vm),
+        )
     except BaseException:
         # Anything else is the hub's (a bug, a full disk): nothing loaded, the batch stays
         # where it is for the next run, never refused and destroyed for the hub's fault.
@@ -393,13 +500,21 @@ def _guarded(step, batch_dir: Path, agency: str) -> BatchOutcome:  # noqa: ANN00
     try:
         return step()
     except Exception as exc:  # noqa: BLE001 - one batch must never stop the others
-        log.exception("batch %s/%s not processed (%s); left in place for the next run",
-                      agency, batch_dir.name, type(exc).__name__)
+        log.exception(
+            "batch %s/%s not processed (%s); left in place for the next run",
+            agency,
+            batch_dir.name,
+            type(exc).__name__,
+        )
         return BatchOutcome(batch_dir.name, agency, "error", type(exc).__name__)
 
 
-def release_held(con: duckdb.DuckDBPyConnection, paths: HubPaths, expect: HubExpectations,
-                 public_keys: dict[str, bytes]) -> list[BatchOutcome]:
+def release_held(
+    con: duckdb.DuckDBPyConnection,
+    paths: HubPaths,
+    expect: HubExpectations,
+    public_keys: dict[str, bytes],
+) -> list[BatchOutcome]:
     """Load (or refuse) every held batch whose turn has come, in sequence order, until none
     is ready. Held re-keying batches are applied here too (they share the counter)."""
     out: list[BatchOutcome] = []
@@ -413,18 +528,25 @@ def release_held(con: duckdb.DuckDBPyConnection, paths: HubPaths, expect: HubExp
 
             def step(h: sequence.Held = held) -> BatchOutcome:
                 r = apply_rekey_with(con, paths, h.path, public_keys)
-                return BatchOutcome(r.batch_id, r.agency, r.status, r.reason_code, r.detail,
-                                    rows=r.rows or {})
+                return BatchOutcome(
+                    r.batch_id, r.agency, r.status, r.reason_code, r.detail, rows=r.rows or {}
+                )
         else:
+
             def step(h: sequence.Held = held) -> BatchOutcome:
                 return ingest_batch(con, paths, h.path, expect, public_keys)
+
         out.append(_guarded(step, held.path, held.agency))
     return out
 
 
-def ingest_landing(paths: HubPaths, *, batch_dirs: Iterable[Path] | None = None,
-                   progress: bool = False,
-                   expectations: HubExpectations | None = None) -> IngestReport:
+def ingest_landing(
+    paths: HubPaths,
+    *,
+    batch_dirs: Iterable[Path] | None = None,
+    progress: bool = False,
+    expectations: HubExpectations | None = None,
+) -> IngestReport:
     """Take every landed batch (or the given ones) into hub custody, verify and load each
     into the warehouse, then every held batch whose turn has come. `batch_dirs=[]` only
     releases held batches."""
@@ -444,15 +566,20 @@ def ingest_landing(paths: HubPaths, *, batch_dirs: Iterable[Path] | None = None,
                 todo = batches_in_custody(paths)
             if progress:
                 from rich.progress import track
+
                 items: Iterable[tuple[str, Path]] = track(todo, description="Ingesting batches")
             else:
                 items = todo
             for agency, bdir in items:
                 if not bdir.exists() and not bdir.is_symlink():  # moved by an earlier run
                     continue
-                report.outcomes.append(_guarded(
-                    lambda b=bdir: ingest_batch(con, paths, b, expect, public_keys),
-                    bdir, agency))
+                report.outcomes.append(
+                    _guarded(
+                        lambda b=bdir: ingest_batch(con, paths, b, expect, public_keys),
+                        bdir,
+                        agency,
+                    )
+                )
             report.outcomes.extend(release_held(con, paths, expect, public_keys))
             if report.accepted:
                 refresh_linkage_input(con)

@@ -44,7 +44,6 @@ ORDER_TABLE = "linkage_record_order"
 ORDER_COLUMN = "ord"
 
 
-
 def popcount_column(bloom: str) -> str:
     """Name of the input column holding a Bloom filter's popcount (see `prepare_input`)."""
     return f"pop_{bloom}"
@@ -52,7 +51,8 @@ def popcount_column(bloom: str) -> str:
 
 def _first_bad_row(con: duckdb.DuckDBPyConnection, source: str, bad_sql: str) -> tuple | None:
     rows = con.execute(
-        f"SELECT agency, record_ref FROM {source} s WHERE {bad_sql} LIMIT 1").fetchall()
+        f"SELECT agency, record_ref FROM {source} s WHERE {bad_sql} LIMIT 1"
+    ).fetchall()
     return rows[0] if rows else None
 
 
@@ -88,12 +88,14 @@ def prepare_input(con: duckdb.DuckDBPyConnection, source: str = "identifiers") -
     # several batches of a record. The window costs a sort of every column, so only then.
     dupes = con.execute(f"""SELECT count(*) - count(DISTINCT (agency, record_ref))
                             FROM {source}""").fetchall()[0][0]
-    latest = (f"(SELECT * FROM {source} QUALIFY row_number() OVER ("
-              "PARTITION BY agency, record_ref ORDER BY batch_id DESC) = 1)"
-              if dupes else source)
+    latest = (
+        f"(SELECT * FROM {source} QUALIFY row_number() OVER ("
+        "PARTITION BY agency, record_ref ORDER BY batch_id DESC) = 1)"
+        if dupes
+        else source
+    )
     # A converted row `f` is current for source row `s`: same record, same content.
-    current = (f"f.agency = s.agency AND f.record_ref = s.record_ref "
-               f"AND f.src_hash = {row_hash}")
+    current = f"f.agency = s.agency AND f.record_ref = s.record_ref AND f.src_hash = {row_hash}"
     stored = _stored_layout(con)
     if stored is not None and stored["source_columns"] == cols:
         changed, gone = con.execute(f"""
@@ -125,17 +127,23 @@ def prepare_input(con: duckdb.DuckDBPyConnection, source: str = "identifiers") -
                 con.execute(f"INSERT INTO {FEATURES_TABLE} SELECT * FROM {staging}")
             finally:
                 con.execute(f"DROP TABLE IF EXISTS {staging}")
-        con.execute(f"CREATE OR REPLACE TABLE {FEATURES_LAYOUT_TABLE} AS SELECT ? AS layout",
-                    [json.dumps(layout)])
+        con.execute(
+            f"CREATE OR REPLACE TABLE {FEATURES_LAYOUT_TABLE} AS SELECT ? AS layout",
+            [json.dumps(layout)],
+        )
     return _expose_input(con, layout)
 
 
 def _stored_layout(con: duckdb.DuckDBPyConnection) -> dict[str, Any] | None:
     """The layout FEATURES_TABLE was built with, if it is there and was built by this DuckDB
     version under this format (otherwise everything is converted again)."""
-    have = {r[0] for r in con.execute(
-        "SELECT table_name FROM duckdb_tables() WHERE NOT temporary AND schema_name = 'main' "
-        "AND database_name = current_database()").fetchall()}
+    have = {
+        r[0]
+        for r in con.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE NOT temporary AND schema_name = 'main' "
+            "AND database_name = current_database()"
+        ).fetchall()
+    }
     if not {FEATURES_TABLE, FEATURES_LAYOUT_TABLE} <= have:
         return None
     rows = con.execute(f"SELECT layout FROM {FEATURES_LAYOUT_TABLE}").fetchall()
@@ -147,8 +155,7 @@ def _stored_layout(con: duckdb.DuckDBPyConnection) -> dict[str, Any] | None:
     return layout
 
 
-def _input_layout(con: duckdb.DuckDBPyConnection, source: str, cols: list[str]
-                  ) -> dict[str, Any]:
+def _input_layout(con: duckdb.DuckDBPyConnection, source: str, cols: list[str]) -> dict[str, Any]:
     """What the input holds for `source` as it is now: populated token/key columns (and which
     become integers), Bloom filters and their words. One scan of `source`."""
     blooms = [c for c in cols if c.startswith("bf_")]
@@ -158,9 +165,9 @@ def _input_layout(con: duckdb.DuckDBPyConnection, source: str, cols: list[str]
     aggs += [f'min(octet_length("{c}")), max(octet_length("{c}"))' for c in blooms]
     stats = list(con.execute(f"SELECT {', '.join(aggs) or '0'} FROM {source}").fetchall()[0])
     n_k, n_b = len(keep), len(blooms)
-    counts = dict(zip(keep + blooms, stats[:n_k + n_b], strict=True))
-    widths = dict(zip(keep, stats[n_k + n_b:2 * n_k + n_b], strict=True))
-    lengths = stats[2 * n_k + n_b:]
+    counts = dict(zip(keep + blooms, stats[: n_k + n_b], strict=True))
+    widths = dict(zip(keep, stats[n_k + n_b : 2 * n_k + n_b], strict=True))
+    lengths = stats[2 * n_k + n_b :]
     for i, c in enumerate(blooms):
         lo, hi = lengths[2 * i], lengths[2 * i + 1]
         if lo != hi:
@@ -180,10 +187,21 @@ def _input_layout(con: duckdb.DuckDBPyConnection, source: str, cols: list[str]
     blooms = [c for c in blooms if counts[c]]
     # Tokens of up to 128 bits (the spec's default) become 64-bit integers; wider stay text.
     as_int = {c: widths[c] for c in keep if widths[c] <= 32}
-    words = [[c, i] for c in blooms if c in BLOOM_COLUMNS
-             for i in range(bloom_word_count_for(n_bytes[c]))]
-    layout = {"format": FEATURES_FORMAT, "duckdb": duckdb.__version__, "source_columns": cols,
-              "keep": keep, "blooms": blooms, "as_int": as_int, "words": words}
+    words = [
+        [c, i]
+        for c in blooms
+        if c in BLOOM_COLUMNS
+        for i in range(bloom_word_count_for(n_bytes[c]))
+    ]
+    layout = {
+        "format": FEATURES_FORMAT,
+        "duckdb": duckdb.__version__,
+        "source_columns": cols,
+        "keep": keep,
+        "blooms": blooms,
+        "as_int": as_int,
+        "words": words,
+    }
     return layout
 
 
@@ -191,36 +209,54 @@ def _feature_select(layout: dict[str, Any], row_hash: str) -> str:
     as_int = layout["as_int"]
     return ", ".join(
         [f"k.{ID_COLUMN}", "s.record_ref", "s.agency", "s.batch_id"]
-        + [f'{_token_sql(c, as_int[c])} AS "{c}"' if c in as_int else f's."{c}"'
-           for c in layout["keep"]]
+        + [
+            f'{_token_sql(c, as_int[c])} AS "{c}"' if c in as_int else f's."{c}"'
+            for c in layout["keep"]
+        ]
         + [f'CAST("{c}" AS BIT) AS "{c}"' for c in layout["blooms"]]
         + [f'bit_count(CAST("{c}" AS BIT)) AS "{popcount_column(c)}"' for c in layout["blooms"]]
         + [f'{_bloom_word_sql(c, i)} AS "{bloom_word_column(c, i)}"' for c, i in layout["words"]]
-        + [f"{row_hash} AS src_hash",
-           # Tokens present in the source row: the check that none failed to convert.
-           " + ".join([f'(s."{c}" IS NOT NULL)::INTEGER' for c in as_int] or ["0"])
-           + " AS src_tokens"]
+        + [
+            f"{row_hash} AS src_hash",
+            # Tokens present in the source row: the check that none failed to convert.
+            " + ".join([f'(s."{c}" IS NOT NULL)::INTEGER' for c in as_int] or ["0"])
+            + " AS src_tokens",
+        ]
     )
 
 
 def _expose_input(con: duckdb.DuckDBPyConnection, layout: dict[str, Any]) -> list[str]:
     """INPUT_TABLE as a TEMP view over FEATURES_TABLE; returns its column names."""
-    columns = [ID_COLUMN, "unique_id", "record_ref", "agency", "batch_id", *layout["keep"],
-               *layout["blooms"], *[popcount_column(c) for c in layout["blooms"]],
-               *[bloom_word_column(c, i) for c, i in layout["words"]]]
-    select = ", ".join("agency || ':' || record_ref AS unique_id" if c == "unique_id"
-                       else f'"{c}"' for c in columns)
+    columns = [
+        ID_COLUMN,
+        "unique_id",
+        "record_ref",
+        "agency",
+        "batch_id",
+        *layout["keep"],
+        *layout["blooms"],
+        *[popcount_column(c) for c in layout["blooms"]],
+        *[bloom_word_column(c, i) for c, i in layout["words"]],
+    ]
+    select = ", ".join(
+        "agency || ':' || record_ref AS unique_id" if c == "unique_id" else f'"{c}"'
+        for c in columns
+    )
     # Named with its database, so Splink can read it from `scratch_database`.
     db, schema = con.execute("SELECT current_database(), current_schema()").fetchall()[0]
-    con.execute(f"CREATE OR REPLACE TEMP VIEW {INPUT_TABLE} AS SELECT {select} "
-                f"FROM {quote_ident(db)}.{quote_ident(schema)}.{FEATURES_TABLE}")
+    con.execute(
+        f"CREATE OR REPLACE TEMP VIEW {INPUT_TABLE} AS SELECT {select} "
+        f"FROM {quote_ident(db)}.{quote_ident(schema)}.{FEATURES_TABLE}"
+    )
     return columns
 
 
 def _drop_persisted_input(con: duckdb.DuckDBPyConnection) -> None:
     # Warehouses linked before the input became a TEMP table hold it as a table of their own.
-    for (db,) in con.execute("SELECT database_name FROM duckdb_tables() "
-                             "WHERE table_name = ? AND NOT temporary", [INPUT_TABLE]).fetchall():
+    for (db,) in con.execute(
+        "SELECT database_name FROM duckdb_tables() WHERE table_name = ? AND NOT temporary",
+        [INPUT_TABLE],
+    ).fetchall():
         con.execute(f"DROP TABLE {quote_ident(db)}.main.{INPUT_TABLE}")
 
 
@@ -244,12 +280,15 @@ def save_input_digest(con: duckdb.DuckDBPyConnection, columns: list[str]) -> Non
     transaction, so a failed run leaves the last successful one's)."""
     con.execute(f"""CREATE OR REPLACE TABLE {DIGEST_TABLE} AS
                     SELECT {ID_COLUMN}, digest FROM ({input_digest_sql(columns)})""")
-    con.execute(f"CREATE OR REPLACE TABLE {SIGNATURE_TABLE} AS SELECT ? AS signature",
-                [input_signature(con)])
+    con.execute(
+        f"CREATE OR REPLACE TABLE {SIGNATURE_TABLE} AS SELECT ? AS signature",
+        [input_signature(con)],
+    )
 
 
-def _check_tokens(con: duckdb.DuckDBPyConnection, source: str, built: str,
-                  as_int: dict[str, int]) -> None:
+def _check_tokens(
+    con: duckdb.DuckDBPyConnection, source: str, built: str, as_int: dict[str, int]
+) -> None:
     """Refuse a token that is not hex of its column's width (`_token_sql` made it NULL): the
     tokens converted in `built` must number the tokens its source rows held (`src_tokens`);
     only a shortfall scans the source, to name the first bad row and field."""
@@ -257,12 +296,18 @@ def _check_tokens(con: duckdb.DuckDBPyConnection, source: str, built: str,
         return
     held, got = con.execute(
         "SELECT coalesce(sum(src_tokens), 0), "
-        + " + ".join(f'count("{c}")' for c in as_int) + f" FROM {built}").fetchall()[0]
+        + " + ".join(f'count("{c}")' for c in as_int)
+        + f" FROM {built}"
+    ).fetchall()[0]
     if held == got:
         return
-    malformed = con.execute("SELECT " + ", ".join(
-        f'count_if("{c}" IS NOT NULL AND {_token_sql(c, w)} IS NULL)'
-        for c, w in as_int.items()) + f" FROM {source} s").fetchall()[0]
+    malformed = con.execute(
+        "SELECT "
+        + ", ".join(
+            f'count_if("{c}" IS NOT NULL AND {_token_sql(c, w)} IS NULL)' for c, w in as_int.items()
+        )
+        + f" FROM {source} s"
+    ).fetchall()[0]
     for (c, w), n in zip(as_int.items(), malformed, strict=True):
         if n:
             # The value stays out of the message (a pseudonym, but still an identifier);

@@ -39,16 +39,23 @@ AGE_BAND_SOURCES = {
     "11-15": "school year group 6 to 10 (SCH year_group)",
     "16-17": "school year group 11 to 13 (SCH year_group)",
     "18+": "lead or joint tenant (HSG tenure_role), or else a parent, step-parent, carer, "
-           "guardian or grandparent of someone in the family network (family_edge; indicative: "
-           "a parent may be 16 or 17)",
+    "guardian or grandparent of someone in the family network (family_edge; indicative: "
+    "a parent may be 16 or 17)",
     "unknown": "no linked record carries an age-bearing payload field and the person is no "
-               "one's parent or carer in the family network: the hub never holds a date of "
-               "birth, and GP, police, early-help and social-care extracts send none",
+    "one's parent or carer in the family network: the hub never holds a date of "
+    "birth, and GP, police, early-help and social-care extracts send none",
 }
 # Relationships (family_edge) that make the related person an adult, for the age band; a
 # 'child' edge is the other way round: the record's subject is the parent.
-ADULT_RELATIONSHIPS = ("mother", "father", "parent", "step_parent", "carer", "guardian",
-                       "grandparent")
+ADULT_RELATIONSHIPS = (
+    "mother",
+    "father",
+    "parent",
+    "step_parent",
+    "carer",
+    "guardian",
+    "grandparent",
+)
 SIZE_BANDS = ((1, "1"), (2, "2"), (4, "3-4"), (6, "5-6"), (10**9, "7+"))
 
 # (fact, SQL condition over payload p). Counts of records, by agency and event month.
@@ -164,10 +171,14 @@ def evaluate_flags(records: pd.DataFrame, rules: FlagRules) -> pd.DataFrame:
         if rule.keywords and rules.text_fields:
             rx = r"\b(?:" + "|".join(re.escape(k) for k in rule.keywords) + r")\b"
             for f in rules.text_fields:
-                hit |= records[f].astype("string").str.contains(
-                    rx, case=False, regex=True).fillna(False).astype(bool)
-        sel = records.loc[hit, ["person_id"]].assign(
-            flag=rule.name, source="text")
+                hit |= (
+                    records[f]
+                    .astype("string")
+                    .str.contains(rx, case=False, regex=True)
+                    .fillna(False)
+                    .astype(bool)
+                )
+        sel = records.loc[hit, ["person_id"]].assign(flag=rule.name, source="text")
         sel.loc[structured[hit].to_numpy(), "source"] = "structured"
         out.append(sel)
     if not out:
@@ -230,8 +241,11 @@ def _age_bands(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
 
 
 def _table_exists(con: duckdb.DuckDBPyConnection, name: str) -> bool:
-    return bool(con.execute("SELECT count(*) FROM information_schema.tables "
-                            "WHERE table_name = ?", [name]).fetchone()[0])
+    return bool(
+        con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]
+        ).fetchone()[0]
+    )
 
 
 def _consent_coverage(con: duckdb.DuckDBPyConnection, at: dt.date) -> pd.DataFrame:
@@ -264,8 +278,9 @@ def _complete(df: pd.DataFrame, dims: list[str], values: dict[str, list[str]]) -
     return d2.set_index(dims)["n"].reindex(idx, fill_value=0).reset_index()
 
 
-def collect(con: duckdb.DuckDBPyConnection, rules: FlagRules | None = None,
-            at: dt.date | None = None) -> dict[str, pd.DataFrame]:
+def collect(
+    con: duckdb.DuckDBPyConnection, rules: FlagRules | None = None, at: dt.date | None = None
+) -> dict[str, pd.DataFrame]:
     """Every mart table as a DataFrame (aggregates not yet suppressed)."""
     rules = rules or load_flag_rules()
     at = at or dt.date.today()
@@ -279,11 +294,23 @@ def collect(con: duckdb.DuckDBPyConnection, rules: FlagRules | None = None,
     ages = _age_bands(con).set_index("person_id")["age_band"]
     persons["age_band"] = persons["person_id"].map(ages).fillna("unknown")
     persons["age_band_order"] = persons["age_band"].map(AGE_BANDS.index).astype("int32")
-    persons = persons[["person_id", "age_band", "age_band_order", "n_agencies", "household_id",
-                       "family_network_id"]]
-    age_bands = pd.DataFrame({"age_band": list(AGE_BANDS),
-                              "age_band_order": list(range(len(AGE_BANDS))),
-                              "inferred_from": [AGE_BAND_SOURCES[b] for b in AGE_BANDS]})
+    persons = persons[
+        [
+            "person_id",
+            "age_band",
+            "age_band_order",
+            "n_agencies",
+            "household_id",
+            "family_network_id",
+        ]
+    ]
+    age_bands = pd.DataFrame(
+        {
+            "age_band": list(AGE_BANDS),
+            "age_band_order": list(range(len(AGE_BANDS))),
+            "inferred_from": [AGE_BAND_SOURCES[b] for b in AGE_BANDS],
+        }
+    )
     households = con.execute("""
         SELECT household_id, n_members, n_agencies FROM household WHERE status = 'active'
         ORDER BY household_id""").df()
@@ -307,74 +334,105 @@ def collect(con: duckdb.DuckDBPyConnection, rules: FlagRules | None = None,
     recs = con.execute(f"""SELECT rp.person_id, {cols} FROM payload p
                            JOIN record_person rp USING (record_ref)""").df()
     flags = evaluate_flags(recs, rules)
-    flag_rules = pd.DataFrame([(r.name, r.doc, r.describe()) for r in rules.flags],
-                              columns=["flag", "description", "rule"])
+    flag_rules = pd.DataFrame(
+        [(r.name, r.doc, r.describe()) for r in rules.flags],
+        columns=["flag", "description", "rule"],
+    )
 
     facts_sql = " UNION ALL ".join(
         f"SELECT p.agency, strftime({EVENT_DATE}, '%Y-%m') AS month, '{name}' AS fact "
         f"FROM payload p JOIN record_person rp USING (record_ref) WHERE {cond}"
-        for name, cond in FACTS)
+        for name, cond in FACTS
+    )
     facts = con.execute(f"""SELECT agency, coalesce(month, 'unknown') AS month, fact,
                                    count(*) AS n FROM ({facts_sql}) GROUP BY ALL""").df()
     agg: dict[str, pd.DataFrame] = {}
     if not facts.empty:
         # only the months and facts an agency actually reports form its grid
-        parts = [_complete(g, ["month", "fact"], {}).assign(agency=a)
-                 for a, g in facts.groupby("agency")]
+        parts = [
+            _complete(g, ["month", "fact"], {}).assign(agency=a) for a, g in facts.groupby("agency")
+        ]
         agg["agg_payload_facts"] = pd.concat(parts)[["agency", "month", "fact", "n"]]
     agg["agg_persons"] = _complete(
         persons.groupby(["age_band", "n_agencies"]).size().rename("n").reset_index(),
-        ["age_band", "n_agencies"], {"age_band": list(AGE_BANDS)})
+        ["age_band", "n_agencies"],
+        {"age_band": list(AGE_BANDS)},
+    )
     agg["agg_households"] = _complete(
         households.groupby(["size_band", "n_agencies"]).size().rename("n").reset_index(),
-        ["size_band", "n_agencies"], {"size_band": [b for _, b in SIZE_BANDS]})
+        ["size_band", "n_agencies"],
+        {"size_band": [b for _, b in SIZE_BANDS]},
+    )
     inv_age = involvement.merge(persons[["person_id", "age_band"]], on="person_id")
     agg["agg_agency_involvement"] = _complete(
         inv_age.groupby(["agency", "age_band"])["person_id"].nunique().rename("n").reset_index(),
-        ["agency", "age_band"], {"age_band": list(AGE_BANDS)})
+        ["agency", "age_band"],
+        {"age_band": list(AGE_BANDS)},
+    )
     fl = flags.merge(persons[["person_id", "age_band"]], on="person_id")
     if not fl.empty:
         agg["agg_flags"] = _complete(
             fl.groupby(["flag", "age_band"]).size().rename("n").reset_index(),
-            ["flag", "age_band"], {"flag": [r.name for r in rules.flags],
-                                   "age_band": list(AGE_BANDS)})
+            ["flag", "age_band"],
+            {"flag": [r.name for r in rules.flags], "age_band": list(AGE_BANDS)},
+        )
     consent = _consent_coverage(con, at)
     if not consent.empty:
         agg["agg_consent_coverage"] = _complete(
-            consent, ["purpose", "agency", "state"],
-            {"state": ["given", "refused", "withdrawn", "none"]})
-    return {"persons": persons, "age_bands": age_bands, "households": households,
-            "agency_involvement": involvement,
-            "household_involvement": hh_inv, "person_flags": flags[["person_id", "flag", "source"]],
-            "flag_rules": flag_rules, **agg}
+            consent,
+            ["purpose", "agency", "state"],
+            {"state": ["given", "refused", "withdrawn", "none"]},
+        )
+    return {
+        "persons": persons,
+        "age_bands": age_bands,
+        "households": households,
+        "agency_involvement": involvement,
+        "household_involvement": hh_inv,
+        "person_flags": flags[["person_id", "flag", "source"]],
+        "flag_rules": flag_rules,
+        **agg,
+    }
 
 
 DESCRIPTIONS = {
     "persons": "One row per active linked person: pseudonymous ids, inferred age band, flags "
-               "in person_flags. No sex band: the hub holds sex only as a keyed token.",
+    "in person_flags. No sex band: the hub holds sex only as a keyed token.",
     "age_bands": "The age bands in age order (join on age_band, ORDER BY age_band_order) and "
-                 "what each is inferred from.",
+    "what each is inferred from.",
     "households": "One row per active household: size band and number of agencies involved.",
     "agency_involvement": "Person x agency: records and first/last event month.",
     "household_involvement": "Household x agency: members involved and first/last event month.",
     "person_flags": "Enrichment flags per person (rules in flag_rules); source says whether a "
-                    "structured field or the notes lexicon raised it.",
+    "structured field or the notes lexicon raised it.",
     "flag_rules": "The transparent enrichment rules (schemas/enrichment_flags.yaml).",
     "agg_payload_facts": "Records by agency, event month and fact (referrals, plans, incidents, "
-                         "DA notifications, arrears bands...).",
+    "DA notifications, arrears bands...).",
     "agg_persons": "Active persons by age band and number of agencies.",
     "agg_households": "Households by size band and number of agencies.",
     "agg_agency_involvement": "Persons known to each agency, by age band.",
     "agg_flags": "Persons with each flag, by age band.",
     "agg_consent_coverage": "Persons known to each agency by consent purpose and current state.",
 }
-ROW_TABLES = ("persons", "age_bands", "households", "agency_involvement",
-              "household_involvement", "person_flags", "flag_rules")
+ROW_TABLES = (
+    "persons",
+    "age_bands",
+    "households",
+    "agency_involvement",
+    "household_involvement",
+    "person_flags",
+    "flag_rules",
+)
 
 
-def build_marts(con: duckdb.DuckDBPyConnection, marts_path: Path | str, run_id: str,
-                threshold: int = DEFAULT_THRESHOLD, rules: FlagRules | None = None,
-                at: dt.date | None = None) -> MartsSummary:
+def build_marts(
+    con: duckdb.DuckDBPyConnection,
+    marts_path: Path | str,
+    run_id: str,
+    threshold: int = DEFAULT_THRESHOLD,
+    rules: FlagRules | None = None,
+    at: dt.date | None = None,
+) -> MartsSummary:
     """Build the analyst marts file from an open warehouse connection. Written to a temporary
     file and renamed into place, so analysts never see a half-built marts file."""
     marts_path = Path(marts_path)
@@ -394,11 +452,14 @@ def build_marts(con: duckdb.DuckDBPyConnection, marts_path: Path | str, run_id: 
                 register_rows(out, name, threshold, run_id, DESCRIPTIONS[name])
             else:
                 dims = [c for c in df.columns if c != "n"]
-                suppressed[name] = write_aggregate(out, name, df, dims, threshold, run_id,
-                                                   DESCRIPTIONS[name])
+                suppressed[name] = write_aggregate(
+                    out, name, df, dims, threshold, run_id, DESCRIPTIONS[name]
+                )
             rows[name] = len(df)
-        out.execute("CREATE TABLE mart_build AS SELECT ? AS run_id, now() AS built_at, "
-                    "? AS threshold", [run_id, threshold])
+        out.execute(
+            "CREATE TABLE mart_build AS SELECT ? AS run_id, now() AS built_at, ? AS threshold",
+            [run_id, threshold],
+        )
         register_rows(out, "mart_build", threshold, run_id, "When and from which run.")
         out.execute("CHECKPOINT")
     finally:

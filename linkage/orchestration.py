@@ -61,17 +61,21 @@ def agency_dir(code: str, base: Path | None = None) -> Path:
     return Path(env).resolve() if env else (base or run_dir()) / "agency" / code
 
 
-def hub_paths(base: Path | None = None,  # noqa: ANN201 - linkage.config.HubPaths
-              mappings: Path | None = None):
+def hub_paths(
+    base: Path | None = None,  # noqa: ANN201 - linkage.config.HubPaths
+    mappings: Path | None = None,
+):
     """The hub's folders for a run folder (`base`, default JOINEDUP_RUN_DIR) and a mappings
     folder (`mappings`, default JOINEDUP_MAPPINGS_DIR, else the packaged one)."""
     from linkage.config import HubPaths
 
     base = base or run_dir()
     hub = os.environ.get("JOINEDUP_HUB_DIR")
-    return HubPaths(hub=Path(hub).resolve() if hub else base / "hub",
-                    landing=landing_dir(base),
-                    mappings=Path(mappings).resolve() if mappings else mappings_dir())
+    return HubPaths(
+        hub=Path(hub).resolve() if hub else base / "hub",
+        landing=landing_dir(base),
+        mappings=Path(mappings).resolve() if mappings else mappings_dir(),
+    )
 
 
 def asset_name(code: str) -> str:
@@ -104,12 +108,15 @@ def agency_dag_specs(directory: Path | None = None) -> list[AgencyDagSpec]:
         except (KeyError, TypeError):
             raise ValueError(f"{path}: agency.code missing") from None
         if code in out:
-            raise ValueError(f"{path}: agency.code {code} already used by "
-                             f"{out[code].mapping_path}")
+            raise ValueError(f"{path}: agency.code {code} already used by {out[code].mapping_path}")
         kind = (raw.get("source") or {}).get("extract_kind", "snapshot")
-        out[code] = AgencyDagSpec(code=code, name=str(raw["agency"].get("name", code)),
-                                  schedule=raw.get("schedule"), extract_kind=kind,
-                                  mapping_path=path)
+        out[code] = AgencyDagSpec(
+            code=code,
+            name=str(raw["agency"].get("name", code)),
+            schedule=raw.get("schedule"),
+            extract_kind=kind,
+            mapping_path=path,
+        )
     return [out[c] for c in sorted(out)]
 
 
@@ -125,16 +132,22 @@ def resolve_extract(code: str, given: str | None = None, base: Path | None = Non
     base = base or run_dir()
     looked = [agency_dir(code, base) / "inbox", base / "population" / "extracts" / code]
     for folder in looked:
-        files = [f for f in folder.glob("*") if f.is_file() and f.suffix in EXTRACT_SUFFIXES] \
-            if folder.is_dir() else []
+        files = (
+            [f for f in folder.glob("*") if f.is_file() and f.suffix in EXTRACT_SUFFIXES]
+            if folder.is_dir()
+            else []
+        )
         if files:
             return max(files, key=lambda f: (f.stat().st_mtime, f.name))
-    raise ExtractNotFound(f"no extract given and none found for agency {code} in "
-                          + " or ".join(str(f) for f in looked))
+    raise ExtractNotFound(
+        f"no extract given and none found for agency {code} in "
+        + " or ".join(str(f) for f in looked)
+    )
 
 
-def validate_task(code: str, mapping_path: Path | str, extract_path: str | None = None,
-                  base: Path | None = None) -> dict[str, Any]:
+def validate_task(
+    code: str, mapping_path: Path | str, extract_path: str | None = None, base: Path | None = None
+) -> dict[str, Any]:
     """Extract-level checks (readable, header matches the mapping). On failure writes a report
     at the agency and raises ExtractRefused naming it; values never appear in the message."""
     from datetime import UTC, datetime
@@ -147,14 +160,22 @@ def validate_task(code: str, mapping_path: Path | str, extract_path: str | None 
     problems = validate_extract(extract, mapping_path, adir)
     if problems:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-        report = write_report(adir / "reports" / f"refused-{code}-{stamp}.json", {
-            "file": str(extract), "status": "refused", "problems": problems})
+        report = write_report(
+            adir / "reports" / f"refused-{code}-{stamp}.json",
+            {"file": str(extract), "status": "refused", "problems": problems},
+        )
         raise ExtractRefused(report, problems)
     return {"agency": code, "extract": str(extract)}
 
 
-def split_sign_task(code: str, mapping_path: Path | str, extract: str, extract_kind: str,
-                    base: Path | None = None, progress: bool = False) -> dict[str, Any]:
+def split_sign_task(
+    code: str,
+    mapping_path: Path | str,
+    extract: str,
+    extract_kind: str,
+    base: Path | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
     """Run the bridge into the agency's outbox (agency-side only). Quarantine stays at the
     agency; what the outbox holds is exactly what will land."""
     from ig_bridge.split import run_bridge
@@ -162,13 +183,22 @@ def split_sign_task(code: str, mapping_path: Path | str, extract: str, extract_k
     if extract_kind not in EXTRACT_KINDS:
         raise ValueError(f"extract_kind must be one of {EXTRACT_KINDS}, got {extract_kind!r}")
     adir = agency_dir(code, base)
-    res = run_bridge(extract, mapping_path, adir, adir / "outbox", extract_kind=extract_kind,
-                     progress=progress)
-    return {"agency": code, "batch_id": res.batch_id, "sequence": res.sequence,
-            "outbox": str(res.landed_path), "report": str(res.report_path),
-            "rows": {"read": res.rows_read, "accepted": res.rows_accepted,
-                     "quarantined": res.rows_quarantined},
-            "quarantine": str(res.quarantine_path) if res.quarantine_path else None}
+    res = run_bridge(
+        extract, mapping_path, adir, adir / "outbox", extract_kind=extract_kind, progress=progress
+    )
+    return {
+        "agency": code,
+        "batch_id": res.batch_id,
+        "sequence": res.sequence,
+        "outbox": str(res.landed_path),
+        "report": str(res.report_path),
+        "rows": {
+            "read": res.rows_read,
+            "accepted": res.rows_accepted,
+            "quarantined": res.rows_quarantined,
+        },
+        "quarantine": str(res.quarantine_path) if res.quarantine_path else None,
+    }
 
 
 def land_task(split: dict[str, Any], base: Path | None = None) -> dict[str, Any]:
@@ -179,13 +209,20 @@ def land_task(split: dict[str, Any], base: Path | None = None) -> dict[str, Any]
 
     code, batch_id = split["agency"], split["batch_id"]
     final = land_sealed_batch(split["outbox"], landing_dir(base), code, batch_id)
-    return {"agency": code, "batch_id": batch_id, "sequence": split["sequence"],
-            "landed": str(final), "rows": split["rows"]}
+    return {
+        "agency": code,
+        "batch_id": batch_id,
+        "sequence": split["sequence"],
+        "landed": str(final),
+        "rows": split["rows"],
+    }
 
 
 # --------------------------------------------------------------------------- hub side
-def apply_rekeys(base: Path | None = None, mappings: Path | None = None,
-                 ) -> list[dict[str, Any]]:
+def apply_rekeys(
+    base: Path | None = None,
+    mappings: Path | None = None,
+) -> list[dict[str, Any]]:
     """Apply every re-keying batch waiting in `rekey_landing/` (record-ref key rotation,
     docs/keys.md), before the run ingests anything: an agency's first snapshot under its new
     ref key must find the hub's refs already moved, or every record would look new and the
@@ -194,8 +231,13 @@ def apply_rekeys(base: Path | None = None, mappings: Path | None = None,
 
     outcomes = [asdict(o) for o in apply_pending_rekeys(hub_paths(base, mappings))]
     for o in outcomes:
-        log.info("re-keying batch %s (%s): %s %s", o["batch_id"], o["agency"], o["status"],
-                 o["reason_code"] or "")
+        log.info(
+            "re-keying batch %s (%s): %s %s",
+            o["batch_id"],
+            o["agency"],
+            o["status"],
+            o["reason_code"] or "",
+        )
     return outcomes
 
 
@@ -207,8 +249,11 @@ def pending_batch_dirs(base: Path | None = None, mappings: Path | None = None) -
     return [str(b) for _agency, b in pending_batches(hub_paths(base, mappings).ensure())]
 
 
-def ingest_one(batch_dir: str, base: Path | None = None, mappings: Path | None = None,
-               ) -> dict[str, Any]:
+def ingest_one(
+    batch_dir: str,
+    base: Path | None = None,
+    mappings: Path | None = None,
+) -> dict[str, Any]:
     """Ingest one batch in hub custody (as `pending_batch_dirs` listed it), after any earlier
     one of the same agency, so mapped ingest tasks give the same result whatever order they
     run in (stage_ingest skips batches already moved out of custody)."""
@@ -221,12 +266,16 @@ def ingest_one(batch_dir: str, base: Path | None = None, mappings: Path | None =
     upto = same_agency[: same_agency.index(me) + 1] if me in same_agency else [me]
     summary = stage_ingest(paths, batch_dirs=[str(b) for b in upto])
     mine = [o for o in summary.get("outcomes", []) if o.get("batch_id") == me.name]
-    return {"batch_dir": batch_dir, "outcome": mine[0] if mine else {"status": "already_moved"},
-            "outcomes": summary.get("outcomes", [])}
+    return {
+        "batch_dir": batch_dir,
+        "outcome": mine[0] if mine else {"status": "already_moved"},
+        "outcomes": summary.get("outcomes", []),
+    }
 
 
-def abandon_sequence_task(agency: str, sequence: int, reason: str, recorded_by: str,
-                          base: Path | None = None) -> dict[str, Any]:
+def abandon_sequence_task(
+    agency: str, sequence: int, reason: str, recorded_by: str, base: Path | None = None
+) -> dict[str, Any]:
     """An operator records that `agency`'s batch `sequence` will never arrive (e.g. a bridge
     crashed after signing it); the batches held behind it then load, in order, at once.
     See linkage.sequence (also a CLI: `python -m linkage.sequence abandon`)."""
@@ -242,8 +291,9 @@ def abandon_sequence_task(agency: str, sequence: int, reason: str, recorded_by: 
 HUB_STAGES = ("link_persons", "households", "marts", "report")
 
 
-def run_stage(name: str, run_id: str, base: Path | None = None,
-              mappings: Path | None = None) -> dict[str, Any]:
+def run_stage(
+    name: str, run_id: str, base: Path | None = None, mappings: Path | None = None
+) -> dict[str, Any]:
     """Run one hub stage after ingest by name (HUB_STAGES), as the hub DAG's tasks and
     `joinedup-hub` both do. `report` is the governance stage (consent registry refresh, audit
     checkpoint, IG report: governance.hub_stage); the others are linkage.pipeline's."""
@@ -261,10 +311,16 @@ def run_stage(name: str, run_id: str, base: Path | None = None,
 def hub_outputs(base: Path | None = None, mappings: Path | None = None) -> dict[str, str]:
     """Where an analyst / IG lead finds the results of the last hub run."""
     paths = hub_paths(base, mappings)
-    out = {"warehouse": str(paths.warehouse), "marts": str(paths.marts),
-           "reports": str(paths.reports)}
-    reports = sorted(paths.reports.glob("*.html"), key=lambda p: p.stat().st_mtime) \
-        if paths.reports.exists() else []
+    out = {
+        "warehouse": str(paths.warehouse),
+        "marts": str(paths.marts),
+        "reports": str(paths.reports),
+    }
+    reports = (
+        sorted(paths.reports.glob("*.html"), key=lambda p: p.stat().st_mtime)
+        if paths.reports.exists()
+        else []
+    )
     if reports:
         out["latest_report"] = str(reports[-1])
     return out

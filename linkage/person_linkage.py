@@ -110,12 +110,15 @@ def ranked_pairs_sql(pred_table: str, settings: dict[str, Any], columns: str) ->
     id_col = settings.get("unique_id_column_name", "unique_id")
     ends = ("l", "r")
     if id_col == ID_COLUMN:
-        joins = " ".join(f"JOIN {ORDER_TABLE} {e} ON {e}.{ID_COLUMN} = p.{id_col}_{e}"
-                         for e in ends)
+        joins = " ".join(
+            f"JOIN {ORDER_TABLE} {e} ON {e}.{ID_COLUMN} = p.{id_col}_{e}" for e in ends
+        )
     else:  # models from before integer ids join on unique_id
-        joins = " ".join(f"JOIN {INPUT_TABLE} i{e} ON i{e}.unique_id = p.unique_id_{e} "
-                         f"JOIN {ORDER_TABLE} {e} ON {e}.{ID_COLUMN} = i{e}.{ID_COLUMN}"
-                         for e in ends)
+        joins = " ".join(
+            f"JOIN {INPUT_TABLE} i{e} ON i{e}.unique_id = p.unique_id_{e} "
+            f"JOIN {ORDER_TABLE} {e} ON {e}.{ID_COLUMN} = i{e}.{ID_COLUMN}"
+            for e in ends
+        )
     return f"""
         SELECT least(l.{ORDER_COLUMN}, r.{ORDER_COLUMN}) AS unique_id_l,
                greatest(l.{ORDER_COLUMN}, r.{ORDER_COLUMN}) AS unique_id_r, {columns}
@@ -214,13 +217,15 @@ def rule_candidate_counts(con: duckdb.DuckDBPyConnection, rules: list[str]) -> l
         present = " AND ".join(f'"{c}" IS NOT NULL' for c in cols)
         parts.append(f"""SELECT {i} AS rule, coalesce(sum(n * (n - 1) // 2), 0) AS pairs
             FROM (SELECT count(*) AS n FROM {INPUT_TABLE} WHERE {present} GROUP BY {group})""")
-    counts: dict[int, int] = dict(con.execute(" UNION ALL ".join(parts)).fetchall()
-                                  ) if parts else {}
+    counts: dict[int, int] = (
+        dict(con.execute(" UNION ALL ".join(parts)).fetchall()) if parts else {}
+    )
     return [int(counts[i]) if i in counts else None for i in range(len(rules))]
 
 
-def broadest_rules_first(con: duckdb.DuckDBPyConnection, model_settings: dict[str, Any]
-                         ) -> dict[str, Any]:
+def broadest_rules_first(
+    con: duckdb.DuckDBPyConnection, model_settings: dict[str, Any]
+) -> dict[str, Any]:
     """The model's settings with its prediction blocking rules ordered by the candidate pairs
     each generates on the current input, most first (rules of unknown size last, in order).
 
@@ -230,8 +235,10 @@ def broadest_rules_first(con: duckdb.DuckDBPyConnection, model_settings: dict[st
     13.4 s of blocking, and the whole blocking took 8.0 s with the broadest rules first.
     Which rules are broadest depends on scale (at 1,500 people, surname + postcode is), so it
     is measured each run: ~0.9 s at 1M records (benchmarks/bench_linkage.py)."""
-    rules = [r if isinstance(r, str) else r["blocking_rule"]
-             for r in model_settings.get("blocking_rules_to_generate_predictions", [])]
+    rules = [
+        r if isinstance(r, str) else r["blocking_rule"]
+        for r in model_settings.get("blocking_rules_to_generate_predictions", [])
+    ]
     if len(rules) < 2:
         return model_settings
     counts = rule_candidate_counts(con, rules)
@@ -253,14 +260,17 @@ def with_gammas(pairs: pd.DataFrame, model_settings: dict[str, Any]) -> pd.DataF
         mw = out[f"mw_{name}"].to_numpy(dtype="float64")
         nearest = np.abs(mw[:, None] - w[None, :]).argmin(axis=1)
         if not np.allclose(w[nearest], mw, rtol=1e-9, atol=1e-9):
-            raise ValueError(f"comparison {name!r}: a match weight matches no level of the "
-                             "model (model and scored pairs disagree)")
+            raise ValueError(
+                f"comparison {name!r}: a match weight matches no level of the "
+                "model (model and scored pairs disagree)"
+            )
         out[f"gamma_{name}"] = (nearest - 1).astype("int32")  # as DuckDB gives Splink's
     return out
 
 
-def _linker(con: duckdb.DuckDBPyConnection, settings: SettingsCreator | dict, *,
-            validate: bool = True) -> Linker:
+def _linker(
+    con: duckdb.DuckDBPyConnection, settings: SettingsCreator | dict, *, validate: bool = True
+) -> Linker:
     """A Splink linker over the linkage input. `validate=False` skips Splink's check that the
     settings' SQL names input columns (sqlglot over every level: 0.12 s per linker), for
     settings this run just built from the input's own columns."""
@@ -270,8 +280,9 @@ def _linker(con: duckdb.DuckDBPyConnection, settings: SettingsCreator | dict, *,
 
 
 @contextmanager
-def _scratch_linker(con: duckdb.DuckDBPyConnection, settings: SettingsCreator | dict, *,
-                    validate: bool = True) -> Iterator[Linker]:
+def _scratch_linker(
+    con: duckdb.DuckDBPyConnection, settings: SettingsCreator | dict, *, validate: bool = True
+) -> Iterator[Linker]:
     """`_linker` for a block whose Splink tables live in `scratch_database` and are dropped
     after it, whatever happens."""
     with scratch_database(con):
@@ -282,8 +293,9 @@ def _scratch_linker(con: duckdb.DuckDBPyConnection, settings: SettingsCreator | 
             linker.table_management.delete_tables_created_by_splink_from_db()
 
 
-def estimate_parameters(linker: Linker, columns: list[str],
-                        settings: LinkageSettings) -> dict[str, Any]:
+def estimate_parameters(
+    linker: Linker, columns: list[str], settings: LinkageSettings
+) -> dict[str, Any]:
     """The hub's training recipe on any Splink backend: prior from deterministic rules, u by
     seeded random sampling, m by EM over the training blocks. Returns Splink's learned
     settings; Splink's tables are dropped.
@@ -313,8 +325,10 @@ def estimate_parameters(linker: Linker, columns: list[str],
                 except Exception as exc:  # noqa: BLE001 - Splink raises plain errors here
                     log.warning("EM skipped a training block (%s)", type(exc).__name__)
         if trained_on == 0:
-            raise ValueError("no training block produced any record pair: too few records "
-                             "shared between agencies to estimate the model")
+            raise ValueError(
+                "no training block produced any record pair: too few records "
+                "shared between agencies to estimate the model"
+            )
         return linker.misc.save_model_to_json()
     finally:
         linker.table_management.delete_tables_created_by_splink_from_db()
@@ -341,8 +355,9 @@ def train_model(
     return make_model(trained, model_version)
 
 
-def cluster_records(records: pd.DataFrame, pairs: pd.DataFrame, model_settings: dict[str, Any],
-                    s: LinkageSettings) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+def cluster_records(
+    records: pd.DataFrame, pairs: pd.DataFrame, model_settings: dict[str, Any], s: LinkageSettings
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """The hub's clustering, whichever backend scored `pairs`: auto-match edges (threshold,
     minus pairs held back: twin-like, household members sharing an identifier,
     `linkage.guards`), Splink's connected components, then the chaining guard.
@@ -354,9 +369,12 @@ def cluster_records(records: pd.DataFrame, pairs: pd.DataFrame, model_settings: 
     auto = auto.reset_index(drop=True)
     # Auto-match edges number about one per record: an in-process DuckDB is enough.
     clusters = cluster_pairwise_predictions_at_threshold(
-        records[["unique_id"]], auto[["unique_id_l", "unique_id_r"]],
-        DuckDBAPI(connection=duckdb.connect()), node_id_column_name="unique_id",
-        edge_id_column_name_left="unique_id_l", edge_id_column_name_right="unique_id_r",
+        records[["unique_id"]],
+        auto[["unique_id_l", "unique_id_r"]],
+        DuckDBAPI(connection=duckdb.connect()),
+        node_id_column_name="unique_id",
+        edge_id_column_name_left="unique_id_l",
+        edge_id_column_name_right="unique_id_r",
     ).as_pandas_dataframe()[["unique_id", "cluster_id"]]
     records = records.merge(clusters, on="unique_id", how="left")
     records["cluster_id"] = records["cluster_id"].fillna(records["unique_id"])
@@ -418,12 +436,16 @@ def link_persons(
         drop_record_order(con)
 
 
-def _link_persons(con: duckdb.DuckDBPyConnection, run_id: str, s: LinkageSettings,
-                  started: datetime) -> LinkageResult:
+def _link_persons(
+    con: duckdb.DuckDBPyConnection, run_id: str, s: LinkageSettings, started: datetime
+) -> LinkageResult:
     timings: dict[str, float] = {}
     with Progress(
-        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-        disable=not s.show_progress, transient=True,
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        disable=not s.show_progress,
+        transient=True,
     ) as progress:
         task = progress.add_task("person linkage", total=6)
 
@@ -449,37 +471,56 @@ def _link_persons(con: duckdb.DuckDBPyConnection, run_id: str, s: LinkageSetting
 
         t = stage("scoring pairs")
         # A stored model is checked against the input; one trained above was built from it.
-        with _scratch_linker(con, broadest_rules_first(
-                con, scoring_settings(model["splink_settings"])),
-                validate=s.model is not None) as linker:
+        with _scratch_linker(
+            con,
+            broadest_rules_first(con, scoring_settings(model["splink_settings"])),
+            validate=s.model is not None,
+        ) as linker:
             pred = linker.inference.predict(
                 threshold_match_probability=s.clerical_probability, warning_mode="never"
             )
             build_record_order(con)
             # Only ids (ranks), scores and evidence leave Splink's table: no token values.
-            pairs = with_gammas(con.execute(ranked_pairs_sql(
-                pred.physical_name, model["splink_settings"],
-                "match_weight, match_probability, COLUMNS('^(gamma|mw)_.*')")).df(),
-                model["splink_settings"])
+            pairs = with_gammas(
+                con.execute(
+                    ranked_pairs_sql(
+                        pred.physical_name,
+                        model["splink_settings"],
+                        "match_weight, match_probability, COLUMNS('^(gamma|mw)_.*')",
+                    )
+                ).df(),
+                model["splink_settings"],
+            )
             timings["predict"] = time.perf_counter() - t
             progress.advance(task)
 
             t = stage("clustering")
         # The chaining guard asks only whether two tokens are equal: the input's integers
         # (pandas UInt64, exact) serve as they are; hex text for 1M records cost ~1 s.
-        tokens = ", ".join(c if c in columns else f"NULL::UBIGINT AS {c}"
-                           for c in ("tok_nhs_number", "tok_dob"))
+        tokens = ", ".join(
+            c if c in columns else f"NULL::UBIGINT AS {c}" for c in ("tok_nhs_number", "tok_dob")
+        )
         records = con.execute(
             f"""SELECT o.{ORDER_COLUMN} AS unique_id, i.agency, i.batch_id, {tokens}
-                FROM {INPUT_TABLE} i JOIN {ORDER_TABLE} o USING ({ID_COLUMN})""").df()
+                FROM {INPUT_TABLE} i JOIN {ORDER_TABLE} o USING ({ID_COLUMN})"""
+        ).df()
         records, auto, flagged = cluster_records(records, pairs, model["splink_settings"], s)
         timings["cluster"] = time.perf_counter() - t
         progress.advance(task)
 
         stage("assigning person ids")
         result = persist_linkage(
-            con, run_id, records, pairs, model, s, n_records=int(n_records),
-            n_auto_pairs=len(auto), flagged=flagged, timings=timings, started=started,
+            con,
+            run_id,
+            records,
+            pairs,
+            model,
+            s,
+            n_records=int(n_records),
+            n_auto_pairs=len(auto),
+            flagged=flagged,
+            timings=timings,
+            started=started,
             new_model=s.model is None,
         )
         progress.advance(task)
@@ -544,9 +585,13 @@ def input_columns(con: duckdb.DuckDBPyConnection) -> list[str]:
 def ensure_record_person(con: duckdb.DuckDBPyConnection) -> None:
     """record_person present, in its current layout: one row per (agency, record_ref), by
     construction of its writers rather than by an index (`ensure_keyless_table`)."""
-    ensure_keyless_table(con, "record_person", """
+    ensure_keyless_table(
+        con,
+        "record_person",
+        """
         record_ref VARCHAR NOT NULL, agency VARCHAR NOT NULL, person_id VARCHAR NOT NULL,
-        band VARCHAR NOT NULL, score DOUBLE, run_id VARCHAR NOT NULL""")
+        band VARCHAR NOT NULL, score DOUBLE, run_id VARCHAR NOT NULL""",
+    )
 
 
 def _write_outputs(
@@ -563,16 +608,23 @@ def _write_outputs(
     string ids took 9 s of a 1M-record run."""
     ensure_record_person(con)
     con.register("_assigned", assigned[["unique_id", "person_id"]])
-    con.register("_pairs", pd.DataFrame({
-        "i": np.arange(len(pairs)), "l": pairs["unique_id_l"].to_numpy(),
-        "r": pairs["unique_id_r"].to_numpy(),
-        "p": pairs["match_probability"].to_numpy(dtype="float64")}))
+    con.register(
+        "_pairs",
+        pd.DataFrame(
+            {
+                "i": np.arange(len(pairs)),
+                "l": pairs["unique_id_l"].to_numpy(),
+                "r": pairs["unique_id_r"].to_numpy(),
+                "p": pairs["match_probability"].to_numpy(dtype="float64"),
+            }
+        ),
+    )
     try:
         con.execute("""CREATE OR REPLACE TEMP TABLE _scored AS
             SELECT q.i, q.l, q.r, q.p, a.person_id AS pid_l, b.person_id AS pid_r
             FROM _pairs q JOIN _assigned a ON a.unique_id = q.l
                           JOIN _assigned b ON b.unique_id = q.r""")
-        n_scored, = con.execute("SELECT count(*) FROM _scored").fetchall()[0]
+        (n_scored,) = con.execute("SELECT count(*) FROM _scored").fetchall()[0]
         if n_scored != len(pairs):
             raise ValueError("scored pairs name records the run did not assign")
         # Only the pairs left in two persons go on (to the clerical queue).
@@ -586,7 +638,8 @@ def _write_outputs(
         # clerical threshold but not in one person: below the auto threshold, or above it
         # but held back (linkage.guards, or cut by the chaining guard).
         con.execute("DELETE FROM record_person")
-        con.execute(f"""
+        con.execute(
+            f"""
             INSERT INTO record_person
             WITH ends AS (
                 SELECT l AS unique_id, p, pid_l = pid_r AS same FROM _scored
@@ -601,7 +654,8 @@ def _write_outputs(
                    coalesce(b.auto_p, b.clerical_p), ?
             FROM _assigned a JOIN {ORDER_TABLE} o ON o.{ORDER_COLUMN} = a.unique_id
             LEFT JOIN best b USING (unique_id)""",
-            [s.auto_match_probability, run_id])
+            [s.auto_match_probability, run_id],
+        )
     finally:
         con.execute("DROP TABLE IF EXISTS _scored")
         con.unregister("_pairs")
@@ -610,14 +664,14 @@ def _write_outputs(
     ends = ["pid_l", "pid_r", "agency_l", "record_ref_l", "agency_r", "record_ref_r"]
     clerical = pairs.iloc[rows].assign(**{c: apart[c].to_numpy() for c in ends})
     # A full run re-scores every pair, so its queue replaces whatever was still open.
-    if con.execute("SELECT 1 FROM duckdb_tables() WHERE table_name = 'clerical_review'"
-                   ).fetchall():
+    if con.execute("SELECT 1 FROM duckdb_tables() WHERE table_name = 'clerical_review'").fetchall():
         con.execute("UPDATE clerical_review SET status = 'superseded' WHERE status = 'open'")
     return append_clerical_pairs(con, run_id, clerical, model)
 
 
-def append_clerical_pairs(con: duckdb.DuckDBPyConnection, run_id: str, clerical: pd.DataFrame,
-                          model: dict[str, Any]) -> int:
+def append_clerical_pairs(
+    con: duckdb.DuckDBPyConnection, run_id: str, clerical: pd.DataFrame, model: dict[str, Any]
+) -> int:
     """Append scored pairs (agency_l/_r, record_ref_l/_r, pid_l/_r, Splink's gamma_/mw_
     columns) to the clerical queue as open items. Evidence only: gamma levels and
     per-comparison match weights, never token values."""
@@ -641,8 +695,11 @@ def append_clerical_pairs(con: duckdb.DuckDBPyConnection, run_id: str, clerical:
         tf = clerical.get(f"mw_tf_adj_{n}")
         q[f"mw_{n}"] = mw if tf is None else mw + tf.astype("float64")
     q["status"] = "open"
-    cols_sql = ", ".join(f'"{c}" {"BIGINT" if c.startswith("gamma_") else "DOUBLE"}'
-                         for c in q.columns if c.startswith(("gamma_", "mw_")))
+    cols_sql = ", ".join(
+        f'"{c}" {"BIGINT" if c.startswith("gamma_") else "DOUBLE"}'
+        for c in q.columns
+        if c.startswith(("gamma_", "mw_"))
+    )
     con.execute(
         f"""CREATE TABLE IF NOT EXISTS clerical_review (
             run_id VARCHAR, record_ref_l VARCHAR, agency_l VARCHAR, record_ref_r VARCHAR,
@@ -666,14 +723,22 @@ def append_clerical_pairs(con: duckdb.DuckDBPyConnection, run_id: str, clerical:
 
 
 def _write_run(
-    con: duckdb.DuckDBPyConnection, r: LinkageResult, started: datetime, new_model: bool,
+    con: duckdb.DuckDBPyConnection,
+    r: LinkageResult,
+    started: datetime,
+    new_model: bool,
     mode: str = "full",
 ) -> None:
     if new_model:
         con.execute(
             "INSERT INTO linkage_model VALUES (?, ?, ?, ?, ?)",
-            [r.model_version, r.settings_hash, r.run_id, started.replace(tzinfo=None),
-             model_to_json(r.model)],
+            [
+                r.model_version,
+                r.settings_hash,
+                r.run_id,
+                started.replace(tzinfo=None),
+                model_to_json(r.model),
+            ],
         )
     row = asdict(r)
     row.pop("model")
@@ -685,11 +750,24 @@ def _write_run(
                n_retired_persons, n_flagged_clusters, n_split_clusters, timings_json, mode)
            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
         [
-            r.run_id, started.replace(tzinfo=None), datetime.now(UTC).replace(tzinfo=None),
-            r.model_version, r.settings_hash, r.auto_match_probability, r.clerical_probability,
-            r.n_records, r.n_scored_pairs, r.n_auto_pairs, r.n_clerical_pairs, r.n_persons,
-            r.n_new_persons, r.n_retired_persons, r.n_flagged_clusters, r.n_split_clusters,
-            json.dumps({k: round(v, 3) for k, v in timings.items()}), mode,
+            r.run_id,
+            started.replace(tzinfo=None),
+            datetime.now(UTC).replace(tzinfo=None),
+            r.model_version,
+            r.settings_hash,
+            r.auto_match_probability,
+            r.clerical_probability,
+            r.n_records,
+            r.n_scored_pairs,
+            r.n_auto_pairs,
+            r.n_clerical_pairs,
+            r.n_persons,
+            r.n_new_persons,
+            r.n_retired_persons,
+            r.n_flagged_clusters,
+            r.n_split_clusters,
+            json.dumps({k: round(v, 3) for k, v in timings.items()}),
+            mode,
         ],
     )
 
@@ -725,9 +803,9 @@ def score_pairs(
     """Scored candidate pairs (unique_id_l, unique_id_r, match_probability, match_weight)
     over the prepared input table: for threshold tuning and evaluation."""
     with _scratch_linker(con, broadest_rules_first(con, model["splink_settings"])) as linker:
-        pred = linker.inference.predict(
-            threshold_match_probability=threshold, warning_mode="never"
-        )
-        return con.execute(scored_pairs_sql(
-            pred.physical_name, model["splink_settings"],
-            "match_probability, match_weight")).df()
+        pred = linker.inference.predict(threshold_match_probability=threshold, warning_mode="never")
+        return con.execute(
+            scored_pairs_sql(
+                pred.physical_name, model["splink_settings"], "match_probability, match_weight"
+            )
+        ).df()

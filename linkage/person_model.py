@@ -55,16 +55,16 @@ def floor_m_probabilities(splink_settings: dict[str, Any], floor: float) -> dict
 PARAMETER_DIGITS = 6
 
 
-def round_parameters(splink_settings: dict[str, Any],
-                     digits: int = PARAMETER_DIGITS) -> dict[str, Any]:
+def round_parameters(
+    splink_settings: dict[str, Any], digits: int = PARAMETER_DIGITS
+) -> dict[str, Any]:
     """Every m/u probability and the prior rounded to `digits` significant digits."""
     out = json.loads(json.dumps(splink_settings, default=str))
 
     def r(x: Any) -> Any:
         return float(f"{x:.{digits}g}") if isinstance(x, float) else x
 
-    out["probability_two_random_records_match"] = r(
-        out.get("probability_two_random_records_match"))
+    out["probability_two_random_records_match"] = r(out.get("probability_two_random_records_match"))
     for comparison in out["comparisons"]:
         for lv in comparison["comparison_levels"]:
             for k in ("m_probability", "u_probability"):

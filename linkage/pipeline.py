@@ -43,23 +43,34 @@ def _summary(obj: Any) -> dict[str, Any]:
     return json.loads(json.dumps(data, default=str))
 
 
-def _once(paths: HubPaths, run_id: str, stage: str,
-          work: Callable[[duckdb.DuckDBPyConnection], Any], *,
-          one_transaction: bool = True) -> dict[str, Any]:
+def _once(
+    paths: HubPaths,
+    run_id: str,
+    stage: str,
+    work: Callable[[duckdb.DuckDBPyConnection], Any],
+    *,
+    one_transaction: bool = True,
+) -> dict[str, Any]:
     with private_umask():  # the warehouse, its WAL, marts and reports: owner-only
         return _once_private(paths, run_id, stage, work, one_transaction=one_transaction)
 
 
-def _once_private(paths: HubPaths, run_id: str, stage: str,
-                  work: Callable[[duckdb.DuckDBPyConnection], Any], *,
-                  one_transaction: bool = True) -> dict[str, Any]:
+def _once_private(
+    paths: HubPaths,
+    run_id: str,
+    stage: str,
+    work: Callable[[duckdb.DuckDBPyConnection], Any],
+    *,
+    one_transaction: bool = True,
+) -> dict[str, Any]:
     paths.ensure()
     con = duckdb.connect(str(paths.warehouse))
     private_file(paths.warehouse)
     try:
         con.execute(STAGE_DDL)
-        done = con.execute("SELECT summary FROM pipeline_stage WHERE run_id = ? AND stage = ?",
-                           [run_id, stage]).fetchone()
+        done = con.execute(
+            "SELECT summary FROM pipeline_stage WHERE run_id = ? AND stage = ?", [run_id, stage]
+        ).fetchone()
         if done is not None:
             log.info("stage %s already completed for run %s", stage, run_id)
             return {**json.loads(done[0]), "skipped": True}
@@ -70,15 +81,18 @@ def _once_private(paths: HubPaths, run_id: str, stage: str,
         with atomic(con) if one_transaction else nullcontext():
             summary = _summary(work(con))
             summary.pop("model", None)  # the model is persisted in linkage_model, not in XComs
-            con.execute("INSERT INTO pipeline_stage VALUES (?, ?, now(), ?)",
-                        [run_id, stage, json.dumps(summary)])
+            con.execute(
+                "INSERT INTO pipeline_stage VALUES (?, ?, now(), ?)",
+                [run_id, stage, json.dumps(summary)],
+            )
         return summary
     finally:
         con.close()
 
 
-def stage_ingest(paths: HubPaths, batch_dirs: list[str] | None = None,
-                 progress: bool = False) -> dict[str, Any]:
+def stage_ingest(
+    paths: HubPaths, batch_dirs: list[str] | None = None, progress: bool = False
+) -> dict[str, Any]:
     """Not keyed by run: every batch is verified and loaded exactly once, whichever run sees
     it first (re-ingesting a loaded batch is a no-op)."""
     from linkage.ingest import ingest_landing
@@ -93,13 +107,18 @@ def linkage_backend() -> str:
     or `spark` (linkage.spark_linkage; JOINEDUP_SPARK_* as in SparkConfig.from_env)."""
     backend = os.environ.get(LINKAGE_BACKEND_ENV, "").strip().lower() or "duckdb"
     if backend not in LINKAGE_BACKENDS:
-        raise ValueError(f"environment variable {LINKAGE_BACKEND_ENV}: {backend!r} is not one "
-                         f"of {', '.join(LINKAGE_BACKENDS)}")
+        raise ValueError(
+            f"environment variable {LINKAGE_BACKEND_ENV}: {backend!r} is not one "
+            f"of {', '.join(LINKAGE_BACKENDS)}"
+        )
     return backend
 
 
-def stage_link_persons(paths: HubPaths, run_id: str, show_progress: bool = False,
-                       ) -> dict[str, Any]:
+def stage_link_persons(
+    paths: HubPaths,
+    run_id: str,
+    show_progress: bool = False,
+) -> dict[str, Any]:
     from linkage.person_linkage import RUN_DDL, LinkageSettings, link_persons
 
     # Read up front: a bad setting fails before the warehouse opens.
@@ -148,8 +167,9 @@ def stage_marts(paths: HubPaths, run_id: str) -> dict[str, Any]:
         summary = build_marts(con, paths.marts / "analyst.duckdb", run_id)
         problems = check_marts(summary.path)
         if problems:
-            raise RuntimeError(f"{summary.path}: {len(problems)} disclosure breach(es), first: "
-                               f"{problems[0]}")
+            raise RuntimeError(
+                f"{summary.path}: {len(problems)} disclosure breach(es), first: {problems[0]}"
+            )
         return _summary(summary)
 
     return _once(paths, run_id, "marts", work)
@@ -172,8 +192,11 @@ def stage_report(paths: HubPaths, run_id: str, audit_db: str | None = None) -> d
     return _once(paths, run_id, "report", work)
 
 
-def stage_link_incremental(paths: HubPaths, run_id: str, show_progress: bool = False,
-                           ) -> dict[str, Any]:
+def stage_link_incremental(
+    paths: HubPaths,
+    run_id: str,
+    show_progress: bool = False,
+) -> dict[str, Any]:
     """Link only the records that changed since the last linkage run, with the stored model
     (linkage.incremental): for a landed delta between nightly full relinks. Falls back to a
     full relink (stage_link_persons' work) when the warehouse needs one: no earlier run, or

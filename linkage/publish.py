@@ -71,14 +71,24 @@ def publish(paths: HubPaths, run_id: str | None = None) -> Path:
     differs = [t for t in VIEW_TABLES if src[t] != dst[t]]
     if missing or differs:
         target.unlink(missing_ok=True)
-        raise PublishError(f"{paths.warehouse}: not published: "
-                           + (f"tables missing: {missing} " if missing else "")
-                           + (f"copy differs in: {differs}" if differs else ""))
+        raise PublishError(
+            f"{paths.warehouse}: not published: "
+            + (f"tables missing: {missing} " if missing else "")
+            + (f"copy differs in: {differs}" if differs else "")
+        )
     target.chmod(0o400)  # a published copy is never written again
     tmp = _pointer(paths).with_suffix(".tmp")
-    tmp.write_text(json.dumps({"file": target.name, "run_id": run_id,
-                               "published_at": dt.datetime.now(dt.UTC).isoformat(),
-                               "row_counts": dst}), "utf-8")
+    tmp.write_text(
+        json.dumps(
+            {
+                "file": target.name,
+                "run_id": run_id,
+                "published_at": dt.datetime.now(dt.UTC).isoformat(),
+                "row_counts": dst,
+            }
+        ),
+        "utf-8",
+    )
     os.replace(tmp, _pointer(paths))  # readers see the old pointer or the new, never half
     for old in sorted(out_dir.glob("warehouse-*.duckdb"), reverse=True)[KEEP:]:
         old.unlink(missing_ok=True)
@@ -96,11 +106,15 @@ def current(paths: HubPaths) -> Path | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m linkage.publish", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m linkage.publish",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("run_dir", type=Path)
-    p.add_argument("--if-missing", action="store_true",
-                   help="only if no copy has been published yet")
+    p.add_argument(
+        "--if-missing", action="store_true", help="only if no copy has been published yet"
+    )
     a = p.parse_args(argv)
     paths = HubPaths.for_run(a.run_dir)
     if a.if_missing and current(paths) is not None:

@@ -84,8 +84,15 @@ def set_accepted_link_key_versions(paths: HubPaths, versions: list[int] | tuple[
     paths.hub.mkdir(parents=True, exist_ok=True)
     f = paths.hub / LINK_KEYS_FILE
     tmp = f.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"accepted": sorted({int(v) for v in versions}),
-                               "changed_at": datetime.now(UTC).isoformat()}), "utf-8")
+    tmp.write_text(
+        json.dumps(
+            {
+                "accepted": sorted({int(v) for v in versions}),
+                "changed_at": datetime.now(UTC).isoformat(),
+            }
+        ),
+        "utf-8",
+    )
     tmp.replace(f)
     return f
 
@@ -100,13 +107,19 @@ def export_agency_refs(paths: HubPaths, agency: str, dest: Path | str) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect(str(paths.warehouse), read_only=True)
     try:
-        parts = [f'SELECT "{c}" AS record_ref FROM "{t}" WHERE "{a}" = $agency'
-                 for t, c, a in _ref_columns(con) if a is not None]
+        parts = [
+            f'SELECT "{c}" AS record_ref FROM "{t}" WHERE "{a}" = $agency'
+            for t, c, a in _ref_columns(con)
+            if a is not None
+        ]
         if not parts:
             raise ValueError(f"{paths.warehouse}: no table holds record refs")
-        con.execute(f"COPY (SELECT DISTINCT record_ref FROM ({' UNION ALL '.join(parts)}) "
-                    f"WHERE record_ref IS NOT NULL ORDER BY 1) TO '{_sql_path(dest)}' "
-                    "(FORMAT parquet)", {"agency": agency})
+        con.execute(
+            f"COPY (SELECT DISTINCT record_ref FROM ({' UNION ALL '.join(parts)}) "
+            f"WHERE record_ref IS NOT NULL ORDER BY 1) TO '{_sql_path(dest)}' "
+            "(FORMAT parquet)",
+            {"agency": agency},
+        )
     finally:
         con.close()
     return dest
@@ -134,17 +147,18 @@ def _ref_columns(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str, str | N
     return out
 
 
-def _refuse(con: duckdb.DuckDBPyConnection, paths: HubPaths, batch_dir: Path, agency: str,
-            exc: BatchRefused) -> RekeyOutcome:
+def _refuse(
+    con: duckdb.DuckDBPyConnection, paths: HubPaths, batch_dir: Path, agency: str, exc: BatchRefused
+) -> RekeyOutcome:
     """Like an extract batch's refusal: manifest + reason kept, the mapping file destroyed,
     listed in refused_batch (the IG report and the sequence ledger read it)."""
     _dest, reason = batch_store.refuse(con, paths, batch_dir, agency, exc)
-    return RekeyOutcome(batch_dir.name, agency, "refused", exc.reason_code,
-                        str(reason["detail"]))
+    return RekeyOutcome(batch_dir.name, agency, "refused", exc.reason_code, str(reason["detail"]))
 
 
-def apply_rekey(paths: HubPaths, batch_dir: Path | str,
-                public_keys: dict[str, bytes] | None = None) -> RekeyOutcome:
+def apply_rekey(
+    paths: HubPaths, batch_dir: Path | str, public_keys: dict[str, bytes] | None = None
+) -> RekeyOutcome:
     """Verify one re-keying batch and rewrite the agency's refs in every table, atomically.
 
     Refused whole (hub/refused/ keeps its manifest and refusal.json) on a bad signature or
@@ -161,8 +175,13 @@ def apply_rekey(paths: HubPaths, batch_dir: Path | str,
             r = custody.refused[0]
             return RekeyOutcome(r.item, r.agency, "refused", r.reason_code, r.detail)
         if not custody.taken:
-            return RekeyOutcome(batch_dir.name, agency, "refused", "not_taken",
-                                "a batch of that name is already waiting in hub custody")
+            return RekeyOutcome(
+                batch_dir.name,
+                agency,
+                "refused",
+                "not_taken",
+                "a batch of that name is already waiting in hub custody",
+            )
         batch_dir = custody.taken[0][1]
     keys = public_keys if public_keys is not None else load_public_keys(paths.public_keys)
     with private_umask():
@@ -176,9 +195,14 @@ def apply_rekey(paths: HubPaths, batch_dir: Path | str,
             con.close()
 
 
-def apply_rekey_with(con: duckdb.DuckDBPyConnection, paths: HubPaths, batch_dir: Path,
-                     keys: dict[str, bytes], *, landed_agency: str | None = None
-                     ) -> RekeyOutcome:
+def apply_rekey_with(
+    con: duckdb.DuckDBPyConnection,
+    paths: HubPaths,
+    batch_dir: Path,
+    keys: dict[str, bytes],
+    *,
+    landed_agency: str | None = None,
+) -> RekeyOutcome:
     """`apply_rekey` on an open warehouse connection (ingest releases held ones with it)."""
     from linkage.ingest import BATCH_FAULTS, DATA_ERRORS
 
@@ -193,22 +217,37 @@ def apply_rekey_with(con: duckdb.DuckDBPyConnection, paths: HubPaths, batch_dir:
     except BatchRefused as exc:
         return _refuse(con, paths, batch_dir, agency, batch_store.spent(exc, vm))
     except BATCH_FAULTS as exc:
-        return _refuse(con, paths, batch_dir, agency, batch_store.spent(
-            BatchRefused("batch_unreadable", type(exc).__name__), vm))
+        return _refuse(
+            con,
+            paths,
+            batch_dir,
+            agency,
+            batch_store.spent(BatchRefused("batch_unreadable", type(exc).__name__), vm),
+        )
     if decision in ("already_ingested", "already_held"):
         batch_store.destroy(batch_dir)
         return RekeyOutcome(vm.batch_id, vm.agency, "already_applied")
     if decision == "hold":
         where, waiting_for = sequence.hold(con, paths, vm, sha)
-        return RekeyOutcome(vm.batch_id, vm.agency, "held", "sequence_gap",
-                            f"sequence {vm.sequence} waits for {waiting_for}; kept at {where}")
+        return RekeyOutcome(
+            vm.batch_id,
+            vm.agency,
+            "held",
+            "sequence_gap",
+            f"sequence {vm.sequence} waits for {waiting_for}; kept at {where}",
+        )
     try:
         rows = _apply(con, vm, batch_dir / REKEY_FILE, sha, DATA_ERRORS)
     except BatchRefused as exc:
         return _refuse(con, paths, batch_dir, agency, batch_store.spent(exc, vm))
     except BATCH_FAULTS as exc:
-        return _refuse(con, paths, batch_dir, agency, batch_store.spent(
-            BatchRefused("batch_unreadable", type(exc).__name__), vm))
+        return _refuse(
+            con,
+            paths,
+            batch_dir,
+            agency,
+            batch_store.spent(BatchRefused("batch_unreadable", type(exc).__name__), vm),
+        )
     batch_store.move_into(batch_dir, paths.ingested, vm.agency)
     return RekeyOutcome(vm.batch_id, vm.agency, "applied", rows=rows)
 
@@ -221,56 +260,85 @@ def _manifest_sha(batch_dir: Path) -> str:
     return hashlib.sha256(read_manifest_bytes(batch_dir / MANIFEST_NAME)).hexdigest()
 
 
-def _apply(con: duckdb.DuckDBPyConnection, vm: VerifiedManifest, mapping: Path, sha: str,
-           data_errors: tuple[type[Exception], ...]) -> dict[str, int]:
+def _apply(
+    con: duckdb.DuckDBPyConnection,
+    vm: VerifiedManifest,
+    mapping: Path,
+    sha: str,
+    data_errors: tuple[type[Exception], ...],
+) -> dict[str, int]:
     table = pq.read_table(mapping)
     if set(table.column_names) != {"old_ref", "new_ref"} or not all(
-            pa.types.is_string(f.type) or pa.types.is_large_string(f.type)
-            for f in table.schema):
-        raise BatchRefused("contract_violation",
-                           f"{mapping}: columns must be old_ref, new_ref (strings)")
+        pa.types.is_string(f.type) or pa.types.is_large_string(f.type) for f in table.schema
+    ):
+        raise BatchRefused(
+            "contract_violation", f"{mapping}: columns must be old_ref, new_ref (strings)"
+        )
     con.register("_rekey_src", table)
     try:
-        con.execute("CREATE OR REPLACE TEMP TABLE _rekey AS SELECT old_ref, new_ref "
-                    "FROM _rekey_src")
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE _rekey AS SELECT old_ref, new_ref FROM _rekey_src"
+        )
     finally:
         con.unregister("_rekey_src")
     bad = con.execute("""SELECT count(*) - count(DISTINCT old_ref), count(*) - count(DISTINCT
                          new_ref), count(*) FILTER (old_ref IS NULL OR new_ref IS NULL),
                          count(*) FILTER (old_ref = new_ref) FROM _rekey""").fetchall()[0]
     if any(bad):
-        raise BatchRefused("contract_violation", f"{mapping}: the mapping is not one-to-one "
-                           "(duplicate, missing or unchanged refs)")
+        raise BatchRefused(
+            "contract_violation",
+            f"{mapping}: the mapping is not one-to-one (duplicate, missing or unchanged refs)",
+        )
     cols = _ref_columns(con)
     for t, c, a in cols:
         if a is not None:
-            other = con.execute(f'SELECT count(*) FROM "{t}" x JOIN _rekey m ON x."{c}" = '
-                                f'm.old_ref WHERE x."{a}" <> ?', [vm.agency]).fetchall()[0][0]
+            other = con.execute(
+                f'SELECT count(*) FROM "{t}" x JOIN _rekey m ON x."{c}" = '
+                f'm.old_ref WHERE x."{a}" <> ?',
+                [vm.agency],
+            ).fetchall()[0][0]
             if other:
-                raise BatchRefused("contract_violation",
-                                   f"{mapping}: maps refs the hub holds for another agency")
-        clash = con.execute(f'SELECT count(*) FROM "{t}" x JOIN _rekey m ON x."{c}" = '
-                            'm.new_ref').fetchall()[0][0]
+                raise BatchRefused(
+                    "contract_violation", f"{mapping}: maps refs the hub holds for another agency"
+                )
+        clash = con.execute(
+            f'SELECT count(*) FROM "{t}" x JOIN _rekey m ON x."{c}" = m.new_ref'
+        ).fetchall()[0][0]
         if clash:
-            raise BatchRefused("contract_violation",
-                               f"{mapping}: a new ref already exists in the warehouse")
+            raise BatchRefused(
+                "contract_violation", f"{mapping}: a new ref already exists in the warehouse"
+            )
     done: dict[str, int] = {}
     con.execute("BEGIN TRANSACTION")
     try:
         for t, c, a in cols:
             where = f' AND x."{a}" = $agency' if a is not None else ""
-            n = con.execute(f'UPDATE "{t}" AS x SET "{c}" = m.new_ref FROM _rekey m '
-                            f'WHERE x."{c}" = m.old_ref{where}',
-                            {"agency": vm.agency} if a is not None else {}).fetchall()[0][0]
+            n = con.execute(
+                f'UPDATE "{t}" AS x SET "{c}" = m.new_ref FROM _rekey m '
+                f'WHERE x."{c}" = m.old_ref{where}',
+                {"agency": vm.agency} if a is not None else {},
+            ).fetchall()[0][0]
             done[f"{t}.{c}"] = int(n)
         n_map = con.execute("SELECT count(*) FROM _rekey").fetchall()[0][0]
-        con.execute("""INSERT INTO batch (batch_id, agency, sequence, extract_kind, created_at,
+        con.execute(
+            """INSERT INTO batch (batch_id, agency, sequence, extract_kind, created_at,
                        ingested_at, manifest_sha256, mapping_version, encoding_spec_version,
                        link_key_version, ref_key_version, rows_read, rows_accepted,
                        rows_quarantined, identifiers_rows, related_rows, payload_rows)
                        VALUES (?, ?, ?, ?, ?, now(), ?, NULL, NULL, ?, ?, ?, ?, 0, 0, 0, 0)""",
-                    [vm.batch_id, vm.agency, vm.sequence, REKEY_KIND, vm.created_at, sha,
-                     vm.link_key_version, vm.ref_key_version, n_map, n_map])
+            [
+                vm.batch_id,
+                vm.agency,
+                vm.sequence,
+                REKEY_KIND,
+                vm.created_at,
+                sha,
+                vm.link_key_version,
+                vm.ref_key_version,
+                n_map,
+                n_map,
+            ],
+        )
         sequence.release(con, vm.batch_dir)
         con.execute("COMMIT")
     except data_errors as exc:
@@ -292,8 +360,13 @@ def rekey_incoming(paths: HubPaths) -> Path:
 def take_rekey_custody(paths: HubPaths, only: set[tuple[str, str]] | None = None) -> Custody:
     """Unseal landed re-keying batches into hub custody (linkage.custody, no-follow fds);
     refused items are recorded (hub/refused/ + refused_batch) and removed from rekey_landing/."""
-    custody = take_custody(rekey_landing(paths), rekey_incoming(paths),
-                           load_hub_sealing_keys(paths.keys), files=REKEY_FILES, only=only)
+    custody = take_custody(
+        rekey_landing(paths),
+        rekey_incoming(paths),
+        load_hub_sealing_keys(paths.keys),
+        files=REKEY_FILES,
+        only=only,
+    )
     batch_store.record_custody_refusals(paths, custody.refused)
     return custody
 
@@ -302,13 +375,18 @@ def apply_pending_rekeys(paths: HubPaths) -> list[RekeyOutcome]:
     """Take every landed re-keying batch into custody, then apply each, per agency in
     sequence (batch id) order. One batch never stops the others."""
     custody = take_rekey_custody(paths)
-    out = [RekeyOutcome(r.item, r.agency, "refused", r.reason_code, r.detail)
-           for r in custody.refused]
+    out = [
+        RekeyOutcome(r.item, r.agency, "refused", r.reason_code, r.detail) for r in custody.refused
+    ]
     for agency, b in hub_private_batches(rekey_incoming(paths)):
         try:
             out.append(apply_rekey(paths, b))
         except Exception as exc:  # noqa: BLE001 - one batch must never stop the others
-            log.exception("re-keying batch %s/%s not processed (%s); left in place",
-                          agency, b.name, type(exc).__name__)
+            log.exception(
+                "re-keying batch %s/%s not processed (%s); left in place",
+                agency,
+                b.name,
+                type(exc).__name__,
+            )
             out.append(RekeyOutcome(b.name, agency, "error", type(exc).__name__))
     return out

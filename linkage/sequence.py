@@ -39,8 +39,16 @@ from linkage.warehouse import ensure_batch_tables, has_table
 #: first seen with it), and integrity failures, where the files or folder are not what the
 #: agency signed (tampered or moved in transit): the genuine batch may still be landed and
 #: load in its turn; until then later batches are held, visibly, or an operator abandons it.
-NOT_SPENT = ("replay", "checksum_mismatch", "size_mismatch", "missing_file", "extra_file",
-             "not_a_file", "row_count_mismatch", "path_mismatch")
+NOT_SPENT = (
+    "replay",
+    "checksum_mismatch",
+    "size_mismatch",
+    "missing_file",
+    "extra_file",
+    "not_a_file",
+    "row_count_mismatch",
+    "path_mismatch",
+)
 _NOT_SPENT_SQL = ", ".join(f"'{c}'" for c in NOT_SPENT)
 
 # An operator's reason is free text kept at the hub: short, and no run of 4+ digits or an
@@ -55,13 +63,19 @@ def ensure_sequence_schema(con: duckdb.DuckDBPyConnection) -> None:
 
 def next_expected(con: duckdb.DuckDBPyConnection, agency: str) -> int:
     """The sequence number the hub loads next for `agency`."""
-    last = con.execute("SELECT coalesce(max(sequence), 0) FROM batch WHERE agency = ?",
-                       [agency]).fetchall()[0][0]
-    spent = {r[0] for r in con.execute(
-        f"""SELECT sequence FROM refused_batch WHERE signed_agency = $a AND sequence > $last
+    last = con.execute(
+        "SELECT coalesce(max(sequence), 0) FROM batch WHERE agency = ?", [agency]
+    ).fetchall()[0][0]
+    spent = {
+        r[0]
+        for r in con.execute(
+            f"""SELECT sequence FROM refused_batch WHERE signed_agency = $a AND sequence > $last
                AND reason_code NOT IN ({_NOT_SPENT_SQL})
            UNION SELECT sequence FROM sequence_abandoned WHERE agency = $a AND sequence > $last
-        """, {"a": agency, "last": last}).fetchall()}
+        """,
+            {"a": agency, "last": last},
+        ).fetchall()
+    }
     n = int(last) + 1
     while n in spent:
         n += 1
@@ -69,41 +83,54 @@ def next_expected(con: duckdb.DuckDBPyConnection, agency: str) -> int:
 
 
 def _spent_above(con: duckdb.DuckDBPyConnection, agency: str, sequence: int) -> bool:
-    return bool(con.execute(
-        f"""SELECT (SELECT count(*) FROM refused_batch WHERE signed_agency = $a
+    return bool(
+        con.execute(
+            f"""SELECT (SELECT count(*) FROM refused_batch WHERE signed_agency = $a
                      AND sequence = $s AND reason_code NOT IN ({_NOT_SPENT_SQL}))
                 + (SELECT count(*) FROM sequence_abandoned WHERE agency = $a AND sequence = $s)
-        """, {"a": agency, "s": sequence}).fetchall()[0][0])
+        """,
+            {"a": agency, "s": sequence},
+        ).fetchall()[0][0]
+    )
 
 
 def decide(con: duckdb.DuckDBPyConnection, vm: VerifiedManifest, sha: str) -> str:
     """'load' | 'hold' | 'already_ingested' | 'already_held'; raises BatchRefused('replay')."""
     ensure_sequence_schema(con)
-    row = con.execute("SELECT manifest_sha256 FROM batch WHERE batch_id = ?",
-                      [vm.batch_id]).fetchall()
+    row = con.execute(
+        "SELECT manifest_sha256 FROM batch WHERE batch_id = ?", [vm.batch_id]
+    ).fetchall()
     if row:
         if row[0][0] == sha:
             return "already_ingested"
         raise BatchRefused("replay", f"batch_id {vm.batch_id} was ingested with another manifest")
     for held_id, held_sha, held_path in con.execute(
-            """SELECT batch_id, manifest_sha256, held_path FROM held_batch
+        """SELECT batch_id, manifest_sha256, held_path FROM held_batch
                WHERE batch_id = ? OR (agency = ? AND sequence = ?)""",
-            [vm.batch_id, vm.agency, vm.sequence]).fetchall():
+        [vm.batch_id, vm.agency, vm.sequence],
+    ).fetchall():
         if Path(held_path) == vm.batch_dir:
             continue  # this is the held copy itself, back for its turn
         if held_id == vm.batch_id and held_sha == sha:
             return "already_held"
-        raise BatchRefused("replay", f"another batch with sequence {vm.sequence} or batch_id "
-                           f"{vm.batch_id} is held")
+        raise BatchRefused(
+            "replay", f"another batch with sequence {vm.sequence} or batch_id {vm.batch_id} is held"
+        )
     expected = next_expected(con, vm.agency)
     if vm.sequence < expected or _spent_above(con, vm.agency, vm.sequence):
-        raise BatchRefused("replay", f"sequence {vm.sequence} already spent "
-                           f"(next expected {expected})")
+        raise BatchRefused(
+            "replay", f"sequence {vm.sequence} already spent (next expected {expected})"
+        )
     return "load" if vm.sequence == expected else "hold"
 
 
-def hold(con: duckdb.DuckDBPyConnection, paths: HubPaths, vm: VerifiedManifest,
-         sha: str, reason: str | None = None) -> tuple[Path, int]:
+def hold(
+    con: duckdb.DuckDBPyConnection,
+    paths: HubPaths,
+    vm: VerifiedManifest,
+    sha: str,
+    reason: str | None = None,
+) -> tuple[Path, int]:
     """Keep a verified early batch in hub/held/ until its turn; (where, what it waits for).
     `reason`: why, when it is not a sequence gap (a mass retirement: linkage.snapshot_hold)."""
     expected = next_expected(con, vm.agency)
@@ -113,18 +140,21 @@ def hold(con: duckdb.DuckDBPyConnection, paths: HubPaths, vm: VerifiedManifest,
         # Listed first, then moved: a crash in between leaves a row whose folder is missing
         # (dropped by `ready`) and the batch where it was, to be verified again next run.
         dest = free_slot(paths.held, vm.agency, vm.batch_dir.name)
-        con.execute("""INSERT INTO held_batch (batch_id, agency, sequence, extract_kind,
+        con.execute(
+            """INSERT INTO held_batch (batch_id, agency, sequence, extract_kind,
                        manifest_sha256, waiting_for, held_at, held_path)
                        VALUES (?, ?, ?, ?, ?, ?, now(), ?)""",
-                    [vm.batch_id, vm.agency, vm.sequence, vm.extract_kind, sha, expected,
-                     str(dest)])
+            [vm.batch_id, vm.agency, vm.sequence, vm.extract_kind, sha, expected, str(dest)],
+        )
         try:
             move_to(vm.batch_dir, dest)
         except BaseException:
             release(con, dest)
             raise
-    con.execute("UPDATE held_batch SET waiting_for = ?, held_reason = ? WHERE held_path = ?",
-                [expected, reason, str(dest)])
+    con.execute(
+        "UPDATE held_batch SET waiting_for = ?, held_reason = ? WHERE held_path = ?",
+        [expected, reason, str(dest)],
+    )
     return dest, expected
 
 
@@ -141,8 +171,9 @@ class Held:
     path: Path
 
 
-def ready(con: duckdb.DuckDBPyConnection, skip: set[Path] | frozenset[Path] = frozenset()
-          ) -> Held | None:
+def ready(
+    con: duckdb.DuckDBPyConnection, skip: set[Path] | frozenset[Path] = frozenset()
+) -> Held | None:
     """The first held batch whose turn has come, if any. Rows whose folder has gone (removed
     by an operator) are dropped: the number stays a gap until it arrives or is abandoned."""
     ensure_sequence_schema(con)
@@ -161,8 +192,11 @@ def held_batches(con: duckdb.DuckDBPyConnection) -> list[dict[str, object]]:
     """What is held and why (read-only connections too)."""
     if not has_table(con, "held_batch"):
         return []
-    reason = "held_reason" if any(r[0] == "held_reason" for r in con.execute(
-        "DESCRIBE held_batch").fetchall()) else "NULL AS held_reason"
+    reason = (
+        "held_reason"
+        if any(r[0] == "held_reason" for r in con.execute("DESCRIBE held_batch").fetchall())
+        else "NULL AS held_reason"
+    )
     cur = con.execute(f"""SELECT agency, batch_id, sequence, extract_kind, waiting_for,
                                  held_at, {reason} FROM held_batch ORDER BY agency, sequence""")
     names = [d[0] for d in cur.description]
@@ -177,12 +211,14 @@ def check_operator_text(agency: str, **texts: str) -> None:
         raise ValueError("agency must be an agency code")
     for name, text in texts.items():
         if not _REASON.fullmatch(text or "") or _IDENTIFYING.search(text):
-            raise ValueError(f"{name}: 3-200 letters, digits and punctuation, no run of 4+ "
-                             "digits and no '@'")
+            raise ValueError(
+                f"{name}: 3-200 letters, digits and punctuation, no run of 4+ digits and no '@'"
+            )
 
 
-def abandon_sequence(paths: HubPaths, agency: str, sequence: int, reason: str,
-                     recorded_by: str) -> dict[str, object]:
+def abandon_sequence(
+    paths: HubPaths, agency: str, sequence: int, reason: str, recorded_by: str
+) -> dict[str, object]:
     """Record that `agency`'s batch `sequence` will never arrive, so later ones may load.
 
     Refused (ValueError) for a number already spent, one a held batch carries (it loads when
@@ -198,23 +234,36 @@ def abandon_sequence(paths: HubPaths, agency: str, sequence: int, reason: str,
             ensure_sequence_schema(con)
             expected = next_expected(con, agency)
             if sequence < expected or _spent_above(con, agency, sequence):
-                raise ValueError(f"{agency} sequence {sequence} is already spent "
-                                 f"(next expected {expected})")
-            if con.execute("SELECT count(*) FROM held_batch WHERE agency = ? AND sequence = ?",
-                           [agency, sequence]).fetchall()[0][0]:
-                raise ValueError(f"a batch with {agency} sequence {sequence} is held; it loads "
-                                 "when its turn comes")
-            con.execute("INSERT INTO sequence_abandoned VALUES (?, ?, ?, ?, now())",
-                        [agency, sequence, reason, recorded_by])
-            return {"agency": agency, "sequence": sequence,
-                    "next_expected": next_expected(con, agency)}
+                raise ValueError(
+                    f"{agency} sequence {sequence} is already spent (next expected {expected})"
+                )
+            if con.execute(
+                "SELECT count(*) FROM held_batch WHERE agency = ? AND sequence = ?",
+                [agency, sequence],
+            ).fetchall()[0][0]:
+                raise ValueError(
+                    f"a batch with {agency} sequence {sequence} is held; it loads "
+                    "when its turn comes"
+                )
+            con.execute(
+                "INSERT INTO sequence_abandoned VALUES (?, ?, ?, ?, now())",
+                [agency, sequence, reason, recorded_by],
+            )
+            return {
+                "agency": agency,
+                "sequence": sequence,
+                "next_expected": next_expected(con, agency),
+            }
         finally:
             con.close()
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m linkage.sequence", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m linkage.sequence",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = ap.add_subparsers(dest="cmd", required=True)
     st = sub.add_parser("status", help="list held batches and what each waits for")
     st.add_argument("run_dir", type=Path)
@@ -224,10 +273,14 @@ def main(argv: list[str] | None = None) -> int:
     ab.add_argument("sequence", type=int)
     ab.add_argument("--reason", required=True)
     ab.add_argument("--by", required=True, dest="recorded_by")
-    ab.add_argument("--release", action="store_true",
-                    help="ingest the held batches that can now load")
-    cr = sub.add_parser("confirm-retirement", help="confirm that a snapshot held for mass "
-                        "retirement may retire what it retires (applies at the next ingest)")
+    ab.add_argument(
+        "--release", action="store_true", help="ingest the held batches that can now load"
+    )
+    cr = sub.add_parser(
+        "confirm-retirement",
+        help="confirm that a snapshot held for mass "
+        "retirement may retire what it retires (applies at the next ingest)",
+    )
     cr.add_argument("run_dir", type=Path)
     cr.add_argument("agency")
     cr.add_argument("batch_id")
@@ -247,11 +300,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "confirm-retirement":
             from linkage.snapshot_hold import confirm_retirement
 
-            out = confirm_retirement(paths, args.agency, args.batch_id, args.reason,
-                                     args.recorded_by)
+            out = confirm_retirement(
+                paths, args.agency, args.batch_id, args.reason, args.recorded_by
+            )
         else:
-            out = abandon_sequence(paths, args.agency, args.sequence, args.reason,
-                                   args.recorded_by)
+            out = abandon_sequence(paths, args.agency, args.sequence, args.reason, args.recorded_by)
     except ValueError as exc:
         print(f"refused: {exc}", file=sys.stderr)
         return 2

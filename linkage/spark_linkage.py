@@ -149,8 +149,9 @@ class SparkConfig:
             if not raw:
                 return default
             if not raw.isdigit() or int(raw) < 1:
-                raise ValueError(f"environment variable {name}: {raw!r} is not a positive "
-                                 "whole number")
+                raise ValueError(
+                    f"environment variable {name}: {raw!r} is not a positive whole number"
+                )
             return int(raw)
 
         return cls(
@@ -158,8 +159,7 @@ class SparkConfig:
             work_dir=Path(env.get("JOINEDUP_SPARK_DIR", "").strip() or Path(hub_dir) / "spark"),
             cores=number("JOINEDUP_SPARK_CORES", cls.cores),
             shuffle_partitions=number("JOINEDUP_SPARK_PARTITIONS", cls.shuffle_partitions),
-            driver_memory=env.get("JOINEDUP_SPARK_DRIVER_MEMORY", "").strip()
-            or cls.driver_memory,
+            driver_memory=env.get("JOINEDUP_SPARK_DRIVER_MEMORY", "").strip() or cls.driver_memory,
             break_lineage_method=env.get("JOINEDUP_SPARK_BREAK_LINEAGE", "").strip() or None,
         )
 
@@ -182,9 +182,13 @@ def configured_session(config: SparkConfig, run_id: str) -> Iterator[Any]:
         yield active
         return
     ckpt = Path(config.work_dir) / "checkpoint" / _run_folder(run_id)
-    spark = spark_session(cores=config.cores, shuffle_partitions=config.shuffle_partitions,
-                          driver_memory=config.driver_memory, checkpoint_dir=ckpt,
-                          master=config.master)
+    spark = spark_session(
+        cores=config.cores,
+        shuffle_partitions=config.shuffle_partitions,
+        driver_memory=config.driver_memory,
+        checkpoint_dir=ckpt,
+        master=config.master,
+    )
     try:
         yield spark
     finally:
@@ -201,8 +205,9 @@ def export_identifiers(con: duckdb.DuckDBPyConnection, out_dir: str | Path) -> P
     integer tokens to hex text (Spark has no unsigned integers).
     Returns the path. Only pseudonymised columns: tokens, blocking keys, Bloom filters, refs."""
     columns = _without_bloom_words(prepare_input(con))
-    types = dict(con.execute(
-        f"SELECT column_name, column_type FROM (DESCRIBE {INPUT_TABLE})").fetchall())
+    types = dict(
+        con.execute(f"SELECT column_name, column_type FROM (DESCRIBE {INPUT_TABLE})").fetchall()
+    )
 
     def out(c: str) -> str:
         if c.startswith("bf_"):
@@ -218,24 +223,34 @@ def export_identifiers(con: duckdb.DuckDBPyConnection, out_dir: str | Path) -> P
     # Each record's rank (`ORDER_COLUMN`), the id clustering and persisting work on; the
     # ranks stay in ORDER_TABLE on `con` for the run's writer.
     order = build_record_order(con)
-    con.execute(f"COPY (SELECT {select}, {ORDER_COLUMN} FROM {INPUT_TABLE} "
-                f"JOIN (SELECT {ID_COLUMN}, {ORDER_COLUMN} FROM {order}) USING ({ID_COLUMN}) "
-                f"ORDER BY {ORDER_COLUMN}) TO '{path}' (FORMAT parquet)")
+    con.execute(
+        f"COPY (SELECT {select}, {ORDER_COLUMN} FROM {INPUT_TABLE} "
+        f"JOIN (SELECT {ID_COLUMN}, {ORDER_COLUMN} FROM {order}) USING ({ID_COLUMN}) "
+        f"ORDER BY {ORDER_COLUMN}) TO '{path}' (FORMAT parquet)"
+    )
     return path
 
 
 def _without_bloom_words(columns: list[str]) -> list[str]:
     # DuckDB's 128-bit Bloom words stay in the warehouse: Spark makes its own from the bytes.
-    words = {bloom_word_column(b, i) for b in columns if b.startswith("bf_")
-             for i in range(bloom_word_count(columns, b))}
+    words = {
+        bloom_word_column(b, i)
+        for b in columns
+        if b.startswith("bf_")
+        for i in range(bloom_word_count(columns, b))
+    }
     return [c for c in columns if c not in words]
 
 
 def duckdb_input_columns(columns: list[str], words: dict[str, int]) -> list[str]:
     """`columns` plus the 128-bit Bloom word columns `prepare_input` gives DuckDB, so a model
     built from them (Spark-trained or not) holds the same SQL as a DuckDB-trained one."""
-    extra = [bloom_word_column(b, i) for b, n in words.items() if b in BLOOM_COLUMNS
-             for i in range(bloom_word_count_for(n * WORD_BITS // 8))]
+    extra = [
+        bloom_word_column(b, i)
+        for b, n in words.items()
+        if b in BLOOM_COLUMNS
+        for i in range(bloom_word_count_for(n * WORD_BITS // 8))
+    ]
     return [*columns, *extra]
 
 
@@ -255,8 +270,13 @@ def load_input(spark: Any, parquet: str | Path) -> tuple[Any, dict[str, int]]:
     df = spark.read.parquet(str(parquet))
     words: dict[str, int] = {}
     for col in [c for c in df.columns if c.startswith("bf_")]:
-        counts = (df.where(F.col(col).isNotNull()).groupBy(F.length(col).alias("n"))
-                  .count().orderBy(F.desc("count")).collect())
+        counts = (
+            df.where(F.col(col).isNotNull())
+            .groupBy(F.length(col).alias("n"))
+            .count()
+            .orderBy(F.desc("count"))
+            .collect()
+        )
         if not counts:
             continue
         nbytes = counts[0]["n"]
@@ -264,14 +284,14 @@ def load_input(spark: Any, parquet: str | Path) -> tuple[Any, dict[str, int]]:
             bad = df.where(F.length(col) != nbytes).select("agency", "record_ref", col).first()
             raise ValueError(
                 f"{parquet}: row agency={bad[0]} record_ref={bad[1]} field {col}: Bloom filter "
-                f"of {len(bad[2])} bytes differs from the column's fixed length {nbytes}")
+                f"of {len(bad[2])} bytes differs from the column's fixed length {nbytes}"
+            )
         if nbytes % (WORD_BITS // 8):
             raise ValueError(f"{parquet}: field {col}: {nbytes} bytes is not whole words")
         n = nbytes // (WORD_BITS // 8)
         hexed = F.hex(F.col(col))
         exprs = [
-            F.conv(F.substring(hexed, i * 8 + 1, 8), 16, 10).cast("bigint").alias(
-                _word_col(col, i))
+            F.conv(F.substring(hexed, i * 8 + 1, 8), 16, 10).cast("bigint").alias(_word_col(col, i))
             for i in range(n)
         ]
         df = df.select("*", *exprs)
@@ -294,8 +314,10 @@ def spark_intersection_sql(col: str, n_words: int) -> str:
 def spark_dice_sql(col: str, n_words: int) -> str:
     """Dice coefficient of two Bloom filters in Spark SQL, from their words and popcounts;
     the same arithmetic as `comparisons.dice_sql` (double division, NULL when both empty)."""
-    return (f"(2.0D * ({spark_intersection_sql(col, n_words)}) / "
-            f"nullif(`{_pop_col(col)}_l` + `{_pop_col(col)}_r`, 0))")
+    return (
+        f"(2.0D * ({spark_intersection_sql(col, n_words)}) / "
+        f"nullif(`{_pop_col(col)}_l` + `{_pop_col(col)}_r`, 0))"
+    )
 
 
 def to_spark_sql(condition: str, words: dict[str, int]) -> str:
@@ -308,8 +330,9 @@ def to_spark_sql(condition: str, words: dict[str, int]) -> str:
         for form in forms:
             condition = condition.replace(form, f'{_PLACEHOLDER}("{col}_l", "{col}_r")')
         if n_words:  # what is left of the word form: dice_at_least_sql's intersection
-            condition = condition.replace(dice_intersection_sql(col, n_words),
-                                          f'{_INTER_PLACEHOLDER}("{col}_l", "{col}_r")')
+            condition = condition.replace(
+                dice_intersection_sql(col, n_words), f'{_INTER_PLACEHOLDER}("{col}_l", "{col}_r")'
+            )
         for side in "lr":  # and its popcounts, named as Spark's input names them
             condition = condition.replace(f'"pop_{col}_{side}"', f'"{_pop_col(col)}_{side}"')
     out = sqlglot.transpile(condition, read="duckdb", write="spark")[0]
@@ -326,10 +349,14 @@ def to_spark_sql(condition: str, words: dict[str, int]) -> str:
         return spark_intersection_sql(m.group(1), known(m.group(1)))
 
     out = re.sub(rf"{_PLACEHOLDER}\(`?(\w+)_l`?, `?\w+_r`?\)", dice, out, flags=re.IGNORECASE)
-    out = re.sub(rf"{_INTER_PLACEHOLDER}\(`?(\w+)_l`?, `?\w+_r`?\)", inter, out,
-                 flags=re.IGNORECASE)
-    if (_PLACEHOLDER in out.lower() or _INTER_PLACEHOLDER in out.lower()
-            or re.search(r"\bbf_[a-z_]*[a-z](_w\d+)?_l`? &", out)):
+    out = re.sub(
+        rf"{_INTER_PLACEHOLDER}\(`?(\w+)_l`?, `?\w+_r`?\)", inter, out, flags=re.IGNORECASE
+    )
+    if (
+        _PLACEHOLDER in out.lower()
+        or _INTER_PLACEHOLDER in out.lower()
+        or re.search(r"\bbf_[a-z_]*[a-z](_w\d+)?_l`? &", out)
+    ):
         raise ValueError(f"unrecognised Bloom comparison in model SQL: {condition!r}")
     return out
 
@@ -347,7 +374,8 @@ def transpile_settings(splink_settings: dict[str, Any], words: dict[str, int]) -
     for comp in s["comparisons"]:
         for level in comp["comparison_levels"]:
             level["sql_condition"] = (
-                level["sql_condition"] if level["sql_condition"] == "ELSE"
+                level["sql_condition"]
+                if level["sql_condition"] == "ELSE"
                 else to_spark_sql(level["sql_condition"], words)
             )
     rules = []
@@ -374,10 +402,13 @@ def _with_parameters(untrained: dict[str, Any], learned: dict[str, Any]) -> dict
     out["probability_two_random_records_match"] = learned["probability_two_random_records_match"]
     for mine, theirs in zip(out["comparisons"], learned["comparisons"], strict=True):
         labels = [lv.get("label_for_charts") for lv in mine["comparison_levels"]]
-        if (mine["output_column_name"] != theirs["output_column_name"]
-                or labels != [lv.get("label_for_charts") for lv in theirs["comparison_levels"]]):
-            raise ValueError(f"Spark-trained comparison {theirs['output_column_name']!r} does "
-                             "not line up with the DuckDB settings it was transpiled from")
+        if mine["output_column_name"] != theirs["output_column_name"] or labels != [
+            lv.get("label_for_charts") for lv in theirs["comparison_levels"]
+        ]:
+            raise ValueError(
+                f"Spark-trained comparison {theirs['output_column_name']!r} does "
+                "not line up with the DuckDB settings it was transpiled from"
+            )
         for lv, tl in zip(mine["comparison_levels"], theirs["comparison_levels"], strict=True):
             for key in ("m_probability", "u_probability"):
                 if key in tl:
@@ -407,23 +438,34 @@ def train_model_spark(
     creator = splink_settings_for(columns)
     creator.max_iterations = s.max_em_iterations
     untrained = creator.get_settings("duckdb").as_dict()
-    db_api = SparkAPI(spark_session=spark, register_udfs_automatically=False,
-                      break_lineage_method=break_lineage_method)
-    linker = Linker(db_api.register(df), transpile_settings(untrained, words),
-                    log_level=logging.WARNING)
+    db_api = SparkAPI(
+        spark_session=spark,
+        register_udfs_automatically=False,
+        break_lineage_method=break_lineage_method,
+    )
+    linker = Linker(
+        db_api.register(df), transpile_settings(untrained, words), log_level=logging.WARNING
+    )
     # The recipe of person_linkage.train_model (one u chunk there says why); the blocking
     # rules are Splink creators, which write their own Spark SQL.
     learned = estimate_parameters(linker, columns, s)
     trained = round_parameters(
-        floor_m_probabilities(_with_parameters(untrained, learned), s.m_floor))
+        floor_m_probabilities(_with_parameters(untrained, learned), s.m_floor)
+    )
     return make_model(trained, model_version)
 
 
 # --------------------------------------------------------------------------- linkage
 
 
-def _score(spark: Any, df: Any, words: dict[str, int], model: dict[str, Any], threshold: float,
-           break_lineage_method: str | None) -> pd.DataFrame:
+def _score(
+    spark: Any,
+    df: Any,
+    words: dict[str, int],
+    model: dict[str, Any],
+    threshold: float,
+    break_lineage_method: str | None,
+) -> pd.DataFrame:
     """Pairs at or above `threshold`: ids (ranks, l < r), scores and the
     gamma_/mw_ evidence columns (what the clerical queue keeps); no token values leave
     Spark. Scored as the DuckDB path scores (`person_linkage.scoring_settings`)."""
@@ -432,38 +474,59 @@ def _score(spark: Any, df: Any, words: dict[str, int], model: dict[str, Any], th
 
     model_settings = load_model(model)["splink_settings"]
     id_col = model_settings.get("unique_id_column_name", "unique_id")
-    db_api = SparkAPI(spark_session=spark, register_udfs_automatically=False,
-                      break_lineage_method=break_lineage_method)
-    linker = Linker(db_api.register(df),
-                    transpile_settings(scoring_settings(model_settings), words),
-                    log_level=logging.WARNING)
+    db_api = SparkAPI(
+        spark_session=spark,
+        register_udfs_automatically=False,
+        break_lineage_method=break_lineage_method,
+    )
+    linker = Linker(
+        db_api.register(df),
+        transpile_settings(scoring_settings(model_settings), words),
+        log_level=logging.WARNING,
+    )
     try:
-        pred = linker.inference.predict(threshold_match_probability=threshold,
-                                        warning_mode="never").as_spark_dataframe()
+        pred = linker.inference.predict(
+            threshold_match_probability=threshold, warning_mode="never"
+        ).as_spark_dataframe()
         evidence = [c for c in pred.columns if c.startswith(("gamma_", "mw_"))]
         # Pairs carry the records' ranks (ORDER_COLUMN), as the DuckDB run's do.
         ids = df.select(F.col(id_col).alias("_id"), F.col(ORDER_COLUMN).alias("_uid"))
         l_ids = ids.withColumnRenamed("_id", f"{id_col}_l").withColumnRenamed("_uid", "_a")
         r_ids = ids.withColumnRenamed("_id", f"{id_col}_r").withColumnRenamed("_uid", "_b")
-        pairs = (pred.join(l_ids, f"{id_col}_l").join(r_ids, f"{id_col}_r")
-                 .select(F.least("_a", "_b").alias("unique_id_l"),
-                         F.greatest("_a", "_b").alias("unique_id_r"),
-                         "match_weight", "match_probability", *evidence)
-                 .toPandas())
+        pairs = (
+            pred.join(l_ids, f"{id_col}_l")
+            .join(r_ids, f"{id_col}_r")
+            .select(
+                F.least("_a", "_b").alias("unique_id_l"),
+                F.greatest("_a", "_b").alias("unique_id_r"),
+                "match_weight",
+                "match_probability",
+                *evidence,
+            )
+            .toPandas()
+        )
     finally:
         linker.table_management.delete_tables_created_by_splink_from_db()
     return with_gammas(pairs, model_settings)
 
 
-def _cluster(df: Any, pairs: pd.DataFrame, model: dict[str, Any], s: LinkageSettings,
-             ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+def _cluster(
+    df: Any,
+    pairs: pd.DataFrame,
+    model: dict[str, Any],
+    s: LinkageSettings,
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """(records with cluster_id, auto-match edges, flagged clusters), by the hub's own
     clustering (`person_linkage.cluster_records`), so both backends cluster identically."""
     have = set(df.columns)
     records = df.selectExpr(
-        f"{ORDER_COLUMN} AS unique_id", "agency", "batch_id",
-        *[(c if c in have else f"CAST(NULL AS STRING) AS {c}")
-          for c in ("tok_nhs_number", "tok_dob")],
+        f"{ORDER_COLUMN} AS unique_id",
+        "agency",
+        "batch_id",
+        *[
+            (c if c in have else f"CAST(NULL AS STRING) AS {c}")
+            for c in ("tok_nhs_number", "tok_dob")
+        ],
     ).toPandas()
     return cluster_records(records, pairs, model["splink_settings"], s)
 
@@ -496,8 +559,9 @@ def link_persons_spark(
         if s.model is not None:
             model = load_model(s.model)
         else:
-            model = train_model_spark(spark, df, words, s,
-                                      break_lineage_method=break_lineage_method)
+            model = train_model_spark(
+                spark, df, words, s, break_lineage_method=break_lineage_method
+            )
             model["model_version"] = _next_model_version(con, model["settings_hash"][:8])
         timings["train"] = time.perf_counter() - t
         log.info("spark linkage %s: model %s", run_id, model["model_version"])
@@ -508,18 +572,35 @@ def link_persons_spark(
         records, auto, flagged = _cluster(df, pairs, model, s)
         timings["cluster"] = time.perf_counter() - t
         return persist_linkage(
-            con, run_id, records, pairs, model, s, n_records=len(records),
-            n_auto_pairs=len(auto), flagged=flagged, timings=timings, started=started,
-            new_model=s.model is None, mode="spark",
+            con,
+            run_id,
+            records,
+            pairs,
+            model,
+            s,
+            n_records=len(records),
+            n_auto_pairs=len(auto),
+            flagged=flagged,
+            timings=timings,
+            started=started,
+            new_model=s.model is None,
+            mode="spark",
         )
     finally:
         shutil.rmtree(export, ignore_errors=True)
         drop_record_order(con)
 
 
-def run_configured(con: duckdb.DuckDBPyConnection, run_id: str, settings: LinkageSettings,
-                   config: SparkConfig) -> LinkageResult:
+def run_configured(
+    con: duckdb.DuckDBPyConnection, run_id: str, settings: LinkageSettings, config: SparkConfig
+) -> LinkageResult:
     """`link_persons_spark` in the session `config` describes: the hub pipeline's entry."""
     with configured_session(config, run_id) as spark:
-        return link_persons_spark(con, run_id, spark, settings, work_dir=config.work_dir,
-                                  break_lineage_method=config.break_lineage_method)
+        return link_persons_spark(
+            con,
+            run_id,
+            spark,
+            settings,
+            work_dir=config.work_dir,
+            break_lineage_method=config.break_lineage_method,
+        )

@@ -46,8 +46,9 @@ class MigrationStatus:
 
     @property
     def pending_agencies(self) -> list[str]:
-        return sorted(a for a, by in self.rows_by_agency.items()
-                      if any(v != self.spec_version for v in by))
+        return sorted(
+            a for a, by in self.rows_by_agency.items() if any(v != self.spec_version for v in by)
+        )
 
     @property
     def done(self) -> bool:
@@ -60,21 +61,22 @@ def migration_status(con: duckdb.DuckDBPyConnection, enc: EncodingContract) -> M
     if has_table(con, "identifiers") and has_table(con, "batch"):
         # A row's version is its batch's (the signed manifest says which spec encoded it);
         # rows loaded without the ledger (tests, tools) are taken as current.
-        for agency, version, n in con.execute("""
+        for agency, version, n in con.execute(
+            """
                 SELECT i.agency, coalesce(b.encoding_spec_version, ?), count(*)
                 FROM identifiers i LEFT JOIN batch b USING (batch_id)
-                GROUP BY ALL ORDER BY ALL""", [enc.version]).fetchall():
+                GROUP BY ALL ORDER BY ALL""",
+            [enc.version],
+        ).fetchall():
             rows.setdefault(agency, {})[int(version)] = int(n)
     for table in ENCODED_TABLES:
         if has_table(con, table):
             have = [r[0] for r in con.execute(f"DESCRIBE {table}").fetchall()]
-            stale[table] = [c for c in have if c not in _FIXED
-                            and c not in enc.encoded_columns]
+            stale[table] = [c for c in have if c not in _FIXED and c not in enc.encoded_columns]
     return MigrationStatus(enc.version, rows, stale)
 
 
-def require_one_spec(con: duckdb.DuckDBPyConnection, enc: EncodingContract | None = None
-                     ) -> None:
+def require_one_spec(con: duckdb.DuckDBPyConnection, enc: EncodingContract | None = None) -> None:
     """Refuse to link rows encoded under different spec versions."""
     enc = enc or EncodingContract.load()
     status = migration_status(con, enc)
@@ -83,7 +85,8 @@ def require_one_spec(con: duckdb.DuckDBPyConnection, enc: EncodingContract | Non
             f"the warehouse still holds rows encoded under another encoding spec than v"
             f"{enc.version} for {', '.join(status.pending_agencies)}: linking waits until "
             f"every agency has re-sent a full snapshot under v{enc.version} (docs/keys.md, "
-            f"'Encoding spec change'; python -m linkage.spec_migration status)")
+            f"'Encoding spec change'; python -m linkage.spec_migration status)"
+        )
 
 
 def finish(con: duckdb.DuckDBPyConnection, enc: EncodingContract | None = None) -> list[str]:
@@ -118,16 +121,24 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{agency}: {desc}")
             if args.action == "status":
                 pend = status.pending_agencies
-                print(f"spec v{enc.version}: " + (f"waiting for {', '.join(pend)}" if pend else
-                                                  "every agency's rows are current"))
+                print(
+                    f"spec v{enc.version}: "
+                    + (
+                        f"waiting for {', '.join(pend)}"
+                        if pend
+                        else "every agency's rows are current"
+                    )
+                )
                 return 0
             try:
                 dropped = finish(con, enc)
             except SpecMigrationPending as exc:
                 print(f"not finished: {exc}")
                 return 1
-            print(f"dropped {len(dropped)} old-spec columns: {', '.join(dropped) or 'none'}; "
-                  "now run a full relink")
+            print(
+                f"dropped {len(dropped)} old-spec columns: {', '.join(dropped) or 'none'}; "
+                "now run a full relink"
+            )
             return 0
         finally:
             con.close()

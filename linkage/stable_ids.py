@@ -22,8 +22,9 @@ class OverlapMapping:
     lineage: pd.DataFrame  # group, previous_id, overlap
 
 
-def match_by_overlap(new: pd.DataFrame, previous: pd.DataFrame | str,
-                     con: duckdb.DuckDBPyConnection | None = None) -> OverlapMapping:
+def match_by_overlap(
+    new: pd.DataFrame, previous: pd.DataFrame | str, con: duckdb.DuckDBPyConnection | None = None
+) -> OverlapMapping:
     """new: member, group. previous: member, id (active ids only; string ids): a frame, or
     a query over `con` giving those columns (a NULL member overlaps nothing).
 
@@ -50,15 +51,27 @@ def match_by_overlap(new: pd.DataFrame, previous: pd.DataFrame | str,
                 continue
             chosen[grp] = pid
             taken.add(pid)
-        con.register("_so_chosen", pd.DataFrame({
-            "group": pd.Series(list(chosen), dtype=new["group"].dtype),
-            "id": pd.Series(list(chosen.values()), dtype=str)}))
-        new_groups = [g for (g,) in con.execute("""
+        con.register(
+            "_so_chosen",
+            pd.DataFrame(
+                {
+                    "group": pd.Series(list(chosen), dtype=new["group"].dtype),
+                    "id": pd.Series(list(chosen.values()), dtype=str),
+                }
+            ),
+        )
+        new_groups = [
+            g
+            for (g,) in con.execute("""
             SELECT DISTINCT "group" FROM _so_new WHERE "group" NOT IN (
-                SELECT "group" FROM _so_chosen) ORDER BY 1""").fetchall()]
-        retired = [i for (i,) in con.execute(f"""
+                SELECT "group" FROM _so_chosen) ORDER BY 1""").fetchall()
+        ]
+        retired = [
+            i
+            for (i,) in con.execute(f"""
             SELECT DISTINCT id FROM {prev} WHERE id NOT IN (
-                SELECT id FROM _so_chosen) ORDER BY 1""").fetchall()]
+                SELECT id FROM _so_chosen) ORDER BY 1""").fetchall()
+        ]
     finally:
         for name in ("_so_new", "_so_prev", "_so_chosen"):
             con.unregister(name)
@@ -72,13 +85,19 @@ def mint_ids(con: duckdb.DuckDBPyConnection, sequence: str, prefix: str, n: int)
     if n == 0:
         return []
     con.execute(f"CREATE SEQUENCE IF NOT EXISTS {sequence} START 1")
-    rows = con.execute(f"SELECT printf('%s%09d', ?, nextval('{sequence}')) FROM range(?)",
-                       [prefix, n]).fetchall()
+    rows = con.execute(
+        f"SELECT printf('%s%09d', ?, nextval('{sequence}')) FROM range(?)", [prefix, n]
+    ).fetchall()
     return [v for (v,) in rows]
 
 
-def assign_stable_ids(con: duckdb.DuckDBPyConnection, new: pd.DataFrame,
-                      previous: pd.DataFrame, sequence: str, prefix: str) -> OverlapMapping:
+def assign_stable_ids(
+    con: duckdb.DuckDBPyConnection,
+    new: pd.DataFrame,
+    previous: pd.DataFrame,
+    sequence: str,
+    prefix: str,
+) -> OverlapMapping:
     """match_by_overlap, then mint ids for the groups left over (included in group_to_id)."""
     m = match_by_overlap(new, previous, con)
     minted = mint_ids(con, sequence, prefix, len(m.new_groups))

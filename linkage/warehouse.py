@@ -16,8 +16,13 @@ import duckdb
 from linkage.config import EncodingContract
 from schemas.mapping import load_canonical
 
-_PAYLOAD_TYPES = {"date": "DATE", "number": "DOUBLE", "boolean": "BOOLEAN",
-                  "category": "VARCHAR", "text": "VARCHAR"}
+_PAYLOAD_TYPES = {
+    "date": "DATE",
+    "number": "DOUBLE",
+    "boolean": "BOOLEAN",
+    "category": "VARCHAR",
+    "text": "VARCHAR",
+}
 
 
 def _encoded_ddl(enc: EncodingContract) -> str:
@@ -30,8 +35,9 @@ def payload_column_types(mappings_dir: Path | str | None = None) -> dict[str, st
     """Payload column -> DuckDB type: the canonical fields, plus those the partnership's
     agreement file in `mappings_dir` declares (schemas.agreement)."""
     canonical = load_canonical(mappings_dir=mappings_dir)
-    return {name: _PAYLOAD_TYPES[str(spec["type"])]
-            for name, spec in canonical.payload_fields.items()}
+    return {
+        name: _PAYLOAD_TYPES[str(spec["type"])] for name, spec in canonical.payload_fields.items()
+    }
 
 
 BATCH_DDL = """CREATE TABLE IF NOT EXISTS batch (
@@ -56,8 +62,12 @@ HELD_DDL = """CREATE TABLE IF NOT EXISTS held_batch (
 HELD_COLUMNS = (("held_reason", "VARCHAR"),)
 # Added later: snapshot guards the agency's data officer forced (ig_bridge.snapshot_guard),
 # refs sent as present-but-quarantined, and how many records the batch retired.
-BATCH_COLUMNS = (("forced_guards", "VARCHAR"), ("forced_reason", "VARCHAR"),
-                 ("present_refs", "BIGINT"), ("records_retired", "BIGINT"))
+BATCH_COLUMNS = (
+    ("forced_guards", "VARCHAR"),
+    ("forced_reason", "VARCHAR"),
+    ("present_refs", "BIGINT"),
+    ("records_retired", "BIGINT"),
+)
 #: Snapshots held because they would retire more than the agency's limit, and the operator's
 #: confirmation that lets one apply (linkage.snapshot_hold).
 RETIREMENT_HOLD_DDL = """CREATE TABLE IF NOT EXISTS retirement_hold (
@@ -80,12 +90,15 @@ FIELD_PROBLEM_DDL = """CREATE TABLE IF NOT EXISTS batch_field_problem (
     reason VARCHAR NOT NULL, n BIGINT NOT NULL)"""
 
 
-def record_field_problems(con: duckdb.DuckDBPyConnection, batch_id: str, agency: str,
-                          manifest: dict) -> None:
+def record_field_problems(
+    con: duckdb.DuckDBPyConnection, batch_id: str, agency: str, manifest: dict
+) -> None:
     """Store a verified manifest's field problem counts (checked by ig_bridge.manifest)."""
-    rows = [(batch_id, agency, f, r, int(n))
-            for f, per in (manifest.get("field_problems") or {}).items()
-            for r, n in per.items()]
+    rows = [
+        (batch_id, agency, f, r, int(n))
+        for f, per in (manifest.get("field_problems") or {}).items()
+        for r, n in per.items()
+    ]
     con.execute(FIELD_PROBLEM_DDL)
     if rows:
         con.executemany("INSERT INTO batch_field_problem VALUES (?, ?, ?, ?, ?)", rows)
@@ -93,11 +106,20 @@ def record_field_problems(con: duckdb.DuckDBPyConnection, batch_id: str, agency:
 
 def ensure_batch_tables(con: duckdb.DuckDBPyConnection) -> None:
     """The batch ledger: loaded, refused, held, abandoned (re-keying uses it too)."""
-    for ddl in (BATCH_DDL, REFUSED_DDL, HELD_DDL, ABANDONED_DDL, FIELD_PROBLEM_DDL,
-                RETIREMENT_HOLD_DDL):
+    for ddl in (
+        BATCH_DDL,
+        REFUSED_DDL,
+        HELD_DDL,
+        ABANDONED_DDL,
+        FIELD_PROBLEM_DDL,
+        RETIREMENT_HOLD_DDL,
+    ):
         con.execute(ddl)
-    for table, added in (("refused_batch", REFUSED_COLUMNS), ("held_batch", HELD_COLUMNS),
-                         ("batch", BATCH_COLUMNS)):
+    for table, added in (
+        ("refused_batch", REFUSED_COLUMNS),
+        ("held_batch", HELD_COLUMNS),
+        ("batch", BATCH_COLUMNS),
+    ):
         for name, typ in added:
             con.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {name} {typ}")
 
@@ -106,12 +128,18 @@ ENCODED_TABLES = ("identifiers", "related")
 
 
 def has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
-    return bool(con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = ? "
-                            "AND database_name = current_database()", [name]).fetchall()[0][0])
+    return bool(
+        con.execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE table_name = ? "
+            "AND database_name = current_database()",
+            [name],
+        ).fetchall()[0][0]
+    )
 
 
-def ensure_schema(con: duckdb.DuckDBPyConnection, enc: EncodingContract,
-                  mappings_dir: Path | str | None = None) -> None:
+def ensure_schema(
+    con: duckdb.DuckDBPyConnection, enc: EncodingContract, mappings_dir: Path | str | None = None
+) -> None:
     enc_ddl = _encoded_ddl(enc)
     pay_types = payload_column_types(mappings_dir)
     pay_ddl = ", ".join(f'"{c}" {t}' for c, t in pay_types.items())
@@ -157,7 +185,9 @@ def ensure_keyless_table(con: duckdb.DuckDBPyConnection, table: str, columns_ddl
     keyed = con.execute(
         """SELECT count(*) FROM duckdb_constraints() WHERE table_name = ?
            AND constraint_type = 'PRIMARY KEY' AND database_name = current_database()
-           AND schema_name = current_schema()""", [table]).fetchall()[0][0]
+           AND schema_name = current_schema()""",
+        [table],
+    ).fetchall()[0][0]
     if keyed:
         con.execute(f"ALTER TABLE {table} RENAME TO {table}__keyed")
         con.execute(f"CREATE TABLE {table} ({columns_ddl})")
@@ -194,8 +224,7 @@ def scratch_database(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
     14.0 s, benchmarks/bench_linkage.py), and left the file that much larger. Tables the block
     reads must be named with their database (the linkage input view is). Outside a
     transaction only: DuckDB writes to one database per transaction."""
-    home_db, home_schema = con.execute(
-        "SELECT current_database(), current_schema()").fetchall()[0]
+    home_db, home_schema = con.execute("SELECT current_database(), current_schema()").fetchall()[0]
     if home_db == SCRATCH_DATABASE:  # already in one: an inner stage shares it
         yield
         return

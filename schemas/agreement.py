@@ -41,8 +41,8 @@ class AgreementError(ValueError):
 class Agreement:
     path: Path
     name: str
-    agency_kinds: dict[str, str]                 # kind -> doc
-    payload_fields: dict[str, dict[str, Any]]    # field -> {type, doc, allowed?}
+    agency_kinds: dict[str, str]  # kind -> doc
+    payload_fields: dict[str, dict[str, Any]]  # field -> {type, doc, allowed?}
 
 
 def agreement_path(mappings_dir: Path | str) -> Path:
@@ -54,20 +54,27 @@ def _mapping(path: Path, where: str, obj: Any, allowed: set[str]) -> dict[str, A
         raise AgreementError(path, where, f"expected a mapping, got {type(obj).__name__}")
     for key in obj:
         if key not in allowed:
-            raise AgreementError(path, f"{where}.{key}" if where else str(key),
-                                 f"unknown key (allowed: {', '.join(sorted(allowed))})")
+            raise AgreementError(
+                path,
+                f"{where}.{key}" if where else str(key),
+                f"unknown key (allowed: {', '.join(sorted(allowed))})",
+            )
     return obj
 
 
-def parse_agreement(raw: Any, path: Path | str, *, builtin_kinds: frozenset[str],
-                    builtin_fields: frozenset[str]) -> Agreement:
+def parse_agreement(
+    raw: Any, path: Path | str, *, builtin_kinds: frozenset[str], builtin_fields: frozenset[str]
+) -> Agreement:
     """Validate an agreement document. `builtin_*`: what canonical_fields.yaml and
     schemas.mapping already define (an agreement may add, never redefine)."""
     path = Path(path)
     top = _mapping(path, "", raw, _TOP_KEYS)
     if top.get("agreement_version") != AGREEMENT_VERSION:
-        raise AgreementError(path, "agreement_version",
-                             f"expected {AGREEMENT_VERSION}, got {top.get('agreement_version')!r}")
+        raise AgreementError(
+            path,
+            "agreement_version",
+            f"expected {AGREEMENT_VERSION}, got {top.get('agreement_version')!r}",
+        )
     name = top.get("name", "")
     if not isinstance(name, str):
         raise AgreementError(path, "name", "expected a string")
@@ -89,25 +96,36 @@ def parse_agreement(raw: Any, path: Path | str, *, builtin_kinds: frozenset[str]
         if not isinstance(fname, str) or not _NAME_RE.match(fname):
             raise AgreementError(path, where, "field names are lower_snake_case (2-48 chars)")
         if fname in builtin_fields:
-            raise AgreementError(path, where, "already a canonical field "
-                                 "(schemas/canonical_fields.yaml); use it as it is")
+            raise AgreementError(
+                path,
+                where,
+                "already a canonical field (schemas/canonical_fields.yaml); use it as it is",
+            )
         spec = _mapping(path, where, spec, _FIELD_KEYS)
         ftype = spec.get("type")
         if ftype not in PAYLOAD_TYPES:
-            raise AgreementError(path, f"{where}.type", f"unknown payload type {ftype!r} "
-                                 f"(allowed: {', '.join(sorted(PAYLOAD_TYPES))})")
+            raise AgreementError(
+                path,
+                f"{where}.type",
+                f"unknown payload type {ftype!r} (allowed: {', '.join(sorted(PAYLOAD_TYPES))})",
+            )
         out: dict[str, Any] = {"type": ftype, "doc": spec.get("doc", "")}
         if not isinstance(out["doc"], str):
             raise AgreementError(path, f"{where}.doc", "expected a string")
         if "allowed" in spec:
             allowed = spec["allowed"]
             if ftype != "category":
-                raise AgreementError(path, f"{where}.allowed", "only category fields take an "
-                                     "allowed list")
-            if (not isinstance(allowed, list) or not allowed
-                    or not all(isinstance(a, str) and a.strip() for a in allowed)):
-                raise AgreementError(path, f"{where}.allowed",
-                                     "expected a non-empty list of strings")
+                raise AgreementError(
+                    path, f"{where}.allowed", "only category fields take an allowed list"
+                )
+            if (
+                not isinstance(allowed, list)
+                or not allowed
+                or not all(isinstance(a, str) and a.strip() for a in allowed)
+            ):
+                raise AgreementError(
+                    path, f"{where}.allowed", "expected a non-empty list of strings"
+                )
             if len({a.strip().lower() for a in allowed}) != len(allowed):
                 raise AgreementError(path, f"{where}.allowed", "a value is listed twice")
             out["allowed"] = list(allowed)
@@ -123,8 +141,9 @@ def _as_dict(path: Path, where: str, obj: Any) -> dict[Any, Any]:
     return obj
 
 
-def load_agreement(path: Path | str, *, builtin_kinds: frozenset[str],
-                   builtin_fields: frozenset[str]) -> Agreement | None:
+def load_agreement(
+    path: Path | str, *, builtin_kinds: frozenset[str], builtin_fields: frozenset[str]
+) -> Agreement | None:
     """The agreement at `path`, or None when the partnership has none."""
     path = Path(path)
     if not path.is_file():
@@ -133,8 +152,9 @@ def load_agreement(path: Path | str, *, builtin_kinds: frozenset[str],
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        raise AgreementError(path, f"line {mark.line + 1}" if mark else "",
-                             "not valid YAML") from None
+        raise AgreementError(
+            path, f"line {mark.line + 1}" if mark else "", "not valid YAML"
+        ) from None
     except UnicodeDecodeError:
         raise AgreementError(path, "", "not UTF-8 text") from None
     return parse_agreement(raw, path, builtin_kinds=builtin_kinds, builtin_fields=builtin_fields)

@@ -31,8 +31,16 @@ SUBJECT = "subject"
 _CODE_RE = re.compile(r"^[A-Z]{2,8}$")
 _SLOT_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 
-_TOP_KEYS = {"mapping_version", "agency", "schedule", "source", "columns", "related_persons",
-             "validation", "snapshot_guards"}
+_TOP_KEYS = {
+    "mapping_version",
+    "agency",
+    "schedule",
+    "source",
+    "columns",
+    "related_persons",
+    "validation",
+    "snapshot_guards",
+}
 _VALIDATION_KEYS = {"min_identifying_fields"}
 #: A row keeps going to the hub while it has this many identifying fields (ig_bridge.rowcheck).
 DEFAULT_MIN_IDENTIFYING_FIELDS = 2
@@ -42,8 +50,15 @@ _CSV_ONLY = {"encoding", "delimiter", "quotechar"}
 _COLUMN_KEYS = {"source", "field", "class", "person", "values", "recode", "pattern", "scrub"}
 _VOCAB_KEYS = ("values", "recode", "pattern", "scrub")
 # A `pattern` vocabulary is for codes (an ODS practice code): it must refuse a person's details.
-_PATTERN_PROBES = ("Amelia Smith born 04/03/2012", "Amelia Smith", "12 Acacia Avenue",
-                   "BD7 1AB", "943 476 5919", "amelia.smith@example.org", "04/03/2012")
+_PATTERN_PROBES = (
+    "Amelia Smith born 04/03/2012",
+    "Amelia Smith",
+    "12 Acacia Avenue",
+    "BD7 1AB",
+    "943 476 5919",
+    "amelia.smith@example.org",
+    "04/03/2012",
+)
 _MAX_PATTERN = 200
 _SLOT_KEYS = {"relationship"}
 _GUARD_KEYS = {"min_share_of_last_snapshot", "max_problem_rate", "max_retire_share"}
@@ -213,8 +228,8 @@ class Mapping:
                 lookup = {PayloadPolicy.fold(v): v for v in vocab}
                 lookup.update({PayloadPolicy.fold(k): v for k, v in c.recode})
                 out[c.field] = PayloadPolicy(
-                    c.field, ftype, "closed", lookup,
-                    re.compile(c.pattern) if c.pattern else None)
+                    c.field, ftype, "closed", lookup, re.compile(c.pattern) if c.pattern else None
+                )
         return out
 
     @property
@@ -223,8 +238,9 @@ class Mapping:
         return list(self.related_persons)
 
 
-def load_canonical(path: Path | str = CANONICAL_PATH,
-                   mappings_dir: Path | str | None = None) -> CanonicalFields:
+def load_canonical(
+    path: Path | str = CANONICAL_PATH, mappings_dir: Path | str | None = None
+) -> CanonicalFields:
     """The canonical fields, plus the agency kinds and payload fields that the agreement file
     in `mappings_dir` (if any) declares. An invalid agreement is a MappingError naming it."""
     path = Path(path)
@@ -237,8 +253,11 @@ def load_canonical(path: Path | str = CANONICAL_PATH,
     kinds, agreement_file = AGENCY_KINDS, None
     if mappings_dir is not None:
         try:
-            agreement = load_agreement(agreement_path(mappings_dir), builtin_kinds=AGENCY_KINDS,
-                                       builtin_fields=frozenset(ident) | frozenset(payload))
+            agreement = load_agreement(
+                agreement_path(mappings_dir),
+                builtin_kinds=AGENCY_KINDS,
+                builtin_fields=frozenset(ident) | frozenset(payload),
+            )
         except AgreementError as exc:
             raise MappingError(exc.path, exc.key_path, exc.problem) from None
         if agreement is not None:
@@ -326,28 +345,37 @@ def _parse_guards(path: Path, raw: Any) -> SnapshotGuards:
 _TYPED = frozenset({"date", "number", "boolean"})
 
 
-def _parse_vocabulary(path: Path, where: str, col: dict[str, Any], cls: str, fname: str,
-                      canonical: CanonicalFields) -> dict[str, Any]:
+def _parse_vocabulary(
+    path: Path, where: str, col: dict[str, Any], cls: str, fname: str, canonical: CanonicalFields
+) -> dict[str, Any]:
     """values / recode / pattern / scrub of one column. Every category payload field must be
     closed or scrubbed: an open category once carried names, DOBs and addresses to the hub."""
     given = [k for k in _VOCAB_KEYS if k in col]
     if cls == "identifier" and given == ["recode"]:
-        return {"recode": _identifier_recode(path, f"{where}.recode", col["recode"], fname,
-                                             canonical)}
+        return {
+            "recode": _identifier_recode(path, f"{where}.recode", col["recode"], fname, canonical)
+        }
     if cls != "payload":
         if given:
-            raise MappingError(path, f"{where}.{given[0]}", "only payload columns take a "
-                               "vocabulary (values, pattern) or scrub; identifier columns of "
-                               "coded fields (sex, relationship, yes/no, title) take recode")
+            raise MappingError(
+                path,
+                f"{where}.{given[0]}",
+                "only payload columns take a "
+                "vocabulary (values, pattern) or scrub; identifier columns of "
+                "coded fields (sex, relationship, yes/no, title) take recode",
+            )
         return {}
     spec = canonical.payload_fields[fname]
     ftype = str(spec["type"])
     if ftype in _TYPED or ftype == "text":
         if given and not (ftype == "text" and given == ["scrub"] and col["scrub"] is True):
             closed_by = "its type" if ftype in _TYPED else "nothing: free text is always scrubbed"
-            raise MappingError(path, f"{where}.{given[0]}",
-                               f"{fname!r} is a {ftype} field, closed by {closed_by}; "
-                               "values/recode/pattern/scrub do not apply")
+            raise MappingError(
+                path,
+                f"{where}.{given[0]}",
+                f"{fname!r} is a {ftype} field, closed by {closed_by}; "
+                "values/recode/pattern/scrub do not apply",
+            )
         return {"scrub": ftype == "text"}
     allowed = [str(a) for a in spec.get("allowed") or ()]
     scrub = col.get("scrub", False)
@@ -355,64 +383,108 @@ def _parse_vocabulary(path: Path, where: str, col: dict[str, Any], cls: str, fna
         raise MappingError(path, f"{where}.scrub", "expected true or false")
     values = col.get("values")
     if values is not None:
-        if not isinstance(values, list) or not values or not all(
-                isinstance(v, str) and v.strip() for v in values):
+        if (
+            not isinstance(values, list)
+            or not values
+            or not all(isinstance(v, str) and v.strip() for v in values)
+        ):
             raise MappingError(path, f"{where}.values", "expected a non-empty list of strings")
         folded = [" ".join(v.split()).lower() for v in values]
         if len(set(folded)) != len(folded):
             raise MappingError(path, f"{where}.values", "a value is listed twice")
         if allowed and (extra := sorted(set(values) - set(allowed))):
-            raise MappingError(path, f"{where}.values", f"not in the canonical vocabulary of "
-                               f"{fname!r}: {', '.join(extra)} (allowed: {', '.join(allowed)})")
+            raise MappingError(
+                path,
+                f"{where}.values",
+                f"not in the canonical vocabulary of "
+                f"{fname!r}: {', '.join(extra)} (allowed: {', '.join(allowed)})",
+            )
     recode = col.get("recode")
     if recode is not None:
-        if not isinstance(recode, dict) or not recode or not all(
-                isinstance(k, str | int) and isinstance(v, str) for k, v in recode.items()):
-            raise MappingError(path, f"{where}.recode", "expected a mapping of source spelling "
-                               "-> vocabulary value")
+        if (
+            not isinstance(recode, dict)
+            or not recode
+            or not all(isinstance(k, str | int) and isinstance(v, str) for k, v in recode.items())
+        ):
+            raise MappingError(
+                path, f"{where}.recode", "expected a mapping of source spelling -> vocabulary value"
+            )
         targets = set(values or allowed)
         if targets and (bad := sorted(set(recode.values()) - targets)):
-            raise MappingError(path, f"{where}.recode", f"recodes to values outside the "
-                               f"vocabulary of {fname!r}: {', '.join(bad)}")
+            raise MappingError(
+                path,
+                f"{where}.recode",
+                f"recodes to values outside the vocabulary of {fname!r}: {', '.join(bad)}",
+            )
     pattern = col.get("pattern")
     if pattern is not None:
         if allowed:
             raise MappingError(path, f"{where}.pattern", f"{fname!r} has a canonical vocabulary")
         if not isinstance(pattern, str) or not pattern or len(pattern) > _MAX_PATTERN:
-            raise MappingError(path, f"{where}.pattern", "expected a regular expression "
-                               f"of at most {_MAX_PATTERN} characters")
+            raise MappingError(
+                path,
+                f"{where}.pattern",
+                f"expected a regular expression of at most {_MAX_PATTERN} characters",
+            )
         try:
             rx = re.compile(pattern)
         except re.error as exc:
             raise MappingError(path, f"{where}.pattern", f"not a valid regex ({exc})") from None
         if any(rx.fullmatch(p) for p in _PATTERN_PROBES):
-            raise MappingError(path, f"{where}.pattern", "matches a name, date, address or "
-                               "number: a pattern vocabulary is for codes only")
+            raise MappingError(
+                path,
+                f"{where}.pattern",
+                "matches a name, date, address or number: a pattern vocabulary is for codes only",
+            )
     closed = bool(allowed or values or recode or pattern)
     if scrub and closed:
-        raise MappingError(path, f"{where}.scrub", f"{fname!r} has a closed vocabulary; "
-                           "scrub: true is for open categories only")
+        raise MappingError(
+            path,
+            f"{where}.scrub",
+            f"{fname!r} has a closed vocabulary; scrub: true is for open categories only",
+        )
     if not closed and not scrub:
-        raise MappingError(path, where, f"category payload field {fname!r} has neither a closed "
-                           "vocabulary (values, recode or pattern) nor scrub: true; an open "
-                           "category could carry a name or an address to the hub")
-    return {"values": tuple(values or ()),
-            "recode": tuple((str(k), v) for k, v in (recode or {}).items()),
-            "pattern": pattern, "scrub": scrub}
+        raise MappingError(
+            path,
+            where,
+            f"category payload field {fname!r} has neither a closed "
+            "vocabulary (values, recode or pattern) nor scrub: true; an open "
+            "category could carry a name or an address to the hub",
+        )
+    return {
+        "values": tuple(values or ()),
+        "recode": tuple((str(k), v) for k, v in (recode or {}).items()),
+        "pattern": pattern,
+        "scrub": scrub,
+    }
 
 
-def _identifier_recode(path: Path, where: str, recode: Any, fname: str,
-                       canonical: CanonicalFields) -> tuple[tuple[str, str | None], ...]:
+def _identifier_recode(
+    path: Path, where: str, recode: Any, fname: str, canonical: CanonicalFields
+) -> tuple[tuple[str, str | None], ...]:
     """An identifier column's recode table: source code -> canonical value (or null)."""
     ftype = canonical.field_type(fname)
     if ftype not in _RECODABLE_TYPES or fname == "record_id":
-        raise MappingError(path, where, f"{fname!r} is not a coded field; recode applies to "
-                           "sex, relationship, yes/no fields and title")
-    if not isinstance(recode, dict) or not recode or not all(
+        raise MappingError(
+            path,
+            where,
+            f"{fname!r} is not a coded field; recode applies to "
+            "sex, relationship, yes/no fields and title",
+        )
+    if (
+        not isinstance(recode, dict)
+        or not recode
+        or not all(
             isinstance(k, str | int) and (v is None or isinstance(v, str | bool))
-            for k, v in recode.items()):
-        raise MappingError(path, where, "expected a mapping of source code -> canonical value "
-                           "(or null for a code meaning 'not recorded')")
+            for k, v in recode.items()
+        )
+    ):
+        raise MappingError(
+            path,
+            where,
+            "expected a mapping of source code -> canonical value "
+            "(or null for a code meaning 'not recorded')",
+        )
     targets: tuple[str, ...] = ()
     if ftype == "sex":
         targets = _SEX_VALUES
@@ -426,8 +498,11 @@ def _identifier_recode(path: Path, where: str, recode: Any, fname: str,
         if isinstance(v, bool):  # YAML reads yes/no as booleans
             v = "yes" if v else "no"
         if v is not None and targets and v not in targets:
-            raise MappingError(path, where, f"recodes {k!r} to {v!r}, not a value of {fname!r} "
-                               f"(allowed: {', '.join(targets)})")
+            raise MappingError(
+                path,
+                where,
+                f"recodes {k!r} to {v!r}, not a value of {fname!r} (allowed: {', '.join(targets)})",
+            )
         folded = fold_code(str(k))
         if folded in seen:
             raise MappingError(path, where, f"source code {k!r} is listed twice")
@@ -444,9 +519,7 @@ def parse_mapping(raw: Any, path: Path | str, canonical: CanonicalFields | None 
     top = _check_keys(path, "", raw, _TOP_KEYS)
     version = top.get("mapping_version")
     if version != MAPPING_VERSION:
-        raise MappingError(
-            path, "mapping_version", f"expected {MAPPING_VERSION}, got {version!r}"
-        )
+        raise MappingError(path, "mapping_version", f"expected {MAPPING_VERSION}, got {version!r}")
     agency = _check_keys(path, "agency", top.get("agency"), _AGENCY_KEYS)
     code = _str(path, "agency.code", agency.get("code"))
     if not _CODE_RE.match(code or ""):
@@ -454,10 +527,14 @@ def parse_mapping(raw: Any, path: Path | str, canonical: CanonicalFields | None 
     name = _str(path, "agency.name", agency.get("name"))
     kind = agency.get("kind", "other")
     if kind not in canonical.agency_kinds:
-        where = f" or {canonical.agreement}" if canonical.agreement else f" (declare new kinds " \
-            f"in {path.parent / AGREEMENT_FILE})"
-        raise MappingError(path, "agency.kind", f"unknown agency kind {kind!r}: not built in"
-                           f"{where}")
+        where = (
+            f" or {canonical.agreement}"
+            if canonical.agreement
+            else f" (declare new kinds in {path.parent / AGREEMENT_FILE})"
+        )
+        raise MappingError(
+            path, "agency.kind", f"unknown agency kind {kind!r}: not built in{where}"
+        )
     schedule = _str(path, "schedule", top.get("schedule"), required=False)
     source = _parse_source(path, top.get("source"))
 
@@ -516,9 +593,13 @@ def parse_mapping(raw: Any, path: Path | str, canonical: CanonicalFields | None 
         if fname == "record_id" and person != SUBJECT:
             raise MappingError(path, f"{where}.person", "record_id belongs to the subject")
         if fname == "relationship" and person == SUBJECT:
-            raise MappingError(path, f"{where}.person", "relationship needs a related-person "
-                               "slot; the subject's own relationship to the household lead is "
-                               "the payload field 'relationship_to_lead'")
+            raise MappingError(
+                path,
+                f"{where}.person",
+                "relationship needs a related-person "
+                "slot; the subject's own relationship to the household lead is "
+                "the payload field 'relationship_to_lead'",
+            )
         if (person, fname) in seen_fields:
             raise MappingError(path, f"{where}.field", f"field {fname!r} mapped twice for {person}")
         seen_fields.add((person, fname))
@@ -553,8 +634,9 @@ def _parse_validation(path: Path, raw: Any) -> int:
     val = _check_keys(path, "validation", raw or {}, _VALIDATION_KEYS)
     n = val.get("min_identifying_fields", DEFAULT_MIN_IDENTIFYING_FIELDS)
     if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 10:
-        raise MappingError(path, "validation.min_identifying_fields",
-                           "expected an integer from 1 to 10")
+        raise MappingError(
+            path, "validation.min_identifying_fields", "expected an integer from 1 to 10"
+        )
     return n
 
 

@@ -21,10 +21,10 @@ from synthetic_data.population import Population
 @dataclass(frozen=True)
 class Col:
     source: str
-    field: str | None              # canonical field; None for class drop
-    cls: str = "identifier"        # identifier | payload | drop
-    person: str = "subject"        # related-person slot, or subject
-    fmt: str | None = None         # rendering style (see extracts.render)
+    field: str | None  # canonical field; None for class drop
+    cls: str = "identifier"  # identifier | payload | drop
+    person: str = "subject"  # related-person slot, or subject
+    fmt: str | None = None  # rendering style (see extracts.render)
 
 
 @dataclass(frozen=True)
@@ -32,13 +32,13 @@ class AgencySpec:
     code: str
     name: str
     kind: str
-    file_format: str               # csv | parquet
+    file_format: str  # csv | parquet
     file_name: str
     columns: tuple[Col, ...]
     date_format: str = "%Y-%m-%d"
     encoding: str = "utf-8"
     delimiter: str = ","
-    quality: float = 1.0           # multiplies every corruption rate
+    quality: float = 1.0  # multiplies every corruption rate
     related_persons: dict[str, str] = field(default_factory=dict)  # slot -> default relationship
     schedule: str = "@daily"
     extract_kind: str = "snapshot"
@@ -50,11 +50,28 @@ class AgencySpec:
 # from them and the mappings declare them (`values:`), so the bridge nulls and reports any other
 # value instead of carrying it to the hub (docs/contracts.md). A GP practice is an ODS code
 # (`pattern:`). Fields with a canonical `allowed` list (plan_type, ...) need neither.
-PRIMARY_SCHOOLS = tuple(f"{s} Primary School" for s in (
-    "St Mary's", "Heaton", "Allerton", "Thornton", "Idle CE", "Wibsey", "Bowling Park", "Lister",
-    "Girlington", "Wyke Manor"))
-SECONDARY_SCHOOLS = ("Belle Vue Academy", "Titus Salt School", "Hanson Academy",
-                     "Carlton Bolling", "Beckfoot Thornton")
+PRIMARY_SCHOOLS = tuple(
+    f"{s} Primary School"
+    for s in (
+        "St Mary's",
+        "Heaton",
+        "Allerton",
+        "Thornton",
+        "Idle CE",
+        "Wibsey",
+        "Bowling Park",
+        "Lister",
+        "Girlington",
+        "Wyke Manor",
+    )
+)
+SECONDARY_SCHOOLS = (
+    "Belle Vue Academy",
+    "Titus Salt School",
+    "Hanson Academy",
+    "Carlton Bolling",
+    "Beckfoot Thornton",
+)
 VOCABULARIES: dict[str, tuple[str, ...]] = {
     "registration_status": ("Registered", "Temporary"),
     "visit_type": ("new_birth", "6_8_week", "1_year", "2_2_half_year"),
@@ -62,15 +79,31 @@ VOCABULARIES: dict[str, tuple[str, ...]] = {
     "year_group": ("R", *(str(y) for y in range(1, 14))),
     "sen_status": ("None", "SEN support", "EHC plan"),
     "referral_source": ("Police", "School", "Health", "Family", "Anonymous", "Housing"),
-    "referral_reason": ("Neglect", "Domestic abuse", "Emotional abuse", "Physical abuse",
-                        "Parental mental health", "Substance misuse"),
+    "referral_reason": (
+        "Neglect",
+        "Domestic abuse",
+        "Emotional abuse",
+        "Physical abuse",
+        "Parental mental health",
+        "Substance misuse",
+    ),
     "legal_gateway": ("CA1989_s47", "CA1989_s17"),
-    "incident_type": ("Domestic", "Concern for welfare", "Assault", "Theft", "ASB",
-                      "Missing person"),
+    "incident_type": (
+        "Domestic",
+        "Concern for welfare",
+        "Assault",
+        "Theft",
+        "ASB",
+        "Missing person",
+    ),
     "tenancy_type": ("Secure", "Introductory", "Assured", "Temporary"),
     "assessment_type": ("Family Support Plan", "Early Help Assessment"),
-    "assessment_outcome": ("Open to Early Help", "Step up to CSC", "Closed - needs met",
-                           "Signposted"),
+    "assessment_outcome": (
+        "Open to Early Help",
+        "Step up to CSC",
+        "Closed - needs met",
+        "Signposted",
+    ),
     "consent_purpose": ("early_help", "mash", "health_information"),
     "lead_practitioner_contact": ("Early Help North", "Early Help South", "Family Hub Central"),
 }
@@ -82,11 +115,20 @@ AGENCY_VOCABULARIES: dict[str, dict[str, tuple[str, ...]]] = {
     "GP": {"record_type": ("GP registration",)},
     "HV": {"record_type": ("Health visiting contact",)},
     "SCH": {"record_type": ("School census pupil",)},
-    "CSC": {"record_type": ("Referral", "Child in need plan", "Child protection plan",
-                            "Child looked after"),
-            "lead_practitioner_contact": ("CSC Assessment Team", "CSC Children in Need Team",
-                                          "CSC Child Protection Team",
-                                          "CSC Children in Care Team")},
+    "CSC": {
+        "record_type": (
+            "Referral",
+            "Child in need plan",
+            "Child protection plan",
+            "Child looked after",
+        ),
+        "lead_practitioner_contact": (
+            "CSC Assessment Team",
+            "CSC Children in Need Team",
+            "CSC Child Protection Team",
+            "CSC Children in Care Team",
+        ),
+    },
     "POL": {"record_type": ("Domestic incident", "Incident")},
     "HSG": {"record_type": ("Tenancy",)},
     "EH": {"record_type": ("Early Help assessment", "Family support plan")},
@@ -108,18 +150,19 @@ def _v(field: str, code: str | None = None) -> np.ndarray:
 class AgencyRecords:
     """Canonical content of one extract before corruption and rendering."""
 
-    subjects: pd.DataFrame              # record_id, person_id, address_id, payload..., _drop cols
-    related: dict[str, pd.DataFrame]    # slot -> person_id (-1 = none), relationship; row-aligned
-    text_mentions: list[list[str]]      # identifiers written into free text, per record
+    subjects: pd.DataFrame  # record_id, person_id, address_id, payload..., _drop cols
+    related: dict[str, pd.DataFrame]  # slot -> person_id (-1 = none), relationship; row-aligned
+    text_mentions: list[list[str]]  # identifiers written into free text, per record
 
 
 def _ids(rng: np.random.Generator, prefix: str, n: int, width: int) -> np.ndarray:
-    nums = rng.choice(10 ** width - 10 ** (width - 1), size=n, replace=False) + 10 ** (width - 1)
+    nums = rng.choice(10**width - 10 ** (width - 1), size=n, replace=False) + 10 ** (width - 1)
     return (prefix + pd.Series(nums).astype(str)).to_numpy(dtype=object)
 
 
-def _days_before(rng: np.random.Generator, ref: np.datetime64, lo: int, hi: int,
-                 n: int) -> np.ndarray:
+def _days_before(
+    rng: np.random.Generator, ref: np.datetime64, lo: int, hi: int, n: int
+) -> np.ndarray:
     return (ref - rng.integers(lo, hi, n).astype("timedelta64[D]")).astype("datetime64[s]")
 
 
@@ -145,21 +188,25 @@ class Ctx:
     @property
     def dob_text(self) -> np.ndarray:
         if self._dob_text is None:
-            self._dob_text = self.p["date_of_birth"].dt.strftime("%d/%m/%Y").to_numpy(
-                dtype=object)
+            self._dob_text = self.p["date_of_birth"].dt.strftime("%d/%m/%Y").to_numpy(dtype=object)
         return self._dob_text
 
     def same_household(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         ok = (a >= 0) & (b >= 0)
         return ok & (self.hid[np.maximum(a, 0)] == self.hid[np.maximum(b, 0)])
 
-    def by_tier(self, rng: np.random.Generator, probs: tuple[float, float, float],
-                rows: np.ndarray | None = None) -> np.ndarray:
+    def by_tier(
+        self,
+        rng: np.random.Generator,
+        probs: tuple[float, float, float],
+        rows: np.ndarray | None = None,
+    ) -> np.ndarray:
         tier = self.tier if rows is None else self.tier[rows]
         return rng.random(len(tier)) < np.asarray(probs)[tier]
 
-    def household_pick(self, rng: np.random.Generator, probs: tuple[float, float, float]
-                       ) -> np.ndarray:
+    def household_pick(
+        self, rng: np.random.Generator, probs: tuple[float, float, float]
+    ) -> np.ndarray:
         """Per-person mask: whole households selected with probability by need tier."""
         hh_tier = self.pop.households["need_tier"].to_numpy()
         chosen = rng.random(len(hh_tier)) < np.asarray(probs)[hh_tier]
@@ -195,8 +242,15 @@ def _mention(c: Ctx, i: int, rng: np.random.Generator) -> tuple[str, list[str]]:
     return out, said
 
 
-def _notes(c: Ctx, rng: np.random.Generator, subj: np.ndarray, p1: np.ndarray, p2: np.ndarray,
-           templates: list[str], rate: float) -> tuple[list[str | None], list[list[str]]]:
+def _notes(
+    c: Ctx,
+    rng: np.random.Generator,
+    subj: np.ndarray,
+    p1: np.ndarray,
+    p2: np.ndarray,
+    templates: list[str],
+    rate: float,
+) -> tuple[list[str | None], list[list[str]]]:
     """Free text as practitioners write it: it names the family, their DOBs, phones, postcode."""
     addrs = c.pop.addresses["postcode"].to_numpy(dtype=object)
     texts: list[str | None] = []
@@ -219,8 +273,7 @@ def _notes(c: Ctx, rng: np.random.Generator, subj: np.ndarray, p1: np.ndarray, p
             said += more
         pc = addrs[int(c.addr[s])]
         said.append(pc)
-        text = templates[pick[j]].format(child=child, adult1=adult1, adult2=adult2,
-                                         postcode=pc)
+        text = templates[pick[j]].format(child=child, adult1=adult1, adult2=adult2, postcode=pc)
         texts.append(text)
         mentions.append([x for x in dict.fromkeys(said) if x in text])  # only what was written
     return texts, mentions
@@ -255,16 +308,30 @@ EH_NOTES = [
 # Specs
 # ----------------------------------------------------------------------------------------------
 GP = AgencySpec(
-    code="GP", name="GP practices (primary care)", kind="gp", file_format="csv",
-    file_name="gp_registrations.csv", date_format="%Y-%m-%d", quality=0.5,
+    code="GP",
+    name="GP practices (primary care)",
+    kind="gp",
+    file_format="csv",
+    file_name="gp_registrations.csv",
+    date_format="%Y-%m-%d",
+    quality=0.5,
     columns=(
-        Col("PatientID", "record_id"), Col("NHSNumber", "nhs_number", fmt="plain"),
-        Col("Title", "title"), Col("Forename", "given_name"), Col("MiddleNames", "middle_names"),
-        Col("Surname", "family_name"), Col("PreviousSurname", "other_names"),
-        Col("DOB", "date_of_birth"), Col("Sex", "sex", fmt="MF"),
-        Col("AddressLine1", "address_line_1"), Col("AddressLine2", "address_line_2"),
-        Col("Town", "town"), Col("Postcode", "postcode"), Col("MobilePhone", "phone"),
-        Col("Email", "email"), Col("RecordType", "record_type", "payload"),
+        Col("PatientID", "record_id"),
+        Col("NHSNumber", "nhs_number", fmt="plain"),
+        Col("Title", "title"),
+        Col("Forename", "given_name"),
+        Col("MiddleNames", "middle_names"),
+        Col("Surname", "family_name"),
+        Col("PreviousSurname", "other_names"),
+        Col("DOB", "date_of_birth"),
+        Col("Sex", "sex", fmt="MF"),
+        Col("AddressLine1", "address_line_1"),
+        Col("AddressLine2", "address_line_2"),
+        Col("Town", "town"),
+        Col("Postcode", "postcode"),
+        Col("MobilePhone", "phone"),
+        Col("Email", "email"),
+        Col("RecordType", "record_type", "payload"),
         Col("PracticeCode", "gp_practice", "payload"),
         Col("RegistrationDate", "event_date", "payload"),
         Col("RegistrationStatus", "registration_status", "payload"),
@@ -272,14 +339,21 @@ GP = AgencySpec(
     ),
 )
 HV = AgencySpec(
-    code="HV", name="Health visiting (0-5 service)", kind="health_visiting",
-    file_format="parquet", file_name="hv_caseload.parquet", quality=0.8,
+    code="HV",
+    name="Health visiting (0-5 service)",
+    kind="health_visiting",
+    file_format="parquet",
+    file_name="hv_caseload.parquet",
+    quality=0.8,
     holds={"nhs_number": 0.97},
     related_persons={"mother": "mother"},
     columns=(
-        Col("child_id", "record_id"), Col("child_nhs_number", "nhs_number", fmt="spaced"),
-        Col("child_name", "full_name"), Col("child_dob", "date_of_birth", fmt="native"),
-        Col("child_sex", "sex", fmt="word"), Col("address", "address", fmt="no_postcode"),
+        Col("child_id", "record_id"),
+        Col("child_nhs_number", "nhs_number", fmt="spaced"),
+        Col("child_name", "full_name"),
+        Col("child_dob", "date_of_birth", fmt="native"),
+        Col("child_sex", "sex", fmt="word"),
+        Col("address", "address", fmt="no_postcode"),
         Col("postcode", "postcode"),
         Col("mother_name", "full_name", person="mother"),
         Col("mother_dob", "date_of_birth", person="mother", fmt="native"),
@@ -293,14 +367,26 @@ HV = AgencySpec(
     ),
 )
 SCH = AgencySpec(
-    code="SCH", name="Schools (education)", kind="school", file_format="csv",
-    file_name="school_census.csv", encoding="cp1252", delimiter=";", date_format="%d/%m/%Y",
+    code="SCH",
+    name="Schools (education)",
+    kind="school",
+    file_format="csv",
+    file_name="school_census.csv",
+    encoding="cp1252",
+    delimiter=";",
+    date_format="%d/%m/%Y",
     quality=1.0,
     columns=(
-        Col("PupilID", "record_id"), Col("UPN", "upn"), Col("Forename", "given_name"),
-        Col("Surname", "family_name"), Col("DOB", "date_of_birth"), Col("Gender", "sex", fmt="MF"),
-        Col("Address1", "address_line_1"), Col("Address2", "address_line_2"),
-        Col("Town", "town"), Col("Postcode", "postcode"),
+        Col("PupilID", "record_id"),
+        Col("UPN", "upn"),
+        Col("Forename", "given_name"),
+        Col("Surname", "family_name"),
+        Col("DOB", "date_of_birth"),
+        Col("Gender", "sex", fmt="MF"),
+        Col("Address1", "address_line_1"),
+        Col("Address2", "address_line_2"),
+        Col("Town", "town"),
+        Col("Postcode", "postcode"),
         Col("Contact1Name", "full_name", person="contact1"),
         Col("Contact1Relationship", "relationship", person="contact1", fmt="title"),
         Col("Contact1Phone", "phone", person="contact1"),
@@ -309,21 +395,32 @@ SCH = AgencySpec(
         Col("Contact2Relationship", "relationship", person="contact2", fmt="title"),
         Col("Contact2Phone", "phone", person="contact2"),
         Col("RecordType", "record_type", "payload"),
-        Col("SchoolName", "school_name", "payload"), Col("YearGroup", "year_group", "payload"),
+        Col("SchoolName", "school_name", "payload"),
+        Col("YearGroup", "year_group", "payload"),
         Col("AttendancePct", "attendance_pct", "payload"),
-        Col("Exclusions", "exclusions", "payload"), Col("SENStatus", "sen_status", "payload"),
+        Col("Exclusions", "exclusions", "payload"),
+        Col("SENStatus", "sen_status", "payload"),
         Col("FSM", "free_school_meals", "payload", fmt="YN"),
     ),
 )
 CSC = AgencySpec(
-    code="CSC", name="Children's social care", kind="social_care", file_format="csv",
-    file_name="csc_referrals.csv", date_format="%d/%m/%Y", quality=1.2,
+    code="CSC",
+    name="Children's social care",
+    kind="social_care",
+    file_format="csv",
+    file_name="csc_referrals.csv",
+    date_format="%d/%m/%Y",
+    quality=1.2,
     holds={"nhs_number": 0.6, "phone": 0.7},
     columns=(
-        Col("ReferralID", "record_id"), Col("PersonID", None, "drop"),
-        Col("FirstName", "given_name"), Col("LastName", "family_name"),
-        Col("DOB", "date_of_birth"), Col("Gender", "sex", fmt="word"),
-        Col("Address", "address", fmt="no_postcode"), Col("Postcode", "postcode"),
+        Col("ReferralID", "record_id"),
+        Col("PersonID", None, "drop"),
+        Col("FirstName", "given_name"),
+        Col("LastName", "family_name"),
+        Col("DOB", "date_of_birth"),
+        Col("Gender", "sex", fmt="word"),
+        Col("Address", "address", fmt="no_postcode"),
+        Col("Postcode", "postcode"),
         Col("NHSNo", "nhs_number", fmt="plain"),
         Col("Parent1Name", "full_name", person="parent1"),
         Col("Parent1DOB", "date_of_birth", person="parent1"),
@@ -336,8 +433,10 @@ CSC = AgencySpec(
         Col("ReferralDate", "event_date", "payload"),
         Col("ReferralSource", "referral_source", "payload"),
         Col("ReferralReason", "referral_reason", "payload"),
-        Col("PlanType", "plan_type", "payload"), Col("PlanStart", "plan_start", "payload"),
-        Col("PlanEnd", "plan_end", "payload"), Col("LegalGateway", "legal_gateway", "payload"),
+        Col("PlanType", "plan_type", "payload"),
+        Col("PlanStart", "plan_start", "payload"),
+        Col("PlanEnd", "plan_end", "payload"),
+        Col("LegalGateway", "legal_gateway", "payload"),
         Col("CaseNotes", "case_notes", "payload"),
         # The allocated worker is a named member of staff: outside the agreement, dropped. The
         # team they work in is the contact "who holds what" gives other practitioners.
@@ -346,16 +445,27 @@ CSC = AgencySpec(
     ),
 )
 POL = AgencySpec(
-    code="POL", name="Police (public protection)", kind="police", file_format="csv",
-    file_name="police_nominals.tsv", delimiter="\t", date_format="%d.%m.%Y", quality=2.0,
+    code="POL",
+    name="Police (public protection)",
+    kind="police",
+    file_format="csv",
+    file_name="police_nominals.tsv",
+    delimiter="\t",
+    date_format="%d.%m.%Y",
+    quality=2.0,
     holds={"phone": 0.5, "postcode": 0.85},
     related_persons={"other_party": "partner"},
     columns=(
-        Col("NominalRef", "record_id"), Col("OccurrenceRef", None, "drop"),
-        Col("Surname", "family_name", fmt="upper"), Col("Forenames", "given_name"),
-        Col("DOB", "date_of_birth"), Col("DOBEstimated", "dob_is_estimated", fmt="YN"),
-        Col("Sex", "sex", fmt="MF"), Col("HomeAddress", "address", fmt="upper_no_postcode"),
-        Col("Postcode", "postcode"), Col("ContactNo", "phone"),
+        Col("NominalRef", "record_id"),
+        Col("OccurrenceRef", None, "drop"),
+        Col("Surname", "family_name", fmt="upper"),
+        Col("Forenames", "given_name"),
+        Col("DOB", "date_of_birth"),
+        Col("DOBEstimated", "dob_is_estimated", fmt="YN"),
+        Col("Sex", "sex", fmt="MF"),
+        Col("HomeAddress", "address", fmt="upper_no_postcode"),
+        Col("Postcode", "postcode"),
+        Col("ContactNo", "phone"),
         Col("OtherPartyName", "full_name", person="other_party", fmt="surname_first"),
         Col("OtherPartyDOB", "date_of_birth", person="other_party"),
         Col("RecordType", "record_type", "payload"),
@@ -367,20 +477,36 @@ POL = AgencySpec(
     ),
 )
 HSG = AgencySpec(
-    code="HSG", name="Housing (social landlord)", kind="housing", file_format="parquet",
-    file_name="tenancies.parquet", date_format="%d/%m/%Y", quality=0.8,
+    code="HSG",
+    name="Housing (social landlord)",
+    kind="housing",
+    file_format="parquet",
+    file_name="tenancies.parquet",
+    date_format="%d/%m/%Y",
+    quality=0.8,
     holds={"email": 0.6},
     columns=(
-        Col("tenancy_ref", "record_id"), Col("lead_title", "title"),
-        Col("lead_forename", "given_name"), Col("lead_surname", "family_name"),
-        Col("lead_dob", "date_of_birth"), Col("lead_ni_number", None, "drop"),
-        Col("uprn", "uprn", fmt="native"), Col("address_line_1", "address_line_1"),
-        Col("address_line_2", "address_line_2"), Col("postcode", "postcode"),
-        Col("phone", "phone"), Col("email", "email"),
-        *[c for k in range(1, 5) for c in (
-            Col(f"member{k}_name", "full_name", person=f"member{k}"),
-            Col(f"member{k}_dob", "date_of_birth", person=f"member{k}"),
-            Col(f"member{k}_relationship", "relationship", person=f"member{k}"))],
+        Col("tenancy_ref", "record_id"),
+        Col("lead_title", "title"),
+        Col("lead_forename", "given_name"),
+        Col("lead_surname", "family_name"),
+        Col("lead_dob", "date_of_birth"),
+        Col("lead_ni_number", None, "drop"),
+        Col("uprn", "uprn", fmt="native"),
+        Col("address_line_1", "address_line_1"),
+        Col("address_line_2", "address_line_2"),
+        Col("postcode", "postcode"),
+        Col("phone", "phone"),
+        Col("email", "email"),
+        *[
+            c
+            for k in range(1, 5)
+            for c in (
+                Col(f"member{k}_name", "full_name", person=f"member{k}"),
+                Col(f"member{k}_dob", "date_of_birth", person=f"member{k}"),
+                Col(f"member{k}_relationship", "relationship", person=f"member{k}"),
+            )
+        ],
         Col("record_type", "record_type", "payload"),
         Col("tenancy_type", "tenancy_type", "payload"),
         Col("tenancy_start", "tenancy_start", "payload"),
@@ -391,14 +517,23 @@ HSG = AgencySpec(
     ),
 )
 EH = AgencySpec(
-    code="EH", name="Early Help (family support)", kind="early_help", file_format="csv",
-    file_name="early_help_consent.csv", encoding="utf-8-sig", date_format="%d/%m/%Y",
+    code="EH",
+    name="Early Help (family support)",
+    kind="early_help",
+    file_format="csv",
+    file_name="early_help_consent.csv",
+    encoding="utf-8-sig",
+    date_format="%d/%m/%Y",
     quality=1.0,
     columns=(
-        Col("EHRowID", "record_id"), Col("FamilyRef", None, "drop"),
-        Col("Forename", "given_name"), Col("Surname", "family_name"),
-        Col("DOB", "date_of_birth"), Col("Gender", "sex", fmt="MF"),
-        Col("Address1", "address_line_1"), Col("Postcode", "postcode"),
+        Col("EHRowID", "record_id"),
+        Col("FamilyRef", None, "drop"),
+        Col("Forename", "given_name"),
+        Col("Surname", "family_name"),
+        Col("DOB", "date_of_birth"),
+        Col("Gender", "sex", fmt="MF"),
+        Col("Address1", "address_line_1"),
+        Col("Postcode", "postcode"),
         Col("LeadAdult", "full_name", person="lead_adult"),
         Col("LeadAdultRelationship", "relationship", person="lead_adult", fmt="title"),
         Col("RecordType", "record_type", "payload"),
@@ -424,13 +559,19 @@ def build_gp(c: Ctx, rng: np.random.Generator) -> AgencyRecords:
     dob = c.p["date_of_birth"].to_numpy()[rows]
     reg = np.maximum(_days_before(rng, c.ref, 0, 20 * 365, n), dob)
     practices = np.array([f"B8{k:04d}" for k in rng.choice(9000, 12, replace=False)])
-    subj = pd.DataFrame({
-        "person_id": rows, "record_id": _ids(rng, "P", n, 7),
-        "record_type": _v("record_type", "GP")[0],
-        "gp_practice": practices[rng.integers(0, 12, n)], "event_date": reg,
-        "registration_status": np.where(rng.random(n) < 0.95, *VOCABULARIES["registration_status"]),
-        "_LastUpdatedBy": np.array(["SYSTEM", "RECEPTION", "MIGRATION"])[rng.integers(0, 3, n)],
-    })
+    subj = pd.DataFrame(
+        {
+            "person_id": rows,
+            "record_id": _ids(rng, "P", n, 7),
+            "record_type": _v("record_type", "GP")[0],
+            "gp_practice": practices[rng.integers(0, 12, n)],
+            "event_date": reg,
+            "registration_status": np.where(
+                rng.random(n) < 0.95, *VOCABULARIES["registration_status"]
+            ),
+            "_LastUpdatedBy": np.array(["SYSTEM", "RECEPTION", "MIGRATION"])[rng.integers(0, 3, n)],
+        }
+    )
     return AgencyRecords(subj, {}, [[] for _ in range(n)])
 
 
@@ -438,25 +579,29 @@ def build_hv(c: Ctx, rng: np.random.Generator) -> AgencyRecords:
     rows = np.flatnonzero((c.age < 5) & (rng.random(c.n) < 0.95))
     n = len(rows)
     mother = c.p["mother_id"].to_numpy()[rows]
-    subj = pd.DataFrame({
-        "person_id": rows, "record_id": _ids(rng, "HV-", n, 6),
-        "record_type": _v("record_type", "HV")[0],
-        "visit_type": _v("visit_type")[
-            np.clip((c.age[rows] * 2).astype(int), 0, 3)],
-        "event_date": _days_before(rng, c.ref, 1, 180, n),
-        "immunisations_up_to_date": rng.random(n) < np.where(c.tier[rows] > 0, 0.8, 0.95),
-        "_health_visitor": np.array(["HV Team A", "HV Team B", "HV Team C"])[
-            rng.integers(0, 3, n)],
-    })
-    rel = pd.DataFrame({"person_id": mother, "relationship": np.where(mother >= 0, "mother",
-                                                                         None)})
+    subj = pd.DataFrame(
+        {
+            "person_id": rows,
+            "record_id": _ids(rng, "HV-", n, 6),
+            "record_type": _v("record_type", "HV")[0],
+            "visit_type": _v("visit_type")[np.clip((c.age[rows] * 2).astype(int), 0, 3)],
+            "event_date": _days_before(rng, c.ref, 1, 180, n),
+            "immunisations_up_to_date": rng.random(n) < np.where(c.tier[rows] > 0, 0.8, 0.95),
+            "_health_visitor": np.array(["HV Team A", "HV Team B", "HV Team C"])[
+                rng.integers(0, 3, n)
+            ],
+        }
+    )
+    rel = pd.DataFrame({"person_id": mother, "relationship": np.where(mother >= 0, "mother", None)})
     return AgencyRecords(subj, {"mother": rel}, [[] for _ in range(n)])
 
 
 def build_sch(c: Ctx, rng: np.random.Generator) -> AgencyRecords:
     a = c.age
-    rows = np.flatnonzero(((a >= 4) & (a < 16) & (rng.random(c.n) < 0.97))
-                          | ((a >= 16) & (a < 18) & (rng.random(c.n) < 0.3)))
+    rows = np.flatnonzero(
+        ((a >= 4) & (a < 16) & (rng.random(c.n) < 0.97))
+        | ((a >= 16) & (a < 18) & (rng.random(c.n) < 0.3))
+    )
     n = len(rows)
     # Academic-year age on 31 August before the reference date decides the year group.
     dob = pd.to_datetime(c.p["date_of_birth"].to_numpy()[rows])
@@ -465,29 +610,38 @@ def build_sch(c: Ctx, rng: np.random.Generator) -> AgencyRecords:
     year = np.clip(age_sep.to_numpy() - 4, 0, 13)
     secondary = year >= 7
     primary_names, secondary_names = list(PRIMARY_SCHOOLS), list(SECONDARY_SCHOOLS)
-    sch_idx = np.where(secondary, rng.integers(0, len(secondary_names), n),
-                       rng.integers(0, len(primary_names), n))
+    sch_idx = np.where(
+        secondary, rng.integers(0, len(secondary_names), n), rng.integers(0, len(primary_names), n)
+    )
     estab = np.where(secondary, 4000 + sch_idx, 2000 + sch_idx)
-    school = np.where(secondary, np.array(secondary_names, dtype=object)[
-        np.minimum(sch_idx, len(secondary_names) - 1)], np.array(primary_names, dtype=object)[
-        sch_idx])
+    school = np.where(
+        secondary,
+        np.array(secondary_names, dtype=object)[np.minimum(sch_idx, len(secondary_names) - 1)],
+        np.array(primary_names, dtype=object)[sch_idx],
+    )
     entry_year = ref.year - 1 - year
     p1, r1, p2, r2 = _parents(c, rows)
     t = c.tier[rows]
-    subj = pd.DataFrame({
-        "person_id": rows, "record_id": _ids(rng, "PUP", n, 6),
-        "upn": ids.upns(estab, entry_year), "record_type": _v("record_type", "SCH")[0],
-        "school_name": school,
-        "year_group": np.where(year == 0, "R", pd.Series(year).astype(str)),
-        "attendance_pct": np.round(np.clip(rng.normal(np.array([95.0, 91.0, 84.0])[t], 4.0),
-                                           30, 100), 1),
-        "exclusions": rng.poisson(np.array([0.02, 0.2, 0.6])[t]),
-        "sen_status": _v("sen_status")[
-            np.searchsorted([0.84, 0.97], rng.random(n))],
-        "free_school_meals": rng.random(n) < np.array([0.18, 0.45, 0.7])[t],
-    })
-    related = {"contact1": pd.DataFrame({"person_id": p1, "relationship": r1}),
-               "contact2": pd.DataFrame({"person_id": p2, "relationship": r2})}
+    subj = pd.DataFrame(
+        {
+            "person_id": rows,
+            "record_id": _ids(rng, "PUP", n, 6),
+            "upn": ids.upns(estab, entry_year),
+            "record_type": _v("record_type", "SCH")[0],
+            "school_name": school,
+            "year_group": np.where(year == 0, "R", pd.Series(year).astype(str)),
+            "attendance_pct": np.round(
+                np.clip(rng.normal(np.array([95.0, 91.0, 84.0])[t], 4.0), 30, 100), 1
+            ),
+            "exclusions": rng.poisson(np.array([0.02, 0.2, 0.6])[t]),
+            "sen_status": _v("sen_status")[np.searchsorted([0.84, 0.97], rng.random(n))],
+            "free_school_meals": rng.random(n) < np.array([0.18, 0.45, 0.7])[t],
+        }
+    )
+    related = {
+        "contact1": pd.DataFrame({"person_id": p1, "relationship": r1}),
+        "contact2": pd.DataFrame({"person_id": p2, "relationship": r2}),
+    }
     return AgencyRecords(subj, related, [[] for _ in range(n)])
 
 
@@ -497,32 +651,39 @@ def build_csc(c: Ctx, rng: np.random.Generator) -> AgencyRecords:
     rows = np.repeat(kids, per)
     n = len(rows)
     ref_date = _days_before(rng, c.ref, 1, 5 * 365, n)
-    plan = np.array(["none", "CIN", "CP", "LAC"])[
-        np.searchsorted([0.45, 0.8, 0.95], rng.random(n))]
-    plan_start = np.where(plan != "none", ref_date + np.timedelta64(30, "D"),
-                          np.datetime64("NaT"))
+    plan = np.array(["none", "CIN", "CP", "LAC"])[np.searchsorted([0.45, 0.8, 0.95], rng.random(n))]
+    plan_start = np.where(plan != "none", ref_date + np.timedelta64(30, "D"), np.datetime64("NaT"))
     ended = (plan != "none") & (rng.random(n) < 0.5)
-    plan_end = np.where(ended, plan_start + rng.integers(60, 600, n).astype("timedelta64[D]"),
-                        np.datetime64("NaT"))
+    plan_end = np.where(
+        ended, plan_start + rng.integers(60, 600, n).astype("timedelta64[D]"), np.datetime64("NaT")
+    )
     kind = pd.Series(plan).map({"none": 0, "CIN": 1, "CP": 2, "LAC": 3}).to_numpy()
     p1, r1, p2, r2 = _parents(c, rows)
     notes, mentions = _notes(c, rng, rows, p1, p2, CSC_NOTES, 0.9)
-    subj = pd.DataFrame({
-        "person_id": rows, "record_id": _ids(rng, "REF", n, 7),
-        "_PersonID": ("C" + pd.Series(rows * 7 + 1000003).astype(str)).to_numpy(),
-        "event_date": ref_date,
-        "record_type": _v("record_type", "CSC")[kind],
-        "referral_source": _v("referral_source")[rng.integers(0, 6, n)],
-        "referral_reason": _v("referral_reason")[rng.integers(0, 6, n)],
-        "plan_type": plan, "plan_start": plan_start.astype("datetime64[s]"),
-        "plan_end": plan_end.astype("datetime64[s]"),
-        "legal_gateway": np.where(plan == "CP", *VOCABULARIES["legal_gateway"]),
-        "case_notes": notes,
-        "_AllocatedWorker": ("SW" + pd.Series(rng.integers(100, 160, n)).astype(str)).to_numpy(),
-        "lead_practitioner_contact": _v("lead_practitioner_contact", "CSC")[kind],
-    })
-    related = {"parent1": pd.DataFrame({"person_id": p1, "relationship": r1}),
-               "parent2": pd.DataFrame({"person_id": p2, "relationship": r2})}
+    subj = pd.DataFrame(
+        {
+            "person_id": rows,
+            "record_id": _ids(rng, "REF", n, 7),
+            "_PersonID": ("C" + pd.Series(rows * 7 + 1000003).astype(str)).to_numpy(),
+            "event_date": ref_date,
+            "record_type": _v("record_type", "CSC")[kind],
+            "referral_source": _v("referral_source")[rng.integers(0, 6, n)],
+            "referral_reason": _v("referral_reason")[rng.integers(0, 6, n)],
+            "plan_type": plan,
+            "plan_start": plan_start.astype("datetime64[s]"),
+            "plan_end": plan_end.astype("datetime64[s]"),
+            "legal_gateway": np.where(plan == "CP", *VOCABULARIES["legal_gateway"]),
+            "case_notes": notes,
+            "_AllocatedWorker": (
+                "SW" + pd.Series(rng.integers(100, 160, n)).astype(str)
+            ).to_numpy(),
+            "lead_practitioner_contact": _v("lead_practitioner_contact", "CSC")[kind],
+        }
+    )
+    related = {
+        "parent1": pd.DataFrame({"person_id": p1, "relationship": r1}),
+        "parent2": pd.DataFrame({"person_id": p2, "relationship": r2}),
+    }
     return AgencyRecords(subj, related, mentions)
 
 
@@ -536,19 +697,25 @@ def build_pol(c: Ctx, rng: np.random.Generator) -> AgencyRecords:
     other = np.where(da, partner, -1)
     incident = np.where(da, "Domestic", _v("incident_type")[1:][rng.integers(0, 5, n)])
     notes, mentions = _notes(c, rng, rows, other, np.full(n, -1), POL_NOTES, 0.85)
-    subj = pd.DataFrame({
-        "person_id": rows, "record_id": _ids(rng, "NOM/", n, 8),
-        "_OccurrenceRef": ("13/" + pd.Series(rng.integers(10000, 99999, n)).astype(str)
-                           + "/24").to_numpy(),
-        "event_date": _days_before(rng, c.ref, 1, 4 * 365, n),
-        "record_type": np.where(da, *_v("record_type", "POL")),
-        "incident_type": incident, "domestic_abuse": da,
-        "risk_level": np.where(da, np.array(["standard", "medium", "high"])[
-            rng.integers(0, 3, n)], "standard"),
-        "incident_notes": notes,
-        # Police often record an estimated age; the bridge must treat these DOBs as weak.
-        "dob_is_estimated": rng.random(n) < 0.08,
-    })
+    subj = pd.DataFrame(
+        {
+            "person_id": rows,
+            "record_id": _ids(rng, "NOM/", n, 8),
+            "_OccurrenceRef": (
+                "13/" + pd.Series(rng.integers(10000, 99999, n)).astype(str) + "/24"
+            ).to_numpy(),
+            "event_date": _days_before(rng, c.ref, 1, 4 * 365, n),
+            "record_type": np.where(da, *_v("record_type", "POL")),
+            "incident_type": incident,
+            "domestic_abuse": da,
+            "risk_level": np.where(
+                da, np.array(["standard", "medium", "high"])[rng.integers(0, 3, n)], "standard"
+            ),
+            "incident_notes": notes,
+            # Police often record an estimated age; the bridge must treat these DOBs as weak.
+            "dob_is_estimated": rng.random(n) < 0.08,
+        }
+    )
     rel = pd.DataFrame({"person_id": other, "relationship": np.where(da, "partner", None)})
     return AgencyRecords(subj, {"other_party": rel}, mentions)
 
@@ -561,9 +728,16 @@ def _relationship_to(c: Ctx, lead: np.ndarray, member: np.ndarray) -> np.ndarray
     l_mother, l_father = p["mother_id"].to_numpy()[lead], p["father_id"].to_numpy()[lead]
     partner = p["partner_id"].to_numpy()[lead]
     return np.select(
-        [member == partner, (m_mother == lead) | (m_father == lead), m_step == lead,
-         member == l_mother, member == l_father],
-        ["partner", "child", "child", "mother", "father"], "household_member").astype(object)
+        [
+            member == partner,
+            (m_mother == lead) | (m_father == lead),
+            m_step == lead,
+            member == l_mother,
+            member == l_father,
+        ],
+        ["partner", "child", "child", "mother", "father"],
+        "household_member",
+    ).astype(object)
 
 
 def build_hsg(c: Ctx, rng: np.random.Generator) -> AgencyRecords:
@@ -587,19 +761,25 @@ def build_hsg(c: Ctx, rng: np.random.Generator) -> AgencyRecords:
         related[f"member{k + 1}"] = pd.DataFrame({"person_id": pid, "relationship": rel})
     start = hh["moved_in"].to_numpy()[c.hid[leads]]
     t = c.tier[leads]
-    arrears = np.where(rng.random(n) < np.array([0.15, 0.35, 0.55])[t],
-                       np.round(rng.gamma(2.0, 350.0, n), 2), 0.0)
-    subj = pd.DataFrame({
-        "person_id": leads, "record_id": _ids(rng, "T", n, 6),
-        "_lead_ni_number": ("QQ" + pd.Series(rng.integers(100000, 999999, n)).astype(str)
-                            + "C").to_numpy(),
-        "tenancy_type": _v("tenancy_type")[
-            np.searchsorted([0.6, 0.75, 0.92], rng.random(n))],
-        "tenancy_start": start, "tenancy_end": np.full(n, np.datetime64("NaT"), "datetime64[s]"),
-        "tenure_role": "lead_tenant", "arrears_amount": arrears,
-        "record_type": _v("record_type", "HSG")[0],
-        "eviction_risk": arrears > 900,
-    })
+    arrears = np.where(
+        rng.random(n) < np.array([0.15, 0.35, 0.55])[t], np.round(rng.gamma(2.0, 350.0, n), 2), 0.0
+    )
+    subj = pd.DataFrame(
+        {
+            "person_id": leads,
+            "record_id": _ids(rng, "T", n, 6),
+            "_lead_ni_number": (
+                "QQ" + pd.Series(rng.integers(100000, 999999, n)).astype(str) + "C"
+            ).to_numpy(),
+            "tenancy_type": _v("tenancy_type")[np.searchsorted([0.6, 0.75, 0.92], rng.random(n))],
+            "tenancy_start": start,
+            "tenancy_end": np.full(n, np.datetime64("NaT"), "datetime64[s]"),
+            "tenure_role": "lead_tenant",
+            "arrears_amount": arrears,
+            "record_type": _v("record_type", "HSG")[0],
+            "eviction_risk": arrears > 900,
+        }
+    )
     return AgencyRecords(subj, related, [[] for _ in range(n)])
 
 
@@ -626,9 +806,12 @@ def build_eh(c: Ctx, rng: np.random.Generator) -> AgencyRecords:
     purpose_idx = np.concatenate([purpose_idx, purpose_idx[wd]])
     a_date = np.concatenate([a_date, a_date[wd]])
     status = np.concatenate([status, np.full(int(wd.sum()), "withdrawn")])
-    consent_date = np.concatenate([consent_date, consent_date[wd]
-                                   + rng.integers(30, 300, int(wd.sum())).astype(
-        "timedelta64[D]")])
+    consent_date = np.concatenate(
+        [
+            consent_date,
+            consent_date[wd] + rng.integers(30, 300, int(wd.sum())).astype("timedelta64[D]"),
+        ]
+    )
     order = np.lexsort((consent_date, purpose_idx, rows))
     rows, purpose_idx, a_date = rows[order], purpose_idx[order], a_date[order]
     status, consent_date = status[order], consent_date[order]
@@ -643,22 +826,33 @@ def build_eh(c: Ctx, rng: np.random.Generator) -> AgencyRecords:
     # relationship of the lead adult to the subject
     rel[has] = _relationship_to(c, rows[has], lead[has])
     notes, mentions = _notes(c, rng, rows, lead, np.full(n, -1), EH_NOTES, 0.4)
-    subj = pd.DataFrame({
-        "person_id": rows, "record_id": _ids(rng, "EH", n, 7),
-        "_FamilyRef": ("FAM" + pd.Series(c.hid[rows] * 13 + 50000).astype(str)).to_numpy(),
-        "assessment_type": np.where(c.tier[rows] == 2, *VOCABULARIES["assessment_type"]),
-        "assessment_outcome": _v("assessment_outcome")[c.hid[rows] % 4],
-        "record_type": np.where(c.tier[rows] == 2, *_v("record_type", "EH")[::-1]),
-        "event_date": a_date, "consent_purpose": CONSENT_PURPOSES[purpose_idx],
-        "consent_status": status, "consent_date": consent_date.astype("datetime64[s]"),
-        "lead_practitioner_contact": _v("lead_practitioner_contact")[c.hid[rows] % 3],
-        "case_notes": notes,
-    })
-    return AgencyRecords(subj, {"lead_adult": pd.DataFrame({"person_id": lead,
-                                                            "relationship": rel})}, mentions)
+    subj = pd.DataFrame(
+        {
+            "person_id": rows,
+            "record_id": _ids(rng, "EH", n, 7),
+            "_FamilyRef": ("FAM" + pd.Series(c.hid[rows] * 13 + 50000).astype(str)).to_numpy(),
+            "assessment_type": np.where(c.tier[rows] == 2, *VOCABULARIES["assessment_type"]),
+            "assessment_outcome": _v("assessment_outcome")[c.hid[rows] % 4],
+            "record_type": np.where(c.tier[rows] == 2, *_v("record_type", "EH")[::-1]),
+            "event_date": a_date,
+            "consent_purpose": CONSENT_PURPOSES[purpose_idx],
+            "consent_status": status,
+            "consent_date": consent_date.astype("datetime64[s]"),
+            "lead_practitioner_contact": _v("lead_practitioner_contact")[c.hid[rows] % 3],
+            "case_notes": notes,
+        }
+    )
+    return AgencyRecords(
+        subj, {"lead_adult": pd.DataFrame({"person_id": lead, "relationship": rel})}, mentions
+    )
 
 
 BUILDERS: dict[str, Callable[[Ctx, np.random.Generator], AgencyRecords]] = {
-    "GP": build_gp, "HV": build_hv, "SCH": build_sch, "CSC": build_csc, "POL": build_pol,
-    "HSG": build_hsg, "EH": build_eh,
+    "GP": build_gp,
+    "HV": build_hv,
+    "SCH": build_sch,
+    "CSC": build_csc,
+    "POL": build_pol,
+    "HSG": build_hsg,
+    "EH": build_eh,
 }

@@ -35,9 +35,13 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--people", type=int, default=5000)
     gen.add_argument("--out", type=Path, default=Path("var/pop"))
     gen.add_argument("--rates", help="JSON file of corruption rates overriding the defaults")
-    gen.add_argument("--profile", choices=PROFILES, default="default",
-                     help="messy: real exports' errors at documented rates (flats, care homes, "
-                          "placeholder names, copied identifiers...)")
+    gen.add_argument(
+        "--profile",
+        choices=PROFILES,
+        default="default",
+        help="messy: real exports' errors at documented rates (flats, care homes, "
+        "placeholder names, copied identifiers...)",
+    )
     maps = sub.add_parser("mappings", help="write schemas/agencies/<code>.yaml from the specs")
     maps.add_argument("--out", type=Path, default=Path("schemas/agencies"))
     args = parser.parse_args(argv)
@@ -50,19 +54,33 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.perf_counter()
     try:
-        s = generate_population(args.out, args.seed, args.people,
-                                _rates(args.rates) if args.rates else None, progress=True,
-                                profile=args.profile)
+        s = generate_population(
+            args.out,
+            args.seed,
+            args.people,
+            _rates(args.rates) if args.rates else None,
+            progress=True,
+            profile=args.profile,
+        )
     except ValueError as exc:
         console.print(f"[red]error:[/red] {exc}")
         return 2
-    table = Table(title=f"population seed={s.seed} people={s.people:,} "
-                        f"households={s.households:,} in {time.perf_counter() - t0:.1f}s")
+    table = Table(
+        title=f"population seed={s.seed} people={s.people:,} "
+        f"households={s.households:,} in {time.perf_counter() - t0:.1f}s"
+    )
     for col in ("agency", "records", "people", "file", "format", "encoding", "bytes"):
         table.add_column(col, justify="right" if col in ("records", "people", "bytes") else "left")
     for a in s.agencies.values():
-        table.add_row(a.code, f"{a.records:,}", f"{a.people:,}", a.file, a.file_format,
-                      a.encoding or "-", f"{a.bytes:,}")
+        table.add_row(
+            a.code,
+            f"{a.records:,}",
+            f"{a.people:,}",
+            a.file,
+            a.file_format,
+            a.encoding or "-",
+            f"{a.bytes:,}",
+        )
     Console().print(table)
     console.print(f"ground truth: {', '.join(s.ground_truth)} under {s.out_dir}")
     return 0

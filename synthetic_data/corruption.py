@@ -23,18 +23,18 @@ MISSABLE = ["middle_names", "nhs_number", "phone", "email", "postcode", "address
 class CorruptionRates:
     """Per-record probabilities before the agency's quality factor is applied."""
 
-    typo: float = 0.02                 # one character substituted/inserted/deleted in a name
-    transposition: float = 0.01        # two adjacent letters swapped in a name
-    nickname: float = 0.06             # informal form or variant (Bill for William)
-    name_swap: float = 0.005           # given and family names in the wrong fields
-    stale_surname: float = 0.2         # previous (maiden) surname, among people who have one
-    case_noise: float = 0.04           # NAME IN CAPITALS or lower case
-    whitespace_noise: float = 0.03     # leading/trailing/doubled spaces
-    dob_day_month_swap: float = 0.01   # day and month swapped (only where both are <= 12)
-    dob_default: float = 0.005         # unknown day and month entered as 01/01
-    missing: float = 0.03              # each optional identifier field left blank
-    stale_address: float = 0.15        # previous address, among households that moved
-    postcode_typo: float = 0.01        # one postcode character mistyped
+    typo: float = 0.02  # one character substituted/inserted/deleted in a name
+    transposition: float = 0.01  # two adjacent letters swapped in a name
+    nickname: float = 0.06  # informal form or variant (Bill for William)
+    name_swap: float = 0.005  # given and family names in the wrong fields
+    stale_surname: float = 0.2  # previous (maiden) surname, among people who have one
+    case_noise: float = 0.04  # NAME IN CAPITALS or lower case
+    whitespace_noise: float = 0.03  # leading/trailing/doubled spaces
+    dob_day_month_swap: float = 0.01  # day and month swapped (only where both are <= 12)
+    dob_default: float = 0.005  # unknown day and month entered as 01/01
+    missing: float = 0.03  # each optional identifier field left blank
+    stale_address: float = 0.15  # previous address, among households that moved
+    postcode_typo: float = 0.01  # one postcode character mistyped
 
     def scaled(self, factor: float) -> CorruptionRates:
         return CorruptionRates(**{k: min(0.9, v * factor) for k, v in asdict(self).items()})
@@ -63,9 +63,9 @@ def _typo(rng: np.random.Generator, s: str) -> str:
     if op == 0 or len(s) < 3:  # substitute with a different letter
         if s[i].lower() == c:
             c = _LETTERS[(_LETTERS.index(c) + 1) % 26]
-        return s[:i] + (c.upper() if s[i].isupper() else c) + s[i + 1:]
+        return s[:i] + (c.upper() if s[i].isupper() else c) + s[i + 1 :]
     if op == 1:
-        return s[:i] + s[i + 1:]
+        return s[:i] + s[i + 1 :]
     return s[:i] + c + s[i:]
 
 
@@ -74,7 +74,7 @@ def _transpose(rng: np.random.Generator, s: str) -> str:
     if not spots:
         return s
     i = spots[int(rng.integers(0, len(spots)))]
-    return s[:i] + s[i + 1] + s[i] + s[i + 2:]
+    return s[:i] + s[i + 1] + s[i] + s[i + 2 :]
 
 
 def _postcode_typo(rng: np.random.Generator, s: str) -> str:
@@ -84,11 +84,10 @@ def _postcode_typo(rng: np.random.Generator, s: str) -> str:
     c = pool[int(rng.integers(0, len(pool)))]
     if c == s[i]:
         c = pool[(pool.index(c) + 1) % len(pool)]
-    return s[:i] + c + s[i + 1:]
+    return s[:i] + c + s[i + 1 :]
 
 
-def _apply(values: np.ndarray, mask: np.ndarray, fn, extra: np.ndarray | None = None
-           ) -> np.ndarray:
+def _apply(values: np.ndarray, mask: np.ndarray, fn, extra: np.ndarray | None = None) -> np.ndarray:
     """fn(value) (or fn(value, extra[i])) on the masked entries only: corruption is rare."""
     out = values.copy()
     for i in np.flatnonzero(mask):
@@ -96,8 +95,9 @@ def _apply(values: np.ndarray, mask: np.ndarray, fn, extra: np.ndarray | None = 
     return out
 
 
-def corrupt(clean: pd.DataFrame, rng: np.random.Generator, rates: CorruptionRates,
-            addresses: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+def corrupt(
+    clean: pd.DataFrame, rng: np.random.Generator, rates: CorruptionRates, addresses: pd.DataFrame
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Return (dirty copy of `clean`, cor_* flags). Columns absent from `clean` are skipped.
 
     `clean` holds canonical values; `prev_address_id` (-1 if none) enables stale addresses.
@@ -144,8 +144,9 @@ def corrupt(clean: pd.DataFrame, rng: np.random.Generator, rates: CorruptionRate
         swap = draw(rates.dob_day_month_swap, swappable.to_numpy() & ~default)
         new = dob.copy()
         new[default] = pd.to_datetime(dict(year=dob[default].dt.year, month=1, day=1))
-        new[swap] = pd.to_datetime(dict(year=dob[swap].dt.year, month=dob[swap].dt.day,
-                                        day=dob[swap].dt.month))
+        new[swap] = pd.to_datetime(
+            dict(year=dob[swap].dt.year, month=dob[swap].dt.day, day=dob[swap].dt.month)
+        )
         d["date_of_birth"] = new.astype(clean["date_of_birth"].dtype)
         flags["cor_dob_default"], flags["cor_dob_swap"] = default, swap
     if has("prev_address_id") and has("address_id"):
@@ -158,8 +159,9 @@ def corrupt(clean: pd.DataFrame, rng: np.random.Generator, rates: CorruptionRate
         flags["cor_stale_address"] = m
     if has("postcode"):
         m = draw(rates.postcode_typo, d["postcode"].notna().to_numpy())
-        d["postcode"] = _apply(d["postcode"].to_numpy(dtype=object), m,
-                               lambda s: _postcode_typo(rng, s))
+        d["postcode"] = _apply(
+            d["postcode"].to_numpy(dtype=object), m, lambda s: _postcode_typo(rng, s)
+        )
         flags["cor_postcode_typo"] = m
     for col in MISSABLE:
         if has(col):
@@ -176,7 +178,11 @@ def corrupt(clean: pd.DataFrame, rng: np.random.Generator, rates: CorruptionRate
         flags[f"cor_case_{col}"] = m
         m = draw(rates.whitespace_noise, d[col].notna().to_numpy())
         kind = rng.integers(0, 3, n)
-        d[col] = _apply(d[col].to_numpy(dtype=object), m, lambda s, k: (
-            " " + s, s + "  ", s.replace(" ", "  ", 1) if " " in s else s + " ")[k], kind)
+        d[col] = _apply(
+            d[col].to_numpy(dtype=object),
+            m,
+            lambda s, k: (" " + s, s + "  ", s.replace(" ", "  ", 1) if " " in s else s + " ")[k],
+            kind,
+        )
         flags[f"cor_space_{col}"] = m
     return d, pd.DataFrame(flags, index=clean.index)

@@ -43,18 +43,21 @@ def airflow_env(out: Path) -> dict[str, str]:
     """Environment for an embedded Airflow rooted at <out>/airflow (SQLite metadata)."""
     home = out / "airflow"
     env = dict(os.environ)
-    env.update({
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
-        "AIRFLOW__LOGGING__LOGGING_LEVEL": os.environ.get("AIRFLOW__LOGGING__LOGGING_LEVEL",
-                                                          "WARNING"),
-        "JOINEDUP_RUN_DIR": str(out),
-        "GX_ANALYTICS_ENABLED": "false",
-        "NO_PROXY": "*",  # macOS: avoid proxy lookups forking in tasks
-    })
+    env.update(
+        {
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+            "AIRFLOW__LOGGING__LOGGING_LEVEL": os.environ.get(
+                "AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING"
+            ),
+            "JOINEDUP_RUN_DIR": str(out),
+            "GX_ANALYTICS_ENABLED": "false",
+            "NO_PROXY": "*",  # macOS: avoid proxy lookups forking in tasks
+        }
+    )
     return env
 
 
@@ -76,7 +79,10 @@ def prepare(out: Path, people: int, seed: int, profile: str = "default") -> list
     meta = pop / "population.json"
     current = json.loads(meta.read_text()) if meta.exists() else {}
     if (current.get("people"), current.get("seed"), current.get("profile", "default")) != (
-            people, seed, profile):
+        people,
+        seed,
+        profile,
+    ):
         generate_population(pop, seed=seed, people=people, progress=True, profile=profile)
     codes = [s.code for s in agency_dag_specs()]
     provision(out, codes)
@@ -95,9 +101,13 @@ def run_dags(codes: list[str]) -> dict[str, str]:
         raise SystemExit(f"DAG import errors: {bag.import_errors}")
     states: dict[str, str] = {}
     dag_ids = [f"bridge_{c.lower()}" for c in codes] + [HUB_DAG_ID]
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(),
-                  TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
-                  console=console) as bar:
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=console,
+    ) as bar:
         job = bar.add_task("Airflow runs", total=len(dag_ids))
         for dag_id in dag_ids:
             bar.update(job, description=f"dag.test {dag_id}")
@@ -127,8 +137,17 @@ def summarise(out: Path, states: dict[str, str], seconds: float) -> int:
             counts = Table(title="Warehouse")
             counts.add_column("table")
             counts.add_column("rows", justify="right")
-            for t in ("batch", "refused_batch", "record_person", "person", "household",
-                      "household_member", "family_edge", "clerical_review", "linkage_run"):
+            for t in (
+                "batch",
+                "refused_batch",
+                "record_person",
+                "person",
+                "household",
+                "household_member",
+                "family_edge",
+                "clerical_review",
+                "linkage_run",
+            ):
                 try:
                     n = con.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0]
                 except duckdb.Error:
@@ -151,8 +170,10 @@ def latest_run_id(warehouse: Path) -> str:
 
     con = duckdb.connect(str(warehouse), read_only=True)
     try:
-        row = con.execute("SELECT run_id FROM linkage_run ORDER BY finished_at DESC NULLS LAST, "
-                          "run_id DESC LIMIT 1").fetchone()
+        row = con.execute(
+            "SELECT run_id FROM linkage_run ORDER BY finished_at DESC NULLS LAST, "
+            "run_id DESC LIMIT 1"
+        ).fetchone()
     finally:
         con.close()
     if row is None:
@@ -210,19 +231,31 @@ def _pick(warehouse: Path, consent: Any, at: dt.datetime) -> dict[str, Any]:
         con.close()
     if len(hh) < 3:
         raise SystemExit(f"{warehouse}: too few multi-member households for the demo week")
-    eh = next(((p, h, a) for p, h, a in eh_given
-               if consent.state(p, "early_help", a, at).given), None)
-    mash = next((h for h, members, agencies in hh[1:]
-                 if any(not consent.state(p, "mash", a, at).given
-                        for p in members for a in agencies)), hh[1][0])
+    eh = next(
+        ((p, h, a) for p, h, a in eh_given if consent.state(p, "early_help", a, at).given), None
+    )
+    mash = next(
+        (
+            h
+            for h, members, agencies in hh[1:]
+            if any(not consent.state(p, "mash", a, at).given for p in members for a in agencies)
+        ),
+        hh[1][0],
+    )
     case = hh[0]
     person = case[1][0]
-    return {"case": case[0], "person": person, "mash_household": mash, "eh": eh,
-            "other_household": hh[2][0]}
+    return {
+        "case": case[0],
+        "person": person,
+        "mash_household": mash,
+        "eh": eh,
+        "other_household": hh[2][0],
+    }
 
 
-def simulate_week(out: Path, *, start: dt.datetime | None = None,
-                  bridge_agency: str | None = None) -> Week:
+def simulate_week(
+    out: Path, *, start: dt.datetime | None = None, bridge_agency: str | None = None
+) -> Week:
     """(b) A week of practitioner activity through the governance HTTP API on the hub's
     governance store (<out>/hub/governance.db unless JOINEDUP_GOVERNANCE_DB is set)."""
     import threading
@@ -257,13 +290,15 @@ def simulate_week(out: Path, *, start: dt.datetime | None = None,
         refresh_consent(engine, paths.warehouse)
     rels = SqlRelationshipRegistry(engine)
     # The API process signs checkpoints with the hub's audit key (start, periodic, shutdown).
-    audit = AuditLog(engine, signing_key=load_audit_key(hub_keys_dir(paths.hub)),
-                     origin=process_origin("api"))
+    audit = AuditLog(
+        engine, signing_key=load_audit_key(hub_keys_dir(paths.hub)), origin=process_origin("api")
+    )
     # What ships: the shipped assignments and controllers' sign-off (governance.access).
     gov = Governance(audit, consent, rels, access=configured_access(engine))
     now = dt.datetime.now(dt.UTC)
     monday = start or (now - dt.timedelta(days=now.weekday() + 7)).replace(
-        hour=9, minute=0, second=0, microsecond=0)
+        hour=9, minute=0, second=0, microsecond=0
+    )
     put_protocols_in_force(audit, monday - dt.timedelta(days=61))  # the partnership's set-up
     clock = {"t": monday}
     views = ViewService(paths.warehouse, gov, clock=lambda: clock["t"])
@@ -275,13 +310,19 @@ def simulate_week(out: Path, *, start: dt.datetime | None = None,
         Relationship("sw.csc.1", SubjectKind.HOUSEHOLD, pick["case"], alloc_start),
         # the MASH contact: sw.csc.1's, so their manager tm.csc.1 holds it too (team rights)
         Relationship("sw.csc.1", SubjectKind.HOUSEHOLD, pick["mash_household"], alloc_start),
-        Relationship("sw.csc.1", SubjectKind.HOUSEHOLD, pick["other_household"], alloc_start,
-                     (monday + dt.timedelta(days=4)).date()),
+        Relationship(
+            "sw.csc.1",
+            SubjectKind.HOUSEHOLD,
+            pick["other_household"],
+            alloc_start,
+            (monday + dt.timedelta(days=4)).date(),
+        ),
     ]
     if pick["eh"] is not None:  # the Early Help worker holds the family too (who holds what)
-        allocations += [Relationship("ehw.eh.1", SubjectKind.PERSON, pick["eh"][0], alloc_start),
-                        Relationship("ehw.eh.1", SubjectKind.HOUSEHOLD, pick["eh"][1],
-                                     alloc_start)]
+        allocations += [
+            Relationship("ehw.eh.1", SubjectKind.PERSON, pick["eh"][0], alloc_start),
+            Relationship("ehw.eh.1", SubjectKind.HOUSEHOLD, pick["eh"][1], alloc_start),
+        ]
     # Through the import path a sync would use (idempotent if the week is simulated again).
     rels.load_frame(RelationshipRegistry(allocations).to_frame(), source="demo allocations")
     store = TokenStore(engine)
@@ -292,20 +333,25 @@ def simulate_week(out: Path, *, start: dt.datetime | None = None,
     hub_key = load_hub_key(key_path) if key_path.exists() else generate_hub_key(key_path)
     holders = views.agencies_holding([pick["person"]])[pick["person"]]
     s47 = gov.protocols["s47_child_protection_enquiry"]
-    agency = bridge_agency or next((a for a in ("CSC", "GP", "SCH", "POL", "HV")
-                                    if a in holders and a in s47.agencies), None)
+    agency = bridge_agency or next(
+        (a for a in ("CSC", "GP", "SCH", "POL", "HV") if a in holders and a in s47.agencies), None
+    )
     server = service = None
     bridges: dict[str, str] = {}
     if agency is not None:
         mapping = REPO / "schemas" / "agencies" / f"{agency.lower()}.yaml"
-        extract = next(p for p in sorted((out / "population" / "extracts" / agency).iterdir())
-                       if p.is_file())
+        extract = next(
+            p for p in sorted((out / "population" / "extracts" / agency).iterdir()) if p.is_file()
+        )
         # It answers only under the protocols the agency's IG lead agreed (provisioned with
         # the keys: out/agency/<CODE>/agreed_protocols.yaml), within its rate limits.
-        service = ReidService(agency, KeyStore(out / "agency" / agency / "keys", agency),
-                              load_hub_public_key(key_path.with_suffix(".pub")),
-                              extract_lookup(extract, mapping),
-                              out / "agency" / agency / "audit.log")
+        service = ReidService(
+            agency,
+            KeyStore(out / "agency" / agency / "keys", agency),
+            load_hub_public_key(key_path.with_suffix(".pub")),
+            extract_lookup(extract, mapping),
+            out / "agency" / agency / "audit.log",
+        )
         server = make_server(service)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         bridges[agency] = f"http://127.0.0.1:{server.server_address[1]}"
@@ -315,18 +361,31 @@ def simulate_week(out: Path, *, start: dt.datetime | None = None,
     client = TestClient(app).__enter__()  # runs the app's start-up (checkpoint) now
     week = Week(sar_person=pick["person"], identity_agency=agency)
 
-    def call(what: str, day: int, hour: int, who: str, method: str, url: str,
-             body: dict[str, Any] | None = None) -> Any:
+    def call(
+        what: str,
+        day: int,
+        hour: int,
+        who: str,
+        method: str,
+        url: str,
+        body: dict[str, Any] | None = None,
+    ) -> Any:
         clock["t"] = monday + dt.timedelta(days=day, hours=hour)
-        r = client.request(method, url, json=body,
-                           headers={"Authorization": f"Bearer {tokens[who]}"})
-        res = r.json() if r.headers.get("content-type", "").startswith("application/json") \
-            else {}
+        r = client.request(
+            method, url, json=body, headers={"Authorization": f"Bearer {tokens[who]}"}
+        )
+        res = r.json() if r.headers.get("content-type", "").startswith("application/json") else {}
         # What the demo prints: the call and its outcome, never a response body (identities).
-        week.calls.append({"day": day, "user": who, "what": what,
-                           "call": f"{method} {url.split('?')[0]}",
-                           "status": r.status_code,
-                           "reasons": ",".join(res.get("reasons") or [])})
+        week.calls.append(
+            {
+                "day": day,
+                "user": who,
+                "what": what,
+                "call": f"{method} {url.split('?')[0]}",
+                "status": r.status_code,
+                "reasons": ",".join(res.get("reasons") or []),
+            }
+        )
         return res
 
     case, person, mh = pick["case"], pick["person"], pick["mash_household"]
@@ -335,47 +394,119 @@ def simulate_week(out: Path, *, start: dt.datetime | None = None,
         call("s47 household view", 0, 1, "sw.csc.1", "GET", f"/households/{case}?protocol={s47.id}")
         call("s47 person view", 0, 2, "sw.csc.1", "GET", f"/persons/{person}?protocol={s47.id}")
         if pick["eh"] is not None:
-            call("Early Help view (consent)", 1, 0, "ehw.eh.1", "GET",
-                 f"/persons/{pick['eh'][0]}?protocol=early_help_family_support")
+            call(
+                "Early Help view (consent)",
+                1,
+                0,
+                "ehw.eh.1",
+                "GET",
+                f"/persons/{pick['eh'][0]}?protocol=early_help_family_support",
+            )
         call("no allocation", 1, 3, "pc.pol.9", "GET", f"/persons/{person}?protocol={s47.id}")
         mash = "mash_information_sharing"
         call("MASH view (consent)", 2, 0, "sw.csc.1", "GET", f"/households/{mh}?protocol={mash}")
         call("MASH team view", 2, 0, "tm.csc.1", "GET", f"/households/{mh}?protocol={mash}")
         # The MASH protocol requires a manager's approval: the request waits for tm.csc.1.
-        call("MASH break-glass (waits)", 2, 1, "sw.csc.1", "POST",
-             f"/households/{mh}/break-glass", {
-                 "protocol_id": mash, "category": "risk_of_significant_harm",
-                 "justification": "Contact from school about injuries; consent could not be "
-                                  "sought without alerting the alleged abuser", "hours": 8})
+        call(
+            "MASH break-glass (waits)",
+            2,
+            1,
+            "sw.csc.1",
+            "POST",
+            f"/households/{mh}/break-glass",
+            {
+                "protocol_id": mash,
+                "category": "risk_of_significant_harm",
+                "justification": "Contact from school about injuries; consent could not be "
+                "sought without alerting the alleged abuser",
+                "hours": 8,
+            },
+        )
         clock["t"] = monday + dt.timedelta(days=2, hours=2)
         gid = approve_waiting(gov, clock["t"])
-        week.calls.append({"day": 2, "user": "tm.csc.1", "what": "manager approves break-glass",
-                           "call": "POST /approvals/{request}", "status": 200 if gid else 404,
-                           "reasons": ""})
+        week.calls.append(
+            {
+                "day": 2,
+                "user": "tm.csc.1",
+                "what": "manager approves break-glass",
+                "call": "POST /approvals/{request}",
+                "status": 200 if gid else 404,
+                "reasons": "",
+            }
+        )
         if gid:
-            call("reopen break-glass", 2, 4, "sw.csc.1", "GET",
-                 f"/households/{mh}?protocol={mash}&break_glass_id={gid}")
-            call("reopen next day", 3, 0, "sw.csc.1", "GET",  # next day: the grant has expired
-                 f"/households/{mh}?protocol={mash}&break_glass_id={gid}")
-        call("s47 break-glass", 3, 2, "sw.csc.1", "POST", f"/persons/{person}/break-glass", {
-            "protocol_id": s47.id, "category": "immediate_danger",
-            "justification": "Wanted the full picture before the strategy meeting", "hours": 2})
+            call(
+                "reopen break-glass",
+                2,
+                4,
+                "sw.csc.1",
+                "GET",
+                f"/households/{mh}?protocol={mash}&break_glass_id={gid}",
+            )
+            call(
+                "reopen next day",
+                3,
+                0,
+                "sw.csc.1",
+                "GET",  # next day: the grant has expired
+                f"/households/{mh}?protocol={mash}&break_glass_id={gid}",
+            )
+        call(
+            "s47 break-glass",
+            3,
+            2,
+            "sw.csc.1",
+            "POST",
+            f"/persons/{person}/break-glass",
+            {
+                "protocol_id": s47.id,
+                "category": "immediate_danger",
+                "justification": "Wanted the full picture before the strategy meeting",
+                "hours": 2,
+            },
+        )
         if agency is not None:
-            call("identity request", 3, 3, "sw.csc.1", "POST", f"/persons/{person}/identity", {
-                "protocol_id": s47.id, "agency": agency,
-                "reason": "Strategy meeting must confirm which child the records concern"})
-        call("last day of allocation", 4, 0, "sw.csc.1", "GET",
-             f"/households/{pick['other_household']}?protocol={s47.id}")
+            call(
+                "identity request",
+                3,
+                3,
+                "sw.csc.1",
+                "POST",
+                f"/persons/{person}/identity",
+                {
+                    "protocol_id": s47.id,
+                    "agency": agency,
+                    "reason": "Strategy meeting must confirm which child the records concern",
+                },
+            )
+        call(
+            "last day of allocation",
+            4,
+            0,
+            "sw.csc.1",
+            "GET",
+            f"/households/{pick['other_household']}?protocol={s47.id}",
+        )
         if pick["eh"] is not None:  # the parent withdraws consent by phone: effective at once
             pid, hh, ag = pick["eh"]
             clock["t"] = monday + dt.timedelta(days=4, hours=2)
             consent.record(pid, ag, "early_help", "withdrawn", clock["t"])
-            call("after withdrawal", 4, 3, "ehw.eh.1", "GET",
-                 f"/persons/{pid}?protocol=early_help_family_support")
+            call(
+                "after withdrawal",
+                4,
+                3,
+                "ehw.eh.1",
+                "GET",
+                f"/persons/{pid}?protocol=early_help_family_support",
+            )
         clock["t"] = monday + dt.timedelta(days=4, hours=5)
-        gov.record_withheld_request(User("sw.csc.1", "practitioner", "CSC"),
-                                    "mash_information_sharing", Subject(person, case),
-                                    "not_proportionate", clock["t"])
+        gov.record_withheld_request(
+            User("sw.csc.1", "practitioner", "CSC"),
+            "mash_information_sharing",
+            Subject(person, case),
+            "not_proportionate",
+            clock["t"],
+        )
     finally:
         client.__exit__(None, None, None)  # the app's shutdown: a checkpoint over the week
         if server is not None:
@@ -398,9 +529,13 @@ def write_report(out: Path, run_id: str) -> Path:
 
     engine = governance_engine(out)
     try:  # the IG lead's copy of the hub audit key: the report says if the chain verifies
-        return build_report(HubPaths.for_run(out), run_id, audit=AuditLog(engine),
-                            relationships=SqlRelationshipRegistry(engine).to_frame(),
-                            trusted_keys=trusted_audit_keys(out))
+        return build_report(
+            HubPaths.for_run(out),
+            run_id,
+            audit=AuditLog(engine),
+            relationships=SqlRelationshipRegistry(engine).to_frame(),
+            trusted_keys=trusted_audit_keys(out),
+        )
     finally:
         engine.dispose()
 
@@ -434,27 +569,35 @@ def write_sar(out: Path, person_id: str, agency: str | None = None) -> Path:
     agency = agency or sorted(report.record_refs)[0]
     adir = out / "agency" / agency
     mapping = REPO / "schemas" / "agencies" / f"{agency.lower()}.yaml"
-    extract = next(p for p in sorted((out / "population" / "extracts" / agency).iterdir())
-                   if p.is_file())
-    ids = reidentify_for_sar(report, agency,
-                             ref_keys=KeyStore(adir / "keys", agency).ref_keys(),
-                             lookup=extract_lookup(extract, mapping),
-                             audit_log=adir / "audit.log", requesting_user="sar.officer")
+    extract = next(
+        p for p in sorted((out / "population" / "extracts" / agency).iterdir()) if p.is_file()
+    )
+    ids = reidentify_for_sar(
+        report,
+        agency,
+        ref_keys=KeyStore(adir / "keys", agency).ref_keys(),
+        lookup=extract_lookup(extract, mapping),
+        audit_log=adir / "audit.log",
+        requesting_user="sar.officer",
+    )
     earlier = agency_identity_requests(adir / "audit.log", report.record_refs.get(agency, []))
     path = adir / "sar" / f"sar_{person_id}.html"
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     return write_sar_file(path, render_sar(report, ids, earlier))
 
 
-def post_hub(out: Path, *, baseline: bool = True, start: dt.datetime | None = None
-             ) -> dict[str, Any]:
+def post_hub(
+    out: Path, *, baseline: bool = True, start: dt.datetime | None = None
+) -> dict[str, Any]:
     """Everything after the hub DAG, on a run folder the hub has linked. Returns the outputs."""
     from linkage.config import HubPaths
 
     paths = HubPaths.for_run(out)
     run_id = latest_run_id(paths.warehouse)
-    with console.status("(a) linkage evaluation against ground truth"
-                        + (" and the plaintext baseline" if baseline else "")):
+    with console.status(
+        "(a) linkage evaluation against ground truth"
+        + (" and the plaintext baseline" if baseline else "")
+    ):
         quality = evaluate(out, run_id, baseline=baseline)
     with console.status("(b) a week of practitioner activity through the governance API"):
         week = simulate_week(out, start=start)
@@ -463,20 +606,31 @@ def post_hub(out: Path, *, baseline: bool = True, start: dt.datetime | None = No
     with console.status("(d) subject access report"):
         sar = write_sar(out, week.sar_person or "", week.identity_agency)
     with console.status("(e) API config and demo users' tokens"):
-        steps = prepare_next_steps(out, {"IG linkage audit report": report,
-                                         "subject access report (agency side)": sar,
-                                         "linkage quality (JSON)":
-                                             paths.reports / "linkage_quality.json"})
-    return {"run_id": run_id, "quality": quality, "week": week, "next": steps,
-            "outputs": {"linkage quality (JSON)": paths.reports / "linkage_quality.json",
-                        "IG linkage audit report": report,
-                        "subject access report (agency side)": sar,
-                        "governance store (audit log, consent, allocations)":
-                            governance_db_display(out),
-                        "hub audit public key (the IG lead's copy, for verify)":
-                            out / "ig_lead" / "trusted_keys",
-                        "analyst marts": paths.marts / "analyst.duckdb",
-                        "warehouse": paths.warehouse}}
+        steps = prepare_next_steps(
+            out,
+            {
+                "IG linkage audit report": report,
+                "subject access report (agency side)": sar,
+                "linkage quality (JSON)": paths.reports / "linkage_quality.json",
+            },
+        )
+    return {
+        "run_id": run_id,
+        "quality": quality,
+        "week": week,
+        "next": steps,
+        "outputs": {
+            "linkage quality (JSON)": paths.reports / "linkage_quality.json",
+            "IG linkage audit report": report,
+            "subject access report (agency side)": sar,
+            "governance store (audit log, consent, allocations)": governance_db_display(out),
+            "hub audit public key (the IG lead's copy, for verify)": out
+            / "ig_lead"
+            / "trusted_keys",
+            "analyst marts": paths.marts / "analyst.duckdb",
+            "warehouse": paths.warehouse,
+        },
+    }
 
 
 def governance_db_display(out: Path) -> str:
@@ -489,8 +643,12 @@ def show_post_hub(result: dict[str, Any]) -> None:
     figures = Table(title=f"Linkage quality, run {result['run_id']}")
     figures.add_column("figure")
     figures.add_column("value", justify="right")
-    for k in ("auto_match_precision", "pair_completeness", "privacy_cost_f1",
-              "privacy_cost_f1_cross_agency"):
+    for k in (
+        "auto_match_precision",
+        "pair_completeness",
+        "privacy_cost_f1",
+        "privacy_cost_f1_cross_agency",
+    ):
         v = q.get(k)
         figures.add_row(k, "-" if v is None else f"{v:+.4f}" if "cost" in k else f"{v:.4f}")
     figures.add_row("person F1 (all pairs)", f"{q['person_all_pairs']['f1']:.4f}")
@@ -501,8 +659,13 @@ def show_post_hub(result: dict[str, Any]) -> None:
         calls.add_column(c)
     for c in result["week"].calls:
         style = "green" if c["status"] == 200 else "yellow"
-        calls.add_row(str(c["day"] + 1), c["user"], c["what"], f"[{style}]{c['status']}",
-                      c["reasons"].replace(",", ", "))
+        calls.add_row(
+            str(c["day"] + 1),
+            c["user"],
+            c["what"],
+            f"[{style}]{c['status']}",
+            c["reasons"].replace(",", ", "),
+        )
     console.print(calls)
     console.print("[bold]Where each output is")
     for k, v in result["outputs"].items():
@@ -514,11 +677,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path("var/demo"))
     ap.add_argument("--people", type=int, default=3000)
     ap.add_argument("--seed", type=int, default=20240601)
-    ap.add_argument("--profile", choices=("default", "messy"), default="default",
-                    help="synthetic population profile (messy: real exports' errors, "
-                         "synthetic_data.messy)")
-    ap.add_argument("--no-baseline", action="store_true",
-                    help="skip the plaintext Splink baseline (no privacy-cost figure)")
+    ap.add_argument(
+        "--profile",
+        choices=("default", "messy"),
+        default="default",
+        help="synthetic population profile (messy: real exports' errors, synthetic_data.messy)",
+    )
+    ap.add_argument(
+        "--no-baseline",
+        action="store_true",
+        help="skip the plaintext Splink baseline (no privacy-cost figure)",
+    )
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     out = args.out.resolve()
@@ -543,11 +712,15 @@ def main(argv: list[str] | None = None) -> int:
     env["JOINEDUP_DEMO_CODES"] = ",".join(codes)
     states_file = out / "demo_states.json"
     states_file.unlink(missing_ok=True)
-    proc = subprocess.run([sys.executable, "-m", "synthetic_data.demo", "--out", str(out),
-                           "--child"], env=env, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "synthetic_data.demo", "--out", str(out), "--child"],
+        env=env,
+        check=False,
+    )
     if proc.returncode != 0 or not states_file.exists():
-        console.print(f"[red]Airflow runs failed (exit {proc.returncode}); logs under "
-                      f"{out / 'airflow'}")
+        console.print(
+            f"[red]Airflow runs failed (exit {proc.returncode}); logs under {out / 'airflow'}"
+        )
         return 1
     import json
 

@@ -23,8 +23,9 @@ def put_protocols_in_force(audit: Any, at: dt.datetime) -> int:
     return len(sign_off_all(audit, at=at))
 
 
-def approve_waiting(gov: Any, at: dt.datetime, manager: tuple[str, str, str] = MANAGER
-                    ) -> str | None:
+def approve_waiting(
+    gov: Any, at: dt.datetime, manager: tuple[str, str, str] = MANAGER
+) -> str | None:
     """The manager approves the oldest break-glass request waiting from their team, as on the
     workspace's Approvals page (one audit entry). Returns the grant id, or None if nothing
     was waiting."""

@@ -23,8 +23,10 @@ import yaml
 
 # The demo's practitioners (simulate_week allocates them): user -> (role, employing agency).
 DEMO_USERS: dict[str, tuple[str, str]] = {
-    "sw.csc.1": ("practitioner", "CSC"), "tm.csc.1": ("team_manager", "CSC"),
-    "ehw.eh.1": ("practitioner", "EH"), "pc.pol.9": ("practitioner", "POL"),
+    "sw.csc.1": ("practitioner", "CSC"),
+    "tm.csc.1": ("team_manager", "CSC"),
+    "ehw.eh.1": ("practitioner", "EH"),
+    "pc.pol.9": ("practitioner", "POL"),
 }
 API_PORT = 8000
 
@@ -84,8 +86,11 @@ def write_api_config(out: Path) -> Path:
     if schema:
         cfg["governance_schema"] = schema
     path = _private_dir(out / "api") / "hub_api.yaml"
-    _write_private(path, "# Governance API over the demo run (written by make demo).\n"
-                   + yaml.safe_dump(cfg, sort_keys=False))
+    _write_private(
+        path,
+        "# Governance API over the demo run (written by make demo).\n"
+        + yaml.safe_dump(cfg, sort_keys=False),
+    )
     return path
 
 
@@ -133,8 +138,9 @@ def current_allocations(out: Path, on: dt.date) -> dict[str, list[tuple[str, str
     return got
 
 
-def prepare_next_steps(out: Path, reports: dict[str, Path],
-                       users: dict[str, tuple[str, str]] = DEMO_USERS) -> NextSteps:
+def prepare_next_steps(
+    out: Path, reports: dict[str, Path], users: dict[str, tuple[str, str]] = DEMO_USERS
+) -> NextSteps:
     config = write_api_config(out)
     tokens = mint_tokens(out, users)
     alloc = current_allocations(out, dt.datetime.now(dt.UTC).date())
@@ -150,9 +156,11 @@ def prepare_next_steps(out: Path, reports: dict[str, Path],
             u.try_url = f"/persons/{u.persons[0]}?protocol=early_help_family_support"
         people.append(u)
     uvicorn = Path(sys.executable).with_name("uvicorn")
-    command = (f"JOINEDUP_API_CONFIG={shlex.quote(_shown(config))} "
-               f"{shlex.quote(_shown(uvicorn))} --factory governance.api:app_from_env "
-               f"--port {API_PORT}")
+    command = (
+        f"JOINEDUP_API_CONFIG={shlex.quote(_shown(config))} "
+        f"{shlex.quote(_shown(uvicorn))} --factory governance.api:app_from_env "
+        f"--port {API_PORT}"
+    )
     return NextSteps(config, command, base, people, reports)
 
 
@@ -170,15 +178,20 @@ def show_next_steps(steps: NextSteps, console: Any) -> None:
     console.print(f"    {steps.command}", soft_wrap=True)
     console.print("  Demo users (token files are 0600, valid 12 h; `make demo` mints new ones):")
     for u in steps.users:
-        where = ", ".join([f"household {h}" for h in u.households]
-                          + [f"person {p}" for p in u.persons]) or "no allocation (refused)"
+        where = (
+            ", ".join([f"household {h}" for h in u.households] + [f"person {p}" for p in u.persons])
+            or "no allocation (refused)"
+        )
         console.print(f"    {u.user_id} ({u.role}, {u.agency}): {where}", soft_wrap=True)
     for u in steps.users:
         if u.try_url:
             console.print(f"  Try, as {u.user_id}:")
-            console.print(f"    curl -s -H \"Authorization: Bearer $(cat "
-                          f"{shlex.quote(_shown(u.token_file))})\" '{steps.base_url}"
-                          f"{u.try_url}'", soft_wrap=True)
+            console.print(
+                f'    curl -s -H "Authorization: Bearer $(cat '
+                f"{shlex.quote(_shown(u.token_file))})\" '{steps.base_url}"
+                f"{u.try_url}'",
+                soft_wrap=True,
+            )
             break
     console.print("  Reports:")
     for name, path in steps.reports.items():

@@ -111,8 +111,12 @@ def _date(s: pd.Series, spec: AgencySpec, fmt: str | None) -> pd.Series:
     return s.dt.strftime(spec.date_format).astype(object).where(s.notna(), None)
 
 
-def render(spec: AgencySpec, subj: pd.DataFrame, persons: dict[str, pd.DataFrame],
-           relationships: dict[str, pd.Series]) -> pd.DataFrame:
+def render(
+    spec: AgencySpec,
+    subj: pd.DataFrame,
+    persons: dict[str, pd.DataFrame],
+    relationships: dict[str, pd.Series],
+) -> pd.DataFrame:
     """Lay out the agency's columns from (dirty) canonical values, in the agency's own style."""
     out: dict[str, pd.Series] = {}
     for col in spec.columns:
@@ -134,12 +138,16 @@ def render(spec: AgencySpec, subj: pd.DataFrame, persons: dict[str, pd.DataFrame
         elif f == "relationship":
             v = relationships[col.person]
             if col.fmt == "title":
-                v = v.map(lambda x: x.replace("_", " ").capitalize() if isinstance(x, str)
-                          else None)
+                v = v.map(
+                    lambda x: x.replace("_", " ").capitalize() if isinstance(x, str) else None
+                )
         elif f == "full_name":
             if col.fmt == "surname_first":
-                v = _join(d["family_name"].map(lambda x: x.upper() if isinstance(x, str)
-                                               else None), d["given_name"], sep=", ")
+                v = _join(
+                    d["family_name"].map(lambda x: x.upper() if isinstance(x, str) else None),
+                    d["given_name"],
+                    sep=", ",
+                )
             else:
                 v = _join(d["given_name"], d["family_name"])
         elif f == "address":
@@ -153,32 +161,45 @@ def render(spec: AgencySpec, subj: pd.DataFrame, persons: dict[str, pd.DataFrame
         elif f == "sex":
             v = d[f].map(_SEX[col.fmt or "MF"])
         elif f == "nhs_number":
-            v = d[f] if col.fmt != "spaced" else d[f].map(
-                lambda x: f"{x[:3]} {x[3:6]} {x[6:]}" if isinstance(x, str) else None)
+            v = (
+                d[f]
+                if col.fmt != "spaced"
+                else d[f].map(lambda x: f"{x[:3]} {x[3:6]} {x[6:]}" if isinstance(x, str) else None)
+            )
         elif f == "uprn":
-            v = d[f].astype("Int64") if col.fmt == "native" else d[f].map(
-                lambda x: None if pd.isna(x) else str(x))
+            v = (
+                d[f].astype("Int64")
+                if col.fmt == "native"
+                else d[f].map(lambda x: None if pd.isna(x) else str(x))
+            )
         elif f == "upn":
             v = subj["upn"]
         else:
             v = d[f]
         if col.fmt == "upper" and f != "full_name":
             v = v.map(lambda x: x.upper() if isinstance(x, str) else x)
-        out[col.source] = pd.Series(np.asarray(v, dtype=object) if not isinstance(
-            v.dtype, pd.Int64Dtype) else v.to_numpy(), index=subj.index)
+        out[col.source] = pd.Series(
+            np.asarray(v, dtype=object) if not isinstance(v.dtype, pd.Int64Dtype) else v.to_numpy(),
+            index=subj.index,
+        )
     frame = pd.DataFrame(out)
     if spec.encoding.replace("-", "").lower() not in ("utf8", "utf8sig"):
         for c in frame.columns:
             if frame[c].dtype == object or pd.api.types.is_string_dtype(frame[c]):
-                frame[c] = frame[c].map(lambda x: to_codec(x, spec.encoding)
-                                        if isinstance(x, str) else x)
+                frame[c] = frame[c].map(
+                    lambda x: to_codec(x, spec.encoding) if isinstance(x, str) else x
+                )
     return frame
 
 
-def build_agency_output(spec: AgencySpec, recs: AgencyRecords, c: Ctx,
-                        rng: np.random.Generator, rates: CorruptionRates,
-                        messy: tuple[MessyRates, np.random.Generator] | None = None
-                        ) -> AgencyOutput:
+def build_agency_output(
+    spec: AgencySpec,
+    recs: AgencyRecords,
+    c: Ctx,
+    rng: np.random.Generator,
+    rates: CorruptionRates,
+    messy: tuple[MessyRates, np.random.Generator] | None = None,
+) -> AgencyOutput:
     """`messy`: the messy profile's record errors and their own random stream (None for the
     default profile, which then draws exactly what it always did)."""
     subj = recs.subjects.reset_index(drop=True)
@@ -190,8 +211,11 @@ def build_agency_output(spec: AgencySpec, recs: AgencyRecords, c: Ctx,
     clean_subject = None
     for slot in slots:
         cols = [col for col in spec.columns if col.person == slot and col.cls == "identifier"]
-        pid = (subj["person_id"].to_numpy() if slot == "subject"
-               else recs.related[slot]["person_id"].to_numpy())
+        pid = (
+            subj["person_id"].to_numpy()
+            if slot == "subject"
+            else recs.related[slot]["person_id"].to_numpy()
+        )
         clean = canonical(c, pid, base_fields(cols))
         if slot == "subject":
             # What the agency never collected is absent from its "clean" values too.
@@ -200,11 +224,23 @@ def build_agency_output(spec: AgencySpec, recs: AgencyRecords, c: Ctx,
                     clean[f] = clean[f].where(rng.random(len(clean)) < share, None)
         # Related persons are typed in by the same staff, but with half the care given to
         # the subject's own details; their flags are not kept.
-        dirty, fl = corrupt(clean, rng, scaled if slot == "subject" else rates.scaled(
-            spec.quality * 0.5), c.pop.addresses)
+        dirty, fl = corrupt(
+            clean,
+            rng,
+            scaled if slot == "subject" else rates.scaled(spec.quality * 0.5),
+            c.pop.addresses,
+        )
         if messy is not None:
-            messy_records(c, pid, dirty, fl, messy[1], messy[0], slot,
-                          None if slot == "subject" else recs.related[slot]["relationship"])
+            messy_records(
+                c,
+                pid,
+                dirty,
+                fl,
+                messy[1],
+                messy[0],
+                slot,
+                None if slot == "subject" else recs.related[slot]["relationship"],
+            )
         if slot == "subject":
             clean_subject, flags = clean, fl
             if "dob_is_estimated" in subj:
@@ -219,15 +255,19 @@ def build_agency_output(spec: AgencySpec, recs: AgencyRecords, c: Ctx,
         persons[slot] = dirty
     extract = render(spec, subj, persons, relationships)
 
-    truth = pd.DataFrame({
-        "agency": spec.code, "record_id": subj["record_id"],
-        "person_id": subj["person_id"].astype(np.int64),
-        "household_id": c.hid[subj["person_id"].to_numpy()].astype(np.int64),
-    })
+    truth = pd.DataFrame(
+        {
+            "agency": spec.code,
+            "record_id": subj["record_id"],
+            "person_id": subj["person_id"].astype(np.int64),
+            "household_id": c.hid[subj["person_id"].to_numpy()].astype(np.int64),
+        }
+    )
     assert clean_subject is not None
     for f in clean_subject.columns:
-        truth[f"clean_{f}" if f not in ("address_id", "prev_address_id") else f] = \
-            clean_subject[f].to_numpy()
+        truth[f"clean_{f}" if f not in ("address_id", "prev_address_id") else f] = clean_subject[
+            f
+        ].to_numpy()
     if "address_id" in clean_subject:
         truth["shown_address_id"] = persons["subject"]["address_id"].to_numpy()
     if "upn" in subj:
@@ -239,12 +279,22 @@ def build_agency_output(spec: AgencySpec, recs: AgencyRecords, c: Ctx,
     rel_parts = []
     for slot, rel in recs.related.items():
         has = rel["person_id"].to_numpy() >= 0
-        rel_parts.append(pd.DataFrame({
-            "agency": spec.code, "record_id": subj["record_id"].to_numpy()[has], "slot": slot,
-            "person_id": rel["person_id"].to_numpy()[has].astype(np.int64),
-            "relationship": rel["relationship"].to_numpy()[has]}))
-    related = (pd.concat(rel_parts, ignore_index=True) if rel_parts else pd.DataFrame(
-        columns=["agency", "record_id", "slot", "person_id", "relationship"]))
+        rel_parts.append(
+            pd.DataFrame(
+                {
+                    "agency": spec.code,
+                    "record_id": subj["record_id"].to_numpy()[has],
+                    "slot": slot,
+                    "person_id": rel["person_id"].to_numpy()[has].astype(np.int64),
+                    "relationship": rel["relationship"].to_numpy()[has],
+                }
+            )
+        )
+    related = (
+        pd.concat(rel_parts, ignore_index=True)
+        if rel_parts
+        else pd.DataFrame(columns=["agency", "record_id", "slot", "person_id", "relationship"])
+    )
     return AgencyOutput(extract, truth, related)
 
 
@@ -261,6 +311,11 @@ def write_extract(spec: AgencySpec, frame: pd.DataFrame, folder: Path) -> Path:
     if spec.file_format == "parquet":
         write_table(frame, path)
     else:
-        frame.to_csv(path, sep=spec.delimiter, index=False, encoding=spec.encoding,
-                     lineterminator="\r\n" if spec.encoding == "cp1252" else "\n")
+        frame.to_csv(
+            path,
+            sep=spec.delimiter,
+            index=False,
+            encoding=spec.encoding,
+            lineterminator="\r\n" if spec.encoding == "cp1252" else "\n",
+        )
     return path

@@ -62,9 +62,14 @@ def _stage_rng(seed: int, stage: str) -> np.random.Generator:
     return np.random.default_rng([seed, key])
 
 
-def generate_population(out_dir: Path, seed: int, people: int,
-                        rates: CorruptionRates | None = None,
-                        progress: bool = False, profile: str = "default") -> PopulationSummary:
+def generate_population(
+    out_dir: Path,
+    seed: int,
+    people: int,
+    rates: CorruptionRates | None = None,
+    progress: bool = False,
+    profile: str = "default",
+) -> PopulationSummary:
     """Write extracts for every agency plus ground truth under `out_dir` (see docs/contracts.md).
 
     Deterministic: the same (seed, people, rates, profile) always gives byte-identical files.
@@ -79,9 +84,13 @@ def generate_population(out_dir: Path, seed: int, people: int,
     rates = rates or (MESSY_RATES if messy else CorruptionRates())
     out_dir = Path(out_dir)
     steps = 3 + len(SPECS)
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(),
-                  TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
-                  disable=not progress) as bar:
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        disable=not progress,
+    ) as bar:
         task = bar.add_task("population", total=steps)
         pop = build_population(_stage_rng(seed, "population"), people)
         if messy is not None:
@@ -94,14 +103,25 @@ def generate_population(out_dir: Path, seed: int, people: int,
             bar.update(task, description=f"agency {code}")
             rng = _stage_rng(seed, f"agency:{code}")
             recs = BUILDERS[code](ctx, rng)
-            out = build_agency_output(spec, recs, ctx, rng, rates, None if messy is None else (
-                messy, _stage_rng(seed, f"messy:agency:{code}")))
+            out = build_agency_output(
+                spec,
+                recs,
+                ctx,
+                rng,
+                rates,
+                None if messy is None else (messy, _stage_rng(seed, f"messy:agency:{code}")),
+            )
             path = write_extract(spec, out.extract, out_dir / "extracts" / code)
             summary.agencies[code] = AgencySummary(
-                code, str(path.relative_to(out_dir)), spec.file_format,
-                spec.encoding if spec.file_format == "csv" else None, len(out.extract),
-                int(out.records_truth["person_id"].nunique()), path.stat().st_size,
-                _sha256(path))
+                code,
+                str(path.relative_to(out_dir)),
+                spec.file_format,
+                spec.encoding if spec.file_format == "csv" else None,
+                len(out.extract),
+                int(out.records_truth["person_id"].nunique()),
+                path.stat().st_size,
+                _sha256(path),
+            )
             truths.append(out.records_truth)
             related.append(out.related_truth)
             bar.advance(task)
@@ -122,10 +142,16 @@ def generate_population(out_dir: Path, seed: int, people: int,
         bar.advance(task)
 
         meta = {
-            "generator_version": GENERATOR_VERSION, "seed": seed, "people": people,
-            "reference_date": str(pop.ref_date), "rates": asdict(rates),
-            "counts": {"persons": len(pop.persons), "households": len(pop.households),
-                       "records": {k: a.records for k, a in summary.agencies.items()}},
+            "generator_version": GENERATOR_VERSION,
+            "seed": seed,
+            "people": people,
+            "reference_date": str(pop.ref_date),
+            "rates": asdict(rates),
+            "counts": {
+                "persons": len(pop.persons),
+                "households": len(pop.households),
+                "records": {k: a.records for k, a in summary.agencies.items()},
+            },
             "agencies": {k: asdict(a) for k, a in summary.agencies.items()},
             "quality_factors": {k: s.quality for k, s in SPECS.items()},
         }
@@ -133,7 +159,7 @@ def generate_population(out_dir: Path, seed: int, people: int,
             meta["profile"] = profile
             meta["messy_rates"] = asdict(messy)
         (out_dir / "population.json").write_text(
-            json.dumps(meta, indent=2, sort_keys=True, ensure_ascii=False) + "\n",
-            encoding="utf-8")
+            json.dumps(meta, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8"
+        )
         bar.advance(task)
     return summary

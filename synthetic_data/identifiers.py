@@ -10,28 +10,144 @@ import numpy as np
 import pandas as pd
 
 # One local authority area: Bradford-style BD districts (the streets and people are fictional).
-POSTCODE_DISTRICTS = ["BD1", "BD2", "BD3", "BD4", "BD5", "BD6", "BD7", "BD8", "BD9", "BD10",
-                      "BD12", "BD13", "BD14", "BD15"]
+POSTCODE_DISTRICTS = [
+    "BD1",
+    "BD2",
+    "BD3",
+    "BD4",
+    "BD5",
+    "BD6",
+    "BD7",
+    "BD8",
+    "BD9",
+    "BD10",
+    "BD12",
+    "BD13",
+    "BD14",
+    "BD15",
+]
 POST_TOWN = "BRADFORD"
-LOCALITIES = ["Manningham", "Heaton", "Allerton", "Thornton", "Eccleshill", "Idle", "Wibsey",
-              "Bowling", "Little Horton", "Girlington", "Undercliffe", "Wyke", "Clayton",
-              "Queensbury", "Tong", "Laisterdyke"]
+LOCALITIES = [
+    "Manningham",
+    "Heaton",
+    "Allerton",
+    "Thornton",
+    "Eccleshill",
+    "Idle",
+    "Wibsey",
+    "Bowling",
+    "Little Horton",
+    "Girlington",
+    "Undercliffe",
+    "Wyke",
+    "Clayton",
+    "Queensbury",
+    "Tong",
+    "Laisterdyke",
+]
 # Inward-code letters never include C, I, K, M, O, V.
 INWARD_LETTERS = np.array(list("ABDEFGHJLNPQRSTUWXYZ"))
 STREET_STEMS = [
-    "Oak", "Ash", "Elm", "Beech", "Birch", "Cedar", "Hazel", "Holly", "Rowan", "Willow",
-    "Church", "Mill", "Station", "Park", "Victoria", "Albert", "Queen", "King", "Princess",
-    "Manor", "Grange", "Moor", "Valley", "Hill", "Bank", "Brook", "Well", "Spring", "Green",
-    "Field", "Meadow", "Orchard", "Garden", "Castle", "Abbey", "Chapel", "School", "Market",
-    "Bridge", "Canal", "Railway", "Wharf", "Cliffe", "Heath", "Common", "Lister", "Salt",
-    "Titus", "Bronte", "Wordsworth", "Shakespeare", "Milton", "Byron", "Shelley", "Keats",
-    "Nelson", "Wellington", "Gladstone", "Peel", "Cromwell", "Stanley", "Howard", "Percy",
-    "Cavendish", "Russell", "Grosvenor", "Regent", "Carlton", "Belle Vue", "Fairfield",
-    "Highfield", "Springfield", "Westfield", "Northfield", "Southfield", "Woodlands",
-    "Hollins", "Thorn", "Fern", "Heather", "Laurel", "Lime", "Poplar", "Sycamore", "Chestnut",
+    "Oak",
+    "Ash",
+    "Elm",
+    "Beech",
+    "Birch",
+    "Cedar",
+    "Hazel",
+    "Holly",
+    "Rowan",
+    "Willow",
+    "Church",
+    "Mill",
+    "Station",
+    "Park",
+    "Victoria",
+    "Albert",
+    "Queen",
+    "King",
+    "Princess",
+    "Manor",
+    "Grange",
+    "Moor",
+    "Valley",
+    "Hill",
+    "Bank",
+    "Brook",
+    "Well",
+    "Spring",
+    "Green",
+    "Field",
+    "Meadow",
+    "Orchard",
+    "Garden",
+    "Castle",
+    "Abbey",
+    "Chapel",
+    "School",
+    "Market",
+    "Bridge",
+    "Canal",
+    "Railway",
+    "Wharf",
+    "Cliffe",
+    "Heath",
+    "Common",
+    "Lister",
+    "Salt",
+    "Titus",
+    "Bronte",
+    "Wordsworth",
+    "Shakespeare",
+    "Milton",
+    "Byron",
+    "Shelley",
+    "Keats",
+    "Nelson",
+    "Wellington",
+    "Gladstone",
+    "Peel",
+    "Cromwell",
+    "Stanley",
+    "Howard",
+    "Percy",
+    "Cavendish",
+    "Russell",
+    "Grosvenor",
+    "Regent",
+    "Carlton",
+    "Belle Vue",
+    "Fairfield",
+    "Highfield",
+    "Springfield",
+    "Westfield",
+    "Northfield",
+    "Southfield",
+    "Woodlands",
+    "Hollins",
+    "Thorn",
+    "Fern",
+    "Heather",
+    "Laurel",
+    "Lime",
+    "Poplar",
+    "Sycamore",
+    "Chestnut",
 ]
-STREET_SUFFIXES = ["Road", "Street", "Avenue", "Close", "Lane", "Grove", "Terrace", "Drive",
-                   "Crescent", "Way", "Place", "Gardens"]
+STREET_SUFFIXES = [
+    "Road",
+    "Street",
+    "Avenue",
+    "Close",
+    "Lane",
+    "Grove",
+    "Terrace",
+    "Drive",
+    "Crescent",
+    "Way",
+    "Place",
+    "Gardens",
+]
 UPN_CHECK_LETTERS = np.array(list("ABCDEFGHJKLMNPQRTUVWXYZ"))
 LA_CODE = "380"  # DfE LA number used in UPNs for this synthetic area
 EMAIL_DOMAINS = np.array(["example.com", "example.org", "example.net"])  # RFC 2606 reserved
@@ -77,9 +193,12 @@ def upns(school_estab: np.ndarray, entry_year: np.ndarray) -> np.ndarray:
     """UPN = check letter + LA + establishment + 2-digit year + serial within (school, year)."""
     frame = pd.DataFrame({"s": school_estab, "y": entry_year % 100})
     serial = frame.groupby(["s", "y"]).cumcount().to_numpy() + 1
-    body = (LA_CODE + pd.Series(school_estab).astype(str).str.zfill(4)
-            + pd.Series(entry_year % 100).astype(str).str.zfill(2)
-            + pd.Series(serial % 1000).astype(str).str.zfill(3))
+    body = (
+        LA_CODE
+        + pd.Series(school_estab).astype(str).str.zfill(4)
+        + pd.Series(entry_year % 100).astype(str).str.zfill(2)
+        + pd.Series(serial % 1000).astype(str).str.zfill(3)
+    )
     return (upn_check_letter(body) + body).to_numpy(dtype=object)
 
 
@@ -100,8 +219,11 @@ def addresses(rng: np.random.Generator, size: int) -> pd.DataFrame:
     suffix = rng.integers(0, len(STREET_SUFFIXES), n_streets)
     locality = rng.integers(0, len(LOCALITIES), n_streets)
     sector = rng.integers(0, len(POSTCODE_DISTRICTS) * 10, n_streets)
-    street_name = (pd.Series(np.array(STREET_STEMS, dtype=object)[stem]) + " "
-                   + pd.Series(np.array(STREET_SUFFIXES, dtype=object)[suffix]))
+    street_name = (
+        pd.Series(np.array(STREET_STEMS, dtype=object)[stem])
+        + " "
+        + pd.Series(np.array(STREET_SUFFIXES, dtype=object)[suffix])
+    )
     # A postcode unit covers ~15 neighbouring doors; units are numbered within their sector.
     unit_key = street.astype(np.int64) * 1000 + (number - 1) // 15
     sec = sector[street]
@@ -110,29 +232,35 @@ def addresses(rng: np.random.Generator, size: int) -> pd.DataFrame:
     rank_by_unit = pd.Series(units.groupby("sec").cumcount().to_numpy(), index=units["unit"])
     unit_rank = frame["unit"].map(rank_by_unit).to_numpy() % 400
     # outward code = district; inward = sector digit + two unit letters
-    inward = (pd.Series(sec % 10).astype(str)
-              + INWARD_LETTERS[unit_rank // 20] + INWARD_LETTERS[unit_rank % 20])
+    inward = (
+        pd.Series(sec % 10).astype(str)
+        + INWARD_LETTERS[unit_rank // 20]
+        + INWARD_LETTERS[unit_rank % 20]
+    )
     district = np.array(POSTCODE_DISTRICTS, dtype=object)[sec // 10]
     postcode = pd.Series(district) + " " + inward
     flat = rng.random(size) < 0.15
     flat_no = rng.integers(1, 9, size)
     line1 = pd.Series(number).astype(str) + " " + street_name.iloc[street].reset_index(drop=True)
     line1 = line1.where(~flat, "Flat " + pd.Series(flat_no).astype(str) + ", " + line1)
-    return pd.DataFrame({
-        "address_id": np.arange(size, dtype=np.int64),
-        "uprn": _unique_ints(rng, 100_050_000_000, 900_000_000, size),
-        "address_line_1": line1.to_numpy(dtype=object),
-        "address_line_2": np.array(LOCALITIES, dtype=object)[locality[street]],
-        "town": POST_TOWN.title(),
-        "postcode": postcode.to_numpy(dtype=object),
-    })
+    return pd.DataFrame(
+        {
+            "address_id": np.arange(size, dtype=np.int64),
+            "uprn": _unique_ints(rng, 100_050_000_000, 900_000_000, size),
+            "address_line_1": line1.to_numpy(dtype=object),
+            "address_line_2": np.array(LOCALITIES, dtype=object)[locality[street]],
+            "town": POST_TOWN.title(),
+            "postcode": postcode.to_numpy(dtype=object),
+        }
+    )
 
 
 def mobile_numbers(rng: np.random.Generator, size: int) -> np.ndarray:
     a = rng.integers(7100, 7999, size)
     b = rng.integers(0, 1_000_000, size)
-    return ("0" + pd.Series(a).astype(str) + " " + pd.Series(b).astype(str).str.zfill(6)
-            ).to_numpy(dtype=object)
+    return ("0" + pd.Series(a).astype(str) + " " + pd.Series(b).astype(str).str.zfill(6)).to_numpy(
+        dtype=object
+    )
 
 
 def landline_numbers(rng: np.random.Generator, size: int) -> np.ndarray:
@@ -151,4 +279,5 @@ def emails(rng: np.random.Generator, given: np.ndarray, family: np.ndarray) -> n
     style = rng.integers(0, 3, len(g))
     local = np.where(style == 0, g + "." + f, np.where(style == 1, g + f + n, g.str[0] + f + n))
     return (pd.Series(local) + "@" + EMAIL_DOMAINS[rng.integers(0, 3, len(g))]).to_numpy(
-        dtype=object)
+        dtype=object
+    )

@@ -12,9 +12,16 @@ from pathlib import Path
 from synthetic_data.agencies import CODE_PATTERNS, SPECS, AgencySpec, vocabulary
 
 # Default relationship for slots whose extract has no relationship column of its own.
-SLOT_DEFAULTS = {"mother": "mother", "other_party": "partner", "contact1": "parent",
-                 "contact2": "parent", "parent1": "parent", "parent2": "parent",
-                 "lead_adult": "parent", **{f"member{k}": "household_member" for k in range(1, 5)}}
+SLOT_DEFAULTS = {
+    "mother": "mother",
+    "other_party": "partner",
+    "contact1": "parent",
+    "contact2": "parent",
+    "parent1": "parent",
+    "parent2": "parent",
+    "lead_adult": "parent",
+    **{f"member{k}": "household_member" for k in range(1, 5)},
+}
 
 
 def _q(value: object) -> str:
@@ -36,10 +43,16 @@ def render_mapping(spec: AgencySpec) -> str:
         f"  format: {spec.file_format}",
     ]
     if spec.file_format == "csv":
-        lines += [f"  encoding: {spec.encoding}", f"  delimiter: {_q(spec.delimiter)}",
-                  '  quotechar: "\\""']
-    lines += [f"  date_formats: [{_q(spec.date_format)}]",
-              f"  extract_kind: {spec.extract_kind}", "columns:"]
+        lines += [
+            f"  encoding: {spec.encoding}",
+            f"  delimiter: {_q(spec.delimiter)}",
+            '  quotechar: "\\""',
+        ]
+    lines += [
+        f"  date_formats: [{_q(spec.date_format)}]",
+        f"  extract_kind: {spec.extract_kind}",
+        "columns:",
+    ]
     for c in spec.columns:
         entry: dict[str, object] = {"source": c.source}
         if c.field is not None:

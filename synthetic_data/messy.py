@@ -38,16 +38,30 @@ PROFILES = ("default", "messy")
 # Base corruption of the messy profile: about twice the default, and day/month swaps three
 # times (US-style entry and swapped columns in migrated systems).
 MESSY_RATES = CorruptionRates(
-    typo=0.04, transposition=0.015, nickname=0.10, name_swap=0.01, stale_surname=0.25,
-    case_noise=0.06, whitespace_noise=0.05, dob_day_month_swap=0.03, dob_default=0.01,
-    missing=0.05, stale_address=0.2, postcode_typo=0.03)
+    typo=0.04,
+    transposition=0.015,
+    nickname=0.10,
+    name_swap=0.01,
+    stale_surname=0.25,
+    case_noise=0.06,
+    whitespace_noise=0.05,
+    dob_day_month_swap=0.03,
+    dob_default=0.01,
+    missing=0.05,
+    stale_address=0.2,
+    postcode_typo=0.03,
+)
 
 PLACEHOLDER_ADULT = ("Occupant", "Resident", "Tenant", "Unknown")
 PLACEHOLDER_INFANT = "Baby"
 PLACEHOLDER_RELATED = {"mother": "Mum", "father": "Dad"}
 GQ_NAMES = {
-    "care_home": ("Rosewood Care Home", "Ashfield Nursing Home", "Meadowbank Residential Home",
-                  "Holly Lodge Care Home"),
+    "care_home": (
+        "Rosewood Care Home",
+        "Ashfield Nursing Home",
+        "Meadowbank Residential Home",
+        "Holly Lodge Care Home",
+    ),
     "hostel": ("Station Road Hostel", "St Anne's Hostel", "Foyer Young People's Hostel"),
     "refuge": ("Haven House", "Safe Harbour Refuge", "Willow House"),
 }
@@ -57,25 +71,24 @@ GQ_NAMES = {
 class MessyRates:
     """Messy-only error rates (per record unless said otherwise)."""
 
-    flat_households: float = 0.15      # households moved into flats of shared buildings
-    care_home_persons: float = 0.006   # share of the population living in care homes
-    hostel_persons: float = 0.002      # ... in hostels
-    refuge_persons: float = 0.002      # ... in refuges (whole single-parent families)
+    flat_households: float = 0.15  # households moved into flats of shared buildings
+    care_home_persons: float = 0.006  # share of the population living in care homes
+    hostel_persons: float = 0.002  # ... in hostels
+    refuge_persons: float = 0.002  # ... in refuges (whole single-parent families)
     missing_given_name: float = 0.015  # given name left blank
-    placeholder_adult: float = 0.006   # "Occupant", "Resident"... instead of a given name
-    placeholder_infant: float = 0.3    # "Baby" for children under 3 months
+    placeholder_adult: float = 0.006  # "Occupant", "Resident"... instead of a given name
+    placeholder_infant: float = 0.3  # "Baby" for children under 3 months
     placeholder_related: float = 0.03  # "Mum"/"Dad" typed as a related person's name
-    copied_nhs: float = 0.02           # child's record carries a resident parent's NHS number
-    copied_phone: float = 0.05         # child's record carries a resident parent's phone
-    missing_nhs: float = 0.05          # NHS number not recorded (on top of `missing`)
-    flat_styles: float = 0.5           # flat written "3/12 Oak Road" or "Flat 3 12 Oak Road"
+    copied_nhs: float = 0.02  # child's record carries a resident parent's NHS number
+    copied_phone: float = 0.05  # child's record carries a resident parent's phone
+    missing_nhs: float = 0.05  # NHS number not recorded (on top of `missing`)
+    flat_styles: float = 0.5  # flat written "3/12 Oak Road" or "Flat 3 12 Oak Road"
 
 
 # --------------------------------------------------------------------------- population
 
 
-def _new_addresses(addrs: pd.DataFrame, base_rows: np.ndarray, line1: list[str]
-                   ) -> pd.DataFrame:
+def _new_addresses(addrs: pd.DataFrame, base_rows: np.ndarray, line1: list[str]) -> pd.DataFrame:
     """Address rows copying street/postcode of `base_rows` with new line 1, ids and UPRNs."""
     start_id = int(addrs["address_id"].max()) + 1
     start_uprn = int(addrs["uprn"].max()) + 1
@@ -100,8 +113,7 @@ def _move(pop: Population, households: np.ndarray, address_ids: np.ndarray) -> N
     hist.loc[rows, "address_id"] = where.loc[hist.loc[rows, "household_id"]].to_numpy()
 
 
-def apply_population(pop: Population, rng: np.random.Generator, rates: MessyRates
-                     ) -> Population:
+def apply_population(pop: Population, rng: np.random.Generator, rates: MessyRates) -> Population:
     """Flats in shared buildings and group quarters; returns the changed population (the
     addresses table gains an `address_kind` column: house, flat, care_home, hostel, refuge)."""
     hh = pop.households
@@ -152,18 +164,25 @@ def apply_population(pop: Population, rng: np.random.Generator, rates: MessyRate
                 j = len(chosen_arr)
             group = chosen_arr[k:j]
             base = take_spare()
-            line1 = names[int(rng.integers(0, len(names)))] + ", " + _FLAT.sub(
-                "", str(addrs.at[base, "address_line_1"]))
+            line1 = (
+                names[int(rng.integers(0, len(names)))]
+                + ", "
+                + _FLAT.sub("", str(addrs.at[base, "address_line_1"]))
+            )
             new = _new_addresses(addrs, np.array([base]), [line1]).assign(address_kind=kind)
             addrs = pd.concat([addrs, new], ignore_index=True)
             _move(pop, group, np.repeat(new["address_id"].to_numpy(), len(group)))
             k = j
 
     # Sizes: most English care homes have 10-60 beds, hostels 10-50, refuges 5-15 families.
-    facilities("care_home", (htype == "single") & (lead_age >= 70), rates.care_home_persons,
-               10, 40)
-    facilities("hostel", (htype == "single") & (lead_age >= 18) & (lead_age < 40),
-               rates.hostel_persons, 10, 30)
+    facilities("care_home", (htype == "single") & (lead_age >= 70), rates.care_home_persons, 10, 40)
+    facilities(
+        "hostel",
+        (htype == "single") & (lead_age >= 18) & (lead_age < 40),
+        rates.hostel_persons,
+        10,
+        30,
+    )
     facilities("refuge", htype == "single_parent", rates.refuge_persons, 10, 20)
 
     # Flats: households grouped into buildings of 3-8 flats at one street address.
@@ -172,12 +191,11 @@ def apply_population(pop: Population, rng: np.random.Generator, rates: MessyRate
     k = 0
     while k + 2 < len(cand):
         n_flats = int(rng.integers(3, 9))
-        group = cand[k:k + n_flats]
+        group = cand[k : k + n_flats]
         base = int(hh.at[int(group[0]), "address_id"])
         street = _FLAT.sub("", str(addrs.at[base, "address_line_1"]))
         line1 = [f"Flat {i + 1}, {street}" for i in range(len(group))]
-        new = _new_addresses(addrs, np.repeat(base, len(group)), line1).assign(
-            address_kind="flat")
+        new = _new_addresses(addrs, np.repeat(base, len(group)), line1).assign(address_kind="flat")
         _move(pop, group, new["address_id"].to_numpy())
         addrs = pd.concat([addrs, new], ignore_index=True)
         k += n_flats
@@ -208,12 +226,19 @@ def _flat_style(s: object, style: int) -> object:
     pad, flat, number, street = m.groups()
     if style == 0:
         return f"{pad}{flat}/{number} {street}"
-    return f"{pad}{s[len(pad):len(pad) + 4]} {flat} {number} {street}"
+    return f"{pad}{s[len(pad) : len(pad) + 4]} {flat} {number} {street}"
 
 
-def apply_records(c, pid: np.ndarray, dirty: pd.DataFrame, flags: pd.DataFrame,
-                  rng: np.random.Generator, rates: MessyRates, slot: str,
-                  relationship: pd.Series | None = None) -> None:
+def apply_records(
+    c,
+    pid: np.ndarray,
+    dirty: pd.DataFrame,
+    flags: pd.DataFrame,
+    rng: np.random.Generator,
+    rates: MessyRates,
+    slot: str,
+    relationship: pd.Series | None = None,
+) -> None:
     """Messy record errors on one agency's (dirty) values of one person slot, in place.
     Flags are added to `flags` for the subject slot only."""
     n = len(dirty)
@@ -241,8 +266,10 @@ def apply_records(c, pid: np.ndarray, dirty: pd.DataFrame, flags: pd.DataFrame,
             new["cor_missing_given_name"] = missing
         elif relationship is not None:
             rel = relationship.to_numpy(dtype=object)
-            word = np.array([PLACEHOLDER_RELATED.get(r, "") if isinstance(r, str) else ""
-                             for r in rel], dtype=object)
+            word = np.array(
+                [PLACEHOLDER_RELATED.get(r, "") if isinstance(r, str) else "" for r in rel],
+                dtype=object,
+            )
             m = draw(rates.placeholder_related, present & (word != ""))
             g = np.where(m, word, g)
         dirty["given_name"] = g
@@ -259,8 +286,11 @@ def apply_records(c, pid: np.ndarray, dirty: pd.DataFrame, flags: pd.DataFrame,
             dirty["nhs_number"] = np.where(gone, None, v)
             new["cor_copied_nhs"] = m
             flags["cor_missing_nhs_number"] = (
-                flags.get("cor_missing_nhs_number", pd.Series(False, index=flags.index))
-                .to_numpy(dtype=bool) | gone)
+                flags.get("cor_missing_nhs_number", pd.Series(False, index=flags.index)).to_numpy(
+                    dtype=bool
+                )
+                | gone
+            )
         if has("phone"):
             pm = c.p["mobile"].to_numpy(dtype=object)[par]
             own = dirty["phone"].to_numpy(dtype=object)
@@ -269,12 +299,14 @@ def apply_records(c, pid: np.ndarray, dirty: pd.DataFrame, flags: pd.DataFrame,
             new["cor_copied_phone"] = m
     if has("address_line_1"):
         a = dirty["address_line_1"].to_numpy(dtype=object)
-        is_flat = np.fromiter((isinstance(x, str) and _FLAT_FULL.match(x) is not None
-                               for x in a), bool, n)
+        is_flat = np.fromiter(
+            (isinstance(x, str) and _FLAT_FULL.match(x) is not None for x in a), bool, n
+        )
         m = draw(rates.flat_styles, is_flat)
         style = rng.integers(0, 2, n)
-        dirty["address_line_1"] = [_flat_style(x, s) if hit else x
-                                   for x, s, hit in zip(a, style, m, strict=True)]
+        dirty["address_line_1"] = [
+            _flat_style(x, s) if hit else x for x, s, hit in zip(a, style, m, strict=True)
+        ]
         if slot == "subject":
             new["cor_flat_style"] = m
     if slot == "subject":

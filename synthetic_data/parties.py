@@ -44,8 +44,9 @@ def provision_hub_audit_key(run_dir: Path) -> Path:
 PROTOCOLS_DIR = Path(__file__).resolve().parent.parent / "schemas" / "protocols"
 
 
-def agree_partnership_protocols(run_dir: Path, agencies: list[str],
-                                protocols_dir: Path = PROTOCOLS_DIR) -> None:
+def agree_partnership_protocols(
+    run_dir: Path, agencies: list[str], protocols_dir: Path = PROTOCOLS_DIR
+) -> None:
     """Each agency's IG lead agrees the partnership protocols that name the agency (what
     `joinedup-bridge protocols agree` does): `run_dir/agency/<CODE>/agreed_protocols.yaml`,
     read by the agency's re-identification service. Protocols already agreed as they stand
@@ -70,13 +71,16 @@ def _existing_link_key(stores: list[KeyStore], lead: KeyStore) -> LinkKey | None
             key = store.link_key()
             found[key.key_check] = key
     if len(found) > 1:
-        raise ValueError("bridges hold different partnership linkage keys (key checks "
-                         f"{sorted(found)}); re-provision the run folder from scratch")
+        raise ValueError(
+            "bridges hold different partnership linkage keys (key checks "
+            f"{sorted(found)}); re-provision the run folder from scratch"
+        )
     return next(iter(found.values()), None)
 
 
-def provision_partnership(run_dir: Path, agencies: list[str],
-                          passphrase: str | None = None) -> dict[str, Path]:
+def provision_partnership(
+    run_dir: Path, agencies: list[str], passphrase: str | None = None
+) -> dict[str, Path]:
     """Keys for every agency of a run: `{code: run_dir/agency/<CODE>/keys}`.
 
     Creates one linkage key (kept by the lead under `run_dir/partnership/keys`), exports it

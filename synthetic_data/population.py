@@ -32,13 +32,18 @@ HOUSEHOLD_TYPES = [
 TYPE_NAMES = np.array([t for t, _ in HOUSEHOLD_TYPES], dtype=object)
 
 ROLE_A1, ROLE_A2, ROLE_PREV_CHILD, ROLE_CHILD, ROLE_GRAND, ROLE_SHARER = range(6)
-ROLE_NAMES = np.array(["adult1", "adult2", "child_prev", "child", "grandparent", "sharer"],
-                      dtype=object)
+ROLE_NAMES = np.array(
+    ["adult1", "adult2", "child_prev", "child", "grandparent", "sharer"], dtype=object
+)
 
 # Need tier drives agency involvement: (P(tier 2), P(tier 1)) by household type.
 NEED_TIERS = {
-    "single": (0.01, 0.05), "couple": (0.005, 0.04), "couple_children": (0.04, 0.14),
-    "single_parent": (0.12, 0.26), "blended": (0.12, 0.26), "multigen": (0.05, 0.15),
+    "single": (0.01, 0.05),
+    "couple": (0.005, 0.04),
+    "couple_children": (0.04, 0.14),
+    "single_parent": (0.12, 0.26),
+    "blended": (0.12, 0.26),
+    "multigen": (0.05, 0.15),
     "house_share": (0.02, 0.08),
 }
 
@@ -71,23 +76,36 @@ def _household_counts(rng: np.random.Generator, people: int) -> pd.DataFrame:
     is_ = {t: name == t for t, _ in HOUSEHOLD_TYPES}
     a1 = (~is_["house_share"]).astype(np.int64)
     a2 = (is_["couple"] | is_["couple_children"] | is_["blended"] | is_["multigen"]).astype(
-        np.int64)
+        np.int64
+    )
     kids = np.zeros(n_hh, np.int64)
-    kids[is_["couple_children"]] = _pick(rng, [1, 2, 3, 4], [.40, .40, .15, .05],
-                                         int(is_["couple_children"].sum()))
-    kids[is_["single_parent"]] = _pick(rng, [1, 2, 3], [.5, .35, .15],
-                                       int(is_["single_parent"].sum()))
-    kids[is_["multigen"]] = _pick(rng, [1, 2, 3], [.4, .4, .2], int(is_["multigen"].sum()))
-    kids[is_["blended"]] = _pick(rng, [0, 1, 2], [.35, .45, .2], int(is_["blended"].sum()))
+    kids[is_["couple_children"]] = _pick(
+        rng, [1, 2, 3, 4], [0.40, 0.40, 0.15, 0.05], int(is_["couple_children"].sum())
+    )
+    kids[is_["single_parent"]] = _pick(
+        rng, [1, 2, 3], [0.5, 0.35, 0.15], int(is_["single_parent"].sum())
+    )
+    kids[is_["multigen"]] = _pick(rng, [1, 2, 3], [0.4, 0.4, 0.2], int(is_["multigen"].sum()))
+    kids[is_["blended"]] = _pick(rng, [0, 1, 2], [0.35, 0.45, 0.2], int(is_["blended"].sum()))
     prev = np.zeros(n_hh, np.int64)
-    prev[is_["blended"]] = _pick(rng, [1, 2], [.6, .4], int(is_["blended"].sum()))
+    prev[is_["blended"]] = _pick(rng, [1, 2], [0.6, 0.4], int(is_["blended"].sum()))
     grand = np.zeros(n_hh, np.int64)
-    grand[is_["multigen"]] = _pick(rng, [1, 2], [.55, .45], int(is_["multigen"].sum()))
+    grand[is_["multigen"]] = _pick(rng, [1, 2], [0.55, 0.45], int(is_["multigen"].sum()))
     share = np.zeros(n_hh, np.int64)
-    share[is_["house_share"]] = _pick(rng, [2, 3, 4, 5], [.35, .35, .2, .1],
-                                      int(is_["house_share"].sum()))
-    hh = pd.DataFrame({"htype": name, "a1": a1, "a2": a2, "prev": prev, "kids": kids,
-                       "grand": grand, "share": share})
+    share[is_["house_share"]] = _pick(
+        rng, [2, 3, 4, 5], [0.35, 0.35, 0.2, 0.1], int(is_["house_share"].sum())
+    )
+    hh = pd.DataFrame(
+        {
+            "htype": name,
+            "a1": a1,
+            "a2": a2,
+            "prev": prev,
+            "kids": kids,
+            "grand": grand,
+            "share": share,
+        }
+    )
     hh["size"] = hh[["a1", "a2", "prev", "kids", "grand", "share"]].sum(axis=1)
     # Stop at the household that reaches `people`; it may lose its last (youngest) members.
     last = int(np.searchsorted(np.cumsum(hh["size"].to_numpy()), people))
@@ -101,14 +119,21 @@ def build_population(rng: np.random.Generator, people: int) -> Population:
     n_hh = len(hh)
 
     parts = []
-    for role, col in [(ROLE_A1, "a1"), (ROLE_A2, "a2"), (ROLE_PREV_CHILD, "prev"),
-                      (ROLE_CHILD, "kids"), (ROLE_GRAND, "grand"), (ROLE_SHARER, "share")]:
+    for role, col in [
+        (ROLE_A1, "a1"),
+        (ROLE_A2, "a2"),
+        (ROLE_PREV_CHILD, "prev"),
+        (ROLE_CHILD, "kids"),
+        (ROLE_GRAND, "grand"),
+        (ROLE_SHARER, "share"),
+    ]:
         owner, k = _within(hh[col].to_numpy())
         if role == ROLE_CHILD:  # joint children are younger than a blended family's own
             k = k + hh["prev"].to_numpy()[owner]
         parts.append(pd.DataFrame({"household_id": owner, "role": role, "k": k}))
-    p = pd.concat(parts, ignore_index=True).sort_values(["household_id", "role", "k"],
-                                                        kind="stable")
+    p = pd.concat(parts, ignore_index=True).sort_values(
+        ["household_id", "role", "k"], kind="stable"
+    )
     p = p.iloc[:people].reset_index(drop=True)
     n = len(p)
     hid = p["household_id"].to_numpy()
@@ -123,9 +148,11 @@ def build_population(rng: np.random.Generator, people: int) -> Population:
     age = np.zeros(n)
     a1 = role == ROLE_A1
     age[a1 & family] = (eldest + mother_at_first)[hid[a1 & family]]
-    single_age = np.select([rng.random(n) < 0.35, rng.random(n) < 0.55],
-                           [rng.uniform(18, 35, n), rng.uniform(35, 65, n)],
-                           rng.uniform(65, 93, n))
+    single_age = np.select(
+        [rng.random(n) < 0.35, rng.random(n) < 0.55],
+        [rng.uniform(18, 35, n), rng.uniform(35, 65, n)],
+        rng.uniform(65, 93, n),
+    )
     age[a1 & (htype == "single")] = single_age[a1 & (htype == "single")]
     couple_age = np.where(rng.random(n) < 0.4, rng.uniform(21, 38, n), rng.uniform(45, 90, n))
     age[a1 & (htype == "couple")] = couple_age[a1 & (htype == "couple")]
@@ -144,7 +171,8 @@ def build_population(rng: np.random.Generator, people: int) -> Population:
     age[is_child] = child_age[is_child]
 
     dob = (REF_DATE - np.round(age * DAYS_PER_YEAR).astype("timedelta64[D]")).astype(
-        "datetime64[D]")
+        "datetime64[D]"
+    )
     # Twins: the second child shares the first's date of birth.
     kk = p["k"].to_numpy()
     n_kids_hh = (hh["prev"] + hh["kids"]).to_numpy()
@@ -161,8 +189,9 @@ def build_population(rng: np.random.Generator, people: int) -> Population:
     # --- sex ------------------------------------------------------------------------------
     female = rng.random(n) < 0.5
     female[a1 & family] = rng.random(int((a1 & family).sum())) < 0.94
-    female[a1 & (htype == "single_parent")] = rng.random(
-        int((a1 & (htype == "single_parent")).sum())) < 0.88
+    female[a1 & (htype == "single_parent")] = (
+        rng.random(int((a1 & (htype == "single_parent")).sum())) < 0.88
+    )
     a1_female_hh = np.zeros(n_hh, bool)
     a1_female_hh[hid[a1]] = female[a1]
     same_sex = rng.random(n) < 0.04
@@ -178,8 +207,9 @@ def build_population(rng: np.random.Generator, people: int) -> Population:
         clash = twin_rows[idx_arr[twin_rows] == idx_arr[twin_of[twin_rows]]]
         idx_arr[clash] = (idx_arr[clash] + 1) % size
     given = np.where(female, fnames[fi], mnames[mi])
-    mid_i = np.where(female, fnames[rng.choice(len(FEMALE), n, p=fw)],
-                     mnames[rng.choice(len(MALE), n, p=mw)])
+    mid_i = np.where(
+        female, fnames[rng.choice(len(FEMALE), n, p=fw)], mnames[rng.choice(len(MALE), n, p=mw)]
+    )
     middle = np.where((rng.random(n) < 0.4) & (mid_i != given), mid_i, None)
 
     # --- surnames ---------------------------------------------------------------------------
@@ -247,12 +277,12 @@ def build_population(rng: np.random.Generator, people: int) -> Population:
     mother[mg] = grow[0][hid[mg]]
     father[mg] = grow[1][hid[mg]]
     current[g] = birth[np.maximum(a1r[g], 0)]  # grandparents carry A1's birth surname
-    other[g & (kk == 0)] = np.where(rng.random(int((g & (kk == 0)).sum())) < 0.5,
-                                    birth[g & (kk == 0)], None)
+    other[g & (kk == 0)] = np.where(
+        rng.random(int((g & (kk == 0)).sum())) < 0.5, birth[g & (kk == 0)], None
+    )
 
     # Children's surnames: father's mostly, else mother's; some double-barrelled.
-    fam_name = np.where(father >= 0, current[np.maximum(father, 0)],
-                        current[np.maximum(mother, 0)])
+    fam_name = np.where(father >= 0, current[np.maximum(father, 0)], current[np.maximum(mother, 0)])
     use_mother = (rng.random(n) < np.where(lone, 0.5, 0.15)) & (mother >= 0)
     fam_name = np.where(use_mother, current[np.maximum(mother, 0)], fam_name)
     both = (mother >= 0) & (father >= 0)
@@ -279,9 +309,15 @@ def build_population(rng: np.random.Generator, people: int) -> Population:
     has_mobile = np.where(adult, rng.random(n) < 0.92, (age >= 11) & (rng.random(n) < 0.6))
     email = ids.emails(rng, given, current)
     has_email = np.where(adult, rng.random(n) < 0.8, (age >= 13) & (rng.random(n) < 0.2))
-    title = np.where(~adult, None, np.where(
-        female, np.where(other != None, "Mrs", np.where(rng.random(n) < 0.5, "Miss", "Ms")),  # noqa: E711
-        "Mr"))
+    title = np.where(
+        ~adult,
+        None,
+        np.where(
+            female,
+            np.where(other != None, "Mrs", np.where(rng.random(n) < 0.5, "Miss", "Ms")),  # noqa: E711
+            "Mr",
+        ),
+    )
     title = np.where(adult & (rng.random(n) < 0.01), "Dr", title)
 
     # --- households: tier, address, history -------------------------------------------------------
@@ -296,41 +332,81 @@ def build_population(rng: np.random.Generator, people: int) -> Population:
     moved2 = moved & (rng.random(n_hh) < 0.25)
     n1, n2 = int(moved.sum()), int(moved2.sum())
     prev_addr = np.full(n_hh, -1, np.int64)
-    prev_addr[moved] = order[n_hh: n_hh + n1]
+    prev_addr[moved] = order[n_hh : n_hh + n1]
     prev2_addr = np.full(n_hh, -1, np.int64)
-    prev2_addr[moved2] = order[n_hh + n1: n_hh + n1 + n2]
+    prev2_addr[moved2] = order[n_hh + n1 : n_hh + n1 + n2]
     move_days = rng.integers(30, 6 * 365, n_hh)
     move_date = REF_DATE - move_days.astype("timedelta64[D]")
     move2_date = move_date - rng.integers(200, 4 * 365, n_hh).astype("timedelta64[D]")
     since = move2_date - rng.integers(365, 15 * 365, n_hh).astype("timedelta64[D]")
     h = np.arange(n_hh)
-    hist = pd.concat([
-        pd.DataFrame({"household_id": h, "address_id": cur_addr,
-                      "date_from": np.where(moved, move_date, since), "date_to": pd.NaT}),
-        pd.DataFrame({"household_id": h[moved], "address_id": prev_addr[moved],
-                      "date_from": np.where(moved2, move2_date, since)[moved],
-                      "date_to": move_date[moved]}),
-        pd.DataFrame({"household_id": h[moved2], "address_id": prev2_addr[moved2],
-                      "date_from": since[moved2], "date_to": move2_date[moved2]}),
-    ], ignore_index=True).sort_values(["household_id", "date_from"], kind="stable")
+    hist = pd.concat(
+        [
+            pd.DataFrame(
+                {
+                    "household_id": h,
+                    "address_id": cur_addr,
+                    "date_from": np.where(moved, move_date, since),
+                    "date_to": pd.NaT,
+                }
+            ),
+            pd.DataFrame(
+                {
+                    "household_id": h[moved],
+                    "address_id": prev_addr[moved],
+                    "date_from": np.where(moved2, move2_date, since)[moved],
+                    "date_to": move_date[moved],
+                }
+            ),
+            pd.DataFrame(
+                {
+                    "household_id": h[moved2],
+                    "address_id": prev2_addr[moved2],
+                    "date_from": since[moved2],
+                    "date_to": move2_date[moved2],
+                }
+            ),
+        ],
+        ignore_index=True,
+    ).sort_values(["household_id", "date_from"], kind="stable")
     hist["date_from"] = hist["date_from"].astype("datetime64[s]")
     hist["date_to"] = pd.to_datetime(hist["date_to"]).astype("datetime64[s]")
 
     landline = np.where(rng.random(n_hh) < 0.25, ids.landline_numbers(rng, n_hh), None)
-    households = pd.DataFrame({
-        "household_id": h, "household_type": hh["htype"].to_numpy(), "size": hh["size"],
-        "need_tier": tier, "address_id": cur_addr, "previous_address_id": prev_addr,
-        "moved_in": move_date.astype("datetime64[s]"), "landline": landline,
-    })
-    persons = pd.DataFrame({
-        "person_id": np.arange(n, dtype=np.int64), "household_id": hid.astype(np.int64),
-        "role": ROLE_NAMES[role], "sex": np.where(female, "F", "M"),
-        "date_of_birth": dob.astype("datetime64[s]"), "age": np.round(age, 3),
-        "title": title, "given_name": given, "middle_names": middle, "family_name": current,
-        "birth_family_name": birth, "other_names": other,
-        "nhs_number": np.where(nhs_known, nhs, -1).astype(np.int64),
-        "mobile": np.where(has_mobile, mobile, None), "email": np.where(has_email, email, None),
-        "mother_id": mother, "father_id": father, "step_parent_id": step,
-        "partner_id": partner, "twin_id": twin_of,
-    })
+    households = pd.DataFrame(
+        {
+            "household_id": h,
+            "household_type": hh["htype"].to_numpy(),
+            "size": hh["size"],
+            "need_tier": tier,
+            "address_id": cur_addr,
+            "previous_address_id": prev_addr,
+            "moved_in": move_date.astype("datetime64[s]"),
+            "landline": landline,
+        }
+    )
+    persons = pd.DataFrame(
+        {
+            "person_id": np.arange(n, dtype=np.int64),
+            "household_id": hid.astype(np.int64),
+            "role": ROLE_NAMES[role],
+            "sex": np.where(female, "F", "M"),
+            "date_of_birth": dob.astype("datetime64[s]"),
+            "age": np.round(age, 3),
+            "title": title,
+            "given_name": given,
+            "middle_names": middle,
+            "family_name": current,
+            "birth_family_name": birth,
+            "other_names": other,
+            "nhs_number": np.where(nhs_known, nhs, -1).astype(np.int64),
+            "mobile": np.where(has_mobile, mobile, None),
+            "email": np.where(has_email, email, None),
+            "mother_id": mother,
+            "father_id": father,
+            "step_parent_id": step,
+            "partner_id": partner,
+            "twin_id": twin_of,
+        }
+    )
     return Population(persons, households, pool, hist.reset_index(drop=True), REF_DATE)

@@ -41,9 +41,15 @@ class AccessHub:
     signoffs: SignOffStore | None
 
 
-def access_hub(world: World, tmp: Path, url: str, schema: str | None, *,
-               sign_off: bool = False, allocate: tuple[User, ...] = (SW, PEER, DSL)
-               ) -> AccessHub:
+def access_hub(
+    world: World,
+    tmp: Path,
+    url: str,
+    schema: str | None,
+    *,
+    sign_off: bool = False,
+    allocate: tuple[User, ...] = (SW, PEER, DSL),
+) -> AccessHub:
     warehouse = tmp / "warehouse.duckdb"
     shutil.copy2(world.warehouse, warehouse)
     con = duckdb.connect(str(warehouse))
@@ -52,15 +58,18 @@ def access_hub(world: World, tmp: Path, url: str, schema: str | None, *,
     protocols = load_protocols()
     audit = AuditLog(url, schema=schema)
     signoffs = SignOffStore(audit.engine) if sign_off else None
-    rels = RelationshipRegistry([Relationship(u.user_id, SubjectKind.HOUSEHOLD, world.household,
-                                              dt.date(2026, 1, 1)) for u in allocate])
+    rels = RelationshipRegistry(
+        [
+            Relationship(u.user_id, SubjectKind.HOUSEHOLD, world.household, dt.date(2026, 1, 1))
+            for u in allocate
+        ]
+    )
     consent = ConsentRegistry()
     for (pid, purpose), events in world.consent._events.items():
         for e in events:
             consent.record(pid, e.agency, purpose, e.status.value, e.date)
     access = AccessControl(load_assignments(protocols=protocols), signoffs)
-    gov = Governance(audit, consent=consent, relationships=rels, protocols=protocols,
-                     access=access)
+    gov = Governance(audit, consent=consent, relationships=rels, protocols=protocols, access=access)
     return AccessHub(gov, ViewService(warehouse, gov, clock=lambda: NOW), warehouse, signoffs)
 
 
@@ -68,9 +77,12 @@ def flag_restricted(warehouse: Path, person_id: str) -> list[str]:
     """What a bridge's `restricted` payload flag does at the hub: the person's records' latest
     rows carry restricted = true. Returns the flagged agencies."""
     con = duckdb.connect(str(warehouse))
-    rows = con.execute("""UPDATE payload SET restricted = true WHERE (agency, record_ref) IN
+    rows = con.execute(
+        """UPDATE payload SET restricted = true WHERE (agency, record_ref) IN
         (SELECT agency, record_ref FROM record_person WHERE person_id = ?)
-        RETURNING agency""", [person_id]).fetchall()
+        RETURNING agency""",
+        [person_id],
+    ).fetchall()
     con.close()
     assert rows, "person has no records to flag"
     return sorted({r[0] for r in rows})

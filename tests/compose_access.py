@@ -15,18 +15,46 @@ from dataclasses import dataclass, field
 from typing import Any
 
 # .env variables that only hub services may receive.
-HUB_SECRETS = frozenset({
-    "POSTGRES_PASSWORD", "AIRFLOW_FERNET_KEY", "AIRFLOW_JWT_SECRET", "AIRFLOW_API_SECRET_KEY",
-    "AIRFLOW_ADMIN_PASSWORD", "GOVERNANCE_DB_PASSWORD", "REDIS_HUB_PASSWORD"})
+HUB_SECRETS = frozenset(
+    {
+        "POSTGRES_PASSWORD",
+        "AIRFLOW_FERNET_KEY",
+        "AIRFLOW_JWT_SECRET",
+        "AIRFLOW_API_SECRET_KEY",
+        "AIRFLOW_ADMIN_PASSWORD",
+        "GOVERNANCE_DB_PASSWORD",
+        "REDIS_HUB_PASSWORD",
+    }
+)
 # Container settings that carry a hub secret whatever .env variable (or literal) is behind them.
-HUB_SECRET_SETTINGS = frozenset({
-    "AIRFLOW__CORE__FERNET_KEY", "AIRFLOW__API_AUTH__JWT_SECRET", "AIRFLOW__API__SECRET_KEY",
-    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW__CORE__SQL_ALCHEMY_CONN",
-    "AIRFLOW__WEBSERVER__SECRET_KEY", "POSTGRES_PASSWORD", "PGPASSWORD", "JOINEDUP_GOVERNANCE_DB",
-    "_AIRFLOW_WWW_USER_PASSWORD", "REDIS_HUB_PASSWORD"})
-HUB_VOLUMES = frozenset({"airflow_db", "redis_data", "warehouse", "hub_config",
-                         "hub_sealing_keys", "hub_audit_keys", "hub_request_key", "hub_public",
-                         "ig_lead_trusted_keys"})
+HUB_SECRET_SETTINGS = frozenset(
+    {
+        "AIRFLOW__CORE__FERNET_KEY",
+        "AIRFLOW__API_AUTH__JWT_SECRET",
+        "AIRFLOW__API__SECRET_KEY",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
+        "AIRFLOW__CORE__SQL_ALCHEMY_CONN",
+        "AIRFLOW__WEBSERVER__SECRET_KEY",
+        "POSTGRES_PASSWORD",
+        "PGPASSWORD",
+        "JOINEDUP_GOVERNANCE_DB",
+        "_AIRFLOW_WWW_USER_PASSWORD",
+        "REDIS_HUB_PASSWORD",
+    }
+)
+HUB_VOLUMES = frozenset(
+    {
+        "airflow_db",
+        "redis_data",
+        "warehouse",
+        "hub_config",
+        "hub_sealing_keys",
+        "hub_audit_keys",
+        "hub_request_key",
+        "hub_public",
+        "ig_lead_trusted_keys",
+    }
+)
 # The hub's private keys: written by the one-off hub-keygen only, read-only everywhere else.
 HUB_KEY_VOLUMES = frozenset({"hub_sealing_keys", "hub_audit_keys", "hub_request_key"})
 KEYGEN = "hub-keygen"
@@ -106,8 +134,7 @@ class Access:
 
 
 def access(service: dict[str, Any], all_secrets: set[str]) -> Access:
-    a = Access(networks=networks(service),
-               secrets=env_vars_used(service) & all_secrets)
+    a = Access(networks=networks(service), secrets=env_vars_used(service) & all_secrets)
     for m in mounts(service):
         if m.bind:
             a.binds.add(f"{m.source}:{'ro' if m.read_only else 'rw'}")
@@ -142,8 +169,9 @@ def invariant_violations(compose: dict[str, Any], codes: list[str]) -> list[str]
             out.append(f"{name}: mounts hub private key volume(s) {writable_keys} read-write")
         if TRUSTED_KEYS in acc.rw:
             out.append(f"{name}: can write the IG lead's trusted audit key")
-        if name == KEYGEN and (TRUSTED_KEYS in volumes or networks(svc)
-                               or svc.get("network_mode") != "none"):
+        if name == KEYGEN and (
+            TRUSTED_KEYS in volumes or networks(svc) or svc.get("network_mode") != "none"
+        ):
             out.append(f"{name}: not a network-less container away from the IG lead's keys")
         if kind == "hub":
             bad = sorted(v for v in volumes if v.startswith(("keys_", "agency_")))
@@ -166,9 +194,12 @@ def invariant_violations(compose: dict[str, Any], codes: list[str]) -> list[str]
         for key, value in env.items():
             for cred in _REDIS_URL.findall(value):
                 if cred != f"bridge_{code}:${{{bridge_secret(code)}}}" and not (
-                        cred.startswith(f"bridge_{code}:${{{bridge_secret(code)}:")):
-                    out.append(f"{name}: {key} logs in to Redis as something other than "
-                               f"bridge_{code} with its own password")
+                    cred.startswith(f"bridge_{code}:${{{bridge_secret(code)}:")
+                ):
+                    out.append(
+                        f"{name}: {key} logs in to Redis as something other than "
+                        f"bridge_{code} with its own password"
+                    )
         own = f"{'agency' if kind == 'bridge' else 'reid'}_{code}"
         if networks(svc) != {own}:
             out.append(f"{name}: networks {sorted(networks(svc))}, not only {own}")
@@ -199,8 +230,10 @@ def invariant_violations(compose: dict[str, Any], codes: list[str]) -> list[str]
         out.append("redis: no service")
     else:
         entry = " ".join(redis.get("entrypoint") or [])
-        if "docker/redis/entrypoint.sh" not in json.dumps(redis.get("volumes")) or \
-                "entrypoint.sh" not in entry:
+        if (
+            "docker/redis/entrypoint.sh" not in json.dumps(redis.get("volumes"))
+            or "entrypoint.sh" not in entry
+        ):
             out.append("redis: not started by docker/redis/entrypoint.sh (no ACL users)")
         if "REDIS_HUB_PASSWORD" not in env_vars_used(redis.get("environment")):
             out.append("redis: no REDIS_HUB_PASSWORD")
@@ -210,7 +243,8 @@ def invariant_violations(compose: dict[str, Any], codes: list[str]) -> list[str]
     for name, svc in services.items():
         for key, value in environment(svc).items():
             if value.startswith(("redis://", "rediss://")) and not re.match(
-                    r"rediss?://[a-z_]+:\$\{[A-Z0-9_]+(:\?[^}]*)?\}@", value):
+                r"rediss?://[a-z_]+:\$\{[A-Z0-9_]+(:\?[^}]*)?\}@", value
+            ):
                 out.append(f"{name}: {key} connects to Redis without a user and password")
             if key in HUB_SECRET_SETTINGS and value and "${" not in value:
                 out.append(f"{name}: {key} is a literal, not from .env")

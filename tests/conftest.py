@@ -1,6 +1,5 @@
 """Shared test fixtures."""
 
-
 # --- helper-7 (Airflow orchestration): one small synthetic run shared by the DAG tests --------
 import shutil as _shutil  # noqa: E402
 from pathlib import Path as _Path  # noqa: E402
@@ -61,8 +60,9 @@ def _build_orchestrated(folder: _Path) -> None:
     provision(run, [s.code for s in specs])
     for s in specs:
         checked = validate_task(s.code, s.mapping_path, None, base=run)
-        split = split_sign_task(s.code, s.mapping_path, checked["extract"], s.extract_kind,
-                                base=run)
+        split = split_sign_task(
+            s.code, s.mapping_path, checked["extract"], s.extract_kind, base=run
+        )
         land_task(split, base=run)
 
 

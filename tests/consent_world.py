@@ -53,20 +53,33 @@ class ConsentWorld:
             con.execute("DELETE FROM record_person")
             for pid, recs in rows.items():
                 for agency, local in recs:
-                    con.execute("INSERT INTO record_person VALUES (?, ?, ?, 'auto', 1.0, ?)",
-                                [self.ref(agency, local), agency, pid, "r2"])
+                    con.execute(
+                        "INSERT INTO record_person VALUES (?, ?, ?, 'auto', 1.0, ?)",
+                        [self.ref(agency, local), agency, pid, "r2"],
+                    )
         finally:
             con.close()
 
-    def consent(self, person: str = "P1", agencies: tuple[str, ...] = ("EH", "SCH"),
-                categories: tuple[str, ...] = ("involvement", "education"),
-                status: str = "given", **kw: object) -> NewConsent:
-        base = dict(person_id=person, purpose="early_help",
-                    scope=Scope.of(agencies, categories), status=status, consenter="parent",
-                    capacity="parental_responsibility", given_on=NOW.date(),
-                    review_by=NOW.date() + dt.timedelta(days=365),
-                    method=None if status == "not_sought" else "written_in_person",
-                    evidence_ref="EH-FORM-0042" if status == "given" else None)
+    def consent(
+        self,
+        person: str = "P1",
+        agencies: tuple[str, ...] = ("EH", "SCH"),
+        categories: tuple[str, ...] = ("involvement", "education"),
+        status: str = "given",
+        **kw: object,
+    ) -> NewConsent:
+        base = dict(
+            person_id=person,
+            purpose="early_help",
+            scope=Scope.of(agencies, categories),
+            status=status,
+            consenter="parent",
+            capacity="parental_responsibility",
+            given_on=NOW.date(),
+            review_by=NOW.date() + dt.timedelta(days=365),
+            method=None if status == "not_sought" else "written_in_person",
+            evidence_ref="EH-FORM-0042" if status == "given" else None,
+        )
         base.update(kw)
         return NewConsent(**base)  # type: ignore[arg-type]
 
@@ -75,8 +88,9 @@ class ConsentWorld:
         return self.clock[0]
 
 
-def make_world(root: Path, url: str, schema: str | None,
-               consent: ConsentRegistry | None = None) -> ConsentWorld:
+def make_world(
+    root: Path, url: str, schema: str | None, consent: ConsentRegistry | None = None
+) -> ConsentWorld:
     refs: dict[tuple[str, str], str] = {}
     for agency in AGENCIES:
         key = KeyStore(root / "agency" / agency / "keys", agency).create_ref_key()
@@ -88,25 +102,42 @@ def make_world(root: Path, url: str, schema: str | None,
     ensure_record_person(con)
     con.execute(HOUSEHOLD_DDL)
     con.execute("INSERT INTO household VALUES ('H1', 'active', 'r1', 'r1', NULL, NULL, 2, 3)")
-    con.execute("INSERT INTO household_member VALUES ('H1', 'P1', 'r1', 2, 'child'), "
-                "('H1', 'P2', 'r1', 2, 'lead')")
+    con.execute(
+        "INSERT INTO household_member VALUES ('H1', 'P1', 'r1', 2, 'child'), "
+        "('H1', 'P2', 'r1', 2, 'lead')"
+    )
     con.close()
     engine = make_engine(url, schema)
-    rels = RelationshipRegistry([
-        Relationship("eh1", SubjectKind.HOUSEHOLD, "H1", dt.date(2026, 1, 1)),
-        Relationship("eh2", SubjectKind.PERSON, "P9", dt.date(2026, 1, 1)),
-    ])
+    rels = RelationshipRegistry(
+        [
+            Relationship("eh1", SubjectKind.HOUSEHOLD, "H1", dt.date(2026, 1, 1)),
+            Relationship("eh2", SubjectKind.PERSON, "P9", dt.date(2026, 1, 1)),
+        ]
+    )
     gov = Governance(AuditLog(engine), consent or ConsentRegistry(), rels, PROTOCOLS, ROLES)
     hub_key = Ed25519PrivateKey.generate()
     pem = root / "agency" / "hub_request_key.pub"
-    pem.write_bytes(hub_key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    pem.write_bytes(
+        hub_key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
     clock = [NOW]
-    service = ConsentService(gov, warehouse, hub_key=hub_key, outbox=root / "hub" / "outbox",
-                             clock=lambda: clock[0])
+    service = ConsentService(
+        gov, warehouse, hub_key=hub_key, outbox=root / "hub" / "outbox", clock=lambda: clock[0]
+    )
     w = ConsentWorld(root, warehouse, gov, service, hub_key, pem, refs, clock)
     # P1: a child known to EH, school, HV, housing and the GP; P2: the parent
-    w.person_map({"P1": [("EH", "1001"), ("SCH", "1001"), ("HV", "1001"), ("HSG", "1001"),
-                         ("GP", "1001")],
-                  "P2": [("EH", "2001"), ("HSG", "2001")]})
+    w.person_map(
+        {
+            "P1": [
+                ("EH", "1001"),
+                ("SCH", "1001"),
+                ("HV", "1001"),
+                ("HSG", "1001"),
+                ("GP", "1001"),
+            ],
+            "P2": [("EH", "2001"), ("HSG", "2001")],
+        }
+    )
     return w

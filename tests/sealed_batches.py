@@ -35,8 +35,9 @@ def open_batch(landed: Path, dest: Path, keys_dir: Path | None = None) -> Path:
         assert f.name.endswith(SEALED_SUFFIX), f"{f.name}: not sealed"
         plain = f.name[: -len(SEALED_SUFFIX)]
         with f.open("rb") as src, (dest / plain).open("wb") as dst:
-            unseal_stream(src, dst, keys, agency=landed.parent.name, batch_id=landed.name,
-                          file_name=plain)
+            unseal_stream(
+                src, dst, keys, agency=landed.parent.name, batch_id=landed.name, file_name=plain
+            )
     return dest
 
 
@@ -56,8 +57,13 @@ def seal_in_place(batch: Path, hub_key: HubPublicKey) -> None:
     writer) would; folder names give the agency and batch id bound into each file."""
     for f in sorted(batch.iterdir()):
         if f.is_file() and not f.name.endswith(SEALED_SUFFIX):
-            seal_file(f, f.with_name(f.name + SEALED_SUFFIX), hub_key,
-                      agency=batch.parent.name, batch_id=batch.name)
+            seal_file(
+                f,
+                f.with_name(f.name + SEALED_SUFFIX),
+                hub_key,
+                agency=batch.parent.name,
+                batch_id=batch.name,
+            )
             f.unlink()
 
 
@@ -74,8 +80,11 @@ def seal_landing(landing: Path, keys_dir: Path) -> list[Path]:
     key = hub_public(keys_dir)
     sealed = []
     for b in sorted(landing.glob("*/*")):
-        if b.is_dir() and not b.is_symlink() and any(
-                f.is_file() and not f.name.endswith(SEALED_SUFFIX) for f in b.iterdir()):
+        if (
+            b.is_dir()
+            and not b.is_symlink()
+            and any(f.is_file() and not f.name.endswith(SEALED_SUFFIX) for f in b.iterdir())
+        ):
             seal_in_place(b, key)
             sealed.append(b)
     return sealed

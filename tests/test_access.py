@@ -49,29 +49,57 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
 
 # --- assignments file: validated with clear errors ----------------------------------------------
 
-@pytest.mark.parametrize(("doc", "where"), [
-    ({"assignments_version": 2, "protocols": {S47: {"agencies": ["CSC"]}}},
-     "assignments_version: must be 1"),
-    ({"assignments_version": 1, "protocols": {"no_such_protocol": {"agencies": ["CSC"]}}},
-     "protocols.no_such_protocol: unknown protocol"),
-    ({"assignments_version": 1, "protocols": {S47: {"agencies": ["XXX"]}}},
-     "protocols.s47_child_protection_enquiry.agencies: unknown agency 'XXX'"),
-    ({"assignments_version": 1, "protocols": {S47: {"teams": ["ghost_team"]}}},
-     "protocols.s47_child_protection_enquiry.teams: unknown team 'ghost_team'"),
-    ({"assignments_version": 1, "protocols": {S47: {}}},
-     "protocols.s47_child_protection_enquiry: assigned to nobody"),
-    ({"assignments_version": 1, "protocols": {S47: {"agencies": ["CSC"], "roles": ["x"]}}},
-     "protocols.s47_child_protection_enquiry.roles: unknown key"),
-    ({"assignments_version": 1, "teams": {"t1": {"agency": "CSC", "managers": ["m1"],
-                                                 "members": ["m1"]}},
-      "protocols": {S47: {"teams": ["t1"]}}},
-     "teams.t1.members: 'm1' is also a manager"),
-    ({"assignments_version": 1, "teams": {"t1": {"agency": "CSC", "members": ["a"]}},
-      "protocols": {S47: {"teams": ["t1"]}}},
-     "teams.t1.managers: a team needs at least one manager"),
-    ({"assignments_version": 1, "protocols": {S47: {"users": ["bad id with spaces"]}}},
-     "protocols.s47_child_protection_enquiry.users.0: 'bad id with spaces' is not a valid id"),
-])
+
+@pytest.mark.parametrize(
+    ("doc", "where"),
+    [
+        (
+            {"assignments_version": 2, "protocols": {S47: {"agencies": ["CSC"]}}},
+            "assignments_version: must be 1",
+        ),
+        (
+            {"assignments_version": 1, "protocols": {"no_such_protocol": {"agencies": ["CSC"]}}},
+            "protocols.no_such_protocol: unknown protocol",
+        ),
+        (
+            {"assignments_version": 1, "protocols": {S47: {"agencies": ["XXX"]}}},
+            "protocols.s47_child_protection_enquiry.agencies: unknown agency 'XXX'",
+        ),
+        (
+            {"assignments_version": 1, "protocols": {S47: {"teams": ["ghost_team"]}}},
+            "protocols.s47_child_protection_enquiry.teams: unknown team 'ghost_team'",
+        ),
+        (
+            {"assignments_version": 1, "protocols": {S47: {}}},
+            "protocols.s47_child_protection_enquiry: assigned to nobody",
+        ),
+        (
+            {"assignments_version": 1, "protocols": {S47: {"agencies": ["CSC"], "roles": ["x"]}}},
+            "protocols.s47_child_protection_enquiry.roles: unknown key",
+        ),
+        (
+            {
+                "assignments_version": 1,
+                "teams": {"t1": {"agency": "CSC", "managers": ["m1"], "members": ["m1"]}},
+                "protocols": {S47: {"teams": ["t1"]}},
+            },
+            "teams.t1.members: 'm1' is also a manager",
+        ),
+        (
+            {
+                "assignments_version": 1,
+                "teams": {"t1": {"agency": "CSC", "members": ["a"]}},
+                "protocols": {S47: {"teams": ["t1"]}},
+            },
+            "teams.t1.managers: a team needs at least one manager",
+        ),
+        (
+            {"assignments_version": 1, "protocols": {S47: {"users": ["bad id with spaces"]}}},
+            "protocols.s47_child_protection_enquiry.users.0: "
+            "'bad id with spaces' is not a valid id",
+        ),
+    ],
+)
 def test_assignments_errors_name_file_and_key(doc: dict, where: str) -> None:
     with pytest.raises(PolicyError) as exc:
         parse_assignments(doc, "assignments.yaml", load_protocols())
@@ -86,7 +114,7 @@ def test_shipped_assignments_load_against_shipped_protocols() -> None:
 
 
 def test_requires_approval_needs_break_glass_allowed(tmp_path: Path) -> None:
-    src = (load_protocols()[S47].model_dump(mode="json"))
+    src = load_protocols()[S47].model_dump(mode="json")
     src["break_glass"] = {"allowed": False, "requires_approval": True}
     import yaml
 
@@ -98,8 +126,10 @@ def test_requires_approval_needs_break_glass_allowed(tmp_path: Path) -> None:
 
 # --- assignment decides which protocols a user may act under ------------------------------------
 
+
 def test_dsl_with_allocation_is_refused_s47_notes_but_social_worker_is_not(
-        world: World, tmp_path: Path, backend: tuple[str, str | None]) -> None:
+    world: World, tmp_path: Path, backend: tuple[str, str | None]
+) -> None:
     hub = access_hub(world, tmp_path, *backend)
     fields = [("CSC", "case_notes"), ("POL", "incident_notes")]
     subject = Subject(world.person, world.household)
@@ -119,7 +149,8 @@ def test_dsl_with_allocation_is_refused_s47_notes_but_social_worker_is_not(
 
 
 def test_team_manager_has_the_teams_allocations_other_managers_do_not(
-        world: World, tmp_path: Path, backend: tuple[str, str | None]) -> None:
+    world: World, tmp_path: Path, backend: tuple[str, str | None]
+) -> None:
     hub = access_hub(world, tmp_path, *backend)
     subject = Subject(world.person, world.household)
     mine = hub.gov.decide(TM, S47, subject, [("CSC", "plan_type")], NOW)
@@ -140,8 +171,10 @@ def _hh():  # noqa: ANN202
 
 # --- data-controller sign-off --------------------------------------------------------------------
 
+
 def test_protocol_in_force_only_when_every_controller_signed_this_content(
-        world: World, tmp_path: Path, backend: tuple[str, str | None]) -> None:
+    world: World, tmp_path: Path, backend: tuple[str, str | None]
+) -> None:
     hub = access_hub(world, tmp_path, *backend, sign_off=True)
     assert hub.signoffs is not None
     proto = hub.gov.protocols[S47]
@@ -155,8 +188,14 @@ def test_protocol_in_force_only_when_every_controller_signed_this_content(
         hub.signoffs.sign(hub.gov.audit, proto, "CSC", "sw.csc.1", "practitioner", "CSC")
     # (EH signs s.47 for its known-to stage; MASH names no GP, in detail or known-to stage)
     with pytest.raises(SignOffError, match="GP is not a party"):
-        hub.signoffs.sign(hub.gov.audit, hub.gov.protocols["mash_information_sharing"], "GP",
-                          "ig.gp", "ig_lead", "GP")
+        hub.signoffs.sign(
+            hub.gov.audit,
+            hub.gov.protocols["mash_information_sharing"],
+            "GP",
+            "ig.gp",
+            "ig_lead",
+            "GP",
+        )
     agencies = sorted(proto.agencies)
     for a in agencies[:-1]:
         hub.signoffs.sign(hub.gov.audit, proto, a, f"ig.{a.lower()}", "ig_lead", a)
@@ -169,7 +208,7 @@ def test_protocol_in_force_only_when_every_controller_signed_this_content(
     # nobody signed it, so it is not in force.
     edited = tmp_path / "edited" / f"{S47}.yaml"
     edited.parent.mkdir()
-    src = (Path(__file__).resolve().parent.parent / "schemas" / "protocols" / f"{S47}.yaml")
+    src = Path(__file__).resolve().parent.parent / "schemas" / "protocols" / f"{S47}.yaml"
     edited.write_text(src.read_text() + "\n# a quiet edit\n")
     changed = load_protocol(edited)
     assert changed.document_sha256 != proto.document_sha256
@@ -179,7 +218,8 @@ def test_protocol_in_force_only_when_every_controller_signed_this_content(
 
 
 def test_every_entry_names_protocol_version_and_hash_and_old_entries_still_verify(
-        world: World, tmp_path: Path, backend: tuple[str, str | None], hub_key, trusted) -> None:  # noqa: ANN001
+    world: World, tmp_path: Path, backend: tuple[str, str | None], hub_key, trusted
+) -> None:  # noqa: ANN001
     url, schema = backend
     old = AuditLog(url, schema=schema, signing_key=hub_key, checkpoint_every=3)
     old.append("decision", {"type": "decision", "protocol_id": S47, "user_id": "sw.old"})
@@ -202,21 +242,29 @@ def test_every_entry_names_protocol_version_and_hash_and_old_entries_still_verif
 
 # --- break-glass needs a manager's approval where the protocol says so --------------------------
 
+
 def _without_mash_consent(hub, world: World) -> str:  # noqa: ANN001
     proto = hub.gov.protocols[MASH]
     for p in [world.person, *world.members]:
         con = duckdb.connect(str(hub.warehouse), read_only=True)
-        held = {r[0] for r in con.execute("SELECT DISTINCT agency FROM record_person "
-                                          "WHERE person_id = ?", [p]).fetchall()}
+        held = {
+            r[0]
+            for r in con.execute(
+                "SELECT DISTINCT agency FROM record_person WHERE person_id = ?", [p]
+            ).fetchall()
+        }
         con.close()
-        if any(not hub.gov.consent.state(p, proto.consent_purpose, a, NOW).given
-               for a in held & set(proto.agencies)):
+        if any(
+            not hub.gov.consent.state(p, proto.consent_purpose, a, NOW).given
+            for a in held & set(proto.agencies)
+        ):
             return p
     pytest.fail("no member lacks MASH consent")
 
 
 def test_break_glass_waits_for_manager_and_attacks_fail(
-        world: World, tmp_path: Path, backend: tuple[str, str | None]) -> None:
+    world: World, tmp_path: Path, backend: tuple[str, str | None]
+) -> None:
     hub = access_hub(world, tmp_path, *backend)
     store = ApprovalStore(hub.gov.audit.engine)
     ask = BreakGlassAsk("risk_of_significant_harm", WHY, 4)
@@ -230,8 +278,11 @@ def test_break_glass_waits_for_manager_and_attacks_fail(
     # The unapproved request grants nothing: there is no grant to reopen.
     assert hub.views.grants.grant_for_seq(exc.value.audit_seq) is None
     # Attacks: self-approval, a peer, a manager of another team: refused and audited.
-    for who, code in ((SW, "self_approval"), (PEER, "not_manager_of_requester"),
-                      (OTHER_TM, "not_manager_of_requester")):
+    for who, code in (
+        (SW, "self_approval"),
+        (PEER, "not_manager_of_requester"),
+        (OTHER_TM, "not_manager_of_requester"),
+    ):
         n = hub.gov.audit.count()
         with pytest.raises(ApprovalRefused) as refused:
             store.decide(hub.gov, who, req.request_id, True, NOW)
@@ -240,11 +291,14 @@ def test_break_glass_waits_for_manager_and_attacks_fail(
         assert hub.gov.audit.get(n + 1).data()["outcome"] == "refused"
     assert store.get(req.request_id).status == "pending"
     # Forging the approval in the override itself is refused by the decision.
-    for forged_by, problem in ((SW.user_id, "break_glass_self_approved"),
-                               (OTHER_TM.user_id, "break_glass_approver_not_manager_of_requester")):
+    for forged_by, problem in (
+        (SW.user_id, "break_glass_self_approved"),
+        (OTHER_TM.user_id, "break_glass_approver_not_manager_of_requester"),
+    ):
         bg = BreakGlass("risk_of_significant_harm", WHY, NOW, 4, forged_by)
-        d = hub.gov.evaluate(SW, MASH, Subject(world.person, world.household),
-                             [("POL", "risk_level")], NOW, bg)
+        d = hub.gov.evaluate(
+            SW, MASH, Subject(world.person, world.household), [("POL", "risk_level")], NOW, bg
+        )
         assert problem in d.break_glass_problems and not d.break_glass_used
     # The team's manager approves: a grant for the hours asked, starting now, audited.
     done = store.decide(hub.gov, TM, req.request_id, True, NOW)
@@ -253,22 +307,26 @@ def test_break_glass_waits_for_manager_and_attacks_fail(
     assert approval_entry["outcome"] == "approved" and approval_entry["protocol_sha256"]
     with pytest.raises(ApprovalRefused, match="request_already_approved"):
         store.decide(hub.gov, TM, req.request_id, False, NOW)
-    view = hub.views.household_view(SW, MASH, world.household,
-                                     break_glass=BreakGlassAsk(grant_id=done.grant_id))
+    view = hub.views.household_view(
+        SW, MASH, world.household, break_glass=BreakGlassAsk(grant_id=done.grant_id)
+    )
     assert view.extra["break_glass"]["used"]
     # The grant is the requester's only: the manager cannot reuse it.
     with pytest.raises(Forbidden):
-        hub.views.household_view(TM, MASH, world.household,
-                                 break_glass=BreakGlassAsk(grant_id=done.grant_id))
+        hub.views.household_view(
+            TM, MASH, world.household, break_glass=BreakGlassAsk(grant_id=done.grant_id)
+        )
 
 
-def test_declined_request_grants_nothing(world: World, tmp_path: Path,
-                                         backend: tuple[str, str | None]) -> None:
+def test_declined_request_grants_nothing(
+    world: World, tmp_path: Path, backend: tuple[str, str | None]
+) -> None:
     hub = access_hub(world, tmp_path, *backend)
     store = ApprovalStore(hub.gov.audit.engine)
     with pytest.raises(Forbidden):
-        hub.views.household_view(SW, MASH, world.household,
-                                 break_glass=BreakGlassAsk("immediate_danger", WHY, 2))
+        hub.views.household_view(
+            SW, MASH, world.household, break_glass=BreakGlassAsk("immediate_danger", WHY, 2)
+        )
     [req] = store.awaiting(hub.gov, TM)
     assert store.awaiting(hub.gov, OTHER_TM) == []
     out = store.decide(hub.gov, TM, req.request_id, False, NOW)
@@ -276,24 +334,32 @@ def test_declined_request_grants_nothing(world: World, tmp_path: Path,
     assert hub.gov.audit.get(hub.gov.audit.count()).data()["outcome"] == "declined"
 
 
-def test_a_bad_request_is_not_queued(world: World, tmp_path: Path,
-                                     backend: tuple[str, str | None]) -> None:
+def test_a_bad_request_is_not_queued(
+    world: World, tmp_path: Path, backend: tuple[str, str | None]
+) -> None:
     hub = access_hub(world, tmp_path, *backend)
     with pytest.raises(Forbidden) as exc:
-        hub.views.household_view(SW, MASH, world.household,
-                                 break_glass=BreakGlassAsk("risk_of_significant_harm", "short", 4))
+        hub.views.household_view(
+            SW,
+            MASH,
+            world.household,
+            break_glass=BreakGlassAsk("risk_of_significant_harm", "short", 4),
+        )
     assert "justification_missing_or_too_short" in exc.value.reasons
     assert ApprovalStore(hub.gov.audit.engine).for_requester(SW.user_id) == []
 
 
 # --- restricted records --------------------------------------------------------------------------
 
+
 def test_bridge_flagged_record_shows_only_restricted_and_whom_to_contact(
-        world: World, tmp_path: Path, backend: tuple[str, str | None]) -> None:
+    world: World, tmp_path: Path, backend: tuple[str, str | None]
+) -> None:
     hub = access_hub(world, tmp_path, *backend)
     target = world.person
-    [agency, *_] = [a for a in flag_restricted(hub.warehouse, target)
-                    if a in hub.gov.protocols[S47].agencies]
+    [agency, *_] = [
+        a for a in flag_restricted(hub.warehouse, target) if a in hub.gov.protocols[S47].agencies
+    ]
     with pytest.raises(Forbidden) as exc:
         hub.views.person_view(SW, S47, target)
     assert exc.value.reasons == ["restricted_record"]
@@ -316,7 +382,8 @@ def test_bridge_flagged_record_shows_only_restricted_and_whom_to_contact(
 
 
 def test_restriction_is_no_oracle_for_the_unallocated(
-        world: World, tmp_path: Path, backend: tuple[str, str | None]) -> None:
+    world: World, tmp_path: Path, backend: tuple[str, str | None]
+) -> None:
     hub = access_hub(world, tmp_path, *backend)
     flag_restricted(hub.warehouse, world.person)
     with pytest.raises(Forbidden) as exc:
@@ -326,14 +393,16 @@ def test_restriction_is_no_oracle_for_the_unallocated(
 
 
 def test_owning_agency_marks_and_lifts_and_no_one_else_can(
-        world: World, tmp_path: Path, backend: tuple[str, str | None]) -> None:
+    world: World, tmp_path: Path, backend: tuple[str, str | None]
+) -> None:
     hub = access_hub(world, tmp_path, *backend)
     con = duckdb.connect(str(hub.warehouse), read_only=True)
-    agency, ref, person = con.execute("""SELECT agency, record_ref, person_id FROM record_person
+    agency, ref, person = con.execute(
+        """SELECT agency, record_ref, person_id FROM record_person
         WHERE list_contains(?, person_id) AND list_contains(?, agency)
         ORDER BY agency, record_ref LIMIT 1""",
-                                      [world.members, list(hub.gov.protocols[S47].agencies)]
-                                      ).fetchone()
+        [world.members, list(hub.gov.protocols[S47].agencies)],
+    ).fetchone()
     con.close()
     owner = User(f"worker.{agency.lower()}", "practitioner", agency)
     outsider = User("worker.eh", "practitioner", "EH")
@@ -362,8 +431,15 @@ def _key():  # noqa: ANN202
 
 # --- property: user x team x protocol x restriction, no out-of-scope field ever returned --------
 
-USERS = (SW, TM, OTHER_TM, PEER, DSL, User("pc.pol.1", "practitioner", "POL"),
-         User("an.1", "analyst", None))
+USERS = (
+    SW,
+    TM,
+    OTHER_TM,
+    PEER,
+    DSL,
+    User("pc.pol.1", "practitioner", "POL"),
+    User("an.1", "analyst", None),
+)
 
 
 def test_no_out_of_scope_field_is_ever_returned(world: World, tmp_path: Path) -> None:
@@ -384,15 +460,19 @@ def test_no_out_of_scope_field_is_ever_returned(world: World, tmp_path: Path) ->
             proto = hub.gov.protocols[pid]
             for view_of in ("household", "person"):
                 try:
-                    view = (hub.views.household_view(user, pid, world.household)
-                            if view_of == "household"
-                            else hub.views.person_view(user, pid, world.person))
+                    view = (
+                        hub.views.household_view(user, pid, world.household)
+                        if view_of == "household"
+                        else hub.views.person_view(user, pid, world.person)
+                    )
                 except Forbidden:
                     checked += 1
                     continue
-                in_scope = (assignments.may_act(user, pid) and user.role in proto.roles
-                            and (user in (SW, PEER, DSL) or assignments.manages(user.user_id,
-                                                                                 SW.user_id)))
+                in_scope = (
+                    assignments.may_act(user, pid)
+                    and user.role in proto.roles
+                    and (user in (SW, PEER, DSL) or assignments.manages(user.user_id, SW.user_id))
+                )
                 assert in_scope, (user, pid)
                 for r in view.records:
                     assert set(r.fields) <= proto.minimum_dataset(r.agency), (user, pid, r)
@@ -430,8 +510,9 @@ def test_configured_access_from_settings(tmp_path: Path) -> None:
 def test_unallocated_refusal_names_assignment_but_never_restriction() -> None:
     from governance.api_safety import uniform_refusal
 
-    body = uniform_refusal(["no_legitimate_relationship", "not_assigned_to_protocol",
-                            "restricted_record"], 17)
+    body = uniform_refusal(
+        ["no_legitimate_relationship", "not_assigned_to_protocol", "restricted_record"], 17
+    )
     assert body["reasons"] == ["no_legitimate_relationship", "not_assigned_to_protocol"]
     assert "audit_seq" not in body
 
@@ -461,22 +542,36 @@ def test_workspace_offers_only_assigned_protocols() -> None:
 
 
 def test_approver_must_be_assigned_to_the_protocol(
-        world: World, tmp_path: Path, backend: tuple[str, str | None]) -> None:
+    world: World, tmp_path: Path, backend: tuple[str, str | None]
+) -> None:
     from governance.access import AccessControl
 
     hub = access_hub(world, tmp_path, *backend)
     with pytest.raises(Forbidden):
-        hub.views.household_view(SW, MASH, world.household,
-                                 break_glass=BreakGlassAsk("immediate_danger", WHY, 2))
+        hub.views.household_view(
+            SW, MASH, world.household, break_glass=BreakGlassAsk("immediate_danger", WHY, 2)
+        )
     [req] = ApprovalStore(hub.gov.audit.engine).for_requester(SW.user_id)
     # A health-visiting manager put over the social worker's team, MASH assigned to CSC only.
     hv_manager = User("tm.hv.1", "team_manager", "HV")
-    hub.gov.access = AccessControl(parse_assignments({
-        "assignments_version": 1,
-        "teams": {"mixed": {"agency": "CSC", "managers": [hv_manager.user_id],
-                            "members": [SW.user_id]}},
-        "protocols": {MASH: {"agencies": ["CSC"]}}}, "custom.yaml", hub.gov.protocols), None)
+    hub.gov.access = AccessControl(
+        parse_assignments(
+            {
+                "assignments_version": 1,
+                "teams": {
+                    "mixed": {
+                        "agency": "CSC",
+                        "managers": [hv_manager.user_id],
+                        "members": [SW.user_id],
+                    }
+                },
+                "protocols": {MASH: {"agencies": ["CSC"]}},
+            },
+            "custom.yaml",
+            hub.gov.protocols,
+        ),
+        None,
+    )
     with pytest.raises(ApprovalRefused) as exc:
-        ApprovalStore(hub.gov.audit.engine).decide(hub.gov, hv_manager, req.request_id, True,
-                                                   NOW)
+        ApprovalStore(hub.gov.audit.engine).decide(hub.gov, hv_manager, req.request_id, True, NOW)
     assert exc.value.code == "approver_not_assigned_to_protocol"

@@ -45,13 +45,15 @@ def live(world: World, tmp_path: Path) -> Iterator[Live]:
     with workspace(world, tmp_path) as s:
         # the workspace world runs the deployed rules (shipped assignments: SW and TM are
         # csc_assessment_1; every protocol signed off); SW is allocated its household
-        s.ws.gov.relationships.add(Relationship(SW.user_id, SubjectKind.HOUSEHOLD,
-                                                s.world.household, dt.date(2026, 1, 1)))
+        s.ws.gov.relationships.add(
+            Relationship(SW.user_id, SubjectKind.HOUSEHOLD, s.world.household, dt.date(2026, 1, 1))
+        )
         s.ws.accounts.create(SW.user_id, PASSWORD, SW.role, SW.agency, team="csc_assessment_1")
         s.ws.accounts.create(TM.user_id, PASSWORD, TM.role, TM.agency, team="csc_assessment_1")
         port = _free_port()
-        server = uvicorn.Server(uvicorn.Config(create_app(s.ws), host="127.0.0.1", port=port,
-                                               log_level="warning"))
+        server = uvicorn.Server(
+            uvicorn.Config(create_app(s.ws), host="127.0.0.1", port=port, log_level="warning")
+        )
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()
         for _ in range(200):
@@ -60,8 +62,13 @@ def live(world: World, tmp_path: Path) -> Iterator[Live]:
             time.sleep(0.05)
         opts = webdriver.ChromeOptions()
         opts.binary_location = CHROMIUM
-        for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
-                  "--disable-gpu", "--window-size=1280,1600"):
+        for a in (
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-dev-shm-usage",
+            "--disable-gpu",
+            "--window-size=1280,1600",
+        ):
             opts.add_argument(a)
         driver = webdriver.Chrome(options=opts, service=Service(CHROMEDRIVER))
         driver.set_script_timeout(60)
@@ -108,10 +115,12 @@ def test_manager_approves_break_glass_in_chromium(live: Live) -> None:
     violations["manager approvals"] = live.axe()
     live.click("Approve")
     assert live.driver.current_url.endswith("/approvals") and "Nothing is waiting" in live.html
-    approved = [r.data() for r in s.ws.gov.audit.entries()
-                if r.data().get("type") == "break_glass_approval"]
+    approved = [
+        r.data() for r in s.ws.gov.audit.entries() if r.data().get("type") == "break_glass_approval"
+    ]
     assert [(b["outcome"], b["user_id"], b["requester"]) for b in approved] == [
-        ("approved", TM.user_id, SW.user_id)]
+        ("approved", TM.user_id, SW.user_id)
+    ]
     _sign_out(live)
 
     _sign_in(live, SW.user_id)
@@ -133,9 +142,17 @@ def test_restricted_record_view_in_chromium(live: Live) -> None:
     contacts = load_assignments().restricted_contacts.values()
     assert any(c.replace("'", "&#39;") in live.html or c in live.html for c in contacts)
     con = duckdb.connect(str(s.ws.warehouse()), read_only=True)
-    values = [str(v) for row in con.execute("""SELECT p.referral_reason, p.incident_type,
+    values = [
+        str(v)
+        for row in con.execute(
+            """SELECT p.referral_reason, p.incident_type,
             p.school_name FROM payload p JOIN record_person rp USING (agency, record_ref)
-            WHERE rp.person_id = ?""", [target]).fetchall() for v in row if v is not None]
+            WHERE rp.person_id = ?""",
+            [target],
+        ).fetchall()
+        for v in row
+        if v is not None
+    ]
     con.close()
     assert not any(f">{v}<" in live.html for v in values)
     assert live.axe() == []

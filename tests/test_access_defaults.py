@@ -50,8 +50,9 @@ def _social_care_household(world: World) -> str:
         con.close()
 
 
-def _default_api(world: World, tmp: Path, household: str | None = None
-                 ) -> tuple[TestClient, object]:
+def _default_api(
+    world: World, tmp: Path, household: str | None = None
+) -> tuple[TestClient, object]:
     """A hub API config with no `assignments` or `require_sign_off` key; both users are
     allocated the household (the world's own unless given)."""
     from governance.api import app_from_config
@@ -62,11 +63,15 @@ def _default_api(world: World, tmp: Path, household: str | None = None
     create_audit_key(tmp / "keys")
     tokens = "".join(
         f"  - {{token_sha256: {hashlib.sha256(_token(u).encode()).hexdigest()}, user_id: {u}, "
-        f"role: {role}, agency: {agency}}}\n" for u, (role, agency) in USERS.items())
+        f"role: {role}, agency: {agency}}}\n"
+        for u, (role, agency) in USERS.items()
+    )
     cfg = tmp / "hub_api.yaml"
-    cfg.write_text(f"warehouse: {world.warehouse}\ngovernance_db: sqlite:///{tmp / 'gov.db'}\n"
-                   f"relationships_csv: {tmp / 'alloc.csv'}\naudit_signing_key: {tmp / 'keys'}\n"
-                   f"tokens:\n{tokens}")
+    cfg.write_text(
+        f"warehouse: {world.warehouse}\ngovernance_db: sqlite:///{tmp / 'gov.db'}\n"
+        f"relationships_csv: {tmp / 'alloc.csv'}\naudit_signing_key: {tmp / 'keys'}\n"
+        f"tokens:\n{tokens}"
+    )
     return TestClient(app_from_config(cfg)), make_engine(f"sqlite:///{tmp / 'gov.db'}")
 
 
@@ -75,7 +80,8 @@ def _get(client: TestClient, user: str, url: str):  # noqa: ANN202
 
 
 def test_default_api_refuses_a_protocol_not_signed_off_by_every_controller(
-        world: World, tmp_path: Path) -> None:
+    world: World, tmp_path: Path
+) -> None:
     client, engine = _default_api(world, tmp_path)
     url = f"/persons/{world.person}?protocol={S47}"
     r = _get(client, "sw.csc.1", url)  # allocated, CSC, assigned: but nobody has signed
@@ -92,15 +98,21 @@ def test_default_api_refuses_a_protocol_not_signed_off_by_every_controller(
 
 
 def test_default_api_refuses_a_school_dsl_social_care_notes_under_s47(
-        world: World, tmp_path: Path) -> None:
+    world: World, tmp_path: Path
+) -> None:
     household = _social_care_household(world)
     client, engine = _default_api(world, tmp_path, household)
     assert partnership_set_up(engine) > 0
     url = f"/households/{household}?protocol={S47}"
     ok = _get(client, "sw.csc.1", url)  # the control: social care's own worker sees the notes
     assert ok.status_code == 200, ok.text
-    notes = [v for rec in ok.json()["records"] if rec["agency"] in ("CSC", "POL")
-             for k, v in rec["fields"].items() if k.endswith("notes") and v]
+    notes = [
+        v
+        for rec in ok.json()["records"]
+        if rec["agency"] in ("CSC", "POL")
+        for k, v in rec["fields"].items()
+        if k.endswith("notes") and v
+    ]
     assert notes, "fixture household has no social-care or police notes to protect"
     r = _get(client, "dsl.sch.1", url)  # the same allocation, as a school's DSL
     assert r.status_code == 403
@@ -112,13 +124,20 @@ def test_default_api_refuses_a_school_dsl_social_care_notes_under_s47(
 
 
 def test_default_api_holds_a_practitioners_mash_break_glass_for_a_manager(
-        world: World, tmp_path: Path) -> None:
+    world: World, tmp_path: Path
+) -> None:
     client, engine = _default_api(world, tmp_path)
     partnership_set_up(engine)
-    r = client.post(f"/households/{world.household}/break-glass",
-                    json={"protocol_id": MASH, "category": "risk_of_significant_harm",
-                          "justification": WHY, "hours": 4},
-                    headers={"Authorization": f"Bearer {_token('sw.csc.1')}"})
+    r = client.post(
+        f"/households/{world.household}/break-glass",
+        json={
+            "protocol_id": MASH,
+            "category": "risk_of_significant_harm",
+            "justification": WHY,
+            "hours": 4,
+        },
+        headers={"Authorization": f"Bearer {_token('sw.csc.1')}"},
+    )
     assert r.status_code == 403, r.text
     assert "break_glass_needs_manager_approval" in r.json()["reasons"]
     assert "records" not in r.json() or not r.json()["records"]
@@ -127,7 +146,8 @@ def test_default_api_holds_a_practitioners_mash_break_glass_for_a_manager(
 
 
 def test_default_workspace_applies_assignments_and_sign_off(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from governance.access import ASSIGNMENTS_FILE, NOT_ASSIGNED, NOT_SIGNED_OFF
     from governance.decisions import User
     from workspace.cli import build
@@ -145,7 +165,8 @@ def test_default_workspace_applies_assignments_and_sign_off(
     assert access.refusal_reasons(sw, s47) == [NOT_SIGNED_OFF]
     partnership_set_up(ws.gov.audit.engine)
     assert access.refusal_reasons(sw, s47) == [] and access.refusal_reasons(dsl, s47) == [
-        NOT_ASSIGNED]
+        NOT_ASSIGNED
+    ]
     monkeypatch.setenv("JOINEDUP_REQUIRE_SIGN_OFF", "false")
     with pytest.raises(PolicyError, match="environment: require_sign_off: .*cannot be turned"):
         build(run)

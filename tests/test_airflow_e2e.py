@@ -15,13 +15,28 @@ import duckdb
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-REQUIRED = ("record_person", "person", "household", "household_member", "family_edge",
-            "clerical_review", "linkage_run", "batch")
+REQUIRED = (
+    "record_person",
+    "person",
+    "household",
+    "household_member",
+    "family_edge",
+    "clerical_review",
+    "linkage_run",
+    "batch",
+)
 # Tables whose contents define the linkage result; wall-clock columns are left out.
-COMPARED = (*REQUIRED, "identifiers", "related", "payload", "person_lineage", "family_network",
-            "household_lineage", "linkage_model")
-VOLATILE = {"ingested_at", "started_at", "finished_at", "created_at", "timings_json",
-            "retired_at"}
+COMPARED = (
+    *REQUIRED,
+    "identifiers",
+    "related",
+    "payload",
+    "person_lineage",
+    "family_network",
+    "household_lineage",
+    "linkage_model",
+)
+VOLATILE = {"ingested_at", "started_at", "finished_at", "created_at", "timings_json", "retired_at"}
 
 
 def _stable(column: str, value: object) -> object:
@@ -39,11 +54,19 @@ def table_checksums(warehouse: Path) -> dict[str, tuple[int, str]]:
     try:
         out = {}
         for t in COMPARED:
-            cols = [c for (c,) in con.execute(
-                "SELECT column_name FROM information_schema.columns WHERE table_name = ? "
-                "ORDER BY ordinal_position", [t]).fetchall() if c not in VOLATILE]
-            rows = [tuple(_stable(c, v) for c, v in zip(cols, r, strict=True)) for r in
-                    con.execute(f'SELECT {", ".join(cols)} FROM "{t}"').fetchall()]
+            cols = [
+                c
+                for (c,) in con.execute(
+                    "SELECT column_name FROM information_schema.columns WHERE table_name = ? "
+                    "ORDER BY ordinal_position",
+                    [t],
+                ).fetchall()
+                if c not in VOLATILE
+            ]
+            rows = [
+                tuple(_stable(c, v) for c, v in zip(cols, r, strict=True))
+                for r in con.execute(f'SELECT {", ".join(cols)} FROM "{t}"').fetchall()
+            ]
             digest = hashlib.sha256("\n".join(sorted(repr(r) for r in rows)).encode())
             out[t] = (len(rows), digest.hexdigest())
         return out
@@ -51,15 +74,31 @@ def table_checksums(warehouse: Path) -> dict[str, tuple[int, str]]:
         con.close()
 
 
-def test_demo_runs_bridges_and_hub_through_airflow(orchestrated_run: Path, tmp_path: Path,
-                                                   copy_run) -> None:
+def test_demo_runs_bridges_and_hub_through_airflow(
+    orchestrated_run: Path, tmp_path: Path, copy_run
+) -> None:
     out = copy_run(orchestrated_run, tmp_path / "demo", landed=False)
     pop = json.loads((out / "population" / "population.json").read_text())
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "JOINEDUP"))}
     proc = subprocess.run(
-        [sys.executable, "-m", "synthetic_data.demo", "--out", str(out), "--people",
-         str(pop["people"]), "--seed", str(pop["seed"])],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=900, check=False)
+        [
+            sys.executable,
+            "-m",
+            "synthetic_data.demo",
+            "--out",
+            str(out),
+            "--people",
+            str(pop["people"]),
+            "--seed",
+            str(pop["seed"]),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
     assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-3000:])
     states = json.loads((out / "demo_states.json").read_text())
     assert states and set(states.values()) == {"success"}
@@ -68,8 +107,9 @@ def test_demo_runs_bridges_and_hub_through_airflow(orchestrated_run: Path, tmp_p
     assert not any((out / "landing").rglob("manifest.json*"))
     con = duckdb.connect(str(out / "hub" / "warehouse.duckdb"), read_only=True)
     try:
-        tables = {t for (t,) in con.execute(
-            "SELECT table_name FROM information_schema.tables").fetchall()}
+        tables = {
+            t for (t,) in con.execute("SELECT table_name FROM information_schema.tables").fetchall()
+        }
         assert set(REQUIRED) <= tables
         assert con.execute("SELECT count(DISTINCT agency) FROM batch").fetchone()[0] == 7
         assert con.execute("SELECT count(*) FROM refused_batch").fetchone()[0] == 0
@@ -89,7 +129,8 @@ def test_demo_runs_bridges_and_hub_through_airflow(orchestrated_run: Path, tmp_p
     extras = [json.loads(e) for (e,) in meta.execute("SELECT extra FROM asset_event")]
     meta.close()
     assert sorted(e["agency"] for e in extras) == sorted(
-        p.name for p in (out / "agency").iterdir() if (p / "keys").is_dir())
+        p.name for p in (out / "agency").iterdir() if (p / "keys").is_dir()
+    )
     assert all(e["batch_id"].startswith(e["agency"] + "-") for e in extras)
     assert "warehouse:" in proc.stdout and "marts:" in proc.stdout
     # and the Airflow-run warehouse links at the quality floors the linkage issue sets
@@ -135,17 +176,24 @@ print("HUB DONE")
 
 def run_hub(base: Path, run_id: str, kill_in: str = "none") -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("JOINEDUP")}
-    return subprocess.run([sys.executable, "-c", HUB_SCRIPT, str(base), run_id, kill_in],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
-                          check=False)
+    return subprocess.run(
+        [sys.executable, "-c", HUB_SCRIPT, str(base), run_id, kill_in],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
 
 
 RUN_ID = "scheduled__2025-01-01T00:00:00+00:00"
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(orchestrated_run: Path, tmp_path_factory: pytest.TempPathFactory,
-                  copy_run) -> dict[str, tuple[int, str]]:
+def uninterrupted(
+    orchestrated_run: Path, tmp_path_factory: pytest.TempPathFactory, copy_run
+) -> dict[str, tuple[int, str]]:
     """The reference: one uninterrupted hub run on the landed batches, shared by every kill
     point (the same input and run id give the same warehouse; built once, not per kill)."""
     clean = copy_run(orchestrated_run, tmp_path_factory.mktemp("clean") / "run")
@@ -157,9 +205,9 @@ def uninterrupted(orchestrated_run: Path, tmp_path_factory: pytest.TempPathFacto
 
 
 @pytest.mark.parametrize("kill_in", ["link", "households"])
-def test_killed_hub_run_reruns_to_the_same_warehouse(orchestrated_run: Path, tmp_path: Path,
-                                                     copy_run, kill_in: str,
-                                                     uninterrupted) -> None:  # noqa: ANN001
+def test_killed_hub_run_reruns_to_the_same_warehouse(
+    orchestrated_run: Path, tmp_path: Path, copy_run, kill_in: str, uninterrupted
+) -> None:  # noqa: ANN001
     killed = copy_run(orchestrated_run, tmp_path / "killed")
     first = run_hub(killed, RUN_ID, kill_in)
     assert first.returncode == -signal.SIGKILL, (first.returncode, first.stderr[-2000:])

@@ -30,8 +30,9 @@ psycopg = pytest.importorskip("psycopg")
 
 
 def _admin():  # noqa: ANN202 - psycopg connection
-    return psycopg.connect("host=127.0.0.1 port=5432 dbname=test", autocommit=True,
-                           connect_timeout=3)
+    return psycopg.connect(
+        "host=127.0.0.1 port=5432 dbname=test", autocommit=True, connect_timeout=3
+    )
 
 
 @pytest.fixture
@@ -45,8 +46,9 @@ def pg_database() -> Iterator[str]:
     try:
         yield f"postgresql+psycopg://127.0.0.1:5432/{name}"
     finally:
-        con.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
-                    [name])
+        con.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", [name]
+        )
         con.execute(f"DROP DATABASE IF EXISTS {name}")
         con.close()
 
@@ -78,27 +80,30 @@ def test_scheduler_runs_bridges_then_asset_triggered_hub(pg_database: str, tmp_p
     port = _free_port()
     home = tmp_path / "airflow"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "JOINEDUP"))}
-    env.update({
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": pg_database,
-        # psycopg 3 serves the async engine too (Airflow would otherwise look for asyncpg)
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC": pg_database,
-        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
-        "AIRFLOW__CORE__PARALLELISM": "4",
-        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
-        "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
-        "AIRFLOW__API__PORT": str(port),
-        "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
-        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
-        "JOINEDUP_RUN_DIR": str(run),
-        "JOINEDUP_MAPPINGS_DIR": str(maps),
-        "GX_ANALYTICS_ENABLED": "false",
-    })
-    subprocess.run([AIRFLOW, "db", "migrate"], env=env, check=True, capture_output=True,
-                   timeout=300)
+    env.update(
+        {
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": pg_database,
+            # psycopg 3 serves the async engine too (Airflow would otherwise look for asyncpg)
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC": pg_database,
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+            "AIRFLOW__CORE__PARALLELISM": "4",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
+            "AIRFLOW__API__PORT": str(port),
+            "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+            "JOINEDUP_RUN_DIR": str(run),
+            "JOINEDUP_MAPPINGS_DIR": str(maps),
+            "GX_ANALYTICS_ENABLED": "false",
+        }
+    )
+    subprocess.run(
+        [AIRFLOW, "db", "migrate"], env=env, check=True, capture_output=True, timeout=300
+    )
     procs: list[subprocess.Popen] = []
     logs = tmp_path / "logs"
     logs.mkdir()
@@ -107,8 +112,15 @@ def test_scheduler_runs_bridges_then_asset_triggered_hub(pg_database: str, tmp_p
         for cmd in (["api-server", "--port", str(port)], ["dag-processor"], ["scheduler"]):
             out = (logs / f"{cmd[0]}.log").open("w")
             # own session: the children these start are stopped with them (killpg below)
-            procs.append(subprocess.Popen([AIRFLOW, *cmd], env=env, stdout=out,
-                                          stderr=subprocess.STDOUT, start_new_session=True))
+            procs.append(
+                subprocess.Popen(
+                    [AIRFLOW, *cmd],
+                    env=env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
             if cmd[0] == "api-server":
                 # Tasks report to the execution API: one the scheduler starts before the API
                 # answers (the @daily run it creates at once) is killed and fails.
@@ -116,9 +128,13 @@ def test_scheduler_runs_bridges_then_asset_triggered_hub(pg_database: str, tmp_p
         pending = {f"bridge_{c.lower()}" for c in AGENCIES}
         while pending and time.monotonic() < deadline:  # wait for the DAGs to be parsed
             for dag_id in sorted(pending):
-                r = subprocess.run([AIRFLOW, "dags", "trigger", dag_id, "--conf",
-                                    '{"extract_kind": "snapshot"}'], env=env,
-                                   capture_output=True, text=True, timeout=120)
+                r = subprocess.run(
+                    [AIRFLOW, "dags", "trigger", dag_id, "--conf", '{"extract_kind": "snapshot"}'],
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    timeout=120,
+                )
                 if r.returncode == 0:
                     pending.discard(dag_id)
             if pending:
@@ -131,13 +147,16 @@ def test_scheduler_runs_bridges_then_asset_triggered_hub(pg_database: str, tmp_p
             hub = [s for d, _r, s in rows if d == "hub_linkage"]
             assert "failed" not in bridges + hub, (rows, _tail(logs))
             landed_all = len(bridges) >= len(AGENCIES) and set(bridges) == {"success"}
-            if landed_all and hub and set(hub) == {"success"} and not any(
-                    (run / "landing").rglob("manifest.json*")):
+            if (
+                landed_all
+                and hub
+                and set(hub) == {"success"}
+                and not any((run / "landing").rglob("manifest.json*"))
+            ):
                 done = True
                 break
             time.sleep(5)
-        assert done, (f"no successful hub run within {BOUND_S}s", _states(pg_database),
-                      _tail(logs))
+        assert done, (f"no successful hub run within {BOUND_S}s", _states(pg_database), _tail(logs))
     finally:
         for p in procs:
             with contextlib.suppress(ProcessLookupError):
@@ -150,8 +169,9 @@ def test_scheduler_runs_bridges_then_asset_triggered_hub(pg_database: str, tmp_p
                 p.wait(timeout=10)
     con = duckdb.connect(str(run / "hub" / "warehouse.duckdb"), read_only=True)
     try:
-        assert {a for (a,) in con.execute("SELECT DISTINCT agency FROM batch").fetchall()} == \
-            set(AGENCIES)
+        assert {a for (a,) in con.execute("SELECT DISTINCT agency FROM batch").fetchall()} == set(
+            AGENCIES
+        )
         assert con.execute("SELECT count(*) FROM record_person").fetchone()[0] > 0
         run_ids = {r for (r,) in con.execute("SELECT run_id FROM linkage_run").fetchall()}
         assert run_ids and all(r.startswith("asset_triggered__") for r in run_ids)
@@ -171,7 +191,12 @@ def _wait_for_api(port: int, deadline: float, logs: Path) -> None:
 
 def _tail(logs: Path) -> str:
     """Process logs, plus the task logs that hold a traceback (what failed and why)."""
-    task_logs = [p for p in (logs.parent / "airflow" / "logs").rglob("*.log")
-                 if "Traceback" in p.read_text(errors="replace")]
-    return "\n".join(f"--- {p}\n" + p.read_text(errors="replace")[-2500:]
-                     for p in [*sorted(logs.glob("*.log")), *task_logs])
+    task_logs = [
+        p
+        for p in (logs.parent / "airflow" / "logs").rglob("*.log")
+        if "Traceback" in p.read_text(errors="replace")
+    ]
+    return "\n".join(
+        f"--- {p}\n" + p.read_text(errors="replace")[-2500:]
+        for p in [*sorted(logs.glob("*.log")), *task_logs]
+    )

@@ -60,8 +60,12 @@ def build_world(factory: pytest.TempPathFactory) -> World:
         summary = generate_population(run / "population", seed=20240611, people=PEOPLE)
         provision_partnership(run, list(summary.agencies), passphrase="api test, synthetic only")
         for code, agency in summary.agencies.items():
-            run_bridge(run / "population" / agency.file, MAPPINGS / f"{code.lower()}.yaml",
-                       run / "agency" / code, run / "landing")
+            run_bridge(
+                run / "population" / agency.file,
+                MAPPINGS / f"{code.lower()}.yaml",
+                run / "agency" / code,
+                run / "landing",
+            )
     paths = HubPaths.for_run(run)
     if not reuse:
         stage_ingest(paths)
@@ -73,11 +77,18 @@ def build_world(factory: pytest.TempPathFactory) -> World:
         GROUP BY 1 HAVING count(DISTINCT m.person_id) >= 2
         ORDER BY bool_or(rp.agency = 'EH') DESC, bool_or(rp.agency = 'SCH') DESC,
                  count(DISTINCT rp.agency) DESC, 1 LIMIT 1""").fetchone()[0]
-    members = [r[0] for r in con.execute(
-        "SELECT DISTINCT person_id FROM household_member WHERE household_id = ? ORDER BY 1",
-        [hh]).fetchall()]
-    person = con.execute("""SELECT person_id FROM record_person WHERE list_contains(?, person_id)
-        GROUP BY 1 ORDER BY count(DISTINCT agency) DESC, 1 LIMIT 1""", [members]).fetchone()[0]
+    members = [
+        r[0]
+        for r in con.execute(
+            "SELECT DISTINCT person_id FROM household_member WHERE household_id = ? ORDER BY 1",
+            [hh],
+        ).fetchall()
+    ]
+    person = con.execute(
+        """SELECT person_id FROM record_person WHERE list_contains(?, person_id)
+        GROUP BY 1 ORDER BY count(DISTINCT agency) DESC, 1 LIMIT 1""",
+        [members],
+    ).fetchone()[0]
     con.close()
     _WORLD["w"] = World(run, paths.warehouse, hh, members, person, load_consent(paths.warehouse))
     return _WORLD["w"]
@@ -101,37 +112,45 @@ class Hub:
         return self.client.get(url, headers=headers, **kw)
 
 
-TEST_TEAMS = {"test_assessment": {"agency": "CSC", "managers": ["tm1"],
-                                  "members": ["sw1", "sw2"]}}
+TEST_TEAMS = {"test_assessment": {"agency": "CSC", "managers": ["tm1"], "members": ["sw1", "sw2"]}}
 
 
-def make_hub(world: World, tmp: Path, *, deployed: bool = False
-             ) -> tuple[Governance, ViewService, TokenStore, dict, Path]:
+def make_hub(
+    world: World, tmp: Path, *, deployed: bool = False
+) -> tuple[Governance, ViewService, TokenStore, dict, Path]:
     """The hub of the API tests. `deployed`: access control as a deployment runs it
     (governance.testing.deployed_access); otherwise role-only rules, for the tests of those
     rules (their audit sequence numbers start at 1, with no sign-off entries before them)."""
     db_path = tmp / "governance.db"
     engine = make_engine(f"sqlite:///{db_path}")
-    rels = RelationshipRegistry([
-        Relationship("sw1", SubjectKind.HOUSEHOLD, world.household, dt.date(2026, 1, 1)),
-        Relationship("sw3", SubjectKind.PERSON, "P-DOES-NOT-EXIST", dt.date(2026, 1, 1)),
-        Relationship("analyst1", SubjectKind.HOUSEHOLD, world.household, dt.date(2026, 1, 1)),
-    ])
+    rels = RelationshipRegistry(
+        [
+            Relationship("sw1", SubjectKind.HOUSEHOLD, world.household, dt.date(2026, 1, 1)),
+            Relationship("sw3", SubjectKind.PERSON, "P-DOES-NOT-EXIST", dt.date(2026, 1, 1)),
+            Relationship("analyst1", SubjectKind.HOUSEHOLD, world.household, dt.date(2026, 1, 1)),
+        ]
+    )
     consent = ConsentRegistry()
     for (pid, purpose), events in world.consent._events.items():
         for e in events:
             consent.record(pid, e.agency, purpose, e.status.value, e.date)
     # As deployed: the shipped assignments plus this hub's team (tm1 manages sw1 and sw2),
     # every protocol signed off by its controllers.
-    gov = Governance(AuditLog(engine), consent=consent, relationships=rels,
-                     access=deployed_access(engine, tmp, TEST_TEAMS) if deployed else None)
+    gov = Governance(
+        AuditLog(engine),
+        consent=consent,
+        relationships=rels,
+        access=deployed_access(engine, tmp, TEST_TEAMS) if deployed else None,
+    )
     views = ViewService(world.warehouse, gov, clock=lambda: NOW)
     store = TokenStore(engine)
-    tokens = {"sw1": store.issue("sw1", "practitioner", "CSC"),
-              "sw2": store.issue("sw2", "practitioner", "CSC"),
-              "sw3": store.issue("sw3", "practitioner", "EH"),
-              "analyst1": store.issue("analyst1", "analyst"),
-              "tm1": store.issue("tm1", "team_manager", "CSC")}
+    tokens = {
+        "sw1": store.issue("sw1", "practitioner", "CSC"),
+        "sw2": store.issue("sw2", "practitioner", "CSC"),
+        "sw3": store.issue("sw3", "practitioner", "EH"),
+        "analyst1": store.issue("analyst1", "analyst"),
+        "tm1": store.issue("tm1", "team_manager", "CSC"),
+    }
     return gov, views, store, tokens, db_path
 
 
@@ -143,8 +162,11 @@ def hub(world: World, tmp_path: Path) -> Hub:
 
 def _payload(world: World, person_ids: list[str]) -> dict[tuple[str, str], list[dict]]:
     con = duckdb.connect(str(world.warehouse), read_only=True)
-    df = con.execute("""SELECT rp.person_id, p.* FROM payload p JOIN record_person rp
-        USING (agency, record_ref) WHERE list_contains(?, rp.person_id)""", [person_ids]).df()
+    df = con.execute(
+        """SELECT rp.person_id, p.* FROM payload p JOIN record_person rp
+        USING (agency, record_ref) WHERE list_contains(?, rp.person_id)""",
+        [person_ids],
+    ).df()
     con.close()
     out: dict[tuple[str, str], list[dict]] = {}
     for row in df.to_dict("records"):
@@ -159,6 +181,7 @@ def _last_body(hub: Hub) -> dict:
 
 
 # --- authentication ----------------------------------------------------------------------------
+
 
 def test_no_or_bad_token_is_401_and_no_decision(hub: Hub, world: World) -> None:
     url = f"/persons/{world.person}?protocol=s47_child_protection_enquiry"
@@ -183,8 +206,10 @@ def test_tokens_are_stored_hashed_and_revocable(hub: Hub, world: World) -> None:
 
 # --- person and household views ----------------------------------------------------------------
 
-def test_person_view_shows_only_protocol_fields_with_one_audit_entry(hub: Hub,
-                                                                     world: World) -> None:
+
+def test_person_view_shows_only_protocol_fields_with_one_audit_entry(
+    hub: Hub, world: World
+) -> None:
     proto = hub.gov.protocols["s47_child_protection_enquiry"]
     r = hub.get(f"/persons/{world.person}?protocol={proto.id}")
     assert r.status_code == 200, r.text
@@ -203,9 +228,15 @@ def test_person_view_shows_only_protocol_fields_with_one_audit_entry(hub: Hub,
         assert set(rec["fields"]) == set(proto.agencies[rec["agency"]])
         rows = expected[(world.person, rec["agency"])]
         # every shown value is the warehouse's value for one of that agency's records
-        assert any(all(json.dumps(row[f], default=str)[1:11] in json.dumps(v, default=str)
-                       or (row[f] is None or row[f] != row[f]) and v is None
-                       for f, v in rec["fields"].items()) for row in rows)
+        assert any(
+            all(
+                json.dumps(row[f], default=str)[1:11] in json.dumps(v, default=str)
+                or (row[f] is None or row[f] != row[f])
+                and v is None
+                for f, v in rec["fields"].items()
+            )
+            for row in rows
+        )
     allowed = {(f["agency"], f["field"]) for f in entry["fields"] if f["allowed"]}
     assert allowed == {(a, f) for a in covered for f in proto.agencies[a]}
 
@@ -241,13 +272,15 @@ def test_unallocated_user_gets_403_with_reason_in_audit(hub: Hub, world: World) 
     assert hub.audit.count() == 1
     entry = _last_body(hub)
     assert entry["user_id"] == "sw2"
-    assert all(not f["allowed"] and "no_legitimate_relationship" in f["reasons"]
-               for f in entry["fields"])
+    assert all(
+        not f["allowed"] and "no_legitimate_relationship" in f["reasons"] for f in entry["fields"]
+    )
 
 
 def test_analyst_role_never_sees_rows(hub: Hub, world: World) -> None:
-    r = hub.get(f"/households/{world.household}?protocol=s47_child_protection_enquiry",
-                who="analyst1")
+    r = hub.get(
+        f"/households/{world.household}?protocol=s47_child_protection_enquiry", who="analyst1"
+    )
     assert r.status_code == 403
     assert "role_not_row_level" in r.json()["reasons"]
     assert hub.audit.count() == 1
@@ -271,12 +304,15 @@ def test_unknown_ids_404_only_with_a_relationship(hub: Hub) -> None:
     assert hub.audit.count() == 3
 
 
-@pytest.mark.parametrize("url", [
-    "/persons/P1?protocol=Bad-Protocol",
-    "/persons/P1",
-    "/persons/has%20space?protocol=s47_child_protection_enquiry",
-    "/persons/P1?protocol=s47_child_protection_enquiry&fields=DROP%20TABLE",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/persons/P1?protocol=Bad-Protocol",
+        "/persons/P1",
+        "/persons/has%20space?protocol=s47_child_protection_enquiry",
+        "/persons/P1?protocol=s47_child_protection_enquiry&fields=DROP%20TABLE",
+    ],
+)
 def test_bad_input_is_422_and_not_audited(hub: Hub, url: str) -> None:
     r = hub.get(url)
     assert r.status_code == 422, r.text
@@ -284,7 +320,8 @@ def test_bad_input_is_422_and_not_audited(hub: Hub, url: str) -> None:
 
 
 def test_early_help_consent_in_scope_shows_partner_data_and_withdrawal_refuses_at_once(
-        hub: Hub, world: World) -> None:
+    hub: Hub, world: World
+) -> None:
     """Under Early Help a consent recorded through the API with a scope (agencies x
     categories) lets the worker see what partners hold in scope, and only that; withdrawing
     it refuses the very next view."""
@@ -296,11 +333,17 @@ def test_early_help_consent_in_scope_shows_partner_data_and_withdrawal_refuses_a
         return {a for (_, a) in _payload(world, [person]) if a in proto.agencies}
 
     def no_consent_yet(person: str) -> bool:  # Early Help records early_help consent too
-        return all(hub.gov.consent.state(person, proto.consent_purpose, a, NOW).status
-                   is ConsentStatus.NONE for a in proto.agencies)
+        return all(
+            hub.gov.consent.state(person, proto.consent_purpose, a, NOW).status
+            is ConsentStatus.NONE
+            for a in proto.agencies
+        )
 
-    subjects = [p for p in dict.fromkeys([world.person, *world.members])
-                if len(holders_of(p)) >= 2 and no_consent_yet(p)]
+    subjects = [
+        p
+        for p in dict.fromkeys([world.person, *world.members])
+        if len(holders_of(p)) >= 2 and no_consent_yet(p)
+    ]
     assert subjects, "no household member without early_help consent to start from"
     subject = subjects[0]
     holders = sorted(holders_of(subject))
@@ -310,11 +353,22 @@ def test_early_help_consent_in_scope_shows_partner_data_and_withdrawal_refuses_a
     assert r.status_code == 403 and "no_consent" in r.json()["reasons"]
     auth = {"Authorization": f"Bearer {hub.tokens['sw1']}"}
     cats = ["involvement", "education", "health", "housing"]
-    r = hub.client.post(f"/persons/{subject}/consents", headers=auth, json={
-        "purpose": "early_help", "agencies": in_scope, "categories": cats, "status": "given",
-        "consenter": "parent", "capacity": "parental_responsibility",
-        "method": "written_in_person", "evidence_ref": "EH/TAF/0007",
-        "given_on": "2026-05-20", "review_by": "2026-11-20"})
+    r = hub.client.post(
+        f"/persons/{subject}/consents",
+        headers=auth,
+        json={
+            "purpose": "early_help",
+            "agencies": in_scope,
+            "categories": cats,
+            "status": "given",
+            "consenter": "parent",
+            "capacity": "parental_responsibility",
+            "method": "written_in_person",
+            "evidence_ref": "EH/TAF/0007",
+            "given_on": "2026-05-20",
+            "review_by": "2026-11-20",
+        },
+    )
     assert r.status_code == 201, r.text
     record_id = r.json()["record"]["record_id"]
     r = hub.get(url)
@@ -324,35 +378,62 @@ def test_early_help_consent_in_scope_shows_partner_data_and_withdrawal_refuses_a
     assert {a for a, _ in shown} == set(in_scope)  # partner data in scope is shown
     assert all(scope.covers(a, f) for a, f in shown)  # and nothing outside it
     withheld = {(w["agency"], w["field"]): w["reasons"] for w in r.json()["withheld"]}
-    assert all(withheld[(out_of_scope, f)] == ["consent_out_of_scope"]
-               for f in proto.agencies[out_of_scope])
-    assert all(withheld[(a, f)] == ["consent_out_of_scope"] for a in in_scope
-               for f in proto.agencies[a] if not scope.covers(a, f))
-    r = hub.client.post(f"/consents/{record_id}/withdraw", headers=auth,
-                        json={"withdrawal_way": "phone"})
+    assert all(
+        withheld[(out_of_scope, f)] == ["consent_out_of_scope"]
+        for f in proto.agencies[out_of_scope]
+    )
+    assert all(
+        withheld[(a, f)] == ["consent_out_of_scope"]
+        for a in in_scope
+        for f in proto.agencies[a]
+        if not scope.covers(a, f)
+    )
+    r = hub.client.post(
+        f"/consents/{record_id}/withdraw", headers=auth, json={"withdrawal_way": "phone"}
+    )
     assert r.status_code == 200 and r.json()["record"]["withdrawn_at"]
     r = hub.get(url)
     assert r.status_code == 403 and "consent_withdrawn" in r.json()["reasons"]
     assert hub.audit.count() == 5
 
 
-def test_consent_api_refuses_without_relationship_and_names_bad_fields(hub: Hub,
-                                                                       world: World) -> None:
-    body = {"purpose": "early_help", "agencies": ["SCH"], "categories": ["education"],
-            "status": "given", "consenter": "parent", "capacity": "parental_responsibility",
-            "method": "phone", "evidence_ref": "EH/1", "given_on": "2026-05-20",
-            "review_by": "2026-11-20"}
-    r = hub.client.post(f"/persons/{world.person}/consents", json=body,
-                        headers={"Authorization": f"Bearer {hub.tokens['sw2']}"})
+def test_consent_api_refuses_without_relationship_and_names_bad_fields(
+    hub: Hub, world: World
+) -> None:
+    body = {
+        "purpose": "early_help",
+        "agencies": ["SCH"],
+        "categories": ["education"],
+        "status": "given",
+        "consenter": "parent",
+        "capacity": "parental_responsibility",
+        "method": "phone",
+        "evidence_ref": "EH/1",
+        "given_on": "2026-05-20",
+        "review_by": "2026-11-20",
+    }
+    r = hub.client.post(
+        f"/persons/{world.person}/consents",
+        json=body,
+        headers={"Authorization": f"Bearer {hub.tokens['sw2']}"},
+    )
     assert r.status_code == 403  # the uniform refusal: nothing about the person
-    assert r.json() == {"detail": "refused under the protocol",
-                        "reasons": ["no_legitimate_relationship"]}
+    assert r.json() == {
+        "detail": "refused under the protocol",
+        "reasons": ["no_legitimate_relationship"],
+    }
     auth = {"Authorization": f"Bearer {hub.tokens['sw1']}"}
-    r = hub.client.post(f"/persons/{world.person}/consents", headers=auth,
-                        json={**body, "evidence_ref": "9434765919"})
+    r = hub.client.post(
+        f"/persons/{world.person}/consents",
+        headers=auth,
+        json={**body, "evidence_ref": "9434765919"},
+    )
     assert r.status_code == 422 and "evidence_ref" in r.text and "9434765919" not in r.text
-    r = hub.client.post(f"/persons/{world.person}/consents", headers=auth,
-                        json={**body, "categories": ["everything"]})
+    r = hub.client.post(
+        f"/persons/{world.person}/consents",
+        headers=auth,
+        json={**body, "categories": ["everything"]},
+    )
     assert r.status_code == 422 and "scope.categories" in r.text
     r = hub.client.get(f"/persons/{world.person}/consents", headers=auth)
     assert r.status_code == 200 and r.json() == {"records": []}
@@ -360,6 +441,7 @@ def test_consent_api_refuses_without_relationship_and_names_bad_fields(hub: Hub,
 
 
 # --- involvement index -------------------------------------------------------------------------
+
 
 def test_involvement_index_who_holds_what(hub: Hub, world: World) -> None:
     r = hub.get(f"/households/{world.household}/involvement")
@@ -370,13 +452,20 @@ def test_involvement_index_who_holds_what(hub: Hub, world: World) -> None:
     assert [a["agency"] for a in body["agencies"]] == expected_agencies
     for a in body["agencies"]:
         rows = [row for (p, ag), rs in pay.items() if ag == a["agency"] for row in rs]
-        dates = [row["event_date"] for row in rows if row["event_date"] is not None
-                 and row["event_date"] == row["event_date"]]
+        dates = [
+            row["event_date"]
+            for row in rows
+            if row["event_date"] is not None and row["event_date"] == row["event_date"]
+        ]
         assert a["since"] == (min(dates).isoformat()[:10] if dates else None)
-        contacts = sorted({row["lead_practitioner_contact"] for row in rows
-                           if isinstance(row["lead_practitioner_contact"], str)})
-        assert a["lead_practitioner_contacts"] == (
-            contacts if a["agency"] in ("EH", "CSC") else [])
+        contacts = sorted(
+            {
+                row["lead_practitioner_contact"]
+                for row in rows
+                if isinstance(row["lead_practitioner_contact"], str)
+            }
+        )
+        assert a["lead_practitioner_contacts"] == (contacts if a["agency"] in ("EH", "CSC") else [])
     assert any(a["lead_practitioner_contacts"] for a in body["agencies"])
     assert "records" not in body  # who holds what, never the content
     entry = _last_body(hub)
@@ -390,9 +479,12 @@ def test_involvement_index_needs_a_relationship(hub: Hub, world: World) -> None:
 
 def test_openapi_is_served(hub: Hub) -> None:
     spec = hub.client.get("/openapi.json").json()
-    assert {"/persons/{person_id}", "/households/{household_id}",
-            "/households/{household_id}/involvement",
-            "/persons/{person_id}/identity"} <= set(spec["paths"])
+    assert {
+        "/persons/{person_id}",
+        "/households/{household_id}",
+        "/households/{household_id}/involvement",
+        "/persons/{person_id}/identity",
+    } <= set(spec["paths"])
     assert "403" in spec["paths"]["/persons/{person_id}"]["get"]["responses"]
 
 
@@ -403,7 +495,8 @@ def test_app_from_config_file(world: World, tmp_path: Path) -> None:
 
     token = "config-token-for-tests-only-0123456789"
     (tmp_path / "alloc.csv").write_text(
-        f"user_id,kind,subject_id,start,end\nsw9,household,{world.household},2026-01-01,\n")
+        f"user_id,kind,subject_id,start,end\nsw9,household,{world.household},2026-01-01,\n"
+    )
     from governance.audit_keys import create_audit_key
 
     create_audit_key(tmp_path / "keys")  # every API process checkpoints with the audit key
@@ -415,18 +508,21 @@ def test_app_from_config_file(world: World, tmp_path: Path) -> None:
         f"audit_signing_key: {tmp_path / 'keys'}\n"
         "tokens:\n"
         f"  - {{token_sha256: {hashlib.sha256(token.encode()).hexdigest()}, user_id: sw9, "
-        "role: practitioner, agency: CSC}\n")
+        "role: practitioner, agency: CSC}\n"
+    )
     client = TestClient(app_from_config(cfg))
     # Access control is on by default: nothing is in force until the controllers sign off.
-    r = client.get(f"/households/{world.household}/involvement",
-                   headers={"Authorization": f"Bearer {token}"})
+    r = client.get(
+        f"/households/{world.household}/involvement", headers={"Authorization": f"Bearer {token}"}
+    )
     assert r.status_code == 403 and "protocol_not_signed_off" in r.json()["reasons"]
     from governance.audit import make_engine
     from governance.testing import partnership_set_up
 
     partnership_set_up(make_engine(f"sqlite:///{tmp_path / 'gov.db'}"))
-    r = client.get(f"/households/{world.household}/involvement",
-                   headers={"Authorization": f"Bearer {token}"})
+    r = client.get(
+        f"/households/{world.household}/involvement", headers={"Authorization": f"Bearer {token}"}
+    )
     assert r.status_code == 200, r.text
     assert token.encode() not in (tmp_path / "gov.db").read_bytes()
     bad = tmp_path / "bad.yaml"

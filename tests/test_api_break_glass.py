@@ -57,11 +57,13 @@ class Hub:
         r = self.post(url, who, **body)
         assert r.status_code == 403, r.text
         assert "break_glass_needs_manager_approval" in r.json()["reasons"]
-        [req] = [q for q in ApprovalStore(self.audit.engine).for_requester(who)
-                 if q.status == "pending"]
+        [req] = [
+            q for q in ApprovalStore(self.audit.engine).for_requester(who) if q.status == "pending"
+        ]
         when = self.views.clock()
         approved = ApprovalStore(self.audit.engine).decide(
-            self.gov, User("tm1", "team_manager", "CSC"), req.request_id, True, when)
+            self.gov, User("tm1", "team_manager", "CSC"), req.request_id, True, when
+        )
         sep = "&" if "?" in view else "?"
         return self.get(f"{view}{sep}break_glass_id={approved.grant_id}", who)
 
@@ -72,8 +74,13 @@ class Hub:
         return {"Authorization": f"Bearer {self.tokens[who]}"}
 
     def post(self, url: str, who: str = "sw1", **body: object):  # noqa: ANN201
-        payload = {"protocol_id": MASH, "category": "risk_of_significant_harm",
-                   "justification": WHY, "hours": 4, **body}
+        payload = {
+            "protocol_id": MASH,
+            "category": "risk_of_significant_harm",
+            "justification": WHY,
+            "hours": 4,
+            **body,
+        }
         return self.client.post(url, json=payload, headers=self._h(who))
 
     def get(self, url: str, who: str = "sw1"):  # noqa: ANN201
@@ -97,8 +104,12 @@ def hub(world: World, tmp_path: Path) -> Hub:
 def _mash_holders(world: World, person: str) -> set[str]:
     con = duckdb.connect(str(world.warehouse), read_only=True)
     try:
-        held = {r[0] for r in con.execute(
-            "SELECT DISTINCT agency FROM record_person WHERE person_id = ?", [person]).fetchall()}
+        held = {
+            r[0]
+            for r in con.execute(
+                "SELECT DISTINCT agency FROM record_person WHERE person_id = ?", [person]
+            ).fetchall()
+        }
     finally:
         con.close()
     return held
@@ -108,8 +119,9 @@ def _person_without_mash_consent(hub: Hub, world: World) -> tuple[str, set[str]]
     proto = hub.gov.protocols[MASH]
     for p in [world.person, *world.members]:
         held = _mash_holders(world, p) & set(proto.agencies)
-        lacking = {a for a in held
-                   if not hub.gov.consent.state(p, proto.consent_purpose, a, NOW).given}
+        lacking = {
+            a for a in held if not hub.gov.consent.state(p, proto.consent_purpose, a, NOW).given
+        }
         if lacking:
             return p, lacking
     pytest.fail("fixture household has no member lacking mash consent at a MASH agency")
@@ -118,8 +130,9 @@ def _person_without_mash_consent(hub: Hub, world: World) -> tuple[str, set[str]]
 def test_break_glass_shows_what_consent_alone_would_not(hub: Hub, world: World) -> None:
     person, lacking = _person_without_mash_consent(hub, world)
     plain = hub.get(f"/persons/{person}?protocol={MASH}")
-    shown_plain = ({r["agency"] for r in plain.json()["records"]}
-                   if plain.status_code == 200 else set())
+    shown_plain = (
+        {r["agency"] for r in plain.json()["records"]} if plain.status_code == 200 else set()
+    )
     assert not shown_plain & lacking
     n_before = hub.audit.count()
 
@@ -137,16 +150,23 @@ def test_break_glass_shows_what_consent_alone_would_not(hub: Hub, world: World) 
     assert hub.audit.count() == n_before + 3 == body["audit_seq"]
     entry = hub.last()
     assert entry["break_glass"]["used"] and entry["break_glass"]["justification"] == (
-        f"risk_of_significant_harm: {WHY}")
+        f"risk_of_significant_harm: {WHY}"
+    )
     assert entry["break_glass_grant"] == {"grant_id": bg["grant_id"], "new": False}
-    assert {f["agency"] for f in entry["fields"]
-            if "break_glass_override" in f["reasons"]} == lacking
+    assert {
+        f["agency"] for f in entry["fields"] if "break_glass_override" in f["reasons"]
+    } == lacking
     assert hub.audit.get(n_before + 2).data()["outcome"] == "approved"
     alerts = hub.rows(Alert)
     assert [a.kind for a in alerts] == ["break_glass_attempted", "break_glass_used"]
     alert = alerts[-1]
     assert (alert.kind, alert.to_role, alert.user_id, alert.person_id, alert.audit_seq) == (
-        "break_glass_used", "ig_lead", "sw1", person, body["audit_seq"])
+        "break_glass_used",
+        "ig_lead",
+        "sw1",
+        person,
+        body["audit_seq"],
+    )
     [note] = hub.rows(NotificationDue)
     assert (note.person_id, note.protocol_id, note.due_by) == (person, MASH, due.isoformat())
     [grant] = hub.rows(BreakGlassGrant)
@@ -155,8 +175,9 @@ def test_break_glass_shows_what_consent_alone_would_not(hub: Hub, world: World) 
 
 def test_grant_reopens_until_it_expires(hub: Hub, world: World) -> None:
     person, lacking = _person_without_mash_consent(hub, world)
-    gid = hub.override(f"/persons/{person}/break-glass", f"/persons/{person}?protocol={MASH}",
-                       hours=2).json()["break_glass"]["grant_id"]
+    gid = hub.override(
+        f"/persons/{person}/break-glass", f"/persons/{person}?protocol={MASH}", hours=2
+    ).json()["break_glass"]["grant_id"]
     url = f"/persons/{person}?protocol={MASH}&break_glass_id={gid}"
 
     hub.at(NOW + dt.timedelta(hours=1, minutes=59))
@@ -174,14 +195,19 @@ def test_grant_reopens_until_it_expires(hub: Hub, world: World) -> None:
     assert entry["break_glass"]["problems"] == ["break_glass_expired"]
     assert not any(f["allowed"] for f in entry["fields"])  # nothing at all, not even consented
     assert [a.kind for a in hub.rows(Alert)] == [  # waiting, opened, reopened, expired
-        "break_glass_attempted", "break_glass_used", "break_glass_used", "break_glass_attempted"]
+        "break_glass_attempted",
+        "break_glass_used",
+        "break_glass_used",
+        "break_glass_attempted",
+    ]
     assert len(hub.rows(NotificationDue)) == 1  # one pending notification per person
 
 
 def test_grant_is_only_for_its_user_and_subject(hub: Hub, world: World) -> None:
     person, _ = _person_without_mash_consent(hub, world)
-    gid = hub.override(f"/persons/{person}/break-glass",
-                       f"/persons/{person}?protocol={MASH}").json()["break_glass"]["grant_id"]
+    gid = hub.override(
+        f"/persons/{person}/break-glass", f"/persons/{person}?protocol={MASH}"
+    ).json()["break_glass"]["grant_id"]
     # sw2 has no relationship; a guessed or borrowed grant id is refused and alerted
     r = hub.get(f"/persons/{person}?protocol={MASH}&break_glass_id={gid}", who="sw2")
     assert r.status_code == 403
@@ -194,14 +220,18 @@ def test_grant_is_only_for_its_user_and_subject(hub: Hub, world: World) -> None:
     assert [a.kind for a in hub.rows(Alert)][-2:] == ["break_glass_attempted"] * 2
 
 
-@pytest.mark.parametrize(("change", "problem"), [
-    ({"protocol_id": S47}, "break_glass_not_permitted_by_protocol"),
-    ({"category": "curiosity"}, "break_glass_category_not_permitted"),
-    ({"justification": "urgent"}, "justification_missing_or_too_short"),
-    ({"hours": 48}, "break_glass_duration_exceeds_protocol"),
-])
-def test_refused_break_glass_is_403_audited_and_alerted(hub: Hub, world: World,
-                                                        change: dict, problem: str) -> None:
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        ({"protocol_id": S47}, "break_glass_not_permitted_by_protocol"),
+        ({"category": "curiosity"}, "break_glass_category_not_permitted"),
+        ({"justification": "urgent"}, "justification_missing_or_too_short"),
+        ({"hours": 48}, "break_glass_duration_exceeds_protocol"),
+    ],
+)
+def test_refused_break_glass_is_403_audited_and_alerted(
+    hub: Hub, world: World, change: dict, problem: str
+) -> None:
     person, _ = _person_without_mash_consent(hub, world)
     r = hub.post(f"/persons/{person}/break-glass", **change)
     assert r.status_code == 403, r.text
@@ -234,18 +264,23 @@ def test_identifier_in_justification_never_reaches_the_store(hub: Hub, world: Wo
     assert b"07700" not in hub.db_path.read_bytes()
 
 
-def test_household_break_glass_one_entry_notification_per_member(hub: Hub,
-                                                                 world: World) -> None:
-    r = hub.override(f"/households/{world.household}/break-glass",
-                     f"/households/{world.household}?protocol={MASH}", hours=24)
+def test_household_break_glass_one_entry_notification_per_member(hub: Hub, world: World) -> None:
+    r = hub.override(
+        f"/households/{world.household}/break-glass",
+        f"/households/{world.household}?protocol={MASH}",
+        hours=24,
+    )
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["members"] == world.members and body["break_glass"]["used"]
     assert hub.audit.count() == hub.seq(3)  # waiting request, approval, view
     entry = hub.last()
     assert entry["type"] == "household_decision"
-    overridden = sorted(d["subject"]["person_id"] for d in entry["decisions"]
-                        if any("break_glass_override" in f["reasons"] for f in d["fields"]))
+    overridden = sorted(
+        d["subject"]["person_id"]
+        for d in entry["decisions"]
+        if any("break_glass_override" in f["reasons"] for f in d["fields"])
+    )
     assert overridden
     assert sorted(n.person_id for n in hub.rows(NotificationDue)) == overridden
     alert = hub.rows(Alert)[-1]  # one alert for the view, naming the household
@@ -264,4 +299,5 @@ def test_openapi_documents_break_glass(hub: Hub) -> None:
     params = {p["name"] for p in spec["paths"]["/persons/{person_id}"]["get"]["parameters"]}
     assert "break_glass_id" in params
     assert {"justification", "category", "hours"} <= set(
-        spec["components"]["schemas"]["BreakGlassIn"]["properties"])
+        spec["components"]["schemas"]["BreakGlassIn"]["properties"]
+    )

@@ -42,8 +42,7 @@ def _serve(app: FastAPI) -> Iterator[str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
-                                           log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started:
@@ -77,18 +76,22 @@ def test_docs_without_assets_say_how_to_install_them(tmp_path: Path, monkeypatch
 
 @pytest.fixture
 def chromium() -> Iterator[object]:
-    if not (shutil.which("chromium") or Path(CHROMIUM).exists()) or not Path(
-            CHROMEDRIVER).exists():
+    if not (shutil.which("chromium") or Path(CHROMIUM).exists()) or not Path(CHROMEDRIVER).exists():
         pytest.fail("needs Debian's chromium and chromium-driver (make test installs them)")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
-    for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-              # the network is cut off: only localhost resolves, and no proxy is asked
-              "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost",
-              "--no-proxy-server"):
+    for a in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        # the network is cut off: only localhost resolves, and no proxy is asked
+        "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost",
+        "--no-proxy-server",
+    ):
         opts.add_argument(a)
     driver = webdriver.Chrome(options=opts, service=Service(CHROMEDRIVER))
     try:
@@ -104,13 +107,13 @@ def _rendered(driver: object, url: str) -> tuple[list[str], list[str]]:
     driver.get(url)
     ops: list[str] = []
     for _ in range(100):  # up to 10 s for the script to build the page
-        ops = [e.text for e in driver.find_elements(By.CSS_SELECTOR,
-                                                    ".opblock-summary-path")]
+        ops = [e.text for e in driver.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")]
         if ops:
             break
         time.sleep(0.1)
     loaded = driver.execute_script(
-        "return performance.getEntriesByType('resource').map(e => e.name)")
+        "return performance.getEntriesByType('resource').map(e => e.name)"
+    )
     return ops, loaded
 
 

@@ -23,14 +23,15 @@ SECRETS = [
     ("Child with NHS 943.476.5919 disclosed injuries at school", ["943.476", "476.5919"]),
     ("Child with NHS 943/476/5919 disclosed injuries at school", ["943/476", "476/5919"]),
     ("Child at sw1a 1aa disclosed injuries, police on scene now", ["sw1a", "a 1aa"]),
-    ("Child born fourth of March two thousand and twelve, injuries", ["fourth of march",
-                                                                     "two thousand"]),
+    (
+        "Child born fourth of March two thousand and twelve, injuries",
+        ["fourth of march", "two thousand"],
+    ),
     ("Child born on 4th March per school, injuries seen today", ["4th march"]),
     ("NHS number nine four three four seven six five nine one nine", ["nine four three"]),
     ("Mother is karen dot smith at example dot org, call her urgently", ["karen", "example"]),
     ("Mother is karen.smith(at)example(dot)org, call her urgently", ["karen", "example"]),
-    ("Child with NHS 943\u200b476\u200b5919 disclosed injuries today", ["\u200b5919",
-                                                                       "nhs 943"]),
+    ("Child with NHS 943\u200b476\u200b5919 disclosed injuries today", ["\u200b5919", "nhs 943"]),
     ("Child at 12 Acacia Avenue disclosed injuries, police on scene", ["acacia"]),
     ("Child of Mrs Quantock disclosed injuries at school this morning", ["quantock"]),
 ]
@@ -61,7 +62,8 @@ def test_ordinary_justifications_pass_the_screen(text: str) -> None:
 
 @pytest.mark.parametrize(("secret", "fragments"), SECRETS, ids=[s[1][0] for s in SECRETS])
 def test_break_glass_with_identifier_refused_and_never_stored(
-        world: World, tmp_path: Path, secret: str, fragments: list[str]) -> None:
+    world: World, tmp_path: Path, secret: str, fragments: list[str]
+) -> None:
     hub = Hub(world, tmp_path)
     person, _ = _person_without_mash_consent(hub, world)
     r = hub.post(f"/persons/{person}/break-glass", justification=secret)
@@ -79,7 +81,8 @@ def test_break_glass_with_identifier_refused_and_never_stored(
 
 @pytest.mark.parametrize(("secret", "fragments"), SECRETS, ids=[s[1][0] for s in SECRETS])
 def test_identity_reason_with_identifier_refused_unlogged(
-        setup: Setup, secret: str, fragments: list[str]) -> None:
+    setup: Setup, secret: str, fragments: list[str]
+) -> None:
     r = setup.ask(reason=secret)
     assert r.status_code == 422, r.text
     assert setup.gov.audit.count() == 0 and _bridge_entries(setup.bridge_log) == []

@@ -39,9 +39,11 @@ def hub(world: World, tmp_path: Path) -> Hub:
 def _with_consent(hub: Hub, world: World, status: ConsentStatus) -> str:
     """A real person whose early_help consent at EH stands at `status` on NOW (from the
     agencies' own consent records in the warehouse)."""
-    for (pid, purpose) in sorted(world.consent._events):
-        if purpose == "early_help" and \
-                hub.gov.consent.state(pid, "early_help", "EH", NOW).status is status:
+    for pid, purpose in sorted(world.consent._events):
+        if (
+            purpose == "early_help"
+            and hub.gov.consent.state(pid, "early_help", "EH", NOW).status is status
+        ):
             return pid
     pytest.skip(f"no person with early_help consent {status.value} in this world")
 
@@ -52,13 +54,15 @@ def _entries(hub: Hub) -> list[dict]:
 
 # --- no oracle in refusals ---------------------------------------------------------------------
 
-def test_unallocated_probe_cannot_tell_refused_withdrawn_or_missing(hub: Hub,
-                                                                    world: World) -> None:
+
+def test_unallocated_probe_cannot_tell_refused_withdrawn_or_missing(hub: Hub, world: World) -> None:
     refused = _with_consent(hub, world, ConsentStatus.REFUSED)
     withdrawn = _with_consent(hub, world, ConsentStatus.WITHDRAWN)
-    probes = {"refused": f"/persons/{refused}?protocol={EH}",
-              "withdrawn": f"/persons/{withdrawn}?protocol={EH}",
-              "made_up": f"/persons/P-{'9' * 12}?protocol={EH}"}
+    probes = {
+        "refused": f"/persons/{refused}?protocol={EH}",
+        "withdrawn": f"/persons/{withdrawn}?protocol={EH}",
+        "made_up": f"/persons/P-{'9' * 12}?protocol={EH}",
+    }
     answers = {k: hub.get(url, who="sw2") for k, url in probes.items()}
     first = answers["refused"]
     assert first.status_code == 403
@@ -66,23 +70,23 @@ def test_unallocated_probe_cannot_tell_refused_withdrawn_or_missing(hub: Hub,
         assert r.status_code == first.status_code
         assert r.content == first.content  # byte for byte
         assert dict(r.headers) == dict(first.headers)
-    assert first.json() == {"detail": "refused under the protocol",
-                            "reasons": ["no_legitimate_relationship"]}
+    assert first.json() == {
+        "detail": "refused under the protocol",
+        "reasons": ["no_legitimate_relationship"],
+    }
     # the decisions themselves did differ, and are recorded for the IG lead
     recorded = [sorted({r for f in e["fields"] for r in f["reasons"]}) for e in _entries(hub)]
     assert "consent_refused" in recorded[0] and "consent_withdrawn" in recorded[1]
     assert "consent_refused" not in recorded[2] and "consent_withdrawn" not in recorded[2]
     # an allocated practitioner is told why (that is their business): the filter is only
     # for a user without a relationship
-    hub.gov.relationships.add(Relationship("sw2", SubjectKind.PERSON, refused,
-                                           dt.date(2026, 1, 1)))
+    hub.gov.relationships.add(Relationship("sw2", SubjectKind.PERSON, refused, dt.date(2026, 1, 1)))
     r = hub.get(probes["refused"], who="sw2")
     assert r.status_code == 403 and "consent_refused" in r.json()["reasons"]
     assert "audit_seq" in r.json()
 
 
-def test_unallocated_probe_of_households_and_identity_is_uniform(hub: Hub,
-                                                                 world: World) -> None:
+def test_unallocated_probe_of_households_and_identity_is_uniform(hub: Hub, world: World) -> None:
     a = hub.get(f"/households/{world.household}?protocol={EH}", who="sw2")
     b = hub.get(f"/households/H-{'8' * 12}?protocol={EH}", who="sw2")
     assert a.status_code == b.status_code == 403
@@ -90,6 +94,7 @@ def test_unallocated_probe_of_households_and_identity_is_uniform(hub: Hub,
 
 
 # --- authentication ----------------------------------------------------------------------------
+
 
 def test_failed_authentication_is_audited_without_the_token(hub: Hub, world: World) -> None:
     url = f"/persons/{world.person}?protocol=s47_child_protection_enquiry"
@@ -136,14 +141,21 @@ def test_tokens_from_before_expiry_existed_expire_after_the_default(tmp_path: Pa
     engine = make_engine(url)
     old = "an-old-token-that-never-expired"
     with engine.begin() as conn:
-        conn.execute(text("CREATE TABLE gov_api_tokens (token_sha256 VARCHAR(64) PRIMARY KEY, "
-                          "user_id VARCHAR(128) NOT NULL, role VARCHAR(32) NOT NULL, "
-                          "agency VARCHAR(8), created_at VARCHAR(40) NOT NULL, "
-                          "revoked_at VARCHAR(40))"))
-        conn.execute(text("INSERT INTO gov_api_tokens VALUES (:h, 'sw1', 'practitioner', 'CSC', "
-                          ":c, NULL)"), {"h": hashlib.sha256(old.encode()).hexdigest(),
-                                         "c": (dt.datetime.now(dt.UTC)
-                                               - dt.timedelta(days=2)).isoformat()})
+        conn.execute(
+            text(
+                "CREATE TABLE gov_api_tokens (token_sha256 VARCHAR(64) PRIMARY KEY, "
+                "user_id VARCHAR(128) NOT NULL, role VARCHAR(32) NOT NULL, "
+                "agency VARCHAR(8), created_at VARCHAR(40) NOT NULL, "
+                "revoked_at VARCHAR(40))"
+            )
+        )
+        conn.execute(
+            text("INSERT INTO gov_api_tokens VALUES (:h, 'sw1', 'practitioner', 'CSC', :c, NULL)"),
+            {
+                "h": hashlib.sha256(old.encode()).hexdigest(),
+                "c": (dt.datetime.now(dt.UTC) - dt.timedelta(days=2)).isoformat(),
+            },
+        )
     store = TokenStore(engine)
     assert store.check(old) == (None, "expired_token")
     fresh = store.issue("sw1", "practitioner")
@@ -160,10 +172,14 @@ def test_token_expiry_column_is_added_on_postgresql_too() -> None:
     with temp_schema(url) as schema:
         engine = make_engine(url, schema)
         with engine.begin() as conn:
-            conn.execute(text(f'CREATE TABLE "{schema}".gov_api_tokens (token_sha256 '
-                              "VARCHAR(64) PRIMARY KEY, user_id VARCHAR(128) NOT NULL, role "
-                              "VARCHAR(32) NOT NULL, agency VARCHAR(8), created_at VARCHAR(40) "
-                              "NOT NULL, revoked_at VARCHAR(40))"))
+            conn.execute(
+                text(
+                    f'CREATE TABLE "{schema}".gov_api_tokens (token_sha256 '
+                    "VARCHAR(64) PRIMARY KEY, user_id VARCHAR(128) NOT NULL, role "
+                    "VARCHAR(32) NOT NULL, agency VARCHAR(8), created_at VARCHAR(40) "
+                    "NOT NULL, revoked_at VARCHAR(40))"
+                )
+            )
         store = TokenStore(engine)
         token = store.issue("sw1", "practitioner", ttl=dt.timedelta(minutes=5))
         assert store.check(token)[1] == "ok"
@@ -191,18 +207,25 @@ def test_authentication_flood_is_counted_not_logged_line_by_line(hub: Hub, world
 
 # --- caching and echo --------------------------------------------------------------------------
 
+
 def test_every_response_is_no_store(hub: Hub, world: World) -> None:
     s47 = "s47_child_protection_enquiry"
-    calls = [hub.get(f"/persons/{world.person}?protocol={s47}"),                     # 200
-             hub.get(f"/households/{world.household}?protocol={s47}"),               # 200
-             hub.get(f"/households/{world.household}/involvement"),                  # 200
-             hub.get(f"/persons/{world.person}?protocol={s47}", who="sw2"),          # 403
-             hub.get(f"/persons/P-DOES-NOT-EXIST?protocol={s47}", who="sw3"),        # 404
-             hub.get(f"/persons/{world.person}?protocol=Bad-Protocol"),              # 422
-             hub.get(f"/persons/{world.person}?protocol={s47}", who=None),           # 401
-             hub.client.post(f"/persons/{world.person}/identity", json={},
-                             headers={"Authorization": f"Bearer {hub.tokens['sw1']}"}),  # 422
-             hub.client.get("/health"), hub.client.get("/openapi.json")]
+    calls = [
+        hub.get(f"/persons/{world.person}?protocol={s47}"),  # 200
+        hub.get(f"/households/{world.household}?protocol={s47}"),  # 200
+        hub.get(f"/households/{world.household}/involvement"),  # 200
+        hub.get(f"/persons/{world.person}?protocol={s47}", who="sw2"),  # 403
+        hub.get(f"/persons/P-DOES-NOT-EXIST?protocol={s47}", who="sw3"),  # 404
+        hub.get(f"/persons/{world.person}?protocol=Bad-Protocol"),  # 422
+        hub.get(f"/persons/{world.person}?protocol={s47}", who=None),  # 401
+        hub.client.post(
+            f"/persons/{world.person}/identity",
+            json={},
+            headers={"Authorization": f"Bearer {hub.tokens['sw1']}"},
+        ),  # 422
+        hub.client.get("/health"),
+        hub.client.get("/openapi.json"),
+    ]
     assert {r.status_code for r in calls} >= {200, 401, 403, 404, 422}
     for r in calls:
         assert r.headers["cache-control"] == "no-store", r.request.url
@@ -211,28 +234,40 @@ def test_every_response_is_no_store(hub: Hub, world: World) -> None:
 
 def test_422_names_the_field_never_the_value(hub: Hub, world: World) -> None:
     name, address, dob = "Jayden Okonkwo-Smith", "14 Larkspur Crescent, Leeds LS6 2QT", "03/07/2015"
-    justification = (f"Please show everything about {name}, born {dob}, living at {address}. "
-                     * 6)[:600]
+    justification = (f"Please show everything about {name}, born {dob}, living at {address}. " * 6)[
+        :600
+    ]
     assert len(justification) > 500
-    r = hub.client.post(f"/persons/{world.person}/break-glass", json={
-        "protocol_id": "mash_information_sharing", "category": "risk_of_significant_harm",
-        "justification": justification, "hours": 8},
-        headers={"Authorization": f"Bearer {hub.tokens['sw1']}"})
+    r = hub.client.post(
+        f"/persons/{world.person}/break-glass",
+        json={
+            "protocol_id": "mash_information_sharing",
+            "category": "risk_of_significant_harm",
+            "justification": justification,
+            "hours": 8,
+        },
+        headers={"Authorization": f"Bearer {hub.tokens['sw1']}"},
+    )
     assert r.status_code == 422
     body = r.json()
-    assert {"field": "body.justification",
-            "problem": "string_too_long: String should have at most 500 characters"} \
-        in body["errors"]
+    assert {
+        "field": "body.justification",
+        "problem": "string_too_long: String should have at most 500 characters",
+    } in body["errors"]
     for needle in (name, "Okonkwo", "Larkspur", "LS6", dob, justification[:40]):
         assert needle not in r.text
     # a bad query value and a bad JSON document: named, not echoed
     r = hub.get(f"/persons/{world.person}?protocol=Jayden_Okonkwo_Smith")
     assert r.status_code == 422 and "Jayden" not in r.text and "Okonkwo" not in r.text
     assert r.json()["errors"][0]["field"] == "query.protocol"
-    r = hub.client.post(f"/persons/{world.person}/break-glass",
-                        content=b'{"justification": "Jayden Okonkwo LS6 2QT",',
-                        headers={"Authorization": f"Bearer {hub.tokens['sw1']}",
-                                 "Content-Type": "application/json"})
+    r = hub.client.post(
+        f"/persons/{world.person}/break-glass",
+        content=b'{"justification": "Jayden Okonkwo LS6 2QT",',
+        headers={
+            "Authorization": f"Bearer {hub.tokens['sw1']}",
+            "Content-Type": "application/json",
+        },
+    )
     assert r.status_code == 422 and "Jayden" not in r.text and "LS6" not in r.text
     assert hub.audit.count() == 0  # bad input is not a decision
 

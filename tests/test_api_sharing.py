@@ -25,8 +25,9 @@ def _hub(world: World, tmp_path: Path) -> tuple[Hub, dict[str, str]]:
     gov, views, store, tokens, db_path = make_hub(world, tmp_path)
     tokens["ig1"] = store.issue("ig1", "ig_lead")
     tokens["hv1"] = store.issue("hv1", "practitioner", "HV")
-    gov.relationships.add(Relationship("hv1", SubjectKind.PERSON, world.person,
-                                       dt.date(2026, 1, 1)))
+    gov.relationships.add(
+        Relationship("hv1", SubjectKind.PERSON, world.person, dt.date(2026, 1, 1))
+    )
     return Hub(TestClient(create_app(views, store)), gov.audit, gov, tokens, db_path), tokens
 
 
@@ -36,14 +37,21 @@ def _post(hub: Hub, who: str | None, url: str, body: dict):  # noqa: ANN202
 
 
 def _off_system(person: str, justification: str = WHY, **over: object) -> dict:
-    return {"person_id": person, "channel": "strategy_meeting",
-            "occurred_on": "2026-05-29", "from_agency": "CSC", "to_agency": "POL",
-            "asked": True, "categories": ["case_notes"], "basis": "CA1989_s47",
-            "justification": justification, **over}
+    return {
+        "person_id": person,
+        "channel": "strategy_meeting",
+        "occurred_on": "2026-05-29",
+        "from_agency": "CSC",
+        "to_agency": "POL",
+        "asked": True,
+        "categories": ["case_notes"],
+        "basis": "CA1989_s47",
+        "justification": justification,
+        **over,
+    }
 
 
-def test_off_system_share_is_recorded_with_its_justification(world: World,
-                                                             tmp_path: Path) -> None:
+def test_off_system_share_is_recorded_with_its_justification(world: World, tmp_path: Path) -> None:
     hub, _ = _hub(world, tmp_path)
     assert _post(hub, None, "/sharing/off-system", _off_system(world.person)).status_code == 401
     r = _post(hub, "sw1", "/sharing/off-system", _off_system(world.person))
@@ -57,8 +65,9 @@ def test_off_system_share_is_recorded_with_its_justification(world: World,
     assert signed_and_verified(hub.audit, tmp_path / "verify").ok
 
 
-def test_identifier_in_a_justification_is_refused_and_not_echoed(world: World,
-                                                                 tmp_path: Path) -> None:
+def test_identifier_in_a_justification_is_refused_and_not_echoed(
+    world: World, tmp_path: Path
+) -> None:
     hub, _ = _hub(world, tmp_path)
     text = "Mr John Barker phoned from 12 Acacia Avenue to ask for it"
     r = _post(hub, "sw1", "/sharing/off-system", _off_system(world.person, text))
@@ -67,64 +76,124 @@ def test_identifier_in_a_justification_is_refused_and_not_echoed(world: World,
     assert "Barker" not in r.text and "Acacia" not in r.text
     assert not any("Barker" in rec.body or "Acacia" in rec.body for rec in hub.audit.entries())
     # bad codes: 422 names the field, never the value
-    r = _post(hub, "sw1", "/sharing/off-system",
-              _off_system(world.person, basis="because_Mr_Barker_said"))
+    r = _post(
+        hub, "sw1", "/sharing/off-system", _off_system(world.person, basis="because_Mr_Barker_said")
+    )
     assert r.status_code == 422 and r.json()["detail"]["field"] == "basis"
     assert "Barker" not in r.text
 
 
 def test_no_relationship_is_one_answer_and_unknown_ids_404_only_with_one(
-        world: World, tmp_path: Path) -> None:
+    world: World, tmp_path: Path
+) -> None:
     hub, _ = _hub(world, tmp_path)
     a = _post(hub, "sw2", "/sharing/off-system", _off_system(world.person))
     b = _post(hub, "sw2", "/sharing/off-system", _off_system("P-NOPE"))
     assert a.status_code == b.status_code == 403
-    assert a.json()["detail"]["reasons"] == b.json()["detail"]["reasons"] == [
-        "no_legitimate_relationship"]
+    assert (
+        a.json()["detail"]["reasons"]
+        == b.json()["detail"]["reasons"]
+        == ["no_legitimate_relationship"]
+    )
     # sw3 (Early Help) is allocated to an id the linkage does not know
-    r = _post(hub, "sw3", "/sharing/not-requested", {
-        "person_id": "P-DOES-NOT-EXIST", "agency": "SCH", "categories": ["attendance"],
-        "reason": "not_necessary", "justification": "no concern about attendance at school"})
+    r = _post(
+        hub,
+        "sw3",
+        "/sharing/not-requested",
+        {
+            "person_id": "P-DOES-NOT-EXIST",
+            "agency": "SCH",
+            "categories": ["attendance"],
+            "reason": "not_necessary",
+            "justification": "no concern about attendance at school",
+        },
+    )
     assert r.status_code == 404
 
 
 def test_offer_refused_then_challenged_and_overturned(world: World, tmp_path: Path) -> None:
     hub, tokens = _hub(world, tmp_path)
-    r = _post(hub, "sw1", "/sharing/offers", {
-        "person_id": world.person, "to_agency": "HV", "categories": ["social_care_plan"],
-        "basis": "consent", "justification": "the family asked that their visitor knows"})
+    r = _post(
+        hub,
+        "sw1",
+        "/sharing/offers",
+        {
+            "person_id": world.person,
+            "to_agency": "HV",
+            "categories": ["social_care_plan"],
+            "basis": "consent",
+            "justification": "the family asked that their visitor knows",
+        },
+    )
     assert r.status_code == 201, r.text
     offer_id = r.json()["record_id"]
-    pending = hub.client.get("/sharing/offers",
-                             headers={"Authorization": f"Bearer {tokens['hv1']}"})
+    pending = hub.client.get(
+        "/sharing/offers", headers={"Authorization": f"Bearer {tokens['hv1']}"}
+    )
     assert [o["offer_id"] for o in pending.json()] == [offer_id]
-    refused = _post(hub, "hv1", f"/sharing/offers/{offer_id}/response", {
-        "accept": False, "reason": "not_relevant",
-        "justification": "the plan concerns an older sibling outside our service"})
+    refused = _post(
+        hub,
+        "hv1",
+        f"/sharing/offers/{offer_id}/response",
+        {
+            "accept": False,
+            "reason": "not_relevant",
+            "justification": "the plan concerns an older sibling outside our service",
+        },
+    )
     assert refused.status_code == 201
     again = _post(hub, "hv1", f"/sharing/offers/{offer_id}/response", {"accept": True})
     assert again.status_code == 409
-    ch = _post(hub, "sw1", "/sharing/challenges", {
-        "target_seq": refused.json()["audit_seq"], "to": "caldicott_guardian",
-        "grounds": "the plan covers the baby the health visitor sees weekly"})
+    ch = _post(
+        hub,
+        "sw1",
+        "/sharing/challenges",
+        {
+            "target_seq": refused.json()["audit_seq"],
+            "to": "caldicott_guardian",
+            "grounds": "the plan covers the baby the health visitor sees weekly",
+        },
+    )
     assert ch.status_code == 201, ch.text
-    assert hub.client.get("/sharing/challenges", headers={
-        "Authorization": f"Bearer {tokens['sw1']}"}).status_code == 403
-    listed = hub.client.get("/sharing/challenges",
-                            headers={"Authorization": f"Bearer {tokens['ig1']}"}).json()
+    assert (
+        hub.client.get(
+            "/sharing/challenges", headers={"Authorization": f"Bearer {tokens['sw1']}"}
+        ).status_code
+        == 403
+    )
+    listed = hub.client.get(
+        "/sharing/challenges", headers={"Authorization": f"Bearer {tokens['ig1']}"}
+    ).json()
     assert [c["challenge_id"] for c in listed] == [ch.json()["record_id"]]
     assert listed[0]["grounds"].startswith("the plan covers")
-    by_sw = _post(hub, "sw1", f"/sharing/challenges/{ch.json()['record_id']}/decision", {
-        "outcome": "overturned", "decided_as": "ig_lead",
-        "reasons": "deciding my own challenge is not allowed"})
+    by_sw = _post(
+        hub,
+        "sw1",
+        f"/sharing/challenges/{ch.json()['record_id']}/decision",
+        {
+            "outcome": "overturned",
+            "decided_as": "ig_lead",
+            "reasons": "deciding my own challenge is not allowed",
+        },
+    )
     assert by_sw.status_code == 403
-    d = _post(hub, "ig1", f"/sharing/challenges/{ch.json()['record_id']}/decision", {
-        "outcome": "overturned", "decided_as": "caldicott_guardian",
-        "reasons": "the offer was relevant and should have been accepted"})
+    d = _post(
+        hub,
+        "ig1",
+        f"/sharing/challenges/{ch.json()['record_id']}/decision",
+        {
+            "outcome": "overturned",
+            "decided_as": "caldicott_guardian",
+            "reasons": "the offer was relevant and should have been accepted",
+        },
+    )
     assert d.status_code == 201
     body = hub.audit.get(d.json()["audit_seq"]).data()
     assert (body["outcome"], body["decided_as"], body["user_id"]) == (
-        "overturned", "caldicott_guardian", "ig1")
+        "overturned",
+        "caldicott_guardian",
+        "ig1",
+    )
 
 
 def test_a_refused_view_can_be_challenged(world: World, tmp_path: Path) -> None:
@@ -134,15 +203,29 @@ def test_a_refused_view_can_be_challenged(world: World, tmp_path: Path) -> None:
     seq = view.json()["audit_seq"]
     target = hub.audit.get(seq).data()
     assert any(i["kind"] == "refuse_request" for i in target["interactions"]), target
-    r = _post(hub, "sw1", "/sharing/challenges", {
-        "target_seq": seq, "to": "ig_lead",
-        "grounds": "the family consented to early help sharing with partners"})
+    r = _post(
+        hub,
+        "sw1",
+        "/sharing/challenges",
+        {
+            "target_seq": seq,
+            "to": "ig_lead",
+            "grounds": "the family consented to early help sharing with partners",
+        },
+    )
     assert r.status_code == 201, r.text
     body = hub.audit.get(r.json()["audit_seq"]).data()
     assert {c["side"] for c in body["challenged"]} == {"rules"}
     # a challenge of something that was not refused is refused (and recorded)
     ok = _post(hub, "sw1", "/sharing/off-system", _off_system(world.person))
-    r = _post(hub, "sw1", "/sharing/challenges", {
-        "target_seq": ok.json()["audit_seq"], "to": "ig_lead",
-        "grounds": "this was a share, not a refusal of any kind"})
+    r = _post(
+        hub,
+        "sw1",
+        "/sharing/challenges",
+        {
+            "target_seq": ok.json()["audit_seq"],
+            "to": "ig_lead",
+            "grounds": "this was a share, not a refusal of any kind",
+        },
+    )
     assert r.status_code == 403

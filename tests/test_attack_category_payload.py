@@ -36,8 +36,14 @@ SCRUBBED = ("CSC", "referral_reason")  # declared an open category in the attack
 def _read(path: Path, m: Mapping) -> pd.DataFrame:
     if m.source.format == "parquet":
         return pq.read_table(path).to_pandas()
-    return pd.read_csv(path, dtype=str, sep=m.source.delimiter, encoding=m.source.encoding,
-                       keep_default_na=False, na_values=[""])
+    return pd.read_csv(
+        path,
+        dtype=str,
+        sep=m.source.delimiter,
+        encoding=m.source.encoding,
+        keep_default_na=False,
+        na_values=[""],
+    )
 
 
 def _write(df: pd.DataFrame, path: Path, m: Mapping) -> None:
@@ -60,8 +66,11 @@ def _plant(df: pd.DataFrame, m: Mapping, targets: list[str]) -> tuple[list[int],
         name = " ".join(str(df.loc[i, c]) for c in name_cols)
         dob = str(df.loc[i, ids["date_of_birth"]])
         street = str(df.loc[i, addr_col]).split(",")[0].strip()
-        pc = str(df.loc[i, ids["postcode"]]) if "postcode" in ids and pd.notna(
-            df.loc[i, ids["postcode"]]) else ""
+        pc = (
+            str(df.loc[i, ids["postcode"]])
+            if "postcode" in ids and pd.notna(df.loc[i, ids["postcode"]])
+            else ""
+        )
         planted = [f"{name} born {dob}", f"{street} {pc}".strip()]
         for j, col in enumerate(targets):
             df.loc[i, col] = planted[j % 2] if len(targets) > 1 else "; ".join(planted)
@@ -102,9 +111,14 @@ def attack(tmp_path_factory: pytest.TempPathFactory):
         res = run_bridge(extract, mp, run / "agency" / code, run / "landing")
         ref_key = KeyStore(run / "agency" / code / "keys", code).ref_key()
         record_ids = [str(df.loc[i, m.record_id_column]).strip() for i in rows]
-        planted[code] = {"mapping": m, "rows": rows, "needles": needles, "result": res,
-                         "refs": encrypt_record_refs(ref_key, record_ids),
-                         "fields": {f: p.kind for f, p in pols.items() if p.type == "category"}}
+        planted[code] = {
+            "mapping": m,
+            "rows": rows,
+            "needles": needles,
+            "result": res,
+            "refs": encrypt_record_refs(ref_key, record_ids),
+            "fields": {f: p.kind for f, p in pols.items() if p.type == "category"},
+        }
     landed = sorted(p for p in (run / "landing").rglob("*") if p.is_file())
     landed_text = _file_texts(landed)
     paths = HubPaths(hub=run / "hub", landing=run / "landing", mappings=maps_dir)
@@ -119,9 +133,13 @@ def _file_texts(files: list[Path]) -> dict[str, str]:
         text = p.read_bytes().decode("latin-1")
         if p.suffix == ".parquet":
             t = pq.read_table(p)
-            text += "\n".join(str(v) for name in t.column_names
-                              if pa.types.is_string(t.schema.field(name).type)
-                              for v in t.column(name).to_pylist() if v is not None)
+            text += "\n".join(
+                str(v)
+                for name in t.column_names
+                if pa.types.is_string(t.schema.field(name).type)
+                for v in t.column(name).to_pylist()
+                if v is not None
+            )
         out[str(p)] = text.lower()
     return out
 
@@ -130,11 +148,17 @@ def _warehouse_strings(path: Path) -> str:
     """Every string value of every table of the warehouse, decoded by DuckDB itself."""
     con = duckdb.connect(str(path), read_only=True)
     try:
-        cols = con.execute("SELECT table_name, column_name FROM information_schema.columns "
-                           "WHERE data_type = 'VARCHAR'").fetchall()
-        vals = [str(v) for t, c in cols
-                for (v,) in con.execute(f'SELECT DISTINCT "{c}" FROM "{t}" '
-                                        f'WHERE "{c}" IS NOT NULL').fetchall()]
+        cols = con.execute(
+            "SELECT table_name, column_name FROM information_schema.columns "
+            "WHERE data_type = 'VARCHAR'"
+        ).fetchall()
+        vals = [
+            str(v)
+            for t, c in cols
+            for (v,) in con.execute(
+                f'SELECT DISTINCT "{c}" FROM "{t}" WHERE "{c}" IS NOT NULL'
+            ).fetchall()
+        ]
     finally:
         con.close()
     assert len(vals) > 1000
@@ -153,10 +177,14 @@ def test_nothing_planted_reaches_the_hub(attack) -> None:
     run, planted, report, landed_text = attack
     assert report.outcomes and all(o.status == "accepted" for o in report.outcomes), report
     needles = {n.lower() for p in planted.values() for n in p["needles"]}
-    hub_files = [p for p in (run / "hub").rglob("*") if p.is_file()
-                 and "public_keys" not in p.parts]
-    texts = {**landed_text, **_file_texts(hub_files),
-             "warehouse rows": _warehouse_strings(HubPaths.for_run(run).warehouse)}
+    hub_files = [
+        p for p in (run / "hub").rglob("*") if p.is_file() and "public_keys" not in p.parts
+    ]
+    texts = {
+        **landed_text,
+        **_file_texts(hub_files),
+        "warehouse rows": _warehouse_strings(HubPaths.for_run(run).warehouse),
+    }
     assert any("ingested" in k for k in texts) and any(k.endswith(".duckdb") for k in texts)
     leaks = [(where, n) for where, text in texts.items() for n in needles if n in text]
     assert leaks == [], leaks[:10]
@@ -172,8 +200,9 @@ def test_every_attacked_record_arrived_with_its_field_nulled_or_scrubbed(attack)
             n = con.execute("SELECT count(*) FROM payload WHERE agency = ?", [code]).fetchone()[0]
             assert n == res.rows_accepted, code
             for ref in p["refs"]:
-                row = con.execute("SELECT * FROM payload WHERE agency = ? AND record_ref = ?",
-                                  [code, ref]).fetchdf()
+                row = con.execute(
+                    "SELECT * FROM payload WHERE agency = ? AND record_ref = ?", [code, ref]
+                ).fetchdf()
                 assert len(row) == 1, (code, "attacked record lost")
                 for f, kind in p["fields"].items():
                     v = row.loc[0, f]
@@ -181,8 +210,14 @@ def test_every_attacked_record_arrived_with_its_field_nulled_or_scrubbed(attack)
                         assert pd.isna(v), (code, f)
                     else:  # the open category arrived, scrubbed of the child's identifiers
                         assert (code, f) == SCRUBBED
-                        assert set(v.split()) <= {"[SUBJECT_NAME]", "born", "[DOB]", "[ADDRESS]",
-                                                  "[POSTCODE]", ";"}, v
+                        assert set(v.split()) <= {
+                            "[SUBJECT_NAME]",
+                            "born",
+                            "[DOB]",
+                            "[ADDRESS]",
+                            "[POSTCODE]",
+                            ";",
+                        }, v
     finally:
         con.close()
 

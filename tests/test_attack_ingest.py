@@ -66,8 +66,11 @@ def _assert_refused_at_custody(run: Path, report, batch: Path, code: str) -> dic
     assert _q(run, "SELECT count(*) FROM batch WHERE batch_id = ?", [batch.name])[0][0] == 0
     for t in ("identifiers", "related", "payload"):
         assert _q(run, f"SELECT count(*) FROM {t} WHERE batch_id = ?", [batch.name])[0][0] == 0
-    assert _q(run, "SELECT reason_code, sequence FROM refused_batch WHERE batch_folder = ?",
-              [out.batch_id]) == [(code, None)]  # not verified: no sequence number spent
+    assert _q(
+        run,
+        "SELECT reason_code, sequence FROM refused_batch WHERE batch_folder = ?",
+        [out.batch_id],
+    ) == [(code, None)]  # not verified: no sequence number spent
     paths = HubPaths.for_run(run)
     folder = out.agency if out.agency != "-" else "_landing"
     kept = paths.refused / folder / out.batch_id
@@ -97,18 +100,27 @@ def _resign(batch: Path, agency: str, run: Path, **changes: Any) -> None:
     """File entries recomputed over what the folder now holds, `changes` applied, signed:
     a batch the agency really could have sent."""
     body = _manifest(batch)
-    body["files"] = {p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size,
-                              "rows": pq.read_metadata(p).num_rows}
-                     for p in sorted(batch.iterdir()) if p.name != MANIFEST_NAME}
+    body["files"] = {
+        p.name: {
+            "sha256": sha256_file(p),
+            "bytes": p.stat().st_size,
+            "rows": pq.read_metadata(p).num_rows,
+        }
+        for p in sorted(batch.iterdir())
+        if p.name != MANIFEST_NAME
+    }
     body.update(changes)
     _sign(batch, agency, body, run)
 
 
 def _rows_of(run: Path, agency: str) -> dict[str, list[tuple]]:
     """Everything the warehouse holds for one agency, to compare before/after an attack."""
-    return {t: sorted(_q(run, f"SELECT * EXCLUDE (agency) FROM {t} WHERE agency = ?",
-                         [agency]), key=repr)
-            for t in ("identifiers", "related", "payload", "record_retired")}
+    return {
+        t: sorted(
+            _q(run, f"SELECT * EXCLUDE (agency) FROM {t} WHERE agency = ?", [agency]), key=repr
+        )
+        for t in ("identifiers", "related", "payload", "record_retired")
+    }
 
 
 def _next_batch(run: Path, agency: str, new_id_suffix: str, kind: str = "delta") -> Path:
@@ -137,12 +149,14 @@ def _assert_refused_whole(run: Path, report, batch: Path, code: str) -> dict[str
     for t in ("identifiers", "related", "payload", "record_retired"):
         assert _q(run, f"SELECT count(*) FROM {t} WHERE batch_id = ?", [batch.name])[0][0] == 0
     assert _q(run, "SELECT count(*) FROM batch WHERE batch_id = ?", [batch.name])[0][0] == 0
-    assert _q(run, "SELECT reason_code FROM refused_batch WHERE batch_folder = ?",
-              [batch.name]) == [(code,)]
+    assert _q(
+        run, "SELECT reason_code FROM refused_batch WHERE batch_folder = ?", [batch.name]
+    ) == [(code,)]
     kept = HubPaths.for_run(run).refused / out.agency / batch.name
     # Refused: the manifest and the reason stay, every data file is destroyed.
     assert sorted(p.name for p in kept.iterdir()) == sorted(
-        n for n in (MANIFEST_NAME, "refusal.json") if (kept / n).exists())
+        n for n in (MANIFEST_NAME, "refusal.json") if (kept / n).exists()
+    )
     assert (kept / "refusal.json").exists()
     return json.loads((kept / "refusal.json").read_text("utf-8"))
 
@@ -157,8 +171,13 @@ def test_delta_signed_by_A_carrying_B_refs_leaves_B_untouched(run: Path) -> None
     paths = HubPaths.for_run(run)
     assert not ingest_landing(paths).refused
     gp_before, hsg_before = _rows_of(run, "GP"), _rows_of(run, "HSG")
-    gp_refs = [r for (r,) in _q(run, "SELECT record_ref FROM identifiers WHERE agency = 'GP' "
-                                     "ORDER BY record_ref LIMIT 5")]
+    gp_refs = [
+        r
+        for (r,) in _q(
+            run,
+            "SELECT record_ref FROM identifiers WHERE agency = 'GP' ORDER BY record_ref LIMIT 5",
+        )
+    ]
     b = _next_batch(run, "HSG", "steal")
     ident = pq.read_table(b / "identifiers.parquet").to_pydict()
     mine = ident["record_ref"][:5]
@@ -175,8 +194,7 @@ def test_delta_signed_by_A_carrying_B_refs_leaves_B_untouched(run: Path) -> None
 
 
 @pytest.mark.parametrize("name", FILES)
-def test_snapshot_with_rows_labelled_another_agency_refused_whole(run: Path, name: str
-                                                                  ) -> None:
+def test_snapshot_with_rows_labelled_another_agency_refused_whole(run: Path, name: str) -> None:
     """A snapshot signed by HSG with some rows labelled GP: loaded, GP's views would read
     them as GP's; and a snapshot deletes all of HSG's rows first. Refused whole instead."""
     paths = HubPaths.for_run(run)
@@ -195,8 +213,9 @@ def test_snapshot_with_rows_labelled_another_agency_refused_whole(run: Path, nam
     assert {a: _rows_of(run, a) for a in ("GP", "HSG")} == before
 
 
-@pytest.mark.parametrize("case", ["payload_ref_not_in_identifiers", "related_ref_not_in_ids",
-                                  "row_of_another_batch"])
+@pytest.mark.parametrize(
+    "case", ["payload_ref_not_in_identifiers", "related_ref_not_in_ids", "row_of_another_batch"]
+)
 def test_rows_that_are_not_this_batchs_records_refused(run: Path, case: str) -> None:
     paths = HubPaths.for_run(run)
     ingest_landing(paths)
@@ -205,8 +224,9 @@ def test_rows_that_are_not_this_batchs_records_refused(run: Path, case: str) -> 
     if case == "row_of_another_batch":
         t = pq.read_table(b / "payload.parquet").to_pydict()
         t["batch_id"][0] = "HSG-000001-old"
-        pq.write_table(pa.table(t, schema=pq.read_schema(b / "payload.parquet")),
-                       b / "payload.parquet")
+        pq.write_table(
+            pa.table(t, schema=pq.read_schema(b / "payload.parquet")), b / "payload.parquet"
+        )
         code = "row_of_another_batch"
     else:
         name = "payload.parquet" if case.startswith("payload") else "related.parquet"
@@ -230,22 +250,33 @@ def _subdir(b: Path, body: dict[str, Any]) -> None:
 
 
 MALFORMED = {
-    "files_entry_not_an_object": (lambda b, m: m["files"].update(
-        {"payload.parquet": "deadbeef"}), "manifest_invalid", "files.payload.parquet"),
+    "files_entry_not_an_object": (
+        lambda b, m: m["files"].update({"payload.parquet": "deadbeef"}),
+        "manifest_invalid",
+        "files.payload.parquet",
+    ),
     # custody refuses a folder inside a landed batch (only sealed regular files are taken)
     "listed_sub_directory": (_subdir, "unexpected_file", "not named as a sealed batch file"),
-    "sequence_a_string": (lambda b, m: m.update(sequence="2"), "manifest_invalid",
-                          "sequence"),
+    "sequence_a_string": (lambda b, m: m.update(sequence="2"), "manifest_invalid", "sequence"),
     "rows_a_list": (lambda b, m: m.update(rows=[1, 2, 3]), "manifest_invalid", "rows"),
-    "files_a_list": (lambda b, m: m.update(files=list(m["files"])), "manifest_invalid",
-                     "files"),
-    "file_name_a_path": (lambda b, m: m["files"].update(
-        {"../../hub/warehouse.duckdb": m["files"]["payload.parquet"]}), "manifest_invalid",
-        "files"),
-    "version_a_float": (lambda b, m: m.update(mapping_version=1.0), "manifest_invalid",
-                        "mapping_version"),
-    "size_a_bool": (lambda b, m: m["files"]["related.parquet"].update(bytes=True),
-                    "manifest_invalid", "files.related.parquet.bytes"),
+    "files_a_list": (lambda b, m: m.update(files=list(m["files"])), "manifest_invalid", "files"),
+    "file_name_a_path": (
+        lambda b, m: m["files"].update(
+            {"../../hub/warehouse.duckdb": m["files"]["payload.parquet"]}
+        ),
+        "manifest_invalid",
+        "files",
+    ),
+    "version_a_float": (
+        lambda b, m: m.update(mapping_version=1.0),
+        "manifest_invalid",
+        "mapping_version",
+    ),
+    "size_a_bool": (
+        lambda b, m: m["files"]["related.parquet"].update(bytes=True),
+        "manifest_invalid",
+        "files.related.parquet.bytes",
+    ),
 }
 
 
@@ -318,8 +349,7 @@ def test_oversized_manifest_refused_after_reading_at_most_the_cap(run: Path) -> 
     assert peak < 8 * MANIFEST_MAX_BYTES, peak  # never the 64 MiB, let alone unsealed
     assert elapsed < 30
     assert not any(paths.incoming.rglob("*.json"))  # nothing of it unsealed at the hub
-    assert [o.status for o in ingest_landing(paths, batch_dirs=[good]).outcomes] == [
-        "accepted"]
+    assert [o.status for o in ingest_landing(paths, batch_dirs=[good]).outcomes] == ["accepted"]
 
 
 def test_oversized_manifest_refused_by_verify_in_hub_custody(run: Path) -> None:
@@ -332,13 +362,15 @@ def test_oversized_manifest_refused_by_verify_in_hub_custody(run: Path) -> None:
     assert r["manifest_kept"] is False
     assert peak < 8 * MANIFEST_MAX_BYTES, peak  # never the 64 MiB, let alone parsed
     assert elapsed < 30
-    assert [o.status for o in ingest_landing(paths, batch_dirs=[_landed(run, "GP")]).outcomes
-            ] == ["accepted"]
+    assert [o.status for o in ingest_landing(paths, batch_dirs=[_landed(run, "GP")]).outcomes] == [
+        "accepted"
+    ]
 
 
 @pytest.mark.parametrize("folder", ["hsg", "drop-zone", "GP"])
 def test_batch_under_another_folder_refused_whatever_the_folder_is_called(
-        run: Path, folder: str) -> None:
+    run: Path, folder: str
+) -> None:
     """HSG's genuine batch moved under a folder that is not HSG and sealed for that folder (the
     seal binds the folder; anyone can seal): before, the agency check ran only when the folder
     looked like an agency code, so 'hsg' or 'drop-zone' passed. Now custody refuses a landing
@@ -360,7 +392,8 @@ def test_batch_under_another_folder_refused_whatever_the_folder_is_called(
 
 @pytest.mark.parametrize("folder", ["hsg", "drop-zone"])
 def test_batch_under_a_non_code_folder_refused_by_verify_in_hub_custody(
-        run: Path, folder: str) -> None:
+    run: Path, folder: str
+) -> None:
     """Defence in depth: verify checks the signing agency against the folder whatever the
     folder is called, also on a hub-private copy custody would never have made."""
     paths = HubPaths.for_run(run)
@@ -383,8 +416,9 @@ def test_payload_type_mismatch_refused_naming_the_field_not_the_value(run: Path)
     vals = [None if v is None else str(v) for v in t.column("arrears_amount").to_pylist()]
     vals[3] = "about nine hundred quid"
     i = t.schema.get_field_index("arrears_amount")
-    pq.write_table(t.set_column(i, "arrears_amount", pa.array(vals, pa.string())),
-                   b / "payload.parquet")
+    pq.write_table(
+        t.set_column(i, "arrears_amount", pa.array(vals, pa.string())), b / "payload.parquet"
+    )
     _resign(b, "HSG", run)
     report = ingest_landing(paths, batch_dirs=[b])
     r = _assert_refused_whole(run, report, b, "payload_type_mismatch")
@@ -425,8 +459,16 @@ def test_hub_files_and_folders_are_owner_only(run: Path) -> None:
     b = _landed(run, "HSG")
     (b / "stray.txt").write_text("x")  # sealed and landed with it: refused at custody
     ingest_landing(paths)
-    for d in (paths.hub, paths.refused, paths.ingested, paths.held, paths.marts,
-              paths.reports, paths.refused / "HSG", paths.ingested / "GP"):
+    for d in (
+        paths.hub,
+        paths.refused,
+        paths.ingested,
+        paths.held,
+        paths.marts,
+        paths.reports,
+        paths.refused / "HSG",
+        paths.ingested / "GP",
+    ):
         assert _mode(d) == 0o700, d
     assert _mode(paths.warehouse) == 0o600
     for p in (*paths.refused.rglob("*"), *paths.ingested.rglob("*")):
@@ -438,8 +480,7 @@ def test_hub_files_and_folders_are_owner_only(run: Path) -> None:
     assert _mode(paths.hub / "governance.db") == 0o600
 
 
-def test_hub_side_failure_keeps_the_batch_and_the_queue_goes_on(run: Path, monkeypatch
-                                                                ) -> None:
+def test_hub_side_failure_keeps_the_batch_and_the_queue_goes_on(run: Path, monkeypatch) -> None:
     """A failure that is the hub's own (here a simulated disk error while loading CSC) must
     neither refuse (and so destroy) a good batch nor stop the others: CSC stays in hub
     custody, whole, and loads on the next run."""
@@ -458,8 +499,14 @@ def test_hub_side_failure_keeps_the_batch_and_the_queue_goes_on(run: Path, monke
     files = sorted(p.name for p in csc.iterdir())
     report = ingest_landing(paths)
     assert {o.agency: o.status for o in report.outcomes} == {
-        "CSC": "error", "EH": "accepted", "GP": "accepted", "HSG": "accepted",
-        "HV": "accepted", "POL": "accepted", "SCH": "accepted"}
+        "CSC": "error",
+        "EH": "accepted",
+        "GP": "accepted",
+        "HSG": "accepted",
+        "HV": "accepted",
+        "POL": "accepted",
+        "SCH": "accepted",
+    }
     # custody took it (the landed copy is gone); the hub-private copy stays whole
     assert not csc.exists()
     assert sorted(p.name for p in (paths.incoming / "CSC" / csc.name).iterdir()) == files

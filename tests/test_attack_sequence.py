@@ -59,8 +59,13 @@ def _delta(run: Path, phone: str, name: str) -> Path:
     frame["phone"] = phone
     path = run / "population" / f"{name}.parquet"
     frame.to_parquet(path, index=False)
-    res = run_bridge(path, ROOT / "schemas" / "agencies" / "hsg.yaml", run / "agency" / AGENCY,
-                     run / "landing", extract_kind="delta")
+    res = run_bridge(
+        path,
+        ROOT / "schemas" / "agencies" / "hsg.yaml",
+        run / "agency" / AGENCY,
+        run / "landing",
+        extract_kind="delta",
+    )
     assert res.landed_path is not None
     return res.landed_path
 
@@ -94,21 +99,29 @@ def test_gap_holds_the_later_batch_then_both_load_in_order(run: Path, tmp_path: 
     shutil.move(str(delayed), str(d2))  # the late batch arrives
     report = ingest_landing(paths)
     assert [(o.batch_id, o.status) for o in report.outcomes] == [
-        (d2.name, "accepted"), (d3.name, "accepted")]
-    assert _q(run, "SELECT sequence FROM batch WHERE agency = ? ORDER BY ingested_at",
-              [AGENCY]) == [(1,), (2,), (3,)]
+        (d2.name, "accepted"),
+        (d3.name, "accepted"),
+    ]
+    assert _q(
+        run, "SELECT sequence FROM batch WHERE agency = ? ORDER BY ingested_at", [AGENCY]
+    ) == [(1,), (2,), (3,)]
     # Loaded in order: the records hold sequence 3's phone token, not 2's.
-    want = pq.read_table(paths.ingested / AGENCY / d3.name / "identifiers.parquet",
-                         columns=["record_ref", "tok_phone"]).to_pylist()
+    want = pq.read_table(
+        paths.ingested / AGENCY / d3.name / "identifiers.parquet",
+        columns=["record_ref", "tok_phone"],
+    ).to_pylist()
     for r in want:
-        assert _q(run, "SELECT tok_phone, batch_id FROM identifiers WHERE agency = ? AND "
-                       "record_ref = ?", [AGENCY, r["record_ref"]]) == [(r["tok_phone"],
-                                                                         d3.name)]
+        assert _q(
+            run,
+            "SELECT tok_phone, batch_id FROM identifiers WHERE agency = ? AND record_ref = ?",
+            [AGENCY, r["record_ref"]],
+        ) == [(r["tok_phone"], d3.name)]
     assert _report(run)["held"] == [] and not any(paths.held.rglob("*.parquet"))
 
 
-def test_operator_abandons_a_lost_number_and_the_held_batch_loads(run: Path,
-                                                                  tmp_path: Path) -> None:
+def test_operator_abandons_a_lost_number_and_the_held_batch_loads(
+    run: Path, tmp_path: Path
+) -> None:
     paths = HubPaths.for_run(run)
     d2, d3 = _delta(run, "07700 900111", "d2"), _delta(run, "07700 900222", "d3")
     keep = tmp_path / "replayed-later"
@@ -117,16 +130,43 @@ def test_operator_abandons_a_lost_number_and_the_held_batch_loads(run: Path,
     assert [o.status for o in ingest_landing(paths).outcomes] == ["held"]
 
     # Refused: an identifying reason, a number already spent, a number a held batch carries.
-    assert main(["abandon", str(run), AGENCY, "2", "--reason", "child born 01/02/2015",
-                 "--by", "ops lead"]) == 2
+    assert (
+        main(
+            [
+                "abandon",
+                str(run),
+                AGENCY,
+                "2",
+                "--reason",
+                "child born 01/02/2015",
+                "--by",
+                "ops lead",
+            ]
+        )
+        == 2
+    )
     with pytest.raises(ValueError, match="already spent"):
         abandon_sequence(paths, AGENCY, 1, "bridge host lost", "ops lead")
     with pytest.raises(ValueError, match="is held"):
         abandon_sequence(paths, AGENCY, 3, "bridge host lost", "ops lead")
     assert _q(run, "SELECT count(*) FROM sequence_abandoned") == [(0,)]
 
-    assert main(["abandon", str(run), AGENCY, "2", "--reason", "bridge host lost after "
-                 "signing", "--by", "ops lead", "--release"]) == 0
+    assert (
+        main(
+            [
+                "abandon",
+                str(run),
+                AGENCY,
+                "2",
+                "--reason",
+                "bridge host lost after signing",
+                "--by",
+                "ops lead",
+                "--release",
+            ]
+        )
+        == 0
+    )
     assert _q(run, "SELECT count(*) FROM batch WHERE batch_id = ?", [d3.name]) == [(1,)]
     assert _report(run)["held"] == []
     assert [(a["agency"], a["sequence"]) for a in _report(run)["abandoned"]] == [(AGENCY, 2)]
@@ -142,8 +182,15 @@ def test_operator_abandons_a_lost_number_and_the_held_batch_loads(run: Path,
 # ------------------------------------------------------------------------ re-keying batches
 
 
-def _rekey_batch(run: Path, agency: str, seq: int, mapping: pa.Table,
-                 tweak: Any = None, *, hub_private: bool = False) -> Path:
+def _rekey_batch(
+    run: Path,
+    agency: str,
+    seq: int,
+    mapping: pa.Table,
+    tweak: Any = None,
+    *,
+    hub_private: bool = False,
+) -> Path:
     """A re-keying batch as the agency's bridge lands it, signed with its real key and sealed
     to the hub; or (`hub_private`) in plaintext where custody would have unsealed it."""
     paths = HubPaths.for_run(run)
@@ -154,14 +201,23 @@ def _rekey_batch(run: Path, agency: str, seq: int, mapping: pa.Table,
     data = (d / REKEY_FILE).read_bytes()
     n = mapping.num_rows
     body: dict[str, Any] = {
-        "batch_id": batch_id, "agency": agency, "sequence": seq, "extract_kind": "rekey",
-        "created_at": "2099-01-01T00:00:00+00:00", "mapping_version": 0,
-        "canonical_version": 0, "encoding_spec_version": 0, "link_key_version": 1,
-        "ref_key_version": 2, "signing_key_id": f"{agency}-ed25519-v1",
+        "batch_id": batch_id,
+        "agency": agency,
+        "sequence": seq,
+        "extract_kind": "rekey",
+        "created_at": "2099-01-01T00:00:00+00:00",
+        "mapping_version": 0,
+        "canonical_version": 0,
+        "encoding_spec_version": 0,
+        "link_key_version": 1,
+        "ref_key_version": 2,
+        "signing_key_id": f"{agency}-ed25519-v1",
         "rekey": {"from_ref_key_versions": [1], "to_ref_key_version": 2},
         "rows": {"read": n, "accepted": n, "quarantined": 0},
-        "files": {REKEY_FILE: {"sha256": hashlib.sha256(data).hexdigest(),
-                               "bytes": len(data), "rows": n}}}
+        "files": {
+            REKEY_FILE: {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data), "rows": n}
+        },
+    }
     if tweak is not None:
         tweak(d, body)
     key = KeyStore(run / "agency" / agency / "keys", agency).signing_key()
@@ -172,8 +228,14 @@ def _rekey_batch(run: Path, agency: str, seq: int, mapping: pa.Table,
 
 
 def _refs(run: Path, agency: str, n: int = 3) -> list[str]:
-    return [r for (r,) in _q(run, "SELECT record_ref FROM identifiers WHERE agency = ? "
-                                  "ORDER BY record_ref LIMIT ?", [agency, n])]
+    return [
+        r
+        for (r,) in _q(
+            run,
+            "SELECT record_ref FROM identifiers WHERE agency = ? ORDER BY record_ref LIMIT ?",
+            [agency, n],
+        )
+    ]
 
 
 def _mapping(old: list[str]) -> pa.Table:
@@ -203,39 +265,48 @@ def test_rekey_malformed_or_foreign_refused_and_the_queue_goes_on(run: Path) -> 
     outcomes = {o.agency: o for o in apply_pending_rekeys(paths)}
     assert {a: (o.status, o.reason_code) for a, o in outcomes.items()} == {
         # a folder in a landed batch: refused by custody, before verify
-        "CSC": ("refused", "manifest_invalid"), "EH": ("refused", "unexpected_file"),
-        "HSG": ("refused", "contract_violation"), "POL": ("refused", "contract_violation"),
-        "SCH": ("applied", None)}
+        "CSC": ("refused", "manifest_invalid"),
+        "EH": ("refused", "unexpected_file"),
+        "HSG": ("refused", "contract_violation"),
+        "POL": ("refused", "contract_violation"),
+        "SCH": ("applied", None),
+    }
     assert not good.exists()
     assert _q(run, "SELECT * FROM identifiers WHERE agency = 'GP' ORDER BY record_ref") == gp_rows
     after = sorted(_q(run, "SELECT agency, record_ref FROM identifiers"))
     moved = {r for a, r in all_refs if a == "SCH"} - {r for a, r in after if a == "SCH"}
     assert len(moved) == 3 and [x for x in all_refs if x[0] != "SCH"] == [
-        x for x in after if x[0] != "SCH"]
+        x for x in after if x[0] != "SCH"
+    ]
     # Listed for the IG report; only the manifest and the reason kept.
     for agency, b in bad.items():
-        assert _q(run, "SELECT reason_code FROM refused_batch WHERE batch_folder = ?",
-                  [b.name]) == [(outcomes[agency].reason_code,)]
+        assert _q(
+            run, "SELECT reason_code FROM refused_batch WHERE batch_folder = ?", [b.name]
+        ) == [(outcomes[agency].reason_code,)]
         kept = paths.refused / agency / b.name
         at_custody = agency == "EH"  # nothing was opened: nothing but the reason is kept
         assert sorted(p.name for p in kept.iterdir()) == (
-            ["refusal.json"] if at_custody else [MANIFEST_NAME, "refusal.json"])
+            ["refusal.json"] if at_custody else [MANIFEST_NAME, "refusal.json"]
+        )
 
     # Defence in depth: the listed folder met by verify in hub custody is refused there too.
-    private = _rekey_batch(run, "EH", 3, _mapping(_refs(run, "EH")), listed_dir,
-                           hub_private=True)
+    private = _rekey_batch(run, "EH", 3, _mapping(_refs(run, "EH")), listed_dir, hub_private=True)
     out = apply_rekey(paths, private)
     assert (out.status, out.reason_code) == ("refused", "not_a_file")
     assert not private.exists()
     assert sorted(p.name for p in (paths.refused / "EH" / private.name).iterdir()) == [
-        MANIFEST_NAME, "refusal.json"]
-    assert _q(run, "SELECT reason_code FROM refused_batch WHERE batch_folder = ?",
-              [private.name]) == [("not_a_file",)]
+        MANIFEST_NAME,
+        "refusal.json",
+    ]
+    assert _q(
+        run, "SELECT reason_code FROM refused_batch WHERE batch_folder = ?", [private.name]
+    ) == [("not_a_file",)]
     assert _q(run, "SELECT * FROM identifiers WHERE agency = 'GP' ORDER BY record_ref") == gp_rows
 
 
-def test_rekey_ahead_of_a_missing_delta_is_held_then_applied_in_order(run: Path,
-                                                                    tmp_path: Path) -> None:
+def test_rekey_ahead_of_a_missing_delta_is_held_then_applied_in_order(
+    run: Path, tmp_path: Path
+) -> None:
     """Extract and re-keying batches share HSG's counter: re-keying 3 lands (and the hub
     applies re-keying first) while delta 2 is still on its way."""
     paths = HubPaths.for_run(run)
@@ -247,13 +318,16 @@ def test_rekey_ahead_of_a_missing_delta_is_held_then_applied_in_order(run: Path,
     (out,) = apply_pending_rekeys(paths)
     assert (out.status, out.reason_code) == ("held", "sequence_gap")
     assert (paths.held / AGENCY / rk.name).is_dir()
-    assert _q(run, "SELECT count(*) FROM identifiers WHERE record_ref IN (?, ?, ?)", old) == [
-        (3,)]
+    assert _q(run, "SELECT count(*) FROM identifiers WHERE record_ref IN (?, ?, ?)", old) == [(3,)]
     shutil.move(str(delayed), str(d2))
     report = ingest_landing(paths)
     assert [(o.batch_id, o.status) for o in report.outcomes] == [
-        (d2.name, "accepted"), (rk.name, "applied")]
-    assert _q(run, "SELECT count(*) FROM identifiers WHERE record_ref IN (?, ?, ?)", old) == [
-        (0,)]
-    assert _q(run, "SELECT sequence, extract_kind FROM batch WHERE agency = ? AND sequence > 1 "
-                   "ORDER BY 1", [AGENCY]) == [(2, "delta"), (3, "rekey")]
+        (d2.name, "accepted"),
+        (rk.name, "applied"),
+    ]
+    assert _q(run, "SELECT count(*) FROM identifiers WHERE record_ref IN (?, ?, ?)", old) == [(0,)]
+    assert _q(
+        run,
+        "SELECT sequence, extract_kind FROM batch WHERE agency = ? AND sequence > 1 ORDER BY 1",
+        [AGENCY],
+    ) == [(2, "delta"), (3, "rekey")]

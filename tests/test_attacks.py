@@ -25,8 +25,9 @@ from linkage.ingest import ingest_landing
 
 
 @pytest.fixture(scope="module")
-def attacked(orchestrated_run: Path, copy_run, tmp_path_factory: pytest.TempPathFactory
-             ) -> tuple[Context, list[AttackResult]]:
+def attacked(
+    orchestrated_run: Path, copy_run, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Context, list[AttackResult]]:
     run = copy_run(orchestrated_run, tmp_path_factory.mktemp("attacks") / "run")
     report = ingest_landing(HubPaths.for_run(run).ensure())
     assert not report.refused
@@ -86,16 +87,18 @@ MAX_FLOOR = 0.02
 
 
 @pytest.mark.parametrize("key", sorted(FLOORS), ids=lambda k: "-".join(k))
-def test_attack_stays_below_floor(attacked: tuple[Context, list[AttackResult]],
-                                  key: tuple[str, str, str]) -> None:
+def test_attack_stays_below_floor(
+    attacked: tuple[Context, list[AttackResult]], key: tuple[str, str, str]
+) -> None:
     r = _get(attacked[1], *key)
     assert r.n_records > 0, "the attack found nothing to attack: the hub's data changed shape"
     assert 0.0 <= r.values <= 1.0
     assert r.records <= FLOORS[key], f"{key}: {r.records:.1%} re-identified"
 
 
-def test_every_column_the_hub_holds_is_attacked(attacked: tuple[Context, list[AttackResult]]
-                                                ) -> None:
+def test_every_column_the_hub_holds_is_attacked(
+    attacked: tuple[Context, list[AttackResult]],
+) -> None:
     ctx, results = attacked
     for r in sorted(results, key=lambda r: -r.records)[:12]:  # shown with -s / on failure
         print(f"{r.attack:10} {r.target:28} {r.overlap:7} {r.records:6.1%}")
@@ -107,8 +110,9 @@ def test_every_column_the_hub_holds_is_attacked(attacked: tuple[Context, list[At
     assert held and held - unique_ids <= hit
 
 
-def test_combined_reidentification_below_floor(attacked: tuple[Context, list[AttackResult]]
-                                               ) -> None:
+def test_combined_reidentification_below_floor(
+    attacked: tuple[Context, list[AttackResult]],
+) -> None:
     combined = [r for r in attacked[1] if r.attack == "combined"]
     assert {r.overlap for r in combined} == {"50%", "100%"}
     for r in combined:
@@ -129,11 +133,11 @@ def test_truth_joins_every_hub_record(attacked: tuple[Context, list[AttackResult
 def _unhardened(spec: dict, fold: int) -> dict:
     """The spec's Bloom filters without XOR folding and without salts (spec v2's name filters
     were unsalted)."""
+
     def bare(v: dict) -> dict:
         return {k: x for k, x in {**v, "fold": fold}.items() if k not in ("salt", "salt_required")}
 
-    return {**spec, "bloom": {"columns": {c: bare(v)
-                                          for c, v in spec["bloom"]["columns"].items()}}}
+    return {**spec, "bloom": {"columns": {c: bare(v) for c, v in spec["bloom"]["columns"].items()}}}
 
 
 def _unsalted_tokens(spec: dict) -> dict:
@@ -147,8 +151,7 @@ def _unsalted_tokens(spec: dict) -> dict:
     return {**spec, "tokens": {**spec["tokens"], "columns": cols}}
 
 
-def test_dob_salt_defeats_frequency_alignment(
-        attacked: tuple[Context, list[AttackResult]]) -> None:
+def test_dob_salt_defeats_frequency_alignment(attacked: tuple[Context, list[AttackResult]]) -> None:
     """The control, attacked both ways on the same records and key: frequency alignment of the
     given-name token against a reference set of every person decodes a large share of
     records when names are unsalted (v2), almost none when salted with the DOB (v3)."""
@@ -156,22 +159,24 @@ def test_dob_salt_defeats_frequency_alignment(
     key = LinkKey(version=1, secret=bytes(range(32)))
     frame = ctx.pop.loc[ctx.person]  # one row per hub record: the hub's own frequencies
     rates = {}
-    for label, spec in (("unsalted", _unsalted_tokens(load_encoding_spec())),
-                        ("salted", load_encoding_spec())):
+    for label, spec in (
+        ("unsalted", _unsalted_tokens(load_encoding_spec())),
+        ("salted", load_encoding_spec()),
+    ):
         enc = Encoder(key, spec).encode(frame.reset_index(drop=True))["tok_given_name"]
         hub = enc.to_numpy(dtype=object)
         truth = preimage(spec, frame, "tok_given_name")
         table = frequency.reference_table(preimage(spec, ctx.pop, "tok_given_name"))
         guess = frequency.guesses(hub, frequency.align(hub, table))
         ok = pd.notna(hub) & pd.notna(truth)
-        rates[label] = float(np.mean([g == t for g, t in zip(guess[ok], truth[ok],
-                                                               strict=True)]))
+        rates[label] = float(np.mean([g == t for g, t in zip(guess[ok], truth[ok], strict=True)]))
     assert rates["unsalted"] >= 0.15, rates
     assert rates["salted"] <= 0.02, rates
 
 
-def test_attacks_do_succeed_on_weaker_encodings(attacked: tuple[Context, list[AttackResult]]
-                                                ) -> None:
+def test_attacks_do_succeed_on_weaker_encodings(
+    attacked: tuple[Context, list[AttackResult]],
+) -> None:
     """The attacks are real: on the same people's true family names encoded without XOR
     folding, pattern mining finds the most frequent q-gram's k positions exactly and the
     graph attack decodes filters."""
@@ -186,17 +191,20 @@ def test_attacks_do_succeed_on_weaker_encodings(attacked: tuple[Context, list[At
     ok = enc.notna().to_numpy() & plain.notna().to_numpy()
     codes, uniq = pd.factorize(enc[ok])
     first = pd.Series(np.arange(ok.sum())).groupby(codes).first().to_numpy()
-    bits = np.unpackbits(np.frombuffer(b"".join(uniq), dtype=np.uint8).reshape(len(uniq), -1),
-                         axis=1).astype(bool)
+    bits = np.unpackbits(
+        np.frombuffer(b"".join(uniq), dtype=np.uint8).reshape(len(uniq), -1), axis=1
+    ).astype(bool)
     truth = plain[ok].to_numpy()[first]
     ref = plain[ok].value_counts()
     conf = spec["bloom"]["columns"][col]
     mined = mine_positions(bits, np.bincount(codes), conf["k"], 1)[0]
-    grams = pd.Series([g for v in ref.index for g in
-                       {f"_{v}_"[j:j + 2] for j in range(len(v) + 1)}]).value_counts()
+    grams = pd.Series(
+        [g for v in ref.index for g in {f"_{v}_"[j : j + 2] for j in range(len(v) + 1)}]
+    ).value_counts()
     top = grams.index[0]  # the evaluator uses the key to check what the attacker found
-    true_pos = Encoder(key, spec)._qgram_positions(f"bloom.{col}.family_name", "", top,
-                                                   conf["k"], conf["bits"])
+    true_pos = Encoder(key, spec)._qgram_positions(
+        f"bloom.{col}.family_name", "", top, conf["k"], conf["bits"]
+    )
     assert set(mined.tolist()) == set(true_pos.tolist())
     g = graph_attack(bits, ref.index.tolist(), spec["bloom"]["columns"][col])
     assert sum(truth[i] == v for i, v in g.items()) >= 0.05 * len(uniq)

@@ -36,8 +36,15 @@ def log(backend: tuple[str, str | None], hub_key: HubAuditKey) -> Iterator[Audit
     url, schema = backend
     lg = AuditLog(url, schema=schema, signing_key=hub_key, checkpoint_every=5)
     for i in range(12):
-        lg.append("decision", {"decision_id": f"d{i}", "user_id": f"u{i % 3}",
-                               "subject": {"person_id": f"P-{i:04d}"}, "fields": ["risk_level"]})
+        lg.append(
+            "decision",
+            {
+                "decision_id": f"d{i}",
+                "user_id": f"u{i % 3}",
+                "subject": {"person_id": f"P-{i:04d}"},
+                "fields": ["risk_level"],
+            },
+        )
     yield lg
     lg.engine.dispose()
 
@@ -56,8 +63,6 @@ def _hash_of_conn(conn, seq: int) -> str:
     return conn.execute(select(AuditEntry.entry_hash).where(AuditEntry.seq == seq)).scalar_one()
 
 
-
-
 def test_intact_chain_verifies(log: AuditLog, trusted: TrustedKeys) -> None:
     r = log.verify(trusted)
     assert r.ok and r.entries == 12 and r.last_seq == 12 and r.checkpoints == 2
@@ -72,8 +77,11 @@ def test_intact_chain_verifies(log: AuditLog, trusted: TrustedKeys) -> None:
 
 def test_edit_is_detected_at_the_entry(log: AuditLog, trusted: TrustedKeys) -> None:
     with log.engine.begin() as conn:
-        conn.execute(update(AuditEntry).where(AuditEntry.seq == 7)
-                     .values(body='{"decision_id":"d6","fields":["case_notes"]}'))
+        conn.execute(
+            update(AuditEntry)
+            .where(AuditEntry.seq == 7)
+            .values(body='{"decision_id":"d6","fields":["case_notes"]}')
+        )
     r = log.verify(trusted)
     assert not r.ok and r.first_bad_seq == 7 and "content does not match" in (r.problem or "")
 
@@ -100,9 +108,16 @@ def test_insert_is_detected(log: AuditLog, trusted: TrustedKeys) -> None:
         for s in range(12, 5, -1):
             conn.execute(update(AuditEntry).where(AuditEntry.seq == s).values(seq=s + 1))
         prev, at, body = secrets.token_hex(32), "2026-01-01T00:00:00+00:00", '{"fake":true}'
-        conn.execute(insert(AuditEntry).values(
-            seq=6, prev_hash=prev, entry_hash=entry_hash(6, prev, at, "decision", body),
-            recorded_at=at, kind="decision", body=body))
+        conn.execute(
+            insert(AuditEntry).values(
+                seq=6,
+                prev_hash=prev,
+                entry_hash=entry_hash(6, prev, at, "decision", body),
+                recorded_at=at,
+                kind="decision",
+                body=body,
+            )
+        )
         _set_head(conn, 13, _hash_of_conn(conn, 13))
     r = log.verify(trusted)
     assert not r.ok and r.first_bad_seq == 6
@@ -113,13 +128,27 @@ def test_fork_is_refused_by_the_database(log: AuditLog, trusted: TrustedKeys) ->
     h11 = _hash_of(log, 11)
     at, body = "2026-01-01T00:00:00+00:00", '{"fork":true}'
     with pytest.raises(IntegrityError), log.engine.begin() as conn:
-        conn.execute(insert(AuditEntry).values(
-            seq=13, prev_hash=h11, entry_hash=entry_hash(13, h11, at, "decision", body),
-            recorded_at=at, kind="decision", body=body))
+        conn.execute(
+            insert(AuditEntry).values(
+                seq=13,
+                prev_hash=h11,
+                entry_hash=entry_hash(13, h11, at, "decision", body),
+                recorded_at=at,
+                kind="decision",
+                body=body,
+            )
+        )
     with pytest.raises(IntegrityError), log.engine.begin() as conn:
-        conn.execute(insert(AuditEntry).values(
-            seq=12, prev_hash=secrets.token_hex(32), entry_hash=secrets.token_hex(32),
-            recorded_at=at, kind="decision", body=body))
+        conn.execute(
+            insert(AuditEntry).values(
+                seq=12,
+                prev_hash=secrets.token_hex(32),
+                entry_hash=secrets.token_hex(32),
+                recorded_at=at,
+                kind="decision",
+                body=body,
+            )
+        )
     assert log.verify(trusted).ok
 
 
@@ -158,21 +187,52 @@ def test_cli_as_a_module(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/hub/g.db"
     lg = AuditLog(url, signing_key=key)
     lg.append("decision", {"decision_id": "x"})
-    cp = subprocess.run([sys.executable, "-m", "governance.audit", "checkpoint", "--db", url,
-                         "--key", str(tmp_path / "hub" / "keys")],
-                        capture_output=True, text=True, cwd=REPO, timeout=60)
+    cp = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "governance.audit",
+            "checkpoint",
+            "--db",
+            url,
+            "--key",
+            str(tmp_path / "hub" / "keys"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
     assert cp.returncode == 0 and "checkpoint #1 covers entries 1..1" in cp.stdout, cp.stderr
-    ok = subprocess.run([sys.executable, "-m", "governance.audit", "verify", "--db", url,
-                         "--trusted-key", str(record)],
-                        capture_output=True, text=True, cwd=REPO, timeout=60)
+    ok = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "governance.audit",
+            "verify",
+            "--db",
+            url,
+            "--trusted-key",
+            str(record),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
     assert ok.returncode == 0, ok.stderr
     assert "chain intact to entry 1" in ok.stdout
     lg.engine.dispose()
 
 
 def test_cli_missing_store(tmp_path: Path, hub_key: HubAuditKey, capsys) -> None:
-    args = ["verify", "--db", f"sqlite:///{tmp_path}/none/none.db",
-            "--trusted-key", str(tmp_path / "ig_lead" / "trusted_keys")]
+    args = [
+        "verify",
+        "--db",
+        f"sqlite:///{tmp_path}/none/none.db",
+        "--trusted-key",
+        str(tmp_path / "ig_lead" / "trusted_keys"),
+    ]
     assert main(args) == 2
     assert "no governance store" in capsys.readouterr().err
     assert not (tmp_path / "none" / "none.db").exists()

@@ -43,8 +43,10 @@ def test_concurrent_processes_append_linearly(backend, tmp_path: Path) -> None:
     ctx = mp.get_context("fork")  # fork: workers start in milliseconds, not seconds
     barrier, out = ctx.Barrier(WRITERS), ctx.Queue()
     procs = [
-        ctx.Process(target=append_worker, args=(
-            (url, schema, f"w{w}", PER_WRITER, str(tmp_path / "hub" / "keys")), barrier, out))
+        ctx.Process(
+            target=append_worker,
+            args=((url, schema, f"w{w}", PER_WRITER, str(tmp_path / "hub" / "keys")), barrier, out),
+        )
         for w in range(WRITERS)
     ]
     log.engine.dispose()  # no pooled connection may be shared with the children

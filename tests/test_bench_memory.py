@@ -21,8 +21,9 @@ print(json.dumps({"own": peak_rss_kib(), "ru_maxrss": resource.getrusage(
 def test_child_peak_is_its_own_not_the_parents() -> None:
     ballast = bytearray(400 * 1024 * 1024)  # the parent holds 400 MiB when it forks
     ballast[::4096] = b"x" * len(ballast[::4096])
-    out = subprocess.run([sys.executable, "-c", CHILD], cwd=ROOT, check=True,
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD], cwd=ROOT, check=True, capture_output=True, text=True
+    )
     got = json.loads(out.stdout)
     del ballast
     assert got["ru_maxrss"] > 350 * 1024  # what the old figure would have said

@@ -22,8 +22,12 @@ from ig_bridge.sealing import create_hub_sealing_key, export_hub_public_key
 MAPPING = {
     "mapping_version": 1,
     "agency": {"code": "SCH", "name": "Schools", "kind": "school"},
-    "source": {"format": "csv", "encoding": "utf-8", "delimiter": ",",
-               "date_formats": ["%d/%m/%Y"]},
+    "source": {
+        "format": "csv",
+        "encoding": "utf-8",
+        "delimiter": ",",
+        "date_formats": ["%d/%m/%Y"],
+    },
     "columns": [
         {"source": "Ref", "field": "record_id", "class": "identifier"},
         {"source": "Forename", "field": "given_name", "class": "identifier"},
@@ -32,9 +36,11 @@ MAPPING = {
         {"source": "Postcode", "field": "postcode", "class": "identifier"},
     ],
 }
-EXTRACT = ("Ref,Forename,Surname,DOB,Postcode\n"
-           "R1,Amelia,Smith,04/03/2012,LS1 4AB\n"
-           "R2,Benedict,Okonkwo,01/12/2011,M1 1AA\n")
+EXTRACT = (
+    "Ref,Forename,Surname,DOB,Postcode\n"
+    "R1,Amelia,Smith,04/03/2012,LS1 4AB\n"
+    "R2,Benedict,Okonkwo,01/12/2011,M1 1AA\n"
+)
 PASS = "correct horse battery staple"
 
 
@@ -53,8 +59,18 @@ def keys(*args: str) -> int:
 
 
 def run(tmp: Path, mp: Path, ext: Path) -> int:
-    return main(["run", str(ext), "--mapping", str(mp), "--agency-dir", str(tmp / "SCH"),
-                 "--landing", str(tmp / "landing")])
+    return main(
+        [
+            "run",
+            str(ext),
+            "--mapping",
+            str(mp),
+            "--agency-dir",
+            str(tmp / "SCH"),
+            "--landing",
+            str(tmp / "landing"),
+        ]
+    )
 
 
 def test_bridge_refuses_without_partnership_key_then_lands_after_import(world, capsys) -> None:
@@ -72,15 +88,15 @@ def test_bridge_refuses_without_partnership_key_then_lands_after_import(world, c
     lead = ["--agency-dir", str(tmp / "CSC"), "--agency", "CSC"]
     assert keys("init", *lead, "--partnership-lead") == 0
     wrapped = tmp / "link.wrapped.json"
-    assert keys("export-link-key", *lead, "--file", str(wrapped),
-                "--passphrase-env", "JU_PASS") == 0
+    assert (
+        keys("export-link-key", *lead, "--file", str(wrapped), "--passphrase-env", "JU_PASS") == 0
+    )
     assert wrapped.stat().st_mode & 0o077 == 0
     secret = json.loads((tmp / "CSC" / "keys" / "link_key.v1.json").read_text())["secret"]
     assert secret not in wrapped.read_text()
 
     sch = ["--agency-dir", str(tmp / "SCH"), "--agency", "SCH"]
-    assert keys("import-link-key", *sch, "--file", str(wrapped),
-                "--passphrase-env", "JU_PASS") == 0
+    assert keys("import-link-key", *sch, "--file", str(wrapped), "--passphrase-env", "JU_PASS") == 0
     assert store.link_key().key_check == KeyStore(tmp / "CSC" / "keys", "CSC").link_key().key_check
 
     hub = tmp / "hub" / "public_keys"
@@ -117,8 +133,20 @@ def test_wrong_passphrase_is_refused_and_imports_nothing(world, monkeypatch, cap
     wrapped = tmp / "link.wrapped.json"
     keys("export-link-key", *lead, "--file", str(wrapped), "--passphrase-env", "JU_PASS")
     monkeypatch.setenv("JU_PASS", "not the passphrase at all")
-    assert keys("import-link-key", "--agency-dir", str(tmp / "SCH"), "--agency", "SCH",
-                "--file", str(wrapped), "--passphrase-env", "JU_PASS") == 2
+    assert (
+        keys(
+            "import-link-key",
+            "--agency-dir",
+            str(tmp / "SCH"),
+            "--agency",
+            "SCH",
+            "--file",
+            str(wrapped),
+            "--passphrase-env",
+            "JU_PASS",
+        )
+        == 2
+    )
     assert "wrong passphrase" in capsys.readouterr().err
     assert KeyStore(tmp / "SCH" / "keys", "SCH").versions("link") == []
 
@@ -136,8 +164,21 @@ def test_rotation_and_reidentification(world, capsys) -> None:
         keys("rotate", *sch, "--kind", "link")
     assert keys("rotate", *sch, "--kind", "signing") == 0
     assert keys("show-public", *sch, "--out", str(run_dir / "hub" / "public_keys")) == 0
-    assert main(["run", str(ext), "--mapping", str(mp), "--agency-dir", str(adir),
-                 "--landing", str(run_dir / "landing")]) == 0
+    assert (
+        main(
+            [
+                "run",
+                str(ext),
+                "--mapping",
+                str(mp),
+                "--agency-dir",
+                str(adir),
+                "--landing",
+                str(run_dir / "landing"),
+            ]
+        )
+        == 0
+    )
     (landed,) = landed_batches(run_dir / "landing", "SCH")
     batch = open_batch(landed, tmp / "opened" / "SCH" / landed.name, run_dir / "hub" / "keys")
     manifest = verify_batch(batch, load_public_keys(run_dir / "hub" / "public_keys"))
@@ -145,9 +186,23 @@ def test_rotation_and_reidentification(world, capsys) -> None:
 
     refs = pq.read_table(batch / "identifiers.parquet", columns=["record_ref"]).column(0)
     capsys.readouterr()
-    args = ["reidentify", "--agency-dir", str(adir), "--extract", str(ext), "--mapping",
-            str(mp), "--ref", refs[1].as_py(), "--protocol", "mash", "--user", "sw042",
-            "--reason", "strategy discussion"]
+    args = [
+        "reidentify",
+        "--agency-dir",
+        str(adir),
+        "--extract",
+        str(ext),
+        "--mapping",
+        str(mp),
+        "--ref",
+        refs[1].as_py(),
+        "--protocol",
+        "mash",
+        "--user",
+        "sw042",
+        "--reason",
+        "strategy discussion",
+    ]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "Okonkwo" in out and "Smith" not in out
@@ -168,8 +223,9 @@ def test_rotation_and_reidentification(world, capsys) -> None:
 
     # One base64url ref in 64 starts with '-': it is still read as the --ref value, not a flag.
     gp_key = KeyStore(run_dir / "agency" / "GP" / "keys", "GP").ref_key()
-    dash_ref = next(ref for i in range(5000)
-                    if (ref := encrypt_record_ref(gp_key, f"R{i}")).startswith("-"))
+    dash_ref = next(
+        ref for i in range(5000) if (ref := encrypt_record_ref(gp_key, f"R{i}")).startswith("-")
+    )
     args[args.index("--ref") + 1] = dash_ref
     assert main(args) == 2
     assert "belongs to another agency" in capsys.readouterr().err
@@ -188,8 +244,21 @@ def test_summary_prints_whole_paths_outside_a_terminal(world, capsys, monkeypatc
     record = export_hub_public_key(tmp / "hub" / "keys", tmp / "hub_sealing_key.v1.json")
     assert keys("import-hub-key", *lead, "--file", str(record)) == 0
     capsys.readouterr()
-    assert main(["run", str(ext), "--mapping", str(mp), "--agency-dir", str(deep / "SCH"),
-                 "--landing", str(deep / "landing")]) == 0
+    assert (
+        main(
+            [
+                "run",
+                str(ext),
+                "--mapping",
+                str(mp),
+                "--agency-dir",
+                str(deep / "SCH"),
+                "--landing",
+                str(deep / "landing"),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "…" not in out
     (batch,) = landed_batches(deep / "landing", "SCH")

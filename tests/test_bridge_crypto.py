@@ -11,16 +11,18 @@ from ig_bridge.keys import LinkKey, generate_link_key
 from ig_bridge.normalise import normalise_identifiers
 
 FORMATS = ["%d/%m/%Y", "%Y-%m-%d"]
-RAW = pd.DataFrame({
-    "given_name": ["Jonathon", "Jonathan", "Kate", "Katie", None],
-    "family_name": ["Smith", "Smyth", "Patel", "Smith-Jones", "Smith"],
-    "other_names": [None, None, None, None, "Jones"],
-    "date_of_birth": ["03/04/2001", "2001-04-03", "04/03/2001", "12/12/2001", "2001-06-01"],
-    "sex": ["M", "M", "F", "F", None],
-    "postcode": ["SW1A 1AA", "sw1a1aa", "SW1A 1AB", "M1 1AE", None],
-    "address_line_1": ["12 High St", "12 high street", "14 High Street", "1 Mill Road", None],
-    "nhs_number": ["9434765919", None, None, None, None],
-})
+RAW = pd.DataFrame(
+    {
+        "given_name": ["Jonathon", "Jonathan", "Kate", "Katie", None],
+        "family_name": ["Smith", "Smyth", "Patel", "Smith-Jones", "Smith"],
+        "other_names": [None, None, None, None, "Jones"],
+        "date_of_birth": ["03/04/2001", "2001-04-03", "04/03/2001", "12/12/2001", "2001-06-01"],
+        "sex": ["M", "M", "F", "F", None],
+        "postcode": ["SW1A 1AA", "sw1a1aa", "SW1A 1AB", "M1 1AE", None],
+        "address_line_1": ["12 High St", "12 high street", "14 High Street", "1 Mill Road", None],
+        "nhs_number": ["9434765919", None, None, None, None],
+    }
+)
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +37,11 @@ def encoded(key):
 
 def test_columns_and_formats(encoded):
     spec = load_encoding_spec()
-    assert list(encoded.columns) == [*spec["tokens"]["columns"], *spec["blocking"]["columns"],
-                                     *spec["bloom"]["columns"]]
+    assert list(encoded.columns) == [
+        *spec["tokens"]["columns"],
+        *spec["blocking"]["columns"],
+        *spec["bloom"]["columns"],
+    ]
     for c in encoded.columns:
         for v in encoded[c]:
             if c.startswith("bf_"):
@@ -78,12 +83,17 @@ def test_matching_semantics(encoded):
 def test_previous_surnames_and_name_parts_meet_the_family_name_of_the_same_dob(key):
     """Salted with the full DOB (spec v3): a previous surname or a part of a double-barrelled
     name compares with the family name of a record with the same DOB, and with no other."""
-    frame = normalise_identifiers(pd.DataFrame({
-        "given_name": ["Amy"] * 4,
-        "family_name": ["Smith-Jones", "Smith", "Brown", "Jones"],
-        "other_names": [None, None, "Jones", None],
-        "date_of_birth": ["2012-12-12", "2012-12-12", "2012-12-12", "2012-12-13"]}),
-        FORMATS).frame
+    frame = normalise_identifiers(
+        pd.DataFrame(
+            {
+                "given_name": ["Amy"] * 4,
+                "family_name": ["Smith-Jones", "Smith", "Brown", "Jones"],
+                "other_names": [None, None, "Jones", None],
+                "date_of_birth": ["2012-12-12", "2012-12-12", "2012-12-12", "2012-12-13"],
+            }
+        ),
+        FORMATS,
+    ).frame
     e = Encoder(key).encode(frame)
     assert e.tok_family_name_first[0] == e.tok_family_name[1]  # smith-jones part = smith
     assert e.tok_other_name_first[2] == e.tok_family_name_last[0]  # same key domain: jones
@@ -92,10 +102,23 @@ def test_previous_surnames_and_name_parts_meet_the_family_name_of_the_same_dob(k
 
 
 def test_bloom_dice_tracks_similarity(key):
-    frame = normalise_identifiers(pd.DataFrame({
-        "given_name": ["jonathon", "jonathan", "smith", "patel", "christopher", "kristopher"],
-        "family_name": ["smith", "patel", "smith", "patel", "smith", "smith"],
-        "date_of_birth": ["2001-01-01"] * 6}), FORMATS).frame
+    frame = normalise_identifiers(
+        pd.DataFrame(
+            {
+                "given_name": [
+                    "jonathon",
+                    "jonathan",
+                    "smith",
+                    "patel",
+                    "christopher",
+                    "kristopher",
+                ],
+                "family_name": ["smith", "patel", "smith", "patel", "smith", "smith"],
+                "date_of_birth": ["2001-01-01"] * 6,
+            }
+        ),
+        FORMATS,
+    ).frame
     bf = Encoder(key).encode(frame)["bf_given_name"]
     assert dice(bf[0], bf[1]) > 0.7
     assert dice(bf[2], bf[3]) < 0.3
@@ -112,13 +135,24 @@ def test_spec_v3_holds_no_low_entropy_standalone_token():
     spec = load_encoding_spec()
     assert spec["encoding_spec_version"] >= 3
     tokens = spec["tokens"]["columns"]
-    for gone in ("tok_sex", "tok_dob_year", "tok_dob_month", "tok_dob_day", "tok_postcode",
-                 "tok_postcode_sector", "tok_postcode_district"):
+    for gone in (
+        "tok_sex",
+        "tok_dob_year",
+        "tok_dob_month",
+        "tok_dob_day",
+        "tok_postcode",
+        "tok_postcode_sector",
+        "tok_postcode_district",
+    ):
         assert gone not in tokens
     for name, col in tokens.items():
         sources = col.get("sources") or [col["source"]]
-        if col["domain"] in ("given_name", "family_name", "given_name_phonetic",
-                             "family_name_phonetic"):
+        if col["domain"] in (
+            "given_name",
+            "family_name",
+            "given_name_phonetic",
+            "family_name_phonetic",
+        ):
             # names only ever salted with the birth year or a finer part of the DOB
             assert {"dob_year", "dob_iso"} & set(sources), name
     for name, col in spec["bloom"]["columns"].items():
@@ -128,10 +162,16 @@ def test_spec_v3_holds_no_low_entropy_standalone_token():
 
 
 def test_names_are_salted_with_the_birth_year(key):
-    frame = normalise_identifiers(pd.DataFrame({
-        "given_name": ["olivia", "olivia", "olivia", "olivia"],
-        "family_name": ["smith", "smith", "smith", "smith"],
-        "date_of_birth": ["2015-01-01", "2015-11-30", "2016-01-01", None]}), FORMATS).frame
+    frame = normalise_identifiers(
+        pd.DataFrame(
+            {
+                "given_name": ["olivia", "olivia", "olivia", "olivia"],
+                "family_name": ["smith", "smith", "smith", "smith"],
+                "date_of_birth": ["2015-01-01", "2015-11-30", "2016-01-01", None],
+            }
+        ),
+        FORMATS,
+    ).frame
     e = Encoder(key).encode(frame)
     # Same name and birth year: the name still compares exactly (canonical, phonetic, family)
     # and by Bloom similarity (bf_name; bf_given_name and bf_family_name within the birth month).
@@ -147,8 +187,9 @@ def test_names_are_salted_with_the_birth_year(key):
     assert e.tok_family_name[0] != e.tok_family_name[1]
     assert dice(e.bf_given_name[0], e.bf_given_name[1]) < 0.5
     assert dice(e.bf_family_name[0], e.bf_family_name[1]) < 0.5
-    again = Encoder(key).encode(frame.assign(date_of_birth=frame["date_of_birth"].iloc[[0] * 4]
-                                             .to_numpy()))
+    again = Encoder(key).encode(
+        frame.assign(date_of_birth=frame["date_of_birth"].iloc[[0] * 4].to_numpy())
+    )
     assert again.bf_given_name[0] == again.bf_given_name[1]
     assert again.bf_family_name[0] == again.bf_family_name[1]
     assert again.tok_given_name[0] == again.tok_given_name[1]
@@ -158,10 +199,16 @@ def test_names_are_salted_with_the_birth_year(key):
 
 
 def test_address_bloom_is_salted_by_postcode_and_birth_year(key):
-    frame = normalise_identifiers(pd.DataFrame({
-        "address_line_1": ["12 High Street"] * 3 + ["12 high street"] * 3,
-        "postcode": ["SW1A 1AA", "SW1A 2BB", "M1 1AE", "sw1a1aa", "SW1A 1AA", "SW1A 1AA"],
-        "date_of_birth": ["2010-01-01"] * 4 + ["2011-01-01", None]}), FORMATS).frame
+    frame = normalise_identifiers(
+        pd.DataFrame(
+            {
+                "address_line_1": ["12 High Street"] * 3 + ["12 high street"] * 3,
+                "postcode": ["SW1A 1AA", "SW1A 2BB", "M1 1AE", "sw1a1aa", "SW1A 1AA", "SW1A 1AA"],
+                "date_of_birth": ["2010-01-01"] * 4 + ["2011-01-01", None],
+            }
+        ),
+        FORMATS,
+    ).frame
     bf = Encoder(key).encode(frame)["bf_address"]
     assert bf[0] == bf[3]  # same postcode (however written): identical after normalisation
     assert dice(bf[0], bf[1]) < 0.5  # same street text in another postcode: unrelated pattern
@@ -172,8 +219,10 @@ def test_address_bloom_is_salted_by_postcode_and_birth_year(key):
 
 def test_spec_validation():
     spec = load_encoding_spec()
-    bad = {**spec, "bloom": {"columns": {"bf_x": {"sources": ["given_name"], "q": 2,
-                                                   "bits": 1000, "k": 8}}}}
+    bad = {
+        **spec,
+        "bloom": {"columns": {"bf_x": {"sources": ["given_name"], "q": 2, "bits": 1000, "k": 8}}},
+    }
     with pytest.raises(EncodingSpecError, match="power of two"):
         Encoder(generate_link_key(), bad)
     bad = {**spec, "tokens": {"columns": {"tok_x": {"source": "case_notes"}}}}

@@ -26,17 +26,20 @@ LINE1 = ["12 High St", "Flat 3, 12 High Street", "1 Church Rd", None, "7 Mill La
 def frame() -> pd.DataFrame:
     rng = random.Random(7)
     n = 600  # heavy repetition across rows, as in real extracts
-    raw = pd.DataFrame({
-        "record_id": [f"R{i}" for i in range(n)],
-        "given_name": [rng.choice(GIVEN) for _ in range(n)],
-        "family_name": [rng.choice(FAMILY) for _ in range(n)],
-        "other_names": [rng.choice([None, None, "Brown; Green", "Taylor"]) for _ in range(n)],
-        "date_of_birth": [rng.choice(DOB) for _ in range(n)],
-        "sex": [rng.choice(["M", "F", "u", None]) for _ in range(n)],
-        "postcode": [rng.choice(POSTCODE) for _ in range(n)],
-        "address_line_1": [rng.choice(LINE1) for _ in range(n)],
-        "nhs_number": [rng.choice([None, "943 476 5919", "4010232137"]) for _ in range(n)],
-    }, dtype="str")
+    raw = pd.DataFrame(
+        {
+            "record_id": [f"R{i}" for i in range(n)],
+            "given_name": [rng.choice(GIVEN) for _ in range(n)],
+            "family_name": [rng.choice(FAMILY) for _ in range(n)],
+            "other_names": [rng.choice([None, None, "Brown; Green", "Taylor"]) for _ in range(n)],
+            "date_of_birth": [rng.choice(DOB) for _ in range(n)],
+            "sex": [rng.choice(["M", "F", "u", None]) for _ in range(n)],
+            "postcode": [rng.choice(POSTCODE) for _ in range(n)],
+            "address_line_1": [rng.choice(LINE1) for _ in range(n)],
+            "nhs_number": [rng.choice([None, "943 476 5919", "4010232137"]) for _ in range(n)],
+        },
+        dtype="str",
+    )
     return normalise_identifiers(raw, ["%Y-%m-%d"]).frame
 
 
@@ -49,8 +52,7 @@ def _row_value(row: dict, source: str, col: dict) -> str | None:
         d = pd.Timestamp(dob)
         if source == "dob_swapped_iso":
             return d.strftime("%Y-%d-%m") if d.day <= 12 and d.day != d.month else None
-        return d.strftime({"dob_iso": "%Y-%m-%d", "dob_ym": "%Y-%m",
-                           "dob_md": "%m-%d"}[source])
+        return d.strftime({"dob_iso": "%Y-%m-%d", "dob_ym": "%Y-%m", "dob_md": "%m-%d"}[source])
     v = row[source]
     if isinstance(v, list):
         v = (v[0] if col.get("part") != "last" else v[-1]) if v else None
@@ -79,13 +81,18 @@ def test_every_token_cell_is_the_hmac_of_its_own_row(frame: pd.DataFrame) -> Non
             for i, row in enumerate(records):
                 parts = [_row_value(row, s, col) for s in sources]
                 # `optional` sources join as "" when missing (a flat-less address)
-                parts = ["" if p is None and s in (col.get("optional") or ()) else p
-                         for p, s in zip(parts, sources, strict=True)]
+                parts = [
+                    "" if p is None and s in (col.get("optional") or ()) else p
+                    for p, s in zip(parts, sources, strict=True)
+                ]
                 if col.get("unordered") and not any(p is None for p in parts):
                     n = col["unordered"]
                     parts = [*sorted(parts[:n]), *parts[n:]]
-                want = (None if any(p is None for p in parts) else
-                        hmac.digest(sub, _SEP.join(parts).encode(), "sha256")[:16].hex())
+                want = (
+                    None
+                    if any(p is None for p in parts)
+                    else hmac.digest(sub, _SEP.join(parts).encode(), "sha256")[:16].hex()
+                )
                 got = got_col[i]
                 assert (None if pd.isna(got) else got) == want, (name, i)
                 checked += want is not None
@@ -93,11 +100,18 @@ def test_every_token_cell_is_the_hmac_of_its_own_row(frame: pd.DataFrame) -> Non
 
 
 def test_unordered_key_agrees_when_given_and_family_names_are_swapped() -> None:
-    raw = pd.DataFrame({"record_id": ["a", "b", "c"], "given_name": ["Amelia", "Okafor", "Amelia"],
-                        "family_name": ["Okafor", "Amelia", "Okafor"],
-                        "date_of_birth": ["2012-03-04", "2012-03-04", "2012-03-05"]}, dtype="str")
+    raw = pd.DataFrame(
+        {
+            "record_id": ["a", "b", "c"],
+            "given_name": ["Amelia", "Okafor", "Amelia"],
+            "family_name": ["Okafor", "Amelia", "Okafor"],
+            "date_of_birth": ["2012-03-04", "2012-03-04", "2012-03-05"],
+        },
+        dtype="str",
+    )
     enc = Encoder(generate_link_key(1), load_encoding_spec()).encode(
-        normalise_identifiers(raw, ["%Y-%m-%d"]).frame)
+        normalise_identifiers(raw, ["%Y-%m-%d"]).frame
+    )
     key = enc["blk_names_unordered_dob"].tolist()
     assert key[0] == key[1] != key[2]  # swapped names agree; another DOB does not
     assert enc["tok_given_name"][0] != enc["tok_given_name"][1]
@@ -115,5 +129,6 @@ def test_bloom_of_a_row_does_not_depend_on_its_chunk(frame: pd.DataFrame) -> Non
     # (spec v3: the name filter is salted with the birth year and needs one)
     present = (frame["given_name"].notna() & frame["dob_year"].notna()).to_numpy()
     assert whole["bf_given_name"][~present].isna().all()
-    assert {len(b) for b in whole["bf_given_name"][present]} == {encoder.bloom_bytes(
-        "bf_given_name")}
+    assert {len(b) for b in whole["bf_given_name"][present]} == {
+        encoder.bloom_bytes("bf_given_name")
+    }

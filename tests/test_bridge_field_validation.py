@@ -39,29 +39,40 @@ MAPPING = {
         {"source": "DOB", "field": "date_of_birth", "class": "identifier"},
         {"source": "NHS", "field": "nhs_number", "class": "identifier"},
         {"source": "Postcode", "field": "postcode", "class": "identifier"},
-        {"source": "Status", "field": "registration_status", "class": "payload",
-         "values": ["registered", "deregistered"], "recode": {"R": "registered",
-                                                              "D": "deregistered"}},
+        {
+            "source": "Status",
+            "field": "registration_status",
+            "class": "payload",
+            "values": ["registered", "deregistered"],
+            "recode": {"R": "registered", "D": "deregistered"},
+        },
         {"source": "Notes", "field": "case_notes", "class": "payload"},
     ],
 }
 HEADER = "Ref,Forename,Surname,DOB,NHS,Postcode,Status,Notes"
 ROWS = [  # line 2 onwards
-    "R1,Amelia,Smith,04/03/2012,9434765919,LS1 4AB,R,",       # 2 clean
-    "R2,Amelia,Smith,31/02/2012,9434765919,LS1 4AB,X,",       # 3 impossible DOB; status X
-    "R3,,Smith,04/03/2012,4010232137,LS1 4AB,registered,",    # 4 no given name
-    "R4,Ben,Jones,05/13/2012,,M1 1AA,D,",                     # 5 day/month swapped
-    "R5,Ben,Jones,13/05/2012,,M1 1AA,D,",                     # 6 the same date, as mapped
-    "R6,Cara,Brown,2011,,B33 8TH,R,",                         # 7 year only
-    "R7,Cara,Brown,15/06/2011,,B33 8TH,R,",                   # 8 full date, same person
-    "R8,Dan,Green,01/01/2099,9434765919,LS1 4AB,R,",          # 9 DOB in the future
-    "R9,Unknown,White,02/02/2015,4010232137,M1 1AA,R,",       # 10 placeholder given name
-    ",Eve,Black,02/02/2015,,M1 1AA,R,",                       # 11 no record id
-    "R10,,Grey,not a date,123,NOTAPC,R,",                     # 12 one identifying field left
-    "R11,Eve,Black,02/02/2016,0000000000,NOTAPC,R,",          # 13 NHS placeholder, bad postcode
+    "R1,Amelia,Smith,04/03/2012,9434765919,LS1 4AB,R,",  # 2 clean
+    "R2,Amelia,Smith,31/02/2012,9434765919,LS1 4AB,X,",  # 3 impossible DOB; status X
+    "R3,,Smith,04/03/2012,4010232137,LS1 4AB,registered,",  # 4 no given name
+    "R4,Ben,Jones,05/13/2012,,M1 1AA,D,",  # 5 day/month swapped
+    "R5,Ben,Jones,13/05/2012,,M1 1AA,D,",  # 6 the same date, as mapped
+    "R6,Cara,Brown,2011,,B33 8TH,R,",  # 7 year only
+    "R7,Cara,Brown,15/06/2011,,B33 8TH,R,",  # 8 full date, same person
+    "R8,Dan,Green,01/01/2099,9434765919,LS1 4AB,R,",  # 9 DOB in the future
+    "R9,Unknown,White,02/02/2015,4010232137,M1 1AA,R,",  # 10 placeholder given name
+    ",Eve,Black,02/02/2015,,M1 1AA,R,",  # 11 no record id
+    "R10,,Grey,not a date,123,NOTAPC,R,",  # 12 one identifying field left
+    "R11,Eve,Black,02/02/2016,0000000000,NOTAPC,R,",  # 13 NHS placeholder, bad postcode
 ]
-DOB_PARTS = {"dob_iso", "dob_swapped_iso", "dob_ym", "dob_md", "dob_month", "dob_day",
-             "date_of_birth"}
+DOB_PARTS = {
+    "dob_iso",
+    "dob_swapped_iso",
+    "dob_ym",
+    "dob_md",
+    "dob_month",
+    "dob_day",
+    "date_of_birth",
+}
 
 
 def _write_mapping(tmp: Path, **changes: object) -> Path:
@@ -101,8 +112,10 @@ def test_rows_read_equal_accepted_plus_quarantined_and_only_unlinkable_rows_go(b
 
 def test_bad_dob_keeps_nhs_token_and_missing_given_name_is_accepted(bridged) -> None:
     _, _, res, _, ids, _ = bridged
-    by_order = {r: ids[i] for i, r in enumerate(
-        ["R1", "R2", "R3", "R4", "R5", "R6", "R7", "R8", "R9", "R11"])}
+    by_order = {
+        r: ids[i]
+        for i, r in enumerate(["R1", "R2", "R3", "R4", "R5", "R6", "R7", "R8", "R9", "R11"])
+    }
     r1, r2, r3 = by_order["R1"], by_order["R2"], by_order["R3"]
     assert r2["tok_dob"] is None and r2["tok_nhs_number"] == r1["tok_nhs_number"] is not None
     # Spec v3 salts name tokens with the birth year: an impossible DOB leaves none to salt.
@@ -132,7 +145,8 @@ def test_day_month_swap_and_year_only_dob(bridged) -> None:
         for name, col in (spec.get(section) or {}).get("columns", {}).items():
             salt = col.get("salt")  # one source, or a list of them (bf_address)
             deps = set(col.get("sources") or [col.get("source")]) | set(
-                salt if isinstance(salt, list) else [salt])
+                salt if isinstance(salt, list) else [salt]
+            )
             if deps & DOB_PARTS:
                 assert r6[name] is None, name
             else:  # same person, same names and postcode: only month/day are unknown
@@ -147,9 +161,13 @@ def test_day_month_swap_and_year_only_dob(bridged) -> None:
 def test_payload_recoded_or_nulled_never_dropped(bridged) -> None:
     _, _, res, _, _, pay = bridged
     assert [p["registration_status"] for p in pay][:5] == [
-        "registered", None, "registered", "deregistered", "deregistered"]
-    assert res.field_counts["payload.registration_status"] == {
-        "not in the vocabulary (nulled)": 1}
+        "registered",
+        None,
+        "registered",
+        "deregistered",
+        "deregistered",
+    ]
+    assert res.field_counts["payload.registration_status"] == {"not in the vocabulary (nulled)": 1}
     assert res.field_problems == [(3, "registration_status")]
 
 
@@ -161,21 +179,26 @@ def test_counts_travel_in_the_manifest_and_reach_the_ig_report(bridged) -> None:
     for value in ("31/02", "Unknown", "NOTAPC", "0000000000", "2099"):
         assert value not in text
     report = json.loads(res.report_path.read_text())
-    assert {"line": 3, "field": "subject.date_of_birth",
-            "reason": "impossible date (no such day)"} in report["field_rows"]
+    assert {
+        "line": 3,
+        "field": "subject.date_of_birth",
+        "reason": "impossible date (no such day)",
+    } in report["field_rows"]
     # the hub verifies the signed counts, stores them, and the IG report shows them
     paths = HubPaths(hub=tmp / "hub", landing=tmp / "landing", mappings=mp.parent)
     out = ingest_landing(paths)
     assert [o.status for o in out.outcomes] == ["accepted"], out
     con = duckdb.connect(str(paths.warehouse), read_only=True)
     try:
-        stored = con.execute("SELECT field, reason, n FROM batch_field_problem "
-                             "WHERE agency = 'GPR'").fetchall()
+        stored = con.execute(
+            "SELECT field, reason, n FROM batch_field_problem WHERE agency = 'GPR'"
+        ).fetchall()
         shown = _batches(con)["field_problems"]
     finally:
         con.close()
     assert {(f, r): n for f, r, n in stored} == {
-        (f, r): n for f, per in res.field_counts.items() for r, n in per.items()}
+        (f, r): n for f, per in res.field_counts.items() for r, n in per.items()
+    }
     assert {(p["field"], p["reason"], p["n"]) for p in shown} == set(stored)
     assert {p["rows_accepted"] for p in shown} == {10}
 
@@ -199,7 +222,10 @@ def test_validate_is_a_dry_run_of_every_row_check(bridged, capsys) -> None:
     ext = tmp / "gp_register.csv"
     got = dry_run(ext, mp)
     assert (got.rows_read, got.rows_accepted, got.rows_quarantined) == (
-        res.rows_read, res.rows_accepted, res.rows_quarantined)
+        res.rows_read,
+        res.rows_accepted,
+        res.rows_quarantined,
+    )
     assert got.fields.counts == res.field_counts
     code = main(["validate", str(ext), "--mapping", str(mp), "--agency-dir", str(tmp / "v")])
     out = capsys.readouterr()
@@ -222,8 +248,9 @@ def test_semicolon_file_gets_one_hint_not_a_line_per_column(tmp_path: Path, caps
     assert problems[0].startswith("semi.csv: looks like ';'-delimited: set `delimiter: ';'`")
     assert len(problems) == 2 and not any("is missing" in p for p in problems)
     assert landed_batches(tmp_path / "landing", "GPR") == []
-    assert main(["validate", str(ext), "--mapping", str(mp), "--agency-dir",
-                 str(tmp_path / "v")]) == 2
+    assert (
+        main(["validate", str(ext), "--mapping", str(mp), "--agency-dir", str(tmp_path / "v")]) == 2
+    )
     err = capsys.readouterr().err
     assert err.count("looks like ';'-delimited") == 1 and "is missing" not in err
     fixed = _write_mapping(tmp_path, source={**MAPPING["source"], "delimiter": ";"})
@@ -231,17 +258,28 @@ def test_semicolon_file_gets_one_hint_not_a_line_per_column(tmp_path: Path, caps
     assert res.rows_accepted == 3
 
 
-def test_ten_megabyte_field_is_nulled_and_reported_never_a_traceback(tmp_path: Path,
-                                                                      capsys) -> None:
+def test_ten_megabyte_field_is_nulled_and_reported_never_a_traceback(
+    tmp_path: Path, capsys
+) -> None:
     mp = _write_mapping(tmp_path)
     provision_partnership(tmp_path, ["GPR"])
     ext = tmp_path / "big.csv"
     huge = "x" * (10 << 20)
-    ext.write_text("\n".join([HEADER, ROWS[0], f"R2,{huge},Smith,04/03/2012,,LS1 4AB,R,",
-                              f"R3,Ann,Lee,01/02/2013,,M1 1AA,R,{'note ' * 40_000}",
-                              ROWS[4]]) + "\n")
-    assert main(["validate", str(ext), "--mapping", str(mp), "--agency-dir",
-                 str(tmp_path / "v")]) in (0, 1)
+    ext.write_text(
+        "\n".join(
+            [
+                HEADER,
+                ROWS[0],
+                f"R2,{huge},Smith,04/03/2012,,LS1 4AB,R,",
+                f"R3,Ann,Lee,01/02/2013,,M1 1AA,R,{'note ' * 40_000}",
+                ROWS[4],
+            ]
+        )
+        + "\n"
+    )
+    assert main(
+        ["validate", str(ext), "--mapping", str(mp), "--agency-dir", str(tmp_path / "v")]
+    ) in (0, 1)
     assert "Traceback" not in capsys.readouterr().err
     res = run_bridge(ext, mp, tmp_path / "agency" / "GPR", tmp_path / "landing")
     assert (res.rows_read, res.rows_accepted, res.rows_quarantined) == (4, 4, 0)
@@ -253,52 +291,79 @@ def test_ten_megabyte_field_is_nulled_and_reported_never_a_traceback(tmp_path: P
     assert res.report_path.stat().st_size < 100_000  # the value is not in the report
 
 
-@pytest.mark.parametrize(("name", "data", "expect"), [
-    ("utf16.csv", (HEADER + "\n" + ROWS[0] + "\n").encode("utf-16"),
-     "looks like UTF-16 text (byte-order mark): set `encoding: utf-16`"),
-    ("image.csv", bytes(range(256)) * 64, "looks like a binary file"),
-    ("sheet.csv", b"PK\x03\x04" + bytes(500), "export the sheet as CSV"),
-])
-def test_unreadable_files_are_refusals_with_a_hint(tmp_path: Path, capsys, name: str,
-                                                   data: bytes, expect: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "data", "expect"),
+    [
+        (
+            "utf16.csv",
+            (HEADER + "\n" + ROWS[0] + "\n").encode("utf-16"),
+            "looks like UTF-16 text (byte-order mark): set `encoding: utf-16`",
+        ),
+        ("image.csv", bytes(range(256)) * 64, "looks like a binary file"),
+        ("sheet.csv", b"PK\x03\x04" + bytes(500), "export the sheet as CSV"),
+    ],
+)
+def test_unreadable_files_are_refusals_with_a_hint(
+    tmp_path: Path, capsys, name: str, data: bytes, expect: str
+) -> None:
     mp = _write_mapping(tmp_path)
     provision_partnership(tmp_path, ["GPR"])
     ext = tmp_path / name
     ext.write_bytes(data)
-    code = main(["run", str(ext), "--mapping", str(mp), "--agency-dir",
-                 str(tmp_path / "agency" / "GPR"), "--landing", str(tmp_path / "landing")])
+    code = main(
+        [
+            "run",
+            str(ext),
+            "--mapping",
+            str(mp),
+            "--agency-dir",
+            str(tmp_path / "agency" / "GPR"),
+            "--landing",
+            str(tmp_path / "landing"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and expect in err and "Traceback" not in err
     assert landed_batches(tmp_path / "landing", "GPR") == []
     refused = list((tmp_path / "agency" / "GPR" / "reports").glob("*.refused.json"))
     assert len(refused) == 1 and expect in refused[0].read_text()
-    assert main(["validate", str(ext), "--mapping", str(mp), "--agency-dir",
-                 str(tmp_path / "v")]) == 2
+    assert (
+        main(["validate", str(ext), "--mapping", str(mp), "--agency-dir", str(tmp_path / "v")]) == 2
+    )
 
 
 def test_cp1252_rows_are_quarantined_with_an_encoding_hint(tmp_path: Path, capsys) -> None:
     mp = _write_mapping(tmp_path)
     ext = tmp_path / "cp.csv"
-    ext.write_bytes((HEADER + "\n" + ROWS[0] + "\nR2,Zoë,Smith,04/03/2012,,LS1 4AB,R,\n")
-                    .encode("cp1252"))
+    ext.write_bytes(
+        (HEADER + "\n" + ROWS[0] + "\nR2,Zoë,Smith,04/03/2012,,LS1 4AB,R,\n").encode("cp1252")
+    )
     got = dry_run(ext, mp)
     assert (got.rows_read, got.rows_accepted, got.rows_quarantined) == (2, 1, 1)
-    assert got.hints == ["cp.csv: is not valid utf-8 but reads as Windows-1252: set "
-                         "`encoding: cp1252` in the mapping's source"]
+    assert got.hints == [
+        "cp.csv: is not valid utf-8 but reads as Windows-1252: set "
+        "`encoding: cp1252` in the mapping's source"
+    ]
     fixed = _write_mapping(tmp_path, source={**MAPPING["source"], "encoding": "cp1252"})
     assert dry_run(ext, fixed).rows_accepted == 2
 
 
-@pytest.mark.parametrize(("problems", "ok"), [
-    ({"subject.upn": {"upn is not a check letter + 11 digits + digit/letter (13 chars)": 2}},
-     True),
-    ({"subject.given_name": {"<script>": 1}}, False),  # only short plain-text reasons
-    ({"subject.given_name": {"missing given name": -1}}, False),
-    ({"Subject Given": {"missing given name": 1}}, False),
-    ({"subject.given_name": {f"r{i}": 1 for i in range(51)}}, False),
-])
-def test_hub_checks_the_signed_field_problem_counts(tmp_path: Path, problems: dict,
-                                                    ok: bool) -> None:
+@pytest.mark.parametrize(
+    ("problems", "ok"),
+    [
+        (
+            {"subject.upn": {"upn is not a check letter + 11 digits + digit/letter (13 chars)": 2}},
+            True,
+        ),
+        ({"subject.given_name": {"<script>": 1}}, False),  # only short plain-text reasons
+        ({"subject.given_name": {"missing given name": -1}}, False),
+        ({"Subject Given": {"missing given name": 1}}, False),
+        ({"subject.given_name": {f"r{i}": 1 for i in range(51)}}, False),
+    ],
+)
+def test_hub_checks_the_signed_field_problem_counts(
+    tmp_path: Path, problems: dict, ok: bool
+) -> None:
     """The hub stores only well-formed counts: names of fields, short reasons, integers."""
     import pandas as pd
 
@@ -315,10 +380,20 @@ def test_hub_checks_the_signed_field_problem_counts(tmp_path: Path, problems: di
     batch = tmp_path / "landing" / "GPR" / "b1"
     batch.mkdir(parents=True)
     pd.DataFrame({"record_ref": ["r1"]}).to_parquet(batch / "identifiers.parquet")
-    man = build_manifest(batch, batch_id="b1", agency="GPR", sequence=1, extract_kind="delta",
-                         mapping_version=1, canonical_version=1, encoding_spec_version=1,
-                         link_key_version=1, ref_key_version=1, signing_key_id=key.key_id,
-                         rows={"read": 1, "accepted": 1, "quarantined": 0})
+    man = build_manifest(
+        batch,
+        batch_id="b1",
+        agency="GPR",
+        sequence=1,
+        extract_kind="delta",
+        mapping_version=1,
+        canonical_version=1,
+        encoding_spec_version=1,
+        link_key_version=1,
+        ref_key_version=1,
+        signing_key_id=key.key_id,
+        rows={"read": 1, "accepted": 1, "quarantined": 0},
+    )
     man["field_problems"] = problems  # as a bridge (or a forger holding its key) signs it
     write_manifest(batch, sign_manifest(man, key))
     if ok:

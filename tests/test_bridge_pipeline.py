@@ -17,8 +17,12 @@ from synthetic_data.parties import provision_partnership
 MAPPING = {
     "mapping_version": 1,
     "agency": {"code": "SCH", "name": "Schools", "kind": "school"},
-    "source": {"format": "csv", "encoding": "utf-8", "delimiter": ",",
-               "date_formats": ["%d/%m/%Y", "%Y-%m-%d"]},
+    "source": {
+        "format": "csv",
+        "encoding": "utf-8",
+        "delimiter": ",",
+        "date_formats": ["%d/%m/%Y", "%Y-%m-%d"],
+    },
     "columns": [
         {"source": "Ref", "field": "record_id", "class": "identifier"},
         {"source": "Forename", "field": "given_name", "class": "identifier"},
@@ -63,8 +67,13 @@ def test_good_extract_lands_and_scrubs(setup) -> None:
     res = run(tmp, mp, HEADER + "\n".join(GOOD) + "\n")
     assert (res.rows_read, res.rows_accepted, res.rows_quarantined) == (2, 2, 0)
     files = {p.name for p in res.landed_path.iterdir()}
-    assert files == {"identifiers.parquet.sealed", "related.parquet.sealed",
-                     "payload.parquet.sealed", "present.parquet.sealed", "manifest.json.sealed"}
+    assert files == {
+        "identifiers.parquet.sealed",
+        "related.parquet.sealed",
+        "payload.parquet.sealed",
+        "present.parquet.sealed",
+        "manifest.json.sealed",
+    }
     with pytest.raises(Exception):  # noqa: B017 - sealed: not Parquet to anyone but the hub
         pq.read_table(res.landed_path / "identifiers.parquet.sealed")
     assert not list((tmp / "agency" / "SCH" / "work").iterdir())  # no plaintext left behind
@@ -88,13 +97,13 @@ def test_good_extract_lands_and_scrubs(setup) -> None:
 def test_bad_fields_are_nulled_and_only_unlinkable_rows_quarantined(setup) -> None:
     tmp, mp = setup
     bad = [
-        "R3,Cy,Doe,31/02/2010,LS1 4AB,,,,CP,x",          # impossible date: nulled
-        "R4,Di,Doe,01/01/2010,NOTAPC,,,,CP,x",           # malformed postcode: nulled
+        "R3,Cy,Doe,31/02/2010,LS1 4AB,,,,CP,x",  # impossible date: nulled
+        "R4,Di,Doe,01/01/2010,NOTAPC,,,,CP,x",  # malformed postcode: nulled
         "R5,Ed,Doe,01/01/2010,LS1 4AB,9434765918,,,CP,x",  # bad NHS check digit: nulled
-        ",Fa,Doe,01/01/2010,LS1 4AB,,,,CP,x",            # missing record id
-        "R1,Ga,Doe,01/01/2010,LS1 4AB,,,,CP,x",          # duplicate record id
-        "R6,Hu,Doe,01/01/2010,LS1 4AB,,,,XX,x",          # plan_type not allowed: field nulled
-        "R7,Io,Doe",                                     # ragged
+        ",Fa,Doe,01/01/2010,LS1 4AB,,,,CP,x",  # missing record id
+        "R1,Ga,Doe,01/01/2010,LS1 4AB,,,,CP,x",  # duplicate record id
+        "R6,Hu,Doe,01/01/2010,LS1 4AB,,,,XX,x",  # plan_type not allowed: field nulled
+        "R7,Io,Doe",  # ragged
     ]
     res = run(tmp, mp, HEADER + "\n".join(GOOD + bad) + "\n")
     assert res.rows_read == 9 == res.rows_accepted + res.rows_quarantined
@@ -124,8 +133,11 @@ def test_bad_fields_are_nulled_and_only_unlinkable_rows_quarantined(setup) -> No
     report = res.report_path.read_text()
     assert json.loads(report)["field_problems"]["rows"] == [{"line": 9, "field": "plan_type"}]
     assert {(r["line"], r["field"]) for r in json.loads(report)["field_rows"]} == {
-        (4, "subject.date_of_birth"), (5, "subject.postcode"), (6, "subject.nhs_number"),
-        (9, "payload.plan_type")}
+        (4, "subject.date_of_birth"),
+        (5, "subject.postcode"),
+        (6, "subject.nhs_number"),
+        (9, "payload.plan_type"),
+    }
     # (the base64 signature is random text: it may hold "XX" by chance)
     body = json.dumps({k: v for k, v in man.items() if k != "signature"})
     for text in (report, body):

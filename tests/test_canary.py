@@ -43,9 +43,22 @@ NAME_FIELDS = {"given_name", "middle_names", "family_name", "full_name", "other_
 # Vocabularies, not values; and localities/towns, which name areas of thousands of people
 # (school names such as "Thornton Primary School" legitimately contain them).
 SKIP_FIELDS = {"title", "sex", "dob_is_estimated", "relationship", "address_line_2", "town"}
-DATE_RENDERINGS = ("%d/%m/%Y", "%Y-%m-%d", "%d.%m.%Y", "%d-%m-%Y", "%d%m%Y", "%Y%m%d",
-                   "%d/%m/%y", "%-d/%-m/%y", "%-d/%-m/%Y", "%-d %B %Y", "%-d %b %Y",
-                   "%d %b %Y", "%B %-d, %Y", "%Y/%m/%d")
+DATE_RENDERINGS = (
+    "%d/%m/%Y",
+    "%Y-%m-%d",
+    "%d.%m.%Y",
+    "%d-%m-%Y",
+    "%d%m%Y",
+    "%Y%m%d",
+    "%d/%m/%y",
+    "%-d/%-m/%y",
+    "%-d/%-m/%Y",
+    "%-d %B %Y",
+    "%-d %b %Y",
+    "%d %b %Y",
+    "%B %-d, %Y",
+    "%Y/%m/%d",
+)
 _HEX32 = re.compile(r"^[0-9a-f]{32}$")
 _WORD = re.compile(r"[^\W\d_]+")
 
@@ -91,8 +104,11 @@ def partnership(tmp_path_factory: pytest.TempPathFactory):
         mapping_path = MAPPINGS / f"{code.lower()}.yaml"
         mapping = load_mapping(mapping_path)
         extract = run / "population" / agency.file
-        fields = {c.source: c.field for c in mapping.columns
-                  if c.cls == "identifier" and c.field not in SKIP_FIELDS}
+        fields = {
+            c.source: c.field
+            for c in mapping.columns
+            if c.cls == "identifier" and c.field not in SKIP_FIELDS
+        }
         for chunk in iter_chunks(extract, mapping.source):
             for src, field in fields.items():
                 for value in chunk.frame[src].dropna().unique():
@@ -121,9 +137,13 @@ def test_landed_files_are_sealed_and_hold_no_identifier_bytes(partnership) -> No
     run, results, needles = partnership
     landed = [p for p in (run / "landing").rglob("*") if p.is_file()]
     assert len(landed) == 5 * len(results)
-    assert {p.name for p in landed} == {"identifiers.parquet.sealed", "related.parquet.sealed",
-                                        "payload.parquet.sealed", "present.parquet.sealed",
-                                        "manifest.json.sealed"}
+    assert {p.name for p in landed} == {
+        "identifiers.parquet.sealed",
+        "related.parquet.sealed",
+        "payload.parquet.sealed",
+        "present.parquet.sealed",
+        "manifest.json.sealed",
+    }
     long_needles = [n.encode() for n in needles if len(n.encode()) >= 8]
     assert len(long_needles) > 500
     for path in landed:
@@ -138,17 +158,24 @@ def test_landed_files_are_sealed_and_hold_no_identifier_bytes(partnership) -> No
 def test_no_identifier_bytes_in_any_file_the_hub_opens(partnership) -> None:
     run, _, needles = partnership
     files = [p for p in (run / "hub_view").rglob("*") if p.is_file()]
-    assert {p.name for p in files} >= {"identifiers.parquet", "related.parquet",
-                                        "payload.parquet", "manifest.json"}
+    assert {p.name for p in files} >= {
+        "identifiers.parquet",
+        "related.parquet",
+        "payload.parquet",
+        "manifest.json",
+    }
     # Name words inside a category value (school "Allerton Primary") are that vocabulary's.
     vocab = " | ".join(_category_values(run)).lower()
-    long_needles = [n.encode() for n in needles if len(n.encode()) >= 8
-                    and not (_WORD.fullmatch(n) and n in vocab)]
+    long_needles = [
+        n.encode()
+        for n in needles
+        if len(n.encode()) >= 8 and not (_WORD.fullmatch(n) and n in vocab)
+    ]
     all_needles = [n.encode() for n in needles]
     leaks = []
     for path in files:
         data = _manifest_text(path) if path.name == "manifest.json" else path.read_bytes().lower()
-        for n in (long_needles if path.suffix == ".parquet" else all_needles):
+        for n in long_needles if path.suffix == ".parquet" else all_needles:
             if n in data:
                 leaks.append((path.relative_to(run), n.decode()))
     assert leaks == [], leaks[:20]
@@ -206,8 +233,11 @@ def test_no_identifier_in_decoded_parquet_text(partnership) -> None:
                 for v in {str(x).lower() for x in values}:
                     checked += 1
                     in_v = set(_WORD.findall(v))
-                    leaks += [(path.name, name, n) for n in needles if n in v and (
-                        n not in words or (n in in_v and not vocabulary))]
+                    leaks += [
+                        (path.name, name, n)
+                        for n in needles
+                        if n in v and (n not in words or (n in in_v and not vocabulary))
+                    ]
     assert checked > 100
     assert leaks == [], leaks[:20]
 
@@ -220,8 +250,11 @@ def test_rows_accounted_and_every_batch_verifies(partnership) -> None:
         assert res.rows_read == res.rows_accepted + res.rows_quarantined > 0
         verified = verify_batch(_opened(run, res), public)
         assert verified.agency == code
-        assert verified.rows == {"read": res.rows_read, "accepted": res.rows_accepted,
-                                 "quarantined": res.rows_quarantined}
+        assert verified.rows == {
+            "read": res.rows_read,
+            "accepted": res.rows_accepted,
+            "quarantined": res.rows_quarantined,
+        }
         assert verified.encoding_spec_version == load_encoding_spec()["encoding_spec_version"]
         assert verified.link_key_version == 1
         assert verified.signing_key_id == f"{code}-ed25519-v1"
@@ -233,8 +266,10 @@ def test_one_partnership_key_so_tokens_agree_across_agencies(partnership) -> Non
     """The same person's NHS-number token from two agencies is equal only because the link key is
     shared; the record refs differ because the ref keys do not."""
     run, results, _ = partnership
-    ids = {c: pq.read_table(_opened(run, r) / "identifiers.parquet").to_pandas()
-           for c, r in results.items()}
+    ids = {
+        c: pq.read_table(_opened(run, r) / "identifiers.parquet").to_pandas()
+        for c, r in results.items()
+    }
     shared = set(ids["GP"]["tok_nhs_number"].dropna()) & set(ids["HV"]["tok_nhs_number"].dropna())
     assert shared
     assert not set(ids["GP"]["record_ref"]) & set(ids["HV"]["record_ref"])

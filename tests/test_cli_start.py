@@ -33,9 +33,15 @@ def bridge(*args: str) -> subprocess.CompletedProcess[str]:
     env["PYTHONPATH"] = str(REPO)
     env["PYTHONWARNINGS"] = "default"  # a warning anything raises at import would show
     env["HEAVY"] = json.dumps(HEAVY)
-    return subprocess.run([sys.executable, "-c", PROGRAM, *args],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
-                          check=False)
+    return subprocess.run(
+        [sys.executable, "-c", PROGRAM, *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
 
 
 def heavy(out: str) -> list[str]:
@@ -64,14 +70,23 @@ def test_key_commands_import_no_heavy_library(tmp_path: Path) -> None:
 def test_validation_module_defers_great_expectations_until_first_use() -> None:
     """ig_bridge.validate (imported by every validate/run) does not import GX itself; its first
     use does, without PySpark's pandas warning."""
-    program = ("import sys, ig_bridge.validate as v\n"
-               "assert 'great_expectations' not in sys.modules\n"
-               "suite = v.gx.ExpectationSuite(name='s')\n"
-               "assert 'great_expectations' in sys.modules\n"
-               "print(type(suite).__name__)\n")
+    program = (
+        "import sys, ig_bridge.validate as v\n"
+        "assert 'great_expectations' not in sys.modules\n"
+        "suite = v.gx.ExpectationSuite(name='s')\n"
+        "assert 'great_expectations' in sys.modules\n"
+        "print(type(suite).__name__)\n"
+    )
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONWARNINGS": "default"}
-    r = subprocess.run([sys.executable, "-c", program], cwd=REPO, env=env,
-                       capture_output=True, text=True, timeout=600, check=False)
+    r = subprocess.run(
+        [sys.executable, "-c", program],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "ExpectationSuite"
     assert "PySpark" not in r.stderr and "FutureWarning" not in r.stderr

@@ -41,47 +41,74 @@ COMPOSE = yaml.safe_load(COMPOSE_TEXT)
 SERVICES: dict[str, Any] = COMPOSE["services"]
 CODES = [s.code.lower() for s in agency_dag_specs()]
 ALL_SECRETS = set(HUB_SECRETS) | {bridge_secret(c) for c in CODES}
-AIRFLOW = {"POSTGRES_PASSWORD", "AIRFLOW_FERNET_KEY", "AIRFLOW_JWT_SECRET",
-           "AIRFLOW_API_SECRET_KEY", "REDIS_HUB_PASSWORD"}
+AIRFLOW = {
+    "POSTGRES_PASSWORD",
+    "AIRFLOW_FERNET_KEY",
+    "AIRFLOW_JWT_SECRET",
+    "AIRFLOW_API_SECRET_KEY",
+    "REDIS_HUB_PASSWORD",
+}
 LANDINGS = {f"landing_{c}" for c in CODES} | {f"rekey_landing_{c}" for c in CODES}
 AGENCY_NETS = {f"agency_{c}" for c in CODES}
 REID_NETS = {f"reid_{c}" for c in CODES}
 
 
 def row(rw=(), ro=(), binds=(), secrets_=(), nets=("hub",)) -> dict[str, set[str]]:
-    return {"rw": set(rw), "ro": set(ro), "binds": set(binds), "secrets": set(secrets_),
-            "networks": set(nets)}
+    return {
+        "rw": set(rw),
+        "ro": set(ro),
+        "binds": set(binds),
+        "secrets": set(secrets_),
+        "networks": set(nets),
+    }
 
 
 # The access table: every service, exactly what it may mount, know and reach.
 TABLE: dict[str, dict[str, set[str]]] = {
-    "postgres": row(rw={"airflow_db"}, binds={"./docker/postgres/initdb:ro"},
-                    secrets_={"POSTGRES_PASSWORD", "GOVERNANCE_DB_PASSWORD"}),
-    "redis": row(rw={"redis_data"}, binds={"./docker/redis/entrypoint.sh:ro"},
-                 secrets_={"REDIS_HUB_PASSWORD"} | {bridge_secret(c) for c in CODES},
-                 nets={"hub"} | AGENCY_NETS),
+    "postgres": row(
+        rw={"airflow_db"},
+        binds={"./docker/postgres/initdb:ro"},
+        secrets_={"POSTGRES_PASSWORD", "GOVERNANCE_DB_PASSWORD"},
+    ),
+    "redis": row(
+        rw={"redis_data"},
+        binds={"./docker/redis/entrypoint.sh:ro"},
+        secrets_={"REDIS_HUB_PASSWORD"} | {bridge_secret(c) for c in CODES},
+        nets={"hub"} | AGENCY_NETS,
+    ),
     "airflow-init": row(secrets_=AIRFLOW | {"AIRFLOW_ADMIN_PASSWORD"}),
     "airflow-apiserver": row(secrets_=AIRFLOW),
     "airflow-execution-api": row(secrets_=AIRFLOW, nets={"hub"} | AGENCY_NETS),
     "airflow-scheduler": row(secrets_=AIRFLOW),
     "airflow-dag-processor": row(secrets_=AIRFLOW),
     "airflow-triggerer": row(secrets_=AIRFLOW),
-    "airflow-worker-hub": row(rw={"warehouse"} | LANDINGS,
-                              ro={"hub_config", "hub_sealing_keys", "hub_audit_keys",
-                                  "ig_lead_trusted_keys"},
-                              secrets_=AIRFLOW | {"GOVERNANCE_DB_PASSWORD"}),
-    "governance-api": row(ro={"warehouse", "hub_request_key", "hub_audit_keys"},
-                          binds={"./docker/hub_api.yaml:ro"},
-                          secrets_={"GOVERNANCE_DB_PASSWORD"}, nets={"hub"} | REID_NETS),
-    "workspace": row(ro={"warehouse", "hub_request_key", "hub_audit_keys"},
-                     secrets_={"GOVERNANCE_DB_PASSWORD"}, nets={"hub"} | REID_NETS),
-    "hub-keygen": row(rw={"hub_sealing_keys", "hub_audit_keys", "hub_request_key",
-                          "hub_public"}, nets=()),
+    "airflow-worker-hub": row(
+        rw={"warehouse"} | LANDINGS,
+        ro={"hub_config", "hub_sealing_keys", "hub_audit_keys", "ig_lead_trusted_keys"},
+        secrets_=AIRFLOW | {"GOVERNANCE_DB_PASSWORD"},
+    ),
+    "governance-api": row(
+        ro={"warehouse", "hub_request_key", "hub_audit_keys"},
+        binds={"./docker/hub_api.yaml:ro"},
+        secrets_={"GOVERNANCE_DB_PASSWORD"},
+        nets={"hub"} | REID_NETS,
+    ),
+    "workspace": row(
+        ro={"warehouse", "hub_request_key", "hub_audit_keys"},
+        secrets_={"GOVERNANCE_DB_PASSWORD"},
+        nets={"hub"} | REID_NETS,
+    ),
+    "hub-keygen": row(
+        rw={"hub_sealing_keys", "hub_audit_keys", "hub_request_key", "hub_public"}, nets=()
+    ),
 }
 for _c in CODES:
-    TABLE[f"bridge-{_c}"] = row(rw={f"agency_{_c}", f"landing_{_c}", f"rekey_landing_{_c}"},
-                                ro={f"keys_{_c}"}, secrets_={bridge_secret(_c)},
-                                nets={f"agency_{_c}"})
+    TABLE[f"bridge-{_c}"] = row(
+        rw={f"agency_{_c}", f"landing_{_c}", f"rekey_landing_{_c}"},
+        ro={f"keys_{_c}"},
+        secrets_={bridge_secret(_c)},
+        nets={f"agency_{_c}"},
+    )
     TABLE[f"reid-{_c}"] = row(rw={f"agency_{_c}"}, ro={f"keys_{_c}"}, nets={f"reid_{_c}"})
 
 
@@ -90,8 +117,7 @@ def test_every_service_has_exactly_the_access_in_the_table(name: str) -> None:
     assert name in SERVICES, f"{name}: in the access table but not in docker-compose.yml"
     assert name in TABLE, f"{name}: a new service; add its access to the table in this test"
     a = access(SERVICES[name], ALL_SECRETS)
-    got = {"rw": a.rw, "ro": a.ro, "binds": a.binds, "secrets": a.secrets,
-           "networks": a.networks}
+    got = {"rw": a.rw, "ro": a.ro, "binds": a.binds, "secrets": a.secrets, "networks": a.networks}
     assert got == TABLE[name], name
 
 
@@ -115,15 +141,22 @@ def test_table_gives_no_agency_container_anything_of_another_party() -> None:
             assert {party(n, CODES)[1] for n in members} <= {c, None}, net
 
     def holders(volume: str, mode: str = "any") -> set[str]:
-        return {n for n, r in TABLE.items()
-                if volume in (r["rw"] | r["ro"] if mode == "any" else r[mode])}
+        return {
+            n
+            for n, r in TABLE.items()
+            if volume in (r["rw"] | r["ro"] if mode == "any" else r[mode])
+        }
 
     # the sealing private key only where custody runs; the audit key where checkpoints are
     # signed; the request key where re-identification requests are (the API and the
     # workspace); all written by keygen only
     assert holders("hub_sealing_keys") == {"airflow-worker-hub", "hub-keygen"}
-    assert holders("hub_audit_keys") == {"airflow-worker-hub", "governance-api", "workspace",
-                                         "hub-keygen"}
+    assert holders("hub_audit_keys") == {
+        "airflow-worker-hub",
+        "governance-api",
+        "workspace",
+        "hub-keygen",
+    }
     assert holders("hub_request_key") == {"governance-api", "workspace", "hub-keygen"}
     for v in ("hub_sealing_keys", "hub_audit_keys", "hub_request_key"):
         assert holders(v, "rw") == {"hub-keygen"}, v
@@ -143,8 +176,13 @@ def _violations(compose: dict[str, Any]) -> list[str]:
     out = invariant_violations(compose, CODES)
     for name, svc in compose["services"].items():
         a = access(svc, ALL_SECRETS)
-        got = {"rw": a.rw, "ro": a.ro, "binds": a.binds, "secrets": a.secrets,
-               "networks": a.networks}
+        got = {
+            "rw": a.rw,
+            "ro": a.ro,
+            "binds": a.binds,
+            "secrets": a.secrets,
+            "networks": a.networks,
+        }
         if got != TABLE.get(name):
             out.append(f"{name}: not as in the access table")
     return out
@@ -154,82 +192,153 @@ BAD_EDITS = {
     # the old shared anchor: the hub's Airflow env (DB password, Fernet, JWT) in every bridge
     "hub anchor merged into bridges": (
         ("      <<: *bridge-env\n", "      <<: *hub-env\n", len(CODES)),
-        ["bridge-csc: gets secret(s) ['AIRFLOW_API_SECRET_KEY', 'AIRFLOW_FERNET_KEY'",
-         "bridge-csc: gets hub setting(s) ['AIRFLOW__API_AUTH__JWT_SECRET'"]),
+        [
+            "bridge-csc: gets secret(s) ['AIRFLOW_API_SECRET_KEY', 'AIRFLOW_FERNET_KEY'",
+            "bridge-csc: gets hub setting(s) ['AIRFLOW__API_AUTH__JWT_SECRET'",
+        ],
+    ),
     "one landing volume shared by two agencies": (
-        ("      - landing_eh:/opt/joinedup/landing/EH\n      - rekey",
-         "      - landing_eh:/opt/joinedup/landing/EH\n"
-         "      - landing_csc:/opt/joinedup/landing/CSC\n      - rekey", 1),
-        ["bridge-eh: mounts volume(s) not of agency eh: ['landing_csc']"]),
+        (
+            "      - landing_eh:/opt/joinedup/landing/EH\n      - rekey",
+            "      - landing_eh:/opt/joinedup/landing/EH\n"
+            "      - landing_csc:/opt/joinedup/landing/CSC\n      - rekey",
+            1,
+        ),
+        ["bridge-eh: mounts volume(s) not of agency eh: ['landing_csc']"],
+    ),
     "bridge reads the warehouse": (
-        ("      - agency_gp:/opt/joinedup/agency\n",
-         "      - agency_gp:/opt/joinedup/agency\n      - warehouse:/opt/joinedup/hub:ro\n", 1),
-        ["bridge-gp: mounts volume(s) not of agency gp: ['warehouse']"]),
+        (
+            "      - agency_gp:/opt/joinedup/agency\n",
+            "      - agency_gp:/opt/joinedup/agency\n      - warehouse:/opt/joinedup/hub:ro\n",
+            1,
+        ),
+        ["bridge-gp: mounts volume(s) not of agency gp: ['warehouse']"],
+    ),
     "bridge logs in to Redis as the hub": (
-        ("redis://bridge_pol:${REDIS_BRIDGE_POL_PASSWORD:?set REDIS_BRIDGE_POL_PASSWORD in .env}",
-         "redis://hub:${REDIS_HUB_PASSWORD}", 1),
-        ["bridge-pol: gets secret(s) ['REDIS_HUB_PASSWORD']",
-         "bridge-pol: AIRFLOW__CELERY__BROKER_URL logs in to Redis as something other"]),
+        (
+            "redis://bridge_pol:"
+            "${REDIS_BRIDGE_POL_PASSWORD:?set REDIS_BRIDGE_POL_PASSWORD in .env}",
+            "redis://hub:${REDIS_HUB_PASSWORD}",
+            1,
+        ),
+        [
+            "bridge-pol: gets secret(s) ['REDIS_HUB_PASSWORD']",
+            "bridge-pol: AIRFLOW__CELERY__BROKER_URL logs in to Redis as something other",
+        ],
+    ),
     "Redis with no password again": (
         ("redis://hub:${REDIS_HUB_PASSWORD:?set REDIS_HUB_PASSWORD in .env}@", "redis://:@", 1),
-        ["airflow-scheduler: AIRFLOW__CELERY__BROKER_URL connects to Redis without a user"]),
+        ["airflow-scheduler: AIRFLOW__CELERY__BROKER_URL connects to Redis without a user"],
+    ),
     "Redis healthcheck without auth": (
-        ('"REDISCLI_AUTH=\\"$$REDIS_HUB_PASSWORD\\" redis-cli --user hub --no-auth-warning '
-         'ping | grep -q PONG"', '"redis-cli ping"', 1),
-        ["redis: healthcheck does not authenticate"]),
+        (
+            '"REDISCLI_AUTH=\\"$$REDIS_HUB_PASSWORD\\" redis-cli --user hub --no-auth-warning '
+            'ping | grep -q PONG"',
+            '"redis-cli ping"',
+            1,
+        ),
+        ["redis: healthcheck does not authenticate"],
+    ),
     "governance API mounts an agency's keys": (
-        ("      - hub_audit_keys:/opt/joinedup/audit_keys:ro\n    ports:",
-         "      - hub_audit_keys:/opt/joinedup/audit_keys:ro\n      - keys_csc:/keys:ro\n"
-         "    ports:", 1),
-        ["governance-api: hub service mounts agency volume(s) ['keys_csc']"]),
+        (
+            "      - hub_audit_keys:/opt/joinedup/audit_keys:ro\n    ports:",
+            "      - hub_audit_keys:/opt/joinedup/audit_keys:ro\n      - keys_csc:/keys:ro\n"
+            "    ports:",
+            1,
+        ),
+        ["governance-api: hub service mounts agency volume(s) ['keys_csc']"],
+    ),
     "governance API given the sealing private key": (
-        ("      - hub_audit_keys:/opt/joinedup/audit_keys:ro\n    ports:",
-         "      - hub_audit_keys:/opt/joinedup/audit_keys:ro\n"
-         "      - hub_sealing_keys:/opt/joinedup/hub/keys:ro\n    ports:", 1),
-        ["governance-api: holds the hub's sealing private key"]),
+        (
+            "      - hub_audit_keys:/opt/joinedup/audit_keys:ro\n    ports:",
+            "      - hub_audit_keys:/opt/joinedup/audit_keys:ro\n"
+            "      - hub_sealing_keys:/opt/joinedup/hub/keys:ro\n    ports:",
+            1,
+        ),
+        ["governance-api: holds the hub's sealing private key"],
+    ),
     "a reid service given the sealing private key": (
-        ("      - keys_hv:/opt/joinedup/agency/keys:ro\n    networks: [reid_hv]",
-         "      - keys_hv:/opt/joinedup/agency/keys:ro\n"
-         "      - hub_sealing_keys:/opt/joinedup/hub/keys:ro\n    networks: [reid_hv]", 1),
-        ["reid-hv: holds the hub's sealing private key",
-         "reid-hv: mounts volume(s) not of agency hv: ['hub_sealing_keys']"]),
+        (
+            "      - keys_hv:/opt/joinedup/agency/keys:ro\n    networks: [reid_hv]",
+            "      - keys_hv:/opt/joinedup/agency/keys:ro\n"
+            "      - hub_sealing_keys:/opt/joinedup/hub/keys:ro\n    networks: [reid_hv]",
+            1,
+        ),
+        [
+            "reid-hv: holds the hub's sealing private key",
+            "reid-hv: mounts volume(s) not of agency hv: ['hub_sealing_keys']",
+        ],
+    ),
     "a bridge given the sealing private key": (
-        ("      - keys_pol:/opt/joinedup/agency/keys:ro\n      - landing_pol",
-         "      - keys_pol:/opt/joinedup/agency/keys:ro\n"
-         "      - hub_sealing_keys:/opt/joinedup/hub/keys:ro\n      - landing_pol", 1),
-        ["bridge-pol: holds the hub's sealing private key"]),
+        (
+            "      - keys_pol:/opt/joinedup/agency/keys:ro\n      - landing_pol",
+            "      - keys_pol:/opt/joinedup/agency/keys:ro\n"
+            "      - hub_sealing_keys:/opt/joinedup/hub/keys:ro\n      - landing_pol",
+            1,
+        ),
+        ["bridge-pol: holds the hub's sealing private key"],
+    ),
     "the hub worker can rewrite its keys": (
-        ("      - hub_sealing_keys:/opt/joinedup/hub/keys:ro\n      - hub_audit_keys:"
-         "/opt/joinedup/audit_keys:ro\n      - ig",
-         "      - hub_sealing_keys:/opt/joinedup/hub/keys\n      - hub_audit_keys:"
-         "/opt/joinedup/audit_keys\n      - ig", 1),
-        ["airflow-worker-hub: mounts hub private key volume(s) ['hub_audit_keys', "
-         "'hub_sealing_keys'] read-write"]),
+        (
+            "      - hub_sealing_keys:/opt/joinedup/hub/keys:ro\n      - hub_audit_keys:"
+            "/opt/joinedup/audit_keys:ro\n      - ig",
+            "      - hub_sealing_keys:/opt/joinedup/hub/keys\n      - hub_audit_keys:"
+            "/opt/joinedup/audit_keys\n      - ig",
+            1,
+        ),
+        [
+            "airflow-worker-hub: mounts hub private key volume(s) ['hub_audit_keys', "
+            "'hub_sealing_keys'] read-write"
+        ],
+    ),
     "the hub worker can write the IG lead's trusted key": (
-        ("      - ig_lead_trusted_keys:/opt/joinedup/ig_lead/trusted_keys:ro\n",
-         "      - ig_lead_trusted_keys:/opt/joinedup/ig_lead/trusted_keys\n", 1),
-        ["airflow-worker-hub: can write the IG lead's trusted audit key"]),
+        (
+            "      - ig_lead_trusted_keys:/opt/joinedup/ig_lead/trusted_keys:ro\n",
+            "      - ig_lead_trusted_keys:/opt/joinedup/ig_lead/trusted_keys\n",
+            1,
+        ),
+        ["airflow-worker-hub: can write the IG lead's trusted audit key"],
+    ),
     "hub-keygen writes the IG lead's trusted key itself": (
-        ("      - hub_public:/opt/joinedup/public\n",
-         "      - hub_public:/opt/joinedup/public\n"
-         "      - ig_lead_trusted_keys:/opt/joinedup/ig_lead/trusted_keys\n", 1),
-        ["hub-keygen: can write the IG lead's trusted audit key",
-         "hub-keygen: not a network-less container away from the IG lead's keys"]),
+        (
+            "      - hub_public:/opt/joinedup/public\n",
+            "      - hub_public:/opt/joinedup/public\n"
+            "      - ig_lead_trusted_keys:/opt/joinedup/ig_lead/trusted_keys\n",
+            1,
+        ),
+        [
+            "hub-keygen: can write the IG lead's trusted audit key",
+            "hub-keygen: not a network-less container away from the IG lead's keys",
+        ],
+    ),
     "reid service on the hub network": (
-        ("    networks: [reid_hv]\n\n  bridge-pol:", "    networks: [reid_hv, hub]\n\n"
-         "  bridge-pol:", 1),
-        ["reid-hv: networks ['hub', 'reid_hv'], not only reid_hv"]),
+        (
+            "    networks: [reid_hv]\n\n  bridge-pol:",
+            "    networks: [reid_hv, hub]\n\n  bridge-pol:",
+            1,
+        ),
+        ["reid-hv: networks ['hub', 'reid_hv'], not only reid_hv"],
+    ),
     "bridge on another agency's network": (
         ("    networks: [agency_sch]\n", "    networks: [agency_sch, agency_csc]\n", 1),
-        ["bridge-sch: networks ['agency_csc', 'agency_sch'], not only agency_sch"]),
+        ["bridge-sch: networks ['agency_csc', 'agency_sch'], not only agency_sch"],
+    ),
     "the Airflow UI reachable from the bridges": (
-        ("    command: api-server\n", "    command: api-server\n    networks: [hub, agency_gp]\n",
-         1),
-        ["airflow-apiserver: the Airflow UI/REST API on agency network(s) ['agency_gp']"]),
+        (
+            "    command: api-server\n",
+            "    command: api-server\n    networks: [hub, agency_gp]\n",
+            1,
+        ),
+        ["airflow-apiserver: the Airflow UI/REST API on agency network(s) ['agency_gp']"],
+    ),
     "a hub secret as a literal": (
-        ("AIRFLOW__CORE__FERNET_KEY: ${AIRFLOW_FERNET_KEY:?set AIRFLOW_FERNET_KEY in .env}",
-         "AIRFLOW__CORE__FERNET_KEY: c2VjcmV0", 1),
-        ["airflow-scheduler: AIRFLOW__CORE__FERNET_KEY is a literal, not from .env"]),
+        (
+            "AIRFLOW__CORE__FERNET_KEY: ${AIRFLOW_FERNET_KEY:?set AIRFLOW_FERNET_KEY in .env}",
+            "AIRFLOW__CORE__FERNET_KEY: c2VjcmV0",
+            1,
+        ),
+        ["airflow-scheduler: AIRFLOW__CORE__FERNET_KEY is a literal, not from .env"],
+    ),
 }
 
 
@@ -251,10 +360,12 @@ def test_bridge_and_reid_of_an_agency(code: str) -> None:
     assert cmd[:4] == ["celery", "worker", "--queues", f"bridge_{code}"]
     assert "--skip-serve-logs" in cmd  # serving logs needs the hub's API secret key
     targets = {m.source: (m.target, m.read_only) for m in mounts(b)}
-    assert targets == {f"agency_{code}": ("/opt/joinedup/agency", False),
-                       f"keys_{code}": ("/opt/joinedup/agency/keys", True),
-                       f"landing_{code}": (f"/opt/joinedup/landing/{up}", False),
-                       f"rekey_landing_{code}": (f"/opt/joinedup/rekey_landing/{up}", False)}
+    assert targets == {
+        f"agency_{code}": ("/opt/joinedup/agency", False),
+        f"keys_{code}": ("/opt/joinedup/agency/keys", True),
+        f"landing_{code}": (f"/opt/joinedup/landing/{up}", False),
+        f"rekey_landing_{code}": (f"/opt/joinedup/rekey_landing/{up}", False),
+    }
     env = environment(b)
     assert env["JOINEDUP_LANDING_DIR"] == "/opt/joinedup/landing"  # + <CODE>: its own volume
     assert env["AIRFLOW__CELERY__WORKER_ENABLE_REMOTE_CONTROL"] == "false"
@@ -287,8 +398,14 @@ def test_hub_worker_mounts_every_drop_area_where_the_bridge_writes() -> None:
 
 
 def test_airflow_services_pinned_and_on_postgres() -> None:
-    hub = ["airflow-init", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
-           "airflow-triggerer", "airflow-worker-hub"]
+    hub = [
+        "airflow-init",
+        "airflow-apiserver",
+        "airflow-scheduler",
+        "airflow-dag-processor",
+        "airflow-triggerer",
+        "airflow-worker-hub",
+    ]
     for name in hub:
         env = environment(SERVICES[name])
         assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql"), name
@@ -334,8 +451,13 @@ def test_example_env_has_placeholders_only_and_every_secret() -> None:
 # ---- Docker Compose itself ---------------------------------------------------------------
 def _compose_cmd() -> list[str] | None:
     docker = shutil.which("docker")
-    if docker and subprocess.run([docker, "compose", "version"], capture_output=True,
-                                 check=False).returncode == 0:
+    if (
+        docker
+        and subprocess.run(
+            [docker, "compose", "version"], capture_output=True, check=False
+        ).returncode
+        == 0
+    ):
         return [docker, "compose"]
     legacy = shutil.which("docker-compose")
     return [legacy] if legacy else None
@@ -343,7 +465,8 @@ def _compose_cmd() -> list[str] | None:
 
 COMPOSE_CMD = _compose_cmd()
 needs_compose = pytest.mark.skipif(
-    COMPOSE_CMD is None, reason="neither `docker compose` nor `docker-compose` is installed")
+    COMPOSE_CMD is None, reason="neither `docker compose` nor `docker-compose` is installed"
+)
 
 
 def _env_file(tmp_path: Path, drop: str | None = None) -> tuple[Path, dict[str, str]]:
@@ -356,14 +479,27 @@ def _env_file(tmp_path: Path, drop: str | None = None) -> tuple[Path, dict[str, 
 
 def _config(env_file: Path) -> subprocess.CompletedProcess[str]:
     assert COMPOSE_CMD is not None
-    return subprocess.run([*COMPOSE_CMD, "--env-file", str(env_file), "-f",
-                           str(REPO / "docker-compose.yml"), "config"],
-                          capture_output=True, text=True, check=False, timeout=120, cwd=REPO)
+    return subprocess.run(
+        [
+            *COMPOSE_CMD,
+            "--env-file",
+            str(env_file),
+            "-f",
+            str(REPO / "docker-compose.yml"),
+            "config",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+        cwd=REPO,
+    )
 
 
 @needs_compose
 def test_compose_config_resolves_and_no_agency_container_holds_a_foreign_secret(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     env_file, values = _env_file(tmp_path)
     res = _config(env_file)
     assert res.returncode == 0, res.stderr
@@ -381,8 +517,15 @@ def test_compose_config_resolves_and_no_agency_container_holds_a_foreign_secret(
 
 
 @needs_compose
-@pytest.mark.parametrize("missing", ["REDIS_BRIDGE_CSC_PASSWORD", "REDIS_HUB_PASSWORD",
-                                     "GOVERNANCE_DB_PASSWORD", "AIRFLOW_API_SECRET_KEY"])
+@pytest.mark.parametrize(
+    "missing",
+    [
+        "REDIS_BRIDGE_CSC_PASSWORD",
+        "REDIS_HUB_PASSWORD",
+        "GOVERNANCE_DB_PASSWORD",
+        "AIRFLOW_API_SECRET_KEY",
+    ],
+)
 def test_compose_refuses_to_start_without_a_secret(tmp_path: Path, missing: str) -> None:
     env_file, values = _env_file(tmp_path, drop=missing)
     res = _config(env_file)

@@ -51,8 +51,14 @@ def _run_keygen(root: Path) -> subprocess.CompletedProcess[str]:
         (root / m.target.removeprefix("/")).mkdir(parents=True, exist_ok=True)
     (root / "opt/joinedup/hub").mkdir(parents=True, exist_ok=True)  # the image's own folder
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    res = subprocess.run(["bash", "-c", _keygen_script(root)], capture_output=True, text=True,
-                         env=env, check=False, timeout=300)
+    res = subprocess.run(
+        ["bash", "-c", _keygen_script(root)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr
     return res
 
@@ -61,8 +67,7 @@ def _volumes_of(service: str, root: Path, store: Path) -> None:
     """Copy what the service left at each of its mount targets into store/<volume>."""
     for m in mounts(SERVICES[service]):
         if not m.bind:
-            shutil.copytree(root / m.target.removeprefix("/"), store / m.source,
-                            dirs_exist_ok=True)
+            shutil.copytree(root / m.target.removeprefix("/"), store / m.source, dirs_exist_ok=True)
 
 
 def _container(service: str, store: Path, root: Path) -> dict[str, Path]:
@@ -82,8 +87,13 @@ def _container(service: str, store: Path, root: Path) -> dict[str, Path]:
 
 
 def _use_env(monkeypatch: pytest.MonkeyPatch, service: str, root: Path) -> None:
-    for k in ("JOINEDUP_RUN_DIR", "JOINEDUP_HUB_DIR", "JOINEDUP_HUB_KEYS_DIR",
-              "JOINEDUP_AUDIT_TRUSTED_KEYS", "JOINEDUP_LANDING_DIR"):
+    for k in (
+        "JOINEDUP_RUN_DIR",
+        "JOINEDUP_HUB_DIR",
+        "JOINEDUP_HUB_KEYS_DIR",
+        "JOINEDUP_AUDIT_TRUSTED_KEYS",
+        "JOINEDUP_LANDING_DIR",
+    ):
         monkeypatch.delenv(k, raising=False)
     monkeypatch.setenv("JOINEDUP_RUN_DIR", str(root / "nowhere"))  # no demo-layout fallback
     for k, v in environment(SERVICES[service]).items():
@@ -92,8 +102,11 @@ def _use_env(monkeypatch: pytest.MonkeyPatch, service: str, root: Path) -> None:
 
 
 def _tree(d: Path) -> dict[str, str]:
-    return {str(p.relative_to(d)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(d.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(d)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(d.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -106,15 +119,19 @@ def hub_volumes(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return store
 
 
-def test_keygen_creates_each_key_once_in_its_own_volume(hub_volumes: Path,
-                                                        tmp_path: Path) -> None:
+def test_keygen_creates_each_key_once_in_its_own_volume(hub_volumes: Path, tmp_path: Path) -> None:
     assert sorted(os.listdir(hub_volumes / "hub_sealing_keys")) == ["sealing_key.v1.json"]
     assert sorted(os.listdir(hub_volumes / "hub_audit_keys")) == ["audit_signing.v1.json"]
-    assert sorted(os.listdir(hub_volumes / "hub_request_key")) == ["hub_request.pem",
-                                                                   "hub_request.pub"]
+    assert sorted(os.listdir(hub_volumes / "hub_request_key")) == [
+        "hub_request.pem",
+        "hub_request.pub",
+    ]
     # only public records go out: the sealing record, the audit record and the request key
     assert sorted(os.listdir(hub_volumes / "hub_public")) == [
-        "hub-audit-ed25519-v1.json", "hub_request.pub", "hub_sealing_key.v1.json"]
+        "hub-audit-ed25519-v1.json",
+        "hub_request.pub",
+        "hub_sealing_key.v1.json",
+    ]
     # the one-off steps in the compose header and docs/contracts.md name these very files
     header = (REPO / "docker-compose.yml").read_text().split("\nx-hub-env")[0]
     contracts = (REPO / "docs" / "contracts.md").read_text()
@@ -129,16 +146,18 @@ def test_keygen_creates_each_key_once_in_its_own_volume(hub_volumes: Path,
     # a second run (an operator re-running setup) rotates and overwrites nothing
     root = tmp_path / "again"
     _container("hub-keygen", hub_volumes, root)
-    before = {v: _tree(hub_volumes / v) for v in ("hub_sealing_keys", "hub_audit_keys",
-                                                  "hub_request_key")}
+    before = {
+        v: _tree(hub_volumes / v) for v in ("hub_sealing_keys", "hub_audit_keys", "hub_request_key")
+    }
     _run_keygen(root)
     again = tmp_path / "store"
     _volumes_of("hub-keygen", root, again)
     assert {v: _tree(again / v) for v in before} == before
 
 
-def test_sealed_batch_opens_only_on_the_hub_worker(hub_volumes: Path, tmp_path: Path,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sealed_batch_opens_only_on_the_hub_worker(
+    hub_volumes: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     store = tmp_path / "volumes"
     shutil.copytree(hub_volumes, store)
     # one-off agency step: import the hub's public sealing record into keys_csc (writable
@@ -146,9 +165,21 @@ def test_sealed_batch_opens_only_on_the_hub_worker(hub_volumes: Path, tmp_path: 
     onboard = tmp_path / "csc_onboarding"
     (onboard / "agency").mkdir(parents=True)
     shutil.copytree(store / "hub_public", onboard / "hub_public")
-    assert bridge_cli(["keys", "import-hub-key", "--agency-dir", str(onboard / "agency"),
-                       "--agency", "CSC", "--file",
-                       str(onboard / "hub_public" / "hub_sealing_key.v1.json")]) == 0
+    assert (
+        bridge_cli(
+            [
+                "keys",
+                "import-hub-key",
+                "--agency-dir",
+                str(onboard / "agency"),
+                "--agency",
+                "CSC",
+                "--file",
+                str(onboard / "hub_public" / "hub_sealing_key.v1.json"),
+            ]
+        )
+        == 0
+    )
     shutil.copytree(onboard / "agency" / "keys", store / "keys_csc")
 
     # bridge-csc seals with what its keys volume holds
@@ -156,8 +187,14 @@ def test_sealed_batch_opens_only_on_the_hub_worker(hub_volumes: Path, tmp_path: 
     hub_pub = bridge_hub_key(bridge["keys_csc"])
     plain = os.urandom(3000)
     sealed = io.BytesIO()
-    seal_stream(io.BytesIO(plain), sealed, hub_pub, agency="CSC", batch_id="CSC-1",
-                file_name="identifiers.parquet")
+    seal_stream(
+        io.BytesIO(plain),
+        sealed,
+        hub_pub,
+        agency="CSC",
+        batch_id="CSC-1",
+        file_name="identifiers.parquet",
+    )
 
     # the hub worker, with its own environment, opens it with the key where custody loads it
     worker_root = tmp_path / "worker"
@@ -166,8 +203,14 @@ def test_sealed_batch_opens_only_on_the_hub_worker(hub_volumes: Path, tmp_path: 
     keys = load_hub_sealing_keys(hub_paths().keys)
     assert list(keys) == [hub_pub.key_id]
     out = io.BytesIO()
-    unseal_stream(io.BytesIO(sealed.getvalue()), out, keys, agency="CSC", batch_id="CSC-1",
-                  file_name="identifiers.parquet")
+    unseal_stream(
+        io.BytesIO(sealed.getvalue()),
+        out,
+        keys,
+        agency="CSC",
+        batch_id="CSC-1",
+        file_name="identifiers.parquet",
+    )
     assert out.getvalue() == plain
 
     # the attack: with any other container's file system, find the sealing private key
@@ -187,7 +230,8 @@ def test_sealed_batch_opens_only_on_the_hub_worker(hub_volumes: Path, tmp_path: 
 
 
 def test_report_stage_and_api_load_the_keys_compose_gives_them(
-        hub_volumes: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    hub_volumes: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     store = tmp_path / "volumes"
     shutil.copytree(hub_volumes, store)
     worker_root = tmp_path / "worker"
@@ -200,8 +244,10 @@ def test_report_stage_and_api_load_the_keys_compose_gives_them(
         trusted_audit_keys(worker_root / "nowhere")
     # the IG lead's step: the public record from hub_public into ig_lead_trusted_keys
     (store / "ig_lead_trusted_keys").mkdir()
-    shutil.copy(store / "hub_public" / "hub-audit-ed25519-v1.json",
-                store / "ig_lead_trusted_keys" / "hub-audit-ed25519-v1.json")
+    shutil.copy(
+        store / "hub_public" / "hub-audit-ed25519-v1.json",
+        store / "ig_lead_trusted_keys" / "hub-audit-ed25519-v1.json",
+    )
     worker_root = tmp_path / "worker2"
     _container("airflow-worker-hub", store, worker_root)
     _use_env(monkeypatch, "airflow-worker-hub", worker_root)

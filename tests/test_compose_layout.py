@@ -40,13 +40,20 @@ PREFIX = "/opt/joinedup"
 
 
 def _files(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _use_env(monkeypatch: pytest.MonkeyPatch, service: str, root: Path) -> None:
-    for k in ("JOINEDUP_RUN_DIR", "JOINEDUP_LANDING_DIR", "JOINEDUP_AGENCY_DIR",
-              "JOINEDUP_HUB_DIR"):
+    for k in (
+        "JOINEDUP_RUN_DIR",
+        "JOINEDUP_LANDING_DIR",
+        "JOINEDUP_AGENCY_DIR",
+        "JOINEDUP_HUB_DIR",
+    ):
         monkeypatch.delenv(k, raising=False)
     # a run folder that does not exist: nothing may fall back to the demo layout
     monkeypatch.setenv("JOINEDUP_RUN_DIR", str(root / "nowhere"))
@@ -56,7 +63,8 @@ def _use_env(monkeypatch: pytest.MonkeyPatch, service: str, root: Path) -> None:
 
 
 def test_bridge_writes_only_into_its_own_volumes_and_the_hub_finds_it(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     spec = next(s for s in agency_dag_specs() if s.code == "CSC")
     run = tmp_path / "provisioned"
     generate_population(run / "population", seed=11, people=150)
@@ -96,8 +104,7 @@ def test_bridge_writes_only_into_its_own_volumes_and_the_hub_finds_it(
     after = _files(root)
     written = {p for p in after if before.get(p) != after[p]}
     assert written, "the bridge wrote nothing"
-    outside = sorted(p for p in written
-                     if not any((root / p).is_relative_to(t) for t in rw))
+    outside = sorted(p for p in written if not any((root / p).is_relative_to(t) for t in rw))
     assert outside == []  # nothing in the container's own layer or in another agency's area
     assert not any((root / p).is_relative_to(keys_target) for p in written)  # keys read-only
     assert sorted(p.name for p in (root / "opt/joinedup/landing").iterdir()) == ["CSC"]

@@ -43,7 +43,8 @@ if os.geteuid() == 0:
         RUN_AS = ["<none>"]
 pytestmark = pytest.mark.skipif(
     PG_BIN is None or shutil.which("psql") is None or RUN_AS == ["<none>"],
-    reason="PostgreSQL server binaries, psql and (as root) a postgres user are needed")
+    reason="PostgreSQL server binaries, psql and (as root) a postgres user are needed",
+)
 
 
 def _free_port() -> int:
@@ -61,11 +62,30 @@ class Cluster:
         if RUN_AS:
             shutil.chown(base, "postgres")
             shutil.chown(self.sock, "postgres")
-        self._run([str(PG_BIN / "initdb"), "-D", str(self.data), "-U", "airflow",
-                   "--auth-local=trust", "--auth-host=scram-sha-256"])
-        self._run([str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-w", "-l",
-                   str(base / "pg.log"), "-o",
-                   f"-p {self.port} -k {self.sock} -c listen_addresses=127.0.0.1", "start"])
+        self._run(
+            [
+                str(PG_BIN / "initdb"),
+                "-D",
+                str(self.data),
+                "-U",
+                "airflow",
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+            ]
+        )
+        self._run(
+            [
+                str(PG_BIN / "pg_ctl"),
+                "-D",
+                str(self.data),
+                "-w",
+                "-l",
+                str(base / "pg.log"),
+                "-o",
+                f"-p {self.port} -k {self.sock} -c listen_addresses=127.0.0.1",
+                "start",
+            ]
+        )
         # what the image's entrypoint does before running docker-entrypoint-initdb.d
         self.psql_local("CREATE DATABASE airflow")
 
@@ -77,37 +97,66 @@ class Cluster:
         return {**env, "PGHOST": str(self.sock), "PGPORT": str(self.port), **extra}
 
     def psql_local(self, sql: str, db: str = "postgres") -> None:
-        subprocess.run(["psql", "-v", "ON_ERROR_STOP=1", "-U", "airflow", "-d", db, "-c", sql],
-                       env=self.env(), check=True, capture_output=True, timeout=60)
+        subprocess.run(
+            ["psql", "-v", "ON_ERROR_STOP=1", "-U", "airflow", "-d", db, "-c", sql],
+            env=self.env(),
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
 
     def init_script(self, password: str | None) -> subprocess.CompletedProcess[str]:
         env = self.env(POSTGRES_USER="airflow", POSTGRES_DB="airflow")
         if password is not None:
             env["GOVERNANCE_DB_PASSWORD"] = password
-        return subprocess.run(["sh", str(SCRIPT)], env=env, capture_output=True, text=True,
-                              timeout=60, check=False)
+        return subprocess.run(
+            ["sh", str(SCRIPT)], env=env, capture_output=True, text=True, timeout=60, check=False
+        )
 
-    def tcp(self, user: str, password: str, db: str, sql: str = "SELECT 1"
-            ) -> subprocess.CompletedProcess[str]:
+    def tcp(
+        self, user: str, password: str, db: str, sql: str = "SELECT 1"
+    ) -> subprocess.CompletedProcess[str]:
         """A client on the network, as the governance API connects: TCP + password."""
         env = self.env(PGPASSWORD=password)
         env.pop("PGHOST")
-        return subprocess.run(["psql", "-w", "-h", "127.0.0.1", "-U", user, "-d", db, "-tAc", sql],
-                              env=env, capture_output=True, text=True, timeout=60, check=False)
+        return subprocess.run(
+            ["psql", "-w", "-h", "127.0.0.1", "-U", user, "-d", db, "-tAc", sql],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
 
     def roles_and_dbs(self) -> str:
         res = subprocess.run(
-            ["psql", "-U", "airflow", "-d", "postgres", "-tAc",
-             "SELECT string_agg(rolname, ',') FROM pg_roles WHERE rolname = 'joinedup_gov' "
-             "UNION ALL SELECT string_agg(datname, ',') FROM pg_database "
-             "WHERE datname = 'governance'"],
-            env=self.env(), capture_output=True, text=True, check=True, timeout=60)
+            [
+                "psql",
+                "-U",
+                "airflow",
+                "-d",
+                "postgres",
+                "-tAc",
+                "SELECT string_agg(rolname, ',') FROM pg_roles WHERE rolname = 'joinedup_gov' "
+                "UNION ALL SELECT string_agg(datname, ',') FROM pg_database "
+                "WHERE datname = 'governance'",
+            ],
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        )
         return res.stdout.strip()
 
     def stop(self) -> None:
         assert PG_BIN is not None
-        subprocess.run([*RUN_AS, str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", "fast",
-                        "stop"], capture_output=True, timeout=120, check=False)
+        subprocess.run(
+            [*RUN_AS, str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", "fast", "stop"],
+            capture_output=True,
+            timeout=120,
+            check=False,
+        )
 
 
 @pytest.fixture(scope="module")
@@ -124,13 +173,15 @@ def cluster() -> Iterator[Cluster]:
         shutil.rmtree(base, ignore_errors=True)
 
 
-BAD = {"missing": (None, "is not set"), "short": ("abc", "at least 32"),
-       "quote injection": ("x' SUPERUSER; --" + "a" * 32, "may hold only")}
+BAD = {
+    "missing": (None, "is not set"),
+    "short": ("abc", "at least 32"),
+    "quote injection": ("x' SUPERUSER; --" + "a" * 32, "may hold only"),
+}
 
 
 @pytest.mark.parametrize("case", sorted(BAD))
-def test_bad_password_stops_the_script_with_nothing_created(cluster: Cluster, case: str
-                                                            ) -> None:
+def test_bad_password_stops_the_script_with_nothing_created(cluster: Cluster, case: str) -> None:
     password, message = BAD[case]
     before = cluster.roles_and_dbs()
     res = cluster.init_script(password)
@@ -145,16 +196,22 @@ def test_governance_role_gets_its_store_and_nothing_else(cluster: Cluster) -> No
     res = cluster.init_script(password)
     assert res.returncode == 0, res.stderr
     assert password not in res.stdout + res.stderr
-    ok = cluster.tcp("joinedup_gov", password, "governance",
-                     "CREATE TABLE t (x int); INSERT INTO t VALUES (1); SELECT count(*) FROM t")
+    ok = cluster.tcp(
+        "joinedup_gov",
+        password,
+        "governance",
+        "CREATE TABLE t (x int); INSERT INTO t VALUES (1); SELECT count(*) FROM t",
+    )
     assert ok.returncode == 0 and ok.stdout.strip().endswith("1"), ok.stderr
     # attack: the governance credentials against the Airflow metadata database
     meta = cluster.tcp("joinedup_gov", password, "airflow")
     assert meta.returncode != 0 and "permission denied for database" in meta.stderr
     # attack: guessing, or another party's password
-    for user, pw, db in [("joinedup_gov", secrets.token_hex(32), "governance"),
-                         ("joinedup_gov", "", "governance"),
-                         ("airflow", password, "airflow")]:
+    for user, pw, db in [
+        ("joinedup_gov", secrets.token_hex(32), "governance"),
+        ("joinedup_gov", "", "governance"),
+        ("airflow", password, "airflow"),
+    ]:
         r = cluster.tcp(user, pw, db)
         assert r.returncode != 0, (user, db)
         if pw:

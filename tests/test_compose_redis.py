@@ -33,8 +33,9 @@ from linkage.orchestration import agency_dag_specs
 redis = pytest.importorskip("redis", reason="redis-py is in the dev extra")
 pytest.importorskip("celery", reason="celery is in the dev extra")
 if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
-    pytest.skip("redis-server / redis-cli not installed (Debian: redis-server)",
-                allow_module_level=True)
+    pytest.skip(
+        "redis-server / redis-cli not installed (Debian: redis-server)", allow_module_level=True
+    )
 
 REPO = Path(__file__).resolve().parents[1]
 ENTRYPOINT = REPO / "docker" / "redis" / "entrypoint.sh"
@@ -44,7 +45,7 @@ TOKEN = "eyJhbGciOiJIUzUxMiJ9.task-token-of-another-party"  # what a workload me
 
 # Airflow's DEFAULT_CELERY_CONFIG (providers/celery/executors/default_celery.py), fed from the
 # same AIRFLOW__CELERY__* variables; execute_workload stands in for Airflow's task.
-APP = '''
+APP = """
 import os, pathlib
 from celery import Celery
 env = os.environ
@@ -66,7 +67,7 @@ app.conf.update(
 def execute_workload(input: str) -> None:
     out = pathlib.Path(env["T_OUT"])
     (out / (input.split("|")[0] + ".done")).write_text(input)
-'''
+"""
 
 
 def _free_port() -> int:
@@ -85,12 +86,32 @@ class Deployment:
             self.passwords[f"REDIS_BRIDGE_{c.upper()}_PASSWORD"] = secrets.token_hex(32)
         (tmp / "out").mkdir()
         (tmp / "airflow_celery_app.py").write_text(APP)
-        env = {**os.environ, **self.passwords, "JOINEDUP_REDIS_ACL_DIR": str(tmp / "acl"),
-               "JOINEDUP_BRIDGE_CODES": SERVICES["redis"]["environment"]["JOINEDUP_BRIDGE_CODES"]}
+        env = {
+            **os.environ,
+            **self.passwords,
+            "JOINEDUP_REDIS_ACL_DIR": str(tmp / "acl"),
+            "JOINEDUP_BRIDGE_CODES": SERVICES["redis"]["environment"]["JOINEDUP_BRIDGE_CODES"],
+        }
         self.proc = subprocess.Popen(  # our own child; stopped by its pid below
-            ["sh", str(ENTRYPOINT), "redis-server", "--port", str(self.port), "--bind",
-             "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(tmp)],
-            env=env, stdout=(tmp / "redis.log").open("wb"), stderr=subprocess.STDOUT)
+            [
+                "sh",
+                str(ENTRYPOINT),
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(tmp),
+            ],
+            env=env,
+            stdout=(tmp / "redis.log").open("wb"),
+            stderr=subprocess.STDOUT,
+        )
         deadline = time.monotonic() + 20
         while True:
             try:
@@ -103,18 +124,32 @@ class Deployment:
 
     def client(self, user: str, password: str | None = None, db: int = 0) -> Any:
         if password is None:
-            key = "REDIS_HUB_PASSWORD" if user == "hub" else \
-                f"REDIS_BRIDGE_{user.removeprefix('bridge_').upper()}_PASSWORD"
+            key = (
+                "REDIS_HUB_PASSWORD"
+                if user == "hub"
+                else f"REDIS_BRIDGE_{user.removeprefix('bridge_').upper()}_PASSWORD"
+            )
             password = self.passwords[key]
-        return redis.Redis(host="127.0.0.1", port=self.port, username=user, password=password,
-                           db=db, socket_timeout=10)
+        return redis.Redis(
+            host="127.0.0.1",
+            port=self.port,
+            username=user,
+            password=password,
+            db=db,
+            socket_timeout=10,
+        )
 
     def service_env(self, service: str) -> dict[str, str]:
         """A compose service's environment with .env interpolated and the host rewired."""
+
         def interp(v: str) -> str:
-            v = re.sub(r"\$\{([A-Z0-9_]+)(?::[?-][^}]*)?\}",
-                       lambda m: self.passwords.get(m.group(1), ""), v)
+            v = re.sub(
+                r"\$\{([A-Z0-9_]+)(?::[?-][^}]*)?\}",
+                lambda m: self.passwords.get(m.group(1), ""),
+                v,
+            )
             return v.replace("@redis:6379", f"@127.0.0.1:{self.port}")
+
         env = SERVICES[service]["environment"]
         return {k: interp(str(v)) for k, v in env.items()}
 
@@ -123,24 +158,60 @@ class Deployment:
         cmd = SERVICES[service]["command"].split()
         flags = [f for f in cmd if f in ("--without-mingle", "--without-gossip")]
         queue = queues or cmd[cmd.index("--queues") + 1]
-        env = {**os.environ, **self.service_env(service), "T_OUT": str(self.tmp / "out"),
-               "PYTHONPATH": str(self.tmp)}
+        env = {
+            **os.environ,
+            **self.service_env(service),
+            "T_OUT": str(self.tmp / "out"),
+            "PYTHONPATH": str(self.tmp),
+        }
         return subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "airflow_celery_app", "worker", "-O", "fair",
-             "--queues", queue, "--concurrency", "1", "--loglevel", "INFO",
-             *flags], cwd=self.tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            text=True)
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "airflow_celery_app",
+                "worker",
+                "-O",
+                "fair",
+                "--queues",
+                queue,
+                "--concurrency",
+                "1",
+                "--loglevel",
+                "INFO",
+                *flags,
+            ],
+            cwd=self.tmp,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
 
     def hub_send(self, queue: str, payload: str) -> str:
         """What the scheduler's Celery executor does: apply_async to the task's queue."""
-        env = {**os.environ, **self.service_env("airflow-scheduler"),
-               "T_OUT": str(self.tmp / "out"), "PYTHONPATH": str(self.tmp)}
-        code = ("from airflow_celery_app import app\n"
-                "import sys\n"
-                "r = app.tasks['execute_workload'].apply_async(args=(sys.argv[2],), "
-                "queue=sys.argv[1])\nprint(r.id)")
-        res = subprocess.run([sys.executable, "-c", code, queue, payload], cwd=self.tmp,
-                             env=env, capture_output=True, text=True, check=True, timeout=60)
+        env = {
+            **os.environ,
+            **self.service_env("airflow-scheduler"),
+            "T_OUT": str(self.tmp / "out"),
+            "PYTHONPATH": str(self.tmp),
+        }
+        code = (
+            "from airflow_celery_app import app\n"
+            "import sys\n"
+            "r = app.tasks['execute_workload'].apply_async(args=(sys.argv[2],), "
+            "queue=sys.argv[1])\nprint(r.id)"
+        )
+        res = subprocess.run(
+            [sys.executable, "-c", code, queue, payload],
+            cwd=self.tmp,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        )
         return res.stdout.strip().splitlines()[-1]
 
     def hub_state(self, task_id: str) -> str:
@@ -188,8 +259,7 @@ def test_acl_file_is_private_and_names_every_party(dep: Deployment) -> None:
     assert not any(p in log for p in dep.passwords.values())
 
 
-def test_bridge_worker_runs_its_own_queue_and_the_hub_sees_the_result(
-        dep: Deployment) -> None:
+def test_bridge_worker_runs_its_own_queue_and_the_hub_sees_the_result(dep: Deployment) -> None:
     task_id = dep.hub_send("bridge_csc", f"csc-own|{TOKEN}")
     worker = dep.worker("bridge-csc")
     try:
@@ -243,7 +313,10 @@ ATTACKS = {
     "flush the script cache": ("SCRIPT", "FLUSH"),
     "subscribe to everything": ("PSUBSCRIBE", "*"),
     "a Lua script reading the hub's queue": (
-        "EVAL", "return redis.call('LRANGE', 'default', 0, -1)", "0"),
+        "EVAL",
+        "return redis.call('LRANGE', 'default', 0, -1)",
+        "0",
+    ),
 }
 
 
@@ -255,8 +328,7 @@ def test_bridge_credentials_are_refused(dep: Deployment, attack: str) -> None:
     attacker = dep.client("bridge_csc")
     try:
         # NOPERM, or for a script "can't access at least one of the keys"
-        with pytest.raises(redis.exceptions.ResponseError,
-                           match=r"no permissions|can't access"):
+        with pytest.raises(redis.exceptions.ResponseError, match=r"no permissions|can't access"):
             attacker.execute_command(*ATTACKS[attack])
     finally:
         attacker.close()
@@ -282,8 +354,9 @@ def _healthcheck(dep: Deployment, password: str) -> int:
     assert test[0] == "CMD-SHELL"
     cmd = test[1].replace("$$", "$").replace("redis-cli", f"redis-cli -p {dep.port}")
     env = {**os.environ, "REDIS_HUB_PASSWORD": password}
-    return subprocess.run(["sh", "-c", cmd], env=env, capture_output=True,
-                          timeout=30, check=False).returncode
+    return subprocess.run(
+        ["sh", "-c", cmd], env=env, capture_output=True, timeout=30, check=False
+    ).returncode
 
 
 def test_compose_healthcheck_authenticates(dep: Deployment) -> None:
@@ -293,10 +366,15 @@ def test_compose_healthcheck_authenticates(dep: Deployment) -> None:
 
 def _good_env(tmp: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("REDIS_")}
-    env.update({"JOINEDUP_REDIS_ACL_DIR": str(tmp / "acl"), "JOINEDUP_BRIDGE_CODES": "csc eh",
-                "REDIS_HUB_PASSWORD": secrets.token_hex(32),
-                "REDIS_BRIDGE_CSC_PASSWORD": secrets.token_hex(32),
-                "REDIS_BRIDGE_EH_PASSWORD": secrets.token_hex(32)})
+    env.update(
+        {
+            "JOINEDUP_REDIS_ACL_DIR": str(tmp / "acl"),
+            "JOINEDUP_BRIDGE_CODES": "csc eh",
+            "REDIS_HUB_PASSWORD": secrets.token_hex(32),
+            "REDIS_BRIDGE_CSC_PASSWORD": secrets.token_hex(32),
+            "REDIS_BRIDGE_EH_PASSWORD": secrets.token_hex(32),
+        }
+    )
     return env
 
 
@@ -316,17 +394,30 @@ def test_entrypoint_refuses_a_bad_setup_and_writes_no_acl(tmp_path: Path, setup:
     env = _good_env(tmp_path)
     change, message = BAD_SETUPS[setup]
     for k, v in change.items():
-        env[k] = {"@hub": env["REDIS_HUB_PASSWORD"],
-                  "@csc": env["REDIS_BRIDGE_CSC_PASSWORD"]}.get(v, v)
-    res = subprocess.run(["sh", str(ENTRYPOINT), "true"], env=env, capture_output=True,
-                         text=True, timeout=30, check=False)
+        env[k] = {"@hub": env["REDIS_HUB_PASSWORD"], "@csc": env["REDIS_BRIDGE_CSC_PASSWORD"]}.get(
+            v, v
+        )
+    res = subprocess.run(
+        ["sh", str(ENTRYPOINT), "true"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert res.returncode != 0 and message in res.stderr, res.stderr
     assert not (tmp_path / "acl" / "users.acl").exists()
     for k, v in env.items():
         if k.startswith("REDIS_") and len(v) >= 6:
             assert v not in res.stderr + res.stdout
     env = _good_env(tmp_path)  # and the same call with a good setup goes through
-    ok = subprocess.run(["sh", str(ENTRYPOINT), "true"], env=env, capture_output=True,
-                        text=True, timeout=30, check=False)
+    ok = subprocess.run(
+        ["sh", str(ENTRYPOINT), "true"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert ok.returncode == 0, ok.stderr
     assert (tmp_path / "acl" / "users.acl").exists()

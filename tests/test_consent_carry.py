@@ -34,10 +34,11 @@ def test_applied_withdrawal_is_carried_in_the_next_extract(tmp_path: Path) -> No
     provision_partnership(tmp_path, ["EH"], passphrase="consent carry test, synthetic only")
     extract = tmp_path / "population" / summary.agencies["EH"].file
     agency_dir = tmp_path / "agency" / "EH"
-    first = _payload(run_bridge(extract, MAPPINGS / "eh.yaml", agency_dir,
-                                tmp_path / "landing"), tmp_path / "open1")
-    given = first[(first["consent_status"] == "given")
-                  & (first["consent_purpose"] == "early_help")]
+    first = _payload(
+        run_bridge(extract, MAPPINGS / "eh.yaml", agency_dir, tmp_path / "landing"),
+        tmp_path / "open1",
+    )
+    given = first[(first["consent_status"] == "given") & (first["consent_purpose"] == "early_help")]
     assert len(given) >= 2, "the synthetic Early Help extract has consent given"
     ref = given["record_ref"].iloc[0]
     ref_keys = KeyStore(agency_dir / "keys", "EH").ref_keys()
@@ -45,20 +46,35 @@ def test_applied_withdrawal_is_carried_in_the_next_extract(tmp_path: Path) -> No
     when = dt.datetime(2026, 12, 1, 9, 30, tzinfo=dt.UTC)
     hub = Ed25519PrivateKey.generate()
     pem = tmp_path / "hub.pem"
-    pem.write_bytes(hub.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    pem.write_bytes(
+        hub.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
     inbox = tmp_path / "inbox"
     inbox.mkdir()
-    notice = {"notice_version": 1, "kind": "consent_withdrawal", "notice_id": "c" * 32,
-              "agency": "EH", "record_refs": [ref], "purpose": "early_help",
-              "categories": ["involvement"], "agencies_in_scope": ["EH"],
-              "consent_record_id": "d" * 32, "withdrawn_at": when.isoformat(),
-              "hub_audit_seq": 7, "issued_at": when.isoformat(), "hub_key_id": "x"}
+    notice = {
+        "notice_version": 1,
+        "kind": "consent_withdrawal",
+        "notice_id": "c" * 32,
+        "agency": "EH",
+        "record_refs": [ref],
+        "purpose": "early_help",
+        "categories": ["involvement"],
+        "agencies_in_scope": ["EH"],
+        "consent_record_id": "d" * 32,
+        "withdrawn_at": when.isoformat(),
+        "hub_audit_seq": 7,
+        "issued_at": when.isoformat(),
+        "hub_key_id": "x",
+    }
     (inbox / "n.json").write_text(json.dumps(sign_notice(notice, hub)))
     [o] = apply_notices(inbox, agency_dir, "EH", load_hub_public_key(pem))
     assert o.outcome == "applied"
-    second = _payload(run_bridge(extract, MAPPINGS / "eh.yaml", agency_dir,
-                                 tmp_path / "landing"), tmp_path / "open2")
+    second = _payload(
+        run_bridge(extract, MAPPINGS / "eh.yaml", agency_dir, tmp_path / "landing"),
+        tmp_path / "open2",
+    )
     a = first.drop(columns=["batch_id"]).set_index("record_ref").sort_index()
     b = second.drop(columns=["batch_id"]).set_index("record_ref").sort_index()
     changed = [r for r in a.index if not a.loc[[r]].equals(b.loc[[r]])]

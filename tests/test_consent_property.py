@@ -22,9 +22,16 @@ PG_SCHEMA_PREFIX = "consent20_prop"
 PARTNERS = sorted(PROTOCOLS[EARLY_HELP].agencies)
 # Every payload field of every agency in the partnership's protocols: a consent must never
 # reach beyond the protocol's own minimum dataset either.
-ASKED = sorted({(a, f) for p in PROTOCOLS.values() for a, fs in p.agencies.items()
-                for f in fs if a in PARTNERS} | {(a, f) for a in PARTNERS
-                                                 for f in ("case_notes", "sen_status")})
+ASKED = sorted(
+    {
+        (a, f)
+        for p in PROTOCOLS.values()
+        for a, fs in p.agencies.items()
+        for f in fs
+        if a in PARTNERS
+    }
+    | {(a, f) for a in PARTNERS for f in ("case_notes", "sen_status")}
+)
 # The model reads the categories itself: it must not share the code under test.
 _DOC = yaml.safe_load(CATEGORIES_FILE.read_text("utf-8"))["categories"]
 CATEGORY_OF = {f: c for c, body in _DOC.items() for f in body["fields"]}
@@ -35,13 +42,20 @@ def covers(scope: tuple[set[str], set[str]], agency: str, field: str) -> bool:
     agencies, cats = scope
     return agency in agencies and CATEGORY_OF[field] in cats
 
-scopes = st.tuples(st.sets(st.sampled_from(PARTNERS), min_size=1, max_size=3),
-                   st.sets(st.sampled_from(CATS), min_size=1, max_size=4))
-actions = st.lists(st.one_of(
-    st.tuples(st.just("give"), scopes, st.booleans()),  # (.., expired?)
-    st.tuples(st.just("refuse"), scopes, st.just(False)),
-    st.tuples(st.just("withdraw"), st.integers(0, 5), st.just(False)),
-), min_size=1, max_size=6)
+
+scopes = st.tuples(
+    st.sets(st.sampled_from(PARTNERS), min_size=1, max_size=3),
+    st.sets(st.sampled_from(CATS), min_size=1, max_size=4),
+)
+actions = st.lists(
+    st.one_of(
+        st.tuples(st.just("give"), scopes, st.booleans()),  # (.., expired?)
+        st.tuples(st.just("refuse"), scopes, st.just(False)),
+        st.tuples(st.just("withdraw"), st.integers(0, 5), st.just(False)),
+    ),
+    min_size=1,
+    max_size=6,
+)
 
 _counter = itertools.count()
 
@@ -52,13 +66,13 @@ def w(tmp_path: Path, backend: tuple[str, str | None]) -> ConsentWorld:
     return make_world(tmp_path, url, schema)
 
 
-@settings(max_examples=40, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(plan=actions)
 def test_no_field_outside_a_standing_consent_is_ever_shown(w: ConsentWorld, plan) -> None:
     person = f"PX{next(_counter)}"  # a fresh person per example (no refs: keyed by id)
-    w.gov.relationships.add(Relationship("eh1", SubjectKind.PERSON, person,
-                                         dt.date(2026, 1, 1)))
+    w.gov.relationships.add(Relationship("eh1", SubjectKind.PERSON, person, dt.date(2026, 1, 1)))
     model: list[dict] = []  # what the rules say, kept independently of the store
     givens: list[str] = []
     for kind, arg, expired in plan:
@@ -76,12 +90,27 @@ def test_no_field_outside_a_standing_consent_is_ever_shown(w: ConsentWorld, plan
         agencies, cats = arg
         given_on = NOW.date() - dt.timedelta(days=400 if expired else 10)
         review_by = given_on + dt.timedelta(days=200 if expired else 300)
-        rec = w.service.record(EH_WORKER, w.consent(
-            person=person, agencies=tuple(sorted(agencies)), categories=tuple(sorted(cats)),
-            status="given" if kind == "give" else "refused", given_on=given_on,
-            review_by=review_by))
-        model.append({"id": rec.record_id, "kind": kind, "scope": (set(agencies), set(cats)),
-                      "at": t, "live": not expired, "withdrawn": None})
+        rec = w.service.record(
+            EH_WORKER,
+            w.consent(
+                person=person,
+                agencies=tuple(sorted(agencies)),
+                categories=tuple(sorted(cats)),
+                status="given" if kind == "give" else "refused",
+                given_on=given_on,
+                review_by=review_by,
+            ),
+        )
+        model.append(
+            {
+                "id": rec.record_id,
+                "kind": kind,
+                "scope": (set(agencies), set(cats)),
+                "at": t,
+                "live": not expired,
+                "withdrawn": None,
+            }
+        )
         if kind == "give":
             givens.append(rec.record_id)
     at = w.tick()
@@ -91,12 +120,21 @@ def test_no_field_outside_a_standing_consent_is_ever_shown(w: ConsentWorld, plan
     def expected(agency: str, field: str) -> bool:
         if (agency, field) not in dataset:
             return False
-        vetoes = [m["at"] for m in model if m["kind"] == "refuse"
-                  and covers(m["scope"], agency, field)]
-        vetoes += [m["withdrawn"] for m in model if m["withdrawn"] is not None
-                   and covers(m["scope"], agency, field)]
-        return any(m["kind"] == "give" and m["live"] and covers(m["scope"], agency, field)
-                   and not any(v >= m["at"] for v in vetoes) for m in model)
+        vetoes = [
+            m["at"] for m in model if m["kind"] == "refuse" and covers(m["scope"], agency, field)
+        ]
+        vetoes += [
+            m["withdrawn"]
+            for m in model
+            if m["withdrawn"] is not None and covers(m["scope"], agency, field)
+        ]
+        return any(
+            m["kind"] == "give"
+            and m["live"]
+            and covers(m["scope"], agency, field)
+            and not any(v >= m["at"] for v in vetoes)
+            for m in model
+        )
 
     for f in d.fields:
         assert f.allowed == expected(f.agency, f.field), (f, plan)

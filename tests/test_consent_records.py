@@ -40,18 +40,17 @@ def test_without_consent_early_help_refuses_every_partner_field(w: ConsentWorld)
     assert {r for f in d.fields for r in f.reasons} == {"no_consent"}
 
 
-def test_in_scope_consent_shows_partner_data_in_scope_and_nothing_else(w: ConsentWorld
-                                                                       ) -> None:
-    rec = w.service.record(EH_WORKER, w.consent(agencies=("EH", "SCH", "HV"),
-                                                categories=("involvement", "education",
-                                                            "health")))
+def test_in_scope_consent_shows_partner_data_in_scope_and_nothing_else(w: ConsentWorld) -> None:
+    rec = w.service.record(
+        EH_WORKER,
+        w.consent(agencies=("EH", "SCH", "HV"), categories=("involvement", "education", "health")),
+    )
     assert rec.anchors == {("EH", w.ref("EH", "1001"))}  # the recording agency's own record
     d = _decide(w)
     allowed = d.allowed_fields()
     assert allowed == {
         "EH": ["record_type", "event_date", "lead_practitioner_contact"],
-        "SCH": ["school_name", "year_group", "attendance_pct", "exclusions",
-                "free_school_meals"],
+        "SCH": ["school_name", "year_group", "attendance_pct", "exclusions", "free_school_meals"],
         "HV": ["visit_type", "event_date", "immunisations_up_to_date"],
     }
     why = {(f.agency, f.field): f.reasons for f in d.fields if not f.allowed}
@@ -81,8 +80,9 @@ def test_withdrawal_takes_effect_on_the_next_decision(w: ConsentWorld) -> None:
     assert done.withdrawn_at == w.clock[0] and done.withdrawn_by == "eh1"
     d = _decide(w)
     assert d.allowed_fields() == {}
-    assert {f.reasons for f in d.fields if f.agency == "SCH" and f.field == "attendance_pct"} \
-        == {("consent_withdrawn",)}
+    assert {f.reasons for f in d.fields if f.agency == "SCH" and f.field == "attendance_pct"} == {
+        ("consent_withdrawn",)
+    }
     # a withdrawn consent is no current consent: outside its scope there is simply none
     assert {f.reasons for f in d.fields if f.agency == "HSG"} == {("no_consent",)}
     assert sorted(p.parent.name for p in notices) == ["EH", "SCH"]  # the agencies told
@@ -112,11 +112,19 @@ def test_a_new_consent_after_a_withdrawal_counts_again(w: ConsentWorld) -> None:
 
 
 def test_refusal_and_not_sought_give_nothing(w: ConsentWorld) -> None:
-    w.service.record(EH_WORKER, w.consent(status="refused", consenter="young_person_16_plus",
-                                          capacity="presumed_capacity"))
-    w.service.record(EH_WORKER, w.consent(status="not_sought", agencies=("HV",),
-                                          categories=("health",),
-                                          not_sought_reason="person_not_contactable"))
+    w.service.record(
+        EH_WORKER,
+        w.consent(status="refused", consenter="young_person_16_plus", capacity="presumed_capacity"),
+    )
+    w.service.record(
+        EH_WORKER,
+        w.consent(
+            status="not_sought",
+            agencies=("HV",),
+            categories=("health",),
+            not_sought_reason="person_not_contactable",
+        ),
+    )
     d = _decide(w)
     assert d.allowed_fields() == {}
     assert ("consent_refused",) in {f.reasons for f in d.fields if f.agency == "SCH"}
@@ -127,8 +135,12 @@ def test_refusal_and_not_sought_give_nothing(w: ConsentWorld) -> None:
 
 
 def test_review_date_ends_consent(w: ConsentWorld) -> None:
-    w.service.record(EH_WORKER, w.consent(given_on=NOW.date() - dt.timedelta(days=30),
-                                          review_by=NOW.date() + dt.timedelta(days=1)))
+    w.service.record(
+        EH_WORKER,
+        w.consent(
+            given_on=NOW.date() - dt.timedelta(days=30), review_by=NOW.date() + dt.timedelta(days=1)
+        ),
+    )
     assert _decide(w).allowed("SCH", "attendance_pct")
     w.tick(60 * 24 * 2)
     d = _decide(w)
@@ -136,20 +148,26 @@ def test_review_date_ends_consent(w: ConsentWorld) -> None:
     assert ("consent_expired",) in {f.reasons for f in d.fields}
 
 
-@pytest.mark.parametrize("change, field", [
-    ({"consenter": "gillick_competent_child", "capacity": "parental_responsibility"},
-     "capacity"),
-    ({"consenter": "grandparent"}, "consenter"),
-    ({"method": None}, "method"),
-    ({"status": "not_sought", "method": None, "evidence_ref": None}, "not_sought_reason"),
-    ({"evidence_ref": None}, "evidence_ref"),
-    ({"evidence_ref": "NHS 943 476 5919"}, "evidence_ref"),
-    ({"evidence_ref": "9434765919"}, "evidence_ref"),
-    ({"review_by": NOW.date()}, "review_by"),
-    ({"given_on": NOW.date() + dt.timedelta(days=1)}, "given_on"),
-])
+@pytest.mark.parametrize(
+    "change, field",
+    [
+        (
+            {"consenter": "gillick_competent_child", "capacity": "parental_responsibility"},
+            "capacity",
+        ),
+        ({"consenter": "grandparent"}, "consenter"),
+        ({"method": None}, "method"),
+        ({"status": "not_sought", "method": None, "evidence_ref": None}, "not_sought_reason"),
+        ({"evidence_ref": None}, "evidence_ref"),
+        ({"evidence_ref": "NHS 943 476 5919"}, "evidence_ref"),
+        ({"evidence_ref": "9434765919"}, "evidence_ref"),
+        ({"review_by": NOW.date()}, "review_by"),
+        ({"given_on": NOW.date() + dt.timedelta(days=1)}, "given_on"),
+    ],
+)
 def test_bad_records_are_refused_naming_the_field_not_the_value(
-        w: ConsentWorld, change: dict, field: str) -> None:
+    w: ConsentWorld, change: dict, field: str
+) -> None:
     before = w.gov.audit.count()
     with pytest.raises(ConsentRecordError) as exc:
         w.service.record(EH_WORKER, w.consent(**change))
@@ -175,8 +193,12 @@ def test_only_a_worker_with_a_relationship_and_a_protocol_may_record(w: ConsentW
 def test_consent_follows_records_when_persons_merge(w: ConsentWorld) -> None:
     w.service.record(EH_WORKER, w.consent())
     # re-link: P1's records and a duplicate P3 (a second school record) become P7
-    w.person_map({"P7": [("EH", "1001"), ("SCH", "1001"), ("SCH", "1002"), ("HV", "1001")],
-                  "P2": [("EH", "2001"), ("HSG", "2001")]})
+    w.person_map(
+        {
+            "P7": [("EH", "1001"), ("SCH", "1001"), ("SCH", "1002"), ("HV", "1001")],
+            "P2": [("EH", "2001"), ("HSG", "2001")],
+        }
+    )
     w.gov.relationships.add(Relationship("eh1", SubjectKind.PERSON, "P7", dt.date(2026, 1, 1)))
     d = _decide(w, subject=Subject("P7"))
     assert d.allowed("SCH", "attendance_pct") and d.allowed("EH", "record_type")
@@ -187,9 +209,13 @@ def test_consent_follows_records_when_persons_merge(w: ConsentWorld) -> None:
 def test_consent_follows_the_anchor_when_a_person_splits(w: ConsentWorld) -> None:
     rec = w.service.record(EH_WORKER, w.consent())
     # re-link: P1 was two children; EH's record (the anchor) stays with P1
-    w.person_map({"P1": [("EH", "1001"), ("HV", "1001")],
-                  "P5": [("SCH", "1001"), ("GP", "1001")],
-                  "P2": [("EH", "2001"), ("HSG", "2001")]})
+    w.person_map(
+        {
+            "P1": [("EH", "1001"), ("HV", "1001")],
+            "P5": [("SCH", "1001"), ("GP", "1001")],
+            "P2": [("EH", "2001"), ("HSG", "2001")],
+        }
+    )
     w.gov.relationships.add(Relationship("eh1", SubjectKind.PERSON, "P5", dt.date(2026, 1, 1)))
     assert _decide(w).allowed("EH", "record_type")
     assert _decide(w, subject=Subject("P5")).allowed_fields() == {}  # not who consented
@@ -202,16 +228,17 @@ def test_consent_follows_the_anchor_when_a_person_splits(w: ConsentWorld) -> Non
 
 
 def test_anchor_split_across_two_persons_gives_consent_to_neither(w: ConsentWorld) -> None:
-    w.person_map({"P1": [("EH", "1001"), ("EH", "1002"), ("SCH", "1001")],
-                  "P2": [("EH", "2001")]})
+    w.person_map({"P1": [("EH", "1001"), ("EH", "1002"), ("SCH", "1001")], "P2": [("EH", "2001")]})
     w.service.record(EH_WORKER, w.consent())
-    w.person_map({"P1": [("EH", "1001"), ("SCH", "1001")], "P6": [("EH", "1002")],
-                  "P2": [("EH", "2001")]})
+    w.person_map(
+        {"P1": [("EH", "1001"), ("SCH", "1001")], "P6": [("EH", "1002")], "P2": [("EH", "2001")]}
+    )
     assert _decide(w).allowed_fields() == {}
 
 
 def test_withdrawal_in_one_process_refuses_the_next_view_in_another(
-        w: ConsentWorld, backend: tuple[str, str | None]) -> None:
+    w: ConsentWorld, backend: tuple[str, str | None]
+) -> None:
     """The workspace and the API are separate processes over one governance store: a
     withdrawal made through one is honoured by the other's very next decision."""
     from governance.audit import AuditLog, make_engine
@@ -221,12 +248,14 @@ def test_withdrawal_in_one_process_refuses_the_next_view_in_another(
 
     url, schema = backend
     engine = make_engine(url, schema)  # the other process: its own engine and registries
-    other = Governance(AuditLog(engine), SqlConsentRegistry(engine), w.gov.relationships,
-                       PROTOCOLS, w.gov.roles)
+    other = Governance(
+        AuditLog(engine), SqlConsentRegistry(engine), w.gov.relationships, PROTOCOLS, w.gov.roles
+    )
     install(other, w.warehouse)
     rec = w.service.record(EH_WORKER, w.consent())
-    assert other.decide(EH_WORKER, EARLY_HELP, SUBJECT, _eh_fields(),
-                        w.tick()).allowed("SCH", "attendance_pct")
+    assert other.decide(EH_WORKER, EARLY_HELP, SUBJECT, _eh_fields(), w.tick()).allowed(
+        "SCH", "attendance_pct"
+    )
     w.tick()
     w.service.withdraw(EH_WORKER, rec.record_id, "in_person")
     d = other.decide(EH_WORKER, EARLY_HELP, SUBJECT, _eh_fields(), w.tick())

@@ -197,8 +197,12 @@ def test_names_with_dot_dot_and_slash_tricks_refused(run: Path) -> None:
     report = ingest_landing(HubPaths.for_run(run))
     refused = [o for o in report.outcomes if o.status == "refused"]
     assert len(refused) == 7, refused
-    assert {o.reason_code for o in refused} == {"bad_name", "not_a_folder",
-                                                "landing_item_refused", "unexpected_file"}
+    assert {o.reason_code for o in refused} == {
+        "bad_name",
+        "not_a_folder",
+        "landing_item_refused",
+        "unexpected_file",
+    }
     assert all("Jane" not in (o.batch_id + (o.detail or "")) for o in refused)
     assert sorted(p.name for p in gp.iterdir()) == []
     assert sorted(p.name for p in (run / "landing").iterdir()) == sorted(GOOD)
@@ -216,8 +220,7 @@ def test_rekey_landing_symlink_to_hub_moves_nothing(run: Path) -> None:
     rk.joinpath("ZZ").symlink_to(run / "hub", target_is_directory=True)
     (rk / "GP" / "GP-000070-20250101T000000Z-rekey-aaaaaa").symlink_to(run / "hub" / "keys")
     outcomes = orchestration.apply_rekeys(base=run)
-    assert sorted(o["reason_code"] for o in outcomes) == ["landing_item_refused",
-                                                          "not_a_folder"]
+    assert sorted(o["reason_code"] for o in outcomes) == ["landing_item_refused", "not_a_folder"]
     assert _hub_state(run / "hub") == before
     assert not os.path.lexists(rk / "ZZ") and list((rk / "GP").iterdir()) == []
 
@@ -248,8 +251,9 @@ def test_wrong_key_swapped_and_truncated_sealed_files_refused(run: Path, tmp_pat
         for f in plain.iterdir():
             seal_file(f, b / (f.name + ".sealed"), other, agency="HSG", batch_id=b.name)
     swapped = clone("bbbbbb")  # GP's real sealed payload dropped into an HSG batch
-    shutil.copyfile(_batch(run, "GP") / "payload.parquet.sealed",
-                    swapped / "payload.parquet.sealed")
+    shutil.copyfile(
+        _batch(run, "GP") / "payload.parquet.sealed", swapped / "payload.parquet.sealed"
+    )
     renamed = clone("bbbbb2")  # this batch's own identifiers, sealed as its payload
     shutil.copyfile(hsg / "identifiers.parquet.sealed", renamed / "payload.parquet.sealed")
     for suffix, cut in (("cccccc", 17), ("ccccc2", 1)):
@@ -282,8 +286,7 @@ def test_wrong_key_swapped_and_truncated_sealed_files_refused(run: Path, tmp_pat
 # -- item 2: the check-then-use race -----------------------------------------------------------
 
 
-def test_payload_swapped_during_ingest_never_loads_unsigned_rows(run: Path,
-                                                                tmp_path: Path) -> None:
+def test_payload_swapped_during_ingest_never_loads_unsigned_rows(run: Path, tmp_path: Path) -> None:
     """A landing writer keeps swapping HSG's sealed payload for one with an unsigned row (sealed
     to the hub with the right batch binding, as anyone can) while the hub ingests, over many
     rounds. The hub verifies and loads its own copy: every round either refuses the batch or
@@ -317,8 +320,11 @@ def test_payload_swapped_during_ingest_never_loads_unsigned_rows(run: Path,
         stop = threading.Event()
         spare = landing / "HSG" / ".swap"  # dot names are a bridge's temp: never taken
 
-        def swapper(target: Path = target_dir / "payload.parquet.sealed",
-                    spare: Path = spare, stop: threading.Event = stop) -> None:
+        def swapper(
+            target: Path = target_dir / "payload.parquet.sealed",
+            spare: Path = spare,
+            stop: threading.Event = stop,
+        ) -> None:
             while not stop.is_set():
                 for src in (evil, good):
                     try:
@@ -335,14 +341,20 @@ def test_payload_swapped_during_ingest_never_loads_unsigned_rows(run: Path,
             stop.set()
             t.join()
         (out,) = report.outcomes
-        tally[f"{out.status}:{out.reason_code}"] = tally.get(f"{out.status}:{out.reason_code}",
-                                                             0) + 1
+        tally[f"{out.status}:{out.reason_code}"] = (
+            tally.get(f"{out.status}:{out.reason_code}", 0) + 1
+        )
         con = duckdb.connect(str(paths.warehouse), read_only=True)
         try:
-            assert con.execute("SELECT count(*) FROM payload WHERE record_ref = ?",
-                               [evil_ref]).fetchone()[0] == 0
-            loaded = con.execute("SELECT count(*) FROM payload WHERE batch_id = ?",
-                                 [hsg.name]).fetchone()[0]
+            assert (
+                con.execute(
+                    "SELECT count(*) FROM payload WHERE record_ref = ?", [evil_ref]
+                ).fetchone()[0]
+                == 0
+            )
+            loaded = con.execute(
+                "SELECT count(*) FROM payload WHERE batch_id = ?", [hsg.name]
+            ).fetchone()[0]
         finally:
             con.close()
         if out.status == "accepted":
@@ -350,9 +362,16 @@ def test_payload_swapped_during_ingest_never_loads_unsigned_rows(run: Path,
         else:
             # Refused by verification, or earlier by custody noticing the file replaced
             # between its lstat and its open: either way nothing of the round is loaded.
-            assert out.reason_code in ("checksum_mismatch", "size_mismatch",
-                                       "row_count_mismatch", "changed_during_scan") \
+            assert (
+                out.reason_code
+                in (
+                    "checksum_mismatch",
+                    "size_mismatch",
+                    "row_count_mismatch",
+                    "changed_during_scan",
+                )
                 and loaded == 0
+            )
     print(f"race rounds: {tally}")
     assert sum(tally.values()) == rounds
 
@@ -413,8 +432,12 @@ def test_custody_copy_is_hub_private_and_landing_emptied(run: Path) -> None:
         for p in (d.parent, d):
             assert oct(p.stat().st_mode & 0o777) == "0o700"
         assert sorted(f.name for f in d.iterdir()) == [
-            "identifiers.parquet", "manifest.json", "payload.parquet", "present.parquet",
-            "related.parquet"]
+            "identifiers.parquet",
+            "manifest.json",
+            "payload.parquet",
+            "present.parquet",
+            "related.parquet",
+        ]
         assert all(oct(f.stat().st_mode & 0o777) == "0o600" for f in d.iterdir())
         assert verify_batch(d, load_public_keys(paths.public_keys)).agency == agency
         assert list((paths.landing / agency).iterdir()) == []

@@ -30,10 +30,13 @@ def airflow_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Airflow reads its config at import: point it at a private home (SQLite) first."""
     home = tmp_path_factory.mktemp("airflow_home")
     run = tmp_path_factory.mktemp("airflow_run")
-    env = {"AIRFLOW_HOME": str(home), "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-           "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-           "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
-           "JOINEDUP_RUN_DIR": str(run)}
+    env = {
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+        "JOINEDUP_RUN_DIR": str(run),
+    }
     with pytest.MonkeyPatch.context() as mp:
         for k, v in env.items():
             mp.setenv(k, v)
@@ -91,8 +94,15 @@ def test_bridge_param_rejects_unknown_extract_kind(dagbag) -> None:
 def test_hub_dag_structure(dagbag) -> None:
     dag = dagbag.dags[HUB_DAG_ID]
     tasks = {t.task_id: t for t in dag.tasks}
-    chain = ["apply_rekeys", "list_batches", "ingest", "link_persons", "households", "marts",
-             "report"]
+    chain = [
+        "apply_rekeys",
+        "list_batches",
+        "ingest",
+        "link_persons",
+        "households",
+        "marts",
+        "report",
+    ]
     assert set(tasks) == set(chain)
     for a, b in zip(chain, chain[1:], strict=False):
         assert tasks[a].downstream_task_ids == {b}, a
@@ -107,24 +117,36 @@ def test_hub_dag_structure(dagbag) -> None:
 def test_dag_files_are_thin() -> None:
     """Parsing must not pull heavy libraries: a fresh interpreter imports the DAG modules
     and none of pandas / duckdb / splink / great_expectations gets loaded."""
-    code = ("import runpy, sys\n"
-            "for f in ('joinedup_bridges.py', 'joinedup_hub.py'):\n"
-            f"    runpy.run_path({str(REPO / 'dags')!r} + '/' + f)\n"
-            "heavy = [m for m in ('duckdb', 'splink', 'great_expectations', 'ig_bridge.split',"
-            " 'linkage.pipeline') if m in sys.modules]\n"
-            "print('HEAVY', heavy)\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env={**os.environ, "AIRFLOW__CORE__LOAD_EXAMPLES": "False"},
-                         check=True, timeout=180)
+    code = (
+        "import runpy, sys\n"
+        "for f in ('joinedup_bridges.py', 'joinedup_hub.py'):\n"
+        f"    runpy.run_path({str(REPO / 'dags')!r} + '/' + f)\n"
+        "heavy = [m for m in ('duckdb', 'splink', 'great_expectations', 'ig_bridge.split',"
+        " 'linkage.pipeline') if m in sys.modules]\n"
+        "print('HEAVY', heavy)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "AIRFLOW__CORE__LOAD_EXAMPLES": "False"},
+        check=True,
+        timeout=180,
+    )
     assert "HEAVY []" in out.stdout, out.stdout[-2000:]
 
 
-def test_refused_extract_fails_the_run_with_report_location(dagbag, airflow_env, caplog,
-                                                            capfd) -> None:
+def test_refused_extract_fails_the_run_with_report_location(
+    dagbag, airflow_env, caplog, capfd
+) -> None:
     from airflow.utils.state import DagRunState
 
-    subprocess.run([str(Path(sys.executable).with_name("airflow")), "db", "migrate"],
-                   check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [str(Path(sys.executable).with_name("airflow")), "db", "migrate"],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     bad = airflow_env / "bad.csv"
     bad.write_text("NotAColumn;Other\nx;y\n", encoding="cp1252")
     dag = dagbag.dags["bridge_sch"]
@@ -135,7 +157,8 @@ def test_refused_extract_fails_the_run_with_report_location(dagbag, airflow_env,
     assert "bad.csv" in reports[0].read_text()
     # nothing was split, nothing landed, and the error names the report for the data officer
     assert not (airflow_env / "landing").exists() or not any(
-        (airflow_env / "landing").rglob("manifest.json*"))
+        (airflow_env / "landing").rglob("manifest.json*")
+    )
     captured = capfd.readouterr()
     logs = caplog.text + captured.out + captured.err
     assert "extract refused" in logs and reports[0].name in logs

@@ -68,14 +68,23 @@ def test_week_did_each_kind_of_activity(demo: dict) -> None:
     assert any("involvement" in c["call"] and c["status"] == 200 for c in calls)
     # MASH break-glass needs a manager: the practitioner's request waits (403, nothing shown),
     # their team manager approves it, and the view opens under the approved grant
-    assert any(c["call"].endswith("break-glass") and c["status"] == 403 and c["user"] ==
-               "sw.csc.1" and "break_glass_needs_manager_approval" in c["reasons"]
-               for c in calls)
-    assert any(c["user"] == "tm.csc.1" and "approves" in c["what"] and c["status"] == 200
-               for c in calls)
+    assert any(
+        c["call"].endswith("break-glass")
+        and c["status"] == 403
+        and c["user"] == "sw.csc.1"
+        and "break_glass_needs_manager_approval" in c["reasons"]
+        for c in calls
+    )
+    assert any(
+        c["user"] == "tm.csc.1" and "approves" in c["what"] and c["status"] == 200 for c in calls
+    )
     assert any(c["what"] == "reopen break-glass" and c["status"] == 200 for c in calls)
-    assert any(c["call"].endswith("break-glass") and c["status"] == 403
-               and "break_glass_not_permitted_by_protocol" in c["reasons"] for c in calls)
+    assert any(
+        c["call"].endswith("break-glass")
+        and c["status"] == 403
+        and "break_glass_not_permitted_by_protocol" in c["reasons"]
+        for c in calls
+    )
     assert any("break_glass_expired" in c["reasons"] for c in calls)
     assert any(c["call"].endswith("identity") and c["status"] == 200 for c in calls)
     assert any("no_legitimate_relationship" in c["reasons"] for c in calls)
@@ -93,13 +102,15 @@ def test_week_did_each_kind_of_activity(demo: dict) -> None:
     # the hub run's own entry
     assert audit.count() == len(calls) + signed + 2
     with engine.connect() as conn:  # the hub run's end, then the API process's start and stop
-        origins = [o for (o,) in conn.execute(select(Checkpoint.origin)
-                                              .order_by(Checkpoint.cp_seq))]
+        origins = [
+            o for (o,) in conn.execute(select(Checkpoint.origin).order_by(Checkpoint.cp_seq))
+        ]
     assert origins[0] == f"hub_run:{RUN2}/end_of_run" and demo["stage"]["audit_checkpoint"] == 1
     assert origins[-1].startswith("api:") and origins[-1].endswith("/stop")
     with engine.connect() as conn:
-        kinds = [r[0] for r in conn.execute(Alert.__table__.select().with_only_columns(
-            Alert.kind)).all()]
+        kinds = [
+            r[0] for r in conn.execute(Alert.__table__.select().with_only_columns(Alert.kind)).all()
+        ]
         notes = conn.execute(NotificationDue.__table__.select()).all()
     engine.dispose()
     assert "break_glass_used" in kinds and "break_glass_attempted" in kinds and notes
@@ -114,14 +125,23 @@ def test_report_has_privacy_cost_and_access_figures(demo: dict) -> None:
     calls = result["week"].calls
     # views and the withheld request; identity requests are counted from the agencies' logs,
     # and the manager's approval is not a decision about a view
-    n = len([c for c in calls if not c["call"].endswith("/identity")
-             and not c["call"].startswith("POST /approvals")]) + 1
+    n = (
+        len(
+            [
+                c
+                for c in calls
+                if not c["call"].endswith("/identity")
+                and not c["call"].startswith("POST /approvals")
+            ]
+        )
+        + 1
+    )
     assert f"<p>{n} decisions recorded in the governance audit log.</p>" in page
     chain = re.search(r'<p id="audit-chain"[^>]*>(.*?)</p>', page, re.S)
     assert chain and "verifies against the trusted hub audit key" in chain.group(1)
     assert "up to checkpoint #" in chain.group(1) and "/stop" in chain.group(1)
     assert 'id="breakglass-table"' in page and "risk_of_significant_harm: Contact from" in page
-    identity = page[page.index('id="identity-table"'):]
+    identity = page[page.index('id="identity-table"') :]
     agency = result["week"].identity_agency
     assert re.search(rf"<td>{agency}</td><td>s47_child_protection_enquiry</td>", identity)
 
@@ -139,14 +159,20 @@ def test_sar_is_written_agency_side_and_no_identity_reaches_the_hub(demo: dict) 
     # it holds name, date of birth and address: owner-only, in an owner-only folder
     assert sar.stat().st_mode & 0o777 == 0o600 and sar.parent.stat().st_mode & 0o777 == 0o700
     # the identity the agency put in the SAR appears nowhere on the hub side
-    block = text[text.index("Who this report is about"):text.index("Records held")]
-    values = [html.unescape(kv.split(": ", 1)[1])
-              for li in re.findall(r"<li>(.*?)</li>", block) for kv in li.split("; ")
-              if ": " in kv]
+    block = text[text.index("Who this report is about") : text.index("Records held")]
+    values = [
+        html.unescape(kv.split(": ", 1)[1])
+        for li in re.findall(r"<li>(.*?)</li>", block)
+        for kv in li.split("; ")
+        if ": " in kv
+    ]
     values = [v for v in values if len(v) >= 6]
     assert values, "the SAR should be addressed to the person (agency-side identity)"
-    hub_bytes = b"".join(p.read_bytes() for p in (run / "hub").rglob("*")
-                         if p.is_file() and p.suffix in (".html", ".json", ".db"))
+    hub_bytes = b"".join(
+        p.read_bytes()
+        for p in (run / "hub").rglob("*")
+        if p.is_file() and p.suffix in (".html", ".json", ".db")
+    )
     for v in values:
         assert v.encode() not in hub_bytes
 
@@ -159,8 +185,11 @@ def test_a_hub_run_on_a_tampered_audit_log_says_so_and_fails(demo: dict, tmp_pat
     shutil.copytree(demo["run"], run, symlinks=True)
     engine = governance_engine(run)
     with engine.begin() as conn:
-        conn.execute(update(AuditEntry).where(AuditEntry.seq == 3)
-                     .values(body='{"type":"decision","outcome":"nothing to see"}'))
+        conn.execute(
+            update(AuditEntry)
+            .where(AuditEntry.seq == 3)
+            .values(body='{"type":"decision","outcome":"nothing to see"}')
+        )
     before = AuditLog(engine, create=False).count()
     engine.dispose()
     with pytest.raises(AuditError, match="refusing to sign: the chain is broken at entry 3"):
@@ -172,13 +201,17 @@ def test_a_hub_run_on_a_tampered_audit_log_says_so_and_fails(demo: dict, tmp_pat
     engine = governance_engine(run)
     with engine.connect() as conn:  # the run's entry is kept, nothing was signed over it
         assert AuditLog(engine, create=False).count() == before + 1
-        assert not conn.execute(select(Checkpoint).where(
-            Checkpoint.origin == f"hub_run:{RUN2}/end_of_run", Checkpoint.cp_seq > 1)).first()
+        assert not conn.execute(
+            select(Checkpoint).where(
+                Checkpoint.origin == f"hub_run:{RUN2}/end_of_run", Checkpoint.cp_seq > 1
+            )
+        ).first()
     engine.dispose()
 
 
 def test_what_next_serves_the_api_with_the_demo_tokens(
-        demo: dict, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    demo: dict, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     """`make demo` ends with what next: the printed command's config and each demo user's
     token work against a real API app over the demo store, each allocated family is visible
     to its user, and "who holds what" names record kinds and lead practitioner contacts."""
@@ -203,8 +236,10 @@ def test_what_next_serves_the_api_with_the_demo_tokens(
     assert set(users["sw.csc.1"].households) <= set(users["tm.csc.1"].households)
     from workspace.cli import demo_next_steps
 
-    assert any(line.strip().startswith("tm.csc.1 (CSC): team manager") and "approves MASH"
-               in line for line in demo_next_steps(run))
+    assert any(
+        line.strip().startswith("tm.csc.1 (CSC): team manager") and "approves MASH" in line
+        for line in demo_next_steps(run)
+    )
     with TestClient(app_from_env()) as client:
         contacts, seen = set(), set()
         for u in steps.users:
@@ -228,19 +263,20 @@ def test_what_next_serves_the_api_with_the_demo_tokens(
         first = users["sw.csc.1"].households[0]
         r = client.get(f"/households/{first}/involvement", headers=pol)
         assert r.status_code == 403 and "no_legitimate_relationship" in r.json()["reasons"]
-        r = client.get(f"/households/{first}/involvement",
-                       headers={"Authorization": "Bearer not-a-demo-token"})
+        r = client.get(
+            f"/households/{first}/involvement", headers={"Authorization": "Bearer not-a-demo-token"}
+        )
         assert r.status_code == 401
         # docs/api.md's issue-token example, pointed at this run instead of var/demo, gives a
         # token the demo API accepts
         doc = (Path(__file__).parents[1] / "docs" / "api.md").read_text("utf-8")
         example = re.search(r"python -m governance\.api (issue-token .*?)\n```", doc, re.S)
         assert example and "sqlite:///var/demo/hub/governance.db" in example.group(1)
-        argv = shlex.split(example.group(1).replace("\\\n", " ").replace(
-            "var/demo", str(run)))
+        argv = shlex.split(example.group(1).replace("\\\n", " ").replace("var/demo", str(run)))
         capsys.readouterr()
         assert api_main(argv) == 0
         token = capsys.readouterr().out.strip()
-        r = client.get(f"/households/{first}/involvement",
-                       headers={"Authorization": f"Bearer {token}"})
+        r = client.get(
+            f"/households/{first}/involvement", headers={"Authorization": f"Bearer {token}"}
+        )
         assert r.status_code == 200, r.text

@@ -26,13 +26,18 @@ def _frame(rows: list[tuple]) -> pd.DataFrame:
 
 
 def test_latest_state_wins_per_person_purpose_agency() -> None:
-    reg = ConsentRegistry.from_frame(_frame([
-        ("P1", "EH", "early_help", "given", "2026-01-10"),
-        ("P1", "EH", "early_help", "withdrawn", "2026-03-01"),
-        ("P1", "EH", "early_help", "given", "2026-05-01"),
-        ("P1", "SCH", "early_help", "refused", "2026-01-05"),
-        ("P2", "EH", "mash", "given", "2026-01-01"),
-    ]), source="consent.parquet")
+    reg = ConsentRegistry.from_frame(
+        _frame(
+            [
+                ("P1", "EH", "early_help", "given", "2026-01-10"),
+                ("P1", "EH", "early_help", "withdrawn", "2026-03-01"),
+                ("P1", "EH", "early_help", "given", "2026-05-01"),
+                ("P1", "SCH", "early_help", "refused", "2026-01-05"),
+                ("P2", "EH", "mash", "given", "2026-01-01"),
+            ]
+        ),
+        source="consent.parquet",
+    )
     st = reg.state
     assert st("P1", "early_help", "EH", D(2026, 1, 9)).status is ConsentStatus.NONE
     assert st("P1", "early_help", "EH", D(2026, 2, 1)).status is ConsentStatus.GIVEN
@@ -58,11 +63,13 @@ def test_same_day_safest_status_wins_and_withdrawal_anywhere_vetoes() -> None:
 
 
 def test_malformed_rows_name_source_row_field_and_load_nothing() -> None:
-    df = _frame([
-        ("P1", "EH", "early_help", "given", "2026-01-10"),
-        ("P2", "XX", "early_help", "maybe", "not a date"),
-        (None, "EH", "early_help", "withdrawn", "2026-01-10"),
-    ])
+    df = _frame(
+        [
+            ("P1", "EH", "early_help", "given", "2026-01-10"),
+            ("P2", "XX", "early_help", "maybe", "not a date"),
+            (None, "EH", "early_help", "withdrawn", "2026-01-10"),
+        ]
+    )
     with pytest.raises(ConsentDataError) as exc:
         ConsentRegistry.from_frame(df, source="EH/batch7/payload.parquet")
     msg = str(exc.value)
@@ -76,10 +83,12 @@ def test_malformed_rows_name_source_row_field_and_load_nothing() -> None:
 
 
 def test_relationships_person_household_and_dates() -> None:
-    reg = RelationshipRegistry([
-        Relationship("sw1", SubjectKind.PERSON, "P1", D(2026, 1, 1), D(2026, 3, 31)),
-        Relationship("hv1", SubjectKind.HOUSEHOLD, "H9", D(2026, 2, 1)),
-    ])
+    reg = RelationshipRegistry(
+        [
+            Relationship("sw1", SubjectKind.PERSON, "P1", D(2026, 1, 1), D(2026, 3, 31)),
+            Relationship("hv1", SubjectKind.HOUSEHOLD, "H9", D(2026, 2, 1)),
+        ]
+    )
     p1 = Subject("P1", "H1")
     assert reg.current("sw1", p1, D(2026, 3, 31)) is not None
     assert reg.current("sw1", p1, D(2026, 4, 1)) is None
@@ -92,11 +101,15 @@ def test_relationships_person_household_and_dates() -> None:
 
 
 def test_relationship_frame_errors() -> None:
-    df = pd.DataFrame({
-        "user_id": ["sw1", "sw2", ""], "kind": ["person", "team", "household"],
-        "subject_id": ["P1", "P2", "H1"], "start": ["2026-01-01", "2026-01-01", "bad"],
-        "end": [None, "2025-01-01", None],
-    })
+    df = pd.DataFrame(
+        {
+            "user_id": ["sw1", "sw2", ""],
+            "kind": ["person", "team", "household"],
+            "subject_id": ["P1", "P2", "H1"],
+            "start": ["2026-01-01", "2026-01-01", "bad"],
+            "end": [None, "2025-01-01", None],
+        }
+    )
     with pytest.raises(RelationshipError) as exc:
         RelationshipRegistry.from_frame(df, source="allocations.csv")
     msg = str(exc.value)

@@ -48,17 +48,21 @@ relationship_kinds = st.sampled_from(
 )
 roles = st.sampled_from(["practitioner", "team_manager"] * 3 + sorted(ROLE_NAMES))
 consent_events = st.lists(
-    st.tuples(st.sampled_from(AGENCIES),
-              st.sampled_from(["given", "given", "given", "refused", "withdrawn"]),
-              st.integers(min_value=-60, max_value=3)),
+    st.tuples(
+        st.sampled_from(AGENCIES),
+        st.sampled_from(["given", "given", "given", "refused", "withdrawn"]),
+        st.integers(min_value=-60, max_value=3),
+    ),
     max_size=6,
 )
 break_glass_kinds = st.sampled_from(
     ["none", "valid", "expired", "short", "identifier", "bad_category", "too_long"]
 )
 field_requests = st.lists(
-    st.tuples(st.sampled_from(AGENCIES + ["XYZ"]),
-              st.sampled_from(PAYLOAD + ["given_name", "postcode", "nhs_number"])),
+    st.tuples(
+        st.sampled_from(AGENCIES + ["XYZ"]),
+        st.sampled_from(PAYLOAD + ["given_name", "postcode", "nhs_number"]),
+    ),
     max_size=8,
 )
 
@@ -69,10 +73,12 @@ def _relationships(kind: str) -> RelationshipRegistry:
         "none": None,
         "person": Relationship("u1", SubjectKind.PERSON, SUBJECT.person_id, TODAY - d),
         "household": Relationship("u1", SubjectKind.HOUSEHOLD, "H-0001", TODAY - d, TODAY),
-        "expired": Relationship("u1", SubjectKind.PERSON, SUBJECT.person_id, TODAY - 2 * d,
-                                TODAY - dt.timedelta(days=1)),
-        "future": Relationship("u1", SubjectKind.PERSON, SUBJECT.person_id,
-                               TODAY + dt.timedelta(days=1)),
+        "expired": Relationship(
+            "u1", SubjectKind.PERSON, SUBJECT.person_id, TODAY - 2 * d, TODAY - dt.timedelta(days=1)
+        ),
+        "future": Relationship(
+            "u1", SubjectKind.PERSON, SUBJECT.person_id, TODAY + dt.timedelta(days=1)
+        ),
         "other_person": Relationship("u1", SubjectKind.PERSON, "P-9999", TODAY - d),
     }[kind]
     return RelationshipRegistry([rel] if rel else [])
@@ -83,8 +89,9 @@ def _break_glass(kind: str) -> BreakGlass | None:
     return {
         "none": None,
         "valid": BreakGlass("risk_of_significant_harm", GOOD_JUSTIFICATION, start, 12),
-        "expired": BreakGlass("immediate_danger", GOOD_JUSTIFICATION,
-                              AT - dt.timedelta(hours=30), 24),
+        "expired": BreakGlass(
+            "immediate_danger", GOOD_JUSTIFICATION, AT - dt.timedelta(hours=30), 24
+        ),
         "short": BreakGlass("risk_of_significant_harm", "urgent", start, 12),
         "identifier": BreakGlass("risk_of_significant_harm", IDENTIFIER_JUSTIFICATION, start, 12),
         "bad_category": BreakGlass("curiosity", GOOD_JUSTIFICATION, start, 12),
@@ -110,21 +117,29 @@ def _consent(events: list[tuple[str, str, int]], purpose: str) -> ConsentRegistr
     data=st.data(),
 )
 def test_decision_properties(
-    protocol_id: str, role: str, events: list[tuple[str, str, int]], rel_kind: str,
-    bg_kind: str, withdraw_today: str | None, data: st.DataObject,
+    protocol_id: str,
+    role: str,
+    events: list[tuple[str, str, int]],
+    rel_kind: str,
+    bg_kind: str,
+    withdraw_today: str | None,
+    data: st.DataObject,
 ) -> None:
     proto = PROTOCOLS_UNDER_TEST[protocol_id]
     # half the requests from the protocol's own dataset, so allowed paths are well exercised
     in_dataset = [(a, f) for a, fs in proto.agencies.items() for f in fs]
     requested = data.draw(
-        st.lists(st.one_of(st.sampled_from(in_dataset), field_requests.filter(bool).map(
-            lambda xs: xs[0])), max_size=8),
+        st.lists(
+            st.one_of(
+                st.sampled_from(in_dataset), field_requests.filter(bool).map(lambda xs: xs[0])
+            ),
+            max_size=8,
+        ),
         label="requested",
     )
     consent = _consent(events, proto.consent_purpose)
     if withdraw_today is not None:
-        consent.record(SUBJECT.person_id, withdraw_today, proto.consent_purpose, "withdrawn",
-                       TODAY)
+        consent.record(SUBJECT.person_id, withdraw_today, proto.consent_purpose, "withdrawn", TODAY)
     gov = Governance(_LOG, consent, _relationships(rel_kind), PROTOCOLS_UNDER_TEST, ROLES)
     bg = _break_glass(bg_kind)
     before = _LOG.count()
@@ -167,10 +182,18 @@ def test_decision_properties(
     assert d.alert_raised == (bg is not None)
 
     # interactions partition the request: each field disclosed or refused exactly once
-    disclosed = [(i.agency, x) for i in d.interactions
-                 if i.kind is Interaction.DISCLOSE_ON_REQUEST for x in i.fields]
-    refused = [(i.agency, x) for i in d.interactions
-               if i.kind is Interaction.REFUSE_REQUEST for x in i.fields]
+    disclosed = [
+        (i.agency, x)
+        for i in d.interactions
+        if i.kind is Interaction.DISCLOSE_ON_REQUEST
+        for x in i.fields
+    ]
+    refused = [
+        (i.agency, x)
+        for i in d.interactions
+        if i.kind is Interaction.REFUSE_REQUEST
+        for x in i.fields
+    ]
     assert sorted(disclosed) == sorted((f.agency, f.field) for f in d.fields if f.allowed)
     assert sorted(refused) == sorted((f.agency, f.field) for f in d.fields if not f.allowed)
     assert d.interactions[0].kind is Interaction.REQUEST
@@ -179,10 +202,12 @@ def test_decision_properties(
 @pytest.fixture
 def gov(tmp_path) -> Governance:
     log = AuditLog(f"sqlite:///{tmp_path}/gov.db")
-    rels = RelationshipRegistry([
-        Relationship("sw1", SubjectKind.HOUSEHOLD, "H-0001", dt.date(2026, 1, 1)),
-        Relationship("ana", SubjectKind.HOUSEHOLD, "H-0001", dt.date(2026, 1, 1)),
-    ])
+    rels = RelationshipRegistry(
+        [
+            Relationship("sw1", SubjectKind.HOUSEHOLD, "H-0001", dt.date(2026, 1, 1)),
+            Relationship("ana", SubjectKind.HOUSEHOLD, "H-0001", dt.date(2026, 1, 1)),
+        ]
+    )
     return Governance(log, ConsentRegistry(), rels, PROTOCOLS, ROLES)
 
 
@@ -199,8 +224,9 @@ def test_withdrawal_is_honoured_immediately(gov: Governance, tmp_path) -> None:
     first = gov.decide(sw, "early_help_family_support", SUBJECT, fields, AT)
     assert first.allowed_fields() == {"SCH": ["attendance_pct"], "EH": ["assessment_outcome"]}
     gov.consent.record(SUBJECT.person_id, "EH", "early_help", "withdrawn", AT)
-    second = gov.decide(sw, "early_help_family_support", SUBJECT, fields,
-                        AT + dt.timedelta(minutes=1))
+    second = gov.decide(
+        sw, "early_help_family_support", SUBJECT, fields, AT + dt.timedelta(minutes=1)
+    )
     assert second.allowed_fields() == {}
     assert {f.reasons for f in second.fields} == {("consent_withdrawn",)}
     assert gov.audit.count() == 2 and signed_and_verified(gov.audit, tmp_path).ok
@@ -221,20 +247,33 @@ def test_break_glass_override_alerts_and_records_notification(gov: Governance) -
     assert body["break_glass"]["justification"].startswith("risk_of_significant_harm: Child")
     assert body["fields"][0]["legal_basis"] == "CA2004_s11"
     # after the window closes the same break-glass grants nothing, but is still alerted
-    late = gov.decide(tm, "mash_information_sharing", SUBJECT, fields,
-                      AT + dt.timedelta(hours=5), bg)
+    late = gov.decide(
+        tm, "mash_information_sharing", SUBJECT, fields, AT + dt.timedelta(hours=5), bg
+    )
     assert late.allowed_fields() == {} and "break_glass_expired" in late.break_glass_problems
     assert _count(gov, Alert) == 2 and _count(gov, NotificationDue) == 1
 
 
 def test_break_glass_refused_where_protocol_or_role_does_not_allow(gov: Governance) -> None:
     bg = BreakGlass("risk_of_significant_harm", GOOD_JUSTIFICATION, AT, 4)
-    d = gov.decide(User("sw1", "practitioner"), "early_help_family_support", SUBJECT,
-                   [("SCH", "attendance_pct")], AT, bg)
+    d = gov.decide(
+        User("sw1", "practitioner"),
+        "early_help_family_support",
+        SUBJECT,
+        [("SCH", "attendance_pct")],
+        AT,
+        bg,
+    )
     assert not d.allowed("SCH", "attendance_pct")
     assert "break_glass_not_permitted_by_protocol" in d.break_glass_problems
-    d = gov.decide(User("ana", "analyst"), "mash_information_sharing", SUBJECT,
-                   [("SCH", "attendance_pct")], AT, bg)
+    d = gov.decide(
+        User("ana", "analyst"),
+        "mash_information_sharing",
+        SUBJECT,
+        [("SCH", "attendance_pct")],
+        AT,
+        bg,
+    )
     assert not d.allowed("SCH", "attendance_pct")
     assert "role_may_not_break_glass" in d.break_glass_problems
     assert set(d.fields[0].reasons) >= {"role_not_in_protocol", "role_not_row_level"}
@@ -242,14 +281,24 @@ def test_break_glass_refused_where_protocol_or_role_does_not_allow(gov: Governan
 
 def test_gateway_protocol_and_unknown_protocol(gov: Governance) -> None:
     sw = User("sw1", "practitioner")
-    d = gov.decide(sw, "s47_child_protection_enquiry", SUBJECT,
-                   [("POL", "incident_notes"), ("GP", "case_notes")], AT)
+    d = gov.decide(
+        sw,
+        "s47_child_protection_enquiry",
+        SUBJECT,
+        [("POL", "incident_notes"), ("GP", "case_notes")],
+        AT,
+    )
     assert d.allowed("POL", "incident_notes") and not d.allowed("GP", "case_notes")
     assert d.fields[0].legal_basis == "CA1989_s47" and d.fields[0].consent == "none"
     u = gov.decide(sw, "fishing_expedition", SUBJECT, [("POL", "incident_notes")], AT)
     assert u.allowed_fields() == {} and "unknown_protocol" in u.fields[0].reasons
-    late = gov.decide(sw, "s47_child_protection_enquiry", SUBJECT,
-                      [("POL", "incident_notes")], dt.datetime(2028, 1, 1, tzinfo=dt.UTC))
+    late = gov.decide(
+        sw,
+        "s47_child_protection_enquiry",
+        SUBJECT,
+        [("POL", "incident_notes")],
+        dt.datetime(2028, 1, 1, tzinfo=dt.UTC),
+    )
     assert "protocol_not_in_force" in late.fields[0].reasons
     assert gov.audit.count() == 3
     with pytest.raises(ValueError, match="timezone-aware"):
@@ -260,21 +309,33 @@ def test_gateway_protocol_and_unknown_protocol(gov: Governance) -> None:
 def test_offer_mode_interactions(gov: Governance) -> None:
     gov.consent.record(SUBJECT.person_id, "SCH", "mash", "given", dt.date(2026, 6, 1))
     fields = [("SCH", "attendance_pct"), ("POL", "risk_level"), ("SCH", "case_notes")]
-    d = gov.decide(User("sw1", "practitioner"), "mash_information_sharing", SUBJECT, fields, AT,
-                   mode="offer")
+    d = gov.decide(
+        User("sw1", "practitioner"), "mash_information_sharing", SUBJECT, fields, AT, mode="offer"
+    )
     kinds = {(i.kind, i.agency): i.fields for i in d.interactions}
     assert kinds[(Interaction.OFFER, "SCH")] == ("attendance_pct",)
     assert kinds[(Interaction.ACCEPT, "SCH")] == ("attendance_pct",)
     assert kinds[(Interaction.WITHHOLD_OFFER, "SCH")] == ("case_notes",)
     assert kinds[(Interaction.WITHHOLD_OFFER, "POL")] == ("risk_level",)
     # a worker with no relationship: offered on information grounds, declined on theirs
-    stranger = gov.decide(User("nobody", "practitioner"), "mash_information_sharing", SUBJECT,
-                          [("SCH", "attendance_pct")], AT, mode="offer")
-    assert [i.kind for i in stranger.interactions] == [Interaction.OFFER,
-                                                       Interaction.DECLINE_OFFER]
-    seq = gov.record_withheld_request(User("sw1", "practitioner"), "mash_information_sharing",
-                                      SUBJECT, "not_proportionate", AT)
+    stranger = gov.decide(
+        User("nobody", "practitioner"),
+        "mash_information_sharing",
+        SUBJECT,
+        [("SCH", "attendance_pct")],
+        AT,
+        mode="offer",
+    )
+    assert [i.kind for i in stranger.interactions] == [Interaction.OFFER, Interaction.DECLINE_OFFER]
+    seq = gov.record_withheld_request(
+        User("sw1", "practitioner"), "mash_information_sharing", SUBJECT, "not_proportionate", AT
+    )
     assert seq == gov.audit.count() == 3
     with pytest.raises(ValueError, match="short lower-case code"):
-        gov.record_withheld_request(User("sw1", "practitioner"), "mash_information_sharing",
-                                    SUBJECT, "Because Jane Smith said so", AT)
+        gov.record_withheld_request(
+            User("sw1", "practitioner"),
+            "mash_information_sharing",
+            SUBJECT,
+            "Because Jane Smith said so",
+            AT,
+        )

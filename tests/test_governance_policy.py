@@ -23,8 +23,10 @@ from governance.policy import (
 def test_shipped_protocols_and_roles_load() -> None:
     protos = load_protocols()
     assert set(protos) == {
-        "early_help_family_support", "s47_child_protection_enquiry",
-        "mash_information_sharing", "involvement_index",
+        "early_help_family_support",
+        "s47_child_protection_enquiry",
+        "mash_information_sharing",
+        "involvement_index",
     }
     payload = load_payload_fields()
     for p in protos.values():
@@ -96,8 +98,12 @@ def test_invalid_yaml_and_missing_role(tmp_path: Path) -> None:
     rf.write_text(yaml.safe_dump(roles))
     with pytest.raises(PolicyError, match=r"roles: missing \['ig_lead'\]"):
         load_roles(rf)
-    roles["roles"]["ig_lead"] = {"doc": "x", "row_level": "maybe", "may_break_glass": False,
-                                 "receives_alerts": True}
+    roles["roles"]["ig_lead"] = {
+        "doc": "x",
+        "row_level": "maybe",
+        "may_break_glass": False,
+        "receives_alerts": True,
+    }
     rf.write_text(yaml.safe_dump(roles))
     with pytest.raises(PolicyError, match=r"roles\.ig_lead\.row_level"):
         load_roles(rf)

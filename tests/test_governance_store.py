@@ -55,8 +55,9 @@ def test_relationships_persist_and_an_ended_allocation_stops_access_at_once(stor
     a, b = _engine(store), _engine(store)
     writer, reader = SqlRelationshipRegistry(a), SqlRelationshipRegistry(b)
     writer.add(Relationship("sw1", SubjectKind.HOUSEHOLD, "H1", dt.date(2026, 1, 1)))
-    writer.add(Relationship("sw1", SubjectKind.PERSON, "P9", dt.date(2026, 1, 1),
-                            dt.date(2026, 2, 1)))
+    writer.add(
+        Relationship("sw1", SubjectKind.PERSON, "P9", dt.date(2026, 1, 1), dt.date(2026, 2, 1))
+    )
     assert reader.current("sw1", Subject("P1", "H1"), D) is not None
     assert reader.current("sw1", Subject("P9"), D) is None  # ended before D
     assert reader.current("sw2", Subject("P1", "H1"), D) is None
@@ -70,15 +71,43 @@ def test_relationships_persist_and_an_ended_allocation_stops_access_at_once(stor
 
 def test_allocations_file_loads_whole_or_not_at_all_and_only_once(store) -> None:
     reg = SqlRelationshipRegistry(_engine(store))
-    good = pd.DataFrame([{"user_id": "sw1", "kind": "person", "subject_id": "P1",
-                          "start": "2026-01-01", "end": ""},
-                         {"user_id": "sw2", "kind": "household", "subject_id": "H1",
-                          "start": "2026-01-01", "end": "2026-12-31"}])
+    good = pd.DataFrame(
+        [
+            {
+                "user_id": "sw1",
+                "kind": "person",
+                "subject_id": "P1",
+                "start": "2026-01-01",
+                "end": "",
+            },
+            {
+                "user_id": "sw2",
+                "kind": "household",
+                "subject_id": "H1",
+                "start": "2026-01-01",
+                "end": "2026-12-31",
+            },
+        ]
+    )
     assert reg.load_frame(good, "alloc.csv") == 2
     assert reg.load_frame(good, "alloc.csv") == 0  # re-importing the same export adds nothing
-    bad = pd.concat([good.assign(user_id=["sw3", "sw4"]),
-                     pd.DataFrame([{"user_id": "sw5", "kind": "team", "subject_id": "P2",
-                                    "start": "2026-01-01", "end": ""}])], ignore_index=True)
+    bad = pd.concat(
+        [
+            good.assign(user_id=["sw3", "sw4"]),
+            pd.DataFrame(
+                [
+                    {
+                        "user_id": "sw5",
+                        "kind": "team",
+                        "subject_id": "P2",
+                        "start": "2026-01-01",
+                        "end": "",
+                    }
+                ]
+            ),
+        ],
+        ignore_index=True,
+    )
     with pytest.raises(RelationshipError, match=r"alloc2.csv: row 3: kind"):
         reg.load_frame(bad, "alloc2.csv")
     assert sorted(r.user_id for r in reg.all()) == ["sw1", "sw2"]
@@ -101,11 +130,24 @@ def test_consent_withdrawal_by_another_process_takes_effect_at_once(store) -> No
 def test_refresh_replaces_warehouse_events_and_keeps_direct_ones(store) -> None:
     reg = SqlConsentRegistry(_engine(store))
     reg.record("P1", "EH", "mash", "withdrawn", D)  # received directly at the hub
-    frame = pd.DataFrame([
-        {"person_id": "P1", "agency": "EH", "consent_purpose": "mash",
-         "consent_status": "given", "consent_date": "2026-02-01"},
-        {"person_id": "P2", "agency": "SCH", "consent_purpose": "early_help",
-         "consent_status": "given", "consent_date": "2026-02-01"}])
+    frame = pd.DataFrame(
+        [
+            {
+                "person_id": "P1",
+                "agency": "EH",
+                "consent_purpose": "mash",
+                "consent_status": "given",
+                "consent_date": "2026-02-01",
+            },
+            {
+                "person_id": "P2",
+                "agency": "SCH",
+                "consent_purpose": "early_help",
+                "consent_status": "given",
+                "consent_date": "2026-02-01",
+            },
+        ]
+    )
     assert reg.replace_warehouse_events(frame, "wh") == 2
     assert reg.replace_warehouse_events(frame.iloc[1:], "wh") == 1  # a run later: replaced
     assert len(reg) == 2
@@ -132,17 +174,21 @@ def test_decisions_read_the_store(store, tmp_path: Path) -> None:
     d = gov.decide(user, "early_help_family_support", Subject("P1"), ask, at)
     assert not d.allowed_fields() and "consent_withdrawn" in d.fields[0].reasons
     # and the allocation ended elsewhere stops a gateway view too
-    assert gov.decide(user, "s47_child_protection_enquiry", Subject("P1"),
-                      [("SCH", "attendance_pct")], at).allowed_fields()
-    SqlRelationshipRegistry(_engine(store)).end("ehw", SubjectKind.PERSON, "P1",
-                                                dt.date(2026, 2, 28))
-    d = gov.decide(user, "s47_child_protection_enquiry", Subject("P1"),
-                   [("SCH", "attendance_pct")], at)
+    assert gov.decide(
+        user, "s47_child_protection_enquiry", Subject("P1"), [("SCH", "attendance_pct")], at
+    ).allowed_fields()
+    SqlRelationshipRegistry(_engine(store)).end(
+        "ehw", SubjectKind.PERSON, "P1", dt.date(2026, 2, 28)
+    )
+    d = gov.decide(
+        user, "s47_child_protection_enquiry", Subject("P1"), [("SCH", "attendance_pct")], at
+    )
     assert "no_legitimate_relationship" in d.fields[0].reasons
     assert signed_and_verified(gov.audit, tmp_path).ok and gov.audit.count() == 4
 
 
 # --- from a real warehouse ---------------------------------------------------------------------
+
 
 @pytest.fixture(scope="session")
 def world(tmp_path_factory: pytest.TempPathFactory) -> World:
@@ -165,7 +211,8 @@ def test_refresh_from_the_warehouse_matches_the_payload(store, world: World) -> 
     for row in events.drop_duplicates(["person_id", "consent_purpose"]).head(40).itertuples():
         for agency in ("SCH", "EH", "HV", "CSC"):
             assert reg.state(row.person_id, row.consent_purpose, agency, NOW) == mem.state(
-                row.person_id, row.consent_purpose, agency, NOW)
+                row.person_id, row.consent_purpose, agency, NOW
+            )
     assert refresh_consent(engine, world.warehouse, "r2")["consent_events"] == n  # not doubled
     assert len(reg) == n
 
@@ -181,7 +228,8 @@ def test_api_reads_allocations_and_consent_from_the_store(world: World, tmp_path
     token = "store-test-token-synthetic-0123456789"
     db = f"sqlite:///{tmp_path / 'gov.db'}"
     (tmp_path / "alloc.csv").write_text(
-        f"user_id,kind,subject_id,start,end\nsw9,household,{world.household},2026-01-01,\n")
+        f"user_id,kind,subject_id,start,end\nsw9,household,{world.household},2026-01-01,\n"
+    )
     keys = tmp_path / "hub" / "keys"  # the hub's audit key; the IG lead keeps its record
     export_public_record(create_audit_key(keys), tmp_path / "ig_lead")
     cfg = tmp_path / "hub_api.yaml"
@@ -189,7 +237,8 @@ def test_api_reads_allocations_and_consent_from_the_store(world: World, tmp_path
         f"warehouse: {world.warehouse}\ngovernance_db: {db}\n"
         f"relationships_csv: {tmp_path / 'alloc.csv'}\naudit_signing_key: {keys}\n"
         f"tokens:\n  - {{token_sha256: {hashlib.sha256(token.encode()).hexdigest()}, "
-        "user_id: sw9, role: practitioner, agency: CSC}\n")
+        "user_id: sw9, role: practitioner, agency: CSC}\n"
+    )
     engine = make_engine(db)
     signed = partnership_set_up(engine)  # access control is on by default: controllers sign
     with TestClient(app_from_config(cfg)) as client:  # start-up and shutdown checkpoints
@@ -199,8 +248,9 @@ def test_api_reads_allocations_and_consent_from_the_store(world: World, tmp_path
         assert len(SqlConsentRegistry(engine)) == len(consent_events(world.warehouse))
         # the allocation ends (another process); the running app refuses at once
         yesterday = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
-        SqlRelationshipRegistry(engine).end("sw9", SubjectKind.HOUSEHOLD, world.household,
-                                            yesterday)
+        SqlRelationshipRegistry(engine).end(
+            "sw9", SubjectKind.HOUSEHOLD, world.household, yesterday
+        )
         r = client.get(url, headers=head)
         assert r.status_code == 403 and "no_legitimate_relationship" in r.json()["reasons"]
     # the API process signed the head at shutdown: every entry it wrote verifies
@@ -235,14 +285,15 @@ def test_break_glass_grant_on_the_store(store, world: World, tmp_path: Path) -> 
     assert v.extra["break_glass"]["used"] and gid
     clock["t"] = NOW + dt.timedelta(hours=2)
     again = BreakGlassAsk(grant_id=gid)
-    assert views.household_view(user, "mash_information_sharing", world.household,
-                                break_glass=again).records
+    assert views.household_view(
+        user, "mash_information_sharing", world.household, break_glass=again
+    ).records
     clock["t"] = NOW + dt.timedelta(hours=3, seconds=1)
     with pytest.raises(Forbidden) as exc:
-        views.household_view(user, "mash_information_sharing", world.household,
-                             break_glass=again)
+        views.household_view(user, "mash_information_sharing", world.household, break_glass=again)
     assert "break_glass_expired" in exc.value.reasons
     with engine.connect() as conn:
+
         def n(model: type) -> int:
             return int(conn.execute(select(func.count()).select_from(model)).scalar_one())
 

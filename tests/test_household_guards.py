@@ -42,14 +42,22 @@ def messy_run(tmp_path_factory: pytest.TempPathFactory, evaluate_linkage) -> dic
         clerical = con.execute("""SELECT agency_l, record_ref_l, agency_r, record_ref_r,
                                          match_probability FROM clerical_review""").df()
         auto, n_auto = con.execute(
-            "SELECT auto_match_probability, n_auto_pairs FROM linkage_run").fetchone()
+            "SELECT auto_match_probability, n_auto_pairs FROM linkage_run"
+        ).fetchone()
     finally:
         con.close()
     rp = ev.decrypt_refs(run, rp)
     rec = rp.merge(gt, on=["agency", "record_id"], suffixes=("", "_true"))
-    return {"run": run, "ev": ev, "records": rec, "households": hh, "clerical": clerical,
-            "auto": auto, "n_auto_pairs": n_auto, "persons": pd.read_parquet(
-                run / "population" / "ground_truth" / "persons.parquet")}
+    return {
+        "run": run,
+        "ev": ev,
+        "records": rec,
+        "households": hh,
+        "clerical": clerical,
+        "auto": auto,
+        "n_auto_pairs": n_auto,
+        "persons": pd.read_parquet(run / "population" / "ground_truth" / "persons.parquet"),
+    }
 
 
 def _resident_parent(persons: pd.DataFrame) -> pd.Series:
@@ -65,12 +73,15 @@ def _resident_parent(persons: pd.DataFrame) -> pd.Series:
 
 def _ref_pairs(clerical: pd.DataFrame, rec: pd.DataFrame) -> pd.DataFrame:
     key = rec.set_index(["agency", "record_ref"])[["record_id", "person_id_true"]]
-    left = key.reindex(list(zip(clerical["agency_l"], clerical["record_ref_l"],
-                                strict=True))).to_numpy()
-    right = key.reindex(list(zip(clerical["agency_r"], clerical["record_ref_r"],
-                                 strict=True))).to_numpy()
-    return clerical.assign(record_id_l=left[:, 0], true_l=left[:, 1],
-                           record_id_r=right[:, 0], true_r=right[:, 1])
+    left = key.reindex(
+        list(zip(clerical["agency_l"], clerical["record_ref_l"], strict=True))
+    ).to_numpy()
+    right = key.reindex(
+        list(zip(clerical["agency_r"], clerical["record_ref_r"], strict=True))
+    ).to_numpy()
+    return clerical.assign(
+        record_id_l=left[:, 0], true_l=left[:, 1], record_id_r=right[:, 0], true_r=right[:, 1]
+    )
 
 
 def test_child_with_a_parents_nhs_number_is_not_auto_matched(messy_run: dict) -> None:
@@ -89,10 +100,11 @@ def test_child_with_a_parents_nhs_number_is_not_auto_matched(messy_run: dict) ->
     # score, kept it apart (it waits in the clerical queue)
     pairs = _ref_pairs(messy_run["clerical"], rec)
     child_refs = set(copied["record_id"])
-    held = pairs[(pairs["match_probability"] >= messy_run["auto"])
-                 & (pairs["record_id_l"].isin(child_refs) | pairs["record_id_r"].isin(
-                     child_refs))
-                 & (pairs["true_l"] != pairs["true_r"])]
+    held = pairs[
+        (pairs["match_probability"] >= messy_run["auto"])
+        & (pairs["record_id_l"].isin(child_refs) | pairs["record_id_r"].isin(child_refs))
+        & (pairs["true_l"] != pairs["true_r"])
+    ]
     assert len(held) >= 1
 
 
@@ -107,13 +119,22 @@ def test_guard_reads_the_run_models_levels(messy_run: dict) -> None:
     finally:
         con.close()
     ms = model["splink_settings"]
-    top = {c: max(level_gammas(ms, c, {"top"})) for c in ("nhs", "phone", "residence",
-                                                         "forename", "birth_date")}
-    other = {c: min(level_gammas(ms, c, {"else"})) for c in ("nhs", "phone", "forename",
-                                                            "birth_date")}
-    base = {"gamma_nhs": top["nhs"], "gamma_phone": -1, "gamma_email": -1,
-            "gamma_residence": top["residence"], "gamma_forename": other["forename"],
-            "gamma_birth_date": other["birth_date"], "gamma_surname": -1}
+    top = {
+        c: max(level_gammas(ms, c, {"top"}))
+        for c in ("nhs", "phone", "residence", "forename", "birth_date")
+    }
+    other = {
+        c: min(level_gammas(ms, c, {"else"})) for c in ("nhs", "phone", "forename", "birth_date")
+    }
+    base = {
+        "gamma_nhs": top["nhs"],
+        "gamma_phone": -1,
+        "gamma_email": -1,
+        "gamma_residence": top["residence"],
+        "gamma_forename": other["forename"],
+        "gamma_birth_date": other["birth_date"],
+        "gamma_surname": -1,
+    }
     rows = [
         base,
         {**base, "gamma_nhs": -1, "gamma_phone": top["phone"]},
@@ -163,8 +184,10 @@ def test_group_quarters_never_form_one_household(messy_run: dict) -> None:
     detected = homes[homes["n_placed"] >= GROUP_QUARTERS_MIN_PERSONS]
     assert len(detected) >= 1
     for _, home in detected.iterrows():
-        grp = res[(res["address_id"] == home["address_id"])
-                  & (res["property_key"] == home["property_key"])]
+        grp = res[
+            (res["address_id"] == home["address_id"])
+            & (res["property_key"] == home["property_key"])
+        ]
         # many residents placed at one property: no hub household spans two true ones
         spans = grp.groupby("hub_household")["household_id"].nunique()
         assert len(spans) >= 3, spans.to_dict()

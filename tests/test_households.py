@@ -23,8 +23,9 @@ from linkage.households import build_households, tenancy_agencies
 
 
 @pytest.fixture(scope="module")
-def linked(orchestrated_run: Path, copy_run, tmp_path_factory: pytest.TempPathFactory,
-           evaluate_linkage) -> dict:
+def linked(
+    orchestrated_run: Path, copy_run, tmp_path_factory: pytest.TempPathFactory, evaluate_linkage
+) -> dict:
     ev = evaluate_linkage
     run = copy_run(orchestrated_run, tmp_path_factory.mktemp("households") / "run")
     ev.run_hub(run, "hh-1")
@@ -40,8 +41,9 @@ def linked(orchestrated_run: Path, copy_run, tmp_path_factory: pytest.TempPathFa
     return {"run": run, "truth": truth}
 
 
-def _households(linked: dict, name: str,
-                **kw: object) -> tuple[pd.DataFrame, households.HouseholdResult]:
+def _households(
+    linked: dict, name: str, **kw: object
+) -> tuple[pd.DataFrame, households.HouseholdResult]:
     run = linked["run"]
     src = HubPaths.for_run(run).warehouse
     path = src.with_name(f"{name}.duckdb")
@@ -49,8 +51,9 @@ def _households(linked: dict, name: str,
     con = duckdb.connect(str(path))
     try:
         res = build_households(con, f"{name}-run", **kw)
-        hh = con.execute("SELECT person_id, household_id, n_agencies_agreeing "
-                         "FROM household_member").df()
+        hh = con.execute(
+            "SELECT person_id, household_id, n_agencies_agreeing FROM household_member"
+        ).df()
     finally:
         con.close()
     return hh, res
@@ -60,8 +63,9 @@ def _f1(linked: dict, hh: pd.DataFrame) -> float:
     t = linked["truth"]
     ph = dict(zip(hh["person_id"], hh["household_id"], strict=True))
     key = t["agency"] + ":" + t["record_ref"]
-    pred = pd.DataFrame({"k": key, "household_id": [ph.get(p, f"none:{p}")
-                                                     for p in t["person_id"]]})
+    pred = pd.DataFrame(
+        {"k": key, "household_id": [ph.get(p, f"none:{p}") for p in t["person_id"]]}
+    )
     truth = pd.DataFrame({"k": key, "true_household_id": t["household_id"]})
     return household_pairwise_metrics(pred, truth, key="k").f1
 
@@ -70,15 +74,18 @@ def test_tenancy_agencies_come_from_the_mappings() -> None:
     assert tenancy_agencies() == ["HSG"]
 
 
-def test_family_and_tenancy_evidence_raise_household_f1(linked: dict,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_family_and_tenancy_evidence_raise_household_f1(
+    linked: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
     full, res_full = _households(linked, "full")
     monkeypatch.setattr(households, "RELATIVE_WEIGHTS", {})
     monkeypatch.setattr(households, "OTHER_RELATIVE_WEIGHT", 0.0)
     own, res_own = _households(linked, "own", tenancies=[])
     f_full, f_own = _f1(linked, full), _f1(linked, own)
-    print(f"\nhousehold F1 with family + tenancy evidence {f_full:.4f}, own records only "
-          f"(relatives only place persons with no address) {f_own:.4f}")
+    print(
+        f"\nhousehold F1 with family + tenancy evidence {f_full:.4f}, own records only "
+        f"(relatives only place persons with no address) {f_own:.4f}"
+    )
     assert f_full > f_own + 0.005
     # relatives place persons nobody else could: fewer persons without a household
     assert res_full.n_persons_without_address <= res_own.n_persons_without_address
@@ -88,8 +95,7 @@ def test_tenancy_members_join_the_tenancy_household(linked: dict) -> None:
     """Every resolved HSG member sits in the household of the tenancy's lead tenant, unless
     their own records outvote it."""
     hh, _ = _households(linked, "tenancy")
-    con = duckdb.connect(str(HubPaths.for_run(linked["run"]).warehouse.with_name(
-        "tenancy.duckdb")))
+    con = duckdb.connect(str(HubPaths.for_run(linked["run"]).warehouse.with_name("tenancy.duckdb")))
     try:
         build_family_network(con, "tenancy-run")
         edges = con.execute("""SELECT subject_person_id, related_person_id FROM family_edge
@@ -98,8 +104,10 @@ def test_tenancy_members_join_the_tenancy_household(linked: dict) -> None:
         con.close()
     assert len(edges) > 20
     ph = dict(zip(hh["person_id"], hh["household_id"], strict=True))
-    same = [ph.get(a) is not None and ph.get(a) == ph.get(b)
-            for a, b in zip(edges["subject_person_id"], edges["related_person_id"], strict=True)]
+    same = [
+        ph.get(a) is not None and ph.get(a) == ph.get(b)
+        for a, b in zip(edges["subject_person_id"], edges["related_person_id"], strict=True)
+    ]
     assert sum(same) / len(same) >= 0.9
 
 
@@ -116,5 +124,7 @@ def test_households_are_stable_across_reruns(linked: dict) -> None:
     finally:
         con.close()
     assert res.n_new == 0 and res.n_retired == 0
-    pd.testing.assert_frame_equal(first.sort_values("person_id").reset_index(drop=True),
-                                  second.sort_values("person_id").reset_index(drop=True))
+    pd.testing.assert_frame_equal(
+        first.sort_values("person_id").reset_index(drop=True),
+        second.sort_values("person_id").reset_index(drop=True),
+    )

@@ -31,8 +31,9 @@ def own_mappings(tmp_path: Path) -> Path:
     return folder
 
 
-def test_mappings_folder_is_honoured_outside_the_dag(own_mappings: Path, tmp_path: Path,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_mappings_folder_is_honoured_outside_the_dag(
+    own_mappings: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("JOINEDUP_MAPPINGS_DIR", raising=False)
     packaged = HubPaths.for_run(tmp_path / "run")
     assert packaged.mappings == SCHEMAS_DIR / "agencies"
@@ -45,8 +46,10 @@ def test_mappings_folder_is_honoured_outside_the_dag(own_mappings: Path, tmp_pat
     # ... and households' tenancy agencies come from it, not from the packaged folder
     assert tenancy_agencies() == ["NHA"]
     # an explicit folder (joinedup-hub --mappings-dir) wins over the variable
-    assert orch.hub_paths(tmp_path / "run", SCHEMAS_DIR / "agencies").mappings == \
-        (SCHEMAS_DIR / "agencies").resolve()
+    assert (
+        orch.hub_paths(tmp_path / "run", SCHEMAS_DIR / "agencies").mappings
+        == (SCHEMAS_DIR / "agencies").resolve()
+    )
     assert tenancy_agencies(SCHEMAS_DIR / "agencies") == ["HSG"]
 
 
@@ -59,23 +62,43 @@ def test_cli_stages_are_the_dags_stages_in_order() -> None:
 
 def test_operator_mistakes_are_named(tmp_path: Path, own_mappings: Path, capsys) -> None:
     with pytest.raises(SystemExit, match="does not exist"):
-        main(["run", "--run-dir", str(tmp_path / "run"), "--mappings-dir",
-              str(tmp_path / "no-such-folder")])
+        main(
+            [
+                "run",
+                "--run-dir",
+                str(tmp_path / "run"),
+                "--mappings-dir",
+                str(tmp_path / "no-such-folder"),
+            ]
+        )
     # households before any link: which warehouse, and what to run first
     with pytest.raises(SystemExit, match="joinedup-hub link"):
-        main(["households", "--run-dir", str(tmp_path / "run"), "--mappings-dir",
-              str(own_mappings)])
+        main(
+            ["households", "--run-dir", str(tmp_path / "run"), "--mappings-dir", str(own_mappings)]
+        )
     # a stage that fails (the report stage without the hub's audit key) exits 2 with the
     # reason on stderr, not a traceback
-    assert main(["report", "--run-dir", str(tmp_path / "run"), "--mappings-dir",
-                 str(own_mappings), "--run-id", "r1"]) == 2
+    assert (
+        main(
+            [
+                "report",
+                "--run-dir",
+                str(tmp_path / "run"),
+                "--mappings-dir",
+                str(own_mappings),
+                "--run-id",
+                "r1",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "failed report" in err and "Traceback" not in err
 
 
-def test_ingest_needs_the_hub_key_then_reports_nothing_landed(tmp_path: Path,
-                                                            own_mappings: Path,
-                                                            capsys) -> None:
+def test_ingest_needs_the_hub_key_then_reports_nothing_landed(
+    tmp_path: Path, own_mappings: Path, capsys
+) -> None:
     from linkage.custody import main as custody
 
     args = ["ingest", "--run-dir", str(tmp_path / "run"), "--mappings-dir", str(own_mappings)]

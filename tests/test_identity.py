@@ -46,8 +46,13 @@ def _extract(run: Path, code: str) -> Path:
 
 def _agency_for(world: World, gov: Governance) -> str:
     con = duckdb.connect(str(world.warehouse), read_only=True)
-    held = [r[0] for r in con.execute("SELECT DISTINCT agency FROM record_person WHERE "
-                                      "person_id = ? ORDER BY 1", [world.person]).fetchall()]
+    held = [
+        r[0]
+        for r in con.execute(
+            "SELECT DISTINCT agency FROM record_person WHERE person_id = ? ORDER BY 1",
+            [world.person],
+        ).fetchall()
+    ]
     con.close()
     covered = [a for a in held if a in gov.protocols[PROTOCOL].agencies]
     assert covered
@@ -68,8 +73,11 @@ class Setup:
 
     def ask(self, who: str = "sw1", person: str | None = None, **body: str):  # noqa: ANN201
         payload = {"protocol_id": PROTOCOL, "agency": self.agency, "reason": REASON, **body}
-        return self.client.post(f"/persons/{person or WORLD_PERSON[0]}/identity", json=payload,
-                                headers={"Authorization": f"Bearer {self.tokens[who]}"})
+        return self.client.post(
+            f"/persons/{person or WORLD_PERSON[0]}/identity",
+            json=payload,
+            headers={"Authorization": f"Bearer {self.tokens[who]}"},
+        )
 
 
 WORLD_PERSON: list[str] = []
@@ -85,10 +93,12 @@ def setup(world: World, tmp_path: Path) -> Iterator[Setup]:
     agency_dir = tmp_path / "agency" / agency  # the bridge's own audit log lives here
     agree_partnership_protocols(tmp_path, [agency])  # the agency's IG lead agrees its protocols
     bridge = ReidService(
-        agency, KeyStore(world.run / "agency" / agency / "keys", agency),
+        agency,
+        KeyStore(world.run / "agency" / agency / "keys", agency),
         load_hub_public_key(hub_dir / "keys" / "hub_request.pub"),
         extract_lookup(_extract(world.run, agency), MAPPINGS / f"{agency.lower()}.yaml"),
-        agency_dir / "audit.log")
+        agency_dir / "audit.log",
+    )
     server = make_server(bridge)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -96,8 +106,9 @@ def setup(world: World, tmp_path: Path) -> Iterator[Setup]:
     ident = IdentityService(views, hub_key, {agency: url})
     client = TestClient(create_app(views, store, ident))
     try:
-        yield Setup(client, gov, tokens, agency, bridge, agency_dir / "audit.log", hub_key,
-                    hub_dir, url)
+        yield Setup(
+            client, gov, tokens, agency, bridge, agency_dir / "audit.log", hub_key, hub_dir, url
+        )
     finally:
         server.shutdown()
         server.server_close()
@@ -116,9 +127,13 @@ def _truth(world: World, agency: str) -> dict[str, dict[str, str]]:
     cols = mapping.identifier_columns(SUBJECT)
     src = mapping.source
     path = _extract(world.run, agency)
-    df = (pd.read_parquet(path) if src.format == "parquet" else
-          pd.read_csv(path, sep=src.delimiter, encoding=src.encoding, dtype=str,
-                      keep_default_na=False))
+    df = (
+        pd.read_parquet(path)
+        if src.format == "parquet"
+        else pd.read_csv(
+            path, sep=src.delimiter, encoding=src.encoding, dtype=str, keep_default_na=False
+        )
+    )
     df = df[list(cols.values())].rename(columns={v: k for k, v in cols.items()})
     if "address" not in df and "address_line_1" in df:  # the service shows the first line
         df["address"] = df["address_line_1"]
@@ -134,9 +149,14 @@ def test_identity_round_trip_logged_on_both_sides(setup: Setup, world: World) ->
     assert ids and all(i["found"] for i in ids)
     # the answer is the agency's own data for this person's records
     con = duckdb.connect(str(world.warehouse), read_only=True)
-    refs = [x[0] for x in con.execute("SELECT record_ref FROM record_person WHERE person_id = ? "
-                                      "AND agency = ? ORDER BY record_ref",
-                                      [world.person, setup.agency]).fetchall()]
+    refs = [
+        x[0]
+        for x in con.execute(
+            "SELECT record_ref FROM record_person WHERE person_id = ? "
+            "AND agency = ? ORDER BY record_ref",
+            [world.person, setup.agency],
+        ).fetchall()
+    ]
     con.close()
     keys = KeyStore(world.run / "agency" / setup.agency / "keys", setup.agency).ref_keys()
     truth = _truth(world, setup.agency)
@@ -160,8 +180,10 @@ def test_identity_round_trip_logged_on_both_sides(setup: Setup, world: World) ->
         assert e["hub_request_id"] == body["request_id"]
         assert e["hub_decision_id"] == hub_entry["decision_id"]
         assert (e["hub_audit_seq"], e["hub_audit_hash"]) == (1, hub_rec.entry_hash)
-        assert (e["protocol_version"], e["protocol_sha256"]) == (proto.version,
-                                                                proto.document_sha256)
+        assert (e["protocol_version"], e["protocol_sha256"]) == (
+            proto.version,
+            proto.document_sha256,
+        )
         assert e["requesting_user"] == "sw1" and e["found"] == 1
         assert len(e["record_refs"]) == 1
     assert [e["record_refs"][0] for e in entries] == refs
@@ -209,26 +231,43 @@ def test_agency_outside_protocol_is_refused(setup: Setup) -> None:
 
 
 def _refs(setup: Setup, n: int = 2) -> list[str]:
-    con = duckdb.connect(str(setup.bridge.keys.directory.parents[2] / "hub" / "warehouse.duckdb"),
-                         read_only=True)
-    refs = [x[0] for x in con.execute("SELECT record_ref FROM record_person WHERE agency = ? "
-                                      "ORDER BY record_ref LIMIT ?", [setup.agency, n]).fetchall()]
+    con = duckdb.connect(
+        str(setup.bridge.keys.directory.parents[2] / "hub" / "warehouse.duckdb"), read_only=True
+    )
+    refs = [
+        x[0]
+        for x in con.execute(
+            "SELECT record_ref FROM record_person WHERE agency = ? ORDER BY record_ref LIMIT ?",
+            [setup.agency, n],
+        ).fetchall()
+    ]
     con.close()
     return refs
 
 
-def envelope(setup: Setup, key: Ed25519PrivateKey | None = None, *, ref: str | None = None,
-             **over: object) -> dict:
+def envelope(
+    setup: Setup, key: Ed25519PrivateKey | None = None, *, ref: str | None = None, **over: object
+) -> dict:
     """A well-formed v2 request as the hub would sign it; `over` replaces (None: removes)."""
     now = dt.datetime.now(dt.UTC)
     proto = setup.gov.protocols[PROTOCOL]
-    req = {"request_version": 2, "request_id": uuid.uuid4().hex,
-           "hub_request_id": uuid.uuid4().hex, "hub_decision_id": uuid.uuid4().hex,
-           "hub_audit_seq": 7, "hub_audit_hash": "ab" * 32, "protocol_id": PROTOCOL,
-           "protocol_version": proto.version, "protocol_sha256": proto.document_sha256,
-           "requesting_user": "sw1", "reason": REASON, "agency": setup.agency,
-           "record_ref": ref or _refs(setup, 1)[0], "issued_at": now.isoformat(),
-           "expires_at": (now + dt.timedelta(minutes=2)).isoformat()}
+    req = {
+        "request_version": 2,
+        "request_id": uuid.uuid4().hex,
+        "hub_request_id": uuid.uuid4().hex,
+        "hub_decision_id": uuid.uuid4().hex,
+        "hub_audit_seq": 7,
+        "hub_audit_hash": "ab" * 32,
+        "protocol_id": PROTOCOL,
+        "protocol_version": proto.version,
+        "protocol_sha256": proto.document_sha256,
+        "requesting_user": "sw1",
+        "reason": REASON,
+        "agency": setup.agency,
+        "record_ref": ref or _refs(setup, 1)[0],
+        "issued_at": now.isoformat(),
+        "expires_at": (now + dt.timedelta(minutes=2)).isoformat(),
+    }
     req.update(over)
     req = {k: v for k, v in req.items() if v is not None}
     return {"request": req, "signature": sign_request(req, key or setup.hub_key)}
@@ -246,8 +285,9 @@ def test_bridge_refuses_forged_tampered_expired_and_replayed(setup: Setup) -> No
     tampered["request"]["requesting_user"] = "someone_else"
     assert setup.bridge.handle(json.dumps(tampered).encode())[1]["error"] == "bad_signature"
     old = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
-    expired = envelope(setup, issued_at=old.isoformat(),
-                       expires_at=(old + dt.timedelta(minutes=2)).isoformat())
+    expired = envelope(
+        setup, issued_at=old.isoformat(), expires_at=(old + dt.timedelta(minutes=2)).isoformat()
+    )
     assert setup.bridge.handle(json.dumps(expired).encode())[1]["error"] == "expired"
     other = envelope(setup, agency="ZZ")
     assert setup.bridge.handle(json.dumps(other).encode())[1]["error"] == "wrong_agency"
@@ -256,16 +296,21 @@ def test_bridge_refuses_forged_tampered_expired_and_replayed(setup: Setup) -> No
     assert setup.bridge.handle(b"{not json")[0] == 400
     # signed requests: one line each; unsigned ones only as counters until the summary
     outcomes = [(e["outcome"], e.get("detail")) for e in _bridge_entries(setup.bridge_log)]
-    assert outcomes == [("answered", None), ("refused", "replayed_request"),
-                        ("refused", "expired"), ("refused", "wrong_agency")]
+    assert outcomes == [
+        ("answered", None),
+        ("refused", "replayed_request"),
+        ("refused", "expired"),
+        ("refused", "wrong_agency"),
+    ]
     setup.bridge.close()
     summary = _bridge_entries(setup.bridge_log)[-1]
     assert summary["outcome"] == "unauthenticated_refusals"
     assert summary["counts"] == {"bad_signature": 3, "malformed_json": 1}
     assert verify_audit_chain(setup.bridge_log) == 5
     # a restarted service still knows the request ids it has answered
-    again = ReidService(setup.agency, setup.bridge.keys, setup.bridge.hub_key,
-                        setup.bridge.lookup, setup.bridge_log)
+    again = ReidService(
+        setup.agency, setup.bridge.keys, setup.bridge.hub_key, setup.bridge.lookup, setup.bridge_log
+    )
     assert again.handle(json.dumps(good).encode())[1]["error"] == "replayed_request"
 
 
@@ -287,9 +332,11 @@ def test_unreachable_bridge_is_502_and_nothing_disclosed(setup: Setup, world: Wo
     gov, v2, store, tokens, _ = make_hub(world, setup.hub_dir / "second")
     ident = IdentityService(v2, setup.hub_key, {setup.agency: "http://127.0.0.1:9"})
     client = TestClient(create_app(v2, store, ident))
-    r = client.post(f"/persons/{world.person}/identity",
-                    json={"protocol_id": PROTOCOL, "agency": setup.agency, "reason": REASON},
-                    headers={"Authorization": f"Bearer {tokens['sw1']}"})
+    r = client.post(
+        f"/persons/{world.person}/identity",
+        json={"protocol_id": PROTOCOL, "agency": setup.agency, "reason": REASON},
+        headers={"Authorization": f"Bearer {tokens['sw1']}"},
+    )
     assert r.status_code == 502 and "identities" not in r.text
     assert gov.audit.count() == 1
 
@@ -310,15 +357,24 @@ def test_reconciliation_finds_what_a_leaked_key_got_past_the_bridge(setup: Setup
     # made-up decision reference; a real one re-used for another request; a real one claimed
     # by another user
     made_up = envelope(setup, key=stolen)
-    reused = envelope(setup, key=stolen, hub_audit_seq=1, hub_audit_hash=hub_rec.entry_hash,
-                      hub_decision_id=hub_rec.data()["decision_id"],
-                      hub_request_id=hub_rec.data()["request_id"])
-    other_user = envelope(setup, key=stolen, hub_audit_seq=1,
-                          hub_audit_hash=hub_rec.entry_hash,
-                          hub_decision_id=hub_rec.data()["decision_id"],
-                          hub_request_id=hub_rec.data()["request_id"],
-                          request_id=hub_rec.data()["bridge_request_ids"][0][::-1],
-                          requesting_user="insider")
+    reused = envelope(
+        setup,
+        key=stolen,
+        hub_audit_seq=1,
+        hub_audit_hash=hub_rec.entry_hash,
+        hub_decision_id=hub_rec.data()["decision_id"],
+        hub_request_id=hub_rec.data()["request_id"],
+    )
+    other_user = envelope(
+        setup,
+        key=stolen,
+        hub_audit_seq=1,
+        hub_audit_hash=hub_rec.entry_hash,
+        hub_decision_id=hub_rec.data()["decision_id"],
+        hub_request_id=hub_rec.data()["request_id"],
+        request_id=hub_rec.data()["bridge_request_ids"][0][::-1],
+        requesting_user="insider",
+    )
     for env in (made_up, reused, other_user):
         status, body = setup.bridge.handle(json.dumps(env).encode())
         assert status == 200, body
@@ -326,6 +382,7 @@ def test_reconciliation_finds_what_a_leaked_key_got_past_the_bridge(setup: Setup
     assert {f["request_id"]: f["problem"] for f in found} == {
         made_up["request"]["request_id"]: "no_such_hub_entry",
         reused["request"]["request_id"]: "request_not_in_hub_entry",
-        other_user["request"]["request_id"]: "request_not_in_hub_entry"}
+        other_user["request"]["request_id"]: "request_not_in_hub_entry",
+    }
     answered = [e for e in read_audit(setup.bridge_log) if e["outcome"] == "answered"]
     assert len(answered) == n_real + 3

@@ -38,15 +38,21 @@ def _gp_extract(run: Path) -> tuple[Path, pd.DataFrame]:
     return path, pd.read_csv(path, dtype=str, keep_default_na=False)
 
 
-def _bridge(run: Path, code: str, frame: pd.DataFrame, kind: str, name: str,
-            suffix: str = "csv") -> Path:
+def _bridge(
+    run: Path, code: str, frame: pd.DataFrame, kind: str, name: str, suffix: str = "csv"
+) -> Path:
     path = run / "population" / f"{name}.{suffix}"
     if suffix == "csv":
         frame.to_csv(path, index=False)
     else:
         frame.to_parquet(path, index=False)
-    res = run_bridge(path, MAPPINGS / f"{code.lower()}.yaml", run / "agency" / code,
-                     run / "landing", extract_kind=kind)
+    res = run_bridge(
+        path,
+        MAPPINGS / f"{code.lower()}.yaml",
+        run / "agency" / code,
+        run / "landing",
+        extract_kind=kind,
+    )
     assert res.landed_path is not None and res.rows_accepted > 0
     return res.landed_path
 
@@ -115,10 +121,12 @@ def test_incremental_agrees_with_full_relink_and_is_faster(base: dict) -> None:
         p_full = _partition(con)
     finally:
         con.close()
-    print(f"\nincremental {t_inc:.2f}s ({inc.n_scored_pairs} pairs scored, "
-          f"{inc.n_changed_records} changed records) vs full relink with the stored model "
-          f"{t_full:.2f}s ({full.n_scored_pairs} pairs): {t_full / t_inc:.1f}x; "
-          f"incremental stages {inc.timings}, full stages {full.timings}")
+    print(
+        f"\nincremental {t_inc:.2f}s ({inc.n_scored_pairs} pairs scored, "
+        f"{inc.n_changed_records} changed records) vs full relink with the stored model "
+        f"{t_full:.2f}s ({full.n_scored_pairs} pairs): {t_full / t_inc:.1f}x; "
+        f"incremental stages {inc.timings}, full stages {full.timings}"
+    )
 
     assert mode == "incremental"
     assert inc.model_version == base["model_version"]
@@ -129,10 +137,12 @@ def test_incremental_agrees_with_full_relink_and_is_faster(base: dict) -> None:
     assert n_persons[0] == p_inc["person_id"].nunique()
 
     # The two partitions agree: pairwise F1 of incremental against full.
-    m = pairwise_metrics(p_inc.rename(columns={"person_id": "cluster_id"}),
-                         p_full[["unique_id", "person_id"]], key="unique_id")
-    print(f"incremental vs full: precision {m.precision:.4f} recall {m.recall:.4f} "
-          f"F1 {m.f1:.4f}")
+    m = pairwise_metrics(
+        p_inc.rename(columns={"person_id": "cluster_id"}),
+        p_full[["unique_id", "person_id"]],
+        key="unique_id",
+    )
+    print(f"incremental vs full: precision {m.precision:.4f} recall {m.recall:.4f} F1 {m.f1:.4f}")
     assert m.f1 >= 0.99
     # Unchanged records: the same person partition as the full relink, up to pairs near the
     # threshold whose term-frequency adjusted weight moves when new records change how common
@@ -141,17 +151,23 @@ def test_incremental_agrees_with_full_relink_and_is_faster(base: dict) -> None:
     unchanged = set(before["unique_id"])
     ui = p_inc[p_inc["unique_id"].isin(unchanged)]
     uf = p_full[p_full["unique_id"].isin(unchanged)]
-    mu = pairwise_metrics(ui.rename(columns={"person_id": "cluster_id"}),
-                          uf[["unique_id", "person_id"]], key="unique_id")
+    mu = pairwise_metrics(
+        ui.rename(columns={"person_id": "cluster_id"}),
+        uf[["unique_id", "person_id"]],
+        key="unique_id",
+    )
     assert mu.f1 >= 0.995, mu
     # ... and the person ids they had (a merge keeps one of them).
     keep = ui.merge(before, on="unique_id", suffixes=("", "_before"))
     assert (keep["person_id"] == keep["person_id_before"]).mean() >= 0.995
     # A new record the full relink puts with earlier records joins their existing person_id.
     full_pid = dict(zip(p_full["unique_id"], p_full["person_id"], strict=True))
-    old_of_full = uf.assign(pid_full=uf["unique_id"].map(full_pid)).merge(
-        before, on="unique_id", suffixes=("", "_before")
-    ).groupby("pid_full")["person_id_before"].first()
+    old_of_full = (
+        uf.assign(pid_full=uf["unique_id"].map(full_pid))
+        .merge(before, on="unique_id", suffixes=("", "_before"))
+        .groupby("pid_full")["person_id_before"]
+        .first()
+    )
     new = p_inc[~p_inc["unique_id"].isin(unchanged)].copy()
     new["expected"] = new["unique_id"].map(full_pid).map(old_of_full)
     joined = new[new["expected"].notna()]
@@ -165,31 +181,42 @@ def test_changed_records_rescored_and_queue_updated(base: dict) -> None:
     con = duckdb.connect(str(paths.warehouse))
     try:
         open_before = con.execute(
-            "SELECT count(*) FROM clerical_review WHERE status = 'open'").fetchall()[0][0]
+            "SELECT count(*) FROM clerical_review WHERE status = 'open'"
+        ).fetchall()[0][0]
         inc = link_incremental(con, "inc-q", _settings())
         # every current record has exactly one mapping; touched rows carry this run's id
         n_rp, n_ids = con.execute("""SELECT (SELECT count(*) FROM record_person),
                                      (SELECT count(*) FROM identifiers)""").fetchall()[0]
         assert n_rp == n_ids
-        touched = con.execute("SELECT count(*) FROM record_person WHERE run_id = 'inc-q'"
-                              ).fetchall()[0][0]
+        touched = con.execute(
+            "SELECT count(*) FROM record_person WHERE run_id = 'inc-q'"
+        ).fetchall()[0][0]
         assert touched >= HELD_BACK + CHANGED
-        new_q = con.execute("SELECT count(*) FROM clerical_review WHERE run_id = 'inc-q'"
-                            ).fetchall()[0][0]
+        new_q = con.execute(
+            "SELECT count(*) FROM clerical_review WHERE run_id = 'inc-q'"
+        ).fetchall()[0][0]
         assert new_q == inc.n_clerical_pairs
         # no open pair sits inside one person
-        assert con.execute("""SELECT count(*) FROM clerical_review WHERE status = 'open'
-                              AND person_id_l = person_id_r""").fetchall()[0][0] == 0
-        assert con.execute("SELECT count(*) FROM clerical_review WHERE status = 'open'"
-                           ).fetchall()[0][0] <= open_before + new_q
+        assert (
+            con.execute("""SELECT count(*) FROM clerical_review WHERE status = 'open'
+                              AND person_id_l = person_id_r""").fetchall()[0][0]
+            == 0
+        )
+        assert (
+            con.execute("SELECT count(*) FROM clerical_review WHERE status = 'open'").fetchall()[0][
+                0
+            ]
+            <= open_before + new_q
+        )
         # a second incremental run with nothing new changes nothing
         snap = _partition(con)
         again = link_incremental(con, "inc-q2", _settings())
         assert again.n_changed_records == 0 and again.n_scored_pairs == 0
         assert again.n_new_persons == 0 and again.n_retired_persons == 0
-        pd.testing.assert_frame_equal(snap.sort_values("unique_id").reset_index(drop=True),
-                                      _partition(con).sort_values("unique_id")
-                                      .reset_index(drop=True))
+        pd.testing.assert_frame_equal(
+            snap.sort_values("unique_id").reset_index(drop=True),
+            _partition(con).sort_values("unique_id").reset_index(drop=True),
+        )
     finally:
         con.close()
 
@@ -205,9 +232,11 @@ def test_snapshot_retirements_leave_their_persons(base: dict) -> None:
     hsg["ref"] = [ref_key.encrypt(str(x)) for x in hsg["tenancy_ref"]]
     con = duckdb.connect(str(paths.warehouse), read_only=True)
     try:
-        n_rec = dict(con.execute("""SELECT rp.record_ref, p.n_records FROM record_person rp
+        n_rec = dict(
+            con.execute("""SELECT rp.record_ref, p.n_records FROM record_person rp
                                     JOIN person p USING (person_id)
-                                    WHERE rp.agency = 'HSG'""").fetchall())
+                                    WHERE rp.agency = 'HSG'""").fetchall()
+        )
     finally:
         con.close()
     hsg["n"] = hsg["ref"].map(n_rec)
@@ -216,14 +245,17 @@ def test_snapshot_retirements_leave_their_persons(base: dict) -> None:
     landing = run / "landing_retire"
     snap_path = run / "population" / "hsg_retire.parquet"
     hsg.drop(index=drop).drop(columns=["ref", "n"]).to_parquet(snap_path, index=False)
-    res = run_bridge(snap_path, MAPPINGS / "hsg.yaml", run / "agency" / "HSG", landing,
-                     extract_kind="snapshot")
+    res = run_bridge(
+        snap_path, MAPPINGS / "hsg.yaml", run / "agency" / "HSG", landing, extract_kind="snapshot"
+    )
     paths = HubPaths(hub=paths.hub, landing=landing)
     assert [o.status for o in ingest_landing(paths).outcomes] == ["accepted"]
     con = duckdb.connect(str(paths.warehouse))
     try:
-        gone = con.execute("SELECT agency || ':' || record_ref FROM record_retired "
-                           "WHERE batch_id = ?", [res.batch_id]).fetchall()
+        gone = con.execute(
+            "SELECT agency || ':' || record_ref FROM record_retired WHERE batch_id = ?",
+            [res.batch_id],
+        ).fetchall()
         gone = {g for (g,) in gone}
         assert len(gone) == 15
         prev = _partition(con)
@@ -273,17 +305,21 @@ def test_digest_is_what_the_last_successful_run_linked(base: dict) -> None:
 
     paths = _hub_copy(base, "hub_digest")
     con = duckdb.connect(str(paths.warehouse))
-    persisted = ("SELECT count(*) FROM duckdb_tables() "
-                 "WHERE table_name = 'person_linkage_input' AND NOT temporary")
+    persisted = (
+        "SELECT count(*) FROM duckdb_tables() "
+        "WHERE table_name = 'person_linkage_input' AND NOT temporary"
+    )
     try:
         assert con.execute(persisted).fetchall()[0][0] == 0
         before = con.execute("SELECT * FROM linkage_input_digest ORDER BY uid").df()
         assert len(before) == base["first_run"].n_records
         ref, dob = con.execute(
             "SELECT record_ref, tok_dob FROM identifiers WHERE tok_dob IS NOT NULL "
-            "ORDER BY record_ref LIMIT 1").fetchall()[0]
-        con.execute("UPDATE identifiers SET tok_dob = ? WHERE record_ref = ?",
-                    ["zz" + dob[2:], ref])
+            "ORDER BY record_ref LIMIT 1"
+        ).fetchall()[0]
+        con.execute(
+            "UPDATE identifiers SET tok_dob = ? WHERE record_ref = ?", ["zz" + dob[2:], ref]
+        )
         with pytest.raises(ValueError, match="tok_dob"):
             link_persons(con, "refused", _settings())
         after = con.execute("SELECT * FROM linkage_input_digest ORDER BY uid").df()

@@ -56,8 +56,11 @@ def _resign(batch: Path, agency: str, **changes: object) -> None:
     body = {k: v for k, v in _manifest(batch).items() if k != "signature"}
     for name in body["files"]:
         p = batch / name
-        body["files"][name] = {"sha256": sha256_file(p), "bytes": p.stat().st_size,
-                               "rows": pq.read_metadata(p).num_rows}
+        body["files"][name] = {
+            "sha256": sha256_file(p),
+            "bytes": p.stat().st_size,
+            "rows": pq.read_metadata(p).num_rows,
+        }
     body.update(changes)
     key = KeyStore(batch.parents[2] / "agency" / agency / "keys", agency).signing_key()
     write_manifest(batch, sign_manifest(body, key))
@@ -91,13 +94,18 @@ def _assert_refused(run: Path, report, batch: Path, code: str) -> None:
 
 
 def test_accepts_every_landed_batch_and_counts_match_manifests(run: Path) -> None:
-    manifests = {p.parent.parent.name: _manifest(p.parent)
-                 for p in (run / "landing").glob("*/*/manifest.json")}
+    manifests = {
+        p.parent.parent.name: _manifest(p.parent)
+        for p in (run / "landing").glob("*/*/manifest.json")
+    }
     report = ingest_landing(HubPaths.for_run(run))
     assert {o.agency for o in report.accepted} == set(manifests) and not report.refused
     for agency, m in manifests.items():
-        for table, name in (("identifiers", "identifiers.parquet"),
-                            ("related", "related.parquet"), ("payload", "payload.parquet")):
+        for table, name in (
+            ("identifiers", "identifiers.parquet"),
+            ("related", "related.parquet"),
+            ("payload", "payload.parquet"),
+        ):
             n = _count(run, f"SELECT count(*) FROM {table} WHERE agency = ?", [agency])
             assert n == m["files"][name]["rows"], (agency, table)
     assert not any((run / "landing").glob("*/*/manifest.json"))
@@ -147,12 +155,20 @@ def test_column_outside_the_agreement_refused(run: Path) -> None:
     report = ingest_landing(HubPaths.for_run(run), batch_dirs=[b])
     _assert_refused(run, report, b, "column_not_in_agreement")
     assert "ni_number" in _refusal(run, AGENCY, b.name)["detail"]
-    assert "QQ123456C" not in (HubPaths.for_run(run).refused / AGENCY / b.name /
-                               "refusal.json").read_text("utf-8")
+    assert "QQ123456C" not in (
+        HubPaths.for_run(run).refused / AGENCY / b.name / "refusal.json"
+    ).read_text("utf-8")
 
 
-@pytest.mark.parametrize("field,value", [("encoding_spec_version", 99), ("link_key_version", 7),
-                                         ("canonical_version", 99), ("mapping_version", 5)])
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("encoding_spec_version", 99),
+        ("link_key_version", 7),
+        ("canonical_version", 99),
+        ("mapping_version", 5),
+    ],
+)
 def test_wrong_versions_refused(run: Path, field: str, value: int) -> None:
     b = _batch(run)
     _resign(b, AGENCY, **{field: value})
@@ -252,8 +268,9 @@ def _hsg_extract(run: Path) -> pd.DataFrame:
 def _bridge(run: Path, frame: pd.DataFrame, kind: str, name: str) -> Path:
     path = run / "population" / f"{name}.parquet"
     frame.to_parquet(path, index=False)
-    res = run_bridge(path, MAPPINGS / "hsg.yaml", run / "agency" / AGENCY, run / "landing",
-                     extract_kind=kind)
+    res = run_bridge(
+        path, MAPPINGS / "hsg.yaml", run / "agency" / AGENCY, run / "landing", extract_kind=kind
+    )
     assert res.landed_path is not None
     return res.landed_path
 
@@ -271,12 +288,19 @@ def test_snapshot_replaces_and_retires_delta_upserts(run: Path) -> None:
     report = ingest_landing(paths, batch_dirs=[snap])
     assert [o.status for o in report.outcomes] == ["accepted"]
     assert _count(run, "SELECT count(*) FROM identifiers WHERE agency = ?", [AGENCY]) == n0 - 9
-    assert _count(run, "SELECT count(*) FROM record_retired WHERE batch_id = ?",
-                  [snap.name]) == 9
-    assert _count(run, "SELECT count(DISTINCT batch_id) FROM identifiers WHERE agency = ?",
-                  [AGENCY]) == 1
-    assert _count(run, "SELECT count(*) FROM payload WHERE agency = ? AND batch_id <> ?",
-                  [AGENCY, snap.name]) == 0
+    assert _count(run, "SELECT count(*) FROM record_retired WHERE batch_id = ?", [snap.name]) == 9
+    assert (
+        _count(run, "SELECT count(DISTINCT batch_id) FROM identifiers WHERE agency = ?", [AGENCY])
+        == 1
+    )
+    assert (
+        _count(
+            run,
+            "SELECT count(*) FROM payload WHERE agency = ? AND batch_id <> ?",
+            [AGENCY, snap.name],
+        )
+        == 0
+    )
 
     # Delta: 5 changed tenancies (new phone) and 4 new ones; nothing else touched.
     changed = full.iloc[30:35].copy()
@@ -286,20 +310,31 @@ def test_snapshot_replaces_and_retires_delta_upserts(run: Path) -> None:
     delta = _bridge(run, pd.concat([changed, new]), "delta", "hsg_delta")
     report = ingest_landing(paths, batch_dirs=[delta])
     assert [o.status for o in report.outcomes] == ["accepted"]
-    assert _count(run, "SELECT count(*) FROM identifiers WHERE agency = ?",
-                  [AGENCY]) == n0 - 9 + 4
+    assert _count(run, "SELECT count(*) FROM identifiers WHERE agency = ?", [AGENCY]) == n0 - 9 + 4
     assert _count(run, "SELECT count(*) FROM identifiers WHERE batch_id = ?", [delta.name]) == 9
     assert _count(run, "SELECT count(*) FROM payload WHERE batch_id = ?", [delta.name]) == 9
     # the changed records' phone tokens now agree with each other (same new phone)
-    assert _count(run, "SELECT count(DISTINCT tok_phone) FROM identifiers WHERE batch_id = ? "
-                       "AND tok_phone IS NOT NULL", [delta.name]) >= 1
-    assert _count(run, "SELECT count(*) FROM record_retired WHERE batch_id = ?",
-                  [delta.name]) == 0
+    assert (
+        _count(
+            run,
+            "SELECT count(DISTINCT tok_phone) FROM identifiers WHERE batch_id = ? "
+            "AND tok_phone IS NOT NULL",
+            [delta.name],
+        )
+        >= 1
+    )
+    assert _count(run, "SELECT count(*) FROM record_retired WHERE batch_id = ?", [delta.name]) == 0
     # one row per record_ref, whatever the history
     assert _count(run, "SELECT count(*) - count(DISTINCT record_ref) FROM identifiers") == 0
     # Ingest converted what it loaded for linkage: the converted input follows every batch,
     # retirements included, so a linkage run finds nothing left to convert.
     n = _count(run, "SELECT count(*) FROM identifiers")
     assert _count(run, "SELECT count(*) FROM linkage_features") == n
-    assert _count(run, "SELECT count(*) FROM linkage_features JOIN identifiers "
-                       "USING (agency, record_ref, batch_id)") == n
+    assert (
+        _count(
+            run,
+            "SELECT count(*) FROM linkage_features JOIN identifiers "
+            "USING (agency, record_ref, batch_id)",
+        )
+        == n
+    )

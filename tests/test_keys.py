@@ -149,7 +149,9 @@ def test_keystore_rotation_keeps_old_versions(tmp_path):
     # Another bridge of the partnership imports the same K_link from a wrapped export.
     other = KeyStore(tmp_path / "other", "GP")
     blob = wrap_link_key(store.link_key(), "partnership passphrase 1", scrypt_n=2**14)
-    assert other.import_link_key(blob, "partnership passphrase 1").key_check == \
-        store.link_key().key_check
+    assert (
+        other.import_link_key(blob, "partnership passphrase 1").key_check
+        == store.link_key().key_check
+    )
     pub = store.export_public_key(tmp_path / "hub_pub")
     assert json.loads(pub.read_text())["key_id"] == "SCH-ed25519-v1"

@@ -23,8 +23,16 @@ from governance.policy import PROTOCOLS_DIR, PolicyError, load_protocol
 from governance.service import Forbidden, NotFound, ViewService
 from workspace.app import create_app
 
-PAYLOAD_WORDS = ("incident_type", "referral_reason", "risk_level", "domestic_abuse",
-                 "attendance_pct", "case_notes", "incident_notes", "event_date")
+PAYLOAD_WORDS = (
+    "incident_type",
+    "referral_reason",
+    "risk_level",
+    "domestic_abuse",
+    "attendance_pct",
+    "case_notes",
+    "incident_notes",
+    "event_date",
+)
 
 
 @pytest.fixture(scope="session")
@@ -40,8 +48,10 @@ def setup(world: World, tmp_path: Path) -> Iterator[Setup]:
 
 def holders(s: Setup) -> dict[str, set[str]]:
     con = duckdb.connect(str(s.world.warehouse), read_only=True)
-    rows = con.execute("SELECT DISTINCT person_id, agency FROM record_person "
-                       "WHERE list_contains(?, person_id)", [s.world.members]).fetchall()
+    rows = con.execute(
+        "SELECT DISTINCT person_id, agency FROM record_person WHERE list_contains(?, person_id)",
+        [s.world.members],
+    ).fetchall()
     con.close()
     out: dict[str, set[str]] = {p: set() for p in s.world.members}
     for p, a in rows:
@@ -75,8 +85,7 @@ def test_each_protocol_shows_exactly_the_agencies_its_stage_covers(setup: Setup)
     assert not any("GP" in a for a in seen[MASH].values())  # ... MASH's stage never shows it
 
 
-def test_known_to_shows_involvement_the_detail_withholds_and_nothing_more(
-        setup: Setup) -> None:
+def test_known_to_shows_involvement_the_detail_withholds_and_nothing_more(setup: Setup) -> None:
     """Under MASH, where consent is missing the detail from an agency is withheld, yet its
     involvement is known: that is the stage. The stage carries no content."""
     views: ViewService = setup.ws.views()
@@ -100,10 +109,8 @@ def test_one_audit_entry_per_request_naming_only_the_stage(setup: Setup) -> None
     assert not any(w in json.dumps(entry) for w in PAYLOAD_WORDS)
 
 
-@pytest.mark.parametrize("user", [User("pc9", "practitioner", "POL"),
-                                  User("an1", "analyst", None)])
-def test_the_asker_rules_hold_and_an_unknown_id_looks_the_same(setup: Setup, user: User
-                                                               ) -> None:
+@pytest.mark.parametrize("user", [User("pc9", "practitioner", "POL"), User("an1", "analyst", None)])
+def test_the_asker_rules_hold_and_an_unknown_id_looks_the_same(setup: Setup, user: User) -> None:
     svc = service(setup)
     with pytest.raises(Forbidden) as real:
         svc.household(user, MASH, setup.world.household)
@@ -111,14 +118,16 @@ def test_the_asker_rules_hold_and_an_unknown_id_looks_the_same(setup: Setup, use
         svc.household(user, MASH, "H-NO-SUCH-HOUSEHOLD")
     assert real.value.reasons == unknown.value.reasons
     assert "no_legitimate_relationship" in real.value.reasons
-    assert set(real.value.reasons) <= {"no_legitimate_relationship", "role_not_in_protocol",
-                                       "role_not_row_level"}
+    assert set(real.value.reasons) <= {
+        "no_legitimate_relationship",
+        "role_not_in_protocol",
+        "role_not_row_level",
+    }
     entries = [r.data() for r in setup.ws.gov.audit.entries()][-2:]
     assert [e["stage"] for e in entries] == [KNOWN_TO, KNOWN_TO]  # refusals recorded too
 
 
-def test_allocated_worker_learns_an_id_is_unknown_only_after_the_decision(setup: Setup
-                                                                          ) -> None:
+def test_allocated_worker_learns_an_id_is_unknown_only_after_the_decision(setup: Setup) -> None:
     with pytest.raises(NotFound):  # sw3 is allocated to a person id no one has
         service(setup).person(User("sw3", "practitioner", "EH"), S47, "P-DOES-NOT-EXIST")
     with pytest.raises(Forbidden) as exc:
@@ -126,8 +135,7 @@ def test_allocated_worker_learns_an_id_is_unknown_only_after_the_decision(setup:
     assert exc.value.reasons == ["unknown_protocol"]
 
 
-def test_a_known_to_stage_without_its_gateway_is_refused_naming_the_file(tmp_path: Path
-                                                                        ) -> None:
+def test_a_known_to_stage_without_its_gateway_is_refused_naming_the_file(tmp_path: Path) -> None:
     doc = yaml.safe_load((PROTOCOLS_DIR / f"{MASH}.yaml").read_text())
     doc["known_to"] = {"agencies": ["POL"]}
     bad = tmp_path / f"{MASH}.yaml"
@@ -142,6 +150,7 @@ def test_a_known_to_stage_without_its_gateway_is_refused_naming_the_file(tmp_pat
 
 # --- the pages -----------------------------------------------------------------------------
 
+
 def _signed_in(s: Setup, user: str = "sw1") -> TestClient:
     from test_workspace_app import sign_in
 
@@ -149,30 +158,31 @@ def _signed_in(s: Setup, user: str = "sw1") -> TestClient:
     return sign_in(c, user)
 
 
-def test_known_to_page_lists_agencies_per_member_and_links_to_the_detail(setup: Setup
-                                                                         ) -> None:
+def test_known_to_page_lists_agencies_per_member_and_links_to_the_detail(setup: Setup) -> None:
     c = _signed_in(setup)
     hh = setup.world.household
     r = c.get(f"/households/{hh}/known-to?protocol={MASH}")
     assert r.status_code == 200 and r.headers["cache-control"] == "no-store"
     listed = set(re.findall(r'<tr[^>]*id="known-([^"]+)"', r.text))
     assert listed == set(setup.world.members)
-    shown = {(m, a) for m, a in re.findall(
-        r'<tr[^>]*id="known-([^"]+)"(?:(?!</tr>).)*?data-agency="([A-Z]+)"', r.text, re.S)}
+    shown = {
+        (m, a)
+        for m, a in re.findall(
+            r'<tr[^>]*id="known-([^"]+)"(?:(?!</tr>).)*?data-agency="([A-Z]+)"', r.text, re.S
+        )
+    }
     k = service(setup).household(SW1, MASH, hh)
     assert {(p, a) for p, ags in k.members.items() for a in ags} >= shown and shown
     assert f'href="/households/{hh}?protocol={MASH}"' in r.text
     assert not any(w in r.text for w in PAYLOAD_WORDS)
-    assert not any(label in r.text for label in ("Incident type", "Risk level",
-                                                 "Referral reason"))
+    assert not any(label in r.text for label in ("Incident type", "Risk level", "Referral reason"))
     r = c.get(f"/households/{hh}/known-to?protocol={EARLY_HELP}")
     assert r.status_code == 200 and "Police" not in r.text.split("<table")[1]
     page_views = [e.data() for e in setup.ws.gov.audit.entries() if e.kind == "page_view"]
     assert page_views[-1]["route"] == "/households/{household_id}/known-to"
 
 
-def test_known_to_page_refuses_without_an_allocation_as_for_an_unknown_id(setup: Setup
-                                                                          ) -> None:
+def test_known_to_page_refuses_without_an_allocation_as_for_an_unknown_id(setup: Setup) -> None:
     c = _signed_in(setup, "pc9")
     real = c.get(f"/households/{setup.world.household}/known-to?protocol={MASH}")
     fake = c.get(f"/households/H-NO-SUCH/known-to?protocol={MASH}")

@@ -137,8 +137,9 @@ def test_person_ids_stable_split_merge_and_never_reused(tmp_path: Path) -> None:
     assert sorted(r[0] for r in lineage) == sorted([ids1["f"], ids1["g"]])
 
     # Run 3: g splits off again. The retired id is not revived; a fresh one is minted.
-    run3 = _clusters({"y1": ["a", "b", "h"], "y2": ["c", "d"], "y3": ["e"], "y4": ["f"],
-                      "y5": ["g"]})
+    run3 = _clusters(
+        {"y1": ["a", "b", "h"], "y2": ["c", "d"], "y3": ["e"], "y4": ["f"], "y5": ["g"]}
+    )
     a3, _ = assign_person_ids(con, run3, "r3")
     ids3 = _ids(a3)
     assert ids3["g"] != retired
@@ -168,8 +169,12 @@ def _ranked(con: duckdb.DuckDBPyConnection, clusters: pd.DataFrame) -> pd.DataFr
     con.execute("CREATE OR REPLACE TEMP TABLE rec_order AS SELECT ord, agency, record_ref FROM _r")
     con.unregister("_r")
     rank = dict(zip(ranked["unique_id"], ranked["ord"], strict=True))
-    return pd.DataFrame({"unique_id": clusters["unique_id"].map(rank),
-                         "cluster_id": clusters["cluster_id"].map(rank)})
+    return pd.DataFrame(
+        {
+            "unique_id": clusters["unique_id"].map(rank),
+            "cluster_id": clusters["cluster_id"].map(rank),
+        }
+    )
 
 
 def test_person_ids_on_ranks_equal_person_ids_on_unique_ids(tmp_path: Path) -> None:
@@ -189,10 +194,10 @@ def test_person_ids_on_ranks_equal_person_ids_on_unique_ids(tmp_path: Path) -> N
         for n, groups in enumerate(runs):
             clusters = _clusters({f"A:{c}": refs for c, refs in groups.items()})
             if mode == "rank":
-                assigned, counts = assign_person_ids(con, _ranked(con, clusters), f"r{n}",
-                                                     record_order="rec_order")
-                assigned = assigned.assign(record_ref=clusters["record_ref"].to_numpy(),
-                                           agency="A")
+                assigned, counts = assign_person_ids(
+                    con, _ranked(con, clusters), f"r{n}", record_order="rec_order"
+                )
+                assigned = assigned.assign(record_ref=clusters["record_ref"].to_numpy(), agency="A")
             else:
                 assigned, counts = assign_person_ids(con, clusters, f"r{n}")
             _save(con, assigned[["record_ref", "agency", "person_id"]], f"r{n}")
@@ -218,16 +223,21 @@ def test_chaining_guard_on_ranks_equals_guard_on_unique_ids() -> None:
             ("SC:m", "GP:a", "SC", "s1", None, "d1"),
         ]
     )
-    edges = pd.DataFrame({
-        "unique_id_l": ["GP:z", "GP:a", "GP:z", "GP:a", "POL:b"],
-        "unique_id_r": ["POL:b", "POL:b", "POL:c", "POL:c", "SC:m"],
-        "match_weight": [20.0, 20.0, 20.0, 20.0, 20.0]})
+    edges = pd.DataFrame(
+        {
+            "unique_id_l": ["GP:z", "GP:a", "GP:z", "GP:a", "POL:b"],
+            "unique_id_r": ["POL:b", "POL:b", "POL:c", "POL:c", "SC:m"],
+            "match_weight": [20.0, 20.0, 20.0, 20.0, 20.0],
+        }
+    )
     by_id, flagged_id = guard_chains(rec, edges)
     rank = {u: i for i, u in enumerate(sorted(rec["unique_id"]), start=1)}
-    ranked_rec = rec.assign(unique_id=rec["unique_id"].map(rank),
-                            cluster_id=rec["cluster_id"].map(rank))
-    ranked_edges = edges.assign(unique_id_l=edges["unique_id_l"].map(rank),
-                                unique_id_r=edges["unique_id_r"].map(rank))
+    ranked_rec = rec.assign(
+        unique_id=rec["unique_id"].map(rank), cluster_id=rec["cluster_id"].map(rank)
+    )
+    ranked_edges = edges.assign(
+        unique_id_l=edges["unique_id_l"].map(rank), unique_id_r=edges["unique_id_r"].map(rank)
+    )
     by_rank, flagged_rank = guard_chains(ranked_rec, ranked_edges)
     assert by_rank["cluster_id"].tolist() == by_id["cluster_id"].map(rank).tolist()
     assert flagged_rank["split_into"].tolist() == flagged_id["split_into"].tolist() == [2]
@@ -245,14 +255,20 @@ def test_a_trusted_direct_match_is_no_dob_conflict_but_a_chain_still_is() -> Non
             ("SCH:c", "k", "SCH", "b1", None, "d3"),
         ]
     )
-    edges = pd.DataFrame({"unique_id_l": ["SCH:a", "POL:p", "POL:p"],
-                          "unique_id_r": ["SCH:b", "SCH:b", "SCH:c"],
-                          "match_weight": [15.0, 12.0, 8.0]})
+    edges = pd.DataFrame(
+        {
+            "unique_id_l": ["SCH:a", "POL:p", "POL:p"],
+            "unique_id_r": ["SCH:b", "SCH:b", "SCH:c"],
+            "match_weight": [15.0, 12.0, 8.0],
+        }
+    )
     # A trusted edge given in either orientation.
     trusted = pd.DataFrame({"unique_id_l": ["SCH:b"], "unique_id_r": ["SCH:a"]})
     pairs = conflict_pairs(rec, trusted)
     assert sorted(zip(pairs["unique_id_l"], pairs["unique_id_r"], strict=True)) == [
-        ("SCH:a", "SCH:c"), ("SCH:b", "SCH:c")]
+        ("SCH:a", "SCH:c"),
+        ("SCH:b", "SCH:c"),
+    ]
     out, _ = guard_chains(rec, edges, split=True, trusted=trusted)
     cid = dict(zip(out["unique_id"], out["cluster_id"], strict=True))
     assert cid["SCH:a"] == cid["SCH:b"] == cid["POL:p"] != cid["SCH:c"]

@@ -38,9 +38,7 @@ def _load(con: duckdb.DuckDBPyConnection, ids: pd.DataFrame) -> None:
 
 
 def _partition(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
-    return con.execute(
-        "SELECT record_ref, agency, person_id AS cluster_id FROM record_person"
-    ).df()
+    return con.execute("SELECT record_ref, agency, person_id AS cluster_id FROM record_person").df()
 
 
 @pytest.fixture(scope="module")
@@ -73,8 +71,9 @@ def test_tables_written(trained) -> None:
     n_person = con.execute("SELECT count(*) FROM person WHERE status='active'").fetchall()
     assert n_person[0][0] == r.n_persons
     # The run's per-record rank table is dropped with the run.
-    assert not con.execute("SELECT 1 FROM duckdb_tables() "
-                           "WHERE table_name = 'linkage_record_order'").fetchall()
+    assert not con.execute(
+        "SELECT 1 FROM duckdb_tables() WHERE table_name = 'linkage_record_order'"
+    ).fetchall()
 
 
 def test_clerical_queue_holds_evidence_not_tokens(trained) -> None:
@@ -134,11 +133,16 @@ def test_model_json_round_trip(trained, tmp_path: Path) -> None:
     r2 = link_persons(con2, "replay", replace(QUIET, model=load_model(path)))
     assert r2.model_version == r.model_version
     a = _partition(con).merge(_partition(con2), on=["record_ref", "agency"])
-    assert pairwise_metrics(
-        a[["record_ref", "agency", "cluster_id_x"]].rename(columns={"cluster_id_x": "c"}),
-        a[["record_ref", "agency", "cluster_id_y"]],
-        key=["record_ref", "agency"], cluster="c", true_id="cluster_id_y",
-    ).f1 == 1.0
+    assert (
+        pairwise_metrics(
+            a[["record_ref", "agency", "cluster_id_x"]].rename(columns={"cluster_id_x": "c"}),
+            a[["record_ref", "agency", "cluster_id_y"]],
+            key=["record_ref", "agency"],
+            cluster="c",
+            true_id="cluster_id_y",
+        ).f1
+        == 1.0
+    )
     tampered = json.loads(text)
     tampered["splink_settings"]["probability_two_random_records_match"] = 0.5
     with pytest.raises(ValueError, match="settings_hash mismatch"):
@@ -167,8 +171,9 @@ def test_person_ids_stable_across_runs(trained) -> None:
     persons = con.execute("SELECT person_id, status, n_records FROM person").df()
     assert persons["person_id"].is_unique
     active = persons[persons["status"] == "active"].set_index("person_id")["n_records"]
-    assert active.sort_index().to_dict() == \
-        after.groupby("cluster_id").size().sort_index().to_dict()
+    assert (
+        active.sort_index().to_dict() == after.groupby("cluster_id").size().sort_index().to_dict()
+    )
     with pytest.raises(ValueError, match="already has run_id"):
         link_persons(con, "run-2", replace(QUIET, model=r.model))
 
@@ -205,21 +210,24 @@ def test_input_tokens_are_64_bit_integer_prefixes_that_round_trip() -> None:
     con = duckdb.connect()
     _load(con, toy.identifiers)
     cols = prepare_input(con)
-    types = dict(con.execute(f"SELECT column_name, column_type FROM (DESCRIBE {INPUT_TABLE})")
-                 .fetchall())
+    types = dict(
+        con.execute(f"SELECT column_name, column_type FROM (DESCRIBE {INPUT_TABLE})").fetchall()
+    )
     assert types["tok_dob"] == "UBIGINT" and types["pop_bf_family_name"] == "BIGINT"
-    back = con.execute(f"""SELECT unique_id, {token_as_text('tok_dob', cols)} AS t
+    back = con.execute(f"""SELECT unique_id, {token_as_text("tok_dob", cols)} AS t
                            FROM {INPUT_TABLE}""").df()
-    orig = toy.identifiers.assign(unique_id=toy.identifiers["agency"] + ":"
-                                  + toy.identifiers["record_ref"])
+    orig = toy.identifiers.assign(
+        unique_id=toy.identifiers["agency"] + ":" + toy.identifiers["record_ref"]
+    )
     merged = back.merge(orig[["unique_id", "tok_dob"]], on="unique_id")
     assert len(merged) == len(back) and (merged["t"] == merged["tok_dob"].str[:16]).all()
     # A partnership whose spec truncates tokens to 256 bits keeps them as text.
     wide = toy.identifiers.assign(tok_dob=toy.identifiers["tok_dob"] * 2)
     _load(con, wide)
     prepare_input(con)
-    types = dict(con.execute(f"SELECT column_name, column_type FROM (DESCRIBE {INPUT_TABLE})")
-                 .fetchall())
+    types = dict(
+        con.execute(f"SELECT column_name, column_type FROM (DESCRIBE {INPUT_TABLE})").fetchall()
+    )
     assert types["tok_dob"] == "VARCHAR" and types["tok_family_name"] == "UBIGINT"
 
 
@@ -256,18 +264,26 @@ def test_input_refreshed_record_by_record_equals_a_fresh_build() -> None:
     pd.testing.assert_frame_equal(_input_rows(con), _input_rows(fresh))
     # Nothing changed: nothing converted (the stored rows are the very same).
     prepare_input(con)
-    pd.testing.assert_frame_equal(con.execute(f"SELECT uid, src_hash FROM {FEATURES_TABLE}")
-                                  .df().sort_values("uid").reset_index(drop=True),
-                                  after.sort_values("uid").reset_index(drop=True))
+    pd.testing.assert_frame_equal(
+        con.execute(f"SELECT uid, src_hash FROM {FEATURES_TABLE}")
+        .df()
+        .sort_values("uid")
+        .reset_index(drop=True),
+        after.sort_values("uid").reset_index(drop=True),
+    )
     bad = "zz" + ids.loc[4, "tok_dob"][2:]
     _load(con, ids.assign(tok_dob=ids["tok_dob"].where(ids.index != 4, bad)))
     with pytest.raises(ValueError) as err:
         prepare_input(con)
     assert "tok_dob" in str(err.value) and ids.loc[4, "record_ref"] in str(err.value)
     assert bad not in str(err.value)
-    pd.testing.assert_frame_equal(con.execute(f"SELECT uid, src_hash FROM {FEATURES_TABLE}")
-                                  .df().sort_values("uid").reset_index(drop=True),
-                                  after.sort_values("uid").reset_index(drop=True))
+    pd.testing.assert_frame_equal(
+        con.execute(f"SELECT uid, src_hash FROM {FEATURES_TABLE}")
+        .df()
+        .sort_values("uid")
+        .reset_index(drop=True),
+        after.sort_values("uid").reset_index(drop=True),
+    )
     _load(con, ids)
     prepare_input(con)
     pd.testing.assert_frame_equal(_input_rows(con), _input_rows(fresh))
@@ -301,16 +317,24 @@ def test_bloom_word_dice_equals_bit_dice_including_full_and_odd_filters() -> Non
     cols = prepare_input(con)
     for col, length in (("bf_given_name", n_bytes), ("bf_address", 9)):
         if col == "bf_address":  # a partnership with 9-byte filters: last word 2 hex digits
-            short = ids.assign(bf_address=ids["bf_address"].map(
-                lambda b: None if b is None or pd.isna(b) else b[:9]))
+            short = ids.assign(
+                bf_address=ids["bf_address"].map(
+                    lambda b: None if b is None or pd.isna(b) else b[:9]
+                )
+            )
             _load(con, short)
             cols = prepare_input(con)
         n = bloom_word_count(cols, col)
         assert n == -(-2 * length // 31)
-        sel = ", ".join(f'{side}."{c}" AS "{c}_{side}"' for side in "lr" for c in cols
-                        if c.startswith((col, f"pop_{col}")))
-        levels = ", ".join(f"{dice_at_least_sql(col, n, t)} AS at_{i}"
-                           for i, t in enumerate(THRESHOLDS))
+        sel = ", ".join(
+            f'{side}."{c}" AS "{c}_{side}"'
+            for side in "lr"
+            for c in cols
+            if c.startswith((col, f"pop_{col}"))
+        )
+        levels = ", ".join(
+            f"{dice_at_least_sql(col, n, t)} AS at_{i}" for i, t in enumerate(THRESHOLDS)
+        )
         got = con.execute(f"""
             SELECT {dice_sql(col, n)} AS words, {bit_dice_sql(col)} AS bits, {levels} FROM (
                 SELECT {sel} FROM {INPUT_TABLE} l, {INPUT_TABLE} r
@@ -341,19 +365,20 @@ def test_gammas_read_back_from_weights_equal_splinks(trained) -> None:
     for settings in (model, scoring_settings(model)):
         linker = _linker(con, settings)
         try:
-            pred = linker.inference.predict(threshold_match_probability=0.01,
-                                            warning_mode="never")
+            pred = linker.inference.predict(threshold_match_probability=0.01, warning_mode="never")
             cols = "match_probability, COLUMNS('^(gamma|mw)_.*')"
-            pairs = with_gammas(con.execute(scored_pairs_sql(pred.physical_name, model, cols))
-                                .df(), model)
+            pairs = with_gammas(
+                con.execute(scored_pairs_sql(pred.physical_name, model, cols)).df(), model
+            )
         finally:
             linker.table_management.delete_tables_created_by_splink_from_db()
         out.append(pairs.sort_values(["unique_id_l", "unique_id_r"]).reset_index(drop=True))
     full, fast = out
     gammas = [c for c in full if c.startswith("gamma_")]
     assert len(gammas) >= 5 and len(full) > 100
-    pd.testing.assert_frame_equal(full[["unique_id_l", "unique_id_r", *gammas]],
-                                  fast[["unique_id_l", "unique_id_r", *gammas]])
+    pd.testing.assert_frame_equal(
+        full[["unique_id_l", "unique_id_r", *gammas]], fast[["unique_id_l", "unique_id_r", *gammas]]
+    )
     assert con.execute(f"SELECT count(*) FROM {INPUT_TABLE}").fetchall()[0][0] > 0
     # A weight no level has is refused, not rounded to the nearest level.
     bad = fast.drop(columns=gammas).assign(mw_forename=123.456)
@@ -378,8 +403,7 @@ def test_training_on_every_core_reproduces_the_model(trained) -> None:
     assert m == float(f"{m:.6g}")
 
 
-def test_training_runs_without_cte_inlining_and_learns_the_same_model(trained, monkeypatch
-                                                                     ) -> None:
+def test_training_runs_without_cte_inlining_and_learns_the_same_model(trained, monkeypatch) -> None:
     """train_model switches DuckDB's CTE inlining off for Splink's queries only (a setting
     already there is kept and put back), and the model is the one learned with it on."""
     import contextlib
@@ -413,10 +437,14 @@ def test_optimizers_disabled_skips_names_this_duckdb_lacks_and_restores() -> Non
     from linkage.warehouse import optimizers_disabled
 
     con = duckdb.connect()
-    with (pytest.raises(RuntimeError, match="stage failed"),  # noqa: PT012
-          optimizers_disabled(con, "cte_inlining", "no_such_optimizer")):
-        assert con.execute("SELECT current_setting('disabled_optimizers')"
-                           ).fetchall()[0][0] == "cte_inlining"
+    with (
+        pytest.raises(RuntimeError, match="stage failed"),  # noqa: PT012
+        optimizers_disabled(con, "cte_inlining", "no_such_optimizer"),
+    ):
+        assert (
+            con.execute("SELECT current_setting('disabled_optimizers')").fetchall()[0][0]
+            == "cte_inlining"
+        )
         raise RuntimeError("stage failed")
     assert con.execute("SELECT current_setting('disabled_optimizers')").fetchall()[0][0] == ""
 
@@ -431,8 +459,7 @@ def test_privacy_cost_against_plaintext_baseline(trained, holdout: ToyData) -> N
     plain = holdout.plaintext.assign(
         unique_id=holdout.plaintext["agency"] + ":" + holdout.plaintext["record_ref"],
         date_of_birth=pd.to_datetime(holdout.plaintext["date_of_birth"]),
-    )[["unique_id", "given_name", "family_name", "date_of_birth", "sex", "postcode",
-       "nhs_number"]]
+    )[["unique_id", "given_name", "family_name", "date_of_birth", "sex", "postcode", "nhs_number"]]
     con.register("_plain", plain)
     con.execute("CREATE TABLE plain AS SELECT * FROM _plain")
     base = plaintext_baseline(con, "plain")
@@ -458,14 +485,15 @@ def test_keyed_tables_of_earlier_versions_are_rebuilt_without_keys(tmp_path: Pat
     n_person = con.execute("SELECT count(*) FROM person").fetchall()[0][0]
     for table, key in (("record_person", "agency, record_ref"), ("person", "person_id")):
         con.execute(f"CREATE TABLE {table}_copy AS SELECT * FROM {table}")
-        cols = ", ".join(f"{n} {t}" for n, t, *_ in
-                         con.execute(f"DESCRIBE {table}").fetchall())
+        cols = ", ".join(f"{n} {t}" for n, t, *_ in con.execute(f"DESCRIBE {table}").fetchall())
         con.execute(f"DROP TABLE {table}")
         con.execute(f"CREATE TABLE {table} ({cols}, PRIMARY KEY ({key}))")
         con.execute(f"INSERT INTO {table} SELECT * FROM {table}_copy")
         con.execute(f"DROP TABLE {table}_copy")
-    keys = "SELECT count(*) FROM duckdb_constraints() WHERE constraint_type = 'PRIMARY KEY' " \
-           "AND table_name IN ('record_person', 'person')"
+    keys = (
+        "SELECT count(*) FROM duckdb_constraints() WHERE constraint_type = 'PRIMARY KEY' "
+        "AND table_name IN ('record_person', 'person')"
+    )
     assert con.execute(keys).fetchall()[0][0] == 2
     link_persons(con, "run-2", replace(QUIET, model=r1.model))
     assert con.execute(keys).fetchall()[0][0] == 0
@@ -475,8 +503,9 @@ def test_keyed_tables_of_earlier_versions_are_rebuilt_without_keys(tmp_path: Pat
     con.close()
 
 
-def test_splink_working_tables_stay_out_of_the_warehouse_file(trained, tmp_path: Path,
-                                                              monkeypatch) -> None:
+def test_splink_working_tables_stay_out_of_the_warehouse_file(
+    trained, tmp_path: Path, monkeypatch
+) -> None:
     """Training and scoring create Splink's tables (candidate pairs, predictions) in an
     in-memory database: none is written to the warehouse file, and the connection is back
     on the warehouse afterwards."""
@@ -495,9 +524,13 @@ def test_splink_working_tables_stay_out_of_the_warehouse_file(trained, tmp_path:
         out = run_sql(self, sql)
         m = re.match(r"\s*CREATE TABLE (\w+)", sql)
         if m:  # a cursor: Splink's connection may hold an unfinished result
-            created[m.group(1)] = self._con.cursor().execute(
-                "SELECT database_name FROM duckdb_tables() WHERE table_name = ?",
-                [m.group(1)]).fetchone()[0]
+            created[m.group(1)] = (
+                self._con.cursor()
+                .execute(
+                    "SELECT database_name FROM duckdb_tables() WHERE table_name = ?", [m.group(1)]
+                )
+                .fetchone()[0]
+            )
         return out
 
     monkeypatch.setattr(DuckDBAPI, "_execute_sql_against_backend", spy)
@@ -508,8 +541,9 @@ def test_splink_working_tables_stay_out_of_the_warehouse_file(trained, tmp_path:
         dbs = {db for t, db in created.items() if t.startswith(kind)}
         assert dbs == {SCRATCH_DATABASE}, kind
     assert con.execute("SELECT current_database()").fetchone()[0] == "warehouse"
-    assert SCRATCH_DATABASE not in {r[0] for r in con.execute(
-        "SELECT database_name FROM duckdb_databases()").fetchall()}
+    assert SCRATCH_DATABASE not in {
+        r[0] for r in con.execute("SELECT database_name FROM duckdb_databases()").fetchall()
+    }
     assert con.execute("SELECT count(*) FROM record_person").fetchone()[0] == len(toy.identifiers)
 
 
@@ -520,8 +554,9 @@ def test_scratch_database_restores_the_database_in_use_also_on_error(tmp_path: P
     con.execute("CREATE SCHEMA hub; USE hub; CREATE TABLE kept AS SELECT 1 AS x")
     with pytest.raises(RuntimeError, match="stage failed"), scratch_database(con):  # noqa: PT012
         con.execute("CREATE TABLE work AS SELECT 2 AS y")
-        assert con.execute("SELECT database_name FROM duckdb_tables() WHERE table_name = 'work'"
-                           ).fetchall() == [(SCRATCH_DATABASE,)]
+        assert con.execute(
+            "SELECT database_name FROM duckdb_tables() WHERE table_name = 'work'"
+        ).fetchall() == [(SCRATCH_DATABASE,)]
         # What the block reads is named with its database.
         assert con.execute('SELECT x FROM "my warehouse".hub.kept').fetchall() == [(1,)]
         with scratch_database(con):  # an inner stage shares the scratch database
@@ -530,7 +565,8 @@ def test_scratch_database_restores_the_database_in_use_also_on_error(tmp_path: P
         assert con.execute("SELECT z FROM inner_work").fetchall() == [(3,)]
         raise RuntimeError("stage failed")
     assert con.execute("SELECT current_database(), current_schema()").fetchall() == [
-        ("my warehouse", "hub")]
+        ("my warehouse", "hub")
+    ]
     assert not con.execute("SELECT 1 FROM duckdb_tables() WHERE table_name = 'work'").fetchall()
     assert con.execute("SELECT x FROM kept").fetchall() == [(1,)]
 
@@ -545,13 +581,17 @@ def test_scratch_database_spills_to_disk_under_the_memory_limit(tmp_path: Path) 
     con.execute("SET memory_limit = '100MB'")
     with scratch_database(con):
         # ~240 MB of three BIGINT columns: over twice the limit.
-        con.execute("CREATE TABLE pairs AS SELECT range AS l, range + 1 AS r, range % 2 AS k "
-                    "FROM range(10000000)")
-        spilled = con.execute("SELECT coalesce(sum(size), 0) FROM duckdb_temporary_files()"
-                              ).fetchone()[0]
+        con.execute(
+            "CREATE TABLE pairs AS SELECT range AS l, range + 1 AS r, range % 2 AS k "
+            "FROM range(10000000)"
+        )
+        spilled = con.execute(
+            "SELECT coalesce(sum(size), 0) FROM duckdb_temporary_files()"
+        ).fetchone()[0]
         assert spilled > 32 * 2**20  # (spilled blocks are compressed)
         assert con.execute("SELECT count(*), sum(k) FROM pairs").fetchall() == [
-            (10_000_000, 5_000_000)]
+            (10_000_000, 5_000_000)
+        ]
 
 
 def test_rerun_keeps_one_open_queue_row_per_pair(tmp_path: Path) -> None:
@@ -572,17 +612,21 @@ def test_rerun_keeps_one_open_queue_row_per_pair(tmp_path: Path) -> None:
                                                      agency_r || record_ref_r))
             FROM clerical_review WHERE status = 'open'""").fetchone()
         assert open_rows == open_pairs == second.n_clerical_pairs
-        runs = con.execute("SELECT DISTINCT run_id FROM clerical_review WHERE status = 'open'"
-                           ).fetchall()
+        runs = con.execute(
+            "SELECT DISTINCT run_id FROM clerical_review WHERE status = 'open'"
+        ).fetchall()
         assert runs == [("run-b",)]
-        assert con.execute("SELECT count(*) FROM clerical_review WHERE status = 'superseded'"
-                           ).fetchone()[0] == first.n_clerical_pairs
+        assert (
+            con.execute(
+                "SELECT count(*) FROM clerical_review WHERE status = 'superseded'"
+            ).fetchone()[0]
+            == first.n_clerical_pairs
+        )
     finally:
         con.close()
 
 
-def test_dob_levels_are_trained_without_nhs_numbers(tmp_path: Path, caplog, monkeypatch
-                                                    ) -> None:
+def test_dob_levels_are_trained_without_nhs_numbers(tmp_path: Path, caplog, monkeypatch) -> None:
     """A partnership with no NHS numbers (FEBRL): every other training block fixed the DOB,
     so its levels kept their starting m; the names block (one name in one birth year) trains
     them. Control: with the old blocks the same data leaves them untrained."""
@@ -601,12 +645,19 @@ def test_dob_levels_are_trained_without_nhs_numbers(tmp_path: Path, caplog, monk
                 link_persons(con, run, QUIET)
         finally:
             con.close()
-        return " ".join(r.getMessage() for r in caplog.records if "not trained" in
-                        r.getMessage())
+        return " ".join(r.getMessage() for r in caplog.records if "not trained" in r.getMessage())
 
     assert "birth_date: All other comparisons" not in untrained("now")
-    assert any(r.get_blocking_rule("duckdb").blocking_rule_sql.count("tok_dob") == 0
-               for r in training_blocking_rules(ids.columns))
-    monkeypatch.setattr(pl, "training_blocking_rules", lambda cols: [
-        block_on("tok_dob"), block_on("tok_given_name", "tok_family_name", "tok_dob")])
+    assert any(
+        r.get_blocking_rule("duckdb").blocking_rule_sql.count("tok_dob") == 0
+        for r in training_blocking_rules(ids.columns)
+    )
+    monkeypatch.setattr(
+        pl,
+        "training_blocking_rules",
+        lambda cols: [
+            block_on("tok_dob"),
+            block_on("tok_given_name", "tok_family_name", "tok_dob"),
+        ],
+    )
     assert "birth_date: All other comparisons" in untrained("before")

@@ -22,8 +22,12 @@ def test_two_small_agencies_link_without_errors(tmp_path: Path) -> None:
     provision_partnership(run, codes)
     mappings = load_all_mappings(HubPaths.for_run(run).mappings)
     for code in codes:
-        run_bridge(resolve_extract(code, base=run), mappings[code].path,
-                   run / "agency" / code, run / "landing")
+        run_bridge(
+            resolve_extract(code, base=run),
+            mappings[code].path,
+            run / "agency" / code,
+            run / "landing",
+        )
     paths = HubPaths.for_run(run)
     ingested = stage_ingest(paths)
     assert {o["status"] for o in ingested["outcomes"]} == {"accepted"}
@@ -33,10 +37,8 @@ def test_two_small_agencies_link_without_errors(tmp_path: Path) -> None:
     con = duckdb.connect(str(paths.warehouse), read_only=True)
     try:
         n_records = con.execute("SELECT count(*) FROM identifiers").fetchone()[0]
-        bands = dict(con.execute(
-            "SELECT band, count(*) FROM record_person GROUP BY 1").fetchall())
-        n_persons = con.execute(
-            "SELECT count(*) FROM person WHERE status = 'active'").fetchone()[0]
+        bands = dict(con.execute("SELECT band, count(*) FROM record_person GROUP BY 1").fetchall())
+        n_persons = con.execute("SELECT count(*) FROM person WHERE status = 'active'").fetchone()[0]
     finally:
         con.close()
     assert sum(bands.values()) == n_records == linked["n_records"]

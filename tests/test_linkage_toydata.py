@@ -22,36 +22,214 @@ BLOOM_BITS = 512
 BLOOM_K = 8
 
 GIVEN = {
-    "F": ["olivia", "amelia", "isla", "ava", "mia", "ivy", "lily", "isabella", "rosie",
-          "sophia", "grace", "freya", "willow", "evie", "poppy", "elizabeth", "katherine",
-          "margaret", "jessica", "charlotte", "hannah", "chloe", "emily", "zara", "aisha",
-          "maryam", "fatima", "amira", "layla", "ruby", "daisy", "phoebe", "harriet"],
-    "M": ["oliver", "george", "noah", "arthur", "leo", "muhammad", "harry", "oscar",
-          "archie", "henry", "jack", "charlie", "freddie", "theodore", "thomas", "william",
-          "james", "alexander", "daniel", "joseph", "samuel", "benjamin", "edward",
-          "jacob", "ibrahim", "yusuf", "adam", "ethan", "lucas", "mason", "logan", "reuben"],
+    "F": [
+        "olivia",
+        "amelia",
+        "isla",
+        "ava",
+        "mia",
+        "ivy",
+        "lily",
+        "isabella",
+        "rosie",
+        "sophia",
+        "grace",
+        "freya",
+        "willow",
+        "evie",
+        "poppy",
+        "elizabeth",
+        "katherine",
+        "margaret",
+        "jessica",
+        "charlotte",
+        "hannah",
+        "chloe",
+        "emily",
+        "zara",
+        "aisha",
+        "maryam",
+        "fatima",
+        "amira",
+        "layla",
+        "ruby",
+        "daisy",
+        "phoebe",
+        "harriet",
+    ],
+    "M": [
+        "oliver",
+        "george",
+        "noah",
+        "arthur",
+        "leo",
+        "muhammad",
+        "harry",
+        "oscar",
+        "archie",
+        "henry",
+        "jack",
+        "charlie",
+        "freddie",
+        "theodore",
+        "thomas",
+        "william",
+        "james",
+        "alexander",
+        "daniel",
+        "joseph",
+        "samuel",
+        "benjamin",
+        "edward",
+        "jacob",
+        "ibrahim",
+        "yusuf",
+        "adam",
+        "ethan",
+        "lucas",
+        "mason",
+        "logan",
+        "reuben",
+    ],
 }
-NICK = {"elizabeth": "liz", "katherine": "kate", "margaret": "maggie", "jessica": "jess",
-        "charlotte": "lottie", "william": "bill", "james": "jim", "alexander": "alex",
-        "daniel": "dan", "joseph": "joe", "samuel": "sam", "benjamin": "ben",
-        "edward": "ted", "thomas": "tom", "theodore": "theo", "harriet": "hattie",
-        "isabella": "bella", "jacob": "jake", "henry": "harry"}
+NICK = {
+    "elizabeth": "liz",
+    "katherine": "kate",
+    "margaret": "maggie",
+    "jessica": "jess",
+    "charlotte": "lottie",
+    "william": "bill",
+    "james": "jim",
+    "alexander": "alex",
+    "daniel": "dan",
+    "joseph": "joe",
+    "samuel": "sam",
+    "benjamin": "ben",
+    "edward": "ted",
+    "thomas": "tom",
+    "theodore": "theo",
+    "harriet": "hattie",
+    "isabella": "bella",
+    "jacob": "jake",
+    "henry": "harry",
+}
 CANON = {v: k for k, v in NICK.items()}
-FAMILY = ["smith", "jones", "williams", "taylor", "brown", "davies", "evans", "wilson",
-          "thomas", "johnson", "roberts", "robinson", "thompson", "wright", "walker",
-          "white", "edwards", "hughes", "green", "hall", "lewis", "harris", "clarke",
-          "patel", "jackson", "wood", "turner", "martin", "cooper", "hill", "ward",
-          "morris", "moore", "clark", "lee", "king", "baker", "harrison", "morgan",
-          "allen", "james", "scott", "phillips", "watson", "davis", "parker", "price",
-          "bennett", "young", "griffiths", "mitchell", "kelly", "cook", "carter", "richardson",
-          "bailey", "collins", "bell", "shaw", "murphy", "miller", "cox", "richards", "khan",
-          "marshall", "anderson", "simpson", "ellis", "adams", "singh", "begum", "wilkinson",
-          "foster", "chapman", "powell", "webb", "rogers", "gray", "mason", "ali", "hunt",
-          "hussain", "campbell", "matthews", "owen", "palmer", "holmes", "mills", "barnes",
-          "knight", "lloyd", "butler", "russell", "barker", "fisher", "stevens", "jenkins"]
-STREETS = ["high street", "station road", "church lane", "park avenue", "victoria road",
-           "green lane", "manor road", "church street", "kings road", "queens road",
-           "mill lane", "new road", "school lane", "the crescent", "grange road"]
+FAMILY = [
+    "smith",
+    "jones",
+    "williams",
+    "taylor",
+    "brown",
+    "davies",
+    "evans",
+    "wilson",
+    "thomas",
+    "johnson",
+    "roberts",
+    "robinson",
+    "thompson",
+    "wright",
+    "walker",
+    "white",
+    "edwards",
+    "hughes",
+    "green",
+    "hall",
+    "lewis",
+    "harris",
+    "clarke",
+    "patel",
+    "jackson",
+    "wood",
+    "turner",
+    "martin",
+    "cooper",
+    "hill",
+    "ward",
+    "morris",
+    "moore",
+    "clark",
+    "lee",
+    "king",
+    "baker",
+    "harrison",
+    "morgan",
+    "allen",
+    "james",
+    "scott",
+    "phillips",
+    "watson",
+    "davis",
+    "parker",
+    "price",
+    "bennett",
+    "young",
+    "griffiths",
+    "mitchell",
+    "kelly",
+    "cook",
+    "carter",
+    "richardson",
+    "bailey",
+    "collins",
+    "bell",
+    "shaw",
+    "murphy",
+    "miller",
+    "cox",
+    "richards",
+    "khan",
+    "marshall",
+    "anderson",
+    "simpson",
+    "ellis",
+    "adams",
+    "singh",
+    "begum",
+    "wilkinson",
+    "foster",
+    "chapman",
+    "powell",
+    "webb",
+    "rogers",
+    "gray",
+    "mason",
+    "ali",
+    "hunt",
+    "hussain",
+    "campbell",
+    "matthews",
+    "owen",
+    "palmer",
+    "holmes",
+    "mills",
+    "barnes",
+    "knight",
+    "lloyd",
+    "butler",
+    "russell",
+    "barker",
+    "fisher",
+    "stevens",
+    "jenkins",
+]
+STREETS = [
+    "high street",
+    "station road",
+    "church lane",
+    "park avenue",
+    "victoria road",
+    "green lane",
+    "manor road",
+    "church street",
+    "kings road",
+    "queens road",
+    "mill lane",
+    "new road",
+    "school lane",
+    "the crescent",
+    "grange road",
+]
 DISTRICTS = ["LS1", "LS2", "LS6", "LS7", "LS8", "LS9", "LS11", "LS12", "BD1", "BD3"]
 
 
@@ -131,21 +309,37 @@ def make_people(n_households: int, rng: random.Random) -> list[Person]:
         n_children = rng.choice((1, 2, 2, 3))
         members: list[tuple[date, str]] = []
         for _ in range(n_adults):
-            members.append((date(1975, 1, 1) + timedelta(days=rng.randrange(0, 7300)),
-                            rng.choice("FM")))
+            members.append(
+                (date(1975, 1, 1) + timedelta(days=rng.randrange(0, 7300)), rng.choice("FM"))
+            )
         twin = rng.random() < 0.03  # ~1.5% of maternities are multiple
         for c in range(n_children):
             if twin and c == 1:
                 members.append((members[-1][0], rng.choice("FM")))
             else:
-                members.append((date(2008, 1, 1) + timedelta(days=rng.randrange(0, 5800)),
-                                rng.choice("FM")))
+                members.append(
+                    (date(2008, 1, 1) + timedelta(days=rng.randrange(0, 5800)), rng.choice("FM"))
+                )
         used: set[str] = set()
         for dob, sex in members:
             given = rng.choice([g for g in GIVEN[sex] if g not in used])
             used.add(given)
-            people.append(Person(f"T{len(people):05d}", f"H{h:04d}", given, family, dob, sex,
-                                 district, sector, postcode, address, uprn, _nhs(rng)))
+            people.append(
+                Person(
+                    f"T{len(people):05d}",
+                    f"H{h:04d}",
+                    given,
+                    family,
+                    dob,
+                    sex,
+                    district,
+                    sector,
+                    postcode,
+                    address,
+                    uprn,
+                    _nhs(rng),
+                )
+            )
     return people
 
 
@@ -188,9 +382,17 @@ def _corrupt(rng: random.Random, p: Person, agency: str) -> dict:
         address = _typo(rng, address)
     if nhs is not None and rng.random() < 0.1:
         nhs = None
-    return {"given_name": given, "family_name": family, "other_names": other,
-            "date_of_birth": dob, "sex": p.sex if rng.random() > 0.02 else None,
-            "postcode": postcode, "address": address, "uprn": uprn, "nhs_number": nhs}
+    return {
+        "given_name": given,
+        "family_name": family,
+        "other_names": other,
+        "date_of_birth": dob,
+        "sex": p.sex if rng.random() > 0.02 else None,
+        "postcode": postcode,
+        "address": address,
+        "uprn": uprn,
+        "nhs_number": nhs,
+    }
 
 
 def _canonical(g: str) -> str:
@@ -238,13 +440,16 @@ def encode(plain: dict) -> dict:
         "bf_family_name": salted_bloom("family_name", f),
         "bf_address": bloom("address", plain["address"], sector or ""),
         "blk_dob_family": tok("blk_dob_family", f"{dob_s}|{fam_ph}" if dob and f else None),
-        "blk_dob_postcode_sector": tok("blk_dob_postcode_sector",
-                                       f"{dob_s}|{sector}" if dob and sector else None),
-        "blk_dob_postcode_district": tok("blk_dob_postcode_district",
-                                         f"{dob_s}|{district}" if dob and district else None),
+        "blk_dob_postcode_sector": tok(
+            "blk_dob_postcode_sector", f"{dob_s}|{sector}" if dob and sector else None
+        ),
+        "blk_dob_postcode_district": tok(
+            "blk_dob_postcode_district", f"{dob_s}|{district}" if dob and district else None
+        ),
         "blk_family_postcode": tok("blk_family_postcode", f"{f}|{pc}" if f and pc else None),
-        "blk_given_canonical_postcode": tok("blk_given_canonical_postcode",
-                                            f"{_canonical(g)}|{pc}" if g and pc else None),
+        "blk_given_canonical_postcode": tok(
+            "blk_given_canonical_postcode", f"{_canonical(g)}|{pc}" if g and pc else None
+        ),
     }
 
 
@@ -256,8 +461,13 @@ class ToyData:
     people: list[Person]
 
 
-def make_toy(n_households: int = 300, seed: int = 7, batch: str = "b1",
-             people: list[Person] | None = None, ref_prefix: str = "") -> ToyData:
+def make_toy(
+    n_households: int = 300,
+    seed: int = 7,
+    batch: str = "b1",
+    people: list[Person] | None = None,
+    ref_prefix: str = "",
+) -> ToyData:
     """Records for each person in 1-3 agencies; a few duplicate records within SC."""
     rng = random.Random(seed)
     if people is None:
@@ -270,10 +480,22 @@ def make_toy(n_households: int = 300, seed: int = 7, batch: str = "b1",
         for agency in agencies:
             ref = f"{ref_prefix}{agency}-{len(ids):06d}"
             plain = _corrupt(rng, p, agency)
-            ids.append({"record_ref": ref, "agency": agency, "batch_id": f"{agency}-{batch}",
-                        **encode(plain)})
-            truth.append({"record_ref": ref, "agency": agency, "person_id": p.person_id,
-                          "household_id": p.household_id})
+            ids.append(
+                {
+                    "record_ref": ref,
+                    "agency": agency,
+                    "batch_id": f"{agency}-{batch}",
+                    **encode(plain),
+                }
+            )
+            truth.append(
+                {
+                    "record_ref": ref,
+                    "agency": agency,
+                    "person_id": p.person_id,
+                    "household_id": p.household_id,
+                }
+            )
             plain_rows.append({"record_ref": ref, "agency": agency, **plain})
     return ToyData(pd.DataFrame(ids), pd.DataFrame(truth), pd.DataFrame(plain_rows), people)
 
@@ -291,11 +513,31 @@ def test_toy_shape_matches_identifiers_contract() -> None:
 
 
 def test_swapped_dob_token_matches_other_record() -> None:
-    a = encode({"given_name": "amy", "family_name": "lee", "other_names": None,
-                "date_of_birth": date(2010, 3, 7), "sex": "F", "postcode": None,
-                "address": "1 x", "uprn": None, "nhs_number": None})
-    b = encode({"given_name": "amy", "family_name": "lee", "other_names": None,
-                "date_of_birth": date(2010, 7, 3), "sex": "F", "postcode": None,
-                "address": "1 x", "uprn": None, "nhs_number": None})
+    a = encode(
+        {
+            "given_name": "amy",
+            "family_name": "lee",
+            "other_names": None,
+            "date_of_birth": date(2010, 3, 7),
+            "sex": "F",
+            "postcode": None,
+            "address": "1 x",
+            "uprn": None,
+            "nhs_number": None,
+        }
+    )
+    b = encode(
+        {
+            "given_name": "amy",
+            "family_name": "lee",
+            "other_names": None,
+            "date_of_birth": date(2010, 7, 3),
+            "sex": "F",
+            "postcode": None,
+            "address": "1 x",
+            "uprn": None,
+            "nhs_number": None,
+        }
+    )
     assert a["tok_dob_swapped"] == b["tok_dob"]
     assert a["tok_dob"] != b["tok_dob"]

@@ -20,16 +20,31 @@ from ig_bridge.manifest import (
 def _make_batch(root, key, agency="SCH", batch_id="b0001"):
     batch = root / "landing" / agency / batch_id
     batch.mkdir(parents=True)
-    ids = pd.DataFrame({"record_ref": ["r1", "r2", "r3"], "agency": agency,
-                        "batch_id": batch_id, "tok_dob": ["a" * 32, None, "b" * 32]})
+    ids = pd.DataFrame(
+        {
+            "record_ref": ["r1", "r2", "r3"],
+            "agency": agency,
+            "batch_id": batch_id,
+            "tok_dob": ["a" * 32, None, "b" * 32],
+        }
+    )
     ids.to_parquet(batch / "identifiers.parquet", index=False)
     ids[["record_ref", "agency", "batch_id"]].to_parquet(batch / "payload.parquet", index=False)
     ids.iloc[:0].to_parquet(batch / "related.parquet", index=False)
     manifest = build_manifest(
-        batch, batch_id=batch_id, agency=agency, sequence=1, extract_kind="snapshot",
-        mapping_version=1, canonical_version=1, encoding_spec_version=1, link_key_version=1,
-        ref_key_version=1, signing_key_id=key.key_id,
-        rows={"read": 4, "accepted": 3, "quarantined": 1})
+        batch,
+        batch_id=batch_id,
+        agency=agency,
+        sequence=1,
+        extract_kind="snapshot",
+        mapping_version=1,
+        canonical_version=1,
+        encoding_spec_version=1,
+        link_key_version=1,
+        ref_key_version=1,
+        signing_key_id=key.key_id,
+        rows={"read": 4, "accepted": 3, "quarantined": 1},
+    )
     write_manifest(batch, sign_manifest(manifest, key))
     return batch
 
@@ -59,18 +74,23 @@ def test_signature_is_over_canonical_json(signed):
     doc = json.loads((batch / "manifest.json").read_text())
     sig = base64.b64decode(doc.pop("signature"))
     Ed25519PublicKey.from_public_bytes(key.public_bytes()).verify(
-        sig, json.dumps(doc, sort_keys=True, separators=(",", ":")).encode())
+        sig, json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+    )
     assert canonical_json({"b": 1, "a": "é"}) == '{"a":"é","b":1}'.encode()
 
 
-@pytest.mark.parametrize("name", ["identifiers.parquet", "payload.parquet", "related.parquet",
-                                  "manifest.json"])
+@pytest.mark.parametrize(
+    "name", ["identifiers.parquet", "payload.parquet", "related.parquet", "manifest.json"]
+)
 def test_any_flipped_byte_is_detected(signed, name):
     batch, key = signed
     size = (batch / name).stat().st_size
     # Every byte of the manifest, a spread of positions in the data files (keeps it fast).
-    positions = range(size) if name == "manifest.json" else sorted(
-        {0, 1, size // 3, size // 2, size - 9, size - 1})
+    positions = (
+        range(size)
+        if name == "manifest.json"
+        else sorted({0, 1, size // 3, size // 2, size - 9, size - 1})
+    )
     target = batch / name
     original = target.read_bytes()
     for pos in positions:
@@ -83,8 +103,14 @@ def test_any_flipped_byte_is_detected(signed, name):
         finally:
             target.write_bytes(original)
         assert err.value.reason_code in {
-            "bad_signature", "manifest_invalid", "checksum_mismatch", "size_mismatch",
-            "unknown_signing_key", "unknown_agency", "path_mismatch"}, (pos, err.value)
+            "bad_signature",
+            "manifest_invalid",
+            "checksum_mismatch",
+            "size_mismatch",
+            "unknown_signing_key",
+            "unknown_agency",
+            "path_mismatch",
+        }, (pos, err.value)
 
 
 def test_wrong_public_key_and_unknown_agency(signed):
@@ -139,10 +165,20 @@ def test_renamed_batch_folder_is_refused(signed, tmp_path):
 
 def test_rows_must_add_up(tmp_path):
     with pytest.raises(ValueError, match="read != accepted"):
-        build_manifest(tmp_path, batch_id="b", agency="SCH", sequence=1, extract_kind="delta",
-                       mapping_version=1, canonical_version=1, encoding_spec_version=1,
-                       link_key_version=1, ref_key_version=1, signing_key_id="SCH-ed25519-v1",
-                       rows={"read": 5, "accepted": 3, "quarantined": 1})
+        build_manifest(
+            tmp_path,
+            batch_id="b",
+            agency="SCH",
+            sequence=1,
+            extract_kind="delta",
+            mapping_version=1,
+            canonical_version=1,
+            encoding_spec_version=1,
+            link_key_version=1,
+            ref_key_version=1,
+            signing_key_id="SCH-ed25519-v1",
+            rows={"read": 5, "accepted": 3, "quarantined": 1},
+        )
 
 
 def test_public_keys_directory(tmp_path):

@@ -47,7 +47,9 @@ def test_valid_mapping_loads(tmp_path: Path) -> None:
     assert m.source.encoding == "cp1252"
     assert m.record_id_column == "PupilRef"
     assert m.identifier_columns() == {
-        "record_id": "PupilRef", "given_name": "Forename", "date_of_birth": "DOB"
+        "record_id": "PupilRef",
+        "given_name": "Forename",
+        "date_of_birth": "DOB",
     }
     assert m.identifier_columns("parent1") == {"full_name": "P1_Name", "relationship": "P1_Rel"}
     assert m.payload_columns() == {"case_notes": "Notes"}
@@ -70,6 +72,7 @@ def _mut(path: str, value):
             del obj[last]
         else:
             obj[last] = value
+
     return apply
 
 
@@ -88,8 +91,11 @@ CASES = [
     ("unknown top key", _mut("extra", 1), "extra"),
     ("unknown column key", _mut("columns.1.colour", "red"), "columns[1].colour"),
     ("bad code", _mut("agency.code", "sch"), "agency.code"),
-    ("bad relationship", _mut("related_persons.parent1.relationship", "boss"),
-     "related_persons.parent1.relationship"),
+    (
+        "bad relationship",
+        _mut("related_persons.parent1.relationship", "boss"),
+        "related_persons.parent1.relationship",
+    ),
     ("bad date format", _mut("source.date_formats", ["dd/mm/yyyy"]), "source.date_formats[0]"),
 ]
 

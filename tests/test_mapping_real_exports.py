@@ -33,9 +33,18 @@ from linkage.ingest import ingest_landing
 from schemas.mapping import MappingError, load_all_mappings, load_mapping, parse_mapping
 from synthetic_data.parties import provision_partnership
 
-REL_CODES = {"01": "lead", "02": "partner", "03": "child", "04": "stepchild",
-             "05": "grandchild", "06": "parent", "07": "sibling", "08": "other_relative",
-             "09": "unrelated", "LOD": "unrelated"}
+REL_CODES = {
+    "01": "lead",
+    "02": "partner",
+    "03": "child",
+    "04": "stepchild",
+    "05": "grandchild",
+    "06": "parent",
+    "07": "sibling",
+    "08": "other_relative",
+    "09": "unrelated",
+    "LOD": "unrelated",
+}
 HOUSING = {
     "mapping_version": 1,
     "agency": {"code": "HREG", "name": "Housing register", "kind": "housing"},
@@ -45,28 +54,36 @@ HOUSING = {
         {"source": "Forename", "field": "given_name", "class": "identifier"},
         {"source": "Surname", "field": "family_name", "class": "identifier"},
         {"source": "DOB", "field": "date_of_birth", "class": "identifier"},
-        {"source": "SexCode", "field": "sex", "class": "identifier",
-         "recode": {"1": "M", "2": "F", "9": "U", "0": None}},
+        {
+            "source": "SexCode",
+            "field": "sex",
+            "class": "identifier",
+            "recode": {"1": "M", "2": "F", "9": "U", "0": None},
+        },
         {"source": "FlatNo", "field": "flat", "class": "identifier"},
         {"source": "Addr1", "field": "address_line_1", "class": "identifier"},
         {"source": "Addr2", "field": "address_line_2", "class": "identifier"},
         {"source": "Town", "field": "town", "class": "identifier"},
         {"source": "Postcode", "field": "postcode", "class": "identifier"},
-        {"source": "RelCode", "field": "relationship_to_lead", "class": "payload",
-         "recode": REL_CODES},
+        {
+            "source": "RelCode",
+            "field": "relationship_to_lead",
+            "class": "payload",
+            "recode": REL_CODES,
+        },
     ],
 }
 HEADER = "PersonRef,Forename,Surname,DOB,SexCode,FlatNo,Addr1,Addr2,Town,Postcode,RelCode\n"
 # (ref, household it must land in); line = index + 2 (header is line 1)
 ROWS = [
-    ("R01,Ann,Khan,02/03/1985,2,,\"Flat 1, 12 High Street\",Headingley,Leeds,LS6 1AA,01", "k"),
-    ("R02,Omar,Khan,05/06/2015,1,,\"Flat 1, 12 High Street\",,Leeds,LS6 1AA,03", "k"),
+    ('R01,Ann,Khan,02/03/1985,2,,"Flat 1, 12 High Street",Headingley,Leeds,LS6 1AA,01', "k"),
+    ('R02,Omar,Khan,05/06/2015,1,,"Flat 1, 12 High Street",,Leeds,LS6 1AA,03', "k"),
     ("R03,Tom,Baker,07/08/1980,1,,2/12 High St,,Leeds,LS6 1AA,01", "b"),
     ("R04,Lucy,Baker,09/10/2012,2,,Flat 2 12 High St,Headingley,LEEDS,LS61AA,03", "b"),
     ("R05,Jo,Reid,11/12/1990,2,3,12 High Street,,Leeds,LS6 1AA,01", "r"),
     ("R06,Baby,Reid,01/11/2026,9,Flat 3,12 High St,,Leeds,LS6 1AA,03", "r"),
     ("R07,Sam,Lee,13/01/1975,1,,Apartment 4B,12 High Street,Leeds,LS6 1AA,01", "l"),
-    ("R08,Kim,Lee,14/02/1977,2,,\"Flat 4B, Rose Court\",12 High St,Leeds,LS6 1AA,02", "l"),
+    ('R08,Kim,Lee,14/02/1977,2,,"Flat 4B, Rose Court",12 High St,Leeds,LS6 1AA,02', "l"),
     ("R09,Pat,Moss,15/03/1960,1,,14 High Street,,Leeds,LS6 1AB,01", "m"),
     ("R10,Alex,Moss,16/04/1999,7,,14 High St,Headingley,Leeds,LS6 1AB,LOD", "m"),
     ("R11,,The Occupier,17/05/1970,0,,16 High Street,,Leeds,LS6 1AB,99", "o"),
@@ -108,13 +125,18 @@ def housing(tmp_path_factory: pytest.TempPathFactory) -> dict:
     _, con = _hub(run, mappings, "HREG")
     try:
         # One person per record: this test is about address evidence, not person linkage.
-        con.execute("CREATE TABLE person AS SELECT record_ref AS person_id, 'active' AS status "
-                    "FROM identifiers")
-        con.execute("CREATE TABLE record_person AS SELECT record_ref, agency, "
-                    "record_ref AS person_id FROM identifiers")
+        con.execute(
+            "CREATE TABLE person AS SELECT record_ref AS person_id, 'active' AS status "
+            "FROM identifiers"
+        )
+        con.execute(
+            "CREATE TABLE record_person AS SELECT record_ref, agency, "
+            "record_ref AS person_id FROM identifiers"
+        )
         hh_res = build_households(con, "hh-1", tenancies=[])
-        members = con.execute("SELECT person_id, household_id, relationship_to_lead "
-                              "FROM household_member").df()
+        members = con.execute(
+            "SELECT person_id, household_id, relationship_to_lead FROM household_member"
+        ).df()
     finally:
         con.close()
     return {"res": res, "ids": ids, "pay": pay, "members": members, "hh": hh_res}
@@ -125,8 +147,19 @@ def test_every_row_lands_and_codes_are_recoded(housing: dict) -> None:
     assert (res.rows_read, res.rows_accepted, res.rows_quarantined) == (11, 11, 0)
     assert len(ids) == len(pay) == 11
     rel = _vals(pay["relationship_to_lead"])
-    assert rel == ["lead", "child", "lead", "child", "lead", "child", "lead", "partner",
-                   "lead", "unrelated", None]
+    assert rel == [
+        "lead",
+        "child",
+        "lead",
+        "child",
+        "lead",
+        "child",
+        "lead",
+        "partner",
+        "lead",
+        "unrelated",
+        None,
+    ]
     # Unknown codes are nulled and reported by line and field: sex "7", relationship "99".
     assert sorted(res.field_problems) == [(11, "sex"), (12, "relationship_to_lead")]
     # (Sex codes are recoded to M/F/U at the bridge; spec v3 sends no sex token to the hub.)
@@ -135,12 +168,12 @@ def test_every_row_lands_and_codes_are_recoded(housing: dict) -> None:
 def test_flats_are_separate_addresses_and_spellings_agree(housing: dict) -> None:
     tok = _vals(housing["ids"]["tok_address"])
     assert all(t is not None for t in tok)
-    assert tok[0] == tok[1]                      # Flat 1, 12 High Street (x2)
-    assert tok[2] == tok[3]                      # 2/12 High St = Flat 2 12 High St, LS61AA
-    assert tok[4] == tok[5]                      # flat column "3" = "Flat 3", St = Street
-    assert tok[6] == tok[7]                      # Apartment 4B + line 2 = Flat 4B, Rose Court
-    assert tok[8] == tok[9]                      # 14 High Street = 14 High St (+ locality)
-    assert len({tok[0], tok[2], tok[4], tok[6]}) == 4   # four flats of one building
+    assert tok[0] == tok[1]  # Flat 1, 12 High Street (x2)
+    assert tok[2] == tok[3]  # 2/12 High St = Flat 2 12 High St, LS61AA
+    assert tok[4] == tok[5]  # flat column "3" = "Flat 3", St = Street
+    assert tok[6] == tok[7]  # Apartment 4B + line 2 = Flat 4B, Rose Court
+    assert tok[8] == tok[9]  # 14 High Street = 14 High St (+ locality)
+    assert len({tok[0], tok[2], tok[4], tok[6]}) == 4  # four flats of one building
 
 
 def test_hub_households_separate_the_flats(housing: dict) -> None:
@@ -171,13 +204,29 @@ def test_placeholder_names_are_nulled_reported_and_never_tokenised(housing: dict
     assert "Occupier" not in text and "Baby" not in text and "Reid" not in text
 
 
-@pytest.mark.parametrize(("value", "nulled"), [
-    ("Baby", True), ("BABY BOY", True), ("Baby of Jane Smith", True), ("Twin 1", True),
-    ("the occupier", True), ("Occupant", True), ("Resident of the home", True),
-    ("of the home", True), ("Mum", True), ("XXX", True), ("Not Known", True),
-    ("Newborn", True), ("Test", True), ("Amelia", False), ("Na", False), ("Babbage", False),
-    ("Testa", False), ("Mumford", False),
-])
+@pytest.mark.parametrize(
+    ("value", "nulled"),
+    [
+        ("Baby", True),
+        ("BABY BOY", True),
+        ("Baby of Jane Smith", True),
+        ("Twin 1", True),
+        ("the occupier", True),
+        ("Occupant", True),
+        ("Resident of the home", True),
+        ("of the home", True),
+        ("Mum", True),
+        ("XXX", True),
+        ("Not Known", True),
+        ("Newborn", True),
+        ("Test", True),
+        ("Amelia", False),
+        ("Na", False),
+        ("Babbage", False),
+        ("Testa", False),
+        ("Mumford", False),
+    ],
+)
 def test_placeholder_list(value: str, nulled: bool) -> None:
     raw = pd.DataFrame({"given_name": [value], "family_name": ["Smith"]})
     nf = normalise_identifiers(raw)
@@ -187,8 +236,9 @@ def test_placeholder_list(value: str, nulled: bool) -> None:
 
 
 def test_placeholder_in_a_full_name_keeps_the_surname() -> None:
-    raw = pd.DataFrame({"full_name": ["Baby Smith", "Twin 2 Jones", "The Occupier",
-                                      "Baby of Ann Lee"]})
+    raw = pd.DataFrame(
+        {"full_name": ["Baby Smith", "Twin 2 Jones", "The Occupier", "Baby of Ann Lee"]}
+    )
     f = normalise_identifiers(raw).frame
     assert _vals(f.given_name) == [None] * 4
     assert _vals(f.family_name) == ["smith", "jones", None, None]
@@ -219,45 +269,64 @@ FLAT_FORMATS = [
     ("12a High St", None, None, None, "12a high street"),
     ("12 Flat Lane", None, None, None, "12 flat lane"),
     ("Rose Cottage", "Mill Lane", None, None, "rose cottage"),
-    (None, "Northfield", None, None, None),          # line 1 missing: a locality is no address
+    (None, "Northfield", None, None, None),  # line 1 missing: a locality is no address
     (None, "12 High St", None, None, "12 high street"),
 ]
 
 
-@pytest.mark.parametrize(("line1", "line2", "flat", "want_flat", "want_premises"),
-                         FLAT_FORMATS)
-def test_flat_formats(line1: str | None, line2: str | None, flat: str | None,
-                      want_flat: str | None, want_premises: str | None) -> None:
+@pytest.mark.parametrize(("line1", "line2", "flat", "want_flat", "want_premises"), FLAT_FORMATS)
+def test_flat_formats(
+    line1: str | None,
+    line2: str | None,
+    flat: str | None,
+    want_flat: str | None,
+    want_premises: str | None,
+) -> None:
     n = normalise_address_line
-    got = address_key(n(line1) if line1 else None, n(line2) if line2 else None,
-                      normalise_flat(n(flat)) if flat else None)
+    got = address_key(
+        n(line1) if line1 else None,
+        n(line2) if line2 else None,
+        normalise_flat(n(flat)) if flat else None,
+    )
     assert (got[0], got[3]) == (want_flat, want_premises)
 
 
 def test_whole_address_column_finds_the_street_after_a_building_name() -> None:
-    raw = pd.DataFrame({"address": ["Flat 2, Rose Court, 10 Downing St, London, SW1A 2AA",
-                                    "Flat 2, 10 Downing Street, SW1A 2AA"]})
+    raw = pd.DataFrame(
+        {
+            "address": [
+                "Flat 2, Rose Court, 10 Downing St, London, SW1A 2AA",
+                "Flat 2, 10 Downing Street, SW1A 2AA",
+            ]
+        }
+    )
     f = normalise_identifiers(raw).frame
     assert f.address_flat.tolist() == ["2", "2"]
     assert f.address_premises.tolist() == ["10 downing street"] * 2
 
 
 def test_address_token_optional_flat() -> None:
-    raw = pd.DataFrame({
-        "address_line_1": ["12 High St", "Flat 1, 12 High St", "12 High Street", None],
-        "postcode": ["LS6 1AA", "LS6 1AA", None, "LS6 1AA"],
-        "town": [None, None, "Leeds", "Leeds"]})
+    raw = pd.DataFrame(
+        {
+            "address_line_1": ["12 High St", "Flat 1, 12 High St", "12 High Street", None],
+            "postcode": ["LS6 1AA", "LS6 1AA", None, "LS6 1AA"],
+            "town": [None, None, "Leeds", "Leeds"],
+        }
+    )
     enc = Encoder(LinkKey(1, os.urandom(32))).encode(normalise_identifiers(raw).frame)
     tok = _vals(enc["tok_address"])
     assert tok[0] is not None and tok[1] is not None and tok[0] != tok[1]  # no flat != flat 1
-    assert tok[2] is None and tok[3] is None   # no postcode / no premises: no token
+    assert tok[2] is None and tok[3] is None  # no postcode / no premises: no token
 
 
-@pytest.mark.parametrize(("change", "says"), [
-    ({"optional": ["address_flat", "address_premises", "postcode"]}, "never all"),
-    ({"optional": ["given_name"]}, "never all"),
-    ({"optional": "address_flat"}, "never all"),
-])
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        ({"optional": ["address_flat", "address_premises", "postcode"]}, "never all"),
+        ({"optional": ["given_name"]}, "never all"),
+        ({"optional": "address_flat"}, "never all"),
+    ],
+)
 def test_optional_sources_are_checked(change: dict, says: str) -> None:
     spec = copy.deepcopy(load_encoding_spec())
     spec["tokens"]["columns"]["tok_address"].update(change)
@@ -271,21 +340,28 @@ def test_optional_sources_are_checked(change: dict, says: str) -> None:
 
 # -- identifier recode tables ------------------------------------------------------------------
 
+
 def _housing_with(col: int, **changes: object) -> dict:
     doc = copy.deepcopy(HOUSING)
     doc["columns"][col].update(changes)
     return doc
 
 
-@pytest.mark.parametrize(("doc", "where", "says"), [
-    (_housing_with(4, recode={"1": "Male"}), "columns[4].recode", "allowed: M, F, U"),
-    (_housing_with(4, recode={"1": "M", " 1 ": "F"}), "columns[4].recode", "listed twice"),
-    (_housing_with(4, recode=["1", "M"]), "columns[4].recode", "source code -> canonical"),
-    (_housing_with(1, recode={"x": "y"}), "columns[1].recode", "not a coded field"),
-    (_housing_with(4, recode={"1": "M"}, values=["M"]), "columns[4].values",
-     "only payload columns"),
-    (_housing_with(10, recode={"01": "head"}), "columns[10].recode", "outside the vocabulary"),
-])
+@pytest.mark.parametrize(
+    ("doc", "where", "says"),
+    [
+        (_housing_with(4, recode={"1": "Male"}), "columns[4].recode", "allowed: M, F, U"),
+        (_housing_with(4, recode={"1": "M", " 1 ": "F"}), "columns[4].recode", "listed twice"),
+        (_housing_with(4, recode=["1", "M"]), "columns[4].recode", "source code -> canonical"),
+        (_housing_with(1, recode={"x": "y"}), "columns[1].recode", "not a coded field"),
+        (
+            _housing_with(4, recode={"1": "M"}, values=["M"]),
+            "columns[4].values",
+            "only payload columns",
+        ),
+        (_housing_with(10, recode={"01": "head"}), "columns[10].recode", "outside the vocabulary"),
+    ],
+)
 def test_bad_recode_tables_are_refused(doc: dict, where: str, says: str) -> None:
     with pytest.raises(MappingError) as exc:
         parse_mapping(doc, "hreg.yaml")
@@ -304,11 +380,12 @@ def test_subject_relationship_is_refused_with_a_hint() -> None:
 AGREEMENT = {
     "agreement_version": 1,
     "name": "Northshire children's partnership DSA",
-    "agency_kinds": {"benefits": {"doc": "Housing benefit and council tax support"},
-                     "youth_offending": {"doc": "Youth justice service"}},
+    "agency_kinds": {
+        "benefits": {"doc": "Housing benefit and council tax support"},
+        "youth_offending": {"doc": "Youth justice service"},
+    },
     "payload_fields": {
-        "benefit_type": {"type": "category", "allowed": ["housing_benefit",
-                                                         "council_tax_support"]},
+        "benefit_type": {"type": "category", "allowed": ["housing_benefit", "council_tax_support"]},
         "claim_start": {"type": "date"},
         "weekly_award": {"type": "number"},
         "claim_notes": {"type": "text"},
@@ -323,12 +400,20 @@ BENEFITS = {
         {"source": "Name", "field": "full_name", "class": "identifier"},
         {"source": "DOB", "field": "date_of_birth", "class": "identifier"},
         {"source": "Addr", "field": "address", "class": "identifier"},
-        {"source": "Benefit", "field": "benefit_type", "class": "payload",
-         "recode": {"HB": "housing_benefit", "CTS": "council_tax_support"}},
+        {
+            "source": "Benefit",
+            "field": "benefit_type",
+            "class": "payload",
+            "recode": {"HB": "housing_benefit", "CTS": "council_tax_support"},
+        },
         {"source": "Start", "field": "claim_start", "class": "payload"},
         {"source": "Award", "field": "weekly_award", "class": "payload"},
-        {"source": "Role", "field": "relationship_to_lead", "class": "payload",
-         "recode": {"C": "lead", "P": "partner", "D": "child"}},
+        {
+            "source": "Role",
+            "field": "relationship_to_lead",
+            "class": "payload",
+            "recode": {"C": "lead", "P": "partner", "D": "child"},
+        },
     ],
 }
 
@@ -337,55 +422,82 @@ def test_benefits_kind_declared_bridged_and_ingested(tmp_path: Path) -> None:
     mappings = tmp_path / "mappings"
     _write_mapping(mappings, AGREEMENT, "agreement.yaml")
     mp = _write_mapping(mappings, BENEFITS, "ben.yaml")
-    assert list(load_all_mappings(mappings)) == ["BEN"]   # the agreement is not a mapping
+    assert list(load_all_mappings(mappings)) == ["BEN"]  # the agreement is not a mapping
     m = load_mapping(mp)
     assert m.kind == "benefits" and m.canonical.agreement == mappings / "agreement.yaml"
     provision_partnership(tmp_path, ["BEN"])
     ext = tmp_path / "claims.csv"
     ext.write_text(
         "ClaimRef,Name,DOB,Addr,Benefit,Start,Award,Role\n"
-        "C1,Ann Khan,1985-03-02,\"Flat 1, 12 High Street, Leeds, LS6 1AA\",HB,2025-04-01,"
+        'C1,Ann Khan,1985-03-02,"Flat 1, 12 High Street, Leeds, LS6 1AA",HB,2025-04-01,'
         "93.50,C\n"
-        "C2,Omar Khan,2015-06-05,\"Flat 1, 12 High Street, Leeds, LS6 1AA\",hb,2025-04-01,,D\n"
-        "C3,Tom Baker,1980-08-07,\"2/12 High St, Leeds LS6 1AA\",UC,,,X\n", encoding="utf-8")
+        'C2,Omar Khan,2015-06-05,"Flat 1, 12 High Street, Leeds, LS6 1AA",hb,2025-04-01,,D\n'
+        'C3,Tom Baker,1980-08-07,"2/12 High St, Leeds LS6 1AA",UC,,,X\n',
+        encoding="utf-8",
+    )
     res = run_bridge(ext, mp, tmp_path / "agency" / "BEN", tmp_path / "landing")
     assert (res.rows_read, res.rows_accepted) == (3, 3)
     assert sorted(res.field_problems) == [(4, "benefit_type"), (4, "relationship_to_lead")]
     paths, con = _hub(tmp_path, mappings, "BEN")
     try:
-        rows = con.execute("SELECT benefit_type, claim_start, weekly_award, relationship_to_lead "
-                           "FROM payload ORDER BY claim_start NULLS LAST, weekly_award "
-                           "NULLS LAST").fetchall()
-        types = dict(con.execute(
-            "SELECT column_name, data_type FROM duckdb_columns() WHERE table_name = 'payload' "
-            "AND column_name IN ('benefit_type', 'claim_start', 'weekly_award')").fetchall())
+        rows = con.execute(
+            "SELECT benefit_type, claim_start, weekly_award, relationship_to_lead "
+            "FROM payload ORDER BY claim_start NULLS LAST, weekly_award "
+            "NULLS LAST"
+        ).fetchall()
+        types = dict(
+            con.execute(
+                "SELECT column_name, data_type FROM duckdb_columns() WHERE table_name = 'payload' "
+                "AND column_name IN ('benefit_type', 'claim_start', 'weekly_award')"
+            ).fetchall()
+        )
     finally:
         con.close()
     assert types == {"benefit_type": "VARCHAR", "claim_start": "DATE", "weekly_award": "DOUBLE"}
     assert [(r[0], str(r[1]) if r[1] else None, r[2], r[3]) for r in rows] == [
         ("housing_benefit", "2025-04-01", 93.5, "lead"),
         ("housing_benefit", "2025-04-01", None, "child"),
-        (None, None, None, None)]
+        (None, None, None, None),
+    ]
 
 
-@pytest.mark.parametrize(("change", "where", "says"), [
-    ({"agency_kinds": {"housing": {}}}, "agency_kinds.housing", "built-in"),
-    ({"agency_kinds": {"Benefits": {}}}, "agency_kinds.Benefits", "lower_snake_case"),
-    ({"agency_kinds": {"benefits": {"docs": "x"}}}, "agency_kinds.benefits.docs",
-     "unknown key"),
-    ({"payload_fields": {"event_date": {"type": "date"}}}, "payload_fields.event_date",
-     "already a canonical field"),
-    ({"payload_fields": {"nhs_number": {"type": "category"}}}, "payload_fields.nhs_number",
-     "already a canonical field"),
-    ({"payload_fields": {"benefit_type": {"type": "enum"}}}, "payload_fields.benefit_type.type",
-     "unknown payload type"),
-    ({"payload_fields": {"claim_start": {"type": "date", "allowed": ["x"]}}},
-     "payload_fields.claim_start.allowed", "only category"),
-    ({"agreement_version": 2}, "agreement_version", "expected 1"),
-    ({"parties": []}, "parties", "unknown key"),
-])
-def test_bad_agreement_names_file_and_key(tmp_path: Path, change: dict, where: str,
-                                          says: str) -> None:
+@pytest.mark.parametrize(
+    ("change", "where", "says"),
+    [
+        ({"agency_kinds": {"housing": {}}}, "agency_kinds.housing", "built-in"),
+        ({"agency_kinds": {"Benefits": {}}}, "agency_kinds.Benefits", "lower_snake_case"),
+        (
+            {"agency_kinds": {"benefits": {"docs": "x"}}},
+            "agency_kinds.benefits.docs",
+            "unknown key",
+        ),
+        (
+            {"payload_fields": {"event_date": {"type": "date"}}},
+            "payload_fields.event_date",
+            "already a canonical field",
+        ),
+        (
+            {"payload_fields": {"nhs_number": {"type": "category"}}},
+            "payload_fields.nhs_number",
+            "already a canonical field",
+        ),
+        (
+            {"payload_fields": {"benefit_type": {"type": "enum"}}},
+            "payload_fields.benefit_type.type",
+            "unknown payload type",
+        ),
+        (
+            {"payload_fields": {"claim_start": {"type": "date", "allowed": ["x"]}}},
+            "payload_fields.claim_start.allowed",
+            "only category",
+        ),
+        ({"agreement_version": 2}, "agreement_version", "expected 1"),
+        ({"parties": []}, "parties", "unknown key"),
+    ],
+)
+def test_bad_agreement_names_file_and_key(
+    tmp_path: Path, change: dict, where: str, says: str
+) -> None:
     doc = copy.deepcopy(AGREEMENT)
     for k, v in change.items():
         if isinstance(v, dict) and isinstance(doc.get(k), dict):
@@ -402,7 +514,7 @@ def test_bad_agreement_names_file_and_key(tmp_path: Path, change: dict, where: s
 
 
 def test_undeclared_kind_and_field_name_the_mapping(tmp_path: Path) -> None:
-    mp = _write_mapping(tmp_path, BENEFITS, "ben.yaml")   # no agreement.yaml beside it
+    mp = _write_mapping(tmp_path, BENEFITS, "ben.yaml")  # no agreement.yaml beside it
     with pytest.raises(MappingError) as exc:
         load_mapping(mp)
     assert exc.value.path == str(mp) and exc.value.key_path == "agency.kind"
@@ -421,14 +533,17 @@ def test_packaged_benefits_example_validates_and_bridges(tmp_path: Path) -> None
     assert m.kind == "benefits"
     provision_partnership(tmp_path, [m.code])
     ext = tmp_path / "ben.csv"
-    ext.write_bytes((
-        "Claim Ref,Person No,Title,Forename,Surname,DOB,Gender,NI Number,Flat,Address 1,"
-        "Address 2,Town,Postcode,UPRN,Relationship,Benefit,Claim Start,Claim End,"
-        "Weekly Award,Suspended\n"
-        "B1,1,Ms,Zoë,Okafor,02/03/1988,2,QQ123456C,Flat 2,Rose Court,12 High St,Leeds,"
-        "LS6 1AA,,CL,HB,01/04/2025,,120.40,N\n"
-        "B2,2,,Baby,Okafor,01/09/2026,9,,2,Rose Court,12 High Street,Leeds,LS6 1AA,,CH,"
-        "HB,01/04/2025,,,N\n").encode("cp1252"))
+    ext.write_bytes(
+        (
+            "Claim Ref,Person No,Title,Forename,Surname,DOB,Gender,NI Number,Flat,Address 1,"
+            "Address 2,Town,Postcode,UPRN,Relationship,Benefit,Claim Start,Claim End,"
+            "Weekly Award,Suspended\n"
+            "B1,1,Ms,Zoë,Okafor,02/03/1988,2,QQ123456C,Flat 2,Rose Court,12 High St,Leeds,"
+            "LS6 1AA,,CL,HB,01/04/2025,,120.40,N\n"
+            "B2,2,,Baby,Okafor,01/09/2026,9,,2,Rose Court,12 High Street,Leeds,LS6 1AA,,CH,"
+            "HB,01/04/2025,,,N\n"
+        ).encode("cp1252")
+    )
     res = run_bridge(ext, m.path, tmp_path / "agency" / m.code, tmp_path / "landing")
     assert (res.rows_read, res.rows_accepted, res.field_problems) == (2, 2, [])
     assert res.placeholder_names == {"given_name": 1}
@@ -453,17 +568,30 @@ def test_recode_related_person_and_yes_no_codes() -> None:
 
     doc = copy.deepcopy(HOUSING)
     doc["columns"] += [
-        {"source": "DobEst", "field": "dob_is_estimated", "class": "identifier",
-         "recode": {"E": True, "A": False}},      # YAML yes/no arrive as booleans
+        {
+            "source": "DobEst",
+            "field": "dob_is_estimated",
+            "class": "identifier",
+            "recode": {"E": True, "A": False},
+        },  # YAML yes/no arrive as booleans
         {"source": "C1Name", "field": "full_name", "class": "identifier", "person": "contact1"},
-        {"source": "C1Rel", "field": "relationship", "class": "identifier",
-         "person": "contact1", "recode": {"M": "mother", "F": "father", "GP": "grandparent"}},
+        {
+            "source": "C1Rel",
+            "field": "relationship",
+            "class": "identifier",
+            "person": "contact1",
+            "recode": {"M": "mother", "F": "father", "GP": "grandparent"},
+        },
     ]
     doc["related_persons"] = {"contact1": {"relationship": "parent"}}
     m = parse_mapping(doc, "hreg.yaml")
-    raw = pd.DataFrame({"SexCode": ["1", " 2 ", "m", "7", None], "DobEst": ["E", "a", "?", None,
-                                                                            "E"],
-                        "C1Rel": ["M", "gp", "mother", "Aunt", None]})
+    raw = pd.DataFrame(
+        {
+            "SexCode": ["1", " 2 ", "m", "7", None],
+            "DobEst": ["E", "a", "?", None, "E"],
+            "C1Rel": ["M", "gp", "mother", "Aunt", None],
+        }
+    )
     out, unknown = recode_identifiers(raw, m)
     assert _vals(out["SexCode"]) == ["M", "F", "M", None, None]
     assert _vals(out["DobEst"]) == ["yes", "no", None, None, "yes"]
@@ -471,5 +599,6 @@ def test_recode_related_person_and_yes_no_codes() -> None:
     assert {k: v.tolist() for k, v in unknown.items()} == {
         "sex": [False, False, False, True, False],
         "dob_is_estimated": [False, False, True, False, False],
-        "contact1.relationship": [False, False, False, True, False]}
-    assert raw["SexCode"].tolist()[3] == "7"   # the raw frame (quarantine) is untouched
+        "contact1.relationship": [False, False, False, True, False],
+    }
+    assert raw["SexCode"].tolist()[3] == "7"  # the raw frame (quarantine) is untouched

@@ -48,15 +48,18 @@ def messy(tmp_path_factory: pytest.TempPathFactory, evaluate_linkage) -> dict:
     con = duckdb.connect(str(HubPaths.for_run(run).warehouse))
     try:
         rp = con.execute("SELECT record_ref, agency, person_id FROM record_person").df()
-        auto, = con.execute("SELECT auto_match_probability FROM linkage_run").fetchone()
+        (auto,) = con.execute("SELECT auto_match_probability FROM linkage_run").fetchone()
         model = json.loads(con.execute("SELECT model_json FROM linkage_model").fetchone()[0])
         prepare_input(con)
         with _scratch_linker(con, model["splink_settings"]) as linker:
-            pred = linker.inference.predict(threshold_match_probability=0.01,
-                                            warning_mode="never")
-            scored = con.execute(scored_pairs_sql(
-                pred.physical_name, model["splink_settings"],
-                "match_probability, COLUMNS('^gamma_.*')")).df()
+            pred = linker.inference.predict(threshold_match_probability=0.01, warning_mode="never")
+            scored = con.execute(
+                scored_pairs_sql(
+                    pred.physical_name,
+                    model["splink_settings"],
+                    "match_probability, COLUMNS('^gamma_.*')",
+                )
+            ).df()
         blocked = blocked_pairs(con, model)
         tokens = con.execute(f"""SELECT unique_id, tok_dob, tok_dob_swapped,
                                         tok_given_name_phonetic, tok_family_name_phonetic
@@ -66,8 +69,14 @@ def messy(tmp_path_factory: pytest.TempPathFactory, evaluate_linkage) -> dict:
     rp = ev.decrypt_refs(run, rp)
     rp["unique_id"] = rp["agency"] + ":" + rp["record_ref"]
     rec = rp.merge(gt, on=["agency", "record_id"], suffixes=("", "_true"))
-    return {"records": rec, "scored": scored, "blocked": blocked, "tokens": tokens,
-            "auto": auto, "model": model["splink_settings"]}
+    return {
+        "records": rec,
+        "scored": scored,
+        "blocked": blocked,
+        "tokens": tokens,
+        "auto": auto,
+        "model": model["splink_settings"],
+    }
 
 
 def _truth(messy: dict, pairs: pd.DataFrame) -> pd.DataFrame:
@@ -76,7 +85,8 @@ def _truth(messy: dict, pairs: pd.DataFrame) -> pd.DataFrame:
         true_l=pairs["unique_id_l"].map(rec["person_id_true"]).to_numpy(),
         true_r=pairs["unique_id_r"].map(rec["person_id_true"]).to_numpy(),
         hub_l=pairs["unique_id_l"].map(rec["person_id"]).to_numpy(),
-        hub_r=pairs["unique_id_r"].map(rec["person_id"]).to_numpy())
+        hub_r=pairs["unique_id_r"].map(rec["person_id"]).to_numpy(),
+    )
 
 
 def test_names_in_each_others_fields_link_and_only_true_pairs(messy: dict) -> None:
@@ -100,8 +110,12 @@ def test_a_swapped_dob_with_one_phonetic_name_is_always_a_candidate(messy: dict)
     everyone = messy["tokens"].dropna(subset=["tok_dob"])
     found = []
     for name in ("tok_given_name_phonetic", "tok_family_name_phonetic"):
-        j = t.merge(everyone, left_on=["tok_dob_swapped", name],
-                    right_on=["tok_dob", name], suffixes=("_l", "_r"))
+        j = t.merge(
+            everyone,
+            left_on=["tok_dob_swapped", name],
+            right_on=["tok_dob", name],
+            suffixes=("_l", "_r"),
+        )
         found.append(j[["unique_id_l", "unique_id_r"]])
     want = pd.concat(found, ignore_index=True)
     want = want[want["unique_id_l"] != want["unique_id_r"]]
@@ -116,39 +130,49 @@ def test_a_swapped_dob_with_one_phonetic_name_is_always_a_candidate(messy: dict)
     assert (missing["_merge"] == "left_only").sum() == 0
 
 
-def test_direct_match_trusted_over_a_dob_conflict_only_with_both_names_exact(
-        messy: dict) -> None:
+def test_direct_match_trusted_over_a_dob_conflict_only_with_both_names_exact(messy: dict) -> None:
     ms = messy["model"]
     top = {c: max(level_gammas(ms, c, {"top"})) for c in ("forename", "surname")}
     nxt = {c: top[c] - 1 for c in top}  # nickname / near-identical: not trusted
-    pairs = pd.DataFrame([
-        {"gamma_forename": top["forename"], "gamma_surname": top["surname"]},
-        {"gamma_forename": nxt["forename"], "gamma_surname": top["surname"]},
-        {"gamma_forename": top["forename"], "gamma_surname": nxt["surname"]},
-        {"gamma_forename": -1, "gamma_surname": top["surname"]},
-    ])
+    pairs = pd.DataFrame(
+        [
+            {"gamma_forename": top["forename"], "gamma_surname": top["surname"]},
+            {"gamma_forename": nxt["forename"], "gamma_surname": top["surname"]},
+            {"gamma_forename": top["forename"], "gamma_surname": nxt["surname"]},
+            {"gamma_forename": -1, "gamma_surname": top["surname"]},
+        ]
+    )
     assert dob_conflict_trusted(pairs, ms).tolist() == [True, False, False, False]
 
 
-def test_one_birth_date_and_weakly_similar_forenames_need_more_to_auto_match(
-        messy: dict) -> None:
+def test_one_birth_date_and_weakly_similar_forenames_need_more_to_auto_match(messy: dict) -> None:
     """Two babies of one surname and birth date, Sarah and Susan, at different addresses:
     held back; the same with one property or one identifier in common is not, nor with
     different birth dates (the DOB evidence already counts against them)."""
     ms = messy["model"]
     weak = max(level_gammas(ms, "forename", WEAK_FORENAME_LABELS))
-    top = {c: max(level_gammas(ms, c, {"top"})) for c in ("birth_date", "residence", "nhs",
-                                                         "phone", "surname")}
+    top = {
+        c: max(level_gammas(ms, c, {"top"}))
+        for c in ("birth_date", "residence", "nhs", "phone", "surname")
+    }
     other = {c: min(level_gammas(ms, c, {"else"})) for c in ("birth_date", "residence")}
-    base = {"gamma_forename": weak, "gamma_surname": top["surname"],
-            "gamma_birth_date": top["birth_date"], "gamma_residence": other["residence"],
-            "gamma_nhs": -1, "gamma_phone": -1, "gamma_email": -1}
-    pairs = pd.DataFrame([
-        base,
-        {**base, "gamma_residence": top["residence"]},
-        {**base, "gamma_nhs": top["nhs"]},
-        {**base, "gamma_phone": top["phone"]},
-        {**base, "gamma_birth_date": other["birth_date"]},
-    ])
+    base = {
+        "gamma_forename": weak,
+        "gamma_surname": top["surname"],
+        "gamma_birth_date": top["birth_date"],
+        "gamma_residence": other["residence"],
+        "gamma_nhs": -1,
+        "gamma_phone": -1,
+        "gamma_email": -1,
+    }
+    pairs = pd.DataFrame(
+        [
+            base,
+            {**base, "gamma_residence": top["residence"]},
+            {**base, "gamma_nhs": top["nhs"]},
+            {**base, "gamma_phone": top["phone"]},
+            {**base, "gamma_birth_date": other["birth_date"]},
+        ]
+    )
     assert same_dob_weak_forename(pairs, ms).tolist() == [True, False, False, False, False]
     assert held_back(pairs, ms).tolist()[0]

@@ -46,16 +46,33 @@ def test_full_name_splitting():
 
 
 def test_frame_names_and_nicknames():
-    raw = pd.DataFrame({
-        "given_name": ["Bill", "Peggy", "Katie", "Kate", "Chris", "Chris", "Mary-Ann", None],
-        "family_name": ["Smith-Jones", "de la Cruz", "O'Neil", "Brown", "Lee", "Lee", "Ng", None],
-        "sex": ["M", "F", "F", "female", "M", "F", "2", None],
-        "full_name": [None, None, None, None, None, None, None, "Ms Ada LOVELACE"],
-    })
+    raw = pd.DataFrame(
+        {
+            "given_name": ["Bill", "Peggy", "Katie", "Kate", "Chris", "Chris", "Mary-Ann", None],
+            "family_name": [
+                "Smith-Jones",
+                "de la Cruz",
+                "O'Neil",
+                "Brown",
+                "Lee",
+                "Lee",
+                "Ng",
+                None,
+            ],
+            "sex": ["M", "F", "F", "female", "M", "F", "2", None],
+            "full_name": [None, None, None, None, None, None, None, "Ms Ada LOVELACE"],
+        }
+    )
     f = normalise_identifiers(raw, FORMATS, today=TODAY).frame
     assert list(f.columns) == list(NORMALISED_COLUMNS)
     assert list(f.given_name_canonical[:6]) == [
-        "william", "margaret", "katherine", "katherine", "christopher", "christine"]
+        "william",
+        "margaret",
+        "katherine",
+        "katherine",
+        "christopher",
+        "christine",
+    ]
     assert f.family_name[0] == "smith jones" and f.family_name_parts[0] == ["smith", "jones"]
     assert f.family_name_parts[1] == ["de la cruz"]
     assert f.family_name[2] == "oneil"
@@ -71,8 +88,21 @@ def test_lexicon_rejects_conflicts():
 
 
 def test_dates_with_reasons():
-    s = pd.Series(["01/02/2003", "2003-02-31", "1/2/30", "31/12/2099", "12/13/2001", "1850-01-01",
-                   "2001-05-06 00:00:00", "", None, "07-Mar-2011"], index=list("abcdefghij"))
+    s = pd.Series(
+        [
+            "01/02/2003",
+            "2003-02-31",
+            "1/2/30",
+            "31/12/2099",
+            "12/13/2001",
+            "1850-01-01",
+            "2001-05-06 00:00:00",
+            "",
+            None,
+            "07-Mar-2011",
+        ],
+        index=list("abcdefghij"),
+    )
     parsed, reasons = parse_dates(s, FORMATS, today=TODAY)
     assert parsed["a"] == pd.Timestamp("2003-02-01")
     assert parsed["c"] == pd.Timestamp("1930-02-01")  # 2-digit year: most recent past
@@ -113,16 +143,19 @@ def test_identifiers_numbers_and_contacts():
 
 
 def test_frame_problems_name_row_and_field_never_value():
-    raw = pd.DataFrame({
-        "record_id": ["R1", "R2", "R3"],
-        "nhs_number": ["9434765919", "9434765918", None],
-        "email": ["A@Example.ORG ", "not-an-email", None],
-        "postcode": ["SW1A 1AA", "ZZ99 ZZZ", "M1 1AE"],
-        "uprn": ["100023336956.0", "0", "12"],
-        "date_of_birth": ["01/01/2010", "31/02/2010", "2011-01-01"],
-        "sex": ["F", "Q", "1"],
-        "address": ["Flat 2, 10 Downing St, London, SW1A 2AA", None, "12, High Rd, M1 1AE"],
-    }, index=[10, 11, 12])
+    raw = pd.DataFrame(
+        {
+            "record_id": ["R1", "R2", "R3"],
+            "nhs_number": ["9434765919", "9434765918", None],
+            "email": ["A@Example.ORG ", "not-an-email", None],
+            "postcode": ["SW1A 1AA", "ZZ99 ZZZ", "M1 1AE"],
+            "uprn": ["100023336956.0", "0", "12"],
+            "date_of_birth": ["01/01/2010", "31/02/2010", "2011-01-01"],
+            "sex": ["F", "Q", "1"],
+            "address": ["Flat 2, 10 Downing St, London, SW1A 2AA", None, "12, High Rd, M1 1AE"],
+        },
+        index=[10, 11, 12],
+    )
     nf = normalise_identifiers(raw, FORMATS, today=TODAY)
     f = nf.frame
     assert f.email[10] == "a@example.org" and f.uprn[10] == "100023336956"
@@ -133,8 +166,14 @@ def test_frame_problems_name_row_and_field_never_value():
     assert f.address_line_1[12] == "12 high road" and f.address_house_number[12] == "12"
     assert f.dob_year[12] == 2011 and f.sex[12] == "M"
     fields = {(r, fld) for r, fld, _ in nf.problems}
-    assert fields == {(11, "nhs_number"), (11, "email"), (11, "postcode"), (11, "uprn"),
-                      (11, "date_of_birth"), (11, "sex")}
+    assert fields == {
+        (11, "nhs_number"),
+        (11, "email"),
+        (11, "postcode"),
+        (11, "uprn"),
+        (11, "date_of_birth"),
+        (11, "sex"),
+    }
     values = {v for v in raw.to_numpy().ravel() if isinstance(v, str)}
     for _, _, reason in nf.problems:
         assert not any(v in reason for v in values if len(v) > 2)
@@ -149,32 +188,65 @@ def test_unknown_columns_refused():
 # ---------------------------------------------------------------------------------------------
 # Properties
 
-NAME_COLS = ["given_name", "family_name", "full_name", "other_names", "address_line_1",
-             "postcode", "sex", "email", "phone", "nhs_number", "uprn", "upn", "middle_names",
-             "title", "town"]
+NAME_COLS = [
+    "given_name",
+    "family_name",
+    "full_name",
+    "other_names",
+    "address_line_1",
+    "postcode",
+    "sex",
+    "email",
+    "phone",
+    "nhs_number",
+    "uprn",
+    "upn",
+    "middle_names",
+    "title",
+    "town",
+]
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(st.tuples(*[st.one_of(st.none(), st.text(max_size=25))] * len(NAME_COLS)),
-                min_size=1, max_size=4),
-       st.lists(st.one_of(st.none(), st.text(max_size=12)), min_size=4, max_size=4))
+@given(
+    st.lists(
+        st.tuples(*[st.one_of(st.none(), st.text(max_size=25))] * len(NAME_COLS)),
+        min_size=1,
+        max_size=4,
+    ),
+    st.lists(st.one_of(st.none(), st.text(max_size=12)), min_size=4, max_size=4),
+)
 def test_never_raises_on_arbitrary_unicode_and_is_idempotent(rows, dobs):
     raw = pd.DataFrame(rows, columns=NAME_COLS)
     raw["date_of_birth"] = dobs[: len(raw)]
     first = normalise_identifiers(raw, FORMATS, today=TODAY)
     f = first.frame
-    again_raw = pd.DataFrame({
-        "given_name": f.given_name, "middle_names": f.middle_names, "family_name": f.family_name,
-        "postcode": f.postcode, "email": f.email, "phone": f.phone, "nhs_number": f.nhs_number,
-        "uprn": f.uprn, "upn": f.upn, "sex": f.sex, "address_line_1": f.address_line_1,
-        "town": f.town, "date_of_birth": f.date_of_birth.dt.strftime("%Y-%m-%d"),
-    })
+    again_raw = pd.DataFrame(
+        {
+            "given_name": f.given_name,
+            "middle_names": f.middle_names,
+            "family_name": f.family_name,
+            "postcode": f.postcode,
+            "email": f.email,
+            "phone": f.phone,
+            "nhs_number": f.nhs_number,
+            "uprn": f.uprn,
+            "upn": f.upn,
+            "sex": f.sex,
+            "address_line_1": f.address_line_1,
+            "town": f.town,
+            "date_of_birth": f.date_of_birth.dt.strftime("%Y-%m-%d"),
+        }
+    )
     second = normalise_identifiers(again_raw, FORMATS, today=TODAY).frame
     for c in again_raw.columns:
         a, b = f[c], second[c]
         assert ((a == b) | (a.isna() & b.isna())).all(), c
-    assert not any(p[2] for p in normalise_identifiers(again_raw, FORMATS, today=TODAY).problems
-                   if p[1] != "given_name")
+    assert not any(
+        p[2]
+        for p in normalise_identifiers(again_raw, FORMATS, today=TODAY).problems
+        if p[1] != "given_name"
+    )
 
 
 @given(st.text(max_size=30))
@@ -223,8 +295,20 @@ def test_postcode_normalisation_idempotent(pc):
 
 
 def test_partial_and_swapped_dates_and_the_1900_placeholder():
-    s = pd.Series(["2012", "05/2012", "May 2012", "00/05/2012", "2012-05-00", "05/13/2012",
-                   "01/01/1900", "2030", "13/2012"], index=list("abcdefghi"))
+    s = pd.Series(
+        [
+            "2012",
+            "05/2012",
+            "May 2012",
+            "00/05/2012",
+            "2012-05-00",
+            "05/13/2012",
+            "01/01/1900",
+            "2030",
+            "13/2012",
+        ],
+        index=list("abcdefghi"),
+    )
     got = parse_dates_partial(s, ["%d/%m/%Y", "%Y-%m-%d"], today=TODAY)
     assert got.parsed[list("abcde")].isna().all()  # no full date from a guess
     assert list(got.year[list("abcde")]) == [2012] * 5

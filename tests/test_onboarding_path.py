@@ -38,7 +38,7 @@ def doc_steps(text: str) -> list[tuple[str, str, str]]:
     steps: list[tuple[str, str, str]] = []
     for m in re.finditer(r"```(bash|yaml)\n(.*?)```", text, re.S):
         if m.group(1) == "yaml":
-            target = re.findall(r"Save this as `([^`]+)`", text[:m.start()])
+            target = re.findall(r"Save this as `([^`]+)`", text[: m.start()])
             assert target, "a YAML block on the page without 'Save this as `<file>`' before it"
             steps.append(("yaml", m.group(2), target[-1]))
             continue
@@ -54,8 +54,9 @@ def console_scripts(bin_dir: Path) -> None:
     console script when the environment's metadata matches, else the same entry point run by
     this interpreter (a checkout whose pyproject gained a script since the last install)."""
     declared = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
-    installed = {ep.name: ep.value
-                 for ep in importlib.metadata.entry_points(group="console_scripts")}
+    installed = {
+        ep.name: ep.value for ep in importlib.metadata.entry_points(group="console_scripts")
+    }
     bin_dir.mkdir()
     for name in ("joinedup-bridge", "joinedup-hub"):
         target = declared[name]  # KeyError: the page uses a script the package does not have
@@ -65,8 +66,9 @@ def console_scripts(bin_dir: Path) -> None:
             dest.symlink_to(exe)
         else:
             mod, fn = target.split(":")
-            dest.write_text(f"#!{sys.executable}\nimport sys\nfrom {mod} import {fn}\n"
-                            f"sys.exit({fn}())\n")
+            dest.write_text(
+                f"#!{sys.executable}\nimport sys\nfrom {mod} import {fn}\nsys.exit({fn}())\n"
+            )
             dest.chmod(0o755)
     (bin_dir / "python").write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
     (bin_dir / "python").chmod(0o755)
@@ -80,13 +82,26 @@ def extracts(work: Path) -> None:
     generate_population(pop, seed=3, people=300)
     gp = next((pop / "extracts" / "GP").glob("*.csv"))
     (work / "gp_registrations.csv").write_bytes(gp.read_bytes())
-    sch = pd.read_csv(next((pop / "extracts" / "SCH").glob("*.csv")), sep=";",
-                      encoding="cp1252", dtype=str, keep_default_na=False)
+    sch = pd.read_csv(
+        next((pop / "extracts" / "SCH").glob("*.csv")),
+        sep=";",
+        encoding="cp1252",
+        dtype=str,
+        keep_default_na=False,
+    )
     dob = pd.to_datetime(sch["DOB"], format="%d/%m/%Y").dt.strftime("%d.%m.%Y")
-    pd.DataFrame({"Client Ref": "FH" + sch["PupilID"].str[-6:], "First Name": sch["Forename"],
-                  "Last Name": sch["Surname"], "Birth Date": dob, "Street": sch["Address1"],
-                  "Post Code": sch["Postcode"], "Seen On": "03.11.2025",
-                  "Key Worker": "kw-01"}).to_csv(work / "fh_export.csv", index=False)
+    pd.DataFrame(
+        {
+            "Client Ref": "FH" + sch["PupilID"].str[-6:],
+            "First Name": sch["Forename"],
+            "Last Name": sch["Surname"],
+            "Birth Date": dob,
+            "Street": sch["Address1"],
+            "Post Code": sch["Postcode"],
+            "Seen On": "03.11.2025",
+            "Key Worker": "kw-01",
+        }
+    ).to_csv(work / "fh_export.csv", index=False)
 
 
 def test_onboarding_page_runs_as_written(tmp_path: Path) -> None:
@@ -97,8 +112,13 @@ def test_onboarding_page_runs_as_written(tmp_path: Path) -> None:
     (work / "schemas").symlink_to(REPO / "schemas")  # "cp schemas/agencies/..." from a checkout
     extracts(work)
     env = {k: v for k, v in os.environ.items() if not k.startswith("JOINEDUP")}
-    env.update(PATH=f"{tmp_path / 'bin'}{os.pathsep}{env['PATH']}", PYTHONPATH=str(REPO),
-               RUN=str(run), MAPPINGS=str(mappings), LINK_PASS="correct horse battery staple")
+    env.update(
+        PATH=f"{tmp_path / 'bin'}{os.pathsep}{env['PATH']}",
+        PYTHONPATH=str(REPO),
+        RUN=str(run),
+        MAPPINGS=str(mappings),
+        LINK_PASS="correct horse battery staple",
+    )
 
     ran: list[str] = []
     for kind, content, target in doc_steps(DOC.read_text("utf-8")):
@@ -111,36 +131,64 @@ def test_onboarding_page_runs_as_written(tmp_path: Path) -> None:
             assert {w.split("=")[0] for w in words[1:]} == {"RUN", "MAPPINGS"}
             continue
         assert words[0] in PROGRAMS, f"{DOC.name}: a command this test cannot run: {content}"
-        r = subprocess.run(["bash", "-c", content], cwd=work, env=env, capture_output=True,
-                           text=True, timeout=900, check=False)
+        r = subprocess.run(
+            ["bash", "-c", content],
+            cwd=work,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+        )
         assert r.returncode == 0, f"{content}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
         if words[0] == "joinedup-bridge":  # no third-party warnings on an agency's console
             assert "Warning" not in r.stderr and "Traceback" not in r.stderr, r.stderr
         ran.append(content)
 
     # The page covers the whole path (so this test does too).
-    for must in ("keys init --partnership-lead", "keys export-link-key", "keys import-link-key",
-                 "keys import-hub-key", "keys show-public", "linkage.custody init-key",
-                 "joinedup-bridge validate", "joinedup-bridge run", "joinedup-hub run",
-                 "joinedup-hub ingest", "joinedup-hub link", "joinedup-hub households",
-                 "joinedup-hub marts", "joinedup-hub report", "reidentify"):
+    for must in (
+        "keys init --partnership-lead",
+        "keys export-link-key",
+        "keys import-link-key",
+        "keys import-hub-key",
+        "keys show-public",
+        "linkage.custody init-key",
+        "joinedup-bridge validate",
+        "joinedup-bridge run",
+        "joinedup-hub run",
+        "joinedup-hub ingest",
+        "joinedup-hub link",
+        "joinedup-hub households",
+        "joinedup-hub marts",
+        "joinedup-hub report",
+        "reidentify",
+    ):
         assert any(must in c for c in ran), f"{DOC.name} no longer shows `{must}`"
 
     con = duckdb.connect(str(run / "hub" / "warehouse.duckdb"), read_only=True)
     try:
-        batches = con.execute("SELECT agency, count(*), sum(rows_accepted) FROM batch "
-                              "GROUP BY 1 ORDER BY 1").fetchall()
+        batches = con.execute(
+            "SELECT agency, count(*), sum(rows_accepted) FROM batch GROUP BY 1 ORDER BY 1"
+        ).fetchall()
         refused = con.execute("SELECT count(*) FROM refused_batch").fetchone()[0]
         fh_total, fh_linked = con.execute("""
             SELECT count(*), count(*) FILTER (WHERE EXISTS (
                 SELECT 1 FROM record_person g WHERE g.agency = 'GP'
                 AND g.person_id = f.person_id))
             FROM record_person f WHERE f.agency = 'FH'""").fetchone()
-        runs = [r[0] for r in con.execute(
-            "SELECT run_id FROM pipeline_stage WHERE stage = 'link_persons' ORDER BY finished_at")
-            .fetchall()]
-        fh_refs = {r[0] for r in con.execute(
-            "SELECT DISTINCT record_ref FROM identifiers WHERE agency = 'FH'").fetchall()}
+        runs = [
+            r[0]
+            for r in con.execute(
+                "SELECT run_id FROM pipeline_stage"
+                " WHERE stage = 'link_persons' ORDER BY finished_at"
+            ).fetchall()
+        ]
+        fh_refs = {
+            r[0]
+            for r in con.execute(
+                "SELECT DISTINCT record_ref FROM identifiers WHERE agency = 'FH'"
+            ).fetchall()
+        }
     finally:
         con.close()
     n_fh = len(pd.read_csv(work / "fh_export.csv"))
@@ -163,5 +211,6 @@ def test_onboarding_page_runs_as_written(tmp_path: Path) -> None:
     with out.open(newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
     assert {r["record_ref"] for r in rows} == fh_refs
-    assert {r["local_id"] for r in rows} == set(pd.read_csv(work / "fh_export.csv",
-                                                            dtype=str)["Client Ref"])
+    assert {r["local_id"] for r in rows} == set(
+        pd.read_csv(work / "fh_export.csv", dtype=str)["Client Ref"]
+    )

@@ -39,23 +39,31 @@ def _dictionary(link) -> tuple[dict[str, str], dict[str, str]]:  # noqa: ANN001 
     """token -> value for every DOB 1920-01-01..2026-12-31 and every listed surname in every
     birth year, computed with the bridge's own normaliser and encoder under the shared key
     (what GP can run)."""
-    days = [date(1920, 1, 1) + timedelta(d) for d in range((date(2026, 12, 31)
-                                                           - date(1920, 1, 1)).days + 1)]
+    days = [
+        date(1920, 1, 1) + timedelta(d)
+        for d in range((date(2026, 12, 31) - date(1920, 1, 1)).days + 1)
+    ]
     # Spec v3 salts family-name tokens with the birth year: every surname in every year.
     pairs = [(f"{y}-01-01", s) for y in range(1920, 2027) for s in SURNAMES]
     n = max(len(days), len(pairs))
-    raw = pd.DataFrame({
-        "date_of_birth": [d.isoformat() for d in days] + [None] * (n - len(days)),
-        "family_name": [None] * n})
-    fam_raw = pd.DataFrame({"date_of_birth": [d for d, _ in pairs],
-                            "family_name": [s for _, s in pairs]})
+    raw = pd.DataFrame(
+        {
+            "date_of_birth": [d.isoformat() for d in days] + [None] * (n - len(days)),
+            "family_name": [None] * n,
+        }
+    )
+    fam_raw = pd.DataFrame(
+        {"date_of_birth": [d for d, _ in pairs], "family_name": [s for _, s in pairs]}
+    )
     raw = pd.concat([raw, fam_raw], ignore_index=True)
     norm = normalise_identifiers(raw, ["%Y-%m-%d"]).frame
     enc = Encoder(link).encode(norm)
-    dob = {t: v for t, v in zip(enc["tok_dob"], raw["date_of_birth"], strict=True)
-           if t is not None}
-    fam = {t: v for t, v in zip(enc["tok_family_name"], raw["family_name"], strict=True)
-           if t is not None}
+    dob = {t: v for t, v in zip(enc["tok_dob"], raw["date_of_birth"], strict=True) if t is not None}
+    fam = {
+        t: v
+        for t, v in zip(enc["tok_family_name"], raw["family_name"], strict=True)
+        if t is not None
+    }
     return dob, fam
 
 
@@ -68,12 +76,13 @@ def _secrets_held(keys_dir: Path) -> list[bytes]:
         for field in ("secret", "public_key"):
             if field in doc:
                 raw = base64.b64decode(doc[field])
-                out.extend(raw[i:i + 32] for i in range(0, len(raw) - 31, 32))
+                out.extend(raw[i : i + 32] for i in range(0, len(raw) - 31, 32))
     return out
 
 
 def test_partner_agency_cannot_read_or_detokenise_another_agencys_batch(
-        orchestrated_run: Path, copy_run, tmp_path: Path) -> None:
+    orchestrated_run: Path, copy_run, tmp_path: Path
+) -> None:
     run = copy_run(orchestrated_run, tmp_path / "run")
     gp_keys = run / "agency" / ATTACKER / "keys"
     link = KeyStore(gp_keys, ATTACKER).link_key()  # the shared linkage key
@@ -101,9 +110,14 @@ def test_partner_agency_cannot_read_or_detokenise_another_agencys_batch(
             for secret in held:
                 fake = HubSealingKey(1, PrivateKey(secret))
                 with pytest.raises(SealError), f.open("rb") as src:
-                    unseal_stream(src, _Sink(), {fake.key_id: fake}, agency=drop.name,
-                                  batch_id=batch.name,
-                                  file_name=f.name.removesuffix(".sealed"))
+                    unseal_stream(
+                        src,
+                        _Sink(),
+                        {fake.key_id: fake},
+                        agency=drop.name,
+                        batch_id=batch.name,
+                        file_name=f.name.removesuffix(".sealed"),
+                    )
             # The dictionary attack against whatever bytes are there.
             found = {m.group(0).decode() for m in HEX_TOKEN.finditer(data)}
             recovered += len(found & dob_dict.keys()) + len(found & fam_dict.keys())
@@ -111,18 +125,22 @@ def test_partner_agency_cannot_read_or_detokenise_another_agencys_batch(
             assert b"record_ref" not in data and b"PAR1" not in data  # no column names, no
             # Parquet magic
         # Control: the hub's own opened copy gives the same attack almost every DOB.
-        opened = open_batch(batch, tmp_path / "hub_view" / drop.name / batch.name,
-                            run / "hub" / "keys")
-        ids = pq.read_table(opened / "identifiers.parquet",
-                            columns=["tok_dob", "tok_family_name"]).to_pydict()
+        opened = open_batch(
+            batch, tmp_path / "hub_view" / drop.name / batch.name, run / "hub" / "keys"
+        )
+        ids = pq.read_table(
+            opened / "identifiers.parquet", columns=["tok_dob", "tok_family_name"]
+        ).to_pydict()
         control_records += len(ids["tok_dob"])
         control_dob += sum(t in dob_dict for t in ids["tok_dob"])
     assert files == 5 * len(victims)  # manifest, identifiers, related, payload, present
     assert recovered == 0
     assert control_dob >= 0.9 * control_records, (control_dob, control_records)
-    print(f"partner attack: {files} sealed files of {len(victims)} agencies, 0 tokens recovered;"
-          f" on the hub's opened copy the same attack recovers {control_dob:,} of "
-          f"{control_records:,} DOBs")
+    print(
+        f"partner attack: {files} sealed files of {len(victims)} agencies, 0 tokens recovered;"
+        f" on the hub's opened copy the same attack recovers {control_dob:,} of "
+        f"{control_records:,} DOBs"
+    )
 
 
 class _Sink:

@@ -19,16 +19,22 @@ def _warehouse(path: Path, n: int = 2000) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect(str(path))
     sex = [secrets.token_hex(16) for _ in range(2)]
     rows = [(f"ref{i}", sex[i % 2], secrets.token_hex(16), f"hh{i // 4}") for i in range(n)]
-    con.execute("CREATE TABLE identifiers (record_ref VARCHAR, tok_sex VARCHAR, "
-                "tok_given_name VARCHAR, tok_address VARCHAR)")
+    con.execute(
+        "CREATE TABLE identifiers (record_ref VARCHAR, tok_sex VARCHAR, "
+        "tok_given_name VARCHAR, tok_address VARCHAR)"
+    )
     con.executemany("INSERT INTO identifiers VALUES (?, ?, ?, ?)", rows)
     return con
 
 
 def test_profile_flags_low_entropy_columns_and_shows_no_value(tmp_path: Path) -> None:
     con = _warehouse(tmp_path / "wh.duckdb")
-    spec = {"encoding_spec_version": 3, "tokens": {"columns": {
-        "tok_sex": {}, "tok_given_name": {}, "tok_address": {}, "tok_absent": {}}}}
+    spec = {
+        "encoding_spec_version": 3,
+        "tokens": {
+            "columns": {"tok_sex": {}, "tok_given_name": {}, "tok_address": {}, "tok_absent": {}}
+        },
+    }
     sec = section(con, spec, figures={})
     profile = {p["column"]: p for p in sec["profile"]}
     assert set(profile) == {"tok_sex", "tok_given_name", "tok_address"}  # only what is held
@@ -42,17 +48,23 @@ def test_profile_flags_low_entropy_columns_and_shows_no_value(tmp_path: Path) ->
 
 def test_attack_figures_shown_and_stale_when_measured_on_another_spec(tmp_path: Path) -> None:
     con = _warehouse(tmp_path / "wh.duckdb", n=100)
-    figures = {"encoding_spec_version": 2, "people": 5000, "results": [
-        {"attack": "frequency", "target": "tok_sex", "overlap": "100%", "records": 1.0},
-        {"attack": "graph", "target": "bf_name", "overlap": "100%", "records": 0.085},
-        {"attack": "graph", "target": "bf_name", "overlap": "25%", "records": 0.9}]}
+    figures = {
+        "encoding_spec_version": 2,
+        "people": 5000,
+        "results": [
+            {"attack": "frequency", "target": "tok_sex", "overlap": "100%", "records": 1.0},
+            {"attack": "graph", "target": "bf_name", "overlap": "100%", "records": 0.085},
+            {"attack": "graph", "target": "bf_name", "overlap": "25%", "records": 0.9},
+        ],
+    }
     spec = {"encoding_spec_version": 3, "tokens": {"columns": {"tok_sex": {}}}}
     sec = section(con, spec, figures=figures)
     assert sec["attacks"]["stale"] and sec["attacks"]["max_records"] == 1.0
-    assert [w["attack"] for w in sec["attacks"]["worst"]] == ["frequency: tok_sex",
-                                                              "graph: bf_name"]
-    assert section(con, {**spec, "encoding_spec_version": 2}, figures)["attacks"]["stale"] is \
-        False
+    assert [w["attack"] for w in sec["attacks"]["worst"]] == [
+        "frequency: tok_sex",
+        "graph: bf_name",
+    ]
+    assert section(con, {**spec, "encoding_spec_version": 2}, figures)["attacks"]["stale"] is False
 
 
 def test_shipped_figures_match_the_shipped_spec() -> None:

@@ -74,11 +74,13 @@ def agency(tmp_path: Path):  # noqa: ANN201
     keys = KeyStore(tmp_path / "agency" / "CSC" / "keys", "CSC")
     keys.ensure()
     hub_key = generate_hub_key(tmp_path / "hub" / "hub_request.pem")
-    lookup = frame_lookup(pd.DataFrame({"record_id": ["CASE-1", "CASE-2"],
-                                        "given_name": ["Amy", "Ben"]}))
+    lookup = frame_lookup(
+        pd.DataFrame({"record_id": ["CASE-1", "CASE-2"], "given_name": ["Amy", "Ben"]})
+    )
     log = tmp_path / "agency" / "CSC" / "audit.log"
-    service = ReidService("CSC", keys, load_hub_public_key(tmp_path / "hub" / "hub_request.pub"),
-                          lookup, log)
+    service = ReidService(
+        "CSC", keys, load_hub_public_key(tmp_path / "hub" / "hub_request.pub"), lookup, log
+    )
     server = make_server(service)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}"
@@ -89,10 +91,17 @@ def agency(tmp_path: Path):  # noqa: ANN201
 
 def _request(**over: object) -> dict:
     now = dt.datetime.now(dt.UTC)
-    return {"request_version": 1, "request_id": uuid.uuid4().hex, "agency": "CSC",
-            "requesting_user": "sw1", "requesting_agency": "CSC", "case_reference": "CASE-2",
-            "issued_at": now.isoformat(), "expires_at": (now + dt.timedelta(minutes=2))
-            .isoformat(), **over}
+    return {
+        "request_version": 1,
+        "request_id": uuid.uuid4().hex,
+        "agency": "CSC",
+        "requesting_user": "sw1",
+        "requesting_agency": "CSC",
+        "case_reference": "CASE-2",
+        "issued_at": now.isoformat(),
+        "expires_at": (now + dt.timedelta(minutes=2)).isoformat(),
+        **over,
+    }
 
 
 def test_the_agency_turns_its_own_case_reference_into_its_record_ref(agency, tmp_path) -> None:
@@ -106,36 +115,40 @@ def test_the_agency_turns_its_own_case_reference_into_its_record_ref(agency, tmp
     cases = {
         "not_this_agencys_worker": _request(requesting_agency="POL"),
         "wrong_agency": _request(agency="GP"),
-        "lifetime_too_long": _request(expires_at=(dt.datetime.now(dt.UTC) +
-                                                  dt.timedelta(hours=1)).isoformat()),
+        "lifetime_too_long": _request(
+            expires_at=(dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)).isoformat()
+        ),
         "malformed_request": _request(case_reference="x" * 65),
     }
     for code, req in cases.items():
-        r = httpx.post(f"{url}/record-ref",
-                       json={"request": req, "signature": sign_request(req, hub_key)})
+        r = httpx.post(
+            f"{url}/record-ref", json={"request": req, "signature": sign_request(req, hub_key)}
+        )
         assert r.json() == {"error": code}, code
     forged = _request()
     other = generate_hub_key(tmp_path / "other.pem")
-    r = httpx.post(f"{url}/record-ref",
-                   json={"request": forged, "signature": sign_request(forged, other)})
+    r = httpx.post(
+        f"{url}/record-ref", json={"request": forged, "signature": sign_request(forged, other)}
+    )
     assert r.status_code == 403 and r.json() == {"error": "bad_signature"}
     missing = _request(case_reference="CASE-404")
-    r = httpx.post(f"{url}/record-ref",
-                   json={"request": missing, "signature": sign_request(missing, hub_key)})
+    r = httpx.post(
+        f"{url}/record-ref", json={"request": missing, "signature": sign_request(missing, hub_key)}
+    )
     assert r.json()["found"] is False and r.json()["record_ref"] is None
     lines = [json.loads(x) for x in log.read_text().splitlines()]
     assert [x["outcome"] for x in lines].count("record_ref_answered") == 2
     assert "CASE-2" not in log.read_text()  # the agency logs the ref it gave, not the number
 
 
-def test_the_hub_maps_the_answer_to_its_person_and_audits_no_case_number(agency,
-                                                                         tmp_path) -> None:
+def test_the_hub_maps_the_answer_to_its_person_and_audits_no_case_number(agency, tmp_path) -> None:
     keys, hub_key, url, _log = agency
     ref = keys.ref_key().encrypt("CASE-1")
     wh = tmp_path / "wh.duckdb"
     con = duckdb.connect(str(wh))
-    con.execute("CREATE TABLE record_person (agency VARCHAR, record_ref VARCHAR, "
-                "person_id VARCHAR)")
+    con.execute(
+        "CREATE TABLE record_person (agency VARCHAR, record_ref VARCHAR, person_id VARCHAR)"
+    )
     con.execute("INSERT INTO record_person VALUES ('CSC', ?, 'P000042')", [ref])
     con.close()
     audit = AuditLog(make_engine(f"sqlite:///{tmp_path / 'gov.db'}"))

@@ -32,8 +32,9 @@ FLOORS = {
 
 
 @pytest.fixture(scope="module")
-def quality(orchestrated_run: Path, copy_run, tmp_path_factory: pytest.TempPathFactory,
-            evaluate_linkage) -> dict:
+def quality(
+    orchestrated_run: Path, copy_run, tmp_path_factory: pytest.TempPathFactory, evaluate_linkage
+) -> dict:
     ev = evaluate_linkage
     run = copy_run(orchestrated_run, tmp_path_factory.mktemp("quality") / "run")
     ev.run_hub(run, "floors-1")
@@ -75,7 +76,6 @@ def test_report_lands_for_the_ig_lead_without_identifiers(quality: dict) -> None
         assert value not in text
 
 
-
 def test_broadest_blocking_rules_go_first(quality: dict) -> None:
     """Splink tests each rule's candidates against every earlier rule, so scoring orders the
     rules by the candidate pairs each builds on the bridges' real keys (counted here by
@@ -90,12 +90,15 @@ def test_broadest_blocking_rules_go_first(quality: dict) -> None:
     con = duckdb.connect(str(HubPaths.for_run(quality["run"]).warehouse))
     try:
         cols = prepare_input(con)
-        sqls = [r.get_blocking_rule("duckdb").blocking_rule_sql
-                for r in prediction_blocking_rules(cols)]
+        sqls = [
+            r.get_blocking_rule("duckdb").blocking_rule_sql for r in prediction_blocking_rules(cols)
+        ]
 
         def candidates(rule: str) -> int:
-            return con.execute(f"SELECT count(*) FROM {INPUT_TABLE} l JOIN {INPUT_TABLE} r "
-                               f"ON ({rule}) AND l.uid < r.uid").fetchone()[0]
+            return con.execute(
+                f"SELECT count(*) FROM {INPUT_TABLE} l JOIN {INPUT_TABLE} r "
+                f"ON ({rule}) AND l.uid < r.uid"
+            ).fetchone()[0]
 
         odd = 'l."tok_dob" = r."tok_dob" AND l."tok_sex" <> r."tok_sex"'  # not a plain equi-join
         gone = 'l."tok_no_such_column" = r."tok_no_such_column"'  # left for Splink to refuse
@@ -103,26 +106,43 @@ def test_broadest_blocking_rules_go_first(quality: dict) -> None:
         # the order given (they are small, which is where Splink wants them anyway).
         cross = [sql for sql in sqls if "tok_dob_swapped" in sql]
         assert len(cross) == 4
-        settings = {"blocking_rules_to_generate_predictions": [
-            odd, *({"blocking_rule": sql, "sql_dialect": "duckdb"} for sql in sqls), gone]}
+        settings = {
+            "blocking_rules_to_generate_predictions": [
+                odd,
+                *({"blocking_rule": sql, "sql_dialect": "duckdb"} for sql in sqls),
+                gone,
+            ]
+        }
         ordered = broadest_rules_first(con, settings)["blocking_rules_to_generate_predictions"]
         tail = len(cross) + 2
-        assert ordered[-tail:] == [odd, *({"blocking_rule": sql, "sql_dialect": "duckdb"}
-                                          for sql in cross), gone]
+        assert ordered[-tail:] == [
+            odd,
+            *({"blocking_rule": sql, "sql_dialect": "duckdb"} for sql in cross),
+            gone,
+        ]
         counts = [candidates(r["blocking_rule"]) for r in ordered[:-tail]]
         print(dict(zip([r["blocking_rule"] for r in ordered[:-tail]], counts, strict=True)))
         assert counts == sorted(counts, reverse=True) and counts[0] > counts[-1]
         assert sorted(r["blocking_rule"] for r in ordered[:-tail]) == sorted(
-            sql for sql in sqls if sql not in cross)
+            sql for sql in sqls if sql not in cross
+        )
         # Same pairs as the bridge key blk_given_phonetic_dob, which is among the rules.
-        combo = '(l."tok_dob" = r."tok_dob") AND (l."tok_given_name_phonetic" = ' \
-                'r."tok_given_name_phonetic")'
+        combo = (
+            '(l."tok_dob" = r."tok_dob") AND (l."tok_given_name_phonetic" = '
+            'r."tok_given_name_phonetic")'
+        )
         assert combo not in sqls
         assert 'l."blk_given_phonetic_dob" = r."blk_given_phonetic_dob"' in sqls
-        assert candidates(f'{combo} AND l."blk_given_phonetic_dob" IS DISTINCT FROM '
-                          'r."blk_given_phonetic_dob"') == 0
-        assert combo in [r.get_blocking_rule("duckdb").blocking_rule_sql for r in
-                         prediction_blocking_rules([c for c in cols
-                                                    if c != "blk_given_phonetic_dob"])]
+        assert (
+            candidates(
+                f'{combo} AND l."blk_given_phonetic_dob" IS DISTINCT FROM '
+                'r."blk_given_phonetic_dob"'
+            )
+            == 0
+        )
+        assert combo in [
+            r.get_blocking_rule("duckdb").blocking_rule_sql
+            for r in prediction_blocking_rules([c for c in cols if c != "blk_given_phonetic_dob"])
+        ]
     finally:
         con.close()

@@ -23,10 +23,20 @@ PROTOCOLS = Path(__file__).resolve().parent.parent / "schemas" / "protocols"
 
 def test_agree_through_the_cli_matches_what_the_hub_loads(tmp_path: Path) -> None:
     adir = tmp_path / "agency" / "GP"
-    args = ["protocols", "agree", "--agency-dir", str(adir), "--agency", "GP",
-            "--agreed-by", "ig.lead.gp",
-            "--protocol", str(PROTOCOLS / "s47_child_protection_enquiry.yaml"),
-            "--protocol", str(PROTOCOLS / "involvement_index.yaml")]
+    args = [
+        "protocols",
+        "agree",
+        "--agency-dir",
+        str(adir),
+        "--agency",
+        "GP",
+        "--agreed-by",
+        "ig.lead.gp",
+        "--protocol",
+        str(PROTOCOLS / "s47_child_protection_enquiry.yaml"),
+        "--protocol",
+        str(PROTOCOLS / "involvement_index.yaml"),
+    ]
     assert main(args) == 0
     path = adir / AGREED_FILE
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
@@ -34,8 +44,9 @@ def test_agree_through_the_cli_matches_what_the_hub_loads(tmp_path: Path) -> Non
     hub = load_protocols()
     s47, idx = hub["s47_child_protection_enquiry"], hub["involvement_index"]
     assert agreed.check(s47.id, s47.version, s47.document_sha256) is None
-    assert agreed.check(idx.id, idx.version, idx.document_sha256) == \
-        "identity_not_allowed_by_protocol"
+    assert (
+        agreed.check(idx.id, idx.version, idx.document_sha256) == "identity_not_allowed_by_protocol"
+    )
     assert agreed.check("mash_information_sharing", 1, "0" * 64) == "protocol_not_agreed"
     assert agreed.check(s47.id, s47.version, "f" * 64) == "protocol_version_not_agreed"
     # GP is not a party to MASH: the IG lead cannot agree it for GP
@@ -50,16 +61,54 @@ def test_a_changed_protocol_must_be_agreed_again(tmp_path: Path) -> None:
     adir = tmp_path / "GP"
     doc = tmp_path / "s47_child_protection_enquiry.yaml"
     doc.write_bytes((PROTOCOLS / doc.name).read_bytes())
-    assert main(["protocols", "agree", "--agency-dir", str(adir), "--agency", "GP",
-                 "--agreed-by", "ig", "--protocol", str(doc)]) == 0
+    assert (
+        main(
+            [
+                "protocols",
+                "agree",
+                "--agency-dir",
+                str(adir),
+                "--agency",
+                "GP",
+                "--agreed-by",
+                "ig",
+                "--protocol",
+                str(doc),
+            ]
+        )
+        == 0
+    )
     before = AgreedProtocols.load(adir, "GP")
-    doc.write_text(re.sub(r"\nversion: (\d+)\n", lambda m: f"\nversion: {int(m[1]) + 1}\n",
-                          doc.read_text(), count=1))
+    doc.write_text(
+        re.sub(
+            r"\nversion: (\d+)\n",
+            lambda m: f"\nversion: {int(m[1]) + 1}\n",
+            doc.read_text(),
+            count=1,
+        )
+    )
     changed = load_protocols_from(doc)
-    assert before.check(changed.id, changed.version, changed.document_sha256) == \
-        "protocol_version_not_agreed"
-    assert main(["protocols", "agree", "--agency-dir", str(adir), "--agency", "GP",
-                 "--agreed-by", "ig", "--protocol", str(doc)]) == 0
+    assert (
+        before.check(changed.id, changed.version, changed.document_sha256)
+        == "protocol_version_not_agreed"
+    )
+    assert (
+        main(
+            [
+                "protocols",
+                "agree",
+                "--agency-dir",
+                str(adir),
+                "--agency",
+                "GP",
+                "--agreed-by",
+                "ig",
+                "--protocol",
+                str(doc),
+            ]
+        )
+        == 0
+    )
     after = AgreedProtocols.load(adir, "GP")
     assert after.check(changed.id, changed.version, changed.document_sha256) is None
 
@@ -72,17 +121,35 @@ def load_protocols_from(path: Path):  # noqa: ANN201
 
 def test_agreed_file_others_can_write_is_refused(tmp_path: Path) -> None:
     adir = tmp_path / "GP"
-    assert main(["protocols", "agree", "--agency-dir", str(adir), "--agency", "GP",
-                 "--agreed-by", "ig", "--protocol",
-                 str(PROTOCOLS / "s47_child_protection_enquiry.yaml")]) == 0
+    assert (
+        main(
+            [
+                "protocols",
+                "agree",
+                "--agency-dir",
+                str(adir),
+                "--agency",
+                "GP",
+                "--agreed-by",
+                "ig",
+                "--protocol",
+                str(PROTOCOLS / "s47_child_protection_enquiry.yaml"),
+            ]
+        )
+        == 0
+    )
     (adir / AGREED_FILE).chmod(0o666)
     with pytest.raises(AgreementError, match="writable"):
         AgreedProtocols.load(adir, "GP")
     (adir / AGREED_FILE).chmod(0o600)
     with pytest.raises(AgreementError, match="agency SCH"):
         AgreedProtocols.load(adir, "SCH")  # another agency's file is not this agency's list
-    assert AgreedProtocols.load(tmp_path / "nothing", "GP").check(
-        "s47_child_protection_enquiry", 1, "0" * 64) == "protocol_not_agreed"
+    assert (
+        AgreedProtocols.load(tmp_path / "nothing", "GP").check(
+            "s47_child_protection_enquiry", 1, "0" * 64
+        )
+        == "protocol_not_agreed"
+    )
 
 
 def test_sliding_window_limits() -> None:

@@ -92,22 +92,28 @@ def target(world: World, tmp_path: Path) -> Iterator[Target]:
     for pid in ("s47_child_protection_enquiry", "involvement_index"):
         agree_protocol(agency_dir, agency, PROTOCOLS / f"{pid}.yaml", agreed_by="ig.lead")
     service = ReidService(
-        agency, KeyStore(world.run / "agency" / agency / "keys", agency),
+        agency,
+        KeyStore(world.run / "agency" / agency / "keys", agency),
         load_hub_public_key(hub_keys / "hub_request.pub"),
         extract_lookup(_extract(world.run, agency), MAPPINGS / f"{agency.lower()}.yaml"),
-        agency_dir / "audit.log", agreed=AgreedProtocols.load(agency_dir, agency),
-        limits=SlidingWindowLimiter(PER_USER, TOTAL, 3600, clock=time.time))
+        agency_dir / "audit.log",
+        agreed=AgreedProtocols.load(agency_dir, agency),
+        limits=SlidingWindowLimiter(PER_USER, TOTAL, 3600, clock=time.time),
+    )
     url, server = _serve(service)
     con = duckdb.connect(str(world.warehouse), read_only=True)
-    refs = [r[0] for r in con.execute("SELECT record_ref FROM record_person WHERE agency = ? "
-                                      "ORDER BY record_ref", [agency]).fetchall()]
+    refs = [
+        r[0]
+        for r in con.execute(
+            "SELECT record_ref FROM record_person WHERE agency = ? ORDER BY record_ref", [agency]
+        ).fetchall()
+    ]
     con.close()
     # The attacker reads the hub's key file from disk: the real key, not a test double.
     stolen = load_hub_key(hub_keys / "hub_request.pem")
     http = httpx.Client(timeout=10, trust_env=False)
     try:
-        yield Target(url, agency, stolen, refs, agency_dir / "audit.log", service, http,
-                     agency_dir)
+        yield Target(url, agency, stolen, refs, agency_dir / "audit.log", service, http, agency_dir)
     finally:
         http.close()
         server.shutdown()  # type: ignore[attr-defined]
@@ -118,13 +124,23 @@ def forged(t: Target, **over: object) -> dict:
     """What an attacker with the key would send: a complete, plausible v2 request."""
     now = dt.datetime.now(dt.UTC)
     proto = POLICY[PROTOCOL]
-    req = {"request_version": 2, "request_id": uuid.uuid4().hex,
-           "hub_request_id": uuid.uuid4().hex, "hub_decision_id": uuid.uuid4().hex,
-           "hub_audit_seq": 41, "hub_audit_hash": "c0" * 32, "protocol_id": PROTOCOL,
-           "protocol_version": proto.version, "protocol_sha256": proto.document_sha256,
-           "requesting_user": "insider", "reason": REASON, "agency": t.agency,
-           "record_ref": t.refs[0], "issued_at": now.isoformat(),
-           "expires_at": (now + dt.timedelta(minutes=2)).isoformat()}
+    req = {
+        "request_version": 2,
+        "request_id": uuid.uuid4().hex,
+        "hub_request_id": uuid.uuid4().hex,
+        "hub_decision_id": uuid.uuid4().hex,
+        "hub_audit_seq": 41,
+        "hub_audit_hash": "c0" * 32,
+        "protocol_id": PROTOCOL,
+        "protocol_version": proto.version,
+        "protocol_sha256": proto.document_sha256,
+        "requesting_user": "insider",
+        "reason": REASON,
+        "agency": t.agency,
+        "record_ref": t.refs[0],
+        "issued_at": now.isoformat(),
+        "expires_at": (now + dt.timedelta(minutes=2)).isoformat(),
+    }
     req.update(over)
     return {k: v for k, v in req.items() if v is not None}
 
@@ -140,35 +156,63 @@ def test_each_forged_request_is_refused_and_logged(target: Target, world: World)
     mash = POLICY["mash_information_sharing"]
     attacks = {
         # every record of the agency in one request (the original attack), and two refs
-        "one_subject_per_request": [forged(t, record_ref=None, record_refs=t.refs),
-                                    forged(t, record_ref=None, record_refs=t.refs[:2]),
-                                    forged(t, record_ref=t.refs[:3])],
+        "one_subject_per_request": [
+            forged(t, record_ref=None, record_refs=t.refs),
+            forged(t, record_ref=None, record_refs=t.refs[:2]),
+            forged(t, record_ref=t.refs[:3]),
+        ],
         "protocol_not_agreed": [
-            forged(t, protocol_id="bulk_export_all", protocol_version=1,
-                   protocol_sha256="00" * 32),  # made up
+            forged(
+                t, protocol_id="bulk_export_all", protocol_version=1, protocol_sha256="00" * 32
+            ),  # made up
             # a real partnership protocol this agency never agreed, with its true hash
-            forged(t, protocol_id=mash.id, protocol_version=mash.version,
-                   protocol_sha256=mash.document_sha256)],
+            forged(
+                t,
+                protocol_id=mash.id,
+                protocol_version=mash.version,
+                protocol_sha256=mash.document_sha256,
+            ),
+        ],
         # the agreed protocol, but a different text (say, edited to allow bulk identity)
-        "protocol_version_not_agreed": [forged(t, protocol_sha256="ee" * 32),
-                                        forged(t, protocol_version=s47.version + 1)],
+        "protocol_version_not_agreed": [
+            forged(t, protocol_sha256="ee" * 32),
+            forged(t, protocol_version=s47.version + 1),
+        ],
         # agreed, but the protocol itself does not allow identity (who holds what)
-        "identity_not_allowed_by_protocol": [forged(
-            t, protocol_id="involvement_index",
-            protocol_version=POLICY["involvement_index"].version,
-            protocol_sha256=POLICY["involvement_index"].document_sha256)],
-        "lifetime_too_long": [forged(t, issued_at=now.isoformat(),
-                                     expires_at=(now + dt.timedelta(days=3650)).isoformat()),
-                              forged(t, expires_at=(now + dt.timedelta(minutes=6)).isoformat())],
-        "not_yet_valid": [forged(t, issued_at=(now + dt.timedelta(hours=1)).isoformat(),
-                                 expires_at=(now + dt.timedelta(hours=1, minutes=2))
-                                 .isoformat())],
-        "expired": [forged(t, issued_at=(now - dt.timedelta(minutes=10)).isoformat(),
-                           expires_at=(now - dt.timedelta(minutes=8)).isoformat())],
-        "no_hub_decision": [forged(t, hub_decision_id=None, hub_audit_seq=None,
-                                   hub_audit_hash=None),
-                            forged(t, hub_audit_hash=None), forged(t, hub_audit_seq=0),
-                            forged(t, hub_decision_id="not-a-decision")],
+        "identity_not_allowed_by_protocol": [
+            forged(
+                t,
+                protocol_id="involvement_index",
+                protocol_version=POLICY["involvement_index"].version,
+                protocol_sha256=POLICY["involvement_index"].document_sha256,
+            )
+        ],
+        "lifetime_too_long": [
+            forged(
+                t, issued_at=now.isoformat(), expires_at=(now + dt.timedelta(days=3650)).isoformat()
+            ),
+            forged(t, expires_at=(now + dt.timedelta(minutes=6)).isoformat()),
+        ],
+        "not_yet_valid": [
+            forged(
+                t,
+                issued_at=(now + dt.timedelta(hours=1)).isoformat(),
+                expires_at=(now + dt.timedelta(hours=1, minutes=2)).isoformat(),
+            )
+        ],
+        "expired": [
+            forged(
+                t,
+                issued_at=(now - dt.timedelta(minutes=10)).isoformat(),
+                expires_at=(now - dt.timedelta(minutes=8)).isoformat(),
+            )
+        ],
+        "no_hub_decision": [
+            forged(t, hub_decision_id=None, hub_audit_seq=None, hub_audit_hash=None),
+            forged(t, hub_audit_hash=None),
+            forged(t, hub_audit_seq=0),
+            forged(t, hub_decision_id="not-a-decision"),
+        ],
         "wrong_agency": [forged(t, agency="ZZ")],
     }
     sent: dict[str, str] = {}
@@ -202,8 +246,9 @@ def test_each_forged_request_is_refused_and_logged(target: Target, world: World)
 def _burst(t: Target, users: list[str], n: int) -> list[int]:
     statuses = []
     for i in range(n):
-        r = t.send(forged(t, requesting_user=users[i % len(users)],
-                          record_ref=t.refs[i % len(t.refs)]))
+        r = t.send(
+            forged(t, requesting_user=users[i % len(users)], record_ref=t.refs[i % len(t.refs)])
+        )
         statuses.append(r.status_code)
     return statuses
 
@@ -221,8 +266,10 @@ def test_burst_as_one_user_is_capped_at_the_per_user_limit(target: Target) -> No
     assert len(refused) == 1000 - PER_USER
     assert {e["detail"] for e in refused} == {"rate_limited_user"}
     assert verify_audit_chain(t.log) == 1000
-    print(f"\n1,000 forged one-subject requests as one user: {PER_USER} answered, "
-          f"{took:.1f} s ({took / 1000 * 1000:.1f} ms a request)")
+    print(
+        f"\n1,000 forged one-subject requests as one user: {PER_USER} answered, "
+        f"{took:.1f} s ({took / 1000 * 1000:.1f} ms a request)"
+    )
     # another user is not blocked by this one's limit
     assert t.send(forged(t, requesting_user="sw.other")).status_code == 200
 
@@ -237,12 +284,23 @@ def test_burst_as_many_users_is_capped_at_the_total_limit(target: Target) -> Non
     assert len(refused) == 1000 - TOTAL
     assert {e["detail"] for e in refused} == {"rate_limited_total"}
     # a restart does not reset the window: the answers are counted again from the log
-    again = ReidService(t.agency, t.service.keys, t.service.hub_key, t.service.lookup, t.log,
-                        agreed=t.service.agreed,
-                        limits=SlidingWindowLimiter(PER_USER, TOTAL, 3600, clock=time.time))
-    status, body = again.handle(json.dumps({"request": (req := forged(t, requesting_user="x")),
-                                            "signature": sign_request(req, t.stolen_key)})
-                                .encode())
+    again = ReidService(
+        t.agency,
+        t.service.keys,
+        t.service.hub_key,
+        t.service.lookup,
+        t.log,
+        agreed=t.service.agreed,
+        limits=SlidingWindowLimiter(PER_USER, TOTAL, 3600, clock=time.time),
+    )
+    status, body = again.handle(
+        json.dumps(
+            {
+                "request": (req := forged(t, requesting_user="x")),
+                "signature": sign_request(req, t.stolen_key),
+            }
+        ).encode()
+    )
     assert (status, body) == (429, {"error": "rate_limited_total"})
 
 
@@ -256,8 +314,11 @@ def test_unauthenticated_flood_writes_nothing_per_request(target: Target) -> Non
             r = t.send(forged(t), key=impostor)
             assert (r.status_code, r.json()) == (403, {"error": "bad_signature"})
         elif i % 3 == 1:
-            r = t.http.post(f"{t.url}/reidentify", content=b"{" * 100,
-                            headers={"Content-Type": "application/json"})
+            r = t.http.post(
+                f"{t.url}/reidentify",
+                content=b"{" * 100,
+                headers={"Content-Type": "application/json"},
+            )
             assert r.status_code == 400
         else:
             r = t.http.post(f"{t.url}/reidentify", content=b"x" * (MAX_BODY + 1))
@@ -266,13 +327,13 @@ def test_unauthenticated_flood_writes_nothing_per_request(target: Target) -> Non
     t.service.close()  # at shutdown (or once a minute) the counters become one line
     [summary] = t.log_entries()
     assert summary["outcome"] == "unauthenticated_refusals"
-    assert summary["counts"] == {"bad_signature": 200, "malformed_json": 200,
-                                 "body_too_large": 200}
+    assert summary["counts"] == {"bad_signature": 200, "malformed_json": 200, "body_too_large": 200}
     assert verify_audit_chain(t.log) == 1
 
 
-def test_appends_and_replay_checks_do_not_reread_the_log(target: Target,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_appends_and_replay_checks_do_not_reread_the_log(
+    target: Target, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A long log (20,000 chained lines) costs nothing per request: the service reads it once
     at start, then each request reads a few KB from the end of the file at most."""
     t = target
@@ -280,17 +341,32 @@ def test_appends_and_replay_checks_do_not_reread_the_log(target: Target,
     lines = []
     old = (dt.datetime.now(dt.UTC) - dt.timedelta(days=30)).isoformat(timespec="seconds")
     for i in range(20_000):
-        line = json.dumps({"at": old, "agency": t.agency, "outcome": "refused",
-                           "detail": "expired", "request_id": f"{i:032x}", "prev_sha256": prev},
-                          sort_keys=True, separators=(",", ":"))
+        line = json.dumps(
+            {
+                "at": old,
+                "agency": t.agency,
+                "outcome": "refused",
+                "detail": "expired",
+                "request_id": f"{i:032x}",
+                "prev_sha256": prev,
+            },
+            sort_keys=True,
+            separators=(",", ":"),
+        )
         prev = hashlib.sha256(line.encode()).hexdigest()
         lines.append(line)
     t.log.write_text("\n".join(lines) + "\n")
     t.log.chmod(0o600)
     size = t.log.stat().st_size
-    svc = ReidService(t.agency, t.service.keys, t.service.hub_key, t.service.lookup, t.log,
-                      agreed=t.service.agreed,
-                      limits=SlidingWindowLimiter(100, 100, 3600, clock=time.time))
+    svc = ReidService(
+        t.agency,
+        t.service.keys,
+        t.service.hub_key,
+        t.service.lookup,
+        t.log,
+        agreed=t.service.agreed,
+        limits=SlidingWindowLimiter(100, 100, 3600, clock=time.time),
+    )
     read = {"bytes": 0, "full_reads": 0}
     real_pread = controls.os.pread
 
@@ -300,8 +376,11 @@ def test_appends_and_replay_checks_do_not_reread_the_log(target: Target,
         return data
 
     monkeypatch.setattr(controls.os, "pread", counting_pread)
-    monkeypatch.setattr(reid_service, "read_audit",
-                        lambda *a: read.__setitem__("full_reads", read["full_reads"] + 1) or [])
+    monkeypatch.setattr(
+        reid_service,
+        "read_audit",
+        lambda *a: read.__setitem__("full_reads", read["full_reads"] + 1) or [],
+    )
     for _ in range(20):
         req = forged(t)
         env = json.dumps({"request": req, "signature": sign_request(req, t.stolen_key)})

@@ -16,14 +16,16 @@ from ig_bridge.reidentify import (
 
 # Record ids long enough that no ciphertext or request id in the audit log can contain
 # one by chance (two-character ids did, in ~5% of runs).
-EXTRACT = pd.DataFrame({
-    "record_id": ["LRN-000001", "LRN-000002", "LRN-000003"],
-    "given_name": ["Ada", "D'Arcy", "Cleo"],
-    "family_name": ["Lovelace", "Okri", "Ng"],
-    "date_of_birth": ["2015-01-02", "2016-03-04", None],
-    "address": ["1 Test Road", "2 Test Road", "3 Test Road"],
-    "case_notes": ["never returned", "x", "y"],
-})
+EXTRACT = pd.DataFrame(
+    {
+        "record_id": ["LRN-000001", "LRN-000002", "LRN-000003"],
+        "given_name": ["Ada", "D'Arcy", "Cleo"],
+        "family_name": ["Lovelace", "Okri", "Ng"],
+        "date_of_birth": ["2015-01-02", "2016-03-04", None],
+        "address": ["1 Test Road", "2 Test Road", "3 Test Road"],
+        "case_notes": ["never returned", "x", "y"],
+    }
+)
 
 
 def _request():
@@ -58,8 +60,13 @@ def test_other_agencys_ref_fails_and_is_audited(tmp_path):
         return {}
 
     with pytest.raises(RecordRefError, match=r"record_refs\[1\]"):
-        reidentify([mine.encrypt("LRN-000001"), theirs.encrypt("LRN-000001")], _request(),
-                   ref_keys=mine, lookup=lookup, audit_log=log)
+        reidentify(
+            [mine.encrypt("LRN-000001"), theirs.encrypt("LRN-000001")],
+            _request(),
+            ref_keys=mine,
+            lookup=lookup,
+            audit_log=log,
+        )
     assert calls == []  # nothing looked up for a refused request
     assert json.loads(log.read_text().splitlines()[-1])["outcome"] == "refused"
 
@@ -68,8 +75,13 @@ def test_audit_log_is_hash_chained(tmp_path):
     key = generate_ref_key("SCH")
     log = tmp_path / "audit.log"
     for rid in ("LRN-000001", "LRN-000002", "LRN-000003"):
-        reidentify([key.encrypt(rid)], _request(), ref_keys=key,
-                   lookup=frame_lookup(EXTRACT), audit_log=log)
+        reidentify(
+            [key.encrypt(rid)],
+            _request(),
+            ref_keys=key,
+            lookup=frame_lookup(EXTRACT),
+            audit_log=log,
+        )
     assert verify_audit_chain(log) == 3
     lines = log.read_text().splitlines()
     lines[1] = lines[1].replace("s47", "s17")

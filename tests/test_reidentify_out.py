@@ -17,13 +17,12 @@ from ig_bridge.cli import main
 from ig_bridge.keys import KeyStore, encrypt_record_refs
 from ig_bridge.reidentify import verify_audit_chain
 
-LOCAL = ["GP-0001", "GP-0002", "GP,0003 \"quoted\""]  # a comma and quotes survive the CSV
+LOCAL = ["GP-0001", "GP-0002", 'GP,0003 "quoted"']  # a comma and quotes survive the CSV
 
 
 @pytest.fixture
 def agencies(tmp_path: Path) -> tuple[Path, list[str], str]:
-    gp, other = KeyStore(tmp_path / "GP" / "keys", "GP"), KeyStore(tmp_path / "SCH" / "keys",
-                                                                   "SCH")
+    gp, other = KeyStore(tmp_path / "GP" / "keys", "GP"), KeyStore(tmp_path / "SCH" / "keys", "SCH")
     gp.create_ref_key()
     other.create_ref_key()
     mine = encrypt_record_refs(gp.ref_key(), LOCAL)
@@ -42,12 +41,24 @@ def test_text_refs_file_writes_local_ids_and_reports_bad_lines(agencies, capsys)
     refs = tmp / "refs.txt"
     refs.write_text(f"{mine[0]}\n\n{foreign}\n{mine[1]}\n{damaged}\n{mine[2]}\nnot-base64!\n")
     out = tmp / "local_ids.csv"
-    rc = main(["reidentify", "--agency-dir", str(tmp / "GP"), "--agency", "GP",
-               "--refs-file", str(refs), "--out", str(out)])
+    rc = main(
+        [
+            "reidentify",
+            "--agency-dir",
+            str(tmp / "GP"),
+            "--agency",
+            "GP",
+            "--refs-file",
+            str(refs),
+            "--out",
+            str(out),
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 0
-    assert _rows(out) == [{"record_ref": r, "local_id": i} for r, i in zip(mine, LOCAL,
-                                                                           strict=True)]
+    assert _rows(out) == [
+        {"record_ref": r, "local_id": i} for r, i in zip(mine, LOCAL, strict=True)
+    ]
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
     # one line each for the foreign ref (line 3), the damaged one (5) and the junk (7)
     for line in (3, 5, 7):
@@ -58,21 +69,38 @@ def test_text_refs_file_writes_local_ids_and_reports_bad_lines(agencies, capsys)
     # recorded in the agency's own chained audit log: counts, no local ids
     assert verify_audit_chain(tmp / "GP" / "audit.log") == 1
     entry = json.loads((tmp / "GP" / "audit.log").read_text().splitlines()[0])
-    assert (entry["protocol_id"], entry["written"], entry["refused"], entry["refs"]) == \
-        ("local_id_export", 3, 3, 6)
+    assert (entry["protocol_id"], entry["written"], entry["refused"], entry["refs"]) == (
+        "local_id_export",
+        3,
+        3,
+        6,
+    )
     assert not any(i in json.dumps(entry) for i in LOCAL)
 
 
 def test_csv_with_agency_column_names_other_agencies_refs(agencies, capsys) -> None:
     tmp, mine, foreign = agencies
     refs = tmp / "sample.csv"
-    refs.write_text("agency,record_ref\n"
-                    f"GP,{mine[1]}\n"
-                    f"SCH,{foreign}\n"
-                    f"SCH,{mine[0]}\n")  # labelled as another agency's: not decrypted
+    refs.write_text(
+        f"agency,record_ref\nGP,{mine[1]}\nSCH,{foreign}\nSCH,{mine[0]}\n"
+    )  # labelled as another agency's: not decrypted
     out = tmp / "ids.csv"
-    assert main(["reidentify", "--agency-dir", str(tmp / "GP"), "--agency", "GP",
-                 "--refs-file", str(refs), "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "reidentify",
+                "--agency-dir",
+                str(tmp / "GP"),
+                "--agency",
+                "GP",
+                "--refs-file",
+                str(refs),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     err = capsys.readouterr().err
     assert _rows(out) == [{"record_ref": mine[1], "local_id": LOCAL[1]}]
     assert "line 3: a record ref of agency SCH, not GP's" in err
@@ -84,8 +112,17 @@ def test_parquet_refs_and_existing_output_is_never_overwritten(agencies, capsys)
     refs = tmp / "refs.parquet"
     pq.write_table(pa.table({"record_ref": mine}), refs)
     out = tmp / "ids.csv"
-    args = ["reidentify", "--agency-dir", str(tmp / "GP"), "--agency", "GP",
-            "--refs-file", str(refs), "--out", str(out)]
+    args = [
+        "reidentify",
+        "--agency-dir",
+        str(tmp / "GP"),
+        "--agency",
+        "GP",
+        "--refs-file",
+        str(refs),
+        "--out",
+        str(out),
+    ]
     assert main(args) == 0
     assert [r["local_id"] for r in _rows(out)] == LOCAL
     before = out.read_bytes()

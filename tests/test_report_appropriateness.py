@@ -44,8 +44,9 @@ def run(world: World, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, d
     accounts = AccountStore(gov.audit.engine)
     accounts.create("sw1", None, "practitioner", "CSC", team=CSC_TEAM)
     accounts.create("hv1", None, "practitioner", "HV", team=HV_TEAM)
-    gov.relationships.add(Relationship("hv1", SubjectKind.PERSON, world.person,
-                                       dt.date(2026, 1, 1)))
+    gov.relationships.add(
+        Relationship("hv1", SubjectKind.PERSON, world.person, dt.date(2026, 1, 1))
+    )
 
     def resolve(a: About) -> About | None:
         exists, household = views.person_household(str(a.person_id))
@@ -57,40 +58,90 @@ def run(world: World, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, d
         refused_seq = views.person_view(SW, EARLY_HELP, world.person).audit_seq
     except Forbidden as exc:
         refused_seq = exc.audit_seq
-    bg = views.household_view(SW, MASH, world.household, break_glass=BreakGlassAsk(
-        "risk_of_significant_harm", "injury reported and consent cannot be sought safely", 2))
+    bg = views.household_view(
+        SW,
+        MASH,
+        world.household,
+        break_glass=BreakGlassAsk(
+            "risk_of_significant_harm", "injury reported and consent cannot be sought safely", 2
+        ),
+    )
     assert bg.extra["break_glass"]["used"]
     # what the rules never see: CSC shared twice outside the system ...
     for channel in ("strategy_meeting", "phone_call"):
-        log.off_system(SW, About(world.person), channel=channel, occurred_on=NOW.date(),
-                       from_agency="CSC", to_agency="POL", asked=True,
-                       categories=["case_notes"], basis="CA1989_s47",
-                       justification="section forty seven strategy discussion with police")
+        log.off_system(
+            SW,
+            About(world.person),
+            channel=channel,
+            occurred_on=NOW.date(),
+            from_agency="CSC",
+            to_agency="POL",
+            asked=True,
+            categories=["case_notes"],
+            basis="CA1989_s47",
+            justification="section forty seven strategy discussion with police",
+        )
     # ... health visiting twice decided not to offer, and one of those is overturned
-    firsts = [log.not_offered(HV, About(world.person), "CSC", ["health_notes"],
-                              "not_necessary", "routine contacts only, nothing of concern")
-              for _ in range(2)]
-    ch = log.challenge(SW, firsts[0].audit_seq, "caldicott_guardian",
-                       "the missed contacts were relevant to the assessment")
-    log.decide(IG, ch.record_id, "overturned", "caldicott_guardian",
-               "missed contacts should have been offered to social care")
+    firsts = [
+        log.not_offered(
+            HV,
+            About(world.person),
+            "CSC",
+            ["health_notes"],
+            "not_necessary",
+            "routine contacts only, nothing of concern",
+        )
+        for _ in range(2)
+    ]
+    ch = log.challenge(
+        SW,
+        firsts[0].audit_seq,
+        "caldicott_guardian",
+        "the missed contacts were relevant to the assessment",
+    )
+    log.decide(
+        IG,
+        ch.record_id,
+        "overturned",
+        "caldicott_guardian",
+        "missed contacts should have been offered to social care",
+    )
     # the rules' refusal of school data is challenged and upheld
     ch2 = log.challenge(SW, refused_seq, "ig_lead", "the family expected the school to share")
-    log.decide(IG, ch2.record_id, "upheld", "ig_lead",
-               "the consent recorded does not cover education information")
+    log.decide(
+        IG,
+        ch2.record_id,
+        "upheld",
+        "ig_lead",
+        "the consent recorded does not cover education information",
+    )
     # an offer refused by health visiting
-    offer = log.offer(SW, About(world.person), "HV", ["social_care_plan"], "consent",
-                      "the family asked that their health visitor knows")
-    log.respond(HV, offer.record_id, False, reason="already_known",
-                justification="the plan was discussed at the last home visit")
+    offer = log.offer(
+        SW,
+        About(world.person),
+        "HV",
+        ["social_care_plan"],
+        "consent",
+        "the family asked that their health visitor knows",
+    )
+    log.respond(
+        HV,
+        offer.record_id,
+        False,
+        reason="already_known",
+        justification="the plan was discussed at the last home visit",
+    )
     html = build_report(paths, "r1", audit=gov.audit)
     import duckdb
 
     con = duckdb.connect(str(paths.warehouse), read_only=True)
     try:
-        data = collect_report_data(con, "r1", audit_entries=[r.data() for r in
-                                                             gov.audit.entries()],
-                                   staff={"sw1": ("CSC", CSC_TEAM), "hv1": ("HV", HV_TEAM)})
+        data = collect_report_data(
+            con,
+            "r1",
+            audit_entries=[r.data() for r in gov.audit.entries()],
+            staff={"sw1": ("CSC", CSC_TEAM), "hv1": ("HV", HV_TEAM)},
+        )
     finally:
         con.close()
     return html, data
@@ -131,17 +182,20 @@ def test_report_html_has_the_section_and_chart(run: tuple[Path, dict], world: Wo
     path, data = run
     html = path.read_text("utf-8")
     assert 'id="appropriateness"' in html and 'id="appropriateness-chart"' in html
-    assert re.search(r'<img class="chart" id="appropriateness-chart"[^>]*src="data:image/png;'
-                     r'base64,[A-Za-z0-9+/=]{200,}"', html)
-    team_table = html[html.index('id="appropriateness-team"'):]
-    team_table = team_table[:team_table.index("</table>")]
+    assert re.search(
+        r'<img class="chart" id="appropriateness-chart"[^>]*src="data:image/png;'
+        r'base64,[A-Za-z0-9+/=]{200,}"',
+        html,
+    )
+    team_table = html[html.index('id="appropriateness-team"') :]
+    team_table = team_table[: team_table.index("</table>")]
     assert CSC_TEAM in team_table and 'data-quadrant="over-open"' in team_table
     assert 'data-quadrant="over-cautious"' in team_table
     assert "1 refusal(s) overturned on challenge" in team_table
     # the report built from the store's own accounts agrees with the explicit directory
     assert "2 of 5 shares outside the system" in team_table
     # no subject id, and no justification text, reaches the section
-    section = html[html.index('id="appropriateness"'):]
+    section = html[html.index('id="appropriateness"') :]
     assert "strategy discussion with police" not in section
     for hub_id in [world.household, *world.members]:
         assert hub_id not in section

@@ -25,10 +25,10 @@ AT = dt.datetime(2026, 6, 1, 10, 0, tzinfo=dt.UTC)
 @dataclass
 class Outputs:
     run: Path
-    paths: object            # linkage.config.HubPaths
+    paths: object  # linkage.config.HubPaths
     audit_url: str
     relationships: pd.DataFrame
-    person_ids: list[str]    # persons the decisions are about
+    person_ids: list[str]  # persons the decisions are about
     seqs_by_person: dict[str, list[int]]
 
 
@@ -46,10 +46,12 @@ def build_outputs(tmp_path_factory: pytest.TempPathFactory, orchestrated: Path) 
         stage_households(paths, RUN1)
         con = duckdb.connect(str(paths.warehouse))
         try:
-            version = con.execute("SELECT model_version FROM linkage_run WHERE run_id = ?",
-                                  [RUN1]).fetchone()[0]
-            link_persons(con, RUN2, LinkageSettings(model=stored_model(con, version),
-                                                    show_progress=False))
+            version = con.execute(
+                "SELECT model_version FROM linkage_run WHERE run_id = ?", [RUN1]
+            ).fetchone()[0]
+            link_persons(
+                con, RUN2, LinkageSettings(model=stored_model(con, version), show_progress=False)
+            )
         finally:
             con.close()
         stage_households(paths, RUN2)
@@ -63,8 +65,14 @@ def build_outputs(tmp_path_factory: pytest.TempPathFactory, orchestrated: Path) 
     import json
 
     meta = json.loads((base / "run" / "hub" / "gov_meta.json").read_text())
-    return Outputs(run, paths, meta["audit_url"], pd.read_json(run / "hub" / "rel.json"),
-                   meta["person_ids"], {k: v for k, v in meta["seqs"].items()})
+    return Outputs(
+        run,
+        paths,
+        meta["audit_url"],
+        pd.read_json(run / "hub" / "rel.json"),
+        meta["person_ids"],
+        {k: v for k, v in meta["seqs"].items()},
+    )
 
 
 def _governance(run: Path, paths: object) -> None:
@@ -88,15 +96,38 @@ def _governance(run: Path, paths: object) -> None:
     finally:
         con.close()
     (a, ha), (b, hb), (c, hc) = rows
-    rel = pd.DataFrame([
-        {"user_id": "sw1", "kind": "person", "subject_id": a, "start": "2026-01-01", "end": None},
-        {"user_id": "sw1", "kind": "household", "subject_id": hb, "start": "2026-01-01",
-         "end": None},
-        {"user_id": "tm1", "kind": "person", "subject_id": a, "start": "2026-01-01",
-         "end": "2026-06-03"},
-        {"user_id": "ehw", "kind": "person", "subject_id": c, "start": "2026-01-01",
-         "end": None},
-    ])
+    rel = pd.DataFrame(
+        [
+            {
+                "user_id": "sw1",
+                "kind": "person",
+                "subject_id": a,
+                "start": "2026-01-01",
+                "end": None,
+            },
+            {
+                "user_id": "sw1",
+                "kind": "household",
+                "subject_id": hb,
+                "start": "2026-01-01",
+                "end": None,
+            },
+            {
+                "user_id": "tm1",
+                "kind": "person",
+                "subject_id": a,
+                "start": "2026-01-01",
+                "end": "2026-06-03",
+            },
+            {
+                "user_id": "ehw",
+                "kind": "person",
+                "subject_id": c,
+                "start": "2026-01-01",
+                "end": None,
+            },
+        ]
+    )
     consent = ConsentRegistry()
     consent.record(a, "EH", "mash", "refused", dt.date(2026, 1, 5))
     consent.record(c, "SCH", "early_help", "given", dt.date(2026, 2, 1))
@@ -106,27 +137,55 @@ def _governance(run: Path, paths: object) -> None:
     tm1 = User("tm1", "team_manager", "CSC")
     ehw = User("ehw", "practitioner", "EH")
     seqs: dict[str, list[int]] = {a: [], b: [], c: []}
-    d = gov.decide(sw1, "s47_child_protection_enquiry", Subject(a, ha),
-                   [("CSC", "plan_type"), ("POL", "incident_type")], AT)
+    d = gov.decide(
+        sw1,
+        "s47_child_protection_enquiry",
+        Subject(a, ha),
+        [("CSC", "plan_type"), ("POL", "incident_type")],
+        AT,
+    )
     seqs[a].append(d.audit_seq)
-    d = gov.decide(tm1, "mash_information_sharing", Subject(a, ha),
-                   [("POL", "risk_level"), ("EH", "assessment_outcome")], AT,
-                   BreakGlass("risk_of_significant_harm",
-                              "Strategy meeting today: child reported injuries at school",
-                              AT - dt.timedelta(hours=1), 8))
+    d = gov.decide(
+        tm1,
+        "mash_information_sharing",
+        Subject(a, ha),
+        [("POL", "risk_level"), ("EH", "assessment_outcome")],
+        AT,
+        BreakGlass(
+            "risk_of_significant_harm",
+            "Strategy meeting today: child reported injuries at school",
+            AT - dt.timedelta(hours=1),
+            8,
+        ),
+    )
     seqs[a].append(d.audit_seq)
-    d = gov.decide(sw1, "s47_child_protection_enquiry", Subject(b, hb),
-                   [("SCH", "attendance_pct")], AT)
+    d = gov.decide(
+        sw1, "s47_child_protection_enquiry", Subject(b, hb), [("SCH", "attendance_pct")], AT
+    )
     seqs[b].append(d.audit_seq)
-    seqs[b].append(gov.record_withheld_request(sw1, "mash_information_sharing", Subject(b, hb),
-                                               "not_proportionate", AT))
-    d = gov.decide(ehw, "early_help_family_support", Subject(c, hc),
-                   [("SCH", "attendance_pct"), ("SCH", "case_notes")], AT)
+    seqs[b].append(
+        gov.record_withheld_request(
+            sw1, "mash_information_sharing", Subject(b, hb), "not_proportionate", AT
+        )
+    )
+    d = gov.decide(
+        ehw,
+        "early_help_family_support",
+        Subject(c, hc),
+        [("SCH", "attendance_pct"), ("SCH", "case_notes")],
+        AT,
+    )
     seqs[c].append(d.audit_seq)
     # an insider with no relationship: denied, and still about person c
-    d = gov.decide(User("snoop", "practitioner", "POL"), "s47_child_protection_enquiry",
-                   Subject(c, hc), [("CSC", "plan_type")], AT)
+    d = gov.decide(
+        User("snoop", "practitioner", "POL"),
+        "s47_child_protection_enquiry",
+        Subject(c, hc),
+        [("CSC", "plan_type")],
+        AT,
+    )
     seqs[c].append(d.audit_seq)
-    (run / "hub" / "gov_meta.json").write_text(json.dumps(
-        {"audit_url": url, "person_ids": [a, b, c], "seqs": seqs}))
+    (run / "hub" / "gov_meta.json").write_text(
+        json.dumps({"audit_url": url, "person_ids": [a, b, c], "seqs": seqs})
+    )
     rel.to_json(run / "hub" / "rel.json")

@@ -29,17 +29,23 @@ MAPPING = {
         {"source": "Surname", "field": "family_name", "class": "identifier"},
         {"source": "DOB", "field": "date_of_birth", "class": "identifier"},
         {"source": "Postcode", "field": "postcode", "class": "identifier"},
-        {"source": "Status", "field": "registration_status", "class": "payload",
-         "values": ["registered", "deregistered"]},
+        {
+            "source": "Status",
+            "field": "registration_status",
+            "class": "payload",
+            "values": ["registered", "deregistered"],
+        },
         # The agency's own flag for adoption / refuge / confidential address.
         {"source": "Confidential", "field": "restricted", "class": "payload"},
     ],
 }
-ROWS = ["Ref,Forename,Surname,DOB,Postcode,Status,Confidential",
-        "R1,Amelia,Smith,04/03/2012,LS1 4AB,registered,N",
-        "R2,Ben,Jones,13/05/2012,M1 1AA,registered,Y",
-        "R3,Cara,Brown,15/06/2011,B33 8TH,registered,",
-        "R4,Dan,Green,01/01/2013,LS2 7EE,registered,see file"]  # unclear: treated as restricted
+ROWS = [
+    "Ref,Forename,Surname,DOB,Postcode,Status,Confidential",
+    "R1,Amelia,Smith,04/03/2012,LS1 4AB,registered,N",
+    "R2,Ben,Jones,13/05/2012,M1 1AA,registered,Y",
+    "R3,Cara,Brown,15/06/2011,B33 8TH,registered,",
+    "R4,Dan,Green,01/01/2013,LS2 7EE,registered,see file",
+]  # unclear: treated as restricted
 
 
 @pytest.fixture(scope="module")

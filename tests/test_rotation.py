@@ -49,8 +49,12 @@ def linked_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     provision_partnership(run, CODES)
     mappings = load_all_mappings(HubPaths.for_run(run).mappings)
     for code in CODES:
-        run_bridge(resolve_extract(code, base=run), mappings[code].path,
-                   run / "agency" / code, run / "landing")
+        run_bridge(
+            resolve_extract(code, base=run),
+            mappings[code].path,
+            run / "agency" / code,
+            run / "landing",
+        )
     paths = HubPaths.for_run(run)
     assert {o["status"] for o in stage_ingest(paths)["outcomes"]} == {"accepted"}
     stage_link_persons(paths, "r1")
@@ -90,17 +94,26 @@ def _snapshot_by_local_id(paths: HubPaths, store: KeyStore, agency: str) -> dict
     for t, c, a in _ref_tables(paths):
         con = duckdb.connect(str(paths.warehouse), read_only=True)
         try:
-            cols = [r[0] for r in con.execute(
-                "SELECT column_name FROM duckdb_columns() WHERE table_name = ? "
-                "AND data_type NOT IN ('BIT', 'BLOB')", [t]).fetchall()]
-            rows = con.execute(f'SELECT {", ".join(chr(34) + x + chr(34) for x in cols)} '
-                               f'FROM "{t}" WHERE "{a}" = ?', [agency]).fetchall()
+            cols = [
+                r[0]
+                for r in con.execute(
+                    "SELECT column_name FROM duckdb_columns() WHERE table_name = ? "
+                    "AND data_type NOT IN ('BIT', 'BLOB')",
+                    [t],
+                ).fetchall()
+            ]
+            rows = con.execute(
+                f"SELECT {', '.join(chr(34) + x + chr(34) for x in cols)} "
+                f'FROM "{t}" WHERE "{a}" = ?',
+                [agency],
+            ).fetchall()
         finally:
             con.close()
         refcols = {j for j, x in enumerate(cols) if x.startswith("record_ref")}
         out[f"{t}.{c}"] = sorted(
             tuple(_resolve(v, keys) if j in refcols else str(v) for j, v in enumerate(r))
-            for r in rows)
+            for r in rows
+        )
     return out
 
 
@@ -114,8 +127,7 @@ def _resolve(ref: str | None, keys: list) -> str:
         return "other:" + ref
 
 
-def test_ref_key_rotation_rekeys_every_table_in_one_step(linked_run: Path,
-                                                         tmp_path: Path) -> None:
+def test_ref_key_rotation_rekeys_every_table_in_one_step(linked_run: Path, tmp_path: Path) -> None:
     run, paths = _fresh(linked_run, tmp_path)
     agency_dir = run / "agency" / "SCH"
     store = KeyStore(agency_dir / "keys", "SCH")
@@ -132,8 +144,7 @@ def test_ref_key_rotation_rekeys_every_table_in_one_step(linked_run: Path,
         build_rekey_batch(agency_dir, "SCH", rekey_landing(paths), refs)
     new_key = start_ref_key_rotation(agency_dir, "SCH")
     assert new_key.version == 2 and store.versions("ref") == [1, 2]
-    batch = build_rekey_batch(agency_dir, "SCH", rekey_landing(paths), refs,
-                              source=str(refs_file))
+    batch = build_rekey_batch(agency_dir, "SCH", rekey_landing(paths), refs, source=str(refs_file))
     assert batch.mapped == len(refs) and batch.from_versions == [1] and batch.to_version == 2
     opened = open_batch(batch.path, run / "opened" / "SCH" / batch.batch_id)
     mapping = pq.read_table(opened / "rekey.parquet").to_pydict()
@@ -155,24 +166,35 @@ def test_ref_key_rotation_rekeys_every_table_in_one_step(linked_run: Path,
         for (ref,) in _q(paths, f'SELECT "{c}" FROM "{t}" WHERE "{a}" = ?', ["SCH"]):
             decrypt_record_ref(ref, v2)
     assert _snapshot_by_local_id(paths, store, "SCH") == before
-    assert _q(paths, "SELECT record_ref FROM identifiers WHERE agency = 'GP' "
-                     "ORDER BY 1") == gp_before
-    assert _q(paths, "SELECT extract_kind, ref_key_version FROM batch WHERE batch_id = ?",
-              [batch.batch_id]) == [("rekey", 2)]
+    assert (
+        _q(paths, "SELECT record_ref FROM identifiers WHERE agency = 'GP' ORDER BY 1") == gp_before
+    )
+    assert _q(
+        paths,
+        "SELECT extract_kind, ref_key_version FROM batch WHERE batch_id = ?",
+        [batch.batch_id],
+    ) == [("rekey", 2)]
 
     # The next ordinary snapshot is encrypted under v2 and matches: nothing retires.
     mappings = load_all_mappings(paths.mappings)
-    res = run_bridge(resolve_extract("SCH", base=run), mappings["SCH"].path, agency_dir,
-                     run / "landing", extract_kind="snapshot")
+    res = run_bridge(
+        resolve_extract("SCH", base=run),
+        mappings["SCH"].path,
+        agency_dir,
+        run / "landing",
+        extract_kind="snapshot",
+    )
     opened = open_batch(res.landed_path, run / "opened" / "SCH" / res.batch_id)
     assert json.loads((opened / "manifest.json").read_text())["ref_key_version"] == 2
     assert {o["status"] for o in stage_ingest(paths)["outcomes"]} == {"accepted"}
-    assert _q(paths, "SELECT count(*) FROM record_retired WHERE batch_id = ?",
-              [res.batch_id]) == [(0,)]
+    assert _q(paths, "SELECT count(*) FROM record_retired WHERE batch_id = ?", [res.batch_id]) == [
+        (0,)
+    ]
 
 
-def test_rekey_batch_refused_when_replayed_tampered_or_foreign(linked_run: Path,
-                                                               tmp_path: Path) -> None:
+def test_rekey_batch_refused_when_replayed_tampered_or_foreign(
+    linked_run: Path, tmp_path: Path
+) -> None:
     run, paths = _fresh(linked_run, tmp_path)
     agency_dir = run / "agency" / "SCH"
     refs = read_refs_file(export_agency_refs(paths, "SCH", run / "x" / "refs.parquet"))
@@ -184,7 +206,8 @@ def test_rekey_batch_refused_when_replayed_tampered_or_foreign(linked_run: Path,
     with pytest.raises(RotationError, match=r"row \d+: record_ref does not decrypt"):
         build_rekey_batch(agency_dir, "SCH", rekey_landing(paths), [*refs, gp_ref])
     assert not (rekey_landing(paths) / "SCH").exists() or not any(
-        p for p in (rekey_landing(paths) / "SCH").iterdir() if not p.name.startswith("."))
+        p for p in (rekey_landing(paths) / "SCH").iterdir() if not p.name.startswith(".")
+    )
 
     # Tampered mapping after signing (opened, changed and sealed again, as any landing writer
     # can with the hub's public key): refused on checksum, warehouse unchanged.
@@ -225,17 +248,18 @@ def test_rekey_batch_refused_when_replayed_tampered_or_foreign(linked_run: Path,
     from ig_bridge.manifest import sign_manifest, write_manifest
 
     (gp_signed / "manifest.json").unlink()
-    write_manifest(gp_signed, sign_manifest(m, KeyStore(run / "agency" / "GP" / "keys",
-                                                        "GP").signing_key()))
+    write_manifest(
+        gp_signed, sign_manifest(m, KeyStore(run / "agency" / "GP" / "keys", "GP").signing_key())
+    )
     seal_in_place(gp_signed, hub_key)
     out = apply_rekey(paths, gp_signed)
-    assert out.status == "refused" and out.reason_code in ("bad_signature",
-                                                            "unknown_signing_key")
+    assert out.status == "refused" and out.reason_code in ("bad_signature", "unknown_signing_key")
     assert _q(paths, "SELECT record_ref FROM identifiers ORDER BY 1") == after
 
 
-def test_link_key_rotation_refused_by_v1_hub_accepted_after_move(linked_run: Path,
-                                                                 tmp_path: Path) -> None:
+def test_link_key_rotation_refused_by_v1_hub_accepted_after_move(
+    linked_run: Path, tmp_path: Path
+) -> None:
     run, paths = _fresh(linked_run, tmp_path)
     mappings = load_all_mappings(paths.mappings)
     refs_v1 = set(r for (r,) in _q(paths, "SELECT record_ref FROM identifiers"))
@@ -248,14 +272,19 @@ def test_link_key_rotation_refused_by_v1_hub_accepted_after_move(linked_run: Pat
     blob = wrap_link_key(v2, "correct horse battery staple", scrypt_n=2**14)
     for code in CODES:
         imported = KeyStore(run / "agency" / code / "keys", code).import_link_key(
-            blob, "correct horse battery staple")
+            blob, "correct horse battery staple"
+        )
         assert imported.version == 2 and imported.key_check == v2.key_check
     assert unwrap_link_key(blob, "correct horse battery staple").key_check == v2.key_check
 
     # Hub still on v1: the re-tokenised snapshots are refused whole, nothing loaded.
     assert accepted_link_key_versions(paths) == (1,)
-    first = [retokenise_snapshot(resolve_extract(c, base=run), mappings[c].path,
-                                 run / "agency" / c, run / "landing") for c in CODES]
+    first = [
+        retokenise_snapshot(
+            resolve_extract(c, base=run), mappings[c].path, run / "agency" / c, run / "landing"
+        )
+        for c in CODES
+    ]
     got = stage_ingest(paths)["outcomes"]
     assert {(o["status"], o["reason_code"]) for o in got} == {("refused", "version_mismatch")}
     assert all("link_key_version 2" in o["detail"] for o in got)
@@ -266,12 +295,14 @@ def test_link_key_rotation_refused_by_v1_hub_accepted_after_move(linked_run: Pat
     set_accepted_link_key_versions(paths, [2])
     assert HubExpectations.load(paths).link_key_versions == frozenset({2})
     for c in CODES:
-        retokenise_snapshot(resolve_extract(c, base=run), mappings[c].path,
-                            run / "agency" / c, run / "landing")
+        retokenise_snapshot(
+            resolve_extract(c, base=run), mappings[c].path, run / "agency" / c, run / "landing"
+        )
     got = stage_ingest(paths)["outcomes"]
     assert {o["status"] for o in got} == {"accepted"}
-    assert _q(paths, "SELECT DISTINCT link_key_version FROM batch b JOIN identifiers i "
-                     "USING (batch_id)") == [(2,)]
+    assert _q(
+        paths, "SELECT DISTINCT link_key_version FROM batch b JOIN identifiers i USING (batch_id)"
+    ) == [(2,)]
     # Refs do not depend on K_link: the same records; every token changed.
     tok_v2 = dict(_q(paths, "SELECT record_ref, tok_dob FROM identifiers"))
     assert set(tok_v2) == refs_v1

@@ -19,8 +19,12 @@ from ig_bridge.sealing import create_hub_sealing_key, export_hub_public_key
 MAPPING = {
     "mapping_version": 1,
     "agency": {"code": "SCH", "name": "Schools", "kind": "school"},
-    "source": {"format": "csv", "encoding": "utf-8", "delimiter": ",",
-               "date_formats": ["%d/%m/%Y"]},
+    "source": {
+        "format": "csv",
+        "encoding": "utf-8",
+        "delimiter": ",",
+        "date_formats": ["%d/%m/%Y"],
+    },
     "columns": [
         {"source": "Ref", "field": "record_id", "class": "identifier"},
         {"source": "Forename", "field": "given_name", "class": "identifier"},
@@ -28,10 +32,12 @@ MAPPING = {
         {"source": "DOB", "field": "date_of_birth", "class": "identifier"},
     ],
 }
-EXTRACT = ("Ref,Forename,Surname,DOB\n"
-           "R1,Amelia,Smith,04/03/2012\n"
-           "R2,Benedict,Okonkwo,01/12/2011\n"
-           "R3,Chloe,Nguyen,29/02/2012\n")
+EXTRACT = (
+    "Ref,Forename,Surname,DOB\n"
+    "R1,Amelia,Smith,04/03/2012\n"
+    "R2,Benedict,Okonkwo,01/12/2011\n"
+    "R3,Chloe,Nguyen,29/02/2012\n"
+)
 
 
 @pytest.fixture
@@ -41,23 +47,65 @@ def landed(tmp_path: Path) -> tuple[Path, Path, Path, Path]:
     ext = tmp_path / "pupils.csv"
     ext.write_text(EXTRACT)
     agency = tmp_path / "SCH"
-    assert main(["keys", "init", "--agency-dir", str(agency), "--agency", "SCH",
-                 "--partnership-lead"]) == 0
-    assert main(["keys", "show-public", "--agency-dir", str(agency), "--agency", "SCH",
-                 "--out", str(tmp_path / "hub")]) == 0
+    assert (
+        main(["keys", "init", "--agency-dir", str(agency), "--agency", "SCH", "--partnership-lead"])
+        == 0
+    )
+    assert (
+        main(
+            [
+                "keys",
+                "show-public",
+                "--agency-dir",
+                str(agency),
+                "--agency",
+                "SCH",
+                "--out",
+                str(tmp_path / "hub"),
+            ]
+        )
+        == 0
+    )
     create_hub_sealing_key(tmp_path / "hubside" / "keys")
     record = export_hub_public_key(tmp_path / "hubside" / "keys", tmp_path / "hubside")
-    assert main(["keys", "import-hub-key", "--agency-dir", str(agency), "--agency", "SCH",
-                 "--file", str(record)]) == 0
-    assert main(["run", str(ext), "--mapping", str(mp), "--agency-dir", str(agency),
-                 "--landing", str(tmp_path / "landing")]) == 0
+    assert (
+        main(
+            [
+                "keys",
+                "import-hub-key",
+                "--agency-dir",
+                str(agency),
+                "--agency",
+                "SCH",
+                "--file",
+                str(record),
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "run",
+                str(ext),
+                "--mapping",
+                str(mp),
+                "--agency-dir",
+                str(agency),
+                "--landing",
+                str(tmp_path / "landing"),
+            ]
+        )
+        == 0
+    )
     return tmp_path, mp, ext, agency
 
 
 def _open(tmp: Path, landed: Path) -> Path:
     """The hub's view of a sealed landed batch."""
-    return open_batch(landed, tmp / "opened" / landed.parent.name / landed.name,
-                      tmp / "hubside" / "keys")
+    return open_batch(
+        landed, tmp / "opened" / landed.parent.name / landed.name, tmp / "hubside" / "keys"
+    )
 
 
 def test_rotation_ref_lands_a_verifiable_mapping(landed, capsys) -> None:
@@ -66,8 +114,18 @@ def test_rotation_ref_lands_a_verifiable_mapping(landed, capsys) -> None:
     refs = pq.read_table(batch / "identifiers.parquet").column("record_ref").to_pylist()
     refs_file = tmp / "hub_refs.txt"
     refs_file.write_text("\n".join(refs) + "\n")
-    args = ["rotation", "ref", "--agency-dir", str(agency), "--agency", "SCH",
-            "--refs", str(refs_file), "--rekey-landing", str(tmp / "rekey")]
+    args = [
+        "rotation",
+        "ref",
+        "--agency-dir",
+        str(agency),
+        "--agency",
+        "SCH",
+        "--refs",
+        str(refs_file),
+        "--rekey-landing",
+        str(tmp / "rekey"),
+    ]
 
     assert main(args) == 2  # no newer ref key yet: nothing to map to
     assert "start the rotation" in " ".join(capsys.readouterr().err.split())
@@ -81,9 +139,13 @@ def test_rotation_ref_lands_a_verifiable_mapping(landed, capsys) -> None:
     m = pq.read_table(rk / "rekey.parquet").to_pydict()
     store = KeyStore(agency / "keys", "SCH")
     assert sorted(decrypt_record_ref(r, store.ref_key(2)) for r in m["new_ref"]) == [
-        "R1", "R2", "R3"]
+        "R1",
+        "R2",
+        "R3",
+    ]
     assert [decrypt_record_ref(o, store.ref_key(1)) for o in m["old_ref"]] == [
-        decrypt_record_ref(n, store.ref_key(2)) for n in m["new_ref"]]
+        decrypt_record_ref(n, store.ref_key(2)) for n in m["new_ref"]
+    ]
     assert "Amelia" not in (rk / "manifest.json").read_text()
 
     # A ref the agency cannot decrypt: refused with the row, nothing landed.
@@ -96,11 +158,39 @@ def test_rotation_ref_lands_a_verifiable_mapping(landed, capsys) -> None:
 def test_rotation_link_retokenises_under_the_new_version(landed) -> None:
     tmp, mp, ext, agency = landed
     store = KeyStore(agency / "keys", "SCH")
-    assert main(["keys", "rotate", "--kind", "link", "--partnership-lead",
-                 "--agency-dir", str(agency), "--agency", "SCH"]) == 0
+    assert (
+        main(
+            [
+                "keys",
+                "rotate",
+                "--kind",
+                "link",
+                "--partnership-lead",
+                "--agency-dir",
+                str(agency),
+                "--agency",
+                "SCH",
+            ]
+        )
+        == 0
+    )
     assert store.versions("link") == [1, 2]
-    assert main(["rotation", "link", str(ext), "--mapping", str(mp), "--agency-dir",
-                 str(agency), "--landing", str(tmp / "landing")]) == 0
+    assert (
+        main(
+            [
+                "rotation",
+                "link",
+                str(ext),
+                "--mapping",
+                str(mp),
+                "--agency-dir",
+                str(agency),
+                "--landing",
+                str(tmp / "landing"),
+            ]
+        )
+        == 0
+    )
     first, second = [_open(tmp, b) for b in landed_batches(tmp / "landing", "SCH")]
     v1 = verify_batch(first, load_public_keys(tmp / "hub"))
     v2 = verify_batch(second, load_public_keys(tmp / "hub"))
@@ -110,8 +200,25 @@ def test_rotation_link_retokenises_under_the_new_version(landed) -> None:
     assert t1["record_ref"] == t2["record_ref"]  # refs do not depend on K_link
     assert not set(t1["tok_dob"]) & set(t2["tok_dob"])
     # an explicit older version is still possible (e.g. a late re-send before the switch)
-    assert main(["rotation", "link", str(ext), "--mapping", str(mp), "--agency-dir",
-                 str(agency), "--landing", str(tmp / "landing"), "--link-key-version", "1"]) == 0
+    assert (
+        main(
+            [
+                "rotation",
+                "link",
+                str(ext),
+                "--mapping",
+                str(mp),
+                "--agency-dir",
+                str(agency),
+                "--landing",
+                str(tmp / "landing"),
+                "--link-key-version",
+                "1",
+            ]
+        )
+        == 0
+    )
     third = _open(tmp, landed_batches(tmp / "landing", "SCH")[-1])
-    assert pq.read_table(third / "identifiers.parquet").column("tok_dob").to_pylist() == t1[
-        "tok_dob"]
+    assert (
+        pq.read_table(third / "identifiers.parquet").column("tok_dob").to_pylist() == t1["tok_dob"]
+    )

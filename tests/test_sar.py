@@ -40,10 +40,10 @@ def test_sar_is_complete_and_exclusive(outputs: Outputs) -> None:
     for pid in outputs.person_ids:
         rep = _sar(outputs, pid)
         # complete: every chained entry whose subject is this person, and only those
-        expected = [r.seq for r in everything
-                    if (r.data().get("subject") or {}).get("person_id") == pid]
-        assert [e.audit_seq for e in rep.entries] == expected == sorted(
-            outputs.seqs_by_person[pid])
+        expected = [
+            r.seq for r in everything if (r.data().get("subject") or {}).get("person_id") == pid
+        ]
+        assert [e.audit_seq for e in rep.entries] == expected == sorted(outputs.seqs_by_person[pid])
         html = render_sar(rep)
         for other in outputs.person_ids:
             if other != pid:
@@ -58,7 +58,9 @@ def test_sar_shows_protocols_users_fields_basis_and_break_glass(outputs: Outputs
     assert rep.users == ["sw1", "tm1"]
     s47 = next(e for e in rep.entries if e.protocol_id == "s47_child_protection_enquiry")
     assert {(f.agency, f.field, f.legal_basis) for f in s47.disclosed} == {
-        ("CSC", "plan_type", "CA1989_s47"), ("POL", "incident_type", "CA1989_s47")}
+        ("CSC", "plan_type", "CA1989_s47"),
+        ("POL", "incident_type", "CA1989_s47"),
+    }
     bg = next(e for e in rep.entries if e.break_glass)
     assert bg.break_glass["used"] and bg.user_id == "tm1"
     html = render_sar(rep)
@@ -79,15 +81,21 @@ def test_reidentification_by_the_originating_agency(outputs: Outputs, tmp_path: 
     lookup = frame_lookup(own.assign(given_name=own["person_id"].astype(str)))
     log = tmp_path / "agency_audit.log"
     ids = reidentify_for_sar(
-        rep, agency, ref_keys=KeyStore(outputs.run / "agency" / agency / "keys", agency)
-        .ref_keys(), lookup=lookup, audit_log=log, requesting_user="dpo@" + agency.lower())
+        rep,
+        agency,
+        ref_keys=KeyStore(outputs.run / "agency" / agency / "keys", agency).ref_keys(),
+        lookup=lookup,
+        audit_log=log,
+        requesting_user="dpo@" + agency.lower(),
+    )
     assert len(ids) == len(rep.record_refs[agency]) and all(i.found for i in ids)
     # all of the person's records at that agency are one real person
     assert len({i.display["given_name"] for i in ids}) == 1
     assert verify_audit_chain(log) == 1
     reqs = agency_identity_requests(log, rep.record_refs[agency])
     assert [(q["protocol_id"], q["outcome"], q["n_records"]) for q in reqs] == [
-        ("subject_access_request", "answered", len(ids))]
+        ("subject_access_request", "answered", len(ids))
+    ]
     # another person's refs find nothing in that log entry
     b_refs = _sar(outputs, outputs.person_ids[1]).record_refs.get(agency, [])
     assert agency_identity_requests(log, b_refs) == []
@@ -144,15 +152,24 @@ def _agency_side_report(outputs: Outputs, tmp_path: Path, pid: str):  # noqa: AN
     agency = max(sorted(rep.record_refs), key=lambda a: len(rep.record_refs[a]))
     own = truth[truth["agency"] == agency].astype({"record_id": str})
     # the agency's own system: its clean names, date of birth and address per record
-    own = pd.DataFrame({
-        "record_id": own["record_id"], "given_name": own["clean_given_name"],
-        "family_name": own["clean_family_name"],
-        "date_of_birth": own["clean_date_of_birth"].dt.strftime("%d/%m/%Y"),
-        "address": own["clean_address_line_1"], "postcode": own["clean_postcode"]})
+    own = pd.DataFrame(
+        {
+            "record_id": own["record_id"],
+            "given_name": own["clean_given_name"],
+            "family_name": own["clean_family_name"],
+            "date_of_birth": own["clean_date_of_birth"].dt.strftime("%d/%m/%Y"),
+            "address": own["clean_address_line_1"],
+            "postcode": own["clean_postcode"],
+        }
+    )
     ids = reidentify_for_sar(
-        rep, agency, ref_keys=KeyStore(outputs.run / "agency" / agency / "keys", agency)
-        .ref_keys(), lookup=frame_lookup(own), audit_log=tmp_path / "a.log",
-        requesting_user="dpo")
+        rep,
+        agency,
+        ref_keys=KeyStore(outputs.run / "agency" / agency / "keys", agency).ref_keys(),
+        lookup=frame_lookup(own),
+        audit_log=tmp_path / "a.log",
+        requesting_user="dpo",
+    )
     return rep, ids, own
 
 
@@ -198,7 +215,8 @@ def test_sar_reads_in_plain_english_with_identity_once(outputs: Outputs, tmp_pat
 
 
 def test_sar_file_is_owner_only_and_not_written_through_a_planted_link(
-        outputs: Outputs, tmp_path: Path) -> None:
+    outputs: Outputs, tmp_path: Path
+) -> None:
     import os
     import stat
 
@@ -231,6 +249,9 @@ def test_sar_file_is_owner_only_and_not_written_through_a_planted_link(
         assert victim.read_text("utf-8") == "public page"
         assert not link.is_symlink() and stat.S_IMODE(link.stat().st_mode) == 0o600
         assert sorted(p.name for p in out.iterdir()) == [
-            "sar_fresh.html", "sar_link.html", "sar_pre.html"]  # no temporary left behind
+            "sar_fresh.html",
+            "sar_link.html",
+            "sar_pre.html",
+        ]  # no temporary left behind
     finally:
         os.umask(old)

@@ -14,8 +14,9 @@ import yaml
 
 from ig_bridge.scrub import Scrubber, record_values
 
-CORPUS = yaml.safe_load((Path(__file__).parent / "data" / "scrub_corpus.yaml")
-                        .read_text(encoding="utf-8"))
+CORPUS = yaml.safe_load(
+    (Path(__file__).parent / "data" / "scrub_corpus.yaml").read_text(encoding="utf-8")
+)
 _SEP = re.compile(r"[\s.\-/()]")
 
 
@@ -28,8 +29,11 @@ def _scrubber() -> Scrubber:
 def leftovers(out: str, gone: list[str]) -> list[str]:
     """Values of `gone` still readable in the output (digits also with separators removed)."""
     low, squashed = out.lower(), _SEP.sub("", out).lower()
-    return [g for g in gone if str(g).lower() in low
-            or (re.fullmatch(r"\d{4,}", str(g)) and str(g) in squashed)]
+    return [
+        g
+        for g in gone
+        if str(g).lower() in low or (re.fullmatch(r"\d{4,}", str(g)) and str(g) in squashed)
+    ]
 
 
 def test_corpus_is_broad() -> None:

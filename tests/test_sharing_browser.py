@@ -70,7 +70,11 @@ def test_off_system_share_and_a_challenge_in_chromium(live: Live) -> None:  # no
     check("off-system recorded")
     body = live.s.ws.gov.audit.get(seq).data()
     assert (body["type"], body["channel"], body["justification"], body["team"]) == (
-        "sharing_off_system", "strategy_meeting", SHARED, "assessment team 1")
+        "sharing_off_system",
+        "strategy_meeting",
+        SHARED,
+        "assessment team 1",
+    )
     assert body["occurred_on"] == "2026-05-29" and body["from_agency"] == s.agency
 
     # a refusal by the protocol rules (Early Help without partner consent), then challenged
@@ -78,8 +82,7 @@ def test_off_system_share_and_a_challenge_in_chromium(live: Live) -> None:  # no
     [refusal] = [r for r in s.ws.gov.audit.entries() if r.kind == "decision"][-1:]
     assert "refuse_request" in refusal.body
     live.go(f"/sharing/challenge?target_seq={refusal.seq}")
-    assert live.driver.find_element(By.ID, "target_seq").get_attribute("value") == str(
-        refusal.seq)
+    assert live.driver.find_element(By.ID, "target_seq").get_attribute("value") == str(refusal.seq)
     check("challenge form")
     live.driver.find_element(By.ID, "to-caldicott_guardian").click()
     live.fill("grounds", "the family consented to early help sharing with partners")
@@ -94,8 +97,10 @@ def test_off_system_share_and_a_challenge_in_chromium(live: Live) -> None:  # no
     assert str(refusal.seq) in live.driver.find_element(By.ID, "open-challenges").text
     check("open challenges")
     live.driver.find_element(By.CSS_SELECTOR, "#open-challenges a").click()
-    assert "the family consented to early help" in live.driver.find_element(
-        By.ID, "sharing-intro").text
+    assert (
+        "the family consented to early help"
+        in live.driver.find_element(By.ID, "sharing-intro").text
+    )
     check("decide form")
     live.driver.find_element(By.ID, "outcome-overturned").click()
     live.driver.find_element(By.ID, "decided_as-caldicott_guardian").click()
@@ -106,7 +111,8 @@ def test_off_system_share_and_a_challenge_in_chromium(live: Live) -> None:  # no
     assert "open-challenges" not in live.html
     decided = [b for b in _sharing_bodies(live) if b["type"] == "sharing_challenge_decision"]
     assert [(d["outcome"], d["decided_as"], d["user_id"], d["target_seq"]) for d in decided] == [
-        ("overturned", "caldicott_guardian", "ig1", refusal.seq)]
+        ("overturned", "caldicott_guardian", "ig1", refusal.seq)
+    ]
     assert signed_and_verified(s.ws.gov.audit, s.tmp / "verify").ok
     assert "Jane Smith" not in "".join(r.body for r in s.ws.gov.audit.entries())
     bad = {k: v for k, v in violations.items() if v}

@@ -46,8 +46,17 @@ ROOT = Path(__file__).resolve().parents[1]
 AGENCY = "HSG"  # Parquet extract: easy to cut
 MAPPING = ROOT / "schemas" / "agencies" / "hsg.yaml"
 # Every subject identifier of hsg.yaml except the record id and the surname.
-BLANKED = ["lead_title", "lead_forename", "lead_dob", "uprn", "address_line_1",
-           "address_line_2", "postcode", "phone", "email"]
+BLANKED = [
+    "lead_title",
+    "lead_forename",
+    "lead_dob",
+    "uprn",
+    "address_line_1",
+    "address_line_2",
+    "postcode",
+    "phone",
+    "email",
+]
 
 
 @pytest.fixture()
@@ -79,8 +88,14 @@ def _write(run: Path, frame: pd.DataFrame, name: str) -> Path:
 
 
 def _bridge(run: Path, frame: pd.DataFrame, name: str, mapping: Path = MAPPING, **kw: Any):
-    return run_bridge(_write(run, frame, name), mapping, run / "agency" / AGENCY,
-                      run / "landing", extract_kind="snapshot", **kw)
+    return run_bridge(
+        _write(run, frame, name),
+        mapping,
+        run / "agency" / AGENCY,
+        run / "landing",
+        extract_kind="snapshot",
+        **kw,
+    )
 
 
 def _count(run: Path, sql: str, params: list | None = None) -> int:
@@ -118,7 +133,8 @@ def _state_sequence(run: Path) -> int:
 
 
 def test_all_rows_quarantined_is_refused_forced_or_not_and_the_hub_retires_nothing(
-        run: Path) -> None:
+    run: Path,
+) -> None:
     paths = HubPaths.for_run(run)
     full = _extract(run)
     n0, seq0 = _n_hsg(run), _state_sequence(run)
@@ -148,22 +164,29 @@ def test_all_rows_quarantined_is_refused_forced_or_not_and_the_hub_retires_nothi
 # --------------------------------------------------------------------------- (b)
 
 
-def test_half_quarantined_snapshot_keeps_those_records_at_the_hub(run: Path,
-                                                                  tmp_path: Path) -> None:
+def test_half_quarantined_snapshot_keeps_those_records_at_the_hub(
+    run: Path, tmp_path: Path
+) -> None:
     paths = HubPaths.for_run(run)
     full = _extract(run)
     n0 = _n_hsg(run)
-    first_batch = _q(run, "SELECT DISTINCT batch_id FROM identifiers WHERE agency = ?",
-                     [AGENCY])
+    first_batch = _q(run, "SELECT DISTINCT batch_id FROM identifiers WHERE agency = ?", [AGENCY])
     half = len(full) // 2
     snap = _unlinkable(full, slice(0, half))
     with pytest.raises(SnapshotRefused) as exc:  # 50% quarantined: above the 10% limit
         _bridge(run, snap, "half_bad")
     assert {b.guard for b in exc.value.breaches} == {"problem_rate", "min_share"}
-    res = _bridge(run, snap, "half_bad_forced",
-                  force_reason="supplier export dropped names; fix due next week")
+    res = _bridge(
+        run,
+        snap,
+        "half_bad_forced",
+        force_reason="supplier export dropped names; fix due next week",
+    )
     assert (res.rows_read, res.rows_accepted, res.rows_quarantined) == (
-        len(full), len(full) - half, half)
+        len(full),
+        len(full) - half,
+        half,
+    )
     assert res.present_refs == half
     assert set(res.forced["guards"]) == {"problem_rate", "min_share"}
 
@@ -179,30 +202,51 @@ def test_half_quarantined_snapshot_keeps_those_records_at_the_hub(run: Path,
     # nothing retired: the quarantined half keeps its records as they were, the rest updated
     assert _n_hsg(run) == n0
     assert _count(run, "SELECT count(*) FROM record_retired") == 0
-    assert _count(run, "SELECT count(*) FROM identifiers WHERE batch_id = ?",
-                  [res.batch_id]) == len(full) - half
-    kept = _q(run, "SELECT record_ref, batch_id FROM identifiers WHERE agency = ? AND "
-                   "batch_id <> ?", [AGENCY, res.batch_id])
+    assert (
+        _count(run, "SELECT count(*) FROM identifiers WHERE batch_id = ?", [res.batch_id])
+        == len(full) - half
+    )
+    kept = _q(
+        run,
+        "SELECT record_ref, batch_id FROM identifiers WHERE agency = ? AND batch_id <> ?",
+        [AGENCY, res.batch_id],
+    )
     assert sorted(r for r, _ in kept) == sorted(want)
     assert {(b,) for _, b in kept} == set(first_batch)
-    assert _count(run, "SELECT count(*) FROM payload WHERE agency = ? AND record_ref IN "
-                       "(SELECT unnest(?))", [AGENCY, want]) == half
-    assert _q(run, "SELECT present_refs, records_retired FROM batch WHERE batch_id = ?",
-              [res.batch_id]) == [(half, 0)]
+    assert (
+        _count(
+            run,
+            "SELECT count(*) FROM payload WHERE agency = ? AND record_ref IN (SELECT unnest(?))",
+            [AGENCY, want],
+        )
+        == half
+    )
+    assert _q(
+        run, "SELECT present_refs, records_retired FROM batch WHERE batch_id = ?", [res.batch_id]
+    ) == [(half, 0)]
 
 
 # --------------------------------------------------------------------------- (c)
 
 
 def test_min_share_refused_then_forced_with_reason_shown_at_the_hub(
-        run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     paths = HubPaths.for_run(run)
     full = _extract(run)
     n0 = _n_hsg(run)
     cut = int(len(full) * 0.3)
     path = _write(run, full.iloc[cut:], "smaller")
-    args = ["run", str(path), "--mapping", str(MAPPING), "--agency-dir",
-            str(run / "agency" / AGENCY), "--landing", str(run / "landing")]
+    args = [
+        "run",
+        str(path),
+        "--mapping",
+        str(MAPPING),
+        "--agency-dir",
+        str(run / "agency" / AGENCY),
+        "--landing",
+        str(run / "landing"),
+    ]
 
     assert bridge_main(args) == 2
     err = capsys.readouterr().err
@@ -214,8 +258,13 @@ def test_min_share_refused_then_forced_with_reason_shown_at_the_hub(
     assert bridge_main([*args, "--force"]) == 2
     assert bridge_main([*args, "--force", "--reason", "closed tenancy 12345678"]) == 2
     with pytest.raises(ForceReasonInvalid):
-        run_bridge(path, MAPPING, run / "agency" / AGENCY, run / "landing",
-                   force_reason="ask jo@example.org")
+        run_bridge(
+            path,
+            MAPPING,
+            run / "agency" / AGENCY,
+            run / "landing",
+            force_reason="ask jo@example.org",
+        )
     assert _landed(run) == []
 
     reason = "stock transfer: 30 percent of tenancies moved to another landlord"
@@ -235,21 +284,28 @@ def test_min_share_refused_then_forced_with_reason_shown_at_the_hub(
     (out,) = [o for o in ingest_landing(paths).outcomes if o.agency == AGENCY]
     assert (out.status, out.reason_code) == ("held", "mass_retirement")
     assert _n_hsg(run) == n0
-    assert confirm_retirement(paths, AGENCY, landed.name, "stock transfer agreed with IG",
-                              "hub operator")["would_retire"] == cut
+    assert (
+        confirm_retirement(
+            paths, AGENCY, landed.name, "stock transfer agreed with IG", "hub operator"
+        )["would_retire"]
+        == cut
+    )
     (out,) = [o for o in ingest_landing(paths, batch_dirs=[]).outcomes]
     assert out.status == "accepted"
     assert _n_hsg(run) == n0 - cut
     (forced,) = _report(run)["forced"]
-    assert (forced["agency"], forced["batch_id"], forced["forced_guards"],
-            forced["forced_reason"]) == (AGENCY, landed.name, "min_share", reason)
+    assert (
+        forced["agency"],
+        forced["batch_id"],
+        forced["forced_guards"],
+        forced["forced_reason"],
+    ) == (AGENCY, landed.name, "min_share", reason)
 
 
 # --------------------------------------------------------------------------- (d)
 
 
-def test_snapshot_retiring_90_percent_is_held_until_confirmed(run: Path,
-                                                              tmp_path: Path) -> None:
+def test_snapshot_retiring_90_percent_is_held_until_confirmed(run: Path, tmp_path: Path) -> None:
     """An agency whose own mapping lets anything through (guards off at the bridge): the hub
     applies its own copy's limit whatever the bridge did."""
     paths = HubPaths.for_run(run)
@@ -269,40 +325,82 @@ def test_snapshot_retiring_90_percent_is_held_until_confirmed(run: Path,
     assert _n_hsg(run) == n0 and _count(run, "SELECT count(*) FROM record_retired") == 0
     assert _count(run, "SELECT count(*) FROM batch WHERE batch_id = ?", [res.batch_id]) == 0
     (held,) = _report(run)["held"]
-    assert held["batch_id"] == res.batch_id and held["held_reason"].startswith(
-        "mass_retirement")
+    assert held["batch_id"] == res.batch_id and held["held_reason"].startswith("mass_retirement")
     (hold,) = _report(run)["retirement"]
     assert (hold["current_records"], hold["would_retire"], hold["confirmed_by"]) == (
-        n0, n0 - keep, None)
+        n0,
+        n0 - keep,
+        None,
+    )
 
     # Held it stays, run after run; the agency's next batch waits behind it, in order.
-    nxt = run_bridge(_write(run, full.iloc[:keep], "next"), lax_path, run / "agency" / AGENCY,
-                     run / "landing", extract_kind="delta")
+    nxt = run_bridge(
+        _write(run, full.iloc[:keep], "next"),
+        lax_path,
+        run / "agency" / AGENCY,
+        run / "landing",
+        extract_kind="delta",
+    )
     outs = [o for o in ingest_landing(paths).outcomes if o.agency == AGENCY]
     assert [(o.batch_id, o.status, o.reason_code) for o in outs] == [
-        (nxt.batch_id, "held", "sequence_gap")]
+        (nxt.batch_id, "held", "sequence_gap")
+    ]
     assert [h["batch_id"] for h in _report(run)["held"]] == [res.batch_id, nxt.batch_id]
     assert _n_hsg(run) == n0
 
     # Refused confirmations: an identifying reason, a batch not held for retirement.
-    assert sequence_main(["confirm-retirement", str(run), AGENCY, res.batch_id, "--reason",
-                          "per email bob@example.org", "--by", "ops lead"]) == 2
+    assert (
+        sequence_main(
+            [
+                "confirm-retirement",
+                str(run),
+                AGENCY,
+                res.batch_id,
+                "--reason",
+                "per email bob@example.org",
+                "--by",
+                "ops lead",
+            ]
+        )
+        == 2
+    )
     with pytest.raises(ValueError, match="not held for retirement"):
         confirm_retirement(paths, AGENCY, nxt.batch_id, "looks fine", "ops lead")
     assert _report(run)["retirement"][0]["confirmed_at"] is None
 
-    assert sequence_main(["confirm-retirement", str(run), AGENCY, res.batch_id, "--reason",
-                          "agency confirmed the caseload closure", "--by", "ops lead",
-                          "--release"]) == 0
+    assert (
+        sequence_main(
+            [
+                "confirm-retirement",
+                str(run),
+                AGENCY,
+                res.batch_id,
+                "--reason",
+                "agency confirmed the caseload closure",
+                "--by",
+                "ops lead",
+                "--release",
+            ]
+        )
+        == 0
+    )
     assert _n_hsg(run) == keep
-    assert _count(run, "SELECT count(*) FROM record_retired WHERE batch_id = ?",
-                  [res.batch_id]) == n0 - keep
-    assert _count(run, "SELECT count(*) FROM batch WHERE batch_id IN (?, ?)",
-                  [res.batch_id, nxt.batch_id]) == 2
+    assert (
+        _count(run, "SELECT count(*) FROM record_retired WHERE batch_id = ?", [res.batch_id])
+        == n0 - keep
+    )
+    assert (
+        _count(
+            run, "SELECT count(*) FROM batch WHERE batch_id IN (?, ?)", [res.batch_id, nxt.batch_id]
+        )
+        == 2
+    )
     assert _report(run)["held"] == []
     (hold,) = _report(run)["retirement"]
     assert (hold["confirmed_by"], hold["confirm_reason"]) == (
-        "ops lead", "agency confirmed the caseload closure")
+        "ops lead",
+        "agency confirmed the caseload closure",
+    )
     assert hold["applied_at"] is not None
     with pytest.raises(ValueError, match="not held for retirement"):  # once only
         confirm_retirement(paths, AGENCY, res.batch_id, "again", "ops lead")
@@ -316,12 +414,16 @@ def _forge_present(batch: Path, table: pa.Table, keys_dir: Path) -> None:
     real key: a batch HSG really could send. Sealed again (the hub's key is public)."""
     unseal_in_place(batch, keys_dir)
     pq.write_table(table, batch / "present.parquet")
-    body = {k: v for k, v in json.loads((batch / MANIFEST_NAME).read_text()).items()
-            if k != "signature"}
+    body = {
+        k: v for k, v in json.loads((batch / MANIFEST_NAME).read_text()).items() if k != "signature"
+    }
     for name in body["files"]:
         p = batch / name
-        body["files"][name] = {"sha256": sha256_file(p), "bytes": p.stat().st_size,
-                               "rows": pq.read_metadata(p).num_rows}
+        body["files"][name] = {
+            "sha256": sha256_file(p),
+            "bytes": p.stat().st_size,
+            "rows": pq.read_metadata(p).num_rows,
+        }
     key = KeyStore(batch.parents[2] / "agency" / AGENCY / "keys", AGENCY).signing_key()
     write_manifest(batch, sign_manifest(body, key))
     seal_in_place(batch, hub_public(keys_dir))
@@ -341,16 +443,22 @@ def test_forged_present_list_is_refused_whole(run: Path, claim: str) -> None:
         refs = [r for (r,) in gp]
     else:
         refs = _refs(run, full["tenancy_ref"].iloc[5:8].str.strip().tolist())
-    cols = {"record_ref": refs, "agency": [AGENCY] * len(refs),
-            "batch_id": [batch.name] * len(refs)}
+    cols = {
+        "record_ref": refs,
+        "agency": [AGENCY] * len(refs),
+        "batch_id": [batch.name] * len(refs),
+    }
     if claim == "extra_column":  # smuggling a payload field through the refs-only file
         cols["record_ref"] = _refs(run, full["tenancy_ref"].iloc[:3].str.strip().tolist())
         cols["case_notes"] = ["x"] * 3
     _forge_present(batch, pa.table(cols), paths.keys)
 
     (out,) = [o for o in ingest_landing(paths).outcomes if o.agency == AGENCY]
-    want = {"other_agency": "ref_of_another_agency", "also_updated": "present_ref_also_updated",
-            "extra_column": "column_not_in_agreement"}[claim]
+    want = {
+        "other_agency": "ref_of_another_agency",
+        "also_updated": "present_ref_also_updated",
+        "extra_column": "column_not_in_agreement",
+    }[claim]
     assert (out.status, out.reason_code) == ("refused", want), out
     assert _n_hsg(run) == n0 and _count(run, "SELECT count(*) FROM record_retired") == 0
     assert _count(run, "SELECT count(*) FROM identifiers WHERE agency = 'GP'") == n_gp

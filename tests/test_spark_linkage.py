@@ -35,9 +35,11 @@ from linkage.linkage_input import _bloom_word_sql
 from linkage.spark_linkage import to_spark_sql
 
 SPARK_SKIP = (
-    "Java is not installed (Spark needs a JVM)" if shutil.which("java") is None
+    "Java is not installed (Spark needs a JVM)"
+    if shutil.which("java") is None
     else "pyspark is not installed (pip install -e '.[spark]')"
-    if importlib.util.find_spec("pyspark") is None else None
+    if importlib.util.find_spec("pyspark") is None
+    else None
 )
 needs_spark = pytest.mark.skipif(SPARK_SKIP is not None, reason=SPARK_SKIP or "")
 
@@ -62,8 +64,7 @@ def test_model_sql_translates_dice_and_quoting() -> None:
     for older in (bit_dice_sql, legacy_dice_sql):
         assert to_spark_sql(f"{older('bf_family_name')} >= 0.6", {"bf_family_name": 16}) == out
     # The integer threshold form new models use: the same intersection over Spark's words.
-    at_least = to_spark_sql(dice_at_least_sql("bf_family_name", 5, 0.6),
-                            {"bf_family_name": 16})
+    at_least = to_spark_sql(dice_at_least_sql("bf_family_name", 5, 0.6), {"bf_family_name": 16})
     assert "bit_count(`bf_family_name__w15_l` & `bf_family_name__w15_r`)" in at_least
     assert "bf_family_name_w4" not in at_least and "`bf_family_name__pop_l`" in at_least
     # A Bloom comparison written some other way is refused rather than silently mis-scored.
@@ -97,8 +98,15 @@ def linked(orchestrated_run: Path, copy_run, tmp_path_factory: pytest.TempPathFa
     finally:
         con.close()
     spark = spark_session(shuffle_partitions=1, checkpoint_dir=run / "hub" / "spark_tmp")
-    yield {"run": run, "model": model, "hub": hub, "parquet": parquet, "spark": spark,
-           "warehouse": paths.warehouse, "ingested": ingested}
+    yield {
+        "run": run,
+        "model": model,
+        "hub": hub,
+        "parquet": parquet,
+        "spark": spark,
+        "warehouse": paths.warehouse,
+        "ingested": ingested,
+    }
     spark.stop()
     # py4j's connections log "closing" from __del__ at interpreter exit, after pytest has closed
     # the streams; keep that chatter (a logging traceback) out of the run's closing lines.
@@ -115,32 +123,44 @@ def test_spark_dice_equals_duckdb_dice_on_real_blooms(linked) -> None:
     assert words == {c: 16 for c in words} and "bf_given_name" in words
     col = "bf_given_name"
     sample = df.where(f"{col} IS NOT NULL").orderBy("unique_id").limit(60)
-    pairs = sample.alias("l").crossJoin(sample.alias("r")).selectExpr(
-        "l.unique_id AS unique_id_l", "r.unique_id AS unique_id_r",
-        *[f"l.`{c}` AS `{c}_l`" for c in sample.columns if c.startswith(col)],
-        *[f"r.`{c}` AS `{c}_r`" for c in sample.columns if c.startswith(col)],
+    pairs = (
+        sample.alias("l")
+        .crossJoin(sample.alias("r"))
+        .selectExpr(
+            "l.unique_id AS unique_id_l",
+            "r.unique_id AS unique_id_r",
+            *[f"l.`{c}` AS `{c}_l`" for c in sample.columns if c.startswith(col)],
+            *[f"r.`{c}` AS `{c}_r`" for c in sample.columns if c.startswith(col)],
+        )
     )
     levels = (0.4, 0.6, 0.85)
     got = pairs.selectExpr(
-        "unique_id_l", "unique_id_r", f"{spark_dice_sql(col, words[col])} AS dice",
-        *[f"{to_spark_sql(dice_at_least_sql(col, 5, t), words)} AS at_{i}"
-          for i, t in enumerate(levels)]).toPandas()
+        "unique_id_l",
+        "unique_id_r",
+        f"{spark_dice_sql(col, words[col])} AS dice",
+        *[
+            f"{to_spark_sql(dice_at_least_sql(col, 5, t), words)} AS at_{i}"
+            for i, t in enumerate(levels)
+        ],
+    ).toPandas()
     con = duckdb.connect()
     n = bloom_word_count_for(64)
     cols = [*(bloom_word_column(col, i) for i in range(n)), f"pop_{col}"]
-    con.execute("CREATE TABLE s AS SELECT unique_id, "
-                + ", ".join(f'{_bloom_word_sql(col, i)} AS "{bloom_word_column(col, i)}"'
-                            for i in range(n))
-                + f', bit_count(CAST({col} AS BIT)) AS "pop_{col}" '
-                f"FROM read_parquet(?) s WHERE {col} IS NOT NULL ORDER BY unique_id LIMIT 60",
-                [str(linked["parquet"])])
+    con.execute(
+        "CREATE TABLE s AS SELECT unique_id, "
+        + ", ".join(f'{_bloom_word_sql(col, i)} AS "{bloom_word_column(col, i)}"' for i in range(n))
+        + f', bit_count(CAST({col} AS BIT)) AS "pop_{col}" '
+        f"FROM read_parquet(?) s WHERE {col} IS NOT NULL ORDER BY unique_id LIMIT 60",
+        [str(linked["parquet"])],
+    )
     sides = ", ".join(f'{side}."{c}" AS "{c}_{side}"' for side in "lr" for c in cols)
     want = con.execute(
         f"SELECT unique_id_l, unique_id_r, {dice_sql(col, n)} AS dice, "
         + ", ".join(f"{dice_at_least_sql(col, n, t)} AS at_{i}" for i, t in enumerate(levels))
         + " FROM ("
         f"SELECT l.unique_id AS unique_id_l, r.unique_id AS unique_id_r, {sides} "
-        "FROM s l, s r)").df()
+        "FROM s l, s r)"
+    ).df()
     m = got.merge(want, on=["unique_id_l", "unique_id_r"], suffixes=("_spark", "_duck"))
     assert len(m) == 3600
     assert (m["dice_spark"] == m["dice_duck"]).all()
@@ -161,13 +181,28 @@ def _clerical(con: duckdb.DuckDBPyConnection, run_id: str) -> pd.DataFrame:
     left = q["agency_l"] + ":" + q["record_ref_l"]
     right = q["agency_r"] + ":" + q["record_ref_r"]
     q["pair"] = [tuple(sorted(p)) for p in zip(left, right, strict=True)]
-    return q.drop(columns=["run_id", "record_ref_l", "agency_l", "record_ref_r", "agency_r",
-                           "person_id_l", "person_id_r"]).set_index("pair").sort_index()
+    return (
+        q.drop(
+            columns=[
+                "run_id",
+                "record_ref_l",
+                "agency_l",
+                "record_ref_r",
+                "agency_r",
+                "person_id_l",
+                "person_id_r",
+            ]
+        )
+        .set_index("pair")
+        .sort_index()
+    )
 
 
 SPARK_RUN = "scheduled__2025-01-02T00:00:00+00:00"  # an Airflow run id: ':' and '+' in paths
-RECORD_PERSON = ("SELECT agency || ':' || record_ref AS unique_id, person_id, band, score, "
-                 "run_id FROM record_person ORDER BY unique_id")
+RECORD_PERSON = (
+    "SELECT agency || ':' || record_ref AS unique_id, person_id, band, score, "
+    "run_id FROM record_person ORDER BY unique_id"
+)
 
 
 @pytest.fixture(scope="module")
@@ -190,7 +225,10 @@ def spark_run(linked):
     con = duckdb.connect(str(paths.warehouse))
     try:
         out = {
-            "summary": summary, "again": again, "seconds": seconds, "paths": paths,
+            "summary": summary,
+            "again": again,
+            "seconds": seconds,
+            "paths": paths,
             "run": _table(con, "SELECT * FROM linkage_run WHERE run_id = ?", SPARK_RUN),
             "models": _table(con, "SELECT * FROM linkage_model"),
             "record_person": _table(con, RECORD_PERSON),
@@ -198,8 +236,9 @@ def spark_run(linked):
             "clerical": _clerical(con, SPARK_RUN),
         }
         out["model"] = stored_model(con, out["run"].iloc[0]["model_version"])
-        out["duck"] = link_persons(con, "duck-spark-model",
-                                   LinkageSettings(model=out["model"], show_progress=False))
+        out["duck"] = link_persons(
+            con, "duck-spark-model", LinkageSettings(model=out["model"], show_progress=False)
+        )
         out["duck_record_person"] = _table(con, RECORD_PERSON)
         out["duck_clerical"] = _clerical(con, "duck-spark-model")
     finally:
@@ -211,14 +250,20 @@ def spark_run(linked):
 def test_pipeline_link_stage_runs_on_spark_when_configured(spark_run) -> None:
     summary, run = spark_run["summary"], spark_run["run"]
     assert len(run) == 1 and run.iloc[0]["mode"] == "spark"
-    assert summary["run_id"] == SPARK_RUN and summary["model_version"] == run.iloc[0][
-        "model_version"]
+    assert (
+        summary["run_id"] == SPARK_RUN and summary["model_version"] == run.iloc[0]["model_version"]
+    )
     # Trained on Spark in this run, stored like a DuckDB-trained model.
     models = spark_run["models"]
     mine = models[models["model_version"] == summary["model_version"]]
     assert list(mine["created_run_id"]) == [SPARK_RUN]
     assert set(json.loads(run.iloc[0]["timings_json"])) == {
-        "prepare", "train", "predict", "cluster", "persist"}
+        "prepare",
+        "train",
+        "predict",
+        "cluster",
+        "persist",
+    }
     # Every record placed; persons, bands and the clerical queue written.
     rp = spark_run["record_person"]
     assert len(rp) == summary["n_records"] > 2000 and (rp["run_id"] == SPARK_RUN).all()
@@ -230,8 +275,10 @@ def test_pipeline_link_stage_runs_on_spark_when_configured(spark_run) -> None:
     # The exported input and the checkpoints do not outlive the run.
     work = spark_run["paths"].hub / "spark"
     assert not [p for p in work.rglob("*") if p.is_file()]
-    print(f"spark link stage (training on Spark): {spark_run['seconds']:.1f} s, "
-          f"timings {run.iloc[0]['timings_json']}")
+    print(
+        f"spark link stage (training on Spark): {spark_run['seconds']:.1f} s, "
+        f"timings {run.iloc[0]['timings_json']}"
+    )
 
 
 @needs_spark
@@ -249,7 +296,8 @@ def test_spark_run_writes_what_duckdb_writes_with_the_same_model(spark_run) -> N
     assert duck.n_new_persons == 0 and duck.n_retired_persons == 0
     assert list(duck_rp["band"]) == list(spark_rp["band"])
     assert duck_rp["score"].fillna(-1).to_numpy() == pytest.approx(
-        spark_rp["score"].fillna(-1).to_numpy(), abs=1e-9)
+        spark_rp["score"].fillna(-1).to_numpy(), abs=1e-9
+    )
     assert duck.n_scored_pairs == spark_run["summary"]["n_scored_pairs"]
     assert duck.n_auto_pairs == spark_run["summary"]["n_auto_pairs"]
     # Clerical queue: the same pairs with the same evidence (gamma levels, weights).
@@ -269,8 +317,7 @@ def test_spark_trained_model_is_a_duckdb_model_that_agrees(spark_run, linked) ->
     from linkage.person_linkage import load_model, model_to_json
 
     spark_model, duck_model = spark_run["model"], linked["model"]
-    assert load_model(model_to_json(spark_model))["settings_hash"] == spark_model[
-        "settings_hash"]
+    assert load_model(model_to_json(spark_model))["settings_hash"] == spark_model["settings_hash"]
 
     # DuckDB SQL and the same comparisons and rules: only the prior and m/u values differ.
     def shape(model: dict) -> dict:
@@ -289,11 +336,15 @@ def test_spark_trained_model_is_a_duckdb_model_that_agrees(spark_run, linked) ->
     # Spark-trained vs DuckDB-trained model: the two partitions agree pairwise.
     agree = pairwise_metrics(
         spark_run["record_person"].rename(columns={"person_id": "cluster_id"}),
-        linked["hub"], key="unique_id")
+        linked["hub"],
+        key="unique_id",
+    )
     assert agree.tp > 500
     assert agree.f1 >= 0.99, agree
-    print(f"Spark-trained vs DuckDB-trained partition: pairwise P {agree.precision:.4f} "
-          f"R {agree.recall:.4f} F1 {agree.f1:.4f} over {agree.tp:.0f} shared pairs")
+    print(
+        f"Spark-trained vs DuckDB-trained partition: pairwise P {agree.precision:.4f} "
+        f"R {agree.recall:.4f} F1 {agree.f1:.4f} over {agree.tp:.0f} shared pairs"
+    )
 
 
 def test_link_backend_switch_reads_the_environment(monkeypatch, tmp_path: Path) -> None:
@@ -317,7 +368,10 @@ def test_link_backend_switch_reads_the_environment(monkeypatch, tmp_path: Path) 
     monkeypatch.setenv("JOINEDUP_SPARK_PARTITIONS", "64")
     cluster = SparkConfig.from_env(tmp_path / "hub")
     assert (cluster.master, cluster.work_dir, cluster.shuffle_partitions) == (
-        "spark://hub-spark:7077", tmp_path / "shared", 64)
+        "spark://hub-spark:7077",
+        tmp_path / "shared",
+        64,
+    )
     monkeypatch.setenv("JOINEDUP_SPARK_PARTITIONS", "many")
     with pytest.raises(ValueError, match="JOINEDUP_SPARK_PARTITIONS: 'many'"):
         SparkConfig.from_env(tmp_path / "hub")
@@ -330,10 +384,17 @@ def test_bloom_of_wrong_length_names_file_row_and_field(linked, tmp_path: Path) 
     from linkage.spark_linkage import load_input
 
     bad = tmp_path / "identifiers.parquet"
-    pd.DataFrame({
-        "unique_id": ["GP:a", "GP:b", "GP:c"], "agency": ["GP"] * 3,
-        "record_ref": ["a", "b", "c"], "bf_family_name": [b"\x01" * 64, b"\x02" * 64, b"\x03" * 60],
-    }).to_parquet(bad, index=False)
-    with pytest.raises(ValueError, match=r"identifiers\.parquet: row agency=GP record_ref=c "
-                                         r"field bf_family_name: Bloom filter of 60 bytes"):
+    pd.DataFrame(
+        {
+            "unique_id": ["GP:a", "GP:b", "GP:c"],
+            "agency": ["GP"] * 3,
+            "record_ref": ["a", "b", "c"],
+            "bf_family_name": [b"\x01" * 64, b"\x02" * 64, b"\x03" * 60],
+        }
+    ).to_parquet(bad, index=False)
+    with pytest.raises(
+        ValueError,
+        match=r"identifiers\.parquet: row agency=GP record_ref=c "
+        r"field bf_family_name: Bloom filter of 60 bytes",
+    ):
         load_input(linked["spark"], bad)

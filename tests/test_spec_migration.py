@@ -38,8 +38,9 @@ def _old_spec(path: Path) -> Path:
 
 def _bridge(run: Path, code: str) -> None:
     mappings = load_all_mappings(HubPaths.for_run(run).mappings)
-    run_bridge(resolve_extract(code, base=run), mappings[code].path, run / "agency" / code,
-               run / "landing")
+    run_bridge(
+        resolve_extract(code, base=run), mappings[code].path, run / "agency" / code, run / "landing"
+    )
 
 
 def _persons(paths: HubPaths, run_id: str) -> dict[str, str]:
@@ -59,7 +60,8 @@ def _columns(paths: HubPaths, table: str) -> set[str]:
 
 
 def test_spec_change_waits_for_every_agency_then_drops_old_columns(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     run = tmp_path / "run"
     generate_population(run / "population", seed=5, people=200)
     provision_partnership(run, CODES)

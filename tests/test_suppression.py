@@ -24,8 +24,13 @@ from linkage.disclosure import (
 def _grid(values: list[int], n_rows: int, dims: tuple[str, str] = ("a", "b")) -> pd.DataFrame:
     n_cols = len(values) // n_rows
     keys = list(itertools.product(range(n_rows), range(n_cols)))
-    return pd.DataFrame({dims[0]: [f"r{r}" for r, _ in keys], dims[1]: [f"c{c}" for _, c in keys],
-                         "n": values[: len(keys)]})
+    return pd.DataFrame(
+        {
+            dims[0]: [f"r{r}" for r, _ in keys],
+            dims[1]: [f"c{c}" for _, c in keys],
+            "n": values[: len(keys)],
+        }
+    )
 
 
 def _assert_safe(raw: pd.DataFrame, out: pd.DataFrame, dims: list[str], t: int) -> None:
@@ -67,10 +72,10 @@ def _assert_safe(raw: pd.DataFrame, out: pd.DataFrame, dims: list[str], t: int) 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(rows=st.integers(1, 5), cols=st.integers(1, 5), t=st.integers(2, 12), data=st.data())
-def test_property_no_cell_or_difference_reveals_a_small_count(rows: int, cols: int, t: int,
-                                                              data: st.DataObject) -> None:
-    values = data.draw(st.lists(st.integers(0, 40), min_size=rows * cols,
-                                max_size=rows * cols))
+def test_property_no_cell_or_difference_reveals_a_small_count(
+    rows: int, cols: int, t: int, data: st.DataObject
+) -> None:
+    values = data.draw(st.lists(st.integers(0, 40), min_size=rows * cols, max_size=rows * cols))
     raw = _grid(values, rows)
     out = suppress(raw, ["a", "b"], threshold=t)
     _assert_safe(raw, out, ["a", "b"], t)
@@ -88,8 +93,14 @@ def test_property_one_dimension(values: list[int], t: int) -> None:
 @given(values=st.lists(st.integers(0, 25), min_size=8, max_size=8))
 def test_property_three_dimensions(values: list[int]) -> None:
     keys = list(itertools.product("xy", "pq", "uv"))
-    raw = pd.DataFrame({"a": [k[0] for k in keys], "b": [k[1] for k in keys],
-                        "c": [k[2] for k in keys], "n": values})
+    raw = pd.DataFrame(
+        {
+            "a": [k[0] for k in keys],
+            "b": [k[1] for k in keys],
+            "c": [k[2] for k in keys],
+            "n": values,
+        }
+    )
     out = suppress(raw, ["a", "b", "c"], threshold=10)
     _assert_safe(raw, out, ["a", "b", "c"], 10)
 
@@ -139,17 +150,25 @@ def test_check_flags_small_cell_lone_suppression_and_bad_totals(tmp_path: Path) 
     con.execute("CREATE TABLE sneaky (record_ref VARCHAR)")
     con.close()
     rules = {v.rule for v in check_marts(path)}
-    assert {"small_cell", "lone_suppressed_cell", "total_not_from_published",
-            "uncatalogued"} <= rules
+    assert {
+        "small_cell",
+        "lone_suppressed_cell",
+        "total_not_from_published",
+        "uncatalogued",
+    } <= rules
     assert main(["check", str(path)]) == 1
     assert main(["check", str(tmp_path / "absent.duckdb")]) == 2
 
 
 def test_total_of_an_all_suppressed_group_is_withheld_not_zero(tmp_path: Path) -> None:
     """Ages 16-17 with 36 people spread thinly over every cell: the total is not a false 0."""
-    raw = pd.DataFrame({"age": ["16-17"] * 6 + ["5-10"] * 2,
-                        "flag": ["a", "b", "c", "d", "e", "f", "g", "h"],
-                        "n": [6, 6, 6, 6, 6, 6, 40, 50]})
+    raw = pd.DataFrame(
+        {
+            "age": ["16-17"] * 6 + ["5-10"] * 2,
+            "flag": ["a", "b", "c", "d", "e", "f", "g", "h"],
+            "n": [6, 6, 6, 6, 6, 6, 40, 50],
+        }
+    )
     cells = suppress(raw, ["age", "flag"], 10)
     tot = totals(cells, ["age", "flag"])
     row = tot[(tot["total_over"] == "flag") & (tot["age"] == "16-17")].iloc[0]
@@ -164,7 +183,9 @@ def test_total_of_an_all_suppressed_group_is_withheld_not_zero(tmp_path: Path) -
     assert check_marts(path) == []
     # The old behaviour, a 0 where every cell was withheld, is caught as a breach.
     con = duckdb.connect(str(path))
-    con.execute("UPDATE agg_age_totals SET n = 0, suppressed = false "
-                "WHERE total_over = 'flag' AND age = '16-17'")
+    con.execute(
+        "UPDATE agg_age_totals SET n = 0, suppressed = false "
+        "WHERE total_over = 'flag' AND age = '16-17'"
+    )
     con.close()
     assert "false_zero" in {v.rule for v in check_marts(path)}

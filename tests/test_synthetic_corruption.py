@@ -15,10 +15,20 @@ from synthetic_data.generate import generate_population
 from synthetic_data.names import NICKNAMES
 
 # High rates so a small population gives enough events to measure.
-RATES = CorruptionRates(typo=0.1, transposition=0.05, nickname=0.2, name_swap=0.04,
-                        stale_surname=0.5, case_noise=0.1, whitespace_noise=0.1,
-                        dob_day_month_swap=0.2, dob_default=0.05, missing=0.1,
-                        stale_address=0.4, postcode_typo=0.06)
+RATES = CorruptionRates(
+    typo=0.1,
+    transposition=0.05,
+    nickname=0.2,
+    name_swap=0.04,
+    stale_surname=0.5,
+    case_noise=0.1,
+    whitespace_noise=0.1,
+    dob_day_month_swap=0.2,
+    dob_default=0.05,
+    missing=0.1,
+    stale_address=0.4,
+    postcode_typo=0.06,
+)
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +39,9 @@ def noisy(tmp_path_factory) -> Path:
 
 
 def _norm(s: pd.Series) -> pd.Series:
-    return s.astype(object).map(lambda x: " ".join(x.split()).casefold()
-                                if isinstance(x, str) else None)
+    return s.astype(object).map(
+        lambda x: " ".join(x.split()).casefold() if isinstance(x, str) else None
+    )
 
 
 def _close(measured: float, expected: float, n: int) -> bool:
@@ -60,8 +71,12 @@ def test_gp_rates_match_configuration(noisy):
     # DOB: day/month swaps among swappable dates, 01/01 defaults, otherwise exact
     clean = pd.to_datetime(d["clean_date_of_birth"])
     got = pd.to_datetime(d["DOB"], format="%Y-%m-%d")
-    default = (got.dt.month == 1) & (got.dt.day == 1) & (got.dt.year == clean.dt.year) & ~(
-        (clean.dt.month == 1) & (clean.dt.day == 1))
+    default = (
+        (got.dt.month == 1)
+        & (got.dt.day == 1)
+        & (got.dt.year == clean.dt.year)
+        & ~((clean.dt.month == 1) & (clean.dt.day == 1))
+    )
     assert _close(default.mean(), r.dob_default, n), (default.mean(), r.dob_default)
     swappable = (clean.dt.day <= 12) & (clean.dt.day != clean.dt.month) & ~default
     swapped = (got.dt.day == clean.dt.month) & (got.dt.month == clean.dt.day)
@@ -73,8 +88,12 @@ def test_gp_rates_match_configuration(noisy):
     # stale addresses among households that moved; postcode typos against the shown address
     addrs = pd.read_parquet(noisy / "ground_truth" / "addresses.parquet").set_index("address_id")
     moved = (d["prev_address_id"] >= 0) & d["AddressLine1"].notna()
-    prev_line = _norm(pd.Series(addrs.loc[d.loc[moved, "prev_address_id"], "address_line_1"]
-                                .to_numpy(), index=d.index[moved]))
+    prev_line = _norm(
+        pd.Series(
+            addrs.loc[d.loc[moved, "prev_address_id"], "address_line_1"].to_numpy(),
+            index=d.index[moved],
+        )
+    )
     stale = (_norm(d.loc[moved, "AddressLine1"]) == prev_line).mean()
     assert _close(stale, r.stale_address, int(moved.sum())), (stale, r.stale_address)
     pc_ok = d["Postcode"].notna()
@@ -84,7 +103,7 @@ def test_gp_rates_match_configuration(noisy):
 
     # surnames: old (maiden) surname among those who have one
     maiden = d["clean_other_names"].notna() & ~d["cor_name_swap"]
-    used_old = (_norm(d.loc[maiden, "Surname"]) == _norm(d.loc[maiden, "clean_other_names"]))
+    used_old = _norm(d.loc[maiden, "Surname"]) == _norm(d.loc[maiden, "clean_other_names"])
     assert _close(used_old.mean(), r.stale_surname, int(maiden.sum())), (used_old.mean(), r)
 
     # typos/transpositions change the family name (case and spacing aside)
@@ -95,17 +114,20 @@ def test_gp_rates_match_configuration(noisy):
 
     # nicknames and variants instead of the formal given name
     formal = d["clean_given_name"].isin(list(NICKNAMES)) & ~d["cor_name_swap"]
-    nick = [isinstance(g, str) and " ".join(g.split()).casefold() in
-            {v.casefold() for v in NICKNAMES[c]}
-            for g, c in zip(d.loc[formal, "Forename"], d.loc[formal, "clean_given_name"],
-                            strict=True)]
+    nick = [
+        isinstance(g, str)
+        and " ".join(g.split()).casefold() in {v.casefold() for v in NICKNAMES[c]}
+        for g, c in zip(d.loc[formal, "Forename"], d.loc[formal, "clean_given_name"], strict=True)
+    ]
     # a later typo can hide a nickname, hence the (1 - typo) factor
     nick_rate = float(np.mean(nick))
     assert _close(nick_rate, r.nickname * (1 - expected), int(formal.sum())), (nick_rate, r)
 
     # capitals: agencies sometimes type a surname in upper case
-    upper = d.loc[plain, "Surname"].str.strip().str.isupper() & ~d.loc[
-        plain, "clean_family_name"].str.isupper()
+    upper = (
+        d.loc[plain, "Surname"].str.strip().str.isupper()
+        & ~d.loc[plain, "clean_family_name"].str.isupper()
+    )
     assert _close(upper.mean(), r.case_noise * 0.75, int(plain.sum()))
 
 

@@ -84,13 +84,17 @@ def test_messy_is_deterministic_and_recorded(messy: dict, tmp_path: Path) -> Non
 def test_missing_given_names_and_placeholders(messy: dict) -> None:
     r = messy["records"]
     has_given = r["agency"].isin(["GP", "SCH", "CSC", "POL", "HSG", "EH", "HV"])
-    _near(int(r.loc[has_given, "cor_missing_given_name"].sum()), int(has_given.sum()),
-          RATES.missing_given_name)
+    _near(
+        int(r.loc[has_given, "cor_missing_given_name"].sum()),
+        int(has_given.sum()),
+        RATES.missing_given_name,
+    )
     p = messy["persons"].set_index("person_id")
     age = r["person_id"].map(p["age"])
     infant = has_given & (age < 0.25) & ~r["cor_missing_given_name"]
-    _near(int((r["cor_placeholder_name"] & infant).sum()), int(infant.sum()),
-          RATES.placeholder_infant)
+    _near(
+        int((r["cor_placeholder_name"] & infant).sum()), int(infant.sum()), RATES.placeholder_infant
+    )
     # the placeholder is in the extract itself
     sch = pd.read_csv(messy["out"] / "extracts" / "GP" / "gp_registrations.csv", dtype=str)
     gp = r[r["agency"] == "GP"].set_index("record_id")
@@ -112,14 +116,15 @@ def test_copied_household_identifiers(messy: dict) -> None:
         return -1
 
     gp = r[r["agency"] == "GP"].copy()
-    gp["parent"] = [resident_parent(int(x)) if p.at[x, "age"] < 18 else -1
-                    for x in gp["person_id"]]
-    eligible = (gp["parent"] >= 0) & (gp["parent"].map(
-        lambda x: p.at[x, "nhs_number"] if x >= 0 else -1) >= 0)
+    gp["parent"] = [resident_parent(int(x)) if p.at[x, "age"] < 18 else -1 for x in gp["person_id"]]
+    eligible = (gp["parent"] >= 0) & (
+        gp["parent"].map(lambda x: p.at[x, "nhs_number"] if x >= 0 else -1) >= 0
+    )
     _near(int(gp.loc[eligible, "cor_copied_nhs"].sum()), int(eligible.sum()), RATES.copied_nhs)
     # the child's GP record carries the parent's NHS number, same surname and address lines
-    ext = pd.read_csv(messy["out"] / "extracts" / "GP" / "gp_registrations.csv",
-                      dtype=str).set_index("PatientID")
+    ext = pd.read_csv(
+        messy["out"] / "extracts" / "GP" / "gp_registrations.csv", dtype=str
+    ).set_index("PatientID")
     copied = gp[gp["cor_copied_nhs"]]
     assert len(copied) >= 3
     for _, row in copied.iterrows():
@@ -132,11 +137,17 @@ def test_day_month_swaps_postcode_typos_missing_nhs(messy: dict) -> None:
     sch = r[r["agency"] == "SCH"]  # quality factor 1.0: the base rate itself
     dob = pd.to_datetime(sch["clean_date_of_birth"])
     swappable = (dob.dt.day <= 12) & (dob.dt.day != dob.dt.month) & ~sch["cor_dob_default"]
-    _near(int(sch.loc[swappable, "cor_dob_swap"].sum()), int(swappable.sum()),
-          MESSY_RATES.dob_day_month_swap)
+    _near(
+        int(sch.loc[swappable, "cor_dob_swap"].sum()),
+        int(swappable.sum()),
+        MESSY_RATES.dob_day_month_swap,
+    )
     has_pc = sch["clean_postcode"].notna()
-    _near(int(sch.loc[has_pc, "cor_postcode_typo"].sum()), int(has_pc.sum()),
-          MESSY_RATES.postcode_typo)
+    _near(
+        int(sch.loc[has_pc, "cor_postcode_typo"].sum()),
+        int(has_pc.sum()),
+        MESSY_RATES.postcode_typo,
+    )
     gp = r[(r["agency"] == "GP") & r["clean_nhs_number"].notna() & ~r["cor_copied_nhs"]]
     # GP quality 0.5: base missing 0.025, then the messy profile's own 0.05 on the rest
     expected = 1 - (1 - MESSY_RATES.missing * 0.5) * (1 - RATES.missing_nhs)
@@ -154,8 +165,9 @@ def test_flats_in_shared_buildings(messy: dict) -> None:
     # the flat goes in address line 1 in every style real exports use
     r = messy["records"]
     styled = r[r["cor_flat_style"] & (r["agency"] == "GP")]
-    ext = pd.read_csv(messy["out"] / "extracts" / "GP" / "gp_registrations.csv",
-                      dtype=str).set_index("PatientID")
+    ext = pd.read_csv(
+        messy["out"] / "extracts" / "GP" / "gp_registrations.csv", dtype=str
+    ).set_index("PatientID")
     line1 = ext.loc[styled["record_id"], "AddressLine1"].str.strip()
     assert line1.str.match(r"^\d+/\d+ ").any()
     assert line1.str.match(r"(?i)^flat \d+ \d+ ").any()
@@ -165,12 +177,16 @@ def test_group_quarters(messy: dict) -> None:
     a, hh = messy["addresses"], messy["households"]
     kinds = hh.merge(a[["address_id", "address_kind"]], on="address_id")
     n_people = len(messy["persons"])
-    for kind, rate in (("care_home", RATES.care_home_persons),
-                       ("hostel", RATES.hostel_persons), ("refuge", RATES.refuge_persons)):
+    for kind, rate in (
+        ("care_home", RATES.care_home_persons),
+        ("hostel", RATES.hostel_persons),
+        ("refuge", RATES.refuge_persons),
+    ):
         at = kinds[kinds["address_kind"] == kind]
         assert len(at) >= 2, kind
-        per_address = at.groupby("address_id").agg(n_hh=("household_id", "size"),
-                                                   people=("size", "sum"))
+        per_address = at.groupby("address_id").agg(
+            n_hh=("household_id", "size"), people=("size", "sum")
+        )
         # many unrelated households at one address, each its own household in ground truth
         assert (per_address["people"] >= 10).all(), kind
         assert (per_address["n_hh"] >= 2).all(), kind
@@ -179,6 +195,12 @@ def test_group_quarters(messy: dict) -> None:
     assert (care["size"] == 1).all()
     refuge = kinds[kinds["address_kind"] == "refuge"]
     assert (refuge["household_type"] == "single_parent").all()
-    assert np.isin(a.loc[a["address_kind"] == "care_home", "address_line_1"].str.extract(
-        r"^(.*?),")[0], ["Rosewood Care Home", "Ashfield Nursing Home",
-                         "Meadowbank Residential Home", "Holly Lodge Care Home"]).all()
+    assert np.isin(
+        a.loc[a["address_kind"] == "care_home", "address_line_1"].str.extract(r"^(.*?),")[0],
+        [
+            "Rosewood Care Home",
+            "Ashfield Nursing Home",
+            "Meadowbank Residential Home",
+            "Holly Lodge Care Home",
+        ],
+    ).all()

@@ -25,8 +25,11 @@ POSTCODE = re.compile(r"^BD\d{1,2} \d[ABD-HJLNP-UW-Z]{2}$")
 
 
 def _hashes(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +50,14 @@ def read_extract(root: Path, code: str) -> pd.DataFrame:
     assert len(files) == 1, files
     if m["source"]["format"] == "parquet":
         return pd.read_parquet(files[0])
-    return pd.read_csv(files[0], sep=m["source"]["delimiter"], encoding=m["source"]["encoding"],
-                       dtype=str, keep_default_na=False, na_values=[""])
+    return pd.read_csv(
+        files[0],
+        sep=m["source"]["delimiter"],
+        encoding=m["source"]["encoding"],
+        dtype=str,
+        keep_default_na=False,
+        na_values=[""],
+    )
 
 
 def source_of(code: str, field: str, person: str = "subject") -> str:
@@ -79,8 +88,15 @@ def test_household_sizes_and_shapes(pop):
     assert 0.2 <= share[1] <= 0.38
     assert 0.25 <= share[2] <= 0.42
     assert share[share.index >= 5].sum() < 0.2
-    assert set(hh["household_type"]) == {"single", "couple", "couple_children", "single_parent",
-                                         "blended", "multigen", "house_share"}
+    assert set(hh["household_type"]) == {
+        "single",
+        "couple",
+        "couple_children",
+        "single_parent",
+        "blended",
+        "multigen",
+        "house_share",
+    }
     # a share of households have an address history (they moved)
     hist = pd.read_parquet(pop / "ground_truth" / "address_history.parquet")
     moves = hist.groupby("household_id").size()
@@ -102,8 +118,10 @@ def test_twins_non_resident_parents_and_names(pop):
     assert len(apart) >= 20
     hh = pd.read_parquet(pop / "ground_truth" / "households.parquet").set_index("household_id")
     dads = p.loc[apart["father_id"]]
-    assert (hh.loc[dads["household_id"], "address_id"].to_numpy()
-            != hh.loc[apart["household_id"], "address_id"].to_numpy()).all()
+    assert (
+        hh.loc[dads["household_id"], "address_id"].to_numpy()
+        != hh.loc[apart["household_id"], "address_id"].to_numpy()
+    ).all()
     # heavy-tailed names, maiden names kept, compound and non-ASCII surnames/given names
     top = p["family_name"].value_counts(normalize=True)
     assert top.iloc[0] > 0.03 and top.iloc[0] > 5 * top.median()
@@ -179,8 +197,11 @@ def test_mapping_files_match_extracts(pop):
             with f.open(encoding=m["source"]["encoding"], newline="") as fh:
                 header = next(csv.reader(fh, delimiter=m["source"]["delimiter"]))
         assert header == listed, code
-        subject_ids = [c for c in m["columns"]
-                       if c.get("field") == "record_id" and c.get("person", "subject") == "subject"]
+        subject_ids = [
+            c
+            for c in m["columns"]
+            if c.get("field") == "record_id" and c.get("person", "subject") == "subject"
+        ]
         assert len(subject_ids) == 1
         for c in m["columns"]:
             if c["class"] == "identifier":
@@ -229,12 +250,15 @@ def test_consent_rows_include_withdrawals(pop):
     assert set(eh["ConsentStatus"]) == {"given", "refused", "withdrawn"}
     wd = eh[eh["ConsentStatus"] == "withdrawn"]
     for _, row in wd.iterrows():
-        prior = eh[(eh["person_id"] == row["person_id"])
-                   & (eh["ConsentPurpose"] == row["ConsentPurpose"])
-                   & (eh["ConsentStatus"] == "given")]
+        prior = eh[
+            (eh["person_id"] == row["person_id"])
+            & (eh["ConsentPurpose"] == row["ConsentPurpose"])
+            & (eh["ConsentStatus"] == "given")
+        ]
         assert len(prior) == 1
-        assert (pd.to_datetime(prior["ConsentDate"], format="%d/%m/%Y").iloc[0]
-                < pd.to_datetime(row["ConsentDate"], format="%d/%m/%Y"))
+        assert pd.to_datetime(prior["ConsentDate"], format="%d/%m/%Y").iloc[0] < pd.to_datetime(
+            row["ConsentDate"], format="%d/%m/%Y"
+        )
 
 
 def test_police_estimated_dobs(pop):
@@ -259,9 +283,13 @@ def test_cli_generate_and_bad_rates(tmp_path, capsys):
 def test_records_truth_columns_are_consistent(pop):
     truth = pd.read_parquet(pop / "ground_truth" / "records.parquet")
     persons = pd.read_parquet(pop / "ground_truth" / "persons.parquet").set_index("person_id")
-    assert (persons.loc[truth["person_id"], "household_id"].to_numpy()
-            == truth["household_id"].to_numpy()).all()
-    assert (persons.loc[truth["person_id"], "given_name"].to_numpy()
-            == truth["clean_given_name"].to_numpy()).all()
+    assert (
+        persons.loc[truth["person_id"], "household_id"].to_numpy()
+        == truth["household_id"].to_numpy()
+    ).all()
+    assert (
+        persons.loc[truth["person_id"], "given_name"].to_numpy()
+        == truth["clean_given_name"].to_numpy()
+    ).all()
     assert np.issubdtype(truth["cor_typo_family_name"].dtype, np.bool_)
     _ = io

@@ -11,8 +11,16 @@ from pathlib import Path
 from packaging.requirements import Requirement
 
 ROOT = Path(__file__).resolve().parents[1]
-HUB_ONLY_MODULES = {"linkage", "governance", "dags", "duckdb", "splink", "airflow", "sqlalchemy",
-                    "fastapi"}
+HUB_ONLY_MODULES = {
+    "linkage",
+    "governance",
+    "dags",
+    "duckdb",
+    "splink",
+    "airflow",
+    "sqlalchemy",
+    "fastapi",
+}
 HUB_ONLY_DISTS = {"apache-airflow", "apache-airflow-core", "splink", "duckdb"}
 
 
@@ -47,8 +55,7 @@ def _closure(requirements: list[Requirement], extras: set[str]) -> set[str]:
     while todo:
         req = todo.pop()
         env_extras = extras if _norm(req.name) == "joinedup" else set()
-        if req.marker and not any(
-                req.marker.evaluate({"extra": e}) for e in (env_extras or {""})):
+        if req.marker and not any(req.marker.evaluate({"extra": e}) for e in (env_extras or {""})):
             continue
         name = _norm(req.name)
         if name in seen:
@@ -60,8 +67,11 @@ def _closure(requirements: list[Requirement], extras: set[str]) -> set[str]:
             continue
         for raw in dist.requires or []:
             sub = Requirement(raw)
-            if sub.marker is None or sub.marker.evaluate({"extra": ""}) or any(
-                    sub.marker.evaluate({"extra": e}) for e in req.extras):
+            if (
+                sub.marker is None
+                or sub.marker.evaluate({"extra": ""})
+                or any(sub.marker.evaluate({"extra": e}) for e in req.extras)
+            ):
                 todo.append(sub)
     return seen
 
@@ -83,7 +93,16 @@ def test_bridge_imports_work_in_a_python_c_program() -> None:
     import sys
 
     proc = subprocess.run(
-        [sys.executable, "-W", "ignore", "-c",
-         "import great_expectations, ig_bridge.split; print('bridge imports ok')"],
-        capture_output=True, text=True, timeout=300, check=False)
+        [
+            sys.executable,
+            "-W",
+            "ignore",
+            "-c",
+            "import great_expectations, ig_bridge.split; print('bridge imports ok')",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert proc.returncode == 0 and "bridge imports ok" in proc.stdout, proc.stderr[-2000:]

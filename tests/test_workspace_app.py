@@ -45,8 +45,9 @@ def csrf(html: str) -> str:
 
 def sign_in(c: TestClient, user: str = "sw1", password: str = PASSWORD) -> TestClient:
     page = c.get("/sign-in")
-    r = c.post("/sign-in", data={"username": user, "password": password,
-                                 "csrf_token": csrf(page.text)})
+    r = c.post(
+        "/sign-in", data={"username": user, "password": password, "csrf_token": csrf(page.text)}
+    )
     assert r.status_code == 303 and r.headers["location"] == "/", r.text
     return c
 
@@ -66,41 +67,55 @@ def audit_text(s: Setup) -> str:
 def test_failed_sign_in_is_audited_and_nothing_of_the_password_kept(setup: Setup) -> None:
     c = client(setup)
     page = c.get("/sign-in")
-    r = c.post("/sign-in", data={"username": "sw1", "password": "wrong password 123",
-                                 "csrf_token": csrf(page.text)})
+    r = c.post(
+        "/sign-in",
+        data={"username": "sw1", "password": "wrong password 123", "csrf_token": csrf(page.text)},
+    )
     assert r.status_code == 401 and "Enter a correct username and password" in r.text
     assert "ws_session" not in r.cookies
     [fail] = [b for b in audit_bodies(setup, "auth_failure") if b.get("route") == "/sign-in"]
     assert fail["reason"] == "bad_password" and fail["method"] == "POST"
     assert "wrong password" not in audit_text(setup)
-    r = c.post("/sign-in", data={"username": "nobody", "password": PASSWORD,
-                                 "csrf_token": csrf(r.text)})  # each form its own token
+    r = c.post(
+        "/sign-in", data={"username": "nobody", "password": PASSWORD, "csrf_token": csrf(r.text)}
+    )  # each form its own token
     assert r.status_code == 401
-    assert [b["reason"] for b in audit_bodies(setup, "auth_failure")] == ["bad_password",
-                                                                          "unknown_account"]
+    assert [b["reason"] for b in audit_bodies(setup, "auth_failure")] == [
+        "bad_password",
+        "unknown_account",
+    ]
 
 
 def test_every_page_is_no_store_and_every_view_audited(setup: Setup) -> None:
     c = sign_in(client(setup))
     household = setup.world.household
-    for url in ("/", f"/households/{household}?protocol={S47}",
-                f"/households/{household}/summary?protocol={S47}",
-                f"/households/{household}/involvement", "/sign-in"):
+    for url in (
+        "/",
+        f"/households/{household}?protocol={S47}",
+        f"/households/{household}/summary?protocol={S47}",
+        f"/households/{household}/involvement",
+        "/sign-in",
+    ):
         r = c.get(url)
         assert r.status_code == 200, (url, r.text[:500])
         assert r.headers["cache-control"] == "no-store", url
         assert "script-src 'none'" in r.headers["content-security-policy"]
     views = [b for b in audit_bodies(setup, "page_view")]
     assert [v["route"] for v in views][-5:] == [
-        "/", "/households/{household_id}", "/{kind}/{subject}/summary",
-        "/households/{household_id}/involvement", "/sign-in"]
+        "/",
+        "/households/{household_id}",
+        "/{kind}/{subject}/summary",
+        "/households/{household_id}/involvement",
+        "/sign-in",
+    ]
     assert all(v["user_id"] == "sw1" for v in views[-5:-1])
     session = c.cookies.get("ws_session")
     assert session and session not in audit_text(setup)
 
 
 def test_post_without_the_session_csrf_token_is_refused_before_anything_happens(
-        setup: Setup) -> None:
+    setup: Setup,
+) -> None:
     c = sign_in(client(setup))
     before = len(audit_bodies(setup, "case_lookup"))
     for token in ("", "forged-token"):
@@ -118,8 +133,9 @@ def test_post_without_the_session_csrf_token_is_refused_before_anything_happens(
 def test_find_by_own_case_reference_through_the_agencys_service(setup: Setup) -> None:
     c = sign_in(client(setup))
     home = c.get("/")
-    r = c.post("/find", data={"case_reference": setup.case_reference,
-                              "csrf_token": csrf(home.text)})
+    r = c.post(
+        "/find", data={"case_reference": setup.case_reference, "csrf_token": csrf(home.text)}
+    )
     assert r.status_code == 303 and r.headers["location"] == f"/people/{setup.person}"
     # The bridge answered from its own key; the hub audit names outcome and person, never
     # the case reference.
@@ -135,8 +151,9 @@ def test_find_by_own_case_reference_through_the_agencys_service(setup: Setup) ->
 
 def test_an_agency_answers_case_references_for_its_own_workers_only(setup: Setup) -> None:
     c = sign_in(client(setup), "pc9")  # a POL worker; the service belongs to another agency
-    r = c.post("/find", data={"case_reference": setup.case_reference,
-                              "csrf_token": csrf(c.get("/").text)})
+    r = c.post(
+        "/find", data={"case_reference": setup.case_reference, "csrf_token": csrf(c.get("/").text)}
+    )
     assert r.status_code == 502
     assert setup.case_reference not in r.text
 
@@ -171,12 +188,13 @@ def test_family_view_under_two_protocols_is_the_governed_view(setup: Setup) -> N
     assert decisions and decisions[0]["user_id"] == "sw1"
 
 
-def test_without_an_allocation_the_refusal_shows_only_reasons_about_the_asker(
-        setup: Setup) -> None:
+def test_without_an_allocation_the_refusal_shows_only_reasons_about_the_asker(setup: Setup) -> None:
     c = sign_in(client(setup), "pc9")
-    for url in (f"/households/{setup.world.household}?protocol={S47}",
-                f"/people/{setup.person}?protocol={S47}", "/people/P-NOT-A-PERSON?protocol="
-                + S47):
+    for url in (
+        f"/households/{setup.world.household}?protocol={S47}",
+        f"/people/{setup.person}?protocol={S47}",
+        "/people/P-NOT-A-PERSON?protocol=" + S47,
+    ):
         r = c.get(url)
         assert r.status_code == 403
         assert 'data-reason="no_legitimate_relationship"' in r.text
@@ -194,16 +212,29 @@ def test_identity_only_after_the_agency_answers(setup: Setup) -> None:
     page = c.get(f"/people/{setup.person}?protocol={S47}")
     assert page.status_code == 200
     form = c.get(f"/people/{setup.person}/identity?protocol={S47}")
-    bad = c.post(f"/people/{setup.person}/identity", data={
-        "protocol": S47, "agency": setup.agency, "csrf_token": csrf(form.text),
-        "reason": "confirm this is the child at 12 High Street"})
+    bad = c.post(
+        f"/people/{setup.person}/identity",
+        data={
+            "protocol": S47,
+            "agency": setup.agency,
+            "csrf_token": csrf(form.text),
+            "reason": "confirm this is the child at 12 High Street",
+        },
+    )
     assert bad.status_code == 422 and "12 High Street" not in bad.text
-    r = c.post(f"/people/{setup.person}/identity", data={
-        "protocol": S47, "agency": setup.agency, "csrf_token": csrf(form.text),
-        "reason": "strategy discussion must confirm which child this record concerns"})
+    r = c.post(
+        f"/people/{setup.person}/identity",
+        data={
+            "protocol": S47,
+            "agency": setup.agency,
+            "csrf_token": csrf(form.text),
+            "reason": "strategy discussion must confirm which child this record concerns",
+        },
+    )
     assert r.status_code == 200 and r.headers["cache-control"] == "no-store"
-    identity = re.search(r'<dl class="govuk-summary-list" id="identity">(.*?)</dl>', r.text,
-                         re.S).group(1)
+    identity = re.search(
+        r'<dl class="govuk-summary-list" id="identity">(.*?)</dl>', r.text, re.S
+    ).group(1)
     values = re.findall(r'summary-list__value">([^<]+)<', identity)
     assert values and all(v.strip() not in page.text for v in values if len(v.strip()) > 3)
     bridge = [json.loads(x) for x in setup.bridge_log.read_text().splitlines()]
@@ -216,37 +247,62 @@ def test_break_glass_screens_the_justification_and_alerts(setup: Setup) -> None:
     hh = setup.world.household
     form = c.get(f"/households/{hh}/break-glass?protocol={MASH}")
     assert form.status_code == 200 and "Justification" in form.text
-    bad = c.post(f"/households/{hh}/break-glass", data={
-        "protocol": MASH, "category": "risk_of_significant_harm", "hours": "4",
-        "justification": "Mother Jane Smith phoned on 07700 900123 about injuries",
-        "csrf_token": csrf(form.text)})
+    bad = c.post(
+        f"/households/{hh}/break-glass",
+        data={
+            "protocol": MASH,
+            "category": "risk_of_significant_harm",
+            "hours": "4",
+            "justification": "Mother Jane Smith phoned on 07700 900123 about injuries",
+            "csrf_token": csrf(form.text),
+        },
+    )
     assert bad.status_code == 403
     assert 'data-reason="justification_contains_identifier"' in bad.text
     assert "07700" not in audit_text(setup) and "Jane Smith" not in bad.text
     # MASH's break-glass needs a manager's approval (as deployed): the request waits ...
-    waiting = c.post(f"/households/{hh}/break-glass", data={
-        "protocol": MASH, "category": "risk_of_significant_harm", "hours": "4",
-        "justification": "School reported injuries and consent would alert the alleged abuser",
-        "csrf_token": csrf(form.text)})
+    waiting = c.post(
+        f"/households/{hh}/break-glass",
+        data={
+            "protocol": MASH,
+            "category": "risk_of_significant_harm",
+            "hours": "4",
+            "justification": "School reported injuries and consent would alert the alleged abuser",
+            "csrf_token": csrf(form.text),
+        },
+    )
     assert waiting.status_code == 403 and "needs a manager" in waiting.text
     assert "Break-glass override active" not in waiting.text
     # ... until sw1's team manager approves it; then it opens the family under the override.
     manager = sign_in(client(setup), "tm1")
     queue = manager.get("/approvals")
     [request_id] = re.findall(r'action="/approvals/([^"]+)"', queue.text)[:1]
-    done = manager.post(f"/approvals/{request_id}", data={
-        "decision": "approve", "csrf_token": csrf(queue.text)}, follow_redirects=False)
+    done = manager.post(
+        f"/approvals/{request_id}",
+        data={"decision": "approve", "csrf_token": csrf(queue.text)},
+        follow_redirects=False,
+    )
     assert done.status_code == 303
-    link = re.search(r'href="(/households/[^"]*break_glass_id=[^"]+)"',
-                     c.get("/approvals").text).group(1).replace("&amp;", "&")
+    link = (
+        re.search(r'href="(/households/[^"]*break_glass_id=[^"]+)"', c.get("/approvals").text)
+        .group(1)
+        .replace("&amp;", "&")
+    )
     ok = c.get(link)
     assert ok.status_code == 200, ok.text[:400]
     assert "Shown under an override until" in ok.text
     bg = [b for b in audit_bodies(setup, "decision") if b.get("break_glass_grant")]
     assert len(bg) == 3 and bg[-1]["break_glass_grant"]["grant_id"]
-    odd = c.post(f"/households/{hh}/break-glass", data={
-        "protocol": MASH, "category": "risk_of_significant_harm", "hours": "four o'clock",
-        "justification": "x", "csrf_token": csrf(form.text)})
+    odd = c.post(
+        f"/households/{hh}/break-glass",
+        data={
+            "protocol": MASH,
+            "category": "risk_of_significant_harm",
+            "hours": "four o'clock",
+            "justification": "x",
+            "csrf_token": csrf(form.text),
+        },
+    )
     assert odd.status_code == 422 and "hours" in odd.text and "four o" not in odd.text
 
 
@@ -256,8 +312,7 @@ def test_idle_session_times_out_and_sign_out_ends_it(world: World, tmp_path: Pat
         time.sleep(0.1)
         r = c.get("/")
         assert r.status_code == 303 and r.headers["location"] == "/sign-in"
-        assert any(b.get("reason") == "session_timed_out"
-                   for b in audit_bodies(s, "auth_failure"))
+        assert any(b.get("reason") == "session_timed_out" for b in audit_bodies(s, "auth_failure"))
     with workspace(world, tmp_path / "again") as s:
         c = sign_in(client(s))
         home = c.get("/")
@@ -278,11 +333,16 @@ con.execute("ROLLBACK")
 
 
 def test_pages_serve_from_the_published_copy_while_a_writer_holds_the_warehouse(
-        setup: Setup) -> None:
+    setup: Setup,
+) -> None:
     c = sign_in(client(setup))
     hh = setup.world.household
-    writer = subprocess.Popen([sys.executable, "-c", HOLD_WRITER, str(setup.ws.paths.warehouse)],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    writer = subprocess.Popen(
+        [sys.executable, "-c", HOLD_WRITER, str(setup.ws.paths.warehouse)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert writer.stdout.readline().strip() == "locked"
         with pytest.raises(duckdb.IOException):  # the control: the live file cannot be read
@@ -296,7 +356,8 @@ def test_pages_serve_from_the_published_copy_while_a_writer_holds_the_warehouse(
 
 
 def test_wider_family_shows_relatives_elsewhere_only_from_agencies_the_view_shares(
-        setup: Setup) -> None:
+    setup: Setup,
+) -> None:
     from test_api import NOW
 
     from governance.relationships import Relationship, SubjectKind
@@ -312,8 +373,9 @@ def test_wider_family_shows_relatives_elsewhere_only_from_agencies_the_view_shar
         ORDER BY 1""").fetchall()
     con.close()
     hh = next(h for h, _, _, a in edges if a in s47.agencies)
-    setup.ws.gov.relationships.add(Relationship("sw1", SubjectKind.HOUSEHOLD, hh,
-                                                NOW.date().replace(month=1, day=1)))
+    setup.ws.gov.relationships.add(
+        Relationship("sw1", SubjectKind.HOUSEHOLD, hh, NOW.date().replace(month=1, day=1))
+    )
     c = sign_in(client(setup))
     html = c.get(f"/households/{hh}?protocol={S47}").text
     shown = set(re.findall(r'class="ws-wider" data-person="([^"]+)"', html))
@@ -325,6 +387,9 @@ def test_wider_family_shows_relatives_elsewhere_only_from_agencies_the_view_shar
     relative = sorted(shown)[0]
     r = c.get(f"/people/{relative}?protocol={S47}")
     assert r.status_code in (200, 403)
-    decisions = [b for b in audit_bodies(setup, "decision")
-                 if (b.get("subject") or {}).get("person_id") == relative]
+    decisions = [
+        b
+        for b in audit_bodies(setup, "decision")
+        if (b.get("subject") or {}).get("person_id") == relative
+    ]
     assert decisions, "opening a relative is recorded as its own decision"

@@ -73,8 +73,9 @@ class Live:
         from selenium.webdriver.support.ui import WebDriverWait
 
         page = self.driver.find_element(By.TAG_NAME, "html")
-        self.driver.find_element(By.XPATH, f"//button[normalize-space()='{text}'] | "
-                                           f"//a[normalize-space()='{text}']").click()
+        self.driver.find_element(
+            By.XPATH, f"//button[normalize-space()='{text}'] | //a[normalize-space()='{text}']"
+        ).click()
         WebDriverWait(self.driver, 20).until(ec.staleness_of(page))  # the next page loaded
 
     def axe(self) -> list[dict]:
@@ -83,9 +84,13 @@ class Live:
         res = self.driver.execute_async_script(
             "const done = arguments[arguments.length - 1];"
             "axe.run(document, {runOnly: {type: 'tag', values: arguments[0]}})"
-            ".then(r => done(JSON.stringify(r.violations)), e => done(String(e)));", WCAG_TAGS)
-        return [{"id": v["id"], "impact": v["impact"],
-                 "nodes": [n["target"] for n in v["nodes"]][:5]} for v in json.loads(res)]
+            ".then(r => done(JSON.stringify(r.violations)), e => done(String(e)));",
+            WCAG_TAGS,
+        )
+        return [
+            {"id": v["id"], "impact": v["impact"], "nodes": [n["target"] for n in v["nodes"]][:5]}
+            for v in json.loads(res)
+        ]
 
     def headers(self, path: str) -> httpx.Headers:
         cookies = {c["name"]: c["value"] for c in self.driver.get_cookies()}
@@ -94,8 +99,7 @@ class Live:
 
 @pytest.fixture
 def live(world: World, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Live]:
-    if not (shutil.which("chromium") or Path(CHROMIUM).exists()) or not Path(
-            CHROMEDRIVER).exists():
+    if not (shutil.which("chromium") or Path(CHROMIUM).exists()) or not Path(CHROMEDRIVER).exists():
         pytest.fail("needs Debian's chromium and chromium-driver (make test installs them)")
     if not AXE.exists():
         pytest.fail(f"{AXE}: missing; run make workspace-assets (npm ci)")
@@ -103,11 +107,15 @@ def live(world: World, tmp_path: Path, request: pytest.FixtureRequest) -> Iterat
     from selenium.webdriver.chrome.service import Service
 
     # a test module that needs workspace_world's early_help_unconsented household says so
-    with workspace(world, tmp_path, early_help_unconsented=getattr(
-            request.module, "EARLY_HELP_UNCONSENTED", False)) as s:
+    with workspace(
+        world,
+        tmp_path,
+        early_help_unconsented=getattr(request.module, "EARLY_HELP_UNCONSENTED", False),
+    ) as s:
         port = _free_port()
-        server = uvicorn.Server(uvicorn.Config(create_app(s.ws), host="127.0.0.1", port=port,
-                                               log_level="warning"))
+        server = uvicorn.Server(
+            uvicorn.Config(create_app(s.ws), host="127.0.0.1", port=port, log_level="warning")
+        )
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()
         for _ in range(200):
@@ -116,8 +124,13 @@ def live(world: World, tmp_path: Path, request: pytest.FixtureRequest) -> Iterat
             time.sleep(0.05)
         opts = webdriver.ChromeOptions()
         opts.binary_location = CHROMIUM
-        for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
-                  "--disable-gpu", "--window-size=1280,1600"):
+        for a in (
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-dev-shm-usage",
+            "--disable-gpu",
+            "--window-size=1280,1600",
+        ):
             opts.add_argument(a)
         driver = webdriver.Chrome(options=opts, service=Service(CHROMEDRIVER))
         driver.set_script_timeout(60)
@@ -140,8 +153,10 @@ def test_practitioner_journeys_in_chromium(live: Live) -> None:
         if shots:
             Path(shots).mkdir(parents=True, exist_ok=True)
             live.driver.save_screenshot(str(Path(shots) / f"{name.replace(' ', '_')}.png"))
-        assert live.headers(live.driver.current_url[len(live.base):]).get(
-            "cache-control") == "no-store", name
+        assert (
+            live.headers(live.driver.current_url[len(live.base) :]).get("cache-control")
+            == "no-store"
+        ), name
 
     # sign in: a wrong password first (shown and audited), then the right one
     live.go("/")
@@ -152,8 +167,11 @@ def test_practitioner_journeys_in_chromium(live: Live) -> None:
     live.click("Sign in")
     assert "Enter a correct username and password" in live.html
     check("sign in error")
-    assert [b["reason"] for b in (r.data() for r in s.ws.gov.audit.entries())
-            if b.get("type") == "auth_failure"] == ["bad_password"]
+    assert [
+        b["reason"]
+        for b in (r.data() for r in s.ws.gov.audit.entries())
+        if b.get("type") == "auth_failure"
+    ] == ["bad_password"]
     live.fill("username", "sw1")
     live.fill("password", PASSWORD)
     live.click("Sign in")
@@ -162,7 +180,8 @@ def test_practitioner_journeys_in_chromium(live: Live) -> None:
 
     # a form whose CSRF token was tampered with is refused
     live.driver.execute_script(
-        "document.querySelector('form[action=\"/find\"] input[name=csrf_token]').value='x'")
+        "document.querySelector('form[action=\"/find\"] input[name=csrf_token]').value='x'"
+    )
     live.fill("case_reference", s.case_reference)
     live.click("Find")
     assert "Form expired" in live.html and "Member " not in live.html
@@ -195,8 +214,12 @@ def test_practitioner_journeys_in_chromium(live: Live) -> None:
 
     live.go(f"/households/{hh}/summary?protocol={S47}")
     assert "Multi-agency chronology" in live.html and "Case summary" in live.html
-    dates = [e.text for e in live.driver.find_elements(
-        By.CSS_SELECTOR, "#chronology-table tbody tr td:first-child")]
+    dates = [
+        e.text
+        for e in live.driver.find_elements(
+            By.CSS_SELECTOR, "#chronology-table tbody tr td:first-child"
+        )
+    ]
     assert dates == sorted(dates, reverse=True)
     check("summary")
     live.go(f"/households/{hh}/involvement")
@@ -211,14 +234,20 @@ def test_practitioner_journeys_in_chromium(live: Live) -> None:
     check("identity form")
     live.fill("reason", "strategy discussion must confirm which child this record concerns")
     live.click("Ask the agency")
-    values = [e.text for e in live.driver.find_elements(
-        By.CSS_SELECTOR, "#identity .govuk-summary-list__value")]
+    values = [
+        e.text
+        for e in live.driver.find_elements(By.CSS_SELECTOR, "#identity .govuk-summary-list__value")
+    ]
     assert values and not any(v in before or v in s47_html for v in values if len(v) > 3)
     check("identity answer")
 
     # a page still renders while a writer holds the live warehouse (it reads the published copy)
-    writer = subprocess.Popen([sys.executable, "-c", HOLD_WRITER, str(s.ws.paths.warehouse)],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    writer = subprocess.Popen(
+        [sys.executable, "-c", HOLD_WRITER, str(s.ws.paths.warehouse)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert writer.stdout.readline().strip() == "locked"
         live.go(f"/households/{hh}?protocol={S47}")

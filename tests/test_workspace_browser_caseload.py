@@ -31,8 +31,10 @@ def test_caseload_then_known_to_then_detail_in_chromium(live: Live) -> None:  # 
         if shots:
             Path(shots).mkdir(parents=True, exist_ok=True)
             live.driver.save_screenshot(str(Path(shots) / f"{name.replace(' ', '_')}.png"))
-        assert live.headers(live.driver.current_url[len(live.base):]).get(
-            "cache-control") == "no-store", name
+        assert (
+            live.headers(live.driver.current_url[len(live.base) :]).get("cache-control")
+            == "no-store"
+        ), name
         assert ref not in live.html, name  # the case reference never reaches a hub page
 
     live.go("/")
@@ -51,16 +53,20 @@ def test_caseload_then_known_to_then_detail_in_chromium(live: Live) -> None:  # 
     assert "Under which protocol" in live.html
     live.driver.find_element(By.ID, f"protocol-{MASH}").click()
     live.click("Continue")
-    known = [e.get_attribute("data-agency") for e in live.driver.find_elements(
-        By.CSS_SELECTOR, f"#known-{s.person} li.ws-known-to")]
+    known = [
+        e.get_attribute("data-agency")
+        for e in live.driver.find_elements(By.CSS_SELECTOR, f"#known-{s.person} li.ws-known-to")
+    ]
     covers = s.ws.gov.protocols[MASH].known_to.agencies
     assert known and set(known) <= set(covers)
     for word in ("Incident type", "Risk level", "Referral reason", "Attendance pct"):
         assert word not in live.html  # no content before the detail
     check("known to mash")
     live.go(f"/people/{s.person}/known-to?protocol={EARLY_HELP}")
-    eh = [e.get_attribute("data-agency") for e in live.driver.find_elements(
-        By.CSS_SELECTOR, f"#known-{s.person} li.ws-known-to")]
+    eh = [
+        e.get_attribute("data-agency")
+        for e in live.driver.find_elements(By.CSS_SELECTOR, f"#known-{s.person} li.ws-known-to")
+    ]
     assert set(eh) <= {"EH"} and eh != known  # another protocol, another answer
     check("known to early help")
 

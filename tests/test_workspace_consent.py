@@ -43,8 +43,10 @@ def _subject(s: Setup) -> tuple[str, list[str]]:
     recorded by any agency: (person, the partners holding records)."""
     proto = s.ws.gov.protocols[EARLY_HELP]
     con = duckdb.connect(str(s.world.warehouse), read_only=True)
-    rows = con.execute("SELECT DISTINCT person_id, agency FROM record_person "
-                       "WHERE list_contains(?, person_id)", [s.world.members]).fetchall()
+    rows = con.execute(
+        "SELECT DISTINCT person_id, agency FROM record_person WHERE list_contains(?, person_id)",
+        [s.world.members],
+    ).fetchall()
     con.close()
     holders: dict[str, set[str]] = {}
     for p, a in rows:
@@ -52,18 +54,32 @@ def _subject(s: Setup) -> tuple[str, list[str]]:
             holders.setdefault(p, set()).add(a)
     for p in sorted(holders):
         if len(holders[p]) >= 2 and all(
-                s.ws.gov.consent.state(p, "early_help", a, NOW).status is ConsentStatus.NONE
-                for a in proto.agencies):
+            s.ws.gov.consent.state(p, "early_help", a, NOW).status is ConsentStatus.NONE
+            for a in proto.agencies
+        ):
             return p, sorted(holders[p])
     pytest.fail("no household member without early_help consent to start from")
 
 
 def _form(token: str, agencies: list[str], **kw: str) -> dict:
-    d = {"csrf_token": token, "purpose": "early_help", "status": "given",
-         "consenter": "parent", "capacity": "parental_responsibility",
-         "method": "written_in_person", "not_sought_reason": "", "evidence_ref": "EH/TAF/0042",
-         "agencies": agencies, "categories": CATS, "given_day": "20", "given_month": "5",
-         "given_year": "2026", "review_day": "20", "review_month": "11", "review_year": "2026"}
+    d = {
+        "csrf_token": token,
+        "purpose": "early_help",
+        "status": "given",
+        "consenter": "parent",
+        "capacity": "parental_responsibility",
+        "method": "written_in_person",
+        "not_sought_reason": "",
+        "evidence_ref": "EH/TAF/0042",
+        "agencies": agencies,
+        "categories": CATS,
+        "given_day": "20",
+        "given_month": "5",
+        "given_year": "2026",
+        "review_day": "20",
+        "review_month": "11",
+        "review_year": "2026",
+    }
     d.update(kw)
     return d
 
@@ -83,8 +99,9 @@ def test_record_and_withdraw_through_the_pages(setup: Setup) -> None:
     assert r.status_code == 403 and "Form expired" in r.text
     assert len(audit_bodies(setup, "consent")) == before
     # a bad evidence reference is refused naming the field, and not echoed back
-    r = c.post(f"/people/{person}/consent", data=_form(token, in_scope,
-                                                        evidence_ref="943 476 5919"))
+    r = c.post(
+        f"/people/{person}/consent", data=_form(token, in_scope, evidence_ref="943 476 5919")
+    )
     assert r.status_code == 422 and "evidence_ref:" in r.text and "943 476 5919" not in r.text
     r = c.post(f"/people/{person}/consent", data=_form(token, in_scope))
     assert r.status_code == 303 and r.headers["location"].endswith("?done=recorded")
@@ -93,8 +110,11 @@ def test_record_and_withdraw_through_the_pages(setup: Setup) -> None:
     # the Early Help view now shows what partners hold in scope, and nothing else
     html = c.get(view).text
     scope = Scope.of(in_scope, CATS)
-    [d] = [b for b in audit_bodies(setup, "decision") if b.get("protocol_id") == EARLY_HELP
-           and b.get("subject", {}).get("person_id") == person][-1:]
+    [d] = [
+        b
+        for b in audit_bodies(setup, "decision")
+        if b.get("protocol_id") == EARLY_HELP and b.get("subject", {}).get("person_id") == person
+    ][-1:]
     shown = {(f["agency"], f["field"]) for f in d["fields"] if f["allowed"]}
     assert {a for a, _ in shown} == set(in_scope)
     assert all(scope.covers(a, f) for a, f in shown)
@@ -103,8 +123,10 @@ def test_record_and_withdraw_through_the_pages(setup: Setup) -> None:
     page = c.get(f"/people/{person}/consent")
     record_id = rec["record_id"]
     assert f'id="withdraw-{record_id}"' in page.text
-    r = c.post(f"/consents/{record_id}/withdraw", data={
-        "csrf_token": csrf(page.text), "person_id": person, "withdrawal_way": "phone"})
+    r = c.post(
+        f"/consents/{record_id}/withdraw",
+        data={"csrf_token": csrf(page.text), "person_id": person, "withdrawal_way": "phone"},
+    )
     assert r.status_code == 303 and r.headers["location"].endswith("?done=withdrawn")
     r = c.get(view)
     assert r.status_code == 403 and "consent was withdrawn" in r.text
@@ -158,8 +180,9 @@ def test_record_consent_then_withdraw_in_chromium(live: Live) -> None:  # noqa: 
     assert "consent recorded does not cover this agency or information" in live.html
     assert live.axe() == [], "early help view with consent"
     live.go(f"/people/{person}/consent")
-    live.driver.find_element(By.ID, "way-" + re.search(
-        r'id="withdraw-([0-9a-f]{32})"', live.html).group(1) + "-phone").click()
+    live.driver.find_element(
+        By.ID, "way-" + re.search(r'id="withdraw-([0-9a-f]{32})"', live.html).group(1) + "-phone"
+    ).click()
     live.click("Withdraw this consent")
     assert "Consent withdrawn." in live.html
     assert live.driver.find_elements(By.CSS_SELECTOR, ".ws-consent[data-status=withdrawn]")

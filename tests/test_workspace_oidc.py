@@ -44,16 +44,24 @@ class Provider:
     def __init__(self) -> None:
         self.key = RSAKey.generate_key(2048, parameters={"kid": "k1", "use": "sig"})
         self.codes: dict[str, dict[str, Any]] = {}
-        self.claims: dict[str, Any] = {"sub": "sw.oidc", "joinedup_role": "practitioner",
-                                       "joinedup_agency": "CSC", "joinedup_team": "MASH"}
+        self.claims: dict[str, Any] = {
+            "sub": "sw.oidc",
+            "joinedup_role": "practitioner",
+            "joinedup_agency": "CSC",
+            "joinedup_team": "MASH",
+        }
         self.app = FastAPI()
         self.issuer = ""
         app = self.app
 
         @app.get("/.well-known/openid-configuration")
         def discovery() -> dict[str, str]:
-            return {"issuer": self.issuer, "authorization_endpoint": f"{self.issuer}/authorize",
-                    "token_endpoint": f"{self.issuer}/token", "jwks_uri": f"{self.issuer}/jwks"}
+            return {
+                "issuer": self.issuer,
+                "authorization_endpoint": f"{self.issuer}/authorize",
+                "token_endpoint": f"{self.issuer}/token",
+                "jwks_uri": f"{self.issuer}/jwks",
+            }
 
         @app.get("/jwks")
         def jwks() -> dict[str, Any]:
@@ -64,27 +72,53 @@ class Provider:
             q = request.query_params
             assert q["client_id"] == CLIENT_ID and q["code_challenge_method"] == "S256"
             code = secrets.token_urlsafe(16)
-            self.codes[code] = {"nonce": q["nonce"], "challenge": q["code_challenge"],
-                                "redirect_uri": q["redirect_uri"]}
+            self.codes[code] = {
+                "nonce": q["nonce"],
+                "challenge": q["code_challenge"],
+                "redirect_uri": q["redirect_uri"],
+            }
             query = urlencode({"code": code, "state": q["state"]})
             return RedirectResponse(f"{q['redirect_uri']}?{query}", 302)
 
         @app.post("/token")
-        def token(request: Request, code: str = Form(...), code_verifier: str = Form(...),
-                  redirect_uri: str = Form(...)) -> JSONResponse:
+        def token(
+            request: Request,
+            code: str = Form(...),
+            code_verifier: str = Form(...),
+            redirect_uri: str = Form(...),
+        ) -> JSONResponse:
             auth = base64.b64decode(request.headers["authorization"].split()[1]).decode()
             got = self.codes.pop(code, None)
-            challenge = base64.urlsafe_b64encode(
-                hashlib.sha256(code_verifier.encode()).digest()).rstrip(b"=").decode()
-            if (auth != f"{CLIENT_ID}:{CLIENT_SECRET}" or got is None
-                    or got["challenge"] != challenge or got["redirect_uri"] != redirect_uri):
+            challenge = (
+                base64.urlsafe_b64encode(hashlib.sha256(code_verifier.encode()).digest())
+                .rstrip(b"=")
+                .decode()
+            )
+            if (
+                auth != f"{CLIENT_ID}:{CLIENT_SECRET}"
+                or got is None
+                or got["challenge"] != challenge
+                or got["redirect_uri"] != redirect_uri
+            ):
                 return JSONResponse({"error": "invalid_grant"}, 400)
             now = int(time.time())
-            claims = {"iss": self.issuer, "aud": CLIENT_ID, "iat": now, "exp": now + 300,
-                      "nonce": got["nonce"], **self.claims}
+            claims = {
+                "iss": self.issuer,
+                "aud": CLIENT_ID,
+                "iat": now,
+                "exp": now + 300,
+                "nonce": got["nonce"],
+                **self.claims,
+            }
             id_token = jwt.encode({"alg": "RS256", "kid": "k1"}, claims, self.key)
-            return JSONResponse({"access_token": "at", "token_type": "Bearer",
-                                 "id_token": id_token, "expires_in": 300})
+            return JSONResponse(
+                {
+                    "access_token": "at",
+                    "token_type": "Bearer",
+                    "id_token": id_token,
+                    "expires_in": 300,
+                }
+            )
 
 
 @pytest.fixture
@@ -94,21 +128,30 @@ def env(tmp_path: Path) -> Iterator[tuple[TestClient, Provider, AuditLog]]:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     idp.issuer = f"http://127.0.0.1:{port}"
-    server = uvicorn.Server(uvicorn.Config(idp.app, host="127.0.0.1", port=port,
-                                           log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(idp.app, host="127.0.0.1", port=port, log_level="warning")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started:
         time.sleep(0.02)
     engine = make_engine(f"sqlite:///{tmp_path / 'governance.db'}")
     audit = AuditLog(engine)
-    ws = Workspace(HubPaths.for_run(tmp_path), Governance(audit), AccountStore(engine),
-                   SessionStore(engine),
-                   oidc=OidcSignIn(OidcConfig(idp.issuer, CLIENT_ID, CLIENT_SECRET, REDIRECT),
-                                   PendingSignIns(engine)))
+    ws = Workspace(
+        HubPaths.for_run(tmp_path),
+        Governance(audit),
+        AccountStore(engine),
+        SessionStore(engine),
+        oidc=OidcSignIn(
+            OidcConfig(idp.issuer, CLIENT_ID, CLIENT_SECRET, REDIRECT), PendingSignIns(engine)
+        ),
+    )
     try:
-        yield (TestClient(create_app(ws), base_url="https://testserver",
-                          follow_redirects=False), idp, audit)
+        yield (
+            TestClient(create_app(ws), base_url="https://testserver", follow_redirects=False),
+            idp,
+            audit,
+        )
     finally:
         server.should_exit = True
         thread.join(timeout=10)
@@ -139,15 +182,19 @@ def test_sign_in_through_the_identity_provider_takes_role_and_agency_from_claims
     assert _failures(audit) == []
 
 
-@pytest.mark.parametrize(("claims", "reason"), [
-    ({"aud": "another-client"}, "oidc_id_token_invalid"),
-    ({"iss": "https://evil.example"}, "oidc_id_token_invalid"),
-    ({"nonce": "replayed-nonce"}, "oidc_id_token_invalid"),
-    ({"exp": 1_000_000_000}, "oidc_id_token_invalid"),
-    ({"joinedup_role": "superuser"}, "oidc_unknown_role_claim"),
-])
+@pytest.mark.parametrize(
+    ("claims", "reason"),
+    [
+        ({"aud": "another-client"}, "oidc_id_token_invalid"),
+        ({"iss": "https://evil.example"}, "oidc_id_token_invalid"),
+        ({"nonce": "replayed-nonce"}, "oidc_id_token_invalid"),
+        ({"exp": 1_000_000_000}, "oidc_id_token_invalid"),
+        ({"joinedup_role": "superuser"}, "oidc_unknown_role_claim"),
+    ],
+)
 def test_a_token_that_does_not_verify_refuses_the_sign_in_and_is_audited(
-        env, claims: dict, reason: str) -> None:
+    env, claims: dict, reason: str
+) -> None:
     c, idp, audit = env
     idp.claims.update(claims)
     r = _via_provider(c)
@@ -175,21 +222,30 @@ PG_SCHEMA_PREFIX = "ws19_oidc"
 
 
 def test_a_sign_in_started_on_one_worker_finishes_on_another_after_a_restart(
-        env, tmp_path: Path) -> None:
+    env, tmp_path: Path
+) -> None:
     c, idp, audit = env
     start = c.get("/sign-in/oidc")  # worker 1 sends the browser to the provider
     back = httpx.get(start.headers["location"], follow_redirects=False)
     pid = c.cookies.get("ws_oidc_pending")
-    stored = sqlite3.connect(tmp_path / "governance.db").execute(
-        "SELECT pending_sha256, state FROM ws_oidc_pending").fetchall()
+    stored = (
+        sqlite3.connect(tmp_path / "governance.db")
+        .execute("SELECT pending_sha256, state FROM ws_oidc_pending")
+        .fetchall()
+    )
     assert len(stored) == 1 and pid not in str(stored)  # only the id's hash is kept
     assert stored[0][0] == hashlib.sha256(pid.encode()).hexdigest()
     # worker 2: another process's objects over the same store (a restart looks the same)
     engine = make_engine(f"sqlite:///{tmp_path / 'governance.db'}")
-    ws2 = Workspace(HubPaths.for_run(tmp_path), Governance(AuditLog(engine)),
-                    AccountStore(engine), SessionStore(engine),
-                    oidc=OidcSignIn(OidcConfig(idp.issuer, CLIENT_ID, CLIENT_SECRET, REDIRECT),
-                                    PendingSignIns(engine)))
+    ws2 = Workspace(
+        HubPaths.for_run(tmp_path),
+        Governance(AuditLog(engine)),
+        AccountStore(engine),
+        SessionStore(engine),
+        oidc=OidcSignIn(
+            OidcConfig(idp.issuer, CLIENT_ID, CLIENT_SECRET, REDIRECT), PendingSignIns(engine)
+        ),
+    )
     c2 = TestClient(create_app(ws2), base_url="https://testserver", follow_redirects=False)
     c2.cookies.set("ws_oidc_pending", pid)
     u = urlsplit(back.headers["location"])
@@ -200,7 +256,8 @@ def test_a_sign_in_started_on_one_worker_finishes_on_another_after_a_restart(
     assert c.get(f"{u.path}?{u.query}").status_code == 401
     assert _failures(audit)[-1] == "oidc_no_pending_sign_in"
     assert sqlite3.connect(tmp_path / "governance.db").execute(
-        "SELECT count(*) FROM ws_oidc_pending").fetchone() == (0,)
+        "SELECT count(*) FROM ws_oidc_pending"
+    ).fetchone() == (0,)
 
 
 def test_an_expired_pending_sign_in_is_refused(env, tmp_path: Path) -> None:

@@ -65,9 +65,14 @@ def _unconsented(world: World, members: list[str], agencies: list[str]) -> bool:
     for p, a in zip(members, agencies, strict=True):
         if a in partners:
             held.setdefault(p, set()).add(a)
-    return any(len(a) >= 2 and all(
-        world.consent.state(p, "early_help", x, NOW).status is ConsentStatus.NONE
-        for x in partners) for p, a in held.items())
+    return any(
+        len(a) >= 2
+        and all(
+            world.consent.state(p, "early_help", x, NOW).status is ConsentStatus.NONE
+            for x in partners
+        )
+        for p, a in held.items()
+    )
 
 
 def _csc_world(world: World, early_help_unconsented: bool = False) -> World:
@@ -77,26 +82,40 @@ def _csc_world(world: World, early_help_unconsented: bool = False) -> World:
     `early_help_unconsented`, one with a member `_unconsented` describes. Its person is the
     member with the CSC record known to the most agencies."""
     con = duckdb.connect(str(world.warehouse), read_only=True)
-    candidates = [r[0] for r in con.execute("""
+    candidates = [
+        r[0]
+        for r in con.execute("""
         SELECT m.household_id FROM household_member m JOIN record_person rp USING (person_id)
         GROUP BY 1 HAVING count(DISTINCT m.person_id) >= 2 AND bool_or(rp.agency = 'CSC')
         ORDER BY bool_or(rp.agency = 'EH') DESC, bool_or(rp.agency = 'GP') DESC,
-                 count(DISTINCT rp.agency) DESC, 1""").fetchall()]
+                 count(DISTINCT rp.agency) DESC, 1""").fetchall()
+    ]
     hh = None
     for h in candidates:
-        rows = con.execute("""SELECT DISTINCT m.person_id, rp.agency FROM household_member m
-            JOIN record_person rp USING (person_id) WHERE m.household_id = ?""", [h]).fetchall()
-        if not early_help_unconsented or _unconsented(world, [r[0] for r in rows],
-                                                      [r[1] for r in rows]):
+        rows = con.execute(
+            """SELECT DISTINCT m.person_id, rp.agency FROM household_member m
+            JOIN record_person rp USING (person_id) WHERE m.household_id = ?""",
+            [h],
+        ).fetchall()
+        if not early_help_unconsented or _unconsented(
+            world, [r[0] for r in rows], [r[1] for r in rows]
+        ):
             hh = h
             break
     assert hh is not None, "the test world has no household with a CSC record to use"
-    members = [r[0] for r in con.execute(
-        "SELECT DISTINCT person_id FROM household_member WHERE household_id = ? ORDER BY 1",
-        [hh]).fetchall()]
-    person = con.execute("""SELECT person_id FROM record_person WHERE list_contains(?, person_id)
+    members = [
+        r[0]
+        for r in con.execute(
+            "SELECT DISTINCT person_id FROM household_member WHERE household_id = ? ORDER BY 1",
+            [hh],
+        ).fetchall()
+    ]
+    person = con.execute(
+        """SELECT person_id FROM record_person WHERE list_contains(?, person_id)
         GROUP BY 1 ORDER BY bool_or(agency = 'CSC') DESC, count(DISTINCT agency) DESC, 1
-        LIMIT 1""", [members]).fetchone()[0]
+        LIMIT 1""",
+        [members],
+    ).fetchone()[0]
     con.close()
     return replace(world, household=hh, members=members, person=person)
 
@@ -104,17 +123,20 @@ def _csc_world(world: World, early_help_unconsented: bool = False) -> World:
 def _case(world: World) -> tuple[str, str, str]:
     """(agency, record ref, person) of a household member's record, CSC first."""
     con = duckdb.connect(str(world.warehouse), read_only=True)
-    row = con.execute("""SELECT agency, record_ref, person_id FROM record_person
+    row = con.execute(
+        """SELECT agency, record_ref, person_id FROM record_person
         WHERE list_contains(?, person_id) AND agency IN ('CSC', 'SCH', 'GP', 'HV', 'POL')
         ORDER BY agency = 'CSC' DESC, agency = 'SCH' DESC, agency, record_ref LIMIT 1""",
-                      [world.members]).fetchone()
+        [world.members],
+    ).fetchone()
     con.close()
     return row
 
 
 @contextmanager
-def workspace(world: World, tmp: Path, *, idle_minutes: float = 15,
-              early_help_unconsented: bool = False) -> Iterator[Setup]:
+def workspace(
+    world: World, tmp: Path, *, idle_minutes: float = 15, early_help_unconsented: bool = False
+) -> Iterator[Setup]:
     import datetime as dt
 
     world = _csc_world(world, early_help_unconsented)
@@ -129,10 +151,13 @@ def workspace(world: World, tmp: Path, *, idle_minutes: float = 15,
     hub_key = generate_hub_key(paths.hub / "keys" / "hub_request.pem")
     agree_partnership_protocols(tmp, [agency])
     bridge_log = tmp / "agency" / agency / "audit.log"
-    service = ReidService(agency, keys, load_hub_public_key(paths.hub / "keys" /
-                                                            "hub_request.pub"),
-                          extract_lookup(_extract(world.run, agency),
-                                         MAPPINGS / f"{agency.lower()}.yaml"), bridge_log)
+    service = ReidService(
+        agency,
+        keys,
+        load_hub_public_key(paths.hub / "keys" / "hub_request.pub"),
+        extract_lookup(_extract(world.run, agency), MAPPINGS / f"{agency.lower()}.yaml"),
+        bridge_log,
+    )
     server = make_server(service)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     engine = gov.audit.engine
@@ -142,10 +167,15 @@ def workspace(world: World, tmp: Path, *, idle_minutes: float = 15,
     accounts.create("tm1", PASSWORD, "team_manager", agency, team="assessment team 1")
     accounts.create("pc9", PASSWORD, "practitioner", "POL")
     accounts.create("an1", PASSWORD, "analyst", None)
-    ws = Workspace(paths, gov, accounts,
-                   SessionStore(engine, idle=dt.timedelta(minutes=idle_minutes)), hub_key,
-                   {agency: f"http://127.0.0.1:{server.server_address[1]}"},
-                   clock=lambda: NOW)
+    ws = Workspace(
+        paths,
+        gov,
+        accounts,
+        SessionStore(engine, idle=dt.timedelta(minutes=idle_minutes)),
+        hub_key,
+        {agency: f"http://127.0.0.1:{server.server_address[1]}"},
+        clock=lambda: NOW,
+    )
     try:
         yield Setup(ws, world, agency, case_reference, person, bridge_log, tmp)
     finally:

@@ -27,7 +27,8 @@ IDLE = dt.timedelta(minutes=15)
 ABSOLUTE = dt.timedelta(hours=10)
 _meta = MetaData()
 accounts = Table(
-    "ws_accounts", _meta,
+    "ws_accounts",
+    _meta,
     Column("user_id", String(128), primary_key=True),
     Column("password_hash", String(256), nullable=True),  # NULL: signs in by OIDC only
     Column("role", String(32), nullable=False),
@@ -37,7 +38,8 @@ accounts = Table(
     Column("disabled_at", String(40), nullable=True),
 )
 sessions = Table(
-    "ws_sessions", _meta,
+    "ws_sessions",
+    _meta,
     Column("session_sha256", String(64), primary_key=True),
     Column("user_id", String(128), nullable=False),
     Column("role", String(32), nullable=False),
@@ -73,18 +75,31 @@ class AccountStore:
         self.engine = engine
         _meta.create_all(engine)
 
-    def create(self, user_id: str, password: str | None, role: str, agency: str | None,
-               team: str | None = None, display_name: str | None = None) -> None:
+    def create(
+        self,
+        user_id: str,
+        password: str | None,
+        role: str,
+        agency: str | None,
+        team: str | None = None,
+        display_name: str | None = None,
+    ) -> None:
         if role not in ROLE_NAMES:
             raise ValueError(f"role: unknown role {role!r}; known: {sorted(ROLE_NAMES)}")
         if password is not None and len(password) < 12:
             raise ValueError("password: at least 12 characters")
-        row = {"password_hash": _hasher.hash(password) if password else None, "role": role,
-               "agency": agency, "team": team, "display_name": display_name,
-               "disabled_at": None}
+        row = {
+            "password_hash": _hasher.hash(password) if password else None,
+            "role": role,
+            "agency": agency,
+            "team": team,
+            "display_name": display_name,
+            "disabled_at": None,
+        }
         with self.engine.begin() as conn:
-            if conn.execute(select(accounts.c.user_id)
-                            .where(accounts.c.user_id == user_id)).first():
+            if conn.execute(
+                select(accounts.c.user_id).where(accounts.c.user_id == user_id)
+            ).first():
                 conn.execute(update(accounts).where(accounts.c.user_id == user_id).values(**row))
             else:
                 conn.execute(insert(accounts).values(user_id=user_id, **row))
@@ -106,8 +121,11 @@ class AccountStore:
             return None, None, "disabled_account"
         if _hasher.check_needs_rehash(row.password_hash):
             with self.engine.begin() as conn:
-                conn.execute(update(accounts).where(accounts.c.user_id == user_id)
-                             .values(password_hash=_hasher.hash(password)))
+                conn.execute(
+                    update(accounts)
+                    .where(accounts.c.user_id == user_id)
+                    .values(password_hash=_hasher.hash(password))
+                )
         return User(row.user_id, row.role, row.agency), row.team, "ok"
 
     def get(self, user_id: str) -> tuple[User, str | None] | None:
@@ -119,8 +137,9 @@ class AccountStore:
 
 
 class SessionStore:
-    def __init__(self, engine: Engine, idle: dt.timedelta = IDLE,
-                 absolute: dt.timedelta = ABSOLUTE) -> None:
+    def __init__(
+        self, engine: Engine, idle: dt.timedelta = IDLE, absolute: dt.timedelta = ABSOLUTE
+    ) -> None:
         self.engine, self.idle, self.absolute = engine, idle, absolute
         _meta.create_all(engine)
 
@@ -128,9 +147,18 @@ class SessionStore:
         sid, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
         now = _now().isoformat()
         with self.engine.begin() as conn:
-            conn.execute(insert(sessions).values(
-                session_sha256=_sha(sid), user_id=user.user_id, role=user.role,
-                agency=user.agency, team=team, csrf=csrf, created_at=now, last_seen=now))
+            conn.execute(
+                insert(sessions).values(
+                    session_sha256=_sha(sid),
+                    user_id=user.user_id,
+                    role=user.role,
+                    agency=user.agency,
+                    team=team,
+                    csrf=csrf,
+                    created_at=now,
+                    last_seen=now,
+                )
+            )
         return Session(sid, user, team, csrf)
 
     def get(self, session_id: str | None) -> tuple[Session | None, str]:
@@ -143,15 +171,21 @@ class SessionStore:
         if row is None or not hmac.compare_digest(row.session_sha256, h):
             return None, "unknown_session"
         now = _now()
-        if (now - dt.datetime.fromisoformat(row.last_seen) > self.idle
-                or now - dt.datetime.fromisoformat(row.created_at) > self.absolute):
+        if (
+            now - dt.datetime.fromisoformat(row.last_seen) > self.idle
+            or now - dt.datetime.fromisoformat(row.created_at) > self.absolute
+        ):
             self.end(session_id)
             return None, "session_timed_out"
         with self.engine.begin() as conn:
-            conn.execute(update(sessions).where(sessions.c.session_sha256 == h)
-                         .values(last_seen=now.isoformat()))
-        return Session(session_id, User(row.user_id, row.role, row.agency), row.team,
-                       row.csrf), "ok"
+            conn.execute(
+                update(sessions)
+                .where(sessions.c.session_sha256 == h)
+                .values(last_seen=now.isoformat())
+            )
+        return Session(
+            session_id, User(row.user_id, row.role, row.agency), row.team, row.csrf
+        ), "ok"
 
     def end(self, session_id: str) -> None:
         with self.engine.begin() as conn:

@@ -34,31 +34,45 @@ REFUSAL_TEXT = {
 }
 
 
-def router(ws: Any, render: Callable[..., Response], session_of: Callable[[Request], Any],
-           posted: Callable[[Request, str], Any]) -> APIRouter:
+def router(
+    ws: Any,
+    render: Callable[..., Response],
+    session_of: Callable[[Request], Any],
+    posted: Callable[[Request, str], Any],
+) -> APIRouter:
     r = APIRouter()
 
     def store() -> ApprovalStore:
         return ApprovalStore(ws.gov.audit.engine)
 
-    def page(request: Request, user: Any, status: int = 200, error: str | None = None
-             ) -> Response:
+    def page(request: Request, user: Any, status: int = 200, error: str | None = None) -> Response:
         s = store()
         rels = ws.gov.relationships
-        team = (rels.team_allocations(user.user_id, ws.clock().date())
-                if isinstance(rels, TeamRelationships) else [])
+        team = (
+            rels.team_allocations(user.user_id, ws.clock().date())
+            if isinstance(rels, TeamRelationships)
+            else []
+        )
         protocols = ws.gov.protocols
-        return render(request, "approvals.html", status, awaiting=s.awaiting(ws.gov, user),
-                      mine=s.for_requester(user.user_id), team=team, protocols=protocols,
-                      error=error)
+        return render(
+            request,
+            "approvals.html",
+            status,
+            awaiting=s.awaiting(ws.gov, user),
+            mine=s.for_requester(user.user_id),
+            team=team,
+            protocols=protocols,
+            error=error,
+        )
 
     @r.get("/approvals", response_class=HTMLResponse)
     def approvals(request: Request) -> Response:
         return page(request, session_of(request).user)
 
     @r.post("/approvals/{request_id}", response_class=HTMLResponse)
-    def decide(request: Request, request_id: str, decision: str = Form(""),
-               csrf_token: str = Form("")) -> Response:
+    def decide(
+        request: Request, request_id: str, decision: str = Form(""), csrf_token: str = Form("")
+    ) -> Response:
         s = posted(request, csrf_token)
         if not REQUEST_ID.fullmatch(request_id) or decision not in ("approve", "decline"):
             raise StarletteHTTPException(404)

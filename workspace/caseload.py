@@ -39,13 +39,25 @@ def caseload_router(ws: Workspace) -> APIRouter:
         s = kit.session(request)
         today = ws.clock().date()
         rels = ws.gov.relationships
-        mine = sorted((r for r in (rels.all() if isinstance(rels, RelationshipRegistry)
-                                   else []) if r.user_id == s.user.user_id and r.current(today)),
-                      key=lambda r: (r.start, r.subject_id))
-        rows = [{"kind": r.kind.value, "subject_id": r.subject_id,
-                 "path": ("households" if r.kind.value == "household" else "people"),
-                 "start": r.start.isoformat(), "end": r.end.isoformat() if r.end else None,
-                 "source": source_of(r.reason)} for r in mine]
+        mine = sorted(
+            (
+                r
+                for r in (rels.all() if isinstance(rels, RelationshipRegistry) else [])
+                if r.user_id == s.user.user_id and r.current(today)
+            ),
+            key=lambda r: (r.start, r.subject_id),
+        )
+        rows = [
+            {
+                "kind": r.kind.value,
+                "subject_id": r.subject_id,
+                "path": ("households" if r.kind.value == "household" else "people"),
+                "start": r.start.isoformat(),
+                "end": r.end.isoformat() if r.end else None,
+                "source": source_of(r.reason),
+            }
+            for r in mine
+        ]
         return kit.render(request, "caseload.html", rows=rows)
 
     return router

@@ -36,8 +36,13 @@ class Found:
 
 
 class CaseRefFinder:
-    def __init__(self, signing_key: Ed25519PrivateKey, bridges: Mapping[str, str],
-                 audit: AuditLog, http: httpx.Client | None = None) -> None:
+    def __init__(
+        self,
+        signing_key: Ed25519PrivateKey,
+        bridges: Mapping[str, str],
+        audit: AuditLog,
+        http: httpx.Client | None = None,
+    ) -> None:
         self.key = signing_key
         self.bridges = {a: u.rstrip("/") for a, u in bridges.items()}
         self.audit = audit
@@ -49,19 +54,27 @@ class CaseRefFinder:
         if agency not in self.bridges:
             raise BridgeUnavailable(f"no service configured for agency {agency or '(none)'}")
         now = dt.datetime.now(dt.UTC)
-        req = {"request_version": REQUEST_VERSION, "request_id": uuid.uuid4().hex,
-               "agency": agency, "requesting_user": user.user_id, "requesting_agency": agency,
-               "case_reference": case_reference, "issued_at": now.isoformat(),
-               "expires_at": (now + TTL).isoformat()}
+        req = {
+            "request_version": REQUEST_VERSION,
+            "request_id": uuid.uuid4().hex,
+            "agency": agency,
+            "requesting_user": user.user_id,
+            "requesting_agency": agency,
+            "case_reference": case_reference,
+            "issued_at": now.isoformat(),
+            "expires_at": (now + TTL).isoformat(),
+        }
         envelope = {"request": req, "signature": sign_request(req, self.key)}
         try:
             resp = self.http.post(f"{self.bridges[agency]}/record-ref", json=envelope)
         except httpx.HTTPError as exc:
-            raise BridgeUnavailable(f"{agency} service unreachable ({type(exc).__name__})"
-                                    ) from None
+            raise BridgeUnavailable(
+                f"{agency} service unreachable ({type(exc).__name__})"
+            ) from None
         if resp.status_code != 200:
-            raise BridgeUnavailable(f"{agency} service refused the lookup "
-                                    f"(HTTP {resp.status_code})")
+            raise BridgeUnavailable(
+                f"{agency} service refused the lookup (HTTP {resp.status_code})"
+            )
         body = resp.json()
         if body.get("request_id") != req["request_id"]:
             raise BridgeUnavailable(f"{agency} answered a different request")
@@ -73,15 +86,27 @@ class CaseRefFinder:
         if ref is not None:
             con = duckdb.connect(str(warehouse), read_only=True)
             try:
-                row = con.execute("SELECT person_id FROM record_person WHERE agency = ? AND "
-                                  "record_ref = ?", [user.agency, ref]).fetchone()
+                row = con.execute(
+                    "SELECT person_id FROM record_person WHERE agency = ? AND record_ref = ?",
+                    [user.agency, ref],
+                ).fetchone()
             finally:
                 con.close()
             person = row[0] if row else None
-        outcome = ("not_found_at_agency" if ref is None else
-                   "not_linked" if person is None else "found")
-        rec = self.audit.append("case_lookup", {
-            "type": "case_lookup", "at": dt.datetime.now(dt.UTC).isoformat(),
-            "user_id": user.user_id, "role": user.role, "agency": user.agency,
-            "bridge_request_id": request_id, "outcome": outcome, "person_id": person})
+        outcome = (
+            "not_found_at_agency" if ref is None else "not_linked" if person is None else "found"
+        )
+        rec = self.audit.append(
+            "case_lookup",
+            {
+                "type": "case_lookup",
+                "at": dt.datetime.now(dt.UTC).isoformat(),
+                "user_id": user.user_id,
+                "role": user.role,
+                "agency": user.agency,
+                "bridge_request_id": request_id,
+                "outcome": outcome,
+                "person_id": person,
+            },
+        )
         return Found(outcome, person, rec.seq)

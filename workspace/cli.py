@@ -20,12 +20,20 @@ REPO = Path(__file__).resolve().parent.parent
 DEMO_PORT = 8600
 #: user, role, agency, what they can see (the demo's allocations: synthetic_data.demo).
 DEMO_USERS = (
-    ("sw.csc.1", "practitioner", "CSC",
-     "social worker: the allocated family under s47 (gateway) and the MASH household; "
-     "a MASH break-glass waits for tm.csc.1's approval"),
-    ("tm.csc.1", "team_manager", "CSC",
-     "team manager of csc_assessment_1 (sw.csc.1): the team's cases; approves MASH "
-     "break-glass on the Approvals page"),
+    (
+        "sw.csc.1",
+        "practitioner",
+        "CSC",
+        "social worker: the allocated family under s47 (gateway) and the MASH household; "
+        "a MASH break-glass waits for tm.csc.1's approval",
+    ),
+    (
+        "tm.csc.1",
+        "team_manager",
+        "CSC",
+        "team manager of csc_assessment_1 (sw.csc.1): the team's cases; approves MASH "
+        "break-glass on the Approvals page",
+    ),
     ("ehw.eh.1", "practitioner", "EH", "Early Help worker: one child, by consent only"),
     ("pc.pol.9", "practitioner", "POL", "police officer with no allocation: every view refused"),
 )
@@ -37,8 +45,10 @@ def sign_ins_file(run: Path) -> Path:
 
 def demo_next_steps(run: Path | str = "var/demo", port: int = DEMO_PORT) -> list[str]:
     """Lines for `make demo`'s closing message: how to open the workspace and who signs in."""
-    lines = [f"Practitioner workspace: make workspace, then http://localhost:{port}/ "
-             f"(sign-ins and passwords: {sign_ins_file(Path(run))}, written at first start)"]
+    lines = [
+        f"Practitioner workspace: make workspace, then http://localhost:{port}/ "
+        f"(sign-ins and passwords: {sign_ins_file(Path(run))}, written at first start)"
+    ]
     lines += [f"  {u} ({agency}): {what}" for u, _, agency, what in DEMO_USERS]
     return lines
 
@@ -58,7 +68,8 @@ def seed_demo_accounts(accounts: Any, run: Path) -> dict[str, str]:
             known[user] = secrets.token_urlsafe(12)
             accounts.create(user, known[user], role, agency, team=f"{agency} demo team")
     body = "# user password (synthetic demo only)\n" + "".join(
-        f"{u} {p}\n" for u, p in known.items())
+        f"{u} {p}\n" for u, p in known.items()
+    )
     path.touch(mode=0o600)
     path.write_text(body, "utf-8")
     return known
@@ -77,9 +88,13 @@ def start_demo_bridges(run: Path, hub_public_key: Path) -> tuple[dict[str, str],
         files = sorted(p for p in extracts.iterdir() if p.is_file()) if extracts.exists() else []
         if not mapping.exists() or not files:
             continue
-        service = ReidService(code, KeyStore(adir / "keys", code),
-                              load_hub_public_key(hub_public_key),
-                              extract_lookup(files[0], mapping), adir / "audit.log")
+        service = ReidService(
+            code,
+            KeyStore(adir / "keys", code),
+            load_hub_public_key(hub_public_key),
+            extract_lookup(files[0], mapping),
+            adir / "audit.log",
+        )
         server = make_server(service)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         urls[code] = f"http://127.0.0.1:{server.server_address[1]}"
@@ -87,8 +102,13 @@ def start_demo_bridges(run: Path, hub_public_key: Path) -> tuple[dict[str, str],
     return urls, servers
 
 
-def build(run: Path, bridges: dict[str, str] | None = None, *, secure_cookies: bool = True,
-          request_key: Path | None = None) -> Any:
+def build(
+    run: Path,
+    bridges: dict[str, str] | None = None,
+    *,
+    secure_cookies: bool = True,
+    request_key: Path | None = None,
+) -> Any:
     """The Workspace for a run folder: the governance store (JOINEDUP_GOVERNANCE_DB, else the
     run's SQLite file), the hub audit key (JOINEDUP_HUB_KEYS_DIR, else <run>/hub/keys) and the
     hub's request-signing key (`request_key`, else <run>/hub/keys/hub_request.pem, created
@@ -112,12 +132,22 @@ def build(run: Path, bridges: dict[str, str] | None = None, *, secure_cookies: b
     consent = SqlConsentRegistry(engine)
     if not consent.has_warehouse_events() and paths.warehouse.exists():
         refresh_consent(engine, paths.warehouse)
-    audit = AuditLog(engine, signing_key=load_audit_key(hub_keys_dir(paths.hub)),
-                     origin=process_origin("workspace"))
-    gov = Governance(audit, consent, SqlRelationshipRegistry(engine),
-                     access=configured_access(engine, os.environ.get("JOINEDUP_ASSIGNMENTS"),
-                                              os.environ.get("JOINEDUP_REQUIRE_SIGN_OFF"),
-                                              source="environment"))
+    audit = AuditLog(
+        engine,
+        signing_key=load_audit_key(hub_keys_dir(paths.hub)),
+        origin=process_origin("workspace"),
+    )
+    gov = Governance(
+        audit,
+        consent,
+        SqlRelationshipRegistry(engine),
+        access=configured_access(
+            engine,
+            os.environ.get("JOINEDUP_ASSIGNMENTS"),
+            os.environ.get("JOINEDUP_REQUIRE_SIGN_OFF"),
+            source="environment",
+        ),
+    )
     if request_key is not None:
         hub_key = load_hub_key(request_key)
     else:
@@ -127,29 +157,50 @@ def build(run: Path, bridges: dict[str, str] | None = None, *, secure_cookies: b
     from workspace.oidc_pending import PendingSignIns
 
     oidc_config = OidcConfig.from_env()  # production: the authority's identity provider
-    return Workspace(paths, gov, AccountStore(engine), SessionStore(engine), hub_key,
-                     dict(bridges or {}), secure_cookies=secure_cookies,
-                     oidc=OidcSignIn(oidc_config, PendingSignIns(engine)) if oidc_config
-                     else None)
+    return Workspace(
+        paths,
+        gov,
+        AccountStore(engine),
+        SessionStore(engine),
+        hub_key,
+        dict(bridges or {}),
+        secure_cookies=secure_cookies,
+        oidc=OidcSignIn(oidc_config, PendingSignIns(engine)) if oidc_config else None,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m workspace", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m workspace",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("serve", help="serve the workspace")
     s.add_argument("--run", type=Path, default=Path("var/demo"))
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=DEMO_PORT)
-    s.add_argument("--bridge", action="append", default=[], metavar="CODE=URL",
-                   help="an agency's re-identification service")
-    s.add_argument("--request-key", type=Path, default=None,
-                   help="the hub's Ed25519 request-signing key (PEM)")
-    s.add_argument("--insecure-cookies", action="store_true",
-                   help="session cookies without Secure (plain HTTP other than localhost)")
-    s.add_argument("--demo", action="store_true",
-                   help="also play the demo agencies, create demo sign-ins, and publish the "
-                        "warehouse once if the run predates publishing")
+    s.add_argument(
+        "--bridge",
+        action="append",
+        default=[],
+        metavar="CODE=URL",
+        help="an agency's re-identification service",
+    )
+    s.add_argument(
+        "--request-key", type=Path, default=None, help="the hub's Ed25519 request-signing key (PEM)"
+    )
+    s.add_argument(
+        "--insecure-cookies",
+        action="store_true",
+        help="session cookies without Secure (plain HTTP other than localhost)",
+    )
+    s.add_argument(
+        "--demo",
+        action="store_true",
+        help="also play the demo agencies, create demo sign-ins, and publish the "
+        "warehouse once if the run predates publishing",
+    )
     a = sub.add_parser("add-account", help="create or reset a local account")
     a.add_argument("--run", type=Path, default=Path("var/demo"))
     a.add_argument("--user", required=True)
@@ -162,8 +213,9 @@ def main(argv: list[str] | None = None) -> int:
         import getpass
 
         ws = build(run)
-        ws.accounts.create(args.user, getpass.getpass("password: "), args.role, args.agency,
-                           args.team)
+        ws.accounts.create(
+            args.user, getpass.getpass("password: "), args.role, args.agency, args.team
+        )
         return 0
     import uvicorn
 
@@ -178,8 +230,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         publish(paths)
     bridges = dict(b.split("=", 1) for b in args.bridge)
-    ws = build(run, bridges, secure_cookies=not args.insecure_cookies,
-               request_key=args.request_key)
+    ws = build(run, bridges, secure_cookies=not args.insecure_cookies, request_key=args.request_key)
     if args.demo:
         urls, _servers = start_demo_bridges(run, paths.hub / "keys" / "hub_request.pub")
         ws.bridges.update(urls)

@@ -25,9 +25,15 @@ if TYPE_CHECKING:
 
 ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 PROTO = re.compile(r"^[a-z][a-z0-9_]{2,63}$")
-AGENCY_NAMES = {"CSC": "Children's social care", "POL": "Police", "SCH": "School",
-                "HV": "Health visiting", "GP": "GP practice", "HSG": "Housing",
-                "EH": "Early Help"}
+AGENCY_NAMES = {
+    "CSC": "Children's social care",
+    "POL": "Police",
+    "SCH": "School",
+    "HV": "Health visiting",
+    "GP": "GP practice",
+    "HSG": "Housing",
+    "EH": "Early Help",
+}
 
 
 def agency_name(code: str) -> str:
@@ -44,24 +50,36 @@ def known_to_router(ws: Workspace) -> APIRouter:
         if not ID.fullmatch(subject):
             raise StarletteHTTPException(404)
         assigned = pages.assigned_protocols(ws.gov.protocols, s.user, ws.clock().date())
-        chosen = (protocol if protocol and PROTO.fullmatch(protocol) else
-                  assigned[0].id if len(assigned) == 1 else None)
+        chosen = (
+            protocol
+            if protocol and PROTO.fullmatch(protocol)
+            else assigned[0].id
+            if len(assigned) == 1
+            else None
+        )
         if chosen is None:
-            return kit.render(request, "choose_protocol.html", action=request.url.path,
-                              protocols=assigned)
+            return kit.render(
+                request, "choose_protocol.html", action=request.url.path, protocols=assigned
+            )
         service = KnownToService(ws.views())
         known = (service.household if kind == "household" else service.person)(
-            s.user, chosen, subject)
-        return kit.render(request, "known_to.html", known=known, kind=kind,
-                          protocol=ws.gov.protocols[chosen], protocols=assigned)
+            s.user, chosen, subject
+        )
+        return kit.render(
+            request,
+            "known_to.html",
+            known=known,
+            kind=kind,
+            protocol=ws.gov.protocols[chosen],
+            protocols=assigned,
+        )
 
     @router.get("/people/{person_id}/known-to", response_class=HTMLResponse)
     def person(request: Request, person_id: str, protocol: str | None = None) -> Response:
         return page(request, "person", person_id, protocol)
 
     @router.get("/households/{household_id}/known-to", response_class=HTMLResponse)
-    def household(request: Request, household_id: str, protocol: str | None = None
-                  ) -> Response:
+    def household(request: Request, household_id: str, protocol: str | None = None) -> Response:
         return page(request, "household", household_id, protocol)
 
     return router

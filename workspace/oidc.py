@@ -57,19 +57,25 @@ class OidcConfig:
         if not env.get("JOINEDUP_OIDC_ISSUER"):
             return None
         try:
-            return cls(env["JOINEDUP_OIDC_ISSUER"].rstrip("/"), env["JOINEDUP_OIDC_CLIENT_ID"],
-                       env["JOINEDUP_OIDC_CLIENT_SECRET"], env["JOINEDUP_OIDC_REDIRECT_URI"],
-                       env.get("JOINEDUP_OIDC_ROLE_CLAIM", "joinedup_role"),
-                       env.get("JOINEDUP_OIDC_AGENCY_CLAIM", "joinedup_agency"),
-                       env.get("JOINEDUP_OIDC_TEAM_CLAIM", "joinedup_team"))
+            return cls(
+                env["JOINEDUP_OIDC_ISSUER"].rstrip("/"),
+                env["JOINEDUP_OIDC_CLIENT_ID"],
+                env["JOINEDUP_OIDC_CLIENT_SECRET"],
+                env["JOINEDUP_OIDC_REDIRECT_URI"],
+                env.get("JOINEDUP_OIDC_ROLE_CLAIM", "joinedup_role"),
+                env.get("JOINEDUP_OIDC_AGENCY_CLAIM", "joinedup_agency"),
+                env.get("JOINEDUP_OIDC_TEAM_CLAIM", "joinedup_team"),
+            )
         except KeyError as exc:
-            raise ValueError(f"environment: {exc.args[0]} missing (OIDC is configured by "
-                             "JOINEDUP_OIDC_ISSUER)") from None
+            raise ValueError(
+                f"environment: {exc.args[0]} missing (OIDC is configured by JOINEDUP_OIDC_ISSUER)"
+            ) from None
 
 
 class OidcSignIn:
-    def __init__(self, config: OidcConfig, pending: PendingSignIns,
-                 http: requests.Session | None = None) -> None:
+    def __init__(
+        self, config: OidcConfig, pending: PendingSignIns, http: requests.Session | None = None
+    ) -> None:
         self.config = config
         self.pending = pending  # server-side, shared by every worker
         self.http = http or requests.Session()
@@ -78,8 +84,7 @@ class OidcSignIn:
 
     def metadata(self) -> dict[str, Any]:
         if self._metadata is None:
-            r = self.http.get(f"{self.config.issuer}/.well-known/openid-configuration",
-                              timeout=10)
+            r = self.http.get(f"{self.config.issuer}/.well-known/openid-configuration", timeout=10)
             r.raise_for_status()
             meta = r.json()
             if meta.get("issuer", "").rstrip("/") != self.config.issuer:
@@ -89,19 +94,28 @@ class OidcSignIn:
 
     def _client(self) -> OAuth2Session:
         c = self.config
-        return OAuth2Session(c.client_id, c.client_secret, scope="openid profile",
-                             redirect_uri=c.redirect_uri, code_challenge_method="S256")
+        return OAuth2Session(
+            c.client_id,
+            c.client_secret,
+            scope="openid profile",
+            redirect_uri=c.redirect_uri,
+            code_challenge_method="S256",
+        )
 
     def start(self) -> tuple[str, str]:
         """(pending id for the cookie, the provider's authorisation URL)."""
         state, nonce, verifier = generate_token(32), generate_token(32), generate_token(64)
         url, _ = self._client().create_authorization_url(
-            self.metadata()["authorization_endpoint"], state=state, nonce=nonce,
-            code_verifier=verifier)
+            self.metadata()["authorization_endpoint"],
+            state=state,
+            nonce=nonce,
+            code_verifier=verifier,
+        )
         return self.pending.put(Pending(state, nonce, verifier)), url
 
-    def finish(self, pending_id: str | None, state: str | None, code: str | None
-               ) -> tuple[User, str | None]:
+    def finish(
+        self, pending_id: str | None, state: str | None, code: str | None
+    ) -> tuple[User, str | None]:
         """The signed-in user (and team) from the provider's answer, or OidcRefused."""
         pending = self.pending.take(pending_id)
         if pending is None:
@@ -113,8 +127,9 @@ class OidcSignIn:
             raise OidcRefused("no_code")
         meta = self.metadata()
         try:
-            token = self._client().fetch_token(meta["token_endpoint"], code=code,
-                                               code_verifier=verifier)
+            token = self._client().fetch_token(
+                meta["token_endpoint"], code=code, code_verifier=verifier
+            )
         except Exception:  # noqa: BLE001 - any failure at the provider refuses the sign-in
             raise OidcRefused("token_exchange_failed") from None
         claims = self._verify(str(token.get("id_token", "")), nonce)
@@ -122,20 +137,26 @@ class OidcSignIn:
         if role not in ROLE_NAMES:
             raise OidcRefused("unknown_role_claim")
         agency = claims.get(self.config.agency_claim)
-        return (User(str(claims["sub"]), str(role), str(agency) if agency else None),
-                claims.get(self.config.team_claim))
+        return (
+            User(str(claims["sub"]), str(role), str(agency) if agency else None),
+            claims.get(self.config.team_claim),
+        )
 
     def _verify(self, id_token: str, nonce: str) -> dict[str, Any]:
         r = self.http.get(self.metadata()["jwks_uri"], timeout=10)
         r.raise_for_status()
         try:
-            tok = jwt.decode(id_token, KeySet.import_key_set(r.json()),
-                             algorithms=["RS256", "ES256", "PS256"])
+            tok = jwt.decode(
+                id_token, KeySet.import_key_set(r.json()), algorithms=["RS256", "ES256", "PS256"]
+            )
             jwt.JWTClaimsRegistry(
-                leeway=60, iss={"essential": True, "value": self.config.issuer},
+                leeway=60,
+                iss={"essential": True, "value": self.config.issuer},
                 aud={"essential": True, "value": self.config.client_id},
-                nonce={"essential": True, "value": nonce}, sub={"essential": True},
-                exp={"essential": True}).validate(tok.claims)
+                nonce={"essential": True, "value": nonce},
+                sub={"essential": True},
+                exp={"essential": True},
+            ).validate(tok.claims)
         except (JoseError, ValueError):
             raise OidcRefused("id_token_invalid") from None
         return dict(tok.claims)

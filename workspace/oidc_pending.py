@@ -23,7 +23,8 @@ from sqlalchemy import Column, Engine, Float, MetaData, String, Table, delete, i
 PENDING_SECONDS = 600
 _meta = MetaData()
 pending = Table(
-    "ws_oidc_pending", _meta,
+    "ws_oidc_pending",
+    _meta,
     Column("pending_sha256", String(64), primary_key=True),
     Column("state", String(128), nullable=False),
     Column("nonce", String(128), nullable=False),
@@ -58,9 +59,15 @@ class PendingSignIns:
         now = _now()
         with self.engine.begin() as conn:
             conn.execute(delete(pending).where(pending.c.created < now - self.lifetime))
-            conn.execute(insert(pending).values(pending_sha256=_sha(pid), state=p.state,
-                                                nonce=p.nonce, verifier=p.verifier,
-                                                created=now))
+            conn.execute(
+                insert(pending).values(
+                    pending_sha256=_sha(pid),
+                    state=p.state,
+                    nonce=p.nonce,
+                    verifier=p.verifier,
+                    created=now,
+                )
+            )
         return pid
 
     def take(self, pending_id: str | None) -> Pending | None:

@@ -32,8 +32,9 @@ class PageSupport:
     def __init__(self, ws: Workspace) -> None:
         self.ws = ws
         self.templates = Jinja2Templates(directory=str(TEMPLATES))
-        self.templates.env.globals.update(label=pages.label, reason_text=pages.reason_text,
-                                          basis_text=pages.basis_text)
+        self.templates.env.globals.update(
+            label=pages.label, reason_text=pages.reason_text, basis_text=pages.basis_text
+        )
         self.auth_failures = AuthFailureLog(ws.gov.audit)
 
     def session(self, request: Request) -> Session:
@@ -43,8 +44,9 @@ class PageSupport:
         s, why = self.ws.sessions.get(cookie)
         if s is None:
             if cookie:
-                self.auth_failures.record(why, cookie, request.method,
-                                          getattr(request.scope.get("route"), "path", "?"))
+                self.auth_failures.record(
+                    why, cookie, request.method, getattr(request.scope.get("route"), "path", "?")
+                )
             raise SignInRequired()
         request.scope["ws_session"], request.scope["ws_user"] = s, s.user
         return s
@@ -57,9 +59,11 @@ class PageSupport:
             raise BadCsrf()
         return s
 
-    def render(self, request: Request, name: str, status: int = 200, **ctx: Any
-               ) -> HTMLResponse:
+    def render(self, request: Request, name: str, status: int = 200, **ctx: Any) -> HTMLResponse:
         s: Session | None = request.scope.get("ws_session")
-        return self.templates.TemplateResponse(request, name, {
-            "session": s, "user": s.user if s else None, "csrf": s.csrf if s else "", **ctx},
-            status_code=status)
+        return self.templates.TemplateResponse(
+            request,
+            name,
+            {"session": s, "user": s.user if s else None, "csrf": s.csrf if s else "", **ctx},
+            status_code=status,
+        )

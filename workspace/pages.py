@@ -42,7 +42,7 @@ REASON_TEXT = {
     "protocol_not_in_force": "the protocol is not in force today",
     "identity_not_allowed_by_protocol": "this protocol does not allow identity to be revealed",
     "justification_contains_identifier": "the justification looks like it contains a name, "
-                                         "date, address or number: describe the reason only",
+    "date, address or number: describe the reason only",
     "justification_missing_or_too_short": "give a justification of at least 20 characters",
     "break_glass_not_permitted_by_protocol": "this protocol does not allow break-glass",
     "break_glass_category_not_permitted": "this protocol does not allow that category",
@@ -53,17 +53,27 @@ REASON_TEXT = {
     "not_assigned_to_protocol": "this protocol is not assigned to you, your team or agency",
     "protocol_not_signed_off": "not every data controller has signed off this protocol version",
     "break_glass_needs_manager_approval": "this protocol needs a manager's approval: your "
-                                          "request is waiting under Approvals",
+    "request is waiting under Approvals",
     "break_glass_self_approved": "you cannot approve your own break-glass",
     "break_glass_approver_not_manager_of_requester": "the approver does not manage your team",
     "restricted_record": "this record is restricted",
 }
 BASIS_TEXT = {"consent": "consent given"}
-BAND_TEXT = {"auto_match": "high (automatic match)", "clerical": "medium (awaiting review)",
-             "non_match": "low (single agency record)"}
+BAND_TEXT = {
+    "auto_match": "high (automatic match)",
+    "clerical": "medium (awaiting review)",
+    "non_match": "low (single agency record)",
+}
 # Which payload field says what an event was, in order of preference.
-WHAT_FIELDS = ("incident_type", "assessment_type", "visit_type", "plan_type", "referral_reason",
-               "record_type", "tenancy_type")
+WHAT_FIELDS = (
+    "incident_type",
+    "assessment_type",
+    "visit_type",
+    "plan_type",
+    "referral_reason",
+    "record_type",
+    "tenancy_type",
+)
 DATE_FIELDS = ("event_date", "plan_start", "tenancy_start")
 
 
@@ -83,13 +93,19 @@ def label(name: str) -> str:
     return name.replace("_", " ").capitalize()
 
 
-def assigned_protocols(protocols: dict[str, Protocol], user: User, on: dt.date,
-                       access: AccessControl | None = None) -> list[Protocol]:
+def assigned_protocols(
+    protocols: dict[str, Protocol], user: User, on: dt.date, access: AccessControl | None = None
+) -> list[Protocol]:
     """The protocols a worker may choose from: their role is named, it is in force and (with
     access control) assigned to them (the involvement index has its own page)."""
-    return [p for _, p in sorted(protocols.items()) if user.role in p.roles and p.in_force(on)
-            and p.id != INVOLVEMENT_PROTOCOL
-            and (access is None or access.assignments.may_act(user, p.id))]
+    return [
+        p
+        for _, p in sorted(protocols.items())
+        if user.role in p.roles
+        and p.in_force(on)
+        and p.id != INVOLVEMENT_PROTOCOL
+        and (access is None or access.assignments.may_act(user, p.id))
+    ]
 
 
 @dataclass
@@ -129,9 +145,14 @@ def members(view: ViewResult, audit: AuditLog) -> list[Member]:
         m.n_withheld = dict(counts)
     for r in view.records:
         if r.person_id in out:
-            out[r.person_id].records.append({
-                "agency": r.agency, "fields": r.fields, "as_of": r.meta.get("as_of"),
-                "band": band_text(r.meta.get("band"))})
+            out[r.person_id].records.append(
+                {
+                    "agency": r.agency,
+                    "fields": r.fields,
+                    "as_of": r.meta.get("as_of"),
+                    "band": band_text(r.meta.get("band")),
+                }
+            )
     return list(out.values())
 
 
@@ -151,12 +172,22 @@ def case_summary(view: ViewResult, audit: AuditLog) -> list[dict[str, Any]]:
         rows = []
         for m in ms:
             for f in s["fields"]:
-                vals = [(r["as_of"] or "", r["agency"], r["fields"][f]) for r in m.records
-                        if f in r["fields"] and r["fields"][f] not in (None, "")]
+                vals = [
+                    (r["as_of"] or "", r["agency"], r["fields"][f])
+                    for r in m.records
+                    if f in r["fields"] and r["fields"][f] not in (None, "")
+                ]
                 if vals:
                     as_of, agency, value = max(vals, key=lambda v: v[0])
-                    rows.append({"person_id": m.person_id, "field": label(f),
-                                 "value": value, "agency": agency, "as_of": as_of})
+                    rows.append(
+                        {
+                            "person_id": m.person_id,
+                            "field": label(f),
+                            "value": value,
+                            "agency": agency,
+                            "as_of": as_of,
+                        }
+                    )
         withheld = sorted({a for m in ms for a in m.withheld})
         out.append({"title": s["title"], "rows": rows, "withheld_agencies": withheld})
     return out
@@ -170,8 +201,15 @@ def chronology(view: ViewResult) -> list[dict[str, Any]]:
         if not date:
             continue
         what = next((str(r.fields[f]) for f in WHAT_FIELDS if r.fields.get(f)), "record")
-        events.append({"date": str(date)[:10], "agency": r.agency, "person_id": r.person_id,
-                       "what": label(what), "band": band_text(r.meta.get("band"))})
+        events.append(
+            {
+                "date": str(date)[:10],
+                "agency": r.agency,
+                "person_id": r.person_id,
+                "what": label(what),
+                "band": band_text(r.meta.get("band")),
+            }
+        )
     return sorted(events, key=lambda e: (e["date"], e["agency"]), reverse=True)
 
 
@@ -186,11 +224,14 @@ def wider_family(warehouse: Path, members: list[Member]) -> list[dict[str, Any]]
         return []
     con = duckdb.connect(str(warehouse), read_only=True)
     try:
-        rows = con.execute("""SELECT DISTINCT subject_person_id, related_person_id,
+        rows = con.execute(
+            """SELECT DISTINCT subject_person_id, related_person_id,
                 relationship, agency FROM family_edge
             WHERE list_contains(?, subject_person_id) AND related_person_id IS NOT NULL
               AND NOT list_contains(?, related_person_id)
-            ORDER BY 2, 1""", [ids, ids]).fetchall()
+            ORDER BY 2, 1""",
+            [ids, ids],
+        ).fetchall()
     except duckdb.CatalogException:  # a warehouse from before family networks
         return []
     finally:
@@ -198,7 +239,12 @@ def wider_family(warehouse: Path, members: list[Member]) -> list[dict[str, Any]]
     out: dict[tuple[str, str], dict[str, Any]] = {}
     for subject, related, relationship, agency in rows:
         if agency in agencies.get(subject, set()):
-            out.setdefault((related, subject), {
-                "person_id": related, "member": subject,
-                "relationship": label(relationship or "relative")})
+            out.setdefault(
+                (related, subject),
+                {
+                    "person_id": related,
+                    "member": subject,
+                    "relationship": label(relationship or "relative"),
+                },
+            )
     return list(out.values())

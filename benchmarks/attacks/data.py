@@ -24,8 +24,16 @@ from ig_bridge.normalise import normalise_identifiers, normalise_name_value
 SEP = "\x1f"  # the bridge's separator between combined fields (ig_bridge.encoding._SEP)
 SALT = "\x1e"  # marks the salt in a Bloom preimage: q-grams of different salts never match
 # Reference fields the attacker holds in plaintext, as canonical identifier fields.
-REF_FIELDS = ("given_name", "middle_names", "family_name", "other_names", "date_of_birth", "sex",
-              "address_line_1", "postcode")
+REF_FIELDS = (
+    "given_name",
+    "middle_names",
+    "family_name",
+    "other_names",
+    "date_of_birth",
+    "sex",
+    "address_line_1",
+    "postcode",
+)
 
 
 @dataclass
@@ -54,17 +62,22 @@ def load_hub(warehouse: Path, spec: dict[str, Any] | None = None) -> HubData:
         bf = [c for c in cols if c.startswith("bf_")]
         sel = ", ".join(f'"{c}"::VARCHAR AS "{c}"' if c in bf else f'"{c}"' for c in cols)
         rec = con.execute(f"SELECT {sel} FROM identifiers ORDER BY agency, record_ref").df()
-        pay = con.execute("SELECT record_ref, agency, year_group FROM payload "
-                          "WHERE year_group IS NOT NULL").df()
+        pay = con.execute(
+            "SELECT record_ref, agency, year_group FROM payload WHERE year_group IS NOT NULL"
+        ).df()
     finally:
         con.close()
-    rec = rec.merge(pay.drop_duplicates(["agency", "record_ref"]), how="left",
-                    on=["agency", "record_ref"])
+    rec = rec.merge(
+        pay.drop_duplicates(["agency", "record_ref"]), how="left", on=["agency", "record_ref"]
+    )
     bits, nulls = {}, {}
     for c in bf:
         conf = spec["bloom"]["columns"].get(c)
-        nb = (int(conf["bits"]) >> int(conf.get("fold", 0))) if conf else \
-            len(rec[c].dropna().iloc[0])
+        nb = (
+            (int(conf["bits"]) >> int(conf.get("fold", 0)))
+            if conf
+            else len(rec[c].dropna().iloc[0])
+        )
         bits[c], nulls[c] = _bits_from_text(rec[c], nb)
     return HubData(rec, bits, nulls)
 
@@ -75,8 +88,10 @@ def load_hub(warehouse: Path, spec: dict[str, Any] | None = None) -> HubData:
 def record_persons(run: Path, hub: HubData) -> np.ndarray:
     """Evaluation only: the true person id of each hub record (-1 if not found), by
     decrypting record_refs with each agency's own ref key and joining ground truth."""
-    gt = pd.read_parquet(Path(run) / "population" / "ground_truth" / "records.parquet",
-                         columns=["agency", "record_id", "person_id"])
+    gt = pd.read_parquet(
+        Path(run) / "population" / "ground_truth" / "records.parquet",
+        columns=["agency", "record_id", "person_id"],
+    )
     gt["record_id"] = gt["record_id"].astype(str)
     ids = np.empty(len(hub.records), dtype=object)
     for agency, idx in hub.records.groupby("agency").indices.items():
@@ -84,8 +99,9 @@ def record_persons(run: Path, hub: HubData) -> np.ndarray:
         refs = hub.records["record_ref"].to_numpy()[idx]
         ids[idx] = [decrypt_record_ref(r, keys) for r in refs]
     df = pd.DataFrame({"agency": hub.records["agency"], "record_id": ids.astype(str)})
-    out = df.merge(gt.drop_duplicates(["agency", "record_id"]), how="left",
-                   on=["agency", "record_id"])["person_id"]
+    out = df.merge(
+        gt.drop_duplicates(["agency", "record_id"]), how="left", on=["agency", "record_id"]
+    )["person_id"]
     return out.fillna(-1).astype(np.int64).to_numpy()
 
 
@@ -99,13 +115,23 @@ def population_plaintext(run: Path) -> pd.DataFrame:
     current = hist[hist["date_to"].isna()].drop_duplicates("household_id")
     cur = current.merge(addr, on="address_id")[["household_id", "address_line_1", "postcode"]]
     p = persons.merge(cur, how="left", on="household_id")
-    raw = pd.DataFrame({
-        "record_id": p["person_id"].astype(str),
-        "given_name": p["given_name"], "middle_names": p["middle_names"],
-        "family_name": p["family_name"], "other_names": p["other_names"],
-        "date_of_birth": pd.to_datetime(p["date_of_birth"]).dt.strftime("%Y-%m-%d"),
-        "sex": p["sex"], "address_line_1": p["address_line_1"], "postcode": p["postcode"],
-    }).astype(object).where(lambda f: f.notna(), None)
+    raw = (
+        pd.DataFrame(
+            {
+                "record_id": p["person_id"].astype(str),
+                "given_name": p["given_name"],
+                "middle_names": p["middle_names"],
+                "family_name": p["family_name"],
+                "other_names": p["other_names"],
+                "date_of_birth": pd.to_datetime(p["date_of_birth"]).dt.strftime("%Y-%m-%d"),
+                "sex": p["sex"],
+                "address_line_1": p["address_line_1"],
+                "postcode": p["postcode"],
+            }
+        )
+        .astype(object)
+        .where(lambda f: f.notna(), None)
+    )
     norm = normalise_identifiers(raw, ["%Y-%m-%d"]).frame
     norm.index = p["person_id"].to_numpy()
     return norm
@@ -137,8 +163,10 @@ def preimage(spec: dict[str, Any], frame: pd.DataFrame, column: str) -> np.ndarr
         if col is None:
             continue
         if section == "bloom":
-            parts = [enc._source(frame, s, {**col, "compact": False})
-                     for s in col.get("sources") or [col["source"]]]
+            parts = [
+                enc._source(frame, s, {**col, "compact": False})
+                for s in col.get("sources") or [col["source"]]
+            ]
             vals = []
             for c, u in parts:
                 vals.append(np.where(c >= 0, np.append(u, None)[c], None))
@@ -178,14 +206,20 @@ def public_name_table(kind: str) -> pd.Series:
     return pd.Series(w, index=keys).groupby(level=0).sum().sort_values(ascending=False)
 
 
-NAME_SOURCES = {"given_name": "given_name", "given_name_canonical": "given_name",
-                "given_name_phonetic": "given_name", "family_name": "family_name",
-                "family_name_phonetic": "family_name", "family_name_parts": "family_name"}
+NAME_SOURCES = {
+    "given_name": "given_name",
+    "given_name_canonical": "given_name",
+    "given_name_phonetic": "given_name",
+    "family_name": "family_name",
+    "family_name_phonetic": "family_name",
+    "family_name_parts": "family_name",
+}
 DOB_SALTS = ("dob_year", "dob_ym", "dob_iso")
 
 
-def public_column_table(spec: dict[str, Any], column: str,
-                        dob_shares: pd.Series) -> pd.Series | None:
+def public_column_table(
+    spec: dict[str, Any], column: str, dob_shares: pd.Series
+) -> pd.Series | None:
     """Census-style table for any single-name column (token or Bloom filter, salted with a part
     of the DOB or not): public names x the public age structure, pushed through the bridge's
     own preimage code (so canonical forms, phonetic codes and salts come out exactly as the
@@ -200,7 +234,8 @@ def public_column_table(spec: dict[str, Any], column: str,
     salt = col.get("salt")
     names = [s for s in sources if s in NAME_SOURCES]
     salts = [s for s in sources if s not in NAME_SOURCES] + (
-        [salt] if isinstance(salt, str) else list(salt or []))
+        [salt] if isinstance(salt, str) else list(salt or [])
+    )
     if len(names) != 1 or not set(salts) <= set(DOB_SALTS):
         return None
     kind = NAME_SOURCES[names[0]]
@@ -211,8 +246,12 @@ def public_column_table(spec: dict[str, Any], column: str,
             dob_shares = dob_shares.groupby(dob_shares.index.str[:width]).sum()
             dob_shares.index = [d + ("-01" if width == 7 else "-01-01") for d in dob_shares.index]
         dates = dob_shares.index.to_numpy()
-        raw = pd.DataFrame({kind: np.repeat(table.index.to_numpy(), len(dates)),
-                            "date_of_birth": np.tile(dates, len(table))})
+        raw = pd.DataFrame(
+            {
+                kind: np.repeat(table.index.to_numpy(), len(dates)),
+                "date_of_birth": np.tile(dates, len(table)),
+            }
+        )
         weight = np.outer(table.to_numpy(), dob_shares.to_numpy()).ravel()
     else:
         raw = pd.DataFrame({kind: table.index.to_numpy()})

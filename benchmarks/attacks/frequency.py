@@ -17,8 +17,7 @@ def align(hub_values: np.ndarray, table: pd.Series, seed: int = 0) -> dict[objec
     "decoded" 6 records, where a random order expects one."""
     rng = np.random.default_rng(seed)
     counts = pd.Series(hub_values, dtype=object).dropna().value_counts(sort=False)
-    counts = counts.iloc[rng.permutation(len(counts))].sort_values(ascending=False,
-                                                                   kind="stable")
+    counts = counts.iloc[rng.permutation(len(counts))].sort_values(ascending=False, kind="stable")
     table = table.iloc[rng.permutation(len(table))]
     ranked = table.sort_values(ascending=False, kind="stable").index.tolist()
     return dict(zip(counts.index.tolist(), ranked, strict=False))

@@ -43,7 +43,7 @@ def qgram_matrix(values: list[str], col: dict[str, Any]) -> sp.csr_matrix:
                 words = ["".join(words)]
             for w in words:
                 p = f"_{w}_"
-                grams.update((i, salt + p[j:j + q]) for j in range(max(1, len(p) - q + 1)))
+                grams.update((i, salt + p[j : j + q]) for j in range(max(1, len(p) - q + 1)))
         for g in grams:
             rows.append(r)
             cols.append(vocab.setdefault(g, len(vocab)))
@@ -61,27 +61,36 @@ def _sim(inter: np.ndarray, si: np.ndarray, sj: np.ndarray, width: int | None) -
         return np.where(denom > 0, 2.0 * inter / denom, 0.0)
 
 
-def _dice_block(x: Any, allx: Any, sizes: np.ndarray, lo: int, hi: int,
-                width: int | None = None) -> np.ndarray:
+def _dice_block(
+    x: Any, allx: Any, sizes: np.ndarray, lo: int, hi: int, width: int | None = None
+) -> np.ndarray:
     inter = x[lo:hi] @ allx.T
     inter = inter.toarray() if sp.issparse(inter) else np.asarray(inter)
     return _sim(inter, sizes[lo:hi, None], sizes[None, :], width).astype(np.float32)
 
 
-def _sample_sims(x: Any, sizes: np.ndarray, rng: np.random.Generator, n: int,
-                 width: int | None = None) -> np.ndarray:
+def _sample_sims(
+    x: Any, sizes: np.ndarray, rng: np.random.Generator, n: int, width: int | None = None
+) -> np.ndarray:
     m = x.shape[0]
     i, j = rng.integers(0, m, n), rng.integers(0, m, n)
     keep = i != j
     i, j = i[keep], j[keep]
     xi, xj = x[i], x[j]
-    inter = np.asarray(xi.multiply(xj).sum(axis=1)).ravel() if sp.issparse(x) else \
-        (np.asarray(xi) * np.asarray(xj)).sum(axis=1)
+    inter = (
+        np.asarray(xi.multiply(xj).sum(axis=1)).ravel()
+        if sp.issparse(x)
+        else (np.asarray(xi) * np.asarray(xj)).sum(axis=1)
+    )
     return _sim(inter, sizes[i], sizes[j], width)
 
 
-def similarity_graph(x: Any, threshold: float, calibrate: Callable[[np.ndarray], np.ndarray],
-                     width: int | None = None) -> sp.csr_matrix:
+def similarity_graph(
+    x: Any,
+    threshold: float,
+    calibrate: Callable[[np.ndarray], np.ndarray],
+    width: int | None = None,
+) -> sp.csr_matrix:
     """Symmetric graph of pairs with Dice >= threshold, edge weight = calibrated similarity."""
     sizes = np.asarray(x.sum(axis=1)).ravel().astype(np.float32)
     n = x.shape[0]
@@ -95,8 +104,9 @@ def similarity_graph(x: Any, threshold: float, calibrate: Callable[[np.ndarray],
         rows.append(r + lo)
         cols.append(c)
         vals.append(calibrate(d[r, c]))
-    g = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
-                      shape=(n, n))
+    g = sp.csr_matrix(
+        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n)
+    )
     return g
 
 
@@ -121,8 +131,9 @@ def node_features(g: sp.csr_matrix, own_size: np.ndarray, lo: float) -> np.ndarr
     poss = deg * (deg - 1) / 2.0
     clust = np.divide(tri, poss, out=np.zeros(n), where=poss > 0)
     two_hop = np.asarray(((a @ a) > 0).sum(axis=1)).ravel()
-    feats = np.column_stack([deg, strength, mx, mean, hist, nbr_mean, nbr_max, clust, two_hop,
-                             own_size])
+    feats = np.column_stack(
+        [deg, strength, mx, mean, hist, nbr_mean, nbr_max, clust, two_hop, own_size]
+    )
     return np.column_stack([rankdata(f) / n for f in feats.T])
 
 
@@ -136,9 +147,9 @@ def match(fe: np.ndarray, fp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     best = np.empty(len(fe), dtype=np.int64)
     dist = np.empty(len(fe))
     for lo in range(0, len(fe), 2048):
-        d = cdist(fe[lo:lo + 2048], fp)
-        best[lo:lo + 2048] = d.argmin(axis=1)
-        dist[lo:lo + 2048] = d.min(axis=1)
+        d = cdist(fe[lo : lo + 2048], fp)
+        best[lo : lo + 2048] = d.argmin(axis=1)
+        dist[lo : lo + 2048] = d.min(axis=1)
     taken = np.zeros(len(fp), dtype=bool)
     rows, cols = [], []
     for i in np.argsort(dist, kind="stable"):
@@ -149,9 +160,15 @@ def match(fe: np.ndarray, fp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.array(rows, dtype=np.int64), np.array(cols, dtype=np.int64)
 
 
-def graph_attack(enc_bits: np.ndarray, plain_values: list[str], col: dict[str, Any], *,
-                 mean_degree: float = 20.0, seed: int = 0, hamming: bool = False
-                 ) -> dict[int, str]:
+def graph_attack(
+    enc_bits: np.ndarray,
+    plain_values: list[str],
+    col: dict[str, Any],
+    *,
+    mean_degree: float = 20.0,
+    seed: int = 0,
+    hamming: bool = False,
+) -> dict[int, str]:
     """enc_bits: (n_enc, bits) bool, one row per distinct encoding the hub holds;
     plain_values: distinct plaintext reference values. Returns encoded row -> plaintext.
     hamming: compare encodings by Hamming similarity instead of Dice."""

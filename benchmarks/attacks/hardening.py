@@ -24,8 +24,15 @@ def diffuse(bits: np.ndarray, t: int, secret: bytes, out_bits: int | None = None
     return out
 
 
-def pair_separation(bits: np.ndarray, null: np.ndarray, person: np.ndarray, *,
-                    hamming: bool, seed: int = 0, n_neg: int = 200_000) -> dict[str, float]:
+def pair_separation(
+    bits: np.ndarray,
+    null: np.ndarray,
+    person: np.ndarray,
+    *,
+    hamming: bool,
+    seed: int = 0,
+    n_neg: int = 200_000,
+) -> dict[str, float]:
     """Quality proxy for one encoding: similarity of true pairs (two records of one person)
     against random pairs: the AUC (ties count half; random pairs often share a common name
     exactly, so a recall at a fixed false-positive rate says little per field)."""

@@ -17,8 +17,7 @@ import numpy as np
 from benchmarks.attacks.graph import qgram_matrix
 
 
-def mine_positions(bits: np.ndarray, weight: np.ndarray, k: int, n_grams: int
-                   ) -> list[np.ndarray]:
+def mine_positions(bits: np.ndarray, weight: np.ndarray, k: int, n_grams: int) -> list[np.ndarray]:
     """The k positions set together in the most filters, then the next k among the positions
     left, ... (greedy frequent itemsets): the i-th set is taken for the i-th most frequent
     q-gram. Exact for the first q-gram on unfolded filters; later sets mix q-grams (no
@@ -42,10 +41,16 @@ def mine_positions(bits: np.ndarray, weight: np.ndarray, k: int, n_grams: int
     return out
 
 
-def pattern_mining(enc_bits: np.ndarray, enc_weight: np.ndarray, plain_values: list[str],
-                   plain_weight: np.ndarray, col: dict[str, Any], *, top: int = 30,
-                   max_distance: int = 2
-                   ) -> dict[int, str]:
+def pattern_mining(
+    enc_bits: np.ndarray,
+    enc_weight: np.ndarray,
+    plain_values: list[str],
+    plain_weight: np.ndarray,
+    col: dict[str, Any],
+    *,
+    top: int = 30,
+    max_distance: int = 2,
+) -> dict[int, str]:
     """enc_bits: (u, m) distinct hub filters with their record counts; plain_values: distinct
     reference values with counts. Returns filter row -> plaintext for unique decodings."""
     k = int(col["k"])
@@ -60,7 +65,7 @@ def pattern_mining(enc_bits: np.ndarray, enc_weight: np.ndarray, plain_values: l
     out: dict[int, str] = {}
     rf = ref.astype(np.float32)
     for lo in range(0, len(has), 4096):
-        h = has[lo:lo + 4096].astype(np.float32)
+        h = has[lo : lo + 4096].astype(np.float32)
         dist = h.sum(1)[:, None] + rf.sum(1)[None, :] - 2.0 * (h @ rf.T)
         best = dist.argmin(axis=1)
         dmin = dist[np.arange(len(h)), best]

@@ -22,8 +22,15 @@ class AttackResult:
         return asdict(self)
 
 
-def score(attack: str, target: str, overlap: str, hub_values: np.ndarray, guesses: np.ndarray,
-          truth: np.ndarray, attackable: np.ndarray) -> AttackResult:
+def score(
+    attack: str,
+    target: str,
+    overlap: str,
+    hub_values: np.ndarray,
+    guesses: np.ndarray,
+    truth: np.ndarray,
+    attackable: np.ndarray,
+) -> AttackResult:
     """hub_values: the hub's value per record (token / Bloom bytes; None = missing);
     guesses: the attacker's plaintext guess per record (None = no guess); truth: the true
     plaintext per record (None = unknown). Records count when the hub holds a value, the truth
@@ -40,8 +47,9 @@ def score(attack: str, target: str, overlap: str, hub_values: np.ndarray, guesse
     df = pd.DataFrame({"v": hv[ok].to_numpy(), "t": t, "g": g})
     mode = df.groupby("v")["t"].agg(lambda s: s.value_counts().index[0])
     guess = df.groupby("v")["g"].first()
-    vhit = np.array([a is not None and a == b for a, b in zip(guess.reindex(mode.index), mode,
-                                                             strict=True)])
-    return AttackResult(attack, target, overlap, float(hit.mean()), float(vhit.mean()), n,
-                        len(mode))
-
+    vhit = np.array(
+        [a is not None and a == b for a, b in zip(guess.reindex(mode.index), mode, strict=True)]
+    )
+    return AttackResult(
+        attack, target, overlap, float(hit.mean()), float(vhit.mean()), n, len(mode)
+    )

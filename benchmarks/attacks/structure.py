@@ -34,8 +34,9 @@ def decode_years(rec: pd.DataFrame, ref_year: int = 2025) -> dict[str, int]:
     return {t: ref_year - 5 - g for t, g in mode.items()}
 
 
-def decode_calendar(rec: pd.DataFrame, years: dict[str, int]
-                    ) -> tuple[dict[str, frozenset[int]], dict[str, frozenset[int]]]:
+def decode_calendar(
+    rec: pd.DataFrame, years: dict[str, int]
+) -> tuple[dict[str, frozenset[int]], dict[str, frozenset[int]]]:
     """(month token -> candidate months, day token -> candidate days)."""
     md = rec[["tok_dob_month", "tok_dob_day"]].dropna().drop_duplicates()
     months = set(md["tok_dob_month"])
@@ -51,8 +52,9 @@ def decode_calendar(rec: pd.DataFrame, years: dict[str, int]
     short_m = months - long_m
     feb = min(short_m, key=lambda m: len(per_month[m]))
     for m in months:
-        m_cands[m] = LONG if m in long_m else (frozenset({2}) if m == feb else
-                                               frozenset({4, 6, 9, 11}))
+        m_cands[m] = (
+            LONG if m in long_m else (frozenset({2}) if m == feb else frozenset({4, 6, 9, 11}))
+        )
     d_cands[d31] = frozenset({31})
     not_feb = [d for d in days if d != d31 and feb not in per_day[d]]
     for d in not_feb:

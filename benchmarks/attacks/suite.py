@@ -34,8 +34,9 @@ QI = ("given", "family", "sex", "year", "month", "day", "district")
 class Context:
     """The hub's data, the population plaintext and each record's truth, computed once."""
 
-    def __init__(self, run: Path, warehouse: Path | None = None,
-                 spec: dict[str, Any] | None = None):
+    def __init__(
+        self, run: Path, warehouse: Path | None = None, spec: dict[str, Any] | None = None
+    ):
         self.run = Path(run)
         self.spec = spec or load_encoding_spec()
         wh = warehouse or self.run / "hub" / "warehouse.duckdb"
@@ -116,21 +117,29 @@ def _bloom_guesses(ctx: Context, col: str, ref_ids: np.ndarray, how: str) -> np.
     return _by_value(vals, mapping)
 
 
-def combined(ctx: Context, guesses: dict[str, np.ndarray], ref_ids: np.ndarray,
-             month_c: dict[str, frozenset[int]], day_c: dict[str, frozenset[int]]
-             ) -> tuple[float, float, int]:
+def combined(
+    ctx: Context,
+    guesses: dict[str, np.ndarray],
+    ref_ids: np.ndarray,
+    month_c: dict[str, frozenset[int]],
+    day_c: dict[str, frozenset[int]],
+) -> tuple[float, float, int]:
     """Records whose decoded quasi-identifiers point at exactly one reference person, and that
     person is the right one. Returns (records share, persons share, attackable records)."""
     # The attacker's own plaintext, independent of which tokens the spec has.
     pop = ctx.pop.loc[ref_ids]
-    refp = pd.DataFrame({
-        "pid": ref_ids, "given": pop["given_name"].to_numpy(dtype=object),
-        "family": pop["family_name"].str.replace(" ", "").to_numpy(dtype=object),
-        "sex": pop["sex"].to_numpy(dtype=object),
-        "year": pop["dob_year"].astype("string").to_numpy(dtype=object),
-        "district": pop["postcode_district"].to_numpy(dtype=object),
-        "month": pop["dob_month"].astype("float64").to_numpy(),
-        "day": pop["dob_day"].astype("float64").to_numpy()})
+    refp = pd.DataFrame(
+        {
+            "pid": ref_ids,
+            "given": pop["given_name"].to_numpy(dtype=object),
+            "family": pop["family_name"].str.replace(" ", "").to_numpy(dtype=object),
+            "sex": pop["sex"].to_numpy(dtype=object),
+            "year": pop["dob_year"].astype("string").to_numpy(dtype=object),
+            "district": pop["postcode_district"].to_numpy(dtype=object),
+            "month": pop["dob_month"].astype("float64").to_numpy(),
+            "day": pop["dob_day"].astype("float64").to_numpy(),
+        }
+    )
     refp = refp.where(refp.notna(), None)
     att = np.isin(ctx.person, ref_ids)
     recs = pd.DataFrame({k: guesses[k] for k in ("given", "family", "sex", "year", "district")})
@@ -150,10 +159,14 @@ def combined(ctx: Context, guesses: dict[str, np.ndarray], ref_ids: np.ndarray,
         m = g.merge(refp.dropna(subset=cols), on=cols, how="inner")
         if m.empty:
             continue
-        ok = np.array([(not isinstance(s, frozenset) or mo in s) and
-                       (not isinstance(d, frozenset) or dy in d)
-                       for s, mo, d, dy in zip(m["mset"], m["month"], m["dset"], m["day"],
-                                               strict=True)], dtype=bool)
+        ok = np.array(
+            [
+                (not isinstance(s, frozenset) or mo in s)
+                and (not isinstance(d, frozenset) or dy in d)
+                for s, mo, d, dy in zip(m["mset"], m["month"], m["dset"], m["day"], strict=True)
+            ],
+            dtype=bool,
+        )
         m = m[ok]
         n = m.groupby("row")["pid"].agg(["count", "first"])
         uniq = n[n["count"] == 1]
@@ -165,13 +178,19 @@ def combined(ctx: Context, guesses: dict[str, np.ndarray], ref_ids: np.ndarray,
     return float(hit.mean()) if len(hit) else 0.0, float(share_p), int(len(hit))
 
 
-def run_suite(ctx: Context, overlaps: Iterable[float] = (0.25, 0.5, 1.0), seed: int = 1,
-              step: Step | None = None, graph: bool = True) -> list[AttackResult]:
+def run_suite(
+    ctx: Context,
+    overlaps: Iterable[float] = (0.25, 0.5, 1.0),
+    seed: int = 1,
+    step: Step | None = None,
+    graph: bool = True,
+) -> list[AttackResult]:
     step = step or (lambda _s: None)
     results: list[AttackResult] = []
     rec = ctx.rec
-    truth = {c: ctx.truth(c) for c in ctx.columns("tok_") + ctx.columns("blk_")
-             + ctx.columns("bf_")}
+    truth = {
+        c: ctx.truth(c) for c in ctx.columns("tok_") + ctx.columns("blk_") + ctx.columns("bf_")
+    }
     everyone = ctx.person >= 0
     # Public census-style tables: no reference set needed.
     step("frequency vs public name tables")
@@ -183,14 +202,23 @@ def run_suite(ctx: Context, overlaps: Iterable[float] = (0.25, 0.5, 1.0), seed: 
             continue
         table = public_name_table(col[4:])
         if _salted_by_year(ctx.spec, col):  # names by birth year (e.g. ONS baby names)
-            table = pd.Series({f"{n}{SEP}{y}": a * b for n, a in table.items()
-                               for y, b in years.items()})
+            table = pd.Series(
+                {f"{n}{SEP}{y}": a * b for n, a in table.items() for y, b in years.items()}
+            )
         elif not _unsalted(ctx.spec, col):  # salted more finely: the generic table below
             continue
-        pub[col] = _by_value(rec[col], frequency.align(rec[col].to_numpy(dtype=object),
-                                                       table))
-        results.append(score("frequency", col, "public", rec[col].to_numpy(dtype=object),
-                             pub[col], truth[col], everyone))
+        pub[col] = _by_value(rec[col], frequency.align(rec[col].to_numpy(dtype=object), table))
+        results.append(
+            score(
+                "frequency",
+                col,
+                "public",
+                rec[col].to_numpy(dtype=object),
+                pub[col],
+                truth[col],
+                everyone,
+            )
+        )
     # Every other single-name column (canonical, phonetic, parts, Bloom filters; salted with
     # any part of the DOB): public names x births by day through the bridge's preimage code.
     days = pd.to_datetime(ctx.pop["date_of_birth"]).dropna().dt.strftime("%Y-%m-%d")
@@ -202,8 +230,11 @@ def run_suite(ctx: Context, overlaps: Iterable[float] = (0.25, 0.5, 1.0), seed: 
         if table is None or table.empty:
             continue
         g = _by_value(rec[col], frequency.align(rec[col].to_numpy(dtype=object), table))
-        results.append(score("frequency", col, "public", rec[col].to_numpy(dtype=object), g,
-                             truth[col], everyone))
+        results.append(
+            score(
+                "frequency", col, "public", rec[col].to_numpy(dtype=object), g, truth[col], everyone
+            )
+        )
     step("structure: year group, calendar")
     none = np.full(len(rec), None, dtype=object)
     dyears = structure.decode_years(rec) if "tok_dob_year" in rec else {}
@@ -211,13 +242,25 @@ def run_suite(ctx: Context, overlaps: Iterable[float] = (0.25, 0.5, 1.0), seed: 
     day_c: dict[str, frozenset[int]] = {}
     if {"tok_dob_month", "tok_dob_day", "tok_dob_year"} <= set(rec.columns):
         month_c, day_c = structure.decode_calendar(rec, dyears)
-    found = {"tok_dob_year": {t: str(y) for t, y in dyears.items()},
-             "tok_dob_month": structure.exact(month_c), "tok_dob_day": structure.exact(day_c)}
+    found = {
+        "tok_dob_year": {t: str(y) for t, y in dyears.items()},
+        "tok_dob_month": structure.exact(month_c),
+        "tok_dob_day": structure.exact(day_c),
+    }
     decoded = {c: _by_value(rec[c], m) if c in rec else none for c, m in found.items()}
     for col, g in decoded.items():
         if col in rec:
-            results.append(score("structure", col, "none", rec[col].to_numpy(dtype=object), g,
-                                 truth[col], everyone))
+            results.append(
+                score(
+                    "structure",
+                    col,
+                    "none",
+                    rec[col].to_numpy(dtype=object),
+                    g,
+                    truth[col],
+                    everyone,
+                )
+            )
     yguess = decoded["tok_dob_year"]
     for ov in overlaps:
         label = f"{round(ov * 100)}%"
@@ -229,37 +272,54 @@ def run_suite(ctx: Context, overlaps: Iterable[float] = (0.25, 0.5, 1.0), seed: 
             table = frequency.reference_table(ctx.ref(col, ref_ids))
             if table.empty:
                 continue
-            freq[col] = _by_value(rec[col], frequency.align(rec[col].to_numpy(dtype=object),
-                                                            table))
-            results.append(score("frequency", col, label, rec[col].to_numpy(dtype=object),
-                                 freq[col], truth[col], att))
+            freq[col] = _by_value(rec[col], frequency.align(rec[col].to_numpy(dtype=object), table))
+            results.append(
+                score(
+                    "frequency",
+                    col,
+                    label,
+                    rec[col].to_numpy(dtype=object),
+                    freq[col],
+                    truth[col],
+                    att,
+                )
+            )
         # A deterministic Bloom filter repeats per value like a token: align its counts too.
         for col in ctx.columns("bf_"):
             table = frequency.reference_table(ctx.ref(col, ref_ids))
             if table.empty:
                 continue
             g = _by_value(rec[col], frequency.align(rec[col].to_numpy(dtype=object), table))
-            results.append(score("frequency", col, label, rec[col].to_numpy(dtype=object), g,
-                                 truth[col], att))
+            results.append(
+                score("frequency", col, label, rec[col].to_numpy(dtype=object), g, truth[col], att)
+            )
         # Sex from the given names the alignment decoded (no frequency table for sex needed).
         given = _split_salted(freq.get("tok_given_name", pub.get("tok_given_name", none)))[0]
         sguess = none
         if "tok_sex" in rec:
             sguess = _by_value(rec["tok_sex"], structure.decode_sex(rec, given))
-            results.append(score("structure", "tok_sex", label,
-                                 rec["tok_sex"].to_numpy(dtype=object), sguess,
-                                 truth["tok_sex"], att))
+            results.append(
+                score(
+                    "structure",
+                    "tok_sex",
+                    label,
+                    rec["tok_sex"].to_numpy(dtype=object),
+                    sguess,
+                    truth["tok_sex"],
+                    att,
+                )
+            )
         best: dict[str, np.ndarray] = {}
         for how in ("pattern", "graph") if graph else ("pattern",):
             for col in ctx.columns("bf_"):
                 step(f"{how} attack on {col}, overlap {label}")
                 g = _bloom_guesses(ctx, col, ref_ids, how)
-                results.append(score(how, col, label, rec[col].to_numpy(dtype=object), g,
-                                     truth[col], att))
+                results.append(
+                    score(how, col, label, rec[col].to_numpy(dtype=object), g, truth[col], att)
+                )
                 best[f"{how}:{col}"] = g
         step(f"combined re-identification, overlap {label}")
-        base = {"sex": sguess, "year": yguess,
-                "district": freq.get("tok_postcode_district", none)}
+        base = {"sex": sguess, "year": yguess, "district": freq.get("tok_postcode_district", none)}
         variants = {"frequency": (freq.get("tok_given_name"), freq.get("tok_family_name"))}
         if graph:
             variants["graph"] = (best.get("graph:bf_given_name"), best.get("graph:bf_family_name"))
@@ -269,15 +329,19 @@ def run_suite(ctx: Context, overlaps: Iterable[float] = (0.25, 0.5, 1.0), seed: 
             for y in (gy, fy):  # a decoded salted name carries its birth year
                 if y is not None:
                     year = np.where(pd.isna(year), y, year)
-            gs = {**base, "year": year, "given": gv if gv is not None else none,
-                  "family": fv if fv is not None else none}
+            gs = {
+                **base,
+                "year": year,
+                "given": gv if gv is not None else none,
+                "family": fv if fv is not None else none,
+            }
             r, p, n = combined(ctx, gs, ref_ids, month_c, day_c)
-            results.append(AttackResult("combined", f"{name} names+dob+sex+district", label,
-                                        r, p, n, n))
+            results.append(
+                AttackResult("combined", f"{name} names+dob+sex+district", label, r, p, n, n)
+            )
     return results
 
 
 def max_reidentification(results: list[AttackResult], overlap: str | None = None) -> float:
-    rs = [r.records for r in results if overlap is None or r.overlap in (overlap, "none",
-                                                                          "public")]
+    rs = [r.records for r in results if overlap is None or r.overlap in (overlap, "none", "public")]
     return max(rs) if rs else 0.0

@@ -49,25 +49,43 @@ SIGNAL_RATE = 0.25
 MIN_SIGNAL = 2
 RULES = "(protocol rules)"
 UNKNOWN = "(not known)"
-ORDER = (Interaction.OFFER, Interaction.DISCLOSE_ON_REQUEST, Interaction.WITHHOLD_OFFER,
-         Interaction.REFUSE_REQUEST, Interaction.REQUEST, Interaction.ACCEPT,
-         Interaction.WITHHOLD_REQUEST, Interaction.DECLINE_OFFER)
+ORDER = (
+    Interaction.OFFER,
+    Interaction.DISCLOSE_ON_REQUEST,
+    Interaction.WITHHOLD_OFFER,
+    Interaction.REFUSE_REQUEST,
+    Interaction.REQUEST,
+    Interaction.ACCEPT,
+    Interaction.WITHHOLD_REQUEST,
+    Interaction.DECLINE_OFFER,
+)
 LABELS = {
-    Interaction.OFFER: "I offer", Interaction.DISCLOSE_ON_REQUEST: "I share when asked",
+    Interaction.OFFER: "I offer",
+    Interaction.DISCLOSE_ON_REQUEST: "I share when asked",
     Interaction.WITHHOLD_OFFER: "I do not offer",
     Interaction.REFUSE_REQUEST: "I withhold when asked",
-    Interaction.REQUEST: "I request", Interaction.ACCEPT: "I accept what is offered",
+    Interaction.REQUEST: "I request",
+    Interaction.ACCEPT: "I accept what is offered",
     Interaction.WITHHOLD_REQUEST: "I do not request",
     Interaction.DECLINE_OFFER: "I refuse what is offered",
 }
-SHARING = frozenset({Interaction.OFFER, Interaction.DISCLOSE_ON_REQUEST, Interaction.REQUEST,
-                     Interaction.ACCEPT})
-RECIPIENT = frozenset({Interaction.REQUEST, Interaction.ACCEPT, Interaction.WITHHOLD_REQUEST,
-                       Interaction.DECLINE_OFFER})
+SHARING = frozenset(
+    {Interaction.OFFER, Interaction.DISCLOSE_ON_REQUEST, Interaction.REQUEST, Interaction.ACCEPT}
+)
+RECIPIENT = frozenset(
+    {
+        Interaction.REQUEST,
+        Interaction.ACCEPT,
+        Interaction.WITHHOLD_REQUEST,
+        Interaction.DECLINE_OFFER,
+    }
+)
 QUADRANTS = ("ideal", "over-open", "over-cautious", "chaotic")
-_DISCRETIONARY = {"sharing_not_offered": "did_not_offer",
-                  "sharing_not_requested": "did_not_request", "withheld_request":
-                  "did_not_request"}
+_DISCRETIONARY = {
+    "sharing_not_offered": "did_not_offer",
+    "sharing_not_requested": "did_not_request",
+    "withheld_request": "did_not_request",
+}
 
 
 @dataclass
@@ -85,8 +103,9 @@ class Group:
         open_rate = outside / shares if shares else 0.0
         cautious_rate = discretionary / withholds if withholds else 0.0
         is_open = outside >= MIN_SIGNAL and open_rate >= SIGNAL_RATE
-        is_cautious = s["overturned"] > 0 or (discretionary >= MIN_SIGNAL and
-                                              cautious_rate >= SIGNAL_RATE)
+        is_cautious = s["overturned"] > 0 or (
+            discretionary >= MIN_SIGNAL and cautious_rate >= SIGNAL_RATE
+        )
         quadrant = QUADRANTS[int(is_open) + 2 * int(is_cautious)]
         why = []
         if s["break_glass_shares"]:
@@ -95,24 +114,41 @@ class Group:
             why.append(f"{s['off_system_shares']} of {shares} shares outside the system")
         if s["overturned"]:
             why.append(f"{s['overturned']} refusal(s) overturned on challenge")
-        for key, text in (("did_not_offer", "not offered"), ("did_not_request",
-                          "not requested"), ("offers_refused", "offers refused")):
+        for key, text in (
+            ("did_not_offer", "not offered"),
+            ("did_not_request", "not requested"),
+            ("offers_refused", "offers refused"),
+        ):
             if s[key]:
                 why.append(f"{s[key]} {text}")
-        return {"counts": {k.value: self.counts[k] for k in ORDER},
-                "overturned_by_kind": {k.value: self.overturned_kinds[k] for k in ORDER},
-                "shares": shares, "withholds": withholds, "open_rate": open_rate,
-                "cautious_rate": cautious_rate, "quadrant": quadrant, "signals": why,
-                **{k: s[k] for k in ("break_glass_shares", "off_system_shares", "did_not_offer",
-                                     "did_not_request", "offers_refused", "overturned",
-                                     "upheld")}}
+        return {
+            "counts": {k.value: self.counts[k] for k in ORDER},
+            "overturned_by_kind": {k.value: self.overturned_kinds[k] for k in ORDER},
+            "shares": shares,
+            "withholds": withholds,
+            "open_rate": open_rate,
+            "cautious_rate": cautious_rate,
+            "quadrant": quadrant,
+            "signals": why,
+            **{
+                k: s[k]
+                for k in (
+                    "break_glass_shares",
+                    "off_system_shares",
+                    "did_not_offer",
+                    "did_not_request",
+                    "offers_refused",
+                    "overturned",
+                    "upheld",
+                )
+            },
+        }
 
 
 class Appropriateness:
     """Tallies audit bodies as they stream past (`observe`), then `section()`."""
 
-    def __init__(self, staff: Mapping[str, tuple[str | None, str | None]] | None = None
-                 ) -> None:
+    def __init__(self, staff: Mapping[str, tuple[str | None, str | None]] | None = None) -> None:
         self.staff = dict(staff or {})
         self.agencies: dict[str, Group] = defaultdict(Group)
         self.teams: dict[tuple[str, str], Group] = defaultdict(Group)
@@ -161,11 +197,20 @@ class Appropriateness:
         t = body.get("type")
         if t == "household_decision":  # one request, whatever the number of members
             subs = list(body.get("decisions") or [])
-            seen = {(i.get("kind"), i.get("agency")): i for d in subs
-                    for i in d.get("interactions") or []}
+            seen = {
+                (i.get("kind"), i.get("agency")): i
+                for d in subs
+                for i in d.get("interactions") or []
+            }
             used = any((d.get("break_glass") or {}).get("used") for d in subs)
-            self.add({"type": "decision", "user_id": body.get("user_id"),
-                      "interactions": list(seen.values()), "break_glass": {"used": used}})
+            self.add(
+                {
+                    "type": "decision",
+                    "user_id": body.get("user_id"),
+                    "interactions": list(seen.values()),
+                    "break_glass": {"used": used},
+                }
+            )
             return
         if t == "sharing_record_refused":
             self.refused_records += 1
@@ -205,23 +250,29 @@ class Appropriateness:
         teams = [{"agency": a, "team": t, **g.row()} for (a, t), g in sorted(self.teams.items())]
         decided = self.challenges["upheld"] + self.challenges["overturned"]
         return {
-            "interactions": [{"kind": k.value, "label": LABELS[k],
-                              "shares": k in SHARING} for k in ORDER],
-            "by_agency": agencies, "by_team": teams,
+            "interactions": [
+                {"kind": k.value, "label": LABELS[k], "shares": k in SHARING} for k in ORDER
+            ],
+            "by_agency": agencies,
+            "by_team": teams,
             "quadrants": {q: sum(r["quadrant"] == q for r in agencies) for q in QUADRANTS},
-            "challenges": {"raised": self.challenges["raised"], "open":
-                           self.challenges["raised"] - decided,
-                           "upheld": self.challenges["upheld"],
-                           "overturned": self.challenges["overturned"]},
+            "challenges": {
+                "raised": self.challenges["raised"],
+                "open": self.challenges["raised"] - decided,
+                "upheld": self.challenges["upheld"],
+                "overturned": self.challenges["overturned"],
+            },
             "off_system_by_channel": dict(sorted(self.channels.items())),
             "refused_records": self.refused_records,
-            "signal_rate": SIGNAL_RATE, "min_signal": MIN_SIGNAL,
+            "signal_rate": SIGNAL_RATE,
+            "min_signal": MIN_SIGNAL,
         }
 
 
-def tally(entries: Iterable[Mapping[str, Any]] | None,
-          staff: Mapping[str, tuple[str | None, str | None]] | None = None,
-          ) -> tuple[Appropriateness | None, Iterable[Mapping[str, Any]] | None]:
+def tally(
+    entries: Iterable[Mapping[str, Any]] | None,
+    staff: Mapping[str, tuple[str | None, str | None]] | None = None,
+) -> tuple[Appropriateness | None, Iterable[Mapping[str, Any]] | None]:
     """(tally, entries to read on): the report reads the audit log once, for both sections."""
     if entries is None:
         return None, None
@@ -243,8 +294,9 @@ def charts(section: Mapping[str, Any] | None, plt: Any) -> dict[str, str]:
     names = [r["agency"] for r in rows]
     kinds = section["interactions"]
     blues, oranges = plt.get_cmap("Blues"), plt.get_cmap("Oranges")
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, max(3.0, 0.45 * len(rows) + 1.5)),
-                                      gridspec_kw={"width_ratios": [3, 2]})
+    fig, (left, right) = plt.subplots(
+        1, 2, figsize=(11, max(3.0, 0.45 * len(rows) + 1.5)), gridspec_kw={"width_ratios": [3, 2]}
+    )
     start = [0] * len(rows)
     ns = nw = 0
     for k in kinds:
@@ -259,18 +311,39 @@ def charts(section: Mapping[str, Any] | None, plt: Any) -> dict[str, str]:
     left.set_xlabel("interactions recorded")
     left.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=4)
     rate = section["signal_rate"]
-    colours = {"ideal": "tab:green", "over-open": "tab:red", "over-cautious": "tab:orange",
-               "chaotic": "tab:purple"}
+    colours = {
+        "ideal": "tab:green",
+        "over-open": "tab:red",
+        "over-cautious": "tab:orange",
+        "chaotic": "tab:purple",
+    }
     for r in rows:
         right.scatter(r["cautious_rate"], r["open_rate"], color=colours[r["quadrant"]], s=40)
-        right.annotate(r["agency"], (r["cautious_rate"], r["open_rate"]), fontsize=7,
-                       xytext=(4, 3), textcoords="offset points")
+        right.annotate(
+            r["agency"],
+            (r["cautious_rate"], r["open_rate"]),
+            fontsize=7,
+            xytext=(4, 3),
+            textcoords="offset points",
+        )
     right.axvline(rate, color="grey", linestyle="--", linewidth=0.8)
     right.axhline(rate, color="grey", linestyle="--", linewidth=0.8)
-    for x, y, text in ((0.02, 0.02, "ideal"), (0.02, 0.95, "over-open"),
-                       (0.98, 0.02, "over-cautious"), (0.98, 0.95, "chaotic")):
-        right.text(x, y, text, transform=right.transAxes, fontsize=8, color="grey",
-                   ha="left" if x < 0.5 else "right", va="bottom" if y < 0.5 else "top")
+    for x, y, text in (
+        (0.02, 0.02, "ideal"),
+        (0.02, 0.95, "over-open"),
+        (0.98, 0.02, "over-cautious"),
+        (0.98, 0.95, "chaotic"),
+    ):
+        right.text(
+            x,
+            y,
+            text,
+            transform=right.transAxes,
+            fontsize=8,
+            color="grey",
+            ha="left" if x < 0.5 else "right",
+            va="bottom" if y < 0.5 else "top",
+        )
     right.set_xlim(-0.02, 1.02)
     right.set_ylim(-0.02, 1.02)
     right.set_xlabel("discretionary withholding / withholding")

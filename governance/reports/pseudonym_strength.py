@@ -29,15 +29,17 @@ FLAG_MIN_RECORDS = 25
 def measured_figures(path: Path | None = None) -> dict[str, Any] | None:
     """The attack figures kept beside the spec (None when never measured)."""
     try:
-        text = (Path(path).read_text("utf-8") if path is not None else
-                resources.files("schemas").joinpath(FIGURES_FILE).read_text("utf-8"))
+        text = (
+            Path(path).read_text("utf-8")
+            if path is not None
+            else resources.files("schemas").joinpath(FIGURES_FILE).read_text("utf-8")
+        )
     except FileNotFoundError:
         return None
     return json.loads(text)
 
 
-def frequency_profile(con: duckdb.DuckDBPyConnection, columns: list[str]
-                      ) -> list[dict[str, Any]]:
+def frequency_profile(con: duckdb.DuckDBPyConnection, columns: list[str]) -> list[dict[str, Any]]:
     """Per encoded column of `identifiers`: records holding a value, distinct values, and the
     largest group of records sharing one value (count and share). Counts only: no value."""
     have = {r[0] for r in con.execute("DESCRIBE identifiers").fetchall()}
@@ -50,18 +52,29 @@ def frequency_profile(con: duckdb.DuckDBPyConnection, columns: list[str]
                        WHERE "{col}" IS NOT NULL GROUP BY 1)
             SELECT coalesce(sum(c), 0), count(*), coalesce(max(c), 0) FROM g""").fetchall()[0]
         share = top / n if n else 0.0
-        out.append({"column": col, "records": int(n), "distinct": int(distinct),
-                    "largest_group": int(top), "largest_share": share,
-                    "flag": bool(share > FLAG_SHARE and top > FLAG_MIN_RECORDS)})
+        out.append(
+            {
+                "column": col,
+                "records": int(n),
+                "distinct": int(distinct),
+                "largest_group": int(top),
+                "largest_share": share,
+                "flag": bool(share > FLAG_SHARE and top > FLAG_MIN_RECORDS),
+            }
+        )
     return out
 
 
-def section(con: duckdb.DuckDBPyConnection, spec: dict[str, Any],
-            figures: dict[str, Any] | None = None) -> dict[str, Any]:
+def section(
+    con: duckdb.DuckDBPyConnection, spec: dict[str, Any], figures: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Everything the report's section shows."""
     version = int(spec["encoding_spec_version"])
-    columns = [c for sec in ("tokens", "blocking", "bloom")
-               for c in ((spec.get(sec) or {}).get("columns") or {})]
+    columns = [
+        c
+        for sec in ("tokens", "blocking", "bloom")
+        for c in ((spec.get(sec) or {}).get("columns") or {})
+    ]
     figures = figures if figures is not None else measured_figures()
     attacks = None
     if figures:
@@ -71,11 +84,18 @@ def section(con: duckdb.DuckDBPyConnection, spec: dict[str, Any],
                 key = f"{r['attack']}: {r['target']}"
                 by_target[key] = max(by_target.get(key, 0.0), float(r["records"]))
         worst = sorted(by_target.items(), key=lambda kv: -kv[1])[:8]
-        attacks = {"spec_version": figures.get("encoding_spec_version"),
-                   "stale": figures.get("encoding_spec_version") != version,
-                   "people": figures.get("people"), "measured_on": figures.get("measured_on"),
-                   "max_records": max(by_target.values(), default=0.0),
-                   "worst": [{"attack": k, "records": v} for k, v in worst]}
+        attacks = {
+            "spec_version": figures.get("encoding_spec_version"),
+            "stale": figures.get("encoding_spec_version") != version,
+            "people": figures.get("people"),
+            "measured_on": figures.get("measured_on"),
+            "max_records": max(by_target.values(), default=0.0),
+            "worst": [{"attack": k, "records": v} for k, v in worst],
+        }
     profile = frequency_profile(con, columns)
-    return {"spec_version": version, "attacks": attacks, "profile": profile,
-            "flagged": [p["column"] for p in profile if p["flag"]]}
+    return {
+        "spec_version": version,
+        "attacks": attacks,
+        "profile": profile,
+        "flagged": [p["column"] for p in profile if p["flag"]],
+    }

@@ -42,7 +42,7 @@ class SarEntry:
     audit_seq: int
     recorded_at: str
     at: str | None
-    entry_type: str          # decision | withheld_request
+    entry_type: str  # decision | withheld_request
     user_id: str
     role: str | None
     protocol_id: str
@@ -81,22 +81,38 @@ class SarReport:
 
 def _entry(seq: int, recorded_at: str, body: Mapping[str, Any]) -> SarEntry:
     return SarEntry(
-        audit_seq=seq, recorded_at=recorded_at, at=body.get("at"),
-        entry_type=str(body.get("type")), user_id=str(body.get("user_id")),
-        role=body.get("role"), protocol_id=str(body.get("protocol_id")),
-        purpose=body.get("purpose"), legal_gateway=body.get("legal_gateway"),
+        audit_seq=seq,
+        recorded_at=recorded_at,
+        at=body.get("at"),
+        entry_type=str(body.get("type")),
+        user_id=str(body.get("user_id")),
+        role=body.get("role"),
+        protocol_id=str(body.get("protocol_id")),
+        purpose=body.get("purpose"),
+        legal_gateway=body.get("legal_gateway"),
         interactions=tuple(str(i.get("kind")) for i in body.get("interactions") or []),
-        fields=tuple(SarField(str(f.get("agency")), str(f.get("field")), bool(f.get("allowed")),
-                              f.get("legal_basis"), tuple(f.get("reasons") or []))
-                     for f in body.get("fields") or []),
+        fields=tuple(
+            SarField(
+                str(f.get("agency")),
+                str(f.get("field")),
+                bool(f.get("allowed")),
+                f.get("legal_basis"),
+                tuple(f.get("reasons") or []),
+            )
+            for f in body.get("fields") or []
+        ),
         break_glass=body.get("break_glass"),
-        interaction_reasons=tuple(dict.fromkeys(
-            str(r) for i in body.get("interactions") or [] for r in i.get("reasons") or [])),
+        interaction_reasons=tuple(
+            dict.fromkeys(
+                str(r) for i in body.get("interactions") or [] for r in i.get("reasons") or []
+            )
+        ),
     )
 
 
-def collect_sar(audit: Any, person_id: str, con: duckdb.DuckDBPyConnection | None = None
-                ) -> SarReport:
+def collect_sar(
+    audit: Any, person_id: str, con: duckdb.DuckDBPyConnection | None = None
+) -> SarReport:
     """Hub side. `audit` is a governance.audit.AuditLog; `con` the warehouse (for record refs).
     Reads the whole chain: a subject access request must be complete, not a sample."""
     entries = []
@@ -107,30 +123,39 @@ def collect_sar(audit: Any, person_id: str, con: duckdb.DuckDBPyConnection | Non
             entries.append(_entry(rec.seq, rec.recorded_at, body))
         # A household view records one entry with a decision per member: the person's own
         # decision is theirs; the other members' decisions are not.
-        for sub in body.get("decisions") or () if body.get("type") == "household_decision" \
-                else ():
+        for sub in body.get("decisions") or () if body.get("type") == "household_decision" else ():
             if (sub.get("subject") or {}).get("person_id") == person_id:
                 entries.append(_entry(rec.seq, rec.recorded_at, sub))
     refs: dict[str, list[str]] = {}
     if con is not None:
         for agency, ref in con.execute(
-                "SELECT agency, record_ref FROM record_person WHERE person_id = ? ORDER BY ALL",
-                [person_id]).fetchall():
+            "SELECT agency, record_ref FROM record_person WHERE person_id = ? ORDER BY ALL",
+            [person_id],
+        ).fetchall():
             refs.setdefault(agency, []).append(ref)
-    return SarReport(person_id, dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), refs,
-                     entries)
+    return SarReport(
+        person_id, dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), refs, entries
+    )
 
 
-def reidentify_for_sar(report: SarReport, agency: str, *, ref_keys: Any, lookup: Any,
-                       audit_log: Path | str, requesting_user: str) -> list[Any]:
+def reidentify_for_sar(
+    report: SarReport,
+    agency: str,
+    *,
+    ref_keys: Any,
+    lookup: Any,
+    audit_log: Path | str,
+    requesting_user: str,
+) -> list[Any]:
     """Agency side: decrypt this agency's refs of the person (ig_bridge.reidentify, audited)."""
     from ig_bridge.reidentify import ReidentificationRequest, reidentify
 
     refs = report.record_refs.get(agency, [])
     if not refs:
         return []
-    req = ReidentificationRequest(protocol_id=SAR_PROTOCOL, requesting_user=requesting_user,
-                                  reason="subject_access_request")
+    req = ReidentificationRequest(
+        protocol_id=SAR_PROTOCOL, requesting_user=requesting_user, reason="subject_access_request"
+    )
     return reidentify(refs, req, ref_keys=ref_keys, lookup=lookup, audit_log=audit_log)
 
 
@@ -148,15 +173,26 @@ def agency_identity_requests(audit_log: Path | str, refs: Sequence[str]) -> list
         e = json.loads(line)
         hit = [r for r in e.get("record_refs") or [] if r in mine]
         if hit:
-            out.append({"at": e.get("at"), "protocol_id": e.get("protocol_id"),
-                        "requesting_user": e.get("requesting_user"), "reason": e.get("reason"),
-                        "outcome": e.get("outcome"), "n_records": len(hit)})
+            out.append(
+                {
+                    "at": e.get("at"),
+                    "protocol_id": e.get("protocol_id"),
+                    "requesting_user": e.get("requesting_user"),
+                    "reason": e.get("reason"),
+                    "outcome": e.get("outcome"),
+                    "n_records": len(hit),
+                }
+            )
     return out
 
 
-IDENTITY_LABELS = {"given_name": "First name", "family_name": "Last name",
-                   "date_of_birth": "Date of birth", "address": "Address",
-                   "postcode": "Postcode"}
+IDENTITY_LABELS = {
+    "given_name": "First name",
+    "family_name": "Last name",
+    "date_of_birth": "Date of birth",
+    "address": "Address",
+    "postcode": "Postcode",
+}
 
 
 def merge_identities(identities: Sequence[Any]) -> list[tuple[str, list[str]]]:
@@ -193,8 +229,11 @@ def _glossary(report: SarReport) -> list[tuple[str, str]]:
     return out
 
 
-def render_sar(report: SarReport, identities: Sequence[Any] = (),
-               identity_requests: Sequence[Mapping[str, Any]] = ()) -> str:
+def render_sar(
+    report: SarReport,
+    identities: Sequence[Any] = (),
+    identity_requests: Sequence[Mapping[str, Any]] = (),
+) -> str:
     """HTML for the person, in plain English (codes turned into words by sar_words). With
     `identities` (agency side only) the identity block is filled once; the hub renders without
     it."""
@@ -204,10 +243,16 @@ def render_sar(report: SarReport, identities: Sequence[Any] = (),
 
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(resources.files("governance.reports") / "templates")),
-        autoescape=True, undefined=jinja2.StrictUndefined)
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
     return env.get_template("sar.html.j2").render(
-        r=report, identity=merge_identities(identities), w=sar_words,
-        identity_requests=list(identity_requests), glossary=_glossary(report))
+        r=report,
+        identity=merge_identities(identities),
+        w=sar_words,
+        identity_requests=list(identity_requests),
+        glossary=_glossary(report),
+    )
 
 
 def write_sar_file(path: Path | str, html: str) -> Path:

@@ -82,7 +82,7 @@ ENTRY_TYPES = {
     "sharing_not_offered": "an agency decided not to offer information about you",
     "sharing_not_requested": "a worker decided not to ask another agency about you",
     "sharing_off_system": "information about you was shared outside the system (at a meeting, "
-                          "by phone or in writing), and recorded afterwards",
+    "by phone or in writing), and recorded afterwards",
     "sharing_challenge": "a decision not to share information about you was challenged",
 }
 
