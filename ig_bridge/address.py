@@ -1,4 +1,4 @@
-"""Flats, premises and the address key, from normalised address lines (ig_bridge.normalise).
+"""Flats, premises and the address key, from normalised address lines (ig_bridge.address_normalise).
 
 Real exports put a flat in many places: its own column ("3", "Flat 3", "Apt 4B"), the start of
 line 1 ("Flat 3, 12 High Street", "3/12 High St", "Apartment 4B Rose Court"), its end

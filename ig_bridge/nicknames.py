@@ -12,6 +12,8 @@ from pathlib import Path
 
 import yaml
 
+from ig_bridge.name_normalise import normalise_name_value
+
 _SEXES = ("M", "F")
 
 
@@ -34,8 +36,6 @@ class NicknameLexicon:
         version: int,
         source: str = "<memory>",
     ) -> None:
-        from ig_bridge.normalise import normalise_name_value  # late: normalise imports us
-
         self.version = version
         self._map: dict[str, str] = {}
         self._by_sex: dict[str, dict[str, str]] = {}

@@ -30,7 +30,7 @@ def placeholder_names() -> tuple[frozenset[str], tuple[str, ...]]:
 
 
 def is_placeholder(normalised: str | None) -> bool:
-    """Whether an already-normalised name (ig_bridge.normalise.normalise_name_value's folding)
+    """Whether an already-normalised name (ig_bridge.name_normalise.normalise_name_value's folding)
     is a placeholder: listed whole, or starting with a listed prefix."""
     if not normalised:
         return False

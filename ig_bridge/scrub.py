@@ -29,8 +29,8 @@ from importlib import resources
 import jellyfish
 import yaml
 
-from ig_bridge.normalise import fold
 from ig_bridge.recognise import normalise_text, redact
+from ig_bridge.text_fold import fold
 
 NAME_FIELDS = ("given_name", "middle_names", "family_name", "full_name", "other_names", "title")
 ADDRESS_FIELDS = ("address_line_1", "address_line_2", "address", "town")

@@ -28,7 +28,7 @@ from ig_bridge.encoding import Encoder, load_encoding_spec
 from ig_bridge.keys import KeyFileError, KeyStore, encrypt_record_refs
 from ig_bridge.landing import sealed_batch
 from ig_bridge.manifest import build_manifest, sign_manifest, write_manifest
-from ig_bridge.normalise import PLACEHOLDER_NAME
+from ig_bridge.name_normalise import PLACEHOLDER_NAME
 from ig_bridge.reader import ExtractUnreadable, iter_chunks
 from ig_bridge.rowcheck import ROW_STATUS, FieldProblems, SeenIds, check_chunk, identifying_count
 from ig_bridge.scrub import NAME_FIELDS, Scrubber, record_values

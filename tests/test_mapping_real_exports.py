@@ -23,9 +23,10 @@ import yaml
 from sealed_batches import open_batch
 
 from ig_bridge.address import address_key, normalise_flat
+from ig_bridge.address_normalise import normalise_address_line
 from ig_bridge.encoding import Encoder, EncodingSpecError, load_encoding_spec
 from ig_bridge.keys import LinkKey
-from ig_bridge.normalise import normalise_address_line, normalise_identifiers
+from ig_bridge.normalise import normalise_identifiers
 from ig_bridge.split import run_bridge
 from linkage.config import HubPaths
 from linkage.households import build_households

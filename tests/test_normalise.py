@@ -7,23 +7,24 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ig_bridge.nicknames import NicknameLexicon, NicknameLexiconError, default_lexicon
-from ig_bridge.normalise import (
-    NORMALISED_COLUMNS,
-    SWAPPED,
-    fold,
-    normalise_address_line,
-    normalise_identifiers,
-    normalise_name_value,
+from ig_bridge.address_normalise import normalise_address_line
+from ig_bridge.code_normalise import (
     normalise_nhs_number,
     normalise_phone,
     normalise_postcode,
     normalise_upn,
-    parse_dates,
-    parse_dates_partial,
-    split_full_name,
     upn_check_letter,
 )
+from ig_bridge.name_normalise import normalise_name_value, split_full_name
+from ig_bridge.nicknames import NicknameLexicon, NicknameLexiconError, default_lexicon
+from ig_bridge.normalise import (
+    NORMALISED_COLUMNS,
+    SWAPPED,
+    normalise_identifiers,
+    parse_dates,
+    parse_dates_partial,
+)
+from ig_bridge.text_fold import fold
 
 TODAY = date(2025, 6, 1)
 FORMATS = ["%d/%m/%Y", "%Y-%m-%d", "%d-%b-%Y", "%d.%m.%Y", "%Y%m%d", "%d %B %Y", "%d/%m/%y"]

@@ -19,7 +19,8 @@ import pandas as pd
 
 from ig_bridge.encoding import Encoder, load_encoding_spec
 from ig_bridge.keys import KeyStore, LinkKey, decrypt_record_ref
-from ig_bridge.normalise import normalise_identifiers, normalise_name_value
+from ig_bridge.name_normalise import normalise_name_value
+from ig_bridge.normalise import normalise_identifiers
 
 SEP = "\x1f"  # the bridge's separator between combined fields (ig_bridge.encoding._SEP)
 SALT = "\x1e"  # marks the salt in a Bloom preimage: q-grams of different salts never match

@@ -85,7 +85,7 @@ def decode_calendar(
 
 def decode_sex(rec: pd.DataFrame, given_guess: np.ndarray) -> dict[str, str]:
     """tok_sex -> M/F/U from which decoded given names each sex token carries."""
-    from ig_bridge.normalise import normalise_name_value
+    from ig_bridge.name_normalise import normalise_name_value
     from synthetic_data.names import FEMALE, MALE
 
     fem = {(normalise_name_value(n) or "").split()[0] for n in FEMALE}
