@@ -12,7 +12,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from synthetic_data.agencies import AgencyRecords, AgencySpec, Col, Ctx
+from synthetic_data.agencies import AgencyRecords, Ctx
+from synthetic_data.agency_specs import AgencySpec, Col
 from synthetic_data.corruption import CorruptionRates, corrupt
 from synthetic_data.messy import MessyRates
 from synthetic_data.messy import apply_records as messy_records

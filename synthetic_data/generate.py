@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from synthetic_data.agencies import BUILDERS, SPECS, Ctx
+from synthetic_data.agencies import BUILDERS, Ctx
+from synthetic_data.agency_specs import SPECS
 from synthetic_data.corruption import CorruptionRates
 from synthetic_data.extracts import build_agency_output, write_extract, write_table
 from synthetic_data.messy import MESSY_RATES, PROFILES, MessyRates

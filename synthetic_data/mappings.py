@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from synthetic_data.agencies import CODE_PATTERNS, SPECS, AgencySpec, vocabulary
+from synthetic_data.agency_specs import SPECS, AgencySpec
+from synthetic_data.agency_vocabularies import CODE_PATTERNS, vocabulary
 
 # Default relationship for slots whose extract has no relationship column of its own.
 SLOT_DEFAULTS = {
@@ -31,7 +32,7 @@ def _q(value: object) -> str:
 def render_mapping(spec: AgencySpec) -> str:
     lines = [
         f"# Onboarding mapping for the synthetic {spec.name} extract.",
-        "# Generated from synthetic_data/agencies.py (python -m synthetic_data.cli mappings);",
+        "# Generated from synthetic_data/agency_specs.py (python -m synthetic_data.cli mappings);",
         "# the format is fixed by docs/contracts.md (mapping_version 1).",
         "mapping_version: 1",
         "agency:",

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from synthetic_data.agencies import SPECS
+from synthetic_data.agency_specs import SPECS
 from synthetic_data.corruption import CorruptionRates
 from synthetic_data.generate import generate_population
 from synthetic_data.names import NICKNAMES
