@@ -26,7 +26,7 @@ import pytest
 from sealed_batches import seal_landing
 from sealed_batches import warehouse_rows as _q
 
-from governance.reports.linkage_report import _batches
+from governance.reports.linkage_sections import _batches
 from ig_bridge.keys import KeyStore
 from ig_bridge.manifest import MANIFEST_NAME, sign_manifest
 from ig_bridge.split import run_bridge

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from sealed_batches import open_batch
 
-from governance.reports.linkage_report import _batches
+from governance.reports.linkage_sections import _batches
 from ig_bridge.cli import main
 from ig_bridge.dryrun import dry_run
 from ig_bridge.encoding import load_encoding_spec

@@ -30,7 +30,7 @@ import yaml
 from sealed_batches import hub_public, open_batch, seal_in_place, unseal_in_place
 from sealed_batches import warehouse_rows as _q
 
-from governance.reports.linkage_report import _batches
+from governance.reports.linkage_sections import _batches
 from ig_bridge.cli import main as bridge_main
 from ig_bridge.keys import KeyStore, encrypt_record_refs
 from ig_bridge.manifest import MANIFEST_NAME, sha256_file, sign_manifest, write_manifest

@@ -288,7 +288,7 @@ def charts(section: Mapping[str, Any] | None, plt: Any) -> dict[str, str]:
     each agency placed by its over-open and over-cautious rates, on the four quadrants."""
     if not section or not section["by_agency"]:
         return {}
-    from governance.reports.linkage_report import _png
+    from governance.reports.report_charts import _png
 
     rows = section["by_agency"]
     names = [r["agency"] for r in rows]
