@@ -10,6 +10,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 import pytest
+from linkage_person_helpers import QUIET, _load, _partition
 from test_linkage_toydata import ToyData, make_toy
 
 from linkage.evaluation import (
@@ -20,25 +21,12 @@ from linkage.evaluation import (
     true_pairs,
 )
 from linkage.person_linkage import (
-    LinkageSettings,
     blocked_pairs,
     link_persons,
     load_model,
     model_to_json,
     stored_model,
 )
-
-QUIET = LinkageSettings(show_progress=False)
-
-
-def _load(con: duckdb.DuckDBPyConnection, ids: pd.DataFrame) -> None:
-    con.register("_ids", ids)
-    con.execute("CREATE OR REPLACE TABLE identifiers AS SELECT * FROM _ids")
-    con.unregister("_ids")
-
-
-def _partition(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
-    return con.execute("SELECT record_ref, agency, person_id AS cluster_id FROM record_person").df()
 
 
 @pytest.fixture(scope="module")
@@ -178,175 +166,6 @@ def test_person_ids_stable_across_runs(trained) -> None:
         link_persons(con, "run-2", replace(QUIET, model=r.model))
 
 
-def test_bad_bloom_length_names_row_and_field() -> None:
-    toy = make_toy(n_households=5, seed=3)
-    ids = toy.identifiers.copy()
-    ids.loc[2, "bf_family_name"] = b"\x00\x01"
-    con = duckdb.connect()
-    _load(con, ids)
-    with pytest.raises(ValueError) as err:
-        link_persons(con, "bad", QUIET)
-    msg = str(err.value)
-    assert "bf_family_name" in msg and ids.loc[2, "record_ref"] in msg
-
-
-def test_bad_token_names_row_and_field_not_value() -> None:
-    toy = make_toy(n_households=5, seed=3)
-    ids = toy.identifiers.copy()
-    bad = "zz" + ids.loc[4, "tok_dob"][2:]  # right length, not hex
-    ids.loc[4, "tok_dob"] = bad
-    con = duckdb.connect()
-    _load(con, ids)
-    with pytest.raises(ValueError) as err:
-        link_persons(con, "bad", QUIET)
-    msg = str(err.value)
-    assert "tok_dob" in msg and ids.loc[4, "record_ref"] in msg and bad not in msg
-
-
-def test_input_tokens_are_64_bit_integer_prefixes_that_round_trip() -> None:
-    from linkage.person_linkage import INPUT_TABLE, prepare_input, token_as_text
-
-    toy = make_toy(n_households=20, seed=5)
-    con = duckdb.connect()
-    _load(con, toy.identifiers)
-    cols = prepare_input(con)
-    types = dict(
-        con.execute(f"SELECT column_name, column_type FROM (DESCRIBE {INPUT_TABLE})").fetchall()
-    )
-    assert types["tok_dob"] == "UBIGINT" and types["pop_bf_family_name"] == "BIGINT"
-    back = con.execute(f"""SELECT unique_id, {token_as_text("tok_dob", cols)} AS t
-                           FROM {INPUT_TABLE}""").df()
-    orig = toy.identifiers.assign(
-        unique_id=toy.identifiers["agency"] + ":" + toy.identifiers["record_ref"]
-    )
-    merged = back.merge(orig[["unique_id", "tok_dob"]], on="unique_id")
-    assert len(merged) == len(back) and (merged["t"] == merged["tok_dob"].str[:16]).all()
-    # A partnership whose spec truncates tokens to 256 bits keeps them as text.
-    wide = toy.identifiers.assign(tok_dob=toy.identifiers["tok_dob"] * 2)
-    _load(con, wide)
-    prepare_input(con)
-    types = dict(
-        con.execute(f"SELECT column_name, column_type FROM (DESCRIBE {INPUT_TABLE})").fetchall()
-    )
-    assert types["tok_dob"] == "VARCHAR" and types["tok_family_name"] == "UBIGINT"
-
-
-def _input_rows(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
-    from linkage.person_linkage import INPUT_TABLE
-
-    rows = con.execute(f"SELECT * EXCLUDE (uid) FROM {INPUT_TABLE}").df()
-    return rows.sort_values("unique_id").reset_index(drop=True)
-
-
-def test_input_refreshed_record_by_record_equals_a_fresh_build() -> None:
-    """The warehouse keeps the converted input between runs; after records change, are
-    re-keyed or go, the refreshed input must equal one converted from scratch, and a bad
-    token in a changed record is refused with the last good input left in place."""
-    from linkage.linkage_input import FEATURES_TABLE, prepare_input
-
-    toy = make_toy(n_households=20, seed=5)
-    ids = toy.identifiers.copy()
-    con = duckdb.connect()
-    _load(con, ids)
-    prepare_input(con)
-    hashes = con.execute(f"SELECT uid, src_hash FROM {FEATURES_TABLE}").df()
-    ids.loc[3, ["tok_dob", "batch_id"]] = [ids.loc[7, "tok_dob"], "B-new"]  # re-sent
-    ids.loc[5, "record_ref"] = "rekeyed-ref-0005"  # re-keyed by its agency
-    ids = ids.drop(index=[9, 11]).reset_index(drop=True)  # retired
-    _load(con, ids)
-    cols = prepare_input(con)
-    after = con.execute(f"SELECT uid, src_hash FROM {FEATURES_TABLE}").df()
-    kept = hashes.merge(after, on=["uid", "src_hash"])
-    assert len(kept) == len(ids) - 2  # everything else left as converted before
-    fresh = duckdb.connect()
-    _load(fresh, ids)
-    assert prepare_input(fresh) == cols
-    pd.testing.assert_frame_equal(_input_rows(con), _input_rows(fresh))
-    # Nothing changed: nothing converted (the stored rows are the very same).
-    prepare_input(con)
-    pd.testing.assert_frame_equal(
-        con.execute(f"SELECT uid, src_hash FROM {FEATURES_TABLE}")
-        .df()
-        .sort_values("uid")
-        .reset_index(drop=True),
-        after.sort_values("uid").reset_index(drop=True),
-    )
-    bad = "zz" + ids.loc[4, "tok_dob"][2:]
-    _load(con, ids.assign(tok_dob=ids["tok_dob"].where(ids.index != 4, bad)))
-    with pytest.raises(ValueError) as err:
-        prepare_input(con)
-    assert "tok_dob" in str(err.value) and ids.loc[4, "record_ref"] in str(err.value)
-    assert bad not in str(err.value)
-    pd.testing.assert_frame_equal(
-        con.execute(f"SELECT uid, src_hash FROM {FEATURES_TABLE}")
-        .df()
-        .sort_values("uid")
-        .reset_index(drop=True),
-        after.sort_values("uid").reset_index(drop=True),
-    )
-    _load(con, ids)
-    prepare_input(con)
-    pd.testing.assert_frame_equal(_input_rows(con), _input_rows(fresh))
-
-
-def test_bloom_word_dice_equals_bit_dice_including_full_and_odd_filters() -> None:
-    """The model's Dice over 124-bit words (what it scores with) equals Dice over the BIT
-    filters, on real encodings and on filters with every bit set (a 128-bit word would wrap)
-    and on a length that is not whole words."""
-    from linkage.comparisons import (
-        DICE_HIGH,
-        DICE_LOW,
-        DICE_WEAK,
-        bit_dice_sql,
-        bloom_word_count,
-        dice_at_least_sql,
-        dice_sql,
-    )
-
-    THRESHOLDS = (DICE_WEAK, DICE_LOW, DICE_HIGH, 0.7, 0.75)  # noqa: N806
-    from linkage.person_linkage import INPUT_TABLE, prepare_input
-
-    toy = make_toy(n_households=20, seed=5)
-    ids = toy.identifiers.copy()
-    n_bytes = len(ids["bf_given_name"].dropna().iloc[0])
-    ids.loc[0, "bf_given_name"] = b"\xff" * n_bytes
-    ids.loc[1, "bf_given_name"] = b"\xff" * n_bytes
-    ids.loc[2, "bf_given_name"] = b"\xff" * (n_bytes - 1) + b"\x00"
-    con = duckdb.connect()
-    _load(con, ids)
-    cols = prepare_input(con)
-    for col, length in (("bf_given_name", n_bytes), ("bf_address", 9)):
-        if col == "bf_address":  # a partnership with 9-byte filters: last word 2 hex digits
-            short = ids.assign(
-                bf_address=ids["bf_address"].map(
-                    lambda b: None if b is None or pd.isna(b) else b[:9]
-                )
-            )
-            _load(con, short)
-            cols = prepare_input(con)
-        n = bloom_word_count(cols, col)
-        assert n == -(-2 * length // 31)
-        sel = ", ".join(
-            f'{side}."{c}" AS "{c}_{side}"'
-            for side in "lr"
-            for c in cols
-            if c.startswith((col, f"pop_{col}"))
-        )
-        levels = ", ".join(
-            f"{dice_at_least_sql(col, n, t)} AS at_{i}" for i, t in enumerate(THRESHOLDS)
-        )
-        got = con.execute(f"""
-            SELECT {dice_sql(col, n)} AS words, {bit_dice_sql(col)} AS bits, {levels} FROM (
-                SELECT {sel} FROM {INPUT_TABLE} l, {INPUT_TABLE} r
-                WHERE l."{col}" IS NOT NULL AND r."{col}" IS NOT NULL)""").df()
-        assert len(got) > 100 and (got["words"] == got["bits"]).all()
-        # The integer threshold form the model's levels use selects the very same pairs.
-        for i, t in enumerate(THRESHOLDS):
-            assert (got[f"at_{i}"] == (got["bits"] >= t)).all()
-            assert got[f"at_{i}"].any() and not got[f"at_{i}"].all()
-        assert (got["words"] == 1.0).sum() >= len(got) ** 0.5  # each filter with itself
-
-
 def test_gammas_read_back_from_weights_equal_splinks(trained) -> None:
     """Scoring without the matching columns must give the very gamma levels Splink writes
     when it carries them: the clerical queue and the twin rule read them."""
@@ -433,22 +252,6 @@ def test_training_runs_without_cte_inlining_and_learns_the_same_model(trained, m
     assert inlined["settings_hash"] == model["settings_hash"]
 
 
-def test_optimizers_disabled_skips_names_this_duckdb_lacks_and_restores() -> None:
-    from linkage.warehouse import optimizers_disabled
-
-    con = duckdb.connect()
-    with (
-        pytest.raises(RuntimeError, match="stage failed"),  # noqa: PT012
-        optimizers_disabled(con, "cte_inlining", "no_such_optimizer"),
-    ):
-        assert (
-            con.execute("SELECT current_setting('disabled_optimizers')").fetchall()[0][0]
-            == "cte_inlining"
-        )
-        raise RuntimeError("stage failed")
-    assert con.execute("SELECT current_setting('disabled_optimizers')").fetchall()[0][0] == ""
-
-
 def test_privacy_cost_against_plaintext_baseline(trained, holdout: ToyData) -> None:
     _, _, r = trained
     con = duckdb.connect()
@@ -471,36 +274,6 @@ def test_privacy_cost_against_plaintext_baseline(trained, holdout: ToyData) -> N
     print(f"F1 pseudonymised {f1_pseudo:.4f} plaintext {f1_plain:.4f} privacy cost {cost:+.4f}")
     assert f1_plain > 0.8
     assert cost > -0.1
-
-
-def test_keyed_tables_of_earlier_versions_are_rebuilt_without_keys(tmp_path: Path) -> None:
-    """Earlier versions gave record_person and person a PRIMARY KEY (a re-run then spent
-    ~10 s at 1M records maintaining the index). The next run drops the keys and keeps rows
-    and person ids."""
-    toy = make_toy(n_households=40, seed=3)
-    con = duckdb.connect(str(tmp_path / "w.duckdb"))
-    _load(con, toy.identifiers)
-    r1 = link_persons(con, "run-1", QUIET)
-    before = _partition(con).sort_values(["agency", "record_ref"], ignore_index=True)
-    n_person = con.execute("SELECT count(*) FROM person").fetchall()[0][0]
-    for table, key in (("record_person", "agency, record_ref"), ("person", "person_id")):
-        con.execute(f"CREATE TABLE {table}_copy AS SELECT * FROM {table}")
-        cols = ", ".join(f"{n} {t}" for n, t, *_ in con.execute(f"DESCRIBE {table}").fetchall())
-        con.execute(f"DROP TABLE {table}")
-        con.execute(f"CREATE TABLE {table} ({cols}, PRIMARY KEY ({key}))")
-        con.execute(f"INSERT INTO {table} SELECT * FROM {table}_copy")
-        con.execute(f"DROP TABLE {table}_copy")
-    keys = (
-        "SELECT count(*) FROM duckdb_constraints() WHERE constraint_type = 'PRIMARY KEY' "
-        "AND table_name IN ('record_person', 'person')"
-    )
-    assert con.execute(keys).fetchall()[0][0] == 2
-    link_persons(con, "run-2", replace(QUIET, model=r1.model))
-    assert con.execute(keys).fetchall()[0][0] == 0
-    after = _partition(con).sort_values(["agency", "record_ref"], ignore_index=True)
-    pd.testing.assert_frame_equal(after, before)
-    assert con.execute("SELECT count(*) FROM person").fetchall()[0][0] == n_person
-    con.close()
 
 
 def test_splink_working_tables_stay_out_of_the_warehouse_file(
@@ -545,85 +318,6 @@ def test_splink_working_tables_stay_out_of_the_warehouse_file(
         r[0] for r in con.execute("SELECT database_name FROM duckdb_databases()").fetchall()
     }
     assert con.execute("SELECT count(*) FROM record_person").fetchone()[0] == len(toy.identifiers)
-
-
-def test_scratch_database_restores_the_database_in_use_also_on_error(tmp_path: Path) -> None:
-    from linkage.warehouse import SCRATCH_DATABASE, scratch_database
-
-    con = duckdb.connect(str(tmp_path / "my warehouse.duckdb"))
-    con.execute("CREATE SCHEMA hub; USE hub; CREATE TABLE kept AS SELECT 1 AS x")
-    with pytest.raises(RuntimeError, match="stage failed"), scratch_database(con):  # noqa: PT012
-        con.execute("CREATE TABLE work AS SELECT 2 AS y")
-        assert con.execute(
-            "SELECT database_name FROM duckdb_tables() WHERE table_name = 'work'"
-        ).fetchall() == [(SCRATCH_DATABASE,)]
-        # What the block reads is named with its database.
-        assert con.execute('SELECT x FROM "my warehouse".hub.kept').fetchall() == [(1,)]
-        with scratch_database(con):  # an inner stage shares the scratch database
-            con.execute("CREATE TABLE inner_work AS SELECT 3 AS z")
-        assert con.execute("SELECT current_database()").fetchone()[0] == SCRATCH_DATABASE
-        assert con.execute("SELECT z FROM inner_work").fetchall() == [(3,)]
-        raise RuntimeError("stage failed")
-    assert con.execute("SELECT current_database(), current_schema()").fetchall() == [
-        ("my warehouse", "hub")
-    ]
-    assert not con.execute("SELECT 1 FROM duckdb_tables() WHERE table_name = 'work'").fetchall()
-    assert con.execute("SELECT x FROM kept").fetchall() == [(1,)]
-
-
-def test_scratch_database_spills_to_disk_under_the_memory_limit(tmp_path: Path) -> None:
-    """Splink's candidate pairs grow faster than the records (names pair up with the square
-    of a population): the in-memory scratch database must not cap the hub at its RAM. Under
-    DuckDB's memory limit it spills to the warehouse's temp directory."""
-    from linkage.warehouse import scratch_database
-
-    con = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
-    con.execute("SET memory_limit = '100MB'")
-    with scratch_database(con):
-        # ~240 MB of three BIGINT columns: over twice the limit.
-        con.execute(
-            "CREATE TABLE pairs AS SELECT range AS l, range + 1 AS r, range % 2 AS k "
-            "FROM range(10000000)"
-        )
-        spilled = con.execute(
-            "SELECT coalesce(sum(size), 0) FROM duckdb_temporary_files()"
-        ).fetchone()[0]
-        assert spilled > 32 * 2**20  # (spilled blocks are compressed)
-        assert con.execute("SELECT count(*), sum(k) FROM pairs").fetchall() == [
-            (10_000_000, 5_000_000)
-        ]
-
-
-def test_rerun_keeps_one_open_queue_row_per_pair(tmp_path: Path) -> None:
-    """A second full run on the same warehouse supersedes the first run's open queue instead
-    of doubling it (the IG report counts open rows as open pairs)."""
-    toy = make_toy(n_households=120, seed=3)
-    con = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
-    try:
-        _load(con, toy.identifiers)
-        first = link_persons(con, "run-a", QUIET)
-        model = stored_model(con, first.model_version)
-        second = link_persons(con, "run-b", replace(QUIET, model=model))
-        assert first.n_clerical_pairs > 0
-        open_rows, open_pairs = con.execute("""
-            SELECT count(*), count(DISTINCT least(agency_l || record_ref_l,
-                                                  agency_r || record_ref_r)
-                                         || greatest(agency_l || record_ref_l,
-                                                     agency_r || record_ref_r))
-            FROM clerical_review WHERE status = 'open'""").fetchone()
-        assert open_rows == open_pairs == second.n_clerical_pairs
-        runs = con.execute(
-            "SELECT DISTINCT run_id FROM clerical_review WHERE status = 'open'"
-        ).fetchall()
-        assert runs == [("run-b",)]
-        assert (
-            con.execute(
-                "SELECT count(*) FROM clerical_review WHERE status = 'superseded'"
-            ).fetchone()[0]
-            == first.n_clerical_pairs
-        )
-    finally:
-        con.close()
 
 
 def test_dob_levels_are_trained_without_nhs_numbers(tmp_path: Path, caplog, monkeypatch) -> None:
