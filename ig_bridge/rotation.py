@@ -103,7 +103,12 @@ def build_rekey_batch(
     decrypts under none of this agency's keys stops the batch: it names the row, and nothing
     is written.
     """
-    from ig_bridge.split import _next_sequence, _save_sequence, load_bridge_keys, load_hub_key
+    from ig_bridge.bridge_state import (
+        _next_sequence,
+        _save_sequence,
+        load_bridge_keys,
+        load_hub_key,
+    )
 
     agency_dir = Path(agency_dir)
     store = KeyStore(agency_dir / "keys", code)

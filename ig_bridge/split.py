@@ -9,8 +9,6 @@ stays at the agency. Nothing written to the landing zone contains a plaintext id
 
 from __future__ import annotations
 
-import json
-import os
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -19,20 +17,26 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from ig_bridge.batch_files import _payload_schema, _Quarantine, _quarantine_rows, _Writer
+from ig_bridge.bridge_state import (
+    BridgeKeysMissing,
+    _next_sequence,
+    _save_sequence,
+    load_bridge_keys,
+    load_hub_key,
+)
 from ig_bridge.consent_notice import carry_withdrawals
 from ig_bridge.dryrun import extract_problems
 from ig_bridge.encoding import Encoder, load_encoding_spec
-from ig_bridge.keys import KeyFileError, KeyStore, encrypt_record_refs
+from ig_bridge.keys import encrypt_record_refs
 from ig_bridge.landing import sealed_batch
 from ig_bridge.manifest import build_manifest, sign_manifest, write_manifest
 from ig_bridge.name_normalise import PLACEHOLDER_NAME
 from ig_bridge.reader import ExtractUnreadable, iter_chunks
 from ig_bridge.rowcheck import ROW_STATUS, FieldProblems, SeenIds, check_chunk, identifying_count
 from ig_bridge.scrub import NAME_FIELDS, Scrubber, record_values
-from ig_bridge.sealing import HubKeyMissing, HubPublicKey, bridge_hub_key
 from ig_bridge.snapshot_guard import (
     SnapshotRefused,
     check_reason,
@@ -44,9 +48,7 @@ from ig_bridge.sniff import sniff
 from ig_bridge.validate import OK, ExtractRefused, RowValidator, write_report
 from schemas.mapping import (
     SUBJECT,
-    Mapping,
     MappingError,
-    load_canonical,
     load_mapping,
 )
 
@@ -58,10 +60,6 @@ __all__ = [
     "run_bridge",
     "validate_extract",
 ]
-
-
-class BridgeKeysMissing(Exception):  # noqa: N818 - reads as what the data officer must fix
-    """The agency's key directory lacks a key the bridge needs; nothing was written."""
 
 
 @dataclass
@@ -91,115 +89,6 @@ class BatchResult:
     placeholder_names: dict[str, int] = field(default_factory=dict)
 
 
-@dataclass
-class _Keys:
-    link: object
-    ref: object
-    signing: object
-
-
-def load_bridge_keys(agency_dir: Path, code: str, link_key_version: int | None = None) -> _Keys:
-    """The bridge's current keys (the newest link key unless a version is asked for: K_link
-    rotation). Never creates the partnership link key: every bridge must hold the SAME one, so
-    a bridge that made its own would silently link nothing."""
-    store = KeyStore(agency_dir / "keys", code)
-    if not store.versions("link"):
-        raise BridgeKeysMissing(
-            f"{store.directory}: no partnership linkage key for {code}. Import the key the "
-            "partnership lead sent you: joinedup-bridge keys import-link-key --agency-dir "
-            f"{agency_dir} --agency {code} --file <wrapped key file>"
-        )
-    missing = [k for k in ("ref", "signing") if not store.versions(k)]
-    if missing:
-        raise BridgeKeysMissing(
-            f"{store.directory}: no {' or '.join(missing)} key for {code}. Create them with: "
-            f"joinedup-bridge keys init --agency-dir {agency_dir} --agency {code}, and send the "
-            "public key (keys show-public) to the hub"
-        )
-    try:
-        return _Keys(store.link_key(link_key_version), store.ref_key(), store.signing_key())
-    except KeyFileError as exc:
-        raise BridgeKeysMissing(str(exc)) from None
-
-
-def load_hub_key(agency_dir: Path) -> HubPublicKey:
-    """The hub's public sealing key the agency imported: without it nothing lands."""
-    try:
-        return bridge_hub_key(agency_dir / "keys")
-    except (HubKeyMissing, KeyFileError) as exc:
-        raise BridgeKeysMissing(str(exc)) from None
-
-
-def _next_sequence(agency_dir: Path, code: str) -> int:
-    state = agency_dir / "state.json"
-    data = json.loads(state.read_text()) if state.exists() else {}
-    return int(data.get(code, {}).get("sequence", 0)) + 1
-
-
-def _save_sequence(agency_dir: Path, code: str, seq: int, batch_id: str) -> None:
-    state = agency_dir / "state.json"
-    data = json.loads(state.read_text()) if state.exists() else {}
-    data[code] = {"sequence": seq, "last_batch_id": batch_id}
-    tmp = state.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, state)
-
-
-class _Quarantine:
-    """Quarantined rows streamed to the agency's quarantine file chunk by chunk (a bad extract
-    must not hold every refused row in memory), renamed into place only when the batch lands."""
-
-    SCHEMA = pa.schema(
-        [
-            pa.field("file", pa.string()),
-            pa.field("line", pa.int64()),
-            pa.field("record", pa.int64()),
-            pa.field("reason", pa.string()),
-            pa.field("raw", pa.string()),
-        ]
-    )
-
-    def __init__(self, final: Path) -> None:
-        self.final = final
-        self.part = final.with_name(final.name + ".part")
-        self.rows = 0
-        self._buf: list[dict] = []
-        self._writer: pq.ParquetWriter | None = None
-
-    def append(self, row: dict) -> None:
-        self._buf.append(row)
-        self.rows += 1
-
-    def flush(self) -> None:
-        if not self._buf:
-            return
-        if self._writer is None:
-            self.part.parent.mkdir(parents=True, exist_ok=True)
-            self._writer = pq.ParquetWriter(self.part, self.SCHEMA, compression="zstd")
-        self._writer.write_table(pa.Table.from_pylist(self._buf, schema=self.SCHEMA))
-        self._buf = []
-
-    def close(self, keep: bool) -> Path | None:
-        self.flush()
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
-        if keep and self.rows:
-            os.replace(self.part, self.final)
-            return self.final
-        self.part.unlink(missing_ok=True)
-        return None
-
-
-def _payload_schema(mapping: Mapping) -> list[pa.Field]:
-    canonical = mapping.canonical or load_canonical()  # agreement fields included
-    types = {"date": pa.date32(), "number": pa.float64(), "boolean": pa.bool_()}
-    return [
-        pa.field(f, types.get(canonical.payload_fields[f]["type"], pa.string()))
-        for f in mapping.payload_columns()
-    ]
-
-
 _POSTCODE_FIELDS = (
     "postcode",
     "postcode_outward",
@@ -226,49 +115,6 @@ def _with_home_postcode(related: pd.DataFrame, subject: pd.DataFrame) -> pd.Data
         if f in out and f in subject:
             out[f] = out[f].astype(object).where(~no_address, subject[f].astype(object))
     return out
-
-
-def _quarantine_rows(
-    rows: _Quarantine,
-    raw: pd.DataFrame,
-    positions: list[int],
-    reasons: dict[int, list[str]],
-    lines: np.ndarray,
-    records: np.ndarray,
-    file_name: str,
-) -> None:
-    sub = raw.iloc[positions]
-    for pos, values in zip(positions, sub.to_dict("records"), strict=True):
-        rows.append(
-            {
-                "file": file_name,
-                "line": int(lines[pos]),
-                "record": int(records[pos]),
-                "reason": "; ".join(reasons[pos]),
-                "raw": json.dumps({k: (None if pd.isna(v) else v) for k, v in values.items()}),
-            }
-        )
-
-
-class _Writer:
-    """Append tables to one Parquet file with a fixed schema (the same for every batch, so an
-    all-null column keeps its type)."""
-
-    def __init__(self, path: Path, schema: pa.Schema) -> None:
-        self.path = path
-        self.schema = schema
-        self.writer = pq.ParquetWriter(path, schema, compression="zstd")
-        self.rows = 0
-
-    def write(self, df: pd.DataFrame) -> None:
-        table = pa.Table.from_pandas(
-            df[self.schema.names], schema=self.schema, preserve_index=False
-        )
-        self.writer.write_table(table)
-        self.rows += len(df)
-
-    def close(self) -> None:
-        self.writer.close()
 
 
 def _refuse(agency_dir: Path, batch_id: str, file: Path, problems: list[str]) -> ExtractRefused:
