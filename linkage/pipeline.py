@@ -124,7 +124,7 @@ def stage_link_persons(
     # Read up front: a bad setting fails before the warehouse opens.
     spark_config = None
     if linkage_backend() == "spark":
-        from linkage.spark_linkage import SparkConfig
+        from linkage.spark_session import SparkConfig
 
         spark_config = SparkConfig.from_env(paths.hub)
 

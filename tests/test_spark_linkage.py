@@ -79,7 +79,8 @@ def linked(orchestrated_run: Path, copy_run, tmp_path_factory: pytest.TempPathFa
     from linkage.config import HubPaths
     from linkage.ingest import ingest_landing
     from linkage.person_linkage import LinkageSettings, link_persons, stored_model
-    from linkage.spark_linkage import export_identifiers, spark_session
+    from linkage.spark_linkage import export_identifiers
+    from linkage.spark_session import spark_session
 
     run = copy_run(orchestrated_run, tmp_path_factory.mktemp("spark") / "run")
     paths = HubPaths.for_run(run)
@@ -349,7 +350,7 @@ def test_spark_trained_model_is_a_duckdb_model_that_agrees(spark_run, linked) ->
 
 def test_link_backend_switch_reads_the_environment(monkeypatch, tmp_path: Path) -> None:
     from linkage.pipeline import linkage_backend
-    from linkage.spark_linkage import SparkConfig
+    from linkage.spark_session import SparkConfig
 
     monkeypatch.delenv("JOINEDUP_LINKAGE_BACKEND", raising=False)
     assert linkage_backend() == "duckdb"
