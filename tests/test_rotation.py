@@ -23,8 +23,8 @@ from ig_bridge.rotation import (
 )
 from ig_bridge.split import run_bridge
 from linkage import orchestration
+from linkage.batch_contract import HubExpectations
 from linkage.config import HubPaths
-from linkage.ingest import HubExpectations
 from linkage.orchestration import resolve_extract
 from linkage.pipeline import stage_households, stage_ingest, stage_link_persons
 from linkage.rekey import (
