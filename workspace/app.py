@@ -17,7 +17,6 @@ JavaScript (none is served); styles are GOV.UK Frontend, installed at build time
 
 import datetime as dt
 import re
-import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,19 +39,19 @@ from governance.api_safety import (
 )
 from governance.audit import AuditError
 from governance.breakglass import GrantStore
-from governance.decisions import Governance, User
+from governance.decisions import Governance
 from governance.identity import BadIdentityRequest, BridgeUnavailable, IdentityService
 from governance.relationships import RelationshipRegistry
 from governance.restricted import restricted_contacts, without_restricted
 from governance.service import BreakGlassAsk, Forbidden, NotFound, ViewService
 from linkage.config import HubPaths
 from linkage.publish import current
-from workspace import approvals, consent_pages, pages, sharing_pages
+from workspace import approvals, consent_pages, pages, sharing_pages, sign_in_pages
 from workspace.accounts import AccountStore, Session, SessionStore, csrf_ok
 from workspace.caseload import caseload_router
 from workspace.caseref import CaseRefFinder
 from workspace.known_to_pages import known_to_router
-from workspace.oidc import OidcRefused, OidcSignIn
+from workspace.oidc import OidcSignIn
 
 HERE = Path(__file__).resolve().parent
 STATIC = HERE / "static"
@@ -294,101 +293,7 @@ def create_app(ws: Workspace) -> FastAPI:
     def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    def sign_in_page(request: Request, status: int = 200, error: str | None = None) -> Response:
-        token = secrets.token_urlsafe(32)
-        r = render(
-            request, "sign_in.html", status, pre_csrf=token, error=error, oidc=ws.oidc is not None
-        )
-        r.set_cookie(
-            PRE_COOKIE,
-            token,
-            httponly=True,
-            secure=ws.secure_cookies,
-            samesite="strict",
-            max_age=1800,
-        )
-        return r
-
-    @app.get("/sign-in", response_class=HTMLResponse)
-    def sign_in_form(request: Request) -> Response:
-        return sign_in_page(request)
-
-    @app.post("/sign-in")
-    def sign_in(
-        request: Request,
-        username: str = Form(""),
-        password: str = Form(""),
-        csrf_token: str = Form(""),
-    ) -> Response:
-        pre = request.cookies.get(PRE_COOKIE)
-        if not pre or not secrets.compare_digest(pre, csrf_token):
-            raise BadCsrf()
-        user, team, why = ws.accounts.verify(username.strip(), password)
-        if user is None:
-            # The fact, the route and a hash prefix of the name typed: never the password.
-            auth_failures.record(why, username.strip() or None, "POST", "/sign-in")
-            return sign_in_page(request, 401, "Enter a correct username and password")
-        r = RedirectResponse("/", 303)
-        r.delete_cookie(PRE_COOKIE)
-        return start_session(request, user, team, r)
-
-    def start_session(
-        request: Request, user: User, team: str | None, response: Response
-    ) -> Response:
-        s = ws.sessions.start(user, team)
-        request.scope["ws_user"] = user
-        response.set_cookie(
-            SESSION_COOKIE, s.session_id, httponly=True, secure=ws.secure_cookies, samesite="strict"
-        )
-        return response
-
-    @app.get("/sign-in/oidc")
-    def oidc_start(request: Request) -> Response:
-        if ws.oidc is None:
-            raise StarletteHTTPException(404)
-        pending, url = ws.oidc.start()
-        r = RedirectResponse(url, 303)
-        # Lax, not Strict: the provider sends the browser back here from its own site.
-        r.set_cookie(
-            OIDC_COOKIE,
-            pending,
-            httponly=True,
-            secure=ws.secure_cookies,
-            samesite="lax",
-            max_age=600,
-        )
-        return r
-
-    @app.get("/sign-in/oidc/callback", response_class=HTMLResponse)
-    def oidc_callback(
-        request: Request, state: str | None = None, code: str | None = None
-    ) -> Response:
-        if ws.oidc is None:
-            raise StarletteHTTPException(404)
-        try:
-            user, team = ws.oidc.finish(request.cookies.get(OIDC_COOKIE), state, code)
-        except OidcRefused as exc:
-            auth_failures.record(f"oidc_{exc.reason}", None, "GET", "/sign-in/oidc/callback")
-            r = sign_in_page(request, 401, "Your organisation's sign-in did not complete")
-            r.delete_cookie(OIDC_COOKIE)
-            return r
-        # A page, not a redirect: the browser arrived from the provider's site, and a
-        # SameSite=Strict session cookie is only sent on a navigation started here.
-        r = render(request, "signed_in.html")
-        r.delete_cookie(OIDC_COOKIE)
-        return start_session(request, user, team, r)
-
-    @app.post("/sign-out")
-    def sign_out(request: Request, csrf_token: str = Form("")) -> Response:
-        s = posted(request, csrf_token)
-        ws.sessions.end(s.session_id)
-        r = RedirectResponse("/signed-out", 303)
-        r.delete_cookie(SESSION_COOKIE)
-        return r
-
-    @app.get("/signed-out", response_class=HTMLResponse)
-    def signed_out(request: Request) -> Response:
-        return render(request, "signed_out.html")
+    app.include_router(sign_in_pages.router(ws, render, posted, auth_failures))
 
     # -- home: find a child, my caseload ----------------------------------------------------
 
