@@ -98,9 +98,10 @@ def test_week_did_each_kind_of_activity(demo: dict) -> None:
     assert not any(signoffs.missing(p) for p in load_protocols().values())
     signed = len(signoffs.all())
     assert signed == sum(len(parties(p)) for p in load_protocols().values())
-    # one entry per call (the approval included), plus the sign-offs, the withheld request and
-    # the hub run's own entry
-    assert audit.count() == len(calls) + signed + 2
+    # one entry per call (the approval included), plus the sign-offs, the withheld request,
+    # the hub run's own entry and one import per agency that sent allocations
+    imports = sum(1 for r in audit.entries() if r.kind == "allocations_import")
+    assert imports >= 1 and audit.count() == len(calls) + signed + imports + 2
     with engine.connect() as conn:  # the hub run's end, then the API process's start and stop
         origins = [
             o for (o,) in conn.execute(select(Checkpoint.origin).order_by(Checkpoint.cp_seq))
@@ -280,3 +281,25 @@ def test_what_next_serves_the_api_with_the_demo_tokens(
             f"/households/{first}/involvement", headers={"Authorization": f"Bearer {token}"}
         )
         assert r.status_code == 200, r.text
+
+
+def test_the_weeks_allocations_came_from_the_agencies_case_systems(demo: dict) -> None:
+    """No allocation is typed at the hub: each worker's agency sent its own through its
+    bridge (sealed, signed, record refs only) and the hub's import landed them, the families
+    as households; nothing of the exports stays in the drop areas or the agencies' folders."""
+    from governance.relationships import SqlRelationshipRegistry, SubjectKind
+
+    run = demo["run"]
+    engine = governance_engine(run)
+    rels = SqlRelationshipRegistry(engine).all()
+    imports = [r.data() for r in AuditLog(engine, create=False).entries()]
+    engine.dispose()
+    imports = [b for b in imports if b.get("type") == "allocations_import"]
+    by_worker = {(r.user_id, r.kind, r.reason) for r in rels}
+    assert ("sw.csc.1", SubjectKind.HOUSEHOLD, "allocation_CSC") in by_worker
+    assert {r.reason for r in rels} <= {"allocation_CSC", "allocation_EH"}
+    assert {b["agency"] for b in imports} == {r.reason.removeprefix("allocation_") for r in rels}
+    assert sum(b["added"] for b in imports) == len(rels) >= 3
+    assert all(b["unlinked"] == b["households_unresolved"] == 0 for b in imports)
+    assert not list((run / "allocations_landing").rglob("*.sealed"))
+    assert not list((run / "agency").glob("*/case_system/*.csv"))
