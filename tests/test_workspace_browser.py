@@ -13,8 +13,6 @@ import json
 import os
 import shutil
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -24,8 +22,8 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
+from hub_stage_running import hub_stage_running
 from test_api import World, build_world
-from test_workspace_app import HOLD_WRITER
 from workspace_world import EARLY_HELP, PASSWORD, S47, Setup, workspace
 
 from workspace.app import create_app
@@ -91,6 +89,13 @@ class Live:
             {"id": v["id"], "impact": v["impact"], "nodes": [n["target"] for n in v["nodes"]][:5]}
             for v in json.loads(res)
         ]
+
+    def shot(self, name: str) -> None:
+        """A screenshot for docs/workspace.md if JOINEDUP_WORKSPACE_SCREENSHOTS names a folder."""
+        folder = os.environ.get("JOINEDUP_WORKSPACE_SCREENSHOTS")
+        if folder:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+            self.driver.save_screenshot(str(Path(folder) / f"{name.replace(' ', '_')}.png"))
 
     def headers(self, path: str) -> httpx.Headers:
         cookies = {c["name"]: c["value"] for c in self.driver.get_cookies()}
@@ -241,21 +246,18 @@ def test_practitioner_journeys_in_chromium(live: Live) -> None:
     assert values and not any(v in before or v in s47_html for v in values if len(v) > 3)
     check("identity answer")
 
-    # a page still renders while a writer holds the live warehouse (it reads the published copy)
-    writer = subprocess.Popen(
-        [sys.executable, "-c", HOLD_WRITER, str(s.ws.paths.warehouse)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert writer.stdout.readline().strip() == "locked"
-        live.go(f"/households/{hh}?protocol={S47}")
-        assert f"Member {s.world.members[0]}" in live.html
-    finally:
-        writer.stdin.write("\n")
-        writer.stdin.flush()
-        writer.wait(timeout=30)
+    # a page still renders while a real hub stage writes the live warehouse (it reads the
+    # published copy): counted only if the stage held the file before and after the page
+    overlapped = False
+    with hub_stage_running(s.tmp, s.ws.paths.warehouse) as held:
+        for _ in range(50):
+            before = held()
+            live.go(f"/households/{hh}?protocol={S47}")
+            assert f"Member {s.world.members[0]}" in live.html
+            if before and held():
+                overlapped = True
+                break
+    assert overlapped, "no page was served while the hub stage held the warehouse"
 
     live.click("Sign out")
     assert "You have signed out" in live.html
