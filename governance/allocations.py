@@ -16,7 +16,10 @@ allocations); every row is well formed (errors name the file, row and field, nev
 
 Sync: each record ref is mapped to its person in the published warehouse, only among the
 sending agency's own records, so an agency can only allocate its staff to people it holds
-records about. A (worker, person) allocation not open yet is added (reason
+records about. A family allocation (several record refs: the agency's family case) goes to the
+active household that holds the most of those people; if none does, or two tie, it is counted
+(`households_unresolved`) and not landed: the hub does not guess which home a split family's
+worker covers. A (worker, person or household) allocation not open yet is added (reason
 `allocation_<AGENCY>`, start as sent); an open allocation from this agency missing from the
 export is ended on the export's date; allocations typed at the hub or sent by other agencies
 are never touched; a row naming a worker the staff directory places at another agency is not
@@ -59,13 +62,15 @@ from sqlalchemy import (
 from governance.audit import AuditLog
 from governance.models import RelationshipRow
 from governance.relationships import Relationship, SqlRelationshipRegistry, SubjectKind
-from ig_bridge.allocations import FORMAT, batch_id, canonical
+from ig_bridge.allocations import FORMAT, MAX_FAMILY, batch_id, canonical
 from ig_bridge.sealing import HubSealingKey, SealError, unseal_stream
 
 NAME = re.compile(r"^allocations-(\d{8})\.sealed$")
 USER = re.compile(r"^[A-Za-z0-9_.@-]{1,128}$")
 REF = re.compile(r"^[A-Za-z0-9_=:.-]{8,256}$")
 MAX_BYTES = 64 << 20
+FORMATS = (FORMAT, "joinedup-allocations/1")  # /1: every row a person allocation
+Row = tuple[str, SubjectKind, tuple[str, ...], dt.date, dt.date | None]  # user, kind, refs
 StaffDirectory = Callable[[str], str | None]  # user id -> employing agency (None: unknown)
 _meta = MetaData()
 imports = Table(
@@ -98,10 +103,11 @@ class ImportReport:
     added: int
     kept: int  # already open, unchanged
     ended: int
-    unlinked: int  # record refs no person is linked to (yet)
+    unlinked: int  # allocations none of whose record refs is linked to a person (yet)
     unknown_at_agency: int  # case references the agency's extract did not hold
     audit_seq: int
     other_agency_staff: int = 0  # rows naming another agency's worker: not landed
+    households_unresolved: int = 0  # family allocations with no one household: not landed
 
 
 def reason_for(agency: str) -> str:
@@ -155,7 +161,7 @@ def _verify(
         Ed25519PublicKey.from_public_bytes(pub).verify(sig, canonical(body))
     except InvalidSignature:
         raise AllocationsRefused("bad_signature", f"{name}: signature does not verify") from None
-    if body.get("format") != FORMAT:
+    if body.get("format") not in FORMATS:
         raise AllocationsRefused("malformed", f"{name}: format is not {FORMAT}")
     if body.get("agency") != agency or body.get("sequence") != sequence:
         raise AllocationsRefused(
@@ -164,7 +170,24 @@ def _verify(
     return body
 
 
-def _rows(body: dict[str, Any], name: str) -> list[tuple[str, str, dt.date, dt.date | None]]:
+def _refs(r: dict[str, Any]) -> tuple[SubjectKind | None, tuple[str, ...] | None]:
+    """The row's kind and record refs (None where malformed)."""
+    kind = r.get("kind", "person")
+    if kind == "person":
+        ref = r.get("record_ref")
+        return SubjectKind.PERSON, (ref,) if isinstance(ref, str) and REF.fullmatch(ref) else None
+    if kind == "household":
+        refs = r.get("record_refs")
+        ok = (
+            isinstance(refs, list)
+            and 0 < len(refs) <= MAX_FAMILY
+            and all(isinstance(x, str) and REF.fullmatch(x) for x in refs)
+        )
+        return SubjectKind.HOUSEHOLD, tuple(refs) if ok else None
+    return None, None
+
+
+def _rows(body: dict[str, Any], name: str) -> list[Row]:
     rows = body.get("allocations")
     if not isinstance(rows, list):
         raise AllocationsRefused("malformed", f"{name}: allocations: not a list")
@@ -175,11 +198,18 @@ def _rows(body: dict[str, Any], name: str) -> list[tuple[str, str, dt.date, dt.d
             problems.append(f"{where}: not an object")
             continue
         bad = []
-        user, ref = r.get("user_id"), r.get("record_ref")
+        user = r.get("user_id")
+        kind, refs = _refs(r)
         if not isinstance(user, str) or not USER.fullmatch(user):
             bad.append("user_id: missing or not a staff id")
-        if not isinstance(ref, str) or not REF.fullmatch(ref):
-            bad.append("record_ref: missing or malformed")
+        if kind is None:
+            bad.append("kind: not person or household")
+        elif refs is None:
+            bad.append(
+                "record_ref: missing or malformed"
+                if kind is SubjectKind.PERSON
+                else f"record_refs: not a list of 1 to {MAX_FAMILY} record refs"
+            )
         try:
             start = dt.date.fromisoformat(r.get("start"))
         except (TypeError, ValueError):
@@ -196,7 +226,7 @@ def _rows(body: dict[str, Any], name: str) -> list[tuple[str, str, dt.date, dt.d
         if bad:
             problems.extend(f"{where}: {b}" for b in bad)
         else:
-            out.append((user, ref, start, end))
+            out.append((user, kind, refs, start, end))
     if problems:
         raise AllocationsRefused(
             "bad_rows", f"{name}: {len(problems)} problem(s):\n  " + "\n  ".join(problems[:20])
@@ -216,6 +246,23 @@ def _people(warehouse: Path, agency: str, refs: list[str]) -> dict[str, str]:
     finally:
         con.close()
     return dict(rows)
+
+
+def _households(warehouse: Path, people: set[str]) -> str | None:
+    """The one active household holding the most of these people; None if none or a tie."""
+    con = duckdb.connect(str(warehouse), read_only=True)
+    try:
+        counts = con.execute(
+            "SELECT m.household_id, count(DISTINCT m.person_id) AS n FROM household_member m "
+            "JOIN household h USING (household_id) WHERE h.status = 'active' "
+            "AND list_contains(?, m.person_id) GROUP BY 1 ORDER BY n DESC, 1 LIMIT 2",
+            [sorted(people)],
+        ).fetchall()
+    finally:
+        con.close()
+    if not counts or (len(counts) == 2 and counts[0][1] == counts[1][1]):
+        return None
+    return counts[0][0]
 
 
 def import_allocations(
@@ -277,33 +324,33 @@ def _sync(
     agency: str,
     sequence: int,
     body: dict[str, Any],
-    rows: list[tuple[str, str, dt.date, dt.date | None]],
+    rows: list[Row],
     as_of: dt.date,
     warehouse: Path,
     staff_agency: StaffDirectory | None,
 ) -> ImportReport:
-    people = _people(warehouse, agency, sorted({r[1] for r in rows}))
+    people = _people(warehouse, agency, sorted({ref for r in rows for ref in r[2]}))
     reason = reason_for(agency)
-    wanted: dict[tuple[str, str], Relationship] = {}
-    unlinked = other_staff = 0
-    for user, ref, start, end in rows:
-        pid = people.get(ref)
-        if pid is None:
+    wanted: dict[tuple[str, SubjectKind, str], Relationship] = {}
+    unlinked = other_staff = unresolved = 0
+    for user, kind, refs, start, end in rows:
+        linked = {people[ref] for ref in refs if ref in people}
+        if not linked:
             unlinked += 1
+            continue
+        subject = linked.pop() if kind is SubjectKind.PERSON else _households(warehouse, linked)
+        if subject is None:
+            unresolved += 1
             continue
         employer = staff_agency(user) if staff_agency is not None else None
         if employer is not None and employer != agency:
             other_staff += 1  # an agency allocates its own staff only
             continue
         wanted.setdefault(
-            (user, pid), Relationship(user, SubjectKind.PERSON, pid, start, end, reason)
+            (user, kind, subject), Relationship(user, kind, subject, start, end, reason)
         )
-    mine = [
-        r
-        for r in registry.all()
-        if r.reason == reason and r.kind is SubjectKind.PERSON and (r.end is None or r.end > as_of)
-    ]
-    open_now = {(r.user_id, r.subject_id) for r in mine}
+    mine = [r for r in registry.all() if r.reason == reason and (r.end is None or r.end > as_of)]
+    open_now = {(r.user_id, r.kind, r.subject_id) for r in mine}
     added = [r for k, r in wanted.items() if k not in open_now]
     to_end = sorted(open_now - set(wanted))
     _meta.create_all(registry.engine)
@@ -364,6 +411,7 @@ def _sync(
                 "ended": len(to_end),
                 "unlinked": unlinked,
                 "other_agency_staff": other_staff,
+                "households_unresolved": unresolved,
                 "unknown_at_agency": unknown,
             },
             also=land,
@@ -393,20 +441,23 @@ def _sync(
         unknown,
         rec.seq,
         other_staff,
+        unresolved,
     )
 
 
-def _end(conn: Connection, reason: str, pairs: list[tuple[str, str]], on: dt.date) -> None:
-    """End this agency's open allocations of these (worker, person) pairs on `on`; those
+def _end(
+    conn: Connection, reason: str, keys: list[tuple[str, SubjectKind, str]], on: dt.date
+) -> None:
+    """End this agency's open allocations of these (worker, kind, subject) on `on`; those
     typed at the hub or sent by another agency (other reasons) are left alone."""
     c = RelationshipRow
-    for user, pid in pairs:
+    for user, kind, subject in keys:
         conn.execute(
             update(c)
             .where(
                 c.user_id == user,
-                c.kind == SubjectKind.PERSON.value,
-                c.subject_id == pid,
+                c.kind == kind.value,
+                c.subject_id == subject,
                 c.reason == reason,
                 or_(c.end.is_(None), c.end > on.isoformat()),
             )
@@ -503,7 +554,8 @@ def main(argv: list[str] | None = None) -> int:
     for r in import_run(a.run, warehouse, engine, audit):
         print(
             f"{r.agency} #{r.sequence}: {r.received} received, {r.added} added, "
-            f"{r.kept} kept, {r.ended} ended, {r.unlinked} not linked"
+            f"{r.kept} kept, {r.ended} ended, {r.unlinked} not linked, "
+            f"{r.households_unresolved} families in no one household"
         )
     return 0
 

@@ -572,8 +572,12 @@ def app_from_config(path: str | Path) -> FastAPI:
     for key in ("warehouse", "governance_db", "audit_signing_key"):
         if key not in cfg:
             raise ValueError(f"{path}: {key}: missing")
+    from linkage.publish import reader
+
     engine = make_engine(cfg["governance_db"], cfg.get("governance_schema"))
-    warehouse = Path(cfg["warehouse"])
+    # The hub's live warehouse is named; requests read the latest copy each hub run publishes
+    # from it (linkage.publish), so a running hub stage does not fail them.
+    warehouse = reader(Path(cfg["warehouse"]))
     # Relationships and consent live in the governance store, read on every decision, so an
     # allocation ended or a consent withdrawn (by any process) takes effect at once.
     rels = SqlRelationshipRegistry(engine)
@@ -582,7 +586,7 @@ def app_from_config(path: str | Path) -> FastAPI:
         rels.load_frame(pd.read_csv(rel_csv, dtype=str), source=str(rel_csv))
     consent = SqlConsentRegistry(engine)
     if not consent.has_warehouse_events():  # normally refreshed by the hub run's report stage
-        refresh_consent(engine, warehouse)
+        refresh_consent(engine, warehouse())
     audit = AuditLog(
         engine, signing_key=load_audit_key(cfg["audit_signing_key"]), origin=process_origin("api")
     )

@@ -130,17 +130,23 @@ class ViewService:
 
     def __init__(
         self,
-        warehouse: Path | str,
+        warehouse: Path | str | Callable[[], Path],
         governance: Governance,
         clock: Callable[[], dt.datetime] | None = None,
         grants: GrantStore | None = None,
     ) -> None:
-        self.warehouse = Path(warehouse)
+        # a path, or where to read now (linkage.publish.reader: the latest published copy)
+        self._warehouse = warehouse if callable(warehouse) else Path(warehouse)
         if not self.warehouse.exists():
             raise FileNotFoundError(f"{self.warehouse}: no hub warehouse")
         self.gov = governance
         self.grants = grants or GrantStore(governance.audit.engine)
         self.clock = clock or (lambda: dt.datetime.now(dt.UTC))
+
+    @property
+    def warehouse(self) -> Path:
+        w = self._warehouse
+        return w() if callable(w) else w
 
     # -- warehouse access (read-only, one connection per request) --------------------------
 

@@ -13,9 +13,14 @@ reopen ended allocations), sealed to the hub's public key (ig_bridge.sealing, bo
 agency, the sequence and the file name) and dropped atomically into the agency's own
 allocations drop area as `allocations-<sequence>.sealed`.
 
-Input: a CSV with columns `worker_id, case_reference, start, end` (end may be empty). A bad row
-is an error naming the file, row and field, never the value. A case reference not in the
-agency's extract is counted (`unknown_case_references`), never sent.
+Input: a CSV with columns `worker_id, case_reference, start, end` (end may be empty) and,
+optionally, `family_reference`. A row without a family reference allocates the worker to that
+case's person. Rows sharing a worker and a family reference are one *family* allocation (a
+family case: Early Help's family assessment, a sibling group): the worker is allocated to the
+household the hub places those cases' people in; the export carries the members' record refs,
+never the family reference. A bad row is an error naming the file, row and field, never the
+value. A case reference not in the agency's extract is counted (`unknown_case_references`),
+never sent.
 """
 
 from __future__ import annotations
@@ -36,11 +41,12 @@ from ig_bridge.keys import KeyStore, encrypt_record_ref
 from ig_bridge.landing import drop_area
 from ig_bridge.sealing import HubPublicKey, bridge_hub_key, seal_file
 
-FORMAT = "joinedup-allocations/1"
+FORMAT = "joinedup-allocations/2"  # /2: rows carry a kind (person | household)
 COLUMNS = ("worker_id", "case_reference", "start", "end")
 WORKER = re.compile(r"^[A-Za-z0-9_.@-]{1,128}$")
 MAX_CASE_REF = 64
 MAX_ROWS = 200_000
+MAX_FAMILY = 50  # case references in one family allocation
 
 
 class AllocationError(ValueError):
@@ -53,6 +59,7 @@ class Allocation:
     case_reference: str  # the agency's own: never leaves the bridge
     start: dt.date
     end: dt.date | None
+    family_reference: str | None = None  # the agency's own family case: never leaves the bridge
 
 
 def canonical(body: dict[str, Any]) -> bytes:
@@ -88,6 +95,7 @@ def read_allocations(path: Path | str) -> list[Allocation]:
             raise AllocationError(f"{path}: missing column(s) {missing}")
         out: list[Allocation] = []
         problems: list[str] = []
+        families: dict[tuple[str, str], tuple[int, dt.date | None, dt.date | None, int]] = {}
         for n, row in enumerate(reader, start=2):  # row 1 is the header
             if n - 1 > MAX_ROWS:
                 raise AllocationError(f"{path}: more than {MAX_ROWS} allocations")
@@ -97,6 +105,7 @@ def read_allocations(path: Path | str) -> list[Allocation]:
             start = _date(row["start"] or "")
             end_text = (row["end"] or "").strip()
             end = _date(end_text) if end_text else None
+            family = (row.get("family_reference") or "").strip() or None
             if not WORKER.fullmatch(worker):
                 bad.append("worker_id: missing or not a staff id ([A-Za-z0-9_.@-], at most 128)")
             if not 0 < len(ref) <= MAX_CASE_REF:
@@ -107,10 +116,19 @@ def read_allocations(path: Path | str) -> list[Allocation]:
                 bad.append("end: not a date (YYYY-MM-DD)")
             elif start is not None and end is not None and end < start:
                 bad.append("end: before start")
+            if family is not None and len(family) > MAX_CASE_REF:
+                bad.append(f"family_reference: longer than {MAX_CASE_REF}")
+            elif family is not None and not bad:
+                first, f_start, f_end, size = families.get((worker, family), (n, start, end, 0))
+                if (f_start, f_end) != (start, end):
+                    bad.append(f"start/end: differ from row {first} of the same family allocation")
+                elif size >= MAX_FAMILY:
+                    bad.append(f"family_reference: more than {MAX_FAMILY} cases in one family")
+                families[(worker, family)] = (first, f_start, f_end, size + 1)
             if bad:
                 problems.extend(f"{path}: row {n}: {b}" for b in bad)
             else:
-                out.append(Allocation(worker, ref, start, end))  # type: ignore[arg-type]
+                out.append(Allocation(worker, ref, start, end, family))  # type: ignore[arg-type]
     if problems:
         raise AllocationError(
             f"{path}: {len(problems)} problem(s); nothing exported:\n  "
@@ -126,23 +144,32 @@ def build_export(
     known_case: Callable[[str], bool],
     exported_at: dt.datetime | None = None,
 ) -> bytes:
-    """The signed export document: case references turned into record refs."""
+    """The signed export document: case references turned into record refs; a family's
+    rows become one household allocation listing its members' record refs."""
     if sequence < 1:
         raise AllocationError("sequence: must be 1 or more")
     ref_key, signer = keys.ref_key(), keys.signing_key()
-    rows, unknown = [], 0
+    rows: list[dict[str, Any]] = []
+    families: dict[tuple[str, str], dict[str, Any]] = {}
+    unknown = 0
     for a in allocations:
         if not known_case(a.case_reference):
             unknown += 1
             continue
-        rows.append(
-            {
-                "user_id": a.worker_id,
-                "record_ref": encrypt_record_ref(ref_key, a.case_reference),
-                "start": a.start.isoformat(),
-                "end": a.end.isoformat() if a.end else None,
-            }
-        )
+        ref = encrypt_record_ref(ref_key, a.case_reference)
+        dates = {"start": a.start.isoformat(), "end": a.end.isoformat() if a.end else None}
+        if a.family_reference is None:
+            rows.append({"user_id": a.worker_id, "kind": "person", "record_ref": ref, **dates})
+            continue
+        family = families.get((a.worker_id, a.family_reference))
+        if family is None:
+            family = {"user_id": a.worker_id, "kind": "household", "record_refs": [], **dates}
+            families[(a.worker_id, a.family_reference)] = family
+            rows.append(family)
+        if ref not in family["record_refs"]:
+            family["record_refs"].append(ref)
+    for family in families.values():  # the order cases were typed in says nothing to the hub
+        family["record_refs"].sort()
     at = exported_at or dt.datetime.now(dt.UTC)
     body = {
         "format": FORMAT,
@@ -223,7 +250,9 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m ig_bridge.allocations",
         description=("Send the case system's current allocations to the hub as record refs."),
     )
-    p.add_argument("--csv", required=True, help="worker_id,case_reference,start,end")
+    p.add_argument(
+        "--csv", required=True, help="worker_id,case_reference,start,end[,family_reference]"
+    )
     p.add_argument("--agency", required=True)
     p.add_argument("--agency-dir", required=True, help="the agency's folder (keys/ inside)")
     p.add_argument("--extract", required=True, help="the agency's extract (case refs known)")

@@ -20,6 +20,7 @@ import datetime as dt
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
@@ -103,6 +104,17 @@ def current(paths: HubPaths) -> Path | None:
         return None
     path = published_dir(paths) / Path(str(info["file"])).name
     return path if path.exists() else None
+
+
+def reader(warehouse: Path | str) -> Callable[[], Path]:
+    """For a reader configured with the hub's live warehouse (the governance API): on each
+    call, the latest copy published from it, else the live file (nothing published yet, or
+    not a hub's warehouse.duckdb), so a running hub stage does not block its requests."""
+    warehouse = Path(warehouse)
+    paths = HubPaths(hub=warehouse.parent, landing=warehouse.parent / "landing")
+    if paths.warehouse != warehouse:
+        return lambda: warehouse
+    return lambda: current(paths) or warehouse
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,6 +33,7 @@ from rich.console import Console
 from rich.table import Table
 
 from synthetic_data.demo_access import approve_waiting, put_protocols_in_force
+from synthetic_data.demo_allocations import send_allocations
 from synthetic_data.demo_next import DEMO_USERS, prepare_next_steps, show_next_steps
 
 REPO = Path(__file__).resolve().parents[1]
@@ -220,6 +221,7 @@ def _pick(warehouse: Path, consent: Any, at: dt.datetime) -> dict[str, Any]:
             FROM household_member m JOIN household h USING (household_id)
             JOIN record_person rp USING (person_id)
             WHERE h.status = 'active' GROUP BY 1 HAVING count(DISTINCT m.person_id) >= 2
+            AND bool_or(rp.agency = 'CSC')  -- sw.csc.1's cases come from CSC's case system
             ORDER BY count(DISTINCT rp.agency) DESC, 1 LIMIT 60""").fetchall()
         eh_given = con.execute("""
             SELECT rp.person_id, min(m.household_id), min(p.agency) FROM payload p
@@ -273,7 +275,6 @@ def simulate_week(
     from governance.identity import IdentityService
     from governance.relationships import (
         Relationship,
-        RelationshipRegistry,
         SqlRelationshipRegistry,
         Subject,
         SubjectKind,
@@ -323,8 +324,8 @@ def simulate_week(
             Relationship("ehw.eh.1", SubjectKind.PERSON, pick["eh"][0], alloc_start),
             Relationship("ehw.eh.1", SubjectKind.HOUSEHOLD, pick["eh"][1], alloc_start),
         ]
-    # Through the import path a sync would use (idempotent if the week is simulated again).
-    rels.load_frame(RelationshipRegistry(allocations).to_frame(), source="demo allocations")
+    # Sent by each worker's agency through its bridge and landed by the hub (production's path).
+    send_allocations(out, allocations, DEMO_USERS, engine, audit)
     store = TokenStore(engine)
     tokens = {u: store.issue(u, role, agency) for u, (role, agency) in DEMO_USERS.items()}
 

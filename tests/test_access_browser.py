@@ -113,6 +113,7 @@ def test_manager_approves_break_glass_in_chromium(live: Live) -> None:
     assert f'data-request="{req.request_id}"' in live.html and WHY in live.html
     assert "Your team's current allocations" in live.html and hh in live.html
     violations["manager approvals"] = live.axe()
+    live.shot("manager approvals")
     live.click("Approve")
     assert live.driver.current_url.endswith("/approvals") and "Nothing is waiting" in live.html
     approved = [

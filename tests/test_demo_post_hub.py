@@ -98,9 +98,10 @@ def test_week_did_each_kind_of_activity(demo: dict) -> None:
     assert not any(signoffs.missing(p) for p in load_protocols().values())
     signed = len(signoffs.all())
     assert signed == sum(len(parties(p)) for p in load_protocols().values())
-    # one entry per call (the approval included), plus the sign-offs, the withheld request and
-    # the hub run's own entry
-    assert audit.count() == len(calls) + signed + 2
+    # one entry per call (the approval included), plus the sign-offs, the withheld request,
+    # the hub run's own entry and one import per agency that sent allocations
+    imports = sum(1 for r in audit.entries() if r.kind == "allocations_import")
+    assert imports >= 1 and audit.count() == len(calls) + signed + imports + 2
     with engine.connect() as conn:  # the hub run's end, then the API process's start and stop
         origins = [
             o for (o,) in conn.execute(select(Checkpoint.origin).order_by(Checkpoint.cp_seq))
@@ -280,3 +281,91 @@ def test_what_next_serves_the_api_with_the_demo_tokens(
             f"/households/{first}/involvement", headers={"Authorization": f"Bearer {token}"}
         )
         assert r.status_code == 200, r.text
+
+
+def test_the_weeks_allocations_came_from_the_agencies_case_systems(demo: dict) -> None:
+    """No allocation is typed at the hub: each worker's agency sent its own through its
+    bridge (sealed, signed, record refs only) and the hub's import landed them, the families
+    as households; nothing of the exports stays in the drop areas or the agencies' folders."""
+    from governance.relationships import SqlRelationshipRegistry, SubjectKind
+
+    run = demo["run"]
+    engine = governance_engine(run)
+    rels = SqlRelationshipRegistry(engine).all()
+    imports = [r.data() for r in AuditLog(engine, create=False).entries()]
+    engine.dispose()
+    imports = [b for b in imports if b.get("type") == "allocations_import"]
+    by_worker = {(r.user_id, r.kind, r.reason) for r in rels}
+    assert ("sw.csc.1", SubjectKind.HOUSEHOLD, "allocation_CSC") in by_worker
+    assert {r.reason for r in rels} <= {"allocation_CSC", "allocation_EH"}
+    assert {b["agency"] for b in imports} == {r.reason.removeprefix("allocation_") for r in rels}
+    assert sum(b["added"] for b in imports) == len(rels) >= 3
+    assert all(b["unlinked"] == b["households_unresolved"] == 0 for b in imports)
+    assert not list((run / "allocations_landing").rglob("*.sealed"))
+    assert not list((run / "agency").glob("*/case_system/*.csv"))
+
+
+def test_make_workspace_serves_the_demo_run(demo: dict, tmp_path: Path) -> None:
+    """What `make workspace` runs (`python -m workspace serve --run <demo> --demo`), as a real
+    server: the demo sign-ins are written owner-only, sw.csc.1 signs in and My caseload lists
+    the families CSC's case system sent, each of which opens."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    run = tmp_path / "run"
+    shutil.copytree(demo["run"], run, symlinks=True)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    repo = Path(__file__).resolve().parent.parent
+    server = subprocess.Popen(
+        [sys.executable, "-m", "workspace", "serve", "--run", str(run), "--demo"]
+        + ["--port", str(port)],
+        cwd=repo,
+        env={**os.environ, "PYTHONPATH": str(repo)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    base = f"http://localhost:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert server.poll() is None, server.stderr.read()[-2000:]
+            assert time.monotonic() < deadline, "the workspace did not start"
+            try:
+                if httpx.get(f"{base}/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.5)
+        sign_ins = run / "workspace" / "demo_sign_ins.txt"
+        assert sign_ins.stat().st_mode & 0o777 == 0o600
+        password = dict(
+            line.split(" ", 1) for line in sign_ins.read_text().splitlines() if line[:1] != "#"
+        )["sw.csc.1"]
+        page = httpx.get(f"{base}/sign-in")
+        token = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+        r = httpx.post(
+            f"{base}/sign-in",
+            data={"username": "sw.csc.1", "password": password, "csrf_token": token},
+            headers={"Cookie": f"ws_signin_csrf={page.cookies['ws_signin_csrf']}"},
+        )
+        assert r.status_code == 303 and r.headers["location"] == "/"
+        cookie = {"Cookie": f"ws_session={r.cookies['ws_session']}"}
+        caseload = httpx.get(f"{base}/caseload", headers=cookie)
+        assert caseload.status_code == 200
+        families = re.findall(r'ws-allocation" data-subject="([^"]+)"', caseload.text)
+        # two open families from CSC's case system (the week's third allocation has ended)
+        assert len(families) == 2 and "case system" in caseload.text
+        assert "recorded at the hub" not in caseload.text  # nothing typed at the hub
+        for hh in families:
+            view = httpx.get(f"{base}/households/{hh}/involvement", headers=cookie)
+            assert view.status_code == 200 and "Lead practitioner contact" in view.text
+    finally:
+        server.terminate()
+        server.wait(timeout=60)

@@ -32,6 +32,7 @@ def test_off_system_share_and_a_challenge_in_chromium(live: Live) -> None:  # no
 
     def check(name: str) -> None:
         violations[name] = live.axe()
+        live.shot(name)
 
     s.ws.accounts.create("ig1", PASSWORD, "ig_lead", None, team="information governance")
     _sign_in(live, "sw1")

@@ -24,8 +24,8 @@ DEMO_USERS = (
         "sw.csc.1",
         "practitioner",
         "CSC",
-        "social worker: the allocated family under s47 (gateway) and the MASH household; "
-        "a MASH break-glass waits for tm.csc.1's approval",
+        "social worker: My caseload from CSC's case system: the family under s47 (gateway) "
+        "and the MASH household; a MASH break-glass goes to tm.csc.1 for approval",
     ),
     (
         "tm.csc.1",
@@ -34,7 +34,12 @@ DEMO_USERS = (
         "team manager of csc_assessment_1 (sw.csc.1): the team's cases; approves MASH "
         "break-glass on the Approvals page",
     ),
-    ("ehw.eh.1", "practitioner", "EH", "Early Help worker: one child, by consent only"),
+    (
+        "ehw.eh.1",
+        "practitioner",
+        "EH",
+        "Early Help worker: one child and family from EH's case system, by consent only",
+    ),
     ("pc.pol.9", "practitioner", "POL", "police officer with no allocation: every view refused"),
 )
 
