@@ -55,6 +55,7 @@ from governance.api_safety import (
     uniform_refusal,
     validation_response,
 )
+from governance.api_restrictions import restrictions_router
 from governance.api_sharing import sharing_router
 from governance.audit import AuditError, AuditLog, load_hub_key, make_engine
 from governance.audit_checkpointer import attach_checkpointer, process_origin
@@ -536,6 +537,7 @@ def create_app(
         return resp
 
     app.include_router(sharing_router(views, current_user))  # the decision log (/sharing)
+    app.include_router(restrictions_router(views, CurrentUser))  # owning agency's markers
     return app
 
 
