@@ -48,6 +48,7 @@ from sqlalchemy import (
 
 from governance.api_consent import consent_router
 from governance.api_docs import serve_docs_locally
+from governance.api_restrictions import restrictions_router
 from governance.api_safety import (
     NO_STORE,
     AuthFailureLog,
@@ -55,7 +56,6 @@ from governance.api_safety import (
     uniform_refusal,
     validation_response,
 )
-from governance.api_restrictions import restrictions_router
 from governance.api_sharing import sharing_router
 from governance.audit import AuditError, AuditLog, load_hub_key, make_engine
 from governance.audit_checkpointer import attach_checkpointer, process_origin
