@@ -27,6 +27,7 @@ EARLY_HELP, MASH = "early_help_family_support", "mash_information_sharing"
 SW = User("sw1", "practitioner", "CSC")
 HV = User("hv1", "practitioner", "HV")
 IG = User("ig1", "ig_lead", None)
+CG = User("cg1", "caldicott_guardian", None)
 CSC_TEAM, HV_TEAM = "assessment team 1", "health visiting north"
 
 
@@ -100,7 +101,7 @@ def run(world: World, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, d
         "the missed contacts were relevant to the assessment",
     )
     log.decide(
-        IG,
+        CG,
         ch.record_id,
         "overturned",
         "caldicott_guardian",
