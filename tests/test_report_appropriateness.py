@@ -38,7 +38,7 @@ def test_report_engine_interactions_are_the_engines() -> None:
 @pytest.fixture(scope="module")
 def run(world: World, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     tmp = tmp_path_factory.mktemp("appropriateness")
-    gov, views, _store, _tokens, _db = make_hub(world, tmp)
+    gov, views, _store, _tokens, _db = make_hub(world, tmp, deployed=False)  # role-only MASH
     paths = HubPaths.for_run(tmp / "run")
     paths.hub.mkdir(parents=True, exist_ok=True)
     shutil.copy2(world.warehouse, paths.warehouse)  # a private copy: build_report writes beside
