@@ -20,7 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +28,8 @@ import yaml
 
 from governance.policy import AGENCY_CODES, SCHEMAS_DIR, PolicyError, Protocol
 from governance.relationships import Relationship, RelationshipRegistry, Subject
+
+CHALLENGE_TO = ("ig_lead", "caldicott_guardian")  # whom a refusal is challenged to
 
 if TYPE_CHECKING:
     from governance.decisions import BreakGlass, User
@@ -65,6 +67,9 @@ class Assignments:
     protocols: Mapping[str, ProtocolAssignment]
     restricted_contacts: Mapping[str, str]  # agency -> whom to contact about a restricted record
     source: str = "<memory>"
+    # role (ig_lead | caldicott_guardian) -> who decides challenges addressed to it
+    # (governance.challenges); a role not listed: anyone holding it
+    challenge_deciders: Mapping[str, frozenset[str]] = field(default_factory=dict)
 
     def teams_of(self, user_id: str) -> list[Team]:
         return [t for t in self.teams.values() if user_id in t.members]
@@ -128,7 +133,16 @@ def parse_assignments(
 ) -> Assignments:
     """Validate an assignments document; every error names the file and the key path."""
     doc = _keys(
-        path, "<root>", doc, {"assignments_version", "teams", "protocols", "restricted_contacts"}
+        path,
+        "<root>",
+        doc,
+        {
+            "assignments_version",
+            "teams",
+            "protocols",
+            "restricted_contacts",
+            "challenge_deciders",
+        },
     )
     if doc.get("assignments_version") != 1:
         raise _err(path, "assignments_version", "must be 1")
@@ -183,7 +197,14 @@ def parse_assignments(
         if not isinstance(text, str) or not 3 <= len(text.strip()) <= 120:
             raise _err(path, f"restricted_contacts.{a}", "a team or role contact (3-120 chars)")
         contacts[a] = text.strip()
-    return Assignments(teams, assigned, contacts, str(path))
+    deciders_raw = _keys(
+        path, "challenge_deciders", doc.get("challenge_deciders") or {}, set(CHALLENGE_TO)
+    )
+    deciders = {
+        role: _id_list(path, f"challenge_deciders.{role}", users)
+        for role, users in deciders_raw.items()
+    }
+    return Assignments(teams, assigned, contacts, str(path), deciders)
 
 
 def load_assignments(

@@ -48,6 +48,7 @@ from sqlalchemy import (
 
 from governance.api_consent import consent_router
 from governance.api_docs import serve_docs_locally
+from governance.api_restrictions import restrictions_router
 from governance.api_safety import (
     NO_STORE,
     AuthFailureLog,
@@ -536,6 +537,7 @@ def create_app(
         return resp
 
     app.include_router(sharing_router(views, current_user))  # the decision log (/sharing)
+    app.include_router(restrictions_router(views, CurrentUser))  # owning agency's markers
     return app
 
 

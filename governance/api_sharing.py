@@ -25,6 +25,7 @@ from fastapi import APIRouter, Depends, HTTPException
 from fastapi import Path as PathParam
 from pydantic import BaseModel, Field
 
+from governance.challenges import DECIDER_ROLES
 from governance.decisions import User
 from governance.service import ViewService
 from governance.sharing import (
@@ -115,7 +116,9 @@ class DecisionIn(BaseModel):
         pattern=r"^(upheld|overturned)$",
         description="upheld: the refusal stands; overturned: it falls",
     )
-    decided_as: str = Field(pattern=r"^(ig_lead|caldicott_guardian)$")
+    decided_as: str | None = Field(
+        None, pattern=r"^(ig_lead|caldicott_guardian)$", description="default: the caller's role"
+    )
     reasons: Text
 
 
@@ -266,10 +269,11 @@ def sharing_router(views: ViewService, current_user: Callable[..., User]) -> API
 
     @router.get("/challenges")
     def open_challenges(user: CurrentUser) -> list[dict[str, Any]]:
-        """Challenges waiting for a decision (IG lead only)."""
-        if user.role != "ig_lead":
+        """Challenges waiting for a decision, addressed to the caller's role (IG lead or
+        Caldicott guardian)."""
+        if user.role not in DECIDER_ROLES:
             raise HTTPException(403, {"reasons": ["role_may_not_decide_challenges"]})
-        return log.open_challenges()
+        return [c for c in log.open_challenges() if c["to_role"] == user.role]
 
     @router.post("/challenges/{challenge_id}/decision", response_model=RecordedOut, status_code=201)
     def decide(
@@ -278,7 +282,12 @@ def sharing_router(views: ViewService, current_user: Callable[..., User]) -> API
         """Uphold or overturn a challenged refusal (IG lead / Caldicott guardian)."""
         return run(
             lambda: log.decide(
-                user, challenge_id, body.outcome, body.decided_as, body.reasons, team=team(user)
+                user,
+                challenge_id,
+                body.outcome,
+                body.decided_as or user.role,
+                body.reasons,
+                team=team(user),
             )
         )
 

@@ -17,12 +17,16 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 import pandas as pd
 from sqlalchemy import Engine, delete, func, insert, select
 
 from governance.models import Base, ConsentEventRow
 from governance.policy import AGENCY_CODES
+
+if TYPE_CHECKING:
+    from governance.consent_direct import DirectEvents
 
 COLUMNS = ("person_id", "agency", "consent_purpose", "consent_status", "consent_date")
 
@@ -183,6 +187,8 @@ class SqlConsentRegistry(ConsentRegistry):
     def __init__(self, engine: Engine) -> None:
         super().__init__()
         self.engine = engine
+        # set by governance.consent_direct.follow_records: direct events then follow records
+        self.direct: DirectEvents | None = None
         Base.metadata.create_all(engine, tables=[ConsentEventRow.__table__])
 
     def __len__(self) -> int:
@@ -191,10 +197,10 @@ class SqlConsentRegistry(ConsentRegistry):
 
     def record(
         self, person_id: str, agency: str, purpose: str, status: str, on: dt.date | dt.datetime
-    ) -> None:
+    ) -> int:
         _validate(person_id, agency, purpose, status)
         with self.engine.begin() as conn:
-            conn.execute(
+            res = conn.execute(
                 insert(ConsentEventRow).values(
                     person_id=person_id,
                     purpose=purpose,
@@ -206,10 +212,16 @@ class SqlConsentRegistry(ConsentRegistry):
                     recorded_at=dt.datetime.now(dt.UTC).isoformat(),
                 )
             )
+            event_id = int(res.inserted_primary_key[0])
+            if self.direct is not None:  # pinned to the person's refs, in the same transaction
+                self.direct.pin(conn, event_id, person_id, agency)
+        return event_id
 
     def state(
         self, person_id: str, purpose: str, agency: str, at: dt.date | dt.datetime
     ) -> ConsentState:
+        if self.direct is not None:
+            return _decide_state(self.direct.events(person_id, purpose), agency, _as_date(at))
         with self.engine.connect() as conn:
             rows = conn.execute(
                 select(

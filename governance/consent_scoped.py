@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from governance.consent import ConsentRegistry, ConsentState, ConsentStatus
+from governance.consent import ConsentRegistry, ConsentState, ConsentStatus, SqlConsentRegistry
+from governance.consent_direct import follow_records
 from governance.consent_records import ConsentRecord, ConsentRecordStore, PersonRefs
 from governance.policy import AGENCY_CODES
 
@@ -158,6 +159,8 @@ def install(gov: Any, warehouse: Path | str | Callable[[], Path | None] | None) 
     store of its audit log."""
     if isinstance(gov.consent, ScopedConsent):
         return gov.consent
+    if isinstance(gov.consent, SqlConsentRegistry):  # direct events follow records too
+        follow_records(gov.consent, warehouse)
     scoped = ScopedConsent(gov.consent, ConsentRecordStore(gov.audit.engine), PersonRefs(warehouse))
     gov.consent = scoped
     return scoped

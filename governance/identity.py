@@ -161,6 +161,9 @@ class IdentityService:
                 "issued_at": now.isoformat(),
                 "expires_at": (now + REQUEST_TTL).isoformat(),
                 "hub_key_id": self.key_id,
+                # the decision overrode consent (break-glass): the bridge checks its own
+                # withdrawals otherwise (ig_bridge.reid_consent)
+                "consent_override": bool(d.break_glass_used),
             }
             identities.extend(self._ask_bridge(agency, signed))
         return IdentityResult(request_id, agency, seq, identities)

@@ -31,7 +31,15 @@ CANONICAL_FILE = SCHEMAS_DIR / "canonical_fields.yaml"
 
 AGENCY_CODES: frozenset[str] = frozenset({"GP", "HV", "SCH", "CSC", "POL", "HSG", "EH"})
 ROLE_NAMES: frozenset[str] = frozenset(
-    {"practitioner", "team_manager", "analyst", "ig_lead", "data_officer", "administrator"}
+    {
+        "practitioner",
+        "team_manager",
+        "analyst",
+        "ig_lead",
+        "caldicott_guardian",
+        "data_officer",
+        "administrator",
+    }
 )
 
 # Statutory gateways a protocol may rely on. Codes match the bridge's `legal_gateway` payload field.

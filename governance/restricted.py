@@ -79,6 +79,26 @@ class RestrictionStore:
             ).all()
         return [Marker(*r) for r in rows]
 
+    def active_for(self, agency: str) -> list[dict[str, Any]]:
+        """The agency's own active hub markers (what its restrictions screen lists)."""
+        c = RestrictionRow
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(c.id, c.record_ref, c.reason, c.set_by, c.set_at, c.audit_seq)
+                .where(c.agency == agency, c.lifted_at.is_(None))
+                .order_by(c.id)
+            ).all()
+        return [r._asdict() for r in rows]
+
+    def ref_of(self, marker_id: int) -> tuple[str, str] | None:
+        """(agency, record ref) of an active marker."""
+        c = RestrictionRow
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(c.agency, c.record_ref).where(c.id == marker_id, c.lifted_at.is_(None))
+            ).first()
+        return (row[0], row[1]) if row else None
+
     def mark(
         self,
         audit: AuditLog,

@@ -42,6 +42,7 @@ from sqlalchemy import (
     update,
 )
 
+from governance.challenges import DECIDER_ROLES, decider_refusal
 from governance.decisions import (
     MIN_JUSTIFICATION,
     Governance,
@@ -97,7 +98,6 @@ OFFER_REFUSED_REASONS = frozenset(
 CHANNELS = frozenset({"strategy_meeting", "phone_call", "meeting", "email", "letter", "other"})
 CHALLENGE_TO = frozenset({"ig_lead", "caldicott_guardian"})
 OUTCOMES = frozenset({"upheld", "overturned"})  # of the challenged refusal: it stands / it falls
-DECIDER_ROLES = frozenset({"ig_lead"})  # a Caldicott guardian signs in with the ig_lead role
 WITHHOLDING = frozenset(
     {
         Interaction.WITHHOLD_OFFER,
@@ -721,6 +721,10 @@ class SharingLog:
             raise SharingRefused(["may_not_decide_own_challenge"], seq)
         if row.status != "open":
             raise SharingConflict("the challenge was already decided")
+        why = decider_refusal(self.gov, user, as_, row.to_role)  # governance.challenges
+        if why is not None:
+            seq = self._refusal(kind, user, [why])
+            raise SharingRefused([why], seq)
         body = {
             **self._base(kind, user, team, None, at, None),
             "challenge_id": challenge_id,

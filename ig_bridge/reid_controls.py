@@ -51,6 +51,10 @@ class AgreedProtocol:
     identity_allowed: bool
     agreed_at: str
     agreed_by: str
+    # What the protocol says of consent (ig_bridge.reid_consent); None: agreed before the
+    # bridge recorded it (agree again to have withdrawals honoured under it).
+    consent_purpose: str | None = None
+    consent_rule: str | None = None
 
 
 def protocol_document_sha256(path: str | Path) -> str:
@@ -67,6 +71,10 @@ def _read_protocol(path: Path) -> dict[str, Any]:
     if not isinstance(doc, dict) or not _PROTOCOL_ID.fullmatch(str(doc.get("id", ""))):
         raise AgreementError(f"{path}: id: missing or not a protocol id")
     return doc
+
+
+def _opt(value: Any) -> str | None:
+    return str(value) if isinstance(value, str) and value else None
 
 
 def _check_private_file(path: Path) -> None:
@@ -106,6 +114,8 @@ class AgreedProtocols:
                     body["identity_allowed"] is True,
                     str(body["agreed_at"]),
                     str(body["agreed_by"]),
+                    _opt(body.get("consent_purpose")),
+                    _opt(body.get("consent_rule")),
                 )
             except (KeyError, TypeError, ValueError):
                 raise AgreementError(
@@ -153,6 +163,8 @@ def agree_protocol(
         identity_allowed=isinstance(ident, dict) and ident.get("allowed") is True,
         agreed_at=(at or dt.datetime.now(dt.UTC)).isoformat(timespec="seconds"),
         agreed_by=agreed_by,
+        consent_purpose=_opt(doc.get("consent_purpose")),
+        consent_rule=_opt(doc.get("consent_rule")),
     )
     path = Path(agency_dir) / AGREED_FILE
     current = AgreedProtocols.load(agency_dir, agency) if path.exists() else None
@@ -168,6 +180,8 @@ def agree_protocol(
                 "identity_allowed": p.identity_allowed,
                 "agreed_at": p.agreed_at,
                 "agreed_by": p.agreed_by,
+                **({"consent_purpose": p.consent_purpose} if p.consent_purpose else {}),
+                **({"consent_rule": p.consent_rule} if p.consent_rule else {}),
             }
             for p in sorted(protocols.values(), key=lambda p: p.protocol_id)
         },

@@ -15,6 +15,8 @@ bridge checks every request itself (ig_bridge.reid_controls) and refuses unless
   bridge records;
 - its protocol (id, version, SHA-256 of the document) is one this agency's IG lead agreed
   (`<agency dir>/agreed_protocols.yaml`) and that allows identity to be revealed;
+- the record's consent was not withdrawn (the agency's own register of applied withdrawals)
+  where the protocol relies on consent (ig_bridge.reid_consent);
 - the requesting user and the service as a whole are within their sliding-window rate limits.
 Every refusal of a signed request is one line in the agency's own chained audit log; requests
 nobody signed (bad signature, malformed, oversized) are refused before anything is written and
@@ -56,6 +58,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from ig_bridge.keys import KeyStore, RecordRefError
 from ig_bridge.manifest import canonical_json
 from ig_bridge.reader import iter_chunks
+from ig_bridge.reid_consent import WithdrawalRegister, consent_refusal
 from ig_bridge.reid_controls import (
     AgreedProtocols,
     SlidingWindowLimiter,
@@ -184,6 +187,7 @@ class ReidService:
         )
         self.skew, self.max_lifetime = clock_skew, max_lifetime
         self.unauthenticated = UnauthenticatedCounter(self.audit_log, agency, summary_interval)
+        self.withdrawals = WithdrawalRegister(self.audit_log.parent)
         self._lock = threading.Lock()  # one signed request at a time: replay set and limits
         self._seen: dict[str, float] = {}  # request_id -> when it can be forgotten (epoch s)
         self._load_state()
@@ -301,6 +305,15 @@ class ReidService:
             req["protocol_id"], req["protocol_version"], req["protocol_sha256"]
         )
         if code is not None:
+            raise self._refuse(code, no, req)
+        code = consent_refusal(
+            self.withdrawals,
+            self.agreed.protocols[req["protocol_id"]],
+            req,
+            self.keys.ref_keys(),
+            now,
+        )
+        if code is not None:  # the agency's own register of applied withdrawals says no
             raise self._refuse(code, no, req)
         code = self.limits.admit(req["requesting_user"])
         if code is not None:

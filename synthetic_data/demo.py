@@ -35,6 +35,7 @@ from rich.table import Table
 from synthetic_data.demo_access import approve_waiting, put_protocols_in_force
 from synthetic_data.demo_allocations import send_allocations
 from synthetic_data.demo_next import DEMO_USERS, prepare_next_steps, show_next_steps
+from synthetic_data.demo_sharing import record_decision_log
 
 REPO = Path(__file__).resolve().parents[1]
 console = Console()
@@ -508,6 +509,7 @@ def simulate_week(
             "not_proportionate",
             clock["t"],
         )
+        record_decision_log(call, tokens, store, person, monday)  # offers, refusals, a challenge
     finally:
         client.__exit__(None, None, None)  # the app's shutdown: a checkpoint over the week
         if server is not None:

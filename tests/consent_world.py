@@ -114,7 +114,13 @@ def make_world(
             Relationship("eh2", SubjectKind.PERSON, "P9", dt.date(2026, 1, 1)),
         ]
     )
-    gov = Governance(AuditLog(engine), consent or ConsentRegistry(), rels, PROTOCOLS, ROLES)
+    gov = Governance(
+        AuditLog(engine),
+        consent if consent is not None else ConsentRegistry(),
+        rels,
+        PROTOCOLS,
+        ROLES,
+    )
     hub_key = Ed25519PrivateKey.generate()
     pem = root / "agency" / "hub_request_key.pub"
     pem.write_bytes(

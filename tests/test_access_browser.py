@@ -16,6 +16,9 @@ import duckdb
 import pytest
 import uvicorn
 from access_world import MASH, S47, SW, TM, flag_restricted
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions as ec
+from selenium.webdriver.support.ui import WebDriverWait
 from test_api import World, build_world
 from test_workspace_browser import AXE, CHROMEDRIVER, CHROMIUM, Live, _free_port
 from workspace_world import PASSWORD, workspace
@@ -161,3 +164,30 @@ def test_restricted_record_view_in_chromium(live: Live) -> None:
     assert f"Member {target}" not in live.html and target not in live.html
     assert any(f"Member {m}" in live.html for m in s.world.members[1:])
     assert live.axe() == []
+
+
+def test_owning_agency_marks_a_record_restricted_in_chromium(live: Live) -> None:
+    """The agency's own worker marks its record restricted on the Restricted records screen
+    (the case reference goes to the agency's own service); the person's page then shows only
+    that it is restricted; the worker lifts it again."""
+    s = live.s
+    _sign_in(live, SW.user_id)
+    live.click("Restricted records")
+    assert 'id="no-markers"' in live.html
+    violations = {"restrictions, none": live.axe()}
+    live.fill("case_reference", s.case_reference)
+    live.driver.find_element(By.ID, "reason-refuge").click()
+    live.click("Mark restricted")
+    assert "Record marked restricted." in live.html and "Living in a refuge" in live.html
+    violations["restrictions, one"] = live.axe()
+    assert s.case_reference not in live.html
+    live.go(f"/people/{s.person}?protocol={S47}")
+    assert "This record is restricted" in live.html
+    live.go("/restrictions")
+    page = live.driver.find_element(By.TAG_NAME, "html")
+    live.driver.find_element(By.CSS_SELECTOR, "#markers button").click()
+    WebDriverWait(live.driver, 20).until(ec.staleness_of(page))
+    assert "Restriction lifted." in live.html and 'id="no-markers"' in live.html
+    live.go(f"/people/{s.person}?protocol={S47}")
+    assert "This record is restricted" not in live.html
+    assert violations == {k: [] for k in violations}

@@ -116,11 +116,12 @@ TEST_TEAMS = {"test_assessment": {"agency": "CSC", "managers": ["tm1"], "members
 
 
 def make_hub(
-    world: World, tmp: Path, *, deployed: bool = False
+    world: World, tmp: Path, *, deployed: bool = True
 ) -> tuple[Governance, ViewService, TokenStore, dict, Path]:
-    """The hub of the API tests. `deployed`: access control as a deployment runs it
-    (governance.testing.deployed_access); otherwise role-only rules, for the tests of those
-    rules (their audit sequence numbers start at 1, with no sign-off entries before them)."""
+    """The hub of the API tests. By default access control as a deployment runs it
+    (governance.testing.deployed_access: the shipped assignments plus TEST_TEAMS, every
+    protocol signed off). `deployed=False`: role-only rules, only for this module's tests of
+    those rules (their audit sequence numbers start at 1, with no sign-off entries before)."""
     db_path = tmp / "governance.db"
     engine = make_engine(f"sqlite:///{db_path}")
     rels = RelationshipRegistry(
@@ -156,7 +157,7 @@ def make_hub(
 
 @pytest.fixture
 def hub(world: World, tmp_path: Path) -> Hub:
-    gov, views, store, tokens, db_path = make_hub(world, tmp_path)
+    gov, views, store, tokens, db_path = make_hub(world, tmp_path, deployed=False)
     return Hub(TestClient(create_app(views, store)), gov.audit, gov, tokens, db_path)
 
 

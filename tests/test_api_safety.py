@@ -32,7 +32,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
 def hub(world: World, tmp_path: Path) -> Hub:
     from fastapi.testclient import TestClient
 
-    gov, views, store, tokens, db_path = make_hub(world, tmp_path)
+    gov, views, store, tokens, db_path = make_hub(world, tmp_path, deployed=False)  # counts from 1
     return Hub(TestClient(create_app(views, store)), gov.audit, gov, tokens, db_path)
 
 

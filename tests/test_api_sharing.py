@@ -24,6 +24,7 @@ WHY = "strategy discussion agreed police should know of the plan"
 def _hub(world: World, tmp_path: Path) -> tuple[Hub, dict[str, str]]:
     gov, views, store, tokens, db_path = make_hub(world, tmp_path)
     tokens["ig1"] = store.issue("ig1", "ig_lead")
+    tokens["cg1"] = store.issue("cg1", "caldicott_guardian")
     tokens["hv1"] = store.issue("hv1", "practitioner", "HV")
     gov.relationships.add(
         Relationship("hv1", SubjectKind.PERSON, world.person, dt.date(2026, 1, 1))
@@ -161,11 +162,16 @@ def test_offer_refused_then_challenged_and_overturned(world: World, tmp_path: Pa
         ).status_code
         == 403
     )
-    listed = hub.client.get(
-        "/sharing/challenges", headers={"Authorization": f"Bearer {tokens['ig1']}"}
-    ).json()
+
+    def listed_for(who: str) -> list[dict]:
+        return hub.client.get(
+            "/sharing/challenges", headers={"Authorization": f"Bearer {tokens[who]}"}
+        ).json()
+
+    listed = listed_for("cg1")  # addressed to the Caldicott guardian: theirs, not the IG lead's
     assert [c["challenge_id"] for c in listed] == [ch.json()["record_id"]]
     assert listed[0]["grounds"].startswith("the plan covers")
+    assert listed_for("ig1") == []
     by_sw = _post(
         hub,
         "sw1",
@@ -177,22 +183,19 @@ def test_offer_refused_then_challenged_and_overturned(world: World, tmp_path: Pa
         },
     )
     assert by_sw.status_code == 403
-    d = _post(
-        hub,
-        "ig1",
-        f"/sharing/challenges/{ch.json()['record_id']}/decision",
-        {
-            "outcome": "overturned",
-            "decided_as": "caldicott_guardian",
-            "reasons": "the offer was relevant and should have been accepted",
-        },
-    )
-    assert d.status_code == 201
+    url = f"/sharing/challenges/{ch.json()['record_id']}/decision"
+    why = "the offer was relevant and should have been accepted"
+    # the IG lead may neither decide it nor sign as the Caldicott guardian
+    for as_ in ("ig_lead", "caldicott_guardian"):
+        r = _post(hub, "ig1", url, {"outcome": "overturned", "decided_as": as_, "reasons": why})
+        assert r.status_code == 403, r.text
+    d = _post(hub, "cg1", url, {"outcome": "overturned", "reasons": why})
+    assert d.status_code == 201, d.text
     body = hub.audit.get(d.json()["audit_seq"]).data()
     assert (body["outcome"], body["decided_as"], body["user_id"]) == (
         "overturned",
         "caldicott_guardian",
-        "ig1",
+        "cg1",
     )
 
 

@@ -89,6 +89,11 @@ def test_week_did_each_kind_of_activity(demo: dict) -> None:
     assert any(c["call"].endswith("identity") and c["status"] == 200 for c in calls)
     assert any("no_legitimate_relationship" in c["reasons"] for c in calls)
     assert any("consent_withdrawn" in c["reasons"] for c in calls)
+    # the decision log: offer, refused offer, request not made, off-system sharing, and a
+    # challenge of the refusal decided by the Caldicott guardian, each recorded (201)
+    log_calls = {c["what"]: c for c in calls if c["call"].startswith("POST /sharing")}
+    assert len(log_calls) == 6 and all(c["status"] == 201 for c in log_calls.values()), log_calls
+    assert log_calls["Caldicott guardian overturns it"]["user"] == "caldicott.1"
     engine = governance_engine(demo["run"])
     audit = AuditLog(engine, create=False)
     report = audit.verify(load_trusted_keys(demo["run"] / "ig_lead" / "trusted_keys"))
@@ -132,12 +137,17 @@ def test_report_has_privacy_cost_and_access_figures(demo: dict) -> None:
                 c
                 for c in calls
                 if not c["call"].endswith("/identity")
-                and not c["call"].startswith("POST /approvals")
+                and not c["call"].startswith(("POST /approvals", "POST /sharing"))
             ]
         )
         + 1
     )
     assert f"<p>{n} decisions recorded in the governance audit log.</p>" in page
+    # the decision log's week (synthetic_data.demo_sharing) in the appropriateness section
+    assert "1 raised, 0 upheld, 1 overturned, 0 open" in page
+    assert "Sharing outside the system: strategy meeting 1." in page
+    pol = re.search(r"<tr><td>POL</td>.*?</tr>", page[page.index('id="appropriateness-agency"') :])
+    assert pol and "(1 overturned)" in pol.group(0)  # its refusal of the offer
     chain = re.search(r'<p id="audit-chain"[^>]*>(.*?)</p>', page, re.S)
     assert chain and "verifies against the trusted hub audit key" in chain.group(1)
     assert "up to checkpoint #" in chain.group(1) and "/stop" in chain.group(1)

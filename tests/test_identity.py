@@ -87,7 +87,7 @@ WORLD_PERSON: list[str] = []
 def setup(world: World, tmp_path: Path) -> Iterator[Setup]:
     WORLD_PERSON[:] = [world.person]
     hub_dir = tmp_path / "hub"
-    gov, views, store, tokens, _ = make_hub(world, hub_dir)
+    gov, views, store, tokens, _ = make_hub(world, hub_dir, deployed=False)  # seqs from 1
     agency = _agency_for(world, gov)
     hub_key = generate_hub_key(hub_dir / "keys" / "hub_request.pem")
     agency_dir = tmp_path / "agency" / agency  # the bridge's own audit log lives here
@@ -329,7 +329,7 @@ def test_hub_refuses_identity_where_the_protocol_does_not_allow_it(setup: Setup)
 
 
 def test_unreachable_bridge_is_502_and_nothing_disclosed(setup: Setup, world: World) -> None:
-    gov, v2, store, tokens, _ = make_hub(world, setup.hub_dir / "second")
+    gov, v2, store, tokens, _ = make_hub(world, setup.hub_dir / "second", deployed=False)
     ident = IdentityService(v2, setup.hub_key, {setup.agency: "http://127.0.0.1:9"})
     client = TestClient(create_app(v2, store, ident))
     r = client.post(

@@ -27,6 +27,7 @@ EARLY_HELP, MASH = "early_help_family_support", "mash_information_sharing"
 SW = User("sw1", "practitioner", "CSC")
 HV = User("hv1", "practitioner", "HV")
 IG = User("ig1", "ig_lead", None)
+CG = User("cg1", "caldicott_guardian", None)
 CSC_TEAM, HV_TEAM = "assessment team 1", "health visiting north"
 
 
@@ -37,7 +38,7 @@ def test_report_engine_interactions_are_the_engines() -> None:
 @pytest.fixture(scope="module")
 def run(world: World, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     tmp = tmp_path_factory.mktemp("appropriateness")
-    gov, views, _store, _tokens, _db = make_hub(world, tmp)
+    gov, views, _store, _tokens, _db = make_hub(world, tmp, deployed=False)  # role-only MASH
     paths = HubPaths.for_run(tmp / "run")
     paths.hub.mkdir(parents=True, exist_ok=True)
     shutil.copy2(world.warehouse, paths.warehouse)  # a private copy: build_report writes beside
@@ -100,7 +101,7 @@ def run(world: World, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, d
         "the missed contacts were relevant to the assessment",
     )
     log.decide(
-        IG,
+        CG,
         ch.record_id,
         "overturned",
         "caldicott_guardian",

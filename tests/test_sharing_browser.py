@@ -34,7 +34,7 @@ def test_off_system_share_and_a_challenge_in_chromium(live: Live) -> None:  # no
         violations[name] = live.axe()
         live.shot(name)
 
-    s.ws.accounts.create("ig1", PASSWORD, "ig_lead", None, team="information governance")
+    s.ws.accounts.create("cg1", PASSWORD, "caldicott_guardian", None, team="information governance")
     _sign_in(live, "sw1")
     live.click("Decision log")
     assert "Record sharing done outside the system" in live.html
@@ -92,8 +92,8 @@ def test_off_system_share_and_a_challenge_in_chromium(live: Live) -> None:  # no
     check("challenge recorded")
     live.click("Sign out")
 
-    # the IG lead decides it, as Caldicott guardian
-    _sign_in(live, "ig1")
+    # the Caldicott guardian it was addressed to decides it
+    _sign_in(live, "cg1")
     live.go("/sharing")
     assert str(refusal.seq) in live.driver.find_element(By.ID, "open-challenges").text
     check("open challenges")
@@ -104,7 +104,6 @@ def test_off_system_share_and_a_challenge_in_chromium(live: Live) -> None:  # no
     )
     check("decide form")
     live.driver.find_element(By.ID, "outcome-overturned").click()
-    live.driver.find_element(By.ID, "decided_as-caldicott_guardian").click()
     live.fill("reasons", "the consent recorded covers school and health information")
     live.click("Record")
     assert "The decision on the challenge is recorded" in live.html
@@ -112,7 +111,7 @@ def test_off_system_share_and_a_challenge_in_chromium(live: Live) -> None:  # no
     assert "open-challenges" not in live.html
     decided = [b for b in _sharing_bodies(live) if b["type"] == "sharing_challenge_decision"]
     assert [(d["outcome"], d["decided_as"], d["user_id"], d["target_seq"]) for d in decided] == [
-        ("overturned", "caldicott_guardian", "ig1", refusal.seq)
+        ("overturned", "caldicott_guardian", "cg1", refusal.seq)
     ]
     assert signed_and_verified(s.ws.gov.audit, s.tmp / "verify").ok
     assert "Jane Smith" not in "".join(r.body for r in s.ws.gov.audit.entries())

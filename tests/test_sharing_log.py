@@ -33,6 +33,7 @@ SW = User("sw1", "practitioner", "CSC")
 HV = User("hv1", "practitioner", "HV")
 OUTSIDER = User("pc9", "practitioner", "POL")
 IG = User("ig1", "ig_lead", None)
+CG = User("cg1", "caldicott_guardian", None)
 WHY = "the family asked that the school knows about the support plan"
 
 
@@ -113,7 +114,7 @@ def test_every_interaction_the_rules_never_see_is_one_chained_entry(
     )
     assert [c["challenge_id"] for c in log.open_challenges()] == [challenge.record_id]
     decided = log.decide(
-        IG,
+        CG,
         challenge.record_id,
         "overturned",
         "caldicott_guardian",
@@ -139,7 +140,7 @@ def test_every_interaction_the_rules_never_see_is_one_chained_entry(
     assert (d["outcome"], d["decided_as"], d["user_id"]) == (
         "overturned",
         "caldicott_guardian",
-        "ig1",
+        "cg1",
     )
     assert d["reasons"].startswith("the offer was proportionate")
     # the chain verifies against the IG lead's key, with these entries in it

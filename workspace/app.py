@@ -46,7 +46,14 @@ from governance.restricted import restricted_contacts, without_restricted
 from governance.service import BreakGlassAsk, Forbidden, NotFound, ViewService
 from linkage.config import HubPaths
 from linkage.publish import current
-from workspace import approvals, consent_pages, pages, sharing_pages, sign_in_pages
+from workspace import (
+    approvals,
+    consent_pages,
+    pages,
+    restriction_pages,
+    sharing_pages,
+    sign_in_pages,
+)
 from workspace.accounts import AccountStore, Session, SessionStore, csrf_ok
 from workspace.caseload import caseload_router
 from workspace.caseref import CaseRefFinder
@@ -516,5 +523,6 @@ def create_app(ws: Workspace) -> FastAPI:
     app.include_router(caseload_router(ws))  # /caseload
     app.include_router(known_to_router(ws))  # /people|households/{id}/known-to
     app.include_router(approvals.router(ws, render, session_of, posted))
+    app.include_router(restriction_pages.router(ws, render, session_of, posted))
     consent_pages.register(app, ws, render, session_of, posted, check_id)
     return app

@@ -33,6 +33,7 @@ class Found:
     outcome: str  # found | not_found_at_agency | not_linked
     person_id: str | None
     audit_seq: int
+    record_ref: str | None = None  # the agency's own ref (its restrictions screen marks it)
 
 
 class CaseRefFinder:
@@ -109,4 +110,4 @@ class CaseRefFinder:
                 "person_id": person,
             },
         )
-        return Found(outcome, person, rec.seq)
+        return Found(outcome, person, rec.seq, ref)

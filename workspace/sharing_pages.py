@@ -66,6 +66,9 @@ REFUSAL_TEXT = {
     "not_a_refusal_you_can_challenge": "That entry is not a refusal you can challenge.",
     "role_may_not_decide_challenges": "Only the IG lead or Caldicott guardian decides.",
     "may_not_decide_own_challenge": "You cannot decide a challenge you raised.",
+    "challenge_addressed_to_other_role": "This challenge was addressed to someone else.",
+    "not_a_named_decider": "You are not named to decide challenges for this partnership.",
+    "decided_as_not_your_role": "You can only decide in your own role.",
 }
 
 
@@ -216,13 +219,6 @@ FORMS: dict[str, tuple[str, list[Field]]] = {
                 (("upheld", "Uphold the refusal"), ("overturned", "Overturn the refusal")),
             ),
             Field(
-                "decided_as",
-                "Deciding as",
-                "radios",
-                "",
-                (("ig_lead", "IG lead"), ("caldicott_guardian", "Caldicott guardian")),
-            ),
-            Field(
                 "reasons",
                 "Reasons",
                 "textarea",
@@ -334,7 +330,7 @@ def router(
         pending = [
             o for o in log.open_offers(s.user.agency) if o["to_user"] in (None, s.user.user_id)
         ]
-        challenges = log.open_challenges() if s.user.role == "ig_lead" else []
+        challenges = [c for c in log.open_challenges() if c["to_role"] == s.user.role]
         return render(
             request,
             "sharing.html",
@@ -499,8 +495,12 @@ def router(
     @r.get("/sharing/challenges/{challenge_id}", response_class=HTMLResponse)
     def decide_form(request: Request, challenge_id: str) -> Response:
         s = session_of(request)
-        found = [c for c in log.open_challenges() if c["challenge_id"] == challenge_id]
-        if s.user.role != "ig_lead" or not found:
+        found = [
+            c
+            for c in log.open_challenges()
+            if c["challenge_id"] == challenge_id and c["to_role"] == s.user.role
+        ]
+        if not found:  # only for the role it was addressed to (governance.challenges)
             raise StarletteHTTPException(404)
         c = found[0]
         intro = (
@@ -522,7 +522,7 @@ def router(
                 s.user,
                 challenge_id,
                 need(v, "outcome"),
-                need(v, "decided_as"),
+                s.user.role,  # decided as the role the decider holds
                 v.get("reasons", ""),
                 team=s.team,
             ),

@@ -69,6 +69,7 @@ ROLES = {
     "team_manager": "a team manager",
     "analyst": "an analyst",
     "ig_lead": "the information governance lead",
+    "caldicott_guardian": "the Caldicott guardian",
     "data_officer": "an agency data officer",
     "administrator": "an administrator",
 }
