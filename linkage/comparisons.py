@@ -387,19 +387,27 @@ def training_blocking_rules(columns: Collection[str]) -> list[BlockingRuleCreato
     pose as matches and inflates m for "different forename" (seen on synthetic data).
     """
     cols = set(columns)
-    keys: list[tuple[str, ...]] = []
-    if "tok_nhs_number" in cols:
-        keys.append(("tok_nhs_number",))
-    else:
-        keys.append(("tok_dob",))
-        # Without NHS numbers every other block fixes the DOB, so its levels (swapped, else)
-        # kept their starting m values (FEBRL). Names alone leave it free: under spec v3
-        # name tokens carry the birth year, so this block is one name in one year.
-        keys.append(("tok_given_name", "tok_family_name"))
+    keys: list[tuple[str, ...]] = [("tok_nhs_number",)] if "tok_nhs_number" in cols else []
+    keys += [] if keys else list(_BLOCKS_WITHOUT_NHS)
     # Trains what the names and DOB do not read (address, phone...). A block whose rule reads
     # a column of every comparison is skipped at training (`linkage.em_training`).
     keys.append(("tok_given_name", "tok_family_name", "tok_dob"))
     return [block_on(*k) for k in keys if set(k) <= cols]
+
+
+def fallback_training_rules(columns: Collection[str]) -> list[BlockingRuleCreator]:
+    """Blocks EM runs when the NHS-number block has no pair (a small partnership whose
+    agencies share no NHS number yet): the blocks of a partnership without NHS numbers."""
+    cols = set(columns)
+    if "tok_nhs_number" not in cols:
+        return []
+    return [block_on(*k) for k in _BLOCKS_WITHOUT_NHS if set(k) <= cols]
+
+
+# Without NHS numbers every other block fixes the DOB, so its levels (swapped, else) kept
+# their starting m values (FEBRL). Names alone leave it free: under spec v3 name tokens carry
+# the birth year or DOB, so this block is one name in one year or on one DOB.
+_BLOCKS_WITHOUT_NHS = (("tok_dob",), ("tok_given_name", "tok_family_name"))
 
 
 def deterministic_rules(columns: Collection[str]) -> list[BlockingRuleCreator]:

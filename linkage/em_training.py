@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Sequence
 from typing import Any
 
 from splink.internals.blocking_rule_creator import BlockingRuleCreator
@@ -52,34 +52,46 @@ def comparisons_left(rule: BlockingRuleCreator | str, model_settings: dict[str, 
 
 
 def estimate_m_on_blocks(
-    linker: Any, rules: Iterable[BlockingRuleCreator], log: logging.Logger
+    linker: Any,
+    rules: Sequence[BlockingRuleCreator],
+    log: logging.Logger,
+    fallback: Sequence[BlockingRuleCreator] = (),
 ) -> int:
     """EM on each training block that leaves a comparison to estimate; returns how many
     blocks trained. A block that fails (a small partnership may have no pair in one) is
-    logged and skipped with the linker's settings as they were before it."""
+    logged and skipped with the linker's settings as they were before it. When the first
+    block trains nothing (no two records share an NHS number yet), the `fallback` blocks
+    run after the others, so the names and DOB are still estimated."""
     settings = linker.misc.save_model_to_json()
     built = [c["output_column_name"] for c in settings["comparisons"]]
-    trained_on = 0
-    for rule in rules:
-        if not comparisons_left(rule, settings):
-            log.info(
-                "EM skipped a training block: its rule (%s) reads a column of every "
-                "comparison, so none is left to estimate",
-                rule_sql(rule, settings["sql_dialect"]),
-            )
-            continue
-        # Splink keeps the model here and edits it in place during the session.
-        saved = linker._settings_obj.core_model_settings.copy()  # noqa: SLF001
-        try:
-            linker.training.estimate_parameters_using_expectation_maximisation(rule)
-            trained_on += 1
-        except Exception as exc:  # noqa: BLE001 - Splink raises plain errors here
-            linker._settings_obj.core_model_settings = saved  # noqa: SLF001
-            log.warning("EM skipped a training block (%s)", type(exc).__name__)
+    trained = [_em_block(linker, rule, settings, log) for rule in rules]
+    if rules and not trained[0]:
+        trained += [_em_block(linker, rule, settings, log) for rule in fallback]
     learned = [c.output_column_name for c in linker._settings_obj.comparisons]  # noqa: SLF001
     if learned != built:
         raise ValueError(
             f"training changed the model's comparisons ({built} -> {learned}): refusing "
             "a model that would not score what it was built to"
         )
-    return trained_on
+    return sum(trained)
+
+
+def _em_block(
+    linker: Any, rule: BlockingRuleCreator, settings: dict[str, Any], log: logging.Logger
+) -> bool:
+    if not comparisons_left(rule, settings):
+        log.info(
+            "EM skipped a training block: its rule (%s) reads a column of every "
+            "comparison, so none is left to estimate",
+            rule_sql(rule, settings["sql_dialect"]),
+        )
+        return False
+    # Splink keeps the model here and edits it in place during the session.
+    saved = linker._settings_obj.core_model_settings.copy()  # noqa: SLF001
+    try:
+        linker.training.estimate_parameters_using_expectation_maximisation(rule)
+        return True
+    except Exception as exc:  # noqa: BLE001 - Splink raises plain errors here
+        linker._settings_obj.core_model_settings = saved  # noqa: SLF001
+        log.warning("EM skipped a training block (%s)", type(exc).__name__)
+        return False

@@ -28,6 +28,7 @@ from linkage.clusters import assign_person_ids, guard_chains
 from linkage.comparisons import (
     build_comparisons,
     deterministic_rules,
+    fallback_training_rules,
     prediction_blocking_rules,
     training_blocking_rules,
 )
@@ -317,7 +318,12 @@ def estimate_parameters(
         # A small partnership may have no pair at all in one training block (e.g. no two
         # agencies holding NHS numbers yet); EM on the other blocks still estimates m.
         with summarise_untrained_m(linker, log):
-            trained_on = estimate_m_on_blocks(linker, training_blocking_rules(columns), log)
+            trained_on = estimate_m_on_blocks(
+                linker,
+                training_blocking_rules(columns),
+                log,
+                fallback=fallback_training_rules(columns),
+            )
         if trained_on == 0:
             raise ValueError(
                 "no training block produced any record pair: too few records "
