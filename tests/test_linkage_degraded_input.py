@@ -138,3 +138,27 @@ def test_a_model_with_no_comparison_is_refused(tmp_path: Path) -> None:
             link_persons(con, "run-2", replace(QUIET, model=empty))
     finally:
         con.close()
+
+
+@pytest.mark.parametrize("dialect", ["duckdb", "spark"])
+def test_blocks_leaving_no_comparison_are_found_in_either_dialect(dialect: str) -> None:
+    """What Splink would deactivate per training block, read from the settings each backend
+    scores with: on names and DOB alone the names + DOB block leaves nothing to estimate."""
+    from linkage.comparisons import training_blocking_rules
+    from linkage.em_training import comparisons_left
+    from linkage.person_linkage import splink_settings_for
+
+    full = list(make_toy(n_households=20, seed=5).identifiers.columns)
+    names = [c for c in NAMES_AND_DOB if c.startswith("tok_")]
+    for cols, expected in (
+        (
+            full,
+            [
+                ["forename", "surname", "birth_date", "residence", "upn", "phone", "email"],
+                ["residence", "nhs", "upn", "phone", "email"],
+            ],
+        ),
+        (names, [["forename", "surname"], ["birth_date"], []]),
+    ):
+        settings = splink_settings_for(cols).get_settings(dialect).as_dict()
+        assert [comparisons_left(r, settings) for r in training_blocking_rules(cols)] == expected
