@@ -128,8 +128,8 @@ def _refuse(agency_dir: Path, batch_id: str, file: Path, problems: list[str]) ->
 def validate_extract(
     extract_path: Path | str, mapping_path: Path | str, agency_dir: Path | str
 ) -> list[str]:
-    """Extract-level checks only (the DAG's validate task; the CLI's `validate` is the whole
-    dry run, ig_bridge.dryrun). Returns problems; empty means the rows can be read."""
+    """Extract-level checks only (the DAG's validate task and the CLI's `validate` run the
+    whole dry run, ig_bridge.dryrun). Returns problems; empty means the rows can be read."""
     extract_path = Path(extract_path)
     try:
         mapping = load_mapping(mapping_path)

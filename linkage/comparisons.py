@@ -264,10 +264,18 @@ def _exact(col: str, name: str) -> ComparisonCreator:
 def build_comparisons(columns: Collection[str]) -> list[ComparisonCreator]:
     """Splink comparisons for the identifier columns present in `columns`."""
     cols = set(columns)
-    for required in ("tok_given_name", "tok_family_name", "tok_dob"):
-        if required not in cols:
-            raise ValueError(f"identifiers table lacks required column {required!r}")
-    comparisons: list[ComparisonCreator] = [_given_name(cols), _family_name(cols), _dob(cols)]
+    # Each comparison stands on its token: a column no record populates is not in the
+    # input (`linkage_input._input_layout`), and its comparison is left out rather than
+    # built over a missing column. The model keeps whatever the data supports.
+    comparisons: list[ComparisonCreator] = [
+        build(cols)
+        for col, build in (
+            ("tok_given_name", _given_name),
+            ("tok_family_name", _family_name),
+            ("tok_dob", _dob),
+        )
+        if col in cols
+    ]
     residence = _residence(cols)
     if residence is not None:
         comparisons.append(residence)
@@ -282,6 +290,13 @@ def build_comparisons(columns: Collection[str]) -> list[ComparisonCreator]:
     ):
         if col in cols:
             comparisons.append(_exact(col, name))
+    # Sex alone says nothing about whether two records are one person.
+    if len(comparisons) == ("tok_sex" in cols):
+        raise ValueError(
+            "nothing to compare: the linkage input has no populated name, date of birth, "
+            "address, NHS number, UPN, phone or e-mail column (columns no record populates "
+            "are left out)"
+        )
     return comparisons
 
 
@@ -335,7 +350,13 @@ def prediction_blocking_rules(columns: Collection[str]) -> list[BlockingRuleCrea
     rules: list[BlockingRuleCreator] = [block_on(*k) for k in keys]
     rules += swapped_dob_rules(cols)
     if not rules:
-        rules.append(block_on("tok_dob"))
+        fallback = [c for c in ("tok_dob", "tok_family_name", "tok_given_name") if c in cols]
+        if not fallback:
+            raise ValueError(
+                "no blocking rule applies: the linkage input has none of the columns the "
+                "hub blocks on (blocking keys, NHS number, UPN, phone, names, DOB)"
+            )
+        rules.append(block_on(fallback[0]))
     return rules
 
 
@@ -366,26 +387,51 @@ def training_blocking_rules(columns: Collection[str]) -> list[BlockingRuleCreato
     pose as matches and inflates m for "different forename" (seen on synthetic data).
     """
     cols = set(columns)
-    rules = []
-    if "tok_nhs_number" in cols:
-        rules.append(block_on("tok_nhs_number"))
-    else:
-        rules.append(block_on("tok_dob"))
-        # Without NHS numbers every other block fixes the DOB, so its levels (swapped, else)
-        # kept their starting m values (FEBRL). Names alone leave it free: under spec v3
-        # name tokens carry the birth year, so this block is one name in one year.
-        rules.append(block_on("tok_given_name", "tok_family_name"))
-    rules.append(block_on("tok_given_name", "tok_family_name", "tok_dob"))
-    return rules
+    keys: list[tuple[str, ...]] = [("tok_nhs_number",)] if "tok_nhs_number" in cols else []
+    keys += [] if keys else list(_BLOCKS_WITHOUT_NHS)
+    # Trains what the names and DOB do not read (address, phone...). A block whose rule reads
+    # a column of every comparison is skipped at training (`linkage.em_training`).
+    keys.append(("tok_given_name", "tok_family_name", "tok_dob"))
+    return [block_on(*k) for k in keys if set(k) <= cols]
+
+
+def fallback_training_rules(columns: Collection[str]) -> list[BlockingRuleCreator]:
+    """Blocks EM runs when the NHS-number block has no pair (a small partnership whose
+    agencies share no NHS number yet): the blocks of a partnership without NHS numbers."""
+    cols = set(columns)
+    if "tok_nhs_number" not in cols:
+        return []
+    return [block_on(*k) for k in _BLOCKS_WITHOUT_NHS if set(k) <= cols]
+
+
+# Without NHS numbers every other block fixes the DOB, so its levels (swapped, else) kept
+# their starting m values (FEBRL). Names alone leave it free: under spec v3 name tokens carry
+# the birth year or DOB, so this block is one name in one year or on one DOB.
+_BLOCKS_WITHOUT_NHS = (("tok_dob",), ("tok_given_name", "tok_family_name"))
 
 
 def deterministic_rules(columns: Collection[str]) -> list[BlockingRuleCreator]:
     """High-precision rules used to estimate the prior probability of a match."""
     cols = set(columns)
-    rules = [block_on("tok_given_name", "tok_family_name", "tok_dob")]
-    if "tok_nhs_number" in cols:
-        rules.append(block_on("tok_nhs_number", "tok_dob"))
-    return rules
+    keys = [
+        k
+        for k in (("tok_given_name", "tok_family_name", "tok_dob"), ("tok_nhs_number", "tok_dob"))
+        if set(k) <= cols
+    ]
+    if not keys:
+        # No names with a DOB: the strictest agreement the input can still show.
+        strict = tuple(
+            c
+            for c in ("tok_nhs_number", "tok_given_name", "tok_family_name", "tok_dob")
+            if c in cols
+        )
+        if len(strict) < 2 and strict != ("tok_nhs_number",):
+            raise ValueError(
+                "cannot estimate the prior: the linkage input needs both names with a date "
+                "of birth, or NHS numbers"
+            )
+        keys = [strict]
+    return [block_on(*k) for k in keys]
 
 
 def _gammas(model_settings: dict[str, Any], name: str, labels: Collection[str]) -> set[int]:

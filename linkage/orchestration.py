@@ -148,24 +148,43 @@ def resolve_extract(code: str, given: str | None = None, base: Path | None = Non
 def validate_task(
     code: str, mapping_path: Path | str, extract_path: str | None = None, base: Path | None = None
 ) -> dict[str, Any]:
-    """Extract-level checks (readable, header matches the mapping). On failure writes a report
-    at the agency and raises ExtractRefused naming it; values never appear in the message."""
+    """The bridge's dry run (`joinedup-bridge validate`, ig_bridge.dryrun): the extract-level
+    checks and every row check `run` makes, nothing encoded. A refused extract gets a report
+    at the agency and raises ExtractRefused naming it; otherwise the counts per field and
+    reason (never a value) go to a `validated-` report at the agency and to the task's
+    result, with the dry run's warnings (a field wrong in most rows: the mapping's date
+    format, a mis-mapped column), so the data officer sees them before the batch is split."""
     from datetime import UTC, datetime
 
-    from ig_bridge.split import ExtractRefused, validate_extract
+    from ig_bridge.dryrun import dry_run
+    from ig_bridge.split import ExtractRefused
     from ig_bridge.validate import write_report
 
     extract = resolve_extract(code, extract_path, base)
     adir = agency_dir(code, base)
-    problems = validate_extract(extract, mapping_path, adir)
-    if problems:
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    res = dry_run(extract, mapping_path)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    if res.refused:
         report = write_report(
             adir / "reports" / f"refused-{code}-{stamp}.json",
-            {"file": str(extract), "status": "refused", "problems": problems},
+            {"file": str(extract), "status": "refused", "problems": res.problems},
         )
-        raise ExtractRefused(report, problems)
-    return {"agency": code, "extract": str(extract)}
+        raise ExtractRefused(report, res.problems)
+    summary = {
+        "rows_read": res.rows_read,
+        "rows_would_accept": res.rows_accepted,
+        "rows_would_quarantine": res.rows_quarantined,
+        "quarantine_reasons": res.reasons,
+        "field_problems": res.fields.counts,
+        "warnings": res.warnings(),
+    }
+    report = write_report(
+        adir / "reports" / f"validated-{code}-{stamp}.json",
+        {"file": str(extract), "status": "validated", **summary, "hints": res.hints},
+    )
+    for w in summary["warnings"]:
+        log.warning("%s dry run: %s", code, w)
+    return {"agency": code, "extract": str(extract), "report": str(report), **summary}
 
 
 def split_sign_task(

@@ -28,9 +28,11 @@ from linkage.clusters import assign_person_ids, guard_chains
 from linkage.comparisons import (
     build_comparisons,
     deterministic_rules,
+    fallback_training_rules,
     prediction_blocking_rules,
     training_blocking_rules,
 )
+from linkage.em_training import estimate_m_on_blocks
 from linkage.guards import dob_conflict_trusted, held_back
 from linkage.linkage_input import (
     ID_COLUMN,
@@ -311,19 +313,17 @@ def estimate_parameters(
         linker.training.estimate_u_using_random_sampling(
             max_pairs=settings.u_max_pairs, seed=settings.seed, num_chunks=1
         )
-        trained_on = 0
         # Splink warns once per level EM could not train (39 lines in the demo); one summary
         # of the levels left at their starting values replaces them (linkage.splink_logging).
+        # A small partnership may have no pair at all in one training block (e.g. no two
+        # agencies holding NHS numbers yet); EM on the other blocks still estimates m.
         with summarise_untrained_m(linker, log):
-            for rule in training_blocking_rules(columns):
-                # A small partnership may have no pair at all in one training block (e.g. no
-                # two agencies holding NHS numbers yet); EM on the other blocks still
-                # estimates m.
-                try:
-                    linker.training.estimate_parameters_using_expectation_maximisation(rule)
-                    trained_on += 1
-                except Exception as exc:  # noqa: BLE001 - Splink raises plain errors here
-                    log.warning("EM skipped a training block (%s)", type(exc).__name__)
+            trained_on = estimate_m_on_blocks(
+                linker,
+                training_blocking_rules(columns),
+                log,
+                fallback=fallback_training_rules(columns),
+            )
         if trained_on == 0:
             raise ValueError(
                 "no training block produced any record pair: too few records "

@@ -73,6 +73,16 @@ def round_parameters(
     return out
 
 
+def require_comparisons(model_settings: dict[str, Any], where: str = "linkage model") -> None:
+    """Refuse settings with no comparison: Splink would score pairs on the prior alone with
+    broken SQL, and a model trained that way says nothing about any pair."""
+    if not model_settings.get("comparisons"):
+        raise ValueError(
+            f"{where} has no comparisons: no identifier column the hub compares is "
+            "populated in the linkage input, or training lost them (nothing to score pairs on)"
+        )
+
+
 def model_to_json(model: dict[str, Any]) -> str:
     return json.dumps(model, sort_keys=True, indent=1, default=str)
 
@@ -99,4 +109,5 @@ def load_model(source: str | Path | dict[str, Any]) -> dict[str, Any]:
             f"{where}: settings_hash mismatch for model {model['model_version']!r} "
             "(edited or corrupted model file)"
         )
+    require_comparisons(model["splink_settings"], f"{where}: model {model['model_version']!r}")
     return model

@@ -90,3 +90,24 @@ def test_validation_module_defers_great_expectations_until_first_use() -> None:
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "ExpectationSuite"
     assert "PySpark" not in r.stderr and "FutureWarning" not in r.stderr
+
+
+def test_validate_loads_great_expectations_only_for_a_row_with_a_problem(tmp_path: Path) -> None:
+    """The header is a set comparison and an all-"ok" row passes every expectation by
+    definition: `validate` on a clean extract never imports GX; a row with no record id
+    (quarantined) does."""
+    import yaml
+    from test_bridge_field_validation import HEADER, MAPPING, ROWS
+
+    mp = tmp_path / "gpr.yaml"
+    mp.write_text(yaml.safe_dump(MAPPING))
+    clean, bad = tmp_path / "clean.csv", tmp_path / "bad.csv"
+    clean.write_text("\n".join([HEADER, ROWS[0], ROWS[4]]) + "\n", encoding="utf-8")
+    bad.write_text("\n".join([HEADER, ROWS[0], ROWS[9]]) + "\n", encoding="utf-8")
+    r = bridge("validate", str(clean), "--mapping", str(mp), "--agency-dir", str(tmp_path / "a"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "would be accepted" in r.stdout
+    assert "great_expectations" not in heavy(r.stdout)
+    r = bridge("validate", str(bad), "--mapping", str(mp), "--agency-dir", str(tmp_path / "a"))
+    assert r.returncode in (0, 1), r.stdout + r.stderr
+    assert "great_expectations" in heavy(r.stdout)

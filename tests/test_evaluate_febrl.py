@@ -8,8 +8,6 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-import pytest
-
 
 def _script():
     path = Path(__file__).resolve().parents[1] / "benchmarks" / "evaluate_febrl.py"
@@ -20,14 +18,6 @@ def _script():
     return mod
 
 
-# Known failure since spec v3's salts were amended (names salted by the full DOB, 2026-12-03):
-# on FEBRL (Australian postcodes, nulled at the bridge) the trained model reaches Splink's
-# predict with no comparison and the SQL fails. Strict, so the fix shows up. Issue #17's note.
-@pytest.mark.xfail(
-    strict=True,
-    reason="amended spec v3: FEBRL model has no comparison at "
-    "predict (under investigation, issue 17)",
-)
 def test_febrl1_links_through_the_chain(tmp_path: Path) -> None:
     mod = _script()
     r = mod.evaluate("febrl1", tmp_path / "febrl1", baseline=False)
