@@ -24,7 +24,8 @@ REPO = Path(__file__).resolve().parents[1]
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 # Two agencies keep the run short; both hold NHS numbers, which the EM training rule needs.
 AGENCIES = ("GP", "HV")
-BOUND_S = 480
+# Generous: under a loaded CI machine (load average ~17 on 2 cores) the run took over 480 s.
+BOUND_S = 780
 
 psycopg = pytest.importorskip("psycopg")
 
@@ -66,6 +67,7 @@ def _states(url: str) -> list[tuple[str, str, str]]:
 
 
 @pytest.mark.postgres
+@pytest.mark.timeout(1200)
 def test_scheduler_runs_bridges_then_asset_triggered_hub(pg_database: str, tmp_path: Path) -> None:
     from linkage.orchestration import provision
     from synthetic_data.generate import generate_population
