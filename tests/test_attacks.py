@@ -17,7 +17,7 @@ from benchmarks.attacks.data import preimage
 from benchmarks.attacks.graph import graph_attack
 from benchmarks.attacks.pattern import mine_positions
 from benchmarks.attacks.score import AttackResult
-from benchmarks.attacks.suite import Context, max_reidentification, run_suite
+from benchmarks.attacks.suite import Context, run_suite
 from ig_bridge.encoding import Encoder, load_encoding_spec
 from ig_bridge.keys import LinkKey
 from linkage.config import HubPaths
@@ -40,60 +40,82 @@ def _get(results: list[AttackResult], attack: str, target: str, overlap: str) ->
     return r
 
 
-# (attack, target, overlap) -> ceiling on the share of records re-identified, on encoding spec
-# v3 as amended (exact-name tokens salted with the DOB, bf_given_name and bf_family_name with
-# birth year + month, bf_address with postcode + birth year) at 1,500 people: every attack <= 1.0%
-# at 100% overlap (benchmarks/bench_attacks.py at 5,000 people: <= 1.0%, bf_family_name 0.1-0.2%,
-# was 0.6-1.4% birth-year salted; docs/pseudonym_strength.md). Spec v2 on
-# the same people: tok_given_name 60%, tok_sex 100%, graph on bf_family_name 45%; first-draft
-# v3 (birth-year salts): previous surnames 4.9-6.2%. Every run provisions fresh keys and the
-# small population makes single figures noisy (a 1,500-person column of ~200 previous surnames
-# moves by 0.5% per record), so each ceiling leaves a margin of about one percentage point; a
-# change that makes the encodings easier to attack by more than that fails here.
-FLOORS = {
-    ("frequency", "tok_given_name", "public"): 0.01,
-    ("frequency", "tok_family_name", "public"): 0.01,
-    ("frequency", "tok_given_name_canonical", "public"): 0.02,
-    ("frequency", "tok_family_name_phonetic", "public"): 0.02,
-    ("frequency", "bf_family_name", "public"): 0.01,
-    ("frequency", "bf_given_name", "public"): 0.01,
-    ("frequency", "tok_given_name", "100%"): 0.01,
-    ("frequency", "tok_family_name", "100%"): 0.01,
-    ("frequency", "tok_family_name_first", "100%"): 0.01,
-    ("frequency", "tok_other_name_first", "100%"): 0.02,
-    ("frequency", "tok_other_name_last", "100%"): 0.02,
-    ("frequency", "tok_given_name_canonical", "100%"): 0.02,
-    ("frequency", "tok_given_name_phonetic", "100%"): 0.02,
-    ("frequency", "tok_family_name_phonetic", "100%"): 0.02,
-    ("frequency", "bf_given_name", "100%"): 0.01,
-    ("frequency", "bf_family_name", "100%"): 0.01,
-    ("frequency", "bf_address", "100%"): 0.02,
-    ("frequency", "tok_dob", "100%"): 0.01,
-    ("frequency", "tok_address", "100%"): 0.02,
-    ("pattern", "bf_given_name", "100%"): 0.01,
-    ("pattern", "bf_family_name", "100%"): 0.01,
-    ("pattern", "bf_name", "100%"): 0.01,
-    ("pattern", "bf_address", "100%"): 0.01,
-    ("graph", "bf_given_name", "100%"): 0.01,
-    ("graph", "bf_family_name", "100%"): 0.01,
-    ("graph", "bf_name", "100%"): 0.01,
-    ("graph", "bf_address", "100%"): 0.02,
-}
+# (attack, target, overlap): attacks that must find something to attack on the current spec.
+# Issue 16's target is <= 1% of records re-identified by EVERY attack at 100% overlap (and
+# with public tables, which need no reference set); each is asserted at that level, unrounded
+# (test_every_attack_at_most_one_percent). Measured at 5,000 people on spec v3 as amended
+# (benchmarks/bench_attacks.py; docs/pseudonym_strength.md): largest single attack
+# tok_family_name_phonetic 0.5-0.7% (birth year + sex salt; 1.0-1.3% with the birth year
+# alone), every forename token <= 0.2% (the phonetic surname and birth year as salt; 0.6-1.2%
+# before). Spec v2 on the same people: tok_given_name 60%, tok_sex 100%, graph on
+# bf_family_name 45%; first-draft v3 (birth-year salts): previous surnames 4.9-6.2%.
+ATTACKED = (
+    ("frequency", "tok_given_name", "public"),
+    ("frequency", "tok_family_name", "public"),
+    ("frequency", "tok_family_name_phonetic", "public"),
+    ("frequency", "bf_family_name", "public"),
+    ("frequency", "bf_given_name", "public"),
+    ("frequency", "tok_given_name", "100%"),
+    ("frequency", "tok_family_name", "100%"),
+    ("frequency", "tok_family_name_first", "100%"),
+    ("frequency", "tok_other_name_first", "100%"),
+    ("frequency", "tok_other_name_last", "100%"),
+    ("frequency", "tok_given_name_canonical", "100%"),
+    ("frequency", "tok_given_name_phonetic", "100%"),
+    ("frequency", "tok_family_name_phonetic", "100%"),
+    ("frequency", "bf_given_name", "100%"),
+    ("frequency", "bf_family_name", "100%"),
+    ("frequency", "bf_address", "100%"),
+    ("frequency", "tok_dob", "100%"),
+    ("frequency", "tok_address", "100%"),
+    ("pattern", "bf_given_name", "100%"),
+    ("pattern", "bf_family_name", "100%"),
+    ("pattern", "bf_name", "100%"),
+    ("pattern", "bf_address", "100%"),
+    ("graph", "bf_given_name", "100%"),
+    ("graph", "bf_family_name", "100%"),
+    ("graph", "bf_name", "100%"),
+    ("graph", "bf_address", "100%"),
+)
 COMBINED_FLOOR = 0.01  # whole records: 0.0-0.2% at 1,500 and 5,000 people on v3 (7.4% on v2)
-# The largest single attack at 100% overlap: 1.0% (bf_family_name, birth-year salt, before it
-# was salted by birth month too; now tok_family_name_phonetic, 1.0% at 5,000 people);
-# first-draft v3: 4.9-6.2% (previous surnames); v2: 100%.
-MAX_FLOOR = 0.02
+# Every attack at 100% overlap, public tables and structure attacks included: issue 16's 1%.
+MAX_FLOOR = 0.01
+# A column whose values are all distinct (counts 1) gives frequency alignment nothing but a
+# random order: it "decodes" about one record by chance, whatever the encoding. On the small
+# columns of a 1,500-person run (~170 previous-surname records) one record is 0.6%, so a
+# column passes with <= 1% of its records OR at most this many (P >= 5 by chance: 0.4%),
+# which no leak of a common value stays under.
+CHANCE_RECORDS = 4
+# The one exception, for this small run only: tok_address is shared by a household on purpose
+# (households are built on it), so its counts are household sizes, and among 1,500 people a
+# few large households stand out: 1.01% (21 of 2,087 records) in one run here; at 5,000 people
+# 0.04-0.37% over five tie orders (bench_attacks.py, docs/pseudonym_strength.md).
+SMALL_RUN_CEILING = {("frequency", "tok_address", "100%"): 0.02}
 
 
-@pytest.mark.parametrize("key", sorted(FLOORS), ids=lambda k: "-".join(k))
+def _within_target(r: AttackResult) -> bool:
+    hits = round(r.records * r.n_records)
+    ceiling = SMALL_RUN_CEILING.get((r.attack, r.target, r.overlap), MAX_FLOOR)
+    return r.records <= ceiling or hits <= CHANCE_RECORDS
+
+
+@pytest.mark.parametrize("key", sorted(ATTACKED), ids=lambda k: "-".join(k))
 def test_attack_stays_below_floor(
     attacked: tuple[Context, list[AttackResult]], key: tuple[str, str, str]
 ) -> None:
     r = _get(attacked[1], *key)
     assert r.n_records > 0, "the attack found nothing to attack: the hub's data changed shape"
     assert 0.0 <= r.values <= 1.0
-    assert r.records <= FLOORS[key], f"{key}: {r.records:.1%} re-identified"
+    assert _within_target(r), f"{key}: {r.records:.2%} of {r.n_records} re-identified"
+
+
+def test_every_attack_at_most_one_percent(attacked: tuple[Context, list[AttackResult]]) -> None:
+    """Every result of the suite (not only the listed ones) at 100% overlap, with public
+    tables and without a reference set: <= 1% of records, unrounded."""
+    worst = [
+        r for r in attacked[1] if r.overlap in ("100%", "public", "none") and not _within_target(r)
+    ]
+    assert not worst, [(r.attack, r.target, r.overlap, f"{r.records:.2%}") for r in worst]
 
 
 def test_every_column_the_hub_holds_is_attacked(
@@ -117,7 +139,6 @@ def test_combined_reidentification_below_floor(
     assert {r.overlap for r in combined} == {"50%", "100%"}
     for r in combined:
         assert r.records <= COMBINED_FLOOR, f"{r.target} {r.overlap}: {r.records:.1%}"
-    assert max_reidentification(attacked[1], "100%") <= MAX_FLOOR
     # Spec v3 holds no DOB-part or sex token: the structure attacks have nothing to decode.
     assert not [r for r in attacked[1] if r.attack == "structure"]
 

@@ -72,8 +72,11 @@ def test_matching_semantics(encoded):
     assert e.tok_dob[0] == e.tok_dob[1]  # same DOB in two formats
     assert e.tok_dob_swapped[2] == e.tok_dob[0]  # day/month swapped entry is recoverable
     assert e.tok_given_name[0] != e.tok_given_name[1]
-    assert e.tok_given_name_canonical[0] == e.tok_given_name_canonical[1]  # jonathon/jonathan
-    assert e.tok_given_name_canonical[2] == e.tok_given_name_canonical[3]  # kate/katie
+    # jonathon smith / jonathan smyth: canonical forenames agree, the surnames' phonetic
+    # codes do not (NYSIIS SNAT / SNYT), and the canonical token carries that code
+    assert e.tok_given_name_canonical[0] != e.tok_given_name_canonical[1]
+    # kate patel / katie smith-jones: the canonical token carries the surname's sound too
+    assert e.tok_given_name_canonical[2] != e.tok_given_name_canonical[3]
     assert e.tok_address[0] == e.tok_address[1]
     assert e.blk_dob_postcode_sector[0] == e.blk_dob_postcode_sector[1]
     assert pd.isna(e.blk_given_phonetic_dob[4])  # null if any part is missing
@@ -168,6 +171,7 @@ def test_names_are_salted_with_the_birth_year(key):
                 "given_name": ["olivia", "olivia", "olivia", "olivia"],
                 "family_name": ["smith", "smith", "smith", "smith"],
                 "date_of_birth": ["2015-01-01", "2015-11-30", "2016-01-01", None],
+                "sex": ["F"] * 4,
             }
         ),
         FORMATS,
@@ -196,6 +200,35 @@ def test_names_are_salted_with_the_birth_year(key):
     assert again.tok_family_name[0] == again.tok_family_name[1]
     # No birth year, no name encoding (an unsalted one would repeat across people).
     assert pd.isna(e.tok_given_name[3]) and e.bf_given_name[3] is None and e.bf_name[3] is None
+
+
+def test_forename_variants_meet_with_the_surname_sound_and_surname_sound_with_sex(key):
+    """Issue 16, third amendment: the canonical / phonetic forename tokens carry the phonetic
+    surname and the birth year (a field group, near-unique per person), the phonetic surname
+    token carries birth year and sex; all still agree across a DOB error in the same year."""
+    frame = normalise_identifiers(
+        pd.DataFrame(
+            {
+                "given_name": ["Kate", "Katie", "Katie", "Kate", "Kate"],
+                "family_name": ["Smith", "Smithe", "Jones", "Smith", "Smith"],
+                "date_of_birth": ["2012-03-04", "2012-11-30", "2012-03-04", "2012-03-04", None],
+                "sex": ["F", "F", "F", "M", "F"],
+            }
+        ),
+        FORMATS,
+    ).frame
+    e = Encoder(key).encode(frame)
+    # kate/katie, smith/smithe (same sound), another month: the forename levels still agree
+    assert e.tok_given_name_canonical[0] == e.tok_given_name_canonical[1]
+    assert e.tok_family_name_phonetic[0] == e.tok_family_name_phonetic[1]
+    # the same forename with another surname sound: another token
+    assert e.tok_given_name_canonical[1] != e.tok_given_name_canonical[2]
+    assert e.tok_given_name_phonetic[1] != e.tok_given_name_phonetic[2]
+    # the same surname recorded with another sex: another phonetic surname token
+    assert e.tok_family_name_phonetic[0] != e.tok_family_name_phonetic[3]
+    assert e.tok_given_name_canonical[0] == e.tok_given_name_canonical[3]
+    # no sex or no birth year: no phonetic surname token (it would repeat across people)
+    assert pd.isna(e.tok_family_name_phonetic[4]) and pd.isna(e.tok_given_name_canonical[4])
 
 
 def test_address_bloom_is_salted_by_postcode_and_birth_year(key):

@@ -218,14 +218,34 @@ NAME_SOURCES = {
 DOB_SALTS = ("dob_year", "dob_ym", "dob_iso")
 
 
+def _public_names_by_sex(kind: str, sex_shares: pd.Series) -> pd.Series:
+    """(name, sex) -> expected share: given names from the generator's female / male lists,
+    family names independent of sex (census sex ratio `sex_shares`: "F"/"M" -> share)."""
+    from synthetic_data.names import FEMALE, MALE, zipf_weights
+
+    if kind != "given_name":
+        t = public_name_table(kind)
+        return pd.concat({s: t * float(w) for s, w in sex_shares.items()}).swaplevel()
+    parts = {}
+    for sex, names in (("F", FEMALE), ("M", MALE)):
+        keys = [(normalise_name_value(n) or "").split()[0] for n in names]
+        w = zipf_weights(len(names)) * float(sex_shares.get(sex, 0.5))
+        parts[sex] = pd.Series(w, index=keys).groupby(level=0).sum()
+    return pd.concat(parts).swaplevel()
+
+
 def public_column_table(
-    spec: dict[str, Any], column: str, dob_shares: pd.Series
+    spec: dict[str, Any],
+    column: str,
+    dob_shares: pd.Series,
+    sex_shares: pd.Series | None = None,
 ) -> pd.Series | None:
     """Census-style table for any single-name column (token or Bloom filter, salted with a part
     of the DOB or not): public names x the public age structure, pushed through the bridge's
     own preimage code (so canonical forms, phonetic codes and salts come out exactly as the
     bridge makes them). `dob_shares`: ISO date -> share of the population born that day (an
-    attacker takes it from ONS births by day). None when the column is not one name."""
+    attacker takes it from ONS births by day); `sex_shares` ("F"/"M" -> share, default
+    half each) for a column salted with sex. None when the column is not one name."""
     col = None
     for section in ("tokens", "bloom"):
         col = ((spec.get(section) or {}).get("columns") or {}).get(column) or col
@@ -237,10 +257,17 @@ def public_column_table(
     salts = [s for s in sources if s not in NAME_SOURCES] + (
         [salt] if isinstance(salt, str) else list(salt or [])
     )
-    if len(names) != 1 or not set(salts) <= set(DOB_SALTS):
+    if len(names) != 1 or not set(salts) <= {*DOB_SALTS, "sex"}:
         return None
     kind = NAME_SOURCES[names[0]]
-    table = public_name_table(kind)
+    by_sex = "sex" in salts
+    salts = [s for s in salts if s != "sex"]
+    if by_sex:  # names x sex, carried as "name<SEP>sex" until the frame is built
+        shares = sex_shares if sex_shares is not None else pd.Series({"F": 0.5, "M": 0.5})
+        t = _public_names_by_sex(kind, shares)
+        table = pd.Series(t.to_numpy(), index=[f"{n}{SEP}{x}" for n, x in t.index])
+    else:
+        table = public_name_table(kind)
     if salts:  # one row per (name, birth date) at the salt's own resolution
         if "dob_iso" not in salts:
             width = 7 if "dob_ym" in salts else 4
@@ -257,6 +284,8 @@ def public_column_table(
     else:
         raw = pd.DataFrame({kind: table.index.to_numpy()})
         weight = table.to_numpy()
+    if by_sex:
+        raw[[kind, "sex"]] = raw[kind].str.split(SEP, n=1, expand=True)
     other = "family_name" if kind == "given_name" else "given_name"
     raw[other] = "x"
     norm = normalise_identifiers(raw.astype(object), ["%Y-%m-%d"]).frame

@@ -220,13 +220,15 @@ def run_suite(
             )
         )
     # Every other single-name column (canonical, phonetic, parts, Bloom filters; salted with
-    # any part of the DOB): public names x births by day through the bridge's preimage code.
+    # any part of the DOB and / or sex): public names x births by day (x sex) through the
+    # bridge's preimage code.
     days = pd.to_datetime(ctx.pop["date_of_birth"]).dropna().dt.strftime("%Y-%m-%d")
     days = days.value_counts(normalize=True)
+    sexes = ctx.pop["sex"].dropna().value_counts(normalize=True)  # census sex ratio
     for col in ctx.columns("tok_") + ctx.columns("bf_"):
         if col in pub:
             continue
-        table = public_column_table(ctx.spec, col, days)
+        table = public_column_table(ctx.spec, col, days, sexes)
         if table is None or table.empty:
             continue
         g = _by_value(rec[col], frequency.align(rec[col].to_numpy(dtype=object), table))
