@@ -102,6 +102,26 @@ def evaluate_linkage():
     return mod
 
 
+# --- one messy partnership (bridges and hub) shared by the recall and household-guard tests ---
+MESSY_SEED, MESSY_PEOPLE, MESSY_RUN = 5, 1500, "messy-1"
+
+
+@_pytest.fixture(scope="session")
+def messy_run_dir(tmp_path_factory: _pytest.TempPathFactory, evaluate_linkage) -> _Path:  # noqa: ANN001
+    """A run folder of a 1,500-person messy-profile partnership (keys, every agency's bridge)
+    after the hub's stages (run MESSY_RUN). Built once per session, read only: copy it
+    (`copy_run`) to change anything."""
+
+    def build(folder: _Path) -> None:
+        run = folder / "run"
+        evaluate_linkage.play_partnership(
+            run, people=MESSY_PEOPLE, seed=MESSY_SEED, profile="messy"
+        )
+        evaluate_linkage.run_hub(run, MESSY_RUN)
+
+    return built_once(tmp_path_factory, "messy", build) / "run"
+
+
 # --- the hub's audit key, its public record with the IG lead (the audit-log tests) ------------
 @_pytest.fixture
 def hub_key(tmp_path: _Path):  # noqa: ANN201 - governance.audit_keys.HubAuditKey
