@@ -17,6 +17,11 @@ SLOW_FIRST = (
     "test_airflow_scheduler.py",
     "test_hub_kill_rerun.py",
     "test_airflow_e2e.py",
+    "test_spark_linkage.py",
+    "test_make_airflow.py",
+    "test_reid_attacks.py",
+    "test_compose_redis.py",
+    "test_workspace_browser.py",
 )
 
 
