@@ -15,9 +15,11 @@ ORCH_SEED = 20240601
 # long file picked up last would run alone at the end.
 SLOW_FIRST = (
     "test_airflow_scheduler.py",
+    "test_airflow_e2e.py",  # builds the shared demo run that two more files read
+    "test_attacks.py",
     "test_hub_kill_rerun.py",
-    "test_airflow_e2e.py",
     "test_spark_linkage.py",
+    "test_attack_ingest.py",
     "test_make_airflow.py",
     "test_reid_attacks.py",
     "test_compose_redis.py",
