@@ -13,17 +13,18 @@ ORCH_SEED = 20240601
 # The longest test files (measured, issue 18), started first: with two xdist workers taking
 # a file at a time in collection order (make test: --dist loadfile --no-loadscope-reorder), a
 # long file picked up last would run alone at the end.
-SLOW_FIRST = (
-    "test_airflow_scheduler.py",
+SLOW_FIRST = (  # by their time in a one-process run of main (make test, 2026-12-04)
+    "test_airflow_scheduler.py",  # 571 s
     "test_airflow_e2e.py",  # builds the shared demo run that two more files read
-    "test_attacks.py",
-    "test_hub_kill_rerun.py",
-    "test_spark_linkage.py",
-    "test_attack_ingest.py",
-    "test_make_airflow.py",
-    "test_reid_attacks.py",
-    "test_compose_redis.py",
-    "test_workspace_browser.py",
+    "test_onboarding_path.py",  # 440 s
+    "test_attacks.py",  # 352 s
+    "test_spark_linkage.py",  # 278 s
+    "test_hub_kill_rerun.py",  # ~160 s
+    "test_attack_ingest.py",  # 138 s
+    "test_make_airflow.py",  # 109 s
+    "test_dags_structure.py",  # 101 s
+    "test_linkage_person.py",  # 92 s
+    "test_demo_post_hub.py",  # 91 s
 )
 
 
