@@ -4,6 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 VAR    ?= var
+PYTEST_ARGS ?= -n 2 --dist loadfile --no-loadscope-reorder
 
 .PHONY: demo test lint bench clean airflow workspace workspace-assets
 
@@ -29,10 +30,12 @@ test: $(STAMP) workspace-assets
 	   || echo "could not install$$missing: the tests that need them will be skipped"; fi
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	@# PYTEST_ARGS="-n 2 --dist loadfile" runs two workers (pytest-xdist; the session's shared
-	@# runs are built once for both, tests/conftest.py built_once): not yet the default, see
-	@# issue 18.
-	$(PY) -m pytest $(PYTEST_ARGS)
+	@# Two pytest-xdist workers, a test file each at a time, longest files first (the
+	@# session's shared runs are built once for both: tests/conftest.py built_once and
+	@# SLOW_FIRST). PYTEST_ARGS= runs in one process.
+	@# pytest prints the 25 slowest tests (pyproject addopts) and the whole run's duration.
+	@echo "$(PY) -m pytest $(PYTEST_ARGS)"; start=$$(date +%s); $(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	 echo "make test: pytest took $$(( $$(date +%s) - start )) s wall time"; exit $$rc
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

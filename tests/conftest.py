@@ -10,6 +10,29 @@ ORCH_PEOPLE = 1500
 ORCH_SEED = 20240601
 
 
+# The longest test files (measured, issue 18), started first: with two xdist workers taking
+# a file at a time in collection order (make test: --dist loadfile --no-loadscope-reorder), a
+# long file picked up last would run alone at the end.
+SLOW_FIRST = (  # by their time in a one-process run of main (make test, 2026-12-04)
+    "test_airflow_scheduler.py",  # 571 s
+    "test_airflow_e2e.py",  # builds the shared demo run that two more files read
+    "test_onboarding_path.py",  # 440 s
+    "test_attacks.py",  # 352 s
+    "test_spark_linkage.py",  # 278 s
+    "test_hub_kill_rerun.py",  # ~160 s
+    "test_attack_ingest.py",  # 138 s
+    "test_make_airflow.py",  # 109 s
+    "test_dags_structure.py",  # 101 s
+    "test_linkage_person.py",  # 92 s
+    "test_demo_post_hub.py",  # 91 s
+)
+
+
+def pytest_collection_modifyitems(items: list[_pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(SLOW_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: order kept
+
+
 def shared_dir(tmp_path_factory: _pytest.TempPathFactory) -> _Path:
     """The folder every worker of this test session shares: with pytest-xdist (`make test`
     runs two workers) each worker's basetemp is <session basetemp>/popen-gwN."""
@@ -67,6 +90,42 @@ def _build_orchestrated(folder: _Path) -> None:
 
 
 @_pytest.fixture(scope="session")
+def airflow_demo(tmp_path_factory: _pytest.TempPathFactory, orchestrated_run: _Path) -> dict:
+    """`make demo` as a subprocess (every bridge DAG and the hub DAG through Airflow's
+    dag.test on SQLite, then post_hub: evaluation against ground truth and the plaintext
+    baseline, IG report) on `orchestrated_run`'s population and keys. Run once per session and
+    shared, read only: {"run": folder, "returncode", "stdout", "stderr"}; tests assert the
+    return code (a failed run is not rebuilt by every test that asks)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    def build(folder: _Path) -> None:
+        out = _copy_run(orchestrated_run, folder / "demo", landed=False)
+        pop = json.loads((out / "population" / "population.json").read_text())
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "JOINEDUP"))}
+        proc = subprocess.run(
+            [sys.executable, "-m", "synthetic_data.demo", "--out", str(out)]
+            + ["--people", str(pop["people"]), "--seed", str(pop["seed"])],
+            cwd=_Path(__file__).resolve().parents[1],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+        )
+        (folder / "proc.json").write_text(
+            json.dumps(
+                {"returncode": proc.returncode, "stdout": proc.stdout, "stderr": proc.stderr}
+            )
+        )
+
+    folder = built_once(tmp_path_factory, "airflow_demo", build)
+    return {"run": folder / "demo", **json.loads((folder / "proc.json").read_text())}
+
+
+@_pytest.fixture(scope="session")
 def copy_run():  # noqa: ANN201 - returns the copier below
     """`copy_run(src, dest, landed=True)`: a private copy of a run folder to change."""
     return _copy_run
@@ -100,6 +159,26 @@ def evaluate_linkage():
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+# --- one messy partnership (bridges and hub) shared by the recall and household-guard tests ---
+MESSY_SEED, MESSY_PEOPLE, MESSY_RUN = 5, 1500, "messy-1"
+
+
+@_pytest.fixture(scope="session")
+def messy_run_dir(tmp_path_factory: _pytest.TempPathFactory, evaluate_linkage) -> _Path:  # noqa: ANN001
+    """A run folder of a 1,500-person messy-profile partnership (keys, every agency's bridge)
+    after the hub's stages (run MESSY_RUN). Built once per session, read only: copy it
+    (`copy_run`) to change anything."""
+
+    def build(folder: _Path) -> None:
+        run = folder / "run"
+        evaluate_linkage.play_partnership(
+            run, people=MESSY_PEOPLE, seed=MESSY_SEED, profile="messy"
+        )
+        evaluate_linkage.run_hub(run, MESSY_RUN)
+
+    return built_once(tmp_path_factory, "messy", build) / "run"
 
 
 # --- the hub's audit key, its public record with the IG lead (the audit-log tests) ------------

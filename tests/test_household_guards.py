@@ -21,16 +21,11 @@ from linkage.config import HubPaths
 from linkage.guards import held_back, household_shared_identifier, level_gammas
 from linkage.households import GROUP_QUARTERS_MIN_PERSONS, build_households, household_groups
 
-SEED, PEOPLE = 5, 1500
-
 
 @pytest.fixture(scope="module")
-def messy_run(tmp_path_factory: pytest.TempPathFactory, evaluate_linkage) -> dict:
+def messy_run(messy_run_dir: Path, evaluate_linkage) -> dict:  # noqa: ANN001
     ev = evaluate_linkage
-    run = tmp_path_factory.mktemp("guards") / "run"
-    ev.play_partnership(run, people=PEOPLE, seed=SEED, profile="messy")
-    shutil.copytree(run, run.with_name("pristine"))  # landed, not yet ingested
-    ev.run_hub(run, "guards-1")
+    run = messy_run_dir  # the session's messy partnership after the hub (conftest): read only
     gt = pd.read_parquet(run / "population" / "ground_truth" / "records.parquet")
     gt["record_id"] = gt["record_id"].astype(str)
     con = duckdb.connect(str(HubPaths.for_run(run).warehouse), read_only=True)

@@ -1,15 +1,15 @@
 """Households on the whole chain: the evidence beyond a person's own address.
 
-On the `orchestrated_run` fixture (1,500 people, real bridges and keys), after ingest and person
-linkage, households are built twice on copies of one warehouse: with every kind of evidence
-(own records, tenancy member lists, resolved relatives), and with own records only. Ground truth
-is joined through each agency's own ref key (evaluation only).
+On the session's `make demo` run (`airflow_demo`: `orchestrated_run`'s 1,500 people, real
+bridges and keys, the hub DAG through Airflow), after ingest and person linkage, households are
+built twice on copies of one warehouse: with every kind of evidence (own records, tenancy member
+lists, resolved relatives), and with own records only. Ground truth is joined through each
+agency's own ref key (evaluation only).
 """
 
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import duckdb
 import pandas as pd
@@ -24,11 +24,13 @@ from linkage.households import build_households, tenancy_agencies
 
 @pytest.fixture(scope="module")
 def linked(
-    orchestrated_run: Path, copy_run, tmp_path_factory: pytest.TempPathFactory, evaluate_linkage
+    airflow_demo: dict, copy_run, tmp_path_factory: pytest.TempPathFactory, evaluate_linkage
 ) -> dict:
     ev = evaluate_linkage
-    run = copy_run(orchestrated_run, tmp_path_factory.mktemp("households") / "run")
-    ev.run_hub(run, "hh-1")
+    # the session's `make demo` run (conftest): persons linked by its hub DAG; a private copy,
+    # as the tests rebuild households beside its warehouse
+    assert airflow_demo["returncode"] == 0, airflow_demo["stderr"][-3000:]
+    run = copy_run(airflow_demo["run"], tmp_path_factory.mktemp("households") / "run")
     con = duckdb.connect(str(HubPaths.for_run(run).warehouse), read_only=True)
     try:
         rp = con.execute("SELECT record_ref, agency, person_id FROM record_person").df()

@@ -12,6 +12,7 @@ keys, hub) whose ground truth is joined through each agency's own ref key (evalu
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import duckdb
 import pandas as pd
@@ -34,15 +35,15 @@ from linkage.person_linkage import (
     scored_pairs_sql,
 )
 
-SEED, PEOPLE = 5, 1500
-
 
 @pytest.fixture(scope="module")
-def messy(tmp_path_factory: pytest.TempPathFactory, evaluate_linkage) -> dict:
+def messy(
+    messy_run_dir: Path, copy_run, tmp_path_factory: pytest.TempPathFactory, evaluate_linkage
+) -> dict:  # noqa: ANN001
     ev = evaluate_linkage
-    run = tmp_path_factory.mktemp("recall") / "run"
-    ev.play_partnership(run, people=PEOPLE, seed=SEED, profile="messy")
-    ev.run_hub(run, "recall-1")
+    # the session's messy partnership after the hub (conftest); a private copy, as scoring
+    # below writes its input table into the warehouse
+    run = copy_run(messy_run_dir, tmp_path_factory.mktemp("recall") / "run")
     gt = pd.read_parquet(run / "population" / "ground_truth" / "records.parquet")
     gt["record_id"] = gt["record_id"].astype(str)
     con = duckdb.connect(str(HubPaths.for_run(run).warehouse))
