@@ -9,6 +9,7 @@ import re
 import shutil
 from pathlib import Path
 
+import duckdb
 import pytest
 from test_api import NOW, World, make_hub
 from test_api import world as world  # noqa: F401 - the session's linked test world
@@ -54,9 +55,19 @@ def run(world: World, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, d
         return About(a.person_id, household) if exists else None
 
     log = SharingLog(gov, resolve=resolve, clock=lambda: NOW)
-    # the rules: one Early Help view (consent withholds partner data), one MASH break-glass
+    # the rules: one Early Help view (consent withholds partner data), one MASH break-glass.
+    # The view is of a member the school holds, so the rules have school data to refuse: each
+    # session links its own world (fresh keys), and the member with most agencies need not be one.
+    with duckdb.connect(str(world.warehouse), read_only=True) as con:
+        row = con.execute(
+            "SELECT person_id FROM record_person WHERE list_contains(?, person_id)"
+            " GROUP BY 1 ORDER BY bool_or(agency = 'SCH') DESC, count(DISTINCT agency) DESC, 1"
+            " LIMIT 1",
+            [world.members],
+        ).fetchone()
+    subject = row[0] if row else world.person
     try:
-        refused_seq = views.person_view(SW, EARLY_HELP, world.person).audit_seq
+        refused_seq = views.person_view(SW, EARLY_HELP, subject).audit_seq
     except Forbidden as exc:
         refused_seq = exc.audit_seq
     bg = views.household_view(
@@ -133,8 +144,6 @@ def run(world: World, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, d
         justification="the plan was discussed at the last home visit",
     )
     html = build_report(paths, "r1", audit=gov.audit)
-    import duckdb
-
     con = duckdb.connect(str(paths.warehouse), read_only=True)
     try:
         data = collect_report_data(
