@@ -19,7 +19,8 @@ from governance.relationships import Relationship, SubjectKind
 from governance.reports.appropriateness import Interaction
 from governance.reports.linkage_report import build_report, collect_report_data
 from governance.service import BreakGlassAsk, Forbidden
-from governance.sharing import About, SharingLog
+from governance.sharing import SharingLog
+from governance.sharing_model import About
 from linkage.config import HubPaths
 from workspace.accounts import AccountStore
 
