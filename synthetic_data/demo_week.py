@@ -85,7 +85,8 @@ def simulate_week(
     from fastapi.testclient import TestClient
 
     from governance.access import configured_access
-    from governance.api import TokenStore, create_app
+    from governance.api import create_app
+    from governance.api_tokens import TokenStore
     from governance.audit import AuditLog, generate_hub_key, load_hub_key
     from governance.audit_checkpointer import attach_checkpointer, process_origin
     from governance.audit_keys import load_audit_key
