@@ -29,7 +29,8 @@ from typing import Any
 
 from sqlalchemy import Connection, insert, select, update
 
-from governance.decisions import Interaction, User
+from governance.decision_records import Interaction
+from governance.decisions import User
 from governance.sharing_challenges import ChallengeLog
 from governance.sharing_model import (
     BASES,

@@ -13,7 +13,8 @@ from typing import Any
 from sqlalchemy import Connection, insert, select, update
 
 from governance.challenges import DECIDER_ROLES, decider_refusal
-from governance.decisions import Interaction, User
+from governance.decision_records import Interaction
+from governance.decisions import User
 from governance.sharing_model import (
     CHALLENGE_TO,
     HEX_ID,

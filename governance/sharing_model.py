@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import BigInteger, Column, MetaData, String, Table
 
-from governance.decisions import Interaction
+from governance.decision_records import Interaction
 from governance.policy import LEGAL_GATEWAYS
 from governance.relationships import Subject
 

@@ -14,13 +14,8 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from governance.decisions import (
-    MIN_JUSTIFICATION,
-    Governance,
-    Interaction,
-    User,
-    screen_justification,
-)
+from governance.decision_records import Interaction
+from governance.decisions import MIN_JUSTIFICATION, Governance, User, screen_justification
 from governance.policy import AGENCY_CODES
 from governance.sharing_model import (
     AUDIT_KIND,

@@ -13,7 +13,7 @@ import pytest
 from test_api import NOW, World, make_hub
 from test_api import world as world  # noqa: F401 - the session's linked test world
 
-from governance.decisions import Interaction as EngineInteraction
+from governance.decision_records import Interaction as EngineInteraction
 from governance.decisions import User
 from governance.relationships import Relationship, SubjectKind
 from governance.reports.appropriateness import Interaction
