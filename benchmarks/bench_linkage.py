@@ -59,7 +59,8 @@ TARGET_RSS_GB_AT_1M = 6.0
 
 
 def _link_copy(run: Path, model: dict[str, Any] | None) -> dict[str, Any]:
-    from linkage.person_linkage import LinkageSettings, link_persons, model_to_json
+    from linkage.person_linkage import LinkageSettings, link_persons
+    from linkage.person_model import model_to_json
 
     # A full run links the ingested warehouse for the first time and leaves its result for
     # the stored-model run, which is then a routine re-run: earlier person ids to keep,

@@ -32,7 +32,8 @@ from governance.relationships import Relationship, RelationshipRegistry, Subject
 CHALLENGE_TO = ("ig_lead", "caldicott_guardian")  # whom a refusal is challenged to
 
 if TYPE_CHECKING:
-    from governance.decisions import BreakGlass, User
+    from governance.decision_records import BreakGlass
+    from governance.decisions import User
     from governance.signoff import SignOffStore
 
 ASSIGNMENTS_FILE = SCHEMAS_DIR / "assignments.yaml"

@@ -18,13 +18,10 @@ and Pragma: no-cache.
 
 import argparse
 import datetime as dt
-import hashlib
-import hmac
 import os
-import secrets
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Any
 
 import yaml
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
@@ -32,22 +29,22 @@ from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, Field
-from sqlalchemy import (
-    Column,
-    Engine,
-    MetaData,
-    String,
-    Table,
-    insert,
-    inspect,
-    select,
-    text,
-    update,
-)
 
 from governance.api_consent import consent_router
 from governance.api_docs import serve_docs_locally
+from governance.api_models import (
+    FIELD_PATTERN,
+    ID_PATTERN,
+    PROTOCOL_PATTERN,
+    BreakGlassIn,
+    ErrorOut,
+    IdentityIn,
+    IdentityOut,
+    InvolvedAgency,
+    InvolvementOut,
+    ViewOut,
+    view_out,
+)
 from governance.api_restrictions import restrictions_router
 from governance.api_safety import (
     NO_STORE,
@@ -57,6 +54,7 @@ from governance.api_safety import (
     validation_response,
 )
 from governance.api_sharing import sharing_router
+from governance.api_tokens import DEFAULT_TOKEN_TTL, Authenticator, TokenStore
 from governance.audit import AuditError, AuditLog, load_hub_key, make_engine
 from governance.audit_checkpointer import attach_checkpointer, process_origin
 from governance.audit_keys import load_audit_key
@@ -67,267 +65,8 @@ from governance.service import (
     BreakGlassAsk,
     Forbidden,
     NotFound,
-    ViewResult,
     ViewService,
 )
-
-ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
-PROTOCOL_PATTERN = r"^[a-z][a-z0-9_]{2,63}$"
-FIELD_PATTERN = r"^[a-z][a-z0-9_]{1,63}$"
-
-# --- authentication ----------------------------------------------------------------------------
-
-_meta = MetaData()
-api_tokens = Table(
-    "gov_api_tokens",
-    _meta,
-    Column("token_sha256", String(64), primary_key=True),
-    Column("user_id", String(128), nullable=False),
-    Column("role", String(32), nullable=False),
-    Column("agency", String(8), nullable=True),
-    Column("created_at", String(40), nullable=False),
-    Column("revoked_at", String(40), nullable=True),
-    Column("expires_at", String(40), nullable=True),  # NULL (older rows): created_at + TTL
-)
-DEFAULT_TOKEN_TTL = dt.timedelta(hours=12)  # one working shift; issue again for the next
-
-
-def _hash_token(token: str) -> str:
-    # Tokens are 256-bit random, so a plain SHA-256 is enough (no password-style KDF needed).
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
-
-
-class Authenticator(Protocol):
-    def authenticate(self, token: str) -> User | None: ...
-
-
-class TokenStore:
-    """Hashed bearer tokens in the governance store (SQLite by default, PostgreSQL in prod)."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        _meta.create_all(engine)
-        self._add_expiry_column()
-
-    def _add_expiry_column(self) -> None:
-        """A store created before tokens expired: add the column (older rows then expire
-        DEFAULT_TOKEN_TTL after they were created)."""
-        schema = (self.engine.get_execution_options().get("schema_translate_map") or {}).get(None)
-        cols = {
-            c["name"] for c in inspect(self.engine).get_columns("gov_api_tokens", schema=schema)
-        }
-        if "expires_at" not in cols:
-            q = self.engine.dialect.identifier_preparer.quote
-            table = f"{q(schema)}.{q('gov_api_tokens')}" if schema else q("gov_api_tokens")
-            with self.engine.begin() as conn:
-                conn.execute(text(f"ALTER TABLE {table} ADD COLUMN expires_at VARCHAR(40)"))
-
-    def issue(
-        self,
-        user_id: str,
-        role: str,
-        agency: str | None = None,
-        ttl: dt.timedelta = DEFAULT_TOKEN_TTL,
-    ) -> str:
-        """A new token valid for `ttl`; the only time its plaintext exists is in this return
-        value."""
-        if role not in ROLE_NAMES:
-            raise ValueError(f"role: unknown role {role!r}; known: {sorted(ROLE_NAMES)}")
-        token = secrets.token_urlsafe(32)
-        self.add_hashed(
-            _hash_token(token), user_id, role, agency, expires_at=dt.datetime.now(dt.UTC) + ttl
-        )
-        return token
-
-    def add_hashed(
-        self,
-        token_sha256: str,
-        user_id: str,
-        role: str,
-        agency: str | None = None,
-        expires_at: dt.datetime | None = None,
-    ) -> None:
-        now = dt.datetime.now(dt.UTC)
-        if expires_at is not None and expires_at.tzinfo is None:
-            raise ValueError("expires_at must be timezone-aware")
-        with self.engine.begin() as conn:
-            conn.execute(
-                insert(api_tokens).values(
-                    token_sha256=token_sha256,
-                    user_id=user_id,
-                    role=role,
-                    agency=agency,
-                    created_at=now.isoformat(),
-                    expires_at=(expires_at or now + DEFAULT_TOKEN_TTL).isoformat(),
-                )
-            )
-
-    @staticmethod
-    def _expired(row: Any, now: dt.datetime) -> bool:
-        end = (
-            dt.datetime.fromisoformat(row.expires_at)
-            if row.expires_at
-            else dt.datetime.fromisoformat(row.created_at) + DEFAULT_TOKEN_TTL
-        )
-        return now >= end
-
-    def known(self, token_sha256: str) -> bool:
-        with self.engine.connect() as conn:
-            return (
-                conn.execute(
-                    select(api_tokens.c.user_id).where(api_tokens.c.token_sha256 == token_sha256)
-                ).first()
-                is not None
-            )
-
-    def revoke(self, token: str) -> bool:
-        with self.engine.begin() as conn:
-            res = conn.execute(
-                update(api_tokens)
-                .where(
-                    api_tokens.c.token_sha256 == _hash_token(token),
-                    api_tokens.c.revoked_at.is_(None),
-                )
-                .values(revoked_at=dt.datetime.now(dt.UTC).isoformat())
-            )
-        return res.rowcount == 1
-
-    def authenticate(self, token: str) -> User | None:
-        return self.check(token)[0]
-
-    def check(self, token: str) -> tuple[User | None, str]:
-        """(user, "ok") or (None, unknown_token | revoked_token | expired_token)."""
-        h = _hash_token(token)
-        with self.engine.connect() as conn:
-            row = conn.execute(select(api_tokens).where(api_tokens.c.token_sha256 == h)).first()
-        if row is None or not hmac.compare_digest(row.token_sha256, h):
-            return None, "unknown_token"
-        if row.revoked_at is not None:
-            return None, "revoked_token"
-        if self._expired(row, dt.datetime.now(dt.UTC)):
-            return None, "expired_token"
-        return User(row.user_id, row.role, row.agency), "ok"
-
-
-# --- response models (they are the OpenAPI contract) -------------------------------------------
-
-
-class RecordOut(BaseModel):
-    agency: str
-    person_id: str
-    fields: dict[str, Any]
-
-
-class WithheldOut(BaseModel):
-    agency: str
-    field: str
-    reasons: list[str]
-
-
-class BreakGlassOut(BaseModel):
-    grant_id: str | None = Field(
-        description="Reopen the view with ?break_glass_id= until expires_at"
-    )
-    expires_at: str | None
-    used: bool = Field(description="True if any field was shown only because of the override")
-    alert_raised: bool = Field(description="The IG lead is alerted to every break-glass")
-    notification_due_by: str | None = Field(
-        description="Date by which the person must be told, unless that would increase risk"
-    )
-
-
-class BreakGlassIn(BaseModel):
-    """A break-glass request, where the protocol allows override on risk of significant harm.
-    Recorded and alerted to the IG lead whether or not it is allowed."""
-
-    protocol_id: str = Field(pattern=PROTOCOL_PATTERN)
-    category: str = Field(
-        pattern=r"^[a-z][a-z_]{2,40}$",
-        description="risk_of_significant_harm or immediate_danger (as the protocol permits)",
-    )
-    justification: str = Field(
-        min_length=1,
-        max_length=500,
-        description="Why, in at least 20 characters; no names, dates, "
-        "postcodes or numbers (screened)",
-    )
-    hours: int = Field(ge=1, le=72, description="How long the override lasts (protocol maximum)")
-    fields: list[str] | None = Field(
-        default=None, description="fewer fields than the protocol allows (minimum necessary)"
-    )
-
-
-class ViewOut(BaseModel):
-    protocol_id: str
-    subject_kind: str
-    subject_id: str
-    audit_seq: int = Field(description="The audit entry that recorded this request")
-    decision_ids: list[str]
-    members: list[str]
-    records: list[RecordOut]
-    withheld: list[WithheldOut]
-    household_id: str | None = None
-    break_glass: BreakGlassOut | None = None
-
-
-class InvolvedAgency(BaseModel):
-    agency: str
-    since: str | None
-    members: list[str]
-    record_types: list[str]
-    lead_practitioner_contacts: list[str]
-
-
-class InvolvementOut(BaseModel):
-    household_id: str
-    audit_seq: int
-    members: list[str]
-    agencies: list[InvolvedAgency]
-
-
-class IdentityIn(BaseModel):
-    protocol_id: str = Field(pattern=PROTOCOL_PATTERN)
-    agency: str = Field(pattern=r"^[A-Z]{2,8}$")
-    reason: str = Field(
-        min_length=20,
-        max_length=500,
-        description="Why identity is needed; no identifiers (screened)",
-    )
-
-
-class IdentityOut(BaseModel):
-    request_id: str
-    agency: str
-    audit_seq: int
-    identities: list[dict[str, Any]]
-
-
-class ErrorOut(BaseModel):
-    detail: str
-    reasons: list[str] | None = None
-    audit_seq: int | None = None
-
-
-def _view_out(v: ViewResult) -> ViewOut:
-    return ViewOut(
-        protocol_id=v.protocol_id,
-        subject_kind=v.subject_kind,
-        subject_id=v.subject_id,
-        audit_seq=v.audit_seq,
-        decision_ids=v.decision_ids,
-        members=v.members,
-        records=[
-            RecordOut(agency=r.agency, person_id=r.person_id, fields=r.fields) for r in v.records
-        ],
-        withheld=[
-            WithheldOut(agency=w.agency, field=w.field, reasons=w.reasons) for w in v.withheld
-        ],
-        household_id=v.extra.get("household_id"),
-        break_glass=(
-            BreakGlassOut(**v.extra["break_glass"]) if v.extra.get("break_glass") else None
-        ),
-    )
-
 
 # --- the app -----------------------------------------------------------------------------------
 
@@ -444,7 +183,7 @@ def create_app(
     ) -> ViewOut:
         """A person's linked records under a protocol: allowed fields only, pseudonymous."""
         _check_fields(fields)
-        return _view_out(
+        return view_out(
             views.person_view(user, protocol, person_id, fields, break_glass=_grant(break_glass_id))
         )
 
@@ -458,7 +197,7 @@ def create_app(
         of significant harm, for a practitioner with a legitimate relationship. Time-limited;
         the IG lead is alerted and a notification to the person is recorded as due. Refused
         (403, reasons audited and alerted) anywhere else."""
-        return _view_out(
+        return view_out(
             views.person_view(
                 user, body.protocol_id, person_id, body.fields, break_glass=_ask(body)
             )
@@ -474,7 +213,7 @@ def create_app(
     ) -> ViewOut:
         """Every member's linked records under a protocol (one audit entry for the request)."""
         _check_fields(fields)
-        return _view_out(
+        return view_out(
             views.household_view(
                 user, protocol, household_id, fields, break_glass=_grant(break_glass_id)
             )
@@ -488,7 +227,7 @@ def create_app(
     ) -> ViewOut:
         """Break-glass view of a household (same rules as for a person; one audit entry, one
         notification due per member shown under the override)."""
-        return _view_out(
+        return view_out(
             views.household_view(
                 user, body.protocol_id, household_id, body.fields, break_glass=_ask(body)
             )

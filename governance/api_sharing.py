@@ -28,13 +28,13 @@ from pydantic import BaseModel, Field
 from governance.challenges import DECIDER_ROLES
 from governance.decisions import User
 from governance.service import ViewService
-from governance.sharing import (
+from governance.sharing import SharingLog
+from governance.sharing_model import (
     About,
     BadSharingRecord,
     Recorded,
     SharingConflict,
     SharingError,
-    SharingLog,
     SharingNotFound,
     SharingRefused,
 )

@@ -23,7 +23,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from governance.access import NEEDS_APPROVAL
 from governance.breakglass import Grant, GrantStore
-from governance.decisions import BreakGlass, Decision, Governance, User, screen_justification
+from governance.decision_records import BreakGlass, Decision
+from governance.decisions import Governance, User, screen_justification
 from governance.models import Base
 
 if TYPE_CHECKING:

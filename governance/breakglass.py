@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, Engine, insert, select
 
-from governance.decisions import BreakGlass
+from governance.decision_records import BreakGlass
 from governance.models import Base, BreakGlassGrant
 
 

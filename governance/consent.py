@@ -19,13 +19,14 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
-import pandas as pd
 from sqlalchemy import Engine, delete, func, insert, select
 
 from governance.models import Base, ConsentEventRow
 from governance.policy import AGENCY_CODES
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # pandas costs seconds to import; only from_frame needs it at run time
+    import pandas as pd
+
     from governance.consent_direct import DirectEvents
 
 COLUMNS = ("person_id", "agency", "consent_purpose", "consent_status", "consent_date")
@@ -93,6 +94,8 @@ class ConsentRegistry:
         missing = [c for c in COLUMNS if c not in df.columns]
         if missing:
             raise ConsentDataError(f"{source}: missing column(s) {missing}")
+        import pandas as pd
+
         dates = pd.to_datetime(df["consent_date"], errors="coerce", format="mixed")
         problems: list[str] = []
         for pos, (idx, row) in enumerate(df.iterrows()):

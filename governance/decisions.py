@@ -18,8 +18,7 @@ import datetime as dt
 import re
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from enum import StrEnum
+from dataclasses import replace
 from typing import Any, Literal
 
 from sqlalchemy import Connection, insert, select
@@ -27,6 +26,15 @@ from sqlalchemy import Connection, insert, select
 from governance.access import NOT_ASSIGNED, NOT_SIGNED_OFF, AccessControl
 from governance.audit import AuditLog
 from governance.consent import ConsentRegistry, ConsentStatus
+from governance.decision_records import (  # User: re-exported, ~40 importers
+    BreakGlass,
+    Decision,
+    FieldDecision,
+    Interaction,
+    InteractionRecord,
+    Reason,
+    User,
+)
 from governance.models import Alert, NotificationDue
 from governance.policy import (
     BreakGlassCategory,
@@ -41,40 +49,6 @@ from ig_bridge.recognise import has_identifier
 
 NOTIFY_WITHIN_DAYS = 30  # tell the person of an override unless that would increase risk
 MIN_JUSTIFICATION = 20
-
-
-class Interaction(StrEnum):
-    """The eight information-sharing interactions: four that share, four that withhold."""
-
-    OFFER = "offer"
-    REQUEST = "request"
-    DISCLOSE_ON_REQUEST = "disclose_on_request"
-    ACCEPT = "accept"
-    WITHHOLD_OFFER = "withhold_offer"
-    WITHHOLD_REQUEST = "withhold_request"
-    REFUSE_REQUEST = "refuse_request"
-    DECLINE_OFFER = "decline_offer"
-
-
-class Reason(StrEnum):
-    UNKNOWN_PROTOCOL = "unknown_protocol"
-    PROTOCOL_NOT_IN_FORCE = "protocol_not_in_force"
-    UNKNOWN_ROLE = "unknown_role"
-    ROLE_NOT_IN_PROTOCOL = "role_not_in_protocol"
-    ROLE_NOT_ROW_LEVEL = "role_not_row_level"
-    NO_RELATIONSHIP = "no_legitimate_relationship"
-    AGENCY_NOT_IN_PROTOCOL = "agency_not_in_protocol"
-    FIELD_NOT_IN_DATASET = "field_not_in_minimum_dataset"
-    NO_CONSENT = "no_consent"
-    CONSENT_REFUSED = "consent_refused"
-    CONSENT_WITHDRAWN = "consent_withdrawn"
-    CONSENT_EXPIRED = "consent_expired"
-    CONSENT_OUT_OF_SCOPE = "consent_out_of_scope"
-    # granted reasons
-    CONSENT_GIVEN = "consent_given"
-    STATUTORY_GATEWAY = "statutory_gateway"
-    BREAK_GLASS_OVERRIDE = "break_glass_override"
-
 
 _CONSENT_DENIAL = {
     ConsentStatus.NONE: Reason.NO_CONSENT,
@@ -102,126 +76,6 @@ _RECIPIENT_SIDE = frozenset(
 # dates and numbers in words, "at"/"dot" e-mails, addresses, titled names) and a request whose
 # text looks like an identifier is refused, never stored. Untitled names cannot be detected
 # reliably: see docs/governance.md.
-
-
-@dataclass(frozen=True, slots=True)
-class User:
-    user_id: str
-    role: str
-    agency: str | None = None  # employing agency, for reports only
-
-
-@dataclass(frozen=True, slots=True)
-class BreakGlass:
-    category: str
-    justification: str
-    started_at: dt.datetime
-    hours: int
-    approved_by: str | None = None  # the manager who approved it (governance.approvals)
-
-
-@dataclass(frozen=True, slots=True)
-class FieldDecision:
-    agency: str
-    field: str
-    allowed: bool
-    reasons: tuple[str, ...]
-    legal_basis: str | None
-    consent: str
-
-
-@dataclass(frozen=True, slots=True)
-class InteractionRecord:
-    kind: Interaction
-    agency: str | None
-    fields: tuple[str, ...]
-    reasons: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Decision:
-    decision_id: str
-    at: dt.datetime
-    mode: Literal["request", "offer"]
-    user_id: str
-    role: str
-    protocol_id: str
-    purpose: str | None
-    legal_gateway: str | None
-    subject: Subject
-    fields: tuple[FieldDecision, ...]
-    interactions: tuple[InteractionRecord, ...]
-    break_glass_requested: bool = False
-    break_glass_used: bool = False
-    break_glass_problems: tuple[str, ...] = ()
-    break_glass_expires_at: dt.datetime | None = None
-    alert_raised: bool = False
-    notification_due_by: dt.date | None = None
-    audit_seq: int | None = None
-    audit_hash: str | None = None
-    extra: Mapping[str, Any] = field(default_factory=dict)
-
-    def allowed(self, agency: str, field_name: str) -> bool:
-        return any(f.allowed for f in self.fields if f.agency == agency and f.field == field_name)
-
-    def allowed_fields(self) -> dict[str, list[str]]:
-        out: dict[str, list[str]] = {}
-        for f in self.fields:
-            if f.allowed:
-                out.setdefault(f.agency, []).append(f.field)
-        return out
-
-    def audit_body(self, justification: str | None) -> dict[str, Any]:
-        """What goes into the chained entry: ids, codes and field names only."""
-        return {
-            "type": "decision",
-            "decision_id": self.decision_id,
-            "at": self.at.isoformat(),
-            "mode": self.mode,
-            "user_id": self.user_id,
-            "role": self.role,
-            "protocol_id": self.protocol_id,
-            "purpose": self.purpose,
-            "legal_gateway": self.legal_gateway,
-            "subject": {
-                "person_id": self.subject.person_id,
-                "household_id": self.subject.household_id,
-            },
-            "fields": [
-                {
-                    "agency": f.agency,
-                    "field": f.field,
-                    "allowed": f.allowed,
-                    "reasons": list(f.reasons),
-                    "legal_basis": f.legal_basis,
-                    "consent": f.consent,
-                }
-                for f in self.fields
-            ],
-            "interactions": [
-                {
-                    "kind": i.kind.value,
-                    "agency": i.agency,
-                    "fields": list(i.fields),
-                    "reasons": list(i.reasons),
-                }
-                for i in self.interactions
-            ],
-            "break_glass": None
-            if not self.break_glass_requested
-            else {
-                "used": self.break_glass_used,
-                "problems": list(self.break_glass_problems),
-                "justification": justification,
-                "expires_at": (
-                    self.break_glass_expires_at.isoformat() if self.break_glass_expires_at else None
-                ),
-                "alert_raised": self.alert_raised,
-                "notification_due_by": (
-                    self.notification_due_by.isoformat() if self.notification_due_by else None
-                ),
-            },
-        }
 
 
 def screen_justification(text: str) -> bool:

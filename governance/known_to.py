@@ -18,7 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from governance.decisions import Decision, Reason, User
+from governance.decision_records import Decision, Reason
+from governance.decisions import User
 from governance.policy import BreakGlassRule, ConsentRule, Protocol
 from governance.relationships import Subject
 from governance.service import Forbidden, NotFound, ViewService

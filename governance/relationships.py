@@ -11,12 +11,15 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
-import pandas as pd
 from sqlalchemy import Engine, case, or_, select, update
 from sqlalchemy import insert as sa_insert
 
 from governance.models import Base, RelationshipRow
+
+if TYPE_CHECKING:  # pandas costs seconds to import; only the frame methods need it
+    import pandas as pd
 
 
 class SubjectKind(StrEnum):
@@ -68,6 +71,8 @@ class RelationshipRegistry:
     def to_frame(self) -> pd.DataFrame:
         """user_id, kind, subject_id, start, end (ISO dates; end None if open): the shape
         `from_frame` reads and the IG report takes."""
+        import pandas as pd
+
         return pd.DataFrame(
             [
                 {
@@ -100,6 +105,8 @@ class RelationshipRegistry:
     @classmethod
     def from_frame(cls, df: pd.DataFrame, source: str = "<frame>") -> RelationshipRegistry:
         """Columns: user_id, kind (person|household), subject_id, start, end (may be empty)."""
+        import pandas as pd
+
         cols = ("user_id", "kind", "subject_id", "start", "end")
         missing = [c for c in cols if c not in df.columns]
         if missing:

@@ -29,7 +29,8 @@ from sqlalchemy import BigInteger, Engine, Integer, String, insert, select, upda
 from sqlalchemy.orm import Mapped, mapped_column
 
 from governance.audit import AuditLog
-from governance.decisions import Decision, User, _interactions
+from governance.decision_records import Decision
+from governance.decisions import User, _interactions
 from governance.models import Base
 
 if TYPE_CHECKING:

@@ -26,9 +26,8 @@ from sqlalchemy import Connection
 from governance.approvals import ApprovalStore, pending_request
 from governance.breakglass import Grant, GrantStore
 from governance.consent import ConsentRegistry
+from governance.decision_records import BreakGlass, Decision
 from governance.decisions import (
-    BreakGlass,
-    Decision,
     Governance,
     User,
     justification_for_audit,

@@ -367,7 +367,8 @@ def plaintext_baseline(
     from splink.clustering import cluster_pairwise_predictions_at_threshold
 
     from linkage.clusters import guard_chains
-    from linkage.person_linkage import DEFAULT_M_FLOOR, floor_m_probabilities
+    from linkage.person_linkage import floor_m_probabilities
+    from linkage.person_run import DEFAULT_M_FLOOR
 
     cols = {r[0] for r in con.execute(f"DESCRIBE {table}").fetchall()}
     missing = {"unique_id", "given_name", "family_name", "date_of_birth"} - cols

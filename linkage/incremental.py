@@ -49,24 +49,26 @@ from linkage.linkage_input import (
     SIGNATURE_TABLE,
     input_digest_sql,
     input_signature,
+    save_input_digest,
 )
 from linkage.person_linkage import (
     ID_COLUMN,
     INPUT_TABLE,
-    LinkageResult,
     LinkageSettings,
-    _write_run,
-    append_clerical_pairs,
-    ensure_record_person,
     load_model,
     prepare_input,
-    save_input_digest,
     scored_pairs_sql,
     scoring_settings,
-    start_run,
     stored_model,
     token_as_text,
     with_gammas,
+)
+from linkage.person_run import (
+    LinkageResult,
+    _write_run,
+    append_clerical_pairs,
+    ensure_record_person,
+    start_run,
 )
 from linkage.spec_migration import require_one_spec
 from linkage.txn import atomic

@@ -119,7 +119,8 @@ def stage_link_persons(
     run_id: str,
     show_progress: bool = False,
 ) -> dict[str, Any]:
-    from linkage.person_linkage import RUN_DDL, LinkageSettings, link_persons
+    from linkage.person_linkage import LinkageSettings, link_persons
+    from linkage.person_run import RUN_DDL
 
     # Read up front: a bad setting fails before the warehouse opens.
     spark_config = None
@@ -202,7 +203,8 @@ def stage_link_incremental(
     full relink (stage_link_persons' work) when the warehouse needs one: no earlier run, or
     identifier columns changed since."""
     from linkage.incremental import NeedsFullRelink, link_incremental
-    from linkage.person_linkage import RUN_DDL, LinkageSettings, link_persons
+    from linkage.person_linkage import LinkageSettings, link_persons
+    from linkage.person_run import RUN_DDL
 
     def work(con: duckdb.DuckDBPyConnection) -> Any:
         con.execute(RUN_DDL)

@@ -57,25 +57,27 @@ from linkage.person_linkage import (
     ID_COLUMN,
     INPUT_TABLE,
     ORDER_COLUMN,
-    LinkageResult,
     LinkageSettings,
-    _next_model_version,
     build_record_order,
-    check_thresholds,
     cluster_records,
     drop_record_order,
     estimate_parameters,
     floor_m_probabilities,
     load_model,
     make_model,
-    persist_linkage,
     prepare_input,
     round_parameters,
     scoring_settings,
     splink_settings_for,
-    start_run,
     token_as_text,
     with_gammas,
+)
+from linkage.person_run import (
+    LinkageResult,
+    _next_model_version,
+    check_thresholds,
+    persist_linkage,
+    start_run,
 )
 from linkage.spark_session import SparkConfig, _run_folder, configured_session
 

@@ -97,7 +97,7 @@ def write_api_config(out: Path) -> Path:
 def mint_tokens(out: Path, users: dict[str, tuple[str, str]] = DEMO_USERS) -> dict[str, Path]:
     """One fresh token per demo user in the demo's governance store; plaintext only in its
     0600 file."""
-    from governance.api import TokenStore
+    from governance.api_tokens import TokenStore
     from governance.hub_stage import governance_engine
 
     folder = _private_dir(out / "api" / "tokens")

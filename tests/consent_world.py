@@ -22,7 +22,7 @@ from governance.policy import load_protocols, load_roles
 from governance.relationships import Relationship, RelationshipRegistry, SubjectKind
 from ig_bridge.keys import KeyStore
 from linkage.households import HOUSEHOLD_DDL
-from linkage.person_linkage import ensure_record_person
+from linkage.person_run import ensure_record_person
 
 AGENCIES = ("EH", "SCH", "HV", "HSG", "GP")
 NOW = dt.datetime(2026, 6, 15, 10, 0, tzinfo=dt.UTC)

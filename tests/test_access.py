@@ -30,7 +30,8 @@ from test_api import NOW, World, build_world
 from governance.access import load_assignments, parse_assignments
 from governance.approvals import ApprovalRefused, ApprovalStore
 from governance.audit import AuditLog
-from governance.decisions import BreakGlass, User
+from governance.decision_records import BreakGlass
+from governance.decisions import User
 from governance.identity import IdentityService
 from governance.policy import PolicyError, load_protocol, load_protocols
 from governance.relationships import Subject

@@ -17,7 +17,8 @@ import duckdb
 import pytest
 from fastapi.testclient import TestClient
 
-from governance.api import TokenStore, create_app
+from governance.api import create_app
+from governance.api_tokens import TokenStore
 from governance.audit import AuditLog, make_engine
 from governance.consent import ConsentRegistry, ConsentStatus
 from governance.decisions import Governance

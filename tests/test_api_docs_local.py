@@ -21,8 +21,9 @@ import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from governance.api import TokenStore, create_app
+from governance.api import create_app
 from governance.api_docs import assets_dir
+from governance.api_tokens import TokenStore
 from governance.audit import AuditLog, make_engine
 from governance.decisions import Governance
 from governance.service import ViewService

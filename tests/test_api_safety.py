@@ -15,7 +15,8 @@ import pytest
 from sqlalchemy import text
 from test_api import NOW, Hub, World, build_world, make_hub
 
-from governance.api import TokenStore, create_app
+from governance.api import create_app
+from governance.api_tokens import TokenStore
 from governance.audit import make_engine
 from governance.consent import ConsentStatus
 from governance.relationships import Relationship, SubjectKind

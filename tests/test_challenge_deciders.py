@@ -17,7 +17,8 @@ from governance.audit import AuditLog
 from governance.decisions import Governance, User
 from governance.policy import PolicyError, load_roles
 from governance.relationships import Relationship, RelationshipRegistry, SubjectKind
-from governance.sharing import About, SharingLog, SharingRefused
+from governance.sharing import SharingLog
+from governance.sharing_model import About, SharingRefused
 
 
 def _log(backend: tuple[str, str | None], access: AccessControl | None = None) -> SharingLog:

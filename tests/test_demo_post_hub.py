@@ -24,7 +24,7 @@ from governance.hub_stage import governance_engine, report_stage
 from governance.models import Alert, AuditEntry, Checkpoint, NotificationDue
 from governance.policy import load_protocols
 from governance.signoff import SignOffStore, parties
-from synthetic_data.demo import post_hub
+from synthetic_data.demo_post_hub import post_hub
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,8 @@ from sqlalchemy import func, select
 
 from governance.audit import AuditLog
 from governance.consent import ConsentRegistry
-from governance.decisions import BreakGlass, Governance, Interaction, Subject, User
+from governance.decision_records import BreakGlass, Interaction
+from governance.decisions import Governance, Subject, User
 from governance.models import Alert, NotificationDue
 from governance.policy import (
     AGENCY_CODES,

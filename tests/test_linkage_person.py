@@ -20,13 +20,8 @@ from linkage.evaluation import (
     plaintext_baseline,
     true_pairs,
 )
-from linkage.person_linkage import (
-    blocked_pairs,
-    link_persons,
-    load_model,
-    model_to_json,
-    stored_model,
-)
+from linkage.person_linkage import blocked_pairs, link_persons, load_model, stored_model
+from linkage.person_model import model_to_json
 
 
 @pytest.fixture(scope="module")

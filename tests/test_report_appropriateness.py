@@ -14,13 +14,14 @@ import pytest
 from test_api import NOW, World, make_hub
 from test_api import world as world  # noqa: F401 - the session's linked test world
 
-from governance.decisions import Interaction as EngineInteraction
+from governance.decision_records import Interaction as EngineInteraction
 from governance.decisions import User
 from governance.relationships import Relationship, SubjectKind
 from governance.reports.appropriateness import Interaction
 from governance.reports.linkage_report import build_report, collect_report_data
 from governance.service import BreakGlassAsk, Forbidden
-from governance.sharing import About, SharingLog
+from governance.sharing import SharingLog
+from governance.sharing_model import About
 from linkage.config import HubPaths
 from workspace.accounts import AccountStore
 

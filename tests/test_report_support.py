@@ -83,7 +83,8 @@ def _governance(run: Path, paths: object) -> None:
 
     from governance.audit import AuditLog
     from governance.consent import ConsentRegistry
-    from governance.decisions import BreakGlass, Governance, User
+    from governance.decision_records import BreakGlass
+    from governance.decisions import Governance, User
     from governance.relationships import RelationshipRegistry, Subject
 
     con = duckdb.connect(str(paths.warehouse), read_only=True)

@@ -121,7 +121,7 @@ def _codes() -> set[str]:
     import yaml
 
     import governance.decisions as dec
-    from governance.decisions import Interaction, Reason
+    from governance.decision_records import Interaction, Reason
 
     codes = {i.value for i in Interaction} | {r.value for r in Reason}
     src = Path(dec.__file__).read_text("utf-8")
@@ -135,7 +135,7 @@ def _codes() -> set[str]:
 
 
 def test_every_code_has_words() -> None:
-    from governance.decisions import Interaction, Reason
+    from governance.decision_records import Interaction, Reason
     from governance.reports import sar_words as w
 
     assert {i.value for i in Interaction} <= set(w.INTERACTIONS)

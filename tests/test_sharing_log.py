@@ -17,11 +17,11 @@ from governance.audit import AuditLog
 from governance.decisions import Governance, User
 from governance.models import AuditEntry
 from governance.relationships import Relationship, RelationshipRegistry, Subject, SubjectKind
-from governance.sharing import (
+from governance.sharing import SharingLog
+from governance.sharing_model import (
     About,
     BadSharingRecord,
     SharingConflict,
-    SharingLog,
     SharingNotFound,
     SharingRefused,
 )

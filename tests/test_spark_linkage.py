@@ -315,7 +315,8 @@ def test_spark_run_writes_what_duckdb_writes_with_the_same_model(spark_run) -> N
 @needs_spark
 def test_spark_trained_model_is_a_duckdb_model_that_agrees(spark_run, linked) -> None:
     from linkage.evaluation import pairwise_metrics
-    from linkage.person_linkage import load_model, model_to_json
+    from linkage.person_linkage import load_model
+    from linkage.person_model import model_to_json
 
     spark_model, duck_model = spark_run["model"], linked["model"]
     assert load_model(model_to_json(spark_model))["settings_hash"] == spark_model["settings_hash"]

@@ -26,7 +26,8 @@ from fastapi.responses import HTMLResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from governance.policy import AGENCY_CODES, LEGAL_GATEWAYS
-from governance.sharing import (
+from governance.sharing import SharingLog
+from governance.sharing_model import (
     CHANNELS,
     NOT_OFFERED_REASONS,
     NOT_REQUESTED_REASONS,
@@ -35,7 +36,6 @@ from governance.sharing import (
     BadSharingRecord,
     Recorded,
     SharingConflict,
-    SharingLog,
     SharingNotFound,
     SharingRefused,
 )
