@@ -69,7 +69,7 @@ HUB_SCRIPT = """
 import os, signal, sys
 from pathlib import Path
 from linkage.orchestration import hub_paths, pending_batch_dirs, ingest_one, run_stage
-import linkage.person_linkage as pl
+import linkage.person_run as pr  # the link stage's writers
 import linkage.households as hh
 
 base, run_id, kill_in = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
@@ -82,7 +82,7 @@ def killer(fn):
     return wrapped
 
 if kill_in == "link":
-    pl._write_outputs = killer(pl._write_outputs)
+    pr._write_outputs = killer(pr._write_outputs)
 elif kill_in == "households":
     hh.build_households = killer(hh.build_households)
     import linkage.pipeline  # noqa: F401  (stage_households imports it at call time)
