@@ -177,7 +177,9 @@ def test_concurrent_writers_keep_one_chain(tmp_path: Path) -> None:
     from ig_bridge.reidentify import verify_audit_chain
 
     log = tmp_path / "audit.log"
-    with multiprocessing.get_context("fork").Pool(4) as pool:
+    # spawn, not fork: a forked child of a test worker that has run other tests can inherit a
+    # lock held by another thread and hang (seen under pytest-xdist).
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
         pool.map(_append_many, [(str(log), w) for w in range(4)])
     assert verify_audit_chain(log) == 200
     assert stat.S_IMODE(log.stat().st_mode) == 0o600
