@@ -40,7 +40,8 @@ def test_concurrent_processes_append_linearly(backend, tmp_path: Path) -> None:
     url, schema = backend
     _, trusted = _trusted(tmp_path)
     log = AuditLog(url, schema=schema)  # creates tables and the chain head once
-    ctx = mp.get_context("fork")  # fork: workers start in milliseconds, not seconds
+    # spawn, not fork: a forked child of a busy xdist worker can inherit a held lock and hang
+    ctx = mp.get_context("spawn")
     barrier, out = ctx.Barrier(WRITERS), ctx.Queue()
     procs = [
         ctx.Process(
