@@ -76,12 +76,16 @@ def _sample_sims(
     i, j = rng.integers(0, m, n), rng.integers(0, m, n)
     keep = i != j
     i, j = i[keep], j[keep]
-    xi, xj = x[i], x[j]
-    inter = (
-        np.asarray(xi.multiply(xj).sum(axis=1)).ravel()
-        if sp.issparse(x)
-        else (np.asarray(xi) * np.asarray(xj)).sum(axis=1)
-    )
+    if sp.issparse(x):
+        inter = np.asarray(x[i].multiply(x[j]).sum(axis=1)).ravel()
+    else:  # in slices: 200,000 dense rows of a 1,024-bit filter twice would be 1.6 GB
+        inter = np.concatenate(
+            [
+                (x[i[lo : lo + 8192]] * x[j[lo : lo + 8192]]).sum(axis=1)
+                for lo in range(0, len(i), 8192)
+            ]
+            or [np.zeros(0, dtype=np.float32)]
+        )
     return _sim(inter, sizes[i], sizes[j], width)
 
 

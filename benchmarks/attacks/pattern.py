@@ -23,13 +23,16 @@ def mine_positions(bits: np.ndarray, weight: np.ndarray, k: int, n_grams: int) -
     q-gram. Exact for the first q-gram on unfolded filters; later sets mix q-grams (no
     conditional re-mining), so this is a lower bound on the published attack's power."""
     w = weight.astype(np.float64)
+    # float64 once (a bool matrix in `@` is converted on every product); the support sums only
+    # the filters still in S, which shrinks fast.
+    dense = np.asarray(bits, dtype=np.float64)
     used = np.zeros(bits.shape[1], dtype=bool)
     out = []
     for _ in range(n_grams):
         s = np.ones(len(bits), dtype=bool)
         picked = []
         for _ in range(k):
-            support = (w * s) @ bits  # weighted count of filters in S with each position set
+            support = w[s] @ dense[s]  # weighted count of filters in S with each position set
             support[used] = -1.0
             p = int(np.argmax(support))
             if support[p] <= 0:
