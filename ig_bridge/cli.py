@@ -312,6 +312,12 @@ def main(argv: list[str] | None = None) -> int:
         "snapshot, problem rate); needs --reason, which goes to the hub",
     )
     r.add_argument(
+        "--data-docs",
+        action="store_true",
+        help="render Great Expectations Data Docs for this batch even when every row passed "
+        "(a batch with a row problem always gets them)",
+    )
+    r.add_argument(
         "--reason",
         help="with --force: why (kept in the manifest, the agency's "
         "bridge_log.jsonl and the hub's IG report; no identifiers)",
@@ -457,6 +463,7 @@ def main(argv: list[str] | None = None) -> int:
             a.extract_kind,
             progress=True,
             force_reason=a.reason if a.force else None,
+            data_docs=a.data_docs,
         )
     except (BridgeKeysMissing, ForceReasonInvalid) as exc:
         console.print(f"[red]refused[/red] {exc}")

@@ -147,8 +147,13 @@ def run_bridge(
     progress: bool = False,
     link_key_version: int | None = None,
     force_reason: str | None = None,
+    data_docs: bool = False,
 ) -> BatchResult:
     """Turn one extract into one landed batch.
+
+    Great Expectations' Data Docs (agency_dir/reports/data_docs) are rendered for a batch
+    with a row problem (GX is loaded for its verdicts then) or when `data_docs` asks: a
+    batch whose every row passed needs no GX, which costs ~10 s of imports per process.
 
     Raises ExtractRefused on extract-level failure, SnapshotRefused (a subclass) when a
     snapshot guard refuses it and `force_reason` is None (ig_bridge.snapshot_guard),
@@ -373,7 +378,8 @@ def run_bridge(
     if forced is not None:
         log_forced(agency_dir, code, batch_id, forced)
     q_path = q_rows.close(keep=True)
-    if all_status:
+    docs = bool(all_status) and (data_docs or validator.used_gx)
+    if docs:
         validator.write_data_docs(pd.concat(all_status, ignore_index=True), batch_id)
     hints = (
         sniff(extract_path, mapping.source, mapping.source_columns)
@@ -415,7 +421,7 @@ def run_bridge(
         quarantined,
         q_path,
         report,
-        agency_dir / "reports" / "data_docs" if all_status else None,
+        agency_dir / "reports" / "data_docs" if docs else None,
         reason_counts,
         field_problems,
         fields.counts,

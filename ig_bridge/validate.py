@@ -151,6 +151,11 @@ class RowValidator:
     def vd(self, value: Any) -> None:
         self._vd = value
 
+    @property
+    def used_gx(self) -> bool:
+        """GX has judged a row (some row had a problem): its context is built."""
+        return self._vd is not None
+
     def check(self, status: pd.DataFrame) -> RowCheck:
         """Per-row reasons, keyed by row position in `status`.
 

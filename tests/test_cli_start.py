@@ -111,3 +111,35 @@ def test_validate_loads_great_expectations_only_for_a_row_with_a_problem(tmp_pat
     r = bridge("validate", str(bad), "--mapping", str(mp), "--agency-dir", str(tmp_path / "a"))
     assert r.returncode in (0, 1), r.stdout + r.stderr
     assert "great_expectations" in heavy(r.stdout)
+
+
+def test_run_renders_data_docs_only_for_a_batch_with_a_problem_or_when_asked(
+    tmp_path: Path,
+) -> None:
+    """`run` on a clean extract lands it without Great Expectations (no Data Docs: every row
+    passed); asked (`--data-docs`), it renders them anyway. (A batch with a row problem
+    always gets them: tests/test_bridge_pipeline.py.)"""
+    import yaml
+    from test_bridge_field_validation import HEADER, MAPPING, ROWS
+
+    from ig_bridge.split import run_bridge
+    from synthetic_data.parties import provision_partnership
+
+    run = tmp_path / "run"
+    provision_partnership(run, ["GPR"])
+    mp = tmp_path / "gpr.yaml"
+    mp.write_text(yaml.safe_dump(MAPPING))
+    agency, landing = run / "agency" / "GPR", run / "landing"
+    extract = tmp_path / "clean.csv"
+    extract.write_text("\n".join([HEADER, ROWS[0], ROWS[4]]) + "\n", encoding="utf-8")
+    docs = agency / "reports" / "data_docs" / "index.html"
+
+    r = bridge(
+        "run", str(extract), "--mapping", str(mp), "--agency-dir", str(agency),
+        "--landing", str(landing),
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "great_expectations" not in heavy(r.stdout)
+    assert not docs.exists()
+    res = run_bridge(extract, mp, agency, landing, data_docs=True)  # what --data-docs passes
+    assert res.data_docs_dir is not None and docs.is_file()
