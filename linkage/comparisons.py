@@ -309,6 +309,11 @@ def build_comparisons(columns: Collection[str]) -> list[ComparisonCreator]:
 # pairs above the clerical threshold gained.
 BROAD_BLOCKING_KEYS = frozenset({"blk_given_family_phonetic", "blk_family_phonetic_dob_year"})
 
+#: Bridge keys that are not blocking rules: another rule already yields every pair they would
+#: (blk_given_canonical_phone is for resolving relatives, linkage.family; `tok_phone` blocks
+#: on the phone alone).
+NOT_BLOCKING_KEYS = frozenset({"blk_given_canonical_phone"})
+
 
 #: Token combinations that a bridge blocking key of the same fields already joins on
 #: (schemas/encoding_spec.yaml): one of them is enough.
@@ -323,7 +328,9 @@ def prediction_blocking_rules(columns: Collection[str]) -> list[BlockingRuleCrea
     """
     cols = set(columns)
     keys: list[tuple[str, ...]] = [
-        (c,) for c in sorted(cols) if c.startswith("blk_") and c not in BROAD_BLOCKING_KEYS
+        (c,)
+        for c in sorted(cols)
+        if c.startswith("blk_") and c not in BROAD_BLOCKING_KEYS | NOT_BLOCKING_KEYS
     ]
     combos = [
         ("tok_nhs_number",),

@@ -7,10 +7,11 @@ exactly one candidate other than the record's own subject:
   name_dob family name + canonical given name + DOB tokens
   name_phone canonical given name + phone token
   email    email token
-  name_postcode canonical given name + the family name + postcode key (blk_family_postcode);
+  name_postcode the family name + postcode and canonical given name + postcode keys
+           (blk_family_postcode, blk_given_canonical_postcode), neither salted by the DOB;
            a relative named without an address carries the naming record's own postcode in
-           that key (the bridge fills it: a lead adult named by an Early Help record lives at
-           the child's address unless the record says otherwise)
+           those keys (the bridge fills it: a lead adult named by an Early Help record lives
+           at the child's address unless the record says otherwise)
 Unresolved relatives keep a pseudonymous key over their tokens, so two agencies naming the same
 unregistered father still meet in one network. Writes `family_edge`, `family_network`.
 """
@@ -29,10 +30,12 @@ from linkage.txn import atomic
 RULES: list[tuple[str, list[str]]] = [
     ("nhs", ["tok_nhs_number"]),
     ("name_dob", ["tok_family_name", "tok_given_name_canonical", "tok_dob"]),
-    ("name_phone", ["tok_given_name_canonical", "tok_phone"]),
+    ("name_phone", ["blk_given_canonical_phone"]),
     ("email", ["tok_email"]),
-    # Spec v3 has no standalone postcode token: family name + postcode is one bridge key.
-    ("name_postcode", ["blk_family_postcode", "tok_given_name_canonical"]),
+    # Spec v3 has no standalone postcode token, and its name tokens are salted by the DOB
+    # (no DOB, no name token), so this rule uses the two name + postcode keys, which carry no
+    # DOB: most relatives are named without one (a school contact, an Early Help lead adult).
+    ("name_postcode", ["blk_family_postcode", "blk_given_canonical_postcode"]),
 ]
 
 FAMILY_DDL = """
@@ -113,16 +116,22 @@ def build_family_network(con: duckdb.DuckDBPyConnection, run_id: str) -> FamilyR
             INSERT INTO family_edge
             SELECT ?, r.subject_person_id, c.candidate,
                    CASE WHEN c.candidate IS NULL THEN
-                       'R' || md5(concat_ws('|', r.tok_given_name_canonical, r.tok_family_name,
+                       'R' || md5(concat_ws('|',
+                                  coalesce(r.tok_given_name_canonical,
+                                           r.blk_given_canonical_postcode),
+                                  coalesce(r.tok_family_name, r.blk_family_postcode),
                                   coalesce(r.tok_dob, r.tok_phone, r.tok_email,
                                            r.blk_family_postcode)))
                    END,
                    r.relationship, r.agency, r.record_ref, r.slot,
                    coalesce(c.rule, 'unresolved')
             FROM _rel r LEFT JOIN _cand c USING (rel_id)
-            -- a relative with no name and no contact token cannot be placed at all
+            -- a relative with no name token or name key cannot be placed at all (the
+            -- name tokens need a DOB; the name + postcode keys do not)
             WHERE c.candidate IS NOT NULL OR r.tok_family_name IS NOT NULL
-               OR r.tok_given_name_canonical IS NOT NULL""",
+               OR r.tok_given_name_canonical IS NOT NULL
+               OR r.blk_family_postcode IS NOT NULL
+               OR r.blk_given_canonical_postcode IS NOT NULL""",
             [run_id],
         )
         _write_networks(con, run_id)

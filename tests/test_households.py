@@ -130,3 +130,43 @@ def test_households_are_stable_across_reruns(linked: dict) -> None:
         first.sort_values("person_id").reset_index(drop=True),
         second.sort_values("person_id").reset_index(drop=True),
     )
+
+
+def test_relatives_named_without_a_dob_resolve_to_the_right_person(linked: dict) -> None:
+    """School contacts and Early Help lead adults are named without a DOB, so they carry no
+    name token (spec v3 salts every name token with the DOB): the forename + phone and name +
+    postcode rules use the bridge keys without a DOB, and find the right person (ground truth
+    through each agency's own ref key, evaluation only)."""
+    run = linked["run"]
+    path = HubPaths.for_run(run).warehouse.with_name("relatives.duckdb")
+    shutil.copy(HubPaths.for_run(run).warehouse, path)
+    con = duckdb.connect(str(path))
+    try:
+        build_family_network(con, "relatives-run")
+        edges = con.execute("""SELECT agency, record_ref, slot, related_person_id, match_rule
+                               FROM family_edge WHERE agency IN ('SCH', 'EH')""").df()
+        no_dob = con.execute("""SELECT count(*) FROM related WHERE agency IN ('SCH', 'EH')
+                                AND tok_dob IS NULL""").fetchone()[0]
+    finally:
+        con.close()
+    # kept, resolved or not, unless named with neither a postcode nor a contact (spec v2 and
+    # the first v3 kept none of them: no name token without a DOB)
+    assert no_dob > 50 and len(edges) >= 0.95 * no_dob
+    gt = run / "population" / "ground_truth"
+    records = pd.read_parquet(gt / "records.parquet").astype({"record_id": str})
+    related = pd.read_parquet(gt / "related.parquet").astype({"record_id": str})
+    t = linked["truth"].merge(
+        records[["agency", "record_id", "person_id"]].rename(columns={"person_id": "true"}),
+        on=["agency", "record_id"],
+    )
+    hub_to_true = t.groupby("person_id")["true"].agg(lambda s: s.mode().iloc[0])
+    got = edges.merge(t[["agency", "record_ref", "record_id"]], on=["agency", "record_ref"]).merge(
+        related.rename(columns={"person_id": "true_relative"}), on=["agency", "record_id", "slot"]
+    )
+    resolved = got[got["related_person_id"].notna()]
+    by_rule = resolved["match_rule"].value_counts()
+    print(f"\nSCH/EH relatives: {len(got)}, resolved by rule {by_rule.to_dict()}")
+    assert by_rule.get("name_phone", 0) > 20 and by_rule.get("name_postcode", 0) > 20
+    assert len(resolved) >= 0.7 * len(got)
+    right = resolved["related_person_id"].map(hub_to_true) == resolved["true_relative"]
+    assert right.mean() >= 0.97

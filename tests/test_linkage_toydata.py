@@ -412,22 +412,30 @@ def encode(plain: dict) -> dict:
     giv_ph = jellyfish.soundex(g) if g else None
     sector = pc[:-2] if pc else None
     district = pc.split(" ")[0] if pc else None
-    # Spec v3 shape: names salted with the birth year, no low-entropy standalone tokens.
+    # Spec v3 salting (schemas/encoding_spec.yaml, ig_bridge.encoding): exact names with the
+    # full DOB; forename variants with the surname's sound + birth year; the surname's sound
+    # with birth year + sex; name filters with birth year + month; the address filter with
+    # postcode + birth year. No salt, no token (and no filter).
     year = str(dob.year) if dob else None
+    ym = f"{dob.year}-{dob.month:02d}" if dob else None
+    sex = plain["sex"]
 
-    def salted(field: str, v: str | None) -> str | None:
-        return tok(field, f"{v}|{year}") if v and year else None
+    def salted(field: str, v: str | None, *salts: str | None) -> str | None:
+        if not v or not all(salts):
+            return None
+        return tok(field, "|".join([v, *(str(x) for x in salts)]))
 
-    def salted_bloom(field: str, v: str | None) -> bytes | None:
-        return bloom(field, v, year) if v and year else None
+    def salted_bloom(field: str, v: str | None, salt: str | None) -> bytes | None:
+        return bloom(field, v, salt) if v and salt else None
 
+    canon = _canonical(g) if g else None
     return {
-        "tok_given_name": salted("given_name", g),
-        "tok_given_name_canonical": salted("given_name", _canonical(g) if g else None),
-        "tok_given_name_phonetic": salted("given_name_phonetic", giv_ph),
-        "tok_family_name": salted("family_name", f),
-        "tok_family_name_phonetic": salted("family_name_phonetic", fam_ph),
-        "tok_other_names": salted("family_name", o),
+        "tok_given_name": salted("given_name", g, dob_s),
+        "tok_given_name_canonical": salted("given_name", canon, fam_ph, year),
+        "tok_given_name_phonetic": salted("given_name_phonetic", giv_ph, fam_ph, year),
+        "tok_family_name": salted("family_name", f, dob_s),
+        "tok_family_name_phonetic": salted("family_name_phonetic", fam_ph, year, sex),
+        "tok_other_names": salted("family_name", o, dob_s),
         "tok_dob": tok("dob", dob_s),
         "tok_dob_swapped": tok("dob", swapped),
         "tok_address": tok("address", f"{plain['address']}|{pc}" if pc else None),
@@ -436,9 +444,11 @@ def encode(plain: dict) -> dict:
         "tok_upn": None,
         "tok_phone": None,
         "tok_email": None,
-        "bf_given_name": salted_bloom("given_name", g),
-        "bf_family_name": salted_bloom("family_name", f),
-        "bf_address": bloom("address", plain["address"], sector or ""),
+        "bf_given_name": salted_bloom("given_name", g, ym),
+        "bf_family_name": salted_bloom("family_name", f, ym),
+        "bf_address": salted_bloom(
+            "address", plain["address"], f"{pc}|{year}" if pc and year else None
+        ),
         "blk_dob_family": tok("blk_dob_family", f"{dob_s}|{fam_ph}" if dob and f else None),
         "blk_dob_postcode_sector": tok(
             "blk_dob_postcode_sector", f"{dob_s}|{sector}" if dob and sector else None
@@ -446,6 +456,15 @@ def encode(plain: dict) -> dict:
         "blk_dob_postcode_district": tok(
             "blk_dob_postcode_district", f"{dob_s}|{district}" if dob and district else None
         ),
+        # The spec's keys for what the salts above cost (a DOB or sex error, a name variant).
+        "blk_given_phonetic_dob": salted("blk_given_phonetic_dob", giv_ph, dob_s),
+        "blk_canonical_given_dob_ym": salted("blk_canonical_given_dob_ym", canon, ym),
+        "blk_names_unordered_dob": salted(
+            "blk_names_unordered_dob", "|".join(sorted((giv_ph, fam_ph))), dob_s
+        )
+        if giv_ph and fam_ph
+        else None,
+        "blk_names_postcode_sector": salted("blk_names_postcode_sector", canon, f, sector),
         "blk_family_postcode": tok("blk_family_postcode", f"{f}|{pc}" if f and pc else None),
         "blk_given_canonical_postcode": tok(
             "blk_given_canonical_postcode", f"{_canonical(g)}|{pc}" if g and pc else None
@@ -541,3 +560,76 @@ def test_swapped_dob_token_matches_other_record() -> None:
     )
     assert a["tok_dob_swapped"] == b["tok_dob"]
     assert a["tok_dob"] != b["tok_dob"]
+
+
+#: Toy columns salted like a spec column of the same name (the others are toy-only keys).
+SALTED_AS_SPEC = (
+    "tok_given_name",
+    "tok_given_name_canonical",
+    "tok_given_name_phonetic",
+    "tok_family_name",
+    "tok_family_name_phonetic",
+    "bf_given_name",
+    "bf_family_name",
+    "bf_address",
+    "blk_family_postcode",
+    "blk_given_canonical_postcode",
+)
+
+
+def _agreement(a: object, b: object) -> str:
+    if a is None or b is None or pd.isna(a) or pd.isna(b):
+        return "missing"
+    return "equal" if a == b else "differ"
+
+
+def test_toy_salts_follow_the_bridge_encoder() -> None:
+    """Same names, one salt source changed at a time: each toy column agrees, differs or is
+    missing exactly where the bridge's encoder (the spec in force) does, so the linkage tests
+    see the current spec's salting, not an older one's."""
+    from ig_bridge.encoding import Encoder
+    from ig_bridge.keys import generate_link_key
+    from ig_bridge.normalise import normalise_identifiers
+
+    base = {
+        "given_name": "katherine",
+        "family_name": "smith",
+        "other_names": None,
+        "date_of_birth": date(2011, 3, 14),
+        "sex": "F",
+        "postcode": "LS6 3AL",
+        "address": "12 high street",
+        "uprn": None,
+        "nhs_number": None,
+    }
+    variants = {
+        "same": {},
+        "day": {"date_of_birth": date(2011, 3, 15)},
+        "month": {"date_of_birth": date(2011, 4, 14)},
+        "year": {"date_of_birth": date(2012, 3, 14)},
+        "no dob": {"date_of_birth": None},
+        "no sex": {"sex": None},
+        "postcode": {"postcode": "LS6 3AN"},
+        "no postcode": {"postcode": None},
+        "nickname": {"given_name": "kate"},
+    }
+    rows = [base] + [{**base, **v} for v in variants.values()]
+    raw = pd.DataFrame(
+        {
+            "given_name": [r["given_name"] for r in rows],
+            "family_name": [r["family_name"] for r in rows],
+            "date_of_birth": [r["date_of_birth"] and r["date_of_birth"].isoformat() for r in rows],
+            "sex": [r["sex"] for r in rows],
+            "postcode": [r["postcode"] for r in rows],
+            "address_line_1": [r["address"] for r in rows],
+        }
+    ).astype(object)
+    real = Encoder(generate_link_key()).encode(normalise_identifiers(raw, ["%Y-%m-%d"]).frame)
+    toy = pd.DataFrame([encode(r) for r in rows])
+    seen = set()
+    for i, name in enumerate(variants, start=1):
+        for col in SALTED_AS_SPEC:
+            want = _agreement(real.at[0, col], real.at[i, col])
+            assert _agreement(toy.at[0, col], toy.at[i, col]) == want, (name, col, want)
+            seen.add(want)
+    assert seen == {"equal", "differ", "missing"}  # the variants exercise every outcome

@@ -34,6 +34,9 @@ REF_FIELDS = (
     "sex",
     "address_line_1",
     "postcode",
+    # The person's own phone number: needed to attack keys that combine it with a name
+    # (blk_given_canonical_phone); an attacker could hold it (a phone directory, a breach).
+    "phone",
 )
 
 
@@ -128,6 +131,7 @@ def population_plaintext(run: Path) -> pd.DataFrame:
                 "sex": p["sex"],
                 "address_line_1": p["address_line_1"],
                 "postcode": p["postcode"],
+                "phone": p["mobile"],
             }
         )
         .astype(object)
