@@ -70,11 +70,9 @@ ATTACKED = (
     ("frequency", "tok_address", "100%"),
     ("pattern", "bf_given_name", "100%"),
     ("pattern", "bf_family_name", "100%"),
-    ("pattern", "bf_name", "100%"),
     ("pattern", "bf_address", "100%"),
     ("graph", "bf_given_name", "100%"),
     ("graph", "bf_family_name", "100%"),
-    ("graph", "bf_name", "100%"),
     ("graph", "bf_address", "100%"),
 )
 COMBINED_FLOOR = 0.01  # whole records: 0.0-0.2% at 1,500 and 5,000 people on v3 (7.4% on v2)
