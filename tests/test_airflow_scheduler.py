@@ -8,7 +8,6 @@ import contextlib
 import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from process_tree import stop_tree
 
 REPO = Path(__file__).resolve().parents[1]
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
@@ -171,15 +171,9 @@ def test_scheduler_runs_bridges_then_asset_triggered_hub(pg_database: str, tmp_p
             time.sleep(5)
         assert done, (f"no successful hub run within {BOUND_S}s", _states(pg_database), _tail(logs))
     finally:
+        stop_tree(*(p.pid for p in procs))
         for p in procs:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(p.pid, signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait(timeout=10)
+            p.wait(timeout=10)
     con = duckdb.connect(str(run / "hub" / "warehouse.duckdb"), read_only=True)
     try:
         assert {a for (a,) in con.execute("SELECT DISTINCT agency FROM batch").fetchall()} == set(

@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -16,6 +15,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from process_tree import stop_tree
 
 REPO = Path(__file__).resolve().parents[1]
 VENV = Path(sys.executable).parent.parent
@@ -117,6 +117,7 @@ def test_make_airflow_starts_the_ui_with_only_our_dags_and_few_workers(tmp_path:
         start_new_session=True,
     )
     deadline = time.monotonic() + BOUND_S
+    tree: list = []
     try:
         dags: dict = {}
         token = None
@@ -147,13 +148,8 @@ def test_make_airflow_starts_the_ui_with_only_our_dags_and_few_workers(tmp_path:
         assert len(tree) <= 16, [p.cmdline()[:3] for p in tree]
         assert rss < 3e9
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+        stop_tree(proc.pid, timeout=60)
+        proc.wait(timeout=10)
         log.close()
     # nothing left running from this session
     time.sleep(2)
@@ -163,3 +159,5 @@ def test_make_airflow_starts_the_ui_with_only_our_dags_and_few_workers(tmp_path:
         if str(home) in " ".join(p.info["cmdline"] or [])
     ]
     assert not left
+    # nor anything the standalone started (its components run in sessions of their own)
+    assert not [p for p in tree if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
