@@ -13,18 +13,25 @@ ORCH_SEED = 20240601
 # The longest test files (measured, issue 18), started first: with two xdist workers taking
 # a file at a time in collection order (make test: --dist loadfile --no-loadscope-reorder), a
 # long file picked up last would run alone at the end.
-SLOW_FIRST = (  # by their time in a one-process run of main (make test, 2026-12-04)
-    "test_airflow_scheduler.py",  # 571 s
-    "test_airflow_e2e.py",  # builds the shared demo run that two more files read
-    "test_onboarding_path.py",  # 440 s
-    "test_attacks.py",  # 352 s
-    "test_spark_linkage.py",  # 278 s
-    "test_hub_kill_rerun.py",  # ~160 s
-    "test_attack_ingest.py",  # 138 s
-    "test_make_airflow.py",  # 109 s
-    "test_dags_structure.py",  # 101 s
-    "test_linkage_person.py",  # 92 s
-    "test_demo_post_hub.py",  # 91 s
+SLOW_FIRST = (  # by their time in a two-worker run of main (2026-12-04, later; loaded machine)
+    "test_airflow_scheduler.py",  # 166 s
+    "test_airflow_e2e.py",  # 140 s: builds the shared demo run that two more files read
+    "test_spark_linkage.py",  # 147 s
+    "test_onboarding_path.py",  # 92 s
+    "test_hub_kill_rerun.py",  # 62 s
+    "test_access.py",  # 51 s
+    "test_make_airflow.py",  # 42 s
+    "test_access_browser.py",  # 42 s
+    "test_cli_start.py",  # 40 s
+    "test_workspace_app.py",  # 38 s
+    "test_compose_redis.py",  # 36 s
+    "test_demo_post_hub.py",  # 35 s
+    "test_attack_ingest.py",  # 34 s
+    "test_linkage_person.py",  # 33 s
+    "test_consent_property.py",  # 31 s
+    "test_consent_records.py",  # 30 s
+    "test_dags_structure.py",  # 28 s
+    "test_known_to.py",  # 28 s
 )
 
 
