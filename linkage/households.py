@@ -1,8 +1,10 @@
 """Households: persons who share a current address, across agencies, on address tokens alone.
 
 1. Every current record carries address evidence: its UPRN token and/or its address token
-   (HMAC of normalised first line + postcode). A record holding both says the two keys are one
+   (HMAC of flat + premises + postcode). A record holding both says the two keys are one
    property, so keys are joined into properties by connected components (Splink's clustering).
+   A record with neither is keyed by its town token (flat + premises + post town), which
+   joins the one property its postcode-keyed records name (`_property_keys`).
 2. Each person's current property is the one most agencies agree on; ties go to the most recent
    evidence (event date, else extract date), then to the lowest property key (deterministic).
 3. A household is the set of persons whose current property is the same; household_id is
