@@ -369,6 +369,7 @@ def plaintext_baseline(
     from linkage.clusters import guard_chains
     from linkage.person_linkage import floor_m_probabilities
     from linkage.person_run import DEFAULT_M_FLOOR
+    from linkage.splink_logging import summarise_untrained_m
 
     cols = {r[0] for r in con.execute(f"DESCRIBE {table}").fetchall()}
     missing = {"unique_id", "given_name", "family_name", "date_of_birth"} - cols
@@ -420,12 +421,14 @@ def plaintext_baseline(
     try:
         linker.training.estimate_probability_two_random_records_match(det, recall=0.8)
         linker.training.estimate_u_using_random_sampling(max_pairs=u_max_pairs, seed=seed)
-        linker.training.estimate_parameters_using_expectation_maximisation(
-            block_on("nhs_number") if "nhs_number" in cols else block_on("date_of_birth")
-        )
-        linker.training.estimate_parameters_using_expectation_maximisation(
-            block_on("given_name", "family_name", "date_of_birth")
-        )
+        # the same one-line summary as the hub's training, not one warning per level
+        with summarise_untrained_m(linker, logging.getLogger("linkage.plaintext_baseline")):
+            linker.training.estimate_parameters_using_expectation_maximisation(
+                block_on("nhs_number") if "nhs_number" in cols else block_on("date_of_birth")
+            )
+            linker.training.estimate_parameters_using_expectation_maximisation(
+                block_on("given_name", "family_name", "date_of_birth")
+            )
         trained = floor_m_probabilities(
             linker.misc.save_model_to_json(), DEFAULT_M_FLOOR if m_floor is None else m_floor
         )

@@ -81,8 +81,11 @@ def simulate_week(
     """(b) A week of practitioner activity through the governance HTTP API on the hub's
     governance store (<out>/hub/governance.db unless JOINEDUP_GOVERNANCE_DB is set)."""
     import threading
+    import warnings
 
-    from fastapi.testclient import TestClient
+    with warnings.catch_warnings():  # Starlette's note on its test client's HTTP library
+        warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
+        from fastapi.testclient import TestClient
 
     from governance.access import configured_access
     from governance.api import create_app

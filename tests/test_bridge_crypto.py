@@ -178,13 +178,12 @@ def test_names_are_salted_with_the_birth_year(key):
     ).frame
     e = Encoder(key).encode(frame)
     # Same name and birth year: the name still compares exactly (canonical, phonetic, family)
-    # and by Bloom similarity (bf_name; bf_given_name and bf_family_name within the birth month).
+    # (and by Bloom similarity within the birth month: bf_given_name, bf_family_name).
     assert e.tok_given_name_canonical[0] == e.tok_given_name_canonical[1]
     assert e.tok_family_name_phonetic[0] == e.tok_family_name_phonetic[1]
-    assert e.bf_name[0] == e.bf_name[1]
     # Another birth year: unrelated token and unrelated filter, so the hub cannot count names.
     assert e.tok_given_name_canonical[0] != e.tok_given_name_canonical[2]
-    assert dice(e.bf_name[0], e.bf_name[2]) < 0.5
+    assert dice(e.bf_family_name[0], e.bf_family_name[2]) < 0.5
     # The exact-name tokens are salted with the full DOB, bf_given_name (given names repeat
     # most) and bf_family_name (common surnames repeated per birth year) with birth year and month.
     assert e.tok_given_name[0] != e.tok_given_name[1]
@@ -199,7 +198,9 @@ def test_names_are_salted_with_the_birth_year(key):
     assert again.tok_given_name[0] == again.tok_given_name[1]
     assert again.tok_family_name[0] == again.tok_family_name[1]
     # No birth year, no name encoding (an unsalted one would repeat across people).
-    assert pd.isna(e.tok_given_name[3]) and e.bf_given_name[3] is None and e.bf_name[3] is None
+    assert (
+        pd.isna(e.tok_given_name[3]) and e.bf_given_name[3] is None and e.bf_family_name[3] is None
+    )
 
 
 def test_forename_variants_meet_with_the_surname_sound_and_surname_sound_with_sex(key):

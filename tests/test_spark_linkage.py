@@ -99,6 +99,10 @@ def linked(orchestrated_run: Path, copy_run, tmp_path_factory: pytest.TempPathFa
     finally:
         con.close()
     spark = spark_session(shuffle_partitions=1, checkpoint_dir=run / "hub" / "spark_tmp")
+    # A few thousand rows: compiling each query's whole-stage code and re-planning it
+    # adaptively cost more than running it (the Spark link stage 83 s -> 57 s here).
+    spark.conf.set("spark.sql.codegen.wholeStage", "false")
+    spark.conf.set("spark.sql.adaptive.enabled", "false")
     yield {
         "run": run,
         "model": model,

@@ -109,3 +109,28 @@ def test_bridge_validation_import_prints_no_pyspark_warning() -> None:
         timeout=120,
     )
     assert "PySpark does not yet fully support pandas" in res.stderr
+
+
+def test_plaintext_baseline_summarises_too(caplog: pytest.LogCaptureFixture) -> None:
+    """The evaluation's plaintext Splink (make demo's last step) logs the same one line, not
+    Splink's warning per untrained level."""
+    import pandas as pd
+
+    from linkage.evaluation import plaintext_baseline
+
+    toy = make_toy(n_households=40, seed=7)
+    p = toy.plaintext
+    plain = p.assign(
+        unique_id=p["agency"] + ":" + p["record_ref"],
+        date_of_birth=pd.to_datetime(p["date_of_birth"]),
+    )[["unique_id", "given_name", "family_name", "date_of_birth", "sex", "postcode", "nhs_number"]]
+    con = duckdb.connect()
+    con.register("_plain", plain)
+    con.execute("CREATE TABLE plain AS SELECT * FROM _plain")
+    with caplog.at_level(logging.INFO):
+        plaintext_baseline(con, "plain")
+    con.close()
+    messages = [r.getMessage() for r in caplog.records]
+    assert not [m for m in messages if RAW in m]
+    summary = [r for r in caplog.records if r.getMessage().startswith("m not trained for")]
+    assert len(summary) == 1 and summary[0].name == "linkage.plaintext_baseline"
