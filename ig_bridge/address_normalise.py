@@ -89,9 +89,15 @@ def normalise_address_line(value: str) -> str | None:
     return None if joined in PLACEHOLDERS else (joined or None)
 
 
-def _norm_whole_address(value: str) -> tuple[str | None, str | None, str | None, str | None]:
+def _norm_whole_address(
+    value: str,
+) -> tuple[str | None, str | None, str | None, str | None, str | None]:
     """Whole-address column -> (normalised address without postcode, line 1, postcode text,
-    line 2: the segment after line 1)."""
+    line 2: the segment after line 1, town).
+
+    The town is the last segment when at least two follow line 1 and it holds no digit
+    ("12 Oak Rd, Heaton, Bradford"): a single segment after line 1 may be a locality or a
+    town ("12 Oak Rd, Heaton" / "12 Oak Rd, Bradford") and stays line 2, with no town."""
     segments = [s for s in (seg.strip() for seg in re.split(r"[,\n;]", value)) if s]
     norm = [n for n in (normalise_address_line(s) for s in segments) if n]
     postcode = None
@@ -102,10 +108,11 @@ def _norm_whole_address(value: str) -> tuple[str | None, str | None, str | None,
             norm[-1] = norm[-1][: m.start()].strip()
             norm = [n for n in norm if n]
     if not norm:
-        return None, None, postcode, None
+        return None, None, postcode, None, None
     line1, used = norm[0], 1
     # "12, High Street" / "Flat 3, 12 High Street": the first segment alone is not a street.
     if len(norm) > 1 and re.fullmatch(r"(?:flat \w+|\d+[a-z]?|\d+/\d+)", line1):
         line1, used = f"{line1} {norm[1]}", 2
     line2 = norm[used] if len(norm) > used else None
-    return " ".join(norm), line1, postcode, line2
+    town = norm[-1] if len(norm) > used + 1 and not re.search(r"\d", norm[-1]) else None
+    return " ".join(norm), line1, postcode, line2, town

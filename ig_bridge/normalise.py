@@ -301,8 +301,8 @@ def normalise_identifiers(
     out["dob_is_estimated"] = pd.array(est, dtype="boolean")
 
     # Addresses
-    whole, line1_from_whole, pc_from_whole, line2_from_whole = _per_unique(
-        col("address"), idx, _norm_whole_address, 4
+    whole, line1_from_whole, pc_from_whole, line2_from_whole, town_from_whole = _per_unique(
+        col("address"), idx, _norm_whole_address, 5
     )
     for name in ("address_line_1", "address_line_2", "town"):
         (out[name],) = _per_unique(
@@ -310,6 +310,7 @@ def normalise_identifiers(
         )
     out["address_line_1"] = _fill(out["address_line_1"], line1_from_whole)
     out["address_line_2"] = _fill(out["address_line_2"], line2_from_whole)
+    out["town"] = _fill(out["town"], town_from_whole)
     out["address"] = whole
     (flat_col,) = _per_unique(
         col("flat"), idx, lambda v: (normalise_flat(normalise_address_line(v)),), 1, "flat"

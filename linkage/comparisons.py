@@ -31,6 +31,10 @@ from splink.internals.comparison_creator import ComparisonCreator
 # collide with the `bf_*` Bloom-filter input columns.
 BLOOM_COLUMNS = ("bf_given_name", "bf_family_name", "bf_address")
 
+#: The residence level of one flat + premises + post town where a postcode is missing: one
+#: property, like the "same property" level (linkage.guards reads both).
+TOWN_ADDRESS_LABEL = "same address in town, no postcode"
+
 # Dice thresholds for Bloom-encoded strings: near-identical, then similar.
 DICE_HIGH = 0.85
 DICE_LOW = 0.6
@@ -236,6 +240,22 @@ def _residence(cols: Collection[str]) -> ComparisonCreator | None:
     # 64-byte BIT values out of the candidate pairs.
     null_cols = [f"pop_{c}" if c.startswith("bf_") and f"pop_{c}" in cols else c for c in have]
     null_cond = " AND ".join(f'("{c}_l" IS NULL OR "{c}_r" IS NULL)' for c in null_cols)
+    # Same flat + premises + post town where one or both records have no postcode (so no
+    # postcode-keyed token or filter to compare): agreement is evidence; disagreement stays
+    # neutral, as before, since towns are written inconsistently (a locality for the town).
+    # A UPRN on both sides that differs says two properties, whatever the town key says.
+    town = None
+    if "tok_address_town" in cols:
+        town = " AND ".join(
+            [_eq("tok_address_town")]
+            + (
+                ['("tok_address_l" IS NULL OR "tok_address_r" IS NULL)']
+                if "tok_address" in cols
+                else []
+            )
+            + (['NOT coalesce("tok_uprn_l" <> "tok_uprn_r", FALSE)'] if "tok_uprn" in cols else [])
+        )
+        null_cond = f"({null_cond}) AND NOT coalesce({town}, FALSE)"
     levels: list = [
         cll.CustomLevel(null_cond, label_for_charts="null").configure(is_null_level=True)
     ]
@@ -244,6 +264,8 @@ def _residence(cols: Collection[str]) -> ComparisonCreator | None:
         levels.append(cll.CustomLevel(" OR ".join(exact), "same property"))
     if "bf_address" in cols:
         levels.append(_dice("bf_address", DICE_HIGH, cols))
+    if town is not None:
+        levels.append(cll.CustomLevel(town, TOWN_ADDRESS_LABEL))
     for col, label in (
         ("tok_postcode", "same postcode"),
         ("tok_postcode_sector", "same sector"),

@@ -22,12 +22,13 @@ from typing import Any
 
 import pandas as pd
 
-from linkage.comparisons import DICE_WEAK, twin_like
+from linkage.comparisons import DICE_WEAK, TOWN_ADDRESS_LABEL, twin_like
 
 #: Comparisons whose agreement is a shared identifier (Splink output column names).
 SHARED_IDENTIFIERS = ("nhs", "phone", "email")
-#: Level labels of the residence comparison meaning one property (token or UPRN equality).
-SAME_PROPERTY_LABELS = frozenset({"same property"})
+#: Level labels of the residence comparison meaning one property (token or UPRN equality,
+#: or one flat + premises + post town where a postcode is missing).
+SAME_PROPERTY_LABELS = frozenset({"same property", TOWN_ADDRESS_LABEL})
 
 
 def level_gammas(model_settings: dict[str, Any], name: str, labels: Collection[str]) -> set[int]:

@@ -1,8 +1,10 @@
 """Households: persons who share a current address, across agencies, on address tokens alone.
 
 1. Every current record carries address evidence: its UPRN token and/or its address token
-   (HMAC of normalised first line + postcode). A record holding both says the two keys are one
+   (HMAC of flat + premises + postcode). A record holding both says the two keys are one
    property, so keys are joined into properties by connected components (Splink's clustering).
+   A record with neither is keyed by its town token (flat + premises + post town), which
+   joins the one property its postcode-keyed records name (`_property_keys`).
 2. Each person's current property is the one most agencies agree on; ties go to the most recent
    evidence (event date, else extract date), then to the lowest property key (deterministic).
 3. A household is the set of persons whose current property is the same; household_id is
@@ -91,8 +93,36 @@ class HouseholdResult:
     n_group_quarters: int = 0
 
 
+def _has_town_key(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether the identifiers carry tok_address_town (encoding spec v3, fourth amendment;
+    a warehouse loaded before it has none)."""
+    return bool(
+        con.execute(
+            "SELECT count(*) FROM duckdb_columns() WHERE table_name = 'identifiers' "
+            "AND column_name = 'tok_address_town' AND database_name = current_database()"
+        ).fetchall()[0][0]
+    )
+
+
+def _record_key_sql(con: duckdb.DuckDBPyConnection, alias: str = "i") -> str:
+    """A record's address key, strongest first: UPRN, flat + premises + postcode, and only
+    for a record with neither, flat + premises + post town."""
+    keys = [f"'U' || {alias}.tok_uprn", f"'A' || {alias}.tok_address"]
+    if _has_town_key(con):
+        keys.append(f"'T' || {alias}.tok_address_town")
+    return f"coalesce({', '.join(keys)})"
+
+
 def _property_keys(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
-    """address key -> property id, joining UPRN and address keys seen on one record."""
+    """address key -> property id (+ `weak`), joining UPRN and address keys seen on one record.
+
+    A town key (flat + premises + post town: the address of a record without a postcode)
+    joins the one property that the records carrying it beside a UPRN or postcode key name,
+    so an address recorded with and without its postcode is one property, never two. Where
+    no such record exists, or they name several properties (one street name in two parts
+    of a town), the town key is a property of its own and `weak`: current_property counts
+    it only for persons with no other address evidence, so it can never pull a person away
+    from a postcode-keyed home."""
     keys = con.execute("""
         SELECT DISTINCT k AS key FROM (
             SELECT 'U' || tok_uprn AS k FROM identifiers WHERE tok_uprn IS NOT NULL
@@ -104,20 +134,41 @@ def _property_keys(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
         WHERE tok_uprn IS NOT NULL AND tok_address IS NOT NULL
         """).df()
     if keys.empty:
-        return pd.DataFrame(columns=["key", "property_key"])
-    if edges.empty:
-        return keys.assign(property_key=keys["key"])
-    api = DuckDBAPI(connection=duckdb.connect())  # scratch connection: the warehouse stays clean
-    clusters = cluster_pairwise_predictions_at_threshold(
-        keys,
-        edges,
-        api,
-        node_id_column_name="key",
-        edge_id_column_name_left="key_l",
-        edge_id_column_name_right="key_r",
-    ).as_pandas_dataframe()
-    clusters = clusters.rename(columns={"cluster_id": "property_key"})[["key", "property_key"]]
-    return clusters
+        props = pd.DataFrame(columns=["key", "property_key"])
+    elif edges.empty:
+        props = keys.assign(property_key=keys["key"])
+    else:
+        api = DuckDBAPI(connection=duckdb.connect())  # scratch connection: warehouse stays clean
+        clusters = cluster_pairwise_predictions_at_threshold(
+            keys,
+            edges,
+            api,
+            node_id_column_name="key",
+            edge_id_column_name_left="key_l",
+            edge_id_column_name_right="key_r",
+        ).as_pandas_dataframe()
+        props = clusters.rename(columns={"cluster_id": "property_key"})[["key", "property_key"]]
+    props = props.assign(weak=False)
+    if not _has_town_key(con):
+        return props
+    con.register("_strong_keys", props[["key", "property_key"]])
+    try:
+        town = con.execute("""
+            WITH t AS (
+                SELECT DISTINCT 'T' || i.tok_address_town AS key, s.property_key
+                FROM identifiers i
+                LEFT JOIN _strong_keys s
+                    ON s.key = coalesce('U' || i.tok_uprn, 'A' || i.tok_address)
+                WHERE i.tok_address_town IS NOT NULL)
+            SELECT key,
+                   CASE WHEN count(DISTINCT property_key) = 1 THEN min(property_key)
+                        ELSE key END AS property_key,
+                   count(DISTINCT property_key) <> 1 AS weak
+            FROM t GROUP BY key
+            """).df()
+    finally:
+        con.unregister("_strong_keys")
+    return pd.concat([props, town], ignore_index=True)
 
 
 # How often a related person of each kind shares the subject's home, used as the weight of
@@ -166,20 +217,20 @@ def current_property(
     )
     con.register("_prop_keys", props)
     con.register("_rel_weights", weights)
+    key = _record_key_sql(con)
     try:
         return con.execute(
-            """
+            f"""
             WITH ev AS (
                 SELECT record_ref, max(event_date) AS event_date FROM payload GROUP BY record_ref
             ), rec_all AS (
-                SELECT i.record_ref, i.agency,
-                       coalesce('U' || i.tok_uprn, 'A' || i.tok_address) AS key,
+                SELECT i.record_ref, i.agency, {key} AS key,
                        coalesce(ev.event_date, TRY_CAST(b.created_at AS TIMESTAMP)::DATE)
                            AS seen
                 FROM identifiers i
                 LEFT JOIN ev USING (record_ref)
                 LEFT JOIN batch b ON b.batch_id = i.batch_id
-                WHERE i.tok_uprn IS NOT NULL OR i.tok_address IS NOT NULL
+                WHERE {key} IS NOT NULL
             ), rec AS (
                 SELECT rp.person_id, r.agency, r.key, r.seen
                 FROM rec_all r JOIN record_person rp USING (record_ref)
@@ -190,10 +241,14 @@ def current_property(
                 JOIN rec_all r ON r.record_ref = rel.record_ref
                 WHERE list_contains(?, rel.agency)
             ), votes AS (
-                SELECT r.person_id, k.property_key, count(DISTINCT r.agency) AS n_agencies,
-                       max(r.seen) AS latest
-                FROM rec r JOIN _prop_keys k USING (key)
-                GROUP BY ALL
+                -- a town key no postcode-keyed record confirms (weak) counts only for a
+                -- person with no other address evidence
+                SELECT person_id, property_key, n_agencies, latest FROM (
+                    SELECT r.person_id, k.property_key, bool_and(k.weak) AS weak,
+                           count(DISTINCT r.agency) AS n_agencies, max(r.seen) AS latest
+                    FROM rec r JOIN _prop_keys k USING (key)
+                    GROUP BY r.person_id, k.property_key)
+                QUALIFY NOT weak OR bool_and(weak) OVER (PARTITION BY person_id)
             ), own AS (
                 SELECT person_id, property_key, n_agencies, latest
                 FROM votes
@@ -275,14 +330,15 @@ def relationship_to_lead(
     ).fetchall()[0][0]
     if not has or placed.empty:
         return pd.Series(dtype=object)
-    con.register("_rtl_keys", props)
+    con.register("_rtl_keys", props[["key", "property_key"]])
     con.register("_rtl_placed", placed[["person_id", "property_key"]])
+    key = _record_key_sql(con)
     try:
-        got = con.execute("""
+        got = con.execute(f"""
             SELECT rp.person_id, p.relationship_to_lead AS rel
             FROM payload p JOIN record_person rp USING (record_ref)
             JOIN identifiers i ON i.record_ref = p.record_ref
-            JOIN _rtl_keys k ON k.key = coalesce('U' || i.tok_uprn, 'A' || i.tok_address)
+            JOIN _rtl_keys k ON k.key = {key}
             JOIN _rtl_placed pl ON pl.person_id = rp.person_id
                 AND pl.property_key = k.property_key
             LEFT JOIN batch b ON b.batch_id = p.batch_id

@@ -33,6 +33,7 @@ REF_FIELDS = (
     "date_of_birth",
     "sex",
     "address_line_1",
+    "town",
     "postcode",
     # The person's own phone number: needed to attack keys that combine it with a name
     # (blk_given_canonical_phone); an attacker could hold it (a phone directory, a breach).
@@ -117,7 +118,9 @@ def population_plaintext(run: Path) -> pd.DataFrame:
     hist = pd.read_parquet(gt / "address_history.parquet")
     addr = pd.read_parquet(gt / "addresses.parquet")
     current = hist[hist["date_to"].isna()].drop_duplicates("household_id")
-    cur = current.merge(addr, on="address_id")[["household_id", "address_line_1", "postcode"]]
+    cur = current.merge(addr, on="address_id")[
+        ["household_id", "address_line_1", "town", "postcode"]
+    ]
     p = persons.merge(cur, how="left", on="household_id")
     raw = (
         pd.DataFrame(
@@ -130,6 +133,7 @@ def population_plaintext(run: Path) -> pd.DataFrame:
                 "date_of_birth": pd.to_datetime(p["date_of_birth"]).dt.strftime("%Y-%m-%d"),
                 "sex": p["sex"],
                 "address_line_1": p["address_line_1"],
+                "town": p["town"],  # public: the post town of a postcode
                 "postcode": p["postcode"],
                 "phone": p["mobile"],
             }
