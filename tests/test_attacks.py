@@ -97,10 +97,12 @@ CHANCE_RECORDS = 4
 # post town, also on records without a postcode, so its counts are household sizes too and
 # follow the reference set's more closely: on one 1,500-person warehouse, 20 tie orders gave
 # 0.37-2.72% (mean 1.2%; tok_address 0.00-1.10%, mean 0.44%); at 5,000 people 0.06-0.39%
-# (tok_address 0.00-0.40%), within the bench's 1%.
+# (tok_address 0.00-0.40%), within the bench's 1%. Its ceiling here is 4%, above the worst of
+# those 20 draws with room: the CI population is fixed and only the tie order changes with the
+# session's keys, so the guard must not fail on a tie order alone.
 SMALL_RUN_CEILING = {
     ("frequency", "tok_address", "100%"): 0.02,
-    ("frequency", "tok_address_town", "100%"): 0.03,
+    ("frequency", "tok_address_town", "100%"): 0.04,
     ("frequency", "tok_family_name_phonetic", "100%"): 0.02,
 }
 
