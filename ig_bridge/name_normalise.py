@@ -200,7 +200,7 @@ def split_full_name(value: str) -> tuple[str | None, str | None, str | None]:
     if not groups:
         return None, None, None
     if len(groups) == 1:
-        return None, None, _ph(groups[0])
+        return None, None, _family_out(groups[0])
     # NHS / police convention: surname first in capitals ("SMITH John").
     if words[0].isupper() and len(words[0]) > 1 and not all(w.isupper() for w in words[1:]):
         fam_groups, giv_groups = groups[:1], groups[1:]
@@ -214,8 +214,15 @@ def split_full_name(value: str) -> tuple[str | None, str | None, str | None]:
     return (
         _ph(giv_tokens[0] if giv_tokens else None),
         _ph(" ".join(giv_tokens[1:])),
-        _ph(" ".join(fam_groups)),
+        _family_out(" ".join(fam_groups)),
     )
+
+
+def _family_out(text: str) -> str | None:
+    """A surname cut from a full name, stripped as the family-name column is: one word can
+    fold to several ("A0IV" -> "a iv"), and a trailing suffix among them would otherwise go
+    only when the output is normalised again (not idempotent)."""
+    return _ph(" ".join(_strip_affixes(text.split(), titles=False)))
 
 
 def phonetic(value: str | None) -> str | None:

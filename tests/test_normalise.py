@@ -320,3 +320,11 @@ def test_partial_and_swapped_dates_and_the_1900_placeholder():
     assert got.reasons["g"].startswith("placeholder date") and pd.isna(got.year["g"])
     assert got.reasons["h"] == "date in the future" and pd.isna(got.year["h"])
     assert got.reasons["i"].startswith("unparseable") and pd.isna(got.year["i"])
+
+
+def test_full_name_word_folding_to_a_suffix_is_stripped_at_once() -> None:
+    """Found by the property test above: "A0IV" folds to "a iv"; the surname is "a" on the
+    first pass, not only when normalised again."""
+    raw = pd.DataFrame({"full_name": ["A0IV", "John Smith0IV"]})
+    f = normalise_identifiers(raw, FORMATS, today=TODAY).frame
+    assert list(f.family_name) == ["a", "smith"]
