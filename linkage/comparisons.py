@@ -339,7 +339,12 @@ NOT_BLOCKING_KEYS = frozenset({"blk_given_canonical_phone"})
 
 #: Token combinations that a bridge blocking key of the same fields already joins on
 #: (schemas/encoding_spec.yaml): one of them is enough.
-SAME_AS_BRIDGE_KEY = {("tok_dob", "tok_given_name_phonetic"): "blk_given_phonetic_dob"}
+SAME_AS_BRIDGE_KEY = {
+    ("tok_dob", "tok_given_name_phonetic"): "blk_given_phonetic_dob",
+    # The surname-sound token is salted by birth year + sex, the key by neither: agreeing on
+    # the DOB and the token implies agreeing on the key, so the token rule adds no pair.
+    ("tok_dob", "tok_family_name_phonetic"): "blk_family_phonetic_dob",
+}
 
 
 def prediction_blocking_rules(columns: Collection[str]) -> list[BlockingRuleCreator]:

@@ -127,23 +127,19 @@ def test_broadest_blocking_rules_go_first(quality: dict) -> None:
         assert sorted(r["blocking_rule"] for r in ordered[:-tail]) == sorted(
             sql for sql in sqls if sql not in cross
         )
-        # Same pairs as the bridge key blk_given_phonetic_dob, which is among the rules.
-        combo = (
-            '(l."tok_dob" = r."tok_dob") AND (l."tok_given_name_phonetic" = '
-            'r."tok_given_name_phonetic")'
-        )
-        assert combo not in sqls
-        assert 'l."blk_given_phonetic_dob" = r."blk_given_phonetic_dob"' in sqls
-        assert (
-            candidates(
-                f'{combo} AND l."blk_given_phonetic_dob" IS DISTINCT FROM '
-                'r."blk_given_phonetic_dob"'
-            )
-            == 0
-        )
-        assert combo in [
-            r.get_blocking_rule("duckdb").blocking_rule_sql
-            for r in prediction_blocking_rules([c for c in cols if c != "blk_given_phonetic_dob"])
-        ]
+        # Same pairs as a bridge key that is among the rules (and no pair outside it): the
+        # token combination is left out, and comes back when the key is not sent.
+        for name_token, key in (
+            ("tok_given_name_phonetic", "blk_given_phonetic_dob"),
+            ("tok_family_name_phonetic", "blk_family_phonetic_dob"),
+        ):
+            combo = f'(l."tok_dob" = r."tok_dob") AND (l."{name_token}" = r."{name_token}")'
+            assert combo not in sqls
+            assert f'l."{key}" = r."{key}"' in sqls
+            assert candidates(f'{combo} AND l."{key}" IS DISTINCT FROM r."{key}"') == 0
+            assert combo in [
+                r.get_blocking_rule("duckdb").blocking_rule_sql
+                for r in prediction_blocking_rules([c for c in cols if c != key])
+            ]
     finally:
         con.close()
