@@ -87,6 +87,11 @@ def prepare(out: Path, people: int, seed: int, profile: str = "default") -> list
 
 def run_dags(codes: list[str]) -> dict[str, str]:
     """Runs inside the child process (environment already set). Returns dag_id -> state."""
+    import warnings
+
+    # dag.test runs Airflow's execution API in process through Starlette's test client, whose
+    # note about its HTTP library is for Airflow's maintainers, not a demo user.
+    warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
     from airflow.dag_processing.dagbag import DagBag
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
