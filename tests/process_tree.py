@@ -19,17 +19,19 @@ def stop_tree(*pids: int, timeout: float = 30.0) -> None:
         with contextlib.suppress(psutil.NoSuchProcess):
             root = psutil.Process(pid)
             procs += [root, *root.children(recursive=True)]
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGTERM)
+    _signal_groups(pids, signal.SIGTERM)
     for p in procs:
         with contextlib.suppress(psutil.NoSuchProcess):
             p.terminate()
     _gone, alive = psutil.wait_procs(procs, timeout=timeout)
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGKILL)
+    _signal_groups(pids, signal.SIGKILL)
     for p in alive:
         with contextlib.suppress(psutil.NoSuchProcess):
             p.kill()
     psutil.wait_procs(alive, timeout=10)
+
+
+def _signal_groups(pids: tuple[int, ...], sig: signal.Signals) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, sig)

@@ -13,20 +13,15 @@ from __future__ import annotations
 import os
 
 import pandas as pd
-import pyarrow.parquet as pq
 import pytest
-from mapping_export_helpers import _hub, _vals, _write_mapping
-from sealed_batches import open_batch
+from mapping_export_helpers import _vals, households_of_one_export
 from splink import DuckDBAPI, Linker, SettingsCreator, block_on
 
 from ig_bridge.encoding import Encoder
 from ig_bridge.keys import LinkKey
 from ig_bridge.normalise import normalise_identifiers
-from ig_bridge.split import run_bridge
 from linkage.comparisons import TOWN_ADDRESS_LABEL, build_comparisons
 from linkage.guards import SAME_PROPERTY_LABELS, level_gammas
-from linkage.households import build_households
-from synthetic_data.parties import provision_partnership
 
 MAPPING = {
     "mapping_version": 1,
@@ -67,33 +62,14 @@ ROWS = [
 
 @pytest.fixture(scope="module")
 def town_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    run = tmp_path_factory.mktemp("town")
-    mappings = run / "mappings"
-    mp = _write_mapping(mappings, MAPPING, "twn.yaml")
-    provision_partnership(run, ["TWN"])
-    ext = run / "register.csv"
-    ext.write_text(HEADER + "\n".join(r for r, _ in ROWS) + "\n", encoding="utf-8")
-    res = run_bridge(ext, mp, run / "agency" / "TWN", run / "landing")
-    opened = open_batch(res.landed_path, run / "opened", run / "hub" / "keys")
-    ids = pq.read_table(opened / "identifiers.parquet").to_pandas()
-    _, con = _hub(run, mappings, "TWN")
-    try:
-        # One person per record: this test is about address evidence, not person linkage.
-        con.execute(
-            "CREATE TABLE person AS SELECT record_ref AS person_id, 'active' AS status "
-            "FROM identifiers"
-        )
-        con.execute(
-            "CREATE TABLE record_person AS SELECT record_ref, agency, "
-            "record_ref AS person_id FROM identifiers"
-        )
-        hh_res = build_households(con, "hh-1", tenancies=[])
-        members = con.execute("""
-            SELECT m.person_id, m.household_id, h.property_key
-            FROM household_member m JOIN household h USING (household_id)""").df()
-    finally:
-        con.close()
-    return {"res": res, "ids": ids, "members": members, "hh": hh_res}
+    return households_of_one_export(
+        tmp_path_factory.mktemp("town"),
+        MAPPING,
+        "TWN",
+        HEADER + "\n".join(r for r, _ in ROWS) + "\n",
+        """SELECT m.person_id, m.household_id, h.property_key
+           FROM household_member m JOIN household h USING (household_id)""",
+    )
 
 
 def test_records_without_a_postcode_carry_only_the_town_key(town_run: dict) -> None:

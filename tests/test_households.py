@@ -43,14 +43,18 @@ def linked(
     return {"run": run, "truth": truth}
 
 
+def _private_copy(linked: dict, name: str) -> duckdb.DuckDBPyConnection:
+    """A connection to a copy of the linked warehouse (<name>.duckdb beside it)."""
+    src = HubPaths.for_run(linked["run"]).warehouse
+    path = src.with_name(f"{name}.duckdb")
+    shutil.copy(src, path)
+    return duckdb.connect(str(path))
+
+
 def _households(
     linked: dict, name: str, **kw: object
 ) -> tuple[pd.DataFrame, households.HouseholdResult]:
-    run = linked["run"]
-    src = HubPaths.for_run(run).warehouse
-    path = src.with_name(f"{name}.duckdb")
-    shutil.copy(src, path)
-    con = duckdb.connect(str(path))
+    con = _private_copy(linked, name)
     try:
         res = build_households(con, f"{name}-run", **kw)
         hh = con.execute(
@@ -114,10 +118,7 @@ def test_tenancy_members_join_the_tenancy_household(linked: dict) -> None:
 
 
 def test_households_are_stable_across_reruns(linked: dict) -> None:
-    run = linked["run"]
-    path = HubPaths.for_run(run).warehouse.with_name("rerun.duckdb")
-    shutil.copy(HubPaths.for_run(run).warehouse, path)
-    con = duckdb.connect(str(path))
+    con = _private_copy(linked, "rerun")
     try:
         build_households(con, "a")
         first = con.execute("SELECT person_id, household_id FROM household_member").df()
@@ -138,9 +139,7 @@ def test_relatives_named_without_a_dob_resolve_to_the_right_person(linked: dict)
     postcode rules use the bridge keys without a DOB, and find the right person (ground truth
     through each agency's own ref key, evaluation only)."""
     run = linked["run"]
-    path = HubPaths.for_run(run).warehouse.with_name("relatives.duckdb")
-    shutil.copy(HubPaths.for_run(run).warehouse, path)
-    con = duckdb.connect(str(path))
+    con = _private_copy(linked, "relatives")
     try:
         build_family_network(con, "relatives-run")
         edges = con.execute("""SELECT agency, record_ref, slot, related_person_id, match_rule

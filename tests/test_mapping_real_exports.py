@@ -14,20 +14,15 @@ import json
 import os
 
 import pandas as pd
-import pyarrow.parquet as pq
 import pytest
-from mapping_export_helpers import _hub, _vals, _write_mapping
-from sealed_batches import open_batch
+from mapping_export_helpers import _vals, households_of_one_export
 
 from ig_bridge.address import address_key, normalise_flat
 from ig_bridge.address_normalise import normalise_address_line
 from ig_bridge.encoding import Encoder, EncodingSpecError, load_encoding_spec
 from ig_bridge.keys import LinkKey
 from ig_bridge.normalise import normalise_identifiers
-from ig_bridge.split import run_bridge
-from linkage.households import build_households
 from schemas.mapping import MappingError, parse_mapping
-from synthetic_data.parties import provision_partnership
 
 REL_CODES = {
     "01": "lead",
@@ -88,34 +83,13 @@ ROWS = [
 
 @pytest.fixture(scope="module")
 def housing(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    run = tmp_path_factory.mktemp("hreg")
-    mappings = run / "mappings"
-    mp = _write_mapping(mappings, HOUSING, "hreg.yaml")
-    provision_partnership(run, ["HREG"])
-    ext = run / "register.csv"
-    ext.write_text(HEADER + "\n".join(r for r, _ in ROWS) + "\n", encoding="utf-8")
-    res = run_bridge(ext, mp, run / "agency" / "HREG", run / "landing")
-    opened = open_batch(res.landed_path, run / "opened", run / "hub" / "keys")
-    ids = pq.read_table(opened / "identifiers.parquet").to_pandas()
-    pay = pq.read_table(opened / "payload.parquet").to_pandas()
-    _, con = _hub(run, mappings, "HREG")
-    try:
-        # One person per record: this test is about address evidence, not person linkage.
-        con.execute(
-            "CREATE TABLE person AS SELECT record_ref AS person_id, 'active' AS status "
-            "FROM identifiers"
-        )
-        con.execute(
-            "CREATE TABLE record_person AS SELECT record_ref, agency, "
-            "record_ref AS person_id FROM identifiers"
-        )
-        hh_res = build_households(con, "hh-1", tenancies=[])
-        members = con.execute(
-            "SELECT person_id, household_id, relationship_to_lead FROM household_member"
-        ).df()
-    finally:
-        con.close()
-    return {"res": res, "ids": ids, "pay": pay, "members": members, "hh": hh_res}
+    return households_of_one_export(
+        tmp_path_factory.mktemp("hreg"),
+        HOUSING,
+        "HREG",
+        HEADER + "\n".join(r for r, _ in ROWS) + "\n",
+        "SELECT person_id, household_id, relationship_to_lead FROM household_member",
+    )
 
 
 def test_every_row_lands_and_codes_are_recoded(housing: dict) -> None:
