@@ -17,10 +17,9 @@ import pytest
 import uvicorn
 from access_world import MASH, S47, SW, TM, flag_restricted
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 from test_api import World, build_world
-from test_workspace_browser import AXE, CHROMEDRIVER, CHROMIUM, Live, _free_port
+from test_workspace_browser import AXE, CHROMEDRIVER, CHROMIUM, Live, _free_port, page_left
 from workspace_world import PASSWORD, workspace
 
 from governance.access import load_assignments
@@ -186,7 +185,7 @@ def test_owning_agency_marks_a_record_restricted_in_chromium(live: Live) -> None
     live.go("/restrictions")
     page = live.driver.find_element(By.TAG_NAME, "html")
     live.driver.find_element(By.CSS_SELECTOR, "#markers button").click()
-    WebDriverWait(live.driver, 20).until(ec.staleness_of(page))
+    WebDriverWait(live.driver, 20).until(page_left(page))
     assert "Restriction lifted." in live.html and 'id="no-markers"' in live.html
     live.go(f"/people/{s.person}?protocol={S47}")
     assert "This record is restricted" not in live.html

@@ -46,6 +46,25 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def page_left(page):  # noqa: ANN001, ANN201 - selenium element and wait condition
+    """Selenium's staleness_of, also when Chromium reports the old page's element mid-navigation
+    as "does not belong to the document" (a WebDriverException, not a StaleElementReference)."""
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
+
+    def left(_driver) -> bool:  # noqa: ANN001
+        try:
+            page.is_enabled()
+        except StaleElementReferenceException:
+            return True
+        except WebDriverException as exc:
+            if "does not belong to the document" in str(exc):
+                return True
+            raise
+        return False
+
+    return left
+
+
 @dataclass
 class Live:
     s: Setup
@@ -68,14 +87,13 @@ class Live:
 
     def click(self, text: str) -> None:
         from selenium.webdriver.common.by import By
-        from selenium.webdriver.support import expected_conditions as ec
         from selenium.webdriver.support.ui import WebDriverWait
 
         page = self.driver.find_element(By.TAG_NAME, "html")
         self.driver.find_element(
             By.XPATH, f"//button[normalize-space()='{text}'] | //a[normalize-space()='{text}']"
         ).click()
-        WebDriverWait(self.driver, 20).until(ec.staleness_of(page))  # the next page loaded
+        WebDriverWait(self.driver, 20).until(page_left(page))  # the next page loaded
 
     def axe(self) -> list[dict]:
         """axe-core's WCAG 2.2 A/AA violations on the current page."""
