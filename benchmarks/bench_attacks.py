@@ -12,8 +12,9 @@ combined re-identification over the decoded quasi-identifiers. Each guess is sco
 ground truth (record_refs decrypted with each agency's own key: evaluation only).
 
 Prints per attack and overlap the share of records and of distinct hub values correctly
-re-identified on the current spec, beside the same attack on the old spec (v2, kept in
-benchmarks/attacks/specs/; `--no-baseline` skips it), then `max re-identification: X.XX%`
+re-identified (frequency alignment: the expectation over the attacker's random tie orders) on
+the current spec, beside the same attack on the old spec (v2, kept in benchmarks/attacks/specs/;
+`--no-baseline` skips it), then `max re-identification: X.XX%`
 (over every attack on the current spec, 100% overlap). Figures carry two decimals so a share
 is checked against the 1% target as measured, not after rounding (1.04% is not 1.0%).
 Attack code: benchmarks/attacks/ (also run small in tests/test_attacks.py).

@@ -32,3 +32,35 @@ def guesses(hub_values: np.ndarray, mapping: dict[object, str]) -> np.ndarray:
     out = np.empty(len(hub_values), dtype=object)
     out[:] = [mapping.get(v) if v is not None and v == v else None for v in hub_values]
     return out
+
+
+def _rank_blocks(counts: pd.Series) -> pd.DataFrame:
+    """Per distinct value: where its tie block of equal counts starts in a descending ranking,
+    and how many values share it."""
+    size = counts.groupby(counts).transform("size")
+    # values with a larger count rank before this block
+    larger = counts.map(
+        counts.value_counts().sort_index(ascending=False).cumsum().shift(fill_value=0)
+    )
+    return pd.DataFrame({"start": larger.astype(np.int64), "size": size.astype(np.int64)})
+
+
+def hit_probability(hub_values: np.ndarray, table: pd.Series, truth: np.ndarray) -> np.ndarray:
+    """Per record, the chance that `align` (ties ordered at random on both sides) maps its hub
+    value to its true plaintext: over the attacker's coin flips, a value at one of `a` tied
+    hub ranks meets its plaintext at one of `b` tied table ranks with probability
+    shared ranks / (a * b). Scoring this expectation instead of one draw keeps a measured
+    share from moving with the tie order alone (fresh keys reorder the hub's values)."""
+    hv = pd.Series(hub_values, dtype=object)
+    counts = hv.dropna().value_counts()
+    if counts.empty or table.empty:
+        return np.zeros(len(hv))
+    hub = _rank_blocks(counts)
+    ref = _rank_blocks(table.sort_values(ascending=False))
+    h = hub.reindex(hv.to_numpy())
+    r = ref.reindex(pd.Series(truth, dtype=object).to_numpy())
+    a0, a1 = h["start"].to_numpy(float), (h["start"] + h["size"]).to_numpy(float)
+    b0, b1 = r["start"].to_numpy(float), (r["start"] + r["size"]).to_numpy(float)
+    shared = np.clip(np.minimum(a1, b1) - np.maximum(a0, b0), 0, None)
+    p = shared / (h["size"].to_numpy(float) * r["size"].to_numpy(float))
+    return np.nan_to_num(p, nan=0.0)

@@ -30,30 +30,35 @@ def score(
     guesses: np.ndarray,
     truth: np.ndarray,
     attackable: np.ndarray,
+    probability: np.ndarray | None = None,
 ) -> AttackResult:
     """hub_values: the hub's value per record (token / Bloom bytes; None = missing);
     guesses: the attacker's plaintext guess per record (None = no guess); truth: the true
     plaintext per record (None = unknown). Records count when the hub holds a value, the truth
-    is known and `attackable` (the person is in the attacker's reference set)."""
+    is known and `attackable` (the person is in the attacker's reference set). `probability`
+    (per record, the chance the attack's guess is right) scores an attack's expectation over
+    its own coin flips instead of the one draw in `guesses`."""
     hv = pd.Series(hub_values, dtype=object)
     ok = hv.notna().to_numpy() & pd.notna(truth) & attackable
     n = int(ok.sum())
     if not n:
         return AttackResult(attack, target, overlap, 0.0, 0.0, 0, 0)
     g, t = guesses[ok], truth[ok]
-    hit = np.array([a is not None and a == b for a, b in zip(g, t, strict=True)], dtype=bool)
+    if probability is None:
+        hit = np.array([a is not None and a == b for a, b in zip(g, t, strict=True)], dtype=float)
+    else:
+        hit = probability[ok].astype(float)
     # A distinct value counts as decoded when the guess equals the plaintext most of its
     # records carry (corrupted variants of a name are values of their own).
-    df = pd.DataFrame({"v": hv[ok].to_numpy(), "t": t, "g": g})
+    df = pd.DataFrame({"v": hv[ok].to_numpy(), "t": t, "p": hit})
     # (counted per (value, plaintext) at once: a value_counts per value took minutes)
     counts = df.groupby(["v", "t"], sort=False).size()
     top = counts[counts == counts.groupby(level=0, sort=False).transform("max")]
     top = top[~top.index.get_level_values(0).duplicated()]  # ties: first plaintext seen
     mode = pd.Series(top.index.get_level_values(1), index=top.index.get_level_values(0))
-    guess = df.groupby("v")["g"].first()
-    vhit = np.array(
-        [a is not None and a == b for a, b in zip(guess.reindex(mode.index), mode, strict=True)]
-    )
+    # a record carrying its value's mode plaintext: hit when the value is decoded
+    p_of = df.drop_duplicates(["v", "t"]).set_index(["v", "t"])["p"]
+    vhit = p_of.reindex(pd.MultiIndex.from_arrays([mode.index, mode.to_numpy()])).to_numpy()
     return AttackResult(
         attack, target, overlap, float(hit.mean()), float(vhit.mean()), n, len(mode)
     )

@@ -99,6 +99,18 @@ def _by_value(hub_values: pd.Series, mapping: dict[object, str]) -> np.ndarray:
     return frequency.guesses(hub_values.to_numpy(dtype=object), mapping)
 
 
+def _frequency(
+    rec: pd.DataFrame, col: str, label: str, table: pd.Series, truth: np.ndarray, mask: np.ndarray
+) -> tuple[np.ndarray, AttackResult]:
+    """Frequency alignment of one column against `table`: the attacker's guesses (one draw of
+    its tie order, for the combined attack) and the result scored as its expectation over tie
+    orders (frequency.hit_probability), so a figure does not move with the tie order alone."""
+    values = rec[col].to_numpy(dtype=object)
+    guesses = _by_value(rec[col], frequency.align(values, table))
+    p = frequency.hit_probability(values, table, truth)
+    return guesses, score("frequency", col, label, values, guesses, truth, mask, p)
+
+
 def _bloom_guesses(ctx: Context, col: str, ref_ids: np.ndarray, how: str) -> np.ndarray:
     conf = ctx.spec["bloom"]["columns"][col]
     vals = ctx.rec[col]
@@ -207,18 +219,8 @@ def run_suite(
             )
         elif not _unsalted(ctx.spec, col):  # salted more finely: the generic table below
             continue
-        pub[col] = _by_value(rec[col], frequency.align(rec[col].to_numpy(dtype=object), table))
-        results.append(
-            score(
-                "frequency",
-                col,
-                "public",
-                rec[col].to_numpy(dtype=object),
-                pub[col],
-                truth[col],
-                everyone,
-            )
-        )
+        pub[col], result = _frequency(rec, col, "public", table, truth[col], everyone)
+        results.append(result)
     # Every other single-name column (canonical, phonetic, parts, Bloom filters; salted with
     # any part of the DOB and / or sex): public names x births by day (x sex) through the
     # bridge's preimage code.
@@ -231,12 +233,7 @@ def run_suite(
         table = public_column_table(ctx.spec, col, days, sexes)
         if table is None or table.empty:
             continue
-        g = _by_value(rec[col], frequency.align(rec[col].to_numpy(dtype=object), table))
-        results.append(
-            score(
-                "frequency", col, "public", rec[col].to_numpy(dtype=object), g, truth[col], everyone
-            )
-        )
+        results.append(_frequency(rec, col, "public", table, truth[col], everyone)[1])
     step("structure: year group, calendar")
     none = np.full(len(rec), None, dtype=object)
     dyears = structure.decode_years(rec) if "tok_dob_year" in rec else {}
@@ -274,27 +271,14 @@ def run_suite(
             table = frequency.reference_table(ctx.ref(col, ref_ids))
             if table.empty:
                 continue
-            freq[col] = _by_value(rec[col], frequency.align(rec[col].to_numpy(dtype=object), table))
-            results.append(
-                score(
-                    "frequency",
-                    col,
-                    label,
-                    rec[col].to_numpy(dtype=object),
-                    freq[col],
-                    truth[col],
-                    att,
-                )
-            )
+            freq[col], result = _frequency(rec, col, label, table, truth[col], att)
+            results.append(result)
         # A deterministic Bloom filter repeats per value like a token: align its counts too.
         for col in ctx.columns("bf_"):
             table = frequency.reference_table(ctx.ref(col, ref_ids))
             if table.empty:
                 continue
-            g = _by_value(rec[col], frequency.align(rec[col].to_numpy(dtype=object), table))
-            results.append(
-                score("frequency", col, label, rec[col].to_numpy(dtype=object), g, truth[col], att)
-            )
+            results.append(_frequency(rec, col, label, table, truth[col], att)[1])
         # Sex from the given names the alignment decoded (no frequency table for sex needed).
         given = _split_salted(freq.get("tok_given_name", pub.get("tok_given_name", none)))[0]
         sguess = none
