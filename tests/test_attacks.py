@@ -94,7 +94,7 @@ CHANCE_RECORDS = 4
 # Graph matching and pattern mining have no such expectation: their result depends on the
 # keys (which q-grams collide in a filter), and the bench measures them at 5,000 people
 # (graph <= 0.22%, pattern 0%: schemas/pseudonym_strength.json). On this 1,500-person
-# population 24 fresh-key draws of graph matching gave bf_address 0.34-0.86% (mean 0.52%,
+# population 29 fresh-key draws of graph matching gave bf_address 0.34-0.86% (mean 0.51%,
 # sd 0.18%), the name filters <= 0.55%, and one clean-clone CI run 1.10% (23 of 2,087
 # records). So here they are held to a regression ceiling of 2%, over 8 sd above the mean:
 # an encoding without its salt or folding goes far past it (v2's family-name filter: 45%;
