@@ -37,12 +37,15 @@ def guesses(hub_values: np.ndarray, mapping: dict[object, str]) -> np.ndarray:
 def _rank_blocks(counts: pd.Series) -> pd.DataFrame:
     """Per distinct value: where its tie block of equal counts starts in a descending ranking,
     and how many values share it."""
-    size = counts.groupby(counts).transform("size")
+    per_count = counts.value_counts().sort_index(ascending=False)  # values sharing each count
     # values with a larger count rank before this block
-    larger = counts.map(
-        counts.value_counts().sort_index(ascending=False).cumsum().shift(fill_value=0)
+    larger = per_count.cumsum().shift(fill_value=0)
+    return pd.DataFrame(
+        {
+            "start": counts.map(larger).astype(np.int64),
+            "size": counts.map(per_count).astype(np.int64),
+        }
     )
-    return pd.DataFrame({"start": larger.astype(np.int64), "size": size.astype(np.int64)})
 
 
 def hit_probability(hub_values: np.ndarray, table: pd.Series, truth: np.ndarray) -> np.ndarray:

@@ -106,7 +106,7 @@ def _frequency(
     its tie order, for the combined attack) and the result scored as its expectation over tie
     orders (frequency.hit_probability), so a figure does not move with the tie order alone."""
     values = rec[col].to_numpy(dtype=object)
-    guesses = _by_value(rec[col], frequency.align(values, table))
+    guesses = frequency.guesses(values, frequency.align(values, table))
     p = frequency.hit_probability(values, table, truth)
     return guesses, score("frequency", col, label, values, guesses, truth, mask, p)
 
