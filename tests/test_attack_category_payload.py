@@ -10,6 +10,7 @@ never the value), the row is kept. An open category declared `scrub: true` arriv
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -144,6 +145,14 @@ def _file_texts(files: list[Path]) -> dict[str, str]:
     return out
 
 
+def _found(needle: str, text: str) -> bool:
+    """The needle as a value of its own, not four letters inside a base64 record_ref or token:
+    a random 43-character ref holds a given 4-letter word case-insensitively about once in 10^4
+    refs, which made this test fail on a short needle ('tong') by chance."""
+    edge = r"[a-z0-9+/=_-]"
+    return re.search(rf"(?<!{edge}){re.escape(needle)}(?!{edge})", text) is not None
+
+
 def _warehouse_strings(path: Path) -> str:
     """Every string value of every table of the warehouse, decoded by DuckDB itself."""
     con = duckdb.connect(str(path), read_only=True)
@@ -186,7 +195,7 @@ def test_nothing_planted_reaches_the_hub(attack) -> None:
         "warehouse rows": _warehouse_strings(HubPaths.for_run(run).warehouse),
     }
     assert any("ingested" in k for k in texts) and any(k.endswith(".duckdb") for k in texts)
-    leaks = [(where, n) for where, text in texts.items() for n in needles if n in text]
+    leaks = [(where, n) for where, text in texts.items() for n in needles if _found(n, text)]
     assert leaks == [], leaks[:10]
 
 
@@ -238,4 +247,11 @@ def test_bridge_report_names_line_and_field_never_the_value(attack) -> None:
         else:
             assert len(lines) == ATTACKED_ROWS and min(lines) >= p["rows"][0] + 2, code
         text = res.report_path.read_text("utf-8").lower()
-        assert [n for n in p["needles"] if n.lower() in text] == [], code
+        assert [n for n in p["needles"] if _found(n.lower(), text)] == [], code
+
+
+def test_the_leak_check_finds_a_planted_value_but_not_letters_inside_a_ref() -> None:
+    ref = "gAAAAABpZxTONgq3k_0vWl-7Hq9xYz"  # base64url ciphertext shape
+    assert not _found("tong", ref.lower())
+    for leaked in ('{"reason": "tong born 2015-03-01"}', "x\x07tong\x00", "12 oak st, tong"):
+        assert _found("tong", leaked.lower()), leaked
