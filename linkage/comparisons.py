@@ -385,10 +385,15 @@ def prediction_blocking_rules(columns: Collection[str]) -> list[BlockingRuleCrea
         ("tok_given_name_canonical", "tok_postcode"),
         ("tok_family_name", "tok_postcode"),
         ("blk_canonical_given_dob_ym", "tok_dob"),  # the broad key narrowed (above)
+        # One address, whatever the names and DOB say: a swapped or mis-keyed name with a
+        # defaulted DOB (messy profile) shares nothing else. Blocks are household-sized, so
+        # they grow with the records, not their square (~2% more pairs at 1M records).
+        ("tok_address",),
     ]
     keys += [c for c in combos if set(c) <= cols and SAME_AS_BRIDGE_KEY.get(c) not in cols]
     rules: list[BlockingRuleCreator] = [block_on(*k) for k in keys]
     rules += swapped_dob_rules(cols)
+    rules += same_dob_similar_names_rules(cols)
     if not rules:
         fallback = [c for c in ("tok_dob", "tok_family_name", "tok_given_name") if c in cols]
         if not fallback:
@@ -417,6 +422,38 @@ def swapped_dob_rules(cols: Collection[str]) -> list[BlockingRuleCreator]:
                 CustomRule(f'{a}."tok_dob_swapped" = {b}."tok_dob" AND l."{name}" = r."{name}"')
             )
     return rules
+
+
+def blocking_dice_sql(col: str, n_words: int) -> str:
+    """Dice of two Bloom filters in a blocking rule (Splink's `l.`/`r.` sides), from the
+    words and popcounts `prepare_input` builds; `spark_linkage.to_spark_sql` knows this form."""
+    inter = " + ".join(
+        f'bit_count(l."{w}" & r."{w}")::INTEGER'
+        for w in (bloom_word_column(col, i) for i in range(n_words))
+    )
+    return f'(2.0 * ({inter}) / nullif(l."pop_{col}" + r."pop_{col}", 0))'
+
+
+def same_dob_similar_names_rules(cols: Collection[str]) -> list[BlockingRuleCreator]:
+    """One DOB and a name whose filter is at least 'similar' (Dice >= DICE_LOW), or a record
+    with no forename at all. Every name key of spec v3 is an exact token, so a typo in both
+    names (or a nickname and a surname typo) met no rule, and a record without a forename
+    met others only through its exact surname sound. The name filters are salted with the
+    birth year and month, so on one DOB they compare. The join is on the DOB alone and
+    filters each pair, so it costs a pass over same-DOB pairs but adds only pairs that pass:
+    messy profile 5,000 people, 16 pairs and 12 of the 40 missed true pairs."""
+    if "tok_dob" not in cols:
+        return []
+    either = [
+        f"{blocking_dice_sql(c, n)} >= {DICE_LOW}"
+        for c in ("bf_given_name", "bf_family_name")
+        if (n := bloom_word_count(cols, c))
+    ]
+    if "tok_given_name" in cols:
+        either.append('l."tok_given_name" IS NULL OR r."tok_given_name" IS NULL')
+    if not either:
+        return []
+    return [CustomRule(f'l."tok_dob" = r."tok_dob" AND ({" OR ".join(either)})')]
 
 
 def training_blocking_rules(columns: Collection[str]) -> list[BlockingRuleCreator]:

@@ -6,6 +6,7 @@ keys, hub) whose ground truth is joined through each agency's own ref key (evalu
   and are auto-matched, every one of them truly one person;
 - a day/month-swapped DOB with one phonetic name in common is a candidate pair whatever
   else differs (the swapped-DOB blocking rules);
+- so is one DOB with a similar name filter or a record without a forename, and one address;
 - the chaining guard's trust in a direct match reads the run's own model levels.
 """
 
@@ -63,7 +64,10 @@ def messy(
             ).df()
         blocked = blocked_pairs(con, model)
         tokens = con.execute(f"""SELECT unique_id, tok_dob, tok_dob_swapped,
-                                        tok_given_name_phonetic, tok_family_name_phonetic
+                                        tok_given_name_phonetic, tok_family_name_phonetic,
+                                        tok_given_name, tok_address,
+                                        bf_given_name::VARCHAR AS bf_given_name,
+                                        bf_family_name::VARCHAR AS bf_family_name
                                  FROM {INPUT_TABLE}""").df()
     finally:
         con.close()
@@ -129,6 +133,60 @@ def test_a_swapped_dob_with_one_phonetic_name_is_always_a_candidate(messy: dict)
     got = pd.DataFrame({"l": c.where(c < d, d), "r": d.where(c < d, c)})
     missing = want.merge(got, on=["l", "r"], how="left", indicator=True)
     assert (missing["_merge"] == "left_only").sum() == 0
+
+
+def _unordered(a: pd.Series, b: pd.Series) -> pd.DataFrame:
+    return pd.DataFrame({"l": a.where(a < b, b), "r": b.where(a < b, a)}).drop_duplicates()
+
+
+def _dice(x: str | None, y: str | None) -> float:
+    """Dice of two filters from their bit strings (independent of the SQL word form)."""
+    if not isinstance(x, str) or not isinstance(y, str):
+        return 0.0
+    a, b = int(x, 2), int(y, 2)
+    pops = a.bit_count() + b.bit_count()
+    return 2 * (a & b).bit_count() / pops if pops else 0.0
+
+
+def test_one_dob_with_similar_names_or_no_forename_and_one_address_are_candidates(
+    messy: dict,
+) -> None:
+    """Typos in both names (each phonetic token differs) on one DOB, a record without a
+    forename, and two records at one address with nothing else in common: every such pair
+    is a candidate, so the model sees it (no exact-name key of spec v3 could find them)."""
+    t = messy["tokens"]
+    dob = t.dropna(subset=["tok_dob"])
+    same_dob = dob.merge(dob, on="tok_dob", suffixes=("_l", "_r"))
+    same_dob = same_dob[same_dob["unique_id_l"] < same_dob["unique_id_r"]]
+    similar = [
+        max(_dice(g1, g2), _dice(f1, f2)) >= 0.6 or pd.isna(n1) or pd.isna(n2)
+        for g1, g2, f1, f2, n1, n2 in zip(
+            same_dob["bf_given_name_l"],
+            same_dob["bf_given_name_r"],
+            same_dob["bf_family_name_l"],
+            same_dob["bf_family_name_r"],
+            same_dob["tok_given_name_l"],
+            same_dob["tok_given_name_r"],
+            strict=True,
+        )
+    ]
+    on_dob = same_dob[similar]
+    addr = t.dropna(subset=["tok_address"])
+    same_addr = addr.merge(addr, on="tok_address", suffixes=("_l", "_r"))
+    same_addr = same_addr[same_addr["unique_id_l"] < same_addr["unique_id_r"]]
+    want = pd.concat([on_dob, same_addr], ignore_index=True)
+    bl = messy["blocked"]
+    got = _unordered(bl["unique_id_l"], bl["unique_id_r"])
+    pairs = _unordered(want["unique_id_l"], want["unique_id_r"])
+    missing = pairs.merge(got, on=["l", "r"], how="left", indicator=True)
+    assert (missing["_merge"] == "left_only").sum() == 0
+    # They matter: true pairs among them that share no phonetic name token.
+    no_name = want[
+        (want["tok_given_name_phonetic_l"] != want["tok_given_name_phonetic_r"])
+        & (want["tok_family_name_phonetic_l"] != want["tok_family_name_phonetic_r"])
+    ]
+    truth = _truth(messy, no_name[["unique_id_l", "unique_id_r"]])
+    assert (truth["true_l"] == truth["true_r"]).sum() >= 3
 
 
 def test_direct_match_trusted_over_a_dob_conflict_only_with_both_names_exact(messy: dict) -> None:
