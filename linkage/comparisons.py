@@ -393,7 +393,7 @@ def prediction_blocking_rules(columns: Collection[str]) -> list[BlockingRuleCrea
     keys += [c for c in combos if set(c) <= cols and SAME_AS_BRIDGE_KEY.get(c) not in cols]
     rules: list[BlockingRuleCreator] = [block_on(*k) for k in keys]
     rules += swapped_dob_rules(cols)
-    rules += same_dob_similar_names_rules(cols)
+    rules += same_dob_no_forename_rules(cols)
     if not rules:
         fallback = [c for c in ("tok_dob", "tok_family_name", "tok_given_name") if c in cols]
         if not fallback:
@@ -424,36 +424,31 @@ def swapped_dob_rules(cols: Collection[str]) -> list[BlockingRuleCreator]:
     return rules
 
 
-def blocking_dice_sql(col: str, n_words: int) -> str:
-    """Dice of two Bloom filters in a blocking rule (Splink's `l.`/`r.` sides), from the
-    words and popcounts `prepare_input` builds; `spark_linkage.to_spark_sql` knows this form."""
-    inter = " + ".join(
-        f'bit_count(l."{w}" & r."{w}")::INTEGER'
-        for w in (bloom_word_column(col, i) for i in range(n_words))
-    )
-    return f'(2.0 * ({inter}) / nullif(l."pop_{col}" + r."pop_{col}", 0))'
+def same_dob_no_forename_rules(cols: Collection[str]) -> list[BlockingRuleCreator]:
+    """One DOB where a record has no forename (missing, or a placeholder the bridge drops):
+    it meets others only through its exact surname sound, so a surname typo left it with no
+    rule (messy profile: 3-4 of the 40-43 missed true pairs). Each rule fixes the side
+    without a forename, a filter DuckDB applies below the join, so only those records'
+    same-DOB pairs are built (59 pairs at 1M records).
 
-
-def same_dob_similar_names_rules(cols: Collection[str]) -> list[BlockingRuleCreator]:
-    """One DOB and a name whose filter is at least 'similar' (Dice >= DICE_LOW), or a record
-    with no forename at all. Every name key of spec v3 is an exact token, so a typo in both
-    names (or a nickname and a surname typo) met no rule, and a record without a forename
-    met others only through its exact surname sound. The name filters are salted with the
-    birth year and month, so on one DOB they compare. The join is on the DOB alone and
-    filters each pair, so it costs a pass over same-DOB pairs but adds only pairs that pass:
-    messy profile 5,000 people, 16 pairs and 12 of the 40 missed true pairs."""
-    if "tok_dob" not in cols:
+    Tried and not kept (issue 16): one DOB with a similar name, a name filter at Dice >=
+    0.6, found 12-13 more of the 40-43 pairs the messy profile missed (pair completeness
+    0.9930 -> 0.9952 on seed 7, FEBRL F1 +0.015-0.021), but its join is the DOB alone
+    (27.7M pairs at 1M records) and any filter on its pairs costs ~6 s there: hub /
+    plaintext 0.85 -> 1.07-1.13, 1.04-1.08 with the join limited to pairs where a side has
+    no NHS number, 1.04-1.06 comparing an 8-byte min-hash signature of each filter instead
+    of its words (and 40 s more at ingest); min-hash slots as join keys, 4 rules, cost more
+    still. A cheaper exact key from the bridge (a second phonetic code per name with the
+    DOB) would need an encoding-spec amendment and its attack figures."""
+    if not {"tok_dob", "tok_given_name"} <= set(cols):
         return []
-    either = [
-        f"{blocking_dice_sql(c, n)} >= {DICE_LOW}"
-        for c in ("bf_given_name", "bf_family_name")
-        if (n := bloom_word_count(cols, c))
+    return [
+        CustomRule('l."tok_given_name" IS NULL AND l."tok_dob" = r."tok_dob"'),
+        CustomRule(
+            'r."tok_given_name" IS NULL AND l."tok_given_name" IS NOT NULL '
+            'AND l."tok_dob" = r."tok_dob"'
+        ),
     ]
-    if "tok_given_name" in cols:
-        either.append('l."tok_given_name" IS NULL OR r."tok_given_name" IS NULL')
-    if not either:
-        return []
-    return [CustomRule(f'l."tok_dob" = r."tok_dob" AND ({" OR ".join(either)})')]
 
 
 def training_blocking_rules(columns: Collection[str]) -> list[BlockingRuleCreator]:

@@ -46,7 +46,6 @@ import sqlglot
 from linkage.comparisons import (
     BLOOM_COLUMNS,
     bit_dice_sql,
-    blocking_dice_sql,
     bloom_word_column,
     bloom_word_count,
     bloom_word_count_for,
@@ -87,7 +86,6 @@ log = logging.getLogger(__name__)
 WORD_BITS = 32  # Spark's bit_count is over integers; 32-bit words stay positive in BIGINT
 _PLACEHOLDER = "joinedup_dice"
 _INTER_PLACEHOLDER = "joinedup_intersection"
-_BLOCKING_PLACEHOLDER = "joinedup_blocking_dice"
 _DERIVED = re.compile(r"__(w\d+|pop)$")  # columns load_input adds to the exported ones
 
 
@@ -215,23 +213,9 @@ def spark_dice_sql(col: str, n_words: int) -> str:
     )
 
 
-def spark_blocking_dice_sql(col: str, n_words: int) -> str:
-    """`comparisons.blocking_dice_sql` in Spark SQL over the 32-bit words (l./r. sides)."""
-    inter = " + ".join(
-        f"bit_count(l.`{_word_col(col, i)}` & r.`{_word_col(col, i)}`)" for i in range(n_words)
-    )
-    pop = f"`{_pop_col(col)}`"
-    return f"(2.0D * ({inter}) / nullif(l.{pop} + r.{pop}, 0))"
-
-
 def to_spark_sql(condition: str, words: dict[str, int]) -> str:
     """One DuckDB SQL condition of the model as Spark SQL."""
     for col in BLOOM_COLUMNS:
-        n_blocking = len(set(re.findall(rf'l\."{col}_w(\d+)"', condition)))
-        if n_blocking:  # a blocking rule's Dice (l./r. sides)
-            condition = condition.replace(
-                blocking_dice_sql(col, n_blocking), f"{_BLOCKING_PLACEHOLDER}('{col}')"
-            )
         n_words = len(set(re.findall(rf'"{col}_w(\d+)_l"', condition)))
         forms = [bit_dice_sql(col), legacy_dice_sql(col)]
         if n_words:
@@ -257,10 +241,6 @@ def to_spark_sql(condition: str, words: dict[str, int]) -> str:
     def inter(m: re.Match[str]) -> str:
         return spark_intersection_sql(m.group(1), known(m.group(1)))
 
-    def blocking_dice(m: re.Match[str]) -> str:
-        return spark_blocking_dice_sql(m.group(1), known(m.group(1)))
-
-    out = re.sub(rf"{_BLOCKING_PLACEHOLDER}\('(\w+)'\)", blocking_dice, out, flags=re.IGNORECASE)
     out = re.sub(rf"{_PLACEHOLDER}\(`?(\w+)_l`?, `?\w+_r`?\)", dice, out, flags=re.IGNORECASE)
     out = re.sub(
         rf"{_INTER_PLACEHOLDER}\(`?(\w+)_l`?, `?\w+_r`?\)", inter, out, flags=re.IGNORECASE
@@ -268,9 +248,7 @@ def to_spark_sql(condition: str, words: dict[str, int]) -> str:
     if (
         _PLACEHOLDER in out.lower()
         or _INTER_PLACEHOLDER in out.lower()
-        or _BLOCKING_PLACEHOLDER in out.lower()
         or re.search(r"\bbf_[a-z_]*[a-z](_w\d+)?_l`? &", out)
-        or re.search(r"\bl\.`?bf_[a-z_]*[a-z]_w\d+`? &", out)
     ):
         raise ValueError(f"unrecognised Bloom comparison in model SQL: {condition!r}")
     return out

@@ -25,7 +25,6 @@ import pytest
 
 from linkage.comparisons import (
     bit_dice_sql,
-    blocking_dice_sql,
     bloom_word_column,
     bloom_word_count_for,
     dice_at_least_sql,
@@ -71,16 +70,6 @@ def test_model_sql_translates_dice_and_quoting() -> None:
     # A Bloom comparison written some other way is refused rather than silently mis-scored.
     with pytest.raises(ValueError, match="unrecognised Bloom comparison"):
         to_spark_sql('bit_count("bf_address_l" & "bf_address_r") > 3', {"bf_address": 16})
-    # A blocking rule's Dice (l./r. sides): over Spark's words and popcounts, never over the
-    # DuckDB word columns (which Spark's input does not have under those names).
-    rule = f'l."tok_dob" = r."tok_dob" AND {blocking_dice_sql("bf_given_name", 5)} >= 0.6'
-    blocking = to_spark_sql(rule, {"bf_given_name": 16})
-    assert blocking.startswith("l.`tok_dob` = r.`tok_dob` AND")
-    assert "bit_count(l.`bf_given_name__w15` & r.`bf_given_name__w15`)" in blocking
-    assert "l.`bf_given_name__pop` + r.`bf_given_name__pop`" in blocking
-    assert "bf_given_name_w4" not in blocking and blocking.endswith(">= 0.6")
-    with pytest.raises(ValueError, match="unrecognised Bloom comparison"):
-        to_spark_sql('bit_count(l."bf_given_name_w0" & r."bf_given_name_w0") > 3', {})
 
 
 @pytest.fixture(scope="module")
