@@ -315,18 +315,13 @@ def test_splink_working_tables_stay_out_of_the_warehouse_file(
     assert con.execute("SELECT count(*) FROM record_person").fetchone()[0] == len(toy.identifiers)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="spec v3's exact name tokens carry the full DOB (issue 16), so the names block "
-    "fixes the DOB and its 'else' level stays untrained without NHS numbers; the toy passed "
-    "only while it salted names with the birth year. The FEBRL runs show the same (base: "
-    "'birth_date: All other comparisons' untrained). Training it on the canonical forename "
-    "block instead lowered FEBRL F1 (febrl2 0.8185 -> 0.7943, febrl3 0.8105 -> 0.7850): open.",
-)
 def test_dob_levels_are_trained_without_nhs_numbers(tmp_path: Path, caplog, monkeypatch) -> None:
-    """A partnership with no NHS numbers (FEBRL): every other training block fixed the DOB,
-    so its levels kept their starting m; the names block (one name in one birth year) trains
-    them. Control: with the old blocks the same data leaves them untrained."""
+    """A partnership with no NHS numbers: every name token of spec v3 carries the DOB or birth
+    year, so every other training block fixed the DOB and its levels kept their starting m;
+    the address block (one property, the DOB free) trains them. Control: with the old blocks
+    the same data leaves them untrained. (FEBRL has no UK postcode, so no address token: its
+    DOB 'else' level stays untrained; training on the canonical forename instead lowered its
+    F1, febrl2 0.8185 -> 0.7943, febrl3 0.8105 -> 0.7850.)"""
     import linkage.person_linkage as pl
     from linkage.comparisons import block_on, training_blocking_rules
 
