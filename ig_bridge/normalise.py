@@ -86,10 +86,12 @@ NORMALISED_COLUMNS: tuple[str, ...] = (
     "given_name",
     "given_name_canonical",
     "given_name_phonetic",
+    "given_name_initial",
     "middle_names",
     "family_name",
     "family_name_parts",
     "family_name_phonetic",
+    "family_name_initial",
     "other_names",
     "other_names_parts",
     "date_of_birth",
@@ -145,6 +147,11 @@ class NormalisedFrame:
 # so memory does not grow with the extract.
 _MEMO: dict[str, dict[str, tuple]] = {}
 _MEMO_MAX = 20_000
+
+
+def _initial(name: str) -> str | None:
+    """A normalised name's first letter (names are lower-case a-z, spaces and hyphens)."""
+    return name[0] if name and name[0].isalpha() else None
 
 
 def _per_unique(
@@ -274,6 +281,10 @@ def normalise_identifiers(
     out["given_name_canonical"] = canon[codes]
     out["given_name_phonetic"] = _map_unique(given, phonetic)
     out["family_name_phonetic"] = _map_unique(family, phonetic)
+    # First letters, only ever hashed with the DOB (encoding spec, seventh amendment): a typo
+    # in both names changes every exact and phonetic code but rarely both first letters.
+    out["given_name_initial"] = _map_unique(given, _initial)
+    out["family_name_initial"] = _map_unique(family, _initial)
 
     other, other_parts = _per_unique(col("other_names"), idx, lambda v: _other_names(v), 2)
     out["other_names"] = other

@@ -432,14 +432,12 @@ def same_dob_no_forename_rules(cols: Collection[str]) -> list[BlockingRuleCreato
     same-DOB pairs are built (59 pairs at 1M records).
 
     Tried and not kept (issue 16): one DOB with a similar name, a name filter at Dice >=
-    0.6, found 12-13 more of the 40-43 pairs the messy profile missed (pair completeness
-    0.9930 -> 0.9952 on seed 7, FEBRL F1 +0.015-0.021), but its join is the DOB alone
-    (27.7M pairs at 1M records) and any filter on its pairs costs ~6 s there: hub /
-    plaintext 0.85 -> 1.07-1.13, 1.04-1.08 with the join limited to pairs where a side has
-    no NHS number, 1.04-1.06 comparing an 8-byte min-hash signature of each filter instead
-    of its words (and 40 s more at ingest); min-hash slots as join keys, 4 rules, cost more
-    still. A cheaper exact key from the bridge (a second phonetic code per name with the
-    DOB) would need an encoding-spec amendment and its attack figures."""
+    0.6, found the typo-in-both-names pairs, but its join is the DOB alone (27.7M pairs at
+    1M records) and any filter on its pairs costs ~6 s there: hub / plaintext 0.85 ->
+    1.07-1.13, 1.04-1.08 limited to pairs where a side has no NHS number, 1.04-1.06 with an
+    8-byte min-hash signature of each filter instead of its words; min-hash slots as join
+    keys cost more. The bridge's DOB + first-letter keys (spec v3, seventh amendment) find
+    the same pairs as plain equi-joins."""
     if not {"tok_dob", "tok_given_name"} <= set(cols):
         return []
     return [

@@ -6,7 +6,8 @@ keys, hub) whose ground truth is joined through each agency's own ref key (evalu
   and are auto-matched, every one of them truly one person;
 - a day/month-swapped DOB with one phonetic name in common is a candidate pair whatever
   else differs (the swapped-DOB blocking rules);
-- so is one DOB where a record has no forename, and one address;
+- so is one DOB with either name's first letter or a record without a forename, and
+  one address;
 - the chaining guard's trust in a direct match reads the run's own model levels.
 """
 
@@ -65,7 +66,8 @@ def messy(
         blocked = blocked_pairs(con, model)
         tokens = con.execute(f"""SELECT unique_id, tok_dob, tok_dob_swapped,
                                         tok_given_name_phonetic, tok_family_name_phonetic,
-                                        tok_given_name, tok_address
+                                        tok_given_name, tok_address,
+                                        blk_given_initial_dob, blk_family_initial_dob
                                  FROM {INPUT_TABLE}""").df()
     finally:
         con.close()
@@ -137,35 +139,41 @@ def _unordered(a: pd.Series, b: pd.Series) -> pd.DataFrame:
     return pd.DataFrame({"l": a.where(a < b, b), "r": b.where(a < b, a)}).drop_duplicates()
 
 
-def test_one_dob_without_a_forename_and_one_address_are_candidates(messy: dict) -> None:
-    """A record without a forename and any record of its DOB, and two records at one address
-    with nothing else in common: every such pair is a candidate, so the model sees it (no
-    exact-name key of spec v3 finds a surname typo without a forename, or a swapped name
-    with a defaulted DOB)."""
+def _pairs_on(t: pd.DataFrame, key: str) -> pd.DataFrame:
+    have = t.dropna(subset=[key])
+    same = have.merge(have, on=key, suffixes=("_l", "_r"))
+    return same[same["unique_id_l"] < same["unique_id_r"]]
+
+
+def test_one_dob_with_a_first_letter_or_no_forename_and_one_address_are_candidates(
+    messy: dict,
+) -> None:
+    """Typos in both names on one DOB (the bridge's DOB + first-letter keys), a record without
+    a forename and any record of its DOB, and two records at one address with nothing else
+    in common: every such pair is a candidate, so the model sees it. No exact-name key of
+    spec v3 finds them: each name token is exact, phonetic or canonical, salted by the DOB."""
     t = messy["tokens"]
-    dob = t.dropna(subset=["tok_dob"])
-    same_dob = dob.merge(dob, on="tok_dob", suffixes=("_l", "_r"))
-    same_dob = same_dob[same_dob["unique_id_l"] < same_dob["unique_id_r"]]
+    same_dob = _pairs_on(t, "tok_dob")
     no_forename = same_dob[
         same_dob["tok_given_name_l"].isna() | same_dob["tok_given_name_r"].isna()
     ]
-    addr = t.dropna(subset=["tok_address"])
-    same_addr = addr.merge(addr, on="tok_address", suffixes=("_l", "_r"))
-    same_addr = same_addr[same_addr["unique_id_l"] < same_addr["unique_id_r"]]
-    assert len(no_forename) >= 3 and len(same_addr) > 100
-    want = pd.concat([no_forename, same_addr], ignore_index=True)
+    initials = [_pairs_on(t, k) for k in ("blk_given_initial_dob", "blk_family_initial_dob")]
+    same_addr = _pairs_on(t, "tok_address")
+    assert len(no_forename) >= 3 and len(same_addr) > 100 and all(len(i) > 100 for i in initials)
+    want = pd.concat([no_forename, *initials, same_addr], ignore_index=True)
     bl = messy["blocked"]
     got = _unordered(bl["unique_id_l"], bl["unique_id_r"])
     pairs = _unordered(want["unique_id_l"], want["unique_id_r"])
     missing = pairs.merge(got, on=["l", "r"], how="left", indicator=True)
     assert (missing["_merge"] == "left_only").sum() == 0
     # They matter: true pairs among them that share no phonetic name token.
-    no_name = want[
-        (want["tok_given_name_phonetic_l"] != want["tok_given_name_phonetic_r"])
-        & (want["tok_family_name_phonetic_l"] != want["tok_family_name_phonetic_r"])
-    ]
-    truth = _truth(messy, no_name[["unique_id_l", "unique_id_r"]])
-    assert (truth["true_l"] == truth["true_r"]).sum() >= 3
+    for found in (pd.concat(initials), pd.concat([no_forename, same_addr])):
+        no_name = found[
+            (found["tok_given_name_phonetic_l"] != found["tok_given_name_phonetic_r"])
+            & (found["tok_family_name_phonetic_l"] != found["tok_family_name_phonetic_r"])
+        ]
+        truth = _truth(messy, no_name[["unique_id_l", "unique_id_r"]])
+        assert (truth["true_l"] == truth["true_r"]).sum() >= 3
 
 
 def test_direct_match_trusted_over_a_dob_conflict_only_with_both_names_exact(messy: dict) -> None:
