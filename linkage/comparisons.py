@@ -436,8 +436,8 @@ def same_dob_no_forename_rules(cols: Collection[str]) -> list[BlockingRuleCreato
     1M records) and any filter on its pairs costs ~6 s there: hub / plaintext 0.85 ->
     1.07-1.13, 1.04-1.08 limited to pairs where a side has no NHS number, 1.04-1.06 with an
     8-byte min-hash signature of each filter instead of its words; min-hash slots as join
-    keys cost more. The bridge's DOB + first-letter keys (spec v3, seventh amendment) find
-    the same pairs as plain equi-joins."""
+    keys cost more. The bridge's DOB + first-letters key (`blk_initials_dob`, spec v3,
+    seventh amendment) finds the same pairs as a plain equi-join."""
     if not {"tok_dob", "tok_given_name"} <= set(cols):
         return []
     return [

@@ -6,8 +6,8 @@ keys, hub) whose ground truth is joined through each agency's own ref key (evalu
   and are auto-matched, every one of them truly one person;
 - a day/month-swapped DOB with one phonetic name in common is a candidate pair whatever
   else differs (the swapped-DOB blocking rules);
-- so is one DOB with either name's first letter or a record without a forename, and
-  one address;
+- so is one DOB with both names' first letters or a record without a forename, and one
+  address;
 - the chaining guard's trust in a direct match reads the run's own model levels.
 """
 
@@ -66,8 +66,7 @@ def messy(
         blocked = blocked_pairs(con, model)
         tokens = con.execute(f"""SELECT unique_id, tok_dob, tok_dob_swapped,
                                         tok_given_name_phonetic, tok_family_name_phonetic,
-                                        tok_given_name, tok_address,
-                                        blk_given_initial_dob, blk_family_initial_dob
+                                        tok_given_name, tok_address, blk_initials_dob
                                  FROM {INPUT_TABLE}""").df()
     finally:
         con.close()
@@ -145,10 +144,10 @@ def _pairs_on(t: pd.DataFrame, key: str) -> pd.DataFrame:
     return same[same["unique_id_l"] < same["unique_id_r"]]
 
 
-def test_one_dob_with_a_first_letter_or_no_forename_and_one_address_are_candidates(
+def test_one_dob_with_first_letters_or_no_forename_and_one_address_are_candidates(
     messy: dict,
 ) -> None:
-    """Typos in both names on one DOB (the bridge's DOB + first-letter keys), a record without
+    """Typos in both names on one DOB (the bridge's DOB + first-letters key), a record without
     a forename and any record of its DOB, and two records at one address with nothing else
     in common: every such pair is a candidate, so the model sees it. No exact-name key of
     spec v3 finds them: each name token is exact, phonetic or canonical, salted by the DOB."""
@@ -157,7 +156,7 @@ def test_one_dob_with_a_first_letter_or_no_forename_and_one_address_are_candidat
     no_forename = same_dob[
         same_dob["tok_given_name_l"].isna() | same_dob["tok_given_name_r"].isna()
     ]
-    initials = [_pairs_on(t, k) for k in ("blk_given_initial_dob", "blk_family_initial_dob")]
+    initials = [_pairs_on(t, "blk_initials_dob")]
     same_addr = _pairs_on(t, "tok_address")
     assert len(no_forename) >= 3 and len(same_addr) > 100 and all(len(i) > 100 for i in initials)
     want = pd.concat([no_forename, *initials, same_addr], ignore_index=True)
