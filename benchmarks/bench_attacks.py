@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -49,17 +50,44 @@ if not console.is_terminal:  # piped to a file: keep the column names whole
 BASELINE_SPEC = ROOT / "benchmarks" / "attacks" / "specs" / "encoding_spec_v2.yaml"
 
 
+def _columns_of(spec: dict[str, Any]) -> set[str]:
+    """The token, blocking-key and Bloom columns a spec has bridges send."""
+    return {
+        c
+        for section in ("tokens", "blocking", "bloom")
+        for c in ((spec.get(section) or {}).get("columns") or {})
+    }
+
+
+def _columns_held(warehouse: Path) -> set[str]:
+    """The token, blocking-key and Bloom columns of a warehouse's identifiers table."""
+    import duckdb
+
+    con = duckdb.connect(str(warehouse), read_only=True)
+    try:
+        cols = [r[0] for r in con.execute("DESCRIBE identifiers").fetchall()]
+    finally:
+        con.close()
+    return {c for c in cols if c.startswith(("tok_", "blk_", "bf_"))}
+
+
 def prepare(run: Path, people: int, seed: int, spec: Path | None = None) -> None:
     """A real bridge run + hub ingest (skipped when the run folder already has a warehouse),
     every bridge and the hub on `spec` (default: the packaged spec)."""
     import os
 
     from benchmarks.attacks.data import bridge_and_ingest
-    from ig_bridge.encoding import SPEC_ENV
+    from ig_bridge.encoding import SPEC_ENV, load_encoding_spec
 
-    if (run / "hub" / "warehouse.duckdb").exists():
-        console.print(f"reusing {run}")
-        return
+    warehouse = run / "hub" / "warehouse.duckdb"
+    if warehouse.exists():
+        if _columns_held(warehouse) == _columns_of(load_encoding_spec(spec)):
+            console.print(f"reusing {run}")
+            return
+        # Built under another spec: its columns are not the ones to attack (a new key would
+        # silently go unattacked), so the parties play again.
+        console.print(f"rebuilding {run}: the encoding spec's columns changed")
+        shutil.rmtree(run)
     old = os.environ.get(SPEC_ENV)
     if spec is not None:
         os.environ[SPEC_ENV] = str(spec)
