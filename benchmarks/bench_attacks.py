@@ -50,15 +50,6 @@ if not console.is_terminal:  # piped to a file: keep the column names whole
 BASELINE_SPEC = ROOT / "benchmarks" / "attacks" / "specs" / "encoding_spec_v2.yaml"
 
 
-def _columns_of(spec: dict[str, Any]) -> set[str]:
-    """The token, blocking-key and Bloom columns a spec has bridges send."""
-    return {
-        c
-        for section in ("tokens", "blocking", "bloom")
-        for c in ((spec.get(section) or {}).get("columns") or {})
-    }
-
-
 def _columns_held(warehouse: Path) -> set[str]:
     """The token, blocking-key and Bloom columns of a warehouse's identifiers table."""
     import duckdb
@@ -78,10 +69,12 @@ def prepare(run: Path, people: int, seed: int, spec: Path | None = None) -> None
 
     from benchmarks.attacks.data import bridge_and_ingest
     from ig_bridge.encoding import SPEC_ENV, load_encoding_spec
+    from linkage.config import EncodingContract
 
     warehouse = run / "hub" / "warehouse.duckdb"
     if warehouse.exists():
-        if _columns_held(warehouse) == _columns_of(load_encoding_spec(spec)):
+        sent = set(EncodingContract(load_encoding_spec(spec)).encoded_columns)
+        if _columns_held(warehouse) == sent:
             console.print(f"reusing {run}")
             return
         # Built under another spec: its columns are not the ones to attack (a new key would

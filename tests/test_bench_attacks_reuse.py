@@ -15,7 +15,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import bench_attacks  # noqa: E402
-from ig_bridge.encoding import load_encoding_spec  # noqa: E402
+from linkage.config import EncodingContract  # noqa: E402
+
+SENT = EncodingContract.load().encoded_columns
 
 
 def _warehouse(run: Path, columns: list[str]) -> None:
@@ -40,15 +42,14 @@ def played(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
 
 
 def test_a_folder_of_the_same_spec_is_reused(tmp_path: Path, played: list[Path]) -> None:
-    spec_cols = sorted(bench_attacks._columns_of(load_encoding_spec()))
-    assert "blk_initials_dob" in spec_cols
-    _warehouse(tmp_path / "run", spec_cols)
+    assert "blk_initials_dob" in SENT
+    _warehouse(tmp_path / "run", SENT)
     bench_attacks.prepare(tmp_path / "run", 100, 7)
     assert played == []
 
 
 def test_a_folder_of_another_spec_is_played_again(tmp_path: Path, played: list[Path]) -> None:
-    older = [c for c in bench_attacks._columns_of(load_encoding_spec()) if c != "blk_initials_dob"]
+    older = [c for c in SENT if c != "blk_initials_dob"]
     _warehouse(tmp_path / "run", older)
     bench_attacks.prepare(tmp_path / "run", 100, 7)
     assert played == [tmp_path / "run"]
