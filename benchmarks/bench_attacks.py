@@ -7,7 +7,10 @@ Plays the partnership once (synthetic population, keys, every agency's bridge, h
 then plays the hub: it reads the warehouse's identifiers and payload tables, holds plaintext
 for a share of the same people (overlap) and public-style name tables, and runs
 frequency alignment (every tok_/blk_ column), Bloom pattern mining and the graph matching
-attack (every bf_ column), structure leaks (DOB-part tokens, tok_sex, school year group) and a
+attack (every bf_ column), structure leaks (DOB-part tokens, tok_sex, school year group), salt
+chaining (every name column salted by the DOB, its values merged through the records that
+carry them and every column that joins records without a DOB, scored beyond the blind guess
+of the commonest names for the biggest classes: benchmarks/attacks/chaining.py) and a
 combined re-identification over the decoded quasi-identifiers. Each guess is scored against
 ground truth (record_refs decrypted with each agency's own key: evaluation only).
 
@@ -59,7 +62,7 @@ def _columns_held(warehouse: Path) -> set[str]:
         cols = [r[0] for r in con.execute("DESCRIBE identifiers").fetchall()]
     finally:
         con.close()
-    return {c for c in cols if c.startswith(("tok_", "blk_", "bf_"))}
+    return {c for c in cols if c.startswith(("tok_", "blk_", "bf_", "flag_"))}
 
 
 def prepare(run: Path, people: int, seed: int, spec: Path | None = None) -> None:
@@ -176,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         (f"spec v{version}", "right"),
         ("distinct values", "right"),
         ("n rec/val", "right"),
+        ("raw / chance", "right"),
     ]
     if base:
         cols.append((f"spec v{base_version}", "right"))
@@ -187,13 +191,14 @@ def main(argv: list[str] | None = None) -> int:
         r, b = now.get(key), old.get(key)
         row = list(key)
         if r is None:
-            row += ["(no such column)", "", ""]
+            row += ["(no such column)", "", "", ""]
         else:
             style = "red" if r.records > 0.01 else ""
             row += [
                 f"[{style}]{r.records:.2%}" if style else f"{r.records:.2%}",
                 f"{r.values:.2%}",
                 f"{r.n_records}/{r.n_values}",
+                "" if r.chance is None else f"{r.raw:.2%} / {r.chance:.2%}",
             ]
         if base:
             row.append("-" if b is None else f"{b.records:.2%}")

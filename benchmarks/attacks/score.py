@@ -17,6 +17,11 @@ class AttackResult:
     values: float  # share of distinct hub values decoded to their true plaintext
     n_records: int
     n_values: int
+    # Attacks whose classes are large (salt chaining) score a blind guess too: the commonest
+    # names for the biggest classes. `records` is then what they re-identified beyond
+    # `chance` (the same class sizes, members drawn at random); `raw` is before subtracting.
+    chance: float | None = None
+    raw: float | None = None
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
