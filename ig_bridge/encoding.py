@@ -27,6 +27,12 @@ _DERIVED = {"dob_iso", "dob_swapped_iso", "dob_ym", "dob_md"}
 _QGRAM_CACHE_MAX = 100_000  # (domain, salt, q-gram) positions kept across chunks
 
 
+#: Flags: yes/no facts about the data's quality the hub's comparisons need (an agency's "this
+#: DOB is an estimate"), sent as booleans, never hashed: they name no value of an identifier.
+FLAG_PREFIX = "flag_"
+FLAG_SOURCES = frozenset({"dob_is_estimated"})
+
+
 class EncodingSpecError(ValueError):
     """The encoding spec is malformed (names the file and the key path)."""
 
@@ -58,9 +64,19 @@ def validate_encoding_spec(spec: Any, source: str = "<spec>") -> None:
 
     if not isinstance(spec, dict) or not isinstance(spec.get("encoding_spec_version"), int):
         fail("encoding_spec_version", "missing or not an integer")
-    extra = set(spec) - {"encoding_spec_version", "tokens", "blocking", "bloom"}
+    extra = set(spec) - {"encoding_spec_version", "tokens", "blocking", "bloom", "flags"}
     if extra:
         fail(str(sorted(extra)[0]), "unknown key")
+    for name, col in ((spec.get("flags") or {}).get("columns") or {}).items():
+        where = f"flags.columns.{name}"
+        if not name.startswith(FLAG_PREFIX):
+            fail(where, f"column names in flags start with {FLAG_PREFIX}")
+        if (
+            not isinstance(col, dict)
+            or col.get("source") not in FLAG_SOURCES
+            or set(col) - {"source"}
+        ):
+            fail(where, f"a flag has one source, one of {sorted(FLAG_SOURCES)}")
     for section, prefix in (("tokens", "tok_"), ("blocking", "blk_"), ("bloom", "bf_")):
         sec = spec.get(section) or {}
         cols = sec.get("columns") or {}
@@ -200,7 +216,7 @@ class Encoder:
     def columns(self) -> list[str]:
         return [
             name
-            for section in ("tokens", "blocking", "bloom")
+            for section in ("tokens", "blocking", "bloom", "flags")
             for name in ((self.spec.get(section) or {}).get("columns") or {})
         ]
 
@@ -419,6 +435,11 @@ class Encoder:
                 )
         for name, col in ((self.spec.get("bloom") or {}).get("columns") or {}).items():
             out[name] = self._bloom(normalised, name, col)
+        for name, col in ((self.spec.get("flags") or {}).get("columns") or {}).items():
+            # Only a "yes" from the agency sets a flag; unknown is no.
+            got = normalised.get(col["source"])
+            flag = pd.array(got if got is not None else [None] * len(normalised), "boolean")
+            out[name] = flag.fillna(False).astype(bool)
         return pd.DataFrame(out, index=normalised.index, columns=self.columns)
 
     def bloom_bytes(self, name: str) -> int:
@@ -426,10 +447,14 @@ class Encoder:
         return (int(col["bits"]) >> int(col.get("fold", 0))) // 8
 
     def arrow_fields(self) -> list:
-        """pyarrow fields for the encoded columns (tok_/blk_ string, bf_ binary), so that an
-        all-null column in one batch keeps the same Parquet type as in every other batch."""
-        import pyarrow as pa
+        """pyarrow fields for the encoded columns (tok_/blk_ string, bf_ binary, flag_
+        boolean), so that an all-null column in one batch keeps the same Parquet type as in
+        every other batch."""
+        return [pa.field(n, arrow_type_of(n)) for n in self.columns]
 
-        return [
-            pa.field(n, pa.binary() if n.startswith("bf_") else pa.string()) for n in self.columns
-        ]
+
+def arrow_type_of(column: str) -> pa.DataType:
+    """Parquet type of an encoded column, by its prefix."""
+    if column.startswith("bf_"):
+        return pa.binary()
+    return pa.bool_() if column.startswith(FLAG_PREFIX) else pa.string()

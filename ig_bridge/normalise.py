@@ -80,6 +80,15 @@ def canonical_version() -> int:
     return int(yaml.safe_load(text)["version"])
 
 
+#: The other birth years an estimated DOB's year stands for (police estimate an age: the
+#: synthetic POL extract and real ones are off by up to two years).
+ESTIMATED_YEAR_OFFSETS = {
+    "dob_year_estimated_m2": -2,
+    "dob_year_estimated_m1": -1,
+    "dob_year_estimated_p1": 1,
+    "dob_year_estimated_p2": 2,
+}
+
 NORMALISED_COLUMNS: tuple[str, ...] = (
     "record_id",
     "title",
@@ -87,6 +96,8 @@ NORMALISED_COLUMNS: tuple[str, ...] = (
     "given_name_canonical",
     "given_name_phonetic",
     "given_name_initial",
+    "given_name_canonical_initial",
+    "given_name_final",
     "middle_names",
     "family_name",
     "family_name_parts",
@@ -98,6 +109,10 @@ NORMALISED_COLUMNS: tuple[str, ...] = (
     "dob_year",
     "dob_month",
     "dob_day",
+    "dob_year_estimated_m2",
+    "dob_year_estimated_m1",
+    "dob_year_estimated_p1",
+    "dob_year_estimated_p2",
     "dob_is_estimated",
     "sex",
     "address_line_1",
@@ -152,6 +167,11 @@ _MEMO_MAX = 20_000
 def _initial(name: str) -> str | None:
     """A normalised name's first letter (names are lower-case a-z, spaces and hyphens)."""
     return name[0] if name and name[0].isalpha() else None
+
+
+def _final(name: str) -> str | None:
+    """A normalised name's last letter."""
+    return name[-1] if name and name[-1].isalpha() else None
 
 
 def _per_unique(
@@ -284,6 +304,12 @@ def normalise_identifiers(
     # First letters, only ever hashed with the DOB (encoding spec, seventh amendment): a typo
     # in both names changes every exact and phonetic code but rarely both first letters.
     out["given_name_initial"] = _map_unique(given, _initial)
+    # The canonical forename's first letter (Bill and William: w), a salt of the surname
+    # sound's token (encoding spec, eighth amendment).
+    out["given_name_canonical_initial"] = _map_unique(out["given_name_canonical"], _initial)
+    # ...and the forename's last letter: a typo in the first letter (ioliver, csla) rarely
+    # hits the last one too (encoding spec, eighth amendment: blk_family_phonetic_dob_final).
+    out["given_name_final"] = _map_unique(given, _final)
     out["family_name_initial"] = _map_unique(family, _initial)
 
     other, other_parts = _per_unique(col("other_names"), idx, lambda v: _other_names(v), 2)
@@ -310,6 +336,13 @@ def normalise_identifiers(
     est, reason = _per_unique(col("dob_is_estimated"), idx, normalise_bool, 2)
     _collect(problems, idx, "dob_is_estimated", reason)
     out["dob_is_estimated"] = pd.array(est, dtype="boolean")
+    # An estimated DOB (an age guessed into 1 January) has a birth year that is itself a
+    # guess: the years around it, only for such records, so their year-salted name tokens
+    # can meet another record's (spec v3, eighth amendment). Nothing for a real DOB.
+    year = pd.Series(out["dob_year"], dtype="Int64")
+    guessed = out["dob_is_estimated"].fillna(False).to_numpy(dtype=bool)
+    for name, offset in ESTIMATED_YEAR_OFFSETS.items():
+        out[name] = (year + offset).where(guessed).array
 
     # Addresses
     whole, line1_from_whole, pc_from_whole, line2_from_whole, town_from_whole = _per_unique(

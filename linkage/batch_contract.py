@@ -52,6 +52,16 @@ def _columns(path: Path) -> set[str]:
     return set(pq.read_schema(path).names)
 
 
+def _check_flag_types(path: Path, name: str, flags: Iterable[str]) -> None:
+    """Flags are booleans: a flag column of any other type could carry text (a name) past
+    every token check, so the batch is refused before a value is read."""
+    schema = pq.read_schema(path)
+    for col in flags:
+        typ = schema.field(col).type
+        if not pa.types.is_boolean(typ):
+            raise BatchRefused("column_type", f"{name}: {col} is {typ}, not boolean")
+
+
 def check_contract(vm: VerifiedManifest, expect: HubExpectations) -> None:
     """Versions and the column contract. Raises BatchRefused; details carry names, not values."""
     contract = expect.contracts.get(vm.agency)
@@ -94,6 +104,8 @@ def check_contract(vm: VerifiedManifest, expect: HubExpectations) -> None:
         missing = sorted(required - cols)
         if missing:
             raise BatchRefused("column_missing", f"{name}: {missing}")
+        if name != "payload.parquet":
+            _check_flag_types(path, name, expect.encoding.flag_columns)
     if PRESENT_FILE in vm.files:  # optional: bridges before the snapshot guards send none
         try:
             cols = _columns(vm.batch_dir / PRESENT_FILE)

@@ -173,9 +173,19 @@ class EncodingContract:
     def bloom_columns(self) -> list[str]:
         return self._cols("bloom")
 
+    @cached_property
+    def flag_columns(self) -> list[str]:
+        """Booleans (`flag_*`): data-quality facts, not pseudonyms (ig_bridge.encoding)."""
+        return self._cols("flags")
+
     @property
     def encoded_columns(self) -> list[str]:
-        return [*self.token_columns, *self.blocking_columns, *self.bloom_columns]
+        return [
+            *self.token_columns,
+            *self.blocking_columns,
+            *self.bloom_columns,
+            *self.flag_columns,
+        ]
 
     @property
     def identifiers_columns(self) -> frozenset[str]:

@@ -7,10 +7,9 @@ exactly one candidate other than the record's own subject:
   name_dob family name + canonical given name + DOB tokens
   name_phone canonical given name + phone token
   email    email token
-  name_postcode the family name + postcode and canonical given name + postcode keys
-           (blk_family_postcode, blk_given_canonical_postcode), neither salted by the DOB;
+  name_postcode both names + postcode key (blk_names_postcode), not salted by the DOB;
            a relative named without an address carries the naming record's own postcode in
-           those keys (the bridge fills it: a lead adult named by an Early Help record lives
+           that key (the bridge fills it: a lead adult named by an Early Help record lives
            at the child's address unless the record says otherwise)
 Unresolved relatives keep a pseudonymous key over their tokens, so two agencies naming the same
 unregistered father still meet in one network. Writes `family_edge`, `family_network`.
@@ -33,9 +32,9 @@ RULES: list[tuple[str, list[str]]] = [
     ("name_phone", ["blk_given_canonical_phone"]),
     ("email", ["tok_email"]),
     # Spec v3 has no standalone postcode token, and its name tokens are salted by the DOB
-    # (no DOB, no name token), so this rule uses the two name + postcode keys, which carry no
+    # (no DOB, no name token), so this rule uses the names + postcode key, which carries no
     # DOB: most relatives are named without one (a school contact, an Early Help lead adult).
-    ("name_postcode", ["blk_family_postcode", "blk_given_canonical_postcode"]),
+    ("name_postcode", ["blk_names_postcode"]),
 ]
 
 FAMILY_DDL = """
@@ -70,9 +69,26 @@ class FamilyResult:
     seconds: float
 
 
-def _resolve_sql() -> str:
+_NO_CANDIDATES = "SELECT NULL AS rel_id, 0 AS rank, '' AS rule, NULL AS candidate WHERE FALSE"
+
+
+def _related_columns(con: duckdb.DuckDBPyConnection) -> set[str]:
+    return {r[0] for r in con.execute("DESCRIBE related").fetchall()}
+
+
+def _first_present(have: set[str], *cols: str) -> str:
+    """coalesce() of those of `cols` the warehouse holds (a spec may leave keys out)."""
+    got = [f"r.{c}" for c in cols if c in have]
+    if not got:
+        return "NULL"
+    return got[0] if len(got) == 1 else f"coalesce({', '.join(got)})"
+
+
+def _resolve_sql(have: set[str]) -> str:
     parts = []
     for rank, (name, cols) in enumerate(RULES):
+        if not set(cols) <= have:
+            continue  # a key the spec does not send
         rel = [f"r.{c}" for c in cols]
         cand = [f"i.{c}" for c in cols]
         on = " AND ".join(f"{a} = {b}" for a, b in zip(rel, cand, strict=True))
@@ -96,7 +112,7 @@ def resolve_related(con: duckdb.DuckDBPyConnection) -> None:
         FROM related r JOIN record_person rp USING (record_ref)""")
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE _cand AS
-        WITH c AS ({_resolve_sql()}),
+        WITH c AS ({_resolve_sql(_related_columns(con)) or _NO_CANDIDATES}),
         per_rule AS (
             SELECT rel_id, rank, rule, min(candidate) AS candidate,
                    count(DISTINCT candidate) AS n
@@ -109,29 +125,41 @@ def build_family_network(con: duckdb.DuckDBPyConnection, run_id: str) -> FamilyR
     t0 = time.perf_counter()
     con.execute(FAMILY_DDL)
     resolve_related(con)
+    have = _related_columns(con)
+    given = _first_present(
+        have,
+        "tok_given_name_canonical",
+        "blk_given_canonical_postcode",
+        "blk_given_canonical_phone",
+    )
+    family = _first_present(have, "tok_family_name", "blk_names_postcode")
+    anchor = _first_present(have, "tok_dob", "tok_phone", "tok_email", "blk_names_postcode")
+    # a relative with no name token or name key cannot be placed at all (the name tokens
+    # need a DOB; the name + postcode keys do not)
+    named = " OR ".join(
+        f"r.{c} IS NOT NULL"
+        for c in (
+            "tok_family_name",
+            "tok_given_name_canonical",
+            "blk_names_postcode",
+            "blk_given_canonical_postcode",
+            "blk_given_canonical_phone",
+        )
+        if c in have
+    )
     with atomic(con):
         con.execute("DELETE FROM family_edge")
         con.execute(
-            """
+            f"""
             INSERT INTO family_edge
             SELECT ?, r.subject_person_id, c.candidate,
                    CASE WHEN c.candidate IS NULL THEN
-                       'R' || md5(concat_ws('|',
-                                  coalesce(r.tok_given_name_canonical,
-                                           r.blk_given_canonical_postcode),
-                                  coalesce(r.tok_family_name, r.blk_family_postcode),
-                                  coalesce(r.tok_dob, r.tok_phone, r.tok_email,
-                                           r.blk_family_postcode)))
+                       'R' || md5(concat_ws('|', {given}, {family}, {anchor}))
                    END,
                    r.relationship, r.agency, r.record_ref, r.slot,
                    coalesce(c.rule, 'unresolved')
             FROM _rel r LEFT JOIN _cand c USING (rel_id)
-            -- a relative with no name token or name key cannot be placed at all (the
-            -- name tokens need a DOB; the name + postcode keys do not)
-            WHERE c.candidate IS NOT NULL OR r.tok_family_name IS NOT NULL
-               OR r.tok_given_name_canonical IS NOT NULL
-               OR r.blk_family_postcode IS NOT NULL
-               OR r.blk_given_canonical_postcode IS NOT NULL""",
+            WHERE c.candidate IS NOT NULL OR {named or "FALSE"}""",
             [run_id],
         )
         _write_networks(con, run_id)

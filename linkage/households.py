@@ -208,8 +208,11 @@ def current_property(
     relative shares a home (RELATIVE_WEIGHTS). A person placed only by their own records at
     an address no relative confirms, while co-resident relatives agree on another one,
     moves there (a stale address); a person with no address evidence at all joins the home
-    of their relatives, else the one property of their postcode where their family name
-    lives. `props`: _property_keys(con), when the caller has it already."""
+    of their relatives. (A last fallback, the one property of their postcode where their
+    family name lives, needed a surname + postcode key; spec v3's eighth amendment dropped
+    it, as families sharing it let the hub join year-salted surname tokens back together;
+    household F1 moved -0.0004 to +0.0009 without it.) `props`: _property_keys(con), when
+    the caller has it already."""
     props = _property_keys(con) if props is None else props
     resolve_related(con)
     weights = pd.DataFrame(
@@ -254,24 +257,6 @@ def current_property(
                 FROM votes
                 QUALIFY row_number() OVER (PARTITION BY person_id
                         ORDER BY n_agencies DESC, latest DESC NULLS LAST, property_key) = 1
-            ), resident AS (
-                -- family name + postcode keys of persons already placed, per property
-                SELECT DISTINCT p.property_key, i.blk_family_postcode
-                FROM own p JOIN record_person rp USING (person_id)
-                JOIN identifiers i USING (record_ref)
-                WHERE i.blk_family_postcode IS NOT NULL
-            ), fallback AS (
-                -- No full address (the first line was not recorded): the one property in
-                -- the person's postcode where someone of their family name lives.
-                SELECT rp.person_id, min(r.property_key) AS property_key
-                FROM record_person rp JOIN identifiers i USING (record_ref)
-                JOIN resident r USING (blk_family_postcode)
-                WHERE rp.person_id NOT IN (SELECT person_id FROM own)
-                GROUP BY rp.person_id
-                HAVING count(DISTINCT r.property_key) = 1
-            ), first_pass AS (
-                SELECT person_id, property_key FROM own
-                UNION ALL SELECT person_id, property_key FROM fallback
             ), kin AS (
                 -- resolved relatives, both directions, with the kind's weight
                 SELECT DISTINCT rel.subject_person_id AS person_id, c.candidate AS relative,
@@ -289,7 +274,7 @@ def current_property(
                 -- weight counts once per property; different kinds add up.
                 SELECT person_id, property_key, sum(w) AS w FROM (
                     SELECT k.person_id, f.property_key, k.relationship, max(k.w) AS w
-                    FROM kin k JOIN first_pass f ON f.person_id = k.relative
+                    FROM kin k JOIN own f ON f.person_id = k.relative
                     GROUP BY ALL)
                 GROUP BY ALL
             ), scored AS (
@@ -306,9 +291,6 @@ def current_property(
                                  property_key) = 1
             )
             SELECT * FROM chosen
-            UNION ALL
-            SELECT person_id, property_key, 0 FROM fallback
-            WHERE person_id NOT IN (SELECT person_id FROM chosen)
             """,
             [list(tenancies), OTHER_RELATIVE_WEIGHT, OTHER_RELATIVE_WEIGHT],
         ).df()

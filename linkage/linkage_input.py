@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 INPUT_TABLE = "person_linkage_input"
 FEATURES_TABLE = "linkage_features"
 FEATURES_LAYOUT_TABLE = "linkage_features_layout"
-FEATURES_FORMAT = 1
+FEATURES_FORMAT = 2  # 2: flag_* columns (booleans) kept
 DIGEST_TABLE = "linkage_input_digest"
 SIGNATURE_TABLE = "linkage_input_signature"
 # Splink joins and orients pairs on this compact id, not on `unique_id` (agency:record_ref,
@@ -160,10 +160,16 @@ def _input_layout(con: duckdb.DuckDBPyConnection, source: str, cols: list[str]) 
     become integers), Bloom filters and their words. One scan of `source`."""
     blooms = [c for c in cols if c.startswith("bf_")]
     keep = [c for c in cols if c.startswith(("tok_", "blk_"))]
+    flags = [c for c in cols if c.startswith("flag_")]
     aggs = [f'count("{c}")' for c in keep + blooms]
     aggs += [f'max(length("{c}"))' for c in keep]
     aggs += [f'min(octet_length("{c}")), max(octet_length("{c}"))' for c in blooms]
+    aggs += [f'count_if("{c}")' for c in flags]
     stats = list(con.execute(f"SELECT {', '.join(aggs) or '0'} FROM {source}").fetchall()[0])
+    raised = stats[len(stats) - len(flags) :] if flags else []
+    stats = stats[: len(stats) - len(flags)]
+    # A flag no record raises says nothing (its comparison level would be untrainable).
+    flags = [c for c, n in zip(flags, raised, strict=True) if n]
     n_k, n_b = len(keep), len(blooms)
     counts = dict(zip(keep + blooms, stats[: n_k + n_b], strict=True))
     widths = dict(zip(keep, stats[n_k + n_b : 2 * n_k + n_b], strict=True))
@@ -201,6 +207,7 @@ def _input_layout(con: duckdb.DuckDBPyConnection, source: str, cols: list[str]) 
         "blooms": blooms,
         "as_int": as_int,
         "words": words,
+        "flags": flags,
     }
     return layout
 
@@ -216,6 +223,7 @@ def _feature_select(layout: dict[str, Any], row_hash: str) -> str:
         + [f'CAST("{c}" AS BIT) AS "{c}"' for c in layout["blooms"]]
         + [f'bit_count(CAST("{c}" AS BIT)) AS "{popcount_column(c)}"' for c in layout["blooms"]]
         + [f'{_bloom_word_sql(c, i)} AS "{bloom_word_column(c, i)}"' for c, i in layout["words"]]
+        + [f'coalesce(s."{c}", FALSE) AS "{c}"' for c in layout.get("flags", [])]
         + [
             f"{row_hash} AS src_hash",
             # Tokens present in the source row: the check that none failed to convert.
@@ -237,6 +245,7 @@ def _expose_input(con: duckdb.DuckDBPyConnection, layout: dict[str, Any]) -> lis
         *layout["blooms"],
         *[popcount_column(c) for c in layout["blooms"]],
         *[bloom_word_column(c, i) for c, i in layout["words"]],
+        *layout.get("flags", []),
     ]
     select = ", ".join(
         "agency || ':' || record_ref AS unique_id" if c == "unique_id" else f'"{c}"'

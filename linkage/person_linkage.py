@@ -23,14 +23,14 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from splink import DuckDBAPI, Linker, SettingsCreator
 from splink.clustering import cluster_pairwise_predictions_at_threshold
 
-from linkage.clusters import guard_chains
-from linkage.comparisons import (
-    build_comparisons,
+from linkage.blocking_rules import (
     deterministic_rules,
     fallback_training_rules,
     prediction_blocking_rules,
     training_blocking_rules,
 )
+from linkage.clusters import guard_chains
+from linkage.comparisons import ESTIMATED_DOB_FLAG, build_comparisons
 from linkage.em_training import estimate_m_on_blocks
 from linkage.guards import dob_conflict_trusted, held_back
 from linkage.linkage_input import (
@@ -43,6 +43,7 @@ from linkage.linkage_input import (
     prepare_input,
 )
 from linkage.person_model import (
+    fill_unobserved_u,
     floor_m_probabilities,
     load_model,
     make_model,
@@ -311,6 +312,8 @@ def train_model(
     # the same shape but narrow string rows: no change there, benchmarks/bench_linkage.py.)
     with scratch_database(con), optimizers_disabled(con, "cte_inlining"):
         learned = estimate_parameters(_linker(con, creator, validate=False), columns, settings)
+    n = con.execute(f"SELECT count(*) FROM {INPUT_TABLE}").fetchone()[0]
+    learned = fill_unobserved_u(learned, min(settings.u_max_pairs, n * (n - 1) / 2))
     trained = round_parameters(floor_m_probabilities(learned, settings.m_floor))
     return make_model(trained, model_version)
 
@@ -418,8 +421,12 @@ def _link_persons(
             t = stage("clustering")
         # The chaining guard asks only whether two tokens are equal: the input's integers
         # (pandas UInt64, exact) serve as they are; hex text for 1M records cost ~1 s.
+        known = {c: c for c in ("tok_nhs_number", "tok_dob") if c in columns}
+        if ESTIMATED_DOB_FLAG in columns and "tok_dob" in known:
+            # An agency's estimated DOB cannot say two of its records are different people.
+            known["tok_dob"] = f"CASE WHEN {ESTIMATED_DOB_FLAG} THEN NULL ELSE tok_dob END"
         tokens = ", ".join(
-            c if c in columns else f"NULL::UBIGINT AS {c}" for c in ("tok_nhs_number", "tok_dob")
+            f"{known.get(c, 'NULL::UBIGINT')} AS {c}" for c in ("tok_nhs_number", "tok_dob")
         )
         records = con.execute(
             f"""SELECT o.{ORDER_COLUMN} AS unique_id, i.agency, i.batch_id, {tokens}

@@ -47,6 +47,25 @@ def floor_m_probabilities(splink_settings: dict[str, Any], floor: float) -> dict
     return out
 
 
+def fill_unobserved_u(splink_settings: dict[str, Any], pairs_sampled: float) -> dict[str, Any]:
+    """Give every non-null level the u sample never saw (no u learned) the rule-of-three
+    bound, u = 3 / pairs sampled (the 95% upper bound on a rate with no event in that many
+    tries). Without a u Splink scores such a level with a default for its position in the
+    comparison, which weighs a rare middle level (same names next to an estimated DOB, an
+    exact UPN) about like 'else': whether it counted for or against a pair turned on
+    whether one such pair happened to fall in the 2M-pair sample (messy profile: 8 vs 44
+    missed pairs with an estimated DOB from one run to the next). Returns a new dict."""
+    out = json.loads(json.dumps(splink_settings, default=str))
+    bound = 3.0 / max(float(pairs_sampled), 3.0)
+    for comparison in out["comparisons"]:
+        for lv in comparison["comparison_levels"]:
+            if lv.get("is_null_level"):
+                continue
+            if not isinstance(lv.get("u_probability"), int | float):
+                lv["u_probability"] = bound
+    return out
+
+
 #: Significant digits kept of every trained probability. Splink's sampling is a hash of the
 #: record id (repeatable at any thread count), but EM sums floats in parallel, in an order
 #: that varies from run to run at the 1e-13 level; rounding far above that noise makes a

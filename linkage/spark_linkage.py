@@ -45,6 +45,7 @@ import sqlglot
 
 from linkage.comparisons import (
     BLOOM_COLUMNS,
+    ESTIMATED_DOB_FLAG,
     bit_dice_sql,
     bloom_word_column,
     bloom_word_count,
@@ -62,6 +63,7 @@ from linkage.person_linkage import (
     cluster_records,
     drop_record_order,
     estimate_parameters,
+    fill_unobserved_u,
     floor_m_probabilities,
     load_model,
     make_model,
@@ -342,9 +344,11 @@ def train_model_spark(
     # The recipe of person_linkage.train_model (one u chunk there says why); the blocking
     # rules are Splink creators, which write their own Spark SQL.
     learned = estimate_parameters(linker, columns, s)
-    trained = round_parameters(
-        floor_m_probabilities(_with_parameters(untrained, learned), s.m_floor)
+    n = df.count()
+    learned = fill_unobserved_u(
+        _with_parameters(untrained, learned), min(s.u_max_pairs, n * (n - 1) / 2)
     )
+    trained = round_parameters(floor_m_probabilities(learned, s.m_floor))
     return make_model(trained, model_version)
 
 
@@ -412,14 +416,15 @@ def _cluster(
     """(records with cluster_id, auto-match edges, flagged clusters), by the hub's own
     clustering (`person_linkage.cluster_records`), so both backends cluster identically."""
     have = set(df.columns)
+    known = {c: c for c in ("tok_nhs_number", "tok_dob") if c in have}
+    if ESTIMATED_DOB_FLAG in have and "tok_dob" in known:
+        # As in person_linkage: an estimated DOB cannot say two records are two people.
+        known["tok_dob"] = f"CASE WHEN {ESTIMATED_DOB_FLAG} THEN NULL ELSE tok_dob END"
     records = df.selectExpr(
         f"{ORDER_COLUMN} AS unique_id",
         "agency",
         "batch_id",
-        *[
-            (c if c in have else f"CAST(NULL AS STRING) AS {c}")
-            for c in ("tok_nhs_number", "tok_dob")
-        ],
+        *[f"{known.get(c, 'CAST(NULL AS STRING)')} AS {c}" for c in ("tok_nhs_number", "tok_dob")],
     ).toPandas()
     return cluster_records(records, pairs, model["splink_settings"], s)
 

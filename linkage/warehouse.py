@@ -28,6 +28,7 @@ _PAYLOAD_TYPES = {
 def _encoded_ddl(enc: EncodingContract) -> str:
     cols = [f'"{c}" VARCHAR' for c in [*enc.token_columns, *enc.blocking_columns]]
     cols += [f'"{c}" BIT' for c in enc.bloom_columns]  # BIT: Dice via native bit_count(a & b)
+    cols += [f'"{c}" BOOLEAN' for c in enc.flag_columns]
     return ", ".join(cols)
 
 
@@ -170,7 +171,13 @@ def add_spec_columns(con: duckdb.DuckDBPyConnection, enc: EncodingContract) -> N
         have = {r[0] for r in con.execute(f"DESCRIBE {table}").fetchall()}
         for col in enc.encoded_columns:
             if col not in have:
-                typ = "BLOB" if col.startswith("bf_") else "VARCHAR"
+                typ = (
+                    "BLOB"
+                    if col in enc.bloom_columns
+                    else "BOOLEAN"
+                    if col in enc.flag_columns
+                    else "VARCHAR"
+                )
                 con.execute(f"ALTER TABLE {table} ADD COLUMN {quote_ident(col)} {typ}")
 
 

@@ -515,3 +515,26 @@ def test_hub_side_failure_keeps_the_batch_and_the_queue_goes_on(run: Path, monke
     monkeypatch.undo()
     (out,) = ingest_landing(paths).outcomes
     assert (out.agency, out.status) == ("CSC", "accepted")
+
+
+def test_flag_column_carrying_text_is_refused_before_a_value_is_read(run: Path) -> None:
+    """flag_dob_estimated is a boolean (encoding spec `flags`): the one identifiers column
+    that is not a keyed hash. A partner agency (or a forger with its key) sending it as text
+    could smuggle a name past every token check; the batch is refused whole, naming the
+    column and its type, and the text exists nowhere at the hub."""
+    paths = HubPaths.for_run(run)
+    b = _landed(run, "POL")
+    t = pq.read_table(b / "identifiers.parquet")
+    canary = "Zebedee-Quillfeather"
+    i = t.schema.get_field_index("flag_dob_estimated")
+    assert pa.types.is_boolean(t.schema.field(i).type)
+    assert any(t.column(i).to_pylist())  # police estimate ages: some are raised
+    t = t.set_column(i, "flag_dob_estimated", pa.array([canary] * t.num_rows, pa.string()))
+    pq.write_table(t, b / "identifiers.parquet")
+    _resign(b, "POL", run)
+    report = ingest_landing(paths, batch_dirs=[b])
+    r = _assert_refused_whole(run, report, b, "column_type")
+    assert "flag_dob_estimated" in r["detail"] and canary not in json.dumps(r)
+    for p in paths.hub.rglob("*"):
+        if p.is_file():
+            assert canary.encode() not in p.read_bytes(), p

@@ -3,6 +3,7 @@
 import hashlib
 import hmac
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -41,10 +42,13 @@ def test_columns_and_formats(encoded):
         *spec["tokens"]["columns"],
         *spec["blocking"]["columns"],
         *spec["bloom"]["columns"],
+        *spec["flags"]["columns"],
     ]
     for c in encoded.columns:
         for v in encoded[c]:
-            if c.startswith("bf_"):
+            if c.startswith("flag_"):
+                assert isinstance(v, bool | np.bool_)  # never null: only a "yes" raises it
+            elif c.startswith("bf_"):
                 assert v is None or (isinstance(v, bytes) and len(v) == 64)
             elif isinstance(v, str):
                 assert len(v) == 32 and int(v, 16) >= 0 and v == v.lower()
@@ -101,7 +105,7 @@ def test_previous_surnames_and_name_parts_meet_the_family_name_of_the_same_dob(k
     assert e.tok_family_name_first[0] == e.tok_family_name[1]  # smith-jones part = smith
     assert e.tok_other_name_first[2] == e.tok_family_name_last[0]  # same key domain: jones
     assert e.tok_other_name_first[2] != e.tok_family_name[3]  # jones, another DOB
-    assert e.tok_family_name_phonetic[0] != e.tok_family_name_phonetic[3]  # another name
+    assert e.blk_family_phonetic_dob[0] != e.blk_family_phonetic_dob[3]  # another DOB
 
 
 def test_bloom_dice_tracks_similarity(key):
@@ -156,8 +160,11 @@ def test_spec_v3_holds_no_low_entropy_standalone_token():
             "given_name_phonetic",
             "family_name_phonetic",
         ):
-            # names only ever salted with the birth year or a finer part of the DOB
-            assert {"dob_year", "dob_iso"} & set(sources), name
+            # names only ever salted with the birth year (an estimate's years around it) or a
+            # finer part of the DOB
+            assert {"dob_year", "dob_iso"} & set(sources) or any(
+                s.startswith("dob_year_estimated_") for s in sources
+            ), name
     for name, col in spec["bloom"]["columns"].items():
         salt = col.get("salt")
         assert col.get("salt_required"), name
@@ -180,7 +187,7 @@ def test_names_are_salted_with_the_birth_year(key):
     # Same name and birth year: the name still compares exactly (canonical, phonetic, family)
     # (and by Bloom similarity within the birth month: bf_given_name, bf_family_name).
     assert e.tok_given_name_canonical[0] == e.tok_given_name_canonical[1]
-    assert e.tok_family_name_phonetic[0] == e.tok_family_name_phonetic[1]
+    assert e.tok_given_name_phonetic[0] == e.tok_given_name_phonetic[1]
     # Another birth year: unrelated token and unrelated filter, so the hub cannot count names.
     assert e.tok_given_name_canonical[0] != e.tok_given_name_canonical[2]
     assert dice(e.bf_family_name[0], e.bf_family_name[2]) < 0.5
@@ -203,33 +210,45 @@ def test_names_are_salted_with_the_birth_year(key):
     )
 
 
-def test_forename_variants_meet_with_the_surname_sound_and_surname_sound_with_sex(key):
-    """Issue 16, third amendment: the canonical / phonetic forename tokens carry the phonetic
-    surname and the birth year (a field group, near-unique per person), the phonetic surname
-    token carries birth year and sex; all still agree across a DOB error in the same year."""
+def test_forename_variants_carry_the_surname_sound_and_surnames_a_forename_letter(key):
+    """Issue 16: the canonical / phonetic forename tokens carry the phonetic surname and the
+    birth year (third amendment), so they agree across a DOB error in the same year and are
+    the hub's surname-sound level too; the exact surname tokens and the surname-sound + DOB
+    key carry the canonical forename's initial (eighth amendment: same-DOB people of one
+    surname rarely share a value, so records' links cannot chain families together)."""
     frame = normalise_identifiers(
         pd.DataFrame(
             {
-                "given_name": ["Kate", "Katie", "Katie", "Kate", "Kate"],
-                "family_name": ["Smith", "Smithe", "Jones", "Smith", "Smith"],
-                "date_of_birth": ["2012-03-04", "2012-11-30", "2012-03-04", "2012-03-04", None],
-                "sex": ["F", "F", "F", "M", "F"],
+                "given_name": ["Kate", "Katie", "Katie", "Amy", "Kate", "Iatie"],
+                "family_name": ["Smith", "Smithe", "Jones", "Smith", "Smith", "Smith"],
+                "date_of_birth": [
+                    "2012-03-04",
+                    "2012-11-30",
+                    "2012-03-04",
+                    "2012-03-04",
+                    None,
+                    "2012-03-04",
+                ],
+                "sex": ["F", "F", "F", "F", "F", "F"],
             }
         ),
         FORMATS,
     ).frame
     e = Encoder(key).encode(frame)
+    assert "tok_family_name_phonetic" not in e  # shared by unrelated people: chained
     # kate/katie, smith/smithe (same sound), another month: the forename levels still agree
     assert e.tok_given_name_canonical[0] == e.tok_given_name_canonical[1]
-    assert e.tok_family_name_phonetic[0] == e.tok_family_name_phonetic[1]
     # the same forename with another surname sound: another token
     assert e.tok_given_name_canonical[1] != e.tok_given_name_canonical[2]
     assert e.tok_given_name_phonetic[1] != e.tok_given_name_phonetic[2]
-    # the same surname recorded with another sex: another phonetic surname token
-    assert e.tok_family_name_phonetic[0] != e.tok_family_name_phonetic[3]
-    assert e.tok_given_name_canonical[0] == e.tok_given_name_canonical[3]
-    # no sex or no birth year: no phonetic surname token (it would repeat across people)
-    assert pd.isna(e.tok_family_name_phonetic[4]) and pd.isna(e.tok_given_name_canonical[4])
+    # one surname and DOB: kate and amy do not share the surname token or key
+    assert e.tok_family_name[0] != e.tok_family_name[3]
+    assert e.blk_family_phonetic_dob[0] != e.blk_family_phonetic_dob[3]
+    # a typo in the forename's first letter (kate / iatie) still meets on its last letter
+    assert e.blk_family_phonetic_dob[0] != e.blk_family_phonetic_dob[5]
+    assert e.blk_family_phonetic_dob_final[0] == e.blk_family_phonetic_dob_final[5]
+    # no birth year: no forename token (it would repeat across people)
+    assert pd.isna(e.tok_given_name_canonical[4]) and pd.isna(e.tok_family_name[4])
 
 
 def test_address_bloom_is_salted_by_postcode_and_birth_year(key):

@@ -323,7 +323,7 @@ def test_dob_levels_are_trained_without_nhs_numbers(tmp_path: Path, caplog, monk
     DOB 'else' level stays untrained; training on the canonical forename instead lowered its
     F1, febrl2 0.8185 -> 0.7943, febrl3 0.8105 -> 0.7850.)"""
     import linkage.person_linkage as pl
-    from linkage.comparisons import block_on, training_blocking_rules
+    from linkage.blocking_rules import block_on, training_blocking_rules
 
     toy = make_toy(n_households=300, seed=7)
     ids = toy.identifiers.drop(columns=["tok_nhs_number"])

@@ -413,12 +413,11 @@ def encode(plain: dict) -> dict:
     sector = pc[:-2] if pc else None
     district = pc.split(" ")[0] if pc else None
     # Spec v3 salting (schemas/encoding_spec.yaml, ig_bridge.encoding): exact names with the
-    # full DOB; forename variants with the surname's sound + birth year; the surname's sound
-    # with birth year + sex; name filters with birth year + month; the address filter with
-    # postcode + birth year. No salt, no token (and no filter).
+    # full DOB (the surname + the canonical forename's initial); forename variants with the
+    # surname's sound + birth year; name filters with birth year + month; the address
+    # filter with postcode + birth year. No salt, no token (and no filter).
     year = str(dob.year) if dob else None
     ym = f"{dob.year}-{dob.month:02d}" if dob else None
-    sex = plain["sex"]
 
     def salted(field: str, v: str | None, *salts: str | None) -> str | None:
         if not v or not all(salts):
@@ -433,9 +432,8 @@ def encode(plain: dict) -> dict:
         "tok_given_name": salted("given_name", g, dob_s),
         "tok_given_name_canonical": salted("given_name", canon, fam_ph, year),
         "tok_given_name_phonetic": salted("given_name_phonetic", giv_ph, fam_ph, year),
-        "tok_family_name": salted("family_name", f, dob_s),
-        "tok_family_name_phonetic": salted("family_name_phonetic", fam_ph, year, sex),
-        "tok_other_names": salted("family_name", o, dob_s),
+        "tok_family_name": salted("family_name", f, dob_s, canon[0] if canon else "-"),
+        "tok_other_names": salted("family_name", o, dob_s, canon[0] if canon else "-"),
         "tok_dob": tok("dob", dob_s),
         "tok_dob_swapped": tok("dob", swapped),
         "tok_address": tok("address", f"{plain['address']}|{pc}" if pc else None),
@@ -458,17 +456,12 @@ def encode(plain: dict) -> dict:
         ),
         # The spec's keys for what the salts above cost (a DOB or sex error, a name variant).
         "blk_given_phonetic_dob": salted("blk_given_phonetic_dob", giv_ph, dob_s),
-        "blk_canonical_given_dob_ym": salted("blk_canonical_given_dob_ym", canon, ym),
+        "blk_canonical_given_dob": salted("blk_canonical_given_dob", canon, dob_s),
         "blk_names_unordered_dob": salted(
             "blk_names_unordered_dob", "|".join(sorted((giv_ph, fam_ph))), dob_s
         )
         if giv_ph and fam_ph
         else None,
-        "blk_names_postcode_sector": salted("blk_names_postcode_sector", canon, f, sector),
-        "blk_family_postcode": tok("blk_family_postcode", f"{f}|{pc}" if f and pc else None),
-        "blk_given_canonical_postcode": tok(
-            "blk_given_canonical_postcode", f"{_canonical(g)}|{pc}" if g and pc else None
-        ),
     }
 
 
@@ -568,12 +561,10 @@ SALTED_AS_SPEC = (
     "tok_given_name_canonical",
     "tok_given_name_phonetic",
     "tok_family_name",
-    "tok_family_name_phonetic",
     "bf_given_name",
     "bf_family_name",
     "bf_address",
-    "blk_family_postcode",
-    "blk_given_canonical_postcode",
+    "blk_canonical_given_dob",
 )
 
 

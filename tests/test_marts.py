@@ -59,7 +59,7 @@ def test_stage_is_idempotent(outputs: Outputs, tmp_path: Path, copy_run) -> None
 
 def test_no_refs_tokens_or_free_text_in_any_table(marts, wh) -> None:  # noqa: ANN001
     secrets = set()
-    for col in ("record_ref", "tok_family_name", "tok_dob", "blk_family_postcode"):
+    for col in ("record_ref", "tok_family_name", "tok_dob", "blk_family_phonetic_dob"):
         secrets |= {
             r[0]
             for r in wh.execute(

@@ -31,7 +31,7 @@ def _old_spec(path: Path) -> Path:
     spec["encoding_spec_version"] = spec["encoding_spec_version"] - 1
     spec["tokens"]["columns"]["tok_sex"] = {"source": "sex", "domain": "sex"}
     spec["tokens"]["columns"]["tok_dob_year"] = {"source": "dob_year", "domain": "dob_year"}
-    del spec["blocking"]["columns"]["blk_given_canonical_postcode"]
+    del spec["blocking"]["columns"]["blk_initials_dob"]
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path
 
@@ -83,7 +83,7 @@ def test_spec_change_waits_for_every_agency_then_drops_old_columns(
     assert new.version == old.version + 1
     _bridge(run, "GP")
     assert {o["status"] for o in stage_ingest(paths)["outcomes"]} == {"accepted"}
-    assert "blk_given_canonical_postcode" in _columns(paths, "identifiers")  # added for v3
+    assert "blk_initials_dob" in _columns(paths, "identifiers")  # added for v3
     con = duckdb.connect(str(paths.warehouse))
     try:
         status = spec_migration.migration_status(con, new)

@@ -9,18 +9,21 @@ import re
 from pathlib import Path
 
 from ig_bridge.encoding import load_encoding_spec
-from linkage.comparisons import BLOOM_COLUMNS, NOT_BLOCKING_KEYS
+from linkage.blocking_rules import NOT_BLOCKING_KEYS
+from linkage.comparisons import BLOOM_COLUMNS
 
 REPO = Path(__file__).resolve().parents[1]
 HUB = ("linkage", "governance", "workspace")
 
 
 def _hub_names() -> set[str]:
-    """Every quoted tok_/bf_/blk_ name in the hub's code."""
+    """Every quoted tok_/bf_/blk_/flag_ name in the hub's code."""
     names: set[str] = set()
     for part in HUB:
         for path in (REPO / part).rglob("*.py"):
-            names |= set(re.findall(r"[\"']((?:tok|bf|blk)_[a-z0-9_]+)[\"']", path.read_text()))
+            names |= set(
+                re.findall(r"[\"']((?:tok|bf|blk|flag)_[a-z0-9_]+)[\"']", path.read_text())
+            )
     return names
 
 
@@ -29,6 +32,8 @@ def test_every_token_and_bloom_filter_sent_is_read_by_the_hub() -> None:
     read = _hub_names()
     unread = [c for c in spec["tokens"]["columns"] if c not in read]
     assert not unread, f"tokens the bridges send but the hub never reads: {unread}"
+    flags = [c for c in (spec.get("flags") or {}).get("columns", {}) if c not in read]
+    assert not flags, f"flags the bridges send but the hub never reads: {flags}"
     blooms = set(spec["bloom"]["columns"])
     assert blooms == set(BLOOM_COLUMNS), (
         f"Bloom filters sent but never compared: {sorted(blooms - set(BLOOM_COLUMNS))}; "
