@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         (f"spec v{version}", "right"),
         ("distinct values", "right"),
         ("n rec/val", "right"),
-        ("raw / chance", "right"),
+        ("raw / chance / links", "right"),
     ]
     if base:
         cols.append((f"spec v{base_version}", "right"))
@@ -198,7 +198,10 @@ def main(argv: list[str] | None = None) -> int:
                 f"[{style}]{r.records:.2%}" if style else f"{r.records:.2%}",
                 f"{r.values:.2%}",
                 f"{r.n_records}/{r.n_values}",
-                "" if r.chance is None else f"{r.raw:.2%} / {r.chance:.2%}",
+                ""
+                if r.chance is None
+                else f"{r.raw:.2%} / {r.chance:.2%}"
+                + ("" if r.linked is None else f" / {r.linked:.2%}"),
             ]
         if base:
             row.append("-" if b is None else f"{b.records:.2%}")

@@ -46,7 +46,8 @@ def _get(results: list[AttackResult], attack: str, target: str, overlap: str) ->
 # (test_every_attack_at_most_one_percent). Measured at 5,000 people on spec v3 as amended
 # (benchmarks/bench_attacks.py; docs/pseudonym_strength.md): largest single attack salt
 # chaining (benchmarks/attacks/chaining.py), surnames decoded through the records the hub
-# can join, 1.6-1.8% at 30,000 people and <= 0.86% at 5,000 (26.8% through the surname + postcode
+# can join, beyond what its record links tell with no name value: <= 0.91% at 30,000 people,
+# <= 0.60% at 5,000 (26.8% through the surname + postcode
 # key the eighth amendment removed: tests/test_salt_chaining.py); every frequency attack
 # <= 0.6%. Spec v2 on the same people: tok_given_name 60%, tok_sex 100%, graph on
 # bf_family_name 45%; first-draft v3 (birth-year salts): previous surnames 4.9-6.2%.

@@ -96,3 +96,20 @@ def test_a_family_key_lets_the_hub_decode_surnames_and_its_removal_stops_it(
         for how in sets:
             got = _attack(now, col, how)
             assert got <= 0.01, f"{col} via {how}: {got:.2%} beyond chance"
+
+
+def test_chaining_is_scored_beyond_what_needs_no_name_value(people: pd.DataFrame) -> None:
+    """A figure counts only what the name's values add: beyond chance (classes of the same
+    sizes, random members) and beyond the hub's record links alone (the joined records
+    without the name column), whichever is larger."""
+    hub = _hub(people, load_encoding_spec())
+    col = "tok_family_name"
+    partners = [p for p in chaining.chains(hub.spec)[col]["record links"] if p in hub.rec]
+    ref = sample_reference(hub.pop.index.to_numpy(), 1.0, 7)
+    r = salt_chaining(hub, col, partners, "record links", ref, "100%", np.isin(hub.person, ref))
+    assert r.linked is not None and r.chance is not None and r.raw is not None
+    assert r.records == pytest.approx(max(0.0, r.raw - max(r.chance, r.linked)))
+    keys_only = salt_chaining(
+        hub, "tok_given_name_canonical", [], "name keys", ref, "100%", np.isin(hub.person, ref)
+    )
+    assert keys_only.linked is None  # no record link: nothing but chance to discount

@@ -18,10 +18,13 @@ class AttackResult:
     n_records: int
     n_values: int
     # Attacks whose classes are large (salt chaining) score a blind guess too: the commonest
-    # names for the biggest classes. `records` is then what they re-identified beyond
-    # `chance` (the same class sizes, members drawn at random); `raw` is before subtracting.
+    # names for the biggest classes. `records` is then what they re-identified beyond the
+    # larger of `chance` (the same class sizes, members drawn at random) and `linked` (the
+    # same alignment on the classes the hub's record links give with no name value at all:
+    # what linking records tells whatever the names' encoding); `raw` is before subtracting.
     chance: float | None = None
     raw: float | None = None
+    linked: float | None = None
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
