@@ -3,9 +3,10 @@ but a record that carries the name under two salts tells the hub those two value
 
 The spec's estimated-DOB tokens carry a forename variant + surname sound under the four birth
 years around an estimate, in tok_given_name_canonical's key domain (so they equal other
-records' tokens of those years); a blocking key of the same names without the year
-(blk_names_postcode_sector) is shared by the records of one name in one sector whatever their
-birth years. The hub merges every such value a record carries (union-find over the values,
+records' tokens of those years); a blocking key of the same names without the year (the
+blk_names_postcode_sector and blk_family_postcode that spec v3's eighth amendment dropped) is
+shared by the records of one name in one sector or family whatever their birth years. The hub
+merges every such value a record carries (union-find over the values,
 record by record) and aligns the merged classes' sizes with the frequencies of the unsalted
 names in its reference set: the more a chain merges, the more the classes count like unsalted
 names, which frequency alignment decodes. Any token that joins one person's or one
