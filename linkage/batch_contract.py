@@ -52,10 +52,9 @@ def _columns(path: Path) -> set[str]:
     return set(pq.read_schema(path).names)
 
 
-def _check_flag_types(path: Path, name: str, flags: Iterable[str]) -> None:
+def _check_flag_types(schema: pa.Schema, name: str, flags: Iterable[str]) -> None:
     """Flags are booleans: a flag column of any other type could carry text (a name) past
     every token check, so the batch is refused before a value is read."""
-    schema = pq.read_schema(path)
     for col in flags:
         typ = schema.field(col).type
         if not pa.types.is_boolean(typ):
@@ -91,9 +90,10 @@ def check_contract(vm: VerifiedManifest, expect: HubExpectations) -> None:
         if name not in vm.files:
             raise BatchRefused("missing_file", f"{name} is required")
         try:
-            cols = _columns(path)
+            schema = pq.read_schema(path)
         except (pa.ArrowException, OSError, ValueError):
             raise BatchRefused("file_unreadable", f"{name}: not a readable Parquet file") from None
+        cols = set(schema.names)
         extra = sorted(cols - cols_allowed)
         if extra:
             # The hub refuses information outside the data-sharing agreement.
@@ -105,7 +105,7 @@ def check_contract(vm: VerifiedManifest, expect: HubExpectations) -> None:
         if missing:
             raise BatchRefused("column_missing", f"{name}: {missing}")
         if name != "payload.parquet":
-            _check_flag_types(path, name, expect.encoding.flag_columns)
+            _check_flag_types(schema, name, expect.encoding.flag_columns)
     if PRESENT_FILE in vm.files:  # optional: bridges before the snapshot guards send none
         try:
             cols = _columns(vm.batch_dir / PRESENT_FILE)

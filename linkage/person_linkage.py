@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
@@ -318,6 +318,20 @@ def train_model(
     return make_model(trained, model_version)
 
 
+#: The tokens the chaining guard compares (`clusters.conflict_pairs`).
+GUARD_TOKENS = ("tok_nhs_number", "tok_dob")
+
+
+def guard_token_sql(columns: Collection[str]) -> dict[str, str]:
+    """SQL (valid in DuckDB and Spark) for each chaining-guard token the input holds. An
+    agency's estimated DOB cannot say two of its records are different people, so it counts
+    as missing there."""
+    out = {c: c for c in GUARD_TOKENS if c in columns}
+    if ESTIMATED_DOB_FLAG in columns and "tok_dob" in out:
+        out["tok_dob"] = f"CASE WHEN {ESTIMATED_DOB_FLAG} THEN NULL ELSE tok_dob END"
+    return out
+
+
 def cluster_records(
     records: pd.DataFrame, pairs: pd.DataFrame, model_settings: dict[str, Any], s: LinkageSettings
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
@@ -421,13 +435,8 @@ def _link_persons(
             t = stage("clustering")
         # The chaining guard asks only whether two tokens are equal: the input's integers
         # (pandas UInt64, exact) serve as they are; hex text for 1M records cost ~1 s.
-        known = {c: c for c in ("tok_nhs_number", "tok_dob") if c in columns}
-        if ESTIMATED_DOB_FLAG in columns and "tok_dob" in known:
-            # An agency's estimated DOB cannot say two of its records are different people.
-            known["tok_dob"] = f"CASE WHEN {ESTIMATED_DOB_FLAG} THEN NULL ELSE tok_dob END"
-        tokens = ", ".join(
-            f"{known.get(c, 'NULL::UBIGINT')} AS {c}" for c in ("tok_nhs_number", "tok_dob")
-        )
+        known = guard_token_sql(columns)
+        tokens = ", ".join(f"{known.get(c, 'NULL::UBIGINT')} AS {c}" for c in GUARD_TOKENS)
         records = con.execute(
             f"""SELECT o.{ORDER_COLUMN} AS unique_id, i.agency, i.batch_id, {tokens}
                 FROM {INPUT_TABLE} i JOIN {ORDER_TABLE} o USING ({ID_COLUMN})"""

@@ -45,7 +45,6 @@ import sqlglot
 
 from linkage.comparisons import (
     BLOOM_COLUMNS,
-    ESTIMATED_DOB_FLAG,
     bit_dice_sql,
     bloom_word_column,
     bloom_word_count,
@@ -55,6 +54,7 @@ from linkage.comparisons import (
     legacy_dice_sql,
 )
 from linkage.person_linkage import (
+    GUARD_TOKENS,
     ID_COLUMN,
     INPUT_TABLE,
     ORDER_COLUMN,
@@ -65,6 +65,7 @@ from linkage.person_linkage import (
     estimate_parameters,
     fill_unobserved_u,
     floor_m_probabilities,
+    guard_token_sql,
     load_model,
     make_model,
     prepare_input,
@@ -415,16 +416,12 @@ def _cluster(
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """(records with cluster_id, auto-match edges, flagged clusters), by the hub's own
     clustering (`person_linkage.cluster_records`), so both backends cluster identically."""
-    have = set(df.columns)
-    known = {c: c for c in ("tok_nhs_number", "tok_dob") if c in have}
-    if ESTIMATED_DOB_FLAG in have and "tok_dob" in known:
-        # As in person_linkage: an estimated DOB cannot say two records are two people.
-        known["tok_dob"] = f"CASE WHEN {ESTIMATED_DOB_FLAG} THEN NULL ELSE tok_dob END"
+    known = guard_token_sql(set(df.columns))
     records = df.selectExpr(
         f"{ORDER_COLUMN} AS unique_id",
         "agency",
         "batch_id",
-        *[f"{known.get(c, 'CAST(NULL AS STRING)')} AS {c}" for c in ("tok_nhs_number", "tok_dob")],
+        *[f"{known.get(c, 'CAST(NULL AS STRING)')} AS {c}" for c in GUARD_TOKENS],
     ).toPandas()
     return cluster_records(records, pairs, model["splink_settings"], s)
 
